@@ -1,0 +1,239 @@
+//! Everything the kernel programs and userspace both need to agree on: record layouts, counter
+//! indices, load-time configuration and the small pure functions that classify DNS headers.
+//!
+//! One definition only: `flux-ebpf` and `flux-agent` both use these, never a copy.
+#![no_std]
+
+/// Bytes of DNS message copied into each ring-buffer record. A longer message is captured
+/// truncated and flagged with [`EVENT_FLAG_TRUNCATED`].
+///
+/// 2048 - header keeps a record at exactly 2 KiB and covers a full 1500-byte MTU payload.
+pub const DNS_CAPTURE_MAX: usize = 2048 - core::mem::size_of::<DnsEventHeader>();
+
+/// Default ring-buffer size in bytes (must be a power of two and a multiple of the page size).
+pub const RING_BUF_BYTES: u32 = 8 << 20;
+
+/// Maximum number of DNS source ports that can be configured at load time.
+pub const MAX_DNS_PORTS: usize = 8;
+
+/// Maximum VLAN tags walked (802.1ad outer + 802.1Q inner).
+pub const MAX_VLAN_TAGS: usize = 2;
+
+/// Maximum IPv6 extension headers walked before giving up (and passing the packet).
+pub const MAX_IPV6_EXT_HEADERS: usize = 6;
+
+/// Name of the map/global symbols in the eBPF object; userspace looks them up by these names.
+pub const MAP_EVENTS: &str = "EVENTS";
+pub const MAP_COUNTERS: &str = "COUNTERS";
+pub const GLOBAL_CONFIG: &str = "FLUX_CONFIG";
+/// The XDP program that captures DNS responses.
+pub const PROG_XDP: &str = "flux_xdp";
+/// An XDP program that only returns XDP_PASS: the baseline for benchmarks.
+pub const PROG_XDP_NOOP: &str = "flux_xdp_noop";
+
+/// `DnsEventHeader::flags`: the DNS message was longer than what was captured.
+pub const EVENT_FLAG_TRUNCATED: u8 = 1 << 0;
+/// `DnsEventHeader::flags`: the packet was the first fragment of a fragmented IP datagram.
+pub const EVENT_FLAG_IP_FRAGMENT: u8 = 1 << 1;
+
+pub const AF_INET: u8 = 4;
+pub const AF_INET6: u8 = 6;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+/// Load-time configuration, written into the `FLUX_CONFIG` global before the program is loaded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Source ports counted as DNS, network byte order is *not* used: host order.
+    pub dns_ports: [u16; MAX_DNS_PORTS],
+    /// How many entries of `dns_ports` are in use (at least one).
+    pub dns_port_count: u32,
+}
+
+impl Config {
+    /// Port 53 only.
+    pub const DEFAULT: Config = Config {
+        dns_ports: [53, 0, 0, 0, 0, 0, 0, 0],
+        dns_port_count: 1,
+    };
+
+    /// Whether `port` is one of the configured DNS ports. The loop has a constant bound.
+    #[inline(always)]
+    pub fn is_dns_port(&self, port: u16) -> bool {
+        let mut found = false;
+        for (i, p) in self.dns_ports.iter().enumerate() {
+            found |= (i as u32) < self.dns_port_count && *p == port;
+        }
+        found
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Metadata in front of every captured DNS message.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsEventHeader {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the packet was seen.
+    pub ts_ns: u64,
+    /// Interface the packet arrived on.
+    pub ifindex: u32,
+    /// The DNS message length the packet claims (UDP length - 8, or the TCP length prefix).
+    pub dns_len: u16,
+    /// How many bytes of the message follow in `DnsEvent::data`.
+    pub cap_len: u16,
+    /// Source address: IPv4 in the first 4 bytes, or IPv6; network byte order.
+    pub src_addr: [u8; 16],
+    pub dst_addr: [u8; 16],
+    /// Host byte order.
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// VLAN ids (12 bits) outermost first; `vlan_count` say how many are valid.
+    pub vlan_ids: [u16; MAX_VLAN_TAGS],
+    /// [`AF_INET`] or [`AF_INET6`].
+    pub family: u8,
+    /// [`IPPROTO_UDP`] or [`IPPROTO_TCP`].
+    pub transport: u8,
+    /// `EVENT_FLAG_*` bits.
+    pub flags: u8,
+    pub vlan_count: u8,
+    /// Explicit tail padding (always zero) so the record has no implicit padding bytes.
+    pub reserved: u32,
+}
+
+/// One ring-buffer record: the header, then up to [`DNS_CAPTURE_MAX`] bytes of DNS message.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DnsEvent {
+    pub header: DnsEventHeader,
+    pub data: [u8; DNS_CAPTURE_MAX],
+}
+
+/// Indices into the per-CPU `COUNTERS` array. Every drop and error path has one.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Every packet the XDP program ran on.
+    PacketsSeen = 0,
+    /// DNS responses written to the ring buffer.
+    ResponsesCaptured,
+    /// Responses captured, but longer than the capture buffer or cut by IP fragmentation.
+    TruncatedCaptures,
+    /// Responses lost because the ring buffer was full.
+    RingBufFull,
+    /// Headers that claimed more than the packet holds, or impossible header fields.
+    Malformed,
+    /// Non-first IP fragments, passed untouched.
+    NonFirstFragments,
+    /// DNS-over-TCP segments that do not hold one whole message (not captured).
+    TcpNotWholeMessage,
+    /// Packets from a DNS port whose payload is not a plausible DNS response.
+    NotDnsResponse,
+    /// IPv6 packets whose extension-header chain was longer than the walk allows.
+    Ipv6ExtTooDeep,
+    /// The packet copy into a reserved record failed; the record was discarded.
+    CopyFailed,
+}
+
+impl Counter {
+    pub const COUNT: usize = 10;
+    pub const ALL: [Counter; Counter::COUNT] = [
+        Counter::PacketsSeen,
+        Counter::ResponsesCaptured,
+        Counter::TruncatedCaptures,
+        Counter::RingBufFull,
+        Counter::Malformed,
+        Counter::NonFirstFragments,
+        Counter::TcpNotWholeMessage,
+        Counter::NotDnsResponse,
+        Counter::Ipv6ExtTooDeep,
+        Counter::CopyFailed,
+    ];
+
+    /// Stable snake_case name, used in `stats --json` and the docs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::PacketsSeen => "packets_seen",
+            Counter::ResponsesCaptured => "responses_captured",
+            Counter::TruncatedCaptures => "truncated_captures",
+            Counter::RingBufFull => "ringbuf_full",
+            Counter::Malformed => "malformed",
+            Counter::NonFirstFragments => "non_first_fragments",
+            Counter::TcpNotWholeMessage => "tcp_not_whole_message",
+            Counter::NotDnsResponse => "not_dns_response",
+            Counter::Ipv6ExtTooDeep => "ipv6_ext_too_deep",
+            Counter::CopyFailed => "copy_failed",
+        }
+    }
+}
+
+/// Fixed DNS header length.
+pub const DNS_HEADER_LEN: usize = 12;
+
+/// Whether the DNS header flags and counts look like a response worth capturing: QR=1, a
+/// standard-ish opcode (QUERY, NOTIFY or UPDATE), and at most one question.
+///
+/// `flags` and `qdcount` are host byte order. Shared so that the XDP program and offline replay
+/// decide the same way.
+#[inline(always)]
+pub fn is_plausible_response(flags: u16, qdcount: u16) -> bool {
+    let qr = flags & 0x8000 != 0;
+    let opcode = (flags >> 11) & 0xf;
+    qr && matches!(opcode, 0 | 4 | 5) && qdcount <= 1
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: all are #[repr(C)], made only of integers and integer arrays, and have no padding
+    // that could leak (checked by the layout tests below).
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::DnsEventHeader {}
+    unsafe impl aya::Pod for super::DnsEvent {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_has_no_padding_and_record_is_2k() {
+        // Sum of the fields: 8 + 4 + 2 + 2 + 16 + 16 + 2 + 2 + 4 + 4 + 4 = 64.
+        assert_eq!(core::mem::size_of::<DnsEventHeader>(), 64);
+        assert_eq!(core::mem::size_of::<DnsEvent>(), 2048);
+        assert!(DNS_CAPTURE_MAX >= 1500);
+        assert_eq!(core::mem::size_of::<Config>(), 2 * MAX_DNS_PORTS + 4);
+    }
+
+    #[test]
+    fn counters_are_dense_and_named() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i);
+            assert!(!c.name().is_empty());
+        }
+    }
+
+    #[test]
+    fn dns_port_lookup_respects_count() {
+        let mut c = Config::DEFAULT;
+        assert!(c.is_dns_port(53));
+        assert!(!c.is_dns_port(0));
+        c.dns_ports[1] = 5353;
+        assert!(!c.is_dns_port(5353));
+        c.dns_port_count = 2;
+        assert!(c.is_dns_port(5353));
+    }
+
+    #[test]
+    fn plausible_response() {
+        assert!(is_plausible_response(0x8180, 1));
+        assert!(!is_plausible_response(0x0100, 1)); // a query
+        assert!(!is_plausible_response(0x8180, 2));
+        assert!(!is_plausible_response(0x8000 | (2 << 11), 1)); // STATUS opcode
+        assert!(is_plausible_response(0x8000 | (5 << 11), 0)); // UPDATE response
+    }
+}

@@ -1,0 +1,2 @@
+#![no_std]
+// Present so that `cargo clippy --all-targets` has a library target; the programs live in main.rs.

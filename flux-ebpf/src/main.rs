@@ -1,0 +1,384 @@
+//! flux-agent's XDP program: find DNS responses and copy them to userspace.
+//!
+//! Packet path: Ethernet -> up to two VLAN tags -> IPv4 (options, fragments) or IPv6 (bounded
+//! extension-header walk) -> UDP or TCP from a configured DNS port -> DNS header check ->
+//! one ring-buffer record. Every packet is passed: this program only observes (for now), and when
+//! anything is unclear it passes and counts why.
+#![no_std]
+#![no_main]
+
+mod packet;
+
+use core::{ffi::c_void, mem::size_of, ptr::addr_of_mut};
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::{bpf_ktime_get_ns, generated::bpf_xdp_load_bytes},
+    macros::{map, xdp},
+    maps::{PerCpuArray, RingBuf},
+    programs::XdpContext,
+};
+use flux_common::{
+    AF_INET, AF_INET6, Config, Counter, DNS_CAPTURE_MAX, DnsEvent, DnsEventHeader,
+    EVENT_FLAG_IP_FRAGMENT, EVENT_FLAG_TRUNCATED, IPPROTO_TCP, IPPROTO_UDP, MAX_IPV6_EXT_HEADERS,
+    RING_BUF_BYTES, is_plausible_response,
+};
+use packet::*;
+
+/// Load-time configuration; userspace overrides it with `EbpfLoader::override_global`.
+#[unsafe(no_mangle)]
+static FLUX_CONFIG: Config = Config::DEFAULT;
+
+#[map]
+static EVENTS: RingBuf = RingBuf::pinned(RING_BUF_BYTES, 0);
+
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(Counter::COUNT as u32, 0);
+
+/// Why a packet was not captured. Each maps to a counter, except `NotOurs`.
+#[derive(Clone, Copy)]
+enum Skip {
+    /// Not DNS from a configured port: nothing to count.
+    NotOurs,
+    Malformed,
+    NonFirstFragment,
+    TcpNotWholeMessage,
+    NotDnsResponse,
+    Ipv6ExtTooDeep,
+}
+
+#[inline(always)]
+fn count(counter: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // Per-CPU slot: no other CPU writes it, so a plain add is race-free.
+        unsafe { *slot += 1 };
+    }
+}
+
+#[xdp]
+pub fn flux_xdp(ctx: XdpContext) -> u32 {
+    count(Counter::PacketsSeen);
+    match try_capture(&ctx) {
+        Ok(()) | Err(Skip::NotOurs) => {}
+        Err(Skip::Malformed) => count(Counter::Malformed),
+        Err(Skip::NonFirstFragment) => count(Counter::NonFirstFragments),
+        Err(Skip::TcpNotWholeMessage) => count(Counter::TcpNotWholeMessage),
+        Err(Skip::NotDnsResponse) => count(Counter::NotDnsResponse),
+        Err(Skip::Ipv6ExtTooDeep) => count(Counter::Ipv6ExtTooDeep),
+    }
+    xdp_action::XDP_PASS
+}
+
+/// The benchmark baseline: the cheapest possible XDP program, loaded from the same object.
+#[xdp]
+pub fn flux_xdp_noop(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+/// What the L3 parse hands to L4.
+struct L3 {
+    family: u8,
+    protocol: u8,
+    src: [u8; 16],
+    dst: [u8; 16],
+    /// Offset of the L4 header.
+    l4_off: usize,
+    /// L4 bytes the IP header says this packet carries.
+    l4_len: usize,
+    first_fragment: bool,
+}
+
+/// A DNS message located in the packet.
+struct Dns {
+    src_port: u16,
+    dst_port: u16,
+    /// Offset of the DNS header.
+    off: usize,
+    /// Length the transport claims for the message.
+    claimed_len: usize,
+    /// Bytes of it actually present in this packet.
+    present_len: usize,
+}
+
+#[inline(always)]
+fn try_capture(ctx: &XdpContext) -> Result<(), Skip> {
+    let pkt = Packet::new(ctx);
+    let config = unsafe { core::ptr::read_volatile(&FLUX_CONFIG) };
+
+    let eth: *const EthHdr = pkt.ptr_at(0).ok_or(Skip::Malformed)?;
+    let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
+    let mut off = size_of::<EthHdr>();
+
+    // Up to two tags, unrolled by hand: no arrays indexed by a loop variable.
+    let mut vlan_ids = [0u16; 2];
+    let mut vlan_count = 0u8;
+    if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
+        let tag: *const VlanHdr = pkt.ptr_at(off).ok_or(Skip::Malformed)?;
+        let outer = u16::from_be(unsafe { (*tag).tci }) & 0x0fff;
+        vlan_ids = [outer, 0];
+        ether_type = u16::from_be(unsafe { (*tag).ether_type });
+        vlan_count = 1;
+        off += size_of::<VlanHdr>();
+        if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
+            let tag: *const VlanHdr = pkt.ptr_at(off).ok_or(Skip::Malformed)?;
+            vlan_ids = [outer, u16::from_be(unsafe { (*tag).tci }) & 0x0fff];
+            ether_type = u16::from_be(unsafe { (*tag).ether_type });
+            vlan_count = 2;
+            off += size_of::<VlanHdr>();
+        }
+    }
+
+    let l3 = match ether_type {
+        ETH_P_IP => parse_ipv4(&pkt, off)?,
+        ETH_P_IPV6 => parse_ipv6(&pkt, off)?,
+        _ => return Err(Skip::NotOurs),
+    };
+
+    let dns = match l3.protocol {
+        IPPROTO_UDP => locate_udp(&pkt, &l3, &config)?,
+        IPPROTO_TCP => locate_tcp(&pkt, &l3, &config)?,
+        _ => return Err(Skip::NotOurs),
+    };
+
+    let hdr: *const DnsHdr = pkt.ptr_at(dns.off).ok_or(Skip::Malformed)?;
+    let flags = u16::from_be(unsafe { (*hdr).flags });
+    let qdcount = u16::from_be(unsafe { (*hdr).qdcount });
+    if !is_plausible_response(flags, qdcount) {
+        return Err(Skip::NotDnsResponse);
+    }
+
+    let cap_len = min(min(dns.claimed_len, dns.present_len), DNS_CAPTURE_MAX);
+    let truncated = cap_len < dns.claimed_len;
+
+    let Some(mut entry) = EVENTS.reserve::<DnsEvent>(0) else {
+        count(Counter::RingBufFull);
+        return Ok(());
+    };
+    let event = entry.as_mut_ptr();
+    let mut event_flags = 0u8;
+    if truncated {
+        event_flags |= EVENT_FLAG_TRUNCATED;
+    }
+    if l3.first_fragment {
+        event_flags |= EVENT_FLAG_IP_FRAGMENT;
+    }
+    unsafe {
+        (*event).header = DnsEventHeader {
+            ts_ns: bpf_ktime_get_ns(),
+            ifindex: (*ctx.ctx).ingress_ifindex,
+            dns_len: dns.claimed_len as u16,
+            cap_len: cap_len as u16,
+            src_addr: l3.src,
+            dst_addr: l3.dst,
+            src_port: dns.src_port,
+            dst_port: dns.dst_port,
+            vlan_ids,
+            family: l3.family,
+            transport: l3.protocol,
+            flags: event_flags,
+            vlan_count,
+            reserved: 0,
+        };
+    }
+
+    // Re-check the bound where the verifier can see it next to the helper call.
+    let len = cap_len as u32;
+    if len == 0 || len > DNS_CAPTURE_MAX as u32 {
+        entry.discard(0);
+        count(Counter::CopyFailed);
+        return Ok(());
+    }
+    let data = unsafe { addr_of_mut!((*event).data) } as *mut c_void;
+    let rc = unsafe { bpf_xdp_load_bytes(ctx.ctx, dns.off as u32, data, len) };
+    if rc != 0 {
+        entry.discard(0);
+        count(Counter::CopyFailed);
+        return Ok(());
+    }
+    entry.submit(0);
+    count(Counter::ResponsesCaptured);
+    if truncated {
+        count(Counter::TruncatedCaptures);
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn min(a: usize, b: usize) -> usize {
+    if a < b { a } else { b }
+}
+
+#[inline(always)]
+fn parse_ipv4(pkt: &Packet, off: usize) -> Result<L3, Skip> {
+    let ip: *const Ipv4Hdr = pkt.ptr_at(off).ok_or(Skip::Malformed)?;
+    let version_ihl = unsafe { (*ip).version_ihl };
+    if version_ihl >> 4 != 4 {
+        return Err(Skip::Malformed);
+    }
+    let ihl = ((version_ihl & 0x0f) as usize) * 4;
+    let tot_len = u16::from_be(unsafe { (*ip).tot_len }) as usize;
+    // Trailing Ethernet padding is fine; an IP header that claims more than the frame is not.
+    if ihl < size_of::<Ipv4Hdr>() || tot_len < ihl || off + tot_len > pkt.len() {
+        return Err(Skip::Malformed);
+    }
+    let frag = u16::from_be(unsafe { (*ip).frag_off });
+    if frag & IP_OFFSET_MASK != 0 {
+        return Err(Skip::NonFirstFragment);
+    }
+    let [s0, s1, s2, s3] = unsafe { (*ip).src };
+    let [d0, d1, d2, d3] = unsafe { (*ip).dst };
+    Ok(L3 {
+        family: AF_INET,
+        protocol: unsafe { (*ip).protocol },
+        src: [s0, s1, s2, s3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        dst: [d0, d1, d2, d3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        l4_off: off + ihl,
+        l4_len: tot_len - ihl,
+        first_fragment: frag & IP_MF != 0,
+    })
+}
+
+#[inline(always)]
+fn parse_ipv6(pkt: &Packet, off: usize) -> Result<L3, Skip> {
+    let ip: *const Ipv6Hdr = pkt.ptr_at(off).ok_or(Skip::Malformed)?;
+    if u32::from_be(unsafe { (*ip).version_tc_flow }) >> 28 != 6 {
+        return Err(Skip::Malformed);
+    }
+    let payload_len = u16::from_be(unsafe { (*ip).payload_len }) as usize;
+    let mut next = unsafe { (*ip).next_header };
+    let mut l4_off = off + size_of::<Ipv6Hdr>();
+    if payload_len == 0 {
+        // Jumbogram or nothing at all: not a DNS response we can size.
+        return Err(Skip::NotOurs);
+    }
+    if l4_off + payload_len > pkt.len() {
+        return Err(Skip::Malformed);
+    }
+    let payload_end = l4_off + payload_len;
+    let mut first_fragment = false;
+
+    let mut walked = 0;
+    while walked < MAX_IPV6_EXT_HEADERS {
+        match next {
+            IPV6_FRAGMENT => {
+                let f: *const Ipv6FragHdr = pkt.ptr_at(l4_off).ok_or(Skip::Malformed)?;
+                let fo = u16::from_be(unsafe { (*f).frag_off_m });
+                if fo >> 3 != 0 {
+                    return Err(Skip::NonFirstFragment);
+                }
+                first_fragment = fo & 1 != 0;
+                next = unsafe { (*f).next_header };
+                l4_off += size_of::<Ipv6FragHdr>();
+            }
+            IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS | IPV6_MOBILITY | IPV6_AH => {
+                let e: *const Ipv6ExtHdr = pkt.ptr_at(l4_off).ok_or(Skip::Malformed)?;
+                let len = unsafe { (*e).hdr_ext_len } as usize;
+                let bytes = if next == IPV6_AH {
+                    (len + 2) * 4
+                } else {
+                    (len + 1) * 8
+                };
+                next = unsafe { (*e).next_header };
+                l4_off += bytes;
+            }
+            _ => break,
+        }
+        if l4_off > payload_end {
+            return Err(Skip::Malformed);
+        }
+        walked += 1;
+    }
+    if walked == MAX_IPV6_EXT_HEADERS {
+        return Err(Skip::Ipv6ExtTooDeep);
+    }
+
+    Ok(L3 {
+        family: AF_INET6,
+        protocol: next,
+        src: unsafe { (*ip).src },
+        dst: unsafe { (*ip).dst },
+        l4_off,
+        l4_len: payload_end - l4_off,
+        first_fragment,
+    })
+}
+
+#[inline(always)]
+fn locate_udp(pkt: &Packet, l3: &L3, config: &Config) -> Result<Dns, Skip> {
+    let udp: *const UdpHdr = pkt.ptr_at(l3.l4_off).ok_or(Skip::Malformed)?;
+    let src_port = u16::from_be(unsafe { (*udp).source });
+    if !config.is_dns_port(src_port) {
+        return Err(Skip::NotOurs);
+    }
+    let udp_len = u16::from_be(unsafe { (*udp).len }) as usize;
+    if udp_len < size_of::<UdpHdr>() {
+        return Err(Skip::Malformed);
+    }
+    // Only the first fragment of a datagram may carry less than its UDP length says.
+    if udp_len > l3.l4_len && !l3.first_fragment {
+        return Err(Skip::Malformed);
+    }
+    let claimed_len = udp_len - size_of::<UdpHdr>();
+    if claimed_len < size_of::<DnsHdr>() {
+        return Err(Skip::NotDnsResponse);
+    }
+    let present_len = l3.l4_len - size_of::<UdpHdr>();
+    if present_len < size_of::<DnsHdr>() {
+        return Err(Skip::Malformed);
+    }
+    Ok(Dns {
+        src_port,
+        dst_port: u16::from_be(unsafe { (*udp).dest }),
+        off: l3.l4_off + size_of::<UdpHdr>(),
+        claimed_len,
+        present_len,
+    })
+}
+
+#[inline(always)]
+fn locate_tcp(pkt: &Packet, l3: &L3, config: &Config) -> Result<Dns, Skip> {
+    let tcp: *const TcpHdr = pkt.ptr_at(l3.l4_off).ok_or(Skip::Malformed)?;
+    let src_port = u16::from_be(unsafe { (*tcp).source });
+    if !config.is_dns_port(src_port) {
+        return Err(Skip::NotOurs);
+    }
+    let doff = ((unsafe { (*tcp).doff_res } >> 4) as usize) * 4;
+    if doff < size_of::<TcpHdr>() || doff > l3.l4_len {
+        return Err(Skip::Malformed);
+    }
+    let payload = l3.l4_len - doff;
+    if payload == 0 {
+        // Handshake, ACKs, FIN: ordinary TCP, nothing to count.
+        return Err(Skip::NotOurs);
+    }
+    if l3.first_fragment || payload < size_of::<TcpDnsLen>() + size_of::<DnsHdr>() {
+        return Err(Skip::TcpNotWholeMessage);
+    }
+    let prefix_off = l3.l4_off + doff;
+    let prefix: *const TcpDnsLen = pkt.ptr_at(prefix_off).ok_or(Skip::Malformed)?;
+    let msg_len = u16::from_be(unsafe { (*prefix).len }) as usize;
+    if msg_len + size_of::<TcpDnsLen>() > payload {
+        // The message continues in later segments; stream reassembly is userspace's job.
+        return Err(Skip::TcpNotWholeMessage);
+    }
+    if msg_len < size_of::<DnsHdr>() {
+        return Err(Skip::NotDnsResponse);
+    }
+    Ok(Dns {
+        src_port,
+        dst_port: u16::from_be(unsafe { (*tcp).dest }),
+        off: prefix_off + size_of::<TcpDnsLen>(),
+        claimed_len: msg_len,
+        present_len: payload - size_of::<TcpDnsLen>(),
+    })
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

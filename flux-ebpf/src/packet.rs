@@ -1,0 +1,152 @@
+//! Wire headers and a bounds-checked cursor over the XDP packet.
+//!
+//! Every read goes through [`Packet::ptr_at`], which checks `offset + size_of::<T>()` against
+//! `data_end` right before handing out the pointer, which is the form the verifier accepts.
+
+use core::mem::size_of;
+
+use aya_ebpf::programs::XdpContext;
+
+/// Offsets past this are not followed; keeps the verifier's range tracking small and bounded.
+pub const MAX_HEADER_OFFSET: usize = 512;
+
+pub struct Packet {
+    start: usize,
+    end: usize,
+}
+
+impl Packet {
+    #[inline(always)]
+    pub fn new(ctx: &XdpContext) -> Self {
+        Self {
+            start: ctx.data(),
+            end: ctx.data_end(),
+        }
+    }
+
+    /// Bytes in the linear packet buffer.
+    #[inline(always)]
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// A pointer to a `T` at `offset`, or `None` if the packet is too short.
+    #[inline(always)]
+    pub fn ptr_at<T>(&self, offset: usize) -> Option<*const T> {
+        if offset > MAX_HEADER_OFFSET {
+            return None;
+        }
+        let start = self.start + offset;
+        if start + size_of::<T>() > self.end {
+            return None;
+        }
+        Some(start as *const T)
+    }
+}
+
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88a8;
+
+#[repr(C)]
+pub struct EthHdr {
+    pub dst: [u8; 6],
+    pub src: [u8; 6],
+    /// Network byte order.
+    pub ether_type: u16,
+}
+
+#[repr(C)]
+pub struct VlanHdr {
+    pub tci: u16,
+    pub ether_type: u16,
+}
+
+#[repr(C)]
+pub struct Ipv4Hdr {
+    pub version_ihl: u8,
+    pub tos: u8,
+    pub tot_len: u16,
+    pub id: u16,
+    pub frag_off: u16,
+    pub ttl: u8,
+    pub protocol: u8,
+    pub check: u16,
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+}
+
+pub const IP_MF: u16 = 0x2000;
+pub const IP_OFFSET_MASK: u16 = 0x1fff;
+
+#[repr(C)]
+pub struct Ipv6Hdr {
+    pub version_tc_flow: u32,
+    pub payload_len: u16,
+    pub next_header: u8,
+    pub hop_limit: u8,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+}
+
+/// The first two bytes every IPv6 extension header shares.
+#[repr(C)]
+pub struct Ipv6ExtHdr {
+    pub next_header: u8,
+    pub hdr_ext_len: u8,
+}
+
+#[repr(C)]
+pub struct Ipv6FragHdr {
+    pub next_header: u8,
+    pub reserved: u8,
+    /// Offset (13 bits, in 8-octet units) << 3 | M flag; network byte order.
+    pub frag_off_m: u16,
+    pub identification: u32,
+}
+
+pub const IPV6_HOP_BY_HOP: u8 = 0;
+pub const IPV6_ROUTING: u8 = 43;
+pub const IPV6_FRAGMENT: u8 = 44;
+pub const IPV6_AH: u8 = 51;
+pub const IPV6_DEST_OPTS: u8 = 60;
+pub const IPV6_MOBILITY: u8 = 135;
+
+#[repr(C)]
+pub struct UdpHdr {
+    pub source: u16,
+    pub dest: u16,
+    pub len: u16,
+    pub check: u16,
+}
+
+#[repr(C)]
+pub struct TcpHdr {
+    pub source: u16,
+    pub dest: u16,
+    pub seq: u32,
+    pub ack_seq: u32,
+    /// Data offset in the high nibble.
+    pub doff_res: u8,
+    pub flags: u8,
+    pub window: u16,
+    pub check: u16,
+    pub urg_ptr: u16,
+}
+
+#[repr(C)]
+pub struct DnsHdr {
+    pub id: u16,
+    pub flags: u16,
+    pub qdcount: u16,
+    pub ancount: u16,
+    pub nscount: u16,
+    pub arcount: u16,
+}
+
+/// The 2-byte length prefix of a DNS message over TCP.
+#[repr(C)]
+pub struct TcpDnsLen {
+    pub len: u16,
+}
