@@ -1,0 +1,43 @@
+//! Command-line interface: one module per subcommand.
+
+mod run;
+mod stats;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use flux_agent::loader::DEFAULT_PIN_DIR;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "flux-agent",
+    version,
+    about = "Detect and block DNS fast flux with eBPF/XDP"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Attach to interfaces and capture DNS responses.
+    Run(run::RunArgs),
+    /// Show the kernel counters of the loaded agent.
+    Stats(stats::StatsArgs),
+}
+
+/// Options every command that touches the pinned maps shares.
+#[derive(Debug, clap::Args)]
+pub struct PinArgs {
+    /// bpffs folder holding the agent's pinned maps.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
+    pub pin_dir: PathBuf,
+}
+
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Stats(args) => stats::stats(args),
+    }
+}

@@ -1,0 +1,96 @@
+//! `flux-agent run`.
+
+use std::{
+    fs::OpenOptions,
+    io::{self, BufWriter, Write},
+    path::PathBuf,
+    process::ExitCode,
+};
+
+use anyhow::Context as _;
+use flux_agent::{
+    agent::{self, RunOptions},
+    loader::{AttachMode, LoadOptions},
+};
+use log::info;
+
+use super::PinArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Interface to attach to (repeatable). Default: the interface of the default route.
+    #[arg(long = "iface", short = 'i', value_name = "IF")]
+    pub ifaces: Vec<String>,
+
+    /// Write one JSON object per DNS response to PATH (appending), or to stdout with `-`.
+    #[arg(long, value_name = "PATH|-")]
+    pub events: Option<PathBuf>,
+
+    /// XDP attach mode: native (driver), skb (generic), or auto (native, else skb with a warning).
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    pub xdp_mode: AttachMode,
+
+    /// Replace an XDP program another tool attached to the interface.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Source port counted as DNS (repeatable, at most 8). Default: 53.
+    #[arg(long = "dns-port", value_name = "PORT")]
+    pub dns_ports: Vec<u16>,
+
+    #[command(flatten)]
+    pub pin: PinArgs,
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let events: Option<Box<dyn Write>> = match &args.events {
+        None => None,
+        Some(p) if p.as_os_str() == "-" => Some(Box::new(BufWriter::new(io::stdout()))),
+        Some(p) => Some(Box::new(BufWriter::new(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("cannot open events file {}", p.display()))?,
+        ))),
+    };
+    let opts = RunOptions {
+        ifaces: args.ifaces,
+        mode: args.xdp_mode,
+        force: args.force,
+        load: LoadOptions {
+            pin_dir: args.pin.pin_dir,
+            dns_ports: if args.dns_ports.is_empty() {
+                vec![53]
+            } else {
+                args.dns_ports
+            },
+            ring_buf_bytes: None,
+        },
+    };
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start tokio runtime")?;
+    let summary = rt.block_on(async move {
+        let shutdown = async {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                // Without signal handlers we would never detach cleanly; fail loudly instead.
+                std::future::pending::<()>().await;
+                return;
+            };
+            tokio::select! {
+                _ = int.recv() => info!("SIGINT: detaching"),
+                _ = term.recv() => info!("SIGTERM: detaching"),
+            }
+        };
+        agent::run(opts, events, shutdown).await
+    })?;
+    log::debug!("{summary:?}");
+    Ok(ExitCode::SUCCESS)
+}

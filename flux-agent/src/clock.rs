@@ -1,0 +1,60 @@
+//! Converting the kernel's `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) to wall-clock time.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out-pointer.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Realtime minus monotonic, sampled once; refresh with [`MonoClock::resync`] to follow NTP steps.
+#[derive(Clone, Copy, Debug)]
+pub struct MonoClock {
+    offset_ns: i128,
+}
+
+impl MonoClock {
+    pub fn new() -> Self {
+        let mono = clock_ns(libc::CLOCK_MONOTONIC);
+        let real = clock_ns(libc::CLOCK_REALTIME);
+        Self {
+            offset_ns: real as i128 - mono as i128,
+        }
+    }
+
+    pub fn resync(&mut self) {
+        *self = Self::new();
+    }
+
+    /// Wall-clock time of a `bpf_ktime_get_ns()` reading.
+    pub fn to_system_time(&self, ktime_ns: u64) -> SystemTime {
+        let ns = (ktime_ns as i128 + self.offset_ns).max(0) as u64;
+        UNIX_EPOCH + Duration::from_nanos(ns)
+    }
+}
+
+impl Default for MonoClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn now_maps_to_now() {
+        let c = MonoClock::new();
+        let t = c.to_system_time(clock_ns(libc::CLOCK_MONOTONIC));
+        let d = SystemTime::now()
+            .duration_since(t)
+            .unwrap_or_else(|e| e.duration());
+        assert!(d < Duration::from_secs(5));
+    }
+}

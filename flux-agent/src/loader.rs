@@ -1,0 +1,482 @@
+//! Loading the eBPF object, pinning its maps, and attaching the XDP program.
+//!
+//! Everything that can go wrong for a user (privileges, old kernel, unknown interface, another
+//! XDP program in the way, a second agent on the same pin folder) becomes a [`LoadError`] with a
+//! message that says what to do. Nothing is left half-attached: links live inside [`Loaded`], and
+//! dropping it detaches them all.
+
+use std::{
+    fs::File,
+    io,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{Xdp, XdpMode},
+    util::KernelVersion,
+};
+use flux_common::{Config, GLOBAL_CONFIG, MAP_COUNTERS, MAP_EVENTS, MAX_DNS_PORTS, PROG_XDP};
+use log::{info, warn};
+
+use crate::{EBPF_OBJECT, iface::Interface, xdp_owner};
+
+/// Where maps are pinned unless told otherwise (the xdp-tools convention: one folder per tool).
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/flux-agent";
+
+/// The oldest kernel with every helper the program uses: `bpf_xdp_load_bytes` (5.18); ring
+/// buffers (5.8) and BPF links for XDP (5.9) come earlier.
+pub const MIN_KERNEL: (u8, u8) = (5, 18);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "permission denied: loading XDP programs needs root, or CAP_BPF plus CAP_NET_ADMIN \
+         (try `sudo flux-agent ...` or `cargo xtask run`)"
+    )]
+    PermissionDenied,
+    #[error(
+        "kernel {found} is too old: flux-agent needs Linux {}.{} or newer (BPF ring buffer and \
+         bpf_xdp_load_bytes)",
+        MIN_KERNEL.0,
+        MIN_KERNEL.1
+    )]
+    KernelTooOld { found: String },
+    #[error(
+        "the kernel rejected a BPF feature flux-agent needs ({0}); use Linux 5.18 or newer with BPF enabled"
+    )]
+    MissingKernelFeature(String),
+    #[error("no such interface '{0}' (list them with `ip link`)")]
+    UnknownInterface(String),
+    #[error(
+        "interface {iface} already has an XDP program (id {prog_id}) attached by another tool; \
+         rerun with --force to replace it"
+    )]
+    XdpBusy { iface: String, prog_id: u32 },
+    #[error(
+        "another flux-agent is already running with pin folder {0}; stop it first, or give this \
+         one its own --pin-dir"
+    )]
+    AlreadyRunning(PathBuf),
+    #[error("cannot use pin folder {path}: {reason}")]
+    PinDir { path: PathBuf, reason: String },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("failed to attach XDP to {iface} in {mode} mode: {source}")]
+    Attach {
+        iface: String,
+        mode: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("failed to load the eBPF object: {0}")]
+    Ebpf(String),
+}
+
+/// `--xdp-mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AttachMode {
+    Native,
+    Skb,
+    /// Native, falling back to skb with a warning.
+    #[default]
+    Auto,
+}
+
+impl std::str::FromStr for AttachMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "native" | "drv" => Ok(Self::Native),
+            "skb" | "generic" => Ok(Self::Skb),
+            "auto" => Ok(Self::Auto),
+            other => Err(format!("unknown XDP mode '{other}' (native, skb or auto)")),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    pub pin_dir: PathBuf,
+    /// Source ports counted as DNS; at most [`MAX_DNS_PORTS`].
+    pub dns_ports: Vec<u16>,
+    /// Ring-buffer size override in bytes (power of two, page multiple).
+    pub ring_buf_bytes: Option<u32>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
+            dns_ports: vec![53],
+            ring_buf_bytes: None,
+        }
+    }
+}
+
+/// An attachment made by this agent.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    pub iface: Interface,
+    pub mode: &'static str,
+}
+
+/// The loaded object, holding the pin-folder lock and every XDP link it made.
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    pub pin_dir: PathBuf,
+    pub attachments: Vec<Attachment>,
+    _lock: File,
+}
+
+/// Builds the load-time config from the requested ports.
+pub fn config_for_ports(ports: &[u16]) -> Result<Config, LoadError> {
+    if ports.is_empty() || ports.len() > MAX_DNS_PORTS {
+        return Err(LoadError::Config(format!(
+            "between 1 and {MAX_DNS_PORTS} DNS ports, got {}",
+            ports.len()
+        )));
+    }
+    if ports.contains(&0) {
+        return Err(LoadError::Config("port 0 is not a DNS port".into()));
+    }
+    let mut config = Config {
+        dns_ports: [0; MAX_DNS_PORTS],
+        dns_port_count: ports.len() as u32,
+    };
+    for (slot, port) in config.dns_ports.iter_mut().zip(ports) {
+        *slot = *port;
+    }
+    Ok(config)
+}
+
+/// Refuses kernels older than [`MIN_KERNEL`].
+pub fn check_kernel_version(v: KernelVersion) -> Result<(), LoadError> {
+    let min = KernelVersion::new(MIN_KERNEL.0, MIN_KERNEL.1, 0);
+    if v < min {
+        return Err(LoadError::KernelTooOld {
+            found: v.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Effective capabilities of this process, from /proc/self/status.
+fn effective_caps() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
+    u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).ok()
+}
+
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_BPF: u32 = 39;
+
+/// Whether these capabilities can load and attach XDP programs.
+pub fn caps_sufficient(caps: u64) -> bool {
+    let has = |c: u32| caps & (1u64 << c) != 0;
+    has(CAP_NET_ADMIN) && (has(CAP_BPF) || has(CAP_SYS_ADMIN))
+}
+
+/// Checks privileges and kernel before touching anything.
+pub fn preflight() -> Result<(), LoadError> {
+    if let Some(caps) = effective_caps()
+        && !caps_sufficient(caps)
+    {
+        return Err(LoadError::PermissionDenied);
+    }
+    let v =
+        KernelVersion::current().map_err(|e| LoadError::Ebpf(format!("kernel version: {e}")))?;
+    check_kernel_version(v)
+}
+
+fn errno_in(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<io::Error>()
+            && let Some(code) = io.raw_os_error()
+        {
+            return Some(code);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+fn classify_load_error(err: &(dyn std::error::Error + 'static)) -> LoadError {
+    let mut text = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cur = e.source();
+    }
+    match errno_in(err) {
+        Some(libc::EPERM) | Some(libc::EACCES) if !text.contains("verifier") => {
+            LoadError::PermissionDenied
+        }
+        Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)
+            if text.contains("unknown func") || text.contains("invalid func") =>
+        {
+            LoadError::MissingKernelFeature(text)
+        }
+        _ => LoadError::Ebpf(text),
+    }
+}
+
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+
+fn fs_type(path: &Path) -> io::Result<i64> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::other("path contains a NUL byte"))?;
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a valid C string and st a valid out-pointer.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.f_type as i64)
+}
+
+/// The standard bpffs mount point.
+const BPFFS_ROOT: &str = "/sys/fs/bpf";
+
+/// Mounts bpffs on /sys/fs/bpf when the pin folder lives there and nothing is mounted yet, as
+/// xdp-tools and bpftool do: many systems only mount it on first use.
+fn ensure_bpffs_mounted(pin_dir: &Path) -> Result<(), LoadError> {
+    let root = Path::new(BPFFS_ROOT);
+    if !pin_dir.starts_with(root) || fs_type(root).ok() == Some(BPF_FS_MAGIC) {
+        return Ok(());
+    }
+    let src = c"bpf";
+    let target = c"/sys/fs/bpf";
+    // SAFETY: all arguments are valid C strings; data may be null.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            src.as_ptr(),
+            0,
+            c"mode=0700".as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::EACCES) => LoadError::PermissionDenied,
+            _ => LoadError::PinDir {
+                path: pin_dir.to_owned(),
+                reason: format!("/sys/fs/bpf is not a bpf filesystem and mounting one failed: {e}"),
+            },
+        });
+    }
+    info!("mounted bpffs on {BPFFS_ROOT}");
+    Ok(())
+}
+
+/// Makes sure `pin_dir` is on a bpffs, creating the folder if needed.
+fn prepare_pin_dir(pin_dir: &Path) -> Result<(), LoadError> {
+    let err = |reason: String| LoadError::PinDir {
+        path: pin_dir.to_owned(),
+        reason,
+    };
+    ensure_bpffs_mounted(pin_dir)?;
+    std::fs::create_dir_all(pin_dir).map_err(|e| match e.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::EACCES) => LoadError::PermissionDenied,
+        _ => err(format!("{e}; is bpffs mounted on /sys/fs/bpf?")),
+    })?;
+    if fs_type(pin_dir).map_err(|e| err(e.to_string()))? != BPF_FS_MAGIC {
+        return Err(err(
+            "not on a bpf filesystem (mount one with `mount -t bpf bpf /sys/fs/bpf`)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Takes an exclusive, non-blocking lock on the pin folder so two agents never share maps.
+pub fn lock_pin_dir(pin_dir: &Path) -> Result<Option<File>, io::Error> {
+    let f = File::open(pin_dir)?;
+    // SAFETY: valid fd owned by `f`.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Ok(None);
+        }
+        return Err(e);
+    }
+    Ok(Some(f))
+}
+
+/// Loads and verifies the program and creates (or reuses) the pinned maps. Attaches nothing.
+pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
+    preflight()?;
+    let config = config_for_ports(&opts.dns_ports)?;
+    prepare_pin_dir(&opts.pin_dir)?;
+    let lock = lock_pin_dir(&opts.pin_dir)
+        .map_err(|e| LoadError::PinDir {
+            path: opts.pin_dir.clone(),
+            reason: e.to_string(),
+        })?
+        .ok_or_else(|| LoadError::AlreadyRunning(opts.pin_dir.clone()))?;
+
+    let mut loader = EbpfLoader::new();
+    loader
+        .default_map_pin_directory(&opts.pin_dir)
+        .override_global(GLOBAL_CONFIG, &config, true);
+    if let Some(bytes) = opts.ring_buf_bytes {
+        loader.map_max_entries(MAP_EVENTS, bytes);
+    }
+    let mut ebpf = loader
+        .load(EBPF_OBJECT)
+        .map_err(|e| classify_load_error(&e))?;
+    let prog: &mut Xdp = ebpf
+        .program_mut(PROG_XDP)
+        .ok_or_else(|| LoadError::Ebpf(format!("program {PROG_XDP} missing from the object")))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| LoadError::Ebpf(e.to_string()))?;
+    prog.load().map_err(|e| classify_load_error(&e))?;
+    info!(
+        "loaded {PROG_XDP}; maps pinned under {}",
+        opts.pin_dir.display()
+    );
+    Ok(Loaded {
+        ebpf,
+        pin_dir: opts.pin_dir.clone(),
+        attachments: Vec::new(),
+        _lock: lock,
+    })
+}
+
+impl Loaded {
+    /// Attaches the XDP program to `iface`. With `force`, an XDP program someone else attached is
+    /// detached first; without it, its presence is an error.
+    pub fn attach(
+        &mut self,
+        iface: &Interface,
+        mode: AttachMode,
+        force: bool,
+    ) -> Result<(), LoadError> {
+        if let Some(existing) = xdp_owner::attached_prog_id(iface.index)
+            .map_err(|e| LoadError::Ebpf(format!("query XDP state of {}: {e}", iface.name)))?
+        {
+            if !force {
+                return Err(LoadError::XdpBusy {
+                    iface: iface.name.clone(),
+                    prog_id: existing,
+                });
+            }
+            warn!(
+                "--force: detaching XDP program {existing} from {}",
+                iface.name
+            );
+            xdp_owner::detach_all(iface.index).map_err(|e| {
+                LoadError::Ebpf(format!(
+                    "could not detach program {existing} from {}: {e}",
+                    iface.name
+                ))
+            })?;
+        }
+
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(PROG_XDP)
+            .ok_or_else(|| LoadError::Ebpf(format!("program {PROG_XDP} missing")))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| LoadError::Ebpf(e.to_string()))?;
+
+        let attach = |prog: &mut Xdp, mode: XdpMode, label: &'static str| {
+            prog.attach_to_if_index(iface.index, mode)
+                .map(|_| label)
+                .map_err(|source| {
+                    if errno_in(&source) == Some(libc::EPERM) {
+                        LoadError::PermissionDenied
+                    } else {
+                        LoadError::Attach {
+                            iface: iface.name.clone(),
+                            mode: label,
+                            source,
+                        }
+                    }
+                })
+        };
+        let label = match mode {
+            AttachMode::Native => attach(prog, XdpMode::Driver, "native")?,
+            AttachMode::Skb => attach(prog, XdpMode::Skb, "skb")?,
+            AttachMode::Auto => match attach(prog, XdpMode::Driver, "native") {
+                Ok(l) => l,
+                Err(LoadError::PermissionDenied) => return Err(LoadError::PermissionDenied),
+                Err(e) => {
+                    warn!(
+                        "{e}; falling back to generic (skb) mode, which is slower but works on \
+                         every driver"
+                    );
+                    attach(prog, XdpMode::Skb, "skb")?
+                }
+            },
+        };
+        info!("attached to {} ({label} mode)", iface.name);
+        self.attachments.push(Attachment {
+            iface: iface.clone(),
+            mode: label,
+        });
+        Ok(())
+    }
+
+    /// Removes this agent's map pins. Call on clean shutdown, after the links are gone.
+    pub fn unpin_maps(&self) {
+        for name in [MAP_EVENTS, MAP_COUNTERS] {
+            let path = self.pin_dir.join(name);
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                warn!("could not remove pin {}: {e}", path.display());
+            }
+        }
+        // Only succeeds when empty; other tools' pins are never touched.
+        let _ = std::fs::remove_dir(&self.pin_dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_version_gate() {
+        assert!(check_kernel_version(KernelVersion::new(5, 17, 15)).is_err());
+        assert!(check_kernel_version(KernelVersion::new(4, 19, 0)).is_err());
+        assert!(check_kernel_version(KernelVersion::new(5, 18, 0)).is_ok());
+        assert!(check_kernel_version(KernelVersion::new(6, 18, 44)).is_ok());
+        let msg = check_kernel_version(KernelVersion::new(5, 4, 0))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("5.18"), "{msg}");
+    }
+
+    #[test]
+    fn capability_check() {
+        assert!(!caps_sufficient(0));
+        assert!(!caps_sufficient(1 << CAP_BPF));
+        assert!(caps_sufficient((1 << CAP_BPF) | (1 << CAP_NET_ADMIN)));
+        assert!(caps_sufficient((1 << CAP_SYS_ADMIN) | (1 << CAP_NET_ADMIN)));
+        assert!(caps_sufficient(u64::MAX >> 23));
+    }
+
+    #[test]
+    fn ports_config() {
+        let c = config_for_ports(&[53, 5353]).unwrap();
+        assert_eq!(c.dns_port_count, 2);
+        assert!(c.is_dns_port(5353));
+        assert!(config_for_ports(&[]).is_err());
+        assert!(config_for_ports(&[0]).is_err());
+        assert!(config_for_ports(&[1; 9]).is_err());
+    }
+
+    #[test]
+    fn attach_mode_parse() {
+        assert_eq!("native".parse::<AttachMode>(), Ok(AttachMode::Native));
+        assert_eq!("skb".parse::<AttachMode>(), Ok(AttachMode::Skb));
+        assert_eq!("auto".parse::<AttachMode>(), Ok(AttachMode::Auto));
+        assert!("hw".parse::<AttachMode>().is_err());
+    }
+}
