@@ -1,1 +1,502 @@
+//! Harness for the privileged integration tests: network namespaces, veth pairs, real DNS servers
+//! and clients, and the real `flux-agent` binary. Everything made here is removed on drop, so a
+//! failing test cleans up too.
 
+use std::{
+    fs,
+    io::{BufRead as _, BufReader, Read as _},
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// Whether privileged tests can run. In CI (CI set) a missing privilege is a failure, never a
+/// skip; elsewhere the test prints why and returns early.
+pub fn privileged() -> bool {
+    let ci = std::env::var_os("CI").is_some_and(|v| v != "false" && v != "0");
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let problem = if !root {
+        Some("not running as root".to_owned())
+    } else if !Path::new("/proc/sys/net/core/bpf_jit_enable").exists()
+        && !Path::new("/sys/kernel/btf/vmlinux").exists()
+    {
+        Some("kernel has no BPF support".to_owned())
+    } else {
+        None
+    };
+    match problem {
+        None => true,
+        Some(p) if ci => panic!("privileged test cannot run in CI: {p}"),
+        Some(p) => {
+            eprintln!("SKIPPED: {p} (privileged test; run `cargo xtask test` as root)");
+            false
+        }
+    }
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A short name unique to this process and call, for namespaces and pin folders.
+pub fn unique(tag: &str) -> String {
+    format!(
+        "fx{}{}{}",
+        tag,
+        std::process::id() % 100_000,
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Runs a command and returns its output, panicking with stderr if it fails.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn ip(args: &[&str]) -> Output {
+    run(Command::new("ip").args(args))
+}
+
+/// A named network namespace, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Self {
+        let name = unique(tag);
+        ip(&["netns", "add", &name]);
+        let ns = Self { name };
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    pub fn path(&self) -> PathBuf {
+        Path::new("/run/netns").join(&self.name)
+    }
+
+    /// A command that runs inside this namespace (net namespace only, so bpffs stays shared).
+    pub fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={}", self.path().display()))
+            .arg("--")
+            .arg(program);
+        c
+    }
+
+    pub fn exec(&self, argv: &[&str]) -> Output {
+        run(self.cmd(argv[0]).args(&argv[1..]))
+    }
+
+    /// Runs `f` on a thread that has entered this namespace (sockets it opens live there).
+    pub fn run_in<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = self.path();
+        thread::spawn(move || {
+            let f_ns = fs::File::open(&path).expect("open netns");
+            // SAFETY: valid fd; CLONE_NEWNET only affects this thread.
+            let rc = unsafe { libc::setns(f_ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("thread in netns panicked")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Two namespaces joined by a veth pair: `client` (where the agent runs, iface `a0`) and
+/// `server` (iface `b0`), with IPv4 10.77.0.1/.2 and IPv6 fd77::1/::2.
+pub struct Link {
+    pub client: Netns,
+    pub server: Netns,
+}
+
+pub const CLIENT_V4: &str = "10.77.0.1";
+pub const SERVER_V4: &str = "10.77.0.2";
+pub const CLIENT_V6: &str = "fd77::1";
+pub const SERVER_V6: &str = "fd77::2";
+
+impl Link {
+    pub fn new() -> Self {
+        let client = Netns::new("c");
+        let server = Netns::new("s");
+        ip(&[
+            "link",
+            "add",
+            "a0",
+            "netns",
+            &client.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "b0",
+            "netns",
+            &server.name,
+        ]);
+        for (ns, dev, v4, v6) in [
+            (&client, "a0", CLIENT_V4, CLIENT_V6),
+            (&server, "b0", SERVER_V4, SERVER_V6),
+        ] {
+            ns.exec(&["ip", "addr", "add", &format!("{v4}/24"), "dev", dev]);
+            ns.exec(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ]);
+            ns.exec(&["ip", "link", "set", dev, "up"]);
+        }
+        Self { client, server }
+    }
+
+    /// Adds one more veth pair (`a{n}`/`b{n}`) between the namespaces.
+    pub fn add_pair(&self, n: u32) {
+        ip(&[
+            "link",
+            "add",
+            &format!("a{n}"),
+            "netns",
+            &self.client.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("b{n}"),
+            "netns",
+            &self.server.name,
+        ]);
+        self.client
+            .exec(&["ip", "link", "set", &format!("a{n}"), "up"]);
+        self.server
+            .exec(&["ip", "link", "set", &format!("b{n}"), "up"]);
+    }
+
+    /// MAC address of an interface in the client namespace.
+    pub fn client_mac(&self, dev: &str) -> [u8; 6] {
+        mac_of(&self.client, dev)
+    }
+    pub fn server_mac(&self, dev: &str) -> [u8; 6] {
+        mac_of(&self.server, dev)
+    }
+}
+
+impl Default for Link {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn mac_of(ns: &Netns, dev: &str) -> [u8; 6] {
+    // nsenter keeps the host's /sys, so ask rtnetlink through `ip` instead.
+    let out = ns.exec(&["ip", "-o", "link", "show", "dev", dev]);
+    let s = String::from_utf8_lossy(&out.stdout);
+    let text = s
+        .split("link/ether ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("link/ether in ip output");
+    let mut mac = [0u8; 6];
+    for (i, part) in text.split(':').enumerate().take(6) {
+        mac[i] = u8::from_str_radix(part, 16).expect("mac");
+    }
+    mac
+}
+
+/// A child process killed (and reaped) on drop.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command) -> Self {
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        Self {
+            child,
+            name: name.into(),
+        }
+    }
+
+    /// Sends SIGINT and waits for the exit status.
+    pub fn interrupt(mut self) -> std::process::ExitStatus {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "{} ignored SIGINT", self.name);
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// dnsmasq authoritative for `flux.test` in the server namespace, on port 53 over UDP and TCP.
+pub fn start_dnsmasq(server: &Netns, extra: &[String]) -> Proc {
+    let long_a = "a".repeat(250);
+    let long_b = "b".repeat(250);
+    let long_c = "c".repeat(250);
+    let mut args: Vec<String> = vec![
+        "--keep-in-foreground".into(),
+        "--conf-file=/dev/null".into(),
+        "--no-resolv".into(),
+        "--no-hosts".into(),
+        "--bind-interfaces".into(),
+        format!("--listen-address={SERVER_V4}"),
+        format!("--listen-address={SERVER_V6}"),
+        "--except-interface=lo".into(),
+        "--port=53".into(),
+        "--user=root".into(),
+        "--local=/flux.test/".into(),
+        "--host-record=a.flux.test,192.0.2.10,2001:db8::10".into(),
+        "--cname=www.flux.test,cdn.flux.test".into(),
+        "--cname=cdn.flux.test,a.flux.test".into(),
+        format!("--txt-record=big.flux.test,\"{long_a}\",\"{long_b}\",\"{long_c}\""),
+        "--log-facility=-".into(),
+    ];
+    args.extend(extra.iter().cloned());
+    let mut cmd = server.cmd("dnsmasq");
+    cmd.args(&args).stdout(Stdio::null()).stderr(Stdio::null());
+    let p = Proc::spawn("dnsmasq", &mut cmd);
+    // Ready when it answers.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = server
+            .cmd("dig")
+            .args([
+                &format!("@{SERVER_V4}"),
+                "a.flux.test",
+                "+short",
+                "+tries=1",
+                "+time=1",
+            ])
+            .output()
+            .expect("dig");
+        if String::from_utf8_lossy(&out.stdout).contains("192.0.2.10") {
+            return p;
+        }
+        assert!(Instant::now() < deadline, "dnsmasq did not come up");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Path of the flux-agent binary built next to this test binary.
+pub fn agent_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> -> target/<profile>/flux-agent
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|p| p.join("flux-agent"))
+        .expect("target dir");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build -p flux-agent` (cargo xtask test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A pin folder unique to one test, removed on drop.
+pub struct PinDir(pub PathBuf);
+
+impl PinDir {
+    pub fn new() -> Self {
+        Self(PathBuf::from("/sys/fs/bpf").join(unique("pin")))
+    }
+    pub fn arg(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+impl Default for PinDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `flux-agent run` in a namespace, writing events to a file.
+pub struct Agent {
+    pub proc: Option<Proc>,
+    pub events: PathBuf,
+    pub stderr: PathBuf,
+    _dir: TempDir,
+}
+
+pub struct TempDir(pub PathBuf);
+impl TempDir {
+    pub fn new() -> Self {
+        let p = std::env::temp_dir().join(unique("tmp"));
+        fs::create_dir_all(&p).expect("tempdir");
+        Self(p)
+    }
+}
+impl Default for TempDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Agent {
+    /// Starts the agent and waits until it reports that it is capturing.
+    pub fn start(ns: &Netns, pin: &PinDir, args: &[&str]) -> Self {
+        let dir = TempDir::new();
+        let events = dir.0.join("events.jsonl");
+        let stderr = dir.0.join("agent.stderr");
+        let mut cmd = ns.cmd(agent_bin().to_str().expect("utf-8 path"));
+        cmd.arg("run")
+            .args(["--pin-dir", &pin.arg(), "--events"])
+            .arg(&events)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&stderr).expect("stderr file"));
+        let mut proc = Proc::spawn("flux-agent", &mut cmd);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = fs::read_to_string(&stderr).unwrap_or_default();
+            if log.contains("capturing DNS responses") {
+                break;
+            }
+            if let Some(st) = proc.child.try_wait().expect("wait") {
+                panic!("flux-agent exited early ({st}):\n{log}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "flux-agent did not start:\n{log}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            proc: Some(proc),
+            events,
+            stderr,
+            _dir: dir,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Every event written so far.
+    pub fn events(&self) -> Vec<Value> {
+        let Ok(f) = fs::File::open(&self.events) else {
+            return Vec::new();
+        };
+        BufReader::new(f)
+            .lines()
+            .map_while(Result::ok)
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
+            .collect()
+    }
+
+    /// Waits (bounded) for an event matching `pred`; panics with everything seen if none comes.
+    pub fn wait_event(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
+                return e;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "no event for {what}; events: {:#?}\nagent log:\n{}",
+                    self.events(),
+                    self.log()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGINT, and the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.proc.take().expect("agent already stopped").interrupt()
+    }
+}
+
+/// Runs `flux-agent ARGS` to completion in `ns` (or the current namespace).
+pub fn agent_cli(ns: Option<&Netns>, args: &[&str]) -> Output {
+    let bin = agent_bin();
+    let mut cmd = match ns {
+        Some(ns) => ns.cmd(bin.to_str().expect("utf-8 path")),
+        None => Command::new(bin),
+    };
+    cmd.args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run flux-agent")
+}
+
+/// The XDP program id attached to `dev` in `ns`, if any (from `ip link`).
+pub fn xdp_prog_on(ns: &Netns, dev: &str) -> Option<u32> {
+    let out = ns.exec(&["ip", "-d", "link", "show", "dev", dev]);
+    let s = String::from_utf8_lossy(&out.stdout);
+    let idx = s.find("prog/xdp id ")?;
+    s[idx + 12..]
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+}
+
+/// Reads a file fully (helper for asserting on logs).
+pub fn slurp(p: &Path) -> String {
+    let mut s = String::new();
+    if let Ok(mut f) = fs::File::open(p) {
+        let _ = f.read_to_string(&mut s);
+    }
+    s
+}
+
+/// `dig` in `ns`, returning stdout.
+pub fn dig(ns: &Netns, args: &[&str]) -> String {
+    let out = run(ns.cmd("dig").args(["+tries=1", "+time=3"]).args(args));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -1,1 +1,185 @@
-fn main() {}
+//! Developer tasks: `cargo xtask setup | run | test | lint | bench`.
+//!
+//! `setup` is idempotent and makes a fresh machine able to build and test flux-agent: the
+//! nightly's rust-src, bpf-linker built against the nightly's own LLVM, and the Debian packages
+//! the tests use. `run`, `test` and `bench` call it first.
+
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what a fresh machine lacks (idempotent).
+    Setup,
+    /// Build in release mode and run `flux-agent run ARGS` as root.
+    Run {
+        /// Arguments for `flux-agent run`, after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Lint, then run the unit tests and the privileged integration tests.
+    Test {
+        /// Skip fmt and clippy.
+        #[arg(long)]
+        no_lint: bool,
+        /// Extra arguments passed to the test binaries (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// rustfmt check and clippy for the host crates and, separately, the eBPF crate.
+    Lint,
+    /// XDP cost per packet with BPF_PROG_TEST_RUN (figures for the docs, not a test).
+    Bench {
+        #[arg(long, default_value_t = 1_000_000)]
+        repeat: u32,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Setup => setup::setup(),
+        Cmd::Run { args } => run(&args),
+        Cmd::Test { no_lint, args } => test(no_lint, &args),
+        Cmd::Lint => lint(),
+        Cmd::Bench { repeat } => bench(repeat),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Runs a command in the workspace root, failing with the command line if it fails.
+pub fn sh(cmd: &mut Command) -> anyhow::Result<()> {
+    let line = format!("{cmd:?}");
+    eprintln!("xtask: $ {line}");
+    let status = cmd
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("cannot start {line}"))?;
+    if !status.success() {
+        bail!("{line} failed ({status})");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn run(args: &[String]) -> anyhow::Result<()> {
+    setup::setup()?;
+    sh(cargo().args(["build", "--release", "-p", "flux-agent"]))?;
+    let bin = workspace_root().join("target/release/flux-agent");
+    let mut cmd = if is_root() {
+        Command::new(&bin)
+    } else {
+        eprintln!("xtask: not root, running through sudo");
+        let mut c = Command::new("sudo");
+        c.arg("-E").arg(&bin);
+        c
+    };
+    cmd.arg("run").args(args);
+    sh(&mut cmd)
+}
+
+fn lint() -> anyhow::Result<()> {
+    sh(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    sh(cargo().args([
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "flux-ebpf",
+        "--all-targets",
+        "--",
+        "--deny",
+        "warnings",
+    ]))?;
+    // The eBPF crate separately (see aya-template's test.sh): feature unification with the
+    // userspace crates would otherwise pull std into it.
+    sh(cargo().args([
+        "+nightly",
+        "clippy",
+        "--package",
+        "flux-ebpf",
+        "--all-targets",
+        "--",
+        "--deny",
+        "warnings",
+        "-C",
+        "panic=abort",
+        "-Zpanic_abort_tests",
+    ]))
+}
+
+fn test(no_lint: bool, args: &[String]) -> anyhow::Result<()> {
+    setup::setup()?;
+    if !no_lint {
+        lint()?;
+    }
+    // Unit tests, then the privileged integration tests (which need root: CI runs as root).
+    let mut unit = cargo();
+    unit.args([
+        "test",
+        "-p",
+        "flux-common",
+        "-p",
+        "flux-agent",
+        "-p",
+        "xtask",
+        "--",
+    ])
+    .args(args);
+    sh(&mut unit)?;
+    if !is_root() && std::env::var_os("CI").is_none() {
+        eprintln!("xtask: not root: the privileged tests will report themselves skipped");
+    }
+    let mut it = cargo();
+    it.args(["test", "-p", "flux-tests", "--"]).args(args);
+    sh(&mut it)
+}
+
+fn bench(repeat: u32) -> anyhow::Result<()> {
+    setup::setup()?;
+    sh(cargo().args([
+        "run",
+        "--release",
+        "-p",
+        "flux-tests",
+        "--bin",
+        "xdp-bench",
+        "--",
+        "--repeat",
+        &repeat.to_string(),
+    ]))
+}
