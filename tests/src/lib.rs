@@ -15,6 +15,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod frames;
+
 /// Whether privileged tests can run. In CI (CI set) a missing privilege is a failure, never a
 /// skip; elsewhere the test prints why and returns early.
 pub fn privileged() -> bool {
