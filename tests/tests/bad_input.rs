@@ -24,12 +24,28 @@ fn unknown_interface() {
     let pin = PinDir::new();
     let o = agent_cli(
         Some(&link.client),
-        &["run", "--pin-dir", &pin.arg(), "--iface", "a0", "--iface", "nosuch0"],
+        &[
+            "run",
+            "--pin-dir",
+            &pin.arg(),
+            "--iface",
+            "a0",
+            "--iface",
+            "nosuch0",
+        ],
     );
     assert!(!o.status.success());
     let line = error_line(&o);
-    assert!(line.contains("no such interface 'nosuch0'"), "{}", stderr(&o));
-    assert_eq!(xdp_prog_on(&link.client, "a0"), None, "nothing half-attached");
+    assert!(
+        line.contains("no such interface 'nosuch0'"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        xdp_prog_on(&link.client, "a0"),
+        None,
+        "nothing half-attached"
+    );
 }
 
 #[test]
@@ -40,7 +56,13 @@ fn missing_privileges() {
     let pin = PinDir::new();
     // Drop every capability and become nobody.
     let o = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--",
+        ])
         .arg(agent_bin())
         .args(["run", "--iface", "lo", "--pin-dir", &pin.arg()])
         .output()
@@ -49,7 +71,12 @@ fn missing_privileges() {
     let line = error_line(&o);
     assert!(line.contains("permission denied"), "{}", stderr(&o));
     assert!(line.contains("CAP_BPF"), "{line}");
-    assert_eq!(stderr(&o).trim().lines().count(), 1, "one line: {}", stderr(&o));
+    assert_eq!(
+        stderr(&o).trim().lines().count(),
+        1,
+        "one line: {}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -70,11 +97,23 @@ fn xdp_program_already_attached_needs_force_and_nothing_is_half_attached() {
     let pin = PinDir::new();
     let o = agent_cli(
         Some(&link.client),
-        &["run", "--pin-dir", &pin.arg(), "--iface", "a1", "--iface", "a0"],
+        &[
+            "run",
+            "--pin-dir",
+            &pin.arg(),
+            "--iface",
+            "a1",
+            "--iface",
+            "a0",
+        ],
     );
     assert!(!o.status.success());
     let line = error_line(&o);
-    assert!(line.contains("already has an XDP program"), "{}", stderr(&o));
+    assert!(
+        line.contains("already has an XDP program"),
+        "{}",
+        stderr(&o)
+    );
     assert!(line.contains("--force"), "{line}");
     assert_eq!(xdp_prog_on(&link.client, "a1"), None, "a1 left attached");
     assert_eq!(xdp_prog_on(&link.client, "a0"), Some(theirs));
@@ -123,8 +162,15 @@ fn legacy_netlink_attachment_is_detected_and_forced_out() {
     let theirs = xdp_prog_on(&link.client, "a0").expect("netlink-attached");
 
     let pin = PinDir::new();
-    let o = agent_cli(Some(&link.client), &["run", "--pin-dir", &pin.arg(), "--iface", "a0"]);
-    assert!(error_line(&o).contains(&format!("(id {theirs})")), "{}", stderr(&o));
+    let o = agent_cli(
+        Some(&link.client),
+        &["run", "--pin-dir", &pin.arg(), "--iface", "a0"],
+    );
+    assert!(
+        error_line(&o).contains(&format!("(id {theirs})")),
+        "{}",
+        stderr(&o)
+    );
     let mut mine = Agent::start(&link.client, &pin, &["--iface", "a0", "--force"]);
     assert_ne!(xdp_prog_on(&link.client, "a0"), Some(theirs));
     assert!(mine.stop().success());
@@ -141,7 +187,10 @@ fn second_agent_on_the_same_pin_folder_is_refused() {
     link.add_pair(1);
     let pin = PinDir::new();
     let mut first = Agent::start(&link.client, &pin, &["--iface", "a0"]);
-    let o = agent_cli(Some(&link.client), &["run", "--pin-dir", &pin.arg(), "--iface", "a1"]);
+    let o = agent_cli(
+        Some(&link.client),
+        &["run", "--pin-dir", &pin.arg(), "--iface", "a1"],
+    );
     assert!(!o.status.success());
     assert!(error_line(&o).contains("already running"), "{}", stderr(&o));
     assert_eq!(xdp_prog_on(&link.client, "a1"), None);
@@ -156,7 +205,11 @@ fn stats_without_an_agent_says_so() {
     let pin = PinDir::new();
     let o = agent_cli(None, &["stats", "--pin-dir", &pin.arg()]);
     assert_eq!(o.status.code(), Some(3));
-    assert!(error_line(&o).contains("no flux-agent is loaded"), "{}", stderr(&o));
+    assert!(
+        error_line(&o).contains("no flux-agent is loaded"),
+        "{}",
+        stderr(&o)
+    );
     let o = agent_cli(None, &["stats", "--json", "--pin-dir", &pin.arg()]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(v["loaded"], false);

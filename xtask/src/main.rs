@@ -164,6 +164,8 @@ fn test(no_lint: bool, args: &[String]) -> anyhow::Result<()> {
     if !is_root() && std::env::var_os("CI").is_none() {
         eprintln!("xtask: not root: the privileged tests will report themselves skipped");
     }
+    // The integration tests drive the real binary.
+    sh(cargo().args(["build", "-p", "flux-agent", "--bins"]))?;
     let mut it = cargo();
     it.args(["test", "-p", "flux-tests", "--"]).args(args);
     sh(&mut it)
