@@ -150,7 +150,7 @@ pub fn parse_response(msg: &[u8], truncated: bool) -> Result<DnsMessage, ParseEr
         edns_udp_size: None,
         incomplete: false,
     };
-    let low_rcode = u16::from(u8::from(header.response_code().low()));
+    let low_rcode = u16::from(header.response_code().low());
     let mut ext_rcode_high = 0u16;
 
     // Only the first question is kept; a response with more is unusual and the rest are skipped.

@@ -10,6 +10,9 @@
 /// 2048 - header keeps a record at exactly 2 KiB and covers a full 1500-byte MTU payload.
 pub const DNS_CAPTURE_MAX: usize = 2048 - core::mem::size_of::<DnsEventHeader>();
 
+// The floor for a captured message: a full 1500-byte MTU payload.
+const _: () = assert!(DNS_CAPTURE_MAX >= 1500);
+
 /// Default ring-buffer size in bytes (must be a power of two and a multiple of the page size).
 pub const RING_BUF_BYTES: u32 = 8 << 20;
 
@@ -205,7 +208,6 @@ mod tests {
         // Sum of the fields: 8 + 4 + 2 + 2 + 16 + 16 + 2 + 2 + 4 + 4 + 4 = 64.
         assert_eq!(core::mem::size_of::<DnsEventHeader>(), 64);
         assert_eq!(core::mem::size_of::<DnsEvent>(), 2048);
-        assert!(DNS_CAPTURE_MAX >= 1500);
         assert_eq!(core::mem::size_of::<Config>(), 2 * MAX_DNS_PORTS + 4);
     }
 
