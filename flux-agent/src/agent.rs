@@ -55,10 +55,19 @@ pub fn resolve_interfaces(names: &[String]) -> Result<Vec<Interface>, LoadError>
     Ok(out)
 }
 
-/// Runs until `shutdown` resolves, writing one JSON line per DNS response to `events`.
+/// How observations are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventFormat {
+    /// One JSON object per line.
+    Json,
+    /// One readable line per response.
+    Human,
+}
+
+/// Runs until `shutdown` resolves, writing one line per DNS response to `events`.
 pub async fn run<W: Write>(
     opts: RunOptions,
-    mut events: Option<W>,
+    mut events: Option<(W, EventFormat)>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<RunSummary> {
     let ifaces = resolve_interfaces(&opts.ifaces)?;
@@ -109,7 +118,7 @@ pub async fn run<W: Write>(
                     handle_record(&item, &clock, &mut if_names, &mut summary, events.as_mut());
                 }
                 guard.clear_ready();
-                if let Some(w) = events.as_mut() {
+                if let Some((w, _)) = events.as_mut() {
                     w.flush().context("write events")?;
                 }
                 if last_resync.elapsed().as_secs() >= 60 {
@@ -125,7 +134,7 @@ pub async fn run<W: Write>(
     while let Some(item) = rb.next() {
         handle_record(&item, &clock, &mut if_names, &mut summary, events.as_mut());
     }
-    if let Some(w) = events.as_mut() {
+    if let Some((w, _)) = events.as_mut() {
         w.flush().context("write events")?;
     }
     drop(ring);
@@ -146,7 +155,7 @@ fn handle_record<W: Write>(
     clock: &MonoClock,
     if_names: &mut HashMap<u32, String>,
     summary: &mut RunSummary,
-    events: Option<&mut W>,
+    events: Option<&mut (W, EventFormat)>,
 ) {
     summary.records += 1;
     let capture = match Capture::from_record(rec) {
@@ -170,12 +179,15 @@ fn handle_record<W: Write>(
     match Observation::from_capture(&capture, ts, iface) {
         Ok(obs) => {
             summary.observations += 1;
-            if let Some(w) = events {
-                match serde_json::to_writer(&mut *w, &obs) {
-                    Ok(()) => {
-                        let _ = w.write_all(b"\n");
-                    }
-                    Err(e) => warn!("could not write event: {e}"),
+            if let Some((w, format)) = events {
+                let written = match format {
+                    EventFormat::Json => serde_json::to_writer(&mut *w, &obs)
+                        .map_err(std::io::Error::from)
+                        .and_then(|()| w.write_all(b"\n")),
+                    EventFormat::Human => writeln!(w, "{obs}"),
+                };
+                if let Err(e) = written {
+                    warn!("could not write event: {e}");
                 }
             }
         }

@@ -154,6 +154,45 @@ impl Observation {
     }
 }
 
+impl std::fmt::Display for Observation {
+    /// One human-readable line: time, where, and what was answered.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let proto = match self.transport {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        };
+        write!(
+            f,
+            "{} {} {proto} {} -> {} {} {} {}",
+            humantime::format_rfc3339_millis(self.ts),
+            self.iface,
+            std::net::SocketAddr::new(self.src, self.sport),
+            std::net::SocketAddr::new(self.dst, self.dport),
+            if self.msg.qname.is_empty() {
+                "-"
+            } else {
+                &self.msg.qname
+            },
+            self.msg.qtype,
+            self.msg.rcode,
+        )?;
+        for (i, a) in self.msg.answers.iter().enumerate() {
+            let sep = if i == 0 { ":" } else { "," };
+            write!(
+                f,
+                "{sep} {} {} ttl={}",
+                a.rtype,
+                a.data.as_deref().unwrap_or("?"),
+                a.ttl
+            )?;
+        }
+        if self.truncated {
+            write!(f, " [truncated {}/{} bytes]", self.cap_len, self.dns_len)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

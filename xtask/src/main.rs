@@ -127,8 +127,10 @@ fn lint() -> anyhow::Result<()> {
     ]))?;
     // The eBPF crate separately (see aya-template's test.sh): feature unification with the
     // userspace crates would otherwise pull std into it.
-    sh(cargo().args([
-        "+nightly",
+    sh(Command::new("rustup").args([
+        "run",
+        "nightly",
+        "cargo",
         "clippy",
         "--package",
         "flux-ebpf",

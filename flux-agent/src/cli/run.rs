@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::Context as _;
 use flux_agent::{
-    agent::{self, RunOptions},
+    agent::{self, EventFormat, RunOptions},
     loader::{AttachMode, LoadOptions},
 };
 use log::info;
@@ -23,6 +23,7 @@ pub struct RunArgs {
     pub ifaces: Vec<String>,
 
     /// Write one JSON object per DNS response to PATH (appending), or to stdout with `-`.
+    /// Without it, one readable line per response goes to stdout.
     #[arg(long, value_name = "PATH|-")]
     pub events: Option<PathBuf>,
 
@@ -43,16 +44,20 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let events: Option<Box<dyn Write>> = match &args.events {
-        None => None,
-        Some(p) if p.as_os_str() == "-" => Some(Box::new(BufWriter::new(io::stdout()))),
-        Some(p) => Some(Box::new(BufWriter::new(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .with_context(|| format!("cannot open events file {}", p.display()))?,
-        ))),
+    let stdout = || -> Box<dyn Write> { Box::new(BufWriter::new(io::stdout())) };
+    let events: (Box<dyn Write>, EventFormat) = match &args.events {
+        None => (stdout(), EventFormat::Human),
+        Some(p) if p.as_os_str() == "-" => (stdout(), EventFormat::Json),
+        Some(p) => (
+            Box::new(BufWriter::new(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .with_context(|| format!("cannot open events file {}", p.display()))?,
+            )),
+            EventFormat::Json,
+        ),
     };
     let opts = RunOptions {
         ifaces: args.ifaces,
@@ -89,7 +94,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 _ = term.recv() => info!("SIGTERM: detaching"),
             }
         };
-        agent::run(opts, events, shutdown).await
+        agent::run(opts, Some(events), shutdown).await
     })?;
     log::debug!("{summary:?}");
     Ok(ExitCode::SUCCESS)
