@@ -292,12 +292,20 @@ pub fn start_dnsmasq(server: &Netns, extra: &[String]) -> Proc {
         "--log-facility=-".into(),
     ];
     args.extend(extra.iter().cloned());
-    let mut cmd = server.cmd("dnsmasq");
-    cmd.args(&args).stdout(Stdio::null()).stderr(Stdio::null());
-    let p = Proc::spawn("dnsmasq", &mut cmd);
-    // Ready when it answers.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let spawn = || {
+        let mut cmd = server.cmd("dnsmasq");
+        cmd.args(&args).stdout(Stdio::null()).stderr(Stdio::null());
+        Proc::spawn("dnsmasq", &mut cmd)
+    };
+    let mut p = spawn();
+    // Ready when it answers. It exits at once if an address is not usable yet (IPv6 still
+    // settling on a fresh veth): start it again then.
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
+        if p.child.try_wait().ok().flatten().is_some() {
+            thread::sleep(Duration::from_millis(200));
+            p = spawn();
+        }
         let out = server
             .cmd("dig")
             .args([
