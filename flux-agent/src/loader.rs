@@ -387,16 +387,22 @@ impl Loaded {
         let attach = |prog: &mut Xdp, mode: XdpMode, label: &'static str| {
             prog.attach_to_if_index(iface.index, mode)
                 .map(|_| label)
-                .map_err(|source| {
-                    if errno_in(&source) == Some(libc::EPERM) {
-                        LoadError::PermissionDenied
-                    } else {
-                        LoadError::Attach {
-                            iface: iface.name.clone(),
-                            mode: label,
-                            source,
-                        }
-                    }
+                .map_err(|source| match errno_in(&source) {
+                    Some(libc::EPERM) => LoadError::PermissionDenied,
+                    // Someone attached between our check and the attach, or holds the hook in
+                    // a way the check missed: that is "busy", never a reason to try skb mode.
+                    Some(libc::EBUSY) | Some(libc::EEXIST) => LoadError::XdpBusy {
+                        iface: iface.name.clone(),
+                        prog_id: xdp_owner::attached_prog_id(iface.index)
+                            .ok()
+                            .flatten()
+                            .unwrap_or(0),
+                    },
+                    _ => LoadError::Attach {
+                        iface: iface.name.clone(),
+                        mode: label,
+                        source,
+                    },
                 })
         };
         let label = match mode {
@@ -404,7 +410,9 @@ impl Loaded {
             AttachMode::Skb => attach(prog, XdpMode::Skb, "skb")?,
             AttachMode::Auto => match attach(prog, XdpMode::Driver, "native") {
                 Ok(l) => l,
-                Err(LoadError::PermissionDenied) => return Err(LoadError::PermissionDenied),
+                Err(e @ (LoadError::PermissionDenied | LoadError::XdpBusy { .. })) => {
+                    return Err(e);
+                }
                 Err(e) => {
                     warn!(
                         "{e}; falling back to generic (skb) mode, which is slower but works on \

@@ -13,6 +13,9 @@ const IFLA_XDP_FD: u16 = 1;
 const IFLA_XDP_ATTACHED: u16 = 2;
 const IFLA_XDP_FLAGS: u16 = 3;
 const IFLA_XDP_PROG_ID: u16 = 4;
+const IFLA_XDP_DRV_PROG_ID: u16 = 5;
+const IFLA_XDP_SKB_PROG_ID: u16 = 6;
+const IFLA_XDP_HW_PROG_ID: u16 = 7;
 const NLA_F_NESTED: u16 = 1 << 15;
 const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
@@ -128,20 +131,32 @@ pub fn attached_prog_id(ifindex: u32) -> io::Result<Option<u32>> {
         if ty != IFLA_XDP {
             continue;
         }
-        let mut attached = 0u8;
-        let mut prog_id = 0u32;
-        for (ty, p) in attrs(payload) {
-            match ty {
-                IFLA_XDP_ATTACHED if !p.is_empty() => attached = p[0],
-                IFLA_XDP_PROG_ID if p.len() >= 4 => {
-                    prog_id = u32::from_ne_bytes([p[0], p[1], p[2], p[3]])
-                }
-                _ => {}
-            }
-        }
-        return Ok((attached != 0 && prog_id != 0).then_some(prog_id));
+        return Ok(xdp_prog_id(payload));
     }
     Ok(None)
+}
+
+/// The program id in an IFLA_XDP block. With programs in several modes at once the kernel sends
+/// no IFLA_XDP_PROG_ID, only one id per mode, so those count too.
+fn xdp_prog_id(block: &[u8]) -> Option<u32> {
+    let mut attached = 0u8;
+    let mut any_id = None;
+    for (ty, p) in attrs(block) {
+        match ty {
+            IFLA_XDP_ATTACHED if !p.is_empty() => attached = p[0],
+            IFLA_XDP_PROG_ID | IFLA_XDP_DRV_PROG_ID | IFLA_XDP_SKB_PROG_ID
+            | IFLA_XDP_HW_PROG_ID
+                if p.len() >= 4 =>
+            {
+                let id = u32::from_ne_bytes([p[0], p[1], p[2], p[3]]);
+                if id != 0 && any_id.is_none() {
+                    any_id = Some(id);
+                }
+            }
+            _ => {}
+        }
+    }
+    if attached == 0 { None } else { any_id }
 }
 
 /// Sets (or with `fd = -1` clears) a legacy netlink XDP attachment in the given mode.
@@ -256,6 +271,18 @@ mod tests {
         let got: Vec<_> = attrs(&block).collect();
         assert_eq!(got.len(), 2);
         assert_eq!(got[1], (IFLA_XDP_ATTACHED, &[1u8][..]));
+    }
+
+    #[test]
+    fn prog_id_found_in_any_mode() {
+        let mut multi = attr(IFLA_XDP_ATTACHED, &[4]); // XDP_ATTACHED_MULTI
+        multi.extend(attr(IFLA_XDP_SKB_PROG_ID, &7u32.to_ne_bytes()));
+        multi.extend(attr(IFLA_XDP_DRV_PROG_ID, &9u32.to_ne_bytes()));
+        assert_eq!(xdp_prog_id(&multi), Some(7));
+        let mut single = attr(IFLA_XDP_ATTACHED, &[1]);
+        single.extend(attr(IFLA_XDP_PROG_ID, &3u32.to_ne_bytes()));
+        assert_eq!(xdp_prog_id(&single), Some(3));
+        assert_eq!(xdp_prog_id(&attr(IFLA_XDP_ATTACHED, &[0])), None);
     }
 
     #[test]

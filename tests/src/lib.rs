@@ -472,7 +472,9 @@ impl Agent {
     }
 }
 
-/// Runs `flux-agent ARGS` to completion in `ns` (or the current namespace).
+/// Runs `flux-agent ARGS` to completion in `ns` (or the current namespace). A command expected
+/// to finish that keeps running instead (e.g. an agent that attached when it should have
+/// refused) is killed after 30 s and fails the test, rather than hanging it.
 pub fn agent_cli(ns: Option<&Netns>, args: &[&str]) -> Output {
     let bin = agent_bin();
     let mut cmd = match ns {
@@ -481,8 +483,41 @@ pub fn agent_cli(ns: Option<&Netns>, args: &[&str]) -> Output {
     };
     cmd.args(args)
         .env("RUST_LOG", "warn")
-        .output()
-        .expect("run flux-agent")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut proc = Proc::spawn("flux-agent", &mut cmd);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while proc.child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = proc.child.kill();
+            let out = collect_output(&mut proc.child);
+            panic!(
+                "flux-agent {args:?} did not exit:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    collect_output(&mut proc.child)
+}
+
+/// `wait_with_output` for a borrowed child (the `Proc` guard keeps ownership for cleanup).
+/// Only for short outputs: the pipes are read after the child has exited.
+fn collect_output(child: &mut Child) -> Output {
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_end(&mut stdout);
+    }
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_end(&mut stderr);
+    }
+    let status = child.wait().expect("wait");
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
 }
 
 /// The XDP program id attached to `dev` in `ns`, if any (from `ip link`).
