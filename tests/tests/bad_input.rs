@@ -7,6 +7,15 @@ fn stderr(o: &std::process::Output) -> String {
 }
 
 /// The error line (the last non-empty one on stderr).
+/// Asserts the command failed and its error line contains `needle`; returns that line.
+#[track_caller]
+fn refused(o: &std::process::Output, needle: &str) -> String {
+    assert!(!o.status.success(), "expected a failure: {o:?}");
+    let line = error_line(o);
+    assert!(line.contains(needle), "{}", stderr(o));
+    line
+}
+
 fn error_line(o: &std::process::Output) -> String {
     stderr(o)
         .lines()
@@ -34,13 +43,7 @@ fn unknown_interface() {
             "nosuch0",
         ],
     );
-    assert!(!o.status.success());
-    let line = error_line(&o);
-    assert!(
-        line.contains("no such interface 'nosuch0'"),
-        "{}",
-        stderr(&o)
-    );
+    refused(&o, "no such interface 'nosuch0'");
     assert_eq!(
         xdp_prog_on(&link.client, "a0"),
         None,
@@ -67,9 +70,7 @@ fn missing_privileges() {
         .args(["run", "--iface", "lo", "--pin-dir", &pin.arg()])
         .output()
         .expect("setpriv");
-    assert!(!o.status.success());
-    let line = error_line(&o);
-    assert!(line.contains("permission denied"), "{}", stderr(&o));
+    let line = refused(&o, "permission denied");
     assert!(line.contains("CAP_BPF"), "{line}");
     assert_eq!(
         stderr(&o).trim().lines().count(),
@@ -107,13 +108,7 @@ fn xdp_program_already_attached_needs_force_and_nothing_is_half_attached() {
             "a0",
         ],
     );
-    assert!(!o.status.success());
-    let line = error_line(&o);
-    assert!(
-        line.contains("already has an XDP program"),
-        "{}",
-        stderr(&o)
-    );
+    let line = refused(&o, "already has an XDP program");
     assert!(line.contains("--force"), "{line}");
     assert_eq!(xdp_prog_on(&link.client, "a1"), None, "a1 left attached");
     assert_eq!(xdp_prog_on(&link.client, "a0"), Some(theirs));
@@ -191,8 +186,7 @@ fn second_agent_on_the_same_pin_folder_is_refused() {
         Some(&link.client),
         &["run", "--pin-dir", &pin.arg(), "--iface", "a1"],
     );
-    assert!(!o.status.success());
-    assert!(error_line(&o).contains("already running"), "{}", stderr(&o));
+    refused(&o, "already running");
     assert_eq!(xdp_prog_on(&link.client, "a1"), None);
     assert!(first.stop().success());
 }
