@@ -5,7 +5,7 @@
 //! type we do not use (SVCB, LOC, ...) does not throw away the addresses next to it, and so a
 //! truncated capture still yields every record that fits.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hickory_proto::{
     op::Header,
@@ -44,6 +44,9 @@ pub struct DnsRecord {
     pub ttl: u32,
     /// Decoded for A, AAAA, CNAME and NS; `None` for every other type.
     pub data: Option<String>,
+    /// The address of an A or AAAA record, so the scorer need not parse `data` again.
+    #[serde(skip)]
+    pub addr: Option<IpAddr>,
 }
 
 /// A parsed DNS response.
@@ -256,6 +259,7 @@ fn read_record(dec: &mut BinDecoder<'_>, msg: &[u8]) -> Result<Raw, RecordError>
         .map(|v| v.unverified())
         .map_err(|_| RecordError::Short)?;
 
+    let mut addr = None;
     let data = match rtype {
         TYPE_OPT => {
             return Ok(Raw::Opt {
@@ -268,6 +272,7 @@ fn read_record(dec: &mut BinDecoder<'_>, msg: &[u8]) -> Result<Raw, RecordError>
                 rtype: "A",
                 reason: format!("length {rdlen}, expected 4"),
             })?;
+            addr = Some(IpAddr::V4(Ipv4Addr::from(b)));
             Some(Ipv4Addr::from(b).to_string())
         }
         TYPE_AAAA => {
@@ -275,6 +280,7 @@ fn read_record(dec: &mut BinDecoder<'_>, msg: &[u8]) -> Result<Raw, RecordError>
                 rtype: "AAAA",
                 reason: format!("length {rdlen}, expected 16"),
             })?;
+            addr = Some(IpAddr::V6(Ipv6Addr::from(b)));
             Some(Ipv6Addr::from(b).to_string())
         }
         TYPE_CNAME | TYPE_NS => {
@@ -304,6 +310,7 @@ fn read_record(dec: &mut BinDecoder<'_>, msg: &[u8]) -> Result<Raw, RecordError>
         rtype_code: rtype,
         ttl,
         data,
+        addr,
     }))
 }
 

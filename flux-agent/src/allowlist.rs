@@ -1,0 +1,217 @@
+//! Known-good infrastructure: domain suffixes, ASNs and CIDRs that are never enforced.
+//!
+//! The built-in list is `data/allowlist.txt` (documented there); users extend it with files of
+//! the same format. Allowlisting changes what is *enforced*, not what is scored: verdicts for
+//! allowlisted keys are still emitted, marked with the rule that matched.
+
+use std::{
+    collections::HashSet,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+/// The default list, compiled in.
+pub const BUILTIN: &str = include_str!("../data/allowlist.txt");
+
+/// Deepest name we walk up from (DNS names have at most 127 labels).
+const MAX_LABELS: usize = 128;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AllowlistError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}:{line}: {reason}")]
+    Entry {
+        origin: String,
+        line: usize,
+        reason: String,
+    },
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Allowlist {
+    suffixes: HashSet<Box<str>>,
+    asns: HashSet<u32>,
+    cidrs: Vec<(IpAddr, u8)>,
+}
+
+/// Why something is allowlisted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Match {
+    Suffix(String),
+    Asn(u32),
+}
+
+impl std::fmt::Display for Match {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Match::Suffix(s) => write!(f, "suffix {s}"),
+            Match::Asn(a) => write!(f, "AS{a}"),
+        }
+    }
+}
+
+impl Allowlist {
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    pub fn builtin() -> Self {
+        let mut a = Self::default();
+        // The built-in list is tested to parse; an error here would be a build defect.
+        if let Err(e) = a.add_text(BUILTIN, "builtin") {
+            log::error!("built-in allowlist: {e}");
+        }
+        a
+    }
+
+    pub fn add_file(&mut self, path: &Path) -> Result<(), AllowlistError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AllowlistError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        self.add_text(&text, &path.display().to_string())
+    }
+
+    /// Adds every entry of `text`; on error nothing of `text` is added.
+    pub fn add_text(&mut self, text: &str, origin: &str) -> Result<(), AllowlistError> {
+        let mut next = self.clone();
+        for (i, line) in text.lines().enumerate() {
+            let entry = line.split('#').next().unwrap_or("").trim();
+            if entry.is_empty() {
+                continue;
+            }
+            next.add_entry(entry).map_err(|reason| AllowlistError::Entry {
+                origin: origin.to_owned(),
+                line: i + 1,
+                reason,
+            })?;
+        }
+        *self = next;
+        Ok(())
+    }
+
+    fn add_entry(&mut self, entry: &str) -> Result<(), String> {
+        if let Some(n) = entry.strip_prefix("AS").or_else(|| entry.strip_prefix("as"))
+            && !n.is_empty()
+            && n.bytes().all(|b| b.is_ascii_digit())
+        {
+            let asn = n.parse().map_err(|_| format!("ASN out of range: {entry}"))?;
+            self.asns.insert(asn);
+            return Ok(());
+        }
+        if entry.contains('/') || entry.parse::<IpAddr>().is_ok() {
+            let (ip, len) = entry.split_once('/').unwrap_or((entry, ""));
+            let ip: IpAddr = ip.parse().map_err(|_| format!("bad address in {entry:?}"))?;
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            let len = if len.is_empty() {
+                max
+            } else {
+                len.parse::<u8>()
+                    .ok()
+                    .filter(|l| *l <= max)
+                    .ok_or_else(|| format!("bad prefix length in {entry:?}"))?
+            };
+            self.cidrs.push((ip, len));
+            return Ok(());
+        }
+        let name = entry.trim_end_matches('.').to_ascii_lowercase();
+        let valid = !name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        if !valid {
+            return Err(format!("not a domain, ASN (AS123) or CIDR: {entry:?}"));
+        }
+        self.suffixes.insert(name.into());
+        Ok(())
+    }
+
+    /// The listed suffix `name` falls under, if any.
+    pub fn match_name(&self, name: &str) -> Option<&str> {
+        let mut rest = name.trim_end_matches('.');
+        for _ in 0..MAX_LABELS {
+            if let Some(s) = self.suffixes.get(rest) {
+                return Some(s);
+            }
+            rest = rest.split_once('.')?.1;
+        }
+        None
+    }
+
+    pub fn has_asn(&self, asn: u32) -> bool {
+        self.asns.contains(&asn)
+    }
+
+    pub fn match_ip(&self, ip: IpAddr) -> bool {
+        self.cidrs.iter().any(|(net, len)| in_prefix(ip, *net, *len))
+    }
+
+    pub fn cidrs(&self) -> &[(IpAddr, u8)] {
+        &self.cidrs
+    }
+
+    pub fn len(&self) -> usize {
+        self.suffixes.len() + self.asns.len() + self.cidrs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn in_prefix(ip: IpAddr, net: IpAddr, len: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_parses_and_covers_the_hard_cases() {
+        let mut a = Allowlist::default();
+        a.add_text(BUILTIN, "builtin").unwrap();
+        assert_eq!(a.match_name("0.pool.ntp.org"), Some("pool.ntp.org"));
+        assert_eq!(a.match_name("seed.bitcoin.sipa.be"), Some("seed.bitcoin.sipa.be"));
+        assert_eq!(a.match_name("e1234.a.akamaiedge.net"), Some("akamaiedge.net"));
+        assert_eq!(a.match_name("x.w.kunlunsl.com"), Some("kunlunsl.com"));
+        assert_eq!(a.match_name("ntp.org"), None);
+        assert_eq!(a.match_name("notakamaiedge.net"), None);
+        assert!(a.has_asn(13335) && a.has_asn(45090));
+    }
+
+    #[test]
+    fn entries_and_errors() {
+        let mut a = Allowlist::empty();
+        a.add_text("Example.COM.  # comment\nAS64500\n10.0.0.0/8\n2001:db8::/32\n192.0.2.1\n", "t")
+            .unwrap();
+        assert_eq!(a.match_name("www.example.com"), Some("example.com"));
+        assert!(a.has_asn(64500));
+        assert!(a.match_ip("10.1.2.3".parse().unwrap()));
+        assert!(a.match_ip("2001:db8::1".parse().unwrap()));
+        assert!(a.match_ip("192.0.2.1".parse().unwrap()));
+        assert!(!a.match_ip("192.0.2.2".parse().unwrap()));
+        let before = a.len();
+        let e = a.add_text("good.example\nbad name!\n", "f.txt").unwrap_err();
+        assert_eq!(e.to_string(), "f.txt:2: not a domain, ASN (AS123) or CIDR: \"bad name!\"");
+        assert_eq!(a.len(), before, "a bad file adds nothing");
+        assert!(a.add_text("10.0.0.0/33", "t").is_err());
+    }
+}

@@ -1,0 +1,505 @@
+//! Per-key state and the sliding-window features computed from it.
+//!
+//! A key keeps the addresses it resolved to (with when each was first and last seen), a short
+//! history of its distinct answers (RRsets) and, for zones, the glue of its NS hosts. Windows are
+//! in observation time: a feature over "1h" looks at what was seen in the hour before `now`.
+//! Everything is capped ([`MAX_IPS_PER_KEY`], [`MAX_RRSETS`], [`MAX_NS_HOSTS`], [`MAX_GLUE`]),
+//! evicting the least recently seen entry, so a key's memory is bounded whatever it resolves to.
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+/// Addresses remembered per key. Beyond this the least recently seen one is forgotten.
+pub const MAX_IPS_PER_KEY: usize = 128;
+/// Distinct answers remembered per key.
+pub const MAX_RRSETS: usize = 32;
+/// NS hosts remembered per zone.
+pub const MAX_NS_HOSTS: usize = 16;
+/// Glue addresses remembered per NS host.
+pub const MAX_GLUE: usize = 32;
+/// The windows features are computed over, in seconds, with their names.
+pub const WINDOWS: [(u32, &str); 2] = [(3600, "1h"), (86_400, "24h")];
+
+/// What the scorer knows about one address at the time it saw it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AddrInfo {
+    /// IPv4 as IPv4-mapped IPv6.
+    pub ip: [u8; 16],
+    /// 0 when unknown.
+    pub asn: u32,
+    /// The organisation (AS-name family) or, without an ASN database, the /16 or /48.
+    pub network: u32,
+    /// ISO country code, `[0, 0]` when unknown.
+    pub country: [u8; 2],
+}
+
+impl AddrInfo {
+    pub fn ip_bytes(ip: IpAddr) -> [u8; 16] {
+        match ip {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
+        }
+    }
+
+    /// The /16 of an IPv4 address or the /48 of an IPv6 one, as a hash.
+    pub fn prefix(&self) -> u32 {
+        let is_v4 = self.ip[..10].iter().all(|b| *b == 0) && self.ip[10] == 0xff && self.ip[11] == 0xff;
+        if is_v4 {
+            u32::from(self.ip[12]) << 8 | u32::from(self.ip[13])
+        } else {
+            fnv32(&self.ip[..6]) | 0x8000_0000
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct IpEntry {
+    addr: AddrInfo,
+    last: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Rrset {
+    hash: u32,
+    last: u32,
+    /// Authoritative TTL estimate: the largest TTL seen for this answer (caches count it down).
+    ttl: u32,
+    size: u8,
+    /// Addresses the key had not seen before this answer.
+    new: u8,
+    /// Distinct networks inside this one answer.
+    networks: u8,
+    /// The first answer the key ever had: all its addresses are "new" by definition.
+    first: bool,
+}
+
+#[derive(Clone, Debug)]
+struct NsHost {
+    name: Box<str>,
+    last: u32,
+    glue: Vec<(AddrInfo, u32)>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct NsTable {
+    hosts: Vec<NsHost>,
+    /// The largest NS set one response carried: names beyond it are churn.
+    max_set: u8,
+}
+
+/// Everything the scorer remembers about one key.
+#[derive(Clone, Debug, Default)]
+pub struct KeyState {
+    ips: Vec<IpEntry>,
+    rrsets: Vec<Rrset>,
+    ns: Option<Box<NsTable>>,
+    /// The last CNAME chain that led to this key's addresses (query name first).
+    chain: Option<Box<[Box<str>]>>,
+    pub first_seen: u32,
+    pub responses: u32,
+    pub level: super::model::Level,
+    pub last_eval: u32,
+    pub last_score: f32,
+    /// Bit per role, see `super::ROLE_*`.
+    pub roles: u8,
+    pub holz_flagged: bool,
+    pub zeek_flagged: bool,
+}
+
+/// Features of one key over one window. Serialised into verdicts.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Features {
+    pub window: &'static str,
+    pub responses: u32,
+    /// Distinct answers in the window.
+    pub rrsets: u32,
+    pub distinct_ips: u32,
+    pub distinct_asns: u32,
+    /// Distinct organisations (AS-name families), or /16s without an ASN database.
+    pub distinct_networks: u32,
+    pub asn_ip_ratio: f64,
+    /// Distinct /16 (IPv4) and /48 (IPv6) prefixes.
+    pub distinct_prefixes: u32,
+    /// Shannon entropy of the addresses over prefixes, divided by its maximum (log of the count).
+    pub prefix_entropy: f64,
+    pub distinct_countries: u32,
+    /// Largest TTL of any answer: the authoritative estimate.
+    pub ttl_max: u32,
+    /// Distinct addresses divided by the largest single answer.
+    pub fluxiness: f64,
+    /// New addresses per address returned, over the answers after the first.
+    pub ip_growth: f64,
+    pub answer_size_max: u32,
+    pub answer_size_mean: f64,
+    /// Share of multi-address answers that mix networks.
+    pub mixed_answers: f64,
+    pub ns_hosts: u32,
+    /// NS names seen beyond the largest single NS set.
+    pub ns_churn: u32,
+    /// The most glue addresses, and glue networks, of one NS host.
+    pub glue_ips_max: u32,
+    pub glue_networks_max: u32,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cname_chain: Vec<String>,
+}
+
+impl KeyState {
+    pub fn new(now: u32) -> Self {
+        Self {
+            first_seen: now,
+            ..Self::default()
+        }
+    }
+
+    /// Records one answer (the addresses owned by this key in one response). Returns whether it
+    /// differs from the previous answer, which is when features are worth recomputing.
+    pub fn add_answer(&mut self, now: u32, ttl: u32, addrs: &[AddrInfo]) -> bool {
+        self.responses = self.responses.saturating_add(1);
+        let hash = rrset_hash(addrs);
+        if let Some(last) = self.rrsets.last_mut()
+            && last.hash == hash
+        {
+            last.last = now;
+            last.ttl = last.ttl.max(ttl);
+            self.touch_ips(now, addrs);
+            return false;
+        }
+        let mut new = 0u8;
+        for a in addrs {
+            if let Some(e) = self.ips.iter_mut().find(|e| e.addr.ip == a.ip) {
+                e.last = now;
+            } else {
+                new = new.saturating_add(1);
+                self.insert_ip(IpEntry { addr: *a, last: now });
+            }
+        }
+        let mut nets: Vec<u32> = addrs.iter().map(|a| a.network).collect();
+        nets.sort_unstable();
+        nets.dedup();
+        let first = self.rrsets.is_empty() && self.ips.len() == usize::from(new);
+        if self.rrsets.len() >= MAX_RRSETS {
+            self.rrsets.remove(0);
+        }
+        self.rrsets.push(Rrset {
+            hash,
+            last: now,
+            ttl,
+            size: u8::try_from(addrs.len()).unwrap_or(u8::MAX),
+            new,
+            networks: u8::try_from(nets.len()).unwrap_or(u8::MAX),
+            first,
+        });
+        true
+    }
+
+    fn touch_ips(&mut self, now: u32, addrs: &[AddrInfo]) {
+        for a in addrs {
+            if let Some(e) = self.ips.iter_mut().find(|e| e.addr.ip == a.ip) {
+                e.last = now;
+            }
+        }
+    }
+
+    fn insert_ip(&mut self, e: IpEntry) {
+        if self.ips.len() >= MAX_IPS_PER_KEY
+            && let Some((i, _)) = self.ips.iter().enumerate().min_by_key(|(_, e)| e.last)
+        {
+            self.ips.swap_remove(i);
+        }
+        self.ips.push(e);
+    }
+
+    /// Records a zone's NS host and the glue that came with it (possibly none).
+    pub fn add_ns(&mut self, now: u32, host: &str, glue: &[AddrInfo], set_size: usize) -> bool {
+        let t = self.ns.get_or_insert_with(Box::default);
+        t.max_set = t.max_set.max(u8::try_from(set_size).unwrap_or(u8::MAX));
+        let i = match t.hosts.iter().position(|h| &*h.name == host) {
+            Some(i) => i,
+            None => {
+                if t.hosts.len() >= MAX_NS_HOSTS
+                    && let Some((i, _)) = t.hosts.iter().enumerate().min_by_key(|(_, h)| h.last)
+                {
+                    t.hosts.swap_remove(i);
+                }
+                t.hosts.push(NsHost {
+                    name: host.into(),
+                    last: now,
+                    glue: Vec::new(),
+                });
+                t.hosts.len() - 1
+            }
+        };
+        let Some(h) = t.hosts.get_mut(i) else {
+            return false;
+        };
+        h.last = now;
+        let mut changed = false;
+        for a in glue {
+            if let Some(g) = h.glue.iter_mut().find(|g| g.0.ip == a.ip) {
+                g.1 = now;
+            } else {
+                changed = true;
+                if h.glue.len() >= MAX_GLUE
+                    && let Some((i, _)) = h.glue.iter().enumerate().min_by_key(|(_, g)| g.1)
+                {
+                    h.glue.swap_remove(i);
+                }
+                h.glue.push((*a, now));
+            }
+        }
+        changed
+    }
+
+    pub fn set_chain(&mut self, chain: &[&str]) {
+        if chain.len() < 2 {
+            return;
+        }
+        let same = self
+            .chain
+            .as_ref()
+            .is_some_and(|c| c.len() == chain.len() && c.iter().zip(chain).all(|(a, b)| &**a == *b));
+        if !same {
+            self.chain = Some(chain.iter().map(|s| Box::<str>::from(*s)).collect());
+        }
+    }
+
+    pub fn chain(&self) -> impl Iterator<Item = &str> {
+        self.chain.iter().flat_map(|c| c.iter().map(|s| &**s))
+    }
+
+    /// ASNs of the addresses seen in the window.
+    pub fn asns(&self, now: u32, window: u32) -> impl Iterator<Item = u32> + '_ {
+        let cutoff = now.saturating_sub(window);
+        self.ips
+            .iter()
+            .filter(move |e| e.last >= cutoff)
+            .map(|e| e.addr.asn)
+    }
+
+    /// Addresses seen in the window.
+    pub fn addresses(&self, now: u32, window: u32) -> impl Iterator<Item = &AddrInfo> + '_ {
+        let cutoff = now.saturating_sub(window);
+        self.ips
+            .iter()
+            .filter(move |e| e.last >= cutoff)
+            .map(|e| &e.addr)
+    }
+
+    /// The features over the `window` seconds before `now`.
+    pub fn features(&self, now: u32, window: (u32, &'static str)) -> Features {
+        let cutoff = now.saturating_sub(window.0);
+        let mut f = Features {
+            window: window.1,
+            ..Features::default()
+        };
+        let mut asns = Vec::with_capacity(self.ips.len());
+        let mut nets = Vec::with_capacity(self.ips.len());
+        let mut ccs = Vec::with_capacity(self.ips.len());
+        let mut prefixes = Vec::with_capacity(self.ips.len());
+        for e in self.ips.iter().filter(|e| e.last >= cutoff) {
+            f.distinct_ips += 1;
+            if e.addr.asn != 0 {
+                asns.push(e.addr.asn);
+            }
+            nets.push(e.addr.network);
+            if e.addr.country != [0, 0] {
+                ccs.push(e.addr.country);
+            }
+            prefixes.push(e.addr.prefix());
+        }
+        f.distinct_asns = count_distinct(&mut asns);
+        f.distinct_networks = count_distinct(&mut nets);
+        f.distinct_countries = count_distinct(&mut ccs);
+        if f.distinct_ips > 0 {
+            f.asn_ip_ratio = super::model::round3(f64::from(f.distinct_asns) / f64::from(f.distinct_ips));
+        }
+        prefixes.sort_unstable();
+        let (distinct, entropy) = normalised_entropy(&prefixes);
+        f.distinct_prefixes = distinct;
+        f.prefix_entropy = super::model::round3(entropy);
+
+        let (mut new, mut returned, mut size_sum, mut multi, mut mixed) = (0u32, 0u32, 0u32, 0u32, 0u32);
+        for r in self.rrsets.iter().filter(|r| r.last >= cutoff) {
+            f.rrsets += 1;
+            f.ttl_max = f.ttl_max.max(r.ttl);
+            f.answer_size_max = f.answer_size_max.max(u32::from(r.size));
+            size_sum += u32::from(r.size);
+            if !r.first {
+                new += u32::from(r.new);
+                returned += u32::from(r.size);
+            }
+            if r.size >= 2 {
+                multi += 1;
+                if r.networks >= 2 {
+                    mixed += 1;
+                }
+            }
+        }
+        f.responses = self.responses;
+        if f.rrsets > 0 {
+            f.answer_size_mean = super::model::round3(f64::from(size_sum) / f64::from(f.rrsets));
+        }
+        if returned > 0 {
+            f.ip_growth = super::model::round3(f64::from(new) / f64::from(returned));
+        }
+        if multi > 0 {
+            f.mixed_answers = super::model::round3(f64::from(mixed) / f64::from(multi));
+        }
+        if f.answer_size_max > 0 {
+            f.fluxiness = super::model::round3(f64::from(f.distinct_ips) / f64::from(f.answer_size_max));
+        }
+
+        if let Some(t) = &self.ns {
+            for h in t.hosts.iter().filter(|h| h.last >= cutoff) {
+                f.ns_hosts += 1;
+                let mut gnets: Vec<u32> = Vec::new();
+                let mut n = 0;
+                for (g, _) in h.glue.iter().filter(|g| g.1 >= cutoff) {
+                    n += 1;
+                    gnets.push(g.network);
+                }
+                f.glue_ips_max = f.glue_ips_max.max(n);
+                f.glue_networks_max = f.glue_networks_max.max(count_distinct(&mut gnets));
+            }
+            f.ns_churn = f.ns_hosts.saturating_sub(u32::from(t.max_set));
+        }
+        f.cname_chain = self.chain().map(str::to_owned).collect();
+        f
+    }
+
+    /// A rough count of the heap bytes this state holds (for the memory figure).
+    pub fn heap_bytes(&self) -> usize {
+        self.ips.capacity() * size_of::<IpEntry>()
+            + self.rrsets.capacity() * size_of::<Rrset>()
+            + self.ns.as_ref().map_or(0, |t| {
+                size_of::<NsTable>()
+                    + t.hosts.capacity() * size_of::<NsHost>()
+                    + t.hosts.iter().map(|h| h.name.len() + h.glue.capacity() * size_of::<(AddrInfo, u32)>()).sum::<usize>()
+            })
+            + self.chain.as_ref().map_or(0, |c| c.iter().map(|s| s.len() + 16).sum())
+    }
+}
+
+fn count_distinct<T: Ord>(v: &mut Vec<T>) -> u32 {
+    v.sort_unstable();
+    v.dedup();
+    u32::try_from(v.len()).unwrap_or(u32::MAX)
+}
+
+/// (distinct values, entropy / log(n)) of a sorted list; 0 entropy for fewer than two items.
+fn normalised_entropy(sorted: &[u32]) -> (u32, f64) {
+    let n = sorted.len();
+    if n == 0 {
+        return (0, 0.0);
+    }
+    let mut h = 0.0;
+    let mut distinct = 0u32;
+    let mut run = 0usize;
+    for (i, v) in sorted.iter().enumerate() {
+        run += 1;
+        if sorted.get(i + 1) != Some(v) {
+            let p = run as f64 / n as f64;
+            h -= p * p.ln();
+            distinct += 1;
+            run = 0;
+        }
+    }
+    if n < 2 { (distinct, 0.0) } else { (distinct, h / (n as f64).ln()) }
+}
+
+/// Order-independent hash of an answer's address set.
+fn rrset_hash(addrs: &[AddrInfo]) -> u32 {
+    let mut h = 0u32;
+    for a in addrs {
+        // Sum of per-address hashes: the same set in any order hashes the same.
+        h = h.wrapping_add(fnv32(&a.ip));
+    }
+    h ^ u32::try_from(addrs.len()).unwrap_or(u32::MAX)
+}
+
+pub fn fnv32(bytes: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in bytes {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(last: u8, asn: u32, cc: &[u8; 2]) -> AddrInfo {
+        let ip = IpAddr::from([10, last, 0, 1]);
+        AddrInfo {
+            ip: AddrInfo::ip_bytes(ip),
+            asn,
+            network: asn,
+            country: *cc,
+        }
+    }
+
+    #[test]
+    fn repeated_answers_are_one_rrset_and_growth_counts_new_addresses() {
+        let mut k = KeyState::new(0);
+        assert!(k.add_answer(0, 300, &[a(1, 1, b"US"), a(2, 2, b"DE")]));
+        assert!(!k.add_answer(10, 250, &[a(2, 2, b"DE"), a(1, 1, b"US")]), "same set, other order");
+        assert!(k.add_answer(400, 300, &[a(3, 3, b"FR"), a(2, 2, b"DE")]));
+        let f = k.features(400, WINDOWS[0]);
+        assert_eq!(f.responses, 3);
+        assert_eq!(f.rrsets, 2);
+        assert_eq!(f.distinct_ips, 3);
+        assert_eq!(f.distinct_asns, 3);
+        assert_eq!(f.distinct_countries, 3);
+        assert_eq!(f.ttl_max, 300);
+        assert_eq!(f.ip_growth, 0.5, "one new of two returned, the first answer excluded");
+        assert_eq!(f.mixed_answers, 1.0);
+        assert_eq!(f.fluxiness, 1.5);
+        assert_eq!(f.prefix_entropy, 1.0);
+    }
+
+    #[test]
+    fn windows_forget_old_addresses() {
+        let mut k = KeyState::new(0);
+        k.add_answer(0, 60, &[a(1, 1, b"US")]);
+        k.add_answer(7200, 60, &[a(2, 1, b"US")]);
+        assert_eq!(k.features(7200, WINDOWS[0]).distinct_ips, 1);
+        assert_eq!(k.features(7200, WINDOWS[1]).distinct_ips, 2);
+    }
+
+    #[test]
+    fn address_cap_holds() {
+        let mut k = KeyState::new(0);
+        for i in 0..(MAX_IPS_PER_KEY as u32 + 50) {
+            let ip = IpAddr::from([10, (i >> 8) as u8, i as u8, 1]);
+            k.add_answer(i, 60, &[AddrInfo { ip: AddrInfo::ip_bytes(ip), asn: i, network: i, country: [0, 0] }]);
+        }
+        assert_eq!(k.features(1000, WINDOWS[1]).distinct_ips, MAX_IPS_PER_KEY as u32);
+        assert!(k.rrsets.len() <= MAX_RRSETS);
+    }
+
+    #[test]
+    fn glue_and_ns_churn() {
+        let mut k = KeyState::new(0);
+        for i in 0..6u8 {
+            k.add_ns(u32::from(i), "ns1.evil.test", &[a(i, u32::from(i), b"US")], 2);
+            k.add_ns(u32::from(i), "ns2.evil.test", &[], 2);
+        }
+        k.add_ns(10, "ns3.evil.test", &[], 2);
+        let f = k.features(10, WINDOWS[0]);
+        assert_eq!(f.ns_hosts, 3);
+        assert_eq!(f.ns_churn, 1);
+        assert_eq!(f.glue_ips_max, 6);
+        assert_eq!(f.glue_networks_max, 6);
+    }
+
+    #[test]
+    fn entropy_is_normalised() {
+        assert_eq!(normalised_entropy(&[1, 1, 1, 1]), (1, 0.0));
+        let (d, h) = normalised_entropy(&[1, 2, 3, 4]);
+        assert_eq!(d, 4);
+        assert!((h - 1.0).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,521 @@
+//! The fast-flux scorer: DNS responses in, verdicts out. This is where a verdict is made.
+//!
+//! For every response the scorer updates the keys it touches:
+//! - the **owner name** of the address records (`www.example.com`, or the end of a CNAME chain);
+//! - the **registered domain** of that owner (public-suffix rules, private section included, so
+//!   `host.duckdns.org` is its own domain), which aggregates wildcard and random subdomains;
+//! - for delegations in the authority section, the **zone's registered domain** (NS hosts and the
+//!   glue of each) and the NS host names themselves (their glue addresses).
+//!
+//! The registered domain of the query name and of the final CNAME target are both covered: the
+//! addresses are attributed to the domain that owns them, so `shop.example` behind a CDN does not
+//! inherit the CDN's addresses, and the chain is kept as a feature of the target.
+//!
+//! Each key's features ([`features`]) go through the model ([`model`]); a verdict is emitted
+//! whenever a key's level changes. Keys live in an LRU of bounded size.
+
+pub mod features;
+pub mod model;
+
+use std::{
+    collections::HashMap,
+    num::NonZeroUsize,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use lru::LruCache;
+use serde::{Serialize, Serializer};
+
+use crate::{allowlist::Allowlist, dns::DnsMessage, enrich::Enricher};
+pub use features::{AddrInfo, Features, KeyState, WINDOWS};
+pub use model::{Level, Reason};
+
+pub const ROLE_OWNER: u8 = 1;
+pub const ROLE_DOMAIN: u8 = 2;
+pub const ROLE_NS_HOST: u8 = 4;
+pub const ROLE_ZONE: u8 = 8;
+
+const TYPE_CNAME: u16 = 5;
+const TYPE_NS: u16 = 2;
+/// Longest CNAME chain followed (resolvers give up around 8-16).
+const MAX_CHAIN: usize = 16;
+
+#[derive(Clone, Debug)]
+pub struct ScorerConfig {
+    /// Keys tracked at most; the least recently used is forgotten beyond it.
+    pub max_keys: usize,
+    /// A key whose answers do not change is re-scored at most this often (seconds), so windows
+    /// still slide for it.
+    pub rescore_interval: u32,
+    /// Record when the Holz and Zeek baselines first flag each key (for evaluation).
+    pub track_baselines: bool,
+}
+
+impl Default for ScorerConfig {
+    fn default() -> Self {
+        Self {
+            max_keys: 1_000_000,
+            rescore_interval: 60,
+            track_baselines: false,
+        }
+    }
+}
+
+/// A change of a key's level, with everything needed to explain it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Verdict {
+    /// Always `"verdict"`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    #[serde(serialize_with = "rfc3339")]
+    pub ts: SystemTime,
+    pub domain: String,
+    pub level: Level,
+    pub previous: Level,
+    pub score: f64,
+    pub double_flux: bool,
+    /// Allowlisted keys are reported but never enforced.
+    pub allowlisted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowlist_match: Option<String>,
+    /// What the key is: `owner`, `domain`, `ns_host`, `zone`.
+    pub roles: Vec<&'static str>,
+    pub reasons: Vec<Reason>,
+    pub features: Features,
+    pub baselines: Baselines,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
+pub struct Baselines {
+    pub holz: f64,
+    pub holz_flux: bool,
+    pub zeek: f64,
+    pub zeek_flux: bool,
+}
+
+/// When a baseline first flagged a key (evaluation only).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BaselineHit {
+    pub ts: SystemTime,
+    pub domain: String,
+    pub baseline: &'static str,
+}
+
+fn rfc3339<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_seconds(*t))
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ScorerStats {
+    pub responses: u64,
+    /// Responses with addresses or a delegation: the ones that feed keys.
+    pub scored: u64,
+    pub keys_tracked: u64,
+    pub keys_created: u64,
+    pub keys_evicted: u64,
+    pub verdicts: u64,
+}
+
+pub struct Scorer {
+    cfg: ScorerConfig,
+    keys: LruCache<Box<str>, KeyState>,
+    enricher: Arc<Enricher>,
+    allowlist: Arc<Allowlist>,
+    /// ASN to organisation id, derived from the AS name once per ASN.
+    orgs: HashMap<u32, u32>,
+    stats: ScorerStats,
+    baseline_hits: Vec<BaselineHit>,
+    /// Scratch buffers reused across responses.
+    touched: Vec<Box<str>>,
+}
+
+impl Scorer {
+    pub fn new(cfg: ScorerConfig, enricher: Arc<Enricher>, allowlist: Arc<Allowlist>) -> Self {
+        let cap = NonZeroUsize::new(cfg.max_keys.max(1)).unwrap_or(NonZeroUsize::MIN);
+        Self {
+            cfg,
+            keys: LruCache::new(cap),
+            enricher,
+            allowlist,
+            orgs: HashMap::new(),
+            stats: ScorerStats::default(),
+            baseline_hits: Vec::new(),
+            touched: Vec::new(),
+        }
+    }
+
+    pub fn stats(&self) -> ScorerStats {
+        let mut s = self.stats.clone();
+        s.keys_tracked = self.keys.len() as u64;
+        s
+    }
+
+    pub fn take_baseline_hits(&mut self) -> Vec<BaselineHit> {
+        std::mem::take(&mut self.baseline_hits)
+    }
+
+    /// The current verdict for a key, whether or not its level changed (for `explain`).
+    pub fn explain(&mut self, domain: &str, now: SystemTime) -> Option<Verdict> {
+        let name = domain.trim_end_matches('.').to_ascii_lowercase();
+        let mut st = self.keys.peek(name.as_str())?.clone();
+        Some(assess(&name, &mut st, secs(now), &self.allowlist, None))
+    }
+
+    /// Heap and table bytes the scorer holds, estimated from its contents.
+    pub fn memory_estimate(&self) -> usize {
+        let per_entry = size_of::<KeyState>() + size_of::<Box<str>>() + 4 * size_of::<usize>();
+        self.keys
+            .iter()
+            .map(|(k, v)| per_entry + k.len() + v.heap_bytes())
+            .sum()
+    }
+
+    /// Feeds one response; verdicts for keys whose level changed are pushed to `out`.
+    pub fn observe(&mut self, ts: SystemTime, msg: &DnsMessage, out: &mut Vec<Verdict>) {
+        self.stats.responses += 1;
+        if msg.rcode != "NOERROR" {
+            return;
+        }
+        let now = secs(ts);
+
+        // The CNAME chain from the question to the address records.
+        let mut chain: Vec<&str> = vec![msg.qname.as_str()];
+        for _ in 0..MAX_CHAIN {
+            let Some(cur) = chain.last().copied() else {
+                break;
+            };
+            let next = msg
+                .answers
+                .iter()
+                .find(|r| r.rtype_code == TYPE_CNAME && r.name == cur)
+                .and_then(|r| r.data.as_deref());
+            match next {
+                Some(n) if !chain.contains(&n) => chain.push(n),
+                _ => break,
+            }
+        }
+
+        // Address records grouped by owner.
+        let mut groups: Vec<(&str, u32, Vec<AddrInfo>)> = Vec::new();
+        for r in &msg.answers {
+            let Some(ip) = r.addr else { continue };
+            let info = self.addr_info(ip);
+            match groups.iter_mut().find(|g| g.0 == r.name) {
+                Some(g) => {
+                    g.1 = g.1.max(r.ttl);
+                    if !g.2.iter().any(|a| a.ip == info.ip) {
+                        g.2.push(info);
+                    }
+                }
+                None => groups.push((r.name.as_str(), r.ttl, vec![info])),
+            }
+        }
+
+        // Delegations: NS hosts per zone, with their glue.
+        let mut zones: Vec<(&str, Vec<&str>)> = Vec::new();
+        for r in msg.authority.iter().chain(&msg.answers) {
+            if r.rtype_code != TYPE_NS {
+                continue;
+            }
+            let Some(host) = r.data.as_deref() else { continue };
+            match zones.iter_mut().find(|z| z.0 == r.name) {
+                Some(z) => z.1.push(host),
+                None => zones.push((r.name.as_str(), vec![host])),
+            }
+        }
+        if groups.is_empty() && zones.is_empty() {
+            return;
+        }
+        self.stats.scored += 1;
+
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.clear();
+        let final_name = chain.last().copied().unwrap_or("");
+        for (owner, ttl, addrs) in &groups {
+            let chain_here: &[&str] = if *owner == final_name { &chain } else { &[] };
+            self.feed(owner, ROLE_OWNER, now, *ttl, addrs, chain_here, &mut touched);
+            if let Some(rd) = registered_domain(owner)
+                && rd != *owner
+            {
+                self.feed(rd, ROLE_DOMAIN, now, *ttl, addrs, chain_here, &mut touched);
+            }
+        }
+        for (zone, hosts) in &zones {
+            let zone_key = registered_domain(zone).unwrap_or(zone);
+            for host in hosts {
+                let mut glue: Vec<AddrInfo> = Vec::new();
+                let mut ttl = 0;
+                for r in msg.additional.iter().filter(|r| r.name == *host) {
+                    if let Some(ip) = r.addr {
+                        glue.push(self.addr_info(ip));
+                        ttl = ttl.max(r.ttl);
+                    }
+                }
+                let changed = {
+                    let st = self.key_mut(zone_key, now);
+                    st.roles |= ROLE_ZONE;
+                    st.add_ns(now, host, &glue, hosts.len())
+                };
+                if changed {
+                    push_unique(&mut touched, zone_key);
+                }
+                if !glue.is_empty() {
+                    self.feed(host, ROLE_NS_HOST, now, ttl, &glue, &[], &mut touched);
+                    if let Some(rd) = registered_domain(host)
+                        && rd != *host
+                        && rd != zone_key
+                    {
+                        self.feed(rd, ROLE_DOMAIN, now, ttl, &glue, &[], &mut touched);
+                    }
+                }
+            }
+        }
+        // Keys whose answers did not change are still re-scored now and then.
+        for (owner, _, _) in &groups {
+            for k in [Some(*owner), registered_domain(owner)].into_iter().flatten() {
+                if let Some(st) = self.keys.peek(k)
+                    && now.saturating_sub(st.last_eval) >= self.cfg.rescore_interval
+                {
+                    push_unique(&mut touched, k);
+                }
+            }
+        }
+
+        for name in &touched {
+            let hits = self.cfg.track_baselines.then_some(&mut self.baseline_hits);
+            if let Some(st) = self.keys.peek_mut(&**name)
+                && let Some(v) = evaluate(name, st, now, &self.allowlist, hits)
+            {
+                self.stats.verdicts += 1;
+                out.push(v);
+            }
+        }
+        self.touched = touched;
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn feed(
+        &mut self,
+        name: &str,
+        role: u8,
+        now: u32,
+        ttl: u32,
+        addrs: &[AddrInfo],
+        chain: &[&str],
+        touched: &mut Vec<Box<str>>,
+    ) {
+        let st = self.key_mut(name, now);
+        st.roles |= role;
+        st.set_chain(chain);
+        if st.add_answer(now, ttl, addrs) {
+            push_unique(touched, name);
+        }
+    }
+
+    fn key_mut(&mut self, name: &str, now: u32) -> &mut KeyState {
+        if !self.keys.contains(name) {
+            self.stats.keys_created += 1;
+            if self.keys.push(name.into(), KeyState::new(now)).is_some() {
+                self.stats.keys_evicted += 1;
+            }
+        }
+        self.keys.get_mut(name).expect("key was just inserted")
+    }
+
+    fn addr_info(&mut self, ip: std::net::IpAddr) -> AddrInfo {
+        let mut a = AddrInfo {
+            ip: AddrInfo::ip_bytes(ip),
+            ..AddrInfo::default()
+        };
+        if self.enricher.has_asn() || self.enricher.has_geo() {
+            let info = self.enricher.lookup(ip);
+            a.asn = info.asn.unwrap_or(0);
+            if let Some(cc) = info.country {
+                a.country = cc;
+            }
+            if let Some(asn) = info.asn {
+                a.network = *self
+                    .orgs
+                    .entry(asn)
+                    .or_insert_with(|| org_id(asn, info.as_name.as_deref()));
+            }
+        }
+        if a.network == 0 {
+            // No ASN data for this address: its /16 (or /48) stands in for the network.
+            a.network = a.prefix() | 0x4000_0000;
+        }
+        a
+    }
+}
+
+fn push_unique(v: &mut Vec<Box<str>>, name: &str) {
+    if !v.iter().any(|n| &**n == name) {
+        v.push(name.into());
+    }
+}
+
+/// Scores a key and moves its level. Returns a verdict if the level changed.
+fn evaluate(
+    name: &str,
+    st: &mut KeyState,
+    now: u32,
+    allowlist: &Allowlist,
+    baseline_hits: Option<&mut Vec<BaselineHit>>,
+) -> Option<Verdict> {
+    let v = assess(name, st, now, allowlist, baseline_hits);
+    (v.level != v.previous).then_some(v)
+}
+
+/// Scores a key over every window and moves its level; the verdict says where it was before.
+fn assess(
+    name: &str,
+    st: &mut KeyState,
+    now: u32,
+    allowlist: &Allowlist,
+    baseline_hits: Option<&mut Vec<BaselineHit>>,
+) -> Verdict {
+    st.last_eval = now;
+    let mut best: Option<(f64, Vec<Reason>, Features)> = None;
+    let mut baselines = Baselines::default();
+    for w in WINDOWS {
+        let f = st.features(now, w);
+        // Holz counted ASNs; without a database the networks (/16s) stand in.
+        let n_asn = if f.distinct_asns > 0 {
+            f.distinct_asns
+        } else {
+            f.distinct_networks
+        };
+        baselines.holz = baselines.holz.max(model::holz(f.distinct_ips, n_asn));
+        baselines.zeek = baselines.zeek.max(model::zeek(f.distinct_ips, n_asn));
+        let (s, r) = model::score(&f);
+        if best.as_ref().is_none_or(|b| s > b.0) {
+            best = Some((s, r, f));
+        }
+    }
+    let (score, reasons, features) = best.unwrap_or_default();
+    baselines.holz = model::round3(baselines.holz);
+    baselines.zeek = model::round3(baselines.zeek);
+    baselines.holz_flux = baselines.holz > model::BASELINE_THRESHOLD;
+    baselines.zeek_flux = baselines.zeek > model::BASELINE_THRESHOLD;
+    if let Some(hits) = baseline_hits {
+        for (flag, flagged, which) in [
+            (baselines.holz_flux, &mut st.holz_flagged, "holz"),
+            (baselines.zeek_flux, &mut st.zeek_flagged, "zeek"),
+        ] {
+            if flag && !*flagged {
+                *flagged = true;
+                hits.push(BaselineHit {
+                    ts: from_secs(now),
+                    domain: name.to_owned(),
+                    baseline: which,
+                });
+            }
+        }
+    }
+    st.last_score = score as f32;
+    let level = model::next_level(st.level, score, features.rrsets);
+    let previous = st.level;
+    st.level = level;
+    let allow = allowlist_match(name, st, now, allowlist);
+    Verdict {
+        kind: "verdict",
+        ts: from_secs(now),
+        domain: name.to_owned(),
+        level,
+        previous,
+        score: model::round3(score),
+        double_flux: model::glue_term(&features) >= 0.5,
+        allowlisted: allow.is_some(),
+        allowlist_match: allow.map(|m| m.to_string()),
+        roles: roles(st.roles),
+        reasons,
+        features,
+        baselines,
+    }
+}
+
+fn allowlist_match(
+    name: &str,
+    st: &KeyState,
+    now: u32,
+    allowlist: &Allowlist,
+) -> Option<crate::allowlist::Match> {
+    use crate::allowlist::Match;
+    if let Some(s) = allowlist.match_name(name) {
+        return Some(Match::Suffix(s.to_owned()));
+    }
+    for c in st.chain() {
+        if let Some(s) = allowlist.match_name(c) {
+            return Some(Match::Suffix(s.to_owned()));
+        }
+    }
+    let day = WINDOWS[1].0;
+    let mut asns = st.asns(now, day).peekable();
+    let first = *asns.peek()?;
+    if first != 0 && asns.all(|a| allowlist.has_asn(a)) {
+        return Some(Match::Asn(first));
+    }
+    None
+}
+
+fn roles(bits: u8) -> Vec<&'static str> {
+    [
+        (ROLE_OWNER, "owner"),
+        (ROLE_DOMAIN, "domain"),
+        (ROLE_NS_HOST, "ns_host"),
+        (ROLE_ZONE, "zone"),
+    ]
+    .into_iter()
+    .filter(|(b, _)| bits & b != 0)
+    .map(|(_, n)| n)
+    .collect()
+}
+
+/// The registered domain (public suffix plus one label) of a lowercase name without a trailing
+/// dot, using the public-suffix list's ICANN and private sections.
+pub fn registered_domain(name: &str) -> Option<&str> {
+    psl::domain_str(name)
+}
+
+/// An organisation id from an AS name, so one company's several ASNs count once
+/// (Amazon's 16509 and 14618, Akamai's 20940 and 16625).
+fn org_id(asn: u32, as_name: Option<&str>) -> u32 {
+    let Some(name) = as_name else {
+        return asn | 0x8000_0000;
+    };
+    let lower = name.to_ascii_lowercase();
+    let mut words = lower
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty());
+    let Some(first) = words.next() else {
+        return asn | 0x8000_0000;
+    };
+    // Names that start with a country or a generic word need the second word too.
+    const GENERIC: &[&str] = &[
+        "china", "the", "national", "state", "university", "pt", "ooo", "llc", "jsc", "pjsc",
+        "ao", "sc", "cv", "tot", "global", "asia", "hong", "new", "united",
+    ];
+    let key = match first {
+        // China Telecom's backbone is named CHINANET.
+        "chinanet" => "china telecom".to_owned(),
+        w if GENERIC.contains(&w) => match words.next() {
+            Some(second) => format!("{w} {second}"),
+            None => w.to_owned(),
+        },
+        w => w.to_owned(),
+    };
+    features::fnv32(key.as_bytes()) & 0x3fff_ffff
+}
+
+pub fn secs(t: SystemTime) -> u32 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+}
+
+pub fn from_secs(s: u32) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(s))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,254 @@
+//! The scoring model: every weight and threshold, in one place.
+//!
+//! The flux score is a logistic model over bounded evidence terms:
+//!
+//! ```text
+//! z     = BIAS + Σ weight_i · term_i        (each term_i in [0, 1])
+//! score = 1 / (1 + e^-z)                    (in [0, 1])
+//! ```
+//!
+//! Each term is a saturating transform of one window feature (see [`terms`]), so a verdict's
+//! reasons are simply the terms with `weight_i · term_i`, and the largest contributions explain
+//! it. The terms encode what separates a fast-flux service network from the legitimate
+//! infrastructure that also rotates:
+//!
+//! - **networks**: the addresses belong to many unrelated organisations (CDNs, cloud load
+//!   balancers and round robin stay inside one or two);
+//! - **rotation_across_networks**: *new* addresses keep arriving *and* they span organisations.
+//!   This is the single strongest term: a CDN rotates inside its own network, a multi-CDN site
+//!   alternates between a fixed few PoPs and stops producing new addresses;
+//! - **mixed_answers**: one answer mixes organisations (flux bots are picked from the whole pool;
+//!   a CDN answers from one PoP);
+//! - **countries**, **prefix_diversity**, **fluxiness**, **low_ttl**: supporting evidence;
+//! - **rotating_glue**: the name servers' own addresses rotate (double flux).
+//!
+//! Levels have hysteresis: a key enters `suspicious` at [`SUSPICIOUS_ENTER`] and `flux` at
+//! [`FLUX_ENTER`], and leaves them only below [`SUSPICIOUS_EXIT`] / [`FLUX_EXIT`]. A key needs
+//! [`MIN_RRSETS_FOR_FLUX`] distinct answers (proof that it rotates at all) before it can be flux.
+//!
+//! The weights were set by hand from the scenario classes and checked with `cargo xtask eval`
+//! (docs/scoring.md has the calibration table: the observed flux rate per score bin).
+
+use serde::Serialize;
+
+use super::features::Features;
+
+pub const BIAS: f64 = -7.0;
+
+/// Named weights. The order is the order reasons are listed in when contributions tie.
+pub const WEIGHTS: &[(Term, f64)] = &[
+    (Term::RotationAcrossNetworks, 4.0),
+    (Term::Networks, 2.5),
+    (Term::MixedAnswers, 2.0),
+    (Term::Countries, 1.5),
+    (Term::PrefixDiversity, 1.0),
+    (Term::Fluxiness, 1.0),
+    (Term::LowTtl, 1.0),
+    (Term::RotatingGlue, 3.0),
+];
+
+/// A key enters `suspicious` at this score...
+pub const SUSPICIOUS_ENTER: f64 = 0.5;
+/// ...and leaves it below this one.
+pub const SUSPICIOUS_EXIT: f64 = 0.3;
+/// A key enters `flux` at this score...
+pub const FLUX_ENTER: f64 = 0.9;
+/// ...and falls back to `suspicious` below this one.
+pub const FLUX_EXIT: f64 = 0.7;
+/// Distinct answers (RRsets) a key needs before it can be `flux`: one answer proves no rotation.
+pub const MIN_RRSETS_FOR_FLUX: u32 = 2;
+
+/// The Holz et al. (NDSS 2008) linear classifier: flux when `1.32·nA + 18.54·nASN > 142.38`.
+pub fn holz(n_a: u32, n_asn: u32) -> f64 {
+    1.32 * f64::from(n_a) + 18.54 * f64::from(n_asn)
+}
+
+/// The Zeek community variant: `(nASN/nA)·(1.32·nA + 18.54·nASN) > 142.38`.
+pub fn zeek(n_a: u32, n_asn: u32) -> f64 {
+    if n_a == 0 {
+        return 0.0;
+    }
+    f64::from(n_asn) / f64::from(n_a) * holz(n_a, n_asn)
+}
+
+/// The threshold both baselines use.
+pub const BASELINE_THRESHOLD: f64 = 142.38;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Term {
+    RotationAcrossNetworks,
+    Networks,
+    MixedAnswers,
+    Countries,
+    PrefixDiversity,
+    Fluxiness,
+    LowTtl,
+    RotatingGlue,
+}
+
+impl Term {
+    pub fn name(self) -> &'static str {
+        match self {
+            Term::RotationAcrossNetworks => "rotation_across_networks",
+            Term::Networks => "networks",
+            Term::MixedAnswers => "mixed_answers",
+            Term::Countries => "countries",
+            Term::PrefixDiversity => "prefix_diversity",
+            Term::Fluxiness => "fluxiness",
+            Term::LowTtl => "low_ttl",
+            Term::RotatingGlue => "rotating_glue",
+        }
+    }
+}
+
+fn ramp(x: f64, lo: f64, hi: f64) -> f64 {
+    ((x - lo) / (hi - lo)).clamp(0.0, 1.0)
+}
+
+/// Each term's value in [0, 1] for a window's features.
+pub fn terms(f: &Features) -> [(Term, f64); 8] {
+    // Organisations: 1 is normal, 2 common (multi-CDN, ISP caches), 4+ is a pool of strangers.
+    let networks = ramp(f64::from(f.distinct_networks), 1.0, 4.0);
+    let fresh = f.ip_growth.clamp(0.0, 1.0);
+    [
+        (Term::RotationAcrossNetworks, fresh * networks),
+        (Term::Networks, networks),
+        (Term::MixedAnswers, f.mixed_answers),
+        (
+            Term::Countries,
+            ramp(f64::from(f.distinct_countries), 1.0, 4.0),
+        ),
+        (
+            Term::PrefixDiversity,
+            f.prefix_entropy * ramp(f64::from(f.distinct_prefixes), 1.0, 5.0),
+        ),
+        (Term::Fluxiness, ramp(f.fluxiness, 1.0, 4.0)),
+        (Term::LowTtl, 1.0 - ramp(f64::from(f.ttl_max), 300.0, 3600.0)),
+        (Term::RotatingGlue, glue_term(f)),
+    ]
+}
+
+/// Double flux: some NS host's glue has many addresses in several organisations.
+pub fn glue_term(f: &Features) -> f64 {
+    ramp(f64::from(f.glue_ips_max), 2.0, 6.0) * ramp(f64::from(f.glue_networks_max), 1.0, 3.0)
+}
+
+/// One term's part in a verdict.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Reason {
+    pub feature: &'static str,
+    /// The term in [0, 1].
+    pub value: f64,
+    pub weight: f64,
+    /// `weight · value`: its share of the log-odds.
+    pub contribution: f64,
+}
+
+/// The score and its reasons, largest contribution first (zero contributions left out).
+pub fn score(f: &Features) -> (f64, Vec<Reason>) {
+    let t = terms(f);
+    let mut z = BIAS;
+    let mut reasons = Vec::new();
+    for (term, value) in t {
+        let weight = WEIGHTS
+            .iter()
+            .find(|(w, _)| *w == term)
+            .map_or(0.0, |(_, w)| *w);
+        let contribution = weight * value;
+        z += contribution;
+        if contribution > 0.0 {
+            reasons.push(Reason {
+                feature: term.name(),
+                value: round3(value),
+                weight,
+                contribution: round3(contribution),
+            });
+        }
+    }
+    reasons.sort_by(|a, b| b.contribution.total_cmp(&a.contribution));
+    (1.0 / (1.0 + (-z).exp()), reasons)
+}
+
+pub fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    #[default]
+    Benign,
+    Suspicious,
+    Flux,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Benign => "benign",
+            Level::Suspicious => "suspicious",
+            Level::Flux => "flux",
+        }
+    }
+}
+
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The next level from the current one, with hysteresis.
+pub fn next_level(current: Level, score: f64, rrsets: u32) -> Level {
+    let can_flux = rrsets >= MIN_RRSETS_FOR_FLUX;
+    match current {
+        Level::Flux if score >= FLUX_EXIT => Level::Flux,
+        Level::Flux | Level::Suspicious if score >= SUSPICIOUS_EXIT => {
+            if can_flux && score >= FLUX_ENTER {
+                Level::Flux
+            } else {
+                Level::Suspicious
+            }
+        }
+        _ if can_flux && score >= FLUX_ENTER => Level::Flux,
+        _ if score >= SUSPICIOUS_ENTER => Level::Suspicious,
+        _ => Level::Benign,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn baselines_match_the_papers() {
+        // Holz: 1.32·100 + 18.54·1 = 150.54 > 142.38 (a big single-AS CDN trips it).
+        assert!(holz(100, 1) > BASELINE_THRESHOLD);
+        assert!(holz(5, 3) < BASELINE_THRESHOLD);
+        // Zeek scales by nASN/nA: the same CDN is quiet, a 1:1 pool is not.
+        assert!(zeek(100, 1) < BASELINE_THRESHOLD);
+        assert!(zeek(8, 8) > BASELINE_THRESHOLD);
+        assert_eq!(zeek(0, 0), 0.0);
+    }
+
+    #[test]
+    fn hysteresis_does_not_flap() {
+        use Level::*;
+        assert_eq!(next_level(Benign, 0.95, 1), Suspicious, "one answer is not flux");
+        assert_eq!(next_level(Benign, 0.95, 2), Flux);
+        assert_eq!(next_level(Flux, 0.75, 5), Flux, "stays above the exit");
+        assert_eq!(next_level(Flux, 0.6, 5), Suspicious);
+        assert_eq!(next_level(Suspicious, 0.4, 5), Suspicious);
+        assert_eq!(next_level(Suspicious, 0.2, 5), Benign);
+        assert_eq!(next_level(Benign, 0.45, 5), Benign, "below the entry");
+    }
+
+    #[test]
+    fn weights_cover_every_term_once() {
+        let f = Features::default();
+        for (t, _) in terms(&f) {
+            assert_eq!(WEIGHTS.iter().filter(|(w, _)| *w == t).count(), 1, "{t:?}");
+        }
+    }
+}
