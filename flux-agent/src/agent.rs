@@ -1,7 +1,7 @@
 //! The running agent: load, attach, drain the ring buffer, emit observations, detach.
 //!
 //! Packet path: NIC -> `flux_xdp` (flux-ebpf) -> `EVENTS` ring buffer -> [`Capture`] ->
-//! [`Observation`] -> event sink (and, later, the scorer).
+//! [`Observation`] -> event sink, and -> [`Scorer`] -> verdicts in the same sink.
 
 use std::{collections::HashMap, future::Future, io::Write, path::PathBuf};
 
@@ -16,6 +16,7 @@ use crate::{
     clock::MonoClock,
     iface::{Interface, default_route_interface},
     loader::{self, AttachMode, LoadError, LoadOptions},
+    score::{Scorer, ScorerSetup, Verdict},
 };
 
 #[derive(Clone, Debug)]
@@ -25,6 +26,8 @@ pub struct RunOptions {
     pub mode: AttachMode,
     pub force: bool,
     pub load: LoadOptions,
+    /// Score observations and emit verdicts; `None` only captures.
+    pub scoring: Option<ScorerSetup>,
 }
 
 /// What a run saw, for the exit summary and for tests.
@@ -34,6 +37,7 @@ pub struct RunSummary {
     pub observations: u64,
     pub parse_errors: u64,
     pub bad_records: u64,
+    pub verdicts: u64,
 }
 
 /// Resolves the interfaces to attach to, failing on the first unknown name.
@@ -102,6 +106,7 @@ pub async fn run<W: Write>(
         loaded.pin_dir.display()
     );
 
+    let mut scorer = opts.scoring.as_ref().map(ScorerSetup::build);
     let mut clock = MonoClock::new();
     let mut if_names: HashMap<u32, String> = HashMap::new();
     let mut summary = RunSummary::default();
@@ -115,7 +120,7 @@ pub async fn run<W: Write>(
                 let mut guard = guard.context("wait on ring buffer")?;
                 let rb = guard.get_inner_mut();
                 while let Some(item) = rb.next() {
-                    handle_record(&item, &clock, &mut if_names, &mut summary, events.as_mut());
+                    handle_record(&item, &clock, &mut if_names, &mut summary, scorer.as_mut(), events.as_mut());
                 }
                 guard.clear_ready();
                 if let Some((w, _)) = events.as_mut() {
@@ -132,7 +137,14 @@ pub async fn run<W: Write>(
     // Whatever arrived before the signal still gets reported.
     let rb = ring.get_mut();
     while let Some(item) = rb.next() {
-        handle_record(&item, &clock, &mut if_names, &mut summary, events.as_mut());
+        handle_record(
+            &item,
+            &clock,
+            &mut if_names,
+            &mut summary,
+            scorer.as_mut(),
+            events.as_mut(),
+        );
     }
     if let Some((w, _)) = events.as_mut() {
         w.flush().context("write events")?;
@@ -155,7 +167,8 @@ fn handle_record<W: Write>(
     clock: &MonoClock,
     if_names: &mut HashMap<u32, String>,
     summary: &mut RunSummary,
-    events: Option<&mut (W, EventFormat)>,
+    scorer: Option<&mut Scorer>,
+    mut events: Option<&mut (W, EventFormat)>,
 ) {
     summary.records += 1;
     let capture = match Capture::from_record(rec) {
@@ -179,15 +192,18 @@ fn handle_record<W: Write>(
     match Observation::from_capture(&capture, ts, iface) {
         Ok(obs) => {
             summary.observations += 1;
-            if let Some((w, format)) = events {
-                let written = match format {
-                    EventFormat::Json => serde_json::to_writer(&mut *w, &obs)
-                        .map_err(std::io::Error::from)
-                        .and_then(|()| w.write_all(b"\n")),
-                    EventFormat::Human => writeln!(w, "{obs}"),
-                };
-                if let Err(e) = written {
-                    warn!("could not write event: {e}");
+            if let Some((w, format)) = events.as_mut() {
+                write_event(w, *format, &obs);
+            }
+            if let Some(scorer) = scorer {
+                let mut verdicts = Vec::new();
+                scorer.observe(obs.ts, &obs.msg, &mut verdicts);
+                for v in &verdicts {
+                    summary.verdicts += 1;
+                    log_verdict(v);
+                    if let Some((w, format)) = events.as_mut() {
+                        write_event(w, *format, v);
+                    }
                 }
             }
         }
@@ -200,5 +216,29 @@ fn handle_record<W: Write>(
                 capture.data.len()
             );
         }
+    }
+}
+
+fn write_event<W: Write, E: serde::Serialize + std::fmt::Display>(
+    w: &mut W,
+    format: EventFormat,
+    e: &E,
+) {
+    let written = match format {
+        EventFormat::Json => serde_json::to_writer(&mut *w, e)
+            .map_err(std::io::Error::from)
+            .and_then(|()| w.write_all(b"\n")),
+        EventFormat::Human => writeln!(w, "{e}"),
+    };
+    if let Err(e) = written {
+        warn!("could not write event: {e}");
+    }
+}
+
+fn log_verdict(v: &Verdict) {
+    if v.level > v.previous {
+        warn!("{v}");
+    } else {
+        info!("{v}");
     }
 }

@@ -84,28 +84,35 @@ impl Allowlist {
             if entry.is_empty() {
                 continue;
             }
-            next.add_entry(entry).map_err(|reason| AllowlistError::Entry {
-                origin: origin.to_owned(),
-                line: i + 1,
-                reason,
-            })?;
+            next.add_entry(entry)
+                .map_err(|reason| AllowlistError::Entry {
+                    origin: origin.to_owned(),
+                    line: i + 1,
+                    reason,
+                })?;
         }
         *self = next;
         Ok(())
     }
 
     fn add_entry(&mut self, entry: &str) -> Result<(), String> {
-        if let Some(n) = entry.strip_prefix("AS").or_else(|| entry.strip_prefix("as"))
+        if let Some(n) = entry
+            .strip_prefix("AS")
+            .or_else(|| entry.strip_prefix("as"))
             && !n.is_empty()
             && n.bytes().all(|b| b.is_ascii_digit())
         {
-            let asn = n.parse().map_err(|_| format!("ASN out of range: {entry}"))?;
+            let asn = n
+                .parse()
+                .map_err(|_| format!("ASN out of range: {entry}"))?;
             self.asns.insert(asn);
             return Ok(());
         }
         if entry.contains('/') || entry.parse::<IpAddr>().is_ok() {
             let (ip, len) = entry.split_once('/').unwrap_or((entry, ""));
-            let ip: IpAddr = ip.parse().map_err(|_| format!("bad address in {entry:?}"))?;
+            let ip: IpAddr = ip
+                .parse()
+                .map_err(|_| format!("bad address in {entry:?}"))?;
             let max = if ip.is_ipv4() { 32 } else { 128 };
             let len = if len.is_empty() {
                 max
@@ -124,7 +131,8 @@ impl Allowlist {
             && name.split('.').all(|l| {
                 !l.is_empty()
                     && l.len() <= 63
-                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                    && l.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             });
         if !valid {
             return Err(format!("not a domain, ASN (AS123) or CIDR: {entry:?}"));
@@ -150,7 +158,9 @@ impl Allowlist {
     }
 
     pub fn match_ip(&self, ip: IpAddr) -> bool {
-        self.cidrs.iter().any(|(net, len)| in_prefix(ip, *net, *len))
+        self.cidrs
+            .iter()
+            .any(|(net, len)| in_prefix(ip, *net, *len))
     }
 
     pub fn cidrs(&self) -> &[(IpAddr, u8)] {
@@ -189,8 +199,14 @@ mod tests {
         let mut a = Allowlist::default();
         a.add_text(BUILTIN, "builtin").unwrap();
         assert_eq!(a.match_name("0.pool.ntp.org"), Some("pool.ntp.org"));
-        assert_eq!(a.match_name("seed.bitcoin.sipa.be"), Some("seed.bitcoin.sipa.be"));
-        assert_eq!(a.match_name("e1234.a.akamaiedge.net"), Some("akamaiedge.net"));
+        assert_eq!(
+            a.match_name("seed.bitcoin.sipa.be"),
+            Some("seed.bitcoin.sipa.be")
+        );
+        assert_eq!(
+            a.match_name("e1234.a.akamaiedge.net"),
+            Some("akamaiedge.net")
+        );
         assert_eq!(a.match_name("x.w.kunlunsl.com"), Some("kunlunsl.com"));
         assert_eq!(a.match_name("ntp.org"), None);
         assert_eq!(a.match_name("notakamaiedge.net"), None);
@@ -200,8 +216,11 @@ mod tests {
     #[test]
     fn entries_and_errors() {
         let mut a = Allowlist::empty();
-        a.add_text("Example.COM.  # comment\nAS64500\n10.0.0.0/8\n2001:db8::/32\n192.0.2.1\n", "t")
-            .unwrap();
+        a.add_text(
+            "Example.COM.  # comment\nAS64500\n10.0.0.0/8\n2001:db8::/32\n192.0.2.1\n",
+            "t",
+        )
+        .unwrap();
         assert_eq!(a.match_name("www.example.com"), Some("example.com"));
         assert!(a.has_asn(64500));
         assert!(a.match_ip("10.1.2.3".parse().unwrap()));
@@ -209,8 +228,13 @@ mod tests {
         assert!(a.match_ip("192.0.2.1".parse().unwrap()));
         assert!(!a.match_ip("192.0.2.2".parse().unwrap()));
         let before = a.len();
-        let e = a.add_text("good.example\nbad name!\n", "f.txt").unwrap_err();
-        assert_eq!(e.to_string(), "f.txt:2: not a domain, ASN (AS123) or CIDR: \"bad name!\"");
+        let e = a
+            .add_text("good.example\nbad name!\n", "f.txt")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "f.txt:2: not a domain, ASN (AS123) or CIDR: \"bad name!\""
+        );
         assert_eq!(a.len(), before, "a bad file adds nothing");
         assert!(a.add_text("10.0.0.0/33", "t").is_err());
     }

@@ -9,11 +9,16 @@
 //! The kernel side is `flux-ebpf/src/main.rs`; shared layouts are in `flux-common`.
 
 pub mod agent;
+pub mod allowlist;
+pub mod capfile;
 pub mod capture;
 pub mod clock;
 pub mod dns;
+pub mod enrich;
 pub mod iface;
 pub mod loader;
+pub mod replay;
+pub mod score;
 pub mod stats;
 pub mod xdp_owner;
 

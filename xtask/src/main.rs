@@ -1,4 +1,4 @@
-//! Developer tasks: `cargo xtask setup | run | test | lint | bench`.
+//! Developer tasks: `cargo xtask setup | run | test | lint | bench | eval`.
 //!
 //! `setup` is idempotent and makes a fresh machine able to build and test flux-agent: the
 //! nightly's rust-src, bpf-linker built against the nightly's own LLVM, and the Debian packages
@@ -42,10 +42,17 @@ enum Cmd {
     },
     /// rustfmt check and clippy for the host crates and, separately, the eBPF crate.
     Lint,
-    /// XDP cost per packet with BPF_PROG_TEST_RUN (figures for the docs, not a test).
+    /// Replay throughput, scorer memory, and XDP cost per packet with BPF_PROG_TEST_RUN
+    /// (figures for the docs, not tests).
     Bench {
         #[arg(long, default_value_t = 1_000_000)]
         repeat: u32,
+    },
+    /// Replay labelled data (scenarios, the 2009 fast-flux data, real captures, or PATHs) and
+    /// print detection, false positives and time to detect, with the Holz and Zeek baselines.
+    Eval {
+        /// Folders with capture files and a labels.tsv, or capture files (all names legitimate).
+        paths: Vec<String>,
     },
 }
 
@@ -57,6 +64,7 @@ fn main() -> ExitCode {
         Cmd::Test { no_lint, args } => test(no_lint, &args),
         Cmd::Lint => lint(),
         Cmd::Bench { repeat } => bench(repeat),
+        Cmd::Eval { paths } => eval(&paths),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -175,6 +183,8 @@ fn test(no_lint: bool, args: &[String]) -> anyhow::Result<()> {
 
 fn bench(repeat: u32) -> anyhow::Result<()> {
     setup::setup()?;
+    // Userspace: replay throughput and the scorer's memory for 1,000,000 names.
+    sh(cargo().args(["run", "--release", "-p", "flux-tests", "--bin", "scorer-bench"]))?;
     sh(cargo().args([
         "run",
         "--release",
@@ -186,4 +196,11 @@ fn bench(repeat: u32) -> anyhow::Result<()> {
         "--repeat",
         &repeat.to_string(),
     ]))
+}
+
+fn eval(paths: &[String]) -> anyhow::Result<()> {
+    setup::setup()?;
+    sh(cargo()
+        .args(["run", "--release", "-p", "flux-tests", "--bin", "flux-eval", "--"])
+        .args(paths))
 }

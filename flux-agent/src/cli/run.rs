@@ -14,7 +14,7 @@ use flux_agent::{
 };
 use log::info;
 
-use super::PinArgs;
+use super::{PinArgs, scoring::ScoringArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -41,6 +41,9 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub pin: PinArgs,
+
+    #[command(flatten)]
+    pub scoring: ScoringArgs,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -59,7 +62,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             EventFormat::Json,
         ),
     };
+    let scoring = args.scoring.setup()?;
     let opts = RunOptions {
+        scoring: Some(scoring),
         ifaces: args.ifaces,
         mode: args.xdp_mode,
         force: args.force,

@@ -28,7 +28,8 @@ pub struct AddrInfo {
     pub ip: [u8; 16],
     /// 0 when unknown.
     pub asn: u32,
-    /// The organisation (AS-name family) or, without an ASN database, the /16 or /48.
+    /// The organisation (AS-name family) or, without an ASN database, the /16 or /48;
+    /// 0 when a database is loaded but does not know the address.
     pub network: u32,
     /// ISO country code, `[0, 0]` when unknown.
     pub country: [u8; 2],
@@ -44,7 +45,8 @@ impl AddrInfo {
 
     /// The /16 of an IPv4 address or the /48 of an IPv6 one, as a hash.
     pub fn prefix(&self) -> u32 {
-        let is_v4 = self.ip[..10].iter().all(|b| *b == 0) && self.ip[10] == 0xff && self.ip[11] == 0xff;
+        let is_v4 =
+            self.ip[..10].iter().all(|b| *b == 0) && self.ip[10] == 0xff && self.ip[11] == 0xff;
         if is_v4 {
             u32::from(self.ip[12]) << 8 | u32::from(self.ip[13])
         } else {
@@ -171,10 +173,13 @@ impl KeyState {
                 e.last = now;
             } else {
                 new = new.saturating_add(1);
-                self.insert_ip(IpEntry { addr: *a, last: now });
+                self.insert_ip(IpEntry {
+                    addr: *a,
+                    last: now,
+                });
             }
         }
-        let mut nets: Vec<u32> = addrs.iter().map(|a| a.network).collect();
+        let mut nets: Vec<u32> = addrs.iter().map(|a| a.network).filter(|n| *n != 0).collect();
         nets.sort_unstable();
         nets.dedup();
         let first = self.rrsets.is_empty() && self.ips.len() == usize::from(new);
@@ -255,10 +260,9 @@ impl KeyState {
         if chain.len() < 2 {
             return;
         }
-        let same = self
-            .chain
-            .as_ref()
-            .is_some_and(|c| c.len() == chain.len() && c.iter().zip(chain).all(|(a, b)| &**a == *b));
+        let same = self.chain.as_ref().is_some_and(|c| {
+            c.len() == chain.len() && c.iter().zip(chain).all(|(a, b)| &**a == *b)
+        });
         if !same {
             self.chain = Some(chain.iter().map(|s| Box::<str>::from(*s)).collect());
         }
@@ -302,7 +306,9 @@ impl KeyState {
             if e.addr.asn != 0 {
                 asns.push(e.addr.asn);
             }
-            nets.push(e.addr.network);
+            if e.addr.network != 0 {
+                nets.push(e.addr.network);
+            }
             if e.addr.country != [0, 0] {
                 ccs.push(e.addr.country);
             }
@@ -312,14 +318,16 @@ impl KeyState {
         f.distinct_networks = count_distinct(&mut nets);
         f.distinct_countries = count_distinct(&mut ccs);
         if f.distinct_ips > 0 {
-            f.asn_ip_ratio = super::model::round3(f64::from(f.distinct_asns) / f64::from(f.distinct_ips));
+            f.asn_ip_ratio =
+                super::model::round3(f64::from(f.distinct_asns) / f64::from(f.distinct_ips));
         }
         prefixes.sort_unstable();
         let (distinct, entropy) = normalised_entropy(&prefixes);
         f.distinct_prefixes = distinct;
         f.prefix_entropy = super::model::round3(entropy);
 
-        let (mut new, mut returned, mut size_sum, mut multi, mut mixed) = (0u32, 0u32, 0u32, 0u32, 0u32);
+        let (mut new, mut returned, mut size_sum, mut multi, mut mixed) =
+            (0u32, 0u32, 0u32, 0u32, 0u32);
         for r in self.rrsets.iter().filter(|r| r.last >= cutoff) {
             f.rrsets += 1;
             f.ttl_max = f.ttl_max.max(r.ttl);
@@ -347,7 +355,8 @@ impl KeyState {
             f.mixed_answers = super::model::round3(f64::from(mixed) / f64::from(multi));
         }
         if f.answer_size_max > 0 {
-            f.fluxiness = super::model::round3(f64::from(f.distinct_ips) / f64::from(f.answer_size_max));
+            f.fluxiness =
+                super::model::round3(f64::from(f.distinct_ips) / f64::from(f.answer_size_max));
         }
 
         if let Some(t) = &self.ns {
@@ -357,7 +366,9 @@ impl KeyState {
                 let mut n = 0;
                 for (g, _) in h.glue.iter().filter(|g| g.1 >= cutoff) {
                     n += 1;
-                    gnets.push(g.network);
+                    if g.network != 0 {
+                        gnets.push(g.network);
+                    }
                 }
                 f.glue_ips_max = f.glue_ips_max.max(n);
                 f.glue_networks_max = f.glue_networks_max.max(count_distinct(&mut gnets));
@@ -375,9 +386,15 @@ impl KeyState {
             + self.ns.as_ref().map_or(0, |t| {
                 size_of::<NsTable>()
                     + t.hosts.capacity() * size_of::<NsHost>()
-                    + t.hosts.iter().map(|h| h.name.len() + h.glue.capacity() * size_of::<(AddrInfo, u32)>()).sum::<usize>()
+                    + t.hosts
+                        .iter()
+                        .map(|h| h.name.len() + h.glue.capacity() * size_of::<(AddrInfo, u32)>())
+                        .sum::<usize>()
             })
-            + self.chain.as_ref().map_or(0, |c| c.iter().map(|s| s.len() + 16).sum())
+            + self
+                .chain
+                .as_ref()
+                .map_or(0, |c| c.iter().map(|s| s.len() + 16).sum())
     }
 }
 
@@ -405,7 +422,11 @@ fn normalised_entropy(sorted: &[u32]) -> (u32, f64) {
             run = 0;
         }
     }
-    if n < 2 { (distinct, 0.0) } else { (distinct, h / (n as f64).ln()) }
+    if n < 2 {
+        (distinct, 0.0)
+    } else {
+        (distinct, h / (n as f64).ln())
+    }
 }
 
 /// Order-independent hash of an answer's address set.
@@ -445,7 +466,10 @@ mod tests {
     fn repeated_answers_are_one_rrset_and_growth_counts_new_addresses() {
         let mut k = KeyState::new(0);
         assert!(k.add_answer(0, 300, &[a(1, 1, b"US"), a(2, 2, b"DE")]));
-        assert!(!k.add_answer(10, 250, &[a(2, 2, b"DE"), a(1, 1, b"US")]), "same set, other order");
+        assert!(
+            !k.add_answer(10, 250, &[a(2, 2, b"DE"), a(1, 1, b"US")]),
+            "same set, other order"
+        );
         assert!(k.add_answer(400, 300, &[a(3, 3, b"FR"), a(2, 2, b"DE")]));
         let f = k.features(400, WINDOWS[0]);
         assert_eq!(f.responses, 3);
@@ -454,7 +478,10 @@ mod tests {
         assert_eq!(f.distinct_asns, 3);
         assert_eq!(f.distinct_countries, 3);
         assert_eq!(f.ttl_max, 300);
-        assert_eq!(f.ip_growth, 0.5, "one new of two returned, the first answer excluded");
+        assert_eq!(
+            f.ip_growth, 0.5,
+            "one new of two returned, the first answer excluded"
+        );
         assert_eq!(f.mixed_answers, 1.0);
         assert_eq!(f.fluxiness, 1.5);
         assert_eq!(f.prefix_entropy, 1.0);
@@ -474,9 +501,21 @@ mod tests {
         let mut k = KeyState::new(0);
         for i in 0..(MAX_IPS_PER_KEY as u32 + 50) {
             let ip = IpAddr::from([10, (i >> 8) as u8, i as u8, 1]);
-            k.add_answer(i, 60, &[AddrInfo { ip: AddrInfo::ip_bytes(ip), asn: i, network: i, country: [0, 0] }]);
+            k.add_answer(
+                i,
+                60,
+                &[AddrInfo {
+                    ip: AddrInfo::ip_bytes(ip),
+                    asn: i,
+                    network: i,
+                    country: [0, 0],
+                }],
+            );
         }
-        assert_eq!(k.features(1000, WINDOWS[1]).distinct_ips, MAX_IPS_PER_KEY as u32);
+        assert_eq!(
+            k.features(1000, WINDOWS[1]).distinct_ips,
+            MAX_IPS_PER_KEY as u32
+        );
         assert!(k.rrsets.len() <= MAX_RRSETS);
     }
 
@@ -484,7 +523,12 @@ mod tests {
     fn glue_and_ns_churn() {
         let mut k = KeyState::new(0);
         for i in 0..6u8 {
-            k.add_ns(u32::from(i), "ns1.evil.test", &[a(i, u32::from(i), b"US")], 2);
+            k.add_ns(
+                u32::from(i),
+                "ns1.evil.test",
+                &[a(i, u32::from(i) + 1, b"US")],
+                2,
+            );
             k.add_ns(u32::from(i), "ns2.evil.test", &[], 2);
         }
         k.add_ns(10, "ns3.evil.test", &[], 2);

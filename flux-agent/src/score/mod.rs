@@ -162,6 +162,11 @@ impl Scorer {
         Some(assess(&name, &mut st, secs(now), &self.allowlist, None))
     }
 
+    /// Every tracked key with its state, most recently used first.
+    pub fn keys(&self) -> impl Iterator<Item = (&str, &KeyState)> {
+        self.keys.iter().map(|(k, v)| (&**k, v))
+    }
+
     /// Heap and table bytes the scorer holds, estimated from its contents.
     pub fn memory_estimate(&self) -> usize {
         let per_entry = size_of::<KeyState>() + size_of::<Box<str>>() + 4 * size_of::<usize>();
@@ -218,7 +223,9 @@ impl Scorer {
             if r.rtype_code != TYPE_NS {
                 continue;
             }
-            let Some(host) = r.data.as_deref() else { continue };
+            let Some(host) = r.data.as_deref() else {
+                continue;
+            };
             match zones.iter_mut().find(|z| z.0 == r.name) {
                 Some(z) => z.1.push(host),
                 None => zones.push((r.name.as_str(), vec![host])),
@@ -234,7 +241,15 @@ impl Scorer {
         let final_name = chain.last().copied().unwrap_or("");
         for (owner, ttl, addrs) in &groups {
             let chain_here: &[&str] = if *owner == final_name { &chain } else { &[] };
-            self.feed(owner, ROLE_OWNER, now, *ttl, addrs, chain_here, &mut touched);
+            self.feed(
+                owner,
+                ROLE_OWNER,
+                now,
+                *ttl,
+                addrs,
+                chain_here,
+                &mut touched,
+            );
             if let Some(rd) = registered_domain(owner)
                 && rd != *owner
             {
@@ -273,7 +288,10 @@ impl Scorer {
         }
         // Keys whose answers did not change are still re-scored now and then.
         for (owner, _, _) in &groups {
-            for k in [Some(*owner), registered_domain(owner)].into_iter().flatten() {
+            for k in [Some(*owner), registered_domain(owner)]
+                .into_iter()
+                .flatten()
+            {
                 if let Some(st) = self.keys.peek(k)
                     && now.saturating_sub(st.last_eval) >= self.cfg.rescore_interval
                 {
@@ -341,8 +359,9 @@ impl Scorer {
                     .or_insert_with(|| org_id(asn, info.as_name.as_deref()));
             }
         }
-        if a.network == 0 {
-            // No ASN data for this address: its /16 (or /48) stands in for the network.
+        if a.network == 0 && !self.enricher.has_asn() {
+            // No ASN database: the /16 (or /48) stands in for the network. With a database, an
+            // address it does not know stays 0 ("unknown") and counts as no network at all.
             a.network = a.prefix() | 0x4000_0000;
         }
         a
@@ -493,8 +512,25 @@ fn org_id(asn: u32, as_name: Option<&str>) -> u32 {
     };
     // Names that start with a country or a generic word need the second word too.
     const GENERIC: &[&str] = &[
-        "china", "the", "national", "state", "university", "pt", "ooo", "llc", "jsc", "pjsc",
-        "ao", "sc", "cv", "tot", "global", "asia", "hong", "new", "united",
+        "china",
+        "the",
+        "national",
+        "state",
+        "university",
+        "pt",
+        "ooo",
+        "llc",
+        "jsc",
+        "pjsc",
+        "ao",
+        "sc",
+        "cv",
+        "tot",
+        "global",
+        "asia",
+        "hong",
+        "new",
+        "united",
     ];
     let key = match first {
         // China Telecom's backbone is named CHINANET.
@@ -519,3 +555,63 @@ pub fn from_secs(s: u32) -> SystemTime {
 
 #[cfg(test)]
 mod tests;
+
+impl std::fmt::Display for Verdict {
+    /// One readable line: when, what, how sure, and the three largest reasons.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} VERDICT {} {} -> {} score={:.2}",
+            humantime::format_rfc3339_seconds(self.ts),
+            self.domain,
+            self.previous,
+            self.level,
+            self.score
+        )?;
+        if self.double_flux {
+            f.write_str(" double-flux")?;
+        }
+        if let Some(m) = &self.allowlist_match {
+            write!(f, " [allowlisted: {m}]")?;
+        }
+        let ff = &self.features;
+        write!(
+            f,
+            " ips={} asns={} countries={} ttl={}",
+            ff.distinct_ips, ff.distinct_asns, ff.distinct_countries, ff.ttl_max
+        )?;
+        for (i, r) in self.reasons.iter().take(3).enumerate() {
+            let sep = if i == 0 { ":" } else { "," };
+            write!(f, "{sep} {} +{:.2}", r.feature, r.contribution)?;
+        }
+        Ok(())
+    }
+}
+
+/// What a [`Scorer`] is built from; cheap to clone, so a run can hold it in its options.
+#[derive(Clone)]
+pub struct ScorerSetup {
+    pub config: ScorerConfig,
+    pub enricher: Arc<Enricher>,
+    pub allowlist: Arc<Allowlist>,
+}
+
+impl ScorerSetup {
+    pub fn build(&self) -> Scorer {
+        Scorer::new(
+            self.config.clone(),
+            self.enricher.clone(),
+            self.allowlist.clone(),
+        )
+    }
+}
+
+impl std::fmt::Debug for ScorerSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScorerSetup")
+            .field("config", &self.config)
+            .field("enricher", &self.enricher.describe())
+            .field("allowlist_entries", &self.allowlist.len())
+            .finish()
+    }
+}

@@ -124,7 +124,10 @@ pub fn terms(f: &Features) -> [(Term, f64); 8] {
             f.prefix_entropy * ramp(f64::from(f.distinct_prefixes), 1.0, 5.0),
         ),
         (Term::Fluxiness, ramp(f.fluxiness, 1.0, 4.0)),
-        (Term::LowTtl, 1.0 - ramp(f64::from(f.ttl_max), 300.0, 3600.0)),
+        (
+            Term::LowTtl,
+            1.0 - ramp(f64::from(f.ttl_max), 300.0, 3600.0),
+        ),
         (Term::RotatingGlue, glue_term(f)),
     ]
 }
@@ -235,7 +238,11 @@ mod tests {
     #[test]
     fn hysteresis_does_not_flap() {
         use Level::*;
-        assert_eq!(next_level(Benign, 0.95, 1), Suspicious, "one answer is not flux");
+        assert_eq!(
+            next_level(Benign, 0.95, 1),
+            Suspicious,
+            "one answer is not flux"
+        );
         assert_eq!(next_level(Benign, 0.95, 2), Flux);
         assert_eq!(next_level(Flux, 0.75, 5), Flux, "stays above the exit");
         assert_eq!(next_level(Flux, 0.6, 5), Suspicious);

@@ -75,7 +75,10 @@ fn rotating_bots_across_networks_become_flux_with_reasons() {
         .iter()
         .find(|v| v.domain == "www.evil-flux.test")
         .expect("owner key flagged");
-    assert!(flux.iter().any(|v| v.domain == "evil-flux.test"), "registered domain flagged too");
+    assert!(
+        flux.iter().any(|v| v.domain == "evil-flux.test"),
+        "registered domain flagged too"
+    );
     assert!(owner.score >= model::FLUX_ENTER);
     assert!(!owner.allowlisted);
     assert_eq!(owner.reasons[0].feature, "rotation_across_networks");
@@ -86,7 +89,15 @@ fn rotating_bots_across_networks_become_flux_with_reasons() {
     let v = serde_json::to_value(owner).unwrap();
     assert_eq!(v["type"], "verdict");
     assert_eq!(v["level"], "flux");
-    for k in ["ts", "domain", "score", "double_flux", "reasons", "features", "baselines"] {
+    for k in [
+        "ts",
+        "domain",
+        "score",
+        "double_flux",
+        "reasons",
+        "features",
+        "baselines",
+    ] {
         assert!(v.get(k).is_some(), "missing {k}");
     }
     assert!(v["features"]["distinct_ips"].as_u64().unwrap() >= 10);
@@ -98,7 +109,10 @@ fn cdn_rotating_inside_one_network_stays_benign() {
     let mut out = Vec::new();
     // Two addresses per answer, drawn from one /24, changing every 20 s for two hours.
     for i in 0..360u32 {
-        let ips = vec![format!("23.45.67.{}", i % 200), format!("23.45.67.{}", (i + 1) % 200)];
+        let ips = vec![
+            format!("23.45.67.{}", i % 200),
+            format!("23.45.67.{}", (i + 1) % 200),
+        ];
         let mut answers = vec![
             rec("www.shop.test", 5, 300, "shop.edgekey.test"),
             rec("shop.edgekey.test", 5, 300, "e1.a.cdnedge.test"),
@@ -108,7 +122,10 @@ fn cdn_rotating_inside_one_network_stays_benign() {
     }
     assert!(out.is_empty(), "unexpected verdicts: {out:#?}");
     let v = s.explain("e1.a.cdnedge.test", at(7200)).unwrap();
-    assert_eq!(v.features.cname_chain, ["www.shop.test", "shop.edgekey.test", "e1.a.cdnedge.test"]);
+    assert_eq!(
+        v.features.cname_chain,
+        ["www.shop.test", "shop.edgekey.test", "e1.a.cdnedge.test"]
+    );
     assert_eq!(v.level, Level::Benign);
 }
 
@@ -116,11 +133,17 @@ fn cdn_rotating_inside_one_network_stays_benign() {
 fn round_robin_without_rotation_stays_benign() {
     let mut s = scorer();
     let mut out = Vec::new();
-    let ips: Vec<String> = (0..4).map(|i| format!("198.51.{}.{}", 100 + i, 10 + i)).collect();
+    let ips: Vec<String> = (0..4)
+        .map(|i| format!("198.51.{}.{}", 100 + i, 10 + i))
+        .collect();
     for i in 0..200u32 {
         let mut rotated = ips.clone();
         rotated.rotate_left(i as usize % 4);
-        s.observe(at(i * 300), &response("rr.test", a_records("rr.test", 3600, &rotated)), &mut out);
+        s.observe(
+            at(i * 300),
+            &response("rr.test", a_records("rr.test", 3600, &rotated)),
+            &mut out,
+        );
     }
     assert!(out.is_empty(), "{out:#?}");
 }
@@ -131,8 +154,16 @@ fn levels_do_not_flap_around_a_threshold() {
     let mut out = Vec::new();
     for round in 0..40u32 {
         // Alternate fresh flux answers with a repeat of an old one.
-        let ips = if round % 2 == 0 { flux_answer(round) } else { flux_answer(0) };
-        s.observe(at(round * 180), &response("x.flap.test", a_records("x.flap.test", 180, &ips)), &mut out);
+        let ips = if round % 2 == 0 {
+            flux_answer(round)
+        } else {
+            flux_answer(0)
+        };
+        s.observe(
+            at(round * 180),
+            &response("x.flap.test", a_records("x.flap.test", 180, &ips)),
+            &mut out,
+        );
     }
     let changes = out.iter().filter(|v| v.domain == "x.flap.test").count();
     assert!(changes <= 2, "level changed {changes} times: {out:#?}");
@@ -144,12 +175,20 @@ fn rotating_glue_is_double_flux() {
     let mut out = Vec::new();
     for round in 0..6u32 {
         let mut msg = response("dbl.test", a_records("dbl.test", 180, &flux_answer(round)));
-        msg.authority = vec![rec("dbl.test", 2, 180, "ns1.dbl.test"), rec("dbl.test", 2, 180, "ns2.dbl.test")];
+        msg.authority = vec![
+            rec("dbl.test", 2, 180, "ns1.dbl.test"),
+            rec("dbl.test", 2, 180, "ns2.dbl.test"),
+        ];
         msg.additional = flux_answer(round + 10)
             .iter()
             .take(2)
             .map(|ip| rec("ns1.dbl.test", 1, 180, ip))
-            .chain(flux_answer(round + 20).iter().take(2).map(|ip| rec("ns2.dbl.test", 1, 180, ip)))
+            .chain(
+                flux_answer(round + 20)
+                    .iter()
+                    .take(2)
+                    .map(|ip| rec("ns2.dbl.test", 1, 180, ip)),
+            )
             .collect();
         s.observe(at(round * 180), &msg, &mut out);
     }
@@ -157,7 +196,10 @@ fn rotating_glue_is_double_flux() {
     assert!(zone.double_flux, "{zone:#?}");
     assert!(zone.features.glue_ips_max >= 6);
     assert!(zone.roles.contains(&"zone"));
-    assert!(out.iter().any(|v| v.domain == "ns1.dbl.test" && v.level == Level::Flux));
+    assert!(
+        out.iter()
+            .any(|v| v.domain == "ns1.dbl.test" && v.level == Level::Flux)
+    );
 }
 
 #[test]
@@ -167,11 +209,17 @@ fn allowlisted_flux_is_reported_and_marked() {
     for round in 0..6u32 {
         s.observe(
             at(round * 130),
-            &response("0.pool.ntp.org", a_records("0.pool.ntp.org", 130, &flux_answer(round))),
+            &response(
+                "0.pool.ntp.org",
+                a_records("0.pool.ntp.org", 130, &flux_answer(round)),
+            ),
             &mut out,
         );
     }
-    let v = out.iter().find(|v| v.domain == "0.pool.ntp.org" && v.level == Level::Flux).unwrap();
+    let v = out
+        .iter()
+        .find(|v| v.domain == "0.pool.ntp.org" && v.level == Level::Flux)
+        .unwrap();
     assert!(v.allowlisted);
     assert_eq!(v.allowlist_match.as_deref(), Some("suffix pool.ntp.org"));
 }
@@ -189,7 +237,11 @@ fn key_count_is_bounded_by_the_lru() {
     let mut out = Vec::new();
     for i in 0..1000u32 {
         let name = format!("h{i}.example{i}.test");
-        s.observe(at(i), &response(&name, a_records(&name, 60, &["192.0.2.1".into()])), &mut out);
+        s.observe(
+            at(i),
+            &response(&name, a_records(&name, 60, &["192.0.2.1".into()])),
+            &mut out,
+        );
     }
     let st = s.stats();
     assert_eq!(st.keys_tracked, 100);
@@ -202,11 +254,21 @@ fn baselines_are_tracked_on_the_same_stream() {
     let mut s = scorer();
     let mut out = Vec::new();
     for round in 0..30u32 {
-        s.observe(at(round * 180), &response("b.test", a_records("b.test", 180, &flux_answer(round))), &mut out);
+        s.observe(
+            at(round * 180),
+            &response("b.test", a_records("b.test", 180, &flux_answer(round))),
+            &mut out,
+        );
     }
     let hits = s.take_baseline_hits();
-    assert!(hits.iter().any(|h| h.domain == "b.test" && h.baseline == "holz"));
-    assert!(hits.iter().any(|h| h.domain == "b.test" && h.baseline == "zeek"));
+    assert!(
+        hits.iter()
+            .any(|h| h.domain == "b.test" && h.baseline == "holz")
+    );
+    assert!(
+        hits.iter()
+            .any(|h| h.domain == "b.test" && h.baseline == "zeek")
+    );
 }
 
 #[test]
@@ -223,13 +285,28 @@ fn nxdomain_and_empty_answers_are_ignored() {
 
 #[test]
 fn org_ids_merge_one_companys_asns() {
-    assert_eq!(org_id(16509, Some("Amazon.com, Inc.")), org_id(14618, Some("Amazon.com, Inc.")));
+    assert_eq!(
+        org_id(16509, Some("Amazon.com, Inc.")),
+        org_id(14618, Some("Amazon.com, Inc."))
+    );
     assert_eq!(
         org_id(20940, Some("Akamai International B.V.")),
         org_id(16625, Some("Akamai Technologies, Inc."))
     );
-    assert_eq!(org_id(4134, Some("Chinanet")), org_id(4812, Some("China Telecom (Group)")));
-    assert_ne!(org_id(4837, Some("CHINA UNICOM China169 Backbone")), org_id(4134, Some("Chinanet")));
-    assert_eq!(registered_domain("myhost.duckdns.org"), Some("myhost.duckdns.org"));
-    assert_eq!(registered_domain("a.b.example.co.uk"), Some("example.co.uk"));
+    assert_eq!(
+        org_id(4134, Some("Chinanet")),
+        org_id(4812, Some("China Telecom (Group)"))
+    );
+    assert_ne!(
+        org_id(4837, Some("CHINA UNICOM China169 Backbone")),
+        org_id(4134, Some("Chinanet"))
+    );
+    assert_eq!(
+        registered_domain("myhost.duckdns.org"),
+        Some("myhost.duckdns.org")
+    );
+    assert_eq!(
+        registered_domain("a.b.example.co.uk"),
+        Some("example.co.uk")
+    );
 }

@@ -1,0 +1,131 @@
+//! `flux-agent replay`: score capture files offline.
+
+use std::{
+    io::{self, BufWriter, Write},
+    path::PathBuf,
+    process::ExitCode,
+};
+
+use anyhow::Context as _;
+use flux_agent::{
+    capfile::DEFAULT_PORTS,
+    replay::{self, Flagged, ReplaySummary},
+    score::Verdict,
+};
+
+use super::scoring::ScoringArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// pcap or pcapng files, optionally gzip-compressed (Ethernet, Linux SLL/SLL2, raw IP).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+
+    /// One JSON object per line: a verdict per level change, then a summary.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Source port counted as DNS (repeatable). Default: 53, 5353, 5355.
+    #[arg(long = "dns-port", value_name = "PORT")]
+    pub dns_ports: Vec<u16>,
+
+    #[command(flatten)]
+    pub scoring: ScoringArgs,
+}
+
+pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    replay::check_inputs(&args.files).map_err(anyhow::Error::msg)?;
+    let mut scorer = args.scoring.setup()?.build();
+    let ports = if args.dns_ports.is_empty() {
+        DEFAULT_PORTS.to_vec()
+    } else {
+        args.dns_ports.clone()
+    };
+    let mut out = BufWriter::new(io::stdout().lock());
+    let mut flagged = Flagged::default();
+    let mut write_err: Option<io::Error> = None;
+    let summary = replay::replay(&args.files, &ports, &mut scorer, |v| {
+        flagged.record(v);
+        if args.json
+            && write_err.is_none()
+            && let Err(e) = serde_json::to_writer(&mut out, v)
+                .map_err(io::Error::from)
+                .and_then(|()| out.write_all(b"\n"))
+        {
+            write_err = Some(e);
+        }
+    });
+    if let Some(e) = write_err {
+        return Err(e).context("write verdicts");
+    }
+    if args.json {
+        serde_json::to_writer(&mut out, &summary)?;
+        out.write_all(b"\n")?;
+    } else {
+        print_table(&mut out, &flagged.current(), &summary)?;
+    }
+    out.flush().context("write output")?;
+    // Every file unreadable: nothing was replayed, which is an error.
+    if !summary.failed_files.is_empty() && summary.failed_files.len() as u64 == summary.files {
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(w: &mut impl Write, flagged: &[&Verdict], s: &ReplaySummary) -> io::Result<()> {
+    if flagged.is_empty() {
+        writeln!(w, "No domain flagged.")?;
+    } else {
+        writeln!(
+            w,
+            "{:<40} {:<10} {:>5} {:>4} {:>4} {:>4} {:>6}  REASONS",
+            "DOMAIN", "LEVEL", "SCORE", "IPS", "ASNS", "CC", "TTL"
+        )?;
+        for v in flagged {
+            let mut level = v.level.to_string();
+            if v.double_flux {
+                level.push('*');
+            }
+            let reasons: Vec<String> = v
+                .reasons
+                .iter()
+                .take(3)
+                .map(|r| format!("{} +{:.1}", r.feature, r.contribution))
+                .collect();
+            let f = &v.features;
+            writeln!(
+                w,
+                "{:<40} {:<10} {:>5.2} {:>4} {:>4} {:>4} {:>6}  {}{}",
+                v.domain,
+                level,
+                v.score,
+                f.distinct_ips,
+                f.distinct_asns,
+                f.distinct_countries,
+                f.ttl_max,
+                reasons.join(", "),
+                v.allowlist_match
+                    .as_ref()
+                    .map(|m| format!(" [allowlisted: {m}]"))
+                    .unwrap_or_default()
+            )?;
+        }
+        writeln!(w, "(* = double flux: the name servers' glue rotates too)")?;
+    }
+    writeln!(
+        w,
+        "\n{} files, {} frames, {} DNS responses ({} malformed), {} keys tracked, {} flux, {} suspicious; {:.0} responses/s",
+        s.files,
+        s.read.frames,
+        s.parsed + s.malformed,
+        s.malformed,
+        s.scorer.keys_tracked,
+        s.flux,
+        s.suspicious,
+        s.responses_per_s
+    )?;
+    for f in &s.failed_files {
+        writeln!(w, "could not read {}: {}", f.path.display(), f.error)?;
+    }
+    Ok(())
+}
