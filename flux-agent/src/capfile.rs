@@ -6,8 +6,10 @@
 //! or TCP from a configured source port, and a plausible DNS response header. Where a file can say
 //! more than a live packet can, the differences are:
 //! - link types other than Ethernet (Linux SLL/SLL2, raw IP, BSD loopback) are unwrapped first;
-//! - a frame cut short by the capture's snaplen is still reported, flagged `truncated`, where the
-//!   kernel (which always sees whole frames) would call it malformed;
+//! - a frame shorter than its IP header claims is still reported, flagged `truncated`, where the
+//!   kernel (which always sees whole frames) would call it malformed: in a file that is a frame
+//!   cut by the snaplen, or a first fragment of which only the start was kept, even when the file
+//!   does not record the wire length (nDPI's `badpackets.pcap` is 86 such frames);
 //! - a TCP segment holding several whole DNS messages yields each of them (the kernel takes the
 //!   first); a message that continues in a later segment is still not reassembled;
 //! - the message is not cut at [`flux_common::DNS_CAPTURE_MAX`]: use [`CapturedDns::cap_to`] to
@@ -85,7 +87,7 @@ pub struct ReadStats {
     pub truncated_responses: u64,
     /// From a DNS port but not a plausible DNS response (or shorter than a DNS header).
     pub not_dns: u64,
-    /// Frames whose headers are impossible or claim more than a whole frame holds.
+    /// Frames whose headers are impossible, or missing from a frame the file says is whole.
     pub malformed_frames: u64,
     /// Frames of a link type this reader does not decode.
     pub unsupported_link: u64,
@@ -210,8 +212,8 @@ pub fn read_reader<R: Read>(
     }
 }
 
-/// Decodes one link-layer frame, assumed possibly cut by a snaplen: a frame shorter than its IP
-/// header claims yields what it holds, flagged `truncated`. `Ok(None)`: not DNS from `ports`.
+/// Decodes one link-layer frame. A frame shorter than its IP header claims (a snaplen) yields
+/// what it holds, flagged `truncated`. `Ok(None)`: not DNS from `ports`.
 ///
 /// A TCP segment holding several messages yields the first; [`decode_frame_each`] yields all.
 pub fn decode_frame(
@@ -234,9 +236,9 @@ pub fn decode_frame(
 }
 
 /// Decodes one frame and calls `f` for every DNS message in it. `orig_len` is the frame's length
-/// on the wire if known: when it equals `frame.len()` the frame is whole and an IP header that
-/// claims more than it holds is malformed, as in the kernel. The error, if any, says why the
-/// frame, or the rest of it after the messages yielded, was skipped.
+/// on the wire if known: a frame known to be cut that ends before the DNS header counts as
+/// [`FrameError::SnaplenCut`] rather than malformed. The error, if any, says why the frame, or
+/// the rest of it after the messages yielded, was skipped.
 pub fn decode_frame_each(
     linktype: DataLink,
     frame: &[u8],
@@ -245,19 +247,9 @@ pub fn decode_frame_each(
     ports: &[u16],
     mut f: impl FnMut(CapturedDns),
 ) -> Result<(), FrameError> {
-    let cut = match orig_len {
-        None => Cut::Unknown,
-        Some(o) if o as usize > frame.len() => Cut::Yes,
-        Some(_) => Cut::No,
-    };
-    match decode(
-        Link::from_linktype(linktype.into()),
-        frame,
-        cut,
-        ts,
-        ports,
-        &mut f,
-    ) {
+    let known_cut = orig_len.is_some_and(|o| o as usize > frame.len());
+    let link = Link::from_linktype(linktype.into());
+    match decode(link, frame, known_cut, ts, ports, &mut f) {
         Ok(()) | Err(Skip::NotOurs) => Ok(()),
         Err(Skip::Frame(e)) => Err(e),
     }
@@ -303,17 +295,20 @@ impl FileReader<'_> {
     ) {
         self.frames_read += 1;
         self.stats.frames += 1;
-        let cut = if orig_len as usize > data.len() {
-            Cut::Yes
-        } else {
-            Cut::No
-        };
+        let known_cut = orig_len as usize > data.len();
         let stats = &mut *self.stats;
-        let res = decode(link, data, cut, ts, self.ports, &mut |d: CapturedDns| {
-            stats.dns_responses += 1;
-            stats.truncated_responses += u64::from(d.truncated);
-            f(d)
-        });
+        let res = decode(
+            link,
+            data,
+            known_cut,
+            ts,
+            self.ports,
+            &mut |d: CapturedDns| {
+                stats.dns_responses += 1;
+                stats.truncated_responses += u64::from(d.truncated);
+                f(d)
+            },
+        );
         if let Err(Skip::Frame(e)) = res {
             self.stats.count(e);
         }
@@ -622,17 +617,6 @@ impl Link {
     }
 }
 
-/// Whether the frame is known to be shorter than it was on the wire.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Cut {
-    /// The file says the frame is whole: headers that claim more are malformed.
-    No,
-    /// The file says the frame was cut (snaplen).
-    Yes,
-    /// Not known ([`decode_frame`]): a frame shorter than its IP header claims is taken as cut.
-    Unknown,
-}
-
 enum Skip {
     /// Not DNS from a configured port (or not IP at all): nothing to count.
     NotOurs,
@@ -673,19 +657,18 @@ struct L3 {
     /// L4 bytes the IP header claims.
     l4_len: usize,
     first_fragment: bool,
-    /// The frame holds less than the IP header claims (only possible if it may be cut).
+    /// The frame holds less than the IP header claims.
     cut: bool,
 }
 
 fn decode(
     link: Link,
     frame: &[u8],
-    cut: Cut,
+    known_cut: bool,
     ts: SystemTime,
     ports: &[u16],
     f: &mut impl FnMut(CapturedDns),
 ) -> Result<(), Skip> {
-    let known_cut = cut == Cut::Yes;
     let (mut ether_type, mut off, walk_vlans) = match link {
         Link::Ethernet => {
             if frame.len() < 14 {
@@ -751,8 +734,8 @@ fn decode(
     }
 
     let l3 = match ether_type {
-        ETH_P_IP => ipv4(frame, off, cut)?,
-        ETH_P_IPV6 => ipv6(frame, off, cut)?,
+        ETH_P_IP => ipv4(frame, off, known_cut)?,
+        ETH_P_IPV6 => ipv6(frame, off, known_cut)?,
         _ => return Err(Skip::NotOurs),
     };
     // The L4 bytes present: up to what the IP header claims (Ethernet padding is not payload).
@@ -869,9 +852,9 @@ fn decode(
     }
 }
 
-fn ipv4(frame: &[u8], off: usize, cut: Cut) -> Result<L3, Skip> {
+fn ipv4(frame: &[u8], off: usize, known_cut: bool) -> Result<L3, Skip> {
     let Some(h) = frame.get(off..off + 20) else {
-        return Err(short(cut == Cut::Yes, "IPv4 header cut short"));
+        return Err(short(known_cut, "IPv4 header cut short"));
     };
     if h[0] >> 4 != 4 {
         return Err(malformed("IPv4 version is not 4"));
@@ -900,9 +883,9 @@ fn ipv4(frame: &[u8], off: usize, cut: Cut) -> Result<L3, Skip> {
     })
 }
 
-fn ipv6(frame: &[u8], off: usize, cut: Cut) -> Result<L3, Skip> {
+fn ipv6(frame: &[u8], off: usize, known_cut: bool) -> Result<L3, Skip> {
     let Some(h) = frame.get(off..off + 40) else {
-        return Err(short(cut == Cut::Yes, "IPv6 header cut short"));
+        return Err(short(known_cut, "IPv6 header cut short"));
     };
     if h[0] >> 4 != 6 {
         return Err(malformed("IPv6 version is not 6"));
@@ -1527,28 +1510,31 @@ mod tests {
             data: frame[..n].to_vec(),
             orig: frame.len() as u32,
         };
-        // Whole frame whose IP header claims 100 bytes more than it holds: malformed.
+        // Frames the file says are whole, but whose IP header claims more than they hold: taken
+        // as cut all the same (a tool that did not record the wire length).
         let mut lying = frame.clone();
         let tot = be16(&lying, 16) + 100;
         lying[16..18].copy_from_slice(&tot.to_be_bytes());
+        let short_whole = frame[..14 + 20 + 8 + 50].to_vec();
         let recs = [
-            cut_at(14 + 20 + 8 + 30), // 30 bytes of the message
-            cut_at(14 + 20 + 8 + 5),  // not even a DNS header
-            cut_at(14 + 10),          // not even an IP header
-            rec(2, lying.clone()),
+            cut_at(14 + 20 + 8 + 30),          // 30 bytes of the message
+            cut_at(14 + 20 + 8 + 5),           // not even a DNS header
+            cut_at(14 + 10),                   // not even an IP header
+            rec(2, lying.clone()),             // the UDP datagram is all there
+            rec(3, short_whole),               // 50 bytes of it
+            rec(4, frame[..14 + 10].to_vec()), // whole, and no IP header: malformed
         ];
         let t = tmp("snap.pcap", &pcap(1, false, false, &recs));
         let (r, out, stats) = read(&t);
         r.unwrap();
-        assert_eq!(out.len(), 1);
-        assert!(out[0].truncated);
+        let got: Vec<(usize, bool)> = out.iter().map(|d| (d.payload.len(), d.truncated)).collect();
+        assert_eq!(got, [(30, true), (400, false), (50, true)]);
         assert_eq!(&out[0].payload[..], &msg[..30]);
         assert_eq!(stats.snaplen_cut, 2);
         assert_eq!(stats.malformed_frames, 1);
         // Without a wire length, decode_frame takes a short frame as cut.
         let d = decode(1, &frame[..14 + 20 + 8 + 30]).unwrap().unwrap();
         assert!(d.truncated);
-        // An IP header claiming more than the frame, but the UDP datagram is all there.
         let d = decode(1, &lying).unwrap().unwrap();
         assert!(!d.truncated && d.payload == msg);
         // cap_to: what the ring buffer would carry.
