@@ -250,3 +250,54 @@ fn send_raw(dev: &str, frames: &[Vec<u8>]) {
         libc::close(fd);
     }
 }
+
+/// `run --events` puts verdicts beside the `dns` events: names under one domain that keep
+/// resolving to fresh addresses in unrelated networks make the domain flux.
+#[test]
+fn run_events_carry_verdicts() {
+    if !privileged() {
+        return;
+    }
+    let link = Link::new();
+    // Six names, five addresses each, every address in its own /16 (no database: the /16 is the
+    // network).
+    let mut records = Vec::new();
+    for n in 1..=6u32 {
+        for i in 0..5u32 {
+            records.push(format!(
+                "--host-record=v{n}.rot.test,10.{}.{}.7,60",
+                n * 10 + i,
+                i + 1
+            ));
+        }
+    }
+    records.push("--local=/rot.test/".into());
+    let _dns = start_dnsmasq(&link.server, &records);
+    let pin = PinDir::new();
+    let mut agent = Agent::start(&link.client, &pin, &["--iface", "a0", "--no-db"]);
+    assert!(agent.log().contains("no ASN database"), "{}", agent.log());
+    for n in 1..=6 {
+        let out = dig(
+            &link.client,
+            &[&format!("@{SERVER_V4}"), &format!("v{n}.rot.test"), "A"],
+        );
+        assert!(out.contains("status: NOERROR"), "{out}");
+    }
+    let v = agent.wait_event("flux verdict for rot.test", |e| {
+        e["type"] == "verdict" && e["domain"] == "rot.test" && e["level"] == "flux"
+    });
+    assert!(v["score"].as_f64().unwrap() >= 0.9, "{v}");
+    assert!(v["features"]["distinct_ips"].as_u64().unwrap() >= 10, "{v}");
+    assert!(!v["reasons"].as_array().unwrap().is_empty(), "{v}");
+    assert_eq!(v["allowlisted"], false);
+    // The dns events are still there, one per response.
+    let dns = agent
+        .events()
+        .into_iter()
+        .filter(|e| {
+            e["type"] == "dns" && e["qname"].as_str().is_some_and(|q| q.ends_with("rot.test"))
+        })
+        .count();
+    assert_eq!(dns, 6);
+    assert!(agent.stop().success());
+}

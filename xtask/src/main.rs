@@ -184,7 +184,14 @@ fn test(no_lint: bool, args: &[String]) -> anyhow::Result<()> {
 fn bench(repeat: u32) -> anyhow::Result<()> {
     setup::setup()?;
     // Userspace: replay throughput and the scorer's memory for 1,000,000 names.
-    sh(cargo().args(["run", "--release", "-p", "flux-tests", "--bin", "scorer-bench"]))?;
+    sh(cargo().args([
+        "run",
+        "--release",
+        "-p",
+        "flux-tests",
+        "--bin",
+        "scorer-bench",
+    ]))?;
     sh(cargo().args([
         "run",
         "--release",
@@ -201,6 +208,14 @@ fn bench(repeat: u32) -> anyhow::Result<()> {
 fn eval(paths: &[String]) -> anyhow::Result<()> {
     setup::setup()?;
     sh(cargo()
-        .args(["run", "--release", "-p", "flux-tests", "--bin", "flux-eval", "--"])
+        .args([
+            "run",
+            "--release",
+            "-p",
+            "flux-tests",
+            "--bin",
+            "flux-eval",
+            "--",
+        ])
         .args(paths))
 }

@@ -107,6 +107,8 @@ pub struct KeyState {
     pub roles: u8,
     pub holz_flagged: bool,
     pub zeek_flagged: bool,
+    /// The allowlisted suffix of a name that fed this key (a seed host feeding its domain).
+    pub allowed_by: Option<Box<str>>,
 }
 
 /// Features of one key over one window. Serialised into verdicts.
@@ -136,6 +138,12 @@ pub struct Features {
     pub answer_size_mean: f64,
     /// Share of multi-address answers that mix networks.
     pub mixed_answers: f64,
+    /// The most networks one answer spanned.
+    pub answer_networks_max: u32,
+    /// Answers with two or more addresses (the ones `mixed_answers` is over).
+    pub multi_address_answers: u32,
+    /// Addresses in the window that keys already judged flux resolved to (shared bots).
+    pub shared_flux_ips: u32,
     pub ns_hosts: u32,
     /// NS names seen beyond the largest single NS set.
     pub ns_churn: u32,
@@ -179,7 +187,11 @@ impl KeyState {
                 });
             }
         }
-        let mut nets: Vec<u32> = addrs.iter().map(|a| a.network).filter(|n| *n != 0).collect();
+        let mut nets: Vec<u32> = addrs
+            .iter()
+            .map(|a| a.network)
+            .filter(|n| *n != 0)
+            .collect();
         nets.sort_unstable();
         nets.dedup();
         let first = self.rrsets.is_empty() && self.ips.len() == usize::from(new);
@@ -337,6 +349,7 @@ impl KeyState {
                 new += u32::from(r.new);
                 returned += u32::from(r.size);
             }
+            f.answer_networks_max = f.answer_networks_max.max(u32::from(r.networks));
             if r.size >= 2 {
                 multi += 1;
                 if r.networks >= 2 {
@@ -351,6 +364,7 @@ impl KeyState {
         if returned > 0 {
             f.ip_growth = super::model::round3(f64::from(new) / f64::from(returned));
         }
+        f.multi_address_answers = multi;
         if multi > 0 {
             f.mixed_answers = super::model::round3(f64::from(mixed) / f64::from(multi));
         }

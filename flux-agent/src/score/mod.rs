@@ -126,9 +126,14 @@ pub struct Scorer {
     orgs: HashMap<u32, u32>,
     stats: ScorerStats,
     baseline_hits: Vec<BaselineHit>,
+    /// Addresses of keys judged flux (not allowlisted): bots shared between domains.
+    flux_ips: LruCache<[u8; 16], u32>,
     /// Scratch buffers reused across responses.
     touched: Vec<Box<str>>,
 }
+
+/// Bot addresses remembered for [`model::Term::SharedFluxAddresses`].
+pub const MAX_FLUX_IPS: usize = 262_144;
 
 impl Scorer {
     pub fn new(cfg: ScorerConfig, enricher: Arc<Enricher>, allowlist: Arc<Allowlist>) -> Self {
@@ -141,6 +146,7 @@ impl Scorer {
             orgs: HashMap::new(),
             stats: ScorerStats::default(),
             baseline_hits: Vec::new(),
+            flux_ips: LruCache::new(NonZeroUsize::new(MAX_FLUX_IPS).unwrap_or(NonZeroUsize::MIN)),
             touched: Vec::new(),
         }
     }
@@ -159,7 +165,14 @@ impl Scorer {
     pub fn explain(&mut self, domain: &str, now: SystemTime) -> Option<Verdict> {
         let name = domain.trim_end_matches('.').to_ascii_lowercase();
         let mut st = self.keys.peek(name.as_str())?.clone();
-        Some(assess(&name, &mut st, secs(now), &self.allowlist, None))
+        Some(assess(
+            &name,
+            &mut st,
+            secs(now),
+            &self.allowlist,
+            &self.flux_ips,
+            None,
+        ))
     }
 
     /// Every tracked key with its state, most recently used first.
@@ -303,9 +316,15 @@ impl Scorer {
         for name in &touched {
             let hits = self.cfg.track_baselines.then_some(&mut self.baseline_hits);
             if let Some(st) = self.keys.peek_mut(&**name)
-                && let Some(v) = evaluate(name, st, now, &self.allowlist, hits)
+                && let Some(v) = evaluate(name, st, now, &self.allowlist, &self.flux_ips, hits)
             {
                 self.stats.verdicts += 1;
+                if v.level == Level::Flux && !v.allowlisted {
+                    let owner = domain_id(name);
+                    for a in st.addresses(now, WINDOWS[0].0) {
+                        self.flux_ips.put(a.ip, owner);
+                    }
+                }
                 out.push(v);
             }
         }
@@ -323,9 +342,21 @@ impl Scorer {
         chain: &[&str],
         touched: &mut Vec<Box<str>>,
     ) {
+        let allowed = if self.keys.peek(name).is_some_and(|s| s.allowed_by.is_some()) {
+            None
+        } else {
+            // A key fed by an allowlisted name (a seed host, a CDN target) inherits it.
+            std::iter::once(name)
+                .chain(chain.iter().copied())
+                .find_map(|n| self.allowlist.match_name(n))
+                .map(Box::<str>::from)
+        };
         let st = self.key_mut(name, now);
         st.roles |= role;
         st.set_chain(chain);
+        if allowed.is_some() {
+            st.allowed_by = allowed;
+        }
         if st.add_answer(now, ttl, addrs) {
             push_unique(touched, name);
         }
@@ -380,9 +411,10 @@ fn evaluate(
     st: &mut KeyState,
     now: u32,
     allowlist: &Allowlist,
+    flux_ips: &LruCache<[u8; 16], u32>,
     baseline_hits: Option<&mut Vec<BaselineHit>>,
 ) -> Option<Verdict> {
-    let v = assess(name, st, now, allowlist, baseline_hits);
+    let v = assess(name, st, now, allowlist, flux_ips, baseline_hits);
     (v.level != v.previous).then_some(v)
 }
 
@@ -392,13 +424,22 @@ fn assess(
     st: &mut KeyState,
     now: u32,
     allowlist: &Allowlist,
+    flux_ips: &LruCache<[u8; 16], u32>,
     baseline_hits: Option<&mut Vec<BaselineHit>>,
 ) -> Verdict {
     st.last_eval = now;
     let mut best: Option<(f64, Vec<Reason>, Features)> = None;
     let mut baselines = Baselines::default();
     for w in WINDOWS {
-        let f = st.features(now, w);
+        let mut f = st.features(now, w);
+        if !flux_ips.is_empty() {
+            // Only other domains' bots count: a key's own flagged addresses prove nothing new.
+            let own = domain_id(name);
+            f.shared_flux_ips = st
+                .addresses(now, w.0)
+                .filter(|a| flux_ips.peek(&a.ip).is_some_and(|d| *d != own))
+                .count() as u32;
+        }
         // Holz counted ASNs; without a database the networks (/16s) stand in.
         let n_asn = if f.distinct_asns > 0 {
             f.distinct_asns
@@ -433,7 +474,7 @@ fn assess(
         }
     }
     st.last_score = score as f32;
-    let level = model::next_level(st.level, score, features.rrsets);
+    let level = model::next_level(st.level, score, &features);
     let previous = st.level;
     st.level = level;
     let allow = allowlist_match(name, st, now, allowlist);
@@ -463,6 +504,9 @@ fn allowlist_match(
     use crate::allowlist::Match;
     if let Some(s) = allowlist.match_name(name) {
         return Some(Match::Suffix(s.to_owned()));
+    }
+    if let Some(s) = &st.allowed_by {
+        return Some(Match::Suffix(s.to_string()));
     }
     for c in st.chain() {
         if let Some(s) = allowlist.match_name(c) {
@@ -542,6 +586,11 @@ fn org_id(asn: u32, as_name: Option<&str>) -> u32 {
         w => w.to_owned(),
     };
     features::fnv32(key.as_bytes()) & 0x3fff_ffff
+}
+
+/// Identifies a key's registered domain in the shared-bot table.
+fn domain_id(name: &str) -> u32 {
+    features::fnv32(registered_domain(name).unwrap_or(name).as_bytes())
 }
 
 pub fn secs(t: SystemTime) -> u32 {

@@ -20,7 +20,9 @@
 //! - **mixed_answers**: one answer mixes organisations (flux bots are picked from the whole pool;
 //!   a CDN answers from one PoP);
 //! - **countries**, **prefix_diversity**, **fluxiness**, **low_ttl**: supporting evidence;
-//! - **rotating_glue**: the name servers' own addresses rotate (double flux).
+//! - **rotating_glue**: the name servers' own addresses rotate (double flux);
+//! - **shared_flux_addresses**: the key resolves to addresses that keys already judged flux
+//!   resolved to: one botnet serves many domains, so its bots are the network's fingerprint.
 //!
 //! Levels have hysteresis: a key enters `suspicious` at [`SUSPICIOUS_ENTER`] and `flux` at
 //! [`FLUX_ENTER`], and leaves them only below [`SUSPICIOUS_EXIT`] / [`FLUX_EXIT`]. A key needs
@@ -33,18 +35,19 @@ use serde::Serialize;
 
 use super::features::Features;
 
-pub const BIAS: f64 = -7.0;
+pub const BIAS: f64 = -5.5;
 
 /// Named weights. The order is the order reasons are listed in when contributions tie.
 pub const WEIGHTS: &[(Term, f64)] = &[
     (Term::RotationAcrossNetworks, 4.0),
-    (Term::Networks, 2.5),
+    (Term::Networks, 1.5),
     (Term::MixedAnswers, 2.0),
-    (Term::Countries, 1.5),
-    (Term::PrefixDiversity, 1.0),
+    (Term::Countries, 2.0),
+    (Term::PrefixDiversity, 2.0),
     (Term::Fluxiness, 1.0),
     (Term::LowTtl, 1.0),
     (Term::RotatingGlue, 3.0),
+    (Term::SharedFluxAddresses, 5.0),
 ];
 
 /// A key enters `suspicious` at this score...
@@ -55,8 +58,10 @@ pub const SUSPICIOUS_EXIT: f64 = 0.3;
 pub const FLUX_ENTER: f64 = 0.9;
 /// ...and falls back to `suspicious` below this one.
 pub const FLUX_EXIT: f64 = 0.7;
-/// Distinct answers (RRsets) a key needs before it can be `flux`: one answer proves no rotation.
+/// Distinct answers (RRsets) a key needs before it can be `flux`: one answer proves no rotation...
 pub const MIN_RRSETS_FOR_FLUX: u32 = 2;
+/// ...unless one answer already spans this many unrelated networks (bots drawn from a pool).
+pub const ONE_ANSWER_FLUX_NETWORKS: u32 = 4;
 
 /// The Holz et al. (NDSS 2008) linear classifier: flux when `1.32·nA + 18.54·nASN > 142.38`.
 pub fn holz(n_a: u32, n_asn: u32) -> f64 {
@@ -85,6 +90,7 @@ pub enum Term {
     Fluxiness,
     LowTtl,
     RotatingGlue,
+    SharedFluxAddresses,
 }
 
 impl Term {
@@ -98,6 +104,7 @@ impl Term {
             Term::Fluxiness => "fluxiness",
             Term::LowTtl => "low_ttl",
             Term::RotatingGlue => "rotating_glue",
+            Term::SharedFluxAddresses => "shared_flux_addresses",
         }
     }
 }
@@ -107,28 +114,41 @@ fn ramp(x: f64, lo: f64, hi: f64) -> f64 {
 }
 
 /// Each term's value in [0, 1] for a window's features.
-pub fn terms(f: &Features) -> [(Term, f64); 8] {
+pub fn terms(f: &Features) -> [(Term, f64); 9] {
     // Organisations: 1 is normal, 2 common (multi-CDN, ISP caches), 4+ is a pool of strangers.
     let networks = ramp(f64::from(f.distinct_networks), 1.0, 4.0);
-    let fresh = f.ip_growth.clamp(0.0, 1.0);
+    // The set keeps changing: new addresses arrive, or far more addresses than one answer holds.
+    let rotation = f.ip_growth.clamp(0.0, 1.0).max(ramp(f.fluxiness, 2.0, 8.0));
+    // Do the networks meet inside one answer? A CDN answers from one PoP and alternates between
+    // networks over time; bots come from the whole pool at once. Single-address answers cannot
+    // tell, so they count fully and rotation has to carry them.
+    let mixing = if f.multi_address_answers > 0 {
+        f.mixed_answers
+    } else {
+        1.0
+    };
     [
-        (Term::RotationAcrossNetworks, fresh * networks),
+        (Term::RotationAcrossNetworks, rotation * networks * mixing),
         (Term::Networks, networks),
         (Term::MixedAnswers, f.mixed_answers),
         (
             Term::Countries,
-            ramp(f64::from(f.distinct_countries), 1.0, 4.0),
+            ramp(f64::from(f.distinct_countries), 2.0, 8.0),
         ),
         (
             Term::PrefixDiversity,
-            f.prefix_entropy * ramp(f64::from(f.distinct_prefixes), 1.0, 5.0),
+            f.prefix_entropy * ramp(f64::from(f.distinct_prefixes), 4.0, 24.0),
         ),
-        (Term::Fluxiness, ramp(f.fluxiness, 1.0, 4.0)),
+        (Term::Fluxiness, ramp(f.fluxiness, 2.0, 8.0)),
         (
             Term::LowTtl,
-            1.0 - ramp(f64::from(f.ttl_max), 300.0, 3600.0),
+            1.0 - ramp(f64::from(f.ttl_max), 300.0, 1800.0),
         ),
         (Term::RotatingGlue, glue_term(f)),
+        (
+            Term::SharedFluxAddresses,
+            ramp(f64::from(f.shared_flux_ips), 0.0, 2.0),
+        ),
     ]
 }
 
@@ -203,8 +223,9 @@ impl std::fmt::Display for Level {
 }
 
 /// The next level from the current one, with hysteresis.
-pub fn next_level(current: Level, score: f64, rrsets: u32) -> Level {
-    let can_flux = rrsets >= MIN_RRSETS_FOR_FLUX;
+pub fn next_level(current: Level, score: f64, f: &Features) -> Level {
+    let can_flux =
+        f.rrsets >= MIN_RRSETS_FOR_FLUX || f.answer_networks_max >= ONE_ANSWER_FLUX_NETWORKS;
     match current {
         Level::Flux if score >= FLUX_EXIT => Level::Flux,
         Level::Flux | Level::Suspicious if score >= SUSPICIOUS_EXIT => {

@@ -1,0 +1,223 @@
+//! `cargo xtask bench` (userspace half): replay throughput and the scorer's memory bound.
+//!
+//! 1. Throughput: a pcap of N DNS responses (a mix of repeated CDN answers, round robin,
+//!    single-address names and rotating flux answers over 20,000 names) replayed through the
+//!    same reader, parser and scorer as `flux-agent replay`, on one thread.
+//! 2. Memory: 1,000,000 distinct names fed to one scorer; resident memory before and after
+//!    (`/proc/self/status`), and the scorer's own estimate.
+//!
+//! Figures, not assertions: they go in docs/benchmarks.md.
+
+use std::{
+    net::Ipv4Addr,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use anyhow::Context as _;
+use flux_agent::{
+    allowlist::Allowlist,
+    capfile::DEFAULT_PORTS,
+    dns::{DnsFlags, DnsMessage, DnsRecord},
+    enrich::{Enricher, default_db_dir},
+    replay,
+    score::{Scorer, ScorerConfig},
+};
+use flux_tests::eval::pcapw::{RESOLVER, Response, write_pcap};
+use hickory_proto::{
+    op::{Message, MessageType, Query},
+    rr::{Name, RData, Record, rdata::A},
+};
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// A tiny deterministic generator (xorshift), so the bench needs no seed plumbing.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn message(name: &str, ttl: u32, ips: &[Ipv4Addr]) -> anyhow::Result<Vec<u8>> {
+    let n = Name::from_ascii(name)?;
+    let mut m = Message::new();
+    m.set_id(7)
+        .set_message_type(MessageType::Response)
+        .set_recursion_desired(true)
+        .set_recursion_available(true)
+        .add_query(Query::query(n.clone(), hickory_proto::rr::RecordType::A));
+    for ip in ips {
+        m.add_answer(Record::from_rdata(n.clone(), ttl, RData::A(A(*ip))));
+    }
+    Ok(m.to_vec()?)
+}
+
+fn throughput(n: u64, enricher: &Arc<Enricher>) -> anyhow::Result<()> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("replay-{n}.pcap"));
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut responses = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let r = rng.next();
+        let name_id = r % 20_000;
+        let kind = name_id % 10;
+        let (name, ttl, ips): (String, u32, Vec<Ipv4Addr>) = match kind {
+            // Flux: every TTL period, five fresh addresses.
+            0 => {
+                let epoch = (i / 2000) as u32;
+                let ips = (0..5)
+                    .map(|k| {
+                        Ipv4Addr::from(((epoch * 7 + k) * 0x0101_0F0B) ^ (name_id as u32 * 977))
+                    })
+                    .collect();
+                (format!("www.f{name_id}.example"), 180, ips)
+            }
+            // CDN: two addresses from one /24 that drift.
+            1..=5 => {
+                let base = 0x1720_0000u32 + (name_id as u32) * 256;
+                let k = ((i / 500) % 200) as u32;
+                (
+                    format!("e{name_id}.a.cdn.example"),
+                    20,
+                    vec![Ipv4Addr::from(base + k), Ipv4Addr::from(base + k + 1)],
+                )
+            }
+            // Round robin and single-address names.
+            6..=7 => (
+                format!("rr{name_id}.example"),
+                3600,
+                (0..4)
+                    .map(|k| Ipv4Addr::from(0x3300_0000u32 + name_id as u32 * 16 + k))
+                    .collect(),
+            ),
+            _ => (
+                format!("host{name_id}.example"),
+                300,
+                vec![Ipv4Addr::from(0x5000_0000u32 + name_id as u32)],
+            ),
+        };
+        responses.push(Response {
+            ts: Duration::from_secs(1_767_225_600) + Duration::from_millis(i * 20),
+            resolver: RESOLVER.into(),
+            port: 40_000 + (i % 20_000) as u16,
+            payload: message(&name, ttl, &ips)?,
+        });
+    }
+    write_pcap(&path, &mut responses)?;
+    drop(responses);
+    let mut scorer = Scorer::new(
+        ScorerConfig::default(),
+        enricher.clone(),
+        Arc::new(Allowlist::builtin()),
+    );
+    let s = replay::replay(
+        std::slice::from_ref(&path),
+        &DEFAULT_PORTS,
+        &mut scorer,
+        |_| {},
+    );
+    println!(
+        "replay: {} responses in {:.2} s = {:.0} responses/s (read + parse + score, one thread); \
+         {} keys, {} verdicts, scorer ≈ {:.1} MiB",
+        s.parsed + s.malformed,
+        s.elapsed_s,
+        s.responses_per_s,
+        s.scorer.keys_tracked,
+        s.verdicts,
+        s.scorer_memory_bytes as f64 / (1 << 20) as f64
+    );
+    Ok(())
+}
+
+fn memory(names: u64, enricher: &Arc<Enricher>) {
+    let before = rss_bytes();
+    let mut scorer = Scorer::new(
+        ScorerConfig {
+            max_keys: names as usize,
+            ..ScorerConfig::default()
+        },
+        enricher.clone(),
+        Arc::new(Allowlist::builtin()),
+    );
+    let mut rng = Rng(42);
+    let mut out = Vec::new();
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600);
+    for i in 0..names {
+        // Registered domains, so one name is one key; 1-4 addresses each, like real answers.
+        let name = format!("n{i}-{:x}.example", rng.next() & 0xffff);
+        let k = 1 + (rng.next() % 4) as u32;
+        let answers = (0..k)
+            .map(|j| {
+                let ip = Ipv4Addr::from((rng.next() as u32) | j);
+                DnsRecord {
+                    name: name.clone(),
+                    rtype: "A".into(),
+                    rtype_code: 1,
+                    ttl: 300,
+                    data: Some(ip.to_string()),
+                    addr: Some(ip.into()),
+                }
+            })
+            .collect();
+        let msg = DnsMessage {
+            id: 1,
+            qname: name.clone(),
+            qtype: "A".into(),
+            rcode: "NOERROR".into(),
+            flags: DnsFlags::default(),
+            answers,
+            authority: Vec::new(),
+            additional: Vec::new(),
+            edns_udp_size: None,
+            incomplete: false,
+        };
+        out.clear();
+        scorer.observe(t0 + Duration::from_millis(i), &msg, &mut out);
+    }
+    let after = rss_bytes();
+    let st = scorer.stats();
+    println!(
+        "memory: {} names tracked: RSS +{:.1} MiB ({:.0} bytes/name); scorer estimate {:.1} MiB",
+        st.keys_tracked,
+        (after.saturating_sub(before)) as f64 / (1 << 20) as f64,
+        after.saturating_sub(before) as f64 / st.keys_tracked.max(1) as f64,
+        scorer.memory_estimate() as f64 / (1 << 20) as f64
+    );
+}
+
+fn main() -> anyhow::Result<()> {
+    let dir = default_db_dir();
+    let enricher = Arc::new(
+        Enricher::load_dir(&dir)
+            .with_context(|| format!("load databases from {}", dir.display()))?,
+    );
+    println!("{}", enricher.describe());
+    throughput(arg("--responses", 1_000_000), &enricher)?;
+    memory(arg("--names", 1_000_000), &enricher);
+    Ok(())
+}

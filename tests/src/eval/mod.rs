@@ -1,0 +1,14 @@
+//! Labelled evaluation data for the fast-flux scorer.
+//!
+//! - [`scenarios`]: a seeded, deterministic generator of DNS responses as a vantage point behind
+//!   a caching resolver sees them, for flux networks and for the legitimate services that look
+//!   like them (CDNs, cloud load balancers, round robin, dynamic DNS, the NTP pool, ...), with
+//!   every address drawn from the real ASN database's prefixes.
+//! - [`dig2009`]: the real 2009 fast-flux `dig` output converted to pcap, labelled by evidence.
+//! - [`labels`]: the `labels.tsv` format both write and the matching rule for verdicts.
+//! - [`pcapw`]: the pcap writer both use.
+
+pub mod dig2009;
+pub mod labels;
+pub mod pcapw;
+pub mod scenarios;
