@@ -293,6 +293,16 @@ impl KeyState {
             .map(|e| e.addr.asn)
     }
 
+    /// The answer history is full: the key changes answers often (a busy key).
+    pub fn busy(&self) -> bool {
+        self.rrsets.len() >= MAX_RRSETS
+    }
+
+    /// Every remembered address with when it was last seen.
+    pub fn addresses_seen(&self) -> impl Iterator<Item = (&AddrInfo, u32)> + '_ {
+        self.ips.iter().map(|e| (&e.addr, e.last))
+    }
+
     /// Addresses seen in the window.
     pub fn addresses(&self, now: u32, window: u32) -> impl Iterator<Item = &AddrInfo> + '_ {
         let cutoff = now.saturating_sub(window);

@@ -19,6 +19,7 @@ pub mod model;
 
 use std::{
     collections::HashMap,
+    hash::BuildHasherDefault,
     num::NonZeroUsize,
     sync::Arc,
     time::{Duration, SystemTime},
@@ -119,7 +120,7 @@ pub struct ScorerStats {
 
 pub struct Scorer {
     cfg: ScorerConfig,
-    keys: LruCache<Box<str>, KeyState>,
+    keys: LruCache<String, KeyState>,
     enricher: Arc<Enricher>,
     allowlist: Arc<Allowlist>,
     /// ASN to organisation id, derived from the AS name once per ASN.
@@ -128,8 +129,39 @@ pub struct Scorer {
     baseline_hits: Vec<BaselineHit>,
     /// Addresses of keys judged flux (not allowlisted): bots shared between domains.
     flux_ips: LruCache<[u8; 16], u32>,
+    /// Recent address lookups: answers repeat, and a database lookup is a binary search.
+    addr_cache: HashMap<[u8; 16], AddrInfo, BuildHasherDefault<FxHasher>>,
     /// Scratch buffers reused across responses.
     touched: Vec<Box<str>>,
+}
+
+/// Addresses kept in the lookup cache before it is emptied.
+const ADDR_CACHE: usize = 1 << 16;
+/// A busy key whose answer changed is re-scored at most this often (seconds of observation time).
+const MIN_RESCORE: u32 = 30;
+
+/// FxHash-style with a final mix: the cache keys are fixed-size addresses, and SipHash showed
+/// up in profiles.
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 =
+                (self.0.rotate_left(5) ^ u64::from_le_bytes(b)).wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        // The multiply leaves low bits poorly mixed for IPv4-mapped keys; fold the high bits in.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^ (h >> 33)
+    }
 }
 
 /// Bot addresses remembered for [`model::Term::SharedFluxAddresses`].
@@ -147,6 +179,7 @@ impl Scorer {
             stats: ScorerStats::default(),
             baseline_hits: Vec::new(),
             flux_ips: LruCache::new(NonZeroUsize::new(MAX_FLUX_IPS).unwrap_or(NonZeroUsize::MIN)),
+            addr_cache: HashMap::default(),
             touched: Vec::new(),
         }
     }
@@ -182,7 +215,7 @@ impl Scorer {
 
     /// Heap and table bytes the scorer holds, estimated from its contents.
     pub fn memory_estimate(&self) -> usize {
-        let per_entry = size_of::<KeyState>() + size_of::<Box<str>>() + 4 * size_of::<usize>();
+        let per_entry = size_of::<KeyState>() + size_of::<String>() + 4 * size_of::<usize>();
         self.keys
             .iter()
             .map(|(k, v)| per_entry + k.len() + v.heap_bytes())
@@ -281,7 +314,7 @@ impl Scorer {
                     }
                 }
                 let changed = {
-                    let st = self.key_mut(zone_key, now);
+                    let (st, _) = self.key_mut(zone_key, now);
                     st.roles |= ROLE_ZONE;
                     st.add_ns(now, host, &glue, hosts.len())
                 };
@@ -299,20 +332,6 @@ impl Scorer {
                 }
             }
         }
-        // Keys whose answers did not change are still re-scored now and then.
-        for (owner, _, _) in &groups {
-            for k in [Some(*owner), registered_domain(owner)]
-                .into_iter()
-                .flatten()
-            {
-                if let Some(st) = self.keys.peek(k)
-                    && now.saturating_sub(st.last_eval) >= self.cfg.rescore_interval
-                {
-                    push_unique(&mut touched, k);
-                }
-            }
-        }
-
         for name in &touched {
             let hits = self.cfg.track_baselines.then_some(&mut self.baseline_hits);
             if let Some(st) = self.keys.peek_mut(&**name)
@@ -342,37 +361,62 @@ impl Scorer {
         chain: &[&str],
         touched: &mut Vec<Box<str>>,
     ) {
-        let allowed = if self.keys.peek(name).is_some_and(|s| s.allowed_by.is_some()) {
-            None
-        } else {
-            // A key fed by an allowlisted name (a seed host, a CDN target) inherits it.
-            std::iter::once(name)
+        let allowlist = self.allowlist.clone();
+        let (st, is_new) = self.key_mut(name, now);
+        if is_new {
+            // A key fed by an allowlisted name (a seed host, a CDN target) inherits it. Checked
+            // once, when the key appears: chains into a key rarely change.
+            st.allowed_by = std::iter::once(name)
                 .chain(chain.iter().copied())
-                .find_map(|n| self.allowlist.match_name(n))
-                .map(Box::<str>::from)
-        };
-        let st = self.key_mut(name, now);
+                .find_map(|n| allowlist.match_name(n))
+                .map(Box::<str>::from);
+        }
         st.roles |= role;
         st.set_chain(chain);
-        if allowed.is_some() {
-            st.allowed_by = allowed;
-        }
-        if st.add_answer(now, ttl, addrs) {
+        let since = now.saturating_sub(st.last_eval);
+        let changed = st.add_answer(now, ttl, addrs);
+        // Re-score on a new answer (for busy keys at most every MIN_RESCORE s), and now and then
+        // regardless so windows slide for keys whose answer never changes.
+        if is_new
+            || (changed && (!st.busy() || since >= MIN_RESCORE))
+            || since >= self.cfg.rescore_interval
+        {
             push_unique(touched, name);
         }
     }
 
-    fn key_mut(&mut self, name: &str, now: u32) -> &mut KeyState {
-        if !self.keys.contains(name) {
+    /// The key's state, created if needed; and whether it was. One hash lookup on a hit.
+    fn key_mut(&mut self, name: &str, now: u32) -> (&mut KeyState, bool) {
+        let full = self.keys.len() >= self.keys.cap().get();
+        let mut created = false;
+        let st = self.keys.get_or_insert_mut_ref(name, || {
+            created = true;
+            KeyState::new(now)
+        });
+        if created {
             self.stats.keys_created += 1;
-            if self.keys.push(name.into(), KeyState::new(now)).is_some() {
+            if full {
                 self.stats.keys_evicted += 1;
             }
         }
-        self.keys.get_mut(name).expect("key was just inserted")
+        (st, created)
     }
 
     fn addr_info(&mut self, ip: std::net::IpAddr) -> AddrInfo {
+        let key = AddrInfo::ip_bytes(ip);
+        if let Some(a) = self.addr_cache.get(&key) {
+            return *a;
+        }
+        let a = self.lookup_addr(ip);
+        if self.addr_cache.len() >= ADDR_CACHE {
+            // Cheaper than LRU bookkeeping on every hit; the working set refills it at once.
+            self.addr_cache.clear();
+        }
+        self.addr_cache.insert(key, a);
+        a
+    }
+
+    fn lookup_addr(&mut self, ip: std::net::IpAddr) -> AddrInfo {
         let mut a = AddrInfo {
             ip: AddrInfo::ip_bytes(ip),
             ..AddrInfo::default()
@@ -430,16 +474,28 @@ fn assess(
     st.last_eval = now;
     let mut best: Option<(f64, Vec<Reason>, Features)> = None;
     let mut baselines = Baselines::default();
-    for w in WINDOWS {
-        let mut f = st.features(now, w);
-        if !flux_ips.is_empty() {
-            // Only other domains' bots count: a key's own flagged addresses prove nothing new.
-            let own = domain_id(name);
-            f.shared_flux_ips = st
-                .addresses(now, w.0)
-                .filter(|a| flux_ips.peek(&a.ip).is_some_and(|d| *d != own))
-                .count() as u32;
+    let young = now.saturating_sub(st.first_seen) < WINDOWS[0].0;
+    // Only other domains' bots count: a key's own flagged addresses prove nothing new.
+    let mut shared = [0u32; WINDOWS.len()];
+    if !flux_ips.is_empty() {
+        let own = domain_id(name);
+        for (a, last) in st.addresses_seen() {
+            if flux_ips.peek(&a.ip).is_some_and(|d| *d != own) {
+                for (i, w) in WINDOWS.iter().enumerate() {
+                    if last >= now.saturating_sub(w.0) {
+                        shared[i] += 1;
+                    }
+                }
+            }
         }
+    }
+    for (i, w) in WINDOWS.into_iter().enumerate() {
+        if i > 0 && young {
+            // Every window holds the same observations: the first one said it all.
+            break;
+        }
+        let mut f = st.features(now, w);
+        f.shared_flux_ips = shared[i];
         // Holz counted ASNs; without a database the networks (/16s) stand in.
         let n_asn = if f.distinct_asns > 0 {
             f.distinct_asns

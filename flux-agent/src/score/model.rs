@@ -259,17 +259,35 @@ mod tests {
     #[test]
     fn hysteresis_does_not_flap() {
         use Level::*;
+        let f = |rrsets, answer_networks_max| Features {
+            rrsets,
+            answer_networks_max,
+            ..Features::default()
+        };
         assert_eq!(
-            next_level(Benign, 0.95, 1),
+            next_level(Benign, 0.95, &f(1, 2)),
             Suspicious,
             "one answer is not flux"
         );
-        assert_eq!(next_level(Benign, 0.95, 2), Flux);
-        assert_eq!(next_level(Flux, 0.75, 5), Flux, "stays above the exit");
-        assert_eq!(next_level(Flux, 0.6, 5), Suspicious);
-        assert_eq!(next_level(Suspicious, 0.4, 5), Suspicious);
-        assert_eq!(next_level(Suspicious, 0.2, 5), Benign);
-        assert_eq!(next_level(Benign, 0.45, 5), Benign, "below the entry");
+        assert_eq!(
+            next_level(Benign, 0.95, &f(1, 5)),
+            Flux,
+            "unless it is a pool of strangers"
+        );
+        assert_eq!(next_level(Benign, 0.95, &f(2, 1)), Flux);
+        assert_eq!(
+            next_level(Flux, 0.75, &f(5, 1)),
+            Flux,
+            "stays above the exit"
+        );
+        assert_eq!(next_level(Flux, 0.6, &f(5, 1)), Suspicious);
+        assert_eq!(next_level(Suspicious, 0.4, &f(5, 1)), Suspicious);
+        assert_eq!(next_level(Suspicious, 0.2, &f(5, 1)), Benign);
+        assert_eq!(
+            next_level(Benign, 0.45, &f(5, 1)),
+            Benign,
+            "below the entry"
+        );
     }
 
     #[test]

@@ -82,7 +82,20 @@ fn run() -> anyhow::Result<()> {
     eprintln!("{}", enricher.describe());
     let out = workspace().join("target/eval");
     fs::create_dir_all(&out)?;
-    let sets = if args.is_empty() {
+    let sets = if args.first().is_some_and(|a| a == "--scenarios-only") {
+        let cfg = GenConfig {
+            per_class: args
+                .get(1)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(GenConfig::default().per_class),
+            ..GenConfig::default()
+        };
+        vec![scenario_dataset(
+            &cfg,
+            &enricher,
+            &out.join("scenarios-test"),
+        )?]
+    } else if args.is_empty() {
         default_datasets(&enricher, &out)?
     } else {
         args.iter()
@@ -158,6 +171,20 @@ fn default_datasets(enricher: &Enricher, out: &Path) -> anyhow::Result<Vec<Datas
         eprintln!("SKIPPED: {} not present", pcaps.display());
     }
     Ok(sets)
+}
+
+fn scenario_dataset(cfg: &GenConfig, enricher: &Enricher, scen: &Path) -> anyhow::Result<Dataset> {
+    let summary = scenarios::generate(cfg, enricher, scen).context("generate scenarios")?;
+    eprintln!("scenarios: {summary:?}");
+    Ok(Dataset {
+        name: format!(
+            "Scenario generator (seed {}, {} per class)",
+            cfg.seed, cfg.per_class
+        ),
+        files: vec![scen.join("scenarios.pcap")],
+        labels: LabelIndex::new(read_labels(&scen.join("labels.tsv"))?),
+        default: None,
+    })
 }
 
 fn path_dataset(p: &Path) -> anyhow::Result<Dataset> {
@@ -319,6 +346,51 @@ fn evaluate(set: &Dataset, enricher: &Arc<Enricher>) -> anyhow::Result<(String, 
     for (truth, os) in &totals {
         row(&mut t, "**all**", *truth, os)?;
     }
+    // One machine-readable line per dataset, for tests/tests/scoring.rs.
+    let stat = |truth: Truth, f: &dyn Fn(&Outcome) -> Option<SystemTime>| -> (f64, f64) {
+        let os = totals.get(&truth).map_or(&[][..], |v| &v[..]);
+        let mins: Vec<f64> = os
+            .iter()
+            .filter_map(|o| {
+                Some(
+                    f(o)?
+                        .duration_since(o.first_seen?)
+                        .map_or(0.0, |d| d.as_secs_f64() / 60.0),
+                )
+            })
+            .collect();
+        let rate = if os.is_empty() {
+            0.0
+        } else {
+            mins.len() as f64 / os.len() as f64
+        };
+        (
+            rate,
+            if mins.is_empty() {
+                f64::NAN
+            } else {
+                median(mins)
+            },
+        )
+    };
+    let mut js = serde_json::Map::new();
+    for (name, f) in [
+        (
+            "ours",
+            &(|o: &Outcome| o.ours) as &dyn Fn(&Outcome) -> Option<SystemTime>,
+        ),
+        ("holz", &|o: &Outcome| o.holz),
+        ("zeek", &|o: &Outcome| o.zeek),
+    ] {
+        let (det, ttd) = stat(Truth::Flux, f);
+        let (fp, _) = stat(Truth::Benign, f);
+        js.insert(name.into(), serde_json::json!({"detection": det, "fp_rate": fp, "median_ttd_min": if ttd.is_nan() { None } else { Some(ttd) }}));
+    }
+    eprintln!(
+        "EVAL-JSON {} {}",
+        set.name.split_whitespace().next().unwrap_or(""),
+        serde_json::Value::Object(js)
+    );
     let hard_enforced = seen
         .iter()
         .filter(|(l, o)| l.truth == Truth::Hard && o.ours.is_some() && !o.allowlisted)

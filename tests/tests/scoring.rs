@@ -1,0 +1,51 @@
+//! The scorer against the labelled scenario generator, through the real replay path: detection,
+//! false positives and time to detect must meet the targets and beat both baselines. Needs the
+//! ASN database `cargo xtask setup` installs; without it the test fails in CI and skips
+//! elsewhere.
+
+use std::process::Command;
+
+use flux_agent::enrich::{DEFAULT_ASN_FILES, default_db_dir};
+use serde_json::Value;
+
+#[test]
+fn scenarios_meet_the_targets_and_beat_the_baselines() {
+    let dir = default_db_dir();
+    if !DEFAULT_ASN_FILES.iter().any(|f| dir.join(f).is_file()) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no ASN database in {}: `cargo xtask setup` installs it",
+            dir.display()
+        );
+        eprintln!("SKIPPED: no ASN database in {}", dir.display());
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_flux-eval"))
+        .args(["--scenarios-only", "15"])
+        .output()
+        .expect("run flux-eval");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "flux-eval failed:\n{stderr}");
+    let line = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("EVAL-JSON Scenario "))
+        .unwrap_or_else(|| panic!("no EVAL-JSON line:\n{stderr}"));
+    let v: Value = serde_json::from_str(line).expect("EVAL-JSON");
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+    let ours = &v["ours"];
+    let det = ours["detection"].as_f64().unwrap();
+    let fp = ours["fp_rate"].as_f64().unwrap();
+    let ttd = ours["median_ttd_min"].as_f64().unwrap();
+    assert!(det >= 0.98, "detection {det}");
+    assert_eq!(fp, 0.0, "false positives");
+    assert!(ttd < 10.0, "median time to detect {ttd} min");
+    for b in ["holz", "zeek"] {
+        let bd = v[b]["detection"].as_f64().unwrap();
+        let bf = v[b]["fp_rate"].as_f64().unwrap();
+        assert!(det > bd, "{b} detects {bd}, we {det}");
+        assert!(fp <= bf, "{b} fp {bf}, we {fp}");
+        if let Some(bt) = v[b]["median_ttd_min"].as_f64() {
+            assert!(ttd <= bt, "{b} median TTD {bt}, we {ttd}");
+        }
+    }
+}
