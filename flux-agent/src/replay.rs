@@ -11,7 +11,7 @@ use std::{
 use serde::Serialize;
 
 use crate::{
-    capfile::{self, CapError, ReadStats},
+    capfile::{self, ReadStats},
     dns::{DnsMessage, parse_response},
     score::{Level, Scorer, ScorerStats, Verdict},
 };
@@ -129,7 +129,7 @@ pub fn replay_with(
             log::warn!("{e}");
             failed_files.push(FileError {
                 path: path.clone(),
-                error: error_text(&e),
+                error: e.to_string(),
             });
         }
     }
@@ -157,10 +157,6 @@ pub fn replay_with(
         },
         scorer_memory_bytes: scorer.memory_estimate() as u64,
     }
-}
-
-fn error_text(e: &CapError) -> String {
-    e.to_string()
 }
 
 /// Checks up front that every input can be opened, so a typo fails before minutes of work.

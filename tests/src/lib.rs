@@ -546,3 +546,21 @@ pub fn dig(ns: &Netns, args: &[&str]) -> String {
     let out = run(ns.cmd("dig").args(["+tries=1", "+time=3"]).args(args));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Every capture file (`*.pcap*`) under `dir`, recursively, sorted.
+pub fn capture_files(dir: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.to_string_lossy().contains(".pcap") {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out);
+    out.sort();
+    out
+}

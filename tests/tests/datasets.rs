@@ -2,7 +2,6 @@
 //! panic, and failures are counted. Skips when `../shared/datasets` is absent (a user's clone).
 
 use std::{
-    fs,
     panic::{AssertUnwindSafe, catch_unwind},
     path::{Path, PathBuf},
 };
@@ -17,26 +16,13 @@ fn datasets() -> Option<PathBuf> {
     p.is_dir().then_some(p)
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            walk(&p, out);
-        } else if p.to_string_lossy().contains(".pcap") {
-            out.push(p);
-        }
-    }
-}
-
 #[test]
 fn every_captured_response_parses_or_fails_cleanly() {
     let Some(dir) = datasets() else {
         eprintln!("SKIPPED: ../shared/datasets/pcaps not present");
         return;
     };
-    let mut files = Vec::new();
-    walk(&dir, &mut files);
-    files.sort();
+    let files = flux_tests::capture_files(&dir);
     let (mut responses, mut parsed, mut failed) = (0u64, 0u64, 0u64);
     let mut stats = ReadStats::default();
     let mut unreadable = Vec::new();

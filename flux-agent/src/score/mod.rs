@@ -314,7 +314,7 @@ impl Scorer {
                     }
                 }
                 let changed = {
-                    let (st, _) = self.key_mut(zone_key, now);
+                    let (st, _) = key_mut(&mut self.keys, &mut self.stats, zone_key, now);
                     st.roles |= ROLE_ZONE;
                     st.add_ns(now, host, &glue, hosts.len())
                 };
@@ -361,14 +361,13 @@ impl Scorer {
         chain: &[&str],
         touched: &mut Vec<Box<str>>,
     ) {
-        let allowlist = self.allowlist.clone();
-        let (st, is_new) = self.key_mut(name, now);
+        let (st, is_new) = key_mut(&mut self.keys, &mut self.stats, name, now);
         if is_new {
             // A key fed by an allowlisted name (a seed host, a CDN target) inherits it. Checked
             // once, when the key appears: chains into a key rarely change.
             st.allowed_by = std::iter::once(name)
                 .chain(chain.iter().copied())
-                .find_map(|n| allowlist.match_name(n))
+                .find_map(|n| self.allowlist.match_name(n))
                 .map(Box::<str>::from);
         }
         st.roles |= role;
@@ -383,23 +382,6 @@ impl Scorer {
         {
             push_unique(touched, name);
         }
-    }
-
-    /// The key's state, created if needed; and whether it was. One hash lookup on a hit.
-    fn key_mut(&mut self, name: &str, now: u32) -> (&mut KeyState, bool) {
-        let full = self.keys.len() >= self.keys.cap().get();
-        let mut created = false;
-        let st = self.keys.get_or_insert_mut_ref(name, || {
-            created = true;
-            KeyState::new(now)
-        });
-        if created {
-            self.stats.keys_created += 1;
-            if full {
-                self.stats.keys_evicted += 1;
-            }
-        }
-        (st, created)
     }
 
     fn addr_info(&mut self, ip: std::net::IpAddr) -> AddrInfo {
@@ -441,6 +423,29 @@ impl Scorer {
         }
         a
     }
+}
+
+/// The key's state, created if needed; and whether it was. One hash lookup on a hit. A free
+/// function over the two fields it needs, so callers can still read the allowlist meanwhile.
+fn key_mut<'a>(
+    keys: &'a mut LruCache<String, KeyState>,
+    stats: &mut ScorerStats,
+    name: &str,
+    now: u32,
+) -> (&'a mut KeyState, bool) {
+    let full = keys.len() >= keys.cap().get();
+    let mut created = false;
+    let st = keys.get_or_insert_mut_ref(name, || {
+        created = true;
+        KeyState::new(now)
+    });
+    if created {
+        stats.keys_created += 1;
+        if full {
+            stats.keys_evicted += 1;
+        }
+    }
+    (st, created)
 }
 
 fn push_unique(v: &mut Vec<Box<str>>, name: &str) {

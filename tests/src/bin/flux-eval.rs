@@ -155,9 +155,7 @@ fn default_datasets(enricher: &Enricher, out: &Path) -> anyhow::Result<Vec<Datas
     }
     let pcaps = shared.join("pcaps");
     if pcaps.is_dir() {
-        let mut files = Vec::new();
-        walk(&pcaps, &mut files);
-        files.sort();
+        let files = flux_tests::capture_files(&pcaps);
         sets.push(Dataset {
             name: format!(
                 "Real captures from public test suites ({} files)",
@@ -189,9 +187,7 @@ fn scenario_dataset(cfg: &GenConfig, enricher: &Enricher, scen: &Path) -> anyhow
 
 fn path_dataset(p: &Path) -> anyhow::Result<Dataset> {
     if p.is_dir() {
-        let mut files = Vec::new();
-        walk(p, &mut files);
-        files.sort();
+        let files = flux_tests::capture_files(p);
         let labels = p.join("labels.tsv");
         if !labels.is_file() {
             bail!("{} has no labels.tsv", p.display());
@@ -209,17 +205,6 @@ fn path_dataset(p: &Path) -> anyhow::Result<Dataset> {
         labels: LabelIndex::new(Vec::new()),
         default: Some(Label::new("", "unlabelled", Truth::Benign)),
     })
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            walk(&p, out);
-        } else if p.to_string_lossy().contains(".pcap") {
-            out.push(p);
-        }
-    }
 }
 
 /// Replays one dataset and renders its table.
@@ -305,7 +290,7 @@ fn evaluate(set: &Dataset, enricher: &Arc<Enricher>) -> anyhow::Result<(String, 
             if !(miss || fp) {
                 continue;
             }
-            let Some((_, key, at)) = best_key.get(l) else {
+            let Some((score, key, at)) = best_key.get(l) else {
                 continue;
             };
             if let Some(v) = scorer.explain(key, flux_agent::score::from_secs(*at)) {
@@ -314,7 +299,7 @@ fn evaluate(set: &Dataset, enricher: &Arc<Enricher>) -> anyhow::Result<(String, 
                     if miss { "MISS" } else { "FP" },
                     l.class,
                     l.domain,
-                    st_score(&best_key, l),
+                    score,
                     serde_json::to_string(&v.features).unwrap_or_default()
                 );
             }
@@ -514,8 +499,4 @@ fn calibration(seen: &[(&Label, &Outcome)]) -> String {
         let _ = write!(s, "Brier score {:.3}.", brier.0 / f64::from(brier.1));
     }
     s
-}
-
-fn st_score(best: &HashMap<Label, (f32, String, u32)>, l: &Label) -> f32 {
-    best.get(l).map_or(0.0, |b| b.0)
 }
