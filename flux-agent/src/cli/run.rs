@@ -10,7 +10,7 @@ use std::{
 use anyhow::Context as _;
 use flux_agent::{
     agent::{self, EventFormat, RunOptions},
-    loader::{AttachMode, LoadOptions},
+    loader::{self, AttachMode, LoadOptions},
 };
 use log::info;
 
@@ -62,6 +62,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             EventFormat::Json,
         ),
     };
+    // Refuse a missing privilege or an unknown interface before the IP databases spend a
+    // noticeable fraction of a second loading (and logging) for a run that cannot start.
+    loader::preflight()?;
+    agent::resolve_interfaces(&args.ifaces)?;
     let scoring = args.scoring.setup()?;
     let opts = RunOptions {
         scoring: Some(scoring),
