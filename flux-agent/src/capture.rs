@@ -182,7 +182,7 @@ impl std::fmt::Display for Observation {
                 f,
                 "{sep} {} {} ttl={}",
                 a.rtype,
-                a.data.as_deref().unwrap_or("?"),
+                a.data().as_deref().unwrap_or("?"),
                 a.ttl
             )?;
         }

@@ -5,7 +5,10 @@
 //! type we do not use (SVCB, LOC, ...) does not throw away the addresses next to it, and so a
 //! truncated capture still yields every record that fits.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    borrow::Cow,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 use hickory_proto::{
     op::Header,
@@ -32,21 +35,42 @@ pub enum ParseError {
 }
 
 /// One resource record, as reported in events.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DnsRecord {
     /// Owner name, lowercase, no trailing dot.
     pub name: String,
     /// Mnemonic (`A`, `CNAME`) or `TYPEnnn` for types without one.
-    #[serde(rename = "type")]
-    pub rtype: String,
-    #[serde(skip)]
+    pub rtype: Cow<'static, str>,
     pub rtype_code: u16,
     pub ttl: u32,
-    /// Decoded for A, AAAA, CNAME and NS; `None` for every other type.
-    pub data: Option<String>,
-    /// The address of an A or AAAA record, so the scorer need not parse `data` again.
-    #[serde(skip)]
+    /// The target name of a CNAME or NS record.
+    pub target: Option<String>,
+    /// The address of an A or AAAA record.
     pub addr: Option<IpAddr>,
+}
+
+impl DnsRecord {
+    /// The decoded data as events show it: the address or the target name; `None` for every
+    /// other type. Addresses are kept binary and only formatted here, off the scoring path.
+    pub fn data(&self) -> Option<Cow<'_, str>> {
+        match (&self.addr, &self.target) {
+            (Some(ip), _) => Some(Cow::Owned(ip.to_string())),
+            (None, Some(t)) => Some(Cow::Borrowed(t)),
+            (None, None) => None,
+        }
+    }
+}
+
+impl Serialize for DnsRecord {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut st = s.serialize_struct("DnsRecord", 4)?;
+        st.serialize_field("name", &self.name)?;
+        st.serialize_field("type", &self.rtype)?;
+        st.serialize_field("ttl", &self.ttl)?;
+        st.serialize_field("data", &self.data())?;
+        st.end()
+    }
 }
 
 /// A parsed DNS response.
@@ -55,9 +79,9 @@ pub struct DnsMessage {
     pub id: u16,
     /// Question name, lowercase, no trailing dot; empty when there is no question.
     pub qname: String,
-    pub qtype: String,
+    pub qtype: Cow<'static, str>,
     /// Mnemonic (`NOERROR`, `NXDOMAIN`), including the EDNS extended bits.
-    pub rcode: String,
+    pub rcode: Cow<'static, str>,
     pub flags: DnsFlags,
     pub answers: Vec<DnsRecord>,
     pub authority: Vec<DnsRecord>,
@@ -80,6 +104,9 @@ pub struct DnsFlags {
 
 /// Lowercase presentation form without the trailing dot; the root is `.`.
 pub fn normalize_name(name: &Name) -> String {
+    if let Some(s) = plain_lowercase(name) {
+        return s;
+    }
     let mut s = name.to_lowercase().to_ascii();
     if s.len() > 1 && s.ends_with('.') {
         s.pop();
@@ -87,31 +114,56 @@ pub fn normalize_name(name: &Name) -> String {
     s
 }
 
+/// The common case without hickory's escaping machinery: every label is letters, digits, `-`
+/// (not first), `_`, or a leading `*`, which hickory would print unescaped. `None` otherwise.
+fn plain_lowercase(name: &Name) -> Option<String> {
+    if name.is_root() {
+        return Some(".".into());
+    }
+    let mut s = String::with_capacity(name.len());
+    for (i, label) in name.iter().enumerate() {
+        if i > 0 {
+            s.push('.');
+        }
+        for (j, &b) in label.iter().enumerate() {
+            let ok = b.is_ascii_alphanumeric()
+                || b == b'_'
+                || (b == b'-' && j > 0)
+                || (b == b'*' && j == 0);
+            if !ok {
+                return None;
+            }
+            s.push(char::from(b.to_ascii_lowercase()));
+        }
+    }
+    Some(s)
+}
+
 /// Mnemonic for a record type, or the RFC 3597 `TYPEnnn` form.
-pub fn type_name(code: u16) -> String {
+pub fn type_name(code: u16) -> Cow<'static, str> {
     match RecordType::from(code) {
-        RecordType::Unknown(n) => format!("TYPE{n}"),
-        t => t.to_string(),
+        RecordType::Unknown(n) => Cow::Owned(format!("TYPE{n}")),
+        t => Cow::Borrowed(<&'static str>::from(t)),
     }
 }
 
 /// Mnemonic for a (possibly extended) response code.
-pub fn rcode_name(rcode: u16) -> String {
-    match rcode {
-        0 => "NOERROR".into(),
-        1 => "FORMERR".into(),
-        2 => "SERVFAIL".into(),
-        3 => "NXDOMAIN".into(),
-        4 => "NOTIMP".into(),
-        5 => "REFUSED".into(),
-        6 => "YXDOMAIN".into(),
-        7 => "YXRRSET".into(),
-        8 => "NXRRSET".into(),
-        9 => "NOTAUTH".into(),
-        10 => "NOTZONE".into(),
-        16 => "BADVERS".into(),
-        n => format!("RCODE{n}"),
-    }
+pub fn rcode_name(rcode: u16) -> Cow<'static, str> {
+    Cow::Borrowed(match rcode {
+        0 => "NOERROR",
+        1 => "FORMERR",
+        2 => "SERVFAIL",
+        3 => "NXDOMAIN",
+        4 => "NOTIMP",
+        5 => "REFUSED",
+        6 => "YXDOMAIN",
+        7 => "YXRRSET",
+        8 => "NXRRSET",
+        9 => "NOTAUTH",
+        10 => "NOTZONE",
+        16 => "BADVERS",
+        n => return Cow::Owned(format!("RCODE{n}")),
+    })
 }
 
 const TYPE_A: u16 = 1;
@@ -137,8 +189,8 @@ pub fn parse_response(msg: &[u8], truncated: bool) -> Result<DnsMessage, ParseEr
     let mut out = DnsMessage {
         id: header.id(),
         qname: String::new(),
-        qtype: String::new(),
-        rcode: String::new(),
+        qtype: Cow::Borrowed(""),
+        rcode: Cow::Borrowed(""),
         flags: DnsFlags {
             aa: header.authoritative(),
             tc: header.truncated(),
@@ -260,7 +312,7 @@ fn read_record(dec: &mut BinDecoder<'_>, msg: &[u8]) -> Result<Raw, RecordError>
         .map_err(|_| RecordError::Short)?;
 
     let mut addr = None;
-    let data = match rtype {
+    let target = match rtype {
         TYPE_OPT => {
             return Ok(Raw::Opt {
                 udp_size: class,
@@ -273,7 +325,7 @@ fn read_record(dec: &mut BinDecoder<'_>, msg: &[u8]) -> Result<Raw, RecordError>
                 reason: format!("length {rdlen}, expected 4"),
             })?;
             addr = Some(IpAddr::V4(Ipv4Addr::from(b)));
-            Some(Ipv4Addr::from(b).to_string())
+            None
         }
         TYPE_AAAA => {
             let b: [u8; 16] = rdata.try_into().map_err(|_| RecordError::Data {
@@ -281,7 +333,7 @@ fn read_record(dec: &mut BinDecoder<'_>, msg: &[u8]) -> Result<Raw, RecordError>
                 reason: format!("length {rdlen}, expected 16"),
             })?;
             addr = Some(IpAddr::V6(Ipv6Addr::from(b)));
-            Some(Ipv6Addr::from(b).to_string())
+            None
         }
         TYPE_CNAME | TYPE_NS => {
             let rtype = if rtype == TYPE_NS { "NS" } else { "CNAME" };
@@ -309,7 +361,7 @@ fn read_record(dec: &mut BinDecoder<'_>, msg: &[u8]) -> Result<Raw, RecordError>
         rtype: type_name(rtype),
         rtype_code: rtype,
         ttl,
-        data,
+        target,
         addr,
     }))
 }
@@ -343,9 +395,16 @@ mod tests {
         assert_eq!(m.rcode, "NOERROR");
         assert_eq!(m.answers.len(), 2);
         assert_eq!(m.answers[0].rtype, "CNAME");
-        assert_eq!(m.answers[0].data.as_deref(), Some("cdn.example.net"));
+        assert_eq!(m.answers[0].target.as_deref(), Some("cdn.example.net"));
         assert_eq!(m.answers[1].name, "cdn.example.net");
-        assert_eq!(m.answers[1].data.as_deref(), Some("192.0.2.7"));
+        assert_eq!(m.answers[1].data().as_deref(), Some("192.0.2.7"));
+        assert_eq!(m.answers[1].target, None);
+        // Events show the address as text, like the target name.
+        let j = serde_json::to_value(&m.answers[1]).unwrap();
+        assert_eq!(
+            j,
+            serde_json::json!({"name": "cdn.example.net", "type": "A", "ttl": 30, "data": "192.0.2.7"})
+        );
         assert_eq!(m.answers[1].ttl, 30);
         assert_eq!(m.edns_udp_size, Some(1232));
         assert!(m.additional.is_empty(), "OPT is not reported as a record");
@@ -449,7 +508,7 @@ mod tests {
         let r = parse_response(&m, false).unwrap();
         assert_eq!(r.answers[0].rtype, "SVCB");
         assert_eq!(r.answers[0].rtype_code, 64);
-        assert_eq!(r.answers[0].data, None);
+        assert_eq!(r.answers[0].data(), None);
         let mut m = vec![0, 1, 0x81, 0x83, 0, 0, 0, 1, 0, 0, 0, 0];
         m.extend_from_slice(&[0, 0xff, 0x00, 0, 1, 0, 0, 0, 5, 0, 0]);
         let r = parse_response(&m, false).unwrap();

@@ -94,6 +94,9 @@ struct NsTable {
 #[derive(Clone, Debug, Default)]
 pub struct KeyState {
     ips: Vec<IpEntry>,
+    /// A 32-bit fingerprint of each address in `ips`, same order: finding an address scans
+    /// this dense array (vectorised) instead of 32-byte entries.
+    ip_fps: Vec<u32>,
     rrsets: Vec<Rrset>,
     ns: Option<Box<NsTable>>,
     /// The last CNAME chain that led to this key's addresses (query name first).
@@ -177,7 +180,7 @@ impl KeyState {
         }
         let mut new = 0u8;
         for a in addrs {
-            if let Some(e) = self.ips.iter_mut().find(|e| e.addr.ip == a.ip) {
+            if let Some(e) = self.find_ip(&a.ip) {
                 e.last = now;
             } else {
                 new = new.saturating_add(1);
@@ -212,7 +215,7 @@ impl KeyState {
 
     fn touch_ips(&mut self, now: u32, addrs: &[AddrInfo]) {
         for a in addrs {
-            if let Some(e) = self.ips.iter_mut().find(|e| e.addr.ip == a.ip) {
+            if let Some(e) = self.find_ip(&a.ip) {
                 e.last = now;
             }
         }
@@ -223,8 +226,23 @@ impl KeyState {
             && let Some((i, _)) = self.ips.iter().enumerate().min_by_key(|(_, e)| e.last)
         {
             self.ips.swap_remove(i);
+            self.ip_fps.swap_remove(i);
         }
+        self.ip_fps.push(fingerprint(&e.addr.ip));
         self.ips.push(e);
+    }
+
+    fn find_ip(&mut self, ip: &[u8; 16]) -> Option<&mut IpEntry> {
+        let fp = fingerprint(ip);
+        let mut from = 0;
+        while let Some(rest) = self.ip_fps.get(from..) {
+            let i = from + rest.iter().position(|f| *f == fp)?;
+            if self.ips.get(i).is_some_and(|e| e.addr.ip == *ip) {
+                return self.ips.get_mut(i);
+            }
+            from = i + 1;
+        }
+        None
     }
 
     /// Records a zone's NS host and the glue that came with it (possibly none).
@@ -319,10 +337,14 @@ impl KeyState {
             window: window.1,
             ..Features::default()
         };
-        let mut asns = Vec::with_capacity(self.ips.len());
-        let mut nets = Vec::with_capacity(self.ips.len());
-        let mut ccs = Vec::with_capacity(self.ips.len());
-        let mut prefixes = Vec::with_capacity(self.ips.len());
+        // Stack scratch: this runs for every changed answer, and a key holds at most
+        // MAX_IPS_PER_KEY addresses.
+        let (mut asns, mut nets, mut ccs, mut prefixes) = (
+            Scratch::<u32>::new(),
+            Scratch::<u32>::new(),
+            Scratch::<[u8; 2]>::new(),
+            Scratch::<u32>::new(),
+        );
         for e in self.ips.iter().filter(|e| e.last >= cutoff) {
             f.distinct_ips += 1;
             if e.addr.asn != 0 {
@@ -336,15 +358,14 @@ impl KeyState {
             }
             prefixes.push(e.addr.prefix());
         }
-        f.distinct_asns = count_distinct(&mut asns);
-        f.distinct_networks = count_distinct(&mut nets);
-        f.distinct_countries = count_distinct(&mut ccs);
+        f.distinct_asns = asns.count_distinct();
+        f.distinct_networks = nets.count_distinct();
+        f.distinct_countries = ccs.count_distinct();
         if f.distinct_ips > 0 {
             f.asn_ip_ratio =
                 super::model::round3(f64::from(f.distinct_asns) / f64::from(f.distinct_ips));
         }
-        prefixes.sort_unstable();
-        let (distinct, entropy) = normalised_entropy(&prefixes);
+        let (distinct, entropy) = normalised_entropy(prefixes.sorted());
         f.distinct_prefixes = distinct;
         f.prefix_entropy = super::model::round3(entropy);
 
@@ -386,7 +407,7 @@ impl KeyState {
         if let Some(t) = &self.ns {
             for h in t.hosts.iter().filter(|h| h.last >= cutoff) {
                 f.ns_hosts += 1;
-                let mut gnets: Vec<u32> = Vec::new();
+                let mut gnets = Scratch::<u32>::new();
                 let mut n = 0;
                 for (g, _) in h.glue.iter().filter(|g| g.1 >= cutoff) {
                     n += 1;
@@ -395,17 +416,17 @@ impl KeyState {
                     }
                 }
                 f.glue_ips_max = f.glue_ips_max.max(n);
-                f.glue_networks_max = f.glue_networks_max.max(count_distinct(&mut gnets));
+                f.glue_networks_max = f.glue_networks_max.max(gnets.count_distinct());
             }
             f.ns_churn = f.ns_hosts.saturating_sub(u32::from(t.max_set));
         }
-        f.cname_chain = self.chain().map(str::to_owned).collect();
         f
     }
 
     /// A rough count of the heap bytes this state holds (for the memory figure).
     pub fn heap_bytes(&self) -> usize {
         self.ips.capacity() * size_of::<IpEntry>()
+            + self.ip_fps.capacity() * size_of::<u32>()
             + self.rrsets.capacity() * size_of::<Rrset>()
             + self.ns.as_ref().map_or(0, |t| {
                 size_of::<NsTable>()
@@ -422,10 +443,39 @@ impl KeyState {
     }
 }
 
-fn count_distinct<T: Ord>(v: &mut Vec<T>) -> u32 {
-    v.sort_unstable();
-    v.dedup();
-    u32::try_from(v.len()).unwrap_or(u32::MAX)
+/// A fixed-size stack buffer for per-window values; pushes beyond its size are ignored (the
+/// callers never exceed [`MAX_IPS_PER_KEY`]; glue is capped lower still).
+struct Scratch<T> {
+    buf: [T; MAX_IPS_PER_KEY],
+    len: usize,
+}
+
+impl<T: Copy + Default + Ord> Scratch<T> {
+    fn new() -> Self {
+        Self {
+            buf: [T::default(); MAX_IPS_PER_KEY],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, v: T) {
+        if let Some(slot) = self.buf.get_mut(self.len) {
+            *slot = v;
+            self.len += 1;
+        }
+    }
+
+    fn sorted(&mut self) -> &[T] {
+        let v = self.buf.get_mut(..self.len).unwrap_or_default();
+        v.sort_unstable();
+        v
+    }
+
+    fn count_distinct(&mut self) -> u32 {
+        let v = self.sorted();
+        let n = v.len() - v.windows(2).filter(|w| w[0] == w[1]).count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
 }
 
 /// (distinct values, entropy / log(n)) of a sorted list; 0 entropy for fewer than two items.
@@ -461,6 +511,13 @@ fn rrset_hash(addrs: &[AddrInfo]) -> u32 {
         h = h.wrapping_add(fnv32(&a.ip));
     }
     h ^ u32::try_from(addrs.len()).unwrap_or(u32::MAX)
+}
+
+/// The address's four 32-bit words folded: cheap, and exact for IPv4 (the mapped prefix is
+/// constant), which is most of what keys hold.
+fn fingerprint(ip: &[u8; 16]) -> u32 {
+    let v = u128::from_le_bytes(*ip);
+    (v as u32) ^ ((v >> 32) as u32) ^ ((v >> 64) as u32) ^ ((v >> 96) as u32)
 }
 
 pub fn fnv32(bytes: &[u8]) -> u32 {

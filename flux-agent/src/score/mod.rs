@@ -16,10 +16,10 @@
 
 pub mod features;
 pub mod model;
+pub mod shared;
 
 use std::{
     collections::HashMap,
-    hash::BuildHasherDefault,
     num::NonZeroUsize,
     sync::Arc,
     time::{Duration, SystemTime},
@@ -27,7 +27,9 @@ use std::{
 
 use lru::LruCache;
 use serde::{Serialize, Serializer};
+use smallvec::{SmallVec, smallvec};
 
+use self::shared::FluxIps;
 use crate::{allowlist::Allowlist, dns::DnsMessage, enrich::Enricher};
 pub use features::{AddrInfo, Features, KeyState, WINDOWS};
 pub use model::{Level, Reason};
@@ -120,19 +122,23 @@ pub struct ScorerStats {
 
 pub struct Scorer {
     cfg: ScorerConfig,
-    keys: LruCache<String, KeyState>,
+    /// Keyed by [`Scorer::id`] of the name: a table probe then compares integers, not strings
+    /// behind a pointer, which dominated profiles. The name lives in the entry for reports.
+    keys: LruCache<u64, Tracked, FastHash>,
+    /// Seeded per scorer, so nobody can craft names that share an id with someone else's.
+    ids: foldhash::quality::RandomState,
     enricher: Arc<Enricher>,
     allowlist: Arc<Allowlist>,
     /// ASN to organisation id, derived from the AS name once per ASN.
-    orgs: HashMap<u32, u32>,
+    orgs: HashMap<u32, u32, FastHash>,
     stats: ScorerStats,
     baseline_hits: Vec<BaselineHit>,
     /// Addresses of keys judged flux (not allowlisted): bots shared between domains.
-    flux_ips: LruCache<[u8; 16], u32>,
+    flux_ips: FluxIps,
     /// Recent address lookups: answers repeat, and a database lookup is a binary search.
-    addr_cache: HashMap<[u8; 16], AddrInfo, BuildHasherDefault<FxHasher>>,
-    /// Scratch buffers reused across responses.
-    touched: Vec<Box<str>>,
+    addr_cache: HashMap<[u8; 16], AddrInfo, FastHash>,
+    /// Scratch buffer reused across responses: ids of the keys to re-score.
+    touched: Vec<u64>,
 }
 
 /// Addresses kept in the lookup cache before it is emptied.
@@ -140,45 +146,36 @@ const ADDR_CACHE: usize = 1 << 16;
 /// A busy key whose answer changed is re-scored at most this often (seconds of observation time).
 const MIN_RESCORE: u32 = 30;
 
-/// FxHash-style with a final mix: the cache keys are fixed-size addresses, and SipHash showed
-/// up in profiles.
-#[derive(Default, Clone, Copy)]
-struct FxHasher(u64);
+/// NS hosts of one zone in a response.
+type Hosts<'a> = SmallVec<[&'a str; 4]>;
+/// One answer's addresses.
+type Addrs = SmallVec<[AddrInfo; 8]>;
 
-impl std::hash::Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.0 =
-                (self.0.rotate_left(5) ^ u64::from_le_bytes(b)).wrapping_mul(0x517c_c1b7_2722_0a95);
-        }
-    }
+/// Hashing for the scorer's integer and address tables (SipHash showed up in profiles).
+type FastHash = foldhash::fast::RandomState;
 
-    fn finish(&self) -> u64 {
-        // The multiply leaves low bits poorly mixed for IPv4-mapped keys; fold the high bits in.
-        let mut h = self.0;
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^ (h >> 33)
-    }
+/// A tracked key: its name and state.
+#[derive(Clone, Debug)]
+struct Tracked {
+    name: Box<str>,
+    st: KeyState,
 }
 
-/// Bot addresses remembered for [`model::Term::SharedFluxAddresses`].
-pub const MAX_FLUX_IPS: usize = 262_144;
+pub use shared::MAX_FLUX_IPS;
 
 impl Scorer {
     pub fn new(cfg: ScorerConfig, enricher: Arc<Enricher>, allowlist: Arc<Allowlist>) -> Self {
         let cap = NonZeroUsize::new(cfg.max_keys.max(1)).unwrap_or(NonZeroUsize::MIN);
         Self {
             cfg,
-            keys: LruCache::new(cap),
+            keys: LruCache::with_hasher(cap, FastHash::default()),
+            ids: foldhash::quality::RandomState::default(),
             enricher,
             allowlist,
-            orgs: HashMap::new(),
+            orgs: HashMap::default(),
             stats: ScorerStats::default(),
             baseline_hits: Vec::new(),
-            flux_ips: LruCache::new(NonZeroUsize::new(MAX_FLUX_IPS).unwrap_or(NonZeroUsize::MIN)),
+            flux_ips: FluxIps::default(),
             addr_cache: HashMap::default(),
             touched: Vec::new(),
         }
@@ -197,29 +194,30 @@ impl Scorer {
     /// The current verdict for a key, whether or not its level changed (for `explain`).
     pub fn explain(&mut self, domain: &str, now: SystemTime) -> Option<Verdict> {
         let name = domain.trim_end_matches('.').to_ascii_lowercase();
-        let mut st = self.keys.peek(name.as_str())?.clone();
-        Some(assess(
-            &name,
-            &mut st,
-            secs(now),
-            &self.allowlist,
-            &self.flux_ips,
-            None,
-        ))
+        let mut st = self.keys.peek(&self.id(&name))?.st.clone();
+        let now = secs(now);
+        let (previous, scored) = rescore(&name, &mut st, now, &self.flux_ips, None);
+        Some(verdict(&name, &st, now, previous, scored, &self.allowlist))
     }
 
     /// Every tracked key with its state, most recently used first.
     pub fn keys(&self) -> impl Iterator<Item = (&str, &KeyState)> {
-        self.keys.iter().map(|(k, v)| (&**k, v))
+        self.keys.iter().map(|(_, t)| (&*t.name, &t.st))
     }
 
     /// Heap and table bytes the scorer holds, estimated from its contents.
     pub fn memory_estimate(&self) -> usize {
-        let per_entry = size_of::<KeyState>() + size_of::<String>() + 4 * size_of::<usize>();
+        let per_entry = size_of::<Tracked>() + size_of::<u64>() + 4 * size_of::<usize>();
         self.keys
             .iter()
-            .map(|(k, v)| per_entry + k.len() + v.heap_bytes())
+            .map(|(_, t)| per_entry + t.name.len() + t.st.heap_bytes())
             .sum()
+    }
+
+    /// The table id of a key name: a seeded 64-bit hash. Two names sharing one would share
+    /// state; at a million keys the chance of that is about 3 in 100 million.
+    fn id(&self, name: &str) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.ids, name)
     }
 
     /// Feeds one response; verdicts for keys whose level changed are pushed to `out`.
@@ -231,7 +229,9 @@ impl Scorer {
         let now = secs(ts);
 
         // The CNAME chain from the question to the address records.
-        let mut chain: Vec<&str> = vec![msg.qname.as_str()];
+        // Small vectors on the stack: a response rarely has more than a handful of each, and
+        // heap allocation per response showed in profiles.
+        let mut chain: SmallVec<[&str; 4]> = smallvec![msg.qname.as_str()];
         for _ in 0..MAX_CHAIN {
             let Some(cur) = chain.last().copied() else {
                 break;
@@ -240,7 +240,7 @@ impl Scorer {
                 .answers
                 .iter()
                 .find(|r| r.rtype_code == TYPE_CNAME && r.name == cur)
-                .and_then(|r| r.data.as_deref());
+                .and_then(|r| r.target.as_deref());
             match next {
                 Some(n) if !chain.contains(&n) => chain.push(n),
                 _ => break,
@@ -248,7 +248,7 @@ impl Scorer {
         }
 
         // Address records grouped by owner.
-        let mut groups: Vec<(&str, u32, Vec<AddrInfo>)> = Vec::new();
+        let mut groups: SmallVec<[(&str, u32, Addrs); 2]> = SmallVec::new();
         for r in &msg.answers {
             let Some(ip) = r.addr else { continue };
             let info = self.addr_info(ip);
@@ -259,22 +259,22 @@ impl Scorer {
                         g.2.push(info);
                     }
                 }
-                None => groups.push((r.name.as_str(), r.ttl, vec![info])),
+                None => groups.push((r.name.as_str(), r.ttl, smallvec![info])),
             }
         }
 
         // Delegations: NS hosts per zone, with their glue.
-        let mut zones: Vec<(&str, Vec<&str>)> = Vec::new();
+        let mut zones: SmallVec<[(&str, Hosts); 1]> = SmallVec::new();
         for r in msg.authority.iter().chain(&msg.answers) {
             if r.rtype_code != TYPE_NS {
                 continue;
             }
-            let Some(host) = r.data.as_deref() else {
+            let Some(host) = r.target.as_deref() else {
                 continue;
             };
             match zones.iter_mut().find(|z| z.0 == r.name) {
                 Some(z) => z.1.push(host),
-                None => zones.push((r.name.as_str(), vec![host])),
+                None => zones.push((r.name.as_str(), smallvec![host])),
             }
         }
         if groups.is_empty() && zones.is_empty() {
@@ -305,7 +305,7 @@ impl Scorer {
         for (zone, hosts) in &zones {
             let zone_key = registered_domain(zone).unwrap_or(zone);
             for host in hosts {
-                let mut glue: Vec<AddrInfo> = Vec::new();
+                let mut glue = Addrs::new();
                 let mut ttl = 0;
                 for r in msg.additional.iter().filter(|r| r.name == *host) {
                     if let Some(ip) = r.addr {
@@ -313,13 +313,14 @@ impl Scorer {
                         ttl = ttl.max(r.ttl);
                     }
                 }
+                let id = self.id(zone_key);
                 let changed = {
-                    let (st, _) = key_mut(&mut self.keys, &mut self.stats, zone_key, now);
+                    let (st, _) = key_mut(&mut self.keys, &mut self.stats, id, zone_key, now);
                     st.roles |= ROLE_ZONE;
                     st.add_ns(now, host, &glue, hosts.len())
                 };
                 if changed {
-                    push_unique(&mut touched, zone_key);
+                    push_unique(&mut touched, id);
                 }
                 if !glue.is_empty() {
                     self.feed(host, ROLE_NS_HOST, now, ttl, &glue, &[], &mut touched);
@@ -332,16 +333,16 @@ impl Scorer {
                 }
             }
         }
-        for name in &touched {
+        for id in &touched {
             let hits = self.cfg.track_baselines.then_some(&mut self.baseline_hits);
-            if let Some(st) = self.keys.peek_mut(&**name)
+            if let Some(Tracked { name, st }) = self.keys.peek_mut(id)
                 && let Some(v) = evaluate(name, st, now, &self.allowlist, &self.flux_ips, hits)
             {
                 self.stats.verdicts += 1;
                 if v.level == Level::Flux && !v.allowlisted {
                     let owner = domain_id(name);
                     for a in st.addresses(now, WINDOWS[0].0) {
-                        self.flux_ips.put(a.ip, owner);
+                        self.flux_ips.insert(a.ip, owner);
                     }
                 }
                 out.push(v);
@@ -359,9 +360,10 @@ impl Scorer {
         ttl: u32,
         addrs: &[AddrInfo],
         chain: &[&str],
-        touched: &mut Vec<Box<str>>,
+        touched: &mut Vec<u64>,
     ) {
-        let (st, is_new) = key_mut(&mut self.keys, &mut self.stats, name, now);
+        let id = self.id(name);
+        let (st, is_new) = key_mut(&mut self.keys, &mut self.stats, id, name, now);
         if is_new {
             // A key fed by an allowlisted name (a seed host, a CDN target) inherits it. Checked
             // once, when the key appears: chains into a key rarely change.
@@ -380,7 +382,7 @@ impl Scorer {
             || (changed && (!st.busy() || since >= MIN_RESCORE))
             || since >= self.cfg.rescore_interval
         {
-            push_unique(touched, name);
+            push_unique(touched, id);
         }
     }
 
@@ -428,17 +430,22 @@ impl Scorer {
 /// The key's state, created if needed; and whether it was. One hash lookup on a hit. A free
 /// function over the two fields it needs, so callers can still read the allowlist meanwhile.
 fn key_mut<'a>(
-    keys: &'a mut LruCache<String, KeyState>,
+    keys: &'a mut LruCache<u64, Tracked, FastHash>,
     stats: &mut ScorerStats,
+    id: u64,
     name: &str,
     now: u32,
 ) -> (&'a mut KeyState, bool) {
     let full = keys.len() >= keys.cap().get();
     let mut created = false;
-    let st = keys.get_or_insert_mut_ref(name, || {
+    let t = keys.get_or_insert_mut(id, || {
         created = true;
-        KeyState::new(now)
+        Tracked {
+            name: name.into(),
+            st: KeyState::new(now),
+        }
     });
+    let st = &mut t.st;
     if created {
         stats.keys_created += 1;
         if full {
@@ -448,36 +455,43 @@ fn key_mut<'a>(
     (st, created)
 }
 
-fn push_unique(v: &mut Vec<Box<str>>, name: &str) {
-    if !v.iter().any(|n| &**n == name) {
-        v.push(name.into());
+fn push_unique(v: &mut Vec<u64>, id: u64) {
+    if !v.contains(&id) {
+        v.push(id);
     }
 }
 
-/// Scores a key and moves its level. Returns a verdict if the level changed.
+/// Scores a key and moves its level. Returns a verdict if the level changed; the verdict's
+/// allocations (reasons, chain, roles) are only made then.
 fn evaluate(
     name: &str,
     st: &mut KeyState,
     now: u32,
     allowlist: &Allowlist,
-    flux_ips: &LruCache<[u8; 16], u32>,
+    flux_ips: &FluxIps,
     baseline_hits: Option<&mut Vec<BaselineHit>>,
 ) -> Option<Verdict> {
-    let v = assess(name, st, now, allowlist, flux_ips, baseline_hits);
-    (v.level != v.previous).then_some(v)
+    let (previous, scored) = rescore(name, st, now, flux_ips, baseline_hits);
+    (st.level != previous).then(|| verdict(name, st, now, previous, scored, allowlist))
 }
 
-/// Scores a key over every window and moves its level; the verdict says where it was before.
-fn assess(
+/// A key's best window: its score, features and the baselines on the same data.
+struct Scored {
+    score: f64,
+    features: Features,
+    baselines: Baselines,
+}
+
+/// Scores a key over every window and moves its level; returns the level it had before.
+fn rescore(
     name: &str,
     st: &mut KeyState,
     now: u32,
-    allowlist: &Allowlist,
-    flux_ips: &LruCache<[u8; 16], u32>,
+    flux_ips: &FluxIps,
     baseline_hits: Option<&mut Vec<BaselineHit>>,
-) -> Verdict {
+) -> (Level, Scored) {
     st.last_eval = now;
-    let mut best: Option<(f64, Vec<Reason>, Features)> = None;
+    let mut best: Option<(f64, Features)> = None;
     let mut baselines = Baselines::default();
     let young = now.saturating_sub(st.first_seen) < WINDOWS[0].0;
     // Only other domains' bots count: a key's own flagged addresses prove nothing new.
@@ -485,7 +499,7 @@ fn assess(
     if !flux_ips.is_empty() {
         let own = domain_id(name);
         for (a, last) in st.addresses_seen() {
-            if flux_ips.peek(&a.ip).is_some_and(|d| *d != own) {
+            if flux_ips.owner(&a.ip).is_some_and(|d| d != own) {
                 for (i, w) in WINDOWS.iter().enumerate() {
                     if last >= now.saturating_sub(w.0) {
                         shared[i] += 1;
@@ -509,12 +523,12 @@ fn assess(
         };
         baselines.holz = baselines.holz.max(model::holz(f.distinct_ips, n_asn));
         baselines.zeek = baselines.zeek.max(model::zeek(f.distinct_ips, n_asn));
-        let (s, r) = model::score(&f);
+        let s = model::score(&f);
         if best.as_ref().is_none_or(|b| s > b.0) {
-            best = Some((s, r, f));
+            best = Some((s, f));
         }
     }
-    let (score, reasons, features) = best.unwrap_or_default();
+    let (score, features) = best.unwrap_or_default();
     baselines.holz = model::round3(baselines.holz);
     baselines.zeek = model::round3(baselines.zeek);
     baselines.holz_flux = baselines.holz > model::BASELINE_THRESHOLD;
@@ -535,22 +549,46 @@ fn assess(
         }
     }
     st.last_score = score as f32;
-    let level = model::next_level(st.level, score, &features);
     let previous = st.level;
-    st.level = level;
+    st.level = model::next_level(previous, score, &features);
+    (
+        previous,
+        Scored {
+            score,
+            features,
+            baselines,
+        },
+    )
+}
+
+/// The verdict for a key just rescored, with its reasons and allowlist status.
+fn verdict(
+    name: &str,
+    st: &KeyState,
+    now: u32,
+    previous: Level,
+    scored: Scored,
+    allowlist: &Allowlist,
+) -> Verdict {
+    let Scored {
+        score,
+        mut features,
+        baselines,
+    } = scored;
+    features.cname_chain = st.chain().map(str::to_owned).collect();
     let allow = allowlist_match(name, st, now, allowlist);
     Verdict {
         kind: "verdict",
         ts: from_secs(now),
         domain: name.to_owned(),
-        level,
+        level: st.level,
         previous,
         score: model::round3(score),
         double_flux: model::glue_term(&features) >= 0.5,
         allowlisted: allow.is_some(),
         allowlist_match: allow.map(|m| m.to_string()),
         roles: roles(st.roles),
-        reasons,
+        reasons: model::reasons(&features),
         features,
         baselines,
     }

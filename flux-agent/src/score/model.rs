@@ -117,6 +117,12 @@ fn ramp(x: f64, lo: f64, hi: f64) -> f64 {
 pub fn terms(f: &Features) -> [(Term, f64); 9] {
     // Organisations: 1 is normal, 2 common (multi-CDN, ISP caches), 4+ is a pool of strangers.
     let networks = ramp(f64::from(f.distinct_networks), 1.0, 4.0);
+    // Two or three organisations over many prefixes (a few hosting providers renting out
+    // addresses all over) spread like four: round robin stays on a handful of prefixes.
+    let spread = networks.max(
+        ramp(f64::from(f.distinct_networks), 1.0, 3.0)
+            * ramp(f64::from(f.distinct_prefixes), 6.0, 10.0),
+    );
     // The set keeps changing: new addresses arrive, or far more addresses than one answer holds.
     let rotation = f.ip_growth.clamp(0.0, 1.0).max(ramp(f.fluxiness, 2.0, 8.0));
     // Do the networks meet inside one answer? A CDN answers from one PoP and alternates between
@@ -128,7 +134,7 @@ pub fn terms(f: &Features) -> [(Term, f64); 9] {
         1.0
     };
     [
-        (Term::RotationAcrossNetworks, rotation * networks * mixing),
+        (Term::RotationAcrossNetworks, rotation * spread * mixing),
         (Term::Networks, networks),
         (Term::MixedAnswers, f.mixed_answers),
         (
@@ -147,7 +153,7 @@ pub fn terms(f: &Features) -> [(Term, f64); 9] {
         (Term::RotatingGlue, glue_term(f)),
         (
             Term::SharedFluxAddresses,
-            ramp(f64::from(f.shared_flux_ips), 0.0, 2.0),
+            ramp(f64::from(f.shared_flux_ips), 0.0, 1.0),
         ),
     ]
 }
@@ -168,29 +174,39 @@ pub struct Reason {
     pub contribution: f64,
 }
 
-/// The score and its reasons, largest contribution first (zero contributions left out).
-pub fn score(f: &Features) -> (f64, Vec<Reason>) {
-    let t = terms(f);
-    let mut z = BIAS;
-    let mut reasons = Vec::new();
-    for (term, value) in t {
-        let weight = WEIGHTS
-            .iter()
-            .find(|(w, _)| *w == term)
-            .map_or(0.0, |(_, w)| *w);
-        let contribution = weight * value;
-        z += contribution;
-        if contribution > 0.0 {
-            reasons.push(Reason {
+fn weight(term: Term) -> f64 {
+    WEIGHTS
+        .iter()
+        .find(|(w, _)| *w == term)
+        .map_or(0.0, |(_, w)| *w)
+}
+
+/// The score: the logistic of the bias plus every term's weighted value. Allocation-free, as it
+/// runs for every changed answer; [`reasons`] explains it when a verdict is written.
+pub fn score(f: &Features) -> f64 {
+    let z = terms(f)
+        .into_iter()
+        .fold(BIAS, |z, (term, value)| z + weight(term) * value);
+    1.0 / (1.0 + (-z).exp())
+}
+
+/// The terms that raised the score, largest contribution first (zero contributions left out).
+pub fn reasons(f: &Features) -> Vec<Reason> {
+    let mut reasons: Vec<Reason> = terms(f)
+        .into_iter()
+        .filter_map(|(term, value)| {
+            let weight = weight(term);
+            let contribution = weight * value;
+            (contribution > 0.0).then(|| Reason {
                 feature: term.name(),
                 value: round3(value),
                 weight,
                 contribution: round3(contribution),
-            });
-        }
-    }
+            })
+        })
+        .collect();
     reasons.sort_by(|a, b| b.contribution.total_cmp(&a.contribution));
-    (1.0 / (1.0 + (-z).exp()), reasons)
+    reasons
 }
 
 pub fn round3(x: f64) -> f64 {

@@ -13,7 +13,7 @@ fn rec(name: &str, rtype: u16, ttl: u32, data: &str) -> DnsRecord {
         rtype: crate::dns::type_name(rtype),
         rtype_code: rtype,
         ttl,
-        data: Some(data.into()),
+        target: addr.is_none().then(|| data.into()),
         addr,
     }
 }

@@ -282,8 +282,30 @@ fn evaluate(set: &Dataset, enricher: &Arc<Enricher>) -> anyhow::Result<(String, 
             }
         }
     }
-    // FLUX_EVAL_DEBUG=1: why each miss and each false positive came out as it did.
+    // FLUX_EVAL_DEBUG=1: why each miss and each false positive came out as it did, and what
+    // finally decided each detection that took longer than 10 minutes.
     if std::env::var_os("FLUX_EVAL_DEBUG").is_some() {
+        for v in verdicts.iter().filter(|v| v.level == Level::Flux) {
+            let Some(l) = entity(&v.domain) else { continue };
+            let Some(o) = outcomes.get(&l) else { continue };
+            let (Some(first), Some(at)) = (o.first_seen, o.ours) else {
+                continue;
+            };
+            let ttd = at
+                .duration_since(first)
+                .map_or(0.0, |d| d.as_secs_f64() / 60.0);
+            if at == v.ts && ttd > 10.0 {
+                eprintln!(
+                    "SLOW {} {} ttd={ttd:.1} key={} score={:.2} reasons={} f={}",
+                    l.class,
+                    l.domain,
+                    v.domain,
+                    v.score,
+                    serde_json::to_string(&v.reasons).unwrap_or_default(),
+                    serde_json::to_string(&v.features).unwrap_or_default()
+                );
+            }
+        }
         for (l, o) in &outcomes {
             let miss = l.truth == Truth::Flux && o.ours.is_none();
             let fp = l.truth == Truth::Benign && o.ours.is_some();

@@ -1,8 +1,12 @@
 //! `cargo xtask bench` (userspace half): replay throughput and the scorer's memory bound.
 //!
-//! 1. Throughput: a pcap of N DNS responses (a mix of repeated CDN answers, round robin,
-//!    single-address names and rotating flux answers over 20,000 names) replayed through the
-//!    same reader, parser and scorer as `flux-agent replay`, on one thread.
+//! 1. Throughput: pcaps of N DNS responses replayed through the same reader, parser and scorer
+//!    as `flux-agent replay`, on one thread, for two streams:
+//!    - **resolver**: what a recursive resolver's clients see. 200,000 names with Zipf
+//!      popularity; each answer is cached for its TTL, so it only changes when the TTL runs out
+//!      (flux names every 180 s with fresh addresses, CDN names every 20-60 s within a pool).
+//!    - **churn** (worst case): 20,000 names queried so rarely that nearly every response is a
+//!      changed answer, so nearly every response re-scores one or two keys.
 //! 2. Memory: 1,000,000 distinct names fed to one scorer; resident memory before and after
 //!    (`/proc/self/status`), and the scorer's own estimate.
 //!
@@ -10,7 +14,7 @@
 
 use std::{
     net::Ipv4Addr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, SystemTime},
 };
@@ -76,10 +80,80 @@ fn message(name: &str, ttl: u32, ips: &[Ipv4Addr]) -> anyhow::Result<Vec<u8>> {
     Ok(m.to_vec()?)
 }
 
-fn throughput(n: u64, enricher: &Arc<Enricher>) -> anyhow::Result<()> {
+fn bench_dir() -> anyhow::Result<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir)?;
-    let path = dir.join(format!("replay-{n}.pcap"));
+    Ok(dir)
+}
+
+/// The resolver stream: Zipf-popular names whose answers hold for their TTL.
+fn resolver_stream(n: u64) -> anyhow::Result<PathBuf> {
+    const NAMES: usize = 200_000;
+    let path = bench_dir()?.join(format!("resolver-{n}.pcap"));
+    // Zipf (s = 1) by inverse CDF over precomputed cumulative weights.
+    let mut cdf = Vec::with_capacity(NAMES);
+    let mut total = 0.0f64;
+    for rank in 1..=NAMES {
+        total += 1.0 / rank as f64;
+        cdf.push(total);
+    }
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut responses = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let u = (rng.next() >> 11) as f64 / (1u64 << 53) as f64 * total;
+        let id = cdf.partition_point(|c| *c < u) as u32;
+        // 500 responses per second of observation time: 1,000,000 span about 33 minutes.
+        let ms = i * 2;
+        let t = (ms / 1000) as u32;
+        let (name, ttl, ips): (String, u32, Vec<Ipv4Addr>) = match id % 50 {
+            // 2%: flux, five fresh addresses from all over every TTL.
+            0 => {
+                let epoch = t / 180;
+                let ips = (0..5)
+                    .map(|k| Ipv4Addr::from((epoch * 7 + k).wrapping_mul(0x0101_0F0B) ^ (id * 977)))
+                    .collect();
+                (format!("www.f{id}.example"), 180, ips)
+            }
+            // 40%: CDN, two of eight addresses in one /24, rotating every TTL.
+            1..=20 => {
+                let ttl = 20 + (id % 3) * 20;
+                let k = (t / ttl) % 7;
+                let base = 0x1720_0000u32 + id * 256;
+                (
+                    format!("e{id}.a.cdn.example"),
+                    ttl,
+                    vec![Ipv4Addr::from(base + k), Ipv4Addr::from(base + k + 1)],
+                )
+            }
+            // 30%: round robin, four fixed addresses.
+            21..=35 => (
+                format!("rr{id}.example"),
+                3600,
+                (0..4)
+                    .map(|k| Ipv4Addr::from(0x3300_0000u32 + id * 16 + k))
+                    .collect(),
+            ),
+            // 28%: one fixed address.
+            _ => (
+                format!("host{id}.example"),
+                300,
+                vec![Ipv4Addr::from(0x5000_0000u32 + id)],
+            ),
+        };
+        responses.push(Response {
+            ts: Duration::from_secs(1_767_225_600) + Duration::from_millis(ms),
+            resolver: RESOLVER.into(),
+            port: 40_000 + (i % 20_000) as u16,
+            payload: message(&name, ttl, &ips)?,
+        });
+    }
+    write_pcap(&path, &mut responses)?;
+    Ok(path)
+}
+
+/// The churn stream: rarely repeated names, nearly every response a changed answer.
+fn churn_stream(n: u64) -> anyhow::Result<PathBuf> {
+    let path = bench_dir()?.join(format!("replay-{n}.pcap"));
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut responses = Vec::with_capacity(n as usize);
     for i in 0..n {
@@ -129,20 +203,18 @@ fn throughput(n: u64, enricher: &Arc<Enricher>) -> anyhow::Result<()> {
         });
     }
     write_pcap(&path, &mut responses)?;
-    drop(responses);
+    Ok(path)
+}
+
+fn throughput(stream: &str, path: &Path, enricher: &Arc<Enricher>) {
     let mut scorer = Scorer::new(
         ScorerConfig::default(),
         enricher.clone(),
         Arc::new(Allowlist::builtin()),
     );
-    let s = replay::replay(
-        std::slice::from_ref(&path),
-        &DEFAULT_PORTS,
-        &mut scorer,
-        |_| {},
-    );
+    let s = replay::replay(&[path.to_path_buf()], &DEFAULT_PORTS, &mut scorer, |_| {});
     println!(
-        "replay: {} responses in {:.2} s = {:.0} responses/s (read + parse + score, one thread); \
+        "replay ({stream}): {} responses in {:.2} s = {:.0} responses/s (read + parse + score, one thread); \
          {} keys, {} verdicts, scorer ≈ {:.1} MiB",
         s.parsed + s.malformed,
         s.elapsed_s,
@@ -151,7 +223,6 @@ fn throughput(n: u64, enricher: &Arc<Enricher>) -> anyhow::Result<()> {
         s.verdicts,
         s.scorer_memory_bytes as f64 / (1 << 20) as f64
     );
-    Ok(())
 }
 
 fn memory(names: u64, enricher: &Arc<Enricher>) {
@@ -179,7 +250,7 @@ fn memory(names: u64, enricher: &Arc<Enricher>) {
                     rtype: "A".into(),
                     rtype_code: 1,
                     ttl: 300,
-                    data: Some(ip.to_string()),
+                    target: None,
                     addr: Some(ip.into()),
                 }
             })
@@ -217,7 +288,9 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("load databases from {}", dir.display()))?,
     );
     println!("{}", enricher.describe());
-    throughput(arg("--responses", 1_000_000), &enricher)?;
+    let n = arg("--responses", 1_000_000);
+    throughput("resolver", &resolver_stream(n)?, &enricher);
+    throughput("churn", &churn_stream(n)?, &enricher);
     memory(arg("--names", 1_000_000), &enricher);
     Ok(())
 }

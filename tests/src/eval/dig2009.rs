@@ -918,18 +918,18 @@ mod tests {
         let ans: Vec<_> = m
             .answers
             .iter()
-            .map(|r| (r.name.as_str(), r.rtype.as_str(), r.ttl, r.data.as_deref()))
+            .map(|r| (r.name.as_str(), r.rtype.as_ref(), r.ttl, r.data()))
             .collect();
         assert_eq!(
             ans,
             [
-                ("rsqh.diexgwdi.cn", "CNAME", 180, Some("diexgwdi.cn")),
-                ("diexgwdi.cn", "A", 180, Some("94.189.216.54")),
-                ("diexgwdi.cn", "A", 180, Some("194.116.169.234")),
+                ("rsqh.diexgwdi.cn", "CNAME", 180, Some("diexgwdi.cn".into())),
+                ("diexgwdi.cn", "A", 180, Some("94.189.216.54".into())),
+                ("diexgwdi.cn", "A", 180, Some("194.116.169.234".into())),
             ]
         );
         assert_eq!(m.authority.len(), 2);
-        assert_eq!(m.additional[1].data.as_deref(), Some("91.200.105.235"));
+        assert_eq!(m.additional[1].data().as_deref(), Some("91.200.105.235"));
         let nx = flux_agent::dns::parse_response(&rs[1].payload, false).unwrap();
         assert_eq!(nx.rcode, "NXDOMAIN");
         assert_eq!(nx.authority[0].rtype, "SOA");

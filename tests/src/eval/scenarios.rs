@@ -2229,7 +2229,7 @@ mod tests {
                 _ => continue,
             };
             for a in m.answers.iter().filter(|a| a.rtype == "A") {
-                let ip: IpAddr = a.data.as_deref().unwrap().parse().unwrap();
+                let ip: IpAddr = a.addr.unwrap();
                 let asn = enr.lookup(ip).asn.expect("address has an ASN");
                 assert!(want.contains(&asn), "{class} {} in AS{asn}", m.qname);
                 checked += 1;

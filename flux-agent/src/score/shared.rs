@@ -1,0 +1,115 @@
+//! Addresses of keys judged flux, remembered so that other domains resolving to the same bots
+//! are suspected sooner (the shared-bot term of the model).
+
+use std::num::NonZeroUsize;
+
+use lru::LruCache;
+
+use super::FastHash;
+
+/// Bot addresses remembered for [`super::model::Term::SharedFluxAddresses`].
+pub const MAX_FLUX_IPS: usize = 262_144;
+/// Bits in the membership filter: 128 KiB, small enough to stay in cache.
+const FILTER_BITS: usize = 1 << 20;
+
+/// Flux addresses and the domain (id) that flagged each, with a bit filter in front: nearly
+/// every address a rescore asks about is not a bot, and the filter answers that without
+/// probing the (cache-cold) table.
+pub struct FluxIps {
+    table: LruCache<[u8; 16], u32, FastHash>,
+    filter: Box<[u64]>,
+    /// Inserts since the filter was rebuilt; evicted addresses leave stale bits behind.
+    inserts: usize,
+}
+
+impl Default for FluxIps {
+    fn default() -> Self {
+        Self {
+            table: LruCache::with_hasher(
+                NonZeroUsize::new(MAX_FLUX_IPS).unwrap_or(NonZeroUsize::MIN),
+                FastHash::default(),
+            ),
+            filter: vec![0u64; FILTER_BITS / 64].into_boxed_slice(),
+            inserts: 0,
+        }
+    }
+}
+
+fn bit(ip: &[u8; 16]) -> (usize, u64) {
+    let v = u128::from_le_bytes(*ip);
+    let h = ((v as u64) ^ ((v >> 64) as u64).rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let i = (h >> 44) as usize; // the top 20 bits
+    (i / 64, 1u64 << (i % 64))
+}
+
+impl FluxIps {
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    pub fn insert(&mut self, ip: [u8; 16], owner: u32) {
+        self.table.put(ip, owner);
+        self.inserts += 1;
+        if self.inserts > MAX_FLUX_IPS {
+            // Every entry has been replaced at least once since the last rebuild: drop the
+            // stale bits so the filter keeps filtering.
+            self.filter.fill(0);
+            for (ip, _) in self.table.iter() {
+                let (w, b) = bit(ip);
+                if let Some(word) = self.filter.get_mut(w) {
+                    *word |= b;
+                }
+            }
+            self.inserts = 0;
+        }
+        let (w, b) = bit(&ip);
+        if let Some(word) = self.filter.get_mut(w) {
+            *word |= b;
+        }
+    }
+
+    /// The domain id that flagged this address, if any.
+    pub fn owner(&self, ip: &[u8; 16]) -> Option<u32> {
+        let (w, b) = bit(ip);
+        if self.filter.get(w).is_none_or(|word| word & b == 0) {
+            return None;
+        }
+        self.table.peek(ip).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembers_owners_and_filters_the_rest() {
+        let mut f = FluxIps::default();
+        assert!(f.is_empty());
+        let a = [1u8; 16];
+        let b = [2u8; 16];
+        f.insert(a, 7);
+        assert_eq!(f.owner(&a), Some(7));
+        assert_eq!(f.owner(&b), None);
+        assert_eq!(f.len(), 1);
+    }
+
+    #[test]
+    fn rebuilt_filter_keeps_live_entries() {
+        let mut f = FluxIps::default();
+        for i in 0..(MAX_FLUX_IPS as u32 + 10) {
+            let mut ip = [0u8; 16];
+            ip[..4].copy_from_slice(&i.to_le_bytes());
+            f.insert(ip, i);
+        }
+        let mut last = [0u8; 16];
+        last[..4].copy_from_slice(&(MAX_FLUX_IPS as u32 + 9).to_le_bytes());
+        assert_eq!(f.owner(&last), Some(MAX_FLUX_IPS as u32 + 9));
+        assert_eq!(f.owner(&[0u8; 16]), None, "evicted");
+        assert_eq!(f.len(), MAX_FLUX_IPS);
+    }
+}
