@@ -141,10 +141,18 @@ pub enum Counter {
     Ipv6ExtTooDeep,
     /// The packet copy into a reserved record failed; the record was discarded.
     CopyFailed,
+    /// Dropped: the source address is blocked (exact entry or CIDR) and not allowed.
+    DropBlockedSrc,
+    /// Dropped: the destination address is blocked and not allowed.
+    DropBlockedDst,
+    /// A blocked address matched, but an allowed CIDR covers it: passed.
+    AllowedOverBlock,
+    /// A blocked address whose entry had expired: passed (userspace sweeps the entry).
+    ExpiredBlock,
 }
 
 impl Counter {
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 14;
     pub const ALL: [Counter; Counter::COUNT] = [
         Counter::PacketsSeen,
         Counter::ResponsesCaptured,
@@ -156,6 +164,10 @@ impl Counter {
         Counter::NotDnsResponse,
         Counter::Ipv6ExtTooDeep,
         Counter::CopyFailed,
+        Counter::DropBlockedSrc,
+        Counter::DropBlockedDst,
+        Counter::AllowedOverBlock,
+        Counter::ExpiredBlock,
     ];
 
     /// Stable snake_case name, used in `stats --json` and the docs.
@@ -171,7 +183,69 @@ impl Counter {
             Counter::NotDnsResponse => "not_dns_response",
             Counter::Ipv6ExtTooDeep => "ipv6_ext_too_deep",
             Counter::CopyFailed => "copy_failed",
+            Counter::DropBlockedSrc => "drop_blocked_src",
+            Counter::DropBlockedDst => "drop_blocked_dst",
+            Counter::AllowedOverBlock => "allowed_over_block",
+            Counter::ExpiredBlock => "expired_block",
         }
+    }
+}
+
+/// Blocked IPv4 addresses: `HashMap<[u8; 4], BlockEntry>` (network byte order keys).
+pub const MAP_BLOCKED_V4: &str = "BLOCKED_V4";
+/// Blocked IPv6 addresses: `HashMap<[u8; 16], BlockEntry>`.
+pub const MAP_BLOCKED_V6: &str = "BLOCKED_V6";
+/// Blocked IPv4 CIDRs: `LpmTrie<[u8; 4], BlockEntry>`.
+pub const MAP_BLOCKED_CIDR_V4: &str = "BLOCKED_CIDR_V4";
+/// Blocked IPv6 CIDRs: `LpmTrie<[u8; 16], BlockEntry>`.
+pub const MAP_BLOCKED_CIDR_V6: &str = "BLOCKED_CIDR_V6";
+/// Allowed IPv4 CIDRs, checked before any block: `LpmTrie<[u8; 4], u32>`.
+pub const MAP_ALLOWED_CIDR_V4: &str = "ALLOWED_CIDR_V4";
+/// Allowed IPv6 CIDRs: `LpmTrie<[u8; 16], u32>`.
+pub const MAP_ALLOWED_CIDR_V6: &str = "ALLOWED_CIDR_V6";
+
+/// Capacity of each exact-address blocklist (IPv4 and IPv6 separately).
+pub const MAX_BLOCKED_IPS: u32 = 1 << 20;
+/// Capacity of each blocked-CIDR trie.
+pub const MAX_BLOCKED_CIDRS: u32 = 1 << 16;
+/// Capacity of each allowed-CIDR trie.
+pub const MAX_ALLOWED_CIDRS: u32 = 1 << 14;
+
+/// [`BlockEntry::source`]: the scorer judged the domain flux.
+pub const SOURCE_SCORER: u8 = 1;
+/// [`BlockEntry::source`]: added by hand (`flux-agent blocklist add`).
+pub const SOURCE_MANUAL: u8 = 2;
+/// [`BlockEntry::source`]: from a threat-intelligence feed.
+pub const SOURCE_FEED: u8 = 3;
+
+/// Bytes of reason text kept in a block entry (NUL-padded, cut at a UTF-8 boundary).
+pub const REASON_LEN: usize = 24;
+
+/// The value of every blocklist entry. Self-describing, so the pinned maps alone say what is
+/// blocked and why: a restarted agent or the CLI needs nothing else.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockEntry {
+    /// `CLOCK_BOOTTIME` nanoseconds (`bpf_ktime_get_boot_ns`) after which the entry no longer
+    /// blocks; 0 = never.
+    pub expires_ns: u64,
+    /// Packets this entry dropped; the kernel adds to it atomically.
+    pub hits: u64,
+    /// Wall-clock seconds when it was added (for display).
+    pub added_unix: u32,
+    /// The scorer's score × 1000 (0 for manual and feed entries).
+    pub score_milli: u16,
+    /// `SOURCE_*`.
+    pub source: u8,
+    pub reserved: u8,
+    pub reason: [u8; REASON_LEN],
+}
+
+impl BlockEntry {
+    /// Whether the entry still blocks at `now_ns` (`CLOCK_BOOTTIME`).
+    #[inline(always)]
+    pub fn active(&self, now_ns: u64) -> bool {
+        self.expires_ns == 0 || now_ns < self.expires_ns
     }
 }
 
@@ -197,6 +271,7 @@ mod user {
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::DnsEventHeader {}
     unsafe impl aya::Pod for super::DnsEvent {}
+    unsafe impl aya::Pod for super::BlockEntry {}
 }
 
 #[cfg(test)]
@@ -209,6 +284,26 @@ mod tests {
         assert_eq!(core::mem::size_of::<DnsEventHeader>(), 64);
         assert_eq!(core::mem::size_of::<DnsEvent>(), 2048);
         assert_eq!(core::mem::size_of::<Config>(), 2 * MAX_DNS_PORTS + 4);
+    }
+
+    #[test]
+    fn block_entry_has_no_padding() {
+        assert_eq!(
+            core::mem::size_of::<BlockEntry>(),
+            8 + 8 + 4 + 2 + 1 + 1 + REASON_LEN
+        );
+        let e = BlockEntry {
+            expires_ns: 100,
+            hits: 0,
+            added_unix: 0,
+            score_milli: 0,
+            source: SOURCE_MANUAL,
+            reserved: 0,
+            reason: [0; REASON_LEN],
+        };
+        assert!(e.active(99));
+        assert!(!e.active(100));
+        assert!(BlockEntry { expires_ns: 0, ..e }.active(u64::MAX));
     }
 
     #[test]

@@ -1,9 +1,13 @@
 //! BPF_PROG_TEST_RUN: crafted frames through the real, verified `flux_xdp` program. Each case
-//! asserts the verdict (always XDP_PASS), the counters that moved, and the ring-buffer record.
+//! asserts the verdict, the counters that moved, and the ring-buffer record. Frames nobody
+//! blocked always pass; the blocklist cases drop.
 
 use aya::{
     TestRunOptions,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{
+        HashMap as AyaHashMap, MapData, PerCpuArray, RingBuf,
+        lpm_trie::{Key, LpmTrie},
+    },
     programs::{TestRun as _, Xdp},
 };
 use flux_agent::{
@@ -11,7 +15,9 @@ use flux_agent::{
     loader::{self, LoadOptions, Loaded},
 };
 use flux_common::{
-    Counter, DNS_CAPTURE_MAX, EVENT_FLAG_IP_FRAGMENT, MAP_COUNTERS, MAP_EVENTS, PROG_XDP,
+    BlockEntry, Counter, DNS_CAPTURE_MAX, EVENT_FLAG_IP_FRAGMENT, MAP_ALLOWED_CIDR_V4,
+    MAP_BLOCKED_CIDR_V4, MAP_BLOCKED_CIDR_V6, MAP_BLOCKED_V4, MAP_BLOCKED_V6, MAP_COUNTERS,
+    MAP_EVENTS, PROG_XDP, REASON_LEN, SOURCE_MANUAL,
 };
 use flux_tests::{PinDir, frames::*, privileged};
 
@@ -388,4 +394,152 @@ fn dns_ports_are_set_at_load_time() {
         &tcp4(853, &tcp_dns(&msg, msg.len() as u16)),
         &[Counter::ResponsesCaptured],
     );
+}
+
+/// CLOCK_BOOTTIME in nanoseconds: the clock block expiry is measured in.
+fn boot_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn block_entry(expires_ns: u64) -> BlockEntry {
+    BlockEntry {
+        expires_ns,
+        hits: 0,
+        added_unix: 0,
+        score_milli: 0,
+        source: SOURCE_MANUAL,
+        reserved: 0,
+        reason: [0; REASON_LEN],
+    }
+}
+
+const XDP_DROP: u32 = 1;
+
+#[test]
+fn blocklists_drop_and_the_allowlist_wins() {
+    if !privileged() {
+        return;
+    }
+    let mut h = Harness::new(&[53]);
+    let msg = dns_response(200);
+    // udp4: 192.0.2.53 -> 192.0.2.1; udp6: 2001:db8::53 -> 2001:db8::1.
+    let v4 = udp4(53, &msg);
+    let v6 = udp6(53, &msg);
+    let other = udp4(53, &msg);
+
+    fn map_mut<'a>(h: &'a mut Harness, name: &str) -> &'a mut aya::maps::Map {
+        h.loaded.ebpf.map_mut(name).expect(name)
+    }
+
+    // An exact IPv4 source.
+    {
+        let mut m: AyaHashMap<_, [u8; 4], BlockEntry> =
+            AyaHashMap::try_from(map_mut(&mut h, MAP_BLOCKED_V4)).unwrap();
+        m.insert([192, 0, 2, 53], block_entry(0), 0).unwrap();
+    }
+    let (verdict, delta, events) = h.run(&v4);
+    assert_eq!(verdict, XDP_DROP, "blocked source");
+    assert!(delta.contains(&(Counter::DropBlockedSrc, 1)), "{delta:?}");
+    assert!(events.is_empty(), "a dropped packet is not captured");
+    {
+        let m: AyaHashMap<_, [u8; 4], BlockEntry> =
+            AyaHashMap::try_from(map_mut(&mut h, MAP_BLOCKED_V4)).unwrap();
+        assert_eq!(m.get(&[192, 0, 2, 53], 0).unwrap().hits, 1, "hit counted");
+    }
+
+    // Allowed CIDR covering it: passes, counted.
+    {
+        let mut a: LpmTrie<_, [u8; 4], u32> =
+            LpmTrie::try_from(map_mut(&mut h, MAP_ALLOWED_CIDR_V4)).unwrap();
+        a.insert(&Key::new(24, [192, 0, 2, 0]), 1, 0).unwrap();
+    }
+    let (verdict, delta, _) = h.run(&v4);
+    assert_eq!(verdict, XDP_PASS, "allowlist wins");
+    assert!(delta.contains(&(Counter::AllowedOverBlock, 1)), "{delta:?}");
+    {
+        let mut a: LpmTrie<_, [u8; 4], u32> =
+            LpmTrie::try_from(map_mut(&mut h, MAP_ALLOWED_CIDR_V4)).unwrap();
+        a.remove(&Key::new(24, [192, 0, 2, 0])).unwrap();
+        let mut m: AyaHashMap<_, [u8; 4], BlockEntry> =
+            AyaHashMap::try_from(map_mut(&mut h, MAP_BLOCKED_V4)).unwrap();
+        m.remove(&[192, 0, 2, 53]).unwrap();
+    }
+    h.check("unblocked", &other, &[Counter::ResponsesCaptured]);
+
+    // An expired entry does not block.
+    {
+        let mut m: AyaHashMap<_, [u8; 4], BlockEntry> =
+            AyaHashMap::try_from(map_mut(&mut h, MAP_BLOCKED_V4)).unwrap();
+        m.insert([192, 0, 2, 1], block_entry(boot_ns() - 1), 0)
+            .unwrap();
+    }
+    let (verdict, delta, _) = h.run(&v4);
+    assert_eq!(verdict, XDP_PASS, "expired");
+    assert!(delta.contains(&(Counter::ExpiredBlock, 1)), "{delta:?}");
+    // Refreshed, the same entry blocks the destination.
+    {
+        let mut m: AyaHashMap<_, [u8; 4], BlockEntry> =
+            AyaHashMap::try_from(map_mut(&mut h, MAP_BLOCKED_V4)).unwrap();
+        m.insert(
+            [192, 0, 2, 1],
+            block_entry(boot_ns() + 3_600_000_000_000),
+            0,
+        )
+        .unwrap();
+    }
+    let (verdict, delta, _) = h.run(&v4);
+    assert_eq!(verdict, XDP_DROP, "blocked destination");
+    assert!(delta.contains(&(Counter::DropBlockedDst, 1)), "{delta:?}");
+    {
+        let mut m: AyaHashMap<_, [u8; 4], BlockEntry> =
+            AyaHashMap::try_from(map_mut(&mut h, MAP_BLOCKED_V4)).unwrap();
+        m.remove(&[192, 0, 2, 1]).unwrap();
+    }
+
+    // A blocked IPv4 CIDR, and an IPv4 fragment from inside it (no L4 header to hide behind).
+    {
+        let mut c: LpmTrie<_, [u8; 4], BlockEntry> =
+            LpmTrie::try_from(map_mut(&mut h, MAP_BLOCKED_CIDR_V4)).unwrap();
+        c.insert(&Key::new(16, [192, 0, 0, 0]), block_entry(0), 0)
+            .unwrap();
+    }
+    let (verdict, _, _) = h.run(&v4);
+    assert_eq!(verdict, XDP_DROP, "blocked CIDR");
+    let mut frag = udp4(53, &msg);
+    frag[ETH + 6..ETH + 8].copy_from_slice(&0x0010u16.to_be_bytes());
+    fix_ipv4_checksum(&mut frag, ETH);
+    let (verdict, delta, _) = h.run(&frag);
+    assert_eq!(verdict, XDP_DROP, "non-first fragment from a blocked CIDR");
+    assert!(delta.contains(&(Counter::DropBlockedSrc, 1)), "{delta:?}");
+    h.check("IPv6 is not affected", &v6, &[Counter::ResponsesCaptured]);
+
+    // IPv6: exact address, then a /32.
+    {
+        let mut m: AyaHashMap<_, [u8; 16], BlockEntry> =
+            AyaHashMap::try_from(map_mut(&mut h, MAP_BLOCKED_V6)).unwrap();
+        let ip: std::net::Ipv6Addr = "2001:db8::53".parse().unwrap();
+        m.insert(ip.octets(), block_entry(0), 0).unwrap();
+    }
+    let (verdict, delta, _) = h.run(&v6);
+    assert_eq!(verdict, XDP_DROP, "blocked IPv6 source");
+    assert!(delta.contains(&(Counter::DropBlockedSrc, 1)), "{delta:?}");
+    {
+        let mut m: AyaHashMap<_, [u8; 16], BlockEntry> =
+            AyaHashMap::try_from(map_mut(&mut h, MAP_BLOCKED_V6)).unwrap();
+        let ip: std::net::Ipv6Addr = "2001:db8::53".parse().unwrap();
+        m.remove(&ip.octets()).unwrap();
+        let mut c: LpmTrie<_, [u8; 16], BlockEntry> =
+            LpmTrie::try_from(map_mut(&mut h, MAP_BLOCKED_CIDR_V6)).unwrap();
+        let net: std::net::Ipv6Addr = "2001:db8::".parse().unwrap();
+        c.insert(&Key::new(32, net.octets()), block_entry(0), 0)
+            .unwrap();
+    }
+    let (verdict, _, _) = h.run(&v6);
+    assert_eq!(verdict, XDP_DROP, "blocked IPv6 CIDR");
 }
