@@ -249,6 +249,55 @@ impl BlockEntry {
     }
 }
 
+/// Longest wire-format domain name (RFC 1035).
+pub const MAX_NAME_WIRE: usize = 255;
+
+/// Where the domain-name hash starts (the FNV-1a offset basis).
+pub const NAME_HASH_INIT: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// One step of the domain-name hash: FNV-1a over the ASCII-lowercased byte.
+///
+/// The hash runs over a wire-format name (length-prefixed labels, then the root's 0) **from
+/// the last byte to the first**. Each suffix that starts at a label is then a whole domain
+/// (`example.com`, `com`), and its hash is an intermediate value of the same backward pass: the
+/// XDP program gets the hash of the name and of every parent domain in one walk. Label lengths
+/// are at most 63, below `'A'`, so lowercasing never touches them.
+#[inline(always)]
+pub fn name_hash_step(h: u64, byte: u8) -> u64 {
+    (h ^ u64::from(byte.to_ascii_lowercase())).wrapping_mul(0x0000_0100_0000_01b3)
+}
+
+/// The blocklist key of a wire-format name: [`name_hash_step`] over its bytes, last to first.
+pub fn domain_hash(wire: &[u8]) -> u64 {
+    let mut h = NAME_HASH_INIT;
+    for b in wire.iter().rev() {
+        h = name_hash_step(h, *b);
+    }
+    h
+}
+
+/// Writes `name` (dotted, an optional trailing dot) in wire format into `out` and returns the
+/// length, or `None` for an empty label, a label over 63 bytes or a name over 255 bytes. The
+/// root is `"."` or `""`.
+pub fn to_wire(name: &str, out: &mut [u8; MAX_NAME_WIRE]) -> Option<usize> {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let mut len = 0usize;
+    if !name.is_empty() {
+        for label in name.split('.') {
+            let l = label.len();
+            if l == 0 || l > 63 {
+                return None;
+            }
+            *out.get_mut(len)? = l as u8;
+            out.get_mut(len + 1..len + 1 + l)?
+                .copy_from_slice(label.as_bytes());
+            len += 1 + l;
+        }
+    }
+    *out.get_mut(len)? = 0;
+    Some(len + 1)
+}
+
 /// Fixed DNS header length.
 pub const DNS_HEADER_LEN: usize = 12;
 
@@ -304,6 +353,67 @@ mod tests {
         assert!(e.active(99));
         assert!(!e.active(100));
         assert!(BlockEntry { expires_ns: 0, ..e }.active(u64::MAX));
+    }
+
+    fn hash_of(name: &str) -> u64 {
+        let mut buf = [0u8; MAX_NAME_WIRE];
+        let n = to_wire(name, &mut buf).unwrap();
+        domain_hash(&buf[..n])
+    }
+
+    #[test]
+    fn wire_format() {
+        let mut buf = [0u8; MAX_NAME_WIRE];
+        let n = to_wire("www.Example.com.", &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"\x03www\x07Example\x03com\x00");
+        assert_eq!(to_wire(".", &mut buf), Some(1));
+        assert_eq!(to_wire("a..b", &mut buf), None);
+        let long = [b'a'; 64];
+        assert_eq!(
+            to_wire(core::str::from_utf8(&long).unwrap(), &mut buf),
+            None
+        );
+        // 4 labels of 63 bytes: 4 * 64 + 1 = 257 bytes, over the limit.
+        let label = core::str::from_utf8(&long[..63]).unwrap();
+        let mut name = [0u8; 4 * 64];
+        for i in 0..4 {
+            name[i * 64..i * 64 + 63].copy_from_slice(label.as_bytes());
+            if i < 3 {
+                name[i * 64 + 63] = b'.';
+            }
+        }
+        assert_eq!(
+            to_wire(core::str::from_utf8(&name[..4 * 64 - 1]).unwrap(), &mut buf),
+            None
+        );
+    }
+
+    #[test]
+    fn domain_hash_is_case_blind_and_yields_every_parent_in_one_pass() {
+        assert_eq!(hash_of("WWW.Example.COM"), hash_of("www.example.com"));
+        assert_ne!(hash_of("example.com"), hash_of("example.net"));
+        // The backward pass over www.example.com passes through the hashes of example.com
+        // and com exactly where their labels start.
+        let mut buf = [0u8; MAX_NAME_WIRE];
+        let n = to_wire("www.example.com", &mut buf).unwrap();
+        let mut h = NAME_HASH_INIT;
+        let mut seen = [0u64; 3];
+        let mut k = 0;
+        for i in (0..n).rev() {
+            h = name_hash_step(h, buf[i]);
+            if matches!(i, 0 | 4 | 12) {
+                seen[k] = h;
+                k += 1;
+            }
+        }
+        assert_eq!(
+            seen,
+            [
+                hash_of("com"),
+                hash_of("example.com"),
+                hash_of("www.example.com")
+            ]
+        );
     }
 
     #[test]
