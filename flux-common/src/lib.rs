@@ -242,6 +242,20 @@ pub struct BlockEntry {
 }
 
 impl BlockEntry {
+    /// An entry from `source` that blocks until `expires_ns` (0 = never), with no hits, score
+    /// or reason yet.
+    pub const fn new(source: u8, expires_ns: u64) -> Self {
+        Self {
+            expires_ns,
+            hits: 0,
+            added_unix: 0,
+            score_milli: 0,
+            source,
+            reserved: 0,
+            reason: [0; REASON_LEN],
+        }
+    }
+
     /// Whether the entry still blocks at `now_ns` (`CLOCK_BOOTTIME`).
     #[inline(always)]
     pub fn active(&self, now_ns: u64) -> bool {
@@ -341,15 +355,7 @@ mod tests {
             core::mem::size_of::<BlockEntry>(),
             8 + 8 + 4 + 2 + 1 + 1 + REASON_LEN
         );
-        let e = BlockEntry {
-            expires_ns: 100,
-            hits: 0,
-            added_unix: 0,
-            score_milli: 0,
-            source: SOURCE_MANUAL,
-            reserved: 0,
-            reason: [0; REASON_LEN],
-        };
+        let e = BlockEntry::new(SOURCE_MANUAL, 100);
         assert!(e.active(99));
         assert!(!e.active(100));
         assert!(BlockEntry { expires_ns: 0, ..e }.active(u64::MAX));

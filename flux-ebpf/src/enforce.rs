@@ -52,31 +52,25 @@ fn judge(entry: *const BlockEntry, now: u64) -> Match {
     Match::Blocked
 }
 
+/// One address family's lookup: exact entry, then CIDR, then (only for a live block) the
+/// allowed CIDRs. `N` is the address length in bytes; a host route is `N * 8` bits.
 #[inline(always)]
-fn check_v4(addr: [u8; 4], now: u64) -> Match {
-    let found = if let Some(e) = BLOCKED_V4.get_ptr(addr) {
+fn check_family<const N: usize>(
+    exact: &HashMap<[u8; N], BlockEntry>,
+    cidrs: &LpmTrie<[u8; N], BlockEntry>,
+    allowed: &LpmTrie<[u8; N], u32>,
+    addr: [u8; N],
+    now: u64,
+) -> Match {
+    let host = Key::new((N * 8) as u32, addr);
+    let found = if let Some(e) = exact.get_ptr(addr) {
         judge(e, now)
-    } else if let Some(e) = BLOCKED_CIDR_V4.get(Key::new(32, addr)) {
+    } else if let Some(e) = cidrs.get(&host) {
         judge(e, now)
     } else {
         return Match::None;
     };
-    if matches!(found, Match::Blocked) && ALLOWED_CIDR_V4.get(Key::new(32, addr)).is_some() {
-        return Match::Allowed;
-    }
-    found
-}
-
-#[inline(always)]
-fn check_v6(addr: [u8; 16], now: u64) -> Match {
-    let found = if let Some(e) = BLOCKED_V6.get_ptr(addr) {
-        judge(e, now)
-    } else if let Some(e) = BLOCKED_CIDR_V6.get(Key::new(128, addr)) {
-        judge(e, now)
-    } else {
-        return Match::None;
-    };
-    if matches!(found, Match::Blocked) && ALLOWED_CIDR_V6.get(Key::new(128, addr)).is_some() {
+    if matches!(found, Match::Blocked) && allowed.get(&host).is_some() {
         return Match::Allowed;
     }
     found
@@ -87,9 +81,15 @@ fn check(family: u8, addr: &[u8; 16], now: u64) -> Match {
     match family {
         AF_INET => {
             let [a, b, c, d, ..] = *addr;
-            check_v4([a, b, c, d], now)
+            check_family(
+                &BLOCKED_V4,
+                &BLOCKED_CIDR_V4,
+                &ALLOWED_CIDR_V4,
+                [a, b, c, d],
+                now,
+            )
         }
-        AF_INET6 => check_v6(*addr, now),
+        AF_INET6 => check_family(&BLOCKED_V6, &BLOCKED_CIDR_V6, &ALLOWED_CIDR_V6, *addr, now),
         _ => Match::None,
     }
 }

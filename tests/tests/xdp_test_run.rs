@@ -17,7 +17,7 @@ use flux_agent::{
 use flux_common::{
     BlockEntry, Counter, DNS_CAPTURE_MAX, EVENT_FLAG_IP_FRAGMENT, MAP_ALLOWED_CIDR_V4,
     MAP_BLOCKED_CIDR_V4, MAP_BLOCKED_CIDR_V6, MAP_BLOCKED_V4, MAP_BLOCKED_V6, MAP_COUNTERS,
-    MAP_EVENTS, PROG_XDP, REASON_LEN, SOURCE_MANUAL,
+    MAP_EVENTS, PROG_XDP, SOURCE_MANUAL,
 };
 use flux_tests::{PinDir, frames::*, privileged};
 
@@ -408,14 +408,18 @@ fn boot_ns() -> u64 {
 }
 
 fn block_entry(expires_ns: u64) -> BlockEntry {
-    BlockEntry {
-        expires_ns,
-        hits: 0,
-        added_unix: 0,
-        score_milli: 0,
-        source: SOURCE_MANUAL,
-        reserved: 0,
-        reason: [0; REASON_LEN],
+    BlockEntry::new(SOURCE_MANUAL, expires_ns)
+}
+
+impl Harness {
+    /// An exact-address blocklist of the loaded object.
+    fn blocked<K: aya::Pod>(&mut self, name: &str) -> AyaHashMap<&mut MapData, K, BlockEntry> {
+        AyaHashMap::try_from(self.loaded.ebpf.map_mut(name).expect(name)).expect(name)
+    }
+
+    /// A CIDR trie (blocked or allowed) of the loaded object.
+    fn trie<K: aya::Pod, V: aya::Pod>(&mut self, name: &str) -> LpmTrie<&mut MapData, K, V> {
+        LpmTrie::try_from(self.loaded.ebpf.map_mut(name).expect(name)).expect(name)
     }
 }
 
@@ -433,14 +437,9 @@ fn blocklists_drop_and_the_allowlist_wins() {
     let v6 = udp6(53, &msg);
     let other = udp4(53, &msg);
 
-    fn map_mut<'a>(h: &'a mut Harness, name: &str) -> &'a mut aya::maps::Map {
-        h.loaded.ebpf.map_mut(name).expect(name)
-    }
-
     // An exact IPv4 source.
     {
-        let mut m: AyaHashMap<_, [u8; 4], BlockEntry> =
-            AyaHashMap::try_from(map_mut(&mut h, MAP_BLOCKED_V4)).unwrap();
+        let mut m = h.blocked::<[u8; 4]>(MAP_BLOCKED_V4);
         m.insert([192, 0, 2, 53], block_entry(0), 0).unwrap();
     }
     let (verdict, delta, events) = h.run(&v4);
@@ -448,34 +447,29 @@ fn blocklists_drop_and_the_allowlist_wins() {
     assert!(delta.contains(&(Counter::DropBlockedSrc, 1)), "{delta:?}");
     assert!(events.is_empty(), "a dropped packet is not captured");
     {
-        let m: AyaHashMap<_, [u8; 4], BlockEntry> =
-            AyaHashMap::try_from(map_mut(&mut h, MAP_BLOCKED_V4)).unwrap();
+        let m = h.blocked::<[u8; 4]>(MAP_BLOCKED_V4);
         assert_eq!(m.get(&[192, 0, 2, 53], 0).unwrap().hits, 1, "hit counted");
     }
 
     // Allowed CIDR covering it: passes, counted.
     {
-        let mut a: LpmTrie<_, [u8; 4], u32> =
-            LpmTrie::try_from(map_mut(&mut h, MAP_ALLOWED_CIDR_V4)).unwrap();
+        let mut a = h.trie::<[u8; 4], u32>(MAP_ALLOWED_CIDR_V4);
         a.insert(&Key::new(24, [192, 0, 2, 0]), 1, 0).unwrap();
     }
     let (verdict, delta, _) = h.run(&v4);
     assert_eq!(verdict, XDP_PASS, "allowlist wins");
     assert!(delta.contains(&(Counter::AllowedOverBlock, 1)), "{delta:?}");
     {
-        let mut a: LpmTrie<_, [u8; 4], u32> =
-            LpmTrie::try_from(map_mut(&mut h, MAP_ALLOWED_CIDR_V4)).unwrap();
+        let mut a = h.trie::<[u8; 4], u32>(MAP_ALLOWED_CIDR_V4);
         a.remove(&Key::new(24, [192, 0, 2, 0])).unwrap();
-        let mut m: AyaHashMap<_, [u8; 4], BlockEntry> =
-            AyaHashMap::try_from(map_mut(&mut h, MAP_BLOCKED_V4)).unwrap();
+        let mut m = h.blocked::<[u8; 4]>(MAP_BLOCKED_V4);
         m.remove(&[192, 0, 2, 53]).unwrap();
     }
     h.check("unblocked", &other, &[Counter::ResponsesCaptured]);
 
     // An expired entry does not block.
     {
-        let mut m: AyaHashMap<_, [u8; 4], BlockEntry> =
-            AyaHashMap::try_from(map_mut(&mut h, MAP_BLOCKED_V4)).unwrap();
+        let mut m = h.blocked::<[u8; 4]>(MAP_BLOCKED_V4);
         m.insert([192, 0, 2, 1], block_entry(boot_ns() - 1), 0)
             .unwrap();
     }
@@ -484,8 +478,7 @@ fn blocklists_drop_and_the_allowlist_wins() {
     assert!(delta.contains(&(Counter::ExpiredBlock, 1)), "{delta:?}");
     // Refreshed, the same entry blocks the destination.
     {
-        let mut m: AyaHashMap<_, [u8; 4], BlockEntry> =
-            AyaHashMap::try_from(map_mut(&mut h, MAP_BLOCKED_V4)).unwrap();
+        let mut m = h.blocked::<[u8; 4]>(MAP_BLOCKED_V4);
         m.insert(
             [192, 0, 2, 1],
             block_entry(boot_ns() + 3_600_000_000_000),
@@ -497,15 +490,13 @@ fn blocklists_drop_and_the_allowlist_wins() {
     assert_eq!(verdict, XDP_DROP, "blocked destination");
     assert!(delta.contains(&(Counter::DropBlockedDst, 1)), "{delta:?}");
     {
-        let mut m: AyaHashMap<_, [u8; 4], BlockEntry> =
-            AyaHashMap::try_from(map_mut(&mut h, MAP_BLOCKED_V4)).unwrap();
+        let mut m = h.blocked::<[u8; 4]>(MAP_BLOCKED_V4);
         m.remove(&[192, 0, 2, 1]).unwrap();
     }
 
     // A blocked IPv4 CIDR, and an IPv4 fragment from inside it (no L4 header to hide behind).
     {
-        let mut c: LpmTrie<_, [u8; 4], BlockEntry> =
-            LpmTrie::try_from(map_mut(&mut h, MAP_BLOCKED_CIDR_V4)).unwrap();
+        let mut c = h.trie::<[u8; 4], BlockEntry>(MAP_BLOCKED_CIDR_V4);
         c.insert(&Key::new(16, [192, 0, 0, 0]), block_entry(0), 0)
             .unwrap();
     }
@@ -521,8 +512,7 @@ fn blocklists_drop_and_the_allowlist_wins() {
 
     // IPv6: exact address, then a /32.
     {
-        let mut m: AyaHashMap<_, [u8; 16], BlockEntry> =
-            AyaHashMap::try_from(map_mut(&mut h, MAP_BLOCKED_V6)).unwrap();
+        let mut m = h.blocked::<[u8; 16]>(MAP_BLOCKED_V6);
         let ip: std::net::Ipv6Addr = "2001:db8::53".parse().unwrap();
         m.insert(ip.octets(), block_entry(0), 0).unwrap();
     }
@@ -530,12 +520,10 @@ fn blocklists_drop_and_the_allowlist_wins() {
     assert_eq!(verdict, XDP_DROP, "blocked IPv6 source");
     assert!(delta.contains(&(Counter::DropBlockedSrc, 1)), "{delta:?}");
     {
-        let mut m: AyaHashMap<_, [u8; 16], BlockEntry> =
-            AyaHashMap::try_from(map_mut(&mut h, MAP_BLOCKED_V6)).unwrap();
+        let mut m = h.blocked::<[u8; 16]>(MAP_BLOCKED_V6);
         let ip: std::net::Ipv6Addr = "2001:db8::53".parse().unwrap();
         m.remove(&ip.octets()).unwrap();
-        let mut c: LpmTrie<_, [u8; 16], BlockEntry> =
-            LpmTrie::try_from(map_mut(&mut h, MAP_BLOCKED_CIDR_V6)).unwrap();
+        let mut c = h.trie::<[u8; 16], BlockEntry>(MAP_BLOCKED_CIDR_V6);
         let net: std::net::Ipv6Addr = "2001:db8::".parse().unwrap();
         c.insert(&Key::new(32, net.octets()), block_entry(0), 0)
             .unwrap();

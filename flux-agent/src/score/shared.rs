@@ -42,6 +42,13 @@ fn bit(ip: &[u8; 16]) -> (usize, u64) {
     (i / 64, 1u64 << (i % 64))
 }
 
+fn set_bit(filter: &mut [u64], ip: &[u8; 16]) {
+    let (w, b) = bit(ip);
+    if let Some(word) = filter.get_mut(w) {
+        *word |= b;
+    }
+}
+
 impl FluxIps {
     pub fn is_empty(&self) -> bool {
         self.table.is_empty()
@@ -55,17 +62,11 @@ impl FluxIps {
             // stale bits so the filter keeps filtering.
             self.filter.fill(0);
             for (ip, _) in self.table.iter() {
-                let (w, b) = bit(ip);
-                if let Some(word) = self.filter.get_mut(w) {
-                    *word |= b;
-                }
+                set_bit(&mut self.filter, ip);
             }
             self.inserts = 0;
         }
-        let (w, b) = bit(&ip);
-        if let Some(word) = self.filter.get_mut(w) {
-            *word |= b;
-        }
+        set_bit(&mut self.filter, &ip);
     }
 
     /// The domain id that flagged this address, if any.

@@ -125,19 +125,11 @@ fn run() -> anyhow::Result<()> {
 
 fn default_datasets(enricher: &Enricher, out: &Path) -> anyhow::Result<Vec<Dataset>> {
     let mut sets = Vec::new();
-    let scen = out.join("scenarios");
-    let cfg = GenConfig::default();
-    let summary = scenarios::generate(&cfg, enricher, &scen).context("generate scenarios")?;
-    eprintln!("scenarios: {summary:?}");
-    sets.push(Dataset {
-        name: format!(
-            "Scenario generator (seed {}, {} per class)",
-            cfg.seed, cfg.per_class
-        ),
-        files: vec![scen.join("scenarios.pcap")],
-        labels: LabelIndex::new(read_labels(&scen.join("labels.tsv"))?),
-        default: None,
-    });
+    sets.push(scenario_dataset(
+        &GenConfig::default(),
+        enricher,
+        &out.join("scenarios"),
+    )?);
     let shared = workspace().join("../shared/datasets");
     let ff = shared.join("fastflux-2009");
     if ff.is_dir() {
