@@ -144,6 +144,7 @@ pub fn config_for_ports(ports: &[u16]) -> Result<Config, LoadError> {
     let mut config = Config {
         dns_ports: [0; MAX_DNS_PORTS],
         dns_port_count: ports.len() as u32,
+        domain_action: flux_common::DOMAIN_ACTION_NXDOMAIN,
     };
     for (slot, port) in config.dns_ports.iter_mut().zip(ports) {
         *slot = *port;
@@ -212,8 +213,12 @@ fn classify_load_error(err: &(dyn std::error::Error + 'static)) -> LoadError {
         text.push_str(&e.to_string());
         cur = e.source();
     }
+    // A verifier rejection is EACCES too, but comes with a log: that is a program problem.
+    let verifier_said_something = text
+        .split_once("Verifier output:")
+        .is_some_and(|(_, log)| !log.trim().is_empty());
     match errno_in(err) {
-        Some(libc::EPERM) | Some(libc::EACCES) if !text.contains("verifier") => {
+        Some(libc::EPERM) | Some(libc::EACCES) if !verifier_said_something => {
             LoadError::PermissionDenied
         }
         Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)

@@ -38,6 +38,14 @@ pub const PROG_XDP_NOOP: &str = "flux_xdp_noop";
 pub const EVENT_FLAG_TRUNCATED: u8 = 1 << 0;
 /// `DnsEventHeader::flags`: the packet was the first fragment of a fragmented IP datagram.
 pub const EVENT_FLAG_IP_FRAGMENT: u8 = 1 << 1;
+/// `DnsEventHeader::flags`: the question name (or a parent domain) is blocked; the record holds
+/// the response as it arrived, before the kernel answered NXDOMAIN or dropped it.
+pub const EVENT_FLAG_BLOCKED: u8 = 1 << 2;
+
+/// [`Config::domain_action`]: answer a blocked name with NXDOMAIN (the default).
+pub const DOMAIN_ACTION_NXDOMAIN: u32 = 0;
+/// [`Config::domain_action`]: drop the response for a blocked name.
+pub const DOMAIN_ACTION_DROP: u32 = 1;
 
 pub const AF_INET: u8 = 4;
 pub const AF_INET6: u8 = 6;
@@ -52,6 +60,8 @@ pub struct Config {
     pub dns_ports: [u16; MAX_DNS_PORTS],
     /// How many entries of `dns_ports` are in use (at least one).
     pub dns_port_count: u32,
+    /// What a response for a blocked name gets: `DOMAIN_ACTION_*`.
+    pub domain_action: u32,
 }
 
 impl Config {
@@ -59,6 +69,7 @@ impl Config {
     pub const DEFAULT: Config = Config {
         dns_ports: [53, 0, 0, 0, 0, 0, 0, 0],
         dns_port_count: 1,
+        domain_action: DOMAIN_ACTION_NXDOMAIN,
     };
 
     /// Whether `port` is one of the configured DNS ports. The loop has a constant bound.
@@ -149,10 +160,18 @@ pub enum Counter {
     AllowedOverBlock,
     /// A blocked address whose entry had expired: passed (userspace sweeps the entry).
     ExpiredBlock,
+    /// A DNS response for a blocked name, rewritten in place to NXDOMAIN and passed.
+    SinkholedNxdomain,
+    /// A DNS response for a blocked name, dropped (drop action, TCP, or a fragmented datagram
+    /// that cannot be cut).
+    DropBlockedName,
+    /// A response whose question name could not be walked (compression pointer, bad label,
+    /// cut short): not checked against the domain blocklist, passed.
+    QnameUnchecked,
 }
 
 impl Counter {
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 17;
     pub const ALL: [Counter; Counter::COUNT] = [
         Counter::PacketsSeen,
         Counter::ResponsesCaptured,
@@ -168,6 +187,9 @@ impl Counter {
         Counter::DropBlockedDst,
         Counter::AllowedOverBlock,
         Counter::ExpiredBlock,
+        Counter::SinkholedNxdomain,
+        Counter::DropBlockedName,
+        Counter::QnameUnchecked,
     ];
 
     /// Stable snake_case name, used in `stats --json` and the docs.
@@ -187,6 +209,9 @@ impl Counter {
             Counter::DropBlockedDst => "drop_blocked_dst",
             Counter::AllowedOverBlock => "allowed_over_block",
             Counter::ExpiredBlock => "expired_block",
+            Counter::SinkholedNxdomain => "sinkholed_nxdomain",
+            Counter::DropBlockedName => "drop_blocked_name",
+            Counter::QnameUnchecked => "qname_unchecked",
         }
     }
 }
@@ -204,12 +229,17 @@ pub const MAP_ALLOWED_CIDR_V4: &str = "ALLOWED_CIDR_V4";
 /// Allowed IPv6 CIDRs: `LpmTrie<[u8; 16], u32>`.
 pub const MAP_ALLOWED_CIDR_V6: &str = "ALLOWED_CIDR_V6";
 
+/// Blocked domains: `HashMap<u64, DomainBlock>`, keyed by [`domain_hash`] of the wire name.
+pub const MAP_BLOCKED_DOMAINS: &str = "BLOCKED_DOMAINS";
+
 /// Capacity of each exact-address blocklist (IPv4 and IPv6 separately).
 pub const MAX_BLOCKED_IPS: u32 = 1 << 20;
 /// Capacity of each blocked-CIDR trie.
 pub const MAX_BLOCKED_CIDRS: u32 = 1 << 16;
 /// Capacity of each allowed-CIDR trie.
 pub const MAX_ALLOWED_CIDRS: u32 = 1 << 14;
+/// Capacity of the domain blocklist.
+pub const MAX_BLOCKED_DOMAINS: u32 = 1 << 18;
 
 /// [`BlockEntry::source`]: the scorer judged the domain flux.
 pub const SOURCE_SCORER: u8 = 1;
@@ -261,6 +291,19 @@ impl BlockEntry {
     pub fn active(&self, now_ns: u64) -> bool {
         self.expires_ns == 0 || now_ns < self.expires_ns
     }
+}
+
+/// Bytes kept for a blocked domain's dotted name (NUL-padded; a name is at most 253).
+pub const DOMAIN_TEXT_LEN: usize = 256;
+
+/// The value of the domain blocklist: the block itself, and the name it was made for, so the
+/// pinned map alone can be listed (the key is only a hash). The kernel reads `entry` only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DomainBlock {
+    pub entry: BlockEntry,
+    /// Lowercase dotted name without the trailing dot, NUL-padded.
+    pub name: [u8; DOMAIN_TEXT_LEN],
 }
 
 /// Longest wire-format domain name (RFC 1035).
@@ -335,6 +378,7 @@ mod user {
     unsafe impl aya::Pod for super::DnsEventHeader {}
     unsafe impl aya::Pod for super::DnsEvent {}
     unsafe impl aya::Pod for super::BlockEntry {}
+    unsafe impl aya::Pod for super::DomainBlock {}
 }
 
 #[cfg(test)]
@@ -346,7 +390,11 @@ mod tests {
         // Sum of the fields: 8 + 4 + 2 + 2 + 16 + 16 + 2 + 2 + 4 + 4 + 4 = 64.
         assert_eq!(core::mem::size_of::<DnsEventHeader>(), 64);
         assert_eq!(core::mem::size_of::<DnsEvent>(), 2048);
-        assert_eq!(core::mem::size_of::<Config>(), 2 * MAX_DNS_PORTS + 4);
+        assert_eq!(core::mem::size_of::<Config>(), 2 * MAX_DNS_PORTS + 4 + 4);
+        assert_eq!(
+            core::mem::size_of::<DomainBlock>(),
+            core::mem::size_of::<BlockEntry>() + DOMAIN_TEXT_LEN
+        );
     }
 
     #[test]

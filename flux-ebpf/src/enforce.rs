@@ -1,18 +1,24 @@
-//! Enforcement: the blocklist maps and the address verdict. This is where a packet is dropped.
+//! Enforcement: the blocklist maps, the address verdict and the question-name verdict. This is
+//! where a packet is judged; `main.rs` acts on the verdict and `sinkhole.rs` rewrites the answer.
 //!
-//! Order: a blocked match (exact address first, then CIDR) is looked for; only then the allowed
-//! CIDRs, which win over any block. Expired entries do not block; userspace sweeps them.
+//! Addresses: a blocked match (exact address first, then CIDR) is looked for; only then the
+//! allowed CIDRs, which win over any block. Names: the question name and every parent domain are
+//! looked up by the shared `flux_common::domain_hash`. Expired entries do not block; userspace
+//! sweeps them.
 
 use core::intrinsics::AtomicOrdering;
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    helpers::bpf_ktime_get_boot_ns,
+    helpers::{bpf_ktime_get_boot_ns, generated::bpf_xdp_load_bytes},
     macros::map,
     maps::{HashMap, LpmTrie, lpm_trie::Key},
+    programs::XdpContext,
 };
+use crate::scratch::{opaque, scratch};
 use flux_common::{
-    AF_INET, AF_INET6, BlockEntry, Counter, MAX_ALLOWED_CIDRS, MAX_BLOCKED_CIDRS, MAX_BLOCKED_IPS,
+    AF_INET, AF_INET6, BlockEntry, Counter, DomainBlock, MAX_ALLOWED_CIDRS, MAX_BLOCKED_CIDRS,
+    MAX_BLOCKED_DOMAINS, MAX_BLOCKED_IPS, MAX_NAME_WIRE, NAME_HASH_INIT, name_hash_step,
 };
 
 #[map]
@@ -29,6 +35,9 @@ static BLOCKED_CIDR_V6: LpmTrie<[u8; 16], BlockEntry> = LpmTrie::pinned(MAX_BLOC
 static ALLOWED_CIDR_V4: LpmTrie<[u8; 4], u32> = LpmTrie::pinned(MAX_ALLOWED_CIDRS, 0);
 #[map]
 static ALLOWED_CIDR_V6: LpmTrie<[u8; 16], u32> = LpmTrie::pinned(MAX_ALLOWED_CIDRS, 0);
+#[map]
+static BLOCKED_DOMAINS: HashMap<u64, DomainBlock> =
+    HashMap::pinned(MAX_BLOCKED_DOMAINS, BPF_F_NO_PREALLOC);
 
 /// What the blocklists say about one address.
 enum Match {
@@ -111,4 +120,119 @@ pub fn address_verdict(family: u8, src: &[u8; 16], dst: &[u8; 16]) -> Option<Cou
         }
     }
     None
+}
+
+/// What the domain blocklist says about a response's question.
+pub enum NameVerdict {
+    /// Not blocked (or only by expired entries).
+    Pass,
+    /// The name or a parent is blocked. Its wire length is in `Scratch::name_len`.
+    Blocked,
+    /// The name could not be walked; the response passes unchecked.
+    Unchecked,
+}
+
+/// Labels in a 255-byte name: at most 127, plus the root.
+const MAX_LABELS: usize = 128;
+
+/// Walks the question name at `qoff` (at most `avail` bytes of it are in the packet) and looks
+/// it and every parent domain up in `BLOCKED_DOMAINS`.
+///
+/// The name is copied into scratch first; a forward pass marks where labels start, then one
+/// backward pass of `name_hash_step` yields the hash of every suffix, and the suffixes that start
+/// at a label are the domains to look up. Compression pointers cannot occur in a question, so a
+/// name with one is left unchecked, as is a name cut short.
+///
+/// The name length leaves the forward pass through map memory (`Scratch::name_len`), which the
+/// verifier does not track: otherwise every exit of that loop would carry its own range for it,
+/// and everything after would be verified once per range.
+#[inline(always)]
+pub fn name_verdict(ctx: &XdpContext, qoff: usize, avail: usize) -> NameVerdict {
+    let Some(scratch) = scratch() else {
+        return NameVerdict::Unchecked;
+    };
+    let copy = if avail < MAX_NAME_WIRE {
+        avail
+    } else {
+        MAX_NAME_WIRE
+    };
+    let copy = opaque(copy);
+    if copy == 0 || copy > MAX_NAME_WIRE {
+        return NameVerdict::Unchecked;
+    }
+    // SAFETY: scratch is a valid map value of SCRATCH_LEN >= MAX_NAME_WIRE bytes; nothing else
+    // touches this CPU's scratch during the program run.
+    let dst = unsafe { core::ptr::addr_of_mut!((*scratch).bytes) } as *mut core::ffi::c_void;
+    if unsafe { bpf_xdp_load_bytes(ctx.ctx, qoff as u32, dst, copy as u32) } != 0 {
+        return NameVerdict::Unchecked;
+    }
+    let sc = unsafe { &mut *scratch };
+    sc.name_len = 0;
+
+    // Forward: one bit per byte offset that starts a label.
+    let mut starts = [0u64; 4];
+    let mut pos = 0usize;
+    for _ in 0..MAX_LABELS {
+        if pos >= copy {
+            return NameVerdict::Unchecked;
+        }
+        let Some(&len) = sc.bytes.get(opaque(pos)) else {
+            return NameVerdict::Unchecked;
+        };
+        if let Some(word) = starts.get_mut(pos >> 6) {
+            *word |= 1 << (pos & 63);
+        }
+        if len == 0 {
+            sc.name_len = (pos + 1) as u64;
+            break;
+        }
+        if len > 63 {
+            return NameVerdict::Unchecked;
+        }
+        pos += len as usize + 1;
+    }
+    let name_len = sc.name_len as usize;
+    if name_len == 0 || name_len > MAX_NAME_WIRE {
+        return NameVerdict::Unchecked;
+    }
+
+    // Backward over every position, so the loop index is a constant the verifier knows. The
+    // name starts at the highest marked offset (its final 0); nothing above it is hashed. The
+    // walk keys on the marks rather than on `name_len`: comparing the index with a length would
+    // split the verifier's state once per possible length. The root is never looked up.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let mut h = NAME_HASH_INIT;
+    let mut inside = false;
+    let mut blocked = false;
+    for k in 0..MAX_NAME_WIRE {
+        let i = MAX_NAME_WIRE - 1 - k;
+        let label_start = starts.get(i >> 6).is_some_and(|w| (w >> (i & 63)) & 1 == 1);
+        if !inside && !label_start {
+            continue;
+        }
+        inside = true;
+        let Some(&b) = sc.bytes.get(i) else {
+            break;
+        };
+        h = name_hash_step(h, b);
+        if !label_start || b == 0 {
+            continue;
+        }
+        if let Some(e) = BLOCKED_DOMAINS.get_ptr(&h) {
+            // SAFETY: a map value from a successful lookup.
+            match judge(unsafe { core::ptr::addr_of!((*e).entry) }, now) {
+                Match::Blocked => {
+                    blocked = true;
+                    break;
+                }
+                Match::Expired => super::count(Counter::ExpiredBlock),
+                Match::None | Match::Allowed => {}
+            }
+        }
+    }
+    if blocked {
+        NameVerdict::Blocked
+    } else {
+        NameVerdict::Pass
+    }
 }

@@ -3,8 +3,10 @@
 //! Packet path: Ethernet -> up to two VLAN tags -> IPv4 (options, fragments) or IPv6 (bounded
 //! extension-header walk) -> UDP or TCP from a configured DNS port -> DNS header check ->
 //! one ring-buffer record. Right after the IP header, the addresses go through the blocklists
-//! (`enforce.rs`): that is the only place a packet is dropped. Everything else is passed, and
-//! when anything is unclear it passes and counts why.
+//! (`enforce.rs`); a DNS response's question name goes through the domain blocklist, and a
+//! blocked one is answered NXDOMAIN (`sinkhole.rs`) or dropped after its record is written.
+//! Those are the only places a packet is dropped or changed. Everything else is passed, and when
+//! anything is unclear it passes and counts why.
 #![no_std]
 // Atomic adds on shared map values (hit counters): core has no RMW atomics for the BPF target.
 #![feature(core_intrinsics)]
@@ -13,6 +15,8 @@
 
 mod enforce;
 mod packet;
+mod scratch;
+mod sinkhole;
 
 use core::{ffi::c_void, mem::size_of, ptr::addr_of_mut};
 
@@ -23,12 +27,14 @@ use aya_ebpf::{
     maps::{PerCpuArray, RingBuf},
     programs::XdpContext,
 };
+use enforce::NameVerdict;
 use flux_common::{
-    AF_INET, AF_INET6, Config, Counter, DNS_CAPTURE_MAX, DnsEvent, DnsEventHeader,
-    EVENT_FLAG_IP_FRAGMENT, EVENT_FLAG_TRUNCATED, IPPROTO_TCP, IPPROTO_UDP, MAX_IPV6_EXT_HEADERS,
-    RING_BUF_BYTES, is_plausible_response,
+    AF_INET, AF_INET6, Config, Counter, DNS_CAPTURE_MAX, DNS_HEADER_LEN, DOMAIN_ACTION_NXDOMAIN,
+    DnsEvent, DnsEventHeader, EVENT_FLAG_BLOCKED, EVENT_FLAG_IP_FRAGMENT, EVENT_FLAG_TRUNCATED,
+    IPPROTO_TCP, IPPROTO_UDP, MAX_IPV6_EXT_HEADERS, RING_BUF_BYTES, is_plausible_response,
 };
 use packet::*;
+use scratch::Located;
 
 /// Load-time configuration; userspace overrides it with `EbpfLoader::override_global`.
 #[unsafe(no_mangle)]
@@ -65,18 +71,45 @@ fn count(counter: Counter) {
 #[xdp]
 pub fn flux_xdp(ctx: XdpContext) -> u32 {
     count(Counter::PacketsSeen);
-    match try_capture(&ctx) {
-        Ok(()) | Err(Skip::NotOurs) => {}
+    match locate(&ctx) {
+        Ok(()) => {}
+        Err(Skip::NotOurs) => return xdp_action::XDP_PASS,
         Err(Skip::Drop(why)) => {
             count(why);
             return xdp_action::XDP_DROP;
         }
-        Err(Skip::Malformed) => count(Counter::Malformed),
-        Err(Skip::NonFirstFragment) => count(Counter::NonFirstFragments),
-        Err(Skip::TcpNotWholeMessage) => count(Counter::TcpNotWholeMessage),
-        Err(Skip::NotDnsResponse) => count(Counter::NotDnsResponse),
-        Err(Skip::Ipv6ExtTooDeep) => count(Counter::Ipv6ExtTooDeep),
+        Err(Skip::Malformed) => return pass(Counter::Malformed),
+        Err(Skip::NonFirstFragment) => return pass(Counter::NonFirstFragments),
+        Err(Skip::TcpNotWholeMessage) => return pass(Counter::TcpNotWholeMessage),
+        Err(Skip::NotDnsResponse) => return pass(Counter::NotDnsResponse),
+        Err(Skip::Ipv6ExtTooDeep) => return pass(Counter::Ipv6ExtTooDeep),
     }
+    // Stage two reads the parse back from scratch (see scratch.rs for why).
+    let Some(scratch) = scratch::scratch() else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: this CPU's scratch; volatile so that LLVM cannot forward the values stage one
+    // wrote and bring the per-path ranges back.
+    let at = unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*scratch).located)) };
+    match respond(&ctx, &at) {
+        Act::Pass => xdp_action::XDP_PASS,
+        Act::Sinkhole => match sinkhole::nxdomain(&ctx, &at) {
+            Ok(()) => pass(Counter::SinkholedNxdomain),
+            Err(()) => {
+                count(Counter::DropBlockedName);
+                xdp_action::XDP_DROP
+            }
+        },
+        Act::Drop => {
+            count(Counter::DropBlockedName);
+            xdp_action::XDP_DROP
+        }
+    }
+}
+
+#[inline(always)]
+fn pass(counter: Counter) -> u32 {
+    count(counter);
     xdp_action::XDP_PASS
 }
 
@@ -86,12 +119,21 @@ pub fn flux_xdp_noop(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// What to do with a DNS response once its record is written.
+enum Act {
+    Pass,
+    /// Blocked name: rewrite to NXDOMAIN (dropped if that cannot be done).
+    Sinkhole,
+    /// Blocked name: drop.
+    Drop,
+}
+
 /// What the L3 parse hands to L4.
 struct L3 {
     family: u8,
+    /// Offset of the IP header.
+    l3_off: usize,
     protocol: u8,
-    src: [u8; 16],
-    dst: [u8; 16],
     /// Offset of the L4 header.
     l4_off: usize,
     /// L4 bytes the IP header says this packet carries.
@@ -111,8 +153,9 @@ struct Dns {
     present_len: usize,
 }
 
+/// Stage one: finds a DNS response and leaves a [`Located`] in scratch, or says why not.
 #[inline(always)]
-fn try_capture(ctx: &XdpContext) -> Result<(), Skip> {
+fn locate(ctx: &XdpContext) -> Result<(), Skip> {
     let pkt = Packet::new(ctx);
     let config = unsafe { core::ptr::read_volatile(&FLUX_CONFIG) };
 
@@ -158,60 +201,144 @@ fn try_capture(ctx: &XdpContext) -> Result<(), Skip> {
         return Err(Skip::NotDnsResponse);
     }
 
-    let cap_len = min(min(dns.claimed_len, dns.present_len), DNS_CAPTURE_MAX);
-    let truncated = cap_len < dns.claimed_len;
+    let scratch = scratch::scratch().ok_or(Skip::NotOurs)?;
+    // SAFETY: this CPU's scratch.
+    unsafe {
+        (*scratch).located = Located {
+            family: l3.family,
+            protocol: l3.protocol,
+            first_fragment: u8::from(l3.first_fragment),
+            vlan_count,
+            vlan_ids,
+            src_port: dns.src_port,
+            dst_port: dns.dst_port,
+            qdcount,
+            l3_off: l3.l3_off as u16,
+            l4_off: l3.l4_off as u16,
+            dns_off: dns.off as u16,
+            claimed_len: dns.claimed_len as u16,
+            present_len: dns.present_len as u16,
+        };
+    }
+    Ok(())
+}
+
+/// Stage two: checks the question name, writes the record, and says what to do.
+#[inline(always)]
+fn respond(ctx: &XdpContext, at: &Located) -> Act {
+    let config = unsafe { core::ptr::read_volatile(&FLUX_CONFIG) };
+    let in_packet = min(usize::from(at.claimed_len), usize::from(at.present_len));
+    let verdict = if at.qdcount == 1 {
+        enforce::name_verdict(
+            ctx,
+            usize::from(at.dns_off) + DNS_HEADER_LEN,
+            in_packet.saturating_sub(DNS_HEADER_LEN),
+        )
+    } else {
+        NameVerdict::Pass
+    };
+    let act = match verdict {
+        NameVerdict::Pass => Act::Pass,
+        NameVerdict::Unchecked => {
+            count(Counter::QnameUnchecked);
+            Act::Pass
+        }
+        // Only a whole UDP datagram can be cut; a TCP segment or one fragment of many cannot.
+        NameVerdict::Blocked
+            if config.domain_action == DOMAIN_ACTION_NXDOMAIN
+                && at.protocol == IPPROTO_UDP
+                && at.first_fragment == 0 =>
+        {
+            Act::Sinkhole
+        }
+        NameVerdict::Blocked => Act::Drop,
+    };
+    // The record goes out before any rewrite: userspace sees what the server really answered.
+    emit(ctx, at, !matches!(act, Act::Pass));
+    act
+}
+
+/// Writes one ring-buffer record for the located response. Failures are counted, never fatal.
+#[inline(always)]
+fn emit(ctx: &XdpContext, at: &Located, blocked: bool) {
+    let claimed_len = usize::from(at.claimed_len);
+    let cap_len = min(
+        min(claimed_len, usize::from(at.present_len)),
+        DNS_CAPTURE_MAX,
+    );
+    let truncated = cap_len < claimed_len;
 
     let Some(mut entry) = EVENTS.reserve::<DnsEvent>(0) else {
         count(Counter::RingBufFull);
-        return Ok(());
+        return;
     };
     let event = entry.as_mut_ptr();
     let mut event_flags = 0u8;
+    if blocked {
+        event_flags |= EVENT_FLAG_BLOCKED;
+    }
     if truncated {
         event_flags |= EVENT_FLAG_TRUNCATED;
     }
-    if l3.first_fragment {
+    if at.first_fragment != 0 {
         event_flags |= EVENT_FLAG_IP_FRAGMENT;
     }
     unsafe {
         (*event).header = DnsEventHeader {
             ts_ns: bpf_ktime_get_ns(),
             ifindex: (*ctx.ctx).ingress_ifindex,
-            dns_len: dns.claimed_len as u16,
+            dns_len: at.claimed_len,
             cap_len: cap_len as u16,
-            src_addr: l3.src,
-            dst_addr: l3.dst,
-            src_port: dns.src_port,
-            dst_port: dns.dst_port,
-            vlan_ids,
-            family: l3.family,
-            transport: l3.protocol,
+            src_addr: [0; 16],
+            dst_addr: [0; 16],
+            src_port: at.src_port,
+            dst_port: at.dst_port,
+            vlan_ids: at.vlan_ids,
+            family: at.family,
+            transport: at.protocol,
             flags: event_flags,
-            vlan_count,
+            vlan_count: at.vlan_count,
             reserved: 0,
         };
     }
 
+    // The addresses come straight from the packet: carrying 32 address bytes through the parse
+    // costs more BPF stack than the program has.
+    let l3_off = usize::from(at.l3_off);
+    let (addrs, n) = if at.family == AF_INET {
+        (l3_off + 12, 4u32)
+    } else {
+        (l3_off + 8, 16u32)
+    };
+    let src = unsafe { addr_of_mut!((*event).header.src_addr) } as *mut c_void;
+    let dst = unsafe { addr_of_mut!((*event).header.dst_addr) } as *mut c_void;
+    if unsafe { bpf_xdp_load_bytes(ctx.ctx, addrs as u32, src, n) } != 0
+        || unsafe { bpf_xdp_load_bytes(ctx.ctx, (addrs + n as usize) as u32, dst, n) } != 0
+    {
+        entry.discard(0);
+        count(Counter::CopyFailed);
+        return;
+    }
+
     // Re-check the bound where the verifier can see it next to the helper call.
-    let len = cap_len as u32;
+    let len = scratch::opaque(cap_len as u32);
     if len == 0 || len > DNS_CAPTURE_MAX as u32 {
         entry.discard(0);
         count(Counter::CopyFailed);
-        return Ok(());
+        return;
     }
     let data = unsafe { addr_of_mut!((*event).data) } as *mut c_void;
-    let rc = unsafe { bpf_xdp_load_bytes(ctx.ctx, dns.off as u32, data, len) };
+    let rc = unsafe { bpf_xdp_load_bytes(ctx.ctx, u32::from(at.dns_off), data, len) };
     if rc != 0 {
         entry.discard(0);
         count(Counter::CopyFailed);
-        return Ok(());
+        return;
     }
     entry.submit(0);
     count(Counter::ResponsesCaptured);
     if truncated {
         count(Counter::TruncatedCaptures);
     }
-    Ok(())
 }
 
 #[inline(always)]
@@ -247,9 +374,8 @@ fn parse_ipv4(pkt: &Packet, off: usize) -> Result<L3, Skip> {
     }
     Ok(L3 {
         family: AF_INET,
+        l3_off: off,
         protocol: unsafe { (*ip).protocol },
-        src,
-        dst,
         l4_off: off + ihl,
         l4_len: tot_len - ihl,
         first_fragment: frag & IP_MF != 0,
@@ -317,9 +443,8 @@ fn parse_ipv6(pkt: &Packet, off: usize) -> Result<L3, Skip> {
 
     Ok(L3 {
         family: AF_INET6,
+        l3_off: off,
         protocol: next,
-        src: unsafe { (*ip).src },
-        dst: unsafe { (*ip).dst },
         l4_off,
         l4_len: payload_end - l4_off,
         first_fragment,

@@ -42,6 +42,12 @@ impl Packet {
         }
         Some(start as *const T)
     }
+
+    /// A writable pointer to a `T` at `offset`, with the same checks.
+    #[inline(always)]
+    pub fn ptr_at_mut<T>(&self, offset: usize) -> Option<*mut T> {
+        self.ptr_at::<T>(offset).map(|p| p as *mut T)
+    }
 }
 
 pub const ETH_P_IP: u16 = 0x0800;

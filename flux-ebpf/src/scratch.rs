@@ -1,0 +1,62 @@
+//! Per-CPU scratch memory, and the hand-off between the two stages of the program.
+//!
+//! Stage one (`main.rs::locate`) parses down to the DNS header and writes a [`Located`] here.
+//! Stage two (`main.rs::respond`) reads it back. The verifier does not track values through map
+//! memory, so every parse path (VLAN tags, IPv4 options, each depth of IPv6 extension headers,
+//! UDP or TCP) arrives at stage two as the same state, and the name walk with its loops is
+//! verified once instead of once per path.
+
+use aya_ebpf::{macros::map, maps::PerCpuArray};
+
+/// Bytes of scratch: the question name, later the UDP checksum input (pseudo-header, UDP
+/// header, DNS header and question: at most 40 + 8 + 12 + 255 + 4, rounded up).
+pub const SCRATCH_LEN: usize = 512;
+
+/// A DNS response found in the packet. Offsets are from the start of the frame.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Located {
+    pub family: u8,
+    pub protocol: u8,
+    /// The first fragment of a fragmented datagram.
+    pub first_fragment: u8,
+    pub vlan_count: u8,
+    pub vlan_ids: [u16; 2],
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub qdcount: u16,
+    pub l3_off: u16,
+    pub l4_off: u16,
+    pub dns_off: u16,
+    /// Length the transport claims for the message.
+    pub claimed_len: u16,
+    /// Bytes of it actually present in this packet.
+    pub present_len: u16,
+}
+
+#[repr(C)]
+pub struct Scratch {
+    pub bytes: [u8; SCRATCH_LEN],
+    /// Wire length of the question name last walked.
+    pub name_len: u64,
+    pub located: Located,
+}
+
+/// Too big for the 512-byte BPF stack next to everything else, so it lives in a map.
+#[map]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn scratch() -> Option<*mut Scratch> {
+    SCRATCH.get_ptr_mut(0)
+}
+
+/// `x`, hidden from LLVM. Where LLVM can prove an index in range it drops the bounds check and
+/// folds the index into pointer arithmetic the verifier cannot follow (a map-value pointer plus
+/// one bounded scalar minus another). Read back through a volatile load, the value is opaque
+/// again, so the check stays and the verifier sees the bound right next to the access.
+#[inline(always)]
+pub fn opaque<T: Copy>(x: T) -> T {
+    // SAFETY: a read of a local.
+    unsafe { core::ptr::read_volatile(&x) }
+}
