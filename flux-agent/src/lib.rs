@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod allowlist;
+pub mod blocklist;
 pub mod capfile;
 pub mod capture;
 pub mod clock;
@@ -17,6 +18,7 @@ pub mod dns;
 pub mod enrich;
 pub mod iface;
 pub mod loader;
+pub mod pins;
 pub mod replay;
 pub mod score;
 pub mod stats;

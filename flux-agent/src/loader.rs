@@ -17,7 +17,10 @@ use aya::{
     programs::{Xdp, XdpMode},
     util::KernelVersion,
 };
-use flux_common::{Config, GLOBAL_CONFIG, MAP_COUNTERS, MAP_EVENTS, MAX_DNS_PORTS, PROG_XDP};
+use flux_common::{
+    Config, DOMAIN_ACTION_DROP, DOMAIN_ACTION_NXDOMAIN, GLOBAL_CONFIG, MAP_COUNTERS, MAP_EVENTS,
+    MAX_DNS_PORTS, PROG_XDP,
+};
 use log::{info, warn};
 
 use crate::{EBPF_OBJECT, iface::Interface, xdp_owner};
@@ -63,6 +66,8 @@ pub enum LoadError {
     PinDir { path: PathBuf, reason: String },
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error(transparent)]
+    Pin(#[from] crate::pins::PinError),
     #[error("failed to attach XDP to {iface} in {mode} mode: {source}")]
     Attach {
         iface: String,
@@ -96,6 +101,27 @@ impl std::str::FromStr for AttachMode {
     }
 }
 
+/// `--block-action`: what the kernel does with a DNS response for a blocked name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BlockAction {
+    /// Answer NXDOMAIN in place.
+    #[default]
+    Nxdomain,
+    /// Drop the response.
+    Drop,
+}
+
+impl std::str::FromStr for BlockAction {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "nxdomain" => Ok(Self::Nxdomain),
+            "drop" => Ok(Self::Drop),
+            other => Err(format!("unknown block action '{other}' (nxdomain or drop)")),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
     pub pin_dir: PathBuf,
@@ -103,6 +129,7 @@ pub struct LoadOptions {
     pub dns_ports: Vec<u16>,
     /// Ring-buffer size override in bytes (power of two, page multiple).
     pub ring_buf_bytes: Option<u32>,
+    pub block_action: BlockAction,
 }
 
 impl Default for LoadOptions {
@@ -111,6 +138,7 @@ impl Default for LoadOptions {
             pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
             dns_ports: vec![53],
             ring_buf_bytes: None,
+            block_action: BlockAction::default(),
         }
     }
 }
@@ -130,8 +158,8 @@ pub struct Loaded {
     _lock: File,
 }
 
-/// Builds the load-time config from the requested ports.
-pub fn config_for_ports(ports: &[u16]) -> Result<Config, LoadError> {
+/// Builds the load-time config from the requested ports and block action.
+pub fn config_for(ports: &[u16], action: BlockAction) -> Result<Config, LoadError> {
     if ports.is_empty() || ports.len() > MAX_DNS_PORTS {
         return Err(LoadError::Config(format!(
             "between 1 and {MAX_DNS_PORTS} DNS ports, got {}",
@@ -144,7 +172,10 @@ pub fn config_for_ports(ports: &[u16]) -> Result<Config, LoadError> {
     let mut config = Config {
         dns_ports: [0; MAX_DNS_PORTS],
         dns_port_count: ports.len() as u32,
-        domain_action: flux_common::DOMAIN_ACTION_NXDOMAIN,
+        domain_action: match action {
+            BlockAction::Nxdomain => DOMAIN_ACTION_NXDOMAIN,
+            BlockAction::Drop => DOMAIN_ACTION_DROP,
+        },
     };
     for (slot, port) in config.dns_ports.iter_mut().zip(ports) {
         *slot = *port;
@@ -315,7 +346,7 @@ pub fn lock_pin_dir(pin_dir: &Path) -> Result<Option<File>, io::Error> {
 /// Loads and verifies the program and creates (or reuses) the pinned maps. Attaches nothing.
 pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     preflight()?;
-    let config = config_for_ports(&opts.dns_ports)?;
+    let config = config_for(&opts.dns_ports, opts.block_action)?;
     prepare_pin_dir(&opts.pin_dir)?;
     let lock = lock_pin_dir(&opts.pin_dir)
         .map_err(|e| LoadError::PinDir {
@@ -323,6 +354,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
             reason: e.to_string(),
         })?
         .ok_or_else(|| LoadError::AlreadyRunning(opts.pin_dir.clone()))?;
+    crate::pins::check_folder(&opts.pin_dir)?;
 
     let mut loader = EbpfLoader::new();
     loader
@@ -477,12 +509,16 @@ mod tests {
 
     #[test]
     fn ports_config() {
-        let c = config_for_ports(&[53, 5353]).unwrap();
+        let c = config_for(&[53, 5353], BlockAction::Nxdomain).unwrap();
         assert_eq!(c.dns_port_count, 2);
         assert!(c.is_dns_port(5353));
-        assert!(config_for_ports(&[]).is_err());
-        assert!(config_for_ports(&[0]).is_err());
-        assert!(config_for_ports(&[1; 9]).is_err());
+        assert!(config_for(&[], BlockAction::Nxdomain).is_err());
+        assert!(config_for(&[0], BlockAction::Nxdomain).is_err());
+        assert!(config_for(&[1; 9], BlockAction::Nxdomain).is_err());
+        let c = config_for(&[53], BlockAction::Drop).unwrap();
+        assert_eq!(c.domain_action, DOMAIN_ACTION_DROP);
+        assert_eq!("drop".parse::<BlockAction>(), Ok(BlockAction::Drop));
+        assert!("sinkhole".parse::<BlockAction>().is_err());
     }
 
     #[test]

@@ -156,7 +156,7 @@ pub enum Counter {
     DropBlockedSrc,
     /// Dropped: the destination address is blocked and not allowed.
     DropBlockedDst,
-    /// A blocked address matched, but an allowed CIDR covers it: passed.
+    /// A blocked address or name matched, but an allowed CIDR or domain covers it: passed.
     AllowedOverBlock,
     /// A blocked address whose entry had expired: passed (userspace sweeps the entry).
     ExpiredBlock,
@@ -231,6 +231,8 @@ pub const MAP_ALLOWED_CIDR_V6: &str = "ALLOWED_CIDR_V6";
 
 /// Blocked domains: `HashMap<u64, DomainBlock>`, keyed by [`domain_hash`] of the wire name.
 pub const MAP_BLOCKED_DOMAINS: &str = "BLOCKED_DOMAINS";
+/// Allowed domains, which win over any blocked name or parent: `HashMap<u64, DomainBlock>`.
+pub const MAP_ALLOWED_DOMAINS: &str = "ALLOWED_DOMAINS";
 
 /// Capacity of each exact-address blocklist (IPv4 and IPv6 separately).
 pub const MAX_BLOCKED_IPS: u32 = 1 << 20;
@@ -240,6 +242,8 @@ pub const MAX_BLOCKED_CIDRS: u32 = 1 << 16;
 pub const MAX_ALLOWED_CIDRS: u32 = 1 << 14;
 /// Capacity of the domain blocklist.
 pub const MAX_BLOCKED_DOMAINS: u32 = 1 << 18;
+/// Capacity of the domain allowlist.
+pub const MAX_ALLOWED_DOMAINS: u32 = 1 << 14;
 
 /// [`BlockEntry::source`]: the scorer judged the domain flux.
 pub const SOURCE_SCORER: u8 = 1;

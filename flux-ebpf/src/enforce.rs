@@ -8,6 +8,7 @@
 
 use core::intrinsics::AtomicOrdering;
 
+use crate::scratch::{opaque, scratch};
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     helpers::{bpf_ktime_get_boot_ns, generated::bpf_xdp_load_bytes},
@@ -15,10 +16,10 @@ use aya_ebpf::{
     maps::{HashMap, LpmTrie, lpm_trie::Key},
     programs::XdpContext,
 };
-use crate::scratch::{opaque, scratch};
 use flux_common::{
-    AF_INET, AF_INET6, BlockEntry, Counter, DomainBlock, MAX_ALLOWED_CIDRS, MAX_BLOCKED_CIDRS,
-    MAX_BLOCKED_DOMAINS, MAX_BLOCKED_IPS, MAX_NAME_WIRE, NAME_HASH_INIT, name_hash_step,
+    AF_INET, AF_INET6, BlockEntry, Counter, DomainBlock, MAX_ALLOWED_CIDRS, MAX_ALLOWED_DOMAINS,
+    MAX_BLOCKED_CIDRS, MAX_BLOCKED_DOMAINS, MAX_BLOCKED_IPS, MAX_NAME_WIRE, NAME_HASH_INIT,
+    name_hash_step,
 };
 
 #[map]
@@ -38,6 +39,9 @@ static ALLOWED_CIDR_V6: LpmTrie<[u8; 16], u32> = LpmTrie::pinned(MAX_ALLOWED_CID
 #[map]
 static BLOCKED_DOMAINS: HashMap<u64, DomainBlock> =
     HashMap::pinned(MAX_BLOCKED_DOMAINS, BPF_F_NO_PREALLOC);
+#[map]
+static ALLOWED_DOMAINS: HashMap<u64, DomainBlock> =
+    HashMap::pinned(MAX_ALLOWED_DOMAINS, BPF_F_NO_PREALLOC);
 
 /// What the blocklists say about one address.
 enum Match {
@@ -204,6 +208,7 @@ pub fn name_verdict(ctx: &XdpContext, qoff: usize, avail: usize) -> NameVerdict 
     let mut h = NAME_HASH_INIT;
     let mut inside = false;
     let mut blocked = false;
+    let mut allowed = false;
     for k in 0..MAX_NAME_WIRE {
         let i = MAX_NAME_WIRE - 1 - k;
         let label_start = starts.get(i >> 6).is_some_and(|w| (w >> (i & 63)) & 1 == 1);
@@ -218,19 +223,29 @@ pub fn name_verdict(ctx: &XdpContext, qoff: usize, avail: usize) -> NameVerdict 
         if !label_start || b == 0 {
             continue;
         }
+        // An allowed name or parent wins over any block, deeper or shallower.
+        if ALLOWED_DOMAINS.get_ptr(&h).is_some() {
+            allowed = true;
+            break;
+        }
+        if blocked {
+            continue;
+        }
         if let Some(e) = BLOCKED_DOMAINS.get_ptr(&h) {
             // SAFETY: a map value from a successful lookup.
             match judge(unsafe { core::ptr::addr_of!((*e).entry) }, now) {
-                Match::Blocked => {
-                    blocked = true;
-                    break;
-                }
+                Match::Blocked => blocked = true,
                 Match::Expired => super::count(Counter::ExpiredBlock),
                 Match::None | Match::Allowed => {}
             }
         }
     }
-    if blocked {
+    if allowed {
+        if blocked {
+            super::count(Counter::AllowedOverBlock);
+        }
+        NameVerdict::Pass
+    } else if blocked {
         NameVerdict::Blocked
     } else {
         NameVerdict::Pass

@@ -13,8 +13,17 @@ pub const DST6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
 
 /// A valid DNS response for `x.test` A, padded with A records to at least `min_len` bytes.
 pub fn dns_response(min_len: usize) -> Vec<u8> {
+    dns_response_for("x.test", min_len)
+}
+
+/// A valid DNS response for `name` A (the case is kept), padded with A records to at least
+/// `min_len` bytes.
+pub fn dns_response_for(name: &str, min_len: usize) -> Vec<u8> {
     let mut m = vec![0xbe, 0xef, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0];
-    m.extend_from_slice(b"\x01x\x04test\x00\x00\x01\x00\x01");
+    let mut wire = [0u8; flux_common::MAX_NAME_WIRE];
+    let n = flux_common::to_wire(name, &mut wire).expect("valid name");
+    m.extend_from_slice(&wire[..n]);
+    m.extend_from_slice(&[0, 1, 0, 1]);
     let mut n: u16 = 0;
     while m.len() < min_len {
         m.extend_from_slice(&[
@@ -39,6 +48,45 @@ pub fn dns_response(min_len: usize) -> Vec<u8> {
     }
     m[6..8].copy_from_slice(&n.to_be_bytes());
     m
+}
+
+/// One's-complement sum of `data` as big-endian 16-bit words (odd length zero-padded).
+fn ones_sum(data: &[u8], mut sum: u32) -> u32 {
+    for c in data.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    sum
+}
+
+fn fold(mut sum: u32) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// Whether the IPv4 header at `off` has a valid checksum.
+pub fn ipv4_checksum_ok(f: &[u8], off: usize) -> bool {
+    let ihl = ((f[off] & 0x0f) as usize) * 4;
+    fold(ones_sum(&f[off..off + ihl], 0)) == 0xffff
+}
+
+/// Whether the UDP datagram at `l4` (inside the IP header at `l3`) has a valid checksum over
+/// the pseudo-header; a zero IPv4 checksum ("none") counts as valid.
+pub fn udp_checksum_ok(f: &[u8], l3: usize, l4: usize) -> bool {
+    let udp_len = usize::from(u16::from_be_bytes([f[l4 + 4], f[l4 + 5]]));
+    let seg = &f[l4..l4 + udp_len];
+    let mut sum = ones_sum(seg, 0);
+    if f[l3] >> 4 == 4 {
+        if seg[6] == 0 && seg[7] == 0 {
+            return true;
+        }
+        sum = ones_sum(&f[l3 + 12..l3 + 20], sum);
+    } else {
+        sum = ones_sum(&f[l3 + 8..l3 + 40], sum);
+    }
+    sum += 17 + udp_len as u32;
+    fold(sum) == 0xffff
 }
 
 /// A DNS query (QR=0) for `x.test`.

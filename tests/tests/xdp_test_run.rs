@@ -11,13 +11,14 @@ use aya::{
     programs::{TestRun as _, Xdp},
 };
 use flux_agent::{
+    blocklist,
     capture::Capture,
     loader::{self, LoadOptions, Loaded},
 };
 use flux_common::{
-    BlockEntry, Counter, DNS_CAPTURE_MAX, EVENT_FLAG_IP_FRAGMENT, MAP_ALLOWED_CIDR_V4,
-    MAP_BLOCKED_CIDR_V4, MAP_BLOCKED_CIDR_V6, MAP_BLOCKED_V4, MAP_BLOCKED_V6, MAP_COUNTERS,
-    MAP_EVENTS, PROG_XDP, SOURCE_MANUAL,
+    BlockEntry, Counter, DNS_CAPTURE_MAX, EVENT_FLAG_BLOCKED, EVENT_FLAG_IP_FRAGMENT,
+    MAP_ALLOWED_CIDR_V4, MAP_BLOCKED_CIDR_V4, MAP_BLOCKED_CIDR_V6, MAP_BLOCKED_V4, MAP_BLOCKED_V6,
+    MAP_COUNTERS, MAP_EVENTS, PROG_XDP, SOURCE_MANUAL,
 };
 use flux_tests::{PinDir, frames::*, privileged};
 
@@ -36,6 +37,7 @@ impl Harness {
             pin_dir: pin.0.clone(),
             dns_ports: ports.to_vec(),
             ring_buf_bytes: None,
+            ..Default::default()
         })
         .expect("load flux-ebpf");
         let ring = RingBuf::try_from(loaded.ebpf.take_map(MAP_EVENTS).expect("EVENTS"))
@@ -530,4 +532,227 @@ fn blocklists_drop_and_the_allowlist_wins() {
     }
     let (verdict, _, _) = h.run(&v6);
     assert_eq!(verdict, XDP_DROP, "blocked IPv6 CIDR");
+}
+
+/// Checks a frame the program answered NXDOMAIN for `qname_wire_len`: lengths, both checksums,
+/// the header, and the question kept byte for byte.
+#[track_caller]
+fn assert_nxdomain(out: &[u8], original: &[u8], l3: usize, l4: usize, name_wire_len: usize) {
+    let dns = l4 + 8;
+    let kept = 12 + name_wire_len + 4;
+    assert_eq!(out.len(), dns + kept, "cut right after the question");
+    if out[l3] >> 4 == 4 {
+        let tot = usize::from(u16::from_be_bytes([out[l3 + 2], out[l3 + 3]]));
+        assert_eq!(tot, out.len() - l3, "IPv4 total length");
+        assert!(ipv4_checksum_ok(out, l3), "IPv4 header checksum");
+    } else {
+        let pl = usize::from(u16::from_be_bytes([out[l3 + 4], out[l3 + 5]]));
+        assert_eq!(pl, out.len() - l3 - 40, "IPv6 payload length");
+    }
+    let udp_len = usize::from(u16::from_be_bytes([out[l4 + 4], out[l4 + 5]]));
+    assert_eq!(udp_len, 8 + kept, "UDP length");
+    assert!(udp_checksum_ok(out, l3, l4), "UDP checksum");
+    let flags = u16::from_be_bytes([out[dns + 2], out[dns + 3]]);
+    assert_eq!(flags & 0x8000, 0x8000, "still a response");
+    assert_eq!(flags & 0x000f, 3, "RCODE NXDOMAIN");
+    assert_eq!(flags & 0x0200, 0, "TC cleared");
+    assert_eq!(
+        &out[dns + 4..dns + 12],
+        &[0, 1, 0, 0, 0, 0, 0, 0],
+        "one question, no records"
+    );
+    assert_eq!(out[dns..dns + 2], original[dns..dns + 2], "same id");
+    assert_eq!(
+        out[dns + 12..],
+        original[dns + 12..dns + kept],
+        "question unchanged"
+    );
+}
+
+impl Harness {
+    fn with_action(action: loader::BlockAction) -> Self {
+        let pin = PinDir::new();
+        let mut loaded = loader::load(&LoadOptions {
+            pin_dir: pin.0.clone(),
+            block_action: action,
+            ..Default::default()
+        })
+        .expect("load flux-ebpf");
+        let ring = RingBuf::try_from(loaded.ebpf.take_map(MAP_EVENTS).expect("EVENTS"))
+            .expect("ring buffer");
+        Self {
+            loaded,
+            ring,
+            _pin: pin,
+        }
+    }
+
+    fn maps(&self) -> blocklist::Maps {
+        blocklist::Maps::open(&self.loaded.pin_dir).expect("open pinned maps")
+    }
+
+    /// Runs one frame and returns the verdict, counter deltas, records and the output frame.
+    fn run_out(&mut self, frame: &[u8]) -> (u32, Vec<(Counter, u64)>, Vec<Capture>, Vec<u8>) {
+        let before = self.counters();
+        let prog: &mut Xdp = self
+            .loaded
+            .ebpf
+            .program_mut(PROG_XDP)
+            .expect("program")
+            .try_into()
+            .expect("xdp");
+        let mut out = vec![0u8; frame.len() + 256];
+        let res = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..TestRunOptions::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        out.truncate(res.data_size_out as usize);
+        let after = self.counters();
+        let delta = Counter::ALL
+            .iter()
+            .filter(|c| after[**c as usize] != before[**c as usize])
+            .map(|c| (*c, after[*c as usize] - before[*c as usize]))
+            .collect();
+        let mut events = Vec::new();
+        while let Some(item) = self.ring.next() {
+            events.push(Capture::from_record(&item).expect("well-formed record"));
+        }
+        (res.return_value, delta, events, out)
+    }
+}
+
+#[test]
+fn blocked_names_are_answered_nxdomain_in_the_kernel() {
+    if !privileged() {
+        return;
+    }
+    let mut h = Harness::new(&[53]);
+    let mut maps = h.maps();
+    let day = Some(std::time::Duration::from_secs(86_400));
+    maps.block(
+        &blocklist::Target::domain("flux.test").unwrap(),
+        &blocklist::Spec::manual(day, "test"),
+    )
+    .unwrap();
+
+    // A subdomain, in another case, over IPv4: rewritten, passed, and recorded as it arrived.
+    let msg = dns_response_for("www.FLUX.Test", 400);
+    let frame = udp4(53, &msg);
+    let (verdict, delta, events, out) = h.run_out(&frame);
+    assert_eq!(verdict, XDP_PASS, "answered, not dropped");
+    assert!(
+        delta.contains(&(Counter::SinkholedNxdomain, 1)),
+        "{delta:?}"
+    );
+    assert_eq!(events.len(), 1, "the original response is still recorded");
+    assert_ne!(
+        events[0].header.flags & EVENT_FLAG_BLOCKED,
+        0,
+        "flagged blocked"
+    );
+    assert_eq!(events[0].data, &msg[..], "the record holds the real answer");
+    let wire_len = "www.FLUX.Test".len() + 2;
+    assert_nxdomain(&out, &frame, ETH, ETH + IP4, wire_len);
+    assert_eq!(
+        maps.get(&blocklist::Target::domain("flux.test").unwrap())
+            .unwrap()
+            .unwrap()
+            .hits,
+        1,
+        "hit counted on the blocked parent"
+    );
+
+    // The blocked name itself, over IPv6.
+    let msg6 = dns_response_for("flux.test", 300);
+    let frame6 = udp6(53, &msg6);
+    let (verdict, delta, _, out) = h.run_out(&frame6);
+    assert_eq!(verdict, XDP_PASS);
+    assert!(
+        delta.contains(&(Counter::SinkholedNxdomain, 1)),
+        "{delta:?}"
+    );
+    assert_nxdomain(&out, &frame6, ETH, ETH + IP6, "flux.test".len() + 2);
+
+    // IPv4 options and two VLAN tags in front: offsets move, the rewrite still holds.
+    let tagged = with_vlans(
+        &with_ipv4_options(&udp4(53, &msg), 2),
+        &[(0x88a8, 10), (0x8100, 20)],
+    );
+    let (verdict, _, _, out) = h.run_out(&tagged);
+    assert_eq!(verdict, XDP_PASS);
+    let l3 = ETH + 8;
+    assert_nxdomain(&out, &tagged, l3, l3 + IP4 + 8, wire_len);
+
+    // No UDP checksum over IPv4 stays none; the IP header is still fixed.
+    let mut nocsum = udp4(53, &msg);
+    nocsum[ETH + IP4 + 6] = 0;
+    nocsum[ETH + IP4 + 7] = 0;
+    let (_, _, _, out) = h.run_out(&nocsum);
+    assert_eq!(out[ETH + IP4 + 6..ETH + IP4 + 8], [0, 0]);
+    assert_nxdomain(&out, &nocsum, ETH, ETH + IP4, wire_len);
+
+    // Names that only look alike pass untouched and are captured as before.
+    for name in ["notflux.test", "flux.test.example", "flux.tes"] {
+        let f = udp4(53, &dns_response_for(name, 100));
+        let (verdict, delta, events, out) = h.run_out(&f);
+        assert_eq!(verdict, XDP_PASS, "{name}");
+        assert_eq!(out, f, "{name}: unchanged");
+        assert!(delta.contains(&(Counter::ResponsesCaptured, 1)), "{name}");
+        assert_eq!(events[0].header.flags & EVENT_FLAG_BLOCKED, 0, "{name}");
+    }
+
+    // DNS over TCP cannot be cut: dropped.
+    let tcp = tcp4(53, &tcp_dns(&msg, msg.len() as u16));
+    let (verdict, delta, _, _) = h.run_out(&tcp);
+    assert_eq!(verdict, XDP_DROP, "TCP response for a blocked name");
+    assert!(delta.contains(&(Counter::DropBlockedName, 1)), "{delta:?}");
+
+    // The allowlist wins over a blocked parent.
+    maps.allow(&blocklist::Target::domain("www.flux.test").unwrap(), "ok")
+        .unwrap();
+    let (verdict, delta, _, out) = h.run_out(&frame);
+    assert_eq!(verdict, XDP_PASS);
+    assert_eq!(out, frame, "allowed: untouched");
+    assert!(delta.contains(&(Counter::AllowedOverBlock, 1)), "{delta:?}");
+    assert!(
+        maps.unallow(&blocklist::Target::domain("www.flux.test").unwrap())
+            .unwrap()
+    );
+
+    // An expired block passes, counted.
+    maps.block(
+        &blocklist::Target::domain("flux.test").unwrap(),
+        &blocklist::Spec::manual(Some(std::time::Duration::from_nanos(1)), "test"),
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1));
+    let (verdict, delta, _, out) = h.run_out(&frame);
+    assert_eq!(verdict, XDP_PASS);
+    assert_eq!(out, frame);
+    assert!(delta.contains(&(Counter::ExpiredBlock, 1)), "{delta:?}");
+    let swept = maps.sweep_expired().unwrap();
+    assert_eq!(swept.len(), 1);
+    assert!(maps.list().unwrap().is_empty(), "expired entry swept");
+}
+
+#[test]
+fn block_action_drop_drops_blocked_names() {
+    if !privileged() {
+        return;
+    }
+    let mut h = Harness::with_action(loader::BlockAction::Drop);
+    h.maps()
+        .block(
+            &blocklist::Target::domain("flux.test").unwrap(),
+            &blocklist::Spec::manual(None, "test"),
+        )
+        .unwrap();
+    let frame = udp4(53, &dns_response_for("a.flux.test", 200));
+    let (verdict, delta, events, _) = h.run_out(&frame);
+    assert_eq!(verdict, XDP_DROP);
+    assert!(delta.contains(&(Counter::DropBlockedName, 1)), "{delta:?}");
+    assert_eq!(events.len(), 1, "recorded before the drop");
 }

@@ -10,7 +10,7 @@ use std::{
 use anyhow::Context as _;
 use flux_agent::{
     agent::{self, EventFormat, RunOptions},
-    loader::{self, AttachMode, LoadOptions},
+    loader::{self, AttachMode, BlockAction, LoadOptions},
 };
 use log::info;
 
@@ -38,6 +38,10 @@ pub struct RunArgs {
     /// Source port counted as DNS (repeatable, at most 8). Default: 53.
     #[arg(long = "dns-port", value_name = "PORT")]
     pub dns_ports: Vec<u16>,
+
+    /// What a DNS response for a blocked domain gets: nxdomain (answered in the kernel) or drop.
+    #[arg(long, value_name = "ACTION", default_value = "nxdomain")]
+    pub block_action: BlockAction,
 
     #[command(flatten)]
     pub pin: PinArgs,
@@ -80,6 +84,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 args.dns_ports
             },
             ring_buf_bytes: None,
+            block_action: args.block_action,
         },
     };
 

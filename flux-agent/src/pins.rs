@@ -1,0 +1,136 @@
+//! The pin folder: which maps flux-agent pins there, and whether what is there is really ours.
+//!
+//! The expected layout of every pinned map (type, key and value size, capacity) is read from the
+//! compiled eBPF object itself, so it cannot drift from the kernel side. A pin under one of our
+//! names that does not match (another tool's map, an older flux-agent with a different record
+//! layout, something that is not a map) is reported, never silently reused: reusing it would make
+//! the kernel read the wrong layout, or the load fail with a bare errno.
+
+use std::path::{Path, PathBuf};
+
+use aya::maps::MapData;
+use aya_obj::maps::PinningType;
+use flux_common::MAP_EVENTS;
+
+use crate::EBPF_OBJECT;
+
+/// One pinned map as the object defines it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expected {
+    pub name: String,
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error(
+        "{path} is not a flux-agent map of this version ({what}); it may belong to another tool \
+         or an older flux-agent. Move it away or run `flux-agent unload --pin-dir {dir}`",
+        path = .path.display(),
+        dir = .path.parent().map(Path::display).map(|d| d.to_string()).unwrap_or_default()
+    )]
+    Foreign { path: PathBuf, what: String },
+    #[error(
+        "nothing is loaded: {path} does not exist (start the agent with `flux-agent run`)",
+        path = .0.display()
+    )]
+    NotLoaded(PathBuf),
+    #[error("cannot open pin {path}: {reason}", path = .path.display())]
+    Open { path: PathBuf, reason: String },
+    #[error("cannot read the eBPF object's map definitions: {0}")]
+    Object(String),
+}
+
+/// Every map the object pins by name.
+pub fn expected() -> Result<Vec<Expected>, PinError> {
+    let obj = aya_obj::Object::parse(EBPF_OBJECT).map_err(|e| PinError::Object(e.to_string()))?;
+    let mut out: Vec<Expected> = obj
+        .maps
+        .iter()
+        .filter(|(_, m)| m.pinning() == PinningType::ByName)
+        .map(|(name, m)| Expected {
+            name: name.clone(),
+            map_type: m.map_type(),
+            key_size: m.key_size(),
+            value_size: m.value_size(),
+            max_entries: m.max_entries(),
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// The definition of one pinned map by name.
+pub fn expected_map(name: &str) -> Result<Expected, PinError> {
+    expected()?
+        .into_iter()
+        .find(|e| e.name == name)
+        .ok_or_else(|| PinError::Object(format!("no pinned map {name} in the object")))
+}
+
+/// What differs between a pinned map and its definition, or `None` when it matches. The ring
+/// buffer's size is a run-time option, so only its type is compared.
+pub fn mismatch(exp: &Expected, data: &MapData) -> Option<String> {
+    let info = match data.info() {
+        Ok(i) => i,
+        Err(e) => return Some(format!("not a readable BPF map: {e}")),
+    };
+    let found_type = info.map_type().map(|t| t as u32).unwrap_or(u32::MAX);
+    let mut diffs = Vec::new();
+    if found_type != exp.map_type {
+        diffs.push(format!("map type {found_type}, expected {}", exp.map_type));
+    }
+    if exp.name != MAP_EVENTS {
+        for (what, found, want) in [
+            ("key size", info.key_size(), exp.key_size),
+            ("value size", info.value_size(), exp.value_size),
+            ("capacity", info.max_entries(), exp.max_entries),
+        ] {
+            if found != want {
+                diffs.push(format!("{what} {found}, expected {want}"));
+            }
+        }
+    }
+    (!diffs.is_empty()).then(|| diffs.join(", "))
+}
+
+/// Opens the pinned map `name` in `pin_dir` and checks it against the object.
+pub fn open(pin_dir: &Path, name: &str) -> Result<MapData, PinError> {
+    let path = pin_dir.join(name);
+    if !path.exists() {
+        return Err(PinError::NotLoaded(path));
+    }
+    let data = MapData::from_pin(&path).map_err(|e| match e {
+        aya::maps::MapError::SyscallError(ref s)
+            if s.io_error.raw_os_error() == Some(libc::EACCES)
+                || s.io_error.raw_os_error() == Some(libc::EPERM) =>
+        {
+            PinError::Open {
+                path: path.clone(),
+                reason: "permission denied (run as root)".into(),
+            }
+        }
+        other => PinError::Foreign {
+            path: path.clone(),
+            what: format!("cannot be opened as a map: {other}"),
+        },
+    })?;
+    if let Some(what) = mismatch(&expected_map(name)?, &data) {
+        return Err(PinError::Foreign { path, what });
+    }
+    Ok(data)
+}
+
+/// Checks every existing pin under one of our names before a load reuses it.
+pub fn check_folder(pin_dir: &Path) -> Result<(), PinError> {
+    for exp in expected()? {
+        let path = pin_dir.join(&exp.name);
+        if path.exists() {
+            open(pin_dir, &exp.name)?;
+        }
+    }
+    Ok(())
+}
