@@ -78,8 +78,8 @@ pub async fn run<W: Write>(
     let mut loaded = loader::load(&opts.load)?;
     for iface in &ifaces {
         if let Err(e) = loaded.attach(iface, opts.mode, opts.force) {
-            // Detach whatever was attached (dropping the links) and leave no pins behind.
-            loaded.unpin_maps();
+            // Detach what this run attached and leave no pins of its own behind.
+            loaded.rollback();
             drop(loaded);
             return Err(e.into());
         }
@@ -151,10 +151,10 @@ pub async fn run<W: Write>(
     }
     drop(ring);
     let pin_dir: PathBuf = loaded.pin_dir.clone();
-    loaded.unpin_maps();
     drop(loaded);
     info!(
-        "detached; {} responses captured, {} parse errors, pins removed from {}",
+        "stopped; {} responses captured, {} parse errors. The XDP program stays attached and \
+         enforcing from {}; `flux-agent unload` removes it",
         summary.observations,
         summary.parse_errors,
         pin_dir.display()

@@ -1,9 +1,14 @@
 //! Loading the eBPF object, pinning its maps, and attaching the XDP program.
 //!
 //! Everything that can go wrong for a user (privileges, old kernel, unknown interface, another
-//! XDP program in the way, a second agent on the same pin folder) becomes a [`LoadError`] with a
-//! message that says what to do. Nothing is left half-attached: links live inside [`Loaded`], and
-//! dropping it detaches them all.
+//! XDP program in the way, a second agent on the same pin folder, a foreign pin) becomes a
+//! [`LoadError`] with a message that says what to do.
+//!
+//! Enforcement outlives the agent: each XDP link is pinned next to the maps
+//! (`xdp_link_<iface>`), so the program keeps running when the agent exits or crashes. A
+//! restarted agent swaps its freshly loaded program into the pinned link (`bpf_link_update`), so
+//! there is no moment without a program. `flux-agent unload` ([`unload`]) detaches and unpins.
+//! A start that fails half-way removes what it attached.
 
 use std::{
     fs::File,
@@ -14,7 +19,11 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{Xdp, XdpMode},
+    programs::{
+        Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+    },
     util::KernelVersion,
 };
 use flux_common::{
@@ -148,15 +157,31 @@ impl Default for LoadOptions {
 pub struct Attachment {
     pub iface: Interface,
     pub mode: &'static str,
+    /// Where its link is pinned.
+    pub pin: PathBuf,
+    /// The link was already pinned by an earlier run; this run swapped its program in.
+    pub took_over: bool,
 }
 
-/// The loaded object, holding the pin-folder lock and every XDP link it made.
+/// The loaded object, holding the pin-folder lock and the links it attached.
 pub struct Loaded {
     pub ebpf: Ebpf,
     pub pin_dir: PathBuf,
     pub attachments: Vec<Attachment>,
+    /// No map pins existed before this load: a failed start removes them again.
+    fresh_pins: bool,
     _lock: File,
 }
+
+/// The pin of the XDP link on `iface`.
+pub fn xdp_link_pin(pin_dir: &Path, iface: &str) -> PathBuf {
+    pin_dir.join(format!("{XDP_LINK_PREFIX}{iface}"))
+}
+
+/// Pinned XDP links are named this plus the interface name.
+pub const XDP_LINK_PREFIX: &str = "xdp_link_";
+/// Pinned TC egress links are named this plus the interface name.
+pub const TC_LINK_PREFIX: &str = "tc_link_";
 
 /// Builds the load-time config from the requested ports and block action.
 pub fn config_for(ports: &[u16], action: BlockAction) -> Result<Config, LoadError> {
@@ -355,6 +380,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         })?
         .ok_or_else(|| LoadError::AlreadyRunning(opts.pin_dir.clone()))?;
     crate::pins::check_folder(&opts.pin_dir)?;
+    let fresh_pins = !opts.pin_dir.join(MAP_COUNTERS).exists();
 
     let mut loader = EbpfLoader::new();
     loader
@@ -380,6 +406,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         ebpf,
         pin_dir: opts.pin_dir.clone(),
         attachments: Vec::new(),
+        fresh_pins,
         _lock: lock,
     })
 }
@@ -393,6 +420,10 @@ impl Loaded {
         mode: AttachMode,
         force: bool,
     ) -> Result<(), LoadError> {
+        let pin = xdp_link_pin(&self.pin_dir, &iface.name);
+        if pin.exists() && self.take_over(iface, &pin)? {
+            return Ok(());
+        }
         if let Some(existing) = xdp_owner::attached_prog_id(iface.index)
             .map_err(|e| LoadError::Ebpf(format!("query XDP state of {}: {e}", iface.name)))?
         {
@@ -414,16 +445,11 @@ impl Loaded {
             })?;
         }
 
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(PROG_XDP)
-            .ok_or_else(|| LoadError::Ebpf(format!("program {PROG_XDP} missing")))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| LoadError::Ebpf(e.to_string()))?;
+        let prog: &mut Xdp = self.xdp_prog()?;
 
         let attach = |prog: &mut Xdp, mode: XdpMode, label: &'static str| {
             prog.attach_to_if_index(iface.index, mode)
-                .map(|_| label)
+                .map(|id| (id, label))
                 .map_err(|source| match errno_in(&source) {
                     Some(libc::EPERM) => LoadError::PermissionDenied,
                     // Someone attached between our check and the attach, or holds the hook in
@@ -442,7 +468,7 @@ impl Loaded {
                     },
                 })
         };
-        let label = match mode {
+        let (id, label) = match mode {
             AttachMode::Native => attach(prog, XdpMode::Driver, "native")?,
             AttachMode::Skb => attach(prog, XdpMode::Skb, "skb")?,
             AttachMode::Auto => match attach(prog, XdpMode::Driver, "native") {
@@ -459,27 +485,171 @@ impl Loaded {
                 }
             },
         };
+        // Pin the link so the program outlives this process.
+        let pin_err = |e: String| LoadError::PinDir {
+            path: pin.clone(),
+            reason: format!("cannot pin the XDP link: {e}"),
+        };
+        let link = prog.take_link(id).map_err(|e| pin_err(e.to_string()))?;
+        let link = FdLink::try_from(link).map_err(|e| pin_err(e.to_string()))?;
+        link.pin(&pin).map_err(|e| pin_err(e.to_string()))?;
         info!("attached to {} ({label} mode)", iface.name);
         self.attachments.push(Attachment {
             iface: iface.clone(),
             mode: label,
+            pin,
+            took_over: false,
         });
         Ok(())
     }
 
-    /// Removes this agent's map pins. Call on clean shutdown, after the links are gone.
+    fn xdp_prog(&mut self) -> Result<&mut Xdp, LoadError> {
+        self.ebpf
+            .program_mut(PROG_XDP)
+            .ok_or_else(|| LoadError::Ebpf(format!("program {PROG_XDP} missing")))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| LoadError::Ebpf(e.to_string()))
+    }
+
+    /// Swaps this run's program into the link an earlier run pinned for `iface`. `false` when
+    /// that link is gone (the interface was recreated, say): its stale pin is removed and the
+    /// caller attaches afresh.
+    fn take_over(&mut self, iface: &Interface, pin: &Path) -> Result<bool, LoadError> {
+        let stale = |why: String| {
+            warn!("{}: {why}; attaching afresh", pin.display());
+            let _ = std::fs::remove_file(pin);
+            Ok(false)
+        };
+        let link = match PinnedLink::from_pin(pin) {
+            Ok(l) => FdLink::from(l),
+            Err(e) => return stale(format!("cannot open the pinned link: {e}")),
+        };
+        let link = match XdpLink::try_from(link) {
+            Ok(l) => l,
+            Err(e) => {
+                return Err(LoadError::Pin(crate::pins::PinError::Foreign {
+                    path: pin.to_owned(),
+                    what: format!("not an XDP link: {e}"),
+                }));
+            }
+        };
+        let prog = self.xdp_prog()?;
+        if let Err(e) = prog.attach_to_link(link) {
+            return stale(format!("cannot update the pinned link: {e}"));
+        }
+        info!(
+            "took over the pinned XDP link on {} (no gap in enforcement)",
+            iface.name
+        );
+        self.attachments.push(Attachment {
+            iface: iface.clone(),
+            mode: "pinned",
+            pin: pin.to_owned(),
+            took_over: true,
+        });
+        Ok(true)
+    }
+
+    /// Removes the map pins (for tools that load without attaching, like the benchmark).
     pub fn unpin_maps(&self) {
-        for name in [MAP_EVENTS, MAP_COUNTERS] {
-            let path = self.pin_dir.join(name);
-            if let Err(e) = std::fs::remove_file(&path)
+        remove_map_pins(&self.pin_dir);
+    }
+
+    /// Undoes a start that failed half-way: the links this run pinned are removed (which
+    /// detaches them), and, when this run created the maps, their pins too. Links and maps an
+    /// earlier run left enforcing stay.
+    pub fn rollback(&mut self) {
+        for a in self.attachments.drain(..) {
+            if a.took_over {
+                continue;
+            }
+            if let Err(e) = std::fs::remove_file(&a.pin)
                 && e.kind() != io::ErrorKind::NotFound
             {
-                warn!("could not remove pin {}: {e}", path.display());
+                warn!("could not remove pin {}: {e}", a.pin.display());
             }
         }
-        // Only succeeds when empty; other tools' pins are never touched.
-        let _ = std::fs::remove_dir(&self.pin_dir);
+        if self.fresh_pins {
+            remove_map_pins(&self.pin_dir);
+        }
     }
+}
+
+/// Removes every map pin the object defines (nothing else), then the folder if it is empty.
+fn remove_map_pins(pin_dir: &Path) {
+    let names = crate::pins::expected()
+        .map(|e| e.into_iter().map(|e| e.name).collect::<Vec<_>>())
+        .unwrap_or_default();
+    for name in names {
+        let path = pin_dir.join(name);
+        if let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            warn!("could not remove pin {}: {e}", path.display());
+        }
+    }
+    // Only succeeds when empty; other tools' pins are never touched.
+    let _ = std::fs::remove_dir(pin_dir);
+}
+
+/// What [`unload`] removed.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Unloaded {
+    pub links: Vec<String>,
+    pub maps: usize,
+    /// Pins in the folder that are not flux-agent's, left alone.
+    pub left: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UnloadError {
+    #[error("nothing is loaded: {} does not exist", .0.display())]
+    NotLoaded(PathBuf),
+    #[error(
+        "the agent is running on {}; stop it first (unload removes what it leaves behind)",
+        .0.display()
+    )]
+    Running(PathBuf),
+    #[error("cannot unload {}: {reason}", .path.display())]
+    Io { path: PathBuf, reason: String },
+}
+
+/// `flux-agent unload`: detaches every pinned program link and removes the pins.
+pub fn unload(pin_dir: &Path) -> Result<Unloaded, UnloadError> {
+    if !pin_dir.exists() {
+        return Err(UnloadError::NotLoaded(pin_dir.to_owned()));
+    }
+    let io_err = |e: io::Error| UnloadError::Io {
+        path: pin_dir.to_owned(),
+        reason: e.to_string(),
+    };
+    let _lock = lock_pin_dir(pin_dir)
+        .map_err(io_err)?
+        .ok_or_else(|| UnloadError::Running(pin_dir.to_owned()))?;
+    let mut out = Unloaded::default();
+    let known: Vec<String> = crate::pins::expected()
+        .map(|e| e.into_iter().map(|e| e.name).collect())
+        .unwrap_or_default();
+    for entry in std::fs::read_dir(pin_dir).map_err(io_err)? {
+        let entry = entry.map_err(io_err)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(XDP_LINK_PREFIX) || name.starts_with(TC_LINK_PREFIX) {
+            // Detach explicitly: another process may still hold the link open.
+            if let Err(e) = xdp_owner::detach_pinned_link(&entry.path()) {
+                warn!("detach {name}: {e}");
+            }
+            std::fs::remove_file(entry.path()).map_err(io_err)?;
+            out.links.push(name);
+        } else if known.contains(&name) {
+            std::fs::remove_file(entry.path()).map_err(io_err)?;
+            out.maps += 1;
+        } else {
+            out.left.push(name);
+        }
+    }
+    drop(_lock);
+    let _ = std::fs::remove_dir(pin_dir);
+    Ok(out)
 }
 
 #[cfg(test)]

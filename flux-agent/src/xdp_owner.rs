@@ -258,6 +258,19 @@ pub fn detach_all(ifindex: u32) -> io::Result<()> {
     }
 }
 
+/// Detaches the BPF link pinned at `path` now, whoever else holds it open (`BPF_LINK_DETACH`).
+pub fn detach_pinned_link(path: &std::path::Path) -> io::Result<()> {
+    const BPF_OBJ_GET: libc::c_long = 7;
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::other("path contains a NUL byte"))?;
+    let mut a = [0u64; 16];
+    a[0] = c.as_ptr() as u64; // pathname
+    let fd = OwnedRaw(bpf(BPF_OBJ_GET, &mut a)? as RawFd);
+    let mut a = [0u64; 16];
+    a[0] = u64::from(fd.0 as u32);
+    bpf(BPF_LINK_DETACH, &mut a).map(|_| ())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

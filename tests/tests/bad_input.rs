@@ -169,6 +169,9 @@ fn legacy_netlink_attachment_is_detected_and_forced_out() {
     let mut mine = Agent::start(&link.client, &pin, &["--iface", "a0", "--force"]);
     assert_ne!(xdp_prog_on(&link.client, "a0"), Some(theirs));
     assert!(mine.stop().success());
+    assert_ne!(xdp_prog_on(&link.client, "a0"), None, "stays enforcing");
+    let o = agent_cli(None, &["unload", "--pin-dir", &pin.arg()]);
+    assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(xdp_prog_on(&link.client, "a0"), None);
     other.unpin_maps();
 }

@@ -116,9 +116,18 @@ fn udp_tcp_ipv4_ipv6_cname_chain_and_nxdomain() {
     );
     assert!(s["counters"]["packets_seen"].as_u64().unwrap() >= 4, "{s}");
 
-    // Clean detach on SIGINT: exit 0, no XDP left, pins gone, stats says so.
+    // SIGINT: exit 0, and the program stays attached (enforcement outlives the agent) with its
+    // pins, until `unload` detaches it and removes them; then stats says nothing is loaded.
+    let ours = xdp_prog_on(&link.client, "a0");
     assert!(agent.stop().success(), "{}", agent.log());
+    assert_eq!(xdp_prog_on(&link.client, "a0"), ours, "still attached");
+    let out = agent_cli(None, &["stats", "--json", "--pin-dir", &pin.arg()]);
+    let s: Value = serde_json::from_slice(&out.stdout).expect("stats json");
+    assert_eq!(s["agent_running"], false, "{s}");
+    let out = agent_cli(None, &["unload", "--pin-dir", &pin.arg()]);
+    assert!(out.status.success(), "{out:?}");
     assert_eq!(xdp_prog_on(&link.client, "a0"), None);
+    assert!(!pin.0.exists(), "pins removed");
     let out = agent_cli(None, &["stats", "--pin-dir", &pin.arg()]);
     assert!(!out.status.success());
     assert!(

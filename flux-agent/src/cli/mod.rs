@@ -1,9 +1,12 @@
 //! Command-line interface: one module per subcommand.
 
+mod allowlist;
+mod blocklist;
 mod replay;
 mod run;
 mod scoring;
 mod stats;
+mod unload;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -29,6 +32,12 @@ pub enum Command {
     Stats(stats::StatsArgs),
     /// Score capture files offline with the same parser and scorer.
     Replay(replay::ReplayArgs),
+    /// List, add, remove or flush blocked domains, addresses and CIDRs.
+    Blocklist(blocklist::BlocklistArgs),
+    /// List, add or remove allowed domains, addresses and CIDRs (they win over any block).
+    Allowlist(allowlist::AllowlistArgs),
+    /// Detach the programs a stopped agent left enforcing, and remove its pins.
+    Unload(blocklist::JsonArgs),
 }
 
 /// Options every command that touches the pinned maps shares.
@@ -44,5 +53,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args),
         Command::Stats(args) => stats::stats(args),
         Command::Replay(args) => replay::replay(args),
+        Command::Blocklist(args) => blocklist::blocklist(args),
+        Command::Allowlist(args) => allowlist::allowlist(args),
+        Command::Unload(args) => unload::unload(args),
     }
 }

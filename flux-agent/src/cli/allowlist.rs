@@ -1,0 +1,59 @@
+//! `flux-agent allowlist list|add|remove`: addresses, CIDRs and domains the kernel lets through
+//! over any block, and the agent never blocks.
+
+use std::process::ExitCode;
+
+use super::blocklist::{JsonArgs, TargetArgs, open, print_entries, report};
+
+#[derive(Debug, clap::Args)]
+pub struct AllowlistArgs {
+    #[command(subcommand)]
+    pub command: AllowlistCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AllowlistCommand {
+    /// Show the allowlist.
+    List(JsonArgs),
+    /// Allow domains (and their subdomains), addresses or CIDRs.
+    Add(TargetArgs),
+    /// Remove allowlist entries.
+    Remove(TargetArgs),
+}
+
+pub fn allowlist(args: AllowlistArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        AllowlistCommand::List(a) => {
+            let Some(maps) = open(&a)? else {
+                return Ok(ExitCode::from(3));
+            };
+            print_entries(&maps.list_allowed()?, a.json, "allowed");
+        }
+        AllowlistCommand::Add(a) => {
+            let targets = a.targets.parse()?;
+            let Some(mut maps) = open(&a.common)? else {
+                return Ok(ExitCode::from(3));
+            };
+            for t in &targets {
+                maps.allow(t, "manual")?;
+                report(&a.common, "allowed", t, true);
+            }
+        }
+        AllowlistCommand::Remove(a) => {
+            let targets = a.targets.parse()?;
+            let Some(mut maps) = open(&a.common)? else {
+                return Ok(ExitCode::from(3));
+            };
+            let mut missing = false;
+            for t in &targets {
+                let removed = maps.unallow(t)?;
+                missing |= !removed;
+                report(&a.common, "unallowed", t, removed);
+            }
+            if missing {
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
