@@ -123,6 +123,9 @@ pub struct Observation {
     pub cap_len: u16,
     /// The capture holds only a prefix of the message.
     pub truncated: bool,
+    /// The kernel matched the name on the domain blocklist: this is what the server answered,
+    /// and the client got NXDOMAIN (or nothing).
+    pub blocked: bool,
     #[serde(flatten)]
     pub msg: DnsMessage,
 }
@@ -149,6 +152,7 @@ impl Observation {
             dns_len: c.header.dns_len,
             cap_len: c.header.cap_len,
             truncated: c.truncated(),
+            blocked: c.header.flags & flux_common::EVENT_FLAG_BLOCKED != 0,
             msg,
         })
     }

@@ -139,6 +139,8 @@ pub struct LoadOptions {
     /// Ring-buffer size override in bytes (power of two, page multiple).
     pub ring_buf_bytes: Option<u32>,
     pub block_action: BlockAction,
+    /// Match blocks but drop and rewrite nothing (`--monitor`).
+    pub monitor: bool,
 }
 
 impl Default for LoadOptions {
@@ -148,6 +150,7 @@ impl Default for LoadOptions {
             dns_ports: vec![53],
             ring_buf_bytes: None,
             block_action: BlockAction::default(),
+            monitor: false,
         }
     }
 }
@@ -201,6 +204,7 @@ pub fn config_for(ports: &[u16], action: BlockAction) -> Result<Config, LoadErro
             BlockAction::Nxdomain => DOMAIN_ACTION_NXDOMAIN,
             BlockAction::Drop => DOMAIN_ACTION_DROP,
         },
+        monitor: 0,
     };
     for (slot, port) in config.dns_ports.iter_mut().zip(ports) {
         *slot = *port;
@@ -371,7 +375,8 @@ pub fn lock_pin_dir(pin_dir: &Path) -> Result<Option<File>, io::Error> {
 /// Loads and verifies the program and creates (or reuses) the pinned maps. Attaches nothing.
 pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     preflight()?;
-    let config = config_for(&opts.dns_ports, opts.block_action)?;
+    let mut config = config_for(&opts.dns_ports, opts.block_action)?;
+    config.monitor = u32::from(opts.monitor);
     prepare_pin_dir(&opts.pin_dir)?;
     let lock = lock_pin_dir(&opts.pin_dir)
         .map_err(|e| LoadError::PinDir {

@@ -62,6 +62,9 @@ pub struct Config {
     pub dns_port_count: u32,
     /// What a response for a blocked name gets: `DOMAIN_ACTION_*`.
     pub domain_action: u32,
+    /// Non-zero: monitor mode. Blocks are matched and counted (`monitor_would_drop`) but every
+    /// packet passes unchanged.
+    pub monitor: u32,
 }
 
 impl Config {
@@ -70,6 +73,7 @@ impl Config {
         dns_ports: [53, 0, 0, 0, 0, 0, 0, 0],
         dns_port_count: 1,
         domain_action: DOMAIN_ACTION_NXDOMAIN,
+        monitor: 0,
     };
 
     /// Whether `port` is one of the configured DNS ports. The loop has a constant bound.
@@ -168,10 +172,12 @@ pub enum Counter {
     /// A response whose question name could not be walked (compression pointer, bad label,
     /// cut short): not checked against the domain blocklist, passed.
     QnameUnchecked,
+    /// Monitor mode: a packet that would have been dropped or answered NXDOMAIN, passed.
+    MonitorWouldDrop,
 }
 
 impl Counter {
-    pub const COUNT: usize = 17;
+    pub const COUNT: usize = 18;
     pub const ALL: [Counter; Counter::COUNT] = [
         Counter::PacketsSeen,
         Counter::ResponsesCaptured,
@@ -190,6 +196,7 @@ impl Counter {
         Counter::SinkholedNxdomain,
         Counter::DropBlockedName,
         Counter::QnameUnchecked,
+        Counter::MonitorWouldDrop,
     ];
 
     /// Stable snake_case name, used in `stats --json` and the docs.
@@ -212,6 +219,7 @@ impl Counter {
             Counter::SinkholedNxdomain => "sinkholed_nxdomain",
             Counter::DropBlockedName => "drop_blocked_name",
             Counter::QnameUnchecked => "qname_unchecked",
+            Counter::MonitorWouldDrop => "monitor_would_drop",
         }
     }
 }
@@ -394,7 +402,10 @@ mod tests {
         // Sum of the fields: 8 + 4 + 2 + 2 + 16 + 16 + 2 + 2 + 4 + 4 + 4 = 64.
         assert_eq!(core::mem::size_of::<DnsEventHeader>(), 64);
         assert_eq!(core::mem::size_of::<DnsEvent>(), 2048);
-        assert_eq!(core::mem::size_of::<Config>(), 2 * MAX_DNS_PORTS + 4 + 4);
+        assert_eq!(
+            core::mem::size_of::<Config>(),
+            2 * MAX_DNS_PORTS + 4 + 4 + 4
+        );
         assert_eq!(
             core::mem::size_of::<DomainBlock>(),
             core::mem::size_of::<BlockEntry>() + DOMAIN_TEXT_LEN

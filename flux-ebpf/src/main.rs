@@ -75,6 +75,9 @@ pub fn flux_xdp(ctx: XdpContext) -> u32 {
         Ok(()) => {}
         Err(Skip::NotOurs) => return xdp_action::XDP_PASS,
         Err(Skip::Drop(why)) => {
+            if monitor() {
+                return pass(Counter::MonitorWouldDrop);
+            }
             count(why);
             return xdp_action::XDP_DROP;
         }
@@ -93,6 +96,7 @@ pub fn flux_xdp(ctx: XdpContext) -> u32 {
     let at = unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*scratch).located)) };
     match respond(&ctx, &at) {
         Act::Pass => xdp_action::XDP_PASS,
+        Act::Sinkhole | Act::Drop if monitor() => pass(Counter::MonitorWouldDrop),
         Act::Sinkhole => match sinkhole::nxdomain(&ctx, &at) {
             Ok(()) => pass(Counter::SinkholedNxdomain),
             Err(()) => {
@@ -105,6 +109,11 @@ pub fn flux_xdp(ctx: XdpContext) -> u32 {
             xdp_action::XDP_DROP
         }
     }
+}
+
+#[inline(always)]
+fn monitor() -> bool {
+    unsafe { core::ptr::read_volatile(&FLUX_CONFIG.monitor) != 0 }
 }
 
 #[inline(always)]

@@ -2,6 +2,7 @@
 
 mod allowlist;
 mod blocklist;
+mod explain;
 mod replay;
 mod run;
 mod scoring;
@@ -36,6 +37,8 @@ pub enum Command {
     Blocklist(blocklist::BlocklistArgs),
     /// List, add or remove allowed domains, addresses and CIDRs (they win over any block).
     Allowlist(allowlist::AllowlistArgs),
+    /// The running agent's features, scores and reasons for a domain, and its block.
+    Explain(explain::ExplainArgs),
     /// Detach the programs a stopped agent left enforcing, and remove its pins.
     Unload(blocklist::JsonArgs),
 }
@@ -56,5 +59,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Blocklist(args) => blocklist::blocklist(args),
         Command::Allowlist(args) => allowlist::allowlist(args),
         Command::Unload(args) => unload::unload(args),
+        Command::Explain(args) => explain::explain(args),
     }
 }

@@ -10,6 +10,7 @@ use std::{
 use anyhow::Context as _;
 use flux_agent::{
     agent::{self, EventFormat, RunOptions},
+    enforce::EnforceOptions,
     loader::{self, AttachMode, BlockAction, LoadOptions},
 };
 use log::info;
@@ -38,6 +39,28 @@ pub struct RunArgs {
     /// Source port counted as DNS (repeatable, at most 8). Default: 53.
     #[arg(long = "dns-port", value_name = "PORT")]
     pub dns_ports: Vec<u16>,
+
+    /// Report verdicts and would-be blocks, and enforce nothing: the kernel matches the
+    /// blocklists but passes every packet, and the agent writes no blocks.
+    #[arg(long)]
+    pub monitor: bool,
+
+    /// Score only: write no automatic blocks (manual ones in the maps are still enforced).
+    #[arg(long, conflicts_with = "monitor")]
+    pub no_auto_block: bool,
+
+    /// How long an automatic block lasts; renewed while the name keeps fluxing.
+    #[arg(long, value_name = "DUR", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub block_ttl: std::time::Duration,
+
+    /// New automatic blocks allowed per minute; past it they wait and an alert is raised.
+    #[arg(long, value_name = "N", default_value_t = 60)]
+    pub max_blocks_per_minute: u32,
+
+    /// A resolver never to block (repeatable), beside /etc/resolv.conf and the servers seen
+    /// answering.
+    #[arg(long = "resolver", value_name = "IP")]
+    pub resolvers: Vec<std::net::IpAddr>,
 
     /// What a DNS response for a blocked domain gets: nxdomain (answered in the kernel) or drop.
     #[arg(long, value_name = "ACTION", default_value = "nxdomain")]
@@ -71,8 +94,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     loader::preflight()?;
     agent::resolve_interfaces(&args.ifaces)?;
     let scoring = args.scoring.setup()?;
+    let enforce = (!args.no_auto_block).then(|| EnforceOptions {
+        monitor: args.monitor,
+        ttl: args.block_ttl,
+        max_per_minute: args.max_blocks_per_minute,
+        resolvers: args.resolvers.clone(),
+    });
     let opts = RunOptions {
         scoring: Some(scoring),
+        enforce,
         ifaces: args.ifaces,
         mode: args.xdp_mode,
         force: args.force,
@@ -85,6 +115,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             },
             ring_buf_bytes: None,
             block_action: args.block_action,
+            monitor: args.monitor,
         },
     };
 

@@ -200,6 +200,29 @@ impl Scorer {
         Some(verdict(&name, &st, now, previous, scored, &self.allowlist))
     }
 
+    /// The current level of a tracked key (no re-score; what the last verdict said).
+    pub fn level_of(&self, name: &str) -> Option<Level> {
+        self.keys.peek(&self.id(name)).map(|t| t.st.level)
+    }
+
+    /// The addresses a key was seen resolving to in the longest window before `now`: what the
+    /// enforcer blocks beside the name.
+    pub fn addresses_of(&self, name: &str, now: SystemTime) -> Vec<std::net::IpAddr> {
+        let Some(t) = self.keys.peek(&self.id(name)) else {
+            return Vec::new();
+        };
+        let window = WINDOWS[WINDOWS.len() - 1].0;
+        t.st.addresses(secs(now), window)
+            .map(|a| {
+                let v6 = std::net::Ipv6Addr::from(a.ip);
+                match v6.to_ipv4_mapped() {
+                    Some(v4) => std::net::IpAddr::V4(v4),
+                    None => std::net::IpAddr::V6(v6),
+                }
+            })
+            .collect()
+    }
+
     /// Every tracked key with its state, most recently used first.
     pub fn keys(&self) -> impl Iterator<Item = (&str, &KeyState)> {
         self.keys.iter().map(|(_, t)| (&*t.name, &t.st))

@@ -1,0 +1,137 @@
+//! `flux-agent explain DOMAIN`: the running agent's current features, scores and reasons for a
+//! name, and whether it is blocked.
+
+use std::process::ExitCode;
+
+use flux_agent::{
+    blocklist::Maps,
+    control::{self, ControlError, Request},
+};
+use serde_json::Value;
+
+use super::PinArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct ExplainArgs {
+    /// The name to explain (its registered domain is tried when the name itself is not
+    /// tracked).
+    pub domain: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub pin: PinArgs,
+}
+
+pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
+    let answer = match control::ask(
+        &args.pin.pin_dir,
+        &Request {
+            explain: args.domain.clone(),
+        },
+    ) {
+        Ok(a) => a,
+        Err(e @ ControlError::NotRunning { .. }) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "running": false, "error": e.to_string() })
+                );
+            } else {
+                eprintln!("flux-agent: {e}");
+            }
+            return Ok(ExitCode::from(3));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // The block, if any, on the key or the name, straight from the pinned maps.
+    let blocked = Maps::open(&args.pin.pin_dir).ok().and_then(|m| {
+        let names = [answer.key.clone(), Some(answer.name.clone())];
+        names.into_iter().flatten().find_map(|n| {
+            m.list()
+                .ok()?
+                .into_iter()
+                .find(|l| l.kind == "domain" && l.value == n)
+        })
+    });
+    if args.json {
+        let v = serde_json::json!({
+            "name": answer.name,
+            "key": answer.key,
+            "tracked": answer.verdict.is_some(),
+            "verdict": answer.verdict,
+            "blocked": blocked,
+        });
+        println!("{v}");
+        return Ok(if answer.verdict.is_some() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+    let Some(v) = answer.verdict else {
+        println!(
+            "{}: not tracked by the scorer (never seen, or evicted)",
+            answer.name
+        );
+        return Ok(ExitCode::from(1));
+    };
+    let key = answer.key.unwrap_or_default();
+    let f = |k: &str| v.get(k).cloned().unwrap_or(Value::Null);
+    println!(
+        "{key}: {} (score {:.3})",
+        f("level"),
+        f("score").as_f64().unwrap_or(0.0)
+    );
+    if f("double_flux") == Value::Bool(true) {
+        println!("  double flux: the name servers rotate too");
+    }
+    if let Some(m) = v.get("allowlist_match").and_then(Value::as_str) {
+        println!("  allowlisted by {m}: reported, never enforced");
+    }
+    match &blocked {
+        Some(b) => println!(
+            "  blocked: {} (source {}, {} hits, expires {})",
+            b.reason,
+            b.source,
+            b.hits,
+            b.expires
+                .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+                .unwrap_or_else(|| "never".into())
+        ),
+        None => println!("  not blocked"),
+    }
+    println!("  reasons (contribution to the log-odds):");
+    for r in v["reasons"].as_array().into_iter().flatten() {
+        println!(
+            "    {:<24} {:>+7.3}  (value {:.3} x weight {:.2})",
+            r["feature"].as_str().unwrap_or("?"),
+            r["contribution"].as_f64().unwrap_or(0.0),
+            r["value"].as_f64().unwrap_or(0.0),
+            r["weight"].as_f64().unwrap_or(0.0)
+        );
+    }
+    println!("  features:");
+    if let Some(obj) = v["features"].as_object() {
+        for (k, val) in obj {
+            println!("    {k:<24} {val}");
+        }
+    }
+    let b = &v["baselines"];
+    println!(
+        "  baselines: holz {:.1} ({}), zeek {:.1} ({})",
+        b["holz"].as_f64().unwrap_or(0.0),
+        if b["holz_flux"] == Value::Bool(true) {
+            "flux"
+        } else {
+            "not flux"
+        },
+        b["zeek"].as_f64().unwrap_or(0.0),
+        if b["zeek_flux"] == Value::Bool(true) {
+            "flux"
+        } else {
+            "not flux"
+        },
+    );
+    Ok(ExitCode::SUCCESS)
+}
