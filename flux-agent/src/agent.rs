@@ -101,6 +101,15 @@ pub async fn run<W: Write>(
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("register ring buffer with tokio: {e}"))?;
 
+    let enforcer = match (&opts.enforce, &opts.scoring) {
+        (Some(e), Some(_)) => {
+            Some(Enforcer::new(&loaded.pin_dir, e.clone()).context("open the blocklist maps")?)
+        }
+        _ => None,
+    };
+    if opts.enforce.as_ref().is_some_and(|e| e.monitor) {
+        info!("monitor mode: verdicts and would-be blocks are reported, nothing is enforced");
+    }
     let names: Vec<String> = loaded
         .attachments
         .iter()
@@ -112,15 +121,6 @@ pub async fn run<W: Write>(
         loaded.pin_dir.display()
     );
 
-    let enforcer = match (&opts.enforce, &opts.scoring) {
-        (Some(e), Some(_)) => {
-            Some(Enforcer::new(&loaded.pin_dir, e.clone()).context("open the blocklist maps")?)
-        }
-        _ => None,
-    };
-    if opts.enforce.as_ref().is_some_and(|e| e.monitor) {
-        info!("monitor mode: verdicts and would-be blocks are reported, nothing is enforced");
-    }
     let mut p = Pipeline {
         clock: MonoClock::new(),
         if_names: HashMap::new(),

@@ -564,3 +564,139 @@ pub fn capture_files(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+impl Netns {
+    /// Runs `f` on a thread in this namespace without waiting for it.
+    pub fn spawn_in<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> thread::JoinHandle<T> {
+        let path = self.path();
+        thread::spawn(move || {
+            let f_ns = fs::File::open(&path).expect("open netns");
+            // SAFETY: valid fd; CLONE_NEWNET only affects this thread.
+            let rc = unsafe { libc::setns(f_ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+    }
+}
+
+/// A TCP and UDP echo service on port [`ECHO_PORT`] of every address in a namespace; stops on
+/// drop.
+pub struct Echo {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+pub const ECHO_PORT: u16 = 7777;
+
+impl Echo {
+    /// TCP on every address; UDP on each of `udp_addrs`.
+    pub fn start(ns: &Netns, udp_addrs: &[&str]) -> Self {
+        use std::sync::{Arc, atomic::AtomicBool};
+        let stop = Arc::new(AtomicBool::new(false));
+        let s1 = stop.clone();
+        let udp_addrs: Vec<String> = udp_addrs.iter().map(|a| (*a).to_owned()).collect();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let ready2 = ready_tx.clone();
+        let tcp = ns.spawn_in(move || {
+            let l = std::net::TcpListener::bind(("::", ECHO_PORT)).expect("tcp listen");
+            l.set_nonblocking(true).expect("nonblocking");
+            ready_tx.send(()).ok();
+            while !s1.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((mut c, _)) => {
+                        let _ = std::io::Write::write_all(&mut c, b"ok");
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        // One UDP socket per address: a reply leaves from the address that was asked, as a
+        // real service's would (an unbound socket answers from the primary address).
+        let mut threads = vec![tcp];
+        for addr in udp_addrs {
+            let ip: std::net::IpAddr = addr.parse().expect("address");
+            let (stop, ready) = (stop.clone(), ready2.clone());
+            threads.push(ns.spawn_in(move || {
+                let s = std::net::UdpSocket::bind((ip, ECHO_PORT)).expect("udp bind");
+                s.set_read_timeout(Some(Duration::from_millis(50)))
+                    .expect("timeout");
+                ready.send(()).ok();
+                let mut buf = [0u8; 512];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok((n, from)) = s.recv_from(&mut buf) {
+                        let _ = s.send_to(&buf[..n], from);
+                    }
+                }
+            }));
+        }
+        drop(ready2);
+        for _ in 0..threads.len() {
+            ready_rx
+                .recv_timeout(Duration::from_secs(5))
+                .expect("echo ready");
+        }
+        Self { stop, threads }
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What got through to an address from a namespace: ping, a UDP echo, a TCP connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reach {
+    pub ping: bool,
+    pub udp: bool,
+    pub tcp: bool,
+}
+
+impl Reach {
+    pub const ALL: Reach = Reach {
+        ping: true,
+        udp: true,
+        tcp: true,
+    };
+    pub const NONE: Reach = Reach {
+        ping: false,
+        udp: false,
+        tcp: false,
+    };
+}
+
+/// Probes `addr` from `ns` with ping, UDP and TCP (to an [`Echo`]), one second each.
+pub fn reach(ns: &Netns, addr: &str) -> Reach {
+    let ping = ns
+        .cmd("ping")
+        .args(["-c1", "-W1", "-n", "-q", addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let ip: std::net::IpAddr = addr.parse().expect("address");
+    let (udp, tcp) = ns.run_in(move || {
+        let dst = std::net::SocketAddr::new(ip, ECHO_PORT);
+        let any: std::net::SocketAddr = if ip.is_ipv4() {
+            "0.0.0.0:0".parse().expect("addr")
+        } else {
+            "[::]:0".parse().expect("addr")
+        };
+        let s = std::net::UdpSocket::bind(any).expect("udp bind");
+        s.set_read_timeout(Some(Duration::from_secs(1)))
+            .expect("timeout");
+        let mut buf = [0u8; 16];
+        // Connected: only a reply from the address asked counts.
+        let udp = s.connect(dst).is_ok() && s.send(b"hi").is_ok() && s.recv(&mut buf).is_ok();
+        let tcp = std::net::TcpStream::connect_timeout(&dst, Duration::from_secs(1)).is_ok();
+        (udp, tcp)
+    });
+    Reach { ping, udp, tcp }
+}

@@ -24,6 +24,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("dig", "bind9-dnsutils"),
     ("kdig", "knot-dnsutils"),
     ("bpftool", "bpftool"),
+    ("ping", "iputils-ping"),
 ];
 
 /// An npm tarball of the IP database, pinned by its npm `integrity` (sha512, base64).

@@ -1,0 +1,440 @@
+//! Enforcement on a real kernel: veth between two namespaces, dnsmasq and an echo service on the
+//! server side, ping, a UDP echo, a TCP connect, dig and kdig on the client side, and the real
+//! `flux-agent` binary attached to the client's veth.
+
+use std::{
+    process::Output,
+    thread,
+    time::{Duration, Instant},
+};
+
+use flux_tests::*;
+use serde_json::Value;
+
+fn cli(pin: &PinDir, args: &[&str]) -> Output {
+    let mut a: Vec<&str> = args.to_vec();
+    let p = pin.arg();
+    a.extend(["--pin-dir", &p]);
+    agent_cli(None, &a)
+}
+
+#[track_caller]
+fn cli_ok(pin: &PinDir, args: &[&str]) -> String {
+    let o = cli(pin, args);
+    assert!(
+        o.status.success(),
+        "flux-agent {args:?}: {}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn listed(pin: &PinDir, what: &str) -> Vec<Value> {
+    cli_ok(pin, &[what, "list", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("list line"))
+        .collect()
+}
+
+fn status(out: &str) -> &str {
+    out.split("status: ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .unwrap_or("?")
+}
+
+/// Polls `f` (bounded) until it holds.
+#[track_caller]
+fn eventually(what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Where the server side answers UDP echo.
+const ECHO_ADDRS: &[&str] = &[
+    SERVER_V4,
+    SERVER_V6,
+    "10.77.0.20",
+    "10.77.0.21",
+    "10.77.0.130",
+    "fd77::20",
+];
+
+/// Extra addresses on the server side: one to block exactly (v4 and v6), one inside a CIDR to
+/// block, one for expiry.
+fn add_server_addrs(link: &Link) {
+    for a in ["10.77.0.20/24", "10.77.0.130/24", "10.77.0.21/24"] {
+        link.server.exec(&["ip", "addr", "add", a, "dev", "b0"]);
+    }
+    link.server
+        .exec(&["ip", "addr", "add", "fd77::20/64", "dev", "b0", "nodad"]);
+}
+
+#[test]
+fn blocklist_cli_drops_addresses_and_sinkholes_names() {
+    if !privileged() {
+        return;
+    }
+    let link = Link::new();
+    add_server_addrs(&link);
+    let _dns = start_dnsmasq(
+        &link.server,
+        &[
+            "--local=/ok.test/".into(),
+            "--host-record=ok.test,192.0.2.99".into(),
+        ],
+    );
+    let _echo = Echo::start(&link.server, ECHO_ADDRS);
+    let pin = PinDir::new();
+    let mut agent = Agent::start(
+        &link.client,
+        &pin,
+        &["--iface", "a0", "--xdp-mode", "native", "--no-db"],
+    );
+    for a in ["10.77.0.20", "10.77.0.130", "fd77::20", SERVER_V4] {
+        assert_eq!(reach(&link.client, a), Reach::ALL, "{a} before any block");
+    }
+
+    // Bad input: a clear error, and nothing written, even beside valid targets.
+    for (args, needle) in [
+        (vec!["--ip", "10.77.0.300"], "invalid IP address"),
+        (
+            vec!["--cidr", "10.77.0.129/25"],
+            "did you mean 10.77.0.128/25",
+        ),
+        (vec!["--domain", "com"], "public suffix"),
+        (
+            vec!["--ip", "10.77.0.20", "--domain", "bad..name"],
+            "invalid domain",
+        ),
+    ] {
+        let mut a = vec!["blocklist", "add"];
+        a.extend(args.iter().copied());
+        let o = cli(&pin, &a);
+        assert!(!o.status.success(), "{a:?} accepted");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(needle), "{a:?}: {err}");
+    }
+    assert!(listed(&pin, "blocklist").is_empty(), "maps unchanged");
+
+    cli_ok(
+        &pin,
+        &[
+            "blocklist",
+            "add",
+            "--ip",
+            "10.77.0.20",
+            "--ip",
+            "fd77::20",
+            "--cidr",
+            "10.77.0.128/25",
+            "--domain",
+            "flux.test",
+            "--reason",
+            "test",
+        ],
+    );
+    // Traffic from the blocked addresses is dropped, both ways of starting it.
+    assert_eq!(reach(&link.client, "10.77.0.20"), Reach::NONE);
+    assert_eq!(reach(&link.client, "fd77::20"), Reach::NONE);
+    assert_eq!(reach(&link.client, "10.77.0.130"), Reach::NONE);
+    assert_eq!(reach(&link.client, SERVER_V4), Reach::ALL, "others pass");
+    assert_eq!(reach(&link.client, SERVER_V6), Reach::ALL, "others pass");
+
+    // The blocked domain and its subdomains get NXDOMAIN, which the client accepts (a bad
+    // checksum would be dropped by the kernel and dig would time out); other names resolve.
+    for name in ["www.flux.test", "a.flux.test", "flux.test"] {
+        let out = dig(&link.client, &[&format!("@{SERVER_V4}"), name, "A"]);
+        assert_eq!(status(&out), "NXDOMAIN", "{name}: {out}");
+    }
+    let out = dig(
+        &link.client,
+        &[&format!("@{SERVER_V6}"), "a.flux.test", "AAAA"],
+    );
+    assert_eq!(status(&out), "NXDOMAIN", "over IPv6: {out}");
+    let kdig = link
+        .client
+        .exec(&["kdig", &format!("@{SERVER_V4}"), "+retry=0", "A.FLUX.TEST"]);
+    let kdig = String::from_utf8_lossy(&kdig.stdout);
+    assert!(kdig.contains("NXDOMAIN"), "kdig, mixed case: {kdig}");
+    let out = dig(&link.client, &[&format!("@{SERVER_V4}"), "ok.test", "A"]);
+    assert_eq!(status(&out), "NOERROR", "{out}");
+    assert!(out.contains("192.0.2.99"), "{out}");
+    // The agent still saw what the server answered.
+    let e = agent.wait_event("blocked response", |e| {
+        e["type"] == "dns" && e["qname"] == "a.flux.test" && e["blocked"] == true
+    });
+    assert!(!e["answers"].as_array().unwrap().is_empty(), "{e}");
+
+    let list = listed(&pin, "blocklist");
+    assert_eq!(list.len(), 4, "{list:?}");
+    let hits = |v: &str| {
+        list.iter()
+            .find(|e| e["value"] == v)
+            .and_then(|e| e["hits"].as_u64())
+            .unwrap_or(0)
+    };
+    assert!(hits("flux.test") >= 5, "{list:?}");
+    assert!(hits("10.77.0.20") >= 1, "{list:?}");
+    assert!(
+        list.iter()
+            .all(|e| e["source"] == "manual" && e["reason"] == "test")
+    );
+
+    // The allowlist wins over a block, and taking it away restores the block.
+    cli_ok(&pin, &["allowlist", "add", "--ip", "10.77.0.20"]);
+    assert_eq!(reach(&link.client, "10.77.0.20"), Reach::ALL);
+    cli_ok(&pin, &["allowlist", "add", "--domain", "a.flux.test"]);
+    let out = dig(&link.client, &[&format!("@{SERVER_V4}"), "a.flux.test"]);
+    assert_eq!(status(&out), "NOERROR", "allowed name: {out}");
+    cli_ok(&pin, &["allowlist", "remove", "--ip", "10.77.0.20"]);
+    cli_ok(&pin, &["allowlist", "remove", "--domain", "a.flux.test"]);
+    assert_eq!(reach(&link.client, "10.77.0.20"), Reach::NONE);
+    assert!(listed(&pin, "allowlist").is_empty());
+
+    // An expired block is gone.
+    cli_ok(
+        &pin,
+        &["blocklist", "add", "--ip", "10.77.0.21", "--ttl", "3s"],
+    );
+    assert!(!reach(&link.client, "10.77.0.21").ping, "blocked at first");
+    eventually("the 3 s block on 10.77.0.21 expires", || {
+        reach(&link.client, "10.77.0.21") == Reach::ALL
+    });
+    assert!(
+        listed(&pin, "blocklist")
+            .iter()
+            .any(|e| e["value"] == "10.77.0.21" && e["expired"] == true)
+    );
+
+    // Stopping the agent keeps enforcement; a restarted agent takes the link over.
+    assert!(agent.stop().success(), "{}", agent.log());
+    assert_eq!(reach(&link.client, "10.77.0.20"), Reach::NONE, "after exit");
+    let out = dig(&link.client, &[&format!("@{SERVER_V4}"), "www.flux.test"]);
+    assert_eq!(status(&out), "NXDOMAIN", "after exit: {out}");
+    let mut agent = Agent::start(&link.client, &pin, &["--iface", "a0", "--no-db"]);
+    assert!(
+        agent.log().contains("took over the pinned XDP link"),
+        "{}",
+        agent.log()
+    );
+    assert_eq!(
+        reach(&link.client, "10.77.0.20"),
+        Reach::NONE,
+        "after restart"
+    );
+    assert_eq!(listed(&pin, "blocklist").len(), 5, "entries kept");
+
+    cli_ok(&pin, &["blocklist", "remove", "--ip", "10.77.0.20"]);
+    assert_eq!(reach(&link.client, "10.77.0.20"), Reach::ALL);
+    let o = cli(&pin, &["blocklist", "remove", "--ip", "10.77.0.20"]);
+    assert!(!o.status.success(), "removing what is not there says so");
+    cli_ok(&pin, &["blocklist", "flush"]);
+    assert!(listed(&pin, "blocklist").is_empty());
+    let out = dig(&link.client, &[&format!("@{SERVER_V4}"), "www.flux.test"]);
+    assert_eq!(status(&out), "NOERROR", "after flush: {out}");
+
+    assert!(agent.stop().success());
+    cli_ok(&pin, &["unload"]);
+    assert_eq!(xdp_prog_on(&link.client, "a0"), None);
+    let o = cli(&pin, &["blocklist", "list"]);
+    assert_eq!(o.status.code(), Some(3), "nothing loaded");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nothing is loaded"));
+}
+
+#[test]
+fn monitor_mode_enforces_nothing() {
+    if !privileged() {
+        return;
+    }
+    let link = Link::new();
+    add_server_addrs(&link);
+    let _dns = start_dnsmasq(&link.server, &[]);
+    let _echo = Echo::start(&link.server, ECHO_ADDRS);
+    let pin = PinDir::new();
+    let mut agent = Agent::start(
+        &link.client,
+        &pin,
+        &["--iface", "a0", "--monitor", "--no-db"],
+    );
+    assert!(agent.log().contains("monitor mode"), "{}", agent.log());
+    cli_ok(
+        &pin,
+        &[
+            "blocklist",
+            "add",
+            "--ip",
+            "10.77.0.20",
+            "--domain",
+            "flux.test",
+        ],
+    );
+    assert_eq!(reach(&link.client, "10.77.0.20"), Reach::ALL);
+    let out = dig(&link.client, &[&format!("@{SERVER_V4}"), "a.flux.test"]);
+    assert_eq!(status(&out), "NOERROR", "{out}");
+    let stats: Value =
+        serde_json::from_str(&cli_ok(&pin, &["stats", "--json"])).expect("stats json");
+    let would = stats["counters"]["monitor_would_drop"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(would >= 4, "{stats}");
+    assert_eq!(stats["counters"]["drop_blocked_src"], 0, "{stats}");
+    agent.wait_event("flagged response", |e| {
+        e["type"] == "dns" && e["qname"] == "a.flux.test" && e["blocked"] == true
+    });
+    assert!(agent.stop().success());
+}
+
+/// Writes the flux zone's current addresses for dnsmasq's `--addn-hosts` and reloads it.
+fn rotate(hosts: &std::path::Path, dns: &Proc, round: u32, extra: &[&str]) {
+    let mut text = String::new();
+    // Five fresh addresses per round, each in its own /16: a botnet of home routers.
+    for i in 0..5u32 {
+        text.push_str(&format!(
+            "10.{}.{}.7 www.fluxy.test\n",
+            100 + round * 5 + i,
+            i + 1
+        ));
+    }
+    for e in extra {
+        text.push_str(&format!("{e} www.fluxy.test\n"));
+    }
+    // The CDN-like name: the same two addresses in one /24, swapping order.
+    let cdn = if round % 2 == 0 {
+        ["198.51.100.10", "198.51.100.11"]
+    } else {
+        ["198.51.100.11", "198.51.100.10"]
+    };
+    for a in cdn {
+        text.push_str(&format!("{a} edge.cdnish.test\n"));
+    }
+    std::fs::write(hosts, text).expect("write hosts");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(dns.child.id() as i32, libc::SIGHUP) };
+}
+
+#[test]
+fn flux_zone_is_detected_and_blocked_end_to_end() {
+    if !privileged() {
+        return;
+    }
+    let link = Link::new();
+    // The flux addresses are routed to the server side, where one of them answers.
+    link.client
+        .exec(&["ip", "route", "add", "10.0.0.0/8", "via", SERVER_V4]);
+    link.server
+        .exec(&["ip", "addr", "add", "10.102.3.7/32", "dev", "lo"]);
+    let dir = TempDir::new();
+    let hosts = dir.0.join("hosts");
+    std::fs::write(&hosts, "").unwrap();
+    let dns = start_dnsmasq(
+        &link.server,
+        &[
+            format!("--addn-hosts={}", hosts.display()),
+            "--local=/fluxy.test/".into(),
+            "--local=/cdnish.test/".into(),
+            "--cname=www.cdnish.test,edge.cdnish.test".into(),
+            "--local-ttl=30".into(),
+        ],
+    );
+    let _echo = Echo::start(&link.server, &[SERVER_V4, "10.102.3.7"]);
+    let pin = PinDir::new();
+    let mut agent = Agent::start(&link.client, &pin, &["--iface", "a0", "--no-db"]);
+    assert_eq!(reach(&link.client, "10.102.3.7"), Reach::ALL, "before");
+
+    // Rotate the records while a client keeps resolving both names. Round 0 also hands out the
+    // resolver's own address, which the guard must refuse to block.
+    let mut blocked = false;
+    for round in 0..12u32 {
+        let extra: &[&str] = if round == 0 { &[SERVER_V4] } else { &[] };
+        rotate(&hosts, &dns, round, extra);
+        thread::sleep(Duration::from_millis(300));
+        let out = dig(&link.client, &[&format!("@{SERVER_V4}"), "www.fluxy.test"]);
+        let cdn = dig(&link.client, &[&format!("@{SERVER_V4}"), "www.cdnish.test"]);
+        assert_eq!(
+            status(&cdn),
+            "NOERROR",
+            "CDN-like name, round {round}: {cdn}"
+        );
+        if status(&out) == "NXDOMAIN" {
+            blocked = true;
+            break;
+        }
+    }
+    assert!(
+        blocked,
+        "the flux name was never blocked; events: {:#?}\n{}",
+        agent.events(),
+        agent.log()
+    );
+    let v = agent.wait_event("flux verdict", |e| {
+        e["type"] == "verdict" && e["level"] == "flux"
+    });
+    let key = v["domain"].as_str().unwrap().to_owned();
+    assert!(key.ends_with("fluxy.test"), "{v}");
+    agent.wait_event("domain block", |e| {
+        e["type"] == "block" && e["action"] == "blocked" && e["target"] == key.as_str()
+    });
+    agent.wait_event("address block", |e| {
+        e["type"] == "block" && e["action"] == "blocked" && e["target"] == "10.102.3.7"
+    });
+    let g = agent.wait_event("resolver guard", |e| {
+        e["type"] == "guard" && e["target"] == SERVER_V4
+    });
+    assert!(g["reason"].as_str().unwrap().contains("resolver"), "{g}");
+
+    // The name gets NXDOMAIN, its addresses are dropped, the resolver and the CDN-like name
+    // keep working.
+    let out = dig(&link.client, &[&format!("@{SERVER_V4}"), "www.fluxy.test"]);
+    assert_eq!(status(&out), "NXDOMAIN", "{out}");
+    assert_eq!(
+        reach(&link.client, "10.102.3.7"),
+        Reach::NONE,
+        "flux address"
+    );
+    assert_eq!(reach(&link.client, SERVER_V4), Reach::ALL, "resolver");
+    let cdn = dig(&link.client, &[&format!("@{SERVER_V4}"), "www.cdnish.test"]);
+    assert_eq!(status(&cdn), "NOERROR", "{cdn}");
+    assert!(cdn.contains("198.51.100.1"), "{cdn}");
+    assert!(
+        !agent.events().iter().any(|e| e["type"] == "block"
+            && e["target"]
+                .as_str()
+                .is_some_and(|t| t.contains("cdnish") || t.starts_with("198.51.100."))),
+        "the CDN-like zone was blocked"
+    );
+
+    let list = listed(&pin, "blocklist");
+    let entry = list
+        .iter()
+        .find(|e| e["kind"] == "domain" && e["value"] == key.as_str())
+        .expect("domain entry");
+    assert_eq!(entry["source"], "scorer");
+    assert!(entry["score"].as_f64().unwrap() >= 0.5, "{entry}");
+    assert!(!entry["expires"].is_null(), "automatic blocks expire");
+    assert!(
+        !list.iter().any(|e| e["value"] == SERVER_V4),
+        "resolver blocked"
+    );
+
+    // explain shows the live features and the block.
+    let ex: Value =
+        serde_json::from_str(&cli_ok(&pin, &["explain", "www.fluxy.test", "--json"])).unwrap();
+    assert_eq!(ex["tracked"], true, "{ex}");
+    assert_eq!(ex["verdict"]["level"], "flux", "{ex}");
+    assert!(
+        ex["verdict"]["features"]["distinct_ips"].as_u64().unwrap() >= 10,
+        "{ex}"
+    );
+    assert_eq!(ex["blocked"]["source"], "scorer", "{ex}");
+    let text = cli_ok(&pin, &["explain", "www.fluxy.test"]);
+    assert!(text.contains("flux") && text.contains("reasons"), "{text}");
+
+    assert!(agent.stop().success());
+    let o = cli(&pin, &["explain", "www.fluxy.test"]);
+    assert_eq!(o.status.code(), Some(3), "no agent running");
+}
