@@ -224,14 +224,14 @@ pub fn name_verdict(ctx: &XdpContext, qoff: usize, avail: usize) -> NameVerdict 
             continue;
         }
         // An allowed name or parent wins over any block, deeper or shallower.
-        if ALLOWED_DOMAINS.get_ptr(&h).is_some() {
+        if ALLOWED_DOMAINS.get_ptr(h).is_some() {
             allowed = true;
             break;
         }
         if blocked {
             continue;
         }
-        if let Some(e) = BLOCKED_DOMAINS.get_ptr(&h) {
+        if let Some(e) = BLOCKED_DOMAINS.get_ptr(h) {
             // SAFETY: a map value from a successful lookup.
             match judge(unsafe { core::ptr::addr_of!((*e).entry) }, now) {
                 Match::Blocked => blocked = true,

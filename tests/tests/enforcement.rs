@@ -304,7 +304,7 @@ fn rotate(hosts: &std::path::Path, dns: &Proc, round: u32, extra: &[&str]) {
         text.push_str(&format!("{e} www.fluxy.test\n"));
     }
     // The CDN-like name: the same two addresses in one /24, swapping order.
-    let cdn = if round % 2 == 0 {
+    let cdn = if round.is_multiple_of(2) {
         ["198.51.100.10", "198.51.100.11"]
     } else {
         ["198.51.100.11", "198.51.100.10"]

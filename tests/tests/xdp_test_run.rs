@@ -62,33 +62,8 @@ impl Harness {
 
     /// Runs one frame; returns the verdict, the counters that changed, and the records emitted.
     fn run(&mut self, frame: &[u8]) -> (u32, Vec<(Counter, u64)>, Vec<Capture>) {
-        let before = self.counters();
-        let prog: &mut Xdp = self
-            .loaded
-            .ebpf
-            .program_mut(PROG_XDP)
-            .expect("program")
-            .try_into()
-            .expect("xdp");
-        let mut out = vec![0u8; frame.len() + 256];
-        let res = prog
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ..TestRunOptions::default()
-            })
-            .expect("BPF_PROG_TEST_RUN");
-        let after = self.counters();
-        let delta = Counter::ALL
-            .iter()
-            .filter(|c| after[**c as usize] != before[**c as usize])
-            .map(|c| (*c, after[*c as usize] - before[*c as usize]))
-            .collect();
-        let mut events = Vec::new();
-        while let Some(item) = self.ring.next() {
-            events.push(Capture::from_record(&item).expect("well-formed record"));
-        }
-        (res.return_value, delta, events)
+        let r = self.run_out(frame);
+        (r.verdict, r.delta, r.events)
     }
 
     /// Asserts PASS, exactly `expect` beside packets_seen, and returns the records.
@@ -591,8 +566,8 @@ impl Harness {
         blocklist::Maps::open(&self.loaded.pin_dir).expect("open pinned maps")
     }
 
-    /// Runs one frame and returns the verdict, counter deltas, records and the output frame.
-    fn run_out(&mut self, frame: &[u8]) -> (u32, Vec<(Counter, u64)>, Vec<Capture>, Vec<u8>) {
+    /// Runs one frame through the program.
+    fn run_out(&mut self, frame: &[u8]) -> Ran {
         let before = self.counters();
         let prog: &mut Xdp = self
             .loaded
@@ -620,8 +595,22 @@ impl Harness {
         while let Some(item) = self.ring.next() {
             events.push(Capture::from_record(&item).expect("well-formed record"));
         }
-        (res.return_value, delta, events, out)
+        Ran {
+            verdict: res.return_value,
+            delta,
+            events,
+            out,
+        }
     }
+}
+
+/// One BPF_PROG_TEST_RUN: the verdict, the counters that changed, the records emitted, and the
+/// frame as the program left it.
+struct Ran {
+    verdict: u32,
+    delta: Vec<(Counter, u64)>,
+    events: Vec<Capture>,
+    out: Vec<u8>,
 }
 
 #[test]
@@ -641,7 +630,12 @@ fn blocked_names_are_answered_nxdomain_in_the_kernel() {
     // A subdomain, in another case, over IPv4: rewritten, passed, and recorded as it arrived.
     let msg = dns_response_for("www.FLUX.Test", 400);
     let frame = udp4(53, &msg);
-    let (verdict, delta, events, out) = h.run_out(&frame);
+    let Ran {
+        verdict,
+        delta,
+        events,
+        out,
+    } = h.run_out(&frame);
     assert_eq!(verdict, XDP_PASS, "answered, not dropped");
     assert!(
         delta.contains(&(Counter::SinkholedNxdomain, 1)),
@@ -668,7 +662,12 @@ fn blocked_names_are_answered_nxdomain_in_the_kernel() {
     // The blocked name itself, over IPv6.
     let msg6 = dns_response_for("flux.test", 300);
     let frame6 = udp6(53, &msg6);
-    let (verdict, delta, _, out) = h.run_out(&frame6);
+    let Ran {
+        verdict,
+        delta,
+        out,
+        ..
+    } = h.run_out(&frame6);
     assert_eq!(verdict, XDP_PASS);
     assert!(
         delta.contains(&(Counter::SinkholedNxdomain, 1)),
@@ -681,7 +680,7 @@ fn blocked_names_are_answered_nxdomain_in_the_kernel() {
         &with_ipv4_options(&udp4(53, &msg), 2),
         &[(0x88a8, 10), (0x8100, 20)],
     );
-    let (verdict, _, _, out) = h.run_out(&tagged);
+    let Ran { verdict, out, .. } = h.run_out(&tagged);
     assert_eq!(verdict, XDP_PASS);
     let l3 = ETH + 8;
     assert_nxdomain(&out, &tagged, l3, l3 + IP4 + 8, wire_len);
@@ -690,14 +689,19 @@ fn blocked_names_are_answered_nxdomain_in_the_kernel() {
     let mut nocsum = udp4(53, &msg);
     nocsum[ETH + IP4 + 6] = 0;
     nocsum[ETH + IP4 + 7] = 0;
-    let (_, _, _, out) = h.run_out(&nocsum);
+    let Ran { out, .. } = h.run_out(&nocsum);
     assert_eq!(out[ETH + IP4 + 6..ETH + IP4 + 8], [0, 0]);
     assert_nxdomain(&out, &nocsum, ETH, ETH + IP4, wire_len);
 
     // Names that only look alike pass untouched and are captured as before.
     for name in ["notflux.test", "flux.test.example", "flux.tes"] {
         let f = udp4(53, &dns_response_for(name, 100));
-        let (verdict, delta, events, out) = h.run_out(&f);
+        let Ran {
+            verdict,
+            delta,
+            events,
+            out,
+        } = h.run_out(&f);
         assert_eq!(verdict, XDP_PASS, "{name}");
         assert_eq!(out, f, "{name}: unchanged");
         assert!(delta.contains(&(Counter::ResponsesCaptured, 1)), "{name}");
@@ -706,14 +710,19 @@ fn blocked_names_are_answered_nxdomain_in_the_kernel() {
 
     // DNS over TCP cannot be cut: dropped.
     let tcp = tcp4(53, &tcp_dns(&msg, msg.len() as u16));
-    let (verdict, delta, _, _) = h.run_out(&tcp);
+    let Ran { verdict, delta, .. } = h.run_out(&tcp);
     assert_eq!(verdict, XDP_DROP, "TCP response for a blocked name");
     assert!(delta.contains(&(Counter::DropBlockedName, 1)), "{delta:?}");
 
     // The allowlist wins over a blocked parent.
     maps.allow(&blocklist::Target::domain("www.flux.test").unwrap(), "ok")
         .unwrap();
-    let (verdict, delta, _, out) = h.run_out(&frame);
+    let Ran {
+        verdict,
+        delta,
+        out,
+        ..
+    } = h.run_out(&frame);
     assert_eq!(verdict, XDP_PASS);
     assert_eq!(out, frame, "allowed: untouched");
     assert!(delta.contains(&(Counter::AllowedOverBlock, 1)), "{delta:?}");
@@ -729,7 +738,12 @@ fn blocked_names_are_answered_nxdomain_in_the_kernel() {
     )
     .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1));
-    let (verdict, delta, _, out) = h.run_out(&frame);
+    let Ran {
+        verdict,
+        delta,
+        out,
+        ..
+    } = h.run_out(&frame);
     assert_eq!(verdict, XDP_PASS);
     assert_eq!(out, frame);
     assert!(delta.contains(&(Counter::ExpiredBlock, 1)), "{delta:?}");
@@ -751,7 +765,12 @@ fn block_action_drop_drops_blocked_names() {
         )
         .unwrap();
     let frame = udp4(53, &dns_response_for("a.flux.test", 200));
-    let (verdict, delta, events, _) = h.run_out(&frame);
+    let Ran {
+        verdict,
+        delta,
+        events,
+        ..
+    } = h.run_out(&frame);
     assert_eq!(verdict, XDP_DROP);
     assert!(delta.contains(&(Counter::DropBlockedName, 1)), "{delta:?}");
     assert_eq!(events.len(), 1, "recorded before the drop");
