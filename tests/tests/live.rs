@@ -283,7 +283,12 @@ fn run_events_carry_verdicts() {
     records.push("--local=/rot.test/".into());
     let _dns = start_dnsmasq(&link.server, &records);
     let pin = PinDir::new();
-    let mut agent = Agent::start(&link.client, &pin, &["--iface", "a0", "--no-db"]);
+    // Scoring only: blocking is tested in enforcement.rs, and here every name must resolve.
+    let mut agent = Agent::start(
+        &link.client,
+        &pin,
+        &["--iface", "a0", "--no-db", "--no-auto-block"],
+    );
     assert!(agent.log().contains("no ASN database"), "{}", agent.log());
     for n in 1..=6 {
         let out = dig(
