@@ -775,3 +775,69 @@ fn block_action_drop_drops_blocked_names() {
     assert!(delta.contains(&(Counter::DropBlockedName, 1)), "{delta:?}");
     assert_eq!(events.len(), 1, "recorded before the drop");
 }
+
+#[test]
+fn a_full_map_is_an_error_that_keeps_the_entries() {
+    if !privileged() {
+        return;
+    }
+    let h = Harness::new(&[53]);
+    let mut maps = h.maps();
+    let spec = blocklist::Spec::manual(None, "fill");
+    let cap = flux_common::MAX_BLOCKED_CIDRS;
+    for i in 0..cap {
+        let t = blocklist::Target::Cidr(std::net::Ipv4Addr::from(i << 8).into(), 24);
+        maps.block(&t, &spec).expect("room left");
+    }
+    let over = blocklist::Target::cidr("203.0.113.0/24").unwrap();
+    let err = maps.block(&over, &spec).unwrap_err();
+    assert!(
+        matches!(err, blocklist::BlocklistError::Full { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("full"), "{err}");
+    let first = blocklist::Target::Cidr(std::net::Ipv4Addr::from(0u32).into(), 24);
+    assert!(maps.get(&first).unwrap().is_some(), "existing entries kept");
+    // Renewing an entry that is already there still works when the map is full.
+    assert_eq!(
+        maps.block(&first, &spec).unwrap(),
+        blocklist::Added::Refreshed
+    );
+}
+
+#[test]
+fn a_foreign_pin_is_reported_not_reused() {
+    if !privileged() {
+        return;
+    }
+    // Another object's per-CPU array pinned under the name of a blocklist map.
+    let h = Harness::new(&[53]);
+    let foreign = PinDir::new();
+    std::fs::create_dir_all(&foreign.0).unwrap();
+    let counters = h.loaded.ebpf.map(MAP_COUNTERS).expect("COUNTERS");
+    let data: &MapData = match counters {
+        aya::maps::Map::PerCpuArray(d) => d,
+        other => panic!("unexpected map {other:?}"),
+    };
+    data.pin(foreign.0.join(MAP_BLOCKED_V4)).expect("pin");
+
+    let err = match loader::load(&LoadOptions {
+        pin_dir: foreign.0.clone(),
+        ..Default::default()
+    }) {
+        Ok(_) => panic!("a foreign pin was reused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("BLOCKED_V4") && err.contains("not a flux-agent map"),
+        "{err}"
+    );
+    assert!(err.contains("map type"), "{err}");
+    let err = blocklist::Maps::open(&foreign.0)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("not a flux-agent map"), "{err}");
+    // Nothing of ours was created beside it.
+    assert!(!foreign.0.join(MAP_COUNTERS).exists());
+}
