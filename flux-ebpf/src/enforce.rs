@@ -200,22 +200,19 @@ pub fn name_verdict(ctx: &XdpContext, qoff: usize, avail: usize) -> NameVerdict 
         return NameVerdict::Unchecked;
     }
 
-    // Backward over every position, so the loop index is a constant the verifier knows. The
-    // name starts at the highest marked offset (its final 0); nothing above it is hashed. The
-    // walk keys on the marks rather than on `name_len`: comparing the index with a length would
-    // split the verifier's state once per possible length. The root is never looked up.
+    // Backward from the name's last byte (its final 0): each step's index comes from the
+    // opaque length, masked, so the access bound is plain to the verifier; the loop stops after
+    // `name_len` steps. The root is never looked up.
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let mut h = NAME_HASH_INIT;
-    let mut inside = false;
     let mut blocked = false;
     let mut allowed = false;
     for k in 0..MAX_NAME_WIRE {
-        let i = MAX_NAME_WIRE - 1 - k;
-        let label_start = starts.get(i >> 6).is_some_and(|w| (w >> (i & 63)) & 1 == 1);
-        if !inside && !label_start {
-            continue;
+        if k >= name_len {
+            break;
         }
-        inside = true;
+        let i = opaque(name_len - 1 - k) & 0xff;
+        let label_start = starts.get(i >> 6).is_some_and(|w| (w >> (i & 63)) & 1 == 1);
         let Some(&b) = sc.bytes.get(i) else {
             break;
         };
