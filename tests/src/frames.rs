@@ -225,3 +225,20 @@ pub fn with_vlans(frame: &[u8], tags: &[(u16, u16)]) -> Vec<u8> {
     f.extend_from_slice(&frame[12..]);
     f
 }
+
+/// A DNS response for `name` A with one A record per address (TTL `ttl`).
+pub fn dns_answer(name: &str, addrs: &[[u8; 4]], ttl: u32) -> Vec<u8> {
+    let mut m = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0];
+    m[6..8].copy_from_slice(&(addrs.len() as u16).to_be_bytes());
+    let mut wire = [0u8; flux_common::MAX_NAME_WIRE];
+    let n = flux_common::to_wire(name, &mut wire).expect("valid name");
+    m.extend_from_slice(&wire[..n]);
+    m.extend_from_slice(&[0, 1, 0, 1]);
+    for a in addrs {
+        m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+        m.extend_from_slice(&ttl.to_be_bytes());
+        m.extend_from_slice(&[0, 4]);
+        m.extend_from_slice(a);
+    }
+    m
+}

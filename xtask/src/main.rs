@@ -192,6 +192,15 @@ fn bench(repeat: u32) -> anyhow::Result<()> {
         "--bin",
         "scorer-bench",
     ]))?;
+    // Deciding response to block in the map, through the real program, scorer and enforcer.
+    sh(cargo().args([
+        "run",
+        "--release",
+        "-p",
+        "flux-tests",
+        "--bin",
+        "block-latency",
+    ]))?;
     sh(cargo().args([
         "run",
         "--release",
