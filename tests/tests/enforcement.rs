@@ -317,54 +317,93 @@ fn rotate(hosts: &std::path::Path, dns: &Proc, round: u32, extra: &[&str]) {
     unsafe { libc::kill(dns.child.id() as i32, libc::SIGHUP) };
 }
 
+/// A server side that serves a rotating flux zone and a CDN-like zone, and an agent (with
+/// `args`) on the client side.
+struct FluxZone {
+    link: Link,
+    dns: Proc,
+    hosts: std::path::PathBuf,
+    _dir: TempDir,
+    _echo: Echo,
+    pin: PinDir,
+    agent: Agent,
+}
+
+impl FluxZone {
+    fn new(args: &[&str]) -> Self {
+        let link = Link::new();
+        // The flux addresses are routed to the server side, where one of them answers.
+        link.client
+            .exec(&["ip", "route", "add", "10.0.0.0/8", "via", SERVER_V4]);
+        link.server
+            .exec(&["ip", "addr", "add", "10.102.3.7/32", "dev", "lo"]);
+        let dir = TempDir::new();
+        let hosts = dir.0.join("hosts");
+        std::fs::write(&hosts, "").unwrap();
+        let dns = start_dnsmasq(
+            &link.server,
+            &[
+                format!("--addn-hosts={}", hosts.display()),
+                "--local=/fluxy.test/".into(),
+                "--local=/cdnish.test/".into(),
+                "--cname=www.cdnish.test,edge.cdnish.test".into(),
+                "--local-ttl=30".into(),
+            ],
+        );
+        let echo = Echo::start(&link.server, &[SERVER_V4, "10.102.3.7"]);
+        let pin = PinDir::new();
+        let mut a = vec!["--iface", "a0", "--no-db"];
+        a.extend_from_slice(args);
+        let agent = Agent::start(&link.client, &pin, &a);
+        Self {
+            link,
+            dns,
+            hosts,
+            _dir: dir,
+            _echo: echo,
+            pin,
+            agent,
+        }
+    }
+
+    /// Rotates the records while a client keeps resolving both names, until the flux name gets
+    /// NXDOMAIN (returns true) or twelve rounds pass. Round 0 also hands out the resolver's own
+    /// address, which the guard must refuse to block.
+    fn drive(&self) -> bool {
+        for round in 0..12u32 {
+            let extra: &[&str] = if round == 0 { &[SERVER_V4] } else { &[] };
+            rotate(&self.hosts, &self.dns, round, extra);
+            thread::sleep(Duration::from_millis(300));
+            let out = dig(
+                &self.link.client,
+                &[&format!("@{SERVER_V4}"), "www.fluxy.test"],
+            );
+            let cdn = dig(
+                &self.link.client,
+                &[&format!("@{SERVER_V4}"), "www.cdnish.test"],
+            );
+            assert_eq!(
+                status(&cdn),
+                "NOERROR",
+                "CDN-like name, round {round}: {cdn}"
+            );
+            if status(&out) == "NXDOMAIN" {
+                return true;
+            }
+        }
+        false
+    }
+}
+
 #[test]
 fn flux_zone_is_detected_and_blocked_end_to_end() {
     if !privileged() {
         return;
     }
-    let link = Link::new();
-    // The flux addresses are routed to the server side, where one of them answers.
-    link.client
-        .exec(&["ip", "route", "add", "10.0.0.0/8", "via", SERVER_V4]);
-    link.server
-        .exec(&["ip", "addr", "add", "10.102.3.7/32", "dev", "lo"]);
-    let dir = TempDir::new();
-    let hosts = dir.0.join("hosts");
-    std::fs::write(&hosts, "").unwrap();
-    let dns = start_dnsmasq(
-        &link.server,
-        &[
-            format!("--addn-hosts={}", hosts.display()),
-            "--local=/fluxy.test/".into(),
-            "--local=/cdnish.test/".into(),
-            "--cname=www.cdnish.test,edge.cdnish.test".into(),
-            "--local-ttl=30".into(),
-        ],
-    );
-    let _echo = Echo::start(&link.server, &[SERVER_V4, "10.102.3.7"]);
-    let pin = PinDir::new();
-    let mut agent = Agent::start(&link.client, &pin, &["--iface", "a0", "--no-db"]);
+    let z = FluxZone::new(&[]);
+    let (link, pin, agent) = (&z.link, &z.pin, &z.agent);
     assert_eq!(reach(&link.client, "10.102.3.7"), Reach::ALL, "before");
-
-    // Rotate the records while a client keeps resolving both names. Round 0 also hands out the
-    // resolver's own address, which the guard must refuse to block.
-    let mut blocked = false;
-    for round in 0..12u32 {
-        let extra: &[&str] = if round == 0 { &[SERVER_V4] } else { &[] };
-        rotate(&hosts, &dns, round, extra);
-        thread::sleep(Duration::from_millis(300));
-        let out = dig(&link.client, &[&format!("@{SERVER_V4}"), "www.fluxy.test"]);
-        let cdn = dig(&link.client, &[&format!("@{SERVER_V4}"), "www.cdnish.test"]);
-        assert_eq!(
-            status(&cdn),
-            "NOERROR",
-            "CDN-like name, round {round}: {cdn}"
-        );
-        if status(&out) == "NXDOMAIN" {
-            blocked = true;
-            break;
-        }
-    }
+    let blocked = z.drive();
     assert!(
         blocked,
         "the flux name was never blocked; events: {:#?}\n{}",
@@ -408,7 +447,7 @@ fn flux_zone_is_detected_and_blocked_end_to_end() {
         "the CDN-like zone was blocked"
     );
 
-    let list = listed(&pin, "blocklist");
+    let list = listed(pin, "blocklist");
     let entry = list
         .iter()
         .find(|e| e["kind"] == "domain" && e["value"] == key.as_str())
@@ -423,7 +462,7 @@ fn flux_zone_is_detected_and_blocked_end_to_end() {
 
     // explain shows the live features and the block.
     let ex: Value =
-        serde_json::from_str(&cli_ok(&pin, &["explain", "www.fluxy.test", "--json"])).unwrap();
+        serde_json::from_str(&cli_ok(pin, &["explain", "www.fluxy.test", "--json"])).unwrap();
     assert_eq!(ex["tracked"], true, "{ex}");
     assert_eq!(ex["verdict"]["level"], "flux", "{ex}");
     assert!(
@@ -431,10 +470,44 @@ fn flux_zone_is_detected_and_blocked_end_to_end() {
         "{ex}"
     );
     assert_eq!(ex["blocked"]["source"], "scorer", "{ex}");
-    let text = cli_ok(&pin, &["explain", "www.fluxy.test"]);
+    let text = cli_ok(pin, &["explain", "www.fluxy.test"]);
     assert!(text.contains("flux") && text.contains("reasons"), "{text}");
 
-    assert!(agent.stop().success());
-    let o = cli(&pin, &["explain", "www.fluxy.test"]);
+    let mut z = z;
+    assert!(z.agent.stop().success());
+    let o = cli(&z.pin, &["explain", "www.fluxy.test"]);
     assert_eq!(o.status.code(), Some(3), "no agent running");
+}
+
+#[test]
+fn the_block_rate_cap_holds_and_alerts() {
+    if !privileged() {
+        return;
+    }
+    let mut z = FluxZone::new(&["--max-blocks-per-minute", "2"]);
+    // The name and one address fit under the cap; the other addresses wait.
+    assert!(z.drive(), "{}", z.agent.log());
+    let a = z.agent.wait_event("alert", |e| {
+        e["type"] == "alert" && e["action"] == "rate_capped"
+    });
+    assert!(
+        a["reason"]
+            .as_str()
+            .unwrap()
+            .contains("--max-blocks-per-minute"),
+        "{a}"
+    );
+    z.agent.wait_event("a capped block", |e| {
+        e["type"] == "block" && e["action"] == "rate_capped"
+    });
+    let blocked = z
+        .agent
+        .events()
+        .iter()
+        .filter(|e| e["type"] == "block" && e["action"] == "blocked")
+        .count();
+    assert_eq!(blocked, 2, "{:#?}", z.agent.events());
+    assert_eq!(listed(&z.pin, "blocklist").len(), 2);
+    assert!(z.agent.log().contains("ALERT"), "{}", z.agent.log());
+    assert!(z.agent.stop().success());
 }
