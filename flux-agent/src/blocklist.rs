@@ -259,6 +259,11 @@ fn reason_bytes(reason: &str) -> [u8; REASON_LEN] {
     out
 }
 
+/// The reason kept in an entry, as text.
+pub fn reason_text(e: &BlockEntry) -> String {
+    text(&e.reason)
+}
+
 fn text(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()

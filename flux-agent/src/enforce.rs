@@ -429,13 +429,16 @@ impl Enforcer {
                     .refreshed
                     .get(rest)
                     .is_none_or(|t| t.elapsed() >= REFRESH_EVERY);
-                let ours = matches!(
-                    self.maps.get(&Target::Domain(rest.to_owned())),
-                    Ok(Some(e)) if e.source == SOURCE_SCORER
-                );
-                if due && ours {
+                let ours = match self.maps.get(&Target::Domain(rest.to_owned())) {
+                    Ok(Some(e)) if e.source == SOURCE_SCORER => Some(e),
+                    _ => None,
+                };
+                if let (true, Some(e)) = (due, ours) {
+                    // Renewed with the score and reason it was blocked for.
                     let key = rest.to_owned();
-                    self.block_key(&key, 0.0, "still fluxing", scorer, out);
+                    let score = f64::from(e.score_milli) / 1000.0;
+                    let reason = crate::blocklist::reason_text(&e);
+                    self.block_key(&key, score, &reason, scorer, out);
                 }
                 return;
             }
