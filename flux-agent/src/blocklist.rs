@@ -249,6 +249,22 @@ pub fn boot_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Wall-clock seconds, as `BlockEntry::added_unix` keeps them.
+fn now_unix() -> u32 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as u32)
+        .unwrap_or(0)
+}
+
+/// `ADDR/LEN` of an LPM key.
+fn cidr_text<K: aya::Pod>(k: &Key<K>) -> String
+where
+    IpAddr: From<K>,
+{
+    format!("{}/{}", IpAddr::from(k.data()), k.prefix_len())
+}
+
 fn reason_bytes(reason: &str) -> [u8; REASON_LEN] {
     let mut out = [0u8; REASON_LEN];
     let mut end = reason.len().min(REASON_LEN);
@@ -296,6 +312,15 @@ fn listed(kind: &'static str, value: String, e: &BlockEntry, now_boot: u64) -> L
         expires,
         expired: !e.active(now_boot),
         hits: e.hits,
+    }
+}
+
+/// The target a listed entry is for. Domain names in the maps were normalized when written.
+fn target_of(l: Listed) -> Result<Target, BlocklistError> {
+    match l.kind {
+        "domain" => Ok(Target::Domain(l.value)),
+        "ip" => Target::ip(&l.value),
+        _ => Target::cidr(&l.value),
     }
 }
 
@@ -419,8 +444,18 @@ impl Maps {
     /// Blocks `t`. An entry already there keeps its hit count and the time it was first added;
     /// its expiry, reason and score are renewed.
     pub fn block(&mut self, t: &Target, spec: &Spec) -> Result<Added, BlocklistError> {
-        let now_boot = boot_ns();
         let previous = self.get(t)?;
+        self.write(t, spec, previous)
+    }
+
+    /// [`Maps::block`] for a caller that has just read the entry with [`Maps::get`].
+    pub fn write(
+        &mut self,
+        t: &Target,
+        spec: &Spec,
+        previous: Option<BlockEntry>,
+    ) -> Result<Added, BlocklistError> {
+        let now_boot = boot_ns();
         let mut e = BlockEntry::new(
             spec.source,
             spec.ttl
@@ -432,10 +467,7 @@ impl Maps {
             .score
             .map(|s| (s * 1000.0).clamp(0.0, f64::from(u16::MAX)) as u16)
             .unwrap_or(0);
-        e.added_unix = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs() as u32)
-            .unwrap_or(0);
+        e.added_unix = now_unix();
         if let Some(p) = previous {
             e.hits = p.hits;
             e.added_unix = p.added_unix;
@@ -518,6 +550,13 @@ impl Maps {
         }
     }
 
+    /// The block on exactly `t`, as `list` would show it.
+    pub fn describe(&self, t: &Target) -> Result<Option<Listed>, BlocklistError> {
+        Ok(self
+            .get(t)?
+            .map(|e| listed(t.kind(), t.to_string(), &e, boot_ns())))
+    }
+
     /// Every block, in a stable order: domains, addresses, CIDRs.
     pub fn list(&self) -> Result<Vec<Listed>, BlocklistError> {
         let now = boot_ns();
@@ -536,13 +575,11 @@ impl Maps {
         }
         for r in self.cidr4.iter() {
             let (k, v) = r.map_err(map_err("read", MAP_BLOCKED_CIDR_V4))?;
-            let value = format!("{}/{}", IpAddr::from(k.data()), k.prefix_len());
-            out.push(listed("cidr", value, &v, now));
+            out.push(listed("cidr", cidr_text(&k), &v, now));
         }
         for r in self.cidr6.iter() {
             let (k, v) = r.map_err(map_err("read", MAP_BLOCKED_CIDR_V6))?;
-            let value = format!("{}/{}", IpAddr::from(k.data()), k.prefix_len());
-            out.push(listed("cidr", value, &v, now));
+            out.push(listed("cidr", cidr_text(&k), &v, now));
         }
         let order = |k: &str| match k {
             "domain" => 0,
@@ -557,23 +594,11 @@ impl Maps {
         Ok(out)
     }
 
-    /// Every blocked target, for removal.
-    fn targets(&self) -> Result<Vec<Target>, BlocklistError> {
-        self.list()?
-            .into_iter()
-            .map(|l| match l.kind {
-                "domain" => Target::domain(&l.value).or(Ok(Target::Domain(l.value))),
-                "ip" => Target::ip(&l.value),
-                _ => Target::cidr(&l.value),
-            })
-            .collect()
-    }
-
     /// Removes every block (not the allowlists). Returns how many.
     pub fn flush(&mut self) -> Result<usize, BlocklistError> {
         let mut n = 0;
-        for t in self.targets()? {
-            n += usize::from(self.unblock(&t)?);
+        for l in self.list()? {
+            n += usize::from(self.unblock(&target_of(l)?)?);
         }
         Ok(n)
     }
@@ -586,11 +611,7 @@ impl Maps {
             if !l.expired {
                 continue;
             }
-            let t = match l.kind {
-                "domain" => Target::Domain(l.value),
-                "ip" => Target::ip(&l.value)?,
-                _ => Target::cidr(&l.value)?,
-            };
+            let t = target_of(l)?;
             if self.unblock(&t)? {
                 gone.push(t);
             }
@@ -621,10 +642,7 @@ impl Maps {
                     .ok_or_else(|| BlocklistError::BadDomain(d.clone(), "not a name".into()))?;
                 let mut e = BlockEntry::new(SOURCE_MANUAL, 0);
                 e.reason = reason_bytes(reason);
-                e.added_unix = SystemTime::now()
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map(|d| d.as_secs() as u32)
-                    .unwrap_or(0);
+                e.added_unix = now_unix();
                 self.allow_domains
                     .insert(k, domain_value(d, e), 0)
                     .map_err(map_err("insert", MAP_ALLOWED_DOMAINS))
@@ -680,17 +698,11 @@ impl Maps {
         };
         for r in self.allow4.iter() {
             let (k, v) = r.map_err(map_err("read", MAP_ALLOWED_CIDR_V4))?;
-            out.push(cidr(
-                format!("{}/{}", IpAddr::from(k.data()), k.prefix_len()),
-                v,
-            ));
+            out.push(cidr(cidr_text(&k), v));
         }
         for r in self.allow6.iter() {
             let (k, v) = r.map_err(map_err("read", MAP_ALLOWED_CIDR_V6))?;
-            out.push(cidr(
-                format!("{}/{}", IpAddr::from(k.data()), k.prefix_len()),
-                v,
-            ));
+            out.push(cidr(cidr_text(&k), v));
         }
         out.sort_by(|a, b| a.kind.cmp(b.kind).then_with(|| a.value.cmp(&b.value)));
         Ok(out)

@@ -374,7 +374,15 @@ impl Enforcer {
 
     /// Writes one block, within the rate cap, or reports what would have been written.
     fn apply(&mut self, key: &str, t: Target, spec: &Spec, out: &mut Vec<Action>) {
-        let existing = matches!(self.maps.get(&t), Ok(Some(_)));
+        let previous = match self.maps.get(&t) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!("could not read the block on {t} ({key}): {e}");
+                out.push(self.action("block", key, "failed", Some(&t), e.to_string()));
+                return;
+            }
+        };
+        let existing = previous.is_some();
         if self.opts.monitor {
             out.push(self.action("block", key, "would_block", Some(&t), spec.reason.clone()));
             return;
@@ -401,7 +409,7 @@ impl Enforcer {
             }
             self.new_in_window += 1;
         }
-        match self.maps.block(&t, spec) {
+        match self.maps.write(&t, spec, previous) {
             Ok(added) => {
                 let what = if added == Added::New {
                     "blocked"
@@ -429,11 +437,14 @@ impl Enforcer {
                     .refreshed
                     .get(rest)
                     .is_none_or(|t| t.elapsed() >= REFRESH_EVERY);
+                if !due {
+                    return;
+                }
                 let ours = match self.maps.get(&Target::Domain(rest.to_owned())) {
                     Ok(Some(e)) if e.source == SOURCE_SCORER => Some(e),
                     _ => None,
                 };
-                if let (true, Some(e)) = (due, ours) {
+                if let Some(e) = ours {
                     // Renewed with the score and reason it was blocked for.
                     let key = rest.to_owned();
                     let score = f64::from(e.score_milli) / 1000.0;

@@ -582,10 +582,7 @@ impl Loaded {
 
 /// Removes every map pin the object defines (nothing else), then the folder if it is empty.
 fn remove_map_pins(pin_dir: &Path) {
-    let names = crate::pins::expected()
-        .map(|e| e.into_iter().map(|e| e.name).collect::<Vec<_>>())
-        .unwrap_or_default();
-    for name in names {
+    for name in crate::pins::names() {
         let path = pin_dir.join(name);
         if let Err(e) = std::fs::remove_file(&path)
             && e.kind() != io::ErrorKind::NotFound
@@ -632,9 +629,7 @@ pub fn unload(pin_dir: &Path) -> Result<Unloaded, UnloadError> {
         .map_err(io_err)?
         .ok_or_else(|| UnloadError::Running(pin_dir.to_owned()))?;
     let mut out = Unloaded::default();
-    let known: Vec<String> = crate::pins::expected()
-        .map(|e| e.into_iter().map(|e| e.name).collect())
-        .unwrap_or_default();
+    let known = crate::pins::names();
     for entry in std::fs::read_dir(pin_dir).map_err(io_err)? {
         let entry = entry.map_err(io_err)?;
         let name = entry.file_name().to_string_lossy().into_owned();

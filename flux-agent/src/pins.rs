@@ -63,6 +63,14 @@ pub fn expected() -> Result<Vec<Expected>, PinError> {
     Ok(out)
 }
 
+/// The names of every map the object pins (none if the object cannot be read, which `load`
+/// reports on its own).
+pub fn names() -> Vec<String> {
+    expected()
+        .map(|e| e.into_iter().map(|e| e.name).collect())
+        .unwrap_or_default()
+}
+
 /// The definition of one pinned map by name.
 pub fn expected_map(name: &str) -> Result<Expected, PinError> {
     expected()?

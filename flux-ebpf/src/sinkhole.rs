@@ -95,7 +95,7 @@ pub fn nxdomain(ctx: &XdpContext, at: &Located) -> Result<(), ()> {
         }
         _ => return Err(()),
     }
-    let check = udp_checksum(ctx, at, udp_len)?;
+    let check = udp_checksum(ctx, at.family, (l3_off, l4_off, dns_off), udp_len)?;
     unsafe { (*udp).check = check };
     Ok(())
 }
@@ -120,19 +120,19 @@ fn fold(mut sum: u64) -> u16 {
 /// The UDP checksum of the cut datagram, as stored in the packet: pseudo-header, UDP header with
 /// a zero checksum, and the kept DNS bytes, laid out in scratch and summed by `bpf_csum_diff`.
 #[inline(always)]
-fn udp_checksum(ctx: &XdpContext, at: &Located, udp_len: usize) -> Result<u16, ()> {
-    let (l3_off, l4_off, dns_off) = (
-        usize::from(at.l3_off),
-        usize::from(at.l4_off),
-        usize::from(at.dns_off),
-    );
+fn udp_checksum(
+    ctx: &XdpContext,
+    family: u8,
+    (l3_off, l4_off, dns_off): (usize, usize, usize),
+    udp_len: usize,
+) -> Result<u16, ()> {
     let s = scratch().ok_or(())?;
     // SAFETY: this CPU's scratch; the name walk that used it is finished.
     let buf = unsafe { &mut (*s).bytes };
     let base = buf.as_mut_ptr();
     let [lh, ll] = (udp_len as u16).to_be_bytes();
     // Source and destination sit next to each other in both IP headers: one copy each.
-    let (addrs_off, addrs_len, pseudo) = match at.family {
+    let (addrs_off, addrs_len, pseudo) = match family {
         AF_INET => (12, 8, 12),
         _ => (8, 32, 40),
     };
@@ -147,7 +147,7 @@ fn udp_checksum(ctx: &XdpContext, at: &Located, udp_len: usize) -> Result<u16, (
     if rc != 0 {
         return Err(());
     }
-    let tail: [u8; 8] = if at.family == AF_INET {
+    let tail: [u8; 8] = if family == AF_INET {
         [0, IPPROTO_UDP, lh, ll, 0, 0, 0, 0]
     } else {
         [0, 0, lh, ll, 0, 0, 0, IPPROTO_UDP]

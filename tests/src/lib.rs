@@ -700,3 +700,21 @@ pub fn reach(ns: &Netns, addr: &str) -> Reach {
     });
     Reach { ping, udp, tcp }
 }
+
+/// Loads flux-ebpf with `opts` (without attaching) and takes its ring buffer: what the TestRun
+/// tests and the benchmarks start from.
+pub fn load_with_ring(
+    opts: flux_agent::loader::LoadOptions,
+) -> anyhow::Result<(
+    flux_agent::loader::Loaded,
+    aya::maps::RingBuf<aya::maps::MapData>,
+)> {
+    let mut loaded = flux_agent::loader::load(&opts)?;
+    let ring = aya::maps::RingBuf::try_from(
+        loaded
+            .ebpf
+            .take_map(flux_common::MAP_EVENTS)
+            .ok_or_else(|| anyhow::anyhow!("no EVENTS map in the object"))?,
+    )?;
+    Ok((loaded, ring))
+}

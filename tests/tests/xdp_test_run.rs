@@ -18,9 +18,9 @@ use flux_agent::{
 use flux_common::{
     BlockEntry, Counter, DNS_CAPTURE_MAX, EVENT_FLAG_BLOCKED, EVENT_FLAG_IP_FRAGMENT,
     MAP_ALLOWED_CIDR_V4, MAP_BLOCKED_CIDR_V4, MAP_BLOCKED_CIDR_V6, MAP_BLOCKED_V4, MAP_BLOCKED_V6,
-    MAP_COUNTERS, MAP_EVENTS, PROG_XDP, SOURCE_MANUAL,
+    MAP_COUNTERS, PROG_XDP, SOURCE_MANUAL,
 };
-use flux_tests::{PinDir, frames::*, privileged};
+use flux_tests::{PinDir, frames::*, load_with_ring, privileged};
 
 const XDP_PASS: u32 = 2;
 
@@ -32,16 +32,20 @@ struct Harness {
 
 impl Harness {
     fn new(ports: &[u16]) -> Self {
-        let pin = PinDir::new();
-        let mut loaded = loader::load(&LoadOptions {
-            pin_dir: pin.0.clone(),
+        Self::load(LoadOptions {
             dns_ports: ports.to_vec(),
-            ring_buf_bytes: None,
             ..Default::default()
         })
+    }
+
+    /// Loads with `opts` into a pin folder of its own.
+    fn load(opts: LoadOptions) -> Self {
+        let pin = PinDir::new();
+        let (loaded, ring) = load_with_ring(LoadOptions {
+            pin_dir: pin.0.clone(),
+            ..opts
+        })
         .expect("load flux-ebpf");
-        let ring = RingBuf::try_from(loaded.ebpf.take_map(MAP_EVENTS).expect("EVENTS"))
-            .expect("ring buffer");
         Self {
             loaded,
             ring,
@@ -545,23 +549,6 @@ fn assert_nxdomain(out: &[u8], original: &[u8], l3: usize, l4: usize, name_wire_
 }
 
 impl Harness {
-    fn with_action(action: loader::BlockAction) -> Self {
-        let pin = PinDir::new();
-        let mut loaded = loader::load(&LoadOptions {
-            pin_dir: pin.0.clone(),
-            block_action: action,
-            ..Default::default()
-        })
-        .expect("load flux-ebpf");
-        let ring = RingBuf::try_from(loaded.ebpf.take_map(MAP_EVENTS).expect("EVENTS"))
-            .expect("ring buffer");
-        Self {
-            loaded,
-            ring,
-            _pin: pin,
-        }
-    }
-
     fn maps(&self) -> blocklist::Maps {
         blocklist::Maps::open(&self.loaded.pin_dir).expect("open pinned maps")
     }
@@ -757,7 +744,10 @@ fn block_action_drop_drops_blocked_names() {
     if !privileged() {
         return;
     }
-    let mut h = Harness::with_action(loader::BlockAction::Drop);
+    let mut h = Harness::load(LoadOptions {
+        block_action: loader::BlockAction::Drop,
+        ..Default::default()
+    });
     h.maps()
         .block(
             &blocklist::Target::domain("flux.test").unwrap(),

@@ -184,47 +184,20 @@ fn test(no_lint: bool, args: &[String]) -> anyhow::Result<()> {
 fn bench(repeat: u32) -> anyhow::Result<()> {
     setup::setup()?;
     // Userspace: replay throughput and the scorer's memory for 1,000,000 names.
-    sh(cargo().args([
-        "run",
-        "--release",
-        "-p",
-        "flux-tests",
-        "--bin",
-        "scorer-bench",
-    ]))?;
+    sh(&mut release_bin("scorer-bench"))?;
     // Deciding response to block in the map, through the real program, scorer and enforcer.
-    sh(cargo().args([
-        "run",
-        "--release",
-        "-p",
-        "flux-tests",
-        "--bin",
-        "block-latency",
-    ]))?;
-    sh(cargo().args([
-        "run",
-        "--release",
-        "-p",
-        "flux-tests",
-        "--bin",
-        "xdp-bench",
-        "--",
-        "--repeat",
-        &repeat.to_string(),
-    ]))
+    sh(&mut release_bin("block-latency"))?;
+    sh(release_bin("xdp-bench").args(["--repeat", &repeat.to_string()]))
 }
 
 fn eval(paths: &[String]) -> anyhow::Result<()> {
     setup::setup()?;
-    sh(cargo()
-        .args([
-            "run",
-            "--release",
-            "-p",
-            "flux-tests",
-            "--bin",
-            "flux-eval",
-            "--",
-        ])
-        .args(paths))
+    sh(release_bin("flux-eval").args(paths))
+}
+
+/// `cargo run --release -p flux-tests --bin NAME --`, ready for the binary's arguments.
+fn release_bin(name: &str) -> Command {
+    let mut c = cargo();
+    c.args(["run", "--release", "-p", "flux-tests", "--bin", name, "--"]);
+    c
 }

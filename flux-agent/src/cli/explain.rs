@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use flux_agent::{
-    blocklist::Maps,
+    blocklist::{Maps, Target},
     control::{self, ControlError, Request},
 };
 use serde_json::Value;
@@ -47,12 +47,10 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     // The block, if any, on the key or the name, straight from the pinned maps.
     let blocked = Maps::open(&args.pin.pin_dir).ok().and_then(|m| {
         let names = [answer.key.clone(), Some(answer.name.clone())];
-        names.into_iter().flatten().find_map(|n| {
-            m.list()
-                .ok()?
-                .into_iter()
-                .find(|l| l.kind == "domain" && l.value == n)
-        })
+        names
+            .into_iter()
+            .flatten()
+            .find_map(|n| m.describe(&Target::Domain(n)).ok().flatten())
     });
     if args.json {
         let v = serde_json::json!({

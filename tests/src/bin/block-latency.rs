@@ -10,7 +10,6 @@ use std::{sync::Arc, time::SystemTime};
 
 use aya::{
     TestRunOptions,
-    maps::RingBuf,
     programs::{TestRun as _, Xdp},
 };
 use flux_agent::{
@@ -18,10 +17,10 @@ use flux_agent::{
     capture::{Capture, Observation},
     enforce::{EnforceOptions, Enforcer},
     enrich::Enricher,
-    loader::{self, LoadOptions},
+    loader::LoadOptions,
     score::{Scorer, ScorerConfig},
 };
-use flux_common::{MAP_EVENTS, PROG_XDP};
+use flux_common::PROG_XDP;
 use flux_tests::frames::{dns_answer, udp4};
 
 fn mono_ns() -> u64 {
@@ -42,16 +41,10 @@ fn main() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or(1000);
     let pin = flux_tests::PinDir::new();
-    let mut loaded = loader::load(&LoadOptions {
+    let (mut loaded, mut ring) = flux_tests::load_with_ring(LoadOptions {
         pin_dir: pin.0.clone(),
         ..Default::default()
     })?;
-    let mut ring = RingBuf::try_from(
-        loaded
-            .ebpf
-            .take_map(MAP_EVENTS)
-            .ok_or_else(|| anyhow::anyhow!("no EVENTS"))?,
-    )?;
     let mut scorer = Scorer::new(
         ScorerConfig::default(),
         Arc::new(Enricher::empty()),

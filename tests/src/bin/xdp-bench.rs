@@ -16,9 +16,9 @@ use aya::{
 };
 use flux_agent::{
     blocklist::{Maps, Spec, Target},
-    loader::{self, LoadOptions, Loaded},
+    loader::{LoadOptions, Loaded},
 };
-use flux_common::{MAP_EVENTS, MAX_BLOCKED_IPS, PROG_XDP, PROG_XDP_NOOP, RING_BUF_BYTES};
+use flux_common::{MAX_BLOCKED_IPS, PROG_XDP, PROG_XDP_NOOP, RING_BUF_BYTES};
 use flux_tests::frames::{SRC4, dns_response, udp4};
 
 fn main() -> anyhow::Result<()> {
@@ -29,7 +29,7 @@ fn main() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or(1_000_000);
     let pin = flux_tests::PinDir::new();
-    let mut loaded = loader::load(&LoadOptions {
+    let (mut loaded, mut ring) = flux_tests::load_with_ring(LoadOptions {
         pin_dir: pin.0.clone(),
         ..Default::default()
     })?;
@@ -41,12 +41,6 @@ fn main() -> anyhow::Result<()> {
             .try_into()?;
         noop.load()?;
     }
-    let mut ring = RingBuf::try_from(
-        loaded
-            .ebpf
-            .take_map(MAP_EVENTS)
-            .ok_or_else(|| anyhow::anyhow!("no EVENTS"))?,
-    )?;
 
     let non_dns = udp4(443, &[0u8; 64]);
     let dns200 = udp4(53, &dns_response(200 - 8 - 20 - 14));
