@@ -18,7 +18,7 @@ use crate::{
     control,
     enforce::{Action, EnforceOptions, Enforcer},
     iface::{Interface, default_route_interface},
-    loader::{self, AttachMode, LoadError, LoadOptions},
+    loader::{self, AttachMode, Hook, LoadError, LoadOptions},
     score::{Scorer, ScorerSetup, Verdict},
 };
 
@@ -113,7 +113,10 @@ pub async fn run<W: Write>(
     let names: Vec<String> = loaded
         .attachments
         .iter()
-        .map(|a| format!("{} ({} mode)", a.iface.name, a.mode))
+        .map(|a| match a.hook {
+            Hook::Xdp => format!("{} ({} mode)", a.iface.name, a.mode),
+            Hook::Egress => format!("{} egress ({})", a.iface.name, a.mode),
+        })
         .collect();
     info!(
         "capturing DNS responses on {}; pinned maps in {}; Ctrl-C to stop",
@@ -180,8 +183,8 @@ pub async fn run<W: Write>(
     }
     drop(loaded);
     info!(
-        "stopped; {} responses captured, {} parse errors. The XDP program stays attached and \
-         enforcing from {}; `flux-agent unload` removes it",
+        "stopped; {} responses captured, {} parse errors. The programs stay attached and \
+         enforcing from {}; `flux-agent unload` removes them",
         summary.observations,
         summary.parse_errors,
         pin_dir.display()

@@ -7,7 +7,9 @@
 //! Enforcement outlives the agent: each XDP link is pinned next to the maps
 //! (`xdp_link_<iface>`), so the program keeps running when the agent exits or crashes. A
 //! restarted agent swaps its freshly loaded program into the pinned link (`bpf_link_update`), so
-//! there is no moment without a program. `flux-agent unload` ([`unload`]) detaches and unpins.
+//! there is no moment without a program. With `--egress`, a TC egress program is attached over
+//! tcx beside it and pinned the same way (`tc_link_<iface>`). `flux-agent unload` ([`unload`])
+//! detaches and unpins.
 //! A start that fails half-way removes what it attached.
 
 use std::{
@@ -20,15 +22,16 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     programs::{
-        Xdp, XdpMode,
+        LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
+        tc::{SchedClassifierLink, TcAttachOptions},
         xdp::XdpLink,
     },
     util::KernelVersion,
 };
 use flux_common::{
     Config, DOMAIN_ACTION_DROP, DOMAIN_ACTION_NXDOMAIN, GLOBAL_CONFIG, MAP_COUNTERS, MAP_EVENTS,
-    MAX_DNS_PORTS, PROG_XDP,
+    MAX_DNS_PORTS, PROG_EGRESS, PROG_XDP,
 };
 use log::{info, warn};
 
@@ -40,6 +43,9 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/flux-agent";
 /// The oldest kernel with every helper the program uses: `bpf_xdp_load_bytes` (5.18); ring
 /// buffers (5.8) and BPF links for XDP (5.9) come earlier.
 pub const MIN_KERNEL: (u8, u8) = (5, 18);
+
+/// `--egress` attaches over tcx, which came in Linux 6.6.
+pub const MIN_KERNEL_EGRESS: (u8, u8) = (6, 6);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -77,6 +83,12 @@ pub enum LoadError {
     Config(String),
     #[error(transparent)]
     Pin(#[from] crate::pins::PinError),
+    #[error(
+        "--egress needs Linux {}.{} or newer (tcx links); this is {found}",
+        MIN_KERNEL_EGRESS.0,
+        MIN_KERNEL_EGRESS.1
+    )]
+    EgressUnsupported { found: String },
     #[error("failed to attach XDP to {iface} in {mode} mode: {source}")]
     Attach {
         iface: String,
@@ -141,6 +153,8 @@ pub struct LoadOptions {
     pub block_action: BlockAction,
     /// Match blocks but drop and rewrite nothing (`--monitor`).
     pub monitor: bool,
+    /// Also load the TC egress program (`--egress`); [`Loaded::attach`] attaches it.
+    pub egress: bool,
 }
 
 impl Default for LoadOptions {
@@ -151,14 +165,25 @@ impl Default for LoadOptions {
             ring_buf_bytes: None,
             block_action: BlockAction::default(),
             monitor: false,
+            egress: false,
         }
     }
+}
+
+/// Which hook an attachment is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    Xdp,
+    /// TC egress, over tcx.
+    Egress,
 }
 
 /// An attachment made by this agent.
 #[derive(Debug, Clone)]
 pub struct Attachment {
     pub iface: Interface,
+    pub hook: Hook,
+    /// XDP: native, skb or pinned (taken over); egress: tcx or pinned.
     pub mode: &'static str,
     /// Where its link is pinned.
     pub pin: PathBuf,
@@ -171,6 +196,8 @@ pub struct Loaded {
     pub ebpf: Ebpf,
     pub pin_dir: PathBuf,
     pub attachments: Vec<Attachment>,
+    /// The TC egress program is loaded and goes on every interface XDP does.
+    egress: bool,
     /// No map pins existed before this load: a failed start removes them again.
     fresh_pins: bool,
     _lock: File,
@@ -179,6 +206,11 @@ pub struct Loaded {
 /// The pin of the XDP link on `iface`.
 pub fn xdp_link_pin(pin_dir: &Path, iface: &str) -> PathBuf {
     pin_dir.join(format!("{XDP_LINK_PREFIX}{iface}"))
+}
+
+/// The pin of the TC egress link on `iface`.
+pub fn tc_link_pin(pin_dir: &Path, iface: &str) -> PathBuf {
+    pin_dir.join(format!("{TC_LINK_PREFIX}{iface}"))
 }
 
 /// Pinned XDP links are named this plus the interface name.
@@ -241,6 +273,16 @@ pub fn caps_sufficient(caps: u64) -> bool {
 }
 
 /// Checks privileges and kernel before touching anything.
+/// Refuses `--egress` on a kernel without tcx.
+pub fn check_egress_kernel(v: KernelVersion) -> Result<(), LoadError> {
+    if v < KernelVersion::new(MIN_KERNEL_EGRESS.0, MIN_KERNEL_EGRESS.1, 0) {
+        return Err(LoadError::EgressUnsupported {
+            found: v.to_string(),
+        });
+    }
+    Ok(())
+}
+
 pub fn preflight() -> Result<(), LoadError> {
     if let Some(caps) = effective_caps()
         && !caps_sufficient(caps)
@@ -375,6 +417,12 @@ pub fn lock_pin_dir(pin_dir: &Path) -> Result<Option<File>, io::Error> {
 /// Loads and verifies the program and creates (or reuses) the pinned maps. Attaches nothing.
 pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     preflight()?;
+    if opts.egress {
+        check_egress_kernel(
+            KernelVersion::current()
+                .map_err(|e| LoadError::Ebpf(format!("kernel version: {e}")))?,
+        )?;
+    }
     let mut config = config_for(&opts.dns_ports, opts.block_action)?;
     config.monitor = u32::from(opts.monitor);
     prepare_pin_dir(&opts.pin_dir)?;
@@ -403,21 +451,39 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         .try_into()
         .map_err(|e: aya::programs::ProgramError| LoadError::Ebpf(e.to_string()))?;
     prog.load().map_err(|e| classify_load_error(&e))?;
+    if opts.egress {
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(PROG_EGRESS)
+            .ok_or_else(|| {
+                LoadError::Ebpf(format!("program {PROG_EGRESS} missing from the object"))
+            })?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| LoadError::Ebpf(e.to_string()))?;
+        prog.load().map_err(|e| classify_load_error(&e))?;
+    }
     info!(
-        "loaded {PROG_XDP}; maps pinned under {}",
+        "loaded {PROG_XDP}{}; maps pinned under {}",
+        if opts.egress {
+            format!(" and {PROG_EGRESS}")
+        } else {
+            String::new()
+        },
         opts.pin_dir.display()
     );
     Ok(Loaded {
         ebpf,
         pin_dir: opts.pin_dir.clone(),
         attachments: Vec::new(),
+        egress: opts.egress,
         fresh_pins,
         _lock: lock,
     })
 }
 
 impl Loaded {
-    /// Attaches the XDP program to `iface`. With `force`, an XDP program someone else attached is
+    /// Attaches the XDP program to `iface`, and with `--egress` the TC egress program too.
+    /// Without `--egress`, an egress link an earlier run left on `iface` is removed: what runs
+    /// is what this run was asked for. With `force`, an XDP program someone else attached is
     /// detached first; without it, its presence is an error.
     pub fn attach(
         &mut self,
@@ -425,9 +491,57 @@ impl Loaded {
         mode: AttachMode,
         force: bool,
     ) -> Result<(), LoadError> {
+        self.attach_xdp(iface, mode, force)?;
+        let tc_pin = tc_link_pin(&self.pin_dir, &iface.name);
+        if self.egress {
+            self.attach_egress(iface, tc_pin)
+        } else {
+            if tc_pin.exists() {
+                if let Err(e) = xdp_owner::detach_pinned_link(&tc_pin) {
+                    warn!("detach {}: {e}", tc_pin.display());
+                }
+                std::fs::remove_file(&tc_pin).map_err(|e| LoadError::PinDir {
+                    path: tc_pin.clone(),
+                    reason: format!("cannot remove the egress link pin: {e}"),
+                })?;
+                info!(
+                    "removed the TC egress program an earlier run attached to {} (this run has \
+                     no --egress)",
+                    iface.name
+                );
+            }
+            Ok(())
+        }
+    }
+
+    fn attach_xdp(
+        &mut self,
+        iface: &Interface,
+        mode: AttachMode,
+        force: bool,
+    ) -> Result<(), LoadError> {
         let pin = xdp_link_pin(&self.pin_dir, &iface.name);
-        if pin.exists() && self.take_over(iface, &pin)? {
-            return Ok(());
+        if pin.exists()
+            && let Some(link) = open_pinned_link::<XdpLink>(&pin, "an XDP link")?
+        {
+            let prog = self.xdp_prog()?;
+            match prog.attach_to_link(link) {
+                Ok(_) => {
+                    info!(
+                        "took over the pinned XDP link on {} (no gap in enforcement)",
+                        iface.name
+                    );
+                    self.attachments.push(Attachment {
+                        iface: iface.clone(),
+                        hook: Hook::Xdp,
+                        mode: "pinned",
+                        pin,
+                        took_over: true,
+                    });
+                    return Ok(());
+                }
+                Err(e) => stale_pin(&pin, &format!("cannot update the pinned link: {e}")),
+            }
         }
         if let Some(existing) = xdp_owner::attached_prog_id(iface.index)
             .map_err(|e| LoadError::Ebpf(format!("query XDP state of {}: {e}", iface.name)))?
@@ -501,6 +615,7 @@ impl Loaded {
         info!("attached to {} ({label} mode)", iface.name);
         self.attachments.push(Attachment {
             iface: iface.clone(),
+            hook: Hook::Xdp,
             mode: label,
             pin,
             took_over: false,
@@ -516,43 +631,65 @@ impl Loaded {
             .map_err(|e: aya::programs::ProgramError| LoadError::Ebpf(e.to_string()))
     }
 
-    /// Swaps this run's program into the link an earlier run pinned for `iface`. `false` when
-    /// that link is gone (the interface was recreated, say): its stale pin is removed and the
-    /// caller attaches afresh.
-    fn take_over(&mut self, iface: &Interface, pin: &Path) -> Result<bool, LoadError> {
-        let stale = |why: String| {
-            warn!("{}: {why}; attaching afresh", pin.display());
-            let _ = std::fs::remove_file(pin);
-            Ok(false)
-        };
-        let link = match PinnedLink::from_pin(pin) {
-            Ok(l) => FdLink::from(l),
-            Err(e) => return stale(format!("cannot open the pinned link: {e}")),
-        };
-        let link = match XdpLink::try_from(link) {
-            Ok(l) => l,
-            Err(e) => {
-                return Err(LoadError::Pin(crate::pins::PinError::Foreign {
-                    path: pin.to_owned(),
-                    what: format!("not an XDP link: {e}"),
-                }));
+    /// Attaches the TC egress program to `iface` over tcx, or swaps it into the link an earlier
+    /// run pinned there.
+    fn attach_egress(&mut self, iface: &Interface, pin: PathBuf) -> Result<(), LoadError> {
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(PROG_EGRESS)
+            .ok_or_else(|| LoadError::Ebpf(format!("program {PROG_EGRESS} missing")))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| LoadError::Ebpf(e.to_string()))?;
+        if pin.exists()
+            && let Some(link) = open_pinned_link::<SchedClassifierLink>(&pin, "a tcx link")?
+        {
+            match prog.attach_to_link(link) {
+                Ok(_) => {
+                    info!(
+                        "took over the pinned TC egress link on {} (no gap in enforcement)",
+                        iface.name
+                    );
+                    self.attachments.push(Attachment {
+                        iface: iface.clone(),
+                        hook: Hook::Egress,
+                        mode: "pinned",
+                        pin,
+                        took_over: true,
+                    });
+                    return Ok(());
+                }
+                Err(e) => stale_pin(&pin, &format!("cannot update the pinned link: {e}")),
             }
-        };
-        let prog = self.xdp_prog()?;
-        if let Err(e) = prog.attach_to_link(link) {
-            return stale(format!("cannot update the pinned link: {e}"));
         }
-        info!(
-            "took over the pinned XDP link on {} (no gap in enforcement)",
-            iface.name
-        );
+        let attach_err =
+            |e: String| LoadError::Ebpf(format!("attach TC egress to {}: {e}", iface.name));
+        // First in the chain, so no other program's verdict can let a blocked packet out; every
+        // packet it does not drop goes on to the next program (TCX_NEXT).
+        let id = prog
+            .attach_with_options(
+                &iface.name,
+                TcAttachType::Egress,
+                TcAttachOptions::TcxOrder(LinkOrder::first()),
+            )
+            .map_err(|e| match errno_in(&e) {
+                Some(libc::EPERM) => LoadError::PermissionDenied,
+                _ => attach_err(e.to_string()),
+            })?;
+        let link = prog.take_link(id).map_err(|e| attach_err(e.to_string()))?;
+        let link = FdLink::try_from(link).map_err(|e| attach_err(e.to_string()))?;
+        link.pin(&pin).map_err(|e| LoadError::PinDir {
+            path: pin.clone(),
+            reason: format!("cannot pin the TC egress link: {e}"),
+        })?;
+        info!("attached TC egress to {} (tcx)", iface.name);
         self.attachments.push(Attachment {
             iface: iface.clone(),
-            mode: "pinned",
-            pin: pin.to_owned(),
-            took_over: true,
+            hook: Hook::Egress,
+            mode: "tcx",
+            pin,
+            took_over: false,
         });
-        Ok(true)
+        Ok(())
     }
 
     /// Removes the map pins (for tools that load without attaching, like the benchmark).
@@ -578,6 +715,33 @@ impl Loaded {
             remove_map_pins(&self.pin_dir);
         }
     }
+}
+
+/// Opens the link an earlier run pinned at `pin` as an `L`. `None` when that link is gone (the
+/// interface was recreated, say): its stale pin is removed and the caller attaches afresh. A
+/// pin that is not `what` is someone else's and is reported.
+fn open_pinned_link<L: TryFrom<FdLink>>(pin: &Path, what: &str) -> Result<Option<L>, LoadError>
+where
+    L::Error: std::fmt::Display,
+{
+    let link = match PinnedLink::from_pin(pin) {
+        Ok(l) => FdLink::from(l),
+        Err(e) => {
+            stale_pin(pin, &format!("cannot open the pinned link: {e}"));
+            return Ok(None);
+        }
+    };
+    L::try_from(link).map(Some).map_err(|e| {
+        LoadError::Pin(crate::pins::PinError::Foreign {
+            path: pin.to_owned(),
+            what: format!("not {what}: {e}"),
+        })
+    })
+}
+
+fn stale_pin(pin: &Path, why: &str) {
+    warn!("{}: {why}; attaching afresh", pin.display());
+    let _ = std::fs::remove_file(pin);
 }
 
 /// Removes every map pin the object defines (nothing else), then the folder if it is empty.

@@ -33,6 +33,8 @@ pub const GLOBAL_CONFIG: &str = "FLUX_CONFIG";
 pub const PROG_XDP: &str = "flux_xdp";
 /// An XDP program that only returns XDP_PASS: the baseline for benchmarks.
 pub const PROG_XDP_NOOP: &str = "flux_xdp_noop";
+/// The TC egress program (`--egress`) that drops packets leaving for blocked addresses.
+pub const PROG_EGRESS: &str = "flux_egress";
 
 /// `DnsEventHeader::flags`: the DNS message was longer than what was captured.
 pub const EVENT_FLAG_TRUNCATED: u8 = 1 << 0;
@@ -174,10 +176,12 @@ pub enum Counter {
     QnameUnchecked,
     /// Monitor mode: a packet that would have been dropped or answered NXDOMAIN, passed.
     MonitorWouldDrop,
+    /// TC egress (`--egress`): a packet leaving the host for a blocked address, dropped.
+    DropEgressBlocked,
 }
 
 impl Counter {
-    pub const COUNT: usize = 18;
+    pub const COUNT: usize = 19;
     pub const ALL: [Counter; Counter::COUNT] = [
         Counter::PacketsSeen,
         Counter::ResponsesCaptured,
@@ -197,6 +201,7 @@ impl Counter {
         Counter::DropBlockedName,
         Counter::QnameUnchecked,
         Counter::MonitorWouldDrop,
+        Counter::DropEgressBlocked,
     ];
 
     /// Stable snake_case name, used in `stats --json` and the docs.
@@ -220,6 +225,7 @@ impl Counter {
             Counter::DropBlockedName => "drop_blocked_name",
             Counter::QnameUnchecked => "qname_unchecked",
             Counter::MonitorWouldDrop => "monitor_would_drop",
+            Counter::DropEgressBlocked => "drop_egress_blocked",
         }
     }
 }

@@ -126,6 +126,25 @@ pub fn address_verdict(family: u8, src: &[u8; 16], dst: &[u8; 16]) -> Option<Cou
     None
 }
 
+/// Egress: whether a packet leaving the host for `dst` is to be dropped. Only the destination
+/// counts; the source is one of the host's own addresses.
+#[inline(always)]
+pub fn destination_blocked(family: u8, dst: &[u8; 16]) -> bool {
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    match check(family, dst, now) {
+        Match::Blocked => true,
+        Match::Allowed => {
+            super::count(Counter::AllowedOverBlock);
+            false
+        }
+        Match::Expired => {
+            super::count(Counter::ExpiredBlock);
+            false
+        }
+        Match::None => false,
+    }
+}
+
 /// What the domain blocklist says about a response's question.
 pub enum NameVerdict {
     /// Not blocked (or only by expired entries).

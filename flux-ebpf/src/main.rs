@@ -5,14 +5,16 @@
 //! one ring-buffer record. Right after the IP header, the addresses go through the blocklists
 //! (`enforce.rs`); a DNS response's question name goes through the domain blocklist, and a
 //! blocked one is answered NXDOMAIN (`sinkhole.rs`) or dropped after its record is written.
-//! Those are the only places a packet is dropped or changed. Everything else is passed, and when
-//! anything is unclear it passes and counts why.
+//! Those are the only places a packet is dropped or changed, apart from the optional TC egress
+//! program (`egress.rs`), which drops what leaves the host for a blocked address. Everything
+//! else is passed, and when anything is unclear it passes and counts why.
 #![no_std]
 // Atomic adds on shared map values (hit counters): core has no RMW atomics for the BPF target.
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 #![no_main]
 
+mod egress;
 mod enforce;
 mod packet;
 mod scratch;

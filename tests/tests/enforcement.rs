@@ -511,3 +511,118 @@ fn the_block_rate_cap_holds_and_alerts() {
     assert!(z.agent.log().contains("ALERT"), "{}", z.agent.log());
     assert!(z.agent.stop().success());
 }
+
+/// The server-side port the egress test sends to: nothing answers there, so what arrives shows
+/// what left the client, whatever XDP does to replies.
+const SINK_PORT: u16 = 9999;
+
+/// A UDP socket on `addr` in the server namespace.
+fn udp_sink(ns: &Netns, addr: &str) -> std::net::UdpSocket {
+    let at = std::net::SocketAddr::new(addr.parse().expect("address"), SINK_PORT);
+    ns.run_in(move || {
+        let s = std::net::UdpSocket::bind(at).expect("sink bind");
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .expect("timeout");
+        s
+    })
+}
+
+/// Sends three datagrams from the client to `sink`'s address and counts how many arrive.
+fn delivered(client: &Netns, sink: &std::net::UdpSocket) -> usize {
+    let to = sink.local_addr().expect("sink addr");
+    client.run_in(move || {
+        let any = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+        let s = std::net::UdpSocket::bind(any).expect("bind");
+        for _ in 0..3 {
+            // A dropped datagram may surface as ENOBUFS; either way it did not leave.
+            let _ = s.send_to(b"egress?", to);
+        }
+    });
+    let mut buf = [0u8; 64];
+    let mut n = 0;
+    while sink.recv(&mut buf).is_ok() {
+        n += 1;
+    }
+    n
+}
+
+fn counter(pin: &PinDir, name: &str) -> u64 {
+    let stats: Value =
+        serde_json::from_str(&cli_ok(pin, &["stats", "--json"])).expect("stats json");
+    stats["counters"][name].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn egress_drops_what_leaves_for_blocked_addresses() {
+    if !privileged() {
+        return;
+    }
+    let link = Link::new();
+    add_server_addrs(&link);
+    let blocked_v4 = udp_sink(&link.server, "10.77.0.20");
+    let blocked_v6 = udp_sink(&link.server, "fd77::20");
+    let open = udp_sink(&link.server, SERVER_V4);
+    let pin = PinDir::new();
+    let egress = ["--iface", "a0", "--egress", "--no-db"];
+    let mut agent = Agent::start(&link.client, &pin, &egress);
+    assert!(
+        agent.log().contains("attached TC egress to a0"),
+        "{}",
+        agent.log()
+    );
+    for s in [&blocked_v4, &blocked_v6, &open] {
+        assert_eq!(delivered(&link.client, s), 3, "before any block");
+    }
+
+    cli_ok(
+        &pin,
+        &["blocklist", "add", "--ip", "10.77.0.20", "--ip", "fd77::20"],
+    );
+    assert_eq!(
+        delivered(&link.client, &blocked_v4),
+        0,
+        "blocked IPv4 left the host"
+    );
+    assert_eq!(
+        delivered(&link.client, &blocked_v6),
+        0,
+        "blocked IPv6 left the host"
+    );
+    assert_eq!(delivered(&link.client, &open), 3, "other traffic");
+    assert!(counter(&pin, "drop_egress_blocked") >= 6);
+    // Nothing came back because nothing went out: XDP had no reply to drop.
+    assert_eq!(counter(&pin, "drop_blocked_src"), 0);
+
+    // The egress link is pinned: enforcement goes on without the agent, and a restarted agent
+    // takes the link over.
+    assert!(agent.stop().success());
+    assert_eq!(delivered(&link.client, &blocked_v4), 0, "agent stopped");
+    let mut agent = Agent::start(&link.client, &pin, &egress);
+    assert!(
+        agent
+            .log()
+            .contains("took over the pinned TC egress link on a0"),
+        "{}",
+        agent.log()
+    );
+    assert_eq!(delivered(&link.client, &blocked_v4), 0, "agent restarted");
+    assert!(agent.stop().success());
+
+    // A run without --egress removes it; XDP alone does not stop what leaves.
+    let mut agent = Agent::start(&link.client, &pin, &["--iface", "a0", "--no-db"]);
+    assert!(
+        agent.log().contains("removed the TC egress program"),
+        "{}",
+        agent.log()
+    );
+    assert_eq!(delivered(&link.client, &blocked_v4), 3, "without --egress");
+    assert!(agent.stop().success());
+
+    // unload detaches the egress link too.
+    let mut agent = Agent::start(&link.client, &pin, &egress);
+    assert_eq!(delivered(&link.client, &blocked_v4), 0);
+    assert!(agent.stop().success());
+    let out = cli_ok(&pin, &["unload", "--json"]);
+    assert!(out.contains("tc_link_a0"), "{out}");
+    assert_eq!(delivered(&link.client, &blocked_v4), 3, "after unload");
+}

@@ -1,4 +1,5 @@
-//! BPF_PROG_TEST_RUN: crafted frames through the real, verified `flux_xdp` program. Each case
+//! BPF_PROG_TEST_RUN: crafted frames through the real, verified `flux_xdp` program (and, at the
+//! end, the `flux_egress` TC program). Each case
 //! asserts the verdict, the counters that moved, and the ring-buffer record. Frames nobody
 //! blocked always pass; the blocklist cases drop.
 
@@ -8,7 +9,7 @@ use aya::{
         HashMap as AyaHashMap, MapData, PerCpuArray, RingBuf,
         lpm_trie::{Key, LpmTrie},
     },
-    programs::{TestRun as _, Xdp},
+    programs::{SchedClassifier, TestRun as _, Xdp},
 };
 use flux_agent::{
     blocklist,
@@ -18,7 +19,7 @@ use flux_agent::{
 use flux_common::{
     BlockEntry, Counter, DNS_CAPTURE_MAX, EVENT_FLAG_BLOCKED, EVENT_FLAG_IP_FRAGMENT,
     MAP_ALLOWED_CIDR_V4, MAP_BLOCKED_CIDR_V4, MAP_BLOCKED_CIDR_V6, MAP_BLOCKED_V4, MAP_BLOCKED_V6,
-    MAP_COUNTERS, PROG_XDP, SOURCE_MANUAL,
+    MAP_COUNTERS, PROG_EGRESS, PROG_XDP, SOURCE_MANUAL,
 };
 use flux_tests::{PinDir, frames::*, load_with_ring, privileged};
 
@@ -830,4 +831,141 @@ fn a_foreign_pin_is_reported_not_reused() {
     assert!(err.contains("not a flux-agent map"), "{err}");
     // Nothing of ours was created beside it.
     assert!(!foreign.0.join(MAP_COUNTERS).exists());
+}
+
+/// `TC_ACT_UNSPEC`, which tcx reads as `TCX_NEXT`: the packet goes on.
+const TC_NEXT: u32 = -1i32 as u32;
+const TC_SHOT: u32 = 2;
+
+impl Harness {
+    /// Runs one frame through the TC egress program: its verdict and the counters that moved.
+    fn run_egress(&mut self, frame: &[u8]) -> (u32, Vec<(Counter, u64)>) {
+        let before = self.counters();
+        let prog: &mut SchedClassifier = self
+            .loaded
+            .ebpf
+            .program_mut(PROG_EGRESS)
+            .expect("egress program loaded")
+            .try_into()
+            .expect("classifier");
+        let res = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                ..TestRunOptions::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        let after = self.counters();
+        let delta = Counter::ALL
+            .iter()
+            .filter(|c| after[**c as usize] != before[**c as usize])
+            .map(|c| (*c, after[*c as usize] - before[*c as usize]))
+            .collect();
+        (res.return_value, delta)
+    }
+}
+
+#[test]
+fn egress_drops_only_what_leaves_for_a_blocked_address() {
+    if !privileged() {
+        return;
+    }
+    let mut h = Harness::load(LoadOptions {
+        egress: true,
+        ..Default::default()
+    });
+    let query = dns_query();
+    // udp4: 192.0.2.53 -> 192.0.2.1, udp6: 2001:db8::53 -> 2001:db8::1; as egress frames the
+    // destination is the remote host.
+    let v4 = udp4(40000, &query);
+    let v6 = udp6(40000, &query);
+    assert_eq!(h.run_egress(&v4), (TC_NEXT, vec![]), "nothing blocked");
+
+    // Blocking the source (this host's own address, as egress sees it) drops nothing.
+    h.blocked::<[u8; 4]>(MAP_BLOCKED_V4)
+        .insert([192, 0, 2, 53], block_entry(0), 0)
+        .unwrap();
+    assert_eq!(
+        h.run_egress(&v4),
+        (TC_NEXT, vec![]),
+        "source is not checked"
+    );
+
+    // The destination, exact: dropped, counted, the entry's hit counted.
+    h.blocked::<[u8; 4]>(MAP_BLOCKED_V4)
+        .insert([192, 0, 2, 1], block_entry(0), 0)
+        .unwrap();
+    assert_eq!(
+        h.run_egress(&v4),
+        (TC_SHOT, vec![(Counter::DropEgressBlocked, 1)]),
+        "blocked destination"
+    );
+    assert_eq!(
+        h.blocked::<[u8; 4]>(MAP_BLOCKED_V4)
+            .get(&[192, 0, 2, 1], 0)
+            .unwrap()
+            .hits,
+        1
+    );
+    // Any protocol: a TCP segment to it too.
+    let (verdict, _) = h.run_egress(&tcp4(40000, &query));
+    assert_eq!(verdict, TC_SHOT, "TCP to a blocked address");
+
+    // The allowlist wins.
+    h.trie::<[u8; 4], u32>(MAP_ALLOWED_CIDR_V4)
+        .insert(&Key::new(24, [192, 0, 2, 0]), 1, 0)
+        .unwrap();
+    assert_eq!(
+        h.run_egress(&v4),
+        (TC_NEXT, vec![(Counter::AllowedOverBlock, 1)]),
+        "allowlist wins"
+    );
+    h.trie::<[u8; 4], u32>(MAP_ALLOWED_CIDR_V4)
+        .remove(&Key::new(24, [192, 0, 2, 0]))
+        .unwrap();
+
+    // An expired entry passes.
+    h.blocked::<[u8; 4]>(MAP_BLOCKED_V4)
+        .insert([192, 0, 2, 1], block_entry(boot_ns() - 1), 0)
+        .unwrap();
+    assert_eq!(
+        h.run_egress(&v4),
+        (TC_NEXT, vec![(Counter::ExpiredBlock, 1)]),
+        "expired"
+    );
+
+    // IPv6, by CIDR.
+    assert_eq!(h.run_egress(&v6), (TC_NEXT, vec![]), "IPv6 unblocked");
+    let net: std::net::Ipv6Addr = "2001:db8::".parse().unwrap();
+    h.trie::<[u8; 16], BlockEntry>(MAP_BLOCKED_CIDR_V6)
+        .insert(&Key::new(64, net.octets()), block_entry(0), 0)
+        .unwrap();
+    assert_eq!(
+        h.run_egress(&v6),
+        (TC_SHOT, vec![(Counter::DropEgressBlocked, 1)]),
+        "blocked IPv6 CIDR"
+    );
+
+    // Not IP (ARP here): never ours to judge.
+    let mut arp = v4.clone();
+    arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    assert_eq!(h.run_egress(&arp), (TC_NEXT, vec![]), "ARP");
+}
+
+#[test]
+fn egress_in_monitor_mode_counts_and_passes() {
+    if !privileged() {
+        return;
+    }
+    let mut h = Harness::load(LoadOptions {
+        egress: true,
+        monitor: true,
+        ..Default::default()
+    });
+    h.blocked::<[u8; 4]>(MAP_BLOCKED_V4)
+        .insert([192, 0, 2, 1], block_entry(0), 0)
+        .unwrap();
+    assert_eq!(
+        h.run_egress(&udp4(40000, &dns_query())),
+        (TC_NEXT, vec![(Counter::MonitorWouldDrop, 1)])
+    );
 }

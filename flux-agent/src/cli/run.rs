@@ -62,6 +62,12 @@ pub struct RunArgs {
     #[arg(long = "resolver", value_name = "IP")]
     pub resolvers: Vec<std::net::IpAddr>,
 
+    /// Also drop packets leaving this host for a blocked address (a TC egress program, over
+    /// tcx; Linux 6.6 or newer). Without it, a run removes the egress program an earlier run
+    /// left attached.
+    #[arg(long)]
+    pub egress: bool,
+
     /// What a DNS response for a blocked domain gets: nxdomain (answered in the kernel) or drop.
     #[arg(long, value_name = "ACTION", default_value = "nxdomain")]
     pub block_action: BlockAction,
@@ -116,6 +122,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             ring_buf_bytes: None,
             block_action: args.block_action,
             monitor: args.monitor,
+            egress: args.egress,
         },
     };
 
