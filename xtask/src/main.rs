@@ -187,7 +187,9 @@ fn bench(repeat: u32) -> anyhow::Result<()> {
     sh(&mut release_bin("scorer-bench"))?;
     // Deciding response to block in the map, through the real program, scorer and enforcer.
     sh(&mut release_bin("block-latency"))?;
-    sh(release_bin("xdp-bench").args(["--repeat", &repeat.to_string()]))
+    sh(release_bin("xdp-bench").args(["--repeat", &repeat.to_string()]))?;
+    // Drop throughput on a veth pair against an nftables set, with trafgen.
+    sh(&mut release_bin("veth-bench"))
 }
 
 fn eval(paths: &[String]) -> anyhow::Result<()> {

@@ -25,6 +25,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("kdig", "knot-dnsutils"),
     ("bpftool", "bpftool"),
     ("ping", "iputils-ping"),
+    // The veth drop-throughput benchmark: the traffic generator and the nftables baseline.
+    ("trafgen", "netsniff-ng"),
+    ("nft", "nftables"),
 ];
 
 /// An npm tarball of the IP database, pinned by its npm `integrity` (sha512, base64).
