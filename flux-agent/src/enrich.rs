@@ -236,6 +236,8 @@ trait Addr: Copy + Ord + fmt::Debug {
     const MAX: Self;
     fn next(self) -> Self;
     fn prev(self) -> Self;
+    /// The top 16 bits: which [`Table::buckets`] slot the address falls in.
+    fn bucket(self) -> usize;
 }
 
 impl Addr for u32 {
@@ -246,6 +248,9 @@ impl Addr for u32 {
     }
     fn prev(self) -> Self {
         self - 1
+    }
+    fn bucket(self) -> usize {
+        (self >> 16) as usize
     }
 }
 
@@ -258,14 +263,27 @@ impl Addr for u128 {
     fn prev(self) -> Self {
         self - 1
     }
+    fn bucket(self) -> usize {
+        (self >> 112) as usize
+    }
 }
+
+/// Buckets of the lookup index: one per value of the top 16 address bits, plus an end marker.
+const BUCKETS: usize = (1 << 16) + 1;
 
 /// Sorted, non-overlapping, inclusive ranges (struct of arrays: the binary search only reads
 /// `starts`).
+///
+/// `buckets[b]` is the index of the first range starting at or after `b << (bits - 16)`, so a
+/// lookup binary-searches only the ranges that start in the address's own /16 (for IPv4): one
+/// or two cache misses instead of the twenty steps over the whole table, which showed in
+/// replay profiles of streams with many new addresses.
 struct Table<A, V> {
     starts: Vec<A>,
     ends: Vec<A>,
     vals: Vec<V>,
+    /// Empty until [`Table::index`]; then [`BUCKETS`] entries.
+    buckets: Vec<u32>,
 }
 
 impl<A, V> Default for Table<A, V> {
@@ -274,14 +292,35 @@ impl<A, V> Default for Table<A, V> {
             starts: Vec::new(),
             ends: Vec::new(),
             vals: Vec::new(),
+            buckets: Vec::new(),
         }
     }
 }
 
 impl<A: Addr, V: Copy + Eq> Table<A, V> {
     fn get(&self, a: A) -> Option<V> {
-        let i = self.starts.partition_point(|&s| s <= a);
-        (i > 0 && a <= self.ends[i - 1]).then(|| self.vals[i - 1])
+        // Every range before `lo` starts in an earlier bucket (so at or below `a`), every range
+        // from `hi` on in a later one (above `a`): the search only needs `lo..hi`.
+        let b = a.bucket();
+        let (lo, hi) = match (self.buckets.get(b), self.buckets.get(b + 1)) {
+            (Some(&lo), Some(&hi)) => (lo as usize, hi as usize),
+            _ => (0, self.starts.len()),
+        };
+        let i = lo + self.starts.get(lo..hi)?.partition_point(|&s| s <= a);
+        (i > 0 && a <= *self.ends.get(i - 1)?).then(|| self.vals.get(i - 1).copied())?
+    }
+
+    /// Builds the bucket index (after the last [`Table::push`]).
+    fn index(&mut self) {
+        let mut buckets = Vec::with_capacity(BUCKETS);
+        let mut i = 0usize;
+        for b in 0..BUCKETS {
+            while self.starts.get(i).is_some_and(|s| s.bucket() < b) {
+                i += 1;
+            }
+            buckets.push(u32::try_from(i).unwrap_or(u32::MAX));
+        }
+        self.buckets = buckets;
     }
 
     fn len(&self) -> usize {
@@ -292,6 +331,7 @@ impl<A: Addr, V: Copy + Eq> Table<A, V> {
         self.starts.capacity() * size_of::<A>()
             + self.ends.capacity() * size_of::<A>()
             + self.vals.capacity() * size_of::<V>()
+            + self.buckets.capacity() * size_of::<u32>()
     }
 
     /// Ranges whose value matches, adjacent ones joined.
@@ -369,6 +409,9 @@ impl<A: Addr, V: Copy + Eq> Table<A, V> {
         t.starts.shrink_to_fit();
         t.ends.shrink_to_fit();
         t.vals.shrink_to_fit();
+        if !t.starts.is_empty() {
+            t.index();
+        }
         t
     }
 }
@@ -1085,6 +1128,52 @@ mod tests {
 1.0.4.0\t1.0.7.255\t38803\tAU\tGTELECOM-AUSTRALIA Gtelecom Pty Ltd
 2001:200::\t2001:200:ffff:ffff:ffff:ffff:ffff:ffff\t2500\tJP\tWIDE-BB WIDE Project
 ";
+
+    /// The bucket index answers exactly what a search over the whole table does, including
+    /// ranges that span buckets and addresses in empty buckets.
+    #[test]
+    fn bucket_index_matches_a_full_search() {
+        let mut raw = Vec::new();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for seq in 0..5_000u32 {
+            let start = next() as u32;
+            // Mostly short ranges, some spanning many /16s.
+            let len = if seq % 50 == 0 {
+                next() as u32 >> 8
+            } else {
+                next() as u32 >> 20
+            };
+            raw.push(Raw {
+                start,
+                end: start.saturating_add(len),
+                seq,
+                val: seq % 97,
+            });
+        }
+        let t: Table<u32, u32> = Table::build(raw);
+        assert_eq!(t.buckets.len(), BUCKETS);
+        let full = |a: u32| {
+            let i = t.starts.partition_point(|&s| s <= a);
+            (i > 0 && a <= t.ends[i - 1]).then(|| t.vals[i - 1])
+        };
+        for _ in 0..200_000 {
+            let a = next() as u32;
+            assert_eq!(t.get(a), full(a), "{a:#x}");
+        }
+        for &a in t.starts.iter().chain(&t.ends) {
+            for probe in [a.wrapping_sub(1), a, a.wrapping_add(1)] {
+                assert_eq!(t.get(probe), full(probe), "{probe:#x}");
+            }
+        }
+        assert_eq!(t.get(0), full(0));
+        assert_eq!(t.get(u32::MAX), full(u32::MAX));
+    }
 
     #[test]
     fn iptoasn_tsv_v4_and_v6() {
