@@ -9,6 +9,7 @@
 use std::net::IpAddr;
 
 use serde::Serialize;
+use smallvec::SmallVec;
 
 /// Addresses remembered per key. Beyond this the least recently seen one is forgotten.
 pub const MAX_IPS_PER_KEY: usize = 128;
@@ -53,6 +54,17 @@ impl AddrInfo {
             fnv32(&self.ip[..6]) | 0x8000_0000
         }
     }
+
+    /// The /24 of an IPv4 address (the /48 of an IPv6 one, as [`Self::prefix`]): the block a
+    /// server farm or a CDN PoP sits in.
+    pub fn subnet(&self) -> u32 {
+        let p = self.prefix();
+        if p & 0x8000_0000 != 0 {
+            p
+        } else {
+            0x0100_0000 | p << 8 | u32::from(self.ip[14])
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -72,6 +84,8 @@ struct Rrset {
     new: u8,
     /// Distinct networks inside this one answer.
     networks: u8,
+    /// Networks of this answer the key had no address in before it.
+    new_networks: u8,
     /// The first answer the key ever had: all its addresses are "new" by definition.
     first: bool,
 }
@@ -81,6 +95,9 @@ struct NsHost {
     name: Box<str>,
     last: u32,
     glue: Vec<(AddrInfo, u32)>,
+    /// The most glue addresses one response carried for this host: more in a window means
+    /// the glue changed between responses (it rotates).
+    glue_set_max: u8,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -110,6 +127,9 @@ pub struct KeyState {
     pub roles: u8,
     pub holz_flagged: bool,
     pub zeek_flagged: bool,
+    /// The key is flux and not allowlisted: the addresses it resolves to are bots other
+    /// domains are compared with, including those it shows after it was judged.
+    pub shares_bots: bool,
     /// The allowlisted suffix of a name that fed this key (a seed host feeding its domain).
     pub allowed_by: Option<Box<str>>,
 }
@@ -128,6 +148,14 @@ pub struct Features {
     pub asn_ip_ratio: f64,
     /// Distinct /16 (IPv4) and /48 (IPv6) prefixes.
     pub distinct_prefixes: u32,
+    /// Distinct /24 (IPv4) and /48 (IPv6) blocks.
+    pub distinct_subnets: u32,
+    /// Answers after the first whose addresses were all new to the key.
+    pub fresh_answers: u32,
+    /// Answers after the first that brought a network the key had no address in.
+    pub network_arrivals: u32,
+    /// Answers after the first (the ones growth, freshness and arrivals are over).
+    pub later_answers: u32,
     /// Shannon entropy of the addresses over prefixes, divided by its maximum (log of the count).
     pub prefix_entropy: f64,
     pub distinct_countries: u32,
@@ -153,6 +181,8 @@ pub struct Features {
     /// The most glue addresses, and glue networks, of one NS host.
     pub glue_ips_max: u32,
     pub glue_networks_max: u32,
+    /// NS hosts whose glue in the window is more than one response carried (it rotated).
+    pub rotating_ns_hosts: u32,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cname_chain: Vec<String>,
 }
@@ -178,6 +208,17 @@ impl KeyState {
             self.touch_ips(now, addrs);
             return false;
         }
+        let mut nets: SmallVec<[u32; 8]> = addrs
+            .iter()
+            .map(|a| a.network)
+            .filter(|n| *n != 0)
+            .collect();
+        nets.sort_unstable();
+        nets.dedup();
+        let new_networks = nets
+            .iter()
+            .filter(|n| !self.ips.iter().any(|e| e.addr.network == **n))
+            .count();
         let mut new = 0u8;
         for a in addrs {
             if let Some(e) = self.find_ip(&a.ip) {
@@ -190,13 +231,6 @@ impl KeyState {
                 });
             }
         }
-        let mut nets: Vec<u32> = addrs
-            .iter()
-            .map(|a| a.network)
-            .filter(|n| *n != 0)
-            .collect();
-        nets.sort_unstable();
-        nets.dedup();
         let first = self.rrsets.is_empty() && self.ips.len() == usize::from(new);
         if self.rrsets.len() >= MAX_RRSETS {
             self.rrsets.remove(0);
@@ -208,6 +242,7 @@ impl KeyState {
             size: u8::try_from(addrs.len()).unwrap_or(u8::MAX),
             new,
             networks: u8::try_from(nets.len()).unwrap_or(u8::MAX),
+            new_networks: u8::try_from(new_networks).unwrap_or(u8::MAX),
             first,
         });
         true
@@ -261,6 +296,7 @@ impl KeyState {
                     name: host.into(),
                     last: now,
                     glue: Vec::new(),
+                    glue_set_max: 0,
                 });
                 t.hosts.len() - 1
             }
@@ -269,6 +305,9 @@ impl KeyState {
             return false;
         };
         h.last = now;
+        h.glue_set_max = h
+            .glue_set_max
+            .max(u8::try_from(glue.len()).unwrap_or(u8::MAX));
         let mut changed = false;
         for a in glue {
             if let Some(g) = h.glue.iter_mut().find(|g| g.0.ip == a.ip) {
@@ -339,10 +378,11 @@ impl KeyState {
         };
         // Stack scratch: this runs for every changed answer, and a key holds at most
         // MAX_IPS_PER_KEY addresses.
-        let (mut asns, mut nets, mut ccs, mut prefixes) = (
+        let (mut asns, mut nets, mut ccs, mut prefixes, mut subnets) = (
             Scratch::<u32>::new(),
             Scratch::<u32>::new(),
             Scratch::<[u8; 2]>::new(),
+            Scratch::<u32>::new(),
             Scratch::<u32>::new(),
         );
         for e in self.ips.iter().filter(|e| e.last >= cutoff) {
@@ -357,7 +397,9 @@ impl KeyState {
                 ccs.push(e.addr.country);
             }
             prefixes.push(e.addr.prefix());
+            subnets.push(e.addr.subnet());
         }
+        f.distinct_subnets = subnets.count_distinct();
         f.distinct_asns = asns.count_distinct();
         f.distinct_networks = nets.count_distinct();
         f.distinct_countries = ccs.count_distinct();
@@ -379,6 +421,13 @@ impl KeyState {
             if !r.first {
                 new += u32::from(r.new);
                 returned += u32::from(r.size);
+                f.later_answers += 1;
+                if r.new >= r.size {
+                    f.fresh_answers += 1;
+                }
+                if r.new_networks > 0 {
+                    f.network_arrivals += 1;
+                }
             }
             f.answer_networks_max = f.answer_networks_max.max(u32::from(r.networks));
             if r.size >= 2 {
@@ -416,6 +465,9 @@ impl KeyState {
                     }
                 }
                 f.glue_ips_max = f.glue_ips_max.max(n);
+                if n > u32::from(h.glue_set_max) {
+                    f.rotating_ns_hosts += 1;
+                }
                 f.glue_networks_max = f.glue_networks_max.max(gnets.count_distinct());
             }
             f.ns_churn = f.ns_hosts.saturating_sub(u32::from(t.max_set));

@@ -200,6 +200,11 @@ impl Scorer {
         Some(verdict(&name, &st, now, previous, scored, &self.allowlist))
     }
 
+    /// A tracked key's state (for tools that inspect the windows, such as evaluation traces).
+    pub fn state_of(&self, name: &str) -> Option<&KeyState> {
+        self.keys.peek(&self.id(name)).map(|t| &t.st)
+    }
+
     /// The current level of a tracked key (no re-score; what the last verdict said).
     pub fn level_of(&self, name: &str) -> Option<Level> {
         self.keys.peek(&self.id(name)).map(|t| t.st.level)
@@ -362,7 +367,8 @@ impl Scorer {
                 && let Some(v) = evaluate(name, st, now, &self.allowlist, &self.flux_ips, hits)
             {
                 self.stats.verdicts += 1;
-                if v.level == Level::Flux && !v.allowlisted {
+                st.shares_bots = v.level == Level::Flux && !v.allowlisted;
+                if st.shares_bots {
                     let owner = domain_id(name);
                     for a in st.addresses(now, WINDOWS[0].0) {
                         self.flux_ips.insert(a.ip, owner);
@@ -399,6 +405,14 @@ impl Scorer {
         st.set_chain(chain);
         let since = now.saturating_sub(st.last_eval);
         let changed = st.add_answer(now, ttl, addrs);
+        if changed && st.shares_bots {
+            // A flux key's new bots join the shared-bot table as they appear, not only those
+            // it had when it was judged.
+            let owner = domain_id(name);
+            for a in addrs {
+                self.flux_ips.insert(a.ip, owner);
+            }
+        }
         // Re-score on a new answer (for busy keys at most every MIN_RESCORE s), and now and then
         // regardless so windows slide for keys whose answer never changes.
         if is_new

@@ -240,8 +240,9 @@ impl std::fmt::Display for Level {
 
 /// The next level from the current one, with hysteresis.
 pub fn next_level(current: Level, score: f64, f: &Features) -> Level {
-    let can_flux =
-        f.rrsets >= MIN_RRSETS_FOR_FLUX || f.answer_networks_max >= ONE_ANSWER_FLUX_NETWORKS;
+    let can_flux = f.rrsets >= MIN_RRSETS_FOR_FLUX
+        || f.answer_networks_max >= ONE_ANSWER_FLUX_NETWORKS
+        || f.rotating_ns_hosts > 0;
     match current {
         Level::Flux if score >= FLUX_EXIT => Level::Flux,
         Level::Flux | Level::Suspicious if score >= SUSPICIOUS_EXIT => {
@@ -291,6 +292,16 @@ mod tests {
             "unless it is a pool of strangers"
         );
         assert_eq!(next_level(Benign, 0.95, &f(2, 1)), Flux);
+        let glue = Features {
+            rrsets: 1,
+            rotating_ns_hosts: 1,
+            ..Features::default()
+        };
+        assert_eq!(
+            next_level(Benign, 0.95, &glue),
+            Flux,
+            "or its name servers' glue rotates"
+        );
         assert_eq!(
             next_level(Flux, 0.75, &f(5, 1)),
             Flux,

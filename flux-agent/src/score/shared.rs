@@ -54,7 +54,13 @@ impl FluxIps {
         self.table.is_empty()
     }
 
+    /// Remembers a bot and the domain that showed it. The first domain keeps it: a domain
+    /// judged flux *because* it shares this bot must not take the bot over, or its own
+    /// evidence would vanish at its next rescore (a key's own addresses prove nothing).
     pub fn insert(&mut self, ip: [u8; 16], owner: u32) {
+        if self.table.get(&ip).is_some() {
+            return;
+        }
         self.table.put(ip, owner);
         self.inserts += 1;
         if self.inserts > MAX_FLUX_IPS {
@@ -97,6 +103,8 @@ mod tests {
         assert_eq!(f.owner(&a), Some(7));
         assert_eq!(f.owner(&b), None);
         assert_eq!(f.len(), 1);
+        f.insert(a, 9);
+        assert_eq!(f.owner(&a), Some(7), "the first owner keeps a bot");
     }
 
     #[test]

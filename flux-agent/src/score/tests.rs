@@ -203,6 +203,81 @@ fn rotating_glue_is_double_flux() {
 }
 
 #[test]
+fn bots_a_flux_key_shows_after_it_was_judged_are_shared() {
+    let mut s = scorer();
+    let mut out = Vec::new();
+    for round in 0..8u32 {
+        s.observe(
+            at(round * 180),
+            &response(
+                "www.first.test",
+                a_records("www.first.test", 180, &flux_answer(round)),
+            ),
+            &mut out,
+        );
+    }
+    let flagged = out
+        .iter()
+        .find(|v| v.domain == "www.first.test" && v.level == Level::Flux)
+        .expect("first domain flagged");
+    // The last round's bots appeared well after the verdict.
+    assert!(flagged.ts < at(7 * 180));
+    let late = flux_answer(7);
+    for i in 0..2u32 {
+        s.observe(
+            at(8 * 180 + i * 60),
+            &response(
+                "other.test",
+                a_records("other.test", 180, &late[i as usize..]),
+            ),
+            &mut out,
+        );
+    }
+    let v = s.explain("other.test", at(8 * 180 + 60)).unwrap();
+    assert_eq!(v.features.shared_flux_ips, 5, "{:?}", v.features);
+    // Judged flux on those bots, it stays flux: taking them over would erase its evidence.
+    assert_eq!(v.level, Level::Flux);
+    assert_eq!(
+        out.iter().filter(|v| v.domain == "other.test").count(),
+        1,
+        "{out:#?}"
+    );
+}
+
+#[test]
+fn a_zone_whose_answer_never_changes_is_flux_when_its_glue_rotates() {
+    let mut s = scorer();
+    let mut out = Vec::new();
+    // A flux network is known first: its bots are in the shared table.
+    for round in 0..4u32 {
+        s.observe(
+            at(round * 180),
+            &response(
+                "known.test",
+                a_records("known.test", 180, &flux_answer(round)),
+            ),
+            &mut out,
+        );
+    }
+    // The zone answers the same three bots every time; only its name servers' glue rotates.
+    let fixed: Vec<String> = flux_answer(0).into_iter().take(3).collect();
+    for round in 0..6u32 {
+        let mut msg = response("stuck.test", a_records("stuck.test", 180, &fixed));
+        msg.authority = vec![rec("stuck.test", 2, 86_400, "ns1.glue.test")];
+        msg.additional = vec![rec("ns1.glue.test", 1, 180, &flux_answer(round + 30)[0])];
+        s.observe(at(1000 + round * 180), &msg, &mut out);
+    }
+    let v = s.explain("stuck.test", at(1000 + 5 * 180)).unwrap();
+    assert_eq!(v.features.rrsets, 1, "one answer: {:?}", v.features);
+    assert_eq!(v.features.rotating_ns_hosts, 1);
+    assert!(
+        out.iter()
+            .any(|v| v.domain == "stuck.test" && v.level == Level::Flux),
+        "{out:#?}"
+    );
+}
+
+#[test]
 fn allowlisted_flux_is_reported_and_marked() {
     let mut s = scorer();
     let mut out = Vec::new();
