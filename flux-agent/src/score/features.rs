@@ -73,12 +73,20 @@ struct IpEntry {
     last: u32,
 }
 
+/// One distinct answer (address set) of a key.
 #[derive(Clone, Copy, Debug)]
 struct Rrset {
     hash: u32,
     last: u32,
     /// Authoritative TTL estimate: the largest TTL seen for this answer (caches count it down).
     ttl: u32,
+    /// Until when some cache may still hand this answer out: the latest `seen + TTL` of any
+    /// response carrying it. Seen again before that, it is the same fetch re-shown (a cache, or
+    /// another name of the key answering concurrently); seen after, the authority gave it
+    /// again.
+    expires: u32,
+    /// Times the answer came back after it had expired (see `expires`).
+    returns: u8,
     size: u8,
     /// Addresses the key had not seen before this answer.
     new: u8,
@@ -88,6 +96,14 @@ struct Rrset {
     new_networks: u8,
     /// The first answer the key ever had: all its addresses are "new" by definition.
     first: bool,
+}
+
+impl Rrset {
+    /// Addresses handed out after the key's first answer: this answer's on its first
+    /// appearance (unless it was the first), and again on every return.
+    fn handed_out(&self) -> u32 {
+        u32::from(self.size) * (u32::from(self.returns) + u32::from(!self.first))
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -120,6 +136,8 @@ pub struct KeyState {
     chain: Option<Box<[Box<str>]>>,
     pub first_seen: u32,
     pub responses: u32,
+    /// New answers and returns of expired ones, ever (what makes a key busy).
+    changes: u32,
     pub level: super::model::Level,
     pub last_eval: u32,
     pub last_score: f32,
@@ -150,12 +168,18 @@ pub struct Features {
     pub distinct_prefixes: u32,
     /// Distinct /24 (IPv4) and /48 (IPv6) blocks.
     pub distinct_subnets: u32,
+    /// Blocks (as `distinct_subnets`) holding exactly one of the addresses: scattered
+    /// machines rather than a farm or a PoP, which number their servers inside one block.
+    pub lone_subnets: u32,
     /// Answers after the first whose addresses were all new to the key.
     pub fresh_answers: u32,
     /// Answers after the first that brought a network the key had no address in.
     pub network_arrivals: u32,
-    /// Answers after the first (the ones growth, freshness and arrivals are over).
+    /// Answers after the first (the ones growth, freshness and arrivals are over), counting
+    /// each return of an expired answer.
     pub later_answers: u32,
+    /// Returns of expired answers: the authority gave an answer it had given before.
+    pub returning_answers: u32,
     /// Shannon entropy of the addresses over prefixes, divided by its maximum (log of the count).
     pub prefix_entropy: f64,
     pub distinct_countries: u32,
@@ -163,7 +187,9 @@ pub struct Features {
     pub ttl_max: u32,
     /// Distinct addresses divided by the largest single answer.
     pub fluxiness: f64,
-    /// New addresses per address returned, over the answers after the first.
+    /// New addresses per address handed out after the first answer: each distinct answer on
+    /// its first appearance, and again whenever it comes back after it expired. Cache re-shows
+    /// of an answer still valid do not count (see [`KeyState::add_answer`]).
     pub ip_growth: f64,
     pub answer_size_max: u32,
     pub answer_size_mean: f64,
@@ -196,17 +222,24 @@ impl KeyState {
     }
 
     /// Records one answer (the addresses owned by this key in one response). Returns whether it
-    /// differs from the previous answer, which is when features are worth recomputing.
+    /// is news: an answer the key has not had, or one it had that comes back after it expired.
+    /// That is when features are worth recomputing. An answer still valid since it was last
+    /// seen (a cache re-showing it, or two names of a domain answering in turn) is not news.
     pub fn add_answer(&mut self, now: u32, ttl: u32, addrs: &[AddrInfo]) -> bool {
         self.responses = self.responses.saturating_add(1);
         let hash = rrset_hash(addrs);
-        if let Some(last) = self.rrsets.last_mut()
-            && last.hash == hash
-        {
-            last.last = now;
-            last.ttl = last.ttl.max(ttl);
+        let expires = now.saturating_add(ttl);
+        if let Some(r) = self.rrsets.iter_mut().rev().find(|r| r.hash == hash) {
+            let returned = now >= r.expires;
+            r.last = now;
+            r.ttl = r.ttl.max(ttl);
+            r.expires = r.expires.max(expires);
+            if returned {
+                r.returns = r.returns.saturating_add(1);
+                self.changes = self.changes.saturating_add(1);
+            }
             self.touch_ips(now, addrs);
-            return false;
+            return returned;
         }
         let mut nets: SmallVec<[u32; 8]> = addrs
             .iter()
@@ -232,13 +265,18 @@ impl KeyState {
             }
         }
         let first = self.rrsets.is_empty() && self.ips.len() == usize::from(new);
-        if self.rrsets.len() >= MAX_RRSETS {
-            self.rrsets.remove(0);
+        if self.rrsets.len() >= MAX_RRSETS
+            && let Some((i, _)) = self.rrsets.iter().enumerate().min_by_key(|(_, r)| r.last)
+        {
+            self.rrsets.swap_remove(i);
         }
+        self.changes = self.changes.saturating_add(1);
         self.rrsets.push(Rrset {
             hash,
             last: now,
             ttl,
+            expires,
+            returns: 0,
             size: u8::try_from(addrs.len()).unwrap_or(u8::MAX),
             new,
             networks: u8::try_from(nets.len()).unwrap_or(u8::MAX),
@@ -350,9 +388,9 @@ impl KeyState {
             .map(|e| e.addr.asn)
     }
 
-    /// The answer history is full: the key changes answers often (a busy key).
+    /// The key has changed answers often (a busy key).
     pub fn busy(&self) -> bool {
-        self.rrsets.len() >= MAX_RRSETS
+        self.changes >= MAX_RRSETS as u32
     }
 
     /// Every remembered address with when it was last seen.
@@ -399,7 +437,7 @@ impl KeyState {
             prefixes.push(e.addr.prefix());
             subnets.push(e.addr.subnet());
         }
-        f.distinct_subnets = subnets.count_distinct();
+        (f.distinct_subnets, f.lone_subnets) = distinct_and_lone(subnets.sorted());
         f.distinct_asns = asns.count_distinct();
         f.distinct_networks = nets.count_distinct();
         f.distinct_countries = ccs.count_distinct();
@@ -418,9 +456,11 @@ impl KeyState {
             f.ttl_max = f.ttl_max.max(r.ttl);
             f.answer_size_max = f.answer_size_max.max(u32::from(r.size));
             size_sum += u32::from(r.size);
+            returned += r.handed_out();
+            f.later_answers += u32::from(r.returns);
+            f.returning_answers += u32::from(r.returns);
             if !r.first {
                 new += u32::from(r.new);
-                returned += u32::from(r.size);
                 f.later_answers += 1;
                 if r.new >= r.size {
                     f.fresh_answers += 1;
@@ -530,6 +570,22 @@ impl<T: Copy + Default + Ord> Scratch<T> {
     }
 }
 
+/// (distinct values, values that occur once) of a sorted list.
+fn distinct_and_lone(sorted: &[u32]) -> (u32, u32) {
+    let (mut distinct, mut lone, mut run) = (0u32, 0u32, 0u32);
+    for (i, v) in sorted.iter().enumerate() {
+        run += 1;
+        if sorted.get(i + 1) != Some(v) {
+            distinct += 1;
+            if run == 1 {
+                lone += 1;
+            }
+            run = 0;
+        }
+    }
+    (distinct, lone)
+}
+
 /// (distinct values, entropy / log(n)) of a sorted list; 0 entropy for fewer than two items.
 fn normalised_entropy(sorted: &[u32]) -> (u32, f64) {
     let n = sorted.len();
@@ -555,14 +611,26 @@ fn normalised_entropy(sorted: &[u32]) -> (u32, f64) {
     }
 }
 
-/// Order-independent hash of an answer's address set.
+/// Order-independent hash of an answer's address set. Answers are matched against the whole
+/// history by it, so each address is mixed thoroughly (FNV alone let sets of similar addresses
+/// collide).
 fn rrset_hash(addrs: &[AddrInfo]) -> u32 {
-    let mut h = 0u32;
+    let mut h = 0u64;
     for a in addrs {
         // Sum of per-address hashes: the same set in any order hashes the same.
-        h = h.wrapping_add(fnv32(&a.ip));
+        let v = u128::from_le_bytes(a.ip);
+        h = h.wrapping_add(mix64((v as u64) ^ mix64((v >> 64) as u64)));
     }
-    h ^ u32::try_from(addrs.len()).unwrap_or(u32::MAX)
+    let h = mix64(h ^ addrs.len() as u64);
+    (h ^ (h >> 32)) as u32
+}
+
+/// The splitmix64 finaliser.
+fn mix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 /// The address's four 32-bit words folded: cheap, and exact for IPv4 (the mapped prefix is
@@ -621,6 +689,28 @@ mod tests {
     }
 
     #[test]
+    fn cache_re_shows_are_not_rotation_but_returns_after_expiry_are() {
+        let mut k = KeyState::new(0);
+        let (x, y) = ([a(1, 1, b"US")], [a(2, 2, b"DE")]);
+        assert!(k.add_answer(0, 300, &x));
+        // Two names of one domain answering in turn from their caches: one new answer.
+        assert!(k.add_answer(10, 300, &y));
+        assert!(!k.add_answer(20, 290, &x), "x is still cached");
+        assert!(!k.add_answer(30, 280, &y));
+        let f = k.features(30, WINDOWS[0]);
+        assert_eq!((f.rrsets, f.later_answers, f.returning_answers), (2, 1, 0));
+        assert_eq!(f.ip_growth, 1.0, "alternation does not dilute growth");
+        assert_eq!(f.fresh_answers, 1);
+        assert_eq!(f.network_arrivals, 1);
+        // x expired at 300 and the authority hands it out again: a return, no new address.
+        assert!(k.add_answer(320, 300, &x));
+        let f = k.features(320, WINDOWS[0]);
+        assert_eq!((f.rrsets, f.later_answers, f.returning_answers), (2, 2, 1));
+        assert_eq!(f.ip_growth, 0.5);
+        assert!(!k.busy());
+    }
+
+    #[test]
     fn windows_forget_old_addresses() {
         let mut k = KeyState::new(0);
         k.add_answer(0, 60, &[a(1, 1, b"US")]);
@@ -670,6 +760,39 @@ mod tests {
         assert_eq!(f.ns_churn, 1);
         assert_eq!(f.glue_ips_max, 6);
         assert_eq!(f.glue_networks_max, 6);
+    }
+
+    #[test]
+    fn lone_blocks_are_counted() {
+        assert_eq!(distinct_and_lone(&[]), (0, 0));
+        assert_eq!(distinct_and_lone(&[1, 1, 2, 3, 3, 3, 4]), (4, 2));
+        let farm = |last: u8, c: u8| AddrInfo {
+            ip: AddrInfo::ip_bytes(IpAddr::from([192, 0, c, last])),
+            ..AddrInfo::default()
+        };
+        let mut k = KeyState::new(0);
+        k.add_answer(0, 60, &[farm(1, 2), farm(2, 2), farm(3, 7)]);
+        let f = k.features(0, WINDOWS[0]);
+        assert_eq!((f.distinct_subnets, f.lone_subnets), (2, 1));
+        assert_eq!(f.distinct_prefixes, 1, "one /16");
+    }
+
+    #[test]
+    fn answer_hashes_tell_similar_sets_apart() {
+        let set = |p: u8| {
+            [20u8, 30].map(|o| AddrInfo {
+                ip: AddrInfo::ip_bytes(IpAddr::from([o, p, p, 9])),
+                ..AddrInfo::default()
+            })
+        };
+        let mut seen = std::collections::HashSet::new();
+        for p in 0..=255u8 {
+            assert!(seen.insert(rrset_hash(&set(p))), "collision at {p}");
+        }
+        let mut x = set(1);
+        let h = rrset_hash(&x);
+        x.reverse();
+        assert_eq!(rrset_hash(&x), h, "order does not matter");
     }
 
     #[test]

@@ -313,6 +313,9 @@ impl Scorer {
         let mut touched = std::mem::take(&mut self.touched);
         touched.clear();
         let final_name = chain.last().copied().unwrap_or("");
+        // A registered domain gets one answer per response: the union of what its names (and
+        // name servers) resolved to in it. Names answering side by side are not rotation.
+        let mut domains: SmallVec<[DomainAnswer; 2]> = SmallVec::new();
         for (owner, ttl, addrs) in &groups {
             let chain_here: &[&str] = if *owner == final_name { &chain } else { &[] };
             self.feed(
@@ -327,7 +330,7 @@ impl Scorer {
             if let Some(rd) = registered_domain(owner)
                 && rd != *owner
             {
-                self.feed(rd, ROLE_DOMAIN, now, *ttl, addrs, chain_here, &mut touched);
+                merge_domain(&mut domains, rd, *ttl, addrs, *owner == final_name);
             }
         }
         for (zone, hosts) in &zones {
@@ -356,10 +359,14 @@ impl Scorer {
                         && rd != *host
                         && rd != zone_key
                     {
-                        self.feed(rd, ROLE_DOMAIN, now, ttl, &glue, &[], &mut touched);
+                        merge_domain(&mut domains, rd, ttl, &glue, false);
                     }
                 }
             }
+        }
+        for (rd, ttl, addrs, chained) in &domains {
+            let chain_here: &[&str] = if *chained { &chain } else { &[] };
+            self.feed(rd, ROLE_DOMAIN, now, *ttl, addrs, chain_here, &mut touched);
         }
         for id in &touched {
             let hits = self.cfg.track_baselines.then_some(&mut self.baseline_hits);
@@ -490,6 +497,31 @@ fn key_mut<'a>(
         }
     }
     (st, created)
+}
+
+/// One response's answer for a registered-domain key: (domain, TTL, addresses, whether the CNAME
+/// chain of the response led to it).
+type DomainAnswer<'a> = (&'a str, u32, Addrs, bool);
+
+fn merge_domain<'a>(
+    domains: &mut SmallVec<[DomainAnswer<'a>; 2]>,
+    rd: &'a str,
+    ttl: u32,
+    addrs: &[AddrInfo],
+    chained: bool,
+) {
+    match domains.iter_mut().find(|d| d.0 == rd) {
+        Some(d) => {
+            d.1 = d.1.max(ttl);
+            d.3 |= chained;
+            for a in addrs {
+                if !d.2.iter().any(|b| b.ip == a.ip) {
+                    d.2.push(*a);
+                }
+            }
+        }
+        None => domains.push((rd, ttl, addrs.iter().copied().collect(), chained)),
+    }
 }
 
 fn push_unique(v: &mut Vec<u64>, id: u64) {

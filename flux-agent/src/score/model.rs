@@ -47,8 +47,13 @@ pub const WEIGHTS: &[(Term, f64)] = &[
     (Term::Fluxiness, 1.0),
     (Term::LowTtl, 1.0),
     (Term::RotatingGlue, 3.0),
-    (Term::SharedFluxAddresses, 5.0),
+    (Term::SharedFluxAddresses, 6.0),
+    (Term::NewNetworks, 3.0),
 ];
+
+/// Answers (the first included, returns of expired ones counted) over which address growth
+/// counts fully as rotation; fewer count in proportion.
+pub const STEADY_ANSWERS: f64 = 4.0;
 
 /// A key enters `suspicious` at this score...
 pub const SUSPICIOUS_ENTER: f64 = 0.5;
@@ -91,6 +96,7 @@ pub enum Term {
     LowTtl,
     RotatingGlue,
     SharedFluxAddresses,
+    NewNetworks,
 }
 
 impl Term {
@@ -105,6 +111,7 @@ impl Term {
             Term::LowTtl => "low_ttl",
             Term::RotatingGlue => "rotating_glue",
             Term::SharedFluxAddresses => "shared_flux_addresses",
+            Term::NewNetworks => "new_networks",
         }
     }
 }
@@ -114,17 +121,27 @@ fn ramp(x: f64, lo: f64, hi: f64) -> f64 {
 }
 
 /// Each term's value in [0, 1] for a window's features.
-pub fn terms(f: &Features) -> [(Term, f64); 9] {
+pub fn terms(f: &Features) -> [(Term, f64); 10] {
+    let orgs = f64::from(f.distinct_networks);
     // Organisations: 1 is normal, 2 common (multi-CDN, ISP caches), 4+ is a pool of strangers.
-    let networks = ramp(f64::from(f.distinct_networks), 1.0, 4.0);
-    // Two or three organisations over many prefixes (a few hosting providers renting out
-    // addresses all over) spread like four: round robin stays on a handful of prefixes.
-    let spread = networks.max(
-        ramp(f64::from(f.distinct_networks), 1.0, 3.0)
-            * ramp(f64::from(f.distinct_prefixes), 6.0, 10.0),
-    );
+    let networks = ramp(orgs, 1.0, 4.0);
+    // Two or three organisations spread like four when their addresses are scattered machines,
+    // each alone in its /24 (a flux operator renting servers all over a few hosting
+    // providers): a farm or a CDN PoP numbers its servers inside one or two blocks.
+    let scattered = ramp(orgs, 1.0, 2.0) * ramp(f64::from(f.lone_subnets), 4.0, 8.0);
+    // Or nearly every address is in another organisation: three organisations in three or four
+    // addresses (one address per answer, a slow rotation) are as foreign as four.
+    let strangers = if f.distinct_ips > 0 {
+        ramp(orgs, 1.0, 3.0) * ramp(orgs / f64::from(f.distinct_ips), 0.4, 0.8)
+    } else {
+        0.0
+    };
+    let spread = networks.max(scattered).max(strangers);
     // The set keeps changing: new addresses arrive, or far more addresses than one answer holds.
-    let rotation = f.ip_growth.clamp(0.0, 1.0).max(ramp(f.fluxiness, 2.0, 8.0));
+    // Growth is steady only over several answers: one new answer can be a one-off change.
+    let steady = ramp(f64::from(f.later_answers) + 1.0, 0.0, STEADY_ANSWERS);
+    let rotation = (f.ip_growth.clamp(0.0, 1.0) * steady).max(ramp(f.fluxiness, 2.0, 8.0));
+    let low_ttl = 1.0 - ramp(f64::from(f.ttl_max), 300.0, 1800.0);
     // Do the networks meet inside one answer? A CDN answers from one PoP and alternates between
     // networks over time; bots come from the whole pool at once. Single-address answers cannot
     // tell, so they count fully and rotation has to carry them.
@@ -146,14 +163,18 @@ pub fn terms(f: &Features) -> [(Term, f64); 9] {
             f.prefix_entropy * ramp(f64::from(f.distinct_prefixes), 4.0, 24.0),
         ),
         (Term::Fluxiness, ramp(f.fluxiness, 2.0, 8.0)),
-        (
-            Term::LowTtl,
-            1.0 - ramp(f64::from(f.ttl_max), 300.0, 1800.0),
-        ),
+        (Term::LowTtl, low_ttl),
         (Term::RotatingGlue, glue_term(f)),
         (
             Term::SharedFluxAddresses,
             ramp(f64::from(f.shared_flux_ips), 0.0, 1.0),
+        ),
+        // Answer after answer brings an organisation the key never used, with a TTL short
+        // enough to rotate. PoP switches of a CDN bring new organisations too, but from one
+        // PoP at a time (unmixed answers), so mixing weighs it as it weighs rotation.
+        (
+            Term::NewNetworks,
+            ramp(f64::from(f.network_arrivals), 1.0, 3.0) * low_ttl * mixing,
         ),
     ]
 }
