@@ -55,6 +55,9 @@ pub const WEIGHTS: &[(Term, f64)] = &[
 /// counts fully as rotation; fewer count in proportion.
 pub const STEADY_ANSWERS: f64 = 4.0;
 
+/// Share of a key's addresses known as other flux domains' bots at which that evidence is full.
+pub const SHARED_FULL_SHARE: f64 = 0.25;
+
 /// A key enters `suspicious` at this score...
 pub const SUSPICIOUS_ENTER: f64 = 0.5;
 /// ...and leaves it below this one.
@@ -165,10 +168,7 @@ pub fn terms(f: &Features) -> [(Term, f64); 10] {
         (Term::Fluxiness, ramp(f.fluxiness, 2.0, 8.0)),
         (Term::LowTtl, low_ttl),
         (Term::RotatingGlue, glue_term(f)),
-        (
-            Term::SharedFluxAddresses,
-            ramp(f64::from(f.shared_flux_ips), 0.0, 1.0),
-        ),
+        (Term::SharedFluxAddresses, shared_bots(f)),
         // Answer after answer brings an organisation the key never used, with a TTL short
         // enough to rotate. PoP switches of a CDN bring new organisations too, but from one
         // PoP at a time (unmixed answers), so mixing weighs it as it weighs rotation.
@@ -177,6 +177,17 @@ pub fn terms(f: &Features) -> [(Term, f64); 10] {
             ramp(f64::from(f.network_arrivals), 1.0, 3.0) * low_ttl * mixing,
         ),
     ]
+}
+
+/// Known bots among the key's addresses: full once they are [`SHARED_FULL_SHARE`] of them. A
+/// large legitimate pool that holds one address a flux domain also used (shared hosting, a
+/// reassigned address) is not a botnet's domain; a domain whose addresses are bots is.
+pub fn shared_bots(f: &Features) -> f64 {
+    if f.distinct_ips == 0 {
+        return 0.0;
+    }
+    let share = f64::from(f.shared_flux_ips) / f64::from(f.distinct_ips);
+    ramp(share, 0.0, SHARED_FULL_SHARE)
 }
 
 /// Double flux: some NS host's glue has many addresses in several organisations.

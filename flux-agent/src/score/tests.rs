@@ -491,3 +491,39 @@ fn a_server_farm_of_the_same_shape_stays_benign() {
     let mut s = scorer_with_orgs("farm");
     assert_eq!(replay_periods(&mut s, "farm.test", 180, 60, farm), None);
 }
+
+#[test]
+fn one_known_bot_in_a_large_pool_is_not_enough() {
+    let mut s = scorer();
+    let mut out = Vec::new();
+    for round in 0..4u32 {
+        s.observe(
+            at(round * 180),
+            &response(
+                "known.test",
+                a_records("known.test", 180, &flux_answer(round)),
+            ),
+            &mut out,
+        );
+    }
+    // A server farm of twelve addresses in two /16s, one of which a flux domain also used (a
+    // shared or reassigned address), answering two halves in turn.
+    let bot = flux_answer(0)[0].clone();
+    let mut farm: Vec<String> = (0..11).map(|i| format!("198.51.{}.{i}", i % 2)).collect();
+    farm.push(bot);
+    for i in 0..20u32 {
+        let half = if i % 2 == 0 { &farm[..6] } else { &farm[6..] };
+        s.observe(
+            at(1000 + i * 300),
+            &response("farm.test", a_records("farm.test", 300, half)),
+            &mut out,
+        );
+    }
+    let v = s.explain("farm.test", at(1000 + 19 * 300)).unwrap();
+    assert_eq!(v.features.shared_flux_ips, 1);
+    assert!(
+        !out.iter()
+            .any(|v| v.domain == "farm.test" && v.level == Level::Flux),
+        "{v}"
+    );
+}
