@@ -56,13 +56,23 @@ impl AddrInfo {
     }
 
     /// The /24 of an IPv4 address (the /48 of an IPv6 one, as [`Self::prefix`]): the block a
-    /// server farm or a CDN PoP sits in.
+    /// server farm or a CDN PoP sits in. Ordered as the prefixes are.
     pub fn subnet(&self) -> u32 {
         let p = self.prefix();
         if p & 0x8000_0000 != 0 {
             p
         } else {
             0x0100_0000 | p << 8 | u32::from(self.ip[14])
+        }
+    }
+
+    /// The [`Self::prefix`] of a [`Self::subnet`]; monotonic, so sorted blocks give sorted
+    /// prefixes.
+    pub fn prefix_of_subnet(block: u32) -> u32 {
+        if block & 0x8000_0000 != 0 {
+            block
+        } else {
+            (block >> 8) & 0xffff
         }
     }
 }
@@ -80,12 +90,12 @@ struct Rrset {
     last: u32,
     /// Authoritative TTL estimate: the largest TTL seen for this answer (caches count it down).
     ttl: u32,
-    /// Until when some cache may still hand this answer out: the latest `seen + TTL` of any
-    /// response carrying it. Seen again before that, it is the same fetch re-shown (a cache, or
-    /// another name of the key answering concurrently); seen after, the authority gave it
-    /// again.
-    expires: u32,
-    /// Times the answer came back after it had expired (see `expires`).
+    /// How long after `last` some cache may still hand this answer out (the latest
+    /// `seen + TTL` of any response carrying it, capped at 18 hours). Seen again before that,
+    /// it is the same fetch re-shown (a cache, or another name of the key answering in turn);
+    /// seen after, the authority gave it again.
+    valid_for: u16,
+    /// Times the answer came back after it had expired (see `valid_for`).
     returns: u8,
     size: u8,
     /// Addresses the key had not seen before this answer.
@@ -136,8 +146,8 @@ pub struct KeyState {
     chain: Option<Box<[Box<str>]>>,
     pub first_seen: u32,
     pub responses: u32,
-    /// New answers and returns of expired ones, ever (what makes a key busy).
-    changes: u32,
+    /// New answers and returns of expired ones, saturating (what makes a key busy).
+    changes: u8,
     pub level: super::model::Level,
     pub last_eval: u32,
     pub last_score: f32,
@@ -230,10 +240,11 @@ impl KeyState {
         let hash = rrset_hash(addrs);
         let expires = now.saturating_add(ttl);
         if let Some(r) = self.rrsets.iter_mut().rev().find(|r| r.hash == hash) {
-            let returned = now >= r.expires;
+            let until = r.last.saturating_add(u32::from(r.valid_for));
+            let returned = now >= until;
             r.last = now;
             r.ttl = r.ttl.max(ttl);
-            r.expires = r.expires.max(expires);
+            r.valid_for = valid_for(until.max(expires) - now);
             if returned {
                 r.returns = r.returns.saturating_add(1);
                 self.changes = self.changes.saturating_add(1);
@@ -248,21 +259,32 @@ impl KeyState {
             .collect();
         nets.sort_unstable();
         nets.dedup();
-        let new_networks = nets
-            .iter()
-            .filter(|n| !self.ips.iter().any(|e| e.addr.network == **n))
-            .count();
-        let mut new = 0u8;
+        let mut fresh: SmallVec<[AddrInfo; 8]> = SmallVec::new();
         for a in addrs {
             if let Some(e) = self.find_ip(&a.ip) {
                 e.last = now;
             } else {
-                new = new.saturating_add(1);
-                self.insert_ip(IpEntry {
-                    addr: *a,
-                    last: now,
-                });
+                fresh.push(*a);
             }
+        }
+        // Only a new address can bring a network the key has no address in.
+        let mut new_networks = 0usize;
+        if !fresh.is_empty() {
+            let mut fresh_nets: SmallVec<[u32; 8]> = fresh
+                .iter()
+                .map(|a| a.network)
+                .filter(|n| *n != 0)
+                .collect();
+            fresh_nets.sort_unstable();
+            fresh_nets.dedup();
+            new_networks = fresh_nets
+                .iter()
+                .filter(|n| !self.ips.iter().any(|e| e.addr.network == **n))
+                .count();
+        }
+        let new = u8::try_from(fresh.len()).unwrap_or(u8::MAX);
+        for a in fresh {
+            self.insert_ip(IpEntry { addr: a, last: now });
         }
         let first = self.rrsets.is_empty() && self.ips.len() == usize::from(new);
         if self.rrsets.len() >= MAX_RRSETS
@@ -275,7 +297,7 @@ impl KeyState {
             hash,
             last: now,
             ttl,
-            expires,
+            valid_for: valid_for(ttl),
             returns: 0,
             size: u8::try_from(addrs.len()).unwrap_or(u8::MAX),
             new,
@@ -309,7 +331,7 @@ impl KeyState {
         let fp = fingerprint(ip);
         let mut from = 0;
         while let Some(rest) = self.ip_fps.get(from..) {
-            let i = from + rest.iter().position(|f| *f == fp)?;
+            let i = from + rest.iter().position(|f| *f & FP_MASK == fp)?;
             if self.ips.get(i).is_some_and(|e| e.addr.ip == *ip) {
                 return self.ips.get_mut(i);
             }
@@ -390,12 +412,49 @@ impl KeyState {
 
     /// The key has changed answers often (a busy key).
     pub fn busy(&self) -> bool {
-        self.changes >= MAX_RRSETS as u32
+        usize::from(self.changes) >= MAX_RRSETS
     }
 
     /// Every remembered address with when it was last seen.
     pub fn addresses_seen(&self) -> impl Iterator<Item = (&AddrInfo, u32)> + '_ {
         self.ips.iter().map(|e| (&e.addr, e.last))
+    }
+
+    /// Per window, the addresses that are other flux domains' bots (`own` is this key's domain
+    /// id in the table). An address the table has placed is remembered with it: a bot keeps
+    /// its first owner, so the answer does not change, and a flux key's own bots (all of its
+    /// addresses, once it shares them) are not looked up again at every rescore.
+    pub fn shared_bots(
+        &mut self,
+        now: u32,
+        flux_ips: &super::shared::FluxIps,
+        own: u32,
+    ) -> [u32; WINDOWS.len()] {
+        let mut shared = [0u32; WINDOWS.len()];
+        if flux_ips.is_empty() {
+            return shared;
+        }
+        for (e, fp) in self.ips.iter().zip(self.ip_fps.iter_mut()) {
+            if *fp & FP_OWN_BOT != 0 {
+                continue;
+            }
+            if *fp & FP_OTHER_BOT == 0 {
+                match flux_ips.owner(&e.addr.ip) {
+                    Some(d) if d != own => *fp |= FP_OTHER_BOT,
+                    Some(_) => {
+                        *fp |= FP_OWN_BOT;
+                        continue;
+                    }
+                    None => continue,
+                }
+            }
+            for (i, w) in WINDOWS.iter().enumerate() {
+                if e.last >= now.saturating_sub(w.0) {
+                    shared[i] += 1;
+                }
+            }
+        }
+        shared
     }
 
     /// Addresses seen in the window.
@@ -416,11 +475,10 @@ impl KeyState {
         };
         // Stack scratch: this runs for every changed answer, and a key holds at most
         // MAX_IPS_PER_KEY addresses.
-        let (mut asns, mut nets, mut ccs, mut prefixes, mut subnets) = (
+        let (mut asns, mut nets, mut ccs, mut subnets) = (
             Scratch::<u32>::new(),
             Scratch::<u32>::new(),
             Scratch::<[u8; 2]>::new(),
-            Scratch::<u32>::new(),
             Scratch::<u32>::new(),
         );
         for e in self.ips.iter().filter(|e| e.last >= cutoff) {
@@ -434,10 +492,11 @@ impl KeyState {
             if e.addr.country != [0, 0] {
                 ccs.push(e.addr.country);
             }
-            prefixes.push(e.addr.prefix());
             subnets.push(e.addr.subnet());
         }
-        (f.distinct_subnets, f.lone_subnets) = distinct_and_lone(subnets.sorted());
+        // One sort serves both: blocks sorted are their prefixes sorted.
+        let subnets = subnets.sorted();
+        (f.distinct_subnets, f.lone_subnets) = distinct_and_lone(subnets);
         f.distinct_asns = asns.count_distinct();
         f.distinct_networks = nets.count_distinct();
         f.distinct_countries = ccs.count_distinct();
@@ -445,7 +504,8 @@ impl KeyState {
             f.asn_ip_ratio =
                 super::model::round3(f64::from(f.distinct_asns) / f64::from(f.distinct_ips));
         }
-        let (distinct, entropy) = normalised_entropy(prefixes.sorted());
+        let (distinct, entropy) =
+            normalised_entropy(subnets.iter().map(|b| AddrInfo::prefix_of_subnet(*b)));
         f.distinct_prefixes = distinct;
         f.prefix_entropy = super::model::round3(entropy);
 
@@ -570,6 +630,12 @@ impl<T: Copy + Default + Ord> Scratch<T> {
     }
 }
 
+/// Seconds an answer stays valid, as stored (18 hours at most: beyond that it is long-lived
+/// either way).
+fn valid_for(secs: u32) -> u16 {
+    u16::try_from(secs).unwrap_or(u16::MAX)
+}
+
 /// (distinct values, values that occur once) of a sorted list.
 fn distinct_and_lone(sorted: &[u32]) -> (u32, u32) {
     let (mut distinct, mut lone, mut run) = (0u32, 0u32, 0u32);
@@ -586,8 +652,8 @@ fn distinct_and_lone(sorted: &[u32]) -> (u32, u32) {
     (distinct, lone)
 }
 
-/// (distinct values, entropy / log(n)) of a sorted list; 0 entropy for fewer than two items.
-fn normalised_entropy(sorted: &[u32]) -> (u32, f64) {
+/// (distinct values, entropy / log(n)) of sorted values; 0 entropy for fewer than two items.
+fn normalised_entropy(sorted: impl ExactSizeIterator<Item = u32>) -> (u32, f64) {
     let n = sorted.len();
     if n == 0 {
         return (0, 0.0);
@@ -595,9 +661,10 @@ fn normalised_entropy(sorted: &[u32]) -> (u32, f64) {
     let mut h = 0.0;
     let mut distinct = 0u32;
     let mut run = 0usize;
-    for (i, v) in sorted.iter().enumerate() {
+    let mut sorted = sorted.peekable();
+    while let Some(v) = sorted.next() {
         run += 1;
-        if sorted.get(i + 1) != Some(v) {
+        if sorted.peek() != Some(&v) {
             let p = run as f64 / n as f64;
             h -= p * p.ln();
             distinct += 1;
@@ -637,8 +704,16 @@ fn mix64(mut x: u64) -> u64 {
 /// constant), which is most of what keys hold.
 fn fingerprint(ip: &[u8; 16]) -> u32 {
     let v = u128::from_le_bytes(*ip);
-    (v as u32) ^ ((v >> 32) as u32) ^ ((v >> 64) as u32) ^ ((v >> 96) as u32)
+    ((v as u32) ^ ((v >> 32) as u32) ^ ((v >> 64) as u32) ^ ((v >> 96) as u32)) & FP_MASK
 }
+
+/// The fingerprint bits of an `ip_fps` word; the top two remember what the shared-bot table
+/// said about the address (see [`KeyState::shared_bots`]).
+const FP_MASK: u32 = 0x3fff_ffff;
+/// Another flux domain's bot.
+const FP_OTHER_BOT: u32 = 1 << 31;
+/// A bot this key's own domain showed.
+const FP_OWN_BOT: u32 = 1 << 30;
 
 pub fn fnv32(bytes: &[u8]) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
@@ -711,6 +786,13 @@ mod tests {
     }
 
     #[test]
+    fn per_key_records_stay_small() {
+        // A million keys hold these: the answer history entry and the key state itself.
+        assert_eq!(size_of::<Rrset>(), 20);
+        assert!(size_of::<KeyState>() <= 136, "{}", size_of::<KeyState>());
+    }
+
+    #[test]
     fn windows_forget_old_addresses() {
         let mut k = KeyState::new(0);
         k.add_answer(0, 60, &[a(1, 1, b"US")]);
@@ -775,6 +857,14 @@ mod tests {
         let f = k.features(0, WINDOWS[0]);
         assert_eq!((f.distinct_subnets, f.lone_subnets), (2, 1));
         assert_eq!(f.distinct_prefixes, 1, "one /16");
+        for a in [farm(1, 2), farm(9, 255)] {
+            assert_eq!(AddrInfo::prefix_of_subnet(a.subnet()), a.prefix());
+        }
+        let v6 = AddrInfo {
+            ip: AddrInfo::ip_bytes("2001:db8::1".parse().unwrap()),
+            ..AddrInfo::default()
+        };
+        assert_eq!(AddrInfo::prefix_of_subnet(v6.subnet()), v6.prefix());
     }
 
     #[test]
@@ -797,8 +887,8 @@ mod tests {
 
     #[test]
     fn entropy_is_normalised() {
-        assert_eq!(normalised_entropy(&[1, 1, 1, 1]), (1, 0.0));
-        let (d, h) = normalised_entropy(&[1, 2, 3, 4]);
+        assert_eq!(normalised_entropy([1, 1, 1, 1].into_iter()), (1, 0.0));
+        let (d, h) = normalised_entropy([1, 2, 3, 4].into_iter());
         assert_eq!(d, 4);
         assert!((h - 1.0).abs() < 1e-9);
     }

@@ -564,19 +564,11 @@ fn rescore(
     let mut baselines = Baselines::default();
     let young = now.saturating_sub(st.first_seen) < WINDOWS[0].0;
     // Only other domains' bots count: a key's own flagged addresses prove nothing new.
-    let mut shared = [0u32; WINDOWS.len()];
-    if !flux_ips.is_empty() {
-        let own = domain_id(name);
-        for (a, last) in st.addresses_seen() {
-            if flux_ips.owner(&a.ip).is_some_and(|d| d != own) {
-                for (i, w) in WINDOWS.iter().enumerate() {
-                    if last >= now.saturating_sub(w.0) {
-                        shared[i] += 1;
-                    }
-                }
-            }
-        }
-    }
+    let shared = if flux_ips.is_empty() {
+        [0; WINDOWS.len()]
+    } else {
+        st.shared_bots(now, flux_ips, domain_id(name))
+    };
     for (i, w) in WINDOWS.into_iter().enumerate() {
         if i > 0 && young {
             // Every window holds the same observations: the first one said it all.
