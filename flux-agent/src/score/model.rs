@@ -14,22 +14,31 @@
 //!
 //! - **networks**: the addresses belong to many unrelated organisations (CDNs, cloud load
 //!   balancers and round robin stay inside one or two);
-//! - **rotation_across_networks**: *new* addresses keep arriving *and* they span organisations.
-//!   This is the single strongest term: a CDN rotates inside its own network, a multi-CDN site
-//!   alternates between a fixed few PoPs and stops producing new addresses;
+//! - **rotation_across_networks**: *new* addresses keep arriving *and* they span organisations
+//!   (many of them, or scattered machines each alone in its /24 across a few, or nearly one
+//!   organisation per address). This is the single strongest term: a CDN rotates inside its
+//!   own network, a multi-CDN site alternates between a fixed few PoPs and stops producing new
+//!   addresses, a server farm sits in a few blocks;
+//! - **new_networks**: answer after answer brings an organisation the key never used, with a
+//!   low TTL (slow rotation: one new bot per TTL);
 //! - **mixed_answers**: one answer mixes organisations (flux bots are picked from the whole pool;
 //!   a CDN answers from one PoP);
 //! - **countries**, **prefix_diversity**, **fluxiness**, **low_ttl**: supporting evidence;
 //! - **rotating_glue**: the name servers' own addresses rotate (double flux);
 //! - **shared_flux_addresses**: the key resolves to addresses that keys already judged flux
-//!   resolved to: one botnet serves many domains, so its bots are the network's fingerprint.
+//!   resolved to: one botnet serves many domains, so its bots are the network's fingerprint
+//!   (weighed by their share of the key's addresses, so one coincidence in a big pool is not).
 //!
 //! Levels have hysteresis: a key enters `suspicious` at [`SUSPICIOUS_ENTER`] and `flux` at
 //! [`FLUX_ENTER`], and leaves them only below [`SUSPICIOUS_EXIT`] / [`FLUX_EXIT`]. A key needs
-//! [`MIN_RRSETS_FOR_FLUX`] distinct answers (proof that it rotates at all) before it can be flux.
+//! [`MIN_RRSETS_FOR_FLUX`] distinct answers (proof that it rotates at all) before it can be flux,
+//! unless one answer spans [`ONE_ANSWER_FLUX_NETWORKS`] organisations or its name servers' glue
+//! rotated.
 //!
-//! The weights were set by hand from the scenario classes and checked with `cargo xtask eval`
-//! (docs/scoring.md has the calibration table: the observed flux rate per score bin).
+//! The weights were set by hand from the scenario classes and the 2009 data and checked with
+//! `cargo xtask eval`, other generator seeds (`flux-eval --scenarios-only 40 SEED`) and the
+//! per-key feature traces of `flux-trace` (docs/scoring.md has the calibration: the observed
+//! flux rate per score bin).
 
 use serde::Serialize;
 
