@@ -9,6 +9,7 @@
 use std::net::IpAddr;
 
 use serde::Serialize;
+use smallvec::SmallVec;
 
 /// Addresses remembered per key. Beyond this the least recently seen one is forgotten.
 pub const MAX_IPS_PER_KEY: usize = 128;
@@ -53,6 +54,27 @@ impl AddrInfo {
             fnv32(&self.ip[..6]) | 0x8000_0000
         }
     }
+
+    /// The /24 of an IPv4 address (the /48 of an IPv6 one, as [`Self::prefix`]): the block a
+    /// server farm or a CDN PoP sits in. Ordered as the prefixes are.
+    pub fn subnet(&self) -> u32 {
+        let p = self.prefix();
+        if p & 0x8000_0000 != 0 {
+            p
+        } else {
+            0x0100_0000 | p << 8 | u32::from(self.ip[14])
+        }
+    }
+
+    /// The [`Self::prefix`] of a [`Self::subnet`]; monotonic, so sorted blocks give sorted
+    /// prefixes.
+    pub fn prefix_of_subnet(block: u32) -> u32 {
+        if block & 0x8000_0000 != 0 {
+            block
+        } else {
+            (block >> 8) & 0xffff
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -61,19 +83,37 @@ struct IpEntry {
     last: u32,
 }
 
+/// One distinct answer (address set) of a key.
 #[derive(Clone, Copy, Debug)]
 struct Rrset {
     hash: u32,
     last: u32,
     /// Authoritative TTL estimate: the largest TTL seen for this answer (caches count it down).
     ttl: u32,
+    /// How long after `last` some cache may still hand this answer out (the latest
+    /// `seen + TTL` of any response carrying it, capped at 18 hours). Seen again before that,
+    /// it is the same fetch re-shown (a cache, or another name of the key answering in turn);
+    /// seen after, the authority gave it again.
+    valid_for: u16,
+    /// Times the answer came back after it had expired (see `valid_for`).
+    returns: u8,
     size: u8,
     /// Addresses the key had not seen before this answer.
     new: u8,
     /// Distinct networks inside this one answer.
     networks: u8,
+    /// Networks of this answer the key had no address in before it.
+    new_networks: u8,
     /// The first answer the key ever had: all its addresses are "new" by definition.
     first: bool,
+}
+
+impl Rrset {
+    /// Addresses handed out after the key's first answer: this answer's on its first
+    /// appearance (unless it was the first), and again on every return.
+    fn handed_out(&self) -> u32 {
+        u32::from(self.size) * (u32::from(self.returns) + u32::from(!self.first))
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -81,6 +121,9 @@ struct NsHost {
     name: Box<str>,
     last: u32,
     glue: Vec<(AddrInfo, u32)>,
+    /// The most glue addresses one response carried for this host: more in a window means
+    /// the glue changed between responses (it rotates).
+    glue_set_max: u8,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -103,6 +146,8 @@ pub struct KeyState {
     chain: Option<Box<[Box<str>]>>,
     pub first_seen: u32,
     pub responses: u32,
+    /// New answers and returns of expired ones, saturating (what makes a key busy).
+    changes: u8,
     pub level: super::model::Level,
     pub last_eval: u32,
     pub last_score: f32,
@@ -110,6 +155,9 @@ pub struct KeyState {
     pub roles: u8,
     pub holz_flagged: bool,
     pub zeek_flagged: bool,
+    /// The key is flux and not allowlisted: the addresses it resolves to are bots other
+    /// domains are compared with, including those it shows after it was judged.
+    pub shares_bots: bool,
     /// The allowlisted suffix of a name that fed this key (a seed host feeding its domain).
     pub allowed_by: Option<Box<str>>,
 }
@@ -128,6 +176,20 @@ pub struct Features {
     pub asn_ip_ratio: f64,
     /// Distinct /16 (IPv4) and /48 (IPv6) prefixes.
     pub distinct_prefixes: u32,
+    /// Distinct /24 (IPv4) and /48 (IPv6) blocks.
+    pub distinct_subnets: u32,
+    /// Blocks (as `distinct_subnets`) holding exactly one of the addresses: scattered
+    /// machines rather than a farm or a PoP, which number their servers inside one block.
+    pub lone_subnets: u32,
+    /// Answers after the first whose addresses were all new to the key.
+    pub fresh_answers: u32,
+    /// Answers after the first that brought a network the key had no address in.
+    pub network_arrivals: u32,
+    /// Answers after the first (the ones growth, freshness and arrivals are over), counting
+    /// each return of an expired answer.
+    pub later_answers: u32,
+    /// Returns of expired answers: the authority gave an answer it had given before.
+    pub returning_answers: u32,
     /// Shannon entropy of the addresses over prefixes, divided by its maximum (log of the count).
     pub prefix_entropy: f64,
     pub distinct_countries: u32,
@@ -135,7 +197,9 @@ pub struct Features {
     pub ttl_max: u32,
     /// Distinct addresses divided by the largest single answer.
     pub fluxiness: f64,
-    /// New addresses per address returned, over the answers after the first.
+    /// New addresses per address handed out after the first answer: each distinct answer on
+    /// its first appearance, and again whenever it comes back after it expired. Cache re-shows
+    /// of an answer still valid do not count (see [`KeyState::add_answer`]).
     pub ip_growth: f64,
     pub answer_size_max: u32,
     pub answer_size_mean: f64,
@@ -153,6 +217,8 @@ pub struct Features {
     /// The most glue addresses, and glue networks, of one NS host.
     pub glue_ips_max: u32,
     pub glue_networks_max: u32,
+    /// NS hosts whose glue in the window is more than one response carried (it rotated).
+    pub rotating_ns_hosts: u32,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cname_chain: Vec<String>,
 }
@@ -166,48 +232,77 @@ impl KeyState {
     }
 
     /// Records one answer (the addresses owned by this key in one response). Returns whether it
-    /// differs from the previous answer, which is when features are worth recomputing.
+    /// is news: an answer the key has not had, or one it had that comes back after it expired.
+    /// That is when features are worth recomputing. An answer still valid since it was last
+    /// seen (a cache re-showing it, or two names of a domain answering in turn) is not news.
     pub fn add_answer(&mut self, now: u32, ttl: u32, addrs: &[AddrInfo]) -> bool {
         self.responses = self.responses.saturating_add(1);
         let hash = rrset_hash(addrs);
-        if let Some(last) = self.rrsets.last_mut()
-            && last.hash == hash
-        {
-            last.last = now;
-            last.ttl = last.ttl.max(ttl);
-            self.touch_ips(now, addrs);
-            return false;
-        }
-        let mut new = 0u8;
-        for a in addrs {
-            if let Some(e) = self.find_ip(&a.ip) {
-                e.last = now;
-            } else {
-                new = new.saturating_add(1);
-                self.insert_ip(IpEntry {
-                    addr: *a,
-                    last: now,
-                });
+        let expires = now.saturating_add(ttl);
+        if let Some(r) = self.rrsets.iter_mut().rev().find(|r| r.hash == hash) {
+            let until = r.last.saturating_add(u32::from(r.valid_for));
+            let returned = now >= until;
+            r.last = now;
+            r.ttl = r.ttl.max(ttl);
+            r.valid_for = valid_for(until.max(expires) - now);
+            if returned {
+                r.returns = r.returns.saturating_add(1);
+                self.changes = self.changes.saturating_add(1);
             }
+            self.touch_ips(now, addrs);
+            return returned;
         }
-        let mut nets: Vec<u32> = addrs
+        let mut nets: SmallVec<[u32; 8]> = addrs
             .iter()
             .map(|a| a.network)
             .filter(|n| *n != 0)
             .collect();
         nets.sort_unstable();
         nets.dedup();
-        let first = self.rrsets.is_empty() && self.ips.len() == usize::from(new);
-        if self.rrsets.len() >= MAX_RRSETS {
-            self.rrsets.remove(0);
+        let mut fresh: SmallVec<[AddrInfo; 8]> = SmallVec::new();
+        for a in addrs {
+            if let Some(e) = self.find_ip(&a.ip) {
+                e.last = now;
+            } else {
+                fresh.push(*a);
+            }
         }
+        // Only a new address can bring a network the key has no address in.
+        let mut new_networks = 0usize;
+        if !fresh.is_empty() {
+            let mut fresh_nets: SmallVec<[u32; 8]> = fresh
+                .iter()
+                .map(|a| a.network)
+                .filter(|n| *n != 0)
+                .collect();
+            fresh_nets.sort_unstable();
+            fresh_nets.dedup();
+            new_networks = fresh_nets
+                .iter()
+                .filter(|n| !self.ips.iter().any(|e| e.addr.network == **n))
+                .count();
+        }
+        let new = u8::try_from(fresh.len()).unwrap_or(u8::MAX);
+        for a in fresh {
+            self.insert_ip(IpEntry { addr: a, last: now });
+        }
+        let first = self.rrsets.is_empty() && self.ips.len() == usize::from(new);
+        if self.rrsets.len() >= MAX_RRSETS
+            && let Some((i, _)) = self.rrsets.iter().enumerate().min_by_key(|(_, r)| r.last)
+        {
+            self.rrsets.swap_remove(i);
+        }
+        self.changes = self.changes.saturating_add(1);
         self.rrsets.push(Rrset {
             hash,
             last: now,
             ttl,
+            valid_for: valid_for(ttl),
+            returns: 0,
             size: u8::try_from(addrs.len()).unwrap_or(u8::MAX),
             new,
             networks: u8::try_from(nets.len()).unwrap_or(u8::MAX),
+            new_networks: u8::try_from(new_networks).unwrap_or(u8::MAX),
             first,
         });
         true
@@ -236,7 +331,7 @@ impl KeyState {
         let fp = fingerprint(ip);
         let mut from = 0;
         while let Some(rest) = self.ip_fps.get(from..) {
-            let i = from + rest.iter().position(|f| *f == fp)?;
+            let i = from + rest.iter().position(|f| *f & FP_MASK == fp)?;
             if self.ips.get(i).is_some_and(|e| e.addr.ip == *ip) {
                 return self.ips.get_mut(i);
             }
@@ -261,6 +356,7 @@ impl KeyState {
                     name: host.into(),
                     last: now,
                     glue: Vec::new(),
+                    glue_set_max: 0,
                 });
                 t.hosts.len() - 1
             }
@@ -269,6 +365,9 @@ impl KeyState {
             return false;
         };
         h.last = now;
+        h.glue_set_max = h
+            .glue_set_max
+            .max(u8::try_from(glue.len()).unwrap_or(u8::MAX));
         let mut changed = false;
         for a in glue {
             if let Some(g) = h.glue.iter_mut().find(|g| g.0.ip == a.ip) {
@@ -311,14 +410,51 @@ impl KeyState {
             .map(|e| e.addr.asn)
     }
 
-    /// The answer history is full: the key changes answers often (a busy key).
+    /// The key has changed answers often (a busy key).
     pub fn busy(&self) -> bool {
-        self.rrsets.len() >= MAX_RRSETS
+        usize::from(self.changes) >= MAX_RRSETS
     }
 
     /// Every remembered address with when it was last seen.
     pub fn addresses_seen(&self) -> impl Iterator<Item = (&AddrInfo, u32)> + '_ {
         self.ips.iter().map(|e| (&e.addr, e.last))
+    }
+
+    /// Per window, the addresses that are other flux domains' bots (`own` is this key's domain
+    /// id in the table). An address the table has placed is remembered with it: a bot keeps
+    /// its first owner, so the answer does not change, and a flux key's own bots (all of its
+    /// addresses, once it shares them) are not looked up again at every rescore.
+    pub fn shared_bots(
+        &mut self,
+        now: u32,
+        flux_ips: &super::shared::FluxIps,
+        own: u32,
+    ) -> [u32; WINDOWS.len()] {
+        let mut shared = [0u32; WINDOWS.len()];
+        if flux_ips.is_empty() {
+            return shared;
+        }
+        for (e, fp) in self.ips.iter().zip(self.ip_fps.iter_mut()) {
+            if *fp & FP_OWN_BOT != 0 {
+                continue;
+            }
+            if *fp & FP_OTHER_BOT == 0 {
+                match flux_ips.owner(&e.addr.ip) {
+                    Some(d) if d != own => *fp |= FP_OTHER_BOT,
+                    Some(_) => {
+                        *fp |= FP_OWN_BOT;
+                        continue;
+                    }
+                    None => continue,
+                }
+            }
+            for (i, w) in WINDOWS.iter().enumerate() {
+                if e.last >= now.saturating_sub(w.0) {
+                    shared[i] += 1;
+                }
+            }
+        }
+        shared
     }
 
     /// Addresses seen in the window.
@@ -339,7 +475,7 @@ impl KeyState {
         };
         // Stack scratch: this runs for every changed answer, and a key holds at most
         // MAX_IPS_PER_KEY addresses.
-        let (mut asns, mut nets, mut ccs, mut prefixes) = (
+        let (mut asns, mut nets, mut ccs, mut subnets) = (
             Scratch::<u32>::new(),
             Scratch::<u32>::new(),
             Scratch::<[u8; 2]>::new(),
@@ -356,8 +492,11 @@ impl KeyState {
             if e.addr.country != [0, 0] {
                 ccs.push(e.addr.country);
             }
-            prefixes.push(e.addr.prefix());
+            subnets.push(e.addr.subnet());
         }
+        // One sort serves both: blocks sorted are their prefixes sorted.
+        let subnets = subnets.sorted();
+        (f.distinct_subnets, f.lone_subnets) = distinct_and_lone(subnets);
         f.distinct_asns = asns.count_distinct();
         f.distinct_networks = nets.count_distinct();
         f.distinct_countries = ccs.count_distinct();
@@ -365,7 +504,8 @@ impl KeyState {
             f.asn_ip_ratio =
                 super::model::round3(f64::from(f.distinct_asns) / f64::from(f.distinct_ips));
         }
-        let (distinct, entropy) = normalised_entropy(prefixes.sorted());
+        let (distinct, entropy) =
+            normalised_entropy(subnets.iter().map(|b| AddrInfo::prefix_of_subnet(*b)));
         f.distinct_prefixes = distinct;
         f.prefix_entropy = super::model::round3(entropy);
 
@@ -376,9 +516,18 @@ impl KeyState {
             f.ttl_max = f.ttl_max.max(r.ttl);
             f.answer_size_max = f.answer_size_max.max(u32::from(r.size));
             size_sum += u32::from(r.size);
+            returned += r.handed_out();
+            f.later_answers += u32::from(r.returns);
+            f.returning_answers += u32::from(r.returns);
             if !r.first {
                 new += u32::from(r.new);
-                returned += u32::from(r.size);
+                f.later_answers += 1;
+                if r.new >= r.size {
+                    f.fresh_answers += 1;
+                }
+                if r.new_networks > 0 {
+                    f.network_arrivals += 1;
+                }
             }
             f.answer_networks_max = f.answer_networks_max.max(u32::from(r.networks));
             if r.size >= 2 {
@@ -416,6 +565,9 @@ impl KeyState {
                     }
                 }
                 f.glue_ips_max = f.glue_ips_max.max(n);
+                if n > u32::from(h.glue_set_max) {
+                    f.rotating_ns_hosts += 1;
+                }
                 f.glue_networks_max = f.glue_networks_max.max(gnets.count_distinct());
             }
             f.ns_churn = f.ns_hosts.saturating_sub(u32::from(t.max_set));
@@ -478,8 +630,30 @@ impl<T: Copy + Default + Ord> Scratch<T> {
     }
 }
 
-/// (distinct values, entropy / log(n)) of a sorted list; 0 entropy for fewer than two items.
-fn normalised_entropy(sorted: &[u32]) -> (u32, f64) {
+/// Seconds an answer stays valid, as stored (18 hours at most: beyond that it is long-lived
+/// either way).
+fn valid_for(secs: u32) -> u16 {
+    u16::try_from(secs).unwrap_or(u16::MAX)
+}
+
+/// (distinct values, values that occur once) of a sorted list.
+fn distinct_and_lone(sorted: &[u32]) -> (u32, u32) {
+    let (mut distinct, mut lone, mut run) = (0u32, 0u32, 0u32);
+    for (i, v) in sorted.iter().enumerate() {
+        run += 1;
+        if sorted.get(i + 1) != Some(v) {
+            distinct += 1;
+            if run == 1 {
+                lone += 1;
+            }
+            run = 0;
+        }
+    }
+    (distinct, lone)
+}
+
+/// (distinct values, entropy / log(n)) of sorted values; 0 entropy for fewer than two items.
+fn normalised_entropy(sorted: impl ExactSizeIterator<Item = u32>) -> (u32, f64) {
     let n = sorted.len();
     if n == 0 {
         return (0, 0.0);
@@ -487,9 +661,10 @@ fn normalised_entropy(sorted: &[u32]) -> (u32, f64) {
     let mut h = 0.0;
     let mut distinct = 0u32;
     let mut run = 0usize;
-    for (i, v) in sorted.iter().enumerate() {
+    let mut sorted = sorted.peekable();
+    while let Some(v) = sorted.next() {
         run += 1;
-        if sorted.get(i + 1) != Some(v) {
+        if sorted.peek() != Some(&v) {
             let p = run as f64 / n as f64;
             h -= p * p.ln();
             distinct += 1;
@@ -503,22 +678,42 @@ fn normalised_entropy(sorted: &[u32]) -> (u32, f64) {
     }
 }
 
-/// Order-independent hash of an answer's address set.
+/// Order-independent hash of an answer's address set. Answers are matched against the whole
+/// history by it, so each address is mixed thoroughly (FNV alone let sets of similar addresses
+/// collide).
 fn rrset_hash(addrs: &[AddrInfo]) -> u32 {
-    let mut h = 0u32;
+    let mut h = 0u64;
     for a in addrs {
         // Sum of per-address hashes: the same set in any order hashes the same.
-        h = h.wrapping_add(fnv32(&a.ip));
+        let v = u128::from_le_bytes(a.ip);
+        h = h.wrapping_add(mix64((v as u64) ^ mix64((v >> 64) as u64)));
     }
-    h ^ u32::try_from(addrs.len()).unwrap_or(u32::MAX)
+    let h = mix64(h ^ addrs.len() as u64);
+    (h ^ (h >> 32)) as u32
+}
+
+/// The splitmix64 finaliser.
+fn mix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 /// The address's four 32-bit words folded: cheap, and exact for IPv4 (the mapped prefix is
 /// constant), which is most of what keys hold.
 fn fingerprint(ip: &[u8; 16]) -> u32 {
     let v = u128::from_le_bytes(*ip);
-    (v as u32) ^ ((v >> 32) as u32) ^ ((v >> 64) as u32) ^ ((v >> 96) as u32)
+    ((v as u32) ^ ((v >> 32) as u32) ^ ((v >> 64) as u32) ^ ((v >> 96) as u32)) & FP_MASK
 }
+
+/// The fingerprint bits of an `ip_fps` word; the top two remember what the shared-bot table
+/// said about the address (see [`KeyState::shared_bots`]).
+const FP_MASK: u32 = 0x3fff_ffff;
+/// Another flux domain's bot.
+const FP_OTHER_BOT: u32 = 1 << 31;
+/// A bot this key's own domain showed.
+const FP_OWN_BOT: u32 = 1 << 30;
 
 pub fn fnv32(bytes: &[u8]) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
@@ -566,6 +761,35 @@ mod tests {
         assert_eq!(f.mixed_answers, 1.0);
         assert_eq!(f.fluxiness, 1.5);
         assert_eq!(f.prefix_entropy, 1.0);
+    }
+
+    #[test]
+    fn cache_re_shows_are_not_rotation_but_returns_after_expiry_are() {
+        let mut k = KeyState::new(0);
+        let (x, y) = ([a(1, 1, b"US")], [a(2, 2, b"DE")]);
+        assert!(k.add_answer(0, 300, &x));
+        // Two names of one domain answering in turn from their caches: one new answer.
+        assert!(k.add_answer(10, 300, &y));
+        assert!(!k.add_answer(20, 290, &x), "x is still cached");
+        assert!(!k.add_answer(30, 280, &y));
+        let f = k.features(30, WINDOWS[0]);
+        assert_eq!((f.rrsets, f.later_answers, f.returning_answers), (2, 1, 0));
+        assert_eq!(f.ip_growth, 1.0, "alternation does not dilute growth");
+        assert_eq!(f.fresh_answers, 1);
+        assert_eq!(f.network_arrivals, 1);
+        // x expired at 300 and the authority hands it out again: a return, no new address.
+        assert!(k.add_answer(320, 300, &x));
+        let f = k.features(320, WINDOWS[0]);
+        assert_eq!((f.rrsets, f.later_answers, f.returning_answers), (2, 2, 1));
+        assert_eq!(f.ip_growth, 0.5);
+        assert!(!k.busy());
+    }
+
+    #[test]
+    fn per_key_records_stay_small() {
+        // A million keys hold these: the answer history entry and the key state itself.
+        assert_eq!(size_of::<Rrset>(), 20);
+        assert!(size_of::<KeyState>() <= 136, "{}", size_of::<KeyState>());
     }
 
     #[test]
@@ -621,9 +845,50 @@ mod tests {
     }
 
     #[test]
+    fn lone_blocks_are_counted() {
+        assert_eq!(distinct_and_lone(&[]), (0, 0));
+        assert_eq!(distinct_and_lone(&[1, 1, 2, 3, 3, 3, 4]), (4, 2));
+        let farm = |last: u8, c: u8| AddrInfo {
+            ip: AddrInfo::ip_bytes(IpAddr::from([192, 0, c, last])),
+            ..AddrInfo::default()
+        };
+        let mut k = KeyState::new(0);
+        k.add_answer(0, 60, &[farm(1, 2), farm(2, 2), farm(3, 7)]);
+        let f = k.features(0, WINDOWS[0]);
+        assert_eq!((f.distinct_subnets, f.lone_subnets), (2, 1));
+        assert_eq!(f.distinct_prefixes, 1, "one /16");
+        for a in [farm(1, 2), farm(9, 255)] {
+            assert_eq!(AddrInfo::prefix_of_subnet(a.subnet()), a.prefix());
+        }
+        let v6 = AddrInfo {
+            ip: AddrInfo::ip_bytes("2001:db8::1".parse().unwrap()),
+            ..AddrInfo::default()
+        };
+        assert_eq!(AddrInfo::prefix_of_subnet(v6.subnet()), v6.prefix());
+    }
+
+    #[test]
+    fn answer_hashes_tell_similar_sets_apart() {
+        let set = |p: u8| {
+            [20u8, 30].map(|o| AddrInfo {
+                ip: AddrInfo::ip_bytes(IpAddr::from([o, p, p, 9])),
+                ..AddrInfo::default()
+            })
+        };
+        let mut seen = std::collections::HashSet::new();
+        for p in 0..=255u8 {
+            assert!(seen.insert(rrset_hash(&set(p))), "collision at {p}");
+        }
+        let mut x = set(1);
+        let h = rrset_hash(&x);
+        x.reverse();
+        assert_eq!(rrset_hash(&x), h, "order does not matter");
+    }
+
+    #[test]
     fn entropy_is_normalised() {
-        assert_eq!(normalised_entropy(&[1, 1, 1, 1]), (1, 0.0));
-        let (d, h) = normalised_entropy(&[1, 2, 3, 4]);
+        assert_eq!(normalised_entropy([1, 1, 1, 1].into_iter()), (1, 0.0));
+        let (d, h) = normalised_entropy([1, 2, 3, 4].into_iter());
         assert_eq!(d, 4);
         assert!((h - 1.0).abs() < 1e-9);
     }

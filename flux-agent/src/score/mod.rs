@@ -200,6 +200,11 @@ impl Scorer {
         Some(verdict(&name, &st, now, previous, scored, &self.allowlist))
     }
 
+    /// A tracked key's state (for tools that inspect the windows, such as evaluation traces).
+    pub fn state_of(&self, name: &str) -> Option<&KeyState> {
+        self.keys.peek(&self.id(name)).map(|t| &t.st)
+    }
+
     /// The current level of a tracked key (no re-score; what the last verdict said).
     pub fn level_of(&self, name: &str) -> Option<Level> {
         self.keys.peek(&self.id(name)).map(|t| t.st.level)
@@ -308,6 +313,9 @@ impl Scorer {
         let mut touched = std::mem::take(&mut self.touched);
         touched.clear();
         let final_name = chain.last().copied().unwrap_or("");
+        // A registered domain gets one answer per response: the union of what its names (and
+        // name servers) resolved to in it. Names answering side by side are not rotation.
+        let mut domains: SmallVec<[DomainAnswer; 2]> = SmallVec::new();
         for (owner, ttl, addrs) in &groups {
             let chain_here: &[&str] = if *owner == final_name { &chain } else { &[] };
             self.feed(
@@ -322,7 +330,7 @@ impl Scorer {
             if let Some(rd) = registered_domain(owner)
                 && rd != *owner
             {
-                self.feed(rd, ROLE_DOMAIN, now, *ttl, addrs, chain_here, &mut touched);
+                merge_domain(&mut domains, rd, *ttl, addrs, *owner == final_name);
             }
         }
         for (zone, hosts) in &zones {
@@ -351,10 +359,14 @@ impl Scorer {
                         && rd != *host
                         && rd != zone_key
                     {
-                        self.feed(rd, ROLE_DOMAIN, now, ttl, &glue, &[], &mut touched);
+                        merge_domain(&mut domains, rd, ttl, &glue, false);
                     }
                 }
             }
+        }
+        for (rd, ttl, addrs, chained) in &domains {
+            let chain_here: &[&str] = if *chained { &chain } else { &[] };
+            self.feed(rd, ROLE_DOMAIN, now, *ttl, addrs, chain_here, &mut touched);
         }
         for id in &touched {
             let hits = self.cfg.track_baselines.then_some(&mut self.baseline_hits);
@@ -362,7 +374,8 @@ impl Scorer {
                 && let Some(v) = evaluate(name, st, now, &self.allowlist, &self.flux_ips, hits)
             {
                 self.stats.verdicts += 1;
-                if v.level == Level::Flux && !v.allowlisted {
+                st.shares_bots = v.level == Level::Flux && !v.allowlisted;
+                if st.shares_bots {
                     let owner = domain_id(name);
                     for a in st.addresses(now, WINDOWS[0].0) {
                         self.flux_ips.insert(a.ip, owner);
@@ -399,6 +412,14 @@ impl Scorer {
         st.set_chain(chain);
         let since = now.saturating_sub(st.last_eval);
         let changed = st.add_answer(now, ttl, addrs);
+        if changed && st.shares_bots {
+            // A flux key's new bots join the shared-bot table as they appear, not only those
+            // it had when it was judged.
+            let owner = domain_id(name);
+            for a in addrs {
+                self.flux_ips.insert(a.ip, owner);
+            }
+        }
         // Re-score on a new answer (for busy keys at most every MIN_RESCORE s), and now and then
         // regardless so windows slide for keys whose answer never changes.
         if is_new
@@ -478,6 +499,31 @@ fn key_mut<'a>(
     (st, created)
 }
 
+/// One response's answer for a registered-domain key: (domain, TTL, addresses, whether the CNAME
+/// chain of the response led to it).
+type DomainAnswer<'a> = (&'a str, u32, Addrs, bool);
+
+fn merge_domain<'a>(
+    domains: &mut SmallVec<[DomainAnswer<'a>; 2]>,
+    rd: &'a str,
+    ttl: u32,
+    addrs: &[AddrInfo],
+    chained: bool,
+) {
+    match domains.iter_mut().find(|d| d.0 == rd) {
+        Some(d) => {
+            d.1 = d.1.max(ttl);
+            d.3 |= chained;
+            for a in addrs {
+                if !d.2.iter().any(|b| b.ip == a.ip) {
+                    d.2.push(*a);
+                }
+            }
+        }
+        None => domains.push((rd, ttl, addrs.iter().copied().collect(), chained)),
+    }
+}
+
 fn push_unique(v: &mut Vec<u64>, id: u64) {
     if !v.contains(&id) {
         v.push(id);
@@ -518,19 +564,11 @@ fn rescore(
     let mut baselines = Baselines::default();
     let young = now.saturating_sub(st.first_seen) < WINDOWS[0].0;
     // Only other domains' bots count: a key's own flagged addresses prove nothing new.
-    let mut shared = [0u32; WINDOWS.len()];
-    if !flux_ips.is_empty() {
-        let own = domain_id(name);
-        for (a, last) in st.addresses_seen() {
-            if flux_ips.owner(&a.ip).is_some_and(|d| d != own) {
-                for (i, w) in WINDOWS.iter().enumerate() {
-                    if last >= now.saturating_sub(w.0) {
-                        shared[i] += 1;
-                    }
-                }
-            }
-        }
-    }
+    let shared = if flux_ips.is_empty() {
+        [0; WINDOWS.len()]
+    } else {
+        st.shared_bots(now, flux_ips, domain_id(name))
+    };
     for (i, w) in WINDOWS.into_iter().enumerate() {
         if i > 0 && young {
             // Every window holds the same observations: the first one said it all.

@@ -14,22 +14,31 @@
 //!
 //! - **networks**: the addresses belong to many unrelated organisations (CDNs, cloud load
 //!   balancers and round robin stay inside one or two);
-//! - **rotation_across_networks**: *new* addresses keep arriving *and* they span organisations.
-//!   This is the single strongest term: a CDN rotates inside its own network, a multi-CDN site
-//!   alternates between a fixed few PoPs and stops producing new addresses;
+//! - **rotation_across_networks**: *new* addresses keep arriving *and* they span organisations
+//!   (many of them, or scattered machines each alone in its /24 across a few, or nearly one
+//!   organisation per address). This is the single strongest term: a CDN rotates inside its
+//!   own network, a multi-CDN site alternates between a fixed few PoPs and stops producing new
+//!   addresses, a server farm sits in a few blocks;
+//! - **new_networks**: answer after answer brings an organisation the key never used, with a
+//!   low TTL (slow rotation: one new bot per TTL);
 //! - **mixed_answers**: one answer mixes organisations (flux bots are picked from the whole pool;
 //!   a CDN answers from one PoP);
 //! - **countries**, **prefix_diversity**, **fluxiness**, **low_ttl**: supporting evidence;
 //! - **rotating_glue**: the name servers' own addresses rotate (double flux);
 //! - **shared_flux_addresses**: the key resolves to addresses that keys already judged flux
-//!   resolved to: one botnet serves many domains, so its bots are the network's fingerprint.
+//!   resolved to: one botnet serves many domains, so its bots are the network's fingerprint
+//!   (weighed by their share of the key's addresses, so one coincidence in a big pool is not).
 //!
 //! Levels have hysteresis: a key enters `suspicious` at [`SUSPICIOUS_ENTER`] and `flux` at
 //! [`FLUX_ENTER`], and leaves them only below [`SUSPICIOUS_EXIT`] / [`FLUX_EXIT`]. A key needs
-//! [`MIN_RRSETS_FOR_FLUX`] distinct answers (proof that it rotates at all) before it can be flux.
+//! [`MIN_RRSETS_FOR_FLUX`] distinct answers (proof that it rotates at all) before it can be flux,
+//! unless one answer spans [`ONE_ANSWER_FLUX_NETWORKS`] organisations or its name servers' glue
+//! rotated.
 //!
-//! The weights were set by hand from the scenario classes and checked with `cargo xtask eval`
-//! (docs/scoring.md has the calibration table: the observed flux rate per score bin).
+//! The weights were set by hand from the scenario classes and the 2009 data and checked with
+//! `cargo xtask eval`, other generator seeds (`flux-eval --scenarios-only 40 SEED`) and the
+//! per-key feature traces of `flux-trace` (docs/scoring.md has the calibration: the observed
+//! flux rate per score bin).
 
 use serde::Serialize;
 
@@ -47,8 +56,16 @@ pub const WEIGHTS: &[(Term, f64)] = &[
     (Term::Fluxiness, 1.0),
     (Term::LowTtl, 1.0),
     (Term::RotatingGlue, 3.0),
-    (Term::SharedFluxAddresses, 5.0),
+    (Term::SharedFluxAddresses, 6.0),
+    (Term::NewNetworks, 3.0),
 ];
+
+/// Answers (the first included, returns of expired ones counted) over which address growth
+/// counts fully as rotation; fewer count in proportion.
+pub const STEADY_ANSWERS: f64 = 4.0;
+
+/// Share of a key's addresses known as other flux domains' bots at which that evidence is full.
+pub const SHARED_FULL_SHARE: f64 = 0.25;
 
 /// A key enters `suspicious` at this score...
 pub const SUSPICIOUS_ENTER: f64 = 0.5;
@@ -91,6 +108,7 @@ pub enum Term {
     LowTtl,
     RotatingGlue,
     SharedFluxAddresses,
+    NewNetworks,
 }
 
 impl Term {
@@ -105,6 +123,7 @@ impl Term {
             Term::LowTtl => "low_ttl",
             Term::RotatingGlue => "rotating_glue",
             Term::SharedFluxAddresses => "shared_flux_addresses",
+            Term::NewNetworks => "new_networks",
         }
     }
 }
@@ -114,17 +133,27 @@ fn ramp(x: f64, lo: f64, hi: f64) -> f64 {
 }
 
 /// Each term's value in [0, 1] for a window's features.
-pub fn terms(f: &Features) -> [(Term, f64); 9] {
+pub fn terms(f: &Features) -> [(Term, f64); 10] {
+    let orgs = f64::from(f.distinct_networks);
     // Organisations: 1 is normal, 2 common (multi-CDN, ISP caches), 4+ is a pool of strangers.
-    let networks = ramp(f64::from(f.distinct_networks), 1.0, 4.0);
-    // Two or three organisations over many prefixes (a few hosting providers renting out
-    // addresses all over) spread like four: round robin stays on a handful of prefixes.
-    let spread = networks.max(
-        ramp(f64::from(f.distinct_networks), 1.0, 3.0)
-            * ramp(f64::from(f.distinct_prefixes), 6.0, 10.0),
-    );
+    let networks = ramp(orgs, 1.0, 4.0);
+    // Two or three organisations spread like four when their addresses are scattered machines,
+    // each alone in its /24 (a flux operator renting servers all over a few hosting
+    // providers): a farm or a CDN PoP numbers its servers inside one or two blocks.
+    let scattered = ramp(orgs, 1.0, 2.0) * ramp(f64::from(f.lone_subnets), 4.0, 8.0);
+    // Or nearly every address is in another organisation: three organisations in three or four
+    // addresses (one address per answer, a slow rotation) are as foreign as four.
+    let strangers = if f.distinct_ips > 0 {
+        ramp(orgs, 1.0, 3.0) * ramp(orgs / f64::from(f.distinct_ips), 0.4, 0.8)
+    } else {
+        0.0
+    };
+    let spread = networks.max(scattered).max(strangers);
     // The set keeps changing: new addresses arrive, or far more addresses than one answer holds.
-    let rotation = f.ip_growth.clamp(0.0, 1.0).max(ramp(f.fluxiness, 2.0, 8.0));
+    // Growth is steady only over several answers: one new answer can be a one-off change.
+    let steady = ramp(f64::from(f.later_answers) + 1.0, 0.0, STEADY_ANSWERS);
+    let rotation = (f.ip_growth.clamp(0.0, 1.0) * steady).max(ramp(f.fluxiness, 2.0, 8.0));
+    let low_ttl = 1.0 - ramp(f64::from(f.ttl_max), 300.0, 1800.0);
     // Do the networks meet inside one answer? A CDN answers from one PoP and alternates between
     // networks over time; bots come from the whole pool at once. Single-address answers cannot
     // tell, so they count fully and rotation has to carry them.
@@ -146,16 +175,28 @@ pub fn terms(f: &Features) -> [(Term, f64); 9] {
             f.prefix_entropy * ramp(f64::from(f.distinct_prefixes), 4.0, 24.0),
         ),
         (Term::Fluxiness, ramp(f.fluxiness, 2.0, 8.0)),
-        (
-            Term::LowTtl,
-            1.0 - ramp(f64::from(f.ttl_max), 300.0, 1800.0),
-        ),
+        (Term::LowTtl, low_ttl),
         (Term::RotatingGlue, glue_term(f)),
+        (Term::SharedFluxAddresses, shared_bots(f)),
+        // Answer after answer brings an organisation the key never used, with a TTL short
+        // enough to rotate. PoP switches of a CDN bring new organisations too, but from one
+        // PoP at a time (unmixed answers), so mixing weighs it as it weighs rotation.
         (
-            Term::SharedFluxAddresses,
-            ramp(f64::from(f.shared_flux_ips), 0.0, 1.0),
+            Term::NewNetworks,
+            ramp(f64::from(f.network_arrivals), 1.0, 3.0) * low_ttl * mixing,
         ),
     ]
+}
+
+/// Known bots among the key's addresses: full once they are [`SHARED_FULL_SHARE`] of them. A
+/// large legitimate pool that holds one address a flux domain also used (shared hosting, a
+/// reassigned address) is not a botnet's domain; a domain whose addresses are bots is.
+pub fn shared_bots(f: &Features) -> f64 {
+    if f.distinct_ips == 0 {
+        return 0.0;
+    }
+    let share = f64::from(f.shared_flux_ips) / f64::from(f.distinct_ips);
+    ramp(share, 0.0, SHARED_FULL_SHARE)
 }
 
 /// Double flux: some NS host's glue has many addresses in several organisations.
@@ -240,8 +281,9 @@ impl std::fmt::Display for Level {
 
 /// The next level from the current one, with hysteresis.
 pub fn next_level(current: Level, score: f64, f: &Features) -> Level {
-    let can_flux =
-        f.rrsets >= MIN_RRSETS_FOR_FLUX || f.answer_networks_max >= ONE_ANSWER_FLUX_NETWORKS;
+    let can_flux = f.rrsets >= MIN_RRSETS_FOR_FLUX
+        || f.answer_networks_max >= ONE_ANSWER_FLUX_NETWORKS
+        || f.rotating_ns_hosts > 0;
     match current {
         Level::Flux if score >= FLUX_EXIT => Level::Flux,
         Level::Flux | Level::Suspicious if score >= SUSPICIOUS_EXIT => {
@@ -291,6 +333,16 @@ mod tests {
             "unless it is a pool of strangers"
         );
         assert_eq!(next_level(Benign, 0.95, &f(2, 1)), Flux);
+        let glue = Features {
+            rrsets: 1,
+            rotating_ns_hosts: 1,
+            ..Features::default()
+        };
+        assert_eq!(
+            next_level(Benign, 0.95, &glue),
+            Flux,
+            "or its name servers' glue rotates"
+        );
         assert_eq!(
             next_level(Flux, 0.75, &f(5, 1)),
             Flux,

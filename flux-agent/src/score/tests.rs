@@ -203,6 +203,81 @@ fn rotating_glue_is_double_flux() {
 }
 
 #[test]
+fn bots_a_flux_key_shows_after_it_was_judged_are_shared() {
+    let mut s = scorer();
+    let mut out = Vec::new();
+    for round in 0..8u32 {
+        s.observe(
+            at(round * 180),
+            &response(
+                "www.first.test",
+                a_records("www.first.test", 180, &flux_answer(round)),
+            ),
+            &mut out,
+        );
+    }
+    let flagged = out
+        .iter()
+        .find(|v| v.domain == "www.first.test" && v.level == Level::Flux)
+        .expect("first domain flagged");
+    // The last round's bots appeared well after the verdict.
+    assert!(flagged.ts < at(7 * 180));
+    let late = flux_answer(7);
+    for i in 0..2u32 {
+        s.observe(
+            at(8 * 180 + i * 60),
+            &response(
+                "other.test",
+                a_records("other.test", 180, &late[i as usize..]),
+            ),
+            &mut out,
+        );
+    }
+    let v = s.explain("other.test", at(8 * 180 + 60)).unwrap();
+    assert_eq!(v.features.shared_flux_ips, 5, "{:?}", v.features);
+    // Judged flux on those bots, it stays flux: taking them over would erase its evidence.
+    assert_eq!(v.level, Level::Flux);
+    assert_eq!(
+        out.iter().filter(|v| v.domain == "other.test").count(),
+        1,
+        "{out:#?}"
+    );
+}
+
+#[test]
+fn a_zone_whose_answer_never_changes_is_flux_when_its_glue_rotates() {
+    let mut s = scorer();
+    let mut out = Vec::new();
+    // A flux network is known first: its bots are in the shared table.
+    for round in 0..4u32 {
+        s.observe(
+            at(round * 180),
+            &response(
+                "known.test",
+                a_records("known.test", 180, &flux_answer(round)),
+            ),
+            &mut out,
+        );
+    }
+    // The zone answers the same three bots every time; only its name servers' glue rotates.
+    let fixed: Vec<String> = flux_answer(0).into_iter().take(3).collect();
+    for round in 0..6u32 {
+        let mut msg = response("stuck.test", a_records("stuck.test", 180, &fixed));
+        msg.authority = vec![rec("stuck.test", 2, 86_400, "ns1.glue.test")];
+        msg.additional = vec![rec("ns1.glue.test", 1, 180, &flux_answer(round + 30)[0])];
+        s.observe(at(1000 + round * 180), &msg, &mut out);
+    }
+    let v = s.explain("stuck.test", at(1000 + 5 * 180)).unwrap();
+    assert_eq!(v.features.rrsets, 1, "one answer: {:?}", v.features);
+    assert_eq!(v.features.rotating_ns_hosts, 1);
+    assert!(
+        out.iter()
+            .any(|v| v.domain == "stuck.test" && v.level == Level::Flux),
+        "{out:#?}"
+    );
+}
+
+#[test]
 fn allowlisted_flux_is_reported_and_marked() {
     let mut s = scorer();
     let mut out = Vec::new();
@@ -308,5 +383,147 @@ fn org_ids_merge_one_companys_asns() {
     assert_eq!(
         registered_domain("a.b.example.co.uk"),
         Some("example.co.uk")
+    );
+}
+
+/// A scorer with a small ASN database: 20/8, 30/8, ... 90/8 are eight organisations.
+fn scorer_with_orgs(tag: &str) -> Scorer {
+    let dir = std::env::temp_dir().join(format!("flux-score-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("asn.csv");
+    let csv: String = (0..8u32)
+        .map(|i| {
+            let o = 20 + i * 10;
+            format!("{o}.0.0.0,{o}.255.255.255,{},Org{i} Networks\n", 64_500 + i)
+        })
+        .collect();
+    std::fs::write(&path, csv).unwrap();
+    let enricher = Enricher::load(&[path], &[]).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(enricher.has_asn());
+    Scorer::new(
+        ScorerConfig::default(),
+        Arc::new(enricher),
+        Arc::new(Allowlist::builtin()),
+    )
+}
+
+/// Replays a name that the authority answers with `answer(period)` for each `ttl` period, as a
+/// caching resolver shows it to a client asking every minute (the TTL counting down). Returns
+/// when the name's key first reached `flux`, if it did.
+fn replay_periods(
+    s: &mut Scorer,
+    name: &str,
+    ttl: u32,
+    periods: u32,
+    answer: impl Fn(u32) -> Vec<String>,
+) -> Option<SystemTime> {
+    let mut out = Vec::new();
+    let mut first_flux = None;
+    for t in (0..periods * ttl).step_by(60) {
+        let left = ttl - t % ttl;
+        s.observe(
+            at(t),
+            &response(name, a_records(name, left, &answer(t / ttl))),
+            &mut out,
+        );
+        if first_flux.is_none()
+            && let Some(v) = out
+                .iter()
+                .find(|v| v.domain == name && v.level == Level::Flux)
+        {
+            first_flux = Some(v.ts);
+        }
+    }
+    first_flux
+}
+
+#[test]
+fn slow_rotation_one_address_per_ttl_is_flux_by_the_fourth_address() {
+    // One address per five-minute TTL, each from the next organisation, never coming back.
+    let slow = |p: u32| vec![format!("{}.{p}.{p}.7", 20 + (p % 8) * 10)];
+    let mut s = scorer_with_orgs("slow");
+    let at_flux = replay_periods(&mut s, "slow.test", 300, 12, slow).expect("flux");
+    // Three addresses in three organisations are not enough (a site on three providers can show
+    // that); the fourth, still new and in a fourth organisation, is.
+    assert!(at_flux >= at(3 * 300), "{at_flux:?}");
+    assert!(at_flux < at(4 * 300), "{at_flux:?}");
+}
+
+#[test]
+fn the_same_rotation_inside_one_organisation_stays_benign() {
+    // A CDN or cloud frontend: one new address per TTL, over many /16s, but one organisation.
+    let cdn = |p: u32| vec![format!("20.{p}.{p}.7")];
+    let mut s = scorer_with_orgs("cdn-shape");
+    assert_eq!(replay_periods(&mut s, "front.test", 300, 72, cdn), None);
+}
+
+#[test]
+fn three_providers_in_turn_stay_benign() {
+    // A site served from three providers, one address each, alternating: the addresses come
+    // back, so the rotation stops counting.
+    let providers = |p: u32| vec![format!("{}.1.1.7", 20 + (p % 3) * 10)];
+    let mut s = scorer_with_orgs("providers");
+    assert_eq!(
+        replay_periods(&mut s, "multi.test", 60, 240, providers),
+        None
+    );
+}
+
+#[test]
+fn hosting_flux_over_two_providers_is_flux_within_four_ttls() {
+    // Two hosting providers; every answer two servers, one from each, each alone in its /24.
+    let hosting = |p: u32| vec![format!("20.{p}.{p}.9"), format!("30.{p}.{p}.9")];
+    let mut s = scorer_with_orgs("hosting");
+    let at_flux = replay_periods(&mut s, "rented.test", 180, 20, hosting).expect("flux");
+    assert!(at_flux < at(4 * 180), "{at_flux:?}");
+}
+
+#[test]
+fn a_server_farm_of_the_same_shape_stays_benign() {
+    // The same two providers, answers and TTL, but the servers sit three to a /24 (four blocks
+    // per provider) and the rotation cycles through them.
+    let farm = |p: u32| {
+        let i = p % 12;
+        let host = |o: u32| format!("{o}.1.{}.{}", i / 3, i % 3 + 1);
+        vec![host(20), host(30)]
+    };
+    let mut s = scorer_with_orgs("farm");
+    assert_eq!(replay_periods(&mut s, "farm.test", 180, 60, farm), None);
+}
+
+#[test]
+fn one_known_bot_in_a_large_pool_is_not_enough() {
+    let mut s = scorer();
+    let mut out = Vec::new();
+    for round in 0..4u32 {
+        s.observe(
+            at(round * 180),
+            &response(
+                "known.test",
+                a_records("known.test", 180, &flux_answer(round)),
+            ),
+            &mut out,
+        );
+    }
+    // A server farm of twelve addresses in two /16s, one of which a flux domain also used (a
+    // shared or reassigned address), answering two halves in turn.
+    let bot = flux_answer(0)[0].clone();
+    let mut farm: Vec<String> = (0..11).map(|i| format!("198.51.{}.{i}", i % 2)).collect();
+    farm.push(bot);
+    for i in 0..20u32 {
+        let half = if i % 2 == 0 { &farm[..6] } else { &farm[6..] };
+        s.observe(
+            at(1000 + i * 300),
+            &response("farm.test", a_records("farm.test", 300, half)),
+            &mut out,
+        );
+    }
+    let v = s.explain("farm.test", at(1000 + 19 * 300)).unwrap();
+    assert_eq!(v.features.shared_flux_ips, 1);
+    assert!(
+        !out.iter()
+            .any(|v| v.domain == "farm.test" && v.level == Level::Flux),
+        "{v}"
     );
 }

@@ -83,11 +83,17 @@ fn run() -> anyhow::Result<()> {
     let out = workspace().join("target/eval");
     fs::create_dir_all(&out)?;
     let sets = if args.first().is_some_and(|a| a == "--scenarios-only") {
+        // `--scenarios-only [PER_CLASS [SEED]]`: other seeds check that the model is not tuned
+        // to one draw of the generator.
         let cfg = GenConfig {
             per_class: args
                 .get(1)
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(GenConfig::default().per_class),
+            seed: args
+                .get(2)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(GenConfig::default().seed),
             ..GenConfig::default()
         };
         vec![scenario_dataset(

@@ -592,6 +592,9 @@ pub const NET_MIN_SLASH16: usize = 5;
 pub const NET_MAX_ADDRS_PER_SLASH16: f64 = 2.0;
 /// ...and no A TTL above this.
 pub const MAX_FLUX_TTL: u32 = 1800;
+/// A member of a flux network is flux when its own answers show at least this many distinct A
+/// addresses; with fewer it showed no rotation itself (see [`label`]).
+pub const MEMBER_MIN_ADDRS: usize = 2;
 /// Double flux: an NS host whose glue shows at least this many distinct addresses in as many
 /// distinct /16 prefixes.
 pub const NS_MIN_ADDRS: usize = 5;
@@ -618,10 +621,15 @@ fn slash16(a: Ipv4Addr) -> u16 {
 ///   shows at least [`NET_MIN_ADDRS`] distinct A addresses in at least [`NET_MIN_SLASH16`]
 ///   distinct /16 prefixes, at most [`NET_MAX_ADDRS_PER_SLASH16`] addresses per /16 on average
 ///   (bots are scattered, a CDN or a hosting farm is not), and no A TTL above
-///   [`MAX_FLUX_TTL`] s. Each member whose own A TTLs are all at most [`MAX_FLUX_TTL`] is
-///   flux. A single domain with that evidence on its own is a group of one. Linking matters:
-///   most flux domains were looked up a few times within one TTL and show only one answer of
-///   8 bots, but they share those bots with the rest of the network.
+///   [`MAX_FLUX_TTL`] s. Each member whose own A TTLs are all at most [`MAX_FLUX_TTL`] and
+///   whose own answers show at least [`MEMBER_MIN_ADDRS`] distinct addresses is flux. A
+///   single domain with that evidence on its own is a group of one. Linking matters: most
+///   flux domains were looked up a few times within one TTL and show only one answer of 8
+///   bots, but they share those bots with the rest of the network.
+/// - **`flux-2009-single`** (Unknown): a member of a flux network that showed one address in
+///   all its lookups (two Waledac-style domains, TTL 0, each looked up once). It shares that
+///   address with the network, but its own data shows no rotation: nothing about the name
+///   itself says flux, and no detector that needs two answers can see it.
 /// - **`double-flux-2009`** (Flux): an NS host whose glue (additional-section A records) shows
 ///   at least [`NS_MIN_ADDRS`] distinct addresses in at least as many /16 prefixes over the
 ///   file is a flux name server (`ns1-4.frubjnfew.com`, `ns3/ns4.cisunday.com`, ... show 11-39
@@ -714,6 +722,7 @@ pub fn label(sets: &[(Origin, &[DigLookup])]) -> Labelling {
         }
     }
     let mut flux: HashSet<String> = HashSet::new();
+    let mut single: HashSet<String> = HashSet::new();
     let mut networks = Vec::new();
     for members in groups.values() {
         let addrs: BTreeSet<Ipv4Addr> = members
@@ -731,9 +740,20 @@ pub fn label(sets: &[(Origin, &[DigLookup])]) -> Labelling {
             && addrs.len() as f64 <= NET_MAX_ADDRS_PER_SLASH16 * s16.len() as f64
             && max_ttl <= MAX_FLUX_TTL
         {
-            let mut doms: Vec<String> = members
+            let low_ttl: Vec<usize> = members
                 .iter()
-                .filter(|&&i| ev[names[i]].max_ttl <= MAX_FLUX_TTL)
+                .copied()
+                .filter(|&i| ev[names[i]].max_ttl <= MAX_FLUX_TTL)
+                .collect();
+            single.extend(
+                low_ttl
+                    .iter()
+                    .filter(|&&i| ev[names[i]].addrs.len() < MEMBER_MIN_ADDRS)
+                    .map(|&i| names[i].clone()),
+            );
+            let mut doms: Vec<String> = low_ttl
+                .iter()
+                .filter(|&&i| ev[names[i]].addrs.len() >= MEMBER_MIN_ADDRS)
                 .map(|&i| names[i].clone())
                 .collect();
             doms.sort();
@@ -774,6 +794,8 @@ pub fn label(sets: &[(Origin, &[DigLookup])]) -> Labelling {
             ("double-flux-2009", Truth::Flux)
         } else if flux.contains(d) {
             ("flux-2009", Truth::Flux)
+        } else if single.contains(d) {
+            ("flux-2009-single", Truth::Unknown)
         } else if ev
             .get(d)
             .is_some_and(|e| e.origins.contains(&Origin::Benign))
@@ -994,11 +1016,20 @@ mod tests {
             vec![
                 rec("x.bb.cn", 180, "CNAME", "bb.cn."),
                 rec("bb.cn", 180, "A", "10.0.1.1"),
+                rec("bb.cn", 180, "A", "11.1.1.1"),
             ],
             vec![rec("bb.cn", 86400, "NS", "ns1.nsflux.com.")],
             (0..5u8)
                 .map(|j| rec("ns1.nsflux.com", 100, "A", &format!("{}.9.9.9", 50 + j)))
                 .collect(),
+        ));
+        // Linked to the network by one shared bot, but one address in all its lookups.
+        ls.push(lookup(
+            ls.len(),
+            "q.cc.cn",
+            vec![rec("q.cc.cn", 0, "A", "12.2.1.1")],
+            vec![],
+            vec![],
         ));
         // CDN-like: many addresses in one /16.
         let a: Vec<DigRecord> = (0..12u8)
@@ -1015,6 +1046,7 @@ mod tests {
         assert_eq!(m["aa.cn"], "flux-2009");
         assert_eq!(m["bb.cn"], "double-flux-2009");
         assert_eq!(m["nsflux.com"], "double-flux-2009");
+        assert_eq!(m["cc.cn"], "flux-2009-single");
         assert_eq!(m["cdn.net"], "fluxor-nonflux");
         assert_eq!(m["example.com"], "benign-2009");
         assert_eq!(got.networks.len(), 1);
@@ -1054,6 +1086,9 @@ mod dataset_tests {
         assert_eq!(class("frubjnfew.com"), Some("double-flux-2009"));
         assert_eq!(class("cisunday.com"), Some("double-flux-2009"));
         assert_eq!(class("greatsalesgroup.com"), Some("flux-2009"));
+        // Looked up once, one address shared with the TTL-0 network: no rotation of its own.
+        assert_eq!(class("greatsvalentine.com"), Some("flux-2009-single"));
+        assert_eq!(class("lovelifeportal.com"), Some("flux-2009-single"));
         assert_eq!(class("yahoo.akadns.net"), Some("fluxor-nonflux"));
         assert!(
             labels
