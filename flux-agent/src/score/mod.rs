@@ -17,19 +17,18 @@
 pub mod features;
 pub mod model;
 pub mod shared;
+mod table;
 
 use std::{
     collections::HashMap,
-    num::NonZeroUsize,
     sync::Arc,
     time::{Duration, SystemTime},
 };
 
-use lru::LruCache;
 use serde::{Serialize, Serializer};
 use smallvec::{SmallVec, smallvec};
 
-use self::shared::FluxIps;
+use self::{shared::FluxIps, table::KeyTable};
 use crate::{allowlist::Allowlist, dns::DnsMessage, enrich::Enricher};
 pub use features::{AddrInfo, Features, KeyState, WINDOWS};
 pub use model::{Level, Reason};
@@ -124,7 +123,7 @@ pub struct Scorer {
     cfg: ScorerConfig,
     /// Keyed by [`Scorer::id`] of the name: a table probe then compares integers, not strings
     /// behind a pointer, which dominated profiles. The name lives in the entry for reports.
-    keys: LruCache<u64, Tracked, FastHash>,
+    keys: KeyTable<Tracked>,
     /// Seeded per scorer, so nobody can craft names that share an id with someone else's.
     ids: foldhash::quality::RandomState,
     enricher: Arc<Enricher>,
@@ -165,10 +164,9 @@ pub use shared::MAX_FLUX_IPS;
 
 impl Scorer {
     pub fn new(cfg: ScorerConfig, enricher: Arc<Enricher>, allowlist: Arc<Allowlist>) -> Self {
-        let cap = NonZeroUsize::new(cfg.max_keys.max(1)).unwrap_or(NonZeroUsize::MIN);
         Self {
+            keys: KeyTable::new(cfg.max_keys),
             cfg,
-            keys: LruCache::with_hasher(cap, FastHash::default()),
             ids: foldhash::quality::RandomState::default(),
             enricher,
             allowlist,
@@ -228,17 +226,18 @@ impl Scorer {
             .collect()
     }
 
-    /// Every tracked key with its state, most recently used first.
+    /// Every tracked key with its state, in no particular order.
     pub fn keys(&self) -> impl Iterator<Item = (&str, &KeyState)> {
-        self.keys.iter().map(|(_, t)| (&*t.name, &t.st))
+        self.keys.values().map(|t| (&*t.name, &t.st))
     }
 
     /// Heap and table bytes the scorer holds, estimated from its contents.
     pub fn memory_estimate(&self) -> usize {
-        let per_entry = size_of::<Tracked>() + size_of::<u64>() + 4 * size_of::<usize>();
+        // The slot (id, stamp, value) and its index entry (id, slot, control byte).
+        let per_entry = size_of::<Tracked>() + 2 * size_of::<u64>() + 13;
         self.keys
-            .iter()
-            .map(|(_, t)| per_entry + t.name.len() + t.st.heap_bytes())
+            .values()
+            .map(|t| per_entry + t.name.len() + t.st.heap_bytes())
             .sum()
     }
 
@@ -474,29 +473,23 @@ impl Scorer {
 /// The key's state, created if needed; and whether it was. One hash lookup on a hit. A free
 /// function over the two fields it needs, so callers can still read the allowlist meanwhile.
 fn key_mut<'a>(
-    keys: &'a mut LruCache<u64, Tracked, FastHash>,
+    keys: &'a mut KeyTable<Tracked>,
     stats: &mut ScorerStats,
     id: u64,
     name: &str,
     now: u32,
 ) -> (&'a mut KeyState, bool) {
-    let full = keys.len() >= keys.cap().get();
-    let mut created = false;
-    let t = keys.get_or_insert_mut(id, || {
-        created = true;
-        Tracked {
-            name: name.into(),
-            st: KeyState::new(now),
-        }
+    let (t, created, evicted) = keys.get_or_insert_with(id, || Tracked {
+        name: name.into(),
+        st: KeyState::new(now),
     });
-    let st = &mut t.st;
     if created {
         stats.keys_created += 1;
-        if full {
-            stats.keys_evicted += 1;
-        }
     }
-    (st, created)
+    if evicted {
+        stats.keys_evicted += 1;
+    }
+    (&mut t.st, created)
 }
 
 /// One response's answer for a registered-domain key: (domain, TTL, addresses, whether the CNAME
