@@ -473,41 +473,40 @@ impl KeyState {
             window: window.1,
             ..Features::default()
         };
-        // Stack scratch: this runs for every changed answer, and a key holds at most
+        // Stack tallies: this runs for every changed answer, and a key holds at most
         // MAX_IPS_PER_KEY addresses.
-        let (mut asns, mut nets, mut ccs, mut subnets) = (
-            Scratch::<u32>::new(),
-            Scratch::<u32>::new(),
-            Scratch::<[u8; 2]>::new(),
-            Scratch::<u32>::new(),
+        let (mut asns, mut nets, mut ccs, mut subnets, mut prefixes) = (
+            Tally::new(),
+            Tally::new(),
+            Tally::new(),
+            Tally::new(),
+            Tally::new(),
         );
         for e in self.ips.iter().filter(|e| e.last >= cutoff) {
             f.distinct_ips += 1;
             if e.addr.asn != 0 {
-                asns.push(e.addr.asn);
+                asns.add(e.addr.asn);
             }
             if e.addr.network != 0 {
-                nets.push(e.addr.network);
+                nets.add(e.addr.network);
             }
             if e.addr.country != [0, 0] {
-                ccs.push(e.addr.country);
+                ccs.add(u32::from(u16::from_be_bytes(e.addr.country)));
             }
-            subnets.push(e.addr.subnet());
+            let subnet = e.addr.subnet();
+            subnets.add(subnet);
+            prefixes.add(AddrInfo::prefix_of_subnet(subnet));
         }
-        // One sort serves both: blocks sorted are their prefixes sorted.
-        let subnets = subnets.sorted();
-        (f.distinct_subnets, f.lone_subnets) = distinct_and_lone(subnets);
-        f.distinct_asns = asns.count_distinct();
-        f.distinct_networks = nets.count_distinct();
-        f.distinct_countries = ccs.count_distinct();
+        (f.distinct_subnets, f.lone_subnets) = (subnets.distinct(), subnets.lone());
+        f.distinct_asns = asns.distinct();
+        f.distinct_networks = nets.distinct();
+        f.distinct_countries = ccs.distinct();
         if f.distinct_ips > 0 {
             f.asn_ip_ratio =
                 super::model::round3(f64::from(f.distinct_asns) / f64::from(f.distinct_ips));
         }
-        let (distinct, entropy) =
-            normalised_entropy(subnets.iter().map(|b| AddrInfo::prefix_of_subnet(*b)));
-        f.distinct_prefixes = distinct;
-        f.prefix_entropy = super::model::round3(entropy);
+        f.distinct_prefixes = prefixes.distinct();
+        f.prefix_entropy = super::model::round3(prefixes.normalised_entropy());
 
         let (mut new, mut returned, mut size_sum, mut multi, mut mixed) =
             (0u32, 0u32, 0u32, 0u32, 0u32);
@@ -556,19 +555,19 @@ impl KeyState {
         if let Some(t) = &self.ns {
             for h in t.hosts.iter().filter(|h| h.last >= cutoff) {
                 f.ns_hosts += 1;
-                let mut gnets = Scratch::<u32>::new();
+                let mut gnets = Tally::new();
                 let mut n = 0;
                 for (g, _) in h.glue.iter().filter(|g| g.1 >= cutoff) {
                     n += 1;
                     if g.network != 0 {
-                        gnets.push(g.network);
+                        gnets.add(g.network);
                     }
                 }
                 f.glue_ips_max = f.glue_ips_max.max(n);
                 if n > u32::from(h.glue_set_max) {
                     f.rotating_ns_hosts += 1;
                 }
-                f.glue_networks_max = f.glue_networks_max.max(gnets.count_distinct());
+                f.glue_networks_max = f.glue_networks_max.max(gnets.distinct());
             }
             f.ns_churn = f.ns_hosts.saturating_sub(u32::from(t.max_set));
         }
@@ -595,38 +594,93 @@ impl KeyState {
     }
 }
 
-/// A fixed-size stack buffer for per-window values; pushes beyond its size are ignored (the
-/// callers never exceed [`MAX_IPS_PER_KEY`]; glue is capped lower still).
-struct Scratch<T> {
-    buf: [T; MAX_IPS_PER_KEY],
-    len: usize,
+/// Slots of a [`Tally`]: twice its most values, so probes stay short.
+const TALLY_SLOTS: usize = 2 * MAX_IPS_PER_KEY;
+const _: () = assert!(TALLY_SLOTS.is_power_of_two() && TALLY_SLOTS <= 256);
+
+/// The distinct values among at most [`MAX_IPS_PER_KEY`] (further ones are ignored, which the
+/// callers never reach), and how often each occurred: an open-addressing table on the stack.
+/// It replaced sorting a buffer per feature, which was the largest single cost of a re-score.
+struct Tally {
+    keys: [u32; TALLY_SLOTS],
+    /// 0 marks a free slot.
+    counts: [u8; TALLY_SLOTS],
+    /// Occupied slots in first-seen order, so reading the counts skips the free ones.
+    used: [u8; MAX_IPS_PER_KEY],
+    distinct: usize,
+    values: usize,
 }
 
-impl<T: Copy + Default + Ord> Scratch<T> {
+impl Tally {
     fn new() -> Self {
         Self {
-            buf: [T::default(); MAX_IPS_PER_KEY],
-            len: 0,
+            keys: [0; TALLY_SLOTS],
+            counts: [0; TALLY_SLOTS],
+            used: [0; MAX_IPS_PER_KEY],
+            distinct: 0,
+            values: 0,
         }
     }
 
-    fn push(&mut self, v: T) {
-        if let Some(slot) = self.buf.get_mut(self.len) {
-            *slot = v;
-            self.len += 1;
+    fn add(&mut self, v: u32) {
+        if self.values >= MAX_IPS_PER_KEY {
+            return;
+        }
+        self.values += 1;
+        // Fibonacci hashing: the top bits of the product index the table.
+        let mut i = (v.wrapping_mul(0x9e37_79b9) >> (32 - TALLY_SLOTS.trailing_zeros())) as usize;
+        // At most MAX_IPS_PER_KEY of the slots are ever taken, so a free one is always found.
+        for _ in 0..TALLY_SLOTS {
+            match (self.counts.get_mut(i), self.keys.get_mut(i)) {
+                (Some(c), Some(k)) if *c == 0 => {
+                    *c = 1;
+                    *k = v;
+                    if let Some(u) = self.used.get_mut(self.distinct) {
+                        *u = i as u8;
+                    }
+                    self.distinct += 1;
+                    return;
+                }
+                (Some(c), Some(k)) if *k == v => {
+                    *c = c.saturating_add(1);
+                    return;
+                }
+                _ => i = (i + 1) & (TALLY_SLOTS - 1),
+            }
         }
     }
 
-    fn sorted(&mut self) -> &[T] {
-        let v = self.buf.get_mut(..self.len).unwrap_or_default();
-        v.sort_unstable();
-        v
+    fn counts(&self) -> impl Iterator<Item = u8> + '_ {
+        self.used
+            .iter()
+            .take(self.distinct)
+            .filter_map(|&i| self.counts.get(usize::from(i)).copied())
     }
 
-    fn count_distinct(&mut self) -> u32 {
-        let v = self.sorted();
-        let n = v.len() - v.windows(2).filter(|w| w[0] == w[1]).count();
-        u32::try_from(n).unwrap_or(u32::MAX)
+    fn distinct(&self) -> u32 {
+        u32::try_from(self.distinct).unwrap_or(u32::MAX)
+    }
+
+    /// Values that occurred exactly once.
+    fn lone(&self) -> u32 {
+        u32::try_from(self.counts().filter(|c| *c == 1).count()).unwrap_or(u32::MAX)
+    }
+
+    /// Shannon entropy of the values over the distinct ones, divided by its maximum (the log
+    /// of the number of values); 0 for fewer than two values.
+    fn normalised_entropy(&self) -> f64 {
+        let n = self.values as f64;
+        if self.values < 2 {
+            return 0.0;
+        }
+        let h: f64 = self
+            .counts()
+            .map(|c| {
+                let p = f64::from(c) / n;
+                -p * p.ln()
+            })
+            .sum();
+        h / n.ln()
     }
 }
 
@@ -634,48 +688,6 @@ impl<T: Copy + Default + Ord> Scratch<T> {
 /// either way).
 fn valid_for(secs: u32) -> u16 {
     u16::try_from(secs).unwrap_or(u16::MAX)
-}
-
-/// (distinct values, values that occur once) of a sorted list.
-fn distinct_and_lone(sorted: &[u32]) -> (u32, u32) {
-    let (mut distinct, mut lone, mut run) = (0u32, 0u32, 0u32);
-    for (i, v) in sorted.iter().enumerate() {
-        run += 1;
-        if sorted.get(i + 1) != Some(v) {
-            distinct += 1;
-            if run == 1 {
-                lone += 1;
-            }
-            run = 0;
-        }
-    }
-    (distinct, lone)
-}
-
-/// (distinct values, entropy / log(n)) of sorted values; 0 entropy for fewer than two items.
-fn normalised_entropy(sorted: impl ExactSizeIterator<Item = u32>) -> (u32, f64) {
-    let n = sorted.len();
-    if n == 0 {
-        return (0, 0.0);
-    }
-    let mut h = 0.0;
-    let mut distinct = 0u32;
-    let mut run = 0usize;
-    let mut sorted = sorted.peekable();
-    while let Some(v) = sorted.next() {
-        run += 1;
-        if sorted.peek() != Some(&v) {
-            let p = run as f64 / n as f64;
-            h -= p * p.ln();
-            distinct += 1;
-            run = 0;
-        }
-    }
-    if n < 2 {
-        (distinct, 0.0)
-    } else {
-        (distinct, h / (n as f64).ln())
-    }
 }
 
 /// Order-independent hash of an answer's address set. Answers are matched against the whole
@@ -846,8 +858,13 @@ mod tests {
 
     #[test]
     fn lone_blocks_are_counted() {
-        assert_eq!(distinct_and_lone(&[]), (0, 0));
-        assert_eq!(distinct_and_lone(&[1, 1, 2, 3, 3, 3, 4]), (4, 2));
+        let tally = |vals: &[u32]| {
+            let mut t = Tally::new();
+            vals.iter().for_each(|v| t.add(*v));
+            (t.distinct(), t.lone())
+        };
+        assert_eq!(tally(&[]), (0, 0));
+        assert_eq!(tally(&[1, 1, 2, 3, 3, 3, 4]), (4, 2));
         let farm = |last: u8, c: u8| AddrInfo {
             ip: AddrInfo::ip_bytes(IpAddr::from([192, 0, c, last])),
             ..AddrInfo::default()
@@ -887,9 +904,47 @@ mod tests {
 
     #[test]
     fn entropy_is_normalised() {
-        assert_eq!(normalised_entropy([1, 1, 1, 1].into_iter()), (1, 0.0));
-        let (d, h) = normalised_entropy([1, 2, 3, 4].into_iter());
+        let tally = |vals: &[u32]| {
+            let mut t = Tally::new();
+            vals.iter().for_each(|v| t.add(*v));
+            (t.distinct(), t.normalised_entropy())
+        };
+        assert_eq!(tally(&[1, 1, 1, 1]), (1, 0.0));
+        let (d, h) = tally(&[1, 2, 3, 4]);
         assert_eq!(d, 4);
         assert!((h - 1.0).abs() < 1e-9);
+    }
+
+    /// The tally counts exactly what sorting did, for values that collide in its table and
+    /// past its capacity.
+    #[test]
+    fn tally_matches_sorting() {
+        let mut x = 0x1234_5678_9abc_def0u64;
+        for round in 0..2_000 {
+            let n = round % 200;
+            let range = 1 + (round % 97) as u64;
+            let vals: Vec<u32> = (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    // Multiples of 256 share their low bits; the table must still tell them apart.
+                    ((x % range) as u32) << (round % 3 * 8)
+                })
+                .collect();
+            let mut t = Tally::new();
+            vals.iter().for_each(|v| t.add(*v));
+            let mut kept: Vec<u32> = vals.iter().copied().take(MAX_IPS_PER_KEY).collect();
+            kept.sort_unstable();
+            let mut runs: Vec<usize> = Vec::new();
+            for (i, v) in kept.iter().enumerate() {
+                if i == 0 || kept[i - 1] != *v {
+                    runs.push(0);
+                }
+                *runs.last_mut().unwrap() += 1;
+            }
+            assert_eq!(t.distinct() as usize, runs.len());
+            assert_eq!(t.lone() as usize, runs.iter().filter(|r| **r == 1).count());
+        }
     }
 }

@@ -12,7 +12,7 @@
 //! inherit the CDN's addresses, and the chain is kept as a feature of the target.
 //!
 //! Each key's features ([`features`]) go through the model ([`model`]); a verdict is emitted
-//! whenever a key's level changes. Keys live in an LRU of bounded size.
+//! whenever a key's level changes. Keys live in a bounded table with approximate-LRU eviction (`table.rs`).
 
 pub mod features;
 pub mod model;

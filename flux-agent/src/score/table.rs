@@ -50,7 +50,11 @@ impl<V> KeyTable<V> {
 
     /// The entry for `id`, marked as just used; created with `make` if absent, evicting a
     /// stale entry when full. Also says whether it was created and whether that evicted one.
-    pub fn get_or_insert_with(&mut self, id: u64, make: impl FnOnce() -> V) -> (&mut V, bool, bool) {
+    pub fn get_or_insert_with(
+        &mut self,
+        id: u64,
+        make: impl FnOnce() -> V,
+    ) -> (&mut V, bool, bool) {
         self.clock += 1;
         let used = self.clock;
         if let Some(&i) = self.index.get(&id) {

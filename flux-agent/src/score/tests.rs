@@ -300,7 +300,7 @@ fn allowlisted_flux_is_reported_and_marked() {
 }
 
 #[test]
-fn key_count_is_bounded_by_the_lru() {
+fn key_count_is_bounded() {
     let mut s = Scorer::new(
         ScorerConfig {
             max_keys: 100,
