@@ -21,6 +21,8 @@ pub const MAX_NS_HOSTS: usize = 16;
 pub const MAX_GLUE: usize = 32;
 /// The windows features are computed over, in seconds, with their names.
 pub const WINDOWS: [(u32, &str); 2] = [(3600, "1h"), (86_400, "24h")];
+// `KeyState::features_nested` relies on each window holding the one before it.
+const _: () = assert!(WINDOWS[0].0 < WINDOWS[1].0);
 
 /// What the scorer knows about one address at the time it saw it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -469,109 +471,28 @@ impl KeyState {
     /// The features over the `window` seconds before `now`.
     pub fn features(&self, now: u32, window: (u32, &'static str)) -> Features {
         let cutoff = now.saturating_sub(window.0);
-        let mut f = Features {
-            window: window.1,
-            ..Features::default()
-        };
-        // Stack tallies: this runs for every changed answer, and a key holds at most
-        // MAX_IPS_PER_KEY addresses.
-        let (mut asns, mut nets, mut ccs, mut subnets, mut prefixes) = (
-            Tally::new(),
-            Tally::new(),
-            Tally::new(),
-            Tally::new(),
-            Tally::new(),
-        );
-        for e in self.ips.iter().filter(|e| e.last >= cutoff) {
-            f.distinct_ips += 1;
-            if e.addr.asn != 0 {
-                asns.add(e.addr.asn);
-            }
-            if e.addr.network != 0 {
-                nets.add(e.addr.network);
-            }
-            if e.addr.country != [0, 0] {
-                ccs.add(u32::from(u16::from_be_bytes(e.addr.country)));
-            }
-            let subnet = e.addr.subnet();
-            subnets.add(subnet);
-            prefixes.add(AddrInfo::prefix_of_subnet(subnet));
-        }
-        (f.distinct_subnets, f.lone_subnets) = (subnets.distinct(), subnets.lone());
-        f.distinct_asns = asns.distinct();
-        f.distinct_networks = nets.distinct();
-        f.distinct_countries = ccs.distinct();
-        if f.distinct_ips > 0 {
-            f.asn_ip_ratio =
-                super::model::round3(f64::from(f.distinct_asns) / f64::from(f.distinct_ips));
-        }
-        f.distinct_prefixes = prefixes.distinct();
-        f.prefix_entropy = super::model::round3(prefixes.normalised_entropy());
+        let mut acc = Acc::new();
+        acc.add(self, |last| last >= cutoff);
+        acc.features(self, window.1, cutoff)
+    }
 
-        let (mut new, mut returned, mut size_sum, mut multi, mut mixed) =
-            (0u32, 0u32, 0u32, 0u32, 0u32);
-        for r in self.rrsets.iter().filter(|r| r.last >= cutoff) {
-            f.rrsets += 1;
-            f.ttl_max = f.ttl_max.max(r.ttl);
-            f.answer_size_max = f.answer_size_max.max(u32::from(r.size));
-            size_sum += u32::from(r.size);
-            returned += r.handed_out();
-            f.later_answers += u32::from(r.returns);
-            f.returning_answers += u32::from(r.returns);
-            if !r.first {
-                new += u32::from(r.new);
-                f.later_answers += 1;
-                if r.new >= r.size {
-                    f.fresh_answers += 1;
-                }
-                if r.new_networks > 0 {
-                    f.network_arrivals += 1;
-                }
-            }
-            f.answer_networks_max = f.answer_networks_max.max(u32::from(r.networks));
-            if r.size >= 2 {
-                multi += 1;
-                if r.networks >= 2 {
-                    mixed += 1;
-                }
-            }
+    /// The features over each of [`WINDOWS`] (only the first `n`), in one pass: the windows are
+    /// nested, so the longer one continues the shorter one's tallies with the older entries
+    /// instead of starting again.
+    pub fn features_nested(&self, now: u32, n: usize) -> [Option<Features>; WINDOWS.len()] {
+        let mut out: [Option<Features>; WINDOWS.len()] = Default::default();
+        let mut acc = Acc::new();
+        let mut newer_than = u32::MAX;
+        for (slot, w) in out.iter_mut().zip(WINDOWS).take(n) {
+            let cutoff = now.saturating_sub(w.0);
+            // Each entry is added by exactly one window: the first whose cutoff it passes.
+            acc.add(self, |last| {
+                last >= cutoff && (newer_than == u32::MAX || last < newer_than)
+            });
+            *slot = Some(acc.features(self, w.1, cutoff));
+            newer_than = cutoff;
         }
-        f.responses = self.responses;
-        if f.rrsets > 0 {
-            f.answer_size_mean = super::model::round3(f64::from(size_sum) / f64::from(f.rrsets));
-        }
-        if returned > 0 {
-            f.ip_growth = super::model::round3(f64::from(new) / f64::from(returned));
-        }
-        f.multi_address_answers = multi;
-        if multi > 0 {
-            f.mixed_answers = super::model::round3(f64::from(mixed) / f64::from(multi));
-        }
-        if f.answer_size_max > 0 {
-            f.fluxiness =
-                super::model::round3(f64::from(f.distinct_ips) / f64::from(f.answer_size_max));
-        }
-
-        if let Some(t) = &self.ns {
-            for h in t.hosts.iter().filter(|h| h.last >= cutoff) {
-                f.ns_hosts += 1;
-                let mut gnets = Tally::new();
-                let mut n = 0;
-                for (g, _) in h.glue.iter().filter(|g| g.1 >= cutoff) {
-                    n += 1;
-                    if g.network != 0 {
-                        gnets.add(g.network);
-                    }
-                }
-                f.glue_ips_max = f.glue_ips_max.max(n);
-                if n > u32::from(h.glue_set_max) {
-                    f.rotating_ns_hosts += 1;
-                }
-                f.glue_networks_max = f.glue_networks_max.max(gnets.distinct());
-            }
-            f.ns_churn = f.ns_hosts.saturating_sub(u32::from(t.max_set));
-        }
-        f
+        out
     }
 
     /// A rough count of the heap bytes this state holds (for the memory figure).
@@ -591,6 +512,163 @@ impl KeyState {
                 .chain
                 .as_ref()
                 .map_or(0, |c| c.iter().map(|s| s.len() + 16).sum())
+    }
+}
+
+/// Running totals of a key's addresses and answers, for one window or nested ones.
+struct Acc {
+    distinct_ips: u32,
+    asns: Tally,
+    nets: Tally,
+    ccs: Tally,
+    subnets: Tally,
+    prefixes: Tally,
+    rrsets: u32,
+    ttl_max: u32,
+    answer_size_max: u32,
+    answer_networks_max: u32,
+    size_sum: u32,
+    /// Addresses handed out after the first answer, and how many of them were new.
+    returned: u32,
+    new: u32,
+    later_answers: u32,
+    returning_answers: u32,
+    fresh_answers: u32,
+    network_arrivals: u32,
+    multi: u32,
+    mixed: u32,
+}
+
+impl Acc {
+    fn new() -> Self {
+        Self {
+            distinct_ips: 0,
+            asns: Tally::new(),
+            nets: Tally::new(),
+            ccs: Tally::new(),
+            subnets: Tally::new(),
+            prefixes: Tally::new(),
+            rrsets: 0,
+            ttl_max: 0,
+            answer_size_max: 0,
+            answer_networks_max: 0,
+            size_sum: 0,
+            returned: 0,
+            new: 0,
+            later_answers: 0,
+            returning_answers: 0,
+            fresh_answers: 0,
+            network_arrivals: 0,
+            multi: 0,
+            mixed: 0,
+        }
+    }
+
+    /// Adds the addresses and answers whose last sighting `take` accepts.
+    fn add(&mut self, k: &KeyState, take: impl Fn(u32) -> bool) {
+        for e in k.ips.iter().filter(|e| take(e.last)) {
+            self.distinct_ips += 1;
+            if e.addr.asn != 0 {
+                self.asns.add(e.addr.asn);
+            }
+            if e.addr.network != 0 {
+                self.nets.add(e.addr.network);
+            }
+            if e.addr.country != [0, 0] {
+                self.ccs.add(u32::from(u16::from_be_bytes(e.addr.country)));
+            }
+            let subnet = e.addr.subnet();
+            self.subnets.add(subnet);
+            self.prefixes.add(AddrInfo::prefix_of_subnet(subnet));
+        }
+        for r in k.rrsets.iter().filter(|r| take(r.last)) {
+            self.rrsets += 1;
+            self.ttl_max = self.ttl_max.max(r.ttl);
+            self.answer_size_max = self.answer_size_max.max(u32::from(r.size));
+            self.size_sum += u32::from(r.size);
+            self.returned += r.handed_out();
+            self.later_answers += u32::from(r.returns);
+            self.returning_answers += u32::from(r.returns);
+            if !r.first {
+                self.new += u32::from(r.new);
+                self.later_answers += 1;
+                if r.new >= r.size {
+                    self.fresh_answers += 1;
+                }
+                if r.new_networks > 0 {
+                    self.network_arrivals += 1;
+                }
+            }
+            self.answer_networks_max = self.answer_networks_max.max(u32::from(r.networks));
+            if r.size >= 2 {
+                self.multi += 1;
+                if r.networks >= 2 {
+                    self.mixed += 1;
+                }
+            }
+        }
+    }
+
+    /// The features of what has been added so far; the name servers are read for `cutoff`.
+    fn features(&self, k: &KeyState, window: &'static str, cutoff: u32) -> Features {
+        use super::model::round3;
+        let mut f = Features {
+            window,
+            responses: k.responses,
+            rrsets: self.rrsets,
+            distinct_ips: self.distinct_ips,
+            distinct_asns: self.asns.distinct(),
+            distinct_networks: self.nets.distinct(),
+            distinct_countries: self.ccs.distinct(),
+            distinct_prefixes: self.prefixes.distinct(),
+            prefix_entropy: round3(self.prefixes.normalised_entropy()),
+            distinct_subnets: self.subnets.distinct(),
+            lone_subnets: self.subnets.lone(),
+            ttl_max: self.ttl_max,
+            answer_size_max: self.answer_size_max,
+            answer_networks_max: self.answer_networks_max,
+            later_answers: self.later_answers,
+            returning_answers: self.returning_answers,
+            fresh_answers: self.fresh_answers,
+            network_arrivals: self.network_arrivals,
+            multi_address_answers: self.multi,
+            ..Features::default()
+        };
+        if f.distinct_ips > 0 {
+            f.asn_ip_ratio = round3(f64::from(f.distinct_asns) / f64::from(f.distinct_ips));
+        }
+        if f.rrsets > 0 {
+            f.answer_size_mean = round3(f64::from(self.size_sum) / f64::from(f.rrsets));
+        }
+        if self.returned > 0 {
+            f.ip_growth = round3(f64::from(self.new) / f64::from(self.returned));
+        }
+        if self.multi > 0 {
+            f.mixed_answers = round3(f64::from(self.mixed) / f64::from(self.multi));
+        }
+        if f.answer_size_max > 0 {
+            f.fluxiness = round3(f64::from(f.distinct_ips) / f64::from(f.answer_size_max));
+        }
+        if let Some(t) = &k.ns {
+            for h in t.hosts.iter().filter(|h| h.last >= cutoff) {
+                f.ns_hosts += 1;
+                let mut gnets = Tally::new();
+                let mut n = 0;
+                for (g, _) in h.glue.iter().filter(|g| g.1 >= cutoff) {
+                    n += 1;
+                    if g.network != 0 {
+                        gnets.add(g.network);
+                    }
+                }
+                f.glue_ips_max = f.glue_ips_max.max(n);
+                if n > u32::from(h.glue_set_max) {
+                    f.rotating_ns_hosts += 1;
+                }
+                f.glue_networks_max = f.glue_networks_max.max(gnets.distinct());
+            }
+            f.ns_churn = f.ns_hosts.saturating_sub(u32::from(t.max_set));
+        }
+        f
     }
 }
 
@@ -913,6 +991,35 @@ mod tests {
         let (d, h) = tally(&[1, 2, 3, 4]);
         assert_eq!(d, 4);
         assert!((h - 1.0).abs() < 1e-9);
+    }
+
+    /// One pass over nested windows gives what each window computed alone gives.
+    #[test]
+    fn nested_windows_match_separate_ones() {
+        let addr = |i: u32| AddrInfo {
+            ip: AddrInfo::ip_bytes(IpAddr::from((0x0a00_0000 + i * 7919).to_be_bytes())),
+            asn: 64_500 + i % 5,
+            network: 1 + i % 4,
+            country: [b'A' + (i % 3) as u8, b'Z'],
+        };
+        let mut k = KeyState::new(0);
+        for t in 0..60u32 {
+            let now = t * 1_500;
+            k.add_answer(now, 300, &[addr(t), addr(t + 1), addr(t / 3)]);
+            if t % 7 == 0 {
+                k.add_answer(now + 5, 300, &[addr(1)]);
+            }
+            let nested = k.features_nested(now + 10, WINDOWS.len());
+            for (i, w) in WINDOWS.into_iter().enumerate() {
+                assert_eq!(
+                    nested[i].as_ref(),
+                    Some(&k.features(now + 10, w)),
+                    "t={t} {}",
+                    w.1
+                );
+            }
+            assert_eq!(k.features_nested(now + 10, 1)[1], None);
+        }
     }
 
     /// The tally counts exactly what sorting did, for values that collide in its table and

@@ -562,12 +562,10 @@ fn rescore(
     } else {
         st.shared_bots(now, flux_ips, domain_id(name))
     };
-    for (i, w) in WINDOWS.into_iter().enumerate() {
-        if i > 0 && young {
-            // Every window holds the same observations: the first one said it all.
-            break;
-        }
-        let mut f = st.features(now, w);
+    // A young key's windows all hold the same observations: the first one says it all.
+    let windows = st.features_nested(now, if young { 1 } else { WINDOWS.len() });
+    for (i, f) in windows.into_iter().enumerate() {
+        let Some(mut f) = f else { break };
         f.shared_flux_ips = shared[i];
         // Holz counted ASNs; without a database the networks (/16s) stand in.
         let n_asn = if f.distinct_asns > 0 {
