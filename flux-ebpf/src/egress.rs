@@ -5,8 +5,9 @@
 //! through the same maps and the same check as XDP's (`enforce::destination_blocked`).
 //!
 //! The addresses are read relative to the network header (`bpf_skb_load_bytes_relative`), so
-//! the program works on Ethernet and on L3 devices (WireGuard, tun) alike, and a VLAN tag in
-//! the frame does not move them. Anything that is not IPv4 or IPv6, or cannot be read, goes on.
+//! no Ethernet header is assumed (L3 devices such as WireGuard or tun carry none). Anything
+//! that is not IPv4 or IPv6 by `skb->protocol` (an in-band VLAN tag, say), or cannot be read,
+//! goes on.
 
 use core::ffi::c_void;
 
