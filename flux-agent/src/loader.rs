@@ -527,17 +527,7 @@ impl Loaded {
             let prog = self.xdp_prog()?;
             match prog.attach_to_link(link) {
                 Ok(_) => {
-                    info!(
-                        "took over the pinned XDP link on {} (no gap in enforcement)",
-                        iface.name
-                    );
-                    self.attachments.push(Attachment {
-                        iface: iface.clone(),
-                        hook: Hook::Xdp,
-                        mode: "pinned",
-                        pin,
-                        took_over: true,
-                    });
+                    self.took_over(iface, Hook::Xdp, pin);
                     return Ok(());
                 }
                 Err(e) => stale_pin(&pin, &format!("cannot update the pinned link: {e}")),
@@ -645,17 +635,7 @@ impl Loaded {
         {
             match prog.attach_to_link(link) {
                 Ok(_) => {
-                    info!(
-                        "took over the pinned TC egress link on {} (no gap in enforcement)",
-                        iface.name
-                    );
-                    self.attachments.push(Attachment {
-                        iface: iface.clone(),
-                        hook: Hook::Egress,
-                        mode: "pinned",
-                        pin,
-                        took_over: true,
-                    });
+                    self.took_over(iface, Hook::Egress, pin);
                     return Ok(());
                 }
                 Err(e) => stale_pin(&pin, &format!("cannot update the pinned link: {e}")),
@@ -690,6 +670,25 @@ impl Loaded {
             took_over: false,
         });
         Ok(())
+    }
+
+    /// Records a pinned link whose program this run swapped in.
+    fn took_over(&mut self, iface: &Interface, hook: Hook, pin: PathBuf) {
+        let what = match hook {
+            Hook::Xdp => "XDP",
+            Hook::Egress => "TC egress",
+        };
+        info!(
+            "took over the pinned {what} link on {} (no gap in enforcement)",
+            iface.name
+        );
+        self.attachments.push(Attachment {
+            iface: iface.clone(),
+            hook,
+            mode: "pinned",
+            pin,
+            took_over: true,
+        });
     }
 
     /// Removes the map pins (for tools that load without attaching, like the benchmark).

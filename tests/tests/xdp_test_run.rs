@@ -573,12 +573,7 @@ impl Harness {
             })
             .expect("BPF_PROG_TEST_RUN");
         out.truncate(res.data_size_out as usize);
-        let after = self.counters();
-        let delta = Counter::ALL
-            .iter()
-            .filter(|c| after[**c as usize] != before[**c as usize])
-            .map(|c| (*c, after[*c as usize] - before[*c as usize]))
-            .collect();
+        let delta = counter_delta(&before, &self.counters());
         let mut events = Vec::new();
         while let Some(item) = self.ring.next() {
             events.push(Capture::from_record(&item).expect("well-formed record"));
@@ -590,6 +585,18 @@ impl Harness {
             out,
         }
     }
+}
+
+/// The counters that moved between two readings, and by how much.
+fn counter_delta(
+    before: &[u64; Counter::COUNT],
+    after: &[u64; Counter::COUNT],
+) -> Vec<(Counter, u64)> {
+    Counter::ALL
+        .iter()
+        .filter(|c| after[**c as usize] != before[**c as usize])
+        .map(|c| (*c, after[*c as usize] - before[*c as usize]))
+        .collect()
 }
 
 /// One BPF_PROG_TEST_RUN: the verdict, the counters that changed, the records emitted, and the
@@ -854,12 +861,7 @@ impl Harness {
                 ..TestRunOptions::default()
             })
             .expect("BPF_PROG_TEST_RUN");
-        let after = self.counters();
-        let delta = Counter::ALL
-            .iter()
-            .filter(|c| after[**c as usize] != before[**c as usize])
-            .map(|c| (*c, after[*c as usize] - before[*c as usize]))
-            .collect();
+        let delta = counter_delta(&before, &self.counters());
         (res.return_value, delta)
     }
 }
