@@ -123,7 +123,7 @@ pub struct Scorer {
     cfg: ScorerConfig,
     /// Keyed by [`Scorer::id`] of the name: a table probe then compares integers, not strings
     /// behind a pointer, which dominated profiles. The name lives in the entry for reports.
-    keys: KeyTable<Tracked>,
+    keys: KeyTable<u64, Tracked>,
     /// Seeded per scorer, so nobody can craft names that share an id with someone else's.
     ids: foldhash::quality::RandomState,
     enricher: Arc<Enricher>,
@@ -473,7 +473,7 @@ impl Scorer {
 /// The key's state, created if needed; and whether it was. One hash lookup on a hit. A free
 /// function over the two fields it needs, so callers can still read the allowlist meanwhile.
 fn key_mut<'a>(
-    keys: &'a mut KeyTable<Tracked>,
+    keys: &'a mut KeyTable<u64, Tracked>,
     stats: &mut ScorerStats,
     id: u64,
     name: &str,

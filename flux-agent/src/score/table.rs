@@ -1,4 +1,4 @@
-//! The scorer's key table: a bounded map from key id to state with approximate-LRU eviction.
+//! The scorer's bounded tables (keys, shared bots): a map with approximate-LRU eviction.
 //!
 //! Why not the `lru` crate: its linked list costs three or four cache misses per access (the
 //! node, both neighbours, the head), and in a churning stream that lookup was the scorer's
@@ -8,31 +8,31 @@
 //! on average among the least recently used ~1/(SAMPLES+1) of the table, and never one that was
 //! just used.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, hash::Hash};
 
 /// Slots compared per eviction.
 const SAMPLES: usize = 8;
 
 type FastHash = foldhash::fast::RandomState;
 
-struct Slot<V> {
-    id: u64,
+struct Slot<K, V> {
+    id: K,
     /// Value of the table's access counter at the last access through [`KeyTable::get_or_insert_with`].
     used: u64,
     value: V,
 }
 
-pub struct KeyTable<V> {
+pub struct KeyTable<K, V> {
     /// Id to slot index.
-    index: HashMap<u64, u32, FastHash>,
-    slots: Vec<Slot<V>>,
+    index: HashMap<K, u32, FastHash>,
+    slots: Vec<Slot<K, V>>,
     cap: usize,
     clock: u64,
     /// xorshift state for picking eviction samples.
     rng: u64,
 }
 
-impl<V> KeyTable<V> {
+impl<K: Copy + Eq + Hash, V> KeyTable<K, V> {
     /// A table of at most `cap` entries (at least 1, at most `u32::MAX`).
     pub fn new(cap: usize) -> Self {
         Self {
@@ -48,13 +48,13 @@ impl<V> KeyTable<V> {
         self.slots.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
     /// The entry for `id`, marked as just used; created with `make` if absent, evicting a
     /// stale entry when full. Also says whether it was created and whether that evicted one.
-    pub fn get_or_insert_with(
-        &mut self,
-        id: u64,
-        make: impl FnOnce() -> V,
-    ) -> (&mut V, bool, bool) {
+    pub fn get_or_insert_with(&mut self, id: K, make: impl FnOnce() -> V) -> (&mut V, bool, bool) {
         self.clock += 1;
         let used = self.clock;
         if let Some(&i) = self.index.get(&id) {
@@ -77,13 +77,13 @@ impl<V> KeyTable<V> {
     }
 
     /// The entry for `id`, without marking it used.
-    pub fn peek(&self, id: &u64) -> Option<&V> {
+    pub fn peek(&self, id: &K) -> Option<&V> {
         let i = *self.index.get(id)?;
         Some(&self.slots[i as usize].value)
     }
 
     /// The entry for `id`, mutable, without marking it used.
-    pub fn peek_mut(&mut self, id: &u64) -> Option<&mut V> {
+    pub fn peek_mut(&mut self, id: &K) -> Option<&mut V> {
         let i = *self.index.get(id)?;
         Some(&mut self.slots[i as usize].value)
     }
@@ -91,6 +91,11 @@ impl<V> KeyTable<V> {
     /// Every entry, in no particular order.
     pub fn values(&self) -> impl Iterator<Item = &V> {
         self.slots.iter().map(|s| &s.value)
+    }
+
+    /// Every key, in no particular order.
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
+        self.slots.iter().map(|s| &s.id)
     }
 
     /// Removes the stalest of a few sampled slots; the last slot moves into its place.
@@ -164,7 +169,7 @@ mod tests {
 
     #[test]
     fn hit_updates_in_place() {
-        let mut t = KeyTable::new(4);
+        let mut t: KeyTable<u64, u64> = KeyTable::new(4);
         *t.get_or_insert_with(7, || 1).0 += 1;
         let (v, created, evicted) = t.get_or_insert_with(7, || 100);
         assert_eq!((*v, created, evicted), (2, false, false));
