@@ -340,6 +340,15 @@ fn map_err(op: &'static str, map: &'static str) -> impl Fn(MapError) -> Blocklis
     }
 }
 
+/// A map removal's outcome: whether there was an entry to remove.
+fn removed(r: Result<(), BlocklistError>) -> Result<bool, BlocklistError> {
+    match r {
+        Ok(()) => Ok(true),
+        Err(BlocklistError::Map { source, .. }) if is_not_found(&source) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 fn is_not_found(e: &MapError) -> bool {
     matches!(e, MapError::KeyNotFound | MapError::ElementNotFound)
         || matches!(e, MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::ENOENT))
@@ -543,11 +552,7 @@ impl Maps {
                 None => return Ok(false),
             },
         };
-        match r {
-            Ok(()) => Ok(true),
-            Err(BlocklistError::Map { source, .. }) if is_not_found(&source) => Ok(false),
-            Err(e) => Err(e),
-        }
+        removed(r)
     }
 
     /// The block on exactly `t`, as `list` would show it.
@@ -676,11 +681,7 @@ impl Maps {
                 None => return Ok(false),
             },
         };
-        match r {
-            Ok(()) => Ok(true),
-            Err(BlocklistError::Map { source, .. }) if is_not_found(&source) => Ok(false),
-            Err(e) => Err(e),
-        }
+        removed(r)
     }
 
     /// Every allowlist entry.

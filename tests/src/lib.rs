@@ -106,16 +106,7 @@ impl Netns {
 
     /// Runs `f` on a thread that has entered this namespace (sockets it opens live there).
     pub fn run_in<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = self.path();
-        thread::spawn(move || {
-            let f_ns = fs::File::open(&path).expect("open netns");
-            // SAFETY: valid fd; CLONE_NEWNET only affects this thread.
-            let rc = unsafe { libc::setns(f_ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .expect("thread in netns panicked")
+        self.spawn_in(f).join().expect("thread in netns panicked")
     }
 }
 

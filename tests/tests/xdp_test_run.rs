@@ -12,7 +12,7 @@ use aya::{
     programs::{SchedClassifier, TestRun as _, Xdp},
 };
 use flux_agent::{
-    blocklist,
+    blocklist::{self, boot_ns},
     capture::Capture,
     loader::{self, LoadOptions, Loaded},
 };
@@ -376,17 +376,6 @@ fn dns_ports_are_set_at_load_time() {
         &tcp4(853, &tcp_dns(&msg, msg.len() as u16)),
         &[Counter::ResponsesCaptured],
     );
-}
-
-/// CLOCK_BOOTTIME in nanoseconds: the clock block expiry is measured in.
-fn boot_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn block_entry(expires_ns: u64) -> BlockEntry {
