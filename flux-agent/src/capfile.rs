@@ -74,7 +74,9 @@ impl CapturedDns {
 /// sum over them.
 #[derive(Default, Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ReadStats {
-    /// Capture files opened (pcap or pcapng header read).
+    /// Capture files opened (pcap or pcapng header read). Serialized as `files_opened` so it
+    /// does not collide with the replay summary's `files` (files given).
+    #[serde(rename = "files_opened")]
     pub files: u64,
     /// Files that ended early: a record cut short or a corrupt block after at least one frame.
     /// What came before was used.

@@ -139,6 +139,93 @@ fn plain_lowercase(name: &Name) -> Option<String> {
     Some(s)
 }
 
+/// Reads the name at the decoder's position, as [`normalize_name`] prints it.
+///
+/// Plain, well-formed names (the vast majority) are decoded straight from the wire by
+/// [`plain_wire_name`]; anything else (escapes, odd bytes, every kind of error) goes through
+/// hickory, which has the last word. Decoding through hickory's `Name` and printing it was
+/// most of the parse time.
+fn read_name(dec: &mut BinDecoder<'_>, msg: &[u8]) -> Result<String, hickory_proto::ProtoError> {
+    let start = dec.index();
+    if let Some((name, end)) = plain_wire_name(msg, start)
+        && dec.read_slice(end - start).is_ok()
+    {
+        return Ok(name);
+    }
+    Name::read(dec).map(|n| normalize_name(&n))
+}
+
+/// Longest name (presentation form with the root dot) the fast path accepts; longer ones are
+/// left to hickory, whose limits are then the ones that apply.
+const PLAIN_NAME_MAX: usize = 250;
+
+/// The name at `start` in `msg`, lowercase and without the trailing dot, and the offset just
+/// after it; `None` unless hickory would read the same name and print it the same way.
+///
+/// Follows hickory's rules, tighter where it is simpler: every label is plain (see
+/// [`plain_lowercase`]); a compression pointer must point before the start of the labels
+/// that led to it (so pointers only go backwards and the walk ends); no label may start at or
+/// past the start of the segment that pointed to it; the name stays under [`PLAIN_NAME_MAX`].
+fn plain_wire_name(msg: &[u8], start: usize) -> Option<(String, usize)> {
+    let mut out = String::new();
+    let mut pos = start;
+    // Start of the labels being read, and of those that pointed to them (hickory's
+    // `name_start` and `max_idx`).
+    let mut seg_start = start;
+    let mut max_idx = usize::MAX;
+    let mut end = None;
+    // Each step reads a label of at least one byte or follows a pointer strictly backwards,
+    // and the name is capped, so this bound is never the one that stops a valid name.
+    for _ in 0..2 * PLAIN_NAME_MAX {
+        if pos >= max_idx {
+            return None;
+        }
+        let b = *msg.get(pos)?;
+        match b & 0xc0 {
+            0x00 if b == 0 => {
+                if out.is_empty() {
+                    out.push('.');
+                }
+                return Some((out, end.unwrap_or(pos + 1)));
+            }
+            0x00 => {
+                let len = usize::from(b);
+                let label = msg.get(pos + 1..pos + 1 + len)?;
+                if out.len() + len + 2 > PLAIN_NAME_MAX {
+                    return None;
+                }
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                for (j, &c) in label.iter().enumerate() {
+                    let ok = c.is_ascii_alphanumeric()
+                        || c == b'_'
+                        || (c == b'-' && j > 0)
+                        || (c == b'*' && j == 0);
+                    if !ok {
+                        return None;
+                    }
+                    out.push(char::from(c.to_ascii_lowercase()));
+                }
+                pos += 1 + len;
+            }
+            0xc0 => {
+                let lo = *msg.get(pos + 1)?;
+                let ptr = usize::from(u16::from_be_bytes([b & 0x3f, lo]));
+                if ptr >= seg_start {
+                    return None;
+                }
+                end.get_or_insert(pos + 2);
+                max_idx = seg_start;
+                seg_start = ptr;
+                pos = ptr;
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
 /// Mnemonic for a record type, or the RFC 3597 `TYPEnnn` form.
 pub fn type_name(code: u16) -> Cow<'static, str> {
     match RecordType::from(code) {
@@ -210,7 +297,7 @@ pub fn parse_response(msg: &[u8], truncated: bool) -> Result<DnsMessage, ParseEr
 
     // Only the first question is kept; a response with more is unusual and the rest are skipped.
     for i in 0..header.query_count() {
-        let name = match Name::read(&mut dec) {
+        let name = match read_name(&mut dec, msg) {
             Ok(n) => n,
             Err(e) if truncated && dec.is_empty() => {
                 let _ = e;
@@ -231,7 +318,7 @@ pub fn parse_response(msg: &[u8], truncated: bool) -> Result<DnsMessage, ParseEr
             return Err(ParseError::Question("question cut short".into()));
         };
         if i == 0 {
-            out.qname = normalize_name(&name);
+            out.qname = name;
             out.qtype = type_name(qtype);
         }
     }
@@ -291,7 +378,7 @@ fn read_u16(dec: &mut BinDecoder<'_>) -> Option<u16> {
 }
 
 fn read_record(dec: &mut BinDecoder<'_>, msg: &[u8]) -> Result<Raw, RecordError> {
-    let name = Name::read(dec).map_err(|e| {
+    let name = read_name(dec, msg).map_err(|e| {
         if dec.is_empty() {
             RecordError::Short
         } else {
@@ -342,7 +429,7 @@ fn read_record(dec: &mut BinDecoder<'_>, msg: &[u8]) -> Result<Raw, RecordError>
             let mut sub = BinDecoder::new(msg);
             sub.read_slice(rdata_start)
                 .map_err(|_| RecordError::Short)?;
-            let target = Name::read(&mut sub).map_err(|e| RecordError::Data {
+            let target = read_name(&mut sub, msg).map_err(|e| RecordError::Data {
                 rtype,
                 reason: e.to_string(),
             })?;
@@ -352,12 +439,12 @@ fn read_record(dec: &mut BinDecoder<'_>, msg: &[u8]) -> Result<Raw, RecordError>
                     reason: "name does not fill RDATA".into(),
                 });
             }
-            Some(normalize_name(&target))
+            Some(target)
         }
         _ => None,
     };
     Ok(Raw::Record(DnsRecord {
-        name: normalize_name(&name),
+        name,
         rtype: type_name(rtype),
         rtype_code: rtype,
         ttl,
@@ -533,5 +620,109 @@ mod tests {
             let cut = (x >> 40) as usize % (m.len() + 1);
             let _ = parse_response(&m[..cut], x & 1 == 0);
         }
+    }
+
+    /// What hickory reads at `start`: the name as printed, and where it ends.
+    fn hickory_name(msg: &[u8], start: usize) -> Option<(String, usize)> {
+        let mut dec = BinDecoder::new(msg);
+        dec.read_slice(start).ok()?;
+        let n = Name::read(&mut dec).ok()?;
+        Some((normalize_name(&n), dec.index()))
+    }
+
+    /// The fast name path accepts only names hickory accepts, and reads them identically:
+    /// checked at every offset of messages built from labels, pointers (backwards, forwards,
+    /// into themselves) and odd bytes, mutated at random.
+    #[test]
+    fn plain_wire_names_read_as_hickory_reads_them() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let alphabet = b"abcXYZ09-_*.\\\x00\xc3\x7f";
+        let (mut fast, mut checked) = (0, 0);
+        for round in 0..30_000 {
+            let mut m: Vec<u8> = if round % 3 == 0 {
+                sample()
+            } else {
+                vec![0; 12]
+            };
+            for _ in 0..(next() % 8) {
+                match next() % 6 {
+                    0..=2 => {
+                        // A label, sometimes long.
+                        let len = if next() % 10 == 0 {
+                            next() % 64
+                        } else {
+                            1 + next() % 6
+                        };
+                        m.push(len as u8);
+                        for _ in 0..len {
+                            let r = next() as usize;
+                            m.push(alphabet[r % alphabet.len()]);
+                        }
+                    }
+                    3 => {
+                        // A pointer anywhere, usually backwards.
+                        let to = (next() as usize) % (m.len() + 8);
+                        m.extend_from_slice(&[0xc0 | (to >> 8) as u8, to as u8]);
+                    }
+                    4 => m.push(0),
+                    _ => m.push(next() as u8),
+                }
+            }
+            m.push(0);
+            for _ in 0..(next() % 3) {
+                let i = (next() as usize) % m.len();
+                m[i] = next() as u8;
+            }
+            for start in 0..m.len() {
+                checked += 1;
+                if let Some(got) = plain_wire_name(&m, start) {
+                    fast += 1;
+                    assert_eq!(
+                        Some(&got),
+                        hickory_name(&m, start).as_ref(),
+                        "at {start} in {m:02x?}"
+                    );
+                }
+            }
+        }
+        // The test means something only if the fast path took many of them.
+        assert!(fast > checked / 20, "{fast} of {checked}");
+    }
+
+    /// Names that must fall back to hickory: escapes and odd bytes, overlong names.
+    #[test]
+    fn unusual_names_are_left_to_hickory() {
+        let mut m = vec![0; 12];
+        m.extend_from_slice(b"\x03a.b\x03com\x00");
+        assert_eq!(plain_wire_name(&m, 12), None);
+        assert_eq!(hickory_name(&m, 12).unwrap().0, "a\\.b.com");
+        let mut long = vec![0; 12];
+        for _ in 0..5 {
+            long.push(63);
+            long.extend_from_slice(&[b'a'; 63]);
+        }
+        long.push(0);
+        assert_eq!(plain_wire_name(&long, 12), None);
+        assert!(hickory_name(&long, 12).is_none());
+        // Root, and a pointer to a name before it.
+        let mut r = vec![0; 12];
+        r.extend_from_slice(b"\x00\x03www\xc0\x0c");
+        assert_eq!(plain_wire_name(&r, 12), Some((".".into(), 13)));
+        assert_eq!(plain_wire_name(&r, 13), Some(("www".into(), 19)));
+        assert_eq!(hickory_name(&r, 13), Some(("www".into(), 19)));
+        // A pointer chain that turns forwards: each pointer must point before the labels that
+        // led to it, not only before the name's start.
+        let mut f = vec![0; 12];
+        f.extend_from_slice(b"\x01a\xc0\x10\x01b\x00\xc0\x0c");
+        assert!(hickory_name(&f, 19).is_none());
+        assert_eq!(plain_wire_name(&f, 19), None);
+        assert_eq!(plain_wire_name(&f, 12), None);
+        assert_eq!(plain_wire_name(&f, 16), Some(("b".into(), 19)));
     }
 }

@@ -64,10 +64,18 @@ fn replay_prints_verdicts_and_a_summary() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    // serde_json keeps the last of two equal keys; other parsers reject the line.
+    let raw_summary = stdout.lines().last().unwrap();
+    assert_eq!(
+        raw_summary.matches("\"files\":").count(),
+        1,
+        "{raw_summary}"
+    );
     let flux = lines
         .iter()
         .find(|v| {
@@ -87,6 +95,8 @@ fn replay_prints_verdicts_and_a_summary() {
     assert_eq!(summary["malformed"], 1);
     assert!(summary["flux"].as_u64().unwrap() >= 1);
     assert!(summary.get("responses_per_s").is_some());
+    assert_eq!(summary["files"], 1);
+    assert_eq!(summary["files_opened"], 1);
 
     let human = Command::new(agent_bin())
         .args(["replay", "--no-db"])

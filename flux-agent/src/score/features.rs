@@ -162,6 +162,21 @@ pub struct KeyState {
     pub shares_bots: bool,
     /// The allowlisted suffix of a name that fed this key (a seed host feeding its domain).
     pub allowed_by: Option<Box<str>>,
+    /// Something the features read changed since the last score: a new answer, a larger TTL,
+    /// or an entry seen again that had left a window. See [`KeyState::unchanged_since_eval`].
+    dirty: bool,
+    /// When the oldest entry of a window at the last score leaves it (see [`Nested`]).
+    changes_at: u32,
+    /// Other domains' bots per window at the last score.
+    last_shared: [u8; WINDOWS.len()],
+}
+
+/// The features over nested windows, and when they would next change by age alone.
+pub struct Nested {
+    pub windows: [Option<Features>; WINDOWS.len()],
+    /// The first second at which an entry (address, answer, NS host or glue) counted in one
+    /// of the windows falls out of it. Until then, with no new data, the features stay the same.
+    pub changes_at: u32,
 }
 
 /// Features of one key over one window. Serialised into verdicts.
@@ -241,9 +256,13 @@ impl KeyState {
         self.responses = self.responses.saturating_add(1);
         let hash = rrset_hash(addrs);
         let expires = now.saturating_add(ttl);
+        let outside = self.outside_since_eval();
         if let Some(r) = self.rrsets.iter_mut().rev().find(|r| r.hash == hash) {
             let until = r.last.saturating_add(u32::from(r.valid_for));
             let returned = now >= until;
+            // Its addresses were seen at least as recently as it was (they are touched with
+            // it), so if none of them can move between windows, the answer's age says so.
+            self.dirty |= returned || ttl > r.ttl || r.last < outside;
             r.last = now;
             r.ttl = r.ttl.max(ttl);
             r.valid_for = valid_for(until.max(expires) - now);
@@ -254,6 +273,7 @@ impl KeyState {
             self.touch_ips(now, addrs);
             return returned;
         }
+        self.dirty = true;
         let mut nets: SmallVec<[u32; 8]> = addrs
             .iter()
             .map(|a| a.network)
@@ -318,6 +338,37 @@ impl KeyState {
         }
     }
 
+    /// Entries last seen before this were outside the shortest window at the last score. One
+    /// seen before that and again since may count in windows it did not; one seen after it
+    /// was in every window then and is in every window now.
+    fn outside_since_eval(&self) -> u32 {
+        self.last_eval.saturating_sub(WINDOWS[0].0)
+    }
+
+    /// Whether scoring now would read exactly what the last score read: no new data and no
+    /// entry aged out of a window since (`shared` is the current [`Self::shared_bots`]).
+    /// Observation time running backwards (capture files out of order) counts as a change.
+    pub fn unchanged_since_eval(&self, now: u32, shared: &[u32; WINDOWS.len()]) -> bool {
+        !self.dirty
+            && now >= self.last_eval
+            && now < self.changes_at
+            && shared
+                .iter()
+                .zip(self.last_shared)
+                .all(|(s, l)| *s == u32::from(l))
+    }
+
+    /// Records that the key was just scored at `now`, from `nested` and `shared`.
+    pub fn mark_evaluated(&mut self, now: u32, changes_at: u32, shared: &[u32; WINDOWS.len()]) {
+        self.last_eval = now;
+        self.dirty = false;
+        self.changes_at = changes_at;
+        for (l, s) in self.last_shared.iter_mut().zip(shared) {
+            // At most MAX_IPS_PER_KEY, so exact.
+            *l = u8::try_from(*s).unwrap_or(u8::MAX);
+        }
+    }
+
     fn insert_ip(&mut self, e: IpEntry) {
         if self.ips.len() >= MAX_IPS_PER_KEY
             && let Some((i, _)) = self.ips.iter().enumerate().min_by_key(|(_, e)| e.last)
@@ -344,11 +395,15 @@ impl KeyState {
 
     /// Records a zone's NS host and the glue that came with it (possibly none).
     pub fn add_ns(&mut self, now: u32, host: &str, glue: &[AddrInfo], set_size: usize) -> bool {
+        let outside = self.outside_since_eval();
         let t = self.ns.get_or_insert_with(Box::default);
-        t.max_set = t.max_set.max(u8::try_from(set_size).unwrap_or(u8::MAX));
+        let set_size = u8::try_from(set_size).unwrap_or(u8::MAX);
+        let mut dirty = set_size > t.max_set;
+        t.max_set = t.max_set.max(set_size);
         let i = match t.hosts.iter().position(|h| &*h.name == host) {
             Some(i) => i,
             None => {
+                dirty = true;
                 if t.hosts.len() >= MAX_NS_HOSTS
                     && let Some((i, _)) = t.hosts.iter().enumerate().min_by_key(|(_, h)| h.last)
                 {
@@ -366,13 +421,14 @@ impl KeyState {
         let Some(h) = t.hosts.get_mut(i) else {
             return false;
         };
+        let glue_set = u8::try_from(glue.len()).unwrap_or(u8::MAX);
+        dirty |= h.last < outside || glue_set > h.glue_set_max;
         h.last = now;
-        h.glue_set_max = h
-            .glue_set_max
-            .max(u8::try_from(glue.len()).unwrap_or(u8::MAX));
+        h.glue_set_max = h.glue_set_max.max(glue_set);
         let mut changed = false;
         for a in glue {
             if let Some(g) = h.glue.iter_mut().find(|g| g.0.ip == a.ip) {
+                dirty |= g.1 < outside;
                 g.1 = now;
             } else {
                 changed = true;
@@ -384,6 +440,7 @@ impl KeyState {
                 h.glue.push((*a, now));
             }
         }
+        self.dirty |= dirty || changed;
         changed
     }
 
@@ -479,11 +536,14 @@ impl KeyState {
     /// The features over each of [`WINDOWS`] (only the first `n`), in one pass: the windows are
     /// nested, so the longer one continues the shorter one's tallies with the older entries
     /// instead of starting again.
-    pub fn features_nested(&self, now: u32, n: usize) -> [Option<Features>; WINDOWS.len()] {
-        let mut out: [Option<Features>; WINDOWS.len()] = Default::default();
+    pub fn features_nested(&self, now: u32, n: usize) -> Nested {
+        let mut out = Nested {
+            windows: Default::default(),
+            changes_at: u32::MAX,
+        };
         let mut acc = Acc::new();
         let mut newer_than = u32::MAX;
-        for (slot, w) in out.iter_mut().zip(WINDOWS).take(n) {
+        for (slot, w) in out.windows.iter_mut().zip(WINDOWS).take(n) {
             let cutoff = now.saturating_sub(w.0);
             // Each entry is added by exactly one window: the first whose cutoff it passes.
             acc.add(self, |last| {
@@ -491,8 +551,26 @@ impl KeyState {
             });
             *slot = Some(acc.features(self, w.1, cutoff));
             newer_than = cutoff;
+            // An entry seen at `last` is in the window while now - w <= last.
+            let oldest = acc.oldest.min(self.ns_oldest(cutoff));
+            if oldest != u32::MAX {
+                out.changes_at = out.changes_at.min(oldest.saturating_add(w.0 + 1));
+            }
         }
         out
+    }
+
+    /// The oldest sighting of an NS host or glue address in the window from `cutoff`.
+    fn ns_oldest(&self, cutoff: u32) -> u32 {
+        let Some(t) = &self.ns else { return u32::MAX };
+        t.hosts
+            .iter()
+            .filter(|h| h.last >= cutoff)
+            .flat_map(|h| {
+                std::iter::once(h.last).chain(h.glue.iter().map(|g| g.1).filter(|l| *l >= cutoff))
+            })
+            .min()
+            .unwrap_or(u32::MAX)
     }
 
     /// A rough count of the heap bytes this state holds (for the memory figure).
@@ -537,6 +615,8 @@ struct Acc {
     network_arrivals: u32,
     multi: u32,
     mixed: u32,
+    /// The oldest sighting among the entries added.
+    oldest: u32,
 }
 
 impl Acc {
@@ -561,12 +641,14 @@ impl Acc {
             network_arrivals: 0,
             multi: 0,
             mixed: 0,
+            oldest: u32::MAX,
         }
     }
 
     /// Adds the addresses and answers whose last sighting `take` accepts.
     fn add(&mut self, k: &KeyState, take: impl Fn(u32) -> bool) {
         for e in k.ips.iter().filter(|e| take(e.last)) {
+            self.oldest = self.oldest.min(e.last);
             self.distinct_ips += 1;
             if e.addr.asn != 0 {
                 self.asns.add(e.addr.asn);
@@ -582,6 +664,7 @@ impl Acc {
             self.prefixes.add(AddrInfo::prefix_of_subnet(subnet));
         }
         for r in k.rrsets.iter().filter(|r| take(r.last)) {
+            self.oldest = self.oldest.min(r.last);
             self.rrsets += 1;
             self.ttl_max = self.ttl_max.max(r.ttl);
             self.answer_size_max = self.answer_size_max.max(u32::from(r.size));
@@ -875,11 +958,94 @@ mod tests {
         assert!(!k.busy());
     }
 
+    /// What makes a key's features change without a new answer: an answer (and its addresses)
+    /// or a name server seen again after it left the shortest window, a larger TTL, glue that
+    /// grew, and entries ageing out of a window. Anything else leaves them as they were.
+    #[test]
+    fn unchanged_since_eval_sees_every_change_the_features_read() {
+        let eval = |k: &mut KeyState, now: u32| {
+            let n = k.features_nested(now, WINDOWS.len());
+            k.mark_evaluated(now, n.changes_at, &[0, 0]);
+            n.changes_at
+        };
+        let x = [a(1, 1, b"US")];
+        let y = [a(2, 2, b"DE")];
+        let mut k = KeyState::new(0);
+        k.add_answer(0, 20_000, &x);
+        k.add_answer(3_000, 20_000, &y);
+        // x leaves the 1h window at 3601, y at 6601; x leaves the 24h one at 86,401.
+        assert_eq!(eval(&mut k, 3_500), 3_601);
+        assert!(k.unchanged_since_eval(3_600, &[0, 0]));
+        assert!(!k.unchanged_since_eval(3_601, &[0, 0]), "x aged out of 1h");
+        assert!(
+            !k.unchanged_since_eval(3_500, &[1, 0]),
+            "a shared bot appeared"
+        );
+        assert!(
+            !k.unchanged_since_eval(3_499, &[0, 0]),
+            "time ran backwards"
+        );
+        assert_eq!(eval(&mut k, 4_000), 6_601);
+        // y re-shown inside the 1h window: nothing moves.
+        assert!(!k.add_answer(4_100, 20_000, &y));
+        assert!(k.unchanged_since_eval(4_100, &[0, 0]));
+        // y again with a larger TTL: the authoritative estimate grew.
+        assert!(!k.add_answer(4_200, 30_000, &y));
+        assert!(!k.unchanged_since_eval(4_200, &[0, 0]));
+        assert_eq!(eval(&mut k, 4_200), 7_801);
+        // x, still valid but outside the 1h window since 3601, is re-shown: it moves into it.
+        assert!(!k.add_answer(4_300, 20_000, &x));
+        assert!(!k.unchanged_since_eval(4_300, &[0, 0]));
+        eval(&mut k, 4_300);
+        // A new answer.
+        assert!(k.add_answer(4_400, 60, &[a(3, 3, b"FR")]));
+        assert!(!k.unchanged_since_eval(4_400, &[0, 0]));
+
+        let mut z = KeyState::new(0);
+        let g1 = [a(10, 1, b"US")];
+        let g2 = [a(10, 1, b"US"), a(11, 2, b"US")];
+        z.add_ns(0, "ns1.z.test", &g1, 1);
+        eval(&mut z, 10);
+        z.add_ns(20, "ns1.z.test", &g1, 1);
+        assert!(
+            z.unchanged_since_eval(20, &[0, 0]),
+            "the same host and glue again"
+        );
+        z.add_ns(25, "ns1.z.test", &g2[1..], 1);
+        assert!(!z.unchanged_since_eval(25, &[0, 0]), "new glue");
+        eval(&mut z, 25);
+        z.add_ns(30, "ns1.z.test", &g2, 1);
+        assert!(
+            !z.unchanged_since_eval(30, &[0, 0]),
+            "known glue, more at once"
+        );
+        eval(&mut z, 30);
+        z.add_ns(40, "ns1.z.test", &g1, 2);
+        assert!(!z.unchanged_since_eval(40, &[0, 0]), "a larger NS set");
+        eval(&mut z, 40);
+        z.add_ns(50, "ns2.z.test", &[], 2);
+        assert!(!z.unchanged_since_eval(50, &[0, 0]), "a new host");
+        eval(&mut z, 5_000);
+        z.add_ns(5_010, "ns2.z.test", &[], 2);
+        assert!(
+            !z.unchanged_since_eval(5_010, &[0, 0]),
+            "a host back in the 1h window"
+        );
+        // ns1 seen without glue, then with glue last seen long ago.
+        z.add_ns(5_010, "ns1.z.test", &[], 2);
+        eval(&mut z, 5_010);
+        z.add_ns(5_020, "ns1.z.test", &g1, 2);
+        assert!(
+            !z.unchanged_since_eval(5_020, &[0, 0]),
+            "glue back in the 1h window"
+        );
+    }
+
     #[test]
     fn per_key_records_stay_small() {
         // A million keys hold these: the answer history entry and the key state itself.
         assert_eq!(size_of::<Rrset>(), 20);
-        assert!(size_of::<KeyState>() <= 136, "{}", size_of::<KeyState>());
+        assert!(size_of::<KeyState>() <= 144, "{}", size_of::<KeyState>());
     }
 
     #[test]
@@ -1009,7 +1175,7 @@ mod tests {
             if t % 7 == 0 {
                 k.add_answer(now + 5, 300, &[addr(1)]);
             }
-            let nested = k.features_nested(now + 10, WINDOWS.len());
+            let nested = k.features_nested(now + 10, WINDOWS.len()).windows;
             for (i, w) in WINDOWS.into_iter().enumerate() {
                 assert_eq!(
                     nested[i].as_ref(),
@@ -1018,7 +1184,7 @@ mod tests {
                     w.1
                 );
             }
-            assert_eq!(k.features_nested(now + 10, 1)[1], None);
+            assert_eq!(k.features_nested(now + 10, 1).windows[1], None);
         }
     }
 

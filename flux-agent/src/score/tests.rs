@@ -527,3 +527,123 @@ fn one_known_bot_in_a_large_pool_is_not_enough() {
         "{v}"
     );
 }
+
+/// Skipping the re-score of a key whose inputs did not change gives the same verdicts, at the
+/// same times, as re-scoring it: over a stream where flux, CDN-like, steady, returning and
+/// double-flux keys interleave, with answers re-shown by caches, gaps of hours (windows empty
+/// out) and observation time once running backwards.
+#[test]
+fn skipping_unchanged_keys_changes_no_verdict() {
+    let run = |always_rescore: bool| {
+        let mut s = Scorer::new(
+            ScorerConfig {
+                always_rescore,
+                track_baselines: true,
+                ..ScorerConfig::default()
+            },
+            Arc::new(Enricher::empty()),
+            Arc::new(Allowlist::builtin()),
+        );
+        let mut out = Vec::new();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut t = 0u32;
+        let mut scores = Vec::new();
+        for i in 0..6_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Mostly seconds apart, sometimes an hour or a day; once, back in time.
+            t = match x % 500 {
+                0 => t + 3_700,
+                1 => t + 90_000,
+                2 if i > 3_000 && i < 3_100 => t.saturating_sub(4_000),
+                _ => t + (x >> 8) as u32 % 40,
+            };
+            let pick = (x >> 16) % 7;
+            let name = format!("k{pick}.skip{}.test", (x >> 20) % 3);
+            let msg = match pick {
+                // Flux: fresh bots over many /16s.
+                0 | 1 => response(
+                    &name,
+                    a_records(&name, 120, &flux_answer((x >> 24) as u32 % 60)),
+                ),
+                // A CDN: a few addresses of one /16 in turn.
+                2 => {
+                    let ips: Vec<String> = (0..2)
+                        .map(|j| format!("198.51.{}.{}", (x >> 30) % 3, j + 1))
+                        .collect();
+                    response(&name, a_records(&name, 30, &ips))
+                }
+                // Steady: always the same answer, sometimes a larger TTL.
+                3 => response(
+                    &name,
+                    a_records(
+                        &name,
+                        60 + (x >> 40) as u32 % 2 * 300,
+                        &["192.0.2.1".into()],
+                    ),
+                ),
+                // Long-lived answers re-shown for hours while others age out of the windows.
+                4 if x & (1 << 50) != 0 => {
+                    let n = (x >> 33) % 12;
+                    response(
+                        &name,
+                        a_records(&name, 20_000, &[format!("{}.{n}.113.{n}", 100 + n)]),
+                    )
+                }
+                // Three answers that keep coming back.
+                4 => {
+                    let n = (x >> 33) % 3;
+                    response(&name, a_records(&name, 300, &[format!("203.{n}.113.{n}")]))
+                }
+                // Double flux: rotating glue for the zone's name servers.
+                _ => {
+                    let mut m = response(&name, a_records(&name, 300, &["192.0.2.9".into()]));
+                    for h in 0..2 {
+                        let host = format!("ns{h}.glue{}.test", (x >> 36) % 2);
+                        m.authority.push(rec(&name, 2, 300, &host));
+                        m.additional.push(rec(
+                            &host,
+                            1,
+                            300,
+                            &format!("{}.{}.0.{h}", 40 + (x >> 44) % 40, 10 + h),
+                        ));
+                    }
+                    m
+                }
+            };
+            s.observe(at(t), &msg, &mut out);
+            // What each key of this response scored now, skipped or not.
+            for n in [name.as_str(), name.split_once('.').map_or("", |x| x.1)] {
+                if let Some(st) = s.state_of(n) {
+                    scores.push((i, st.level, st.last_score.to_bits()));
+                }
+            }
+        }
+        let v: Vec<String> = out
+            .iter()
+            .map(|v| serde_json::to_string(v).unwrap())
+            .collect();
+        (v, s.take_baseline_hits().len(), s.stats().rescores, scores)
+    };
+    let (exact, exact_hits, exact_rescores, exact_scores) = run(true);
+    let (fast, fast_hits, fast_rescores, fast_scores) = run(false);
+    assert_eq!(exact_scores.len(), fast_scores.len());
+    for (a, b) in exact_scores.iter().zip(&fast_scores) {
+        assert_eq!(a, b, "score after response {}", a.0);
+    }
+    assert!(
+        exact.len() > 20,
+        "the stream must move levels: {}",
+        exact.len()
+    );
+    assert_eq!(exact.len(), fast.len());
+    for (a, b) in exact.iter().zip(&fast) {
+        assert_eq!(a, b);
+    }
+    assert_eq!(exact_hits, fast_hits);
+    assert!(
+        fast_rescores < exact_rescores,
+        "skipping saved little: {fast_rescores} of {exact_rescores}"
+    );
+}
