@@ -167,7 +167,9 @@ const PLAIN_NAME_MAX: usize = 250;
 /// that led to it (so pointers only go backwards and the walk ends); no label may start at or
 /// past the start of the segment that pointed to it; the name stays under [`PLAIN_NAME_MAX`].
 fn plain_wire_name(msg: &[u8], start: usize) -> Option<(String, usize)> {
-    let mut out = String::new();
+    // Built on the stack, then allocated once at its final size.
+    let mut buf = [0u8; PLAIN_NAME_MAX];
+    let mut n = 0;
     let mut pos = start;
     // Start of the labels being read, and of those that pointed to them (hickory's
     // `name_start` and `max_idx`).
@@ -183,21 +185,24 @@ fn plain_wire_name(msg: &[u8], start: usize) -> Option<(String, usize)> {
         let b = *msg.get(pos)?;
         match b & 0xc0 {
             0x00 if b == 0 => {
-                if out.is_empty() {
-                    out.push('.');
-                }
-                return Some((out, end.unwrap_or(pos + 1)));
+                let name = match buf.get(..n)? {
+                    [] => ".".to_owned(),
+                    s => std::str::from_utf8(s).ok()?.to_owned(),
+                };
+                return Some((name, end.unwrap_or(pos + 1)));
             }
             0x00 => {
                 let len = usize::from(b);
                 let label = msg.get(pos + 1..pos + 1 + len)?;
-                if out.len() + len + 2 > PLAIN_NAME_MAX {
+                if n + len + 2 > PLAIN_NAME_MAX {
                     return None;
                 }
-                if !out.is_empty() {
-                    out.push('.');
+                if n > 0 {
+                    *buf.get_mut(n)? = b'.';
+                    n += 1;
                 }
-                for (j, &c) in label.iter().enumerate() {
+                let dst = buf.get_mut(n..n + len)?;
+                for (j, (&c, d)) in label.iter().zip(dst).enumerate() {
                     let ok = c.is_ascii_alphanumeric()
                         || c == b'_'
                         || (c == b'-' && j > 0)
@@ -205,8 +210,9 @@ fn plain_wire_name(msg: &[u8], start: usize) -> Option<(String, usize)> {
                     if !ok {
                         return None;
                     }
-                    out.push(char::from(c.to_ascii_lowercase()));
+                    *d = c.to_ascii_lowercase();
                 }
+                n += len;
                 pos += 1 + len;
             }
             0xc0 => {

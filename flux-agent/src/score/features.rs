@@ -381,14 +381,22 @@ impl KeyState {
     }
 
     fn find_ip(&mut self, ip: &[u8; 16]) -> Option<&mut IpEntry> {
+        const LANES: usize = 16;
         let fp = fingerprint(ip);
-        let mut from = 0;
-        while let Some(rest) = self.ip_fps.get(from..) {
-            let i = from + rest.iter().position(|f| *f & FP_MASK == fp)?;
-            if self.ips.get(i).is_some_and(|e| e.addr.ip == *ip) {
-                return self.ips.get_mut(i);
+        // A bit mask of matching fingerprints per block, without early exit inside it, so the
+        // compiler compares a whole block in a few vector instructions.
+        for (block, fps) in self.ip_fps.chunks(LANES).enumerate() {
+            let mut mask = 0u32;
+            for (i, f) in fps.iter().enumerate() {
+                mask |= u32::from(*f & FP_MASK == fp) << i;
             }
-            from = i + 1;
+            while mask != 0 {
+                let i = block * LANES + mask.trailing_zeros() as usize;
+                if self.ips.get(i).is_some_and(|e| e.addr.ip == *ip) {
+                    return self.ips.get_mut(i);
+                }
+                mask &= mask - 1;
+            }
         }
         None
     }
