@@ -160,6 +160,9 @@ pub struct KeyState {
     /// The key is flux and not allowlisted: the addresses it resolves to are bots other
     /// domains are compared with, including those it shows after it was judged.
     pub shares_bots: bool,
+    /// At its last score the key was not flux but could become flux on shared bots alone
+    /// (see `model::could_flux_on_shared_bots`).
+    pub watch: bool,
     /// The allowlisted suffix of a name that fed this key (a seed host feeding its domain).
     pub allowed_by: Option<Box<str>>,
     /// Something the features read changed since the last score: a new answer, a larger TTL,

@@ -144,7 +144,16 @@ pub struct Scorer {
     addr_cache: HashMap<[u8; 16], AddrInfo, FastHash>,
     /// Scratch buffer reused across responses: ids of the keys to re-score.
     touched: Vec<u64>,
+    /// Keys that would be flux if their addresses turned out to be bots, re-scored when new
+    /// bots are known ([`Scorer::sweep_watched`]).
+    watched: KeyTable<u64, ()>,
+    /// Bots were added since the last sweep of the watched keys, and when that sweep was.
+    bots_added: bool,
+    last_sweep: u32,
 }
+
+/// Keys watched for shared bots at most; the least recently watched is dropped beyond it.
+const WATCHED_KEYS: usize = 1 << 14;
 
 /// Addresses kept in the lookup cache before it is emptied.
 const ADDR_CACHE: usize = 1 << 16;
@@ -182,6 +191,9 @@ impl Scorer {
             flux_ips: FluxIps::default(),
             addr_cache: HashMap::default(),
             touched: Vec::new(),
+            watched: KeyTable::new(WATCHED_KEYS),
+            bots_added: false,
+            last_sweep: 0,
         }
     }
 
@@ -242,10 +254,13 @@ impl Scorer {
     pub fn memory_estimate(&self) -> usize {
         // The slot (id, stamp, value) and its index entry (id, slot, control byte).
         let per_entry = size_of::<Tracked>() + 2 * size_of::<u64>() + 13;
-        self.keys
-            .values()
-            .map(|t| per_entry + t.name.len() + t.st.heap_bytes())
-            .sum()
+        let watched = self.watched.len() * (3 * size_of::<u64>() + 13);
+        watched
+            + self
+                .keys
+                .values()
+                .map(|t| per_entry + t.name.len() + t.st.heap_bytes())
+                .sum::<usize>()
     }
 
     /// The table id of a key name: a seeded 64-bit hash. Two names sharing one would share
@@ -375,30 +390,58 @@ impl Scorer {
             self.feed(rd, ROLE_DOMAIN, now, *ttl, addrs, chain_here, &mut touched);
         }
         for id in &touched {
-            let hits = self.cfg.track_baselines.then_some(&mut self.baseline_hits);
-            let Some(Tracked { name, st }) = self.keys.peek_mut(id) else {
-                continue;
-            };
-            // Nothing it reads changed: the score would come out the same.
-            let shared = shared_bots(name, st, now, &self.flux_ips);
-            if !self.cfg.always_rescore && st.unchanged_since_eval(now, &shared) {
-                st.last_eval = now;
-                continue;
-            }
-            self.stats.rescores += 1;
-            if let Some(v) = evaluate(name, st, now, shared, &self.allowlist, hits) {
-                self.stats.verdicts += 1;
-                st.shares_bots = v.level == Level::Flux && !v.allowlisted;
-                if st.shares_bots {
-                    let owner = domain_id(name);
-                    for a in st.addresses(now, WINDOWS[0].0) {
-                        self.flux_ips.insert(a.ip, owner);
-                    }
-                }
-                out.push(v);
-            }
+            self.judge(*id, now, out);
         }
         self.touched = touched;
+        if self.bots_added && now >= self.last_sweep.saturating_add(self.cfg.rescore_interval) {
+            self.sweep_watched(now, out);
+        }
+    }
+
+    /// Re-scores a key (unless nothing it reads changed) and records a level change.
+    /// This is where verdicts are made.
+    fn judge(&mut self, id: u64, now: u32, out: &mut Vec<Verdict>) {
+        let hits = self.cfg.track_baselines.then_some(&mut self.baseline_hits);
+        let Some(Tracked { name, st }) = self.keys.peek_mut(&id) else {
+            self.watched.remove(&id);
+            return;
+        };
+        // Nothing it reads changed: the score would come out the same.
+        let shared = shared_bots(name, st, now, &self.flux_ips);
+        if !self.cfg.always_rescore && st.unchanged_since_eval(now, &shared) {
+            st.last_eval = now;
+            return;
+        }
+        self.stats.rescores += 1;
+        let verdict = evaluate(name, st, now, shared, &self.allowlist, hits);
+        if let Some(v) = &verdict {
+            self.stats.verdicts += 1;
+            st.shares_bots = v.level == Level::Flux && !v.allowlisted;
+            if st.shares_bots {
+                let owner = domain_id(name);
+                for a in st.addresses(now, WINDOWS[0].0) {
+                    self.bots_added |= self.flux_ips.insert(a.ip, owner);
+                }
+            }
+        }
+        if st.watch {
+            self.watched.get_or_insert_with(id, || ());
+        } else {
+            self.watched.remove(&id);
+        }
+        out.extend(verdict);
+    }
+
+    /// Re-scores the watched keys after new bots became known: a domain looked up twice, whose
+    /// addresses another domain shows to be bots only later, is otherwise never looked at
+    /// again. At most once per re-score interval; the verdicts carry the time of the sweep.
+    fn sweep_watched(&mut self, now: u32, out: &mut Vec<Verdict>) {
+        self.bots_added = false;
+        self.last_sweep = now;
+        let ids: Vec<u64> = self.watched.keys().copied().collect();
+        for id in ids {
+            self.judge(id, now, out);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -431,7 +474,7 @@ impl Scorer {
             // it had when it was judged.
             let owner = domain_id(name);
             for a in addrs {
-                self.flux_ips.insert(a.ip, owner);
+                self.bots_added |= self.flux_ips.insert(a.ip, owner);
             }
         }
         // Re-score on a new answer (for busy keys at most every MIN_RESCORE s), and now and then
@@ -635,6 +678,7 @@ fn rescore(
     st.last_score = score as f32;
     let previous = st.level;
     st.level = model::next_level(previous, score, &features);
+    st.watch = st.level != Level::Flux && model::could_flux_on_shared_bots(&features);
     (
         previous,
         Scored {

@@ -188,6 +188,14 @@ pub fn terms(f: &Features) -> [(Term, f64); 10] {
     ]
 }
 
+/// A key that is not flux yet but would be, on the evidence it has, if some of its addresses
+/// turned out to be other flux domains' bots: it rotated over two or more networks with a TTL
+/// short enough to rotate. The scorer watches such keys and re-scores them when new bots are
+/// known, since a domain looked up a few times may never be looked up again.
+pub fn could_flux_on_shared_bots(f: &Features) -> bool {
+    f.rrsets >= MIN_RRSETS_FOR_FLUX && f.distinct_networks >= 2 && f.ttl_max < 1800
+}
+
 /// Known bots among the key's addresses: full once they are [`SHARED_FULL_SHARE`] of them. A
 /// large legitimate pool that holds one address a flux domain also used (shared hosting, a
 /// reassigned address) is not a botnet's domain; a domain whose addresses are bots is.

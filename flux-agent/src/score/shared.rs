@@ -55,10 +55,11 @@ impl FluxIps {
     /// Remembers a bot and the domain that showed it. The first domain keeps it: a domain
     /// judged flux *because* it shares this bot must not take the bot over, or its own
     /// evidence would vanish at its next rescore (a key's own addresses prove nothing).
-    pub fn insert(&mut self, ip: [u8; 16], owner: u32) {
+    /// Returns whether the address is new to the table.
+    pub fn insert(&mut self, ip: [u8; 16], owner: u32) -> bool {
         let (_, created, _) = self.table.get_or_insert_with(ip, || owner);
         if !created {
-            return;
+            return false;
         }
         self.inserts += 1;
         if self.inserts > MAX_FLUX_IPS {
@@ -71,6 +72,7 @@ impl FluxIps {
             self.inserts = 0;
         }
         set_bit(&mut self.filter, &ip);
+        true
     }
 
     /// The domain id that flagged this address, if any.

@@ -98,6 +98,21 @@ impl<K: Copy + Eq + Hash, V> KeyTable<K, V> {
         self.slots.iter().map(|s| &s.id)
     }
 
+    /// Removes the entry for `id`, if there is one.
+    pub fn remove(&mut self, id: &K) {
+        if let Some(i) = self.index.remove(id) {
+            self.remove_slot(i as usize);
+        }
+    }
+
+    /// Removes a slot whose index entry is already gone; the last slot moves into its place.
+    fn remove_slot(&mut self, i: usize) {
+        self.slots.swap_remove(i);
+        if let Some(moved) = self.slots.get(i) {
+            self.index.insert(moved.id, i as u32);
+        }
+    }
+
     /// Removes the stalest of a few sampled slots; the last slot moves into its place.
     fn evict_one(&mut self) {
         let n = self.slots.len();
@@ -111,11 +126,9 @@ impl<K: Copy + Eq + Hash, V> KeyTable<K, V> {
                 victim = j;
             }
         }
-        let gone = self.slots.swap_remove(victim);
-        self.index.remove(&gone.id);
-        if let Some(moved) = self.slots.get(victim) {
-            self.index.insert(moved.id, victim as u32);
-        }
+        let gone = self.slots[victim].id;
+        self.index.remove(&gone);
+        self.remove_slot(victim);
     }
 
     fn next_rand(&mut self) -> u64 {
@@ -177,5 +190,17 @@ mod tests {
         *t.peek_mut(&7).unwrap() = 5;
         assert_eq!(t.values().copied().collect::<Vec<_>>(), vec![5]);
         assert!(t.peek(&8).is_none());
+        t.get_or_insert_with(8, || 8);
+        t.get_or_insert_with(9, || 9);
+        t.remove(&7);
+        t.remove(&7);
+        assert_eq!(t.len(), 2);
+        assert_eq!(
+            (t.peek(&7), t.peek(&8), t.peek(&9)),
+            (None, Some(&8), Some(&9))
+        );
+        for (id, &i) in &t.index {
+            assert_eq!(t.slots[i as usize].id, *id);
+        }
     }
 }

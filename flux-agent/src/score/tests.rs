@@ -647,3 +647,62 @@ fn skipping_unchanged_keys_changes_no_verdict() {
         "skipping saved little: {fast_rescores} of {exact_rescores}"
     );
 }
+
+/// A domain looked up twice, one address each in a different network, TTL 0: alone it is what
+/// a dynamic-DNS host that moved looks like. When another domain judged flux later shows one of
+/// those addresses, the first is re-scored without being looked up again.
+#[test]
+fn a_quiet_domain_is_judged_when_its_address_turns_out_to_be_a_bot() {
+    let mut s = scorer();
+    let mut out = Vec::new();
+    let bot = flux_answer(0)[0].clone();
+    s.observe(
+        at(0),
+        &response(
+            "a.quiet.test",
+            a_records("a.quiet.test", 0, std::slice::from_ref(&bot)),
+        ),
+        &mut out,
+    );
+    s.observe(
+        at(600),
+        &response(
+            "b.quiet.test",
+            a_records("b.quiet.test", 0, &["9.9.9.9".into()]),
+        ),
+        &mut out,
+    );
+    assert_eq!(s.level_of("quiet.test"), Some(Level::Benign), "{out:#?}");
+    // Another domain rotates through bots, the quiet domain's among them.
+    for round in 0..6u32 {
+        let mut ips = flux_answer(round + 1);
+        if round == 5 {
+            ips.push(bot.clone());
+        }
+        s.observe(
+            at(1_000 + round * 180),
+            &response("www.loud.test", a_records("www.loud.test", 180, &ips)),
+            &mut out,
+        );
+    }
+    // One more response of anything lets the sweep run a re-score interval later.
+    s.observe(
+        at(2_200),
+        &response(
+            "www.loud.test",
+            a_records("www.loud.test", 180, &flux_answer(6)),
+        ),
+        &mut out,
+    );
+    let v = out
+        .iter()
+        .find(|v| v.domain == "quiet.test" && v.level == Level::Flux)
+        .unwrap_or_else(|| panic!("quiet.test not judged: {out:#?}"));
+    assert!(v.ts >= at(1_900));
+    assert_eq!(v.features.shared_flux_ips, 1);
+    assert!(
+        v.reasons
+            .iter()
+            .any(|r| r.feature == "shared_flux_addresses")
+    );
+}
