@@ -126,17 +126,19 @@ fn plain_lowercase(name: &Name) -> Option<String> {
             s.push('.');
         }
         for (j, &b) in label.iter().enumerate() {
-            let ok = b.is_ascii_alphanumeric()
-                || b == b'_'
-                || (b == b'-' && j > 0)
-                || (b == b'*' && j == 0);
-            if !ok {
+            if !plain_byte(b, j) {
                 return None;
             }
             s.push(char::from(b.to_ascii_lowercase()));
         }
     }
     Some(s)
+}
+
+/// A byte hickory prints as itself at position `j` of a label: letters, digits, `_`, `-` (not
+/// first) and a leading `*`.
+fn plain_byte(b: u8, j: usize) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || (b == b'-' && j > 0) || (b == b'*' && j == 0)
 }
 
 /// Reads the name at the decoder's position, as [`normalize_name`] prints it.
@@ -203,11 +205,7 @@ fn plain_wire_name(msg: &[u8], start: usize) -> Option<(String, usize)> {
                 }
                 let dst = buf.get_mut(n..n + len)?;
                 for (j, (&c, d)) in label.iter().zip(dst).enumerate() {
-                    let ok = c.is_ascii_alphanumeric()
-                        || c == b'_'
-                        || (c == b'-' && j > 0)
-                        || (c == b'*' && j == 0);
-                    if !ok {
+                    if !plain_byte(c, j) {
                         return None;
                     }
                     *d = c.to_ascii_lowercase();

@@ -639,9 +639,12 @@ fn rescore(
         nested.changes_at
     };
     st.mark_evaluated(now, changes_at, &shared);
+    let mut watch = false;
     for (i, f) in nested.windows.into_iter().enumerate() {
         let Some(mut f) = f else { break };
         f.shared_flux_ips = shared[i];
+        // Any window will do: two lookups hours apart only meet in the longer one.
+        watch |= model::could_flux_on_shared_bots(&f);
         // Holz counted ASNs; without a database the networks (/16s) stand in.
         let n_asn = if f.distinct_asns > 0 {
             f.distinct_asns
@@ -678,7 +681,7 @@ fn rescore(
     st.last_score = score as f32;
     let previous = st.level;
     st.level = model::next_level(previous, score, &features);
-    st.watch = st.level != Level::Flux && model::could_flux_on_shared_bots(&features);
+    st.watch = st.level != Level::Flux && watch;
     (
         previous,
         Scored {
