@@ -252,14 +252,14 @@ impl Scorer {
 
     /// Heap and table bytes the scorer holds, estimated from its contents.
     pub fn memory_estimate(&self) -> usize {
-        // The slot (id, stamp, value) and its index entry (id, slot, control byte).
-        let per_entry = size_of::<Tracked>() + 2 * size_of::<u64>() + 13;
-        let watched = self.watched.len() * (3 * size_of::<u64>() + 13);
-        watched
+        // The key table and its index, then each key's name (with the allocator's header) and
+        // state.
+        self.keys.table_bytes()
+            + self.watched.table_bytes()
             + self
                 .keys
                 .values()
-                .map(|t| per_entry + t.name.len() + t.st.heap_bytes())
+                .map(|t| t.name.len().next_multiple_of(16) + 16 + t.st.heap_bytes())
                 .sum::<usize>()
     }
 

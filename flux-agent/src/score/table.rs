@@ -88,6 +88,15 @@ impl<K: Copy + Eq + Hash, V> KeyTable<K, V> {
         Some(&mut self.slots[i as usize].value)
     }
 
+    /// The bytes the table itself holds: its slot array and its index at their capacities
+    /// (what the entries own on the heap is the caller's to add).
+    pub fn table_bytes(&self) -> usize {
+        // hashbrown: one control byte per bucket, buckets = capacity / (7/8) rounded up to a
+        // power of two.
+        let buckets = (self.index.capacity() * 8 / 7 + 1).next_power_of_two();
+        self.slots.capacity() * size_of::<Slot<K, V>>() + buckets * (size_of::<(K, u32)>() + 1)
+    }
+
     /// Every entry, in no particular order.
     pub fn values(&self) -> impl Iterator<Item = &V> {
         self.slots.iter().map(|s| &s.value)
