@@ -11,6 +11,9 @@ use std::net::IpAddr;
 use serde::Serialize;
 use smallvec::SmallVec;
 
+/// The allocator's header per heap allocation (glibc malloc), for memory estimates.
+pub const MALLOC_OVERHEAD: usize = 16;
+
 /// Addresses remembered per key. Beyond this the least recently seen one is forgotten.
 /// Every term of the model saturates well below it (4 networks, 24 prefixes, 8 lone blocks,
 /// fluxiness 8), and 64 changed no verdict of the evaluation while making the worst-case
@@ -286,13 +289,7 @@ impl KeyState {
             return returned;
         }
         self.dirty = true;
-        let mut nets: SmallVec<[u32; 8]> = addrs
-            .iter()
-            .map(|a| a.network)
-            .filter(|n| *n != 0)
-            .collect();
-        nets.sort_unstable();
-        nets.dedup();
+        let nets = known_networks(addrs);
         let mut fresh: SmallVec<[AddrInfo; 8]> = SmallVec::new();
         for a in addrs {
             if let Some(e) = self.find_ip(&a.ip) {
@@ -304,14 +301,7 @@ impl KeyState {
         // Only a new address can bring a network the key has no address in.
         let mut new_networks = 0usize;
         if !fresh.is_empty() {
-            let mut fresh_nets: SmallVec<[u32; 8]> = fresh
-                .iter()
-                .map(|a| a.network)
-                .filter(|n| *n != 0)
-                .collect();
-            fresh_nets.sort_unstable();
-            fresh_nets.dedup();
-            new_networks = fresh_nets
+            new_networks = known_networks(&fresh)
                 .iter()
                 .filter(|n| !self.ips.iter().any(|e| e.addr.network == **n))
                 .count();
@@ -605,7 +595,6 @@ impl KeyState {
     /// A rough count of the heap bytes this state holds (for the memory figure).
     pub fn heap_bytes(&self) -> usize {
         // The allocator's own header per allocation, for the three arrays.
-        const MALLOC_OVERHEAD: usize = 16;
         let arrays = [
             self.ips.capacity(),
             self.ip_fps.capacity(),
@@ -880,6 +869,18 @@ impl Tally {
             .sum();
         h / n.ln()
     }
+}
+
+/// The distinct known networks (0 is unknown) of some addresses.
+fn known_networks(addrs: &[AddrInfo]) -> SmallVec<[u32; 8]> {
+    let mut nets: SmallVec<[u32; 8]> = addrs
+        .iter()
+        .map(|a| a.network)
+        .filter(|n| *n != 0)
+        .collect();
+    nets.sort_unstable();
+    nets.dedup();
+    nets
 }
 
 /// Seconds an answer stays valid, as stored (18 hours at most: beyond that it is long-lived

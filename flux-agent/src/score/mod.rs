@@ -30,6 +30,7 @@ use smallvec::{SmallVec, smallvec};
 
 use self::{shared::FluxIps, table::KeyTable};
 use crate::{allowlist::Allowlist, dns::DnsMessage, enrich::Enricher};
+use features::MALLOC_OVERHEAD;
 pub use features::{AddrInfo, Features, KeyState, WINDOWS};
 pub use model::{Level, Reason};
 
@@ -147,8 +148,8 @@ pub struct Scorer {
     /// Keys that would be flux if their addresses turned out to be bots, re-scored when new
     /// bots are known ([`Scorer::sweep_watched`]).
     watched: KeyTable<u64, ()>,
-    /// Bots were added since the last sweep of the watched keys, and when that sweep was.
-    bots_added: bool,
+    /// [`FluxIps::added`] at the last sweep of the watched keys, and when that sweep was.
+    swept_bots: u64,
     last_sweep: u32,
 }
 
@@ -192,7 +193,7 @@ impl Scorer {
             addr_cache: HashMap::default(),
             touched: Vec::new(),
             watched: KeyTable::new(WATCHED_KEYS),
-            bots_added: false,
+            swept_bots: 0,
             last_sweep: 0,
         }
     }
@@ -259,7 +260,8 @@ impl Scorer {
             + self
                 .keys
                 .values()
-                .map(|t| t.name.len().next_multiple_of(16) + 16 + t.st.heap_bytes())
+                // malloc hands out 16-byte multiples.
+                .map(|t| t.name.len().next_multiple_of(16) + MALLOC_OVERHEAD + t.st.heap_bytes())
                 .sum::<usize>()
     }
 
@@ -393,7 +395,9 @@ impl Scorer {
             self.judge(*id, now, out);
         }
         self.touched = touched;
-        if self.bots_added && now >= self.last_sweep.saturating_add(self.cfg.rescore_interval) {
+        if self.flux_ips.added() != self.swept_bots
+            && now >= self.last_sweep.saturating_add(self.cfg.rescore_interval)
+        {
             self.sweep_watched(now, out);
         }
     }
@@ -420,7 +424,7 @@ impl Scorer {
             if st.shares_bots {
                 let owner = domain_id(name);
                 for a in st.addresses(now, WINDOWS[0].0) {
-                    self.bots_added |= self.flux_ips.insert(a.ip, owner);
+                    self.flux_ips.insert(a.ip, owner);
                 }
             }
         }
@@ -436,7 +440,7 @@ impl Scorer {
     /// addresses another domain shows to be bots only later, is otherwise never looked at
     /// again. At most once per re-score interval; the verdicts carry the time of the sweep.
     fn sweep_watched(&mut self, now: u32, out: &mut Vec<Verdict>) {
-        self.bots_added = false;
+        self.swept_bots = self.flux_ips.added();
         self.last_sweep = now;
         let ids: Vec<u64> = self.watched.keys().copied().collect();
         for id in ids {
@@ -474,7 +478,7 @@ impl Scorer {
             // it had when it was judged.
             let owner = domain_id(name);
             for a in addrs {
-                self.bots_added |= self.flux_ips.insert(a.ip, owner);
+                self.flux_ips.insert(a.ip, owner);
             }
         }
         // Re-score on a new answer (for busy keys at most every MIN_RESCORE s), and now and then

@@ -19,6 +19,8 @@ pub struct FluxIps {
     filter: Box<[u64]>,
     /// Inserts since the filter was rebuilt; evicted addresses leave stale bits behind.
     inserts: usize,
+    /// Addresses ever added: a different value means new bots since it was read.
+    added: u64,
 }
 
 impl Default for FluxIps {
@@ -27,6 +29,7 @@ impl Default for FluxIps {
             table: KeyTable::new(MAX_FLUX_IPS),
             filter: vec![0u64; FILTER_BITS / 64].into_boxed_slice(),
             inserts: 0,
+            added: 0,
         }
     }
 }
@@ -55,12 +58,12 @@ impl FluxIps {
     /// Remembers a bot and the domain that showed it. The first domain keeps it: a domain
     /// judged flux *because* it shares this bot must not take the bot over, or its own
     /// evidence would vanish at its next rescore (a key's own addresses prove nothing).
-    /// Returns whether the address is new to the table.
-    pub fn insert(&mut self, ip: [u8; 16], owner: u32) -> bool {
+    pub fn insert(&mut self, ip: [u8; 16], owner: u32) {
         let (_, created, _) = self.table.get_or_insert_with(ip, || owner);
         if !created {
-            return false;
+            return;
         }
+        self.added += 1;
         self.inserts += 1;
         if self.inserts > MAX_FLUX_IPS {
             // Every entry has been replaced at least once since the last rebuild: drop the
@@ -72,7 +75,11 @@ impl FluxIps {
             self.inserts = 0;
         }
         set_bit(&mut self.filter, &ip);
-        true
+    }
+
+    /// Addresses ever added (see [`Scorer`](super::Scorer)'s sweep of watched keys).
+    pub fn added(&self) -> u64 {
+        self.added
     }
 
     /// The domain id that flagged this address, if any.

@@ -59,17 +59,25 @@ fn flux_answer(round: u32) -> Vec<String> {
         .collect()
 }
 
+/// Feeds `name` the flux network's answer of each round in `rounds`, one per `ttl` from time 0.
+fn rotate_flux(
+    s: &mut Scorer,
+    name: &str,
+    rounds: std::ops::Range<u32>,
+    ttl: u32,
+    out: &mut Vec<Verdict>,
+) {
+    for round in rounds {
+        let msg = response(name, a_records(name, ttl, &flux_answer(round)));
+        s.observe(at(round * ttl), &msg, out);
+    }
+}
+
 #[test]
 fn rotating_bots_across_networks_become_flux_with_reasons() {
     let mut s = scorer();
     let mut out = Vec::new();
-    for round in 0..6 {
-        let msg = response(
-            "www.evil-flux.test",
-            a_records("www.evil-flux.test", 180, &flux_answer(round)),
-        );
-        s.observe(at(round * 180), &msg, &mut out);
-    }
+    rotate_flux(&mut s, "www.evil-flux.test", 0..6, 180, &mut out);
     let flux: Vec<_> = out.iter().filter(|v| v.level == Level::Flux).collect();
     let owner = flux
         .iter()
@@ -206,16 +214,7 @@ fn rotating_glue_is_double_flux() {
 fn bots_a_flux_key_shows_after_it_was_judged_are_shared() {
     let mut s = scorer();
     let mut out = Vec::new();
-    for round in 0..8u32 {
-        s.observe(
-            at(round * 180),
-            &response(
-                "www.first.test",
-                a_records("www.first.test", 180, &flux_answer(round)),
-            ),
-            &mut out,
-        );
-    }
+    rotate_flux(&mut s, "www.first.test", 0..8, 180, &mut out);
     let flagged = out
         .iter()
         .find(|v| v.domain == "www.first.test" && v.level == Level::Flux)
@@ -249,16 +248,7 @@ fn a_zone_whose_answer_never_changes_is_flux_when_its_glue_rotates() {
     let mut s = scorer();
     let mut out = Vec::new();
     // A flux network is known first: its bots are in the shared table.
-    for round in 0..4u32 {
-        s.observe(
-            at(round * 180),
-            &response(
-                "known.test",
-                a_records("known.test", 180, &flux_answer(round)),
-            ),
-            &mut out,
-        );
-    }
+    rotate_flux(&mut s, "known.test", 0..4, 180, &mut out);
     // The zone answers the same three bots every time; only its name servers' glue rotates.
     let fixed: Vec<String> = flux_answer(0).into_iter().take(3).collect();
     for round in 0..6u32 {
@@ -281,16 +271,7 @@ fn a_zone_whose_answer_never_changes_is_flux_when_its_glue_rotates() {
 fn allowlisted_flux_is_reported_and_marked() {
     let mut s = scorer();
     let mut out = Vec::new();
-    for round in 0..6u32 {
-        s.observe(
-            at(round * 130),
-            &response(
-                "0.pool.ntp.org",
-                a_records("0.pool.ntp.org", 130, &flux_answer(round)),
-            ),
-            &mut out,
-        );
-    }
+    rotate_flux(&mut s, "0.pool.ntp.org", 0..6, 130, &mut out);
     let v = out
         .iter()
         .find(|v| v.domain == "0.pool.ntp.org" && v.level == Level::Flux)
@@ -328,13 +309,7 @@ fn key_count_is_bounded() {
 fn baselines_are_tracked_on_the_same_stream() {
     let mut s = scorer();
     let mut out = Vec::new();
-    for round in 0..30u32 {
-        s.observe(
-            at(round * 180),
-            &response("b.test", a_records("b.test", 180, &flux_answer(round))),
-            &mut out,
-        );
-    }
+    rotate_flux(&mut s, "b.test", 0..30, 180, &mut out);
     let hits = s.take_baseline_hits();
     assert!(
         hits.iter()
@@ -496,16 +471,7 @@ fn a_server_farm_of_the_same_shape_stays_benign() {
 fn one_known_bot_in_a_large_pool_is_not_enough() {
     let mut s = scorer();
     let mut out = Vec::new();
-    for round in 0..4u32 {
-        s.observe(
-            at(round * 180),
-            &response(
-                "known.test",
-                a_records("known.test", 180, &flux_answer(round)),
-            ),
-            &mut out,
-        );
-    }
+    rotate_flux(&mut s, "known.test", 0..4, 180, &mut out);
     // A server farm of twelve addresses in two /16s, one of which a flux domain also used (a
     // shared or reassigned address), answering two halves in turn.
     let bot = flux_answer(0)[0].clone();

@@ -10,6 +10,9 @@
 //! 2. Memory: 1,000,000 distinct names fed to one scorer; resident memory before and after
 //!    (`/proc/self/status`), and the scorer's own estimate.
 //!
+//! `--pcap FILE [--repeat N]` measures one capture instead, N times: the reader and parser
+//! alone, then the whole replay.
+//!
 //! Figures, not assertions: they go in docs/benchmarks.md.
 
 use std::{
