@@ -1138,11 +1138,16 @@ mod tests {
         assert_eq!(f.glue_networks_max, 6);
     }
 
+    fn tally_of(vals: &[u32]) -> Tally {
+        let mut t = Tally::new();
+        vals.iter().for_each(|v| t.add(*v));
+        t
+    }
+
     #[test]
     fn lone_blocks_are_counted() {
         let tally = |vals: &[u32]| {
-            let mut t = Tally::new();
-            vals.iter().for_each(|v| t.add(*v));
+            let t = tally_of(vals);
             (t.distinct(), t.lone())
         };
         assert_eq!(tally(&[]), (0, 0));
@@ -1187,8 +1192,7 @@ mod tests {
     #[test]
     fn entropy_is_normalised() {
         let tally = |vals: &[u32]| {
-            let mut t = Tally::new();
-            vals.iter().for_each(|v| t.add(*v));
+            let t = tally_of(vals);
             (t.distinct(), t.normalised_entropy())
         };
         assert_eq!(tally(&[1, 1, 1, 1]), (1, 0.0));
@@ -1243,8 +1247,7 @@ mod tests {
                     ((x % range) as u32) << (round % 3 * 8)
                 })
                 .collect();
-            let mut t = Tally::new();
-            vals.iter().for_each(|v| t.add(*v));
+            let t = tally_of(&vals);
             let mut kept: Vec<u32> = vals.iter().copied().take(MAX_IPS_PER_KEY).collect();
             kept.sort_unstable();
             let mut runs: Vec<usize> = Vec::new();
