@@ -305,9 +305,12 @@ impl Enforcer {
         }
     }
 
-    /// A verdict from the scorer: blocks its name and addresses when it rises to flux.
+    /// A verdict from the scorer: blocks its name and addresses when it passes the block gate
+    /// (`Verdict::block`: flux on the key's own evidence, held over two re-scores), which is
+    /// stricter than the report at `flux`. The scorer emits a verdict when the gate opens, so
+    /// a key reported flux earlier is blocked then.
     pub fn on_verdict(&mut self, v: &Verdict, scorer: &Scorer, out: &mut Vec<Action>) {
-        if v.level != Level::Flux || v.previous == Level::Flux {
+        if v.level != Level::Flux || !v.block {
             return;
         }
         if v.allowlisted {

@@ -81,6 +81,14 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         f("level"),
         f("score").as_f64().unwrap_or(0.0)
     );
+    println!(
+        "  own evidence (without other domains' bots): {:.3}",
+        f("own_score").as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "  block gate: {}",
+        f("block_gate").as_str().unwrap_or("unknown")
+    );
     if f("double_flux") == Value::Bool(true) {
         println!("  double flux: the name servers rotate too");
     }

@@ -44,6 +44,29 @@ pub struct AddrInfo {
     pub network: u32,
     /// ISO country code, `[0, 0]` when unknown.
     pub country: [u8; 2],
+    /// Inside a key: which of the key's names first showed the address (a 16-bit tag of the
+    /// name, never 0), or [`POOLED`] once a second name showed it too. 0 outside a key. It
+    /// sits in what was padding, so it costs no memory.
+    pub source: u16,
+}
+
+/// [`KeyState::marks`]: the Holz baseline flagged the key (evaluation only).
+pub const MARK_HOLZ: u8 = 1;
+/// The Zeek baseline flagged the key (evaluation only).
+pub const MARK_ZEEK: u8 = 2;
+/// The key qualified for the block gate at its last score (see `model::BLOCK_SCORE`).
+pub const MARK_BLOCK_QUALIFIED: u8 = 4;
+/// The key passed the block gate: it qualified at two scores at different times.
+pub const MARK_BLOCKABLE: u8 = 8;
+
+/// [`AddrInfo::source`] of an address two names of a key both resolved to.
+pub const POOLED: u16 = u16::MAX;
+
+/// The [`AddrInfo::source`] tag of a name: 16 bits of its hash, never 0 or [`POOLED`].
+pub fn source_tag(name: &str) -> u16 {
+    let h = fnv32(name.as_bytes());
+    let t = (h ^ (h >> 16)) as u16;
+    t.clamp(1, POOLED - 1)
 }
 
 impl AddrInfo {
@@ -51,6 +74,15 @@ impl AddrInfo {
         match ip {
             IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
             IpAddr::V6(v6) => v6.octets(),
+        }
+    }
+
+    /// The address as a std address (IPv4-mapped ones as IPv4).
+    pub fn to_ip(&self) -> IpAddr {
+        let v6 = std::net::Ipv6Addr::from(self.ip);
+        match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
         }
     }
 
@@ -163,8 +195,9 @@ pub struct KeyState {
     pub last_score: f32,
     /// Bit per role, see `super::ROLE_*`.
     pub roles: u8,
-    pub holz_flagged: bool,
-    pub zeek_flagged: bool,
+    /// [`MARK_HOLZ`], [`MARK_ZEEK`], [`MARK_BLOCK_QUALIFIED`], [`MARK_BLOCKABLE`]: one byte
+    /// for four flags, since a million keys hold it (see `per_key_records_stay_small`).
+    pub marks: u8,
     /// The key is flux and not allowlisted: the addresses it resolves to are bots other
     /// domains are compared with, including those it shows after it was judged.
     pub shares_bots: bool,
@@ -173,6 +206,10 @@ pub struct KeyState {
     pub watch: bool,
     /// The allowlisted suffix of a name that fed this key (a seed host feeding its domain).
     pub allowed_by: Option<Box<str>>,
+    /// Unrelated registered domains whose names lead here through CNAME chains: a 14-bit tag
+    /// of the last one, and in the low 2 bits how many times it changed (saturating at 3; 2
+    /// or more means two customers or more). See `model::provider_zone`.
+    customers: u16,
     /// Something the features read changed since the last score: a new answer, a larger TTL,
     /// or an entry seen again that had left a window. See [`KeyState::unchanged_since_eval`].
     dirty: bool,
@@ -180,6 +217,16 @@ pub struct KeyState {
     changes_at: u32,
     /// Other domains' bots per window at the last score.
     last_shared: [u8; WINDOWS.len()],
+}
+
+/// Records that `source` showed an address the key already had; whether that made it pooled
+/// (a second name of the key resolved to it).
+fn pool(a: &mut AddrInfo, source: u16) -> bool {
+    let newly = a.source != source && a.source != POOLED && a.source != 0 && source != 0;
+    if newly {
+        a.source = POOLED;
+    }
+    newly
 }
 
 /// The features over nested windows, and when they would next change by age alone.
@@ -239,6 +286,16 @@ pub struct Features {
     pub multi_address_answers: u32,
     /// Addresses in the window that keys already judged flux resolved to (shared bots).
     pub shared_flux_ips: u32,
+    /// Names of the key that showed its addresses: 1, or 2 for two or more (a domain key fed
+    /// by several of its names).
+    pub names: u32,
+    /// Addresses two or more of the key's names resolved to (their answers share a pool).
+    pub pooled_ips: u32,
+    /// Addresses in first-party content networks or not routable (see `super::infra`).
+    pub first_party_ips: u32,
+    /// Unrelated registered domains that CNAME into the key (2 stands for two or more; ever,
+    /// not per window).
+    pub customers: u32,
     pub ns_hosts: u32,
     /// NS names seen beyond the largest single NS set.
     pub ns_churn: u32,
@@ -263,7 +320,8 @@ impl KeyState {
     /// is news: an answer the key has not had, or one it had that comes back after it expired.
     /// That is when features are worth recomputing. An answer still valid since it was last
     /// seen (a cache re-showing it, or two names of a domain answering in turn) is not news.
-    pub fn add_answer(&mut self, now: u32, ttl: u32, addrs: &[AddrInfo]) -> bool {
+    /// `source` is the [`source_tag`] of the name that answered.
+    pub fn add_answer_from(&mut self, now: u32, ttl: u32, addrs: &[AddrInfo], source: u16) -> bool {
         self.responses = self.responses.saturating_add(1);
         // Start the loads of the two arrays searched below, so their cache misses overlap
         // with the answer search instead of following it (a key's state is usually cold).
@@ -285,7 +343,7 @@ impl KeyState {
                 r.returns = r.returns.saturating_add(1);
                 self.changes = self.changes.saturating_add(1);
             }
-            self.touch_ips(now, addrs);
+            self.dirty |= self.touch_ips(now, addrs, source);
             return returned;
         }
         self.dirty = true;
@@ -294,8 +352,9 @@ impl KeyState {
         for a in addrs {
             if let Some(e) = self.find_ip(&a.ip) {
                 e.last = now;
+                pool(&mut e.addr, source);
             } else {
-                fresh.push(*a);
+                fresh.push(AddrInfo { source, ..*a });
             }
         }
         // Only a new address can bring a network the key has no address in.
@@ -341,12 +400,16 @@ impl KeyState {
         true
     }
 
-    fn touch_ips(&mut self, now: u32, addrs: &[AddrInfo]) {
+    /// Marks an answer's addresses seen; whether one of them became pooled.
+    fn touch_ips(&mut self, now: u32, addrs: &[AddrInfo], source: u16) -> bool {
+        let mut pooled = false;
         for a in addrs {
             if let Some(e) = self.find_ip(&a.ip) {
                 e.last = now;
+                pooled |= pool(&mut e.addr, source);
             }
         }
+        pooled
     }
 
     /// Entries last seen before this were outside the shortest window at the last score. One
@@ -463,6 +526,34 @@ impl KeyState {
         changed
     }
 
+    /// Counts the registered domain of a chain's query name as a customer of this key when it
+    /// is not the key's own (`own`: the key's registered domain).
+    pub fn note_customer(&mut self, chain: &[&str], own: &str) {
+        let Some(rd) = chain.first().and_then(|q| super::registered_domain(q)) else {
+            return;
+        };
+        if rd == own {
+            return;
+        }
+        let tag = source_tag(rd) & !3;
+        if tag != self.customers & !3 {
+            let count = (self.customers & 3).saturating_add(1).min(3);
+            self.customers = tag | count;
+        }
+    }
+
+    pub fn marked(&self, mark: u8) -> bool {
+        self.marks & mark != 0
+    }
+
+    pub fn set_mark(&mut self, mark: u8, on: bool) {
+        if on {
+            self.marks |= mark;
+        } else {
+            self.marks &= !mark;
+        }
+    }
+
     pub fn set_chain(&mut self, chain: &[&str]) {
         if chain.len() < 2 {
             return;
@@ -516,14 +607,17 @@ impl KeyState {
             if *fp & FP_OWN_BOT != 0 {
                 continue;
             }
-            if *fp & FP_OTHER_BOT == 0 {
-                match flux_ips.owner(&e.addr.ip) {
-                    Some(d) if d != own => *fp |= FP_OTHER_BOT,
-                    Some(_) => {
-                        *fp |= FP_OWN_BOT;
-                        continue;
-                    }
-                    None => continue,
+            // A bot can turn out to be shared infrastructure later (see
+            // `FluxIps::note_stable_user`), so another domain's bot is asked again each time.
+            match flux_ips.owner(&e.addr.ip) {
+                Some(d) if d != own => *fp |= FP_OTHER_BOT,
+                Some(_) => {
+                    *fp |= FP_OWN_BOT;
+                    continue;
+                }
+                None => {
+                    *fp &= !FP_OTHER_BOT;
+                    continue;
                 }
             }
             for (i, w) in WINDOWS.iter().enumerate() {
@@ -533,6 +627,15 @@ impl KeyState {
             }
         }
         shared
+    }
+
+    /// Whether the key has had one answer only in the shortest window and that answer came
+    /// back after it expired: the mark of a site on stable serving addresses (shared hosting,
+    /// an anycast front end), where flux hands out new bots as its answers expire.
+    pub fn stable_single_answer(&self, now: u32) -> bool {
+        let cutoff = now.saturating_sub(WINDOWS[0].0);
+        let mut live = self.rrsets.iter().filter(|r| r.last >= cutoff);
+        matches!((live.next(), live.next()), (Some(r), None) if r.returns > 0)
     }
 
     /// Addresses seen in the window.
@@ -622,6 +725,11 @@ impl KeyState {
 /// Running totals of a key's addresses and answers, for one window or nested ones.
 struct Acc {
     distinct_ips: u32,
+    /// The first name tag seen among the addresses, and whether another one was.
+    source: u16,
+    sources: u32,
+    pooled: u32,
+    first_party: u32,
     asns: Tally,
     nets: Tally,
     ccs: Tally,
@@ -649,6 +757,10 @@ impl Acc {
     fn new() -> Self {
         Self {
             distinct_ips: 0,
+            source: 0,
+            sources: 0,
+            pooled: 0,
+            first_party: 0,
             asns: Tally::new(),
             nets: Tally::new(),
             ccs: Tally::new(),
@@ -676,6 +788,22 @@ impl Acc {
         for e in k.ips.iter().filter(|e| take(e.last)) {
             self.oldest = self.oldest.min(e.last);
             self.distinct_ips += 1;
+            if super::infra::first_party(e.addr.asn, e.addr.to_ip()) {
+                self.first_party += 1;
+            }
+            match e.addr.source {
+                0 => {}
+                POOLED => {
+                    self.pooled += 1;
+                    self.sources = 2;
+                }
+                t if self.sources == 0 => {
+                    self.source = t;
+                    self.sources = 1;
+                }
+                t if t != self.source => self.sources = 2,
+                _ => {}
+            }
             if e.addr.asn != 0 {
                 self.asns.add(e.addr.asn);
             }
@@ -741,6 +869,10 @@ impl Acc {
             fresh_answers: self.fresh_answers,
             network_arrivals: self.network_arrivals,
             multi_address_answers: self.multi,
+            names: self.sources,
+            pooled_ips: self.pooled,
+            first_party_ips: self.first_party,
+            customers: u32::from(k.customers & 3),
             ..Features::default()
         };
         if f.distinct_ips > 0 {
@@ -939,6 +1071,13 @@ pub fn fnv32(bytes: &[u8]) -> u32 {
 mod tests {
     use super::*;
 
+    impl KeyState {
+        /// An answer of the key's one name.
+        fn add_answer(&mut self, now: u32, ttl: u32, addrs: &[AddrInfo]) -> bool {
+            self.add_answer_from(now, ttl, addrs, 1)
+        }
+    }
+
     fn a(last: u8, asn: u32, cc: &[u8; 2]) -> AddrInfo {
         let ip = IpAddr::from([10, last, 0, 1]);
         AddrInfo {
@@ -946,6 +1085,7 @@ mod tests {
             asn,
             network: asn,
             country: *cc,
+            source: 0,
         }
     }
 
@@ -1108,6 +1248,7 @@ mod tests {
                     asn: i,
                     network: i,
                     country: [0, 0],
+                    source: 0,
                 }],
             );
         }
@@ -1209,6 +1350,7 @@ mod tests {
             asn: 64_500 + i % 5,
             network: 1 + i % 4,
             country: [b'A' + (i % 3) as u8, b'Z'],
+            source: 0,
         };
         let mut k = KeyState::new(0);
         for t in 0..60u32 {

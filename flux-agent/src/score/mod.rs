@@ -15,6 +15,7 @@
 //! whenever a key's level changes. Keys live in a bounded table with approximate-LRU eviction (`table.rs`).
 
 pub mod features;
+pub mod infra;
 pub mod model;
 pub mod shared;
 mod table;
@@ -30,8 +31,8 @@ use smallvec::{SmallVec, smallvec};
 
 use self::{shared::FluxIps, table::KeyTable};
 use crate::{allowlist::Allowlist, dns::DnsMessage, enrich::Enricher};
-use features::MALLOC_OVERHEAD;
-pub use features::{AddrInfo, Features, KeyState, WINDOWS};
+pub use features::{AddrInfo, Features, KeyState, WINDOWS, source_tag};
+use features::{MALLOC_OVERHEAD, MARK_BLOCK_QUALIFIED, MARK_BLOCKABLE, MARK_HOLZ, MARK_ZEEK};
 pub use model::{Level, Reason};
 
 pub const ROLE_OWNER: u8 = 1;
@@ -81,6 +82,14 @@ pub struct Verdict {
     pub level: Level,
     pub previous: Level,
     pub score: f64,
+    /// The score on the key's own evidence, without other domains' bots (see
+    /// [`model::own_score`]).
+    pub own_score: f64,
+    /// The key passes the automatic-block gate (stricter than the report at `flux`, see
+    /// [`model::BLOCK_SCORE`]); `block_gate` says why or why not. A verdict is also emitted
+    /// when this turns on while the level stays `flux`.
+    pub block: bool,
+    pub block_gate: &'static str,
     pub double_flux: bool,
     /// Allowlisted keys are reported but never enforced.
     pub allowlisted: bool,
@@ -341,11 +350,12 @@ impl Scorer {
         let mut domains: SmallVec<[DomainAnswer; 2]> = SmallVec::new();
         for (owner, ttl, addrs) in &groups {
             let chain_here: &[&str] = if *owner == final_name { &chain } else { &[] };
+            let source = source_tag(owner);
             self.feed(
                 owner,
                 ROLE_OWNER,
                 now,
-                *ttl,
+                (*ttl, source),
                 addrs,
                 chain_here,
                 &mut touched,
@@ -353,7 +363,13 @@ impl Scorer {
             if let Some(rd) = registered_domain(owner)
                 && rd != *owner
             {
-                merge_domain(&mut domains, rd, *ttl, addrs, *owner == final_name);
+                merge_domain(
+                    &mut domains,
+                    rd,
+                    (*ttl, source),
+                    addrs,
+                    *owner == final_name,
+                );
             }
         }
         for (zone, hosts) in &zones {
@@ -377,19 +393,36 @@ impl Scorer {
                     push_unique(&mut touched, id);
                 }
                 if !glue.is_empty() {
-                    self.feed(host, ROLE_NS_HOST, now, ttl, &glue, &[], &mut touched);
+                    let source = source_tag(host);
+                    self.feed(
+                        host,
+                        ROLE_NS_HOST,
+                        now,
+                        (ttl, source),
+                        &glue,
+                        &[],
+                        &mut touched,
+                    );
                     if let Some(rd) = registered_domain(host)
                         && rd != *host
                         && rd != zone_key
                     {
-                        merge_domain(&mut domains, rd, ttl, &glue, false);
+                        merge_domain(&mut domains, rd, (ttl, source), &glue, false);
                     }
                 }
             }
         }
-        for (rd, ttl, addrs, chained) in &domains {
+        for (rd, answer, addrs, chained) in &domains {
             let chain_here: &[&str] = if *chained { &chain } else { &[] };
-            self.feed(rd, ROLE_DOMAIN, now, *ttl, addrs, chain_here, &mut touched);
+            self.feed(
+                rd,
+                ROLE_DOMAIN,
+                now,
+                *answer,
+                addrs,
+                chain_here,
+                &mut touched,
+            );
         }
         for id in &touched {
             self.judge(*id, now, out);
@@ -410,9 +443,13 @@ impl Scorer {
             self.watched.remove(&id);
             return;
         };
-        // Nothing it reads changed: the score would come out the same.
+        // Nothing it reads changed: the score would come out the same. A key waiting for its
+        // second qualifying score at the block gate is scored again, since time is what it
+        // waits for.
         let shared = shared_bots(name, st, now, &self.flux_ips);
-        if !self.cfg.always_rescore && st.unchanged_since_eval(now, &shared) {
+        let gate_due =
+            st.marked(MARK_BLOCK_QUALIFIED) && !st.marked(MARK_BLOCKABLE) && now > st.last_eval;
+        if !self.cfg.always_rescore && !gate_due && st.unchanged_since_eval(now, &shared) {
             st.last_eval = now;
             return;
         }
@@ -420,12 +457,27 @@ impl Scorer {
         let verdict = evaluate(name, st, now, shared, &self.allowlist, hits);
         if let Some(v) = &verdict {
             self.stats.verdicts += 1;
-            st.shares_bots = v.level == Level::Flux && !v.allowlisted;
-            if st.shares_bots {
-                let owner = domain_id(name);
-                for a in st.addresses(now, WINDOWS[0].0) {
+            // Only a key flux on its own evidence makes bots (DONOR_NEEDS_OWN): one reached
+            // through shared bots would pass its addresses on, and a mistake would spread.
+            st.shares_bots =
+                v.level == Level::Flux && !v.allowlisted && v.own_score >= model::DONOR_NEEDS_OWN;
+        } else if st.shares_bots && st.level != Level::Flux {
+            st.shares_bots = false;
+        }
+        if st.shares_bots && verdict.is_some() {
+            let owner = domain_id(name);
+            for a in st.addresses(now, WINDOWS[0].0) {
+                if !is_infrastructure(&self.allowlist, a) {
                     self.flux_ips.insert(a.ip, owner);
                 }
+            }
+        }
+        if shared.iter().any(|n| *n > 0) && st.stable_single_answer(now) {
+            // A domain whose one answer came back after it expired is served by stable
+            // infrastructure: the bots it shares are shared serving addresses, not bots.
+            let user = domain_id(name);
+            for a in st.addresses(now, WINDOWS[0].0) {
+                self.flux_ips.note_stable_user(&a.ip, user);
             }
         }
         if st.watch {
@@ -454,7 +506,7 @@ impl Scorer {
         name: &str,
         role: u8,
         now: u32,
-        ttl: u32,
+        (ttl, source): (u32, u16),
         addrs: &[AddrInfo],
         chain: &[&str],
         touched: &mut Vec<u64>,
@@ -470,15 +522,20 @@ impl Scorer {
                 .map(Box::<str>::from);
         }
         st.roles |= role;
+        if role == ROLE_DOMAIN {
+            st.note_customer(chain, name);
+        }
         st.set_chain(chain);
         let since = now.saturating_sub(st.last_eval);
-        let changed = st.add_answer(now, ttl, addrs);
+        let changed = st.add_answer_from(now, ttl, addrs, source);
         if changed && st.shares_bots {
             // A flux key's new bots join the shared-bot table as they appear, not only those
             // it had when it was judged.
             let owner = domain_id(name);
             for a in addrs {
-                self.flux_ips.insert(a.ip, owner);
+                if !is_infrastructure(&self.allowlist, a) {
+                    self.flux_ips.insert(a.ip, owner);
+                }
             }
         }
         // Re-score on a new answer (for busy keys at most every MIN_RESCORE s), and now and then
@@ -554,20 +611,21 @@ fn key_mut<'a>(
     (&mut t.st, created)
 }
 
-/// One response's answer for a registered-domain key: (domain, TTL, addresses, whether the CNAME
-/// chain of the response led to it).
-type DomainAnswer<'a> = (&'a str, u32, Addrs, bool);
+/// One response's answer for a registered-domain key: (domain, (TTL, source tag of the first
+/// name that fed it), addresses, whether the CNAME chain of the response led to it). Names
+/// answering side by side in one response are one answer, so the first name speaks for it.
+type DomainAnswer<'a> = (&'a str, (u32, u16), Addrs, bool);
 
 fn merge_domain<'a>(
     domains: &mut SmallVec<[DomainAnswer<'a>; 2]>,
     rd: &'a str,
-    ttl: u32,
+    (ttl, source): (u32, u16),
     addrs: &[AddrInfo],
     chained: bool,
 ) {
     match domains.iter_mut().find(|d| d.0 == rd) {
         Some(d) => {
-            d.1 = d.1.max(ttl);
+            d.1.0 = d.1.0.max(ttl);
             d.3 |= chained;
             for a in addrs {
                 if !d.2.iter().any(|b| b.ip == a.ip) {
@@ -575,8 +633,14 @@ fn merge_domain<'a>(
                 }
             }
         }
-        None => domains.push((rd, ttl, addrs.iter().copied().collect(), chained)),
+        None => domains.push((rd, (ttl, source), addrs.iter().copied().collect(), chained)),
     }
+}
+
+/// An address of known serving infrastructure (an allowlisted network: CDNs, clouds' front
+/// ends, the big content networks): never a bot, whoever resolves to it.
+fn is_infrastructure(allowlist: &Allowlist, a: &AddrInfo) -> bool {
+    (a.asn != 0 && allowlist.has_asn(a.asn)) || allowlist.match_ip(a.to_ip())
 }
 
 fn push_unique(v: &mut Vec<u64>, id: u64) {
@@ -596,7 +660,8 @@ fn evaluate(
     baseline_hits: Option<&mut Vec<BaselineHit>>,
 ) -> Option<Verdict> {
     let (previous, scored) = rescore(name, st, now, shared, baseline_hits);
-    (st.level != previous).then(|| verdict(name, st, now, previous, scored, allowlist))
+    let news = st.level != previous || st.marked(MARK_BLOCKABLE) != scored.was_blockable;
+    news.then(|| verdict(name, st, now, previous, scored, allowlist))
 }
 
 /// Per window, the addresses of the key that other flux domains resolved to. Only other
@@ -614,9 +679,38 @@ fn shared_bots(
     }
 }
 
+/// Where a key stands at the automatic-block gate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Gate {
+    NotFlux,
+    /// Flux, but not on its own evidence (other domains' bots carry part of it).
+    OwnTooLow,
+    /// Qualified at one re-score; a second, later one blocks.
+    Waiting,
+    Held,
+}
+
+impl Gate {
+    fn explain(self) -> &'static str {
+        match self {
+            Gate::NotFlux => "not flux",
+            Gate::OwnTooLow => {
+                "reported only: its own evidence, without shared bots, is below the block score"
+            }
+            Gate::Waiting => "reported; blocks if the score holds at the next re-score",
+            Gate::Held => "own evidence held at the block score over two re-scores",
+        }
+    }
+}
+
 /// A key's best window: its score, features and the baselines on the same data.
 struct Scored {
     score: f64,
+    /// The score without other domains' bots.
+    own: f64,
+    gate: Gate,
+    /// Whether the key passed the block gate before this score.
+    was_blockable: bool,
     features: Features,
     baselines: Baselines,
 }
@@ -642,6 +736,8 @@ fn rescore(
     } else {
         nested.changes_at
     };
+    // Read before `mark_evaluated` moves it: the time of the previous score.
+    let previous_eval = st.last_eval;
     st.mark_evaluated(now, changes_at, &shared);
     let mut watch = false;
     for (i, f) in nested.windows.into_iter().enumerate() {
@@ -668,12 +764,12 @@ fn rescore(
     baselines.holz_flux = baselines.holz > model::BASELINE_THRESHOLD;
     baselines.zeek_flux = baselines.zeek > model::BASELINE_THRESHOLD;
     if let Some(hits) = baseline_hits {
-        for (flag, flagged, which) in [
-            (baselines.holz_flux, &mut st.holz_flagged, "holz"),
-            (baselines.zeek_flux, &mut st.zeek_flagged, "zeek"),
+        for (flag, mark, which) in [
+            (baselines.holz_flux, MARK_HOLZ, "holz"),
+            (baselines.zeek_flux, MARK_ZEEK, "zeek"),
         ] {
-            if flag && !*flagged {
-                *flagged = true;
+            if flag && !st.marked(mark) {
+                st.set_mark(mark, true);
                 hits.push(BaselineHit {
                     ts: from_secs(now),
                     domain: name.to_owned(),
@@ -683,13 +779,34 @@ fn rescore(
         }
     }
     st.last_score = score as f32;
+    let own = model::own_score(&features);
     let previous = st.level;
+    let was_blockable = st.marked(MARK_BLOCKABLE);
     st.level = model::next_level(previous, score, &features);
     st.watch = st.level != Level::Flux && watch;
+    // The block gate: flux, and the key's own evidence at BLOCK_SCORE at two re-scores at
+    // different times.
+    let gate = if st.level != Level::Flux {
+        Gate::NotFlux
+    } else if own < model::BLOCK_SCORE {
+        Gate::OwnTooLow
+    } else if !st.marked(MARK_BLOCK_QUALIFIED) || previous_eval >= now {
+        Gate::Waiting
+    } else {
+        Gate::Held
+    };
+    st.set_mark(
+        MARK_BLOCK_QUALIFIED,
+        matches!(gate, Gate::Waiting | Gate::Held),
+    );
+    st.set_mark(MARK_BLOCKABLE, gate == Gate::Held);
     (
         previous,
         Scored {
             score,
+            own,
+            gate,
+            was_blockable,
             features,
             baselines,
         },
@@ -707,6 +824,9 @@ fn verdict(
 ) -> Verdict {
     let Scored {
         score,
+        own,
+        gate,
+        was_blockable: _,
         mut features,
         baselines,
     } = scored;
@@ -719,6 +839,9 @@ fn verdict(
         level: st.level,
         previous,
         score: model::round3(score),
+        own_score: model::round3(own),
+        block: gate == Gate::Held,
+        block_gate: gate.explain(),
         double_flux: model::glue_term(&features) >= 0.5,
         allowlisted: allow.is_some(),
         allowlist_match: allow.map(|m| m.to_string()),
@@ -851,6 +974,9 @@ impl std::fmt::Display for Verdict {
             self.level,
             self.score
         )?;
+        if self.block {
+            f.write_str(" block-gate-passed")?;
+        }
         if self.double_flux {
             f.write_str(" double-flux")?;
         }

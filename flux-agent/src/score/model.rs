@@ -67,6 +67,27 @@ pub const STEADY_ANSWERS: f64 = 4.0;
 /// Share of a key's addresses known as other flux domains' bots at which that evidence is full.
 pub const SHARED_FULL_SHARE: f64 = 0.25;
 
+/// Shared bots count only for a key that rotates on its own evidence ([`rotates_on_its_own`]):
+/// they may raise confidence, never carry a name to `flux` on their own. On real resolver
+/// traffic one early verdict on a name behind an anycast CDN or a shared-hosting address made
+/// every unrelated site behind the same addresses flux (218 of 255 flagged names); a site whose
+/// one answer sits on a bot's address shows nothing of its own. A domain of the 2009 Waledac
+/// network looked up twice, one new address in a new network each time with TTL 0, does show
+/// rotation of its own, and its addresses being another flux domain's bots is what completes
+/// the evidence (a score bar instead, such as the suspicious entry, lost 30 of its 34 domains).
+pub const SHARED_NEEDS_ROTATION_TTL: u32 = 1800;
+
+/// A key's addresses join the shared-bot table only when its own evidence, without any shared
+/// bots, reaches `flux`: a verdict reached through shared bots must not make more bots, or one
+/// mistake spreads from domain to domain (the snowball seen on real traffic).
+pub const DONOR_NEEDS_OWN: f64 = FLUX_ENTER;
+
+/// Automatic blocking is stricter than reporting. A report is a statement an operator reads;
+/// a block is an action an outsider may try to trigger, so it needs the score held at or above
+/// [`BLOCK_SCORE`] on the key's own evidence (the score without shared bots) at two re-scores
+/// at different times: one response, however odd, never blocks.
+pub const BLOCK_SCORE: f64 = 0.97;
+
 /// A key enters `suspicious` at this score...
 pub const SUSPICIOUS_ENTER: f64 = 0.5;
 /// ...and leaves it below this one.
@@ -134,6 +155,19 @@ fn ramp(x: f64, lo: f64, hi: f64) -> f64 {
 
 /// Each term's value in [0, 1] for a window's features.
 pub fn terms(f: &Features) -> [(Term, f64); 10] {
+    let mut t = own_terms(f);
+    if rotates_on_its_own(f) {
+        for (term, value) in &mut t {
+            if *term == Term::SharedFluxAddresses {
+                *value = shared_bots(f);
+            }
+        }
+    }
+    t
+}
+
+/// Every term but the shared bots (0 here): the key's own evidence.
+fn own_terms(f: &Features) -> [(Term, f64); 10] {
     let orgs = f64::from(f.distinct_networks);
     // Organisations: 1 is normal, 2 common (multi-CDN, ISP caches), 4+ is a pool of strangers.
     let networks = ramp(orgs, 1.0, 4.0);
@@ -177,7 +211,8 @@ pub fn terms(f: &Features) -> [(Term, f64); 10] {
         (Term::Fluxiness, ramp(f.fluxiness, 2.0, 8.0)),
         (Term::LowTtl, low_ttl),
         (Term::RotatingGlue, glue_term(f)),
-        (Term::SharedFluxAddresses, shared_bots(f)),
+        // Filled in below, once the key's own evidence is known.
+        (Term::SharedFluxAddresses, 0.0),
         // Answer after answer brings an organisation the key never used, with a TTL short
         // enough to rotate. PoP switches of a CDN bring new organisations too, but from one
         // PoP at a time (unmixed answers), so mixing weighs it as it weighs rotation.
@@ -193,7 +228,30 @@ pub fn terms(f: &Features) -> [(Term, f64); 10] {
 /// short enough to rotate. The scorer watches such keys and re-scores them when new bots are
 /// known, since a domain looked up a few times may never be looked up again.
 pub fn could_flux_on_shared_bots(f: &Features) -> bool {
-    f.rrsets >= MIN_RRSETS_FOR_FLUX && f.distinct_networks >= 2 && f.ttl_max < 1800
+    rotates_on_its_own(f) && !separate_services(f) && !forged_or_fronted(f)
+}
+
+/// The key's own answers rotate: two answers or more, over two networks or more, with a TTL
+/// short enough to rotate ([`SHARED_NEEDS_ROTATION_TTL`]), or its name servers' glue rotated.
+/// What shared bots need to count.
+pub fn rotates_on_its_own(f: &Features) -> bool {
+    (f.rrsets >= MIN_RRSETS_FOR_FLUX
+        && f.distinct_networks >= 2
+        && f.ttl_max < SHARED_NEEDS_ROTATION_TTL)
+        // Or its name servers' glue rotated (double flux whose own answer has not changed yet).
+        || f.rotating_ns_hosts > 0
+}
+
+/// One address per answer, and some of them in a first-party content network or not
+/// routable at all (see `infra::first_party`): no bot can sit there. This is what answers
+/// forged on the path look like (censorship injection hands out one address of Facebook,
+/// Twitter or Dropbox, or a reserved one, with a random TTL, a new one at every lookup: on the
+/// real resolver traffic the largest class of names that looked like slow flux), and a
+/// sinkholed name. It costs a flux operator whole lookups to imitate: every victim handed
+/// such an answer reaches someone else's server. Multi-address answers are not excused by it,
+/// since one decoy address among bots costs the operator little.
+pub fn forged_or_fronted(f: &Features) -> bool {
+    f.answer_size_max == 1 && f.first_party_ips > 0
 }
 
 /// Known bots among the key's addresses: full once they are [`SHARED_FULL_SHARE`] of them. A
@@ -206,6 +264,32 @@ pub fn shared_bots(f: &Features) -> f64 {
     let share = f64::from(f.shared_flux_ips) / f64::from(f.distinct_ips);
     ramp(share, 0.0, SHARED_FULL_SHARE)
 }
+
+/// A domain key that aggregates separate services, not one rotating service: a provider's
+/// zone ([`provider_zone`]).
+///
+/// Tried and left out: "several names of the key that share no address are separate
+/// services" (`Features::names`, `Features::pooled_ips`, still reported). It is what a vendor
+/// zone whose hosts sit on different CDNs looks like, but also what wildcard flux with a large
+/// pool looks like: the 2009 Waledac domains answer each random subdomain with one new bot,
+/// never twice the same, and that rule lost 30 of their 34 domains.
+pub fn separate_services(f: &Features) -> bool {
+    provider_zone(f)
+}
+
+/// A domain key whose names are CNAME targets of two or more unrelated registered domains is
+/// a provider's zone (a CDN, an anti-DDoS or redirect CDN, a cloud front end): its names serve
+/// different customers, from shared edges, so their union proves nothing about any of them,
+/// even where the customers share addresses. Each name is still judged as its own key. Wildcard
+/// flux is not excused by it: its random subdomains belong to the flux domain itself (or CNAME
+/// to its own name), so they are not unrelated customers. On the real resolver traffic the
+/// Chinese CDN zones (`kunlun*.com`, `wswebcdn.com`, `tdnsv8.com`, ...) were flagged this way.
+pub fn provider_zone(f: &Features) -> bool {
+    f.customers >= PROVIDER_ZONE_CUSTOMERS
+}
+
+/// Unrelated registered domains CNAMEing into a zone that make it a provider's zone.
+pub const PROVIDER_ZONE_CUSTOMERS: u32 = 2;
 
 /// Double flux: some NS host's glue has many addresses in several organisations.
 pub fn glue_term(f: &Features) -> f64 {
@@ -233,9 +317,21 @@ fn weight(term: Term) -> f64 {
 /// The score: the logistic of the bias plus every term's weighted value. Allocation-free, as it
 /// runs for every changed answer; [`reasons`] explains it when a verdict is written.
 pub fn score(f: &Features) -> f64 {
-    let z = terms(f)
-        .into_iter()
-        .fold(BIAS, |z, (term, value)| z + weight(term) * value);
+    logistic(z_of(&terms(f)))
+}
+
+/// The score on the key's own evidence: every term but the shared bots. What the donor rule
+/// ([`DONOR_NEEDS_OWN`]) and the block gate ([`BLOCK_SCORE`]) read.
+pub fn own_score(f: &Features) -> f64 {
+    logistic(z_of(&own_terms(f)))
+}
+
+fn z_of(t: &[(Term, f64); 10]) -> f64 {
+    t.iter()
+        .fold(BIAS, |z, (term, value)| z + weight(*term) * value)
+}
+
+fn logistic(z: f64) -> f64 {
     1.0 / (1.0 + (-z).exp())
 }
 
@@ -289,9 +385,11 @@ impl std::fmt::Display for Level {
 
 /// The next level from the current one, with hysteresis.
 pub fn next_level(current: Level, score: f64, f: &Features) -> Level {
-    let can_flux = f.rrsets >= MIN_RRSETS_FOR_FLUX
+    let can_flux = (f.rrsets >= MIN_RRSETS_FOR_FLUX
         || f.answer_networks_max >= ONE_ANSWER_FLUX_NETWORKS
-        || f.rotating_ns_hosts > 0;
+        || f.rotating_ns_hosts > 0)
+        && !separate_services(f)
+        && !forged_or_fronted(f);
     match current {
         Level::Flux if score >= FLUX_EXIT => Level::Flux,
         Level::Flux | Level::Suspicious if score >= SUSPICIOUS_EXIT => {

@@ -11,11 +11,32 @@ pub const MAX_FLUX_IPS: usize = 262_144;
 /// keys keep adding the bots they show).
 const FILTER_BITS: usize = 1 << 21;
 
+/// Domains with stable answers (see `KeyState::stable_single_answer`) that resolve to a bot
+/// before it counts as shared serving infrastructure instead: a bot serves the domains of one
+/// operator, which rotate; an address that several unrelated domains keep getting back as
+/// their one answer is a shared-hosting or anycast front end. Three, so that one coincidence
+/// (a reassigned address, one parked domain) does not clear a bot.
+pub const INFRA_STABLE_DOMAINS: u8 = 3;
+
+/// One bot: the domain that showed it, and the distinct stable domains seen on it (0 marks a
+/// free slot; a domain id of 0 is counted as 1, a negligible merge).
+#[derive(Clone, Copy, Debug)]
+struct Bot {
+    owner: u32,
+    stable_users: [u32; INFRA_STABLE_DOMAINS as usize],
+}
+
+impl Bot {
+    fn infrastructure(&self) -> bool {
+        self.stable_users.iter().all(|u| *u != 0)
+    }
+}
+
 /// Flux addresses and the domain (id) that flagged each, with a bit filter in front: nearly
 /// every address a rescore asks about is not a bot, and the filter answers that without
 /// probing the (cache-cold) table.
 pub struct FluxIps {
-    table: KeyTable<[u8; 16], u32>,
+    table: KeyTable<[u8; 16], Bot>,
     filter: Box<[u64]>,
     /// Inserts since the filter was rebuilt; evicted addresses leave stale bits behind.
     inserts: usize,
@@ -59,7 +80,10 @@ impl FluxIps {
     /// judged flux *because* it shares this bot must not take the bot over, or its own
     /// evidence would vanish at its next rescore (a key's own addresses prove nothing).
     pub fn insert(&mut self, ip: [u8; 16], owner: u32) {
-        let (_, created, _) = self.table.get_or_insert_with(ip, || owner);
+        let (_, created, _) = self.table.get_or_insert_with(ip, || Bot {
+            owner,
+            stable_users: [0; INFRA_STABLE_DOMAINS as usize],
+        });
         if !created {
             return;
         }
@@ -82,13 +106,34 @@ impl FluxIps {
         self.added
     }
 
-    /// The domain id that flagged this address, if any.
+    /// The domain id that flagged this address, if it is a bot (not an address that turned
+    /// out to be shared infrastructure).
     pub fn owner(&self, ip: &[u8; 16]) -> Option<u32> {
         let (w, b) = bit(ip);
         if self.filter.get(w).is_none_or(|word| word & b != b) {
             return None;
         }
-        self.table.peek(ip).copied()
+        self.table
+            .peek(ip)
+            .filter(|bot| !bot.infrastructure())
+            .map(|bot| bot.owner)
+    }
+
+    /// A domain with a stable answer resolves to this address (if it is a bot): after
+    /// [`INFRA_STABLE_DOMAINS`] of them it is shared infrastructure and no longer a bot.
+    pub fn note_stable_user(&mut self, ip: &[u8; 16], user: u32) {
+        let (w, b) = bit(ip);
+        if self.filter.get(w).is_none_or(|word| word & b != b) {
+            return;
+        }
+        let user = user.max(1);
+        if let Some(bot) = self.table.peek_mut(ip)
+            && user != bot.owner
+            && !bot.stable_users.contains(&user)
+            && let Some(slot) = bot.stable_users.iter_mut().find(|u| **u == 0)
+        {
+            *slot = user;
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -173,7 +173,11 @@ fn levels_do_not_flap_around_a_threshold() {
             &mut out,
         );
     }
-    let changes = out.iter().filter(|v| v.domain == "x.flap.test").count();
+    // Verdicts also come when the block gate opens; count level changes.
+    let changes = out
+        .iter()
+        .filter(|v| v.domain == "x.flap.test" && v.level != v.previous)
+        .count();
     assert!(changes <= 2, "level changed {changes} times: {out:#?}");
 }
 

@@ -1,0 +1,90 @@
+//! Addresses no bot can sit on: first-party content networks and addresses that are not
+//! routable. Read by the features (`first_party_ips`) and the model's `forged_or_fronted` rule;
+//! touches nothing else.
+//!
+//! Flux needs machines the operator controls (compromised hosts, rented servers). The networks
+//! below serve only their owner's own services: nobody can rent a server in them, so an
+//! address there in a rotating name's answers is a decoy, a forgery or a front, never a bot.
+//! Networks that rent machines to anyone (AWS, Azure, GCP customer space, Linode, OVH, ...) are
+//! deliberately absent, however large. Kept short on purpose: each entry is an ASN whose
+//! address space is its owner's own front ends, checked against the ASN database.
+
+use std::net::IpAddr;
+
+/// First-party content networks: (ASN, who). Chosen because they are the ones path-injected
+/// censorship answers use most (on the real resolver traffic: Dropbox, Twitter and Facebook
+/// are 60 of 100 forged addresses), plus the big first-party front ends of the same kind.
+pub const FIRST_PARTY_ASNS: &[(u32, &str)] = &[
+    (32934, "Meta (Facebook, Instagram, WhatsApp)"),
+    (13414, "Twitter / X"),
+    (35995, "Twitter / X"),
+    (19679, "Dropbox"),
+    (
+        15169,
+        "Google first-party front ends (Cloud customers are AS396982)",
+    ),
+    (36040, "YouTube (Google)"),
+    (714, "Apple"),
+    (6185, "Apple"),
+    (2906, "Netflix"),
+    (40027, "Netflix"),
+];
+
+/// Whether an address is in a first-party content network (by its ASN) or is not routable on
+/// the Internet (private, loopback, link-local, shared, documentation, multicast, reserved
+/// 240/4, unspecified): either way no bot can answer there.
+pub fn first_party(asn: u32, ip: IpAddr) -> bool {
+    (asn != 0 && FIRST_PARTY_ASNS.iter().any(|(a, _)| *a == asn)) || !routable(ip)
+}
+
+fn routable(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || v4.is_multicast()
+                || a == 0
+                || a >= 240
+                // 100.64.0.0/10, carrier-grade NAT.
+                || (a == 100 && (64..128).contains(&b)))
+        }
+        IpAddr::V6(v6) => {
+            let [first, second, ..] = v6.segments();
+            // Global unicast is 2000::/3; everything else (ULA, link-local, multicast,
+            // loopback, unspecified) is not reachable from the Internet, nor is the
+            // documentation prefix 2001:db8::/32.
+            (0x2000..0x4000).contains(&first) && !(first == 0x2001 && second == 0x0db8)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_party_and_unroutable_addresses() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(first_party(32934, ip("157.240.7.8")), "Facebook");
+        assert!(first_party(19679, ip("108.160.167.30")), "Dropbox");
+        assert!(
+            !first_party(16509, ip("122.248.226.57")),
+            "AWS rents machines"
+        );
+        assert!(!first_party(4134, ip("59.24.3.173")), "an eyeball ISP");
+        assert!(first_party(0, ip("243.185.187.39")), "reserved 240/4");
+        assert!(first_party(0, ip("127.0.0.1")), "a sinkhole");
+        assert!(first_party(0, ip("10.1.2.3")));
+        assert!(first_party(0, ip("100.64.1.1")));
+        assert!(!first_party(0, ip("100.128.1.1")));
+        assert!(first_party(0, ip("fe80::1")));
+        assert!(!first_party(0, ip("2a00:1450::1")));
+        assert!(!first_party(0, ip("2001:4860::8888")));
+        assert!(first_party(0, ip("2001:db8::1")));
+    }
+}
