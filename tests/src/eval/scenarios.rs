@@ -1,11 +1,13 @@
 //! A labelled, seeded, deterministic generator of DNS responses for evaluating the scorer.
 //!
 //! The vantage point sits behind a caching resolver (192.0.2.53 → 192.0.2.10). Every generated
-//! name is queried as a Poisson process with its own mean interval (log-uniform, 20 s to
-//! 10 min). The resolver caches each RRset (per owner name; NS per zone) for its TTL and answers
-//! from the cache with the remaining TTL while it is fresh; otherwise it asks the authoritative
-//! behaviour of that name for its current answer, with the full TTL. CNAME chains are followed
-//! through the cache link by link, as a real resolver does.
+//! name is looked up on its own schedule: for the first eleven classes a Poisson process with a
+//! mean interval log-uniform from 20 s to 10 min; for the later ones a per-name draw of a
+//! Poisson process, a periodic poll or bursts of lookups, from every 10 s to every few hours
+//! ([`Schedule`]). The resolver caches each RRset (per owner name; NS per zone) for its TTL and
+//! answers from the cache with the remaining TTL while it is fresh; otherwise it asks the
+//! authoritative behaviour of that name for its current answer, with the full TTL. CNAME
+//! chains are followed through the cache link by link, as a real resolver does.
 //!
 //! Every address comes from the real ASN database's prefixes ([`Enricher::ranges_of`]) of the
 //! ASN the scenario intends (eyeball ISPs for bots, hosting providers for VPSes, the CDN's own
@@ -15,9 +17,20 @@
 //! Classes (the first word of a label's class): `flux-residential`, `flux-hosting`,
 //! `flux-slow`, `double-flux` (Flux); `cdn`, `cloud-lb`, `multi-cdn`, `round-robin`, `dyndns`
 //! (Benign); `ntp-pool`, `dns-seed` (Hard: legitimate but flux-like, covered by the allowlist).
+//! Added later (module `extra`, drawn from a random stream of their own so that the classes
+//! above come out the same for a seed): `isp-cache` (vendor content names answered from caches
+//! inside access ISPs), `anycast-hosting` (hundreds of unrelated domains on a few anycast
+//! addresses), `redirect-cdn` (Chinese CDN CNAME chains ending in several Chinese ISPs),
+//! `parking` (parked domains on a parking provider's few addresses) (Benign); `flux-shared`
+//! (residential flux whose answers include an anycast hosting address), `flux-modern`
+//! (residential proxies, TTL 300-1800 s, 1-3 addresses), `flux-bulletproof` (rotating over 2-4
+//! rented hosting networks) (Flux).
+//!
 //! Labels are the registered domains (public suffix list, private section included, so a host
 //! under `duckdns.org` or `cloudfront.net` is its own registered domain) of every name a
 //! scenario uses: queried names, CNAME targets and NS hosts.
+
+mod extra;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -147,7 +160,7 @@ impl fmt::Display for Summary {
 }
 
 /// Every class, with its truth.
-pub const CLASSES: [(&str, Truth); 11] = [
+pub const CLASSES: [(&str, Truth); 18] = [
     ("flux-residential", Truth::Flux),
     ("flux-hosting", Truth::Flux),
     ("flux-slow", Truth::Flux),
@@ -159,6 +172,13 @@ pub const CLASSES: [(&str, Truth); 11] = [
     ("dyndns", Truth::Benign),
     ("ntp-pool", Truth::Hard),
     ("dns-seed", Truth::Hard),
+    ("isp-cache", Truth::Benign),
+    ("anycast-hosting", Truth::Benign),
+    ("flux-shared", Truth::Flux),
+    ("redirect-cdn", Truth::Benign),
+    ("parking", Truth::Benign),
+    ("flux-modern", Truth::Flux),
+    ("flux-bulletproof", Truth::Flux),
 ];
 const C_RESIDENTIAL: usize = 0;
 const C_HOSTING: usize = 1;
@@ -171,6 +191,16 @@ const C_RR: usize = 7;
 const C_DYN: usize = 8;
 const C_NTP: usize = 9;
 const C_SEED: usize = 10;
+const C_ISP_CACHE: usize = 11;
+const C_ANYCAST: usize = 12;
+const C_FLUX_SHARED: usize = 13;
+const C_REDIRECT: usize = 14;
+const C_PARKING: usize = 15;
+const C_MODERN: usize = 16;
+const C_BULLETPROOF: usize = 17;
+/// Classes from this one on draw from [`Gen::alt`], so adding them left the random stream of
+/// the ones before unchanged.
+const FIRST_ALT_CLASS: usize = C_ISP_CACHE;
 
 // --- ASNs -----------------------------------------------------------------------------------
 
@@ -234,6 +264,9 @@ struct Spaces {
     draws: u64,
     sample: Vec<(Ipv4Addr, u32)>,
 }
+
+/// The ChaCha stream of [`Gen::alt`] (the classes added later); stream 0 is the original one.
+const ALT_STREAM: u64 = 1;
 
 const SAMPLE_EVERY: u64 = 37;
 const SAMPLE_MAX: usize = 4000;
@@ -680,6 +713,17 @@ enum Behaviour {
         ttl: u32,
         next: usize,
     },
+    /// Answers from rotating address groups (caches, CDN nodes, rented networks).
+    Rotate(extra::Rotate),
+    /// Like `Pick`, and with probability `prob` one of the answer's addresses is `extra`
+    /// (an address shared with legitimate names).
+    PickWith {
+        pool: Rc<Pool>,
+        k: (usize, usize),
+        ttl: u32,
+        extra: Ipv4Addr,
+        prob: f64,
+    },
     /// One address in one ISP's space, changing every 2-24 h.
     DynDns {
         asn: u32,
@@ -766,6 +810,30 @@ impl Behaviour {
                     data: Data::A(v),
                 }
             }
+            Behaviour::Rotate(r) => RRset {
+                ttl: r.ttl(),
+                data: Data::A(r.answer(now, cx.rng)),
+            },
+            Behaviour::PickWith {
+                pool,
+                k,
+                ttl,
+                extra,
+                prob,
+            } => {
+                let n = cx.rng.random_range(k.0..=k.1);
+                let mut v = pool.pick(cx.rng, now, n);
+                if cx.rng.random_bool(*prob) {
+                    if v.len() > 1 {
+                        v.pop();
+                    }
+                    v.push(*extra);
+                }
+                RRset {
+                    ttl: *ttl,
+                    data: Data::A(v),
+                }
+            }
             Behaviour::DynDns {
                 asn,
                 addr,
@@ -817,11 +885,14 @@ struct Zone {
 struct QName {
     owner: usize,
     class: usize,
-    mean: f64,
+    sched: extra::Schedule,
 }
 
 struct Gen {
     rng: ChaCha8Rng,
+    /// The random stream of the classes from [`FIRST_ALT_CLASS`] on: swapped with `rng` while
+    /// they are built and while their lookups are answered.
+    alt: ChaCha8Rng,
     spaces: Spaces,
     owners: Vec<Owner>,
     by_name: HashMap<String, usize>,
@@ -909,7 +980,11 @@ impl Gen {
     fn query(&mut self, owner: usize, class: usize) {
         // Log-uniform mean interval, 20 s to 10 min.
         let mean = (20f64.ln() + self.rng.random::<f64>() * (600f64 / 20.0).ln()).exp();
-        self.queries.push(QName { owner, class, mean });
+        self.queries.push(QName {
+            owner,
+            class,
+            sched: extra::Schedule::Poisson(mean),
+        });
         self.stats[class].names += 1;
     }
 
@@ -1966,6 +2041,7 @@ pub fn simulate(
     ] {
         all_asns.extend_from_slice(l);
     }
+    all_asns.extend(extra::asns());
     let spaces = Spaces::load(enr, &all_asns);
     let residential = spaces.usable(&RESIDENTIAL_ASNS, "residential")?;
     let hosting = spaces.usable(&HOSTING_ASNS, "hosting")?;
@@ -1982,8 +2058,11 @@ pub fn simulate(
     ] {
         spaces.usable(list, what)?;
     }
+    let mut alt = ChaCha8Rng::seed_from_u64(cfg.seed);
+    alt.set_stream(ALT_STREAM);
     let mut g = Gen {
         rng: ChaCha8Rng::seed_from_u64(cfg.seed),
+        alt,
         spaces,
         owners: Vec::new(),
         by_name: HashMap::new(),
@@ -2026,22 +2105,21 @@ pub fn simulate(
     g.gen_dyndns(n)?;
     g.gen_ntp(n)?;
     g.gen_seed(n)?;
+    g.gen_extra(n)?;
     if let Some(o) = g.owners.iter().find(|o| o.beh.is_none()) {
         bail!("{} is referenced but has no behaviour", o.name);
     }
 
-    // Poisson arrivals per queried name.
+    // Lookup times per queried name.
     let horizon = cfg.duration.as_secs_f64();
     let mut events: Vec<(f64, usize)> = Vec::new();
     for (qi, q) in g.queries.iter().enumerate() {
-        let mut t = 0.0;
-        loop {
-            t += -q.mean * (1.0 - g.rng.random::<f64>()).ln();
-            if t >= horizon {
-                break;
-            }
-            events.push((t, qi));
-        }
+        let rng = if q.class >= FIRST_ALT_CLASS {
+            &mut g.alt
+        } else {
+            &mut g.rng
+        };
+        q.sched.times(rng, horizon, |t| events.push((t, qi)));
     }
     events.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
 
@@ -2056,13 +2134,23 @@ pub fn simulate(
     let mut out = Vec::with_capacity(events.len());
     for (t, qi) in events {
         let (owner, class) = (g.queries[qi].owner, g.queries[qi].class);
-        let payload = g.respond(&mut res, owner, t)?;
+        // A later class's lookups draw from its own stream (its names reach only its own
+        // owners), so the earlier classes' responses stay as they were.
+        let alt = class >= FIRST_ALT_CLASS;
+        if alt {
+            g.swap_streams();
+        }
+        let payload = g.respond(&mut res, owner, t);
+        let port = g.rng.random_range(1024..=65535);
+        if alt {
+            g.swap_streams();
+        }
         g.stats[class].responses += 1;
         out.push(Response {
             ts: start + Duration::from_secs_f64(t),
             resolver: IpAddr::V4(pcapw::RESOLVER),
-            port: g.rng.random_range(1024..=65535),
-            payload,
+            port,
+            payload: payload?,
         });
     }
 
@@ -2239,6 +2327,134 @@ mod tests {
             }
         }
         assert!(checked > 100, "{checked}");
+    }
+
+    /// The later classes: answers from the intended ASNs, answer sizes, TTLs and chains as
+    /// modelled, and the flux domain sharing an anycast hosting address.
+    #[test]
+    fn eval_scenarios_extra_class_addresses() {
+        use extra::*;
+        let Some(enr) = enricher() else { return };
+        let (responses, labels, summary) = simulate(&small(), &enr).unwrap();
+        let idx = LabelIndex::new(labels);
+        let set = |lists: &[&[u32]]| -> HashSet<u32> {
+            lists.iter().flat_map(|l| l.iter().copied()).collect()
+        };
+        let eyeball: Vec<u32> = EYEBALL_COUNTRIES
+            .iter()
+            .flat_map(|(_, l)| l.iter().copied())
+            .collect();
+        let anycast_asns: Vec<u32> = ANYCAST_PROVIDERS
+            .iter()
+            .flat_map(|(l, _)| l.iter().copied())
+            .collect();
+        let parking_asns: Vec<u32> = PARKING_PROVIDERS
+            .iter()
+            .flat_map(|(l, _)| l.iter().copied())
+            .collect();
+        let want: HashMap<&str, HashSet<u32>> = HashMap::from([
+            (
+                "isp-cache",
+                set(&[
+                    &eyeball,
+                    &APPLE,
+                    &VALVE,
+                    &MICROSOFT,
+                    &NETFLIX,
+                    &GOOGLE_GGC,
+                    &AKAMAI,
+                ]),
+            ),
+            ("anycast-hosting", set(&[&anycast_asns])),
+            ("flux-shared", set(&[&RESIDENTIAL_ASNS, &anycast_asns])),
+            (
+                "redirect-cdn",
+                set(&[&CN_REDIRECT_ASNS, &TENCENT, &ALIBABA]),
+            ),
+            ("parking", set(&[&parking_asns])),
+            ("flux-modern", set(&[&RESIDENTIAL_ASNS, &eyeball])),
+            ("flux-bulletproof", set(&[&BULLETPROOF_ASNS])),
+        ]);
+        // Per class: responses checked, distinct addresses.
+        let mut seen: HashMap<String, (usize, HashSet<IpAddr>)> = HashMap::new();
+        let mut shared_answers: Vec<Vec<IpAddr>> = Vec::new();
+        for r in &responses {
+            let m = flux_agent::dns::parse_response(&r.payload, false).unwrap();
+            let class = idx.label_for(&m.qname).unwrap().class.clone();
+            let Some(asns) = want.get(class.as_str()) else {
+                continue;
+            };
+            let a: Vec<_> = m.answers.iter().filter(|a| a.rtype == "A").collect();
+            let cnames = m.answers.iter().filter(|a| a.rtype == "CNAME").count();
+            for rec in &a {
+                let ip = rec.addr.unwrap();
+                let asn = enr.lookup(ip).asn.expect("address has an ASN");
+                assert!(asns.contains(&asn), "{class} {} {ip} in AS{asn}", m.qname);
+            }
+            let ttl = a[0].ttl;
+            let (n, ttl_max) = (a.len(), |max: u32| assert!(ttl <= max, "{class} ttl {ttl}"));
+            match class.as_str() {
+                "isp-cache" => {
+                    assert!((1..=4).contains(&n), "{m:?}");
+                    ttl_max(300);
+                }
+                "anycast-hosting" => {
+                    assert!((1..=4).contains(&n), "{m:?}");
+                    ttl_max(3600);
+                }
+                "redirect-cdn" => {
+                    assert!((2..=4).contains(&cnames), "CDN names {m:?}");
+                    assert!((2..=8).contains(&n), "{m:?}");
+                    ttl_max(600);
+                }
+                "parking" => {
+                    assert!((1..=2).contains(&n), "{m:?}");
+                    ttl_max(3600);
+                }
+                "flux-modern" => {
+                    assert!((1..=3).contains(&n), "{m:?}");
+                    ttl_max(1800);
+                }
+                "flux-bulletproof" => {
+                    assert!((1..=4).contains(&n), "{m:?}");
+                    ttl_max(900);
+                }
+                "flux-shared" => {
+                    shared_answers.push(a.iter().map(|r| r.addr.unwrap()).collect());
+                }
+                _ => {}
+            }
+            let e = seen.entry(class).or_default();
+            e.0 += 1;
+            e.1.extend(a.iter().map(|r| r.addr.unwrap()));
+        }
+        for c in want.keys() {
+            assert!(seen.get(*c).is_some_and(|s| s.0 > 0), "{c}: no responses");
+        }
+        // One anycast group here: hundreds of domains on at most 4 addresses.
+        let hosting = &seen["anycast-hosting"];
+        assert!(hosting.1.len() <= 4, "{:?}", hosting.1);
+        assert!(summary.classes["anycast-hosting"].labels >= 300);
+        // A flux answer carries one of those anycast addresses.
+        assert!(
+            shared_answers
+                .iter()
+                .any(|a| a.len() > 1 && a.iter().any(|ip| hosting.1.contains(ip))),
+            "no flux-shared answer with an anycast address"
+        );
+        // ISP caches: several access ISPs answer one vendor's names.
+        let isp_asns: HashSet<u32> = seen["isp-cache"]
+            .1
+            .iter()
+            .filter_map(|ip| enr.lookup(*ip).asn)
+            .filter(|a| eyeball.contains(a))
+            .collect();
+        assert!(isp_asns.len() >= 2, "{isp_asns:?}");
+        // Vendor names aggregate under the vendor's registered domain.
+        assert!(
+            idx.label_for("swcdn.apple.com")
+                .is_some_and(|l| l.class == "isp-cache")
+        );
     }
 
     #[test]
