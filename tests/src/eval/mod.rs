@@ -7,8 +7,10 @@
 //! - [`dig2009`]: the real 2009 fast-flux `dig` output converted to pcap, labelled by evidence.
 //! - [`labels`]: the `labels.tsv` format both write and the matching rule for verdicts.
 //! - [`pcapw`]: the pcap writer both use.
+//! - [`seeds`]: the generator seeds the scorer may be tuned on, and the held-out ones it may not.
 
 pub mod dig2009;
 pub mod labels;
 pub mod pcapw;
 pub mod scenarios;
+pub mod seeds;
