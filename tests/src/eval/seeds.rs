@@ -34,7 +34,10 @@ mod tests {
     #[test]
     fn heldout_seeds_are_distinct_and_never_tuning_seeds() {
         for (i, s) in HELDOUT_SEEDS.iter().enumerate() {
-            assert!(!TUNING_SEEDS.contains(s), "held-out seed {s} is a tuning seed");
+            assert!(
+                !TUNING_SEEDS.contains(s),
+                "held-out seed {s} is a tuning seed"
+            );
             assert!(
                 !HELDOUT_SEEDS[..i].contains(s),
                 "held-out seed {s} appears twice"
