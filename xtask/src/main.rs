@@ -1,4 +1,4 @@
-//! Developer tasks: `cargo xtask setup | run | test | lint | bench | eval`.
+//! Developer tasks: `cargo xtask setup | run | test | lint | bench | eval [--heldout [N]]`.
 //!
 //! `setup` is idempotent and makes a fresh machine able to build and test flux-agent: the
 //! nightly's rust-src, bpf-linker built against the nightly's own LLVM, and the Debian packages
@@ -48,9 +48,14 @@ enum Cmd {
         #[arg(long, default_value_t = 1_000_000)]
         repeat: u32,
     },
-    /// Replay labelled data (scenarios, the 2009 fast-flux data, real captures, or PATHs) and
-    /// print detection, false positives and time to detect, with the Holz and Zeek baselines.
+    /// Replay labelled data (scenarios, the 2009 fast-flux data, real captures and resolver
+    /// traffic, or PATHs) and print detection, false positives and time to detect, with the Holz
+    /// and Zeek baselines.
     Eval {
+        /// Evaluate the ten held-out generator draws instead, with PER_CLASS instances per class
+        /// (flux-eval's default when omitted).
+        #[arg(long, value_name = "PER_CLASS", num_args = 0..=1, conflicts_with = "paths")]
+        heldout: Option<Option<usize>>,
         /// Folders with capture files and a labels.tsv, or capture files (all names legitimate).
         paths: Vec<String>,
     },
@@ -64,7 +69,7 @@ fn main() -> ExitCode {
         Cmd::Test { no_lint, args } => test(no_lint, &args),
         Cmd::Lint => lint(),
         Cmd::Bench { repeat } => bench(repeat),
-        Cmd::Eval { paths } => eval(&paths),
+        Cmd::Eval { heldout, paths } => eval(heldout, &paths),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -192,9 +197,19 @@ fn bench(repeat: u32) -> anyhow::Result<()> {
     sh(&mut release_bin("veth-bench"))
 }
 
-fn eval(paths: &[String]) -> anyhow::Result<()> {
+fn eval(heldout: Option<Option<usize>>, paths: &[String]) -> anyhow::Result<()> {
     setup::setup()?;
-    sh(release_bin("flux-eval").args(paths))
+    let mut cmd = release_bin("flux-eval");
+    match heldout {
+        Some(per_class) => {
+            cmd.arg("--heldout");
+            cmd.args(per_class.map(|n| n.to_string()));
+        }
+        None => {
+            cmd.args(paths);
+        }
+    }
+    sh(&mut cmd)
 }
 
 /// `cargo run --release -p flux-tests --bin NAME --`, ready for the binary's arguments.
@@ -202,4 +217,31 @@ fn release_bin(name: &str) -> Command {
     let mut c = cargo();
     c.args(["run", "--release", "-p", "flux-tests", "--bin", name, "--"]);
     c
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::{Cli, Cmd};
+
+    fn eval_args(args: &[&str]) -> Option<(Option<Option<usize>>, Vec<String>)> {
+        let cli = Cli::try_parse_from(["xtask", "eval"].iter().chain(args)).ok()?;
+        match cli.command {
+            Cmd::Eval { heldout, paths } => Some((heldout, paths)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn eval_takes_heldout_with_or_without_a_count() {
+        assert_eq!(eval_args(&[]), Some((None, vec![])));
+        assert_eq!(eval_args(&["--heldout"]), Some((Some(None), vec![])));
+        assert_eq!(
+            eval_args(&["--heldout", "20"]),
+            Some((Some(Some(20)), vec![]))
+        );
+        assert_eq!(eval_args(&["a.pcap"]), Some((None, vec!["a.pcap".into()])));
+        assert_eq!(eval_args(&["--heldout", "x"]), None);
+    }
 }

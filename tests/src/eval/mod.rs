@@ -6,9 +6,13 @@
 //!   every address drawn from the real ASN database's prefixes.
 //! - [`dig2009`]: the real 2009 fast-flux `dig` output converted to pcap, labelled by evidence.
 //! - [`labels`]: the `labels.tsv` format both write and the matching rule for verdicts.
+//! - [`lookups`]: time to detect counted in lookups after the first rotation.
 //! - [`pcapw`]: the pcap writer both use.
+//! - [`seeds`]: the generator seeds the scorer may be tuned on, and the held-out ones it may not.
 
 pub mod dig2009;
 pub mod labels;
+pub mod lookups;
 pub mod pcapw;
 pub mod scenarios;
+pub mod seeds;
