@@ -872,7 +872,7 @@ impl Acc {
             names: self.sources,
             pooled_ips: self.pooled,
             first_party_ips: self.first_party,
-            customers: u32::from(k.customers & 3),
+            customers: u32::from((k.customers & 3).min(2)),
             ..Features::default()
         };
         if f.distinct_ips > 0 {

@@ -676,3 +676,145 @@ fn a_quiet_domain_is_judged_when_its_address_turns_out_to_be_a_bot() {
             .any(|r| r.feature == "shared_flux_addresses")
     );
 }
+
+/// The case: a thousand unrelated sites on one CDN's anycast addresses, and one flux
+/// domain whose answers include one of them. Only the flux domain is flagged, and the anycast
+/// address stops counting as a bot once sites with stable answers are seen on it.
+#[test]
+fn a_thousand_sites_on_a_cdn_address_a_flux_domain_also_used_stay_benign() {
+    let mut s = scorer();
+    let mut out = Vec::new();
+    let cdn = ["151.101.1.1".to_owned(), "151.101.65.1".to_owned()];
+    for round in 0..8u32 {
+        let mut ips = flux_answer(round);
+        ips.push(cdn[0].clone());
+        let msg = response("evil-cdn.test", a_records("evil-cdn.test", 180, &ips));
+        s.observe(at(round * 180), &msg, &mut out);
+    }
+    assert!(
+        out.iter()
+            .any(|v| v.domain == "evil-cdn.test" && v.level == Level::Flux),
+        "{out:#?}"
+    );
+    let cdn_ip = AddrInfo::ip_bytes(cdn[0].parse().unwrap());
+    assert!(
+        s.flux_ips.owner(&cdn_ip).is_some(),
+        "the flux domain shared the anycast address"
+    );
+    // Each site is looked up twice, the second time after its answer expired: the same
+    // answer came back (stable serving addresses).
+    let start = 8 * 180;
+    for pass in 0..2u32 {
+        for i in 0..1000u32 {
+            let name = format!("www.site{i}.test");
+            let msg = response(&name, a_records(&name, 300, &cdn));
+            s.observe(at(start + pass * 400 + i / 10), &msg, &mut out);
+        }
+    }
+    let flagged: Vec<&str> = out
+        .iter()
+        .filter(|v| v.level == Level::Flux)
+        .map(|v| v.domain.as_str())
+        .collect();
+    assert!(
+        flagged.iter().all(|d| d.ends_with("evil-cdn.test")),
+        "{flagged:?}"
+    );
+    assert_eq!(
+        s.flux_ips.owner(&cdn_ip),
+        None,
+        "an address three stable sites use is shared infrastructure, not a bot"
+    );
+}
+
+/// One address per answer, each in a new network: slow flux, unless one of the answers is an
+/// address no bot can sit on (forged answers, sinkholes).
+#[test]
+fn single_address_answers_into_unroutable_space_are_not_flux() {
+    let rotate = |s: &mut Scorer, name: &str, first: &str| {
+        let mut out = Vec::new();
+        let addrs = [
+            first, "31.4.1.1", "41.4.1.1", "51.4.1.1", "61.4.1.1", "71.4.1.1",
+        ];
+        for (i, a) in addrs.iter().enumerate() {
+            let msg = response(name, a_records(name, 60, &[(*a).to_owned()]));
+            s.observe(at(i as u32 * 120), &msg, &mut out);
+        }
+        out.iter()
+            .any(|v| v.domain == name && v.level == Level::Flux)
+    };
+    assert!(rotate(&mut scorer(), "slow.test", "21.4.1.1"), "control");
+    assert!(!rotate(&mut scorer(), "forged.test", "10.4.1.1"));
+    assert!(!rotate(&mut scorer(), "sinkholed.test", "127.0.0.1"));
+}
+
+/// A CDN zone whose names are CNAME targets of unrelated customers is not judged on their
+/// union; wildcard flux (random subdomains of one domain) still is.
+#[test]
+fn a_provider_zone_is_not_flux_but_wildcard_flux_is() {
+    let mut s = scorer();
+    let mut out = Vec::new();
+    for i in 0..12u32 {
+        let q = format!("www.cust{i}.com");
+        let target = format!("{q}.w.cdnzone.net");
+        let ips = vec![
+            format!("{}.1.1.1", 40 + i * 7),
+            format!("{}.2.1.1", 41 + i * 7),
+        ];
+        let mut answers = vec![rec(&q, 5, 600, &target)];
+        answers.extend(a_records(&target, 60, &ips));
+        s.observe(at(i * 90), &response(&q, answers), &mut out);
+        let w = format!("r{i}.wild.net");
+        s.observe(at(i * 90), &response(&w, a_records(&w, 60, &ips)), &mut out);
+    }
+    let flux = |d: &str| out.iter().any(|v| v.domain == d && v.level == Level::Flux);
+    assert!(flux("wild.net"), "{out:#?}");
+    assert!(!flux("cdnzone.net"), "{out:#?}");
+    let f = s.explain("cdnzone.net", at(12 * 90)).unwrap().features;
+    assert_eq!(f.customers, 2, "{f:?}");
+}
+
+/// A report comes at `flux`; the block only when the key's own evidence has held at the block
+/// score at a second, later re-score; never on shared bots alone.
+#[test]
+fn the_block_gate_is_stricter_than_the_report() {
+    let mut s = scorer();
+    let mut out = Vec::new();
+    rotate_flux(&mut s, "gate.test", 0..10, 180, &mut out);
+    let mine: Vec<&Verdict> = out.iter().filter(|v| v.domain == "gate.test").collect();
+    let first = mine
+        .iter()
+        .position(|v| v.level == Level::Flux)
+        .expect("reported");
+    assert!(!mine[first].block, "{:#?}", mine[first]);
+    let blocked = mine.iter().position(|v| v.block).expect("blocked later");
+    assert!(blocked > first);
+    assert_eq!(
+        mine[blocked].previous,
+        Level::Flux,
+        "no level change needed"
+    );
+    assert!(mine[blocked].ts > mine[first].ts);
+    assert!(mine[blocked].own_score >= model::BLOCK_SCORE);
+
+    // A key flux only with the help of shared bots is reported, never blocked.
+    let mut f = Features {
+        rrsets: 2,
+        distinct_ips: 2,
+        distinct_networks: 2,
+        later_answers: 1,
+        ip_growth: 1.0,
+        ttl_max: 0,
+        shared_flux_ips: 2,
+        ..Features::default()
+    };
+    assert!(
+        model::score(&f) >= model::FLUX_ENTER,
+        "{}",
+        model::score(&f)
+    );
+    assert!(model::own_score(&f) < model::BLOCK_SCORE);
+    // And shared bots count nothing for a key that does not rotate on its own.
+    f.rrsets = 1;
+    assert!(model::score(&f) < model::SUSPICIOUS_ENTER);
+}
