@@ -740,9 +740,20 @@ fn rescore(
     let previous_eval = st.last_eval;
     st.mark_evaluated(now, changes_at, &shared);
     let mut watch = false;
+    // Forged answers are judged over the longest window computed: one answer into
+    // first-party or unroutable space a day (`model::forged_or_fronted`) is enough for the
+    // operator's cost to show, and a censor's decoys do not all fall into the last hour.
+    let first_party = nested
+        .windows
+        .iter()
+        .flatten()
+        .map(|f| f.first_party_ips)
+        .max()
+        .unwrap_or(0);
     for (i, f) in nested.windows.into_iter().enumerate() {
         let Some(mut f) = f else { break };
         f.shared_flux_ips = shared[i];
+        f.first_party_ips = first_party;
         // Any window will do: two lookups hours apart only meet in the longer one.
         watch |= model::could_flux_on_shared_bots(&f);
         // Holz counted ASNs; without a database the networks (/16s) stand in.

@@ -818,3 +818,58 @@ fn the_block_gate_is_stricter_than_the_report() {
     f.rrsets = 1;
     assert!(model::score(&f) < model::SUSPICIOUS_ENTER);
 }
+
+/// A set that keeps coming back (caches, a round robin) is not a pool of bots: returns of
+/// expired answers discount the rotation that fluxiness and new networks show.
+#[test]
+fn answers_that_keep_returning_weigh_less_than_fresh_ones() {
+    let f = |returning_answers| Features {
+        rrsets: 10,
+        distinct_ips: 10,
+        distinct_networks: 4,
+        answer_size_max: 1,
+        fluxiness: 10.0,
+        later_answers: 20,
+        returning_answers,
+        network_arrivals: 3,
+        ip_growth: 0.1,
+        ttl_max: 60,
+        ..Features::default()
+    };
+    assert!(
+        model::score(&f(0)) >= model::FLUX_ENTER,
+        "{}",
+        model::score(&f(0))
+    );
+    assert!(
+        model::score(&f(16)) < model::FLUX_ENTER,
+        "{}",
+        model::score(&f(16))
+    );
+}
+
+/// One forged answer into unroutable space outside the last hour still marks a key whose
+/// answers hold one address each (the longest window is read).
+#[test]
+fn a_forged_answer_earlier_in_the_day_still_counts() {
+    let mut s = scorer();
+    let mut out = Vec::new();
+    let name = "late.test";
+    s.observe(
+        at(0),
+        &response(name, a_records(name, 60, &["243.1.2.3".into()])),
+        &mut out,
+    );
+    for (i, a) in ["21.4.1.1", "31.4.1.1", "41.4.1.1", "51.4.1.1", "61.4.1.1"]
+        .iter()
+        .enumerate()
+    {
+        let msg = response(name, a_records(name, 60, &[(*a).to_owned()]));
+        s.observe(at(7200 + i as u32 * 120), &msg, &mut out);
+    }
+    assert!(
+        !out.iter()
+            .any(|v| v.domain == name && v.level == Level::Flux),
+        "{out:#?}"
+    );
+}
