@@ -169,8 +169,16 @@ pub fn terms(f: &Features) -> [(Term, f64); 10] {
 /// Every term but the shared bots (0 here): the key's own evidence.
 fn own_terms(f: &Features) -> [(Term, f64); 10] {
     let orgs = f64::from(f.distinct_networks);
+    // Several carriers of one country, each with several of the key's addresses, is how a
+    // national CDN answers ("multi-line": one address per carrier so each client finds its own
+    // ISP); it counts for less (see `national_lines`).
+    let national = if national_lines(f) {
+        NATIONAL_LINES_WEIGHT
+    } else {
+        1.0
+    };
     // Organisations: 1 is normal, 2 common (multi-CDN, ISP caches), 4+ is a pool of strangers.
-    let networks = ramp(orgs, 1.0, 4.0);
+    let networks = ramp(orgs, 1.0, 4.0) * national;
     // Two or three organisations spread like four when their addresses are scattered machines,
     // each alone in its /24 (a flux operator renting servers all over a few hosting
     // providers): a farm or a CDN PoP numbers its servers inside one or two blocks.
@@ -182,7 +190,7 @@ fn own_terms(f: &Features) -> [(Term, f64); 10] {
     } else {
         0.0
     };
-    let spread = networks.max(scattered).max(strangers);
+    let spread = networks.max(scattered * national).max(strangers * national);
     // The set keeps changing: new addresses arrive, or far more addresses than one answer holds.
     // Growth is steady only over several answers: one new answer can be a one-off change.
     let steady = ramp(f64::from(f.later_answers) + 1.0, 0.0, STEADY_ANSWERS);
@@ -203,7 +211,7 @@ fn own_terms(f: &Features) -> [(Term, f64); 10] {
     [
         (Term::RotationAcrossNetworks, rotation * spread * mixing),
         (Term::Networks, networks),
-        (Term::MixedAnswers, f.mixed_answers),
+        (Term::MixedAnswers, f.mixed_answers * national),
         (
             Term::Countries,
             ramp(f64::from(f.distinct_countries), 2.0, 8.0),
@@ -226,6 +234,29 @@ fn own_terms(f: &Features) -> [(Term, f64); 10] {
         ),
     ]
 }
+
+/// All the key's addresses in one country, in three networks or more, with at least two
+/// addresses per network on average: the carriers of one country mixed in the answers, which
+/// is what a national CDN's multi-line answers look like (the Chinese CDN zones on the real
+/// resolver traffic: Tencent's `*.sched.tdnsv8.com` with 16 addresses over 6 carriers; every
+/// `redirect-cdn` false positive of the generator). Bots of a botnet sit in many countries and
+/// rarely two to a network. A one-country botnet is not excused: only the network diversity
+/// counts for less ([`NATIONAL_LINES_WEIGHT`]), so growth, new networks and shared bots must
+/// carry more of it (3 of 30 `flux-2009` and 11 of 390 `double-flux-2009` verdicts were in one
+/// country, each with about one address per network).
+pub fn national_lines(f: &Features) -> bool {
+    f.distinct_countries == 1
+        && f.distinct_networks >= NATIONAL_LINES_NETWORKS
+        && f.distinct_ips >= NATIONAL_LINES_IPS_PER_NETWORK * f.distinct_networks
+}
+
+/// Networks of one country from which an answer set looks like national multi-line.
+pub const NATIONAL_LINES_NETWORKS: u32 = 3;
+/// Addresses per network (on average) of a national multi-line CDN: a carrier hosts a node of
+/// several servers, where a bot is one address.
+pub const NATIONAL_LINES_IPS_PER_NETWORK: u32 = 2;
+/// What the network-diversity evidence (networks, mixed answers, spread) counts for then.
+pub const NATIONAL_LINES_WEIGHT: f64 = 0.5;
 
 /// Later answers that were returns of an answer after it expired: what share of the key's
 /// rotation goes round a fixed set.
@@ -258,10 +289,23 @@ pub fn could_flux_on_shared_bots(f: &Features) -> bool {
 pub fn rotates_on_its_own(f: &Features) -> bool {
     (f.rrsets >= MIN_RRSETS_FOR_FLUX
         && f.distinct_networks >= 2
-        && f.ttl_max < SHARED_NEEDS_ROTATION_TTL)
+        && f.ttl_max < SHARED_NEEDS_ROTATION_TTL
+        && spread_like_bots(f))
         // Or its name servers' glue rotated (double flux whose own answer has not changed yet).
         || f.rotating_ns_hosts > 0
 }
+
+/// The key's addresses are scattered the way bots are: at most [`BOT_SPREAD`] addresses per
+/// network on average, or most of them alone in their /24. A CDN's or a farm's addresses come
+/// several to a network and to a block (a PoP, a rack); a bot is one machine in its network.
+/// Without it, one CDN name judged flux made every other name on the same edges flux through
+/// shared bots (the generator's `redirect-cdn` names, scored 0.1-0.5 on their own).
+pub fn spread_like_bots(f: &Features) -> bool {
+    f.distinct_networks * BOT_SPREAD >= f.distinct_ips || f.lone_subnets * 2 >= f.distinct_ips
+}
+
+/// Addresses per network up to which a key's addresses are spread like bots.
+pub const BOT_SPREAD: u32 = 2;
 
 /// One address per answer, and some of them in a first-party content network or not
 /// routable at all (see `infra::first_party`): no bot can sit there. This is what answers

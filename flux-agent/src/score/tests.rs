@@ -873,3 +873,45 @@ fn a_forged_answer_earlier_in_the_day_still_counts() {
         "{out:#?}"
     );
 }
+
+/// Shared bots need addresses spread like bots; the carriers of one country mixed in every
+/// answer, several addresses each, count for less.
+#[test]
+fn cdn_edges_get_no_help_from_shared_bots_and_national_lines_count_less() {
+    let cdn = Features {
+        rrsets: 6,
+        distinct_ips: 20,
+        distinct_networks: 4,
+        distinct_countries: 1,
+        lone_subnets: 1,
+        answer_size_max: 4,
+        multi_address_answers: 6,
+        mixed_answers: 1.0,
+        answer_networks_max: 3,
+        later_answers: 5,
+        ip_growth: 0.5,
+        fluxiness: 5.0,
+        ttl_max: 60,
+        ..Features::default()
+    };
+    assert!(!model::spread_like_bots(&cdn));
+    let shared = Features {
+        shared_flux_ips: 10,
+        ..cdn.clone()
+    };
+    assert_eq!(model::score(&shared), model::score(&cdn), "no help");
+    assert!(model::national_lines(&cdn));
+    let abroad = Features {
+        distinct_countries: 5,
+        ..cdn.clone()
+    };
+    assert!(model::score(&cdn) < model::score(&abroad));
+    // Bots one to a network are spread like bots.
+    let bots = Features {
+        distinct_ips: 8,
+        distinct_networks: 6,
+        ..cdn
+    };
+    assert!(model::spread_like_bots(&bots));
+    assert!(!model::national_lines(&bots));
+}
