@@ -608,7 +608,16 @@ impl KeyState {
                 continue;
             }
             // A bot can turn out to be shared infrastructure later (see
-            // `FluxIps::note_stable_user`), so another domain's bot is asked again each time.
+            // `FluxIps::note_stable_user`), so another domain's bot is asked again, unless no
+            // bot ever did (the table lookup is what the mark saves).
+            if *fp & FP_OTHER_BOT != 0 && flux_ips.infrastructure_found() == 0 {
+                for (i, w) in WINDOWS.iter().enumerate() {
+                    if e.last >= now.saturating_sub(w.0) {
+                        shared[i] += 1;
+                    }
+                }
+                continue;
+            }
             match flux_ips.owner(&e.addr.ip) {
                 Some(d) if d != own => *fp |= FP_OTHER_BOT,
                 Some(_) => {
@@ -729,7 +738,6 @@ struct Acc {
     source: u16,
     sources: u32,
     pooled: u32,
-    first_party: u32,
     asns: Tally,
     nets: Tally,
     ccs: Tally,
@@ -760,7 +768,6 @@ impl Acc {
             source: 0,
             sources: 0,
             pooled: 0,
-            first_party: 0,
             asns: Tally::new(),
             nets: Tally::new(),
             ccs: Tally::new(),
@@ -788,9 +795,6 @@ impl Acc {
         for e in k.ips.iter().filter(|e| take(e.last)) {
             self.oldest = self.oldest.min(e.last);
             self.distinct_ips += 1;
-            if super::infra::first_party(e.addr.asn, e.addr.to_ip()) {
-                self.first_party += 1;
-            }
             match e.addr.source {
                 0 => {}
                 POOLED => {
@@ -871,7 +875,7 @@ impl Acc {
             multi_address_answers: self.multi,
             names: self.sources,
             pooled_ips: self.pooled,
-            first_party_ips: self.first_party,
+
             customers: u32::from((k.customers & 3).min(2)),
             ..Features::default()
         };
@@ -889,6 +893,17 @@ impl Acc {
         }
         if f.answer_size_max > 0 {
             f.fluxiness = round3(f64::from(f.distinct_ips) / f64::from(f.answer_size_max));
+        }
+        // Only read by `model::forged_or_fronted`, which needs one address per answer: the
+        // addresses are looked at again only then (most keys never pay for it).
+        if f.answer_size_max == 1 {
+            f.first_party_ips = k
+                .ips
+                .iter()
+                .filter(|e| {
+                    e.last >= cutoff && super::infra::first_party(e.addr.asn, e.addr.to_ip())
+                })
+                .count() as u32;
         }
         if let Some(t) = &k.ns {
             for h in t.hosts.iter().filter(|h| h.last >= cutoff) {

@@ -42,6 +42,8 @@ pub struct FluxIps {
     inserts: usize,
     /// Addresses ever added: a different value means new bots since it was read.
     added: u64,
+    /// Bots that turned out to be shared infrastructure, ever.
+    infrastructure: u64,
 }
 
 impl Default for FluxIps {
@@ -51,6 +53,7 @@ impl Default for FluxIps {
             filter: vec![0u64; FILTER_BITS / 64].into_boxed_slice(),
             inserts: 0,
             added: 0,
+            infrastructure: 0,
         }
     }
 }
@@ -101,6 +104,12 @@ impl FluxIps {
         set_bit(&mut self.filter, &ip);
     }
 
+    /// Bots that turned into shared infrastructure, ever: while 0, a key can trust what the
+    /// table told it about an address before.
+    pub fn infrastructure_found(&self) -> u64 {
+        self.infrastructure
+    }
+
     /// Addresses ever added (see [`Scorer`](super::Scorer)'s sweep of watched keys).
     pub fn added(&self) -> u64 {
         self.added
@@ -133,6 +142,9 @@ impl FluxIps {
             && let Some(slot) = bot.stable_users.iter_mut().find(|u| **u == 0)
         {
             *slot = user;
+            if bot.infrastructure() {
+                self.infrastructure += 1;
+            }
         }
     }
 
