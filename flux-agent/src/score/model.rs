@@ -26,8 +26,14 @@
 //! - **countries**, **prefix_diversity**, **fluxiness**, **low_ttl**: supporting evidence;
 //! - **rotating_glue**: the name servers' own addresses rotate (double flux);
 //! - **shared_flux_addresses**: the key resolves to addresses that keys already judged flux
-//!   resolved to: one botnet serves many domains, so its bots are the network's fingerprint
-//!   (weighed by their share of the key's addresses, so one coincidence in a big pool is not).
+//!   (on their own evidence) resolved to: one botnet serves many domains, so its bots are the
+//!   network's fingerprint (weighed by their share of the key's addresses, so one coincidence
+//!   in a big pool is not). It counts only for a key that rotates on its own with addresses
+//!   spread like bots ([`rotates_on_its_own`]): it never carries a name to `flux` alone.
+//!
+//! Beside the terms, rules keep legitimate shapes from `flux`: provider zones
+//! ([`provider_zone`]), forged or fronted single-address answers ([`forged_or_fronted`]); and
+//! reporting (`flux`) is separate from blocking ([`BLOCK_SCORE`]).
 //!
 //! Levels have hysteresis: a key enters `suspicious` at [`SUSPICIOUS_ENTER`] and `flux` at
 //! [`FLUX_ENTER`], and leaves them only below [`SUSPICIOUS_EXIT`] / [`FLUX_EXIT`]. A key needs
