@@ -362,7 +362,7 @@ impl Enforcer {
                 format!("name not blockable: {why}"),
             )),
         }
-        for ip in scorer.addresses_of(name, SystemTime::now()) {
+        for ip in scorer.block_targets(name, SystemTime::now()) {
             let t = Target::Ip(ip);
             if let Some(why) = self.guard.refuse(&ip) {
                 out.push(self.action("guard", name, "refused", Some(&t), why.into()));

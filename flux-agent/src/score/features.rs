@@ -50,6 +50,9 @@ pub struct AddrInfo {
     pub source: u16,
 }
 
+/// Addresses in a stable answer that still marks serving infrastructure.
+pub const STABLE_ANSWER_MAX: usize = 4;
+
 /// [`KeyState::marks`]: the Holz baseline flagged the key (evaluation only).
 pub const MARK_HOLZ: u8 = 1;
 /// The Zeek baseline flagged the key (evaluation only).
@@ -58,6 +61,9 @@ pub const MARK_ZEEK: u8 = 2;
 pub const MARK_BLOCK_QUALIFIED: u8 = 4;
 /// The key passed the block gate: it qualified at two scores at different times.
 pub const MARK_BLOCKABLE: u8 = 8;
+/// A name under the key was queried directly, not reached through another registered domain's
+/// CNAME (see `model::provider_zone`).
+pub const MARK_QUERIED_DIRECTLY: u8 = 16;
 
 /// [`AddrInfo::source`] of an address two names of a key both resolved to.
 pub const POOLED: u16 = u16::MAX;
@@ -210,6 +216,9 @@ pub struct KeyState {
     /// of the last one, and in the low 2 bits how many times it changed (saturating at 3; 2
     /// or more means two customers or more). See `model::provider_zone`.
     customers: u16,
+    /// The minute (observation time / 60, wrapping at 256) the key first qualified for the
+    /// block gate without falling out since: one byte, so the hold costs no memory.
+    pub block_minute: u8,
     /// Something the features read changed since the last score: a new answer, a larger TTL,
     /// or an entry seen again that had left a window. See [`KeyState::unchanged_since_eval`].
     dirty: bool,
@@ -294,8 +303,14 @@ pub struct Features {
     /// Addresses in first-party content networks or not routable (see `super::infra`).
     pub first_party_ips: u32,
     /// Unrelated registered domains that CNAME into the key (2 stands for two or more; ever,
-    /// not per window).
+    /// not per window; 0 for a key that is also an owner name).
     pub customers: u32,
+    /// Some name under the key was queried directly (not only reached through other domains'
+    /// CNAMEs); ever.
+    pub queried_directly: bool,
+    /// Single-address answers forged or fronted, judged over the longest window (see
+    /// `model::forged_or_fronted`).
+    pub forged_answers: bool,
     pub ns_hosts: u32,
     /// NS names seen beyond the largest single NS set.
     pub ns_churn: u32,
@@ -432,6 +447,11 @@ impl KeyState {
                 .all(|(s, l)| *s == u32::from(l))
     }
 
+    /// Whether something the features read changed since the last score.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
     /// Records that the key was just scored at `now`, from `nested` and `shared`.
     pub fn mark_evaluated(&mut self, now: u32, changes_at: u32, shared: &[u32; WINDOWS.len()]) {
         self.last_eval = now;
@@ -533,6 +553,7 @@ impl KeyState {
             return;
         };
         if rd == own {
+            self.set_mark(MARK_QUERIED_DIRECTLY, true);
             return;
         }
         let tag = source_tag(rd) & !3;
@@ -641,10 +662,16 @@ impl KeyState {
     /// Whether the key has had one answer only in the shortest window and that answer came
     /// back after it expired: the mark of a site on stable serving addresses (shared hosting,
     /// an anycast front end), where flux hands out new bots as its answers expire.
+    /// The answer holds at most [`STABLE_ANSWER_MAX`] addresses: a shared-hosting or anycast
+    /// front end is one to four addresses, and a stable answer listing a whole botnet must not
+    /// clear it.
     pub fn stable_single_answer(&self, now: u32) -> bool {
         let cutoff = now.saturating_sub(WINDOWS[0].0);
         let mut live = self.rrsets.iter().filter(|r| r.last >= cutoff);
-        matches!((live.next(), live.next()), (Some(r), None) if r.returns > 0)
+        matches!(
+            (live.next(), live.next()),
+            (Some(r), None) if r.returns > 0 && usize::from(r.size) <= STABLE_ANSWER_MAX
+        )
     }
 
     /// Addresses seen in the window.
@@ -876,7 +903,13 @@ impl Acc {
             names: self.sources,
             pooled_ips: self.pooled,
 
-            customers: u32::from((k.customers & 3).min(2)),
+            // An owner name answers for itself: customers never excuse it.
+            customers: if k.roles & super::ROLE_OWNER != 0 {
+                0
+            } else {
+                u32::from((k.customers & 3).min(2))
+            },
+            queried_directly: k.marked(MARK_QUERIED_DIRECTLY),
             ..Features::default()
         };
         if f.distinct_ips > 0 {

@@ -12,7 +12,7 @@
 //! inherit the CDN's addresses, and the chain is kept as a feature of the target.
 //!
 //! Each key's features ([`features`]) go through the model ([`model`]); a verdict is emitted
-//! whenever a key's level changes. Keys live in a bounded table with approximate-LRU eviction (`table.rs`).
+//! whenever a key's level changes or it passes (or leaves) the block gate. Keys live in a bounded table with approximate-LRU eviction (`table.rs`).
 
 pub mod features;
 pub mod infra;
@@ -255,6 +255,23 @@ impl Scorer {
             .collect()
     }
 
+    /// What the enforcer blocks beside a flux name: [`Self::addresses_of`] without addresses no
+    /// bot can be (first-party networks, unroutable) and without addresses the bot table found
+    /// to be shared serving infrastructure. A flux operator who lists a victim's address among
+    /// his bots can still get it blocked if it is none of those (residual risk, see
+    /// docs/scoring.md).
+    pub fn block_targets(&self, name: &str, now: SystemTime) -> Vec<std::net::IpAddr> {
+        let Some(t) = self.keys.peek(&self.id(name)) else {
+            return Vec::new();
+        };
+        let window = WINDOWS[WINDOWS.len() - 1].0;
+        t.st.addresses(secs(now), window)
+            .filter(|a| !infra::first_party(a.asn, a.to_ip()))
+            .filter(|a| !self.flux_ips.is_infrastructure(&a.ip))
+            .map(AddrInfo::to_ip)
+            .collect()
+    }
+
     /// Every tracked key with its state, in no particular order.
     pub fn keys(&self) -> impl Iterator<Item = (&str, &KeyState)> {
         self.keys.values().map(|t| (&*t.name, &t.st))
@@ -266,6 +283,7 @@ impl Scorer {
         // state.
         self.keys.table_bytes()
             + self.watched.table_bytes()
+            + self.flux_ips.heap_bytes()
             + self
                 .keys
                 .values()
@@ -280,7 +298,8 @@ impl Scorer {
         std::hash::BuildHasher::hash_one(&self.ids, name)
     }
 
-    /// Feeds one response; verdicts for keys whose level changed are pushed to `out`.
+    /// Feeds one response; verdicts for keys whose level changed, or that passed or left the
+    /// block gate, are pushed to `out`.
     pub fn observe(&mut self, ts: SystemTime, msg: &DnsMessage, out: &mut Vec<Verdict>) {
         self.stats.responses += 1;
         if msg.rcode != "NOERROR" {
@@ -435,7 +454,8 @@ impl Scorer {
         }
     }
 
-    /// Re-scores a key (unless nothing it reads changed) and records a level change.
+    /// Re-scores a key (unless nothing it reads changed) and records a change of level or of
+    /// the block gate.
     /// This is where verdicts are made.
     fn judge(&mut self, id: u64, now: u32, out: &mut Vec<Verdict>) {
         let hits = self.cfg.track_baselines.then_some(&mut self.baseline_hits);
@@ -443,28 +463,26 @@ impl Scorer {
             self.watched.remove(&id);
             return;
         };
-        // Nothing it reads changed: the score would come out the same. A key waiting for its
-        // second qualifying score at the block gate is scored again, since time is what it
-        // waits for.
+        // Nothing it reads changed: the score would come out the same (and the block gate only
+        // opens on new data).
         let shared = shared_bots(name, st, now, &self.flux_ips);
-        let gate_due =
-            st.marked(MARK_BLOCK_QUALIFIED) && !st.marked(MARK_BLOCKABLE) && now > st.last_eval;
-        if !self.cfg.always_rescore && !gate_due && st.unchanged_since_eval(now, &shared) {
+        if !self.cfg.always_rescore && st.unchanged_since_eval(now, &shared) {
             st.last_eval = now;
             return;
         }
         self.stats.rescores += 1;
-        let verdict = evaluate(name, st, now, shared, &self.allowlist, hits);
-        if let Some(v) = &verdict {
+        let (verdict, own) = evaluate(name, st, now, shared, &self.allowlist, hits);
+        if verdict.is_some() {
             self.stats.verdicts += 1;
-            // Only a key flux on its own evidence makes bots (DONOR_NEEDS_OWN): one reached
-            // through shared bots would pass its addresses on, and a mistake would spread.
-            st.shares_bots =
-                v.level == Level::Flux && !v.allowlisted && v.own_score >= model::DONOR_NEEDS_OWN;
-        } else if st.shares_bots && st.level != Level::Flux {
-            st.shares_bots = false;
         }
-        if st.shares_bots && verdict.is_some() {
+        // Only a key flux on its own evidence makes bots (DONOR_NEEDS_OWN): one reached through
+        // shared bots would pass its addresses on, and a mistake would spread. Decided at every
+        // score, so a donor whose own evidence fades stops donating.
+        let was_donor = st.shares_bots;
+        st.shares_bots = st.level == Level::Flux
+            && own >= model::DONOR_NEEDS_OWN
+            && allowlist_match(name, st, now, &self.allowlist).is_none();
+        if st.shares_bots && !was_donor {
             let owner = domain_id(name);
             for a in st.addresses(now, WINDOWS[0].0) {
                 if !is_infrastructure(&self.allowlist, a) {
@@ -523,7 +541,12 @@ impl Scorer {
         }
         st.roles |= role;
         if role == ROLE_DOMAIN {
-            st.note_customer(chain, name);
+            if chain.is_empty() {
+                // Answered for a name of its own (not at the end of a chain of another domain).
+                st.set_mark(features::MARK_QUERIED_DIRECTLY, true);
+            } else {
+                st.note_customer(chain, name);
+            }
         }
         st.set_chain(chain);
         let since = now.saturating_sub(st.last_eval);
@@ -637,10 +660,11 @@ fn merge_domain<'a>(
     }
 }
 
-/// An address of known serving infrastructure (an allowlisted network: CDNs, clouds' front
-/// ends, the big content networks): never a bot, whoever resolves to it.
+/// An address no bot can be: a first-party content network or unroutable (`infra`), or an
+/// allowlisted CIDR. Not the allowlist's ASNs: they include whole clouds (AWS, Azure, GCP's
+/// customer space), where bots are rented.
 fn is_infrastructure(allowlist: &Allowlist, a: &AddrInfo) -> bool {
-    (a.asn != 0 && allowlist.has_asn(a.asn)) || allowlist.match_ip(a.to_ip())
+    infra::first_party(a.asn, a.to_ip()) || allowlist.match_ip(a.to_ip())
 }
 
 fn push_unique(v: &mut Vec<u64>, id: u64) {
@@ -649,8 +673,9 @@ fn push_unique(v: &mut Vec<u64>, id: u64) {
     }
 }
 
-/// Scores a key and moves its level. Returns a verdict if the level changed; the verdict's
-/// allocations (reasons, chain, roles) are only made then.
+/// Scores a key and moves its level. Returns a verdict if the level or the block gate changed
+/// (the verdict's allocations, reasons, chain and roles, are only made then), and the key's own
+/// score.
 fn evaluate(
     name: &str,
     st: &mut KeyState,
@@ -658,10 +683,14 @@ fn evaluate(
     shared: [u32; WINDOWS.len()],
     allowlist: &Allowlist,
     baseline_hits: Option<&mut Vec<BaselineHit>>,
-) -> Option<Verdict> {
+) -> (Option<Verdict>, f64) {
     let (previous, scored) = rescore(name, st, now, shared, baseline_hits);
+    let own = scored.own;
     let news = st.level != previous || st.marked(MARK_BLOCKABLE) != scored.was_blockable;
-    news.then(|| verdict(name, st, now, previous, scored, allowlist))
+    (
+        news.then(|| verdict(name, st, now, previous, scored, allowlist)),
+        own,
+    )
 }
 
 /// Per window, the addresses of the key that other flux domains resolved to. Only other
@@ -697,8 +726,10 @@ impl Gate {
             Gate::OwnTooLow => {
                 "reported only: its own evidence, without shared bots, is below the block score"
             }
-            Gate::Waiting => "reported; blocks if the score holds at the next re-score",
-            Gate::Held => "own evidence held at the block score over two re-scores",
+            Gate::Waiting => {
+                "reported; blocks if its own evidence holds on new answers for 2 minutes"
+            }
+            Gate::Held => "own evidence at the block score, held on new answers",
         }
     }
 }
@@ -736,24 +767,25 @@ fn rescore(
     } else {
         nested.changes_at
     };
-    // Read before `mark_evaluated` moves it: the time of the previous score.
-    let previous_eval = st.last_eval;
+    // Read before `mark_evaluated` resets it: whether an answer came (or came back) since the
+    // last score.
+    let new_data = st.is_dirty();
+    // Wraps every 256 minutes; a key that qualified longer ago than that waits at most the
+    // hold again.
+    let minute = (now / 60) as u8;
     st.mark_evaluated(now, changes_at, &shared);
     let mut watch = false;
-    // Forged answers are judged over the longest window computed: one answer into
-    // first-party or unroutable space a day (`model::forged_or_fronted`) is enough for the
-    // operator's cost to show, and a censor's decoys do not all fall into the last hour.
-    let first_party = nested
-        .windows
-        .iter()
-        .flatten()
-        .map(|f| f.first_party_ips)
-        .max()
-        .unwrap_or(0);
+    // Forged answers are judged over the longest window computed: a censor's decoys do not all
+    // fall into the last hour, and an operator must keep paying for the excuse all day.
+    let forged = nested.windows.iter().flatten().last().is_some_and(|l| {
+        l.answer_size_max == 1
+            && l.first_party_ips > 0
+            && l.first_party_ips * model::FORGED_SHARE_DIVISOR >= l.distinct_ips
+    });
     for (i, f) in nested.windows.into_iter().enumerate() {
         let Some(mut f) = f else { break };
         f.shared_flux_ips = shared[i];
-        f.first_party_ips = first_party;
+        f.forged_answers = forged;
         // Any window will do: two lookups hours apart only meet in the longer one.
         watch |= model::could_flux_on_shared_bots(&f);
         // Holz counted ASNs; without a database the networks (/16s) stand in.
@@ -795,17 +827,26 @@ fn rescore(
     let was_blockable = st.marked(MARK_BLOCKABLE);
     st.level = model::next_level(previous, score, &features);
     st.watch = st.level != Level::Flux && watch;
-    // The block gate: flux, and the key's own evidence at BLOCK_SCORE at two re-scores at
-    // different times.
+    // The block gate: flux, and the key's own evidence at BLOCK_SCORE since at least
+    // BLOCK_HOLD_MINUTES ago, confirmed by a score on new data; once passed, kept down to
+    // BLOCK_EXIT.
     let gate = if st.level != Level::Flux {
         Gate::NotFlux
+    } else if was_blockable && own >= model::BLOCK_EXIT {
+        Gate::Held
     } else if own < model::BLOCK_SCORE {
         Gate::OwnTooLow
-    } else if !st.marked(MARK_BLOCK_QUALIFIED) || previous_eval >= now {
-        Gate::Waiting
-    } else {
+    } else if st.marked(MARK_BLOCK_QUALIFIED)
+        && new_data
+        && minute.wrapping_sub(st.block_minute) >= model::BLOCK_HOLD_MINUTES
+    {
         Gate::Held
+    } else {
+        Gate::Waiting
     };
+    if gate == Gate::Waiting && !st.marked(MARK_BLOCK_QUALIFIED) {
+        st.block_minute = minute;
+    }
     st.set_mark(
         MARK_BLOCK_QUALIFIED,
         matches!(gate, Gate::Waiting | Gate::Held),

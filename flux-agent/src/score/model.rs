@@ -89,10 +89,19 @@ pub const SHARED_NEEDS_ROTATION_TTL: u32 = 1800;
 pub const DONOR_NEEDS_OWN: f64 = FLUX_ENTER;
 
 /// Automatic blocking is stricter than reporting. A report is a statement an operator reads;
-/// a block is an action an outsider may try to trigger, so it needs the score held at or above
-/// [`BLOCK_SCORE`] on the key's own evidence (the score without shared bots) at two re-scores
-/// at different times: one response, however odd, never blocks.
+/// a block is an action an outsider may try to trigger, so it needs the score at or above
+/// [`BLOCK_SCORE`] on the key's own evidence (the score without shared bots) at two scores at
+/// least [`BLOCK_HOLD_MINUTES`] apart, the later one on new data. It raises the cost of a block,
+/// it does not make one unforgeable: whoever can inject two responses minutes apart on the
+/// path can still pass it (unsolicited replies are issue 14's hardening).
 pub const BLOCK_SCORE: f64 = 0.97;
+/// Minutes between the first qualifying score and the one that opens the gate, which must be
+/// on new data (a new answer or the return of an expired one): two responses in one burst
+/// never block.
+pub const BLOCK_HOLD_MINUTES: u8 = 2;
+/// A key that passed the gate keeps it while its own score stays at or above this (hysteresis:
+/// an own score moving around [`BLOCK_SCORE`] does not block and unblock in turn).
+pub const BLOCK_EXIT: f64 = 0.9;
 
 /// A key enters `suspicious` at this score...
 pub const SUSPICIOUS_ENTER: f64 = 0.5;
@@ -178,11 +187,14 @@ fn own_terms(f: &Features) -> [(Term, f64); 10] {
     // Several carriers of one country, each with several of the key's addresses, is how a
     // national CDN answers ("multi-line": one address per carrier so each client finds its own
     // ISP); it counts for less (see `national_lines`).
-    let national = if national_lines(f) {
+    let mut national = if national_lines(f) {
         NATIONAL_LINES_WEIGHT
     } else {
         1.0
     };
+    if provider_zone(f) {
+        national *= PROVIDER_ZONE_WEIGHT;
+    }
     // Organisations: 1 is normal, 2 common (multi-CDN, ISP caches), 4+ is a pool of strangers.
     let networks = ramp(orgs, 1.0, 4.0) * national;
     // Two or three organisations spread like four when their addresses are scattered machines,
@@ -288,7 +300,7 @@ pub const RETURNS_FULL: f64 = 0.7;
 /// short enough to rotate. The scorer watches such keys and re-scores them when new bots are
 /// known, since a domain looked up a few times may never be looked up again.
 pub fn could_flux_on_shared_bots(f: &Features) -> bool {
-    rotates_on_its_own(f) && !separate_services(f) && !forged_or_fronted(f)
+    rotates_on_its_own(f) && !forged_or_fronted(f) && !reached_only_as_provider(f)
 }
 
 /// The key's own answers rotate: two answers or more, over two networks or more, with a TTL
@@ -315,17 +327,25 @@ pub fn spread_like_bots(f: &Features) -> bool {
 /// Addresses per network up to which a key's addresses are spread like bots.
 pub const BOT_SPREAD: u32 = 2;
 
-/// One address per answer, and some of them in a first-party content network or not
-/// routable at all (see `infra::first_party`): no bot can sit there. This is what answers
+/// One address per answer, and a share of them ([`FORGED_SHARE_DIVISOR`]) in a first-party
+/// content network or not routable at all (see `infra::first_party`): no bot can sit there. This is what answers
 /// forged on the path look like (censorship injection hands out one address of Facebook,
 /// Twitter or Dropbox, or a reserved one, with a random TTL, a new one at every lookup: on the
 /// real resolver traffic the largest class of names that looked like slow flux), and a
-/// sinkholed name. It costs a flux operator whole lookups to imitate: every victim handed
-/// such an answer reaches someone else's server. Multi-address answers are not excused by it,
+/// sinkholed name. It costs a flux operator one lookup in eight to imitate: every victim
+/// handed such an answer reaches someone else's server. Multi-address answers are not excused by it,
 /// since one decoy address among bots costs the operator little.
 pub fn forged_or_fronted(f: &Features) -> bool {
-    f.answer_size_max == 1 && f.first_party_ips > 0
+    f.answer_size_max == 1 && f.forged_answers
 }
+
+/// Over the longest window, at least one in this many of a single-address key's addresses must
+/// be first-party or unroutable for `forged_or_fronted`: on the real traffic the censor's
+/// decoys are about 60% of a forged name's addresses (at least 1 in 5); an operator who wants
+/// the excuse must send one lookup in eight elsewhere, where one decoy a day was enough
+/// before (review finding). Unroutable IPv6 does not count at all (`infra::first_party`):
+/// clients fall back to IPv4 at once, so an `AAAA ::1` costs nothing.
+pub const FORGED_SHARE_DIVISOR: u32 = 8;
 
 /// Known bots among the key's addresses: full once they are [`SHARED_FULL_SHARE`] of them. A
 /// large legitimate pool that holds one address a flux domain also used (shared hosting, a
@@ -338,31 +358,39 @@ pub fn shared_bots(f: &Features) -> f64 {
     ramp(share, 0.0, SHARED_FULL_SHARE)
 }
 
-/// A domain key that aggregates separate services, not one rotating service: a provider's
-/// zone ([`provider_zone`]).
+/// A registered-domain key whose names are CNAME targets of two or more unrelated registered
+/// domains is a provider's zone (a CDN, an anti-DDoS or redirect CDN, a cloud front end): its
+/// names serve different customers from shared edges, so their union says little about any of
+/// them. Its network diversity counts for [`PROVIDER_ZONE_WEIGHT`], and when no name under it
+/// was ever queried directly (every name was reached through a customer's CNAME, which is how
+/// users reach a CDN) it cannot be `flux` at all. Two throwaway domains CNAMEd into an
+/// operator's zone would otherwise excuse wildcard flux over it (random subdomains, each seen
+/// once, judged only in the aggregate): those subdomains are queried directly, so the zone is
+/// only discounted and its countries, growth and new networks still count. Never for a key
+/// that is also an owner name (the apex answers for itself), see `Features::customers`.
+/// Residual evasion, stated: a flux service whose victims only ever reach it through CNAMEs
+/// from other domains looks like a CDN here; its names are still judged one by one.
+/// Each name under the zone is still its own key, and flux in one of them is reported on it.
 ///
 /// Tried and left out: "several names of the key that share no address are separate
 /// services" (`Features::names`, `Features::pooled_ips`, still reported). It is what a vendor
 /// zone whose hosts sit on different CDNs looks like, but also what wildcard flux with a large
 /// pool looks like: the 2009 Waledac domains answer each random subdomain with one new bot,
 /// never twice the same, and that rule lost 30 of their 34 domains.
-pub fn separate_services(f: &Features) -> bool {
-    provider_zone(f)
-}
-
-/// A domain key whose names are CNAME targets of two or more unrelated registered domains is
-/// a provider's zone (a CDN, an anti-DDoS or redirect CDN, a cloud front end): its names serve
-/// different customers, from shared edges, so their union proves nothing about any of them,
-/// even where the customers share addresses. Each name is still judged as its own key. Wildcard
-/// flux is not excused by it: its random subdomains belong to the flux domain itself (or CNAME
-/// to its own name), so they are not unrelated customers. On the real resolver traffic the
-/// Chinese CDN zones (`kunlun*.com`, `wswebcdn.com`, `tdnsv8.com`, ...) were flagged this way.
 pub fn provider_zone(f: &Features) -> bool {
     f.customers >= PROVIDER_ZONE_CUSTOMERS
 }
 
+/// A provider zone no name of which was ever queried directly: it cannot be `flux` (see
+/// [`provider_zone`]).
+pub fn reached_only_as_provider(f: &Features) -> bool {
+    provider_zone(f) && !f.queried_directly
+}
+
 /// Unrelated registered domains CNAMEing into a zone that make it a provider's zone.
 pub const PROVIDER_ZONE_CUSTOMERS: u32 = 2;
+/// What a provider zone's network diversity counts for.
+pub const PROVIDER_ZONE_WEIGHT: f64 = 0.5;
 
 /// Double flux: some NS host's glue has many addresses in several organisations.
 pub fn glue_term(f: &Features) -> f64 {
@@ -461,8 +489,8 @@ pub fn next_level(current: Level, score: f64, f: &Features) -> Level {
     let can_flux = (f.rrsets >= MIN_RRSETS_FOR_FLUX
         || f.answer_networks_max >= ONE_ANSWER_FLUX_NETWORKS
         || f.rotating_ns_hosts > 0)
-        && !separate_services(f)
-        && !forged_or_fronted(f);
+        && !forged_or_fronted(f)
+        && !reached_only_as_provider(f);
     match current {
         Level::Flux if score >= FLUX_EXIT => Level::Flux,
         Level::Flux | Level::Suspicious if score >= SUSPICIOUS_EXIT => {

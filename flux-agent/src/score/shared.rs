@@ -151,6 +151,16 @@ impl FluxIps {
     pub fn len(&self) -> usize {
         self.table.len()
     }
+
+    /// Whether an address is a bot that turned out to be shared infrastructure.
+    pub fn is_infrastructure(&self, ip: &[u8; 16]) -> bool {
+        self.table.peek(ip).is_some_and(Bot::infrastructure)
+    }
+
+    /// Bytes of the table and the filter.
+    pub fn heap_bytes(&self) -> usize {
+        self.table.table_bytes() + self.filter.len() * size_of::<u64>()
+    }
 }
 
 #[cfg(test)]

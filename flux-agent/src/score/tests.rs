@@ -725,6 +725,10 @@ fn a_thousand_sites_on_a_cdn_address_a_flux_domain_also_used_stay_benign() {
         None,
         "an address three stable sites use is shared infrastructure, not a bot"
     );
+    // And the enforcer does not block it with the flux domain.
+    let targets = s.block_targets("evil-cdn.test", at(start + 800));
+    assert!(!targets.is_empty());
+    assert!(!targets.contains(&cdn[0].parse().unwrap()), "{targets:?}");
 }
 
 /// One address per answer, each in a new network: slow flux, unless one of the answers is an
@@ -748,8 +752,9 @@ fn single_address_answers_into_unroutable_space_are_not_flux() {
     assert!(!rotate(&mut scorer(), "sinkholed.test", "127.0.0.1"));
 }
 
-/// A CDN zone whose names are CNAME targets of unrelated customers is not judged on their
-/// union; wildcard flux (random subdomains of one domain) still is.
+/// A CDN zone whose names users reach only through unrelated customers' CNAMEs is not judged
+/// on their union; wildcard flux (random subdomains queried directly) still is, even with two
+/// decoy domains CNAMEd into the zone, and so is flux on a zone's own apex.
 #[test]
 fn a_provider_zone_is_not_flux_but_wildcard_flux_is() {
     let mut s = scorer();
@@ -766,12 +771,66 @@ fn a_provider_zone_is_not_flux_but_wildcard_flux_is() {
         s.observe(at(i * 90), &response(&q, answers), &mut out);
         let w = format!("r{i}.wild.net");
         s.observe(at(i * 90), &response(&w, a_records(&w, 60, &ips)), &mut out);
+        if i < 2 {
+            // Two decoys CNAME into the wildcard zone.
+            let d = format!("www.decoy{i}.org");
+            let t = format!("x{i}.wild.net");
+            let mut answers = vec![rec(&d, 5, 600, &t)];
+            answers.extend(a_records(&t, 60, &ips));
+            s.observe(at(i * 90 + 1), &response(&d, answers), &mut out);
+        }
     }
     let flux = |d: &str| out.iter().any(|v| v.domain == d && v.level == Level::Flux);
     assert!(flux("wild.net"), "{out:#?}");
     assert!(!flux("cdnzone.net"), "{out:#?}");
     let f = s.explain("cdnzone.net", at(12 * 90)).unwrap().features;
     assert_eq!(f.customers, 2, "{f:?}");
+    assert!(!f.queried_directly);
+    let w = s.explain("wild.net", at(12 * 90)).unwrap().features;
+    assert!(w.customers == 2 && w.queried_directly, "{w:?}");
+
+    // The apex answering for itself is never excused by customers.
+    let mut s = scorer();
+    let mut out = Vec::new();
+    for i in 0..2u32 {
+        let d = format!("www.decoy{i}.org");
+        let mut answers = vec![rec(&d, 5, 600, "x.apex.net")];
+        answers.extend(a_records("x.apex.net", 60, &["9.9.9.9".to_owned()]));
+        s.observe(at(i), &response(&d, answers), &mut out);
+    }
+    rotate_flux(&mut s, "apex.net", 0..8, 180, &mut out);
+    assert!(
+        out.iter()
+            .any(|v| v.domain == "apex.net" && v.level == Level::Flux)
+    );
+}
+
+/// Forged single-address answers need a share of decoys: one `AAAA ::1` or one loopback
+/// answer among many bots does not excuse slow flux.
+#[test]
+fn one_decoy_does_not_excuse_slow_flux() {
+    let mut s = scorer();
+    let mut out = Vec::new();
+    let name = "decoy.test";
+    s.observe(
+        at(0),
+        &response(name, a_records(name, 60, &["127.0.0.1".into()])),
+        &mut out,
+    );
+    for i in 0..12u32 {
+        let a = format!("{}.4.1.1", 21 + i * 10);
+        s.observe(
+            at(600 + i * 120),
+            &response(name, a_records(name, 60, &[a])),
+            &mut out,
+        );
+    }
+    assert!(
+        out.iter()
+            .any(|v| v.domain == name && v.level == Level::Flux),
+        "{out:#?}"
+    );
+    assert!(!infra::first_party(0, "::1".parse().unwrap()));
 }
 
 /// A report comes at `flux`; the block only when the key's own evidence has held at the block
