@@ -352,7 +352,9 @@ impl FluxZone {
         );
         let echo = Echo::start(&link.server, &[SERVER_V4, "10.102.3.7"]);
         let pin = PinDir::new();
-        let mut a = vec!["--iface", "a0", "--no-db"];
+        // The block gate's hold (2 minutes by default) would outlast the test: 0 keeps the rest
+        // of the gate (flux on own evidence, confirmed by a score on new data).
+        let mut a = vec!["--iface", "a0", "--no-db", "--block-hold", "0s"];
         a.extend_from_slice(args);
         let agent = Agent::start(&link.client, &pin, &a);
         Self {

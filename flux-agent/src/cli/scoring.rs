@@ -41,6 +41,11 @@ pub struct ScoringArgs {
     /// Keys (names and domains) tracked at most; the least recently used is dropped beyond it.
     #[arg(long, value_name = "N", default_value_t = ScorerConfig::default().max_keys)]
     pub max_keys: usize,
+
+    /// How long a key's own evidence must hold at the block score before an automatic block
+    /// (rounded down to minutes, at most 255; 0 blocks at the next score on new data).
+    #[arg(long, value_name = "DUR", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub block_hold: std::time::Duration,
 }
 
 impl ScoringArgs {
@@ -73,6 +78,8 @@ impl ScoringArgs {
         Ok(ScorerSetup {
             config: ScorerConfig {
                 max_keys: self.max_keys,
+                block_hold_minutes: u8::try_from(self.block_hold.as_secs() / 60)
+                    .map_err(|_| anyhow::anyhow!("--block-hold is at most 255 minutes"))?,
                 ..ScorerConfig::default()
             },
             enricher: Arc::new(enricher),

@@ -34,7 +34,12 @@ pub const FIRST_PARTY_ASNS: &[(u32, &str)] = &[
 /// not routable on the Internet (private, loopback, link-local, shared, documentation,
 /// multicast, reserved 240/4, unspecified): either way no bot can answer there.
 pub fn first_party(asn: u32, ip: IpAddr) -> bool {
-    (asn != 0 && FIRST_PARTY_ASNS.iter().any(|(a, _)| *a == asn)) || !routable(ip)
+    first_party_network(asn) || !routable(ip)
+}
+
+/// Whether an ASN is one of [`FIRST_PARTY_ASNS`].
+pub fn first_party_network(asn: u32) -> bool {
+    asn != 0 && FIRST_PARTY_ASNS.iter().any(|(a, _)| *a == asn)
 }
 
 fn routable(ip: IpAddr) -> bool {

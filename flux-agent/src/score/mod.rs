@@ -57,6 +57,9 @@ pub struct ScorerConfig {
     /// Re-score a key even when nothing its score reads has changed since the last time
     /// (slower, same verdicts; tests check the second part with it).
     pub always_rescore: bool,
+    /// Minutes a key's own evidence must hold at the block score before it may be blocked
+    /// (see `model::BLOCK_HOLD_MINUTES`, the default; `--block-hold`).
+    pub block_hold_minutes: u8,
 }
 
 impl Default for ScorerConfig {
@@ -66,6 +69,7 @@ impl Default for ScorerConfig {
             rescore_interval: 60,
             track_baselines: false,
             always_rescore: false,
+            block_hold_minutes: model::BLOCK_HOLD_MINUTES,
         }
     }
 }
@@ -223,7 +227,8 @@ impl Scorer {
         let mut st = self.keys.peek(&self.id(&name))?.st.clone();
         let now = secs(now);
         let shared = shared_bots(&name, &mut st, now, &self.flux_ips);
-        let (previous, scored) = rescore(&name, &mut st, now, shared, None);
+        let hold = self.cfg.block_hold_minutes;
+        let (previous, scored) = rescore(&name, &mut st, now, shared, hold, None);
         Some(verdict(&name, &st, now, previous, scored, &self.allowlist))
     }
 
@@ -255,9 +260,9 @@ impl Scorer {
             .collect()
     }
 
-    /// What the enforcer blocks beside a flux name: [`Self::addresses_of`] without addresses no
-    /// bot can be (first-party networks, unroutable) and without addresses the bot table found
-    /// to be shared serving infrastructure. A flux operator who lists a victim's address among
+    /// What the enforcer blocks beside a flux name: [`Self::addresses_of`] without addresses in
+    /// first-party networks and without addresses the bot table found to be shared serving
+    /// infrastructure (the enforcer's own guard refuses loopback, link-local and the like). A flux operator who lists a victim's address among
     /// his bots can still get it blocked if it is none of those (residual risk, see
     /// docs/scoring.md).
     pub fn block_targets(&self, name: &str, now: SystemTime) -> Vec<std::net::IpAddr> {
@@ -266,7 +271,7 @@ impl Scorer {
         };
         let window = WINDOWS[WINDOWS.len() - 1].0;
         t.st.addresses(secs(now), window)
-            .filter(|a| !infra::first_party(a.asn, a.to_ip()))
+            .filter(|a| !infra::first_party_network(a.asn))
             .filter(|a| !self.flux_ips.is_infrastructure(&a.ip))
             .map(AddrInfo::to_ip)
             .collect()
@@ -471,7 +476,8 @@ impl Scorer {
             return;
         }
         self.stats.rescores += 1;
-        let (verdict, own) = evaluate(name, st, now, shared, &self.allowlist, hits);
+        let hold = self.cfg.block_hold_minutes;
+        let (verdict, own) = evaluate(name, st, now, (shared, hold), &self.allowlist, hits);
         if verdict.is_some() {
             self.stats.verdicts += 1;
         }
@@ -680,11 +686,11 @@ fn evaluate(
     name: &str,
     st: &mut KeyState,
     now: u32,
-    shared: [u32; WINDOWS.len()],
+    (shared, hold): ([u32; WINDOWS.len()], u8),
     allowlist: &Allowlist,
     baseline_hits: Option<&mut Vec<BaselineHit>>,
 ) -> (Option<Verdict>, f64) {
-    let (previous, scored) = rescore(name, st, now, shared, baseline_hits);
+    let (previous, scored) = rescore(name, st, now, shared, hold, baseline_hits);
     let own = scored.own;
     let news = st.level != previous || st.marked(MARK_BLOCKABLE) != scored.was_blockable;
     (
@@ -753,6 +759,7 @@ fn rescore(
     st: &mut KeyState,
     now: u32,
     shared: [u32; WINDOWS.len()],
+    hold: u8,
     baseline_hits: Option<&mut Vec<BaselineHit>>,
 ) -> (Level, Scored) {
     let mut best: Option<(f64, Features)> = None;
@@ -838,7 +845,7 @@ fn rescore(
         Gate::OwnTooLow
     } else if st.marked(MARK_BLOCK_QUALIFIED)
         && new_data
-        && minute.wrapping_sub(st.block_minute) >= model::BLOCK_HOLD_MINUTES
+        && minute.wrapping_sub(st.block_minute) >= hold
     {
         Gate::Held
     } else {
