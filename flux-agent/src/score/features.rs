@@ -44,10 +44,6 @@ pub struct AddrInfo {
     pub network: u32,
     /// ISO country code, `[0, 0]` when unknown.
     pub country: [u8; 2],
-    /// Inside a key: which of the key's names first showed the address (a 16-bit tag of the
-    /// name, never 0), or [`POOLED`] once a second name showed it too. 0 outside a key. It
-    /// sits in what was padding, so it costs no memory.
-    pub source: u16,
 }
 
 /// Addresses in a stable answer that still marks serving infrastructure.
@@ -64,16 +60,6 @@ pub const MARK_BLOCKABLE: u8 = 8;
 /// A name under the key was queried directly, not reached through another registered domain's
 /// CNAME (see `model::provider_zone`).
 pub const MARK_QUERIED_DIRECTLY: u8 = 16;
-
-/// [`AddrInfo::source`] of an address two names of a key both resolved to.
-pub const POOLED: u16 = u16::MAX;
-
-/// The [`AddrInfo::source`] tag of a name: 16 bits of its hash, never 0 or [`POOLED`].
-pub fn source_tag(name: &str) -> u16 {
-    let h = fnv32(name.as_bytes());
-    let t = (h ^ (h >> 16)) as u16;
-    t.clamp(1, POOLED - 1)
-}
 
 impl AddrInfo {
     pub fn ip_bytes(ip: IpAddr) -> [u8; 16] {
@@ -201,8 +187,8 @@ pub struct KeyState {
     pub last_score: f32,
     /// Bit per role, see `super::ROLE_*`.
     pub roles: u8,
-    /// [`MARK_HOLZ`], [`MARK_ZEEK`], [`MARK_BLOCK_QUALIFIED`], [`MARK_BLOCKABLE`]: one byte
-    /// for four flags, since a million keys hold it (see `per_key_records_stay_small`).
+    /// The `MARK_*` flags ([`MARK_HOLZ`], [`MARK_BLOCKABLE`], ...): one byte for all of them,
+    /// since a million keys hold it (see `per_key_records_stay_small`).
     pub marks: u8,
     /// The key is flux and not allowlisted: the addresses it resolves to are bots other
     /// domains are compared with, including those it shows after it was judged.
@@ -226,16 +212,6 @@ pub struct KeyState {
     changes_at: u32,
     /// Other domains' bots per window at the last score.
     last_shared: [u8; WINDOWS.len()],
-}
-
-/// Records that `source` showed an address the key already had; whether that made it pooled
-/// (a second name of the key resolved to it).
-fn pool(a: &mut AddrInfo, source: u16) -> bool {
-    let newly = a.source != source && a.source != POOLED && a.source != 0 && source != 0;
-    if newly {
-        a.source = POOLED;
-    }
-    newly
 }
 
 /// The features over nested windows, and when they would next change by age alone.
@@ -295,11 +271,6 @@ pub struct Features {
     pub multi_address_answers: u32,
     /// Addresses in the window that keys already judged flux resolved to (shared bots).
     pub shared_flux_ips: u32,
-    /// Names of the key that showed its addresses: 1, or 2 for two or more (a domain key fed
-    /// by several of its names).
-    pub names: u32,
-    /// Addresses two or more of the key's names resolved to (their answers share a pool).
-    pub pooled_ips: u32,
     /// Addresses in first-party content networks or not routable (see `super::infra`).
     pub first_party_ips: u32,
     /// Unrelated registered domains that CNAME into the key (2 stands for two or more; ever,
@@ -335,8 +306,7 @@ impl KeyState {
     /// is news: an answer the key has not had, or one it had that comes back after it expired.
     /// That is when features are worth recomputing. An answer still valid since it was last
     /// seen (a cache re-showing it, or two names of a domain answering in turn) is not news.
-    /// `source` is the [`source_tag`] of the name that answered.
-    pub fn add_answer_from(&mut self, now: u32, ttl: u32, addrs: &[AddrInfo], source: u16) -> bool {
+    pub fn add_answer(&mut self, now: u32, ttl: u32, addrs: &[AddrInfo]) -> bool {
         self.responses = self.responses.saturating_add(1);
         // Start the loads of the two arrays searched below, so their cache misses overlap
         // with the answer search instead of following it (a key's state is usually cold).
@@ -358,7 +328,7 @@ impl KeyState {
                 r.returns = r.returns.saturating_add(1);
                 self.changes = self.changes.saturating_add(1);
             }
-            self.dirty |= self.touch_ips(now, addrs, source);
+            self.touch_ips(now, addrs);
             return returned;
         }
         self.dirty = true;
@@ -367,9 +337,8 @@ impl KeyState {
         for a in addrs {
             if let Some(e) = self.find_ip(&a.ip) {
                 e.last = now;
-                pool(&mut e.addr, source);
             } else {
-                fresh.push(AddrInfo { source, ..*a });
+                fresh.push(*a);
             }
         }
         // Only a new address can bring a network the key has no address in.
@@ -415,16 +384,12 @@ impl KeyState {
         true
     }
 
-    /// Marks an answer's addresses seen; whether one of them became pooled.
-    fn touch_ips(&mut self, now: u32, addrs: &[AddrInfo], source: u16) -> bool {
-        let mut pooled = false;
+    fn touch_ips(&mut self, now: u32, addrs: &[AddrInfo]) {
         for a in addrs {
             if let Some(e) = self.find_ip(&a.ip) {
                 e.last = now;
-                pooled |= pool(&mut e.addr, source);
             }
         }
-        pooled
     }
 
     /// Entries last seen before this were outside the shortest window at the last score. One
@@ -546,17 +511,21 @@ impl KeyState {
         changed
     }
 
-    /// Counts the registered domain of a chain's query name as a customer of this key when it
-    /// is not the key's own (`own`: the key's registered domain).
+    /// Notes who reached this registered-domain key (`own`) through the response's CNAME chain
+    /// (empty when its addresses were not at the end of the chain): a customer, when the chain
+    /// starts in another registered domain; otherwise one of its own names was queried
+    /// directly.
     pub fn note_customer(&mut self, chain: &[&str], own: &str) {
-        let Some(rd) = chain.first().and_then(|q| super::registered_domain(q)) else {
-            return;
-        };
-        if rd == own {
+        let customer = chain
+            .first()
+            .and_then(|q| super::registered_domain(q))
+            .filter(|rd| *rd != own);
+        let Some(rd) = customer else {
             self.set_mark(MARK_QUERIED_DIRECTLY, true);
             return;
-        }
-        let tag = source_tag(rd) & !3;
+        };
+        let h = fnv32(rd.as_bytes());
+        let tag = (h ^ (h >> 16)) as u16 & !3;
         if tag != self.customers & !3 {
             let count = (self.customers & 3).saturating_add(1).min(3);
             self.customers = tag | count;
@@ -631,23 +600,18 @@ impl KeyState {
             // A bot can turn out to be shared infrastructure later (see
             // `FluxIps::note_stable_user`), so another domain's bot is asked again, unless no
             // bot ever did (the table lookup is what the mark saves).
-            if *fp & FP_OTHER_BOT != 0 && flux_ips.infrastructure_found() == 0 {
-                for (i, w) in WINDOWS.iter().enumerate() {
-                    if e.last >= now.saturating_sub(w.0) {
-                        shared[i] += 1;
+            let trusted = *fp & FP_OTHER_BOT != 0 && flux_ips.infrastructure_found() == 0;
+            if !trusted {
+                match flux_ips.owner(&e.addr.ip) {
+                    Some(d) if d != own => *fp |= FP_OTHER_BOT,
+                    Some(_) => {
+                        *fp |= FP_OWN_BOT;
+                        continue;
                     }
-                }
-                continue;
-            }
-            match flux_ips.owner(&e.addr.ip) {
-                Some(d) if d != own => *fp |= FP_OTHER_BOT,
-                Some(_) => {
-                    *fp |= FP_OWN_BOT;
-                    continue;
-                }
-                None => {
-                    *fp &= !FP_OTHER_BOT;
-                    continue;
+                    None => {
+                        *fp &= !FP_OTHER_BOT;
+                        continue;
+                    }
                 }
             }
             for (i, w) in WINDOWS.iter().enumerate() {
@@ -761,10 +725,6 @@ impl KeyState {
 /// Running totals of a key's addresses and answers, for one window or nested ones.
 struct Acc {
     distinct_ips: u32,
-    /// The first name tag seen among the addresses, and whether another one was.
-    source: u16,
-    sources: u32,
-    pooled: u32,
     asns: Tally,
     nets: Tally,
     ccs: Tally,
@@ -792,9 +752,6 @@ impl Acc {
     fn new() -> Self {
         Self {
             distinct_ips: 0,
-            source: 0,
-            sources: 0,
-            pooled: 0,
             asns: Tally::new(),
             nets: Tally::new(),
             ccs: Tally::new(),
@@ -822,19 +779,6 @@ impl Acc {
         for e in k.ips.iter().filter(|e| take(e.last)) {
             self.oldest = self.oldest.min(e.last);
             self.distinct_ips += 1;
-            match e.addr.source {
-                0 => {}
-                POOLED => {
-                    self.pooled += 1;
-                    self.sources = 2;
-                }
-                t if self.sources == 0 => {
-                    self.source = t;
-                    self.sources = 1;
-                }
-                t if t != self.source => self.sources = 2,
-                _ => {}
-            }
             if e.addr.asn != 0 {
                 self.asns.add(e.addr.asn);
             }
@@ -900,8 +844,6 @@ impl Acc {
             fresh_answers: self.fresh_answers,
             network_arrivals: self.network_arrivals,
             multi_address_answers: self.multi,
-            names: self.sources,
-            pooled_ips: self.pooled,
 
             // An owner name answers for itself: customers never excuse it.
             customers: if k.roles & super::ROLE_OWNER != 0 {
@@ -1119,13 +1061,6 @@ pub fn fnv32(bytes: &[u8]) -> u32 {
 mod tests {
     use super::*;
 
-    impl KeyState {
-        /// An answer of the key's one name.
-        fn add_answer(&mut self, now: u32, ttl: u32, addrs: &[AddrInfo]) -> bool {
-            self.add_answer_from(now, ttl, addrs, 1)
-        }
-    }
-
     fn a(last: u8, asn: u32, cc: &[u8; 2]) -> AddrInfo {
         let ip = IpAddr::from([10, last, 0, 1]);
         AddrInfo {
@@ -1133,7 +1068,6 @@ mod tests {
             asn,
             network: asn,
             country: *cc,
-            source: 0,
         }
     }
 
@@ -1296,7 +1230,6 @@ mod tests {
                     asn: i,
                     network: i,
                     country: [0, 0],
-                    source: 0,
                 }],
             );
         }
@@ -1398,7 +1331,6 @@ mod tests {
             asn: 64_500 + i % 5,
             network: 1 + i % 4,
             country: [b'A' + (i % 3) as u8, b'Z'],
-            source: 0,
         };
         let mut k = KeyState::new(0);
         for t in 0..60u32 {

@@ -12,7 +12,8 @@
 //! inherit the CDN's addresses, and the chain is kept as a feature of the target.
 //!
 //! Each key's features ([`features`]) go through the model ([`model`]); a verdict is emitted
-//! whenever a key's level changes or it passes (or leaves) the block gate. Keys live in a bounded table with approximate-LRU eviction (`table.rs`).
+//! whenever a key's level changes or it passes (or leaves) the block gate. Keys live in a
+//! bounded table with approximate-LRU eviction (`table.rs`).
 
 pub mod features;
 pub mod infra;
@@ -31,7 +32,7 @@ use smallvec::{SmallVec, smallvec};
 
 use self::{shared::FluxIps, table::KeyTable};
 use crate::{allowlist::Allowlist, dns::DnsMessage, enrich::Enricher};
-pub use features::{AddrInfo, Features, KeyState, WINDOWS, source_tag};
+pub use features::{AddrInfo, Features, KeyState, WINDOWS};
 use features::{MALLOC_OVERHEAD, MARK_BLOCK_QUALIFIED, MARK_BLOCKABLE, MARK_HOLZ, MARK_ZEEK};
 pub use model::{Level, Reason};
 
@@ -242,27 +243,10 @@ impl Scorer {
         self.keys.peek(&self.id(name)).map(|t| t.st.level)
     }
 
-    /// The addresses a key was seen resolving to in the longest window before `now`: what the
-    /// enforcer blocks beside the name.
-    pub fn addresses_of(&self, name: &str, now: SystemTime) -> Vec<std::net::IpAddr> {
-        let Some(t) = self.keys.peek(&self.id(name)) else {
-            return Vec::new();
-        };
-        let window = WINDOWS[WINDOWS.len() - 1].0;
-        t.st.addresses(secs(now), window)
-            .map(|a| {
-                let v6 = std::net::Ipv6Addr::from(a.ip);
-                match v6.to_ipv4_mapped() {
-                    Some(v4) => std::net::IpAddr::V4(v4),
-                    None => std::net::IpAddr::V6(v6),
-                }
-            })
-            .collect()
-    }
-
-    /// What the enforcer blocks beside a flux name: [`Self::addresses_of`] without addresses in
-    /// first-party networks and without addresses the bot table found to be shared serving
-    /// infrastructure (the enforcer's own guard refuses loopback, link-local and the like). A flux operator who lists a victim's address among
+    /// What the enforcer blocks beside a flux name: the addresses the key was seen resolving to
+    /// in the longest window before `now`, without those in first-party networks and those the
+    /// bot table found to be shared serving infrastructure (the enforcer's own guard refuses
+    /// loopback, link-local and the like). A flux operator who lists a victim's address among
     /// his bots can still get it blocked if it is none of those (residual risk, see
     /// docs/scoring.md).
     pub fn block_targets(&self, name: &str, now: SystemTime) -> Vec<std::net::IpAddr> {
@@ -374,12 +358,11 @@ impl Scorer {
         let mut domains: SmallVec<[DomainAnswer; 2]> = SmallVec::new();
         for (owner, ttl, addrs) in &groups {
             let chain_here: &[&str] = if *owner == final_name { &chain } else { &[] };
-            let source = source_tag(owner);
             self.feed(
                 owner,
                 ROLE_OWNER,
                 now,
-                (*ttl, source),
+                *ttl,
                 addrs,
                 chain_here,
                 &mut touched,
@@ -387,13 +370,7 @@ impl Scorer {
             if let Some(rd) = registered_domain(owner)
                 && rd != *owner
             {
-                merge_domain(
-                    &mut domains,
-                    rd,
-                    (*ttl, source),
-                    addrs,
-                    *owner == final_name,
-                );
+                merge_domain(&mut domains, rd, *ttl, addrs, *owner == final_name);
             }
         }
         for (zone, hosts) in &zones {
@@ -417,36 +394,19 @@ impl Scorer {
                     push_unique(&mut touched, id);
                 }
                 if !glue.is_empty() {
-                    let source = source_tag(host);
-                    self.feed(
-                        host,
-                        ROLE_NS_HOST,
-                        now,
-                        (ttl, source),
-                        &glue,
-                        &[],
-                        &mut touched,
-                    );
+                    self.feed(host, ROLE_NS_HOST, now, ttl, &glue, &[], &mut touched);
                     if let Some(rd) = registered_domain(host)
                         && rd != *host
                         && rd != zone_key
                     {
-                        merge_domain(&mut domains, rd, (ttl, source), &glue, false);
+                        merge_domain(&mut domains, rd, ttl, &glue, false);
                     }
                 }
             }
         }
-        for (rd, answer, addrs, chained) in &domains {
+        for (rd, ttl, addrs, chained) in &domains {
             let chain_here: &[&str] = if *chained { &chain } else { &[] };
-            self.feed(
-                rd,
-                ROLE_DOMAIN,
-                now,
-                *answer,
-                addrs,
-                chain_here,
-                &mut touched,
-            );
+            self.feed(rd, ROLE_DOMAIN, now, *ttl, addrs, chain_here, &mut touched);
         }
         for id in &touched {
             self.judge(*id, now, out);
@@ -530,7 +490,7 @@ impl Scorer {
         name: &str,
         role: u8,
         now: u32,
-        (ttl, source): (u32, u16),
+        ttl: u32,
         addrs: &[AddrInfo],
         chain: &[&str],
         touched: &mut Vec<u64>,
@@ -547,16 +507,11 @@ impl Scorer {
         }
         st.roles |= role;
         if role == ROLE_DOMAIN {
-            if chain.is_empty() {
-                // Answered for a name of its own (not at the end of a chain of another domain).
-                st.set_mark(features::MARK_QUERIED_DIRECTLY, true);
-            } else {
-                st.note_customer(chain, name);
-            }
+            st.note_customer(chain, name);
         }
         st.set_chain(chain);
         let since = now.saturating_sub(st.last_eval);
-        let changed = st.add_answer_from(now, ttl, addrs, source);
+        let changed = st.add_answer(now, ttl, addrs);
         if changed && st.shares_bots {
             // A flux key's new bots join the shared-bot table as they appear, not only those
             // it had when it was judged.
@@ -640,21 +595,20 @@ fn key_mut<'a>(
     (&mut t.st, created)
 }
 
-/// One response's answer for a registered-domain key: (domain, (TTL, source tag of the first
-/// name that fed it), addresses, whether the CNAME chain of the response led to it). Names
-/// answering side by side in one response are one answer, so the first name speaks for it.
-type DomainAnswer<'a> = (&'a str, (u32, u16), Addrs, bool);
+/// One response's answer for a registered-domain key: (domain, TTL, addresses, whether the CNAME
+/// chain of the response led to it).
+type DomainAnswer<'a> = (&'a str, u32, Addrs, bool);
 
 fn merge_domain<'a>(
     domains: &mut SmallVec<[DomainAnswer<'a>; 2]>,
     rd: &'a str,
-    (ttl, source): (u32, u16),
+    ttl: u32,
     addrs: &[AddrInfo],
     chained: bool,
 ) {
     match domains.iter_mut().find(|d| d.0 == rd) {
         Some(d) => {
-            d.1.0 = d.1.0.max(ttl);
+            d.1 = d.1.max(ttl);
             d.3 |= chained;
             for a in addrs {
                 if !d.2.iter().any(|b| b.ip == a.ip) {
@@ -662,7 +616,7 @@ fn merge_domain<'a>(
                 }
             }
         }
-        None => domains.push((rd, (ttl, source), addrs.iter().copied().collect(), chained)),
+        None => domains.push((rd, ttl, addrs.iter().copied().collect(), chained)),
     }
 }
 
@@ -733,7 +687,7 @@ impl Gate {
                 "reported only: its own evidence, without shared bots, is below the block score"
             }
             Gate::Waiting => {
-                "reported; blocks if its own evidence holds on new answers for 2 minutes"
+                "reported; blocks if its own evidence holds on new answers for --block-hold"
             }
             Gate::Held => "own evidence at the block score, held on new answers",
         }

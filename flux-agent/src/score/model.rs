@@ -184,19 +184,19 @@ pub fn terms(f: &Features) -> [(Term, f64); 10] {
 /// Every term but the shared bots (0 here): the key's own evidence.
 fn own_terms(f: &Features) -> [(Term, f64); 10] {
     let orgs = f64::from(f.distinct_networks);
-    // Several carriers of one country, each with several of the key's addresses, is how a
-    // national CDN answers ("multi-line": one address per carrier so each client finds its own
-    // ISP); it counts for less (see `national_lines`).
-    let mut national = if national_lines(f) {
-        NATIONAL_LINES_WEIGHT
-    } else {
-        1.0
-    };
+    // What network diversity counts for. Several carriers of one country, each with several of
+    // the key's addresses, is how a national CDN answers ("multi-line": one address per carrier
+    // so each client finds its own ISP; see `national_lines`), and a provider's zone unites
+    // unrelated customers (see `provider_zone`): both count for less.
+    let mut diversity = 1.0;
+    if national_lines(f) {
+        diversity *= NATIONAL_LINES_WEIGHT;
+    }
     if provider_zone(f) {
-        national *= PROVIDER_ZONE_WEIGHT;
+        diversity *= PROVIDER_ZONE_WEIGHT;
     }
     // Organisations: 1 is normal, 2 common (multi-CDN, ISP caches), 4+ is a pool of strangers.
-    let networks = ramp(orgs, 1.0, 4.0) * national;
+    let networks = ramp(orgs, 1.0, 4.0) * diversity;
     // Two or three organisations spread like four when their addresses are scattered machines,
     // each alone in its /24 (a flux operator renting servers all over a few hosting
     // providers): a farm or a CDN PoP numbers its servers inside one or two blocks.
@@ -208,7 +208,9 @@ fn own_terms(f: &Features) -> [(Term, f64); 10] {
     } else {
         0.0
     };
-    let spread = networks.max(scattered * national).max(strangers * national);
+    let spread = networks
+        .max(scattered * diversity)
+        .max(strangers * diversity);
     // The set keeps changing: new addresses arrive, or far more addresses than one answer holds.
     // Growth is steady only over several answers: one new answer can be a one-off change.
     let steady = ramp(f64::from(f.later_answers) + 1.0, 0.0, STEADY_ANSWERS);
@@ -229,7 +231,7 @@ fn own_terms(f: &Features) -> [(Term, f64); 10] {
     [
         (Term::RotationAcrossNetworks, rotation * spread * mixing),
         (Term::Networks, networks),
-        (Term::MixedAnswers, f.mixed_answers * national),
+        (Term::MixedAnswers, f.mixed_answers * diversity),
         (
             Term::Countries,
             ramp(f64::from(f.distinct_countries), 2.0, 8.0),
@@ -373,7 +375,7 @@ pub fn shared_bots(f: &Features) -> f64 {
 /// Each name under the zone is still its own key, and flux in one of them is reported on it.
 ///
 /// Tried and left out: "several names of the key that share no address are separate
-/// services" (`Features::names`, `Features::pooled_ips`, still reported). It is what a vendor
+/// services". It is what a vendor
 /// zone whose hosts sit on different CDNs looks like, but also what wildcard flux with a large
 /// pool looks like: the 2009 Waledac domains answer each random subdomain with one new bot,
 /// never twice the same, and that rule lost 30 of their 34 domains.

@@ -118,8 +118,7 @@ impl FluxIps {
     /// The domain id that flagged this address, if it is a bot (not an address that turned
     /// out to be shared infrastructure).
     pub fn owner(&self, ip: &[u8; 16]) -> Option<u32> {
-        let (w, b) = bit(ip);
-        if self.filter.get(w).is_none_or(|word| word & b != b) {
+        if !self.may_hold(ip) {
             return None;
         }
         self.table
@@ -131,8 +130,7 @@ impl FluxIps {
     /// A domain with a stable answer resolves to this address (if it is a bot): after
     /// [`INFRA_STABLE_DOMAINS`] of them it is shared infrastructure and no longer a bot.
     pub fn note_stable_user(&mut self, ip: &[u8; 16], user: u32) {
-        let (w, b) = bit(ip);
-        if self.filter.get(w).is_none_or(|word| word & b != b) {
+        if !self.may_hold(ip) {
             return;
         }
         let user = user.max(1);
@@ -150,6 +148,12 @@ impl FluxIps {
 
     pub fn len(&self) -> usize {
         self.table.len()
+    }
+
+    /// What the filter says: false means the address is certainly not in the table.
+    fn may_hold(&self, ip: &[u8; 16]) -> bool {
+        let (w, b) = bit(ip);
+        self.filter.get(w).is_some_and(|word| word & b == b)
     }
 
     /// Whether an address is a bot that turned out to be shared infrastructure.

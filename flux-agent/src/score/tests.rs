@@ -735,21 +735,32 @@ fn a_thousand_sites_on_a_cdn_address_a_flux_domain_also_used_stay_benign() {
 /// address no bot can sit on (forged answers, sinkholes).
 #[test]
 fn single_address_answers_into_unroutable_space_are_not_flux() {
-    let rotate = |s: &mut Scorer, name: &str, first: &str| {
-        let mut out = Vec::new();
+    let rotate = |name: &str, first: &str| {
         let addrs = [
             first, "31.4.1.1", "41.4.1.1", "51.4.1.1", "61.4.1.1", "71.4.1.1",
         ];
-        for (i, a) in addrs.iter().enumerate() {
-            let msg = response(name, a_records(name, 60, &[(*a).to_owned()]));
-            s.observe(at(i as u32 * 120), &msg, &mut out);
-        }
-        out.iter()
-            .any(|v| v.domain == name && v.level == Level::Flux)
+        let answers = (0u32..).map(|i| i * 120).zip(addrs);
+        single_address_answers_reach_flux(&mut scorer(), name, answers)
     };
-    assert!(rotate(&mut scorer(), "slow.test", "21.4.1.1"), "control");
-    assert!(!rotate(&mut scorer(), "forged.test", "10.4.1.1"));
-    assert!(!rotate(&mut scorer(), "sinkholed.test", "127.0.0.1"));
+    assert!(rotate("slow.test", "21.4.1.1"), "control");
+    assert!(!rotate("forged.test", "10.4.1.1"));
+    assert!(!rotate("sinkholed.test", "127.0.0.1"));
+}
+
+/// Feeds `name` one answer of one address (TTL 60) at each (second, address); whether the
+/// name's key reached `flux`.
+fn single_address_answers_reach_flux<'a>(
+    s: &mut Scorer,
+    name: &str,
+    answers: impl IntoIterator<Item = (u32, &'a str)>,
+) -> bool {
+    let mut out = Vec::new();
+    for (t, a) in answers {
+        let msg = response(name, a_records(name, 60, &[a.to_owned()]));
+        s.observe(at(t), &msg, &mut out);
+    }
+    out.iter()
+        .any(|v| v.domain == name && v.level == Level::Flux)
 }
 
 /// A CDN zone whose names users reach only through unrelated customers' CNAMEs is not judged
@@ -809,27 +820,19 @@ fn a_provider_zone_is_not_flux_but_wildcard_flux_is() {
 /// answer among many bots does not excuse slow flux.
 #[test]
 fn one_decoy_does_not_excuse_slow_flux() {
-    let mut s = scorer();
-    let mut out = Vec::new();
-    let name = "decoy.test";
-    s.observe(
-        at(0),
-        &response(name, a_records(name, 60, &["127.0.0.1".into()])),
-        &mut out,
+    let bots: Vec<String> = (0..12u32)
+        .map(|i| format!("{}.4.1.1", 21 + i * 10))
+        .collect();
+    let answers = std::iter::once((0, "127.0.0.1")).chain(
+        (0u32..)
+            .map(|i| 600 + i * 120)
+            .zip(bots.iter().map(String::as_str)),
     );
-    for i in 0..12u32 {
-        let a = format!("{}.4.1.1", 21 + i * 10);
-        s.observe(
-            at(600 + i * 120),
-            &response(name, a_records(name, 60, &[a])),
-            &mut out,
-        );
-    }
-    assert!(
-        out.iter()
-            .any(|v| v.domain == name && v.level == Level::Flux),
-        "{out:#?}"
-    );
+    assert!(single_address_answers_reach_flux(
+        &mut scorer(),
+        "decoy.test",
+        answers
+    ));
     assert!(!infra::first_party(0, "::1".parse().unwrap()));
 }
 
@@ -911,26 +914,14 @@ fn answers_that_keep_returning_weigh_less_than_fresh_ones() {
 /// answers hold one address each (the longest window is read).
 #[test]
 fn a_forged_answer_earlier_in_the_day_still_counts() {
-    let mut s = scorer();
-    let mut out = Vec::new();
-    let name = "late.test";
-    s.observe(
-        at(0),
-        &response(name, a_records(name, 60, &["243.1.2.3".into()])),
-        &mut out,
-    );
-    for (i, a) in ["21.4.1.1", "31.4.1.1", "41.4.1.1", "51.4.1.1", "61.4.1.1"]
-        .iter()
-        .enumerate()
-    {
-        let msg = response(name, a_records(name, 60, &[(*a).to_owned()]));
-        s.observe(at(7200 + i as u32 * 120), &msg, &mut out);
-    }
-    assert!(
-        !out.iter()
-            .any(|v| v.domain == name && v.level == Level::Flux),
-        "{out:#?}"
-    );
+    let bots = ["21.4.1.1", "31.4.1.1", "41.4.1.1", "51.4.1.1", "61.4.1.1"];
+    let answers =
+        std::iter::once((0, "243.1.2.3")).chain((0u32..).map(|i| 7200 + i * 120).zip(bots));
+    assert!(!single_address_answers_reach_flux(
+        &mut scorer(),
+        "late.test",
+        answers
+    ));
 }
 
 /// Shared bots need addresses spread like bots; the carriers of one country mixed in every
