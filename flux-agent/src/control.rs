@@ -13,7 +13,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::score::{Scorer, Verdict, registered_domain};
+use flux_detect::score::{Scorer, Verdict, registered_domain};
 
 /// Where the control sockets live.
 pub const CONTROL_DIR: &str = "/run/flux-agent";

@@ -1,30 +1,24 @@
-//! flux-agent: an eBPF/XDP agent that detects and blocks DNS fast flux.
+//! flux-agent: an eBPF/XDP agent that detects and blocks DNS fast flux. Everything here touches
+//! the kernel or the operator; the decisions themselves are made in `flux-detect`.
 //!
-//! Where things happen:
-//! - [`loader`]: loading `flux-ebpf`, pinning maps, attaching XDP (and `--force`).
-//! - [`agent`]: the run loop; ring buffer to [`capture::Observation`] to the event sink.
-//! - [`dns`]: parsing DNS responses with hickory-proto.
-//! - [`stats`]: the kernel's per-CPU counters, read back from the pins.
+//! Where things happen (each folder opens with what lives there and what it may touch):
+//! - [`kernel`]: loading `flux-ebpf`, pins, attaching XDP, the ring-buffer records, counters,
+//!   interfaces. **A packet enters** in `flux-ebpf/src/main.rs` and reaches userspace as a
+//!   [`kernel::ring_records::Capture`].
+//! - [`pipeline`]: the run loop that turns captures into observations, feeds the scorer
+//!   (`flux_detect::score`, **where a verdict is made**) and hands events to their sinks; the
+//!   replay source and the clock.
+//! - [`enforce`]: the policy from verdict to block, and the pinned maps (**where a map is
+//!   written**, [`enforce::maps`]).
+//! - [`control`]: the running agent's control socket (`explain`).
 //!
-//! The kernel side is `flux-ebpf/src/main.rs`; shared layouts are in `flux-common`.
+//! The kernel side is `flux-ebpf`; records, keys and constants shared with it are in
+//! `flux-common`.
 
-pub mod agent;
-pub mod allowlist;
-pub mod blocklist;
-pub mod capfile;
-pub mod capture;
-pub mod clock;
 pub mod control;
-pub mod dns;
 pub mod enforce;
-pub mod enrich;
-pub mod iface;
-pub mod loader;
-pub mod pins;
-pub mod replay;
-pub mod score;
-pub mod stats;
-pub mod xdp_owner;
+pub mod kernel;
+pub mod pipeline;
 
 /// The compiled flux-ebpf object, built by aya-build from `build.rs`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flux-ebpf"));

@@ -2,7 +2,7 @@
 //!
 //! XDP only sees what arrives, so without this a local process can still send to a blocked
 //! host (the first SYN, a UDP beacon, data); only the replies die. Here the destination goes
-//! through the same maps and the same check as XDP's (`enforce::destination_blocked`).
+//! through the same maps and the same check as XDP's (`xdp_verdict::destination_blocked`).
 //!
 //! The addresses are read relative to the network header (`bpf_skb_load_bytes_relative`), so
 //! no Ethernet header is assumed (L3 devices such as WireGuard or tun carry none). Anything
@@ -19,7 +19,7 @@ use aya_ebpf::{
 };
 use flux_common::{AF_INET, AF_INET6, Counter};
 
-use crate::{count, enforce, monitor};
+use crate::{count, monitor, xdp_verdict};
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -52,7 +52,7 @@ pub fn flux_egress(ctx: TcContext) -> i32 {
             BPF_HDR_START_NET,
         )
     };
-    if rc != 0 || !enforce::destination_blocked(family, &dst) {
+    if rc != 0 || !xdp_verdict::destination_blocked(family, &dst) {
         return NEXT;
     }
     if monitor() {

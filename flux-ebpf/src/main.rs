@@ -3,7 +3,7 @@
 //! Packet path: Ethernet -> up to two VLAN tags -> IPv4 (options, fragments) or IPv6 (bounded
 //! extension-header walk) -> UDP or TCP from a configured DNS port -> DNS header check ->
 //! one ring-buffer record. Right after the IP header, the addresses go through the blocklists
-//! (`enforce.rs`); a DNS response's question name goes through the domain blocklist, and a
+//! (`xdp_verdict.rs`); a DNS response's question name goes through the domain blocklist, and a
 //! blocked one is answered NXDOMAIN (`sinkhole.rs`) or dropped after its record is written.
 //! Those are the only places a packet is dropped or changed, apart from the optional TC egress
 //! program (`egress.rs`), which drops what leaves the host for a blocked address. Everything
@@ -15,10 +15,10 @@
 #![no_main]
 
 mod egress;
-mod enforce;
 mod packet;
 mod scratch;
 mod sinkhole;
+mod xdp_verdict;
 
 use core::{ffi::c_void, mem::size_of, ptr::addr_of_mut};
 
@@ -29,7 +29,6 @@ use aya_ebpf::{
     maps::{PerCpuArray, RingBuf},
     programs::XdpContext,
 };
-use enforce::NameVerdict;
 use flux_common::{
     AF_INET, AF_INET6, Config, Counter, DNS_CAPTURE_MAX, DNS_HEADER_LEN, DOMAIN_ACTION_NXDOMAIN,
     DnsEvent, DnsEventHeader, EVENT_FLAG_BLOCKED, EVENT_FLAG_IP_FRAGMENT, EVENT_FLAG_TRUNCATED,
@@ -37,6 +36,7 @@ use flux_common::{
 };
 use packet::*;
 use scratch::Located;
+use xdp_verdict::NameVerdict;
 
 /// Load-time configuration; userspace overrides it with `EbpfLoader::override_global`.
 #[unsafe(no_mangle)]
@@ -240,7 +240,7 @@ fn respond(ctx: &XdpContext, at: &Located) -> Act {
     let config = unsafe { core::ptr::read_volatile(&FLUX_CONFIG) };
     let in_packet = min(usize::from(at.claimed_len), usize::from(at.present_len));
     let verdict = if at.qdcount == 1 {
-        enforce::name_verdict(
+        xdp_verdict::name_verdict(
             ctx,
             usize::from(at.dns_off) + DNS_HEADER_LEN,
             in_packet.saturating_sub(DNS_HEADER_LEN),
@@ -370,7 +370,7 @@ fn parse_ipv4(pkt: &Packet, off: usize) -> Result<L3, Skip> {
     let dst = [d0, d1, d2, d3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
     // Before anything else can pass the packet: fragments and odd headers from a blocked host
     // are dropped too.
-    if let Some(why) = enforce::address_verdict(AF_INET, &src, &dst) {
+    if let Some(why) = xdp_verdict::address_verdict(AF_INET, &src, &dst) {
         return Err(Skip::Drop(why));
     }
     let ihl = ((version_ihl & 0x0f) as usize) * 4;
@@ -400,7 +400,7 @@ fn parse_ipv6(pkt: &Packet, off: usize) -> Result<L3, Skip> {
         return Err(Skip::Malformed);
     }
     if let Some(why) =
-        enforce::address_verdict(AF_INET6, unsafe { &(*ip).src }, unsafe { &(*ip).dst })
+        xdp_verdict::address_verdict(AF_INET6, unsafe { &(*ip).src }, unsafe { &(*ip).dst })
     {
         return Err(Skip::Drop(why));
     }

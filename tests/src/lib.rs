@@ -695,12 +695,12 @@ pub fn reach(ns: &Netns, addr: &str) -> Reach {
 /// Loads flux-ebpf with `opts` (without attaching) and takes its ring buffer: what the TestRun
 /// tests and the benchmarks start from.
 pub fn load_with_ring(
-    opts: flux_agent::loader::LoadOptions,
+    opts: flux_agent::kernel::loader::LoadOptions,
 ) -> anyhow::Result<(
-    flux_agent::loader::Loaded,
+    flux_agent::kernel::loader::Loaded,
     aya::maps::RingBuf<aya::maps::MapData>,
 )> {
-    let mut loaded = flux_agent::loader::load(&opts)?;
+    let mut loaded = flux_agent::kernel::loader::load(&opts)?;
     let ring = aya::maps::RingBuf::try_from(
         loaded
             .ebpf

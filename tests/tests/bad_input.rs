@@ -132,13 +132,13 @@ fn legacy_netlink_attachment_is_detected_and_forced_out() {
     let link = Link::new();
     // A program attached the old way (rtnetlink, as `ip link set xdp` does), from another loader.
     let pin_other = PinDir::new();
-    let mut other = flux_agent::loader::load(&flux_agent::loader::LoadOptions {
+    let mut other = flux_agent::kernel::loader::load(&flux_agent::kernel::loader::LoadOptions {
         pin_dir: pin_other.0.clone(),
         ..Default::default()
     })
     .expect("load");
     let ifindex = link.client.run_in(|| {
-        flux_agent::iface::Interface::by_name("a0")
+        flux_agent::kernel::interfaces::Interface::by_name("a0")
             .expect("a0")
             .index
     });
@@ -152,7 +152,8 @@ fn legacy_netlink_attachment_is_detected_and_forced_out() {
     use std::os::fd::{AsFd as _, AsRawFd as _};
     let fd = prog.fd().unwrap().as_fd().as_raw_fd();
     link.client.run_in(move || {
-        flux_agent::xdp_owner::netlink_set_xdp_fd(ifindex, fd, 1 << 1).expect("netlink attach")
+        flux_agent::kernel::xdp_owner::netlink_set_xdp_fd(ifindex, fd, 1 << 1)
+            .expect("netlink attach")
     });
     let theirs = xdp_prog_on(&link.client, "a0").expect("netlink-attached");
 

@@ -6,8 +6,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use flux_agent::{
-    capfile::{DEFAULT_PORTS, ReadStats, read_file},
+use flux_detect::{
+    capture_file::{DEFAULT_PORTS, ReadStats, read_file},
     dns::parse_response,
 };
 
@@ -27,7 +27,7 @@ fn every_captured_response_parses_or_fails_cleanly() {
     let mut stats = ReadStats::default();
     let mut unreadable = Vec::new();
     for f in &files {
-        // The same frame walk and plausibility test as the XDP program (flux_agent::capfile), so
+        // The same frame walk and plausibility test as the XDP program (flux_detect::capture_file), so
         // this is what the agent would see.
         let res = read_file(f, &DEFAULT_PORTS, &mut stats, |d| {
             responses += 1;

@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use flux_agent::enrich::{DEFAULT_ASN_FILES, default_db_dir};
+use flux_detect::enrich::{DEFAULT_ASN_FILES, default_db_dir};
 use serde_json::Value;
 
 #[test]

@@ -12,9 +12,9 @@ use aya::{
     programs::{SchedClassifier, TestRun as _, Xdp},
 };
 use flux_agent::{
-    blocklist::{self, boot_ns},
-    capture::Capture,
-    loader::{self, LoadOptions, Loaded},
+    enforce::maps::{self, boot_ns},
+    kernel::loader::{self, LoadOptions, Loaded},
+    kernel::ring_records::Capture,
 };
 use flux_common::{
     BlockEntry, Counter, DNS_CAPTURE_MAX, EVENT_FLAG_BLOCKED, EVENT_FLAG_IP_FRAGMENT,
@@ -115,7 +115,7 @@ fn captures_well_formed_responses() {
         &[Counter::ResponsesCaptured],
     );
     assert_eq!(&ev[0].data[..], &msg[..]);
-    assert_eq!(ev[0].transport(), flux_agent::capture::Transport::Tcp);
+    assert_eq!(ev[0].transport(), flux_detect::dns::Transport::Tcp);
 
     let ev = h.check(
         "802.1Q",
@@ -539,8 +539,8 @@ fn assert_nxdomain(out: &[u8], original: &[u8], l3: usize, l4: usize, name_wire_
 }
 
 impl Harness {
-    fn maps(&self) -> blocklist::Maps {
-        blocklist::Maps::open(&self.loaded.pin_dir).expect("open pinned maps")
+    fn maps(&self) -> maps::Maps {
+        maps::Maps::open(&self.loaded.pin_dir).expect("open pinned maps")
     }
 
     /// Runs one frame through the program.
@@ -606,8 +606,8 @@ fn blocked_names_are_answered_nxdomain_in_the_kernel() {
     let mut maps = h.maps();
     let day = Some(std::time::Duration::from_secs(86_400));
     maps.block(
-        &blocklist::Target::domain("flux.test").unwrap(),
-        &blocklist::Spec::manual(day, "test"),
+        &maps::Target::domain("flux.test").unwrap(),
+        &maps::Spec::manual(day, "test"),
     )
     .unwrap();
 
@@ -635,7 +635,7 @@ fn blocked_names_are_answered_nxdomain_in_the_kernel() {
     let wire_len = "www.FLUX.Test".len() + 2;
     assert_nxdomain(&out, &frame, ETH, ETH + IP4, wire_len);
     assert_eq!(
-        maps.get(&blocklist::Target::domain("flux.test").unwrap())
+        maps.get(&maps::Target::domain("flux.test").unwrap())
             .unwrap()
             .unwrap()
             .hits,
@@ -699,7 +699,7 @@ fn blocked_names_are_answered_nxdomain_in_the_kernel() {
     assert!(delta.contains(&(Counter::DropBlockedName, 1)), "{delta:?}");
 
     // The allowlist wins over a blocked parent.
-    maps.allow(&blocklist::Target::domain("www.flux.test").unwrap(), "ok")
+    maps.allow(&maps::Target::domain("www.flux.test").unwrap(), "ok")
         .unwrap();
     let Ran {
         verdict,
@@ -711,14 +711,14 @@ fn blocked_names_are_answered_nxdomain_in_the_kernel() {
     assert_eq!(out, frame, "allowed: untouched");
     assert!(delta.contains(&(Counter::AllowedOverBlock, 1)), "{delta:?}");
     assert!(
-        maps.unallow(&blocklist::Target::domain("www.flux.test").unwrap())
+        maps.unallow(&maps::Target::domain("www.flux.test").unwrap())
             .unwrap()
     );
 
     // An expired block passes, counted.
     maps.block(
-        &blocklist::Target::domain("flux.test").unwrap(),
-        &blocklist::Spec::manual(Some(std::time::Duration::from_nanos(1)), "test"),
+        &maps::Target::domain("flux.test").unwrap(),
+        &maps::Spec::manual(Some(std::time::Duration::from_nanos(1)), "test"),
     )
     .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1));
@@ -747,8 +747,8 @@ fn block_action_drop_drops_blocked_names() {
     });
     h.maps()
         .block(
-            &blocklist::Target::domain("flux.test").unwrap(),
-            &blocklist::Spec::manual(None, "test"),
+            &maps::Target::domain("flux.test").unwrap(),
+            &maps::Spec::manual(None, "test"),
         )
         .unwrap();
     let frame = udp4(53, &dns_response_for("a.flux.test", 200));
@@ -770,26 +770,20 @@ fn a_full_map_is_an_error_that_keeps_the_entries() {
     }
     let h = Harness::new(&[53]);
     let mut maps = h.maps();
-    let spec = blocklist::Spec::manual(None, "fill");
+    let spec = maps::Spec::manual(None, "fill");
     let cap = flux_common::MAX_BLOCKED_CIDRS;
     for i in 0..cap {
-        let t = blocklist::Target::Cidr(std::net::Ipv4Addr::from(i << 8).into(), 24);
+        let t = maps::Target::Cidr(std::net::Ipv4Addr::from(i << 8).into(), 24);
         maps.block(&t, &spec).expect("room left");
     }
-    let over = blocklist::Target::cidr("203.0.113.0/24").unwrap();
+    let over = maps::Target::cidr("203.0.113.0/24").unwrap();
     let err = maps.block(&over, &spec).unwrap_err();
-    assert!(
-        matches!(err, blocklist::BlocklistError::Full { .. }),
-        "{err}"
-    );
+    assert!(matches!(err, maps::BlocklistError::Full { .. }), "{err}");
     assert!(err.to_string().contains("full"), "{err}");
-    let first = blocklist::Target::Cidr(std::net::Ipv4Addr::from(0u32).into(), 24);
+    let first = maps::Target::Cidr(std::net::Ipv4Addr::from(0u32).into(), 24);
     assert!(maps.get(&first).unwrap().is_some(), "existing entries kept");
     // Renewing an entry that is already there still works when the map is full.
-    assert_eq!(
-        maps.block(&first, &spec).unwrap(),
-        blocklist::Added::Refreshed
-    );
+    assert_eq!(maps.block(&first, &spec).unwrap(), maps::Added::Refreshed);
 }
 
 #[test]
@@ -820,7 +814,7 @@ fn a_foreign_pin_is_reported_not_reused() {
         "{err}"
     );
     assert!(err.contains("map type"), "{err}");
-    let err = blocklist::Maps::open(&foreign.0)
+    let err = maps::Maps::open(&foreign.0)
         .err()
         .expect("refused")
         .to_string();

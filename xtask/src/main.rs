@@ -169,6 +169,8 @@ fn test(no_lint: bool, args: &[String]) -> anyhow::Result<()> {
         "-p",
         "flux-common",
         "-p",
+        "flux-detect",
+        "-p",
         "flux-agent",
         "-p",
         "xtask",

@@ -37,7 +37,7 @@ struct IpDbPackage {
     url: &'static str,
     integrity: &'static str,
     /// Database files (under `package/`), installed at the top of the database directory where
-    /// `flux_agent::enrich::Enricher::load_dir` looks for them.
+    /// `flux_detect::enrich::Enricher::load_dir` looks for them.
     data: &'static [&'static str],
     /// Licence and provenance files (under `package/`).
     docs: &'static [&'static str],
@@ -247,7 +247,7 @@ fn ensure_packages() -> anyhow::Result<()> {
 }
 
 /// `$FLUX_AGENT_DB_DIR`, else `/var/lib/flux-agent/db`: the same rule as
-/// `flux_agent::enrich::default_db_dir` (duplicated because xtask does not depend on flux-agent).
+/// `flux_detect::enrich::default_db_dir` (duplicated because xtask does not depend on flux-detect).
 pub fn db_dir() -> PathBuf {
     std::env::var_os("FLUX_AGENT_DB_DIR")
         .map_or_else(|| PathBuf::from("/var/lib/flux-agent/db"), PathBuf::from)

@@ -5,8 +5,8 @@ use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use flux_agent::{
-    blocklist::{Added, BlocklistError, Listed, Maps, Spec, Target},
-    pins::PinError,
+    enforce::maps::{Added, BlocklistError, Listed, Maps, Spec, Target},
+    kernel::pins::PinError,
 };
 
 use super::PinArgs;

@@ -4,8 +4,8 @@
 use std::process::ExitCode;
 
 use flux_agent::{
-    blocklist::{Maps, Target},
     control::{self, ControlError, Request},
+    enforce::maps::{Maps, Target},
 };
 use serde_json::Value;
 

@@ -7,11 +7,8 @@ use std::{
 };
 
 use anyhow::Context as _;
-use flux_agent::{
-    capfile::DEFAULT_PORTS,
-    replay::{self, Flagged, ReplaySummary},
-    score::Verdict,
-};
+use flux_agent::pipeline::replay_source::{self, Flagged, ReplaySummary};
+use flux_detect::{capture_file::DEFAULT_PORTS, score::Verdict};
 
 use super::scoring::ScoringArgs;
 
@@ -34,7 +31,7 @@ pub struct ReplayArgs {
 }
 
 pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    replay::check_inputs(&args.files).map_err(anyhow::Error::msg)?;
+    replay_source::check_inputs(&args.files).map_err(anyhow::Error::msg)?;
     let mut scorer = args.scoring.setup()?.build();
     let ports = if args.dns_ports.is_empty() {
         DEFAULT_PORTS.to_vec()
@@ -44,7 +41,7 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let mut out = BufWriter::new(io::stdout().lock());
     let mut flagged = Flagged::default();
     let mut write_err: Option<io::Error> = None;
-    let summary = replay::replay(&args.files, &ports, &mut scorer, |v| {
+    let summary = replay_source::replay(&args.files, &ports, &mut scorer, |v| {
         flagged.record(v);
         if args.json
             && write_err.is_none()

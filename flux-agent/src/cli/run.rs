@@ -9,9 +9,9 @@ use std::{
 
 use anyhow::Context as _;
 use flux_agent::{
-    agent::{self, EventFormat, RunOptions},
-    enforce::EnforceOptions,
-    loader::{self, AttachMode, BlockAction, LoadOptions},
+    enforce::policy::EnforceOptions,
+    kernel::loader::{self, AttachMode, BlockAction, LoadOptions},
+    pipeline::live::{self, EventFormat, RunOptions},
 };
 use log::info;
 
@@ -98,7 +98,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // Refuse a missing privilege or an unknown interface before the IP databases spend a
     // noticeable fraction of a second loading (and logging) for a run that cannot start.
     loader::preflight()?;
-    agent::resolve_interfaces(&args.ifaces)?;
+    live::resolve_interfaces(&args.ifaces)?;
     let scoring = args.scoring.setup()?;
     let enforce = (!args.no_auto_block).then(|| EnforceOptions {
         monitor: args.monitor,
@@ -146,7 +146,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 _ = term.recv() => info!("SIGTERM: detaching"),
             }
         };
-        agent::run(opts, Some(events), shutdown).await
+        live::run(opts, Some(events), shutdown).await
     })?;
     log::debug!("{summary:?}");
     Ok(ExitCode::SUCCESS)

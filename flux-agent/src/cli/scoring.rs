@@ -3,9 +3,9 @@
 use std::{path::PathBuf, sync::Arc};
 
 use anyhow::Context as _;
-use flux_agent::{
-    allowlist::Allowlist,
+use flux_detect::{
     enrich::{Enricher, default_db_dir},
+    known_good::Allowlist,
     score::{ScorerConfig, ScorerSetup},
 };
 use log::{info, warn};

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use flux_agent::stats::{self, StatsError};
+use flux_agent::kernel::counters::{self, StatsError};
 
 use super::PinArgs;
 
@@ -17,7 +17,7 @@ pub struct StatsArgs {
 }
 
 pub fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
-    let s = match stats::read(&args.pin.pin_dir) {
+    let s = match counters::read(&args.pin.pin_dir) {
         Ok(s) => s,
         Err(e @ StatsError::NotLoaded(_)) => {
             if args.json {

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use flux_agent::loader::{self, UnloadError};
+use flux_agent::kernel::loader::{self, UnloadError};
 
 use super::blocklist::JsonArgs;
 

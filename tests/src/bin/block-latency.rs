@@ -13,14 +13,16 @@ use aya::{
     programs::{TestRun as _, Xdp},
 };
 use flux_agent::{
-    allowlist::Allowlist,
-    capture::{Capture, Observation},
-    enforce::{EnforceOptions, Enforcer},
-    enrich::Enricher,
-    loader::LoadOptions,
-    score::{Scorer, ScorerConfig},
+    enforce::policy::{EnforceOptions, Enforcer},
+    kernel::loader::LoadOptions,
+    kernel::ring_records::{Capture, Observation},
 };
 use flux_common::PROG_XDP;
+use flux_detect::{
+    enrich::Enricher,
+    known_good::Allowlist,
+    score::{Scorer, ScorerConfig},
+};
 use flux_tests::frames::{dns_answer, udp4};
 
 fn mono_ns() -> u64 {

@@ -25,11 +25,11 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use flux_agent::{
-    allowlist::Allowlist,
-    capfile::{self, DEFAULT_PORTS, ReadStats},
+use flux_detect::{
+    capture_file::{self, DEFAULT_PORTS, ReadStats},
     dns::parse_response,
     enrich::{Enricher, default_db_dir},
+    known_good::Allowlist,
     score::{self, Level, Scorer, ScorerConfig, Verdict},
 };
 use flux_tests::eval::{
@@ -405,7 +405,7 @@ impl Dataset {
 /// Replays one dataset through a fresh scorer, recording per entity when each detector first
 /// flagged it, in minutes and in lookups.
 ///
-/// The same reader and parser as `flux_agent::replay::replay_with` (which `flux-agent replay`
+/// The same reader and parser as `flux_agent::pipeline::replay_source::replay_with` (which `flux-agent replay`
 /// uses), but a loop of its own: the baseline hits are taken from the scorer after each response
 /// so that the lookup at which each came is known, and `replay_with` holds the scorer for the
 /// whole replay.
@@ -428,7 +428,7 @@ fn replay_set(set: &Dataset, enricher: &Arc<Enricher>) -> anyhow::Result<Replaye
     let mut verdicts = Vec::new();
     let mut entities: Vec<Label> = Vec::new();
     for path in &set.files {
-        let r = capfile::read_file(path, &DEFAULT_PORTS, &mut read, |c| {
+        let r = capture_file::read_file(path, &DEFAULT_PORTS, &mut read, |c| {
             let started = Instant::now();
             let parsed = parse_response(&c.payload, c.truncated);
             busy += started.elapsed();

@@ -3,11 +3,11 @@
 //! windows' features as JSON lines.
 use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
-use flux_agent::{
-    allowlist::Allowlist,
-    capfile::{self, DEFAULT_PORTS},
+use flux_detect::{
+    capture_file::{self, DEFAULT_PORTS},
     dns::parse_response,
     enrich::{Enricher, default_db_dir},
+    known_good::Allowlist,
     score::{Scorer, ScorerConfig, WINDOWS, registered_domain, secs},
 };
 use flux_tests::eval::labels::{Label, LabelIndex, Truth, read_labels};
@@ -37,7 +37,7 @@ fn main() {
     let mut read = Default::default();
     let mut out = Vec::new();
     for path in &files {
-        capfile::read_file(path, &DEFAULT_PORTS, &mut read, |c| {
+        capture_file::read_file(path, &DEFAULT_PORTS, &mut read, |c| {
             let Ok(msg) = parse_response(&c.payload, c.truncated) else {
                 return;
             };

@@ -23,12 +23,12 @@ use std::{
 };
 
 use anyhow::Context as _;
-use flux_agent::{
-    allowlist::Allowlist,
-    capfile::DEFAULT_PORTS,
+use flux_agent::pipeline::replay_source;
+use flux_detect::{
+    capture_file::DEFAULT_PORTS,
     dns::{DnsFlags, DnsMessage, DnsRecord},
     enrich::{Enricher, default_db_dir},
-    replay,
+    known_good::Allowlist,
     score::{Scorer, ScorerConfig},
 };
 use flux_tests::eval::pcapw::{RESOLVER, Response, write_pcap};
@@ -212,10 +212,10 @@ fn churn_stream(n: u64) -> anyhow::Result<PathBuf> {
 fn throughput(stream: &str, path: &Path, enricher: &Arc<Enricher>) {
     // The reader and parser alone, so the scorer's share is the difference.
     let started = std::time::Instant::now();
-    let mut read = flux_agent::capfile::ReadStats::default();
+    let mut read = flux_detect::capture_file::ReadStats::default();
     let mut parsed = 0u64;
-    let _ = flux_agent::capfile::read_file(path, &DEFAULT_PORTS, &mut read, |c| {
-        if flux_agent::dns::parse_response(&c.payload, c.truncated).is_ok() {
+    let _ = flux_detect::capture_file::read_file(path, &DEFAULT_PORTS, &mut read, |c| {
+        if flux_detect::dns::parse_response(&c.payload, c.truncated).is_ok() {
             parsed += 1;
         }
     });
@@ -229,7 +229,7 @@ fn throughput(stream: &str, path: &Path, enricher: &Arc<Enricher>) {
         enricher.clone(),
         Arc::new(Allowlist::builtin()),
     );
-    let s = replay::replay(&[path.to_path_buf()], &DEFAULT_PORTS, &mut scorer, |_| {});
+    let s = replay_source::replay(&[path.to_path_buf()], &DEFAULT_PORTS, &mut scorer, |_| {});
     println!(
         "replay ({stream}): {} responses in {:.2} s = {:.0} responses/s (read + parse + score, one thread); \
          {} keys, {} verdicts, scorer ≈ {:.1} MiB",

@@ -21,8 +21,8 @@ use aya::{
     programs::{Xdp, XdpMode},
 };
 use flux_agent::{
-    blocklist::{Maps, Spec, Target},
-    loader::{LoadOptions, load},
+    enforce::maps::{Maps, Spec, Target},
+    kernel::loader::{LoadOptions, load},
 };
 use flux_common::{Counter, MAP_COUNTERS, PROG_XDP, PROG_XDP_NOOP};
 use flux_tests::{CLIENT_V4, Link, Netns, PinDir, TempDir};
@@ -78,7 +78,7 @@ fn main() -> anyhow::Result<()> {
                 "  ({BLOCKED} map entries written in {:.1?})",
                 start.elapsed()
             );
-            let ifindex = flux_agent::iface::Interface::by_name("a0")
+            let ifindex = flux_agent::kernel::interfaces::Interface::by_name("a0")
                 .context("a0 in the client namespace")?
                 .index;
             {

@@ -15,8 +15,8 @@ use aya::{
     programs::{TestRun as _, Xdp},
 };
 use flux_agent::{
-    blocklist::{Maps, Spec, Target},
-    loader::{LoadOptions, Loaded},
+    enforce::maps::{Maps, Spec, Target},
+    kernel::loader::{LoadOptions, Loaded},
 };
 use flux_common::{MAX_BLOCKED_IPS, PROG_XDP, PROG_XDP_NOOP, RING_BUF_BYTES};
 use flux_tests::frames::{SRC4, dns_response, udp4};

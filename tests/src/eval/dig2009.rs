@@ -933,7 +933,7 @@ mod tests {
         assert_eq!(stats.converted, 2);
         assert_eq!(stats.skipped_types.get("HINFO"), Some(&1));
         assert_eq!(rs[1].ts, rs[0].ts + Duration::from_millis(1));
-        let m = flux_agent::dns::parse_response(&rs[0].payload, false).unwrap();
+        let m = flux_detect::dns::parse_response(&rs[0].payload, false).unwrap();
         assert_eq!(m.id, 671);
         assert!(m.flags.aa && m.flags.rd && m.flags.ra);
         assert_eq!(m.qname, "rsqh.diexgwdi.cn");
@@ -952,7 +952,7 @@ mod tests {
         );
         assert_eq!(m.authority.len(), 2);
         assert_eq!(m.additional[1].data().as_deref(), Some("91.200.105.235"));
-        let nx = flux_agent::dns::parse_response(&rs[1].payload, false).unwrap();
+        let nx = flux_detect::dns::parse_response(&rs[1].payload, false).unwrap();
         assert_eq!(nx.rcode, "NXDOMAIN");
         assert_eq!(nx.authority[0].rtype, "SOA");
 

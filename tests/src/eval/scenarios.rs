@@ -42,7 +42,7 @@ use std::{
 };
 
 use anyhow::{Context as _, anyhow, bail};
-use flux_agent::enrich::Enricher;
+use flux_detect::enrich::Enricher;
 use hickory_proto::{
     op::{Message, MessageType, OpCode, Query, ResponseCode},
     rr::{
@@ -2200,7 +2200,7 @@ mod tests {
 
     /// The real ASN database from `$FLUX_AGENT_DB_DIR` (or the default dir), if present.
     fn enricher() -> Option<Enricher> {
-        let dir = flux_agent::enrich::default_db_dir();
+        let dir = flux_detect::enrich::default_db_dir();
         if !dir.join("asn-ipv4.csv").is_file() && !dir.join("asn-ipv4.csv.gz").is_file() {
             eprintln!(
                 "SKIPPED: no asn-ipv4.csv in {} (set FLUX_AGENT_DB_DIR)",
@@ -2268,7 +2268,7 @@ mod tests {
         assert!(frames.windows(2).all(|w| w[0].0 <= w[1].0));
         let mut by_class: BTreeMap<String, usize> = BTreeMap::new();
         for (_, p) in &frames {
-            let m = flux_agent::dns::parse_response(p, false).expect("generated response parses");
+            let m = flux_detect::dns::parse_response(p, false).expect("generated response parses");
             assert!(!m.incomplete);
             assert!(m.answers.iter().any(|r| r.rtype == "A"), "{m:?}");
             let l = idx
@@ -2309,7 +2309,7 @@ mod tests {
         let residential: HashSet<u32> = RESIDENTIAL_ASNS.into_iter().collect();
         let mut checked = 0;
         for r in &responses {
-            let m = flux_agent::dns::parse_response(&r.payload, false).unwrap();
+            let m = flux_detect::dns::parse_response(&r.payload, false).unwrap();
             let class = idx.label_for(&m.qname).unwrap().class.clone();
             let want = match class.as_str() {
                 "flux-hosting" => &hosting,
@@ -2379,7 +2379,7 @@ mod tests {
         let mut seen: HashMap<String, (usize, HashSet<IpAddr>)> = HashMap::new();
         let mut shared_answers: Vec<Vec<IpAddr>> = Vec::new();
         for r in &responses {
-            let m = flux_agent::dns::parse_response(&r.payload, false).unwrap();
+            let m = flux_detect::dns::parse_response(&r.payload, false).unwrap();
             let class = idx.label_for(&m.qname).unwrap().class.clone();
             let Some(asns) = want.get(class.as_str()) else {
                 continue;

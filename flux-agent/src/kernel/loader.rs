@@ -35,7 +35,7 @@ use flux_common::{
 };
 use log::{info, warn};
 
-use crate::{EBPF_OBJECT, iface::Interface, xdp_owner};
+use crate::{EBPF_OBJECT, kernel::interfaces::Interface, kernel::xdp_owner};
 
 /// Where maps are pinned unless told otherwise (the xdp-tools convention: one folder per tool).
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/flux-agent";
@@ -82,7 +82,7 @@ pub enum LoadError {
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error(transparent)]
-    Pin(#[from] crate::pins::PinError),
+    Pin(#[from] crate::kernel::pins::PinError),
     #[error(
         "--egress needs Linux {}.{} or newer (tcx links); this is {found}",
         MIN_KERNEL_EGRESS.0,
@@ -432,7 +432,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
             reason: e.to_string(),
         })?
         .ok_or_else(|| LoadError::AlreadyRunning(opts.pin_dir.clone()))?;
-    crate::pins::check_folder(&opts.pin_dir)?;
+    crate::kernel::pins::check_folder(&opts.pin_dir)?;
     let fresh_pins = !opts.pin_dir.join(MAP_COUNTERS).exists();
 
     let mut loader = EbpfLoader::new();
@@ -731,7 +731,7 @@ where
         }
     };
     L::try_from(link).map(Some).map_err(|e| {
-        LoadError::Pin(crate::pins::PinError::Foreign {
+        LoadError::Pin(crate::kernel::pins::PinError::Foreign {
             path: pin.to_owned(),
             what: format!("not {what}: {e}"),
         })
@@ -745,7 +745,7 @@ fn stale_pin(pin: &Path, why: &str) {
 
 /// Removes every map pin the object defines (nothing else), then the folder if it is empty.
 fn remove_map_pins(pin_dir: &Path) {
-    for name in crate::pins::names() {
+    for name in crate::kernel::pins::names() {
         let path = pin_dir.join(name);
         if let Err(e) = std::fs::remove_file(&path)
             && e.kind() != io::ErrorKind::NotFound
@@ -792,7 +792,7 @@ pub fn unload(pin_dir: &Path) -> Result<Unloaded, UnloadError> {
         .map_err(io_err)?
         .ok_or_else(|| UnloadError::Running(pin_dir.to_owned()))?;
     let mut out = Unloaded::default();
-    let known = crate::pins::names();
+    let known = crate::kernel::pins::names();
     for entry in std::fs::read_dir(pin_dir).map_err(io_err)? {
         let entry = entry.map_err(io_err)?;
         let name = entry.file_name().to_string_lossy().into_owned();

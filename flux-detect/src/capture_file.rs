@@ -35,7 +35,7 @@ use pcap_file::{
 };
 use serde::Serialize;
 
-use crate::capture::Transport;
+use crate::dns::Transport;
 
 /// The source ports `replay` treats as DNS unless told otherwise: DNS, mDNS and LLMNR.
 pub const DEFAULT_PORTS: [u16; 3] = [53, 5353, 5355];

@@ -13,14 +13,14 @@ use log::{debug, info, warn};
 use tokio::io::{Interest, unix::AsyncFd};
 
 use crate::{
-    capture::{Capture, Observation},
-    clock::MonoClock,
     control,
-    enforce::{Action, EnforceOptions, Enforcer},
-    iface::{Interface, default_route_interface},
-    loader::{self, AttachMode, Hook, LoadError, LoadOptions},
-    score::{Scorer, ScorerSetup, Verdict},
+    enforce::policy::{Action, EnforceOptions, Enforcer},
+    kernel::interfaces::{Interface, default_route_interface},
+    kernel::loader::{self, AttachMode, Hook, LoadError, LoadOptions},
+    kernel::ring_records::{Capture, Observation},
+    pipeline::clock::MonoClock,
 };
+use flux_detect::score::{Scorer, ScorerSetup, Verdict};
 
 #[derive(Clone, Debug)]
 pub struct RunOptions {

@@ -12,7 +12,7 @@ mod unload;
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use flux_agent::loader::DEFAULT_PIN_DIR;
+use flux_agent::kernel::loader::DEFAULT_PIN_DIR;
 
 #[derive(Debug, Parser)]
 #[command(

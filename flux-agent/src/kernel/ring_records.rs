@@ -11,7 +11,7 @@ use flux_common::{
 };
 use serde::{Serialize, Serializer};
 
-use crate::dns::{DnsMessage, ParseError, parse_response};
+use flux_detect::dns::{DnsMessage, ParseError, Transport, parse_response};
 
 const HEADER_LEN: usize = size_of::<DnsEventHeader>();
 
@@ -93,13 +93,6 @@ fn addr(family: u8, raw: &[u8; 16]) -> IpAddr {
     } else {
         IpAddr::V6(Ipv6Addr::from(*raw))
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    Udp,
-    Tcp,
 }
 
 /// A DNS response seen on the wire, parsed: what the scorer consumes and `--events` prints.

@@ -1,6 +1,6 @@
 //! Known-good infrastructure: domain suffixes, ASNs and CIDRs that are never enforced.
 //!
-//! The built-in list is `data/allowlist.txt` (documented there); users extend it with files of
+//! The built-in list is `data/known-good.txt` (documented there); users extend it with files of
 //! the same format. Allowlisting changes what is *enforced*, not what is scored: verdicts for
 //! allowlisted keys are still emitted, marked with the rule that matched.
 
@@ -11,7 +11,7 @@ use std::{
 };
 
 /// The default list, compiled in.
-pub const BUILTIN: &str = include_str!("../data/allowlist.txt");
+pub const BUILTIN: &str = include_str!("../data/known-good.txt");
 
 /// Deepest name we walk up from (DNS names have at most 127 labels).
 const MAX_LABELS: usize = 128;

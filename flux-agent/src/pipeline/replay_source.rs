@@ -10,8 +10,8 @@ use std::{
 
 use serde::Serialize;
 
-use crate::{
-    capfile::{self, ReadStats},
+use flux_detect::{
+    capture_file::{self, ReadStats},
     dns::{DnsMessage, parse_response},
     score::{Level, Scorer, ScorerStats, Verdict},
 };
@@ -102,7 +102,7 @@ pub fn replay_with(
     let mut verdicts = Vec::new();
     let mut n_verdicts = 0u64;
     for path in paths {
-        let r = capfile::read_file(path, ports, &mut read, |c| {
+        let r = capture_file::read_file(path, ports, &mut read, |c| {
             match parse_response(&c.payload, c.truncated) {
                 Ok(msg) => {
                     parsed += 1;

@@ -17,6 +17,14 @@ use hickory_proto::{
 };
 use serde::Serialize;
 
+/// The transport a DNS message came over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
 /// Why a message could not be parsed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ParseError {

@@ -31,7 +31,7 @@ use serde::{Serialize, Serializer};
 use smallvec::{SmallVec, smallvec};
 
 use self::{shared::FluxIps, table::KeyTable};
-use crate::{allowlist::Allowlist, dns::DnsMessage, enrich::Enricher};
+use crate::{dns::DnsMessage, enrich::Enricher, known_good::Allowlist};
 pub use features::{AddrInfo, Features, KeyState, WINDOWS};
 use features::{MALLOC_OVERHEAD, MARK_BLOCK_QUALIFIED, MARK_BLOCKABLE, MARK_HOLZ, MARK_ZEEK};
 pub use model::{Level, Reason};
@@ -870,8 +870,8 @@ fn allowlist_match(
     st: &KeyState,
     now: u32,
     allowlist: &Allowlist,
-) -> Option<crate::allowlist::Match> {
-    use crate::allowlist::Match;
+) -> Option<crate::known_good::Match> {
+    use crate::known_good::Match;
     if let Some(s) = allowlist.match_name(name) {
         return Some(Match::Suffix(s.to_owned()));
     }
@@ -973,7 +973,7 @@ pub fn from_secs(s: u32) -> SystemTime {
 }
 
 #[cfg(test)]
-mod tests;
+mod scorer_tests;
 
 impl std::fmt::Display for Verdict {
     /// One readable line: when, what, how sure, and the three largest reasons.

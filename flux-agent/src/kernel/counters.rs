@@ -6,7 +6,7 @@ use aya::maps::{Map, MapData, PerCpuArray};
 use flux_common::{Counter, MAP_COUNTERS};
 use serde::Serialize;
 
-use crate::loader::lock_pin_dir;
+use crate::kernel::loader::lock_pin_dir;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatsError {

@@ -22,7 +22,7 @@ use flux_common::{
 };
 use serde::Serialize;
 
-use crate::pins::{self, PinError};
+use crate::kernel::pins::{self, PinError};
 
 /// One thing that can be blocked or allowed.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

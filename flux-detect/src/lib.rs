@@ -1,0 +1,18 @@
+//! flux-detect: everything that decides, and nothing that touches the kernel.
+//!
+//! What lives here, and builds and tests on stable Rust without nightly or bpf-linker:
+//! - [`dns`]: DNS wire bytes to a [`dns::DnsMessage`] (hickory-proto does the names);
+//! - [`capture_file`]: pcap and pcapng files to DNS messages, walking frames by the kernel's
+//!   rules;
+//! - [`enrich`]: address to ASN, organisation and country from offline databases;
+//! - [`known_good`]: the known-good list (CDNs, clouds, pools) that is never enforced;
+//! - [`score`]: the fast-flux scorer. **This is where a verdict is made.**
+//!
+//! What it may touch: files it is told to read, and memory. No sockets, no maps, no kernel; the
+//! agent (`flux-agent`) feeds it and acts on what it says.
+
+pub mod capture_file;
+pub mod dns;
+pub mod enrich;
+pub mod known_good;
+pub mod score;
