@@ -17,12 +17,10 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
-use flux_common::{AF_INET, AF_INET6, Counter};
+use flux_common::{AF_INET, AF_INET6, Counter, ETH_P_IP, ETH_P_IPV6};
 
 use crate::{count, monitor, xdp_verdict};
 
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
 /// Offset of the destination address in each IP header.
 const IPV4_DST: u32 = 16;
 const IPV6_DST: u32 = 24;

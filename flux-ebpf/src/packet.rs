@@ -50,11 +50,6 @@ impl Packet {
     }
 }
 
-pub const ETH_P_IP: u16 = 0x0800;
-pub const ETH_P_IPV6: u16 = 0x86dd;
-pub const ETH_P_8021Q: u16 = 0x8100;
-pub const ETH_P_8021AD: u16 = 0x88a8;
-
 #[repr(C)]
 pub struct EthHdr {
     pub dst: [u8; 6],
@@ -111,13 +106,6 @@ pub struct Ipv6FragHdr {
     pub frag_off_m: u16,
     pub identification: u32,
 }
-
-pub const IPV6_HOP_BY_HOP: u8 = 0;
-pub const IPV6_ROUTING: u8 = 43;
-pub const IPV6_FRAGMENT: u8 = 44;
-pub const IPV6_AH: u8 = 51;
-pub const IPV6_DEST_OPTS: u8 = 60;
-pub const IPV6_MOBILITY: u8 = 135;
 
 #[repr(C)]
 pub struct UdpHdr {

@@ -11,7 +11,7 @@ use aya_ebpf::{
     helpers::generated::{bpf_csum_diff, bpf_xdp_adjust_tail, bpf_xdp_load_bytes},
     programs::XdpContext,
 };
-use flux_common::{AF_INET, AF_INET6, DNS_HEADER_LEN, IPPROTO_UDP, MAX_NAME_WIRE};
+use flux_common::{AF_INET, AF_INET6, DNS_HEADER_LEN, IPPROTO_UDP, MAX_NAME_WIRE, RCODE_NXDOMAIN};
 
 use crate::{
     packet::{DnsHdr, Ipv4Hdr, Ipv6Hdr, Packet, UdpHdr},
@@ -20,7 +20,6 @@ use crate::{
 
 /// DNS flags: TC (0x0200) and RCODE (0x000f) are cleared, RCODE set to NXDOMAIN.
 const FLAGS_CLEAR: u16 = 0x020f;
-const RCODE_NXDOMAIN: u16 = 3;
 /// QTYPE and QCLASS after the question name.
 const QUESTION_TAIL: usize = 4;
 

@@ -6,12 +6,15 @@
 //! looked up by the shared `flux_common::domain_hash`. Expired entries do not block; userspace
 //! sweeps them.
 
-use core::intrinsics::AtomicOrdering;
+use core::{ffi::c_void, intrinsics::AtomicOrdering};
 
 use crate::scratch::{opaque, scratch};
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    helpers::{bpf_ktime_get_boot_ns, generated::bpf_xdp_load_bytes},
+    helpers::{
+        bpf_ktime_get_boot_ns,
+        generated::{bpf_map_lookup_elem, bpf_xdp_load_bytes},
+    },
     macros::map,
     maps::{HashMap, LpmTrie, lpm_trie::Key},
     programs::XdpContext,
@@ -53,17 +56,36 @@ enum Match {
 
 /// Counts a hit on an entry that blocks now, or says it expired. The clock is read only here,
 /// on a hit: the common miss pays for no helper call.
+///
+/// `entry` must come from a lookup that handed out a writable pointer (`get_ptr_mut`, or
+/// [`lpm_get_ptr_mut`]): the hit counter is written through it, and writing through a pointer
+/// derived from a shared reference (`HashMap::get`, `LpmTrie::get`) is undefined behaviour.
 #[inline(always)]
-fn judge(entry: *const BlockEntry) -> Match {
+fn judge(entry: *mut BlockEntry) -> Match {
     // SAFETY: a map value pointer from a successful lookup, valid for this program run.
-    let e = unsafe { &*entry };
-    if !e.active(unsafe { bpf_ktime_get_boot_ns() }) {
+    if !unsafe { (*entry).active(bpf_ktime_get_boot_ns()) } {
         return Match::Expired;
     }
     // Hits are shared by every CPU: an atomic add (BPF_ATOMIC_ADD) on the map value.
-    let hits = unsafe { core::ptr::addr_of!((*entry).hits) } as *mut u64;
+    let hits = unsafe { core::ptr::addr_of_mut!((*entry).hits) };
     unsafe { core::intrinsics::atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(hits, 1) };
     Match::Blocked
+}
+
+/// A writable pointer to the value of the longest prefix matching `key`. aya-ebpf 0.2.1's
+/// `LpmTrie` only has `get`, which hands out `&V`; the kernel's lookup itself returns a
+/// pointer into map memory that may be written (as `HashMap::get_ptr_mut` passes on).
+#[inline(always)]
+fn lpm_get_ptr_mut<K, V>(trie: &LpmTrie<K, V>, key: &Key<K>) -> Option<*mut V> {
+    // SAFETY: `LpmTrie` is `#[repr(transparent)]` over its map definition, so its address is
+    // the map pointer aya's own `get` passes to the same helper; the key is a valid `Key<K>`.
+    let p = unsafe {
+        bpf_map_lookup_elem(
+            core::ptr::from_ref(trie).cast_mut().cast::<c_void>(),
+            core::ptr::from_ref(key).cast::<c_void>(),
+        )
+    };
+    (!p.is_null()).then_some(p.cast::<V>())
 }
 
 /// One address family's lookup: exact entry, then CIDR, then (only for a live block) the
@@ -76,9 +98,9 @@ fn check_family<const N: usize>(
     addr: [u8; N],
 ) -> Match {
     let host = Key::new((N * 8) as u32, addr);
-    let found = if let Some(e) = exact.get_ptr(addr) {
+    let found = if let Some(e) = exact.get_ptr_mut(addr) {
         judge(e)
-    } else if let Some(e) = cidrs.get(&host) {
+    } else if let Some(e) = lpm_get_ptr_mut(cidrs, &host) {
         judge(e)
     } else {
         return Match::None;
@@ -243,9 +265,9 @@ pub fn name_verdict(ctx: &XdpContext, qoff: usize, avail: usize) -> NameVerdict 
         if blocked {
             continue;
         }
-        if let Some(e) = BLOCKED_DOMAINS.get_ptr(h) {
+        if let Some(e) = BLOCKED_DOMAINS.get_ptr_mut(h) {
             // SAFETY: a map value from a successful lookup.
-            match judge(unsafe { core::ptr::addr_of!((*e).entry) }) {
+            match judge(unsafe { core::ptr::addr_of_mut!((*e).entry) }) {
                 Match::Blocked => blocked = true,
                 Match::Expired => super::count(Counter::ExpiredBlock),
                 Match::None | Match::Allowed => {}

@@ -1,0 +1,84 @@
+//! Map names, capacities and keys: the names userspace finds the pinned maps by, how many entries
+//! each holds, and the domain-name hash that keys the domain maps (the same hash, computed
+//! in one backward pass, in the kernel).
+
+/// Blocked IPv4 addresses: `HashMap<[u8; 4], BlockEntry>` (network byte order keys).
+pub const MAP_BLOCKED_V4: &str = "BLOCKED_V4";
+/// Blocked IPv6 addresses: `HashMap<[u8; 16], BlockEntry>`.
+pub const MAP_BLOCKED_V6: &str = "BLOCKED_V6";
+/// Blocked IPv4 CIDRs: `LpmTrie<[u8; 4], BlockEntry>`.
+pub const MAP_BLOCKED_CIDR_V4: &str = "BLOCKED_CIDR_V4";
+/// Blocked IPv6 CIDRs: `LpmTrie<[u8; 16], BlockEntry>`.
+pub const MAP_BLOCKED_CIDR_V6: &str = "BLOCKED_CIDR_V6";
+/// Allowed IPv4 CIDRs, checked before any block: `LpmTrie<[u8; 4], u32>`.
+pub const MAP_ALLOWED_CIDR_V4: &str = "ALLOWED_CIDR_V4";
+/// Allowed IPv6 CIDRs: `LpmTrie<[u8; 16], u32>`.
+pub const MAP_ALLOWED_CIDR_V6: &str = "ALLOWED_CIDR_V6";
+
+/// Blocked domains: `HashMap<u64, DomainBlock>`, keyed by [`domain_hash`] of the wire name.
+pub const MAP_BLOCKED_DOMAINS: &str = "BLOCKED_DOMAINS";
+/// Allowed domains, which win over any blocked name or parent: `HashMap<u64, DomainBlock>`.
+pub const MAP_ALLOWED_DOMAINS: &str = "ALLOWED_DOMAINS";
+
+/// Default ring-buffer size in bytes (must be a power of two and a multiple of the page size).
+pub const RING_BUF_BYTES: u32 = 8 << 20;
+
+/// Capacity of each exact-address blocklist (IPv4 and IPv6 separately).
+pub const MAX_BLOCKED_IPS: u32 = 1 << 20;
+/// Capacity of each blocked-CIDR trie.
+pub const MAX_BLOCKED_CIDRS: u32 = 1 << 16;
+/// Capacity of each allowed-CIDR trie.
+pub const MAX_ALLOWED_CIDRS: u32 = 1 << 14;
+/// Capacity of the domain blocklist.
+pub const MAX_BLOCKED_DOMAINS: u32 = 1 << 18;
+/// Capacity of the domain allowlist.
+pub const MAX_ALLOWED_DOMAINS: u32 = 1 << 14;
+
+/// Longest wire-format domain name (RFC 1035).
+pub const MAX_NAME_WIRE: usize = 255;
+
+/// Where the domain-name hash starts (the FNV-1a offset basis).
+pub const NAME_HASH_INIT: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// One step of the domain-name hash: FNV-1a over the ASCII-lowercased byte.
+///
+/// The hash runs over a wire-format name (length-prefixed labels, then the root's 0) **from
+/// the last byte to the first**. Each suffix that starts at a label is then a whole domain
+/// (`example.com`, `com`), and its hash is an intermediate value of the same backward pass: the
+/// XDP program gets the hash of the name and of every parent domain in one walk. Label lengths
+/// are at most 63, below `'A'`, so lowercasing never touches them.
+#[inline(always)]
+pub fn name_hash_step(h: u64, byte: u8) -> u64 {
+    (h ^ u64::from(byte.to_ascii_lowercase())).wrapping_mul(0x0000_0100_0000_01b3)
+}
+
+/// The blocklist key of a wire-format name: [`name_hash_step`] over its bytes, last to first.
+pub fn domain_hash(wire: &[u8]) -> u64 {
+    let mut h = NAME_HASH_INIT;
+    for b in wire.iter().rev() {
+        h = name_hash_step(h, *b);
+    }
+    h
+}
+
+/// Writes `name` (dotted, an optional trailing dot) in wire format into `out` and returns the
+/// length, or `None` for an empty label, a label over 63 bytes or a name over 255 bytes. The
+/// root is `"."` or `""`.
+pub fn to_wire(name: &str, out: &mut [u8; MAX_NAME_WIRE]) -> Option<usize> {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let mut len = 0usize;
+    if !name.is_empty() {
+        for label in name.split('.') {
+            let l = label.len();
+            if l == 0 || l > 63 {
+                return None;
+            }
+            *out.get_mut(len)? = l as u8;
+            out.get_mut(len + 1..len + 1 + l)?
+                .copy_from_slice(label.as_bytes());
+            len += 1 + l;
+        }
+    }
+    *out.get_mut(len)? = 0;
+    Some(len + 1)
+}

@@ -1,0 +1,66 @@
+//! Load-time configuration and the object's symbol names: what userspace writes into the
+//! program before loading it, and the names it looks programs and globals up by.
+
+/// Maximum number of DNS source ports that can be configured at load time.
+pub const MAX_DNS_PORTS: usize = 8;
+
+/// Name of the map/global symbols in the eBPF object; userspace looks them up by these names.
+pub const MAP_EVENTS: &str = "EVENTS";
+pub const MAP_COUNTERS: &str = "COUNTERS";
+pub const GLOBAL_CONFIG: &str = "FLUX_CONFIG";
+/// The XDP program that captures DNS responses.
+pub const PROG_XDP: &str = "flux_xdp";
+/// An XDP program that only returns XDP_PASS: the baseline for benchmarks.
+pub const PROG_XDP_NOOP: &str = "flux_xdp_noop";
+/// The TC egress program (`--egress`) that drops packets leaving for blocked addresses.
+pub const PROG_EGRESS: &str = "flux_egress";
+
+/// [`Config::domain_action`]: answer a blocked name with NXDOMAIN (the default).
+pub const DOMAIN_ACTION_NXDOMAIN: u32 = 0;
+/// [`Config::domain_action`]: drop the response for a blocked name.
+pub const DOMAIN_ACTION_DROP: u32 = 1;
+
+/// Load-time configuration, written into the `FLUX_CONFIG` global before the program is loaded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Source ports counted as DNS, network byte order is *not* used: host order.
+    pub dns_ports: [u16; MAX_DNS_PORTS],
+    /// How many entries of `dns_ports` are in use (at least one).
+    pub dns_port_count: u32,
+    /// What a response for a blocked name gets: `DOMAIN_ACTION_*`.
+    pub domain_action: u32,
+    /// Non-zero: monitor mode. Blocks are matched and counted (`monitor_would_drop`) but every
+    /// packet passes unchanged.
+    pub monitor: u32,
+}
+
+impl Config {
+    /// Port 53 only.
+    pub const DEFAULT: Config = Config {
+        dns_ports: [53, 0, 0, 0, 0, 0, 0, 0],
+        dns_port_count: 1,
+        domain_action: DOMAIN_ACTION_NXDOMAIN,
+        monitor: 0,
+    };
+
+    /// Whether `port` is one of the configured DNS ports. The loop has a constant bound.
+    #[inline(always)]
+    pub fn is_dns_port(&self, port: u16) -> bool {
+        let mut found = false;
+        for (i, p) in self.dns_ports.iter().enumerate() {
+            found |= (i as u32) < self.dns_port_count && *p == port;
+        }
+        found
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+#[cfg(feature = "user")]
+// SAFETY: #[repr(C)], integers and an integer array, no padding (tested in lib.rs).
+unsafe impl aya::Pod for Config {}

@@ -1,0 +1,140 @@
+//! Ring-buffer records and blocklist values: the layouts the kernel writes and userspace reads
+//! (and the other way round). `#[repr(C)]`, integers only, no implicit padding (tested).
+
+use crate::wire::MAX_VLAN_TAGS;
+
+/// Bytes of DNS message copied into each ring-buffer record. A longer message is captured
+/// truncated and flagged with [`EVENT_FLAG_TRUNCATED`].
+///
+/// 2048 - header keeps a record at exactly 2 KiB and covers a full 1500-byte MTU payload.
+pub const DNS_CAPTURE_MAX: usize = 2048 - core::mem::size_of::<DnsEventHeader>();
+
+// The floor for a captured message: a full 1500-byte MTU payload.
+const _: () = assert!(DNS_CAPTURE_MAX >= 1500);
+
+/// `DnsEventHeader::flags`: the DNS message was longer than what was captured.
+pub const EVENT_FLAG_TRUNCATED: u8 = 1 << 0;
+/// `DnsEventHeader::flags`: the packet was the first fragment of a fragmented IP datagram.
+pub const EVENT_FLAG_IP_FRAGMENT: u8 = 1 << 1;
+/// `DnsEventHeader::flags`: the question name (or a parent domain) is blocked; the record holds
+/// the response as it arrived, before the kernel answered NXDOMAIN or dropped it.
+pub const EVENT_FLAG_BLOCKED: u8 = 1 << 2;
+
+/// `DnsEventHeader::family`: IPv4.
+pub const AF_INET: u8 = 4;
+/// `DnsEventHeader::family`: IPv6.
+pub const AF_INET6: u8 = 6;
+
+/// Metadata in front of every captured DNS message.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsEventHeader {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the packet was seen.
+    pub ts_ns: u64,
+    /// Interface the packet arrived on.
+    pub ifindex: u32,
+    /// The DNS message length the packet claims (UDP length - 8, or the TCP length prefix).
+    pub dns_len: u16,
+    /// How many bytes of the message follow in `DnsEvent::data`.
+    pub cap_len: u16,
+    /// Source address: IPv4 in the first 4 bytes, or IPv6; network byte order.
+    pub src_addr: [u8; 16],
+    pub dst_addr: [u8; 16],
+    /// Host byte order.
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// VLAN ids (12 bits) outermost first; `vlan_count` say how many are valid.
+    pub vlan_ids: [u16; MAX_VLAN_TAGS],
+    /// [`AF_INET`] or [`AF_INET6`].
+    pub family: u8,
+    /// [`crate::IPPROTO_UDP`] or [`crate::IPPROTO_TCP`].
+    pub transport: u8,
+    /// `EVENT_FLAG_*` bits.
+    pub flags: u8,
+    pub vlan_count: u8,
+    /// Explicit tail padding (always zero) so the record has no implicit padding bytes.
+    pub reserved: u32,
+}
+
+/// One ring-buffer record: the header, then up to [`DNS_CAPTURE_MAX`] bytes of DNS message.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DnsEvent {
+    pub header: DnsEventHeader,
+    pub data: [u8; DNS_CAPTURE_MAX],
+}
+
+/// [`BlockEntry::source`]: the scorer judged the domain flux.
+pub const SOURCE_SCORER: u8 = 1;
+/// [`BlockEntry::source`]: added by hand (`flux-agent blocklist add`).
+pub const SOURCE_MANUAL: u8 = 2;
+/// [`BlockEntry::source`]: from a threat-intelligence feed.
+pub const SOURCE_FEED: u8 = 3;
+
+/// Bytes of reason text kept in a block entry (NUL-padded, cut at a UTF-8 boundary).
+pub const REASON_LEN: usize = 24;
+
+/// The value of every blocklist entry. Self-describing, so the pinned maps alone say what is
+/// blocked and why: a restarted agent or the CLI needs nothing else.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockEntry {
+    /// `CLOCK_BOOTTIME` nanoseconds (`bpf_ktime_get_boot_ns`) after which the entry no longer
+    /// blocks; 0 = never.
+    pub expires_ns: u64,
+    /// Packets this entry dropped; the kernel adds to it atomically.
+    pub hits: u64,
+    /// Wall-clock seconds when it was added (for display).
+    pub added_unix: u32,
+    /// The scorer's score × 1000 (0 for manual and feed entries).
+    pub score_milli: u16,
+    /// `SOURCE_*`.
+    pub source: u8,
+    pub reserved: u8,
+    pub reason: [u8; REASON_LEN],
+}
+
+impl BlockEntry {
+    /// An entry from `source` that blocks until `expires_ns` (0 = never), with no hits, score
+    /// or reason yet.
+    pub const fn new(source: u8, expires_ns: u64) -> Self {
+        Self {
+            expires_ns,
+            hits: 0,
+            added_unix: 0,
+            score_milli: 0,
+            source,
+            reserved: 0,
+            reason: [0; REASON_LEN],
+        }
+    }
+
+    /// Whether the entry still blocks at `now_ns` (`CLOCK_BOOTTIME`).
+    #[inline(always)]
+    pub fn active(&self, now_ns: u64) -> bool {
+        self.expires_ns == 0 || now_ns < self.expires_ns
+    }
+}
+
+/// Bytes kept for a blocked domain's dotted name (NUL-padded; a name is at most 253).
+pub const DOMAIN_TEXT_LEN: usize = 256;
+
+/// The value of the domain blocklist: the block itself, and the name it was made for, so the
+/// pinned map alone can be listed (the key is only a hash). The kernel reads `entry` only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DomainBlock {
+    pub entry: BlockEntry,
+    /// Lowercase dotted name without the trailing dot, NUL-padded.
+    pub name: [u8; DOMAIN_TEXT_LEN],
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: all are #[repr(C)], made only of integers and integer arrays, and have no padding
+    // that could leak (checked by the layout tests in lib.rs).
+    unsafe impl aya::Pod for super::DnsEventHeader {}
+    unsafe impl aya::Pod for super::DnsEvent {}
+    unsafe impl aya::Pod for super::BlockEntry {}
+    unsafe impl aya::Pod for super::DomainBlock {}
+}
