@@ -479,6 +479,13 @@ fn blocklists_drop_and_the_allowlist_wins() {
     let (verdict, delta, _) = h.run(&frag);
     assert_eq!(verdict, XDP_DROP, "non-first fragment from a blocked CIDR");
     assert!(delta.contains(&(Counter::DropBlockedSrc, 1)), "{delta:?}");
+    {
+        // Both drops counted on the CIDR entry: the kernel writes hits through the writable
+        // pointer of the trie lookup.
+        let c = h.trie::<[u8; 4], BlockEntry>(MAP_BLOCKED_CIDR_V4);
+        let e = c.get(&Key::new(32, [192, 0, 2, 53]), 0).unwrap();
+        assert_eq!(e.hits, 2, "CIDR hits counted");
+    }
     h.check("IPv6 is not affected", &v6, &[Counter::ResponsesCaptured]);
 
     // IPv6: exact address, then a /32.
