@@ -3,7 +3,7 @@
 //! What lives here, and builds and tests on stable Rust without nightly or bpf-linker:
 //! - [`dns`]: DNS wire bytes to a [`dns::DnsMessage`] (hickory-proto does the names);
 //! - [`capture_file`]: pcap and pcapng files to DNS messages, walking frames by the kernel's
-//!   rules;
+//!   rules, which [`frame_spec`] (tests and the `frame-spec` feature) writes down once for both;
 //! - [`enrich`]: address to ASN, organisation and country from offline databases;
 //! - [`known_good`]: the known-good list (CDNs, clouds, pools) that is never enforced;
 //! - [`score`]: the fast-flux scorer. **This is where a verdict is made.**
@@ -14,5 +14,7 @@
 pub mod capture_file;
 pub mod dns;
 pub mod enrich;
+#[cfg(any(test, feature = "frame-spec"))]
+pub mod frame_spec;
 pub mod known_good;
 pub mod score;

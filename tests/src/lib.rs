@@ -16,7 +16,8 @@ use std::{
 use serde_json::Value;
 
 pub mod eval;
-pub mod frames;
+/// The frame builders of the frame-walk spec (`flux_detect::frame_spec`), under their old path.
+pub use flux_detect::frame_spec::frame_builders as frames;
 
 /// Whether privileged tests can run. In CI (CI set) a missing privilege is a failure, never a
 /// skip; elsewhere the test prints why and returns early.

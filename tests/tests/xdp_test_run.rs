@@ -961,3 +961,28 @@ fn egress_in_monitor_mode_counts_and_passes() {
         (TC_NEXT, vec![(Counter::MonitorWouldDrop, 1)])
     );
 }
+
+/// The kernel's half of the frame-walk spec (`flux_detect::frame_spec`; the file reader's half
+/// is its unit test): every rule, one frame each, through the verified program.
+#[test]
+fn the_xdp_program_walks_frames_by_the_spec() {
+    use flux_detect::frame_spec::{Outcome, SPEC_PORTS, cases};
+    if !privileged() {
+        return;
+    }
+    let mut h = Harness::new(&SPEC_PORTS);
+    for c in cases() {
+        let events = h.check(c.name, &c.frame, &c.kernel.kernel_counters());
+        if let Outcome::Captured {
+            transport,
+            truncated,
+            vlans,
+        } = c.kernel
+        {
+            let ev = &events[0];
+            assert_eq!(ev.transport(), transport, "{}: transport", c.name);
+            assert_eq!(ev.truncated(), truncated, "{}: truncated", c.name);
+            assert_eq!(ev.vlans().len(), vlans, "{}: vlan tags", c.name);
+        }
+    }
+}

@@ -1,4 +1,5 @@
-//! Crafted frames for BPF_PROG_TEST_RUN tests and the benchmark.
+//! Frame builders: crafted Ethernet frames for the frame-walk spec, the BPF_PROG_TEST_RUN
+//! tests and the benchmarks (built with etherparse; the malformed ones are edited by hand).
 
 use etherparse::PacketBuilder;
 
