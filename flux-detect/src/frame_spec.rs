@@ -150,7 +150,11 @@ pub fn cases() -> Vec<FrameCase> {
     vec![
         case("udp over ipv4", v4.clone(), captured(Udp, false, 0)),
         case("udp over ipv6", v6.clone(), captured(Udp, false, 0)),
-        case("one whole message over tcp", t4.clone(), captured(Tcp, false, 0)),
+        case(
+            "one whole message over tcp",
+            t4.clone(),
+            captured(Tcp, false, 0),
+        ),
         case(
             "one 802.1Q tag",
             with_vlans(&v4, &[(0x8100, 7)]),
@@ -201,7 +205,11 @@ pub fn cases() -> Vec<FrameCase> {
         ),
         case("not from a dns port", udp4(1234, &msg), NotOurs),
         case("not ip (arp)", arp, NotOurs),
-        case("a query from port 53", udp4(53, &dns_query()), NotDnsResponse),
+        case(
+            "a query from port 53",
+            udp4(53, &dns_query()),
+            NotDnsResponse,
+        ),
         case(
             "tcp segment shorter than its length prefix",
             tcp4(53, &tcp_dns(&msg, msg.len() as u16 + 10)),
@@ -209,7 +217,11 @@ pub fn cases() -> Vec<FrameCase> {
         ),
         case("ipv4 ihl < 5", ihl4, Malformed),
         case("ipv4 header with version 6", wrong_version, Malformed),
-        case("ipv6 extension header past the end", ext_past_end, Malformed),
+        case(
+            "ipv6 extension header past the end",
+            ext_past_end,
+            Malformed,
+        ),
         case("tcp data offset < 5", doff4, Malformed),
         case("ipv4 header cut short", v4[..ETH + 10].to_vec(), Malformed),
         FrameCase {
