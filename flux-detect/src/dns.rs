@@ -15,6 +15,7 @@ use hickory_proto::{
     rr::{Name, RecordType},
     serialize::binary::{BinDecodable, BinDecoder},
 };
+use flux_common::{TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_NS, TYPE_OPT};
 use serde::Serialize;
 
 /// The transport a DNS message came over.
@@ -264,12 +265,6 @@ pub fn rcode_name(rcode: u16) -> Cow<'static, str> {
         n => return Cow::Owned(format!("RCODE{n}")),
     })
 }
-
-const TYPE_A: u16 = 1;
-const TYPE_NS: u16 = 2;
-const TYPE_CNAME: u16 = 5;
-const TYPE_AAAA: u16 = 28;
-const TYPE_OPT: u16 = 41;
 
 /// Parses a DNS response.
 ///
