@@ -69,4 +69,10 @@ counter_table! {
     MonitorWouldDrop = "monitor_would_drop",
     /// TC egress (`--egress`): a packet leaving the host for a blocked address, dropped.
     DropEgressBlocked = "drop_egress_blocked",
+    /// TC egress: a DNS query leaving the host, recorded for its reply to be matched.
+    QueriesRecorded = "queries_recorded",
+    /// A DNS reply no recorded query matches: marked unsolicited (never scored).
+    UnsolicitedReplies = "unsolicited_replies",
+    /// An unsolicited reply dropped (`--drop-unsolicited`).
+    DropUnsolicited = "drop_unsolicited",
 }

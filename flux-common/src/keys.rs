@@ -23,6 +23,14 @@ pub const MAP_ALLOWED_DOMAINS: &str = "ALLOWED_DOMAINS";
 /// Default ring-buffer size in bytes (must be a power of two and a multiple of the page size).
 pub const RING_BUF_BYTES: u32 = 8 << 20;
 
+/// Queries that left and wait for their reply: `LruHashMap<QueryKey, QuerySeen>`, written by
+/// the TC egress program, read (and, for UDP, emptied) by XDP.
+pub const MAP_QUERIES: &str = "QUERIES";
+/// Queries waiting at most. Least recently used first out: a flood of queries can only push
+/// out the oldest, whose replies are then unsolicited (never scored, never blocked: the safe
+/// side). 65,536 covers 2,000 queries a second for the whole wait.
+pub const MAX_QUERIES: u32 = 1 << 16;
+
 /// Capacity of each exact-address blocklist (IPv4 and IPv6 separately).
 pub const MAX_BLOCKED_IPS: u32 = 1 << 20;
 /// Capacity of each blocked-CIDR trie.

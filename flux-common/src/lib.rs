@@ -32,14 +32,20 @@ mod tests {
         // Sum of the fields: 8 + 4 + 2 + 2 + 16 + 16 + 2 + 2 + 4 + 4 + 4 = 64.
         assert_eq!(core::mem::size_of::<DnsEventHeader>(), 64);
         assert_eq!(core::mem::size_of::<DnsEvent>(), 2048);
-        assert_eq!(
-            core::mem::size_of::<Config>(),
-            2 * MAX_DNS_PORTS + 4 + 4 + 4
-        );
+        assert_eq!(core::mem::size_of::<Config>(), 2 * MAX_DNS_PORTS + 4 * 5);
         assert_eq!(
             core::mem::size_of::<DomainBlock>(),
             core::mem::size_of::<BlockEntry>() + DOMAIN_TEXT_LEN
         );
+    }
+
+    #[test]
+    fn query_records_have_no_padding() {
+        assert_eq!(
+            core::mem::size_of::<QueryKey>(),
+            16 + 16 + 2 + 2 + 2 + 1 + 1
+        );
+        assert_eq!(core::mem::size_of::<QuerySeen>(), 16);
     }
 
     #[test]

@@ -33,7 +33,20 @@ pub struct Config {
     /// Non-zero: monitor mode. Blocks are matched and counted (`monitor_would_drop`) but every
     /// packet passes unchanged.
     pub monitor: u32,
+    /// What to do with replies: `MATCH_*`. With matching on, the TC egress program records
+    /// every DNS query that leaves and XDP looks each reply up ([`crate::QueryKey`]).
+    pub match_queries: u32,
+    /// Non-zero: the TC egress program also drops packets leaving for blocked addresses
+    /// (`--egress`). Without it the program only records queries.
+    pub egress_block: u32,
 }
+
+/// [`Config::match_queries`]: every reply is taken as it comes (no egress program attached).
+pub const MATCH_OFF: u32 = 0;
+/// [`Config::match_queries`]: a reply no recorded query matches is marked unsolicited.
+pub const MATCH_MARK: u32 = 1;
+/// [`Config::match_queries`]: ...and dropped (`--drop-unsolicited`).
+pub const MATCH_DROP: u32 = 2;
 
 impl Config {
     /// Port 53 only.
@@ -42,6 +55,8 @@ impl Config {
         dns_port_count: 1,
         domain_action: DOMAIN_ACTION_NXDOMAIN,
         monitor: 0,
+        match_queries: MATCH_OFF,
+        egress_block: 0,
     };
 
     /// Whether `port` is one of the configured DNS ports. The loop has a constant bound.

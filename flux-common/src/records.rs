@@ -19,6 +19,44 @@ pub const EVENT_FLAG_IP_FRAGMENT: u8 = 1 << 1;
 /// `DnsEventHeader::flags`: the question name (or a parent domain) is blocked; the record holds
 /// the response as it arrived, before the kernel answered NXDOMAIN or dropped it.
 pub const EVENT_FLAG_BLOCKED: u8 = 1 << 2;
+/// `DnsEventHeader::flags`: no query that left this host matches the reply (client and server
+/// address and port, transport, transaction id and question name; see [`QueryKey`]). Such a
+/// reply is never scored: anyone on the path, or anyone who can send to an open port, could
+/// have written it. Set only when query matching is on ([`crate::Config::match_queries`]).
+pub const EVENT_FLAG_UNSOLICITED: u8 = 1 << 3;
+
+/// A DNS query that left the host, as the TC egress program records it and the XDP program
+/// looks a reply up: the reply's destination is the query's client, its source the server.
+/// Addresses in network byte order (IPv4 in the first 4 bytes), ports host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueryKey {
+    pub client: [u8; 16],
+    pub server: [u8; 16],
+    pub client_port: u16,
+    pub server_port: u16,
+    /// The DNS transaction id (host order).
+    pub txid: u16,
+    /// [`AF_INET`] or [`AF_INET6`].
+    pub family: u8,
+    /// [`crate::IPPROTO_UDP`] or [`crate::IPPROTO_TCP`].
+    pub transport: u8,
+}
+
+/// What the egress program remembers of a query.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuerySeen {
+    /// `bpf_ktime_get_ns()` when it left.
+    pub sent_ns: u64,
+    /// [`crate::domain_hash`] of the question name (wire format, case-blind).
+    pub qname_hash: u64,
+}
+
+/// How long a query waits for its reply: a stub resolver gives up after a few seconds per
+/// try, a forwarding resolver's upstream answers within about ten; thirty leaves room for a
+/// slow recursion without keeping a spoofing window open for long.
+pub const QUERY_WAIT_NS: u64 = 30_000_000_000;
 
 /// `DnsEventHeader::family`: IPv4.
 pub const AF_INET: u8 = 4;
@@ -137,4 +175,6 @@ mod user {
     unsafe impl aya::Pod for super::DnsEvent {}
     unsafe impl aya::Pod for super::BlockEntry {}
     unsafe impl aya::Pod for super::DomainBlock {}
+    unsafe impl aya::Pod for super::QueryKey {}
+    unsafe impl aya::Pod for super::QuerySeen {}
 }

@@ -1,4 +1,11 @@
-//! The TC egress program (`--egress`): drops packets leaving the host for a blocked address.
+//! The TC egress program: records the DNS queries that leave (so that XDP trusts only replies
+//! to them, `queries.rs`), and with `--egress` drops packets leaving the host for a blocked
+//! address.
+//!
+//! Queries: UDP or TCP to a configured DNS port, QR=0, opcode QUERY, one question. The IPv4
+//! header must not be a fragment and an IPv6 header must carry UDP or TCP directly: a query
+//! with extension headers is not recorded, so its reply is unsolicited (the safe side). The
+//! question name is copied into scratch slot 1 and hashed by the same walk as XDP's.
 //!
 //! XDP only sees what arrives, so without this a local process can still send to a blocked
 //! host (the first SYN, a UDP beacon, data); only the replies die. Here the destination goes
@@ -17,9 +24,20 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
-use flux_common::{AF_INET, AF_INET6, Counter, ETH_P_IP, ETH_P_IPV6};
+use core::mem::{MaybeUninit, size_of};
 
-use crate::{count, monitor, xdp_verdict};
+use flux_common::{
+    AF_INET, AF_INET6, Config, Counter, DNS_HEADER_LEN, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP,
+    IPPROTO_UDP, MATCH_OFF, MAX_NAME_WIRE,
+};
+
+use crate::{
+    FLUX_CONFIG, count, monitor,
+    packet::{DnsHdr, IP_MF, IP_OFFSET_MASK, Ipv4Hdr, Ipv6Hdr, TcpHdr, UdpHdr},
+    queries,
+    scratch::{egress_scratch, opaque},
+    xdp_verdict,
+};
 
 /// Offset of the destination address in each IP header.
 const IPV4_DST: u32 = 16;
@@ -39,6 +57,13 @@ pub fn flux_egress(ctx: TcContext) -> i32 {
         ETH_P_IPV6 => (AF_INET6, IPV6_DST, 16u32),
         _ => return NEXT,
     };
+    let config = unsafe { core::ptr::read_volatile(&FLUX_CONFIG) };
+    if config.match_queries != MATCH_OFF && record_query(&ctx, family, &config).is_some() {
+        count(Counter::QueriesRecorded);
+    }
+    if config.egress_block == 0 {
+        return NEXT;
+    }
     let mut dst = [0u8; 16];
     // SAFETY: `dst` is 16 bytes on our stack and `len` is at most 16.
     let rc = unsafe {
@@ -59,4 +84,127 @@ pub fn flux_egress(ctx: TcContext) -> i32 {
     }
     count(Counter::DropEgressBlocked);
     SHOT
+}
+
+/// A `T` read from `off` bytes past the network header, or `None` past the end.
+#[inline(always)]
+fn load<T>(ctx: &TcContext, off: usize) -> Option<T> {
+    let mut v = MaybeUninit::<T>::uninit();
+    // SAFETY: the helper writes exactly size_of::<T>() bytes into `v` or fails.
+    let rc = unsafe {
+        bpf_skb_load_bytes_relative(
+            ctx.skb.skb as *const c_void,
+            off as u32,
+            v.as_mut_ptr() as *mut c_void,
+            size_of::<T>() as u32,
+            BPF_HDR_START_NET,
+        )
+    };
+    // SAFETY: rc == 0: every byte was written.
+    (rc == 0).then(|| unsafe { v.assume_init() })
+}
+
+/// Records the packet in `QUERIES` if it is a DNS query (see the module comment).
+#[inline(always)]
+fn record_query(ctx: &TcContext, family: u8, config: &Config) -> Option<()> {
+    let scratch = egress_scratch()?;
+    // SAFETY: this CPU's egress scratch slot; nothing else uses it during the run.
+    let key = unsafe { core::ptr::addr_of_mut!((*scratch).key) };
+    let (protocol, l4, l4_len) = if family == AF_INET {
+        let ip: Ipv4Hdr = load(ctx, 0)?;
+        let ihl = usize::from(ip.version_ihl & 0x0f) * 4;
+        let tot = usize::from(u16::from_be(ip.tot_len));
+        if ip.version_ihl >> 4 != 4
+            || ihl < size_of::<Ipv4Hdr>()
+            || tot < ihl
+            || u16::from_be(ip.frag_off) & (IP_MF | IP_OFFSET_MASK) != 0
+        {
+            return None;
+        }
+        let [c0, c1, c2, c3] = ip.src;
+        let [s0, s1, s2, s3] = ip.dst;
+        unsafe {
+            (*key).client = [c0, c1, c2, c3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            (*key).server = [s0, s1, s2, s3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        }
+        (ip.protocol, ihl, tot - ihl)
+    } else {
+        let ip: Ipv6Hdr = load(ctx, 0)?;
+        unsafe {
+            (*key).client = ip.src;
+            (*key).server = ip.dst;
+        }
+        let len = usize::from(u16::from_be(ip.payload_len));
+        (ip.next_header, size_of::<Ipv6Hdr>(), len)
+    };
+    // Where the DNS message starts and how long it is.
+    let (client_port, server_port, dns_off, msg_len) = match protocol {
+        IPPROTO_UDP => {
+            let udp: UdpHdr = load(ctx, l4)?;
+            let len = usize::from(u16::from_be(udp.len));
+            if len > l4_len || len < size_of::<UdpHdr>() {
+                return None;
+            }
+            let dns_off = l4 + size_of::<UdpHdr>();
+            (udp.source, udp.dest, dns_off, len - size_of::<UdpHdr>())
+        }
+        IPPROTO_TCP => {
+            let tcp: TcpHdr = load(ctx, l4)?;
+            let doff = usize::from(tcp.doff_res >> 4) * 4;
+            if doff < size_of::<TcpHdr>() || doff + 2 > l4_len {
+                return None;
+            }
+            // After the 2-byte length prefix.
+            (tcp.source, tcp.dest, l4 + doff + 2, l4_len - doff - 2)
+        }
+        _ => return None,
+    };
+    let server_port = u16::from_be(server_port);
+    if !config.is_dns_port(server_port) || msg_len < DNS_HEADER_LEN {
+        return None;
+    }
+    let hdr: DnsHdr = load(ctx, dns_off)?;
+    let flags = u16::from_be(hdr.flags);
+    // A query (QR=0), opcode QUERY, one question.
+    if flags & 0x8000 != 0 || (flags >> 11) & 0xf != 0 || u16::from_be(hdr.qdcount) != 1 {
+        return None;
+    }
+    let avail = msg_len - DNS_HEADER_LEN;
+    let copy = opaque(if avail < MAX_NAME_WIRE {
+        avail
+    } else {
+        MAX_NAME_WIRE
+    });
+    if copy == 0 || copy > MAX_NAME_WIRE {
+        return None;
+    }
+    let dst = unsafe { core::ptr::addr_of_mut!((*scratch).bytes) } as *mut c_void;
+    // SAFETY: scratch holds SCRATCH_LEN >= MAX_NAME_WIRE bytes; `copy` is at most that.
+    let rc = unsafe {
+        bpf_skb_load_bytes_relative(
+            ctx.skb.skb as *const c_void,
+            (dns_off + DNS_HEADER_LEN) as u32,
+            dst,
+            copy as u32,
+            BPF_HDR_START_NET,
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    if !xdp_verdict::forward(scratch, copy) {
+        return None;
+    }
+    let qname_hash = xdp_verdict::full_hash(scratch);
+    if qname_hash == 0 {
+        return None;
+    }
+    unsafe {
+        (*key).client_port = u16::from_be(client_port);
+        (*key).server_port = server_port;
+        (*key).txid = u16::from_be(hdr.id);
+        (*key).family = family;
+        (*key).transport = protocol;
+    }
+    queries::record(unsafe { &*key }, qname_hash).then_some(())
 }

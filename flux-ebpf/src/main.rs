@@ -16,6 +16,7 @@
 
 mod egress;
 mod packet;
+mod queries;
 mod scratch;
 mod sinkhole;
 mod xdp_verdict;
@@ -32,9 +33,9 @@ use aya_ebpf::{
 use flux_common::{
     AF_INET, AF_INET6, Config, Counter, DNS_CAPTURE_MAX, DNS_HEADER_LEN, DOMAIN_ACTION_NXDOMAIN,
     DnsEvent, DnsEventHeader, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, EVENT_FLAG_BLOCKED,
-    EVENT_FLAG_IP_FRAGMENT, EVENT_FLAG_TRUNCATED, IPPROTO_TCP, IPPROTO_UDP, IPV6_AH,
-    IPV6_DEST_OPTS, IPV6_FRAGMENT, IPV6_HOP_BY_HOP, IPV6_MOBILITY, IPV6_ROUTING,
-    MAX_IPV6_EXT_HEADERS, RING_BUF_BYTES, is_plausible_response,
+    EVENT_FLAG_IP_FRAGMENT, EVENT_FLAG_TRUNCATED, EVENT_FLAG_UNSOLICITED, IPPROTO_TCP, IPPROTO_UDP,
+    IPV6_AH, IPV6_DEST_OPTS, IPV6_FRAGMENT, IPV6_HOP_BY_HOP, IPV6_MOBILITY, IPV6_ROUTING,
+    MATCH_DROP, MATCH_OFF, MAX_IPV6_EXT_HEADERS, QueryKey, RING_BUF_BYTES, is_plausible_response,
 };
 use packet::*;
 use scratch::Located;
@@ -100,7 +101,9 @@ pub fn flux_xdp(ctx: XdpContext) -> u32 {
     let at = unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*scratch).located)) };
     match respond(&ctx, &at) {
         Act::Pass => xdp_action::XDP_PASS,
-        Act::Sinkhole | Act::Drop if monitor() => pass(Counter::MonitorWouldDrop),
+        Act::Sinkhole | Act::Drop | Act::DropUnsolicited if monitor() => {
+            pass(Counter::MonitorWouldDrop)
+        }
         Act::Sinkhole => match sinkhole::nxdomain(&ctx, &at) {
             Ok(()) => pass(Counter::SinkholedNxdomain),
             Err(()) => {
@@ -110,6 +113,10 @@ pub fn flux_xdp(ctx: XdpContext) -> u32 {
         },
         Act::Drop => {
             count(Counter::DropBlockedName);
+            xdp_action::XDP_DROP
+        }
+        Act::DropUnsolicited => {
+            count(Counter::DropUnsolicited);
             xdp_action::XDP_DROP
         }
     }
@@ -139,6 +146,8 @@ enum Act {
     Sinkhole,
     /// Blocked name: drop.
     Drop,
+    /// No query matches the reply, and `--drop-unsolicited`: drop.
+    DropUnsolicited,
 }
 
 /// What the L3 parse hands to L4.
@@ -210,6 +219,7 @@ fn locate(ctx: &XdpContext) -> Result<(), Skip> {
     let hdr: *const DnsHdr = pkt.ptr_at(dns.off).ok_or(Skip::Malformed)?;
     let flags = u16::from_be(unsafe { (*hdr).flags });
     let qdcount = u16::from_be(unsafe { (*hdr).qdcount });
+    let txid = u16::from_be(unsafe { (*hdr).id });
     if !is_plausible_response(flags, qdcount) {
         return Err(Skip::NotDnsResponse);
     }
@@ -226,27 +236,57 @@ fn locate(ctx: &XdpContext) -> Result<(), Skip> {
             src_port: dns.src_port,
             dst_port: dns.dst_port,
             qdcount,
+            txid,
             l3_off: l3.l3_off as u16,
             l4_off: l3.l4_off as u16,
             dns_off: dns.off as u16,
             claimed_len: dns.claimed_len as u16,
             present_len: dns.present_len as u16,
+            reserved: 0,
         };
     }
     Ok(())
 }
 
-/// Stage two: checks the question name, writes the record, and says what to do.
+/// Stage two: matches the reply to its query, checks the question name, writes the record,
+/// and says what to do.
+///
+/// The question is walked once into scratch; the match result goes through scratch too, so the
+/// name-verdict loop and the record writer are verified once, not once per match outcome.
 #[inline(always)]
 fn respond(ctx: &XdpContext, at: &Located) -> Act {
     let config = unsafe { core::ptr::read_volatile(&FLUX_CONFIG) };
+    let Some(scratch) = scratch::scratch() else {
+        return Act::Pass;
+    };
     let in_packet = min(usize::from(at.claimed_len), usize::from(at.present_len));
-    let verdict = if at.qdcount == 1 {
-        xdp_verdict::name_verdict(
+    let walked = at.qdcount == 1
+        && xdp_verdict::load_qname(
             ctx,
             usize::from(at.dns_off) + DNS_HEADER_LEN,
             in_packet.saturating_sub(DNS_HEADER_LEN),
-        )
+        );
+    let mut unsolicited = 0u64;
+    if config.match_queries != MATCH_OFF {
+        let hash = if walked {
+            xdp_verdict::full_hash(scratch)
+        } else {
+            0
+        };
+        if !solicited(ctx, at, hash) {
+            count(Counter::UnsolicitedReplies);
+            if config.match_queries == MATCH_DROP {
+                return Act::DropUnsolicited;
+            }
+            unsolicited = 1;
+        }
+    }
+    // SAFETY: this CPU's scratch.
+    unsafe { core::ptr::write_volatile(addr_of_mut!((*scratch).unsolicited), unsolicited) };
+    let verdict = if walked {
+        xdp_verdict::name_verdict()
+    } else if at.qdcount == 1 {
+        NameVerdict::Unchecked
     } else {
         NameVerdict::Pass
     };
@@ -269,6 +309,41 @@ fn respond(ctx: &XdpContext, at: &Located) -> Act {
     // The record goes out before any rewrite: userspace sees what the server really answered.
     emit(ctx, at, !matches!(act, Act::Pass));
     act
+}
+
+/// Whether the located reply answers a query that left this host (`queries.rs`). The key is
+/// built in scratch: the reply's destination is the query's client, its source the server.
+#[inline(always)]
+fn solicited(ctx: &XdpContext, at: &Located, qname_hash: u64) -> bool {
+    let Some(scratch) = scratch::scratch() else {
+        return false;
+    };
+    let key = unsafe { addr_of_mut!((*scratch).key) };
+    unsafe {
+        *key = QueryKey {
+            client: [0; 16],
+            server: [0; 16],
+            client_port: at.dst_port,
+            server_port: at.src_port,
+            txid: at.txid,
+            family: at.family,
+            transport: at.protocol,
+        };
+    }
+    let l3_off = usize::from(at.l3_off);
+    let (addrs, n) = if at.family == AF_INET {
+        (l3_off + 12, 4u32)
+    } else {
+        (l3_off + 8, 16u32)
+    };
+    let server = unsafe { addr_of_mut!((*key).server) } as *mut c_void;
+    let client = unsafe { addr_of_mut!((*key).client) } as *mut c_void;
+    if unsafe { bpf_xdp_load_bytes(ctx.ctx, addrs as u32, server, n) } != 0
+        || unsafe { bpf_xdp_load_bytes(ctx.ctx, (addrs + n as usize) as u32, client, n) } != 0
+    {
+        return false;
+    }
+    queries::solicited(unsafe { &*key }, qname_hash)
 }
 
 /// Writes one ring-buffer record for the located response. Failures are counted, never fatal.
@@ -295,6 +370,11 @@ fn emit(ctx: &XdpContext, at: &Located, blocked: bool) {
     }
     if at.first_fragment != 0 {
         event_flags |= EVENT_FLAG_IP_FRAGMENT;
+    }
+    if let Some(sc) = scratch::scratch()
+        && unsafe { core::ptr::read_volatile(addr_of_mut!((*sc).unsolicited)) } != 0
+    {
+        event_flags |= EVENT_FLAG_UNSOLICITED;
     }
     unsafe {
         (*event).header = DnsEventHeader {

@@ -7,6 +7,7 @@
 //! verified once instead of once per path.
 
 use aya_ebpf::{macros::map, maps::PerCpuArray};
+use flux_common::QueryKey;
 
 /// Bytes of scratch: the question name, later the UDP checksum input (pseudo-header, UDP
 /// header, DNS header and question: at most 40 + 8 + 12 + 255 + 4, rounded up).
@@ -25,6 +26,8 @@ pub struct Located {
     pub src_port: u16,
     pub dst_port: u16,
     pub qdcount: u16,
+    /// The DNS transaction id.
+    pub txid: u16,
     pub l3_off: u16,
     pub l4_off: u16,
     pub dns_off: u16,
@@ -32,6 +35,8 @@ pub struct Located {
     pub claimed_len: u16,
     /// Bytes of it actually present in this packet.
     pub present_len: u16,
+    /// Explicit padding (the struct stays free of implicit holes).
+    pub reserved: u16,
 }
 
 #[repr(C)]
@@ -39,16 +44,34 @@ pub struct Scratch {
     pub bytes: [u8; SCRATCH_LEN],
     /// Wire length of the question name last walked.
     pub name_len: u64,
+    /// One bit per byte offset of that name that starts a label.
+    pub label_starts: [u64; 4],
+    /// Non-zero: the reply matched no recorded query (set by stage two before the name
+    /// verdict, read back by the record writer).
+    pub unsolicited: u64,
     pub located: Located,
+    /// The query a reply is matched to (`QUERIES` is looked up with a key in map memory: the
+    /// 40 bytes do not fit next to the name walk on the BPF stack).
+    pub key: QueryKey,
 }
 
-/// Too big for the 512-byte BPF stack next to everything else, so it lives in a map.
+/// Too big for the 512-byte BPF stack next to everything else, so it lives in a map. Slot 0
+/// is XDP's, slot 1 the TC egress program's: XDP runs in softirq and TC egress with bottom
+/// halves off, so neither interrupts the other on one CPU, but separate slots make that
+/// nobody's assumption.
 #[map]
-static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(2, 0);
 
+/// XDP's scratch.
 #[inline(always)]
 pub fn scratch() -> Option<*mut Scratch> {
     SCRATCH.get_ptr_mut(0)
+}
+
+/// The TC egress program's scratch.
+#[inline(always)]
+pub fn egress_scratch() -> Option<*mut Scratch> {
+    SCRATCH.get_ptr_mut(1)
 }
 
 /// `x`, hidden from LLVM. Where LLVM can prove an index in range it drops the bounds check and

@@ -8,7 +8,7 @@
 
 use core::{ffi::c_void, intrinsics::AtomicOrdering};
 
-use crate::scratch::{opaque, scratch};
+use crate::scratch::{Scratch, opaque, scratch};
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     helpers::{
@@ -177,21 +177,12 @@ pub enum NameVerdict {
 /// Labels in a 255-byte name: at most 127, plus the root.
 const MAX_LABELS: usize = 128;
 
-/// Walks the question name at `qoff` (at most `avail` bytes of it are in the packet) and looks
-/// it and every parent domain up in `BLOCKED_DOMAINS`.
-///
-/// The name is copied into scratch first; a forward pass marks where labels start, then one
-/// backward pass of `name_hash_step` yields the hash of every suffix, and the suffixes that start
-/// at a label are the domains to look up. Compression pointers cannot occur in a question, so a
-/// name with one is left unchecked, as is a name cut short.
-///
-/// The name length leaves the forward pass through map memory (`Scratch::name_len`), which the
-/// verifier does not track: otherwise every exit of that loop would carry its own range for it,
-/// and everything after would be verified once per range.
+/// Copies the question name at `qoff` (at most `avail` bytes of it are in the packet) into
+/// scratch and finds its length and label starts ([`forward`]). `false`: it cannot be walked.
 #[inline(always)]
-pub fn name_verdict(ctx: &XdpContext, qoff: usize, avail: usize) -> NameVerdict {
+pub fn load_qname(ctx: &XdpContext, qoff: usize, avail: usize) -> bool {
     let Some(scratch) = scratch() else {
-        return NameVerdict::Unchecked;
+        return false;
     };
     let copy = if avail < MAX_NAME_WIRE {
         avail
@@ -200,28 +191,39 @@ pub fn name_verdict(ctx: &XdpContext, qoff: usize, avail: usize) -> NameVerdict 
     };
     let copy = opaque(copy);
     if copy == 0 || copy > MAX_NAME_WIRE {
-        return NameVerdict::Unchecked;
+        return false;
     }
     // SAFETY: scratch is a valid map value of SCRATCH_LEN >= MAX_NAME_WIRE bytes; nothing else
     // touches this CPU's scratch during the program run.
     let dst = unsafe { core::ptr::addr_of_mut!((*scratch).bytes) } as *mut core::ffi::c_void;
     if unsafe { bpf_xdp_load_bytes(ctx.ctx, qoff as u32, dst, copy as u32) } != 0 {
-        return NameVerdict::Unchecked;
+        return false;
     }
+    forward(scratch, copy)
+}
+
+/// The forward pass over the wire-format name in the first `copy` bytes of `scratch`: one bit
+/// per byte offset that starts a label (`Scratch::label_starts`) and the name's length
+/// (`Scratch::name_len`). Compression pointers cannot occur in a question, so a name with one
+/// cannot be walked, nor can a name cut short.
+///
+/// Both results leave through map memory, which the verifier does not track: otherwise every
+/// exit of this loop would carry its own range for them, and everything after would be verified
+/// once per range.
+#[inline(always)]
+pub fn forward(scratch: *mut Scratch, copy: usize) -> bool {
     let sc = unsafe { &mut *scratch };
     sc.name_len = 0;
-
-    // Forward: one bit per byte offset that starts a label.
-    let mut starts = [0u64; 4];
+    sc.label_starts = [0; 4];
     let mut pos = 0usize;
     for _ in 0..MAX_LABELS {
         if pos >= copy {
-            return NameVerdict::Unchecked;
+            return false;
         }
         let Some(&len) = sc.bytes.get(opaque(pos)) else {
-            return NameVerdict::Unchecked;
+            return false;
         };
-        if let Some(word) = starts.get_mut(pos >> 6) {
+        if let Some(word) = sc.label_starts.get_mut(pos >> 6) {
             *word |= 1 << (pos & 63);
         }
         if len == 0 {
@@ -229,18 +231,54 @@ pub fn name_verdict(ctx: &XdpContext, qoff: usize, avail: usize) -> NameVerdict 
             break;
         }
         if len > 63 {
-            return NameVerdict::Unchecked;
+            return false;
         }
         pos += len as usize + 1;
     }
     let name_len = sc.name_len as usize;
+    name_len != 0 && name_len <= MAX_NAME_WIRE
+}
+
+/// The whole walked name's hash ([`flux_common::domain_hash`]), for matching a reply to its
+/// query: a plain backward pass over `Scratch::name_len` bytes.
+#[inline(always)]
+pub fn full_hash(scratch: *mut Scratch) -> u64 {
+    let sc = unsafe { &*scratch };
+    let name_len = opaque(sc.name_len as usize);
+    if name_len == 0 || name_len > MAX_NAME_WIRE {
+        return 0;
+    }
+    let mut h = NAME_HASH_INIT;
+    for k in 0..MAX_NAME_WIRE {
+        if k >= name_len {
+            break;
+        }
+        let i = opaque(name_len - 1 - k) & 0xff;
+        let Some(&b) = sc.bytes.get(i) else {
+            break;
+        };
+        h = name_hash_step(h, b);
+    }
+    h
+}
+
+/// The domain blocklist's verdict on the walked name and every parent domain.
+///
+/// One backward pass of `name_hash_step` yields the hash of every suffix, and the suffixes that
+/// start at a label are the domains to look up. Each step's index comes from the opaque length,
+/// masked, so the access bound is plain to the verifier; the loop stops after `name_len` steps.
+/// The root is never looked up.
+#[inline(always)]
+pub fn name_verdict() -> NameVerdict {
+    let Some(scratch) = scratch() else {
+        return NameVerdict::Unchecked;
+    };
+    let sc = unsafe { &*scratch };
+    let name_len = opaque(sc.name_len as usize);
     if name_len == 0 || name_len > MAX_NAME_WIRE {
         return NameVerdict::Unchecked;
     }
-
-    // Backward from the name's last byte (its final 0): each step's index comes from the
-    // opaque length, masked, so the access bound is plain to the verifier; the loop stops after
-    // `name_len` steps. The root is never looked up.
+    let starts = sc.label_starts;
     let mut h = NAME_HASH_INIT;
     let mut blocked = false;
     let mut allowed = false;

@@ -986,3 +986,164 @@ fn the_xdp_program_walks_frames_by_the_spec() {
         }
     }
 }
+
+/// Query matching: a reply is trusted only when the TC egress program saw its query leave
+/// (same client and server address and port, transport, transaction id and question).
+#[test]
+fn only_replies_to_queries_that_left_are_trusted() {
+    use flux_agent::kernel::loader::QueryMatch;
+    use flux_common::EVENT_FLAG_UNSOLICITED;
+    if !privileged() {
+        return;
+    }
+    let mut h = Harness::load(LoadOptions {
+        queries: QueryMatch::Mark,
+        ..Default::default()
+    });
+    // This host is 192.0.2.53 asking 192.0.2.1 from port 40000 (txid 0xbeef, x.test A).
+    let (me, server) = (SRC4, DST4);
+    let query = udp4_between(me, 40000, server, 53, &dns_query());
+    let reply = |sport, dport, msg: &[u8]| udp4_between(server, sport, me, dport, msg);
+    let answer = dns_response(100);
+    let unsolicited = |ev: &Capture| ev.header.flags & EVENT_FLAG_UNSOLICITED != 0;
+
+    // No query: the reply is captured, marked and counted.
+    let ev = h.check(
+        "reply to nothing",
+        &reply(53, 40000, &answer),
+        &[Counter::ResponsesCaptured, Counter::UnsolicitedReplies],
+    );
+    assert!(unsolicited(&ev[0]));
+
+    // The query leaves: recorded; its reply is trusted, once.
+    assert_eq!(
+        h.run_egress(&query),
+        (TC_NEXT, vec![(Counter::QueriesRecorded, 1)]),
+        "query recorded"
+    );
+    let ev = h.check(
+        "the reply",
+        &reply(53, 40000, &answer),
+        &[Counter::ResponsesCaptured],
+    );
+    assert!(!unsolicited(&ev[0]));
+    h.check(
+        "a second reply to an answered UDP query",
+        &reply(53, 40000, &answer),
+        &[Counter::ResponsesCaptured, Counter::UnsolicitedReplies],
+    );
+
+    // Each field of the match counts.
+    let mut other_id = answer.clone();
+    other_id[0] = 0x12;
+    let other_name = dns_response_for("y.test", 100);
+    let cases: [(&str, Vec<u8>); 4] = [
+        ("another port", reply(53, 40001, &answer)),
+        ("another transaction id", reply(53, 40000, &other_id)),
+        ("another question", reply(53, 40000, &other_name)),
+        (
+            "another server",
+            udp4_between([192, 0, 2, 99], 53, me, 40000, &answer),
+        ),
+    ];
+    for (name, frame) in cases {
+        h.run_egress(&query);
+        h.check(
+            name,
+            &frame,
+            &[Counter::ResponsesCaptured, Counter::UnsolicitedReplies],
+        );
+        // The real reply still matches afterwards: a forged one does not use the entry up.
+        h.check(
+            "the real reply",
+            &reply(53, 40000, &answer),
+            &[Counter::ResponsesCaptured],
+        );
+    }
+
+    // The question is compared without regard to case (0x20 randomisation).
+    let upper = udp4_between(me, 40000, server, 53, &{
+        let mut q = dns_query();
+        q[13] = b'X';
+        q
+    });
+    h.run_egress(&upper);
+    h.check(
+        "case-blind",
+        &reply(53, 40000, &answer),
+        &[Counter::ResponsesCaptured],
+    );
+
+    // A query to a port that is not DNS is not recorded.
+    assert_eq!(
+        h.run_egress(&udp4_between(me, 40000, server, 54, &dns_query())),
+        (TC_NEXT, vec![]),
+        "not a DNS port"
+    );
+    // A reply leaving (this host as a server) is not a query.
+    assert_eq!(
+        h.run_egress(&udp4_between(me, 53, server, 40000, &answer)),
+        (TC_NEXT, vec![]),
+        "a response is not a query"
+    );
+
+    // IPv6 and TCP.
+    let q6 = udp6_between(SRC6, 40000, DST6, 53, &dns_query());
+    assert_eq!(h.run_egress(&q6).1, vec![(Counter::QueriesRecorded, 1)]);
+    let ev = h.check(
+        "IPv6 reply",
+        &udp6_between(DST6, 53, SRC6, 40000, &answer),
+        &[Counter::ResponsesCaptured],
+    );
+    assert!(!unsolicited(&ev[0]));
+    let tq = tcp4_between(me, 40000, server, 53, &tcp_dns(&dns_query(), 23));
+    assert_eq!(h.run_egress(&tq).1, vec![(Counter::QueriesRecorded, 1)]);
+    let treply = tcp4_between(
+        server,
+        53,
+        me,
+        40000,
+        &tcp_dns(&answer, answer.len() as u16),
+    );
+    for _ in 0..2 {
+        // TCP: the entry stays, a connection may carry several answers.
+        let ev = h.check("TCP reply", &treply, &[Counter::ResponsesCaptured]);
+        assert!(!unsolicited(&ev[0]));
+    }
+    let foreign_tcp = tcp4_between(
+        server,
+        53,
+        me,
+        40002,
+        &tcp_dns(&answer, answer.len() as u16),
+    );
+    h.check(
+        "TCP reply on a connection this host did not open",
+        &foreign_tcp,
+        &[Counter::ResponsesCaptured, Counter::UnsolicitedReplies],
+    );
+}
+
+#[test]
+fn drop_unsolicited_drops_replies_to_nothing() {
+    use flux_agent::kernel::loader::QueryMatch;
+    if !privileged() {
+        return;
+    }
+    let mut h = Harness::load(LoadOptions {
+        queries: QueryMatch::Drop,
+        ..Default::default()
+    });
+    let answer = dns_response(100);
+    let (verdict, delta, events) = h.run(&udp4_between(DST4, 53, SRC4, 40000, &answer));
+    assert_eq!(verdict, XDP_DROP);
+    delta
+        .iter()
+        .find(|d| **d == (Counter::DropUnsolicited, 1))
+        .expect("counted");
+    assert!(events.is_empty(), "a dropped reply is not captured");
+    h.run_egress(&udp4_between(SRC4, 40000, DST4, 53, &dns_query()));
+    let (verdict, _, events) = h.run(&udp4_between(DST4, 53, SRC4, 40000, &answer));
+    assert_eq!(verdict, XDP_PASS, "the asked-for reply passes");
+    assert_eq!(events.len(), 1);
+}

@@ -10,7 +10,7 @@ use std::{
 use anyhow::Context as _;
 use flux_agent::{
     enforce::policy::EnforceOptions,
-    kernel::loader::{self, AttachMode, BlockAction, LoadOptions},
+    kernel::loader::{self, AttachMode, BlockAction, LoadOptions, QueryMatch},
     pipeline::live::{self, EventFormat, RunOptions},
 };
 use log::info;
@@ -68,6 +68,18 @@ pub struct RunArgs {
     #[arg(long)]
     pub egress: bool,
 
+    /// Drop DNS replies that answer no query this host sent (by default they are only marked,
+    /// counted and never scored). Replies are matched to the queries a TC egress program saw
+    /// leave: client and server address and port, transport, transaction id, question name.
+    #[arg(long, conflicts_with = "accept_unsolicited")]
+    pub drop_unsolicited: bool,
+
+    /// Trust every DNS reply, asked for or not (no TC egress program records queries). Only for
+    /// a host that cannot see the queries leave, such as a sensor on a mirror port: anyone who
+    /// can send this host a datagram from port 53 can then make it block.
+    #[arg(long)]
+    pub accept_unsolicited: bool,
+
     /// What a DNS response for a blocked domain gets: nxdomain (answered in the kernel) or drop.
     #[arg(long, value_name = "ACTION", default_value = "nxdomain")]
     pub block_action: BlockAction,
@@ -123,6 +135,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             block_action: args.block_action,
             monitor: args.monitor,
             egress: args.egress,
+            queries: if args.accept_unsolicited {
+                QueryMatch::Off
+            } else if args.drop_unsolicited {
+                QueryMatch::Drop
+            } else {
+                QueryMatch::Mark
+            },
         },
     };
 

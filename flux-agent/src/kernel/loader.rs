@@ -31,7 +31,7 @@ use aya::{
 };
 use flux_common::{
     Config, DOMAIN_ACTION_DROP, DOMAIN_ACTION_NXDOMAIN, GLOBAL_CONFIG, MAP_COUNTERS, MAP_EVENTS,
-    MAX_DNS_PORTS, PROG_EGRESS, PROG_XDP,
+    MATCH_DROP, MATCH_MARK, MATCH_OFF, MAX_DNS_PORTS, PROG_EGRESS, PROG_XDP,
 };
 use log::{info, warn};
 
@@ -84,7 +84,7 @@ pub enum LoadError {
     #[error(transparent)]
     Pin(#[from] crate::kernel::pins::PinError),
     #[error(
-        "--egress needs Linux {}.{} or newer (tcx links); this is {found}",
+        "the TC egress program (query matching, --egress) needs Linux {}.{} or newer (tcx links); this is {found}; --accept-unsolicited runs without it",
         MIN_KERNEL_EGRESS.0,
         MIN_KERNEL_EGRESS.1
     )]
@@ -153,8 +153,31 @@ pub struct LoadOptions {
     pub block_action: BlockAction,
     /// Match blocks but drop and rewrite nothing (`--monitor`).
     pub monitor: bool,
-    /// Also load the TC egress program (`--egress`); [`Loaded::attach`] attaches it.
+    /// Also drop packets leaving for blocked addresses (`--egress`), in the TC egress program.
     pub egress: bool,
+    /// Trust only replies to queries that left (the TC egress program records them).
+    pub queries: QueryMatch,
+}
+
+/// What XDP does with a DNS reply no recorded query matches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum QueryMatch {
+    /// No matching: every reply is taken as it comes (`--accept-unsolicited`; a passive
+    /// sensor that never sees the queries leave).
+    #[default]
+    Off,
+    /// Marked unsolicited in its record and counted; userspace never scores it.
+    Mark,
+    /// ...and dropped (`--drop-unsolicited`).
+    Drop,
+}
+
+impl LoadOptions {
+    /// Whether the TC egress program is loaded and attached: to drop (`--egress`) or to record
+    /// queries.
+    pub fn wants_egress(&self) -> bool {
+        self.egress || self.queries != QueryMatch::Off
+    }
 }
 
 impl Default for LoadOptions {
@@ -166,6 +189,7 @@ impl Default for LoadOptions {
             block_action: BlockAction::default(),
             monitor: false,
             egress: false,
+            queries: QueryMatch::Off,
         }
     }
 }
@@ -237,6 +261,8 @@ pub fn config_for(ports: &[u16], action: BlockAction) -> Result<Config, LoadErro
             BlockAction::Drop => DOMAIN_ACTION_DROP,
         },
         monitor: 0,
+        match_queries: MATCH_OFF,
+        egress_block: 0,
     };
     for (slot, port) in config.dns_ports.iter_mut().zip(ports) {
         *slot = *port;
@@ -417,7 +443,8 @@ pub fn lock_pin_dir(pin_dir: &Path) -> Result<Option<File>, io::Error> {
 /// Loads and verifies the program and creates (or reuses) the pinned maps. Attaches nothing.
 pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     preflight()?;
-    if opts.egress {
+    let egress = opts.wants_egress();
+    if egress {
         check_egress_kernel(
             KernelVersion::current()
                 .map_err(|e| LoadError::Ebpf(format!("kernel version: {e}")))?,
@@ -425,6 +452,12 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     }
     let mut config = config_for(&opts.dns_ports, opts.block_action)?;
     config.monitor = u32::from(opts.monitor);
+    config.egress_block = u32::from(opts.egress);
+    config.match_queries = match opts.queries {
+        QueryMatch::Off => MATCH_OFF,
+        QueryMatch::Mark => MATCH_MARK,
+        QueryMatch::Drop => MATCH_DROP,
+    };
     prepare_pin_dir(&opts.pin_dir)?;
     let lock = lock_pin_dir(&opts.pin_dir)
         .map_err(|e| LoadError::PinDir {
@@ -451,7 +484,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         .try_into()
         .map_err(|e: aya::programs::ProgramError| LoadError::Ebpf(e.to_string()))?;
     prog.load().map_err(|e| classify_load_error(&e))?;
-    if opts.egress {
+    if egress {
         let prog: &mut SchedClassifier = ebpf
             .program_mut(PROG_EGRESS)
             .ok_or_else(|| {
@@ -463,7 +496,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     }
     info!(
         "loaded {PROG_XDP}{}; maps pinned under {}",
-        if opts.egress {
+        if egress {
             format!(" and {PROG_EGRESS}")
         } else {
             String::new()
@@ -474,7 +507,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         ebpf,
         pin_dir: opts.pin_dir.clone(),
         attachments: Vec::new(),
-        egress: opts.egress,
+        egress,
         fresh_pins,
         _lock: lock,
     })
@@ -505,8 +538,8 @@ impl Loaded {
                     reason: format!("cannot remove the egress link pin: {e}"),
                 })?;
                 info!(
-                    "removed the TC egress program an earlier run attached to {} (this run has \
-                     no --egress)",
+                    "removed the TC egress program an earlier run attached to {} (this run \
+                     neither matches queries nor has --egress)",
                     iface.name
                 );
             }

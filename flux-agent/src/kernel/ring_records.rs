@@ -119,6 +119,11 @@ pub struct Observation {
     /// The kernel matched the name on the domain blocklist: this is what the server answered,
     /// and the client got NXDOMAIN (or nothing).
     pub blocked: bool,
+    /// The first fragment of a fragmented IP datagram (the rest of the message never reaches
+    /// the program).
+    pub fragmented: bool,
+    /// No query that left this host matches it: never scored, never a reason to block.
+    pub unsolicited: bool,
     #[serde(flatten)]
     pub msg: DnsMessage,
 }
@@ -146,6 +151,8 @@ impl Observation {
             cap_len: c.header.cap_len,
             truncated: c.truncated(),
             blocked: c.header.flags & flux_common::EVENT_FLAG_BLOCKED != 0,
+            fragmented: c.header.flags & flux_common::EVENT_FLAG_IP_FRAGMENT != 0,
+            unsolicited: c.header.flags & flux_common::EVENT_FLAG_UNSOLICITED != 0,
             msg,
         })
     }
@@ -185,6 +192,9 @@ impl std::fmt::Display for Observation {
         }
         if self.truncated {
             write!(f, " [truncated {}/{} bytes]", self.cap_len, self.dns_len)?;
+        }
+        if self.unsolicited {
+            write!(f, " [unsolicited: not scored]")?;
         }
         Ok(())
     }

@@ -42,6 +42,8 @@ pub struct RunSummary {
     pub observations: u64,
     pub parse_errors: u64,
     pub bad_records: u64,
+    /// Replies no query that left this host matches: logged as events, never scored.
+    pub unsolicited: u64,
     pub verdicts: u64,
     pub actions: u64,
 }
@@ -317,6 +319,12 @@ impl<W: Write> Pipeline<W> {
         };
         self.summary.observations += 1;
         self.emit(&obs);
+        // A reply nobody here asked for is never evidence: not scored, not a resolver, not a
+        // reason to refresh a block (anyone who can send a datagram from port 53 wrote it).
+        if obs.unsolicited {
+            self.summary.unsolicited += 1;
+            return;
+        }
         let Some(scorer) = self.scorer.as_mut() else {
             return;
         };

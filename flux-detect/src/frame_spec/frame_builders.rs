@@ -103,6 +103,44 @@ fn build(b: etherparse::PacketBuilderStep<etherparse::UdpHeader>, payload: &[u8]
     f
 }
 
+/// UDP over IPv4 from `src:sport` to `dst:dport`.
+pub fn udp4_between(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
+    build(
+        PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
+            .ipv4(src, dst, 64)
+            .udp(sport, dport),
+        payload,
+    )
+}
+
+/// UDP over IPv6 from `src:sport` to `dst:dport`.
+pub fn udp6_between(
+    src: [u8; 16],
+    sport: u16,
+    dst: [u8; 16],
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    build(
+        PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
+            .ipv6(src, dst, 64)
+            .udp(sport, dport),
+        payload,
+    )
+}
+
+/// TCP over IPv4 from `src:sport` to `dst:dport`, PSH+ACK.
+pub fn tcp4_between(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
+        .ipv4(src, dst, 64)
+        .tcp(sport, dport, 1, 65535)
+        .psh()
+        .ack(1);
+    let mut f = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut f, payload).expect("build frame");
+    f
+}
+
 pub fn udp4(sport: u16, payload: &[u8]) -> Vec<u8> {
     build(
         PacketBuilder::ethernet2(SRC_MAC, DST_MAC)

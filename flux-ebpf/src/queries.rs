@@ -1,0 +1,46 @@
+//! Which replies were asked for: the TC egress program records every DNS query that leaves
+//! (`egress.rs`), and XDP looks each reply up here before it is trusted (`main.rs::respond`).
+//!
+//! A reply counts as solicited when a query left from its destination address and port to its
+//! source address and port, over the same transport, with the same transaction id and the same
+//! question name (by hash), less than [`QUERY_WAIT_NS`] ago. A UDP query is answered once: its
+//! entry goes with the first reply that matches, so a second (forged) reply to it is
+//! unsolicited. A TCP connection may carry several answers to one query id (zone transfers),
+//! so its entry stays until it ages out.
+
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::map, maps::LruHashMap};
+use flux_common::{IPPROTO_UDP, MAX_QUERIES, QUERY_WAIT_NS, QueryKey, QuerySeen};
+
+#[map]
+static QUERIES: LruHashMap<QueryKey, QuerySeen> = LruHashMap::pinned(MAX_QUERIES, 0);
+
+/// Remembers a query that is leaving. Failing to (a full map evicts, so only on a helper
+/// error) leaves its reply unsolicited: the safe side.
+#[inline(always)]
+pub fn record(key: &QueryKey, qname_hash: u64) -> bool {
+    let seen = QuerySeen {
+        sent_ns: unsafe { bpf_ktime_get_ns() },
+        qname_hash,
+    };
+    QUERIES.insert(key, seen, 0).is_ok()
+}
+
+/// Whether a reply keyed by `key` (already turned around: the reply's destination is the
+/// query's client) with question hash `qname_hash` answers a recorded query.
+#[inline(always)]
+pub fn solicited(key: &QueryKey, qname_hash: u64) -> bool {
+    if qname_hash == 0 {
+        return false;
+    }
+    let Some(seen) = QUERIES.get_ptr(key) else {
+        return false;
+    };
+    // SAFETY: a map value from a successful lookup, read once.
+    let seen = unsafe { core::ptr::read(seen) };
+    let fresh = unsafe { bpf_ktime_get_ns() }.saturating_sub(seen.sent_ns) < QUERY_WAIT_NS;
+    let ok = fresh && seen.qname_hash == qname_hash;
+    if ok && key.transport == IPPROTO_UDP {
+        let _ = QUERIES.remove(key);
+    }
+    ok
+}
