@@ -18,6 +18,8 @@
 pub mod features;
 pub mod infra;
 pub mod model;
+mod orgs;
+pub mod params;
 pub mod shared;
 mod table;
 
@@ -32,9 +34,12 @@ use smallvec::{SmallVec, smallvec};
 
 use self::{shared::FluxIps, table::KeyTable};
 use crate::{dns::DnsMessage, enrich::Enricher, known_good::Allowlist};
-pub use features::{AddrInfo, Features, KeyState, WINDOWS};
+pub use features::{AddrInfo, Features, KeyState};
 use features::{MALLOC_OVERHEAD, MARK_BLOCK_QUALIFIED, MARK_BLOCKABLE, MARK_HOLZ, MARK_ZEEK};
 pub use model::{Level, Reason};
+use orgs::org_id;
+use params::{ADDR_CACHE, BUSY_RESCORE_SECS, MAX_CHAIN, WATCHED_KEYS};
+pub use params::{MAX_FLUX_IPS, WINDOWS};
 
 pub const ROLE_OWNER: u8 = 1;
 pub const ROLE_DOMAIN: u8 = 2;
@@ -43,15 +48,14 @@ pub const ROLE_ZONE: u8 = 8;
 
 const TYPE_CNAME: u16 = 5;
 const TYPE_NS: u16 = 2;
-/// Longest CNAME chain followed (resolvers give up around 8-16).
-const MAX_CHAIN: usize = 16;
 
 #[derive(Clone, Debug)]
 pub struct ScorerConfig {
-    /// Keys tracked at most; the least recently used is forgotten beyond it.
+    /// Keys tracked at most; the least recently used is forgotten beyond it
+    /// ([`params::MAX_KEYS`]).
     pub max_keys: usize,
     /// A key whose answers do not change is re-scored at most this often (seconds), so windows
-    /// still slide for it.
+    /// still slide for it ([`params::RESCORE_INTERVAL_SECS`]).
     pub rescore_interval: u32,
     /// Record when the Holz and Zeek baselines first flag each key (for evaluation).
     pub track_baselines: bool,
@@ -59,18 +63,18 @@ pub struct ScorerConfig {
     /// (slower, same verdicts; tests check the second part with it).
     pub always_rescore: bool,
     /// Minutes a key's own evidence must hold at the block score before it may be blocked
-    /// (see `model::BLOCK_HOLD_MINUTES`, the default; `--block-hold`).
+    /// (see [`params::BLOCK_HOLD_MINUTES`], the default; `--block-hold`).
     pub block_hold_minutes: u8,
 }
 
 impl Default for ScorerConfig {
     fn default() -> Self {
         Self {
-            max_keys: 1_000_000,
-            rescore_interval: 60,
+            max_keys: params::MAX_KEYS,
+            rescore_interval: params::RESCORE_INTERVAL_SECS,
             track_baselines: false,
             always_rescore: false,
-            block_hold_minutes: model::BLOCK_HOLD_MINUTES,
+            block_hold_minutes: params::BLOCK_HOLD_MINUTES,
         }
     }
 }
@@ -91,7 +95,7 @@ pub struct Verdict {
     /// [`model::own_score`]).
     pub own_score: f64,
     /// The key passes the automatic-block gate (stricter than the report at `flux`, see
-    /// [`model::BLOCK_SCORE`]); `block_gate` says why or why not. A verdict is also emitted
+    /// [`params::BLOCK_SCORE`]); `block_gate` says why or why not. A verdict is also emitted
     /// when this turns on while the level stays `flux`.
     pub block: bool,
     pub block_gate: &'static str,
@@ -167,14 +171,6 @@ pub struct Scorer {
     last_sweep: u32,
 }
 
-/// Keys watched for shared bots at most; the least recently watched is dropped beyond it.
-const WATCHED_KEYS: usize = 1 << 14;
-
-/// Addresses kept in the lookup cache before it is emptied.
-const ADDR_CACHE: usize = 1 << 16;
-/// A busy key whose answer changed is re-scored at most this often (seconds of observation time).
-const MIN_RESCORE: u32 = 30;
-
 /// NS hosts of one zone in a response.
 type Hosts<'a> = SmallVec<[&'a str; 4]>;
 /// One answer's addresses.
@@ -189,8 +185,6 @@ struct Tracked {
     name: Box<str>,
     st: KeyState,
 }
-
-pub use shared::MAX_FLUX_IPS;
 
 impl Scorer {
     pub fn new(cfg: ScorerConfig, enricher: Arc<Enricher>, allowlist: Arc<Allowlist>) -> Self {
@@ -446,7 +440,7 @@ impl Scorer {
         // score, so a donor whose own evidence fades stops donating.
         let was_donor = st.shares_bots;
         st.shares_bots = st.level == Level::Flux
-            && own >= model::DONOR_NEEDS_OWN
+            && own >= params::DONOR_NEEDS_OWN
             && allowlist_match(name, st, now, &self.allowlist).is_none();
         if st.shares_bots && !was_donor {
             let owner = domain_id(name);
@@ -522,10 +516,10 @@ impl Scorer {
                 }
             }
         }
-        // Re-score on a new answer (for busy keys at most every MIN_RESCORE s), and now and then
+        // Re-score on a new answer (for busy keys at most every BUSY_RESCORE_SECS), and now and then
         // regardless so windows slide for keys whose answer never changes.
         if is_new
-            || (changed && (!st.busy() || since >= MIN_RESCORE))
+            || (changed && (!st.busy() || since >= BUSY_RESCORE_SECS))
             || since >= self.cfg.rescore_interval
         {
             push_unique(touched, id);
@@ -739,9 +733,9 @@ fn rescore(
     // Forged answers are judged over the longest window computed: a censor's decoys do not all
     // fall into the last hour, and an operator must keep paying for the excuse all day.
     let forged = nested.windows.iter().flatten().last().is_some_and(|l| {
-        l.answer_size_max == 1
+        l.answer_size_max == params::FORGED_ANSWER_SIZE
             && l.first_party_ips > 0
-            && l.first_party_ips * model::FORGED_SHARE_DIVISOR >= l.distinct_ips
+            && l.first_party_ips * params::FORGED_SHARE_DIVISOR >= l.distinct_ips
     });
     for (i, f) in nested.windows.into_iter().enumerate() {
         let Some(mut f) = f else { break };
@@ -765,8 +759,8 @@ fn rescore(
     let (score, features) = best.unwrap_or_default();
     baselines.holz = model::round3(baselines.holz);
     baselines.zeek = model::round3(baselines.zeek);
-    baselines.holz_flux = baselines.holz > model::BASELINE_THRESHOLD;
-    baselines.zeek_flux = baselines.zeek > model::BASELINE_THRESHOLD;
+    baselines.holz_flux = baselines.holz > params::holz::THRESHOLD;
+    baselines.zeek_flux = baselines.zeek > params::holz::THRESHOLD;
     if let Some(hits) = baseline_hits {
         for (flag, mark, which) in [
             (baselines.holz_flux, MARK_HOLZ, "holz"),
@@ -793,9 +787,9 @@ fn rescore(
     // BLOCK_EXIT.
     let gate = if st.level != Level::Flux {
         Gate::NotFlux
-    } else if was_blockable && own >= model::BLOCK_EXIT {
+    } else if was_blockable && own >= params::BLOCK_EXIT {
         Gate::Held
-    } else if own < model::BLOCK_SCORE {
+    } else if own < params::BLOCK_SCORE {
         Gate::OwnTooLow
     } else if st.marked(MARK_BLOCK_QUALIFIED)
         && new_data
@@ -855,7 +849,7 @@ fn verdict(
         own_score: model::round3(own),
         block: gate == Gate::Held,
         block_gate: gate.explain(),
-        double_flux: model::glue_term(&features) >= 0.5,
+        double_flux: model::glue_term(&features) >= params::rotating_glue::DOUBLE_FLUX,
         allowlisted: allow.is_some(),
         allowlist_match: allow.map(|m| m.to_string()),
         roles: roles(st.roles),
@@ -909,53 +903,6 @@ fn roles(bits: u8) -> Vec<&'static str> {
 /// dot, using the public-suffix list's ICANN and private sections.
 pub fn registered_domain(name: &str) -> Option<&str> {
     psl::domain_str(name)
-}
-
-/// An organisation id from an AS name, so one company's several ASNs count once
-/// (Amazon's 16509 and 14618, Akamai's 20940 and 16625).
-fn org_id(asn: u32, as_name: Option<&str>) -> u32 {
-    let Some(name) = as_name else {
-        return asn | 0x8000_0000;
-    };
-    let lower = name.to_ascii_lowercase();
-    let mut words = lower
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .filter(|w| !w.is_empty());
-    let Some(first) = words.next() else {
-        return asn | 0x8000_0000;
-    };
-    // Names that start with a country or a generic word need the second word too.
-    const GENERIC: &[&str] = &[
-        "china",
-        "the",
-        "national",
-        "state",
-        "university",
-        "pt",
-        "ooo",
-        "llc",
-        "jsc",
-        "pjsc",
-        "ao",
-        "sc",
-        "cv",
-        "tot",
-        "global",
-        "asia",
-        "hong",
-        "new",
-        "united",
-    ];
-    let key = match first {
-        // China Telecom's backbone is named CHINANET.
-        "chinanet" => "china telecom".to_owned(),
-        w if GENERIC.contains(&w) => match words.next() {
-            Some(second) => format!("{w} {second}"),
-            None => w.to_owned(),
-        },
-        w => w.to_owned(),
-    };
-    features::fnv32(key.as_bytes()) & 0x3fff_ffff
 }
 
 /// Identifies a key's registered domain in the shared-bot table.

@@ -47,10 +47,9 @@ fn golden_path() -> PathBuf {
 /// One verdict as a golden line: the verdict's JSON with its timestamp as Unix seconds.
 fn line(v: &Verdict) -> String {
     let mut j = serde_json::to_value(v).expect("a verdict serialises");
-    let secs = v
-        .ts
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let secs =
+        v.ts.duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
     if let Value::Object(m) = &mut j {
         m.remove("ts");
         m.insert("ts_unix".into(), secs.into());

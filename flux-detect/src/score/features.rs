@@ -14,23 +14,10 @@ use smallvec::SmallVec;
 /// The allocator's header per heap allocation (glibc malloc), for memory estimates.
 pub const MALLOC_OVERHEAD: usize = 16;
 
-/// Addresses remembered per key. Beyond this the least recently seen one is forgotten.
-/// Every term of the model saturates well below it (4 networks, 24 prefixes, 8 lone blocks,
-/// fluxiness 8), and 64 changed no verdict of the evaluation while making the worst-case
-/// replay about 15% faster; but the Holz and Zeek baselines read the same state, and at 64
-/// a single-ASN CDN can no longer reach Holz's threshold (it needs 94 addresses), which
-/// would hide the weakness the comparison is meant to show.
-pub const MAX_IPS_PER_KEY: usize = 128;
-/// Distinct answers remembered per key.
-pub const MAX_RRSETS: usize = 32;
-/// NS hosts remembered per zone.
-pub const MAX_NS_HOSTS: usize = 16;
-/// Glue addresses remembered per NS host.
-pub const MAX_GLUE: usize = 32;
-/// The windows features are computed over, in seconds, with their names.
-pub const WINDOWS: [(u32, &str); 2] = [(3600, "1h"), (86_400, "24h")];
-// `KeyState::features_nested` relies on each window holding the one before it.
-const _: () = assert!(WINDOWS[0].0 < WINDOWS[1].0);
+use super::params::{BUSY_CHANGES, FORGED_ANSWER_SIZE, PROVIDER_ZONE_CUSTOMERS, mixed_answers};
+pub use super::params::{
+    MAX_GLUE, MAX_IPS_PER_KEY, MAX_NS_HOSTS, MAX_RRSETS, STABLE_ANSWER_MAX, WINDOWS,
+};
 
 /// What the scorer knows about one address at the time it saw it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -45,9 +32,6 @@ pub struct AddrInfo {
     /// ISO country code, `[0, 0]` when unknown.
     pub country: [u8; 2],
 }
-
-/// Addresses in a stable answer that still marks serving infrastructure.
-pub const STABLE_ANSWER_MAX: usize = 4;
 
 /// [`KeyState::marks`]: the Holz baseline flagged the key (evaluation only).
 pub const MARK_HOLZ: u8 = 1;
@@ -571,12 +555,7 @@ impl KeyState {
 
     /// The key has changed answers often (a busy key).
     pub fn busy(&self) -> bool {
-        usize::from(self.changes) >= MAX_RRSETS
-    }
-
-    /// Every remembered address with when it was last seen.
-    pub fn addresses_seen(&self) -> impl Iterator<Item = (&AddrInfo, u32)> + '_ {
-        self.ips.iter().map(|e| (&e.addr, e.last))
+        self.changes >= BUSY_CHANGES
     }
 
     /// Per window, the addresses that are other flux domains' bots (`own` is this key's domain
@@ -812,9 +791,9 @@ impl Acc {
                 }
             }
             self.answer_networks_max = self.answer_networks_max.max(u32::from(r.networks));
-            if r.size >= 2 {
+            if r.size >= mixed_answers::MULTI_ADDRESS {
                 self.multi += 1;
-                if r.networks >= 2 {
+                if r.networks >= mixed_answers::MIXED_NETWORKS {
                     self.mixed += 1;
                 }
             }
@@ -849,7 +828,7 @@ impl Acc {
             customers: if k.roles & super::ROLE_OWNER != 0 {
                 0
             } else {
-                u32::from((k.customers & 3).min(2))
+                u32::from(k.customers & 3).min(PROVIDER_ZONE_CUSTOMERS)
             },
             queried_directly: k.marked(MARK_QUERIED_DIRECTLY),
             ..Features::default()
@@ -871,7 +850,7 @@ impl Acc {
         }
         // Only read by `model::forged_or_fronted`, which needs one address per answer: the
         // addresses are looked at again only then (most keys never pay for it).
-        if f.answer_size_max == 1 {
+        if f.answer_size_max == FORGED_ANSWER_SIZE {
             f.first_party_ips = k
                 .ips
                 .iter()

@@ -87,7 +87,7 @@ fn rotating_bots_across_networks_become_flux_with_reasons() {
         flux.iter().any(|v| v.domain == "evil-flux.test"),
         "registered domain flagged too"
     );
-    assert!(owner.score >= model::FLUX_ENTER);
+    assert!(owner.score >= params::FLUX_ENTER);
     assert!(!owner.allowlisted);
     assert_eq!(owner.reasons[0].feature, "rotation_across_networks");
     assert!(owner.features.rrsets >= 2);
@@ -857,7 +857,7 @@ fn the_block_gate_is_stricter_than_the_report() {
         "no level change needed"
     );
     assert!(mine[blocked].ts > mine[first].ts);
-    assert!(mine[blocked].own_score >= model::BLOCK_SCORE);
+    assert!(mine[blocked].own_score >= params::BLOCK_SCORE);
 
     // A key flux only with the help of shared bots is reported, never blocked.
     let mut f = Features {
@@ -871,14 +871,14 @@ fn the_block_gate_is_stricter_than_the_report() {
         ..Features::default()
     };
     assert!(
-        model::score(&f) >= model::FLUX_ENTER,
+        model::score(&f) >= params::FLUX_ENTER,
         "{}",
         model::score(&f)
     );
-    assert!(model::own_score(&f) < model::BLOCK_SCORE);
+    assert!(model::own_score(&f) < params::BLOCK_SCORE);
     // And shared bots count nothing for a key that does not rotate on its own.
     f.rrsets = 1;
-    assert!(model::score(&f) < model::SUSPICIOUS_ENTER);
+    assert!(model::score(&f) < params::SUSPICIOUS_ENTER);
 }
 
 /// A set that keeps coming back (caches, a round robin) is not a pool of bots: returns of
@@ -899,12 +899,12 @@ fn answers_that_keep_returning_weigh_less_than_fresh_ones() {
         ..Features::default()
     };
     assert!(
-        model::score(&f(0)) >= model::FLUX_ENTER,
+        model::score(&f(0)) >= params::FLUX_ENTER,
         "{}",
         model::score(&f(0))
     );
     assert!(
-        model::score(&f(16)) < model::FLUX_ENTER,
+        model::score(&f(16)) < params::FLUX_ENTER,
         "{}",
         model::score(&f(16))
     );
