@@ -3,7 +3,7 @@
 //! an ASN; the word lists are in `params.rs`.
 
 use super::{
-    features::fnv32,
+    addr_info::fnv32,
     params::{ORG_ALIASES, ORG_GENERIC_WORDS},
 };
 
