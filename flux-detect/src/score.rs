@@ -306,24 +306,7 @@ impl Scorer {
         }
         let now = secs(ts);
 
-        // The CNAME chain from the question to the address records.
-        // Small vectors on the stack: a response rarely has more than a handful of each, and
-        // heap allocation per response showed in profiles.
-        let mut chain: SmallVec<[&str; 4]> = smallvec![msg.qname.as_str()];
-        for _ in 0..MAX_CHAIN {
-            let Some(cur) = chain.last().copied() else {
-                break;
-            };
-            let next = msg
-                .answers
-                .iter()
-                .find(|r| r.rtype_code == TYPE_CNAME && r.name == cur)
-                .and_then(|r| r.target.as_deref());
-            match next {
-                Some(n) if !chain.contains(&n) => chain.push(n),
-                _ => break,
-            }
-        }
+        let chain = cname_chain(msg);
 
         // Address records grouped by owner.
         let mut groups: SmallVec<[(&str, u32, Addrs); 2]> = SmallVec::new();
@@ -341,20 +324,7 @@ impl Scorer {
             }
         }
 
-        // Delegations: NS hosts per zone, with their glue.
-        let mut zones: SmallVec<[(&str, Hosts); 1]> = SmallVec::new();
-        for r in msg.authority.iter().chain(&msg.answers) {
-            if r.rtype_code != TYPE_NS {
-                continue;
-            }
-            let Some(host) = r.target.as_deref() else {
-                continue;
-            };
-            match zones.iter_mut().find(|z| z.0 == r.name) {
-                Some(z) => z.1.push(host),
-                None => zones.push((r.name.as_str(), smallvec![host])),
-            }
-        }
+        let zones = delegations(msg);
         if groups.is_empty() && zones.is_empty() {
             return;
         }
@@ -581,6 +551,46 @@ impl Scorer {
         }
         a
     }
+}
+
+/// The CNAME chain from the question to the address records (the question alone without one).
+/// Small vectors on the stack: a response rarely has more than a handful of each, and heap
+/// allocation per response showed in profiles.
+fn cname_chain(msg: &DnsMessage) -> SmallVec<[&str; 4]> {
+    let mut chain: SmallVec<[&str; 4]> = smallvec![msg.qname.as_str()];
+    for _ in 0..MAX_CHAIN {
+        let Some(cur) = chain.last().copied() else {
+            break;
+        };
+        let next = msg
+            .answers
+            .iter()
+            .find(|r| r.rtype_code == TYPE_CNAME && r.name == cur)
+            .and_then(|r| r.target.as_deref());
+        match next {
+            Some(n) if !chain.contains(&n) => chain.push(n),
+            _ => break,
+        }
+    }
+    chain
+}
+
+/// Delegations in a response: NS hosts per zone (their glue is read by the caller).
+fn delegations(msg: &DnsMessage) -> SmallVec<[(&str, Hosts<'_>); 1]> {
+    let mut zones: SmallVec<[(&str, Hosts); 1]> = SmallVec::new();
+    for r in msg.authority.iter().chain(&msg.answers) {
+        if r.rtype_code != TYPE_NS {
+            continue;
+        }
+        let Some(host) = r.target.as_deref() else {
+            continue;
+        };
+        match zones.iter_mut().find(|z| z.0 == r.name) {
+            Some(z) => z.1.push(host),
+            None => zones.push((r.name.as_str(), smallvec![host])),
+        }
+    }
+    zones
 }
 
 /// The key's state, created if needed; and whether it was. One hash lookup on a hit. A free
