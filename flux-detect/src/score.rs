@@ -27,7 +27,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 use smallvec::{SmallVec, smallvec};
 
 use self::{shared::FluxIps, table::KeyTable};
@@ -75,13 +75,11 @@ impl Default for ScorerConfig {
     }
 }
 
-/// A change of a key's level, with everything needed to explain it.
+/// A change of a key's level, with everything needed to explain it. On the agent's event bus
+/// it is the `verdict` event (the `"type"` tag is the event's, not this struct's).
 #[derive(Clone, Debug, Serialize)]
 pub struct Verdict {
-    /// Always `"verdict"`.
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub ts: SystemTime,
     pub domain: String,
     pub level: Level,
@@ -121,10 +119,6 @@ pub struct BaselineHit {
     pub ts: SystemTime,
     pub domain: String,
     pub baseline: &'static str,
-}
-
-fn rfc3339<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&humantime::format_rfc3339_seconds(*t))
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -846,7 +840,6 @@ fn verdict(
     features.cname_chain = st.chain().map(str::to_owned).collect();
     let allow = allowlist_match(name, st, now, allowlist);
     Verdict {
-        kind: "verdict",
         ts: from_secs(now),
         domain: name.to_owned(),
         level: st.level,
@@ -981,7 +974,7 @@ impl std::fmt::Display for Verdict {
         write!(
             f,
             "{} VERDICT {} {} -> {} score={:.2}",
-            humantime::format_rfc3339_seconds(self.ts),
+            crate::timestamp::rfc3339(self.ts),
             self.domain,
             self.previous,
             self.level,
