@@ -26,6 +26,9 @@ mod tests {
     fn microseconds_utc() {
         let t = UNIX_EPOCH + Duration::from_nanos(1_691_219_532_123_456_789);
         assert_eq!(rfc3339(t).to_string(), "2023-08-05T07:12:12.123456Z");
-        assert_eq!(rfc3339(UNIX_EPOCH).to_string(), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH).to_string(),
+            "1970-01-01T00:00:00.000000Z"
+        );
     }
 }

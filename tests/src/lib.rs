@@ -16,6 +16,7 @@ use std::{
 use serde_json::Value;
 
 pub mod eval;
+pub mod events_schema;
 pub mod frames;
 
 /// Whether privileged tests can run. In CI (CI set) a missing privilege is a failure, never a

@@ -431,9 +431,21 @@ impl Enforcer {
         for ip in scorer.block_targets(name, SystemTime::now()) {
             let t = Target::Ip(ip);
             if let Some(why) = self.guard.refuse(&ip) {
-                out.push(self.action(ActionKind::Guard, name, Outcome::Refused, Some(&t), why.into()));
+                out.push(self.action(
+                    ActionKind::Guard,
+                    name,
+                    Outcome::Refused,
+                    Some(&t),
+                    why.into(),
+                ));
             } else if self.maps.address_allowed(&ip) {
-                out.push(self.action(ActionKind::Guard, name, Outcome::Refused, Some(&t), "allowlisted".into()));
+                out.push(self.action(
+                    ActionKind::Guard,
+                    name,
+                    Outcome::Refused,
+                    Some(&t),
+                    "allowlisted".into(),
+                ));
             } else {
                 self.apply(name, t, &spec, out);
             }

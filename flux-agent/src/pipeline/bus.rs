@@ -149,7 +149,9 @@ impl<'a> Bus<'a> {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                     q.dropped += 1;
-                    if q.last_warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                    if q.last_warned
+                        .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+                    {
                         q.last_warned = Some(Instant::now());
                         warn!(
                             "events sink '{}' cannot keep up; dropping its events ({} so far)",

@@ -152,7 +152,6 @@ pub struct Observation {
     pub msg: DnsMessage,
 }
 
-
 impl std::fmt::Display for Observation {
     /// One human-readable line: time, where, and what was answered.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -226,7 +225,10 @@ mod tests {
         assert_eq!(v["target_kind"], "ip");
         let e = Event::from(action(ActionKind::Alert, Outcome::RateCapped));
         assert_eq!(e.log_level(), log::Level::Warn);
-        assert!(e.to_string().starts_with("ALERT: 1970-01-01T00:00:00.000000Z alert"));
+        assert!(
+            e.to_string()
+                .starts_with("ALERT: 1970-01-01T00:00:00.000000Z alert")
+        );
     }
 
     #[test]
@@ -235,6 +237,9 @@ mod tests {
         assert!(!k.contains(EventKind::Dns));
         assert!(k.contains(EventKind::Alert));
         assert!(Kinds::of(&EventKind::ALL).contains(EventKind::Dns));
-        assert!(k.union(Kinds::of(&[EventKind::Dns])).contains(EventKind::Dns));
+        assert!(
+            k.union(Kinds::of(&[EventKind::Dns]))
+                .contains(EventKind::Dns)
+        );
     }
 }

@@ -123,8 +123,13 @@ pub async fn run<W: Write + Send + 'static>(
     }
     let mut bus = Bus::new();
     if let Some((w, format)) = sinks.events {
-        bus.subscribe_queued("events", format.kinds(), sinks.queue, EventsWriter::new(w, format))
-            .context("start the events sink")?;
+        bus.subscribe_queued(
+            "events",
+            format.kinds(),
+            sinks.queue,
+            EventsWriter::new(w, format),
+        )
+        .context("start the events sink")?;
     }
     if sinks.log {
         bus.subscribe_queued("log", &LogSink::KINDS, sinks.queue, LogSink)
@@ -153,8 +158,8 @@ pub async fn run<W: Write + Send + 'static>(
     let mut p = Pipeline::new(scorer.as_mut(), enforcer, bus);
     // The control socket is served on its own tasks; complete requests arrive here.
     let (query_tx, mut queries) = tokio::sync::mpsc::channel::<control::Query>(16);
-    let server = control::listen(&loaded.pin_dir)
-        .map(|l| tokio::spawn(control::serve(l, query_tx)));
+    let server =
+        control::listen(&loaded.pin_dir).map(|l| tokio::spawn(control::serve(l, query_tx)));
     let mut last_resync = std::time::Instant::now();
     let mut ticker = tokio::time::interval(std::time::Duration::from_secs(10));
     tokio::pin!(shutdown);
