@@ -21,7 +21,7 @@ use crate::{
     kernel::loader::{self, AttachMode, Hook, LoadError, LoadOptions},
     kernel::ring_records::Capture,
     pipeline::{
-        bus::Bus,
+        bus::{Bus, BusReport},
         clock::MonoClock,
         events::Observation,
         flow::Pipeline,
@@ -121,20 +121,7 @@ pub async fn run<W: Write + Send + 'static>(
     if opts.enforce.as_ref().is_some_and(|e| e.monitor) {
         info!("monitor mode: verdicts and would-be blocks are reported, nothing is enforced");
     }
-    let mut bus = Bus::new();
-    if let Some((w, format)) = sinks.events {
-        bus.subscribe_queued(
-            "events",
-            format.kinds(),
-            sinks.queue,
-            EventsWriter::new(w, format),
-        )
-        .context("start the events sink")?;
-    }
-    if sinks.log {
-        bus.subscribe_queued("log", &LogSink::KINDS, sinks.queue, LogSink)
-            .context("start the log sink")?;
-    }
+    let bus = subscribe(sinks)?;
     let names: Vec<String> = loaded
         .attachments
         .iter()
@@ -198,12 +185,7 @@ pub async fn run<W: Write + Send + 'static>(
     // Sinks get a moment to write what they hold; one that is stuck (a FIFO nobody reads) does
     // not hold up the exit.
     let report = bus.close(SINK_DEADLINE);
-    for (name, n) in report.dropped.iter().filter(|(_, n)| *n > 0) {
-        warn!("events sink '{name}' dropped {n} events: its queue was full");
-    }
-    for name in &report.unfinished {
-        warn!("events sink '{name}' was still writing at exit; what it held is lost");
-    }
+    log_report(&report);
     let mut summary = src.summary;
     summary.observations = counts.observations;
     summary.verdicts = counts.verdicts;
@@ -223,6 +205,30 @@ pub async fn run<W: Write + Send + 'static>(
         pin_dir.display()
     );
     Ok(summary)
+}
+
+/// The bus with the sinks of this run subscribed, each on its own thread.
+fn subscribe<W: Write + Send + 'static>(sinks: Sinks<W>) -> anyhow::Result<Bus<'static>> {
+    let mut bus = Bus::new();
+    if let Some((w, format)) = sinks.events {
+        let sink = EventsWriter::new(w, format);
+        bus.subscribe_queued("events", format.kinds(), sinks.queue, sink)
+            .context("start the events sink")?;
+    }
+    if sinks.log {
+        bus.subscribe_queued("log", &LogSink::KINDS, sinks.queue, LogSink)
+            .context("start the log sink")?;
+    }
+    Ok(bus)
+}
+
+fn log_report(report: &BusReport) {
+    for (name, n) in report.dropped.iter().filter(|(_, n)| *n > 0) {
+        warn!("events sink '{name}' dropped {n} events: its queue was full");
+    }
+    for name in &report.unfinished {
+        warn!("events sink '{name}' was still writing at exit; what it held is lost");
+    }
 }
 
 /// How long the sinks get at exit to write what they hold.
