@@ -10,12 +10,12 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
+use flux_common::{TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_NS, TYPE_OPT};
 use hickory_proto::{
     op::Header,
     rr::{Name, RecordType},
     serialize::binary::{BinDecodable, BinDecoder},
 };
-use flux_common::{TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_NS, TYPE_OPT};
 use serde::Serialize;
 
 /// The transport a DNS message came over.

@@ -33,7 +33,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 use smallvec::{SmallVec, smallvec};
 
 use self::{shared::FluxIps, table::KeyTable};
@@ -83,13 +83,11 @@ impl Default for ScorerConfig {
     }
 }
 
-/// A change of a key's level, with everything needed to explain it.
+/// A change of a key's level, with everything needed to explain it. On the agent's event bus
+/// it is the `verdict` event (the `"type"` tag is the event's, not this struct's).
 #[derive(Clone, Debug, Serialize)]
 pub struct Verdict {
-    /// Always `"verdict"`.
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub ts: SystemTime,
     pub domain: String,
     pub level: Level,
@@ -140,10 +138,6 @@ pub struct Rescore<'a> {
 /// re-score rules so that it sees exactly the scores the scorer makes; unset, it costs one
 /// branch per re-score.
 pub type RescoreTap = Box<dyn FnMut(&Rescore<'_>) + Send>;
-
-fn rfc3339<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&humantime::format_rfc3339_seconds(*t))
-}
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ScorerStats {
@@ -682,7 +676,7 @@ impl std::fmt::Display for Verdict {
         write!(
             f,
             "{} VERDICT {} {} -> {} score={:.2}",
-            humantime::format_rfc3339_seconds(self.ts),
+            crate::timestamp::rfc3339(self.ts),
             self.domain,
             self.previous,
             self.level,

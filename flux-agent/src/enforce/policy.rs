@@ -4,7 +4,8 @@
 //! cap on new blocks per minute, monitor mode, the expiry refresh while a name keeps fluxing,
 //! and the sweep of expired entries.
 //!
-//! Every decision becomes an [`Action`], written to the event sink beside the verdicts.
+//! Every decision becomes an [`Action`], published on the event bus beside the verdicts as a
+//! `block`, `guard` or `alert` event; the log sink prints it (the enforcer logs none itself).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -16,7 +17,7 @@ use std::{
 
 use flux_common::SOURCE_SCORER;
 use log::{info, warn};
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
 use crate::enforce::maps::{Added, BlocklistError, Maps, Spec, Target, normalize_domain};
 use flux_detect::score::{Level, Scorer, Verdict};
@@ -44,28 +45,95 @@ impl Default for EnforceOptions {
     }
 }
 
-/// What the enforcer did, or would have done, about one target.
+/// Which event an [`Action`] is on the bus (`crate::pipeline::events::Event`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActionKind {
+    /// A block written, renewed, capped, failed, or (monitor mode) only reported.
+    Block,
+    /// A block refused: the target is allowlisted or must never be blocked.
+    Guard,
+    /// Something an operator must look at (the rate cap was reached).
+    Alert,
+}
+
+/// What happened to the target.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Blocked,
+    Refreshed,
+    WouldBlock,
+    Refused,
+    RateCapped,
+    Failed,
+}
+
+/// What is blocked: the kinds of [`Target`].
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetKind {
+    Domain,
+    Ip,
+    Cidr,
+}
+
+impl TargetKind {
+    pub fn of(t: &Target) -> Self {
+        match t {
+            Target::Ip(_) => Self::Ip,
+            Target::Cidr(..) => Self::Cidr,
+            Target::Domain(_) => Self::Domain,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Domain => "domain",
+            Self::Ip => "ip",
+            Self::Cidr => "cidr",
+        }
+    }
+}
+
+/// What the enforcer did, or would have done, about one target: a `block`, `guard` or `alert`
+/// event (the `"type"` tag is the event's, from [`Action::kind`]).
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Action {
-    /// `"block"`, `"guard"` or `"alert"`.
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(skip)]
+    pub kind: ActionKind,
+    #[serde(serialize_with = "flux_detect::timestamp::serialize")]
     pub ts: SystemTime,
     /// The flux key this is about.
     pub domain: String,
-    /// `"blocked"`, `"refreshed"`, `"would_block"`, `"refused"`, `"rate_capped"`, `"failed"`.
-    pub action: &'static str,
-    /// `"domain"` or `"ip"`.
-    #[serde(skip_serializing_if = "str::is_empty")]
-    pub target_kind: &'static str,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub target: String,
+    pub action: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_kind: Option<TargetKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
     pub reason: String,
 }
 
-fn rfc3339<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&humantime::format_rfc3339_seconds(*t))
+impl ActionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Block => "block",
+            Self::Guard => "guard",
+            Self::Alert => "alert",
+        }
+    }
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Blocked => "blocked",
+            Self::Refreshed => "refreshed",
+            Self::WouldBlock => "would_block",
+            Self::Refused => "refused",
+            Self::RateCapped => "rate_capped",
+            Self::Failed => "failed",
+        }
+    }
 }
 
 impl fmt::Display for Action {
@@ -73,11 +141,11 @@ impl fmt::Display for Action {
         write!(
             f,
             "{} {:<6} {:<12} {} {} ({}): {}",
-            humantime::format_rfc3339_seconds(self.ts),
-            self.kind,
-            self.action,
-            self.target_kind,
-            self.target,
+            flux_detect::timestamp::rfc3339(self.ts),
+            self.kind.as_str(),
+            self.action.as_str(),
+            self.target_kind.map(TargetKind::as_str).unwrap_or(""),
+            self.target.as_deref().unwrap_or(""),
             self.domain,
             self.reason
         )
@@ -286,9 +354,9 @@ impl Enforcer {
 
     fn action(
         &self,
-        kind: &'static str,
+        kind: ActionKind,
         domain: &str,
-        action: &'static str,
+        action: Outcome,
         target: Option<&Target>,
         reason: String,
     ) -> Action {
@@ -297,8 +365,8 @@ impl Enforcer {
             ts: SystemTime::now(),
             domain: domain.to_owned(),
             action,
-            target_kind: target.map(Target::kind).unwrap_or(""),
-            target: target.map(ToString::to_string).unwrap_or_default(),
+            target_kind: target.map(TargetKind::of),
+            target: target.map(ToString::to_string),
             reason,
         }
     }
@@ -313,9 +381,9 @@ impl Enforcer {
         }
         if v.allowlisted {
             out.push(self.action(
-                "guard",
+                ActionKind::Guard,
                 &v.domain,
-                "refused",
+                Outcome::Refused,
                 None,
                 format!(
                     "allowlisted ({})",
@@ -345,17 +413,17 @@ impl Enforcer {
         };
         match normalize_domain(name) {
             Ok(d) if self.maps.domain_allowed(&d) => out.push(self.action(
-                "guard",
+                ActionKind::Guard,
                 name,
-                "refused",
+                Outcome::Refused,
                 Some(&Target::Domain(d)),
                 "allowlisted".into(),
             )),
             Ok(d) => self.apply(name, Target::Domain(d), &spec, out),
             Err(why) => out.push(self.action(
-                "guard",
+                ActionKind::Guard,
                 name,
-                "refused",
+                Outcome::Refused,
                 None,
                 format!("name not blockable: {why}"),
             )),
@@ -363,9 +431,21 @@ impl Enforcer {
         for ip in scorer.block_targets(name, SystemTime::now()) {
             let t = Target::Ip(ip);
             if let Some(why) = self.guard.refuse(&ip) {
-                out.push(self.action("guard", name, "refused", Some(&t), why.into()));
+                out.push(self.action(
+                    ActionKind::Guard,
+                    name,
+                    Outcome::Refused,
+                    Some(&t),
+                    why.into(),
+                ));
             } else if self.maps.address_allowed(&ip) {
-                out.push(self.action("guard", name, "refused", Some(&t), "allowlisted".into()));
+                out.push(self.action(
+                    ActionKind::Guard,
+                    name,
+                    Outcome::Refused,
+                    Some(&t),
+                    "allowlisted".into(),
+                ));
             } else {
                 self.apply(name, t, &spec, out);
             }
@@ -378,14 +458,20 @@ impl Enforcer {
         let previous = match self.maps.get(&t) {
             Ok(p) => p,
             Err(e) => {
-                warn!("could not read the block on {t} ({key}): {e}");
-                out.push(self.action("block", key, "failed", Some(&t), e.to_string()));
+                let why = e.to_string();
+                out.push(self.action(ActionKind::Block, key, Outcome::Failed, Some(&t), why));
                 return;
             }
         };
         let existing = previous.is_some();
         if self.opts.monitor {
-            out.push(self.action("block", key, "would_block", Some(&t), spec.reason.clone()));
+            out.push(self.action(
+                ActionKind::Block,
+                key,
+                Outcome::WouldBlock,
+                Some(&t),
+                spec.reason.clone(),
+            ));
             return;
         }
         if !existing {
@@ -402,27 +488,32 @@ impl Enforcer {
                          (raise --max-blocks-per-minute if this is expected)",
                         self.opts.max_per_minute
                     );
-                    warn!("ALERT: {msg}");
-                    out.push(self.action("alert", key, "rate_capped", None, msg));
+                    out.push(self.action(ActionKind::Alert, key, Outcome::RateCapped, None, msg));
                 }
-                out.push(self.action("block", key, "rate_capped", Some(&t), spec.reason.clone()));
+                out.push(self.action(
+                    ActionKind::Block,
+                    key,
+                    Outcome::RateCapped,
+                    Some(&t),
+                    spec.reason.clone(),
+                ));
                 return;
             }
             self.new_in_window += 1;
         }
         match self.maps.write(&t, spec, previous) {
             Ok(added) => {
+                // The log line is the log sink's, from this action (printed once).
                 let what = if added == Added::New {
-                    "blocked"
+                    Outcome::Blocked
                 } else {
-                    "refreshed"
+                    Outcome::Refreshed
                 };
-                info!("{what} {} {t} ({key})", t.kind());
-                out.push(self.action("block", key, what, Some(&t), spec.reason.clone()));
+                out.push(self.action(ActionKind::Block, key, what, Some(&t), spec.reason.clone()));
             }
             Err(e) => {
-                warn!("could not block {t} ({key}): {e}");
-                out.push(self.action("block", key, "failed", Some(&t), e.to_string()));
+                let why = e.to_string();
+                out.push(self.action(ActionKind::Block, key, Outcome::Failed, Some(&t), why));
             }
         }
     }

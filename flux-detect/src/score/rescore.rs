@@ -244,7 +244,6 @@ pub(super) fn verdict(
     features.cname_chain = st.chain().map(str::to_owned).collect();
     let allow = allowlist_match(name, st, now, allowlist);
     Verdict {
-        kind: "verdict",
         ts: from_secs(now),
         domain: name.to_owned(),
         level: st.level,
