@@ -20,7 +20,6 @@
 //! wins. IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) are looked up as IPv4.
 
 use std::{
-    borrow::Cow,
     collections::HashMap,
     fmt,
     io::Read as _,
@@ -648,38 +647,65 @@ impl Builder {
             line,
             reason,
         };
+        // The first data line decides: tab-separated (iptoasn, no quoting) or RFC 4180 CSV.
+        let tsv = bytes
+            .split(|&b| b == b'\n')
+            .find(|l| !matches!(l.first(), None | Some(b'\r' | b'#')))
+            .is_some_and(|l| l.contains(&b'\t'));
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .comment(Some(b'#'))
+            .delimiter(if tsv { b'\t' } else { b',' })
+            .quoting(!tsv)
+            .from_reader(bytes);
         let mut kind = None;
-        let mut fields: Vec<Cow<'_, str>> = Vec::with_capacity(5);
+        let mut record = csv::ByteRecord::new();
         let mut num_rows: Vec<NumRow> = Vec::new();
-        for (i, raw_line) in bytes.split(|&b| b == b'\n').enumerate() {
-            let lineno = i + 1;
-            let raw_line = raw_line.strip_suffix(b"\r").unwrap_or(raw_line);
-            if raw_line.is_empty() || raw_line[0] == b'#' {
-                continue;
+        let (mut counted, mut line_count) = (0, 0);
+        loop {
+            // With `flexible` and byte records, reading cannot fail but on I/O, and a slice
+            // does no I/O; the error still names where it happened.
+            let more = reader.read_byte_record(&mut record).map_err(|e| {
+                let line = e.position().map_or(0, |p| p.line() as usize);
+                format_err(line, e.to_string())
+            })?;
+            if !more {
+                break;
             }
-            let Ok(line) = std::str::from_utf8(raw_line) else {
-                if kind.is_none() {
-                    return Err(EnrichError::UnknownFormat {
-                        path: path.to_owned(),
-                        reason: "neither text, gzip nor a MaxMind DB".into(),
-                    });
+            // Line numbers from byte offsets: the csv crate's own count leaves out blank lines,
+            // and its record position is where the previous record ended.
+            let at = record_start(bytes, record.position().map_or(0, |p| p.byte() as usize));
+            line_count += bytes[counted..at.max(counted)]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            counted = counted.max(at);
+            let lineno = line_count + 1;
+            let mut fields: Vec<&str> = Vec::with_capacity(5);
+            for field in &record {
+                match std::str::from_utf8(field) {
+                    Ok(f) => fields.push(f),
+                    Err(_) if kind.is_none() => {
+                        return Err(EnrichError::UnknownFormat {
+                            path: path.to_owned(),
+                            reason: "neither text, gzip nor a MaxMind DB".into(),
+                        });
+                    }
+                    Err(_) => return Err(format_err(lineno, "not valid UTF-8".into())),
                 }
-                return Err(format_err(lineno, "not valid UTF-8".into()));
-            };
-            fields.clear();
-            let tsv = match kind {
-                Some(k) => k == TextKind::Iptoasn,
-                None => line.contains('\t'),
-            };
-            if tsv {
-                fields.extend(line.split('\t').map(Cow::Borrowed));
-            } else {
-                split_csv(line, &mut fields).map_err(|e| format_err(lineno, e.into()))?;
+            }
+            // The csv crate lets a quoted field run on over line ends; no database field does.
+            if fields.iter().any(|f| f.contains(['\n', '\r'])) {
+                return Err(format_err(lineno, "unterminated quoted field".into()));
             }
             let kind = match kind {
                 Some(k) => k,
                 None => {
-                    let k = detect_text(line, tsv, &fields).map_err(|reason| {
+                    let rest = bytes.get(at..).unwrap_or_default();
+                    let line = rest.split(|&b| b == b'\n').next().unwrap_or_default();
+                    let line = String::from_utf8_lossy(line);
+                    let k = detect_text(&line, tsv, &fields).map_err(|reason| {
                         EnrichError::UnknownFormat {
                             path: path.to_owned(),
                             reason,
@@ -869,6 +895,22 @@ impl TextKind {
     }
 }
 
+/// The first byte of the record the csv crate read from `at` on: after the blank lines and
+/// comment lines it skipped.
+fn record_start(bytes: &[u8], mut at: usize) -> usize {
+    while let Some(&b) = bytes.get(at) {
+        match b {
+            b'\n' | b'\r' => at += 1,
+            b'#' => match bytes[at..].iter().position(|&b| b == b'\n') {
+                Some(n) => at += n + 1,
+                None => return bytes.len(),
+            },
+            _ => break,
+        }
+    }
+    at.min(bytes.len())
+}
+
 fn is_mmdb(bytes: &[u8]) -> bool {
     // The metadata section sits in the last 128 KiB.
     let tail = &bytes[bytes.len().saturating_sub(128 * 1024)..];
@@ -876,7 +918,7 @@ fn is_mmdb(bytes: &[u8]) -> bool {
 }
 
 /// The format, from the first data line.
-fn detect_text(line: &str, tsv: bool, fields: &[Cow<'_, str>]) -> Result<TextKind, String> {
+fn detect_text(line: &str, tsv: bool, fields: &[&str]) -> Result<TextKind, String> {
     let shown: String = line.chars().take(80).collect();
     let kind = match (tsv, fields.len()) {
         (true, 5) => TextKind::Iptoasn,
@@ -888,7 +930,7 @@ fn detect_text(line: &str, tsv: bool, fields: &[Cow<'_, str>]) -> Result<TextKin
             ));
         }
     };
-    if parse_addr(&fields[0]).is_none() {
+    if parse_addr(fields[0]).is_none() {
         return Err(format!(
             "first line `{shown}` does not start with an address"
         ));
@@ -905,59 +947,6 @@ fn check_role(kind: TextKind, role: Role) -> Result<(), &'static str> {
             "an ASN CSV (start,end,asn,org) given as a country database; give it as an ASN database",
         ),
         _ => Ok(()),
-    }
-}
-
-/// Splits one CSV line (RFC 4180 quoting: `"a, b"`, `""` for a quote inside quotes).
-fn split_csv<'a>(line: &'a str, out: &mut Vec<Cow<'a, str>>) -> Result<(), &'static str> {
-    if !line.contains('"') {
-        out.extend(line.split(',').map(Cow::Borrowed));
-        return Ok(());
-    }
-    let mut rest = line;
-    loop {
-        if let Some(quoted) = rest.strip_prefix('"') {
-            let mut value = String::new();
-            let mut chars = quoted.char_indices();
-            let after = loop {
-                match chars.next() {
-                    None => return Err("unterminated quoted field"),
-                    Some((i, '"')) => {
-                        if quoted[i + 1..].starts_with('"') {
-                            value.push('"');
-                            chars.next();
-                        } else {
-                            break &quoted[i + 1..];
-                        }
-                    }
-                    Some((_, c)) => value.push(c),
-                }
-            };
-            out.push(Cow::Owned(value));
-            match after.strip_prefix(',') {
-                Some(next) => rest = next,
-                None if after.is_empty() => return Ok(()),
-                None => return Err("text after a closing quote"),
-            }
-        } else {
-            match rest.find(',') {
-                Some(i) => {
-                    let field = &rest[..i];
-                    if field.contains('"') {
-                        return Err("quote inside an unquoted field");
-                    }
-                    out.push(Cow::Borrowed(field));
-                    rest = &rest[i + 1..];
-                }
-                None => {
-                    if rest.contains('"') {
-                        return Err("quote inside an unquoted field");
-                    }
-                    out.push(Cow::Borrowed(rest));
-                    return Ok(());
-                }
-            }
-        }
     }
 }
 
@@ -1343,6 +1332,11 @@ mod tests {
             ),
             ("1.0.0.0,1.0.0.255,AU\n1.0.1.0,1.0.1.255\n", 2, "2 fields"),
             (
+                "# comment\n\r\n1.0.0.0,1.0.0.255,AU\n# c,d\n\n1.0.1.0,1.0.1.255,AUS\n",
+                6,
+                "bad country code",
+            ),
+            (
                 "1.0.0.0,1.0.0.255,AU\n1.0.1.0,2001::,AU\n",
                 2,
                 "different address forms",
@@ -1667,17 +1661,7 @@ mod tests {
     }
 
     #[test]
-    fn csv_splitting() {
-        let split = |s: &str| {
-            let mut v = Vec::new();
-            split_csv(s, &mut v).map(|()| v.into_iter().map(|c| c.into_owned()).collect::<Vec<_>>())
-        };
-        assert_eq!(split("a,b,,d").unwrap(), ["a", "b", "", "d"]);
-        assert_eq!(split("a,\"b, c\",\"\"").unwrap(), ["a", "b, c", ""]);
-        assert_eq!(split("\"x \"\"y\"\"\",z").unwrap(), ["x \"y\"", "z"]);
-        assert!(split("a,\"b").is_err());
-        assert!(split("a,\"b\"c").is_err());
-        assert!(split("a,b\"c").is_err());
+    fn thousands_separators() {
         assert_eq!(thousands(515_158), "515,158");
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(1_000_000), "1,000,000");
