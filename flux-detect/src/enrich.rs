@@ -19,6 +19,7 @@
 //! and of those the shortest; on an exact tie the file given first (then the earlier line)
 //! wins. IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) are looked up as IPv4.
 
+use ipnet::IpNet;
 use std::{
     collections::HashMap,
     fmt,
@@ -991,25 +992,19 @@ fn to_range(start: Addr1, end: Addr1) -> Result<Range, String> {
     }
 }
 
+/// The range of a MaxMind DB network; IPv4-mapped IPv6 networks (`::ffff:0:0/96` and inside)
+/// become IPv4. A prefix beyond the family's length (a corrupt database) is taken as a host.
 fn cidr_range(ip: IpAddr, prefix: u8) -> Range {
-    match ip {
-        IpAddr::V4(a) => {
-            let host = u32::MAX.checked_shr(u32::from(prefix)).unwrap_or(0);
-            let s = u32::from(a) & !host;
-            Range::V4(s, s | host)
-        }
-        IpAddr::V6(a) => {
-            let host = u128::MAX.checked_shr(u32::from(prefix)).unwrap_or(0);
-            let s = u128::from(a) & !host;
-            match a.to_ipv4_mapped() {
-                Some(_) if prefix >= 96 => {
-                    let host = host as u32;
-                    let s = s as u32;
-                    Range::V4(s, s | host)
-                }
-                _ => Range::V6(s, s | host),
+    let net = IpNet::new(ip, prefix).unwrap_or_else(|_| IpNet::from(ip));
+    match net {
+        IpNet::V4(n) => Range::V4(n.network().into(), n.broadcast().into()),
+        IpNet::V6(n) => match n.network().to_ipv4_mapped() {
+            Some(start) if n.prefix_len() >= 96 => {
+                let end = n.broadcast().to_ipv4_mapped().unwrap_or(start);
+                Range::V4(start.into(), end.into())
             }
-        }
+            _ => Range::V6(n.network().into(), n.broadcast().into()),
+        },
     }
 }
 
