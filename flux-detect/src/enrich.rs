@@ -663,7 +663,6 @@ impl Builder {
         let mut kind = None;
         let mut record = csv::ByteRecord::new();
         let mut num_rows: Vec<NumRow> = Vec::new();
-        let (mut counted, mut line_count) = (0, 0);
         loop {
             // With `flexible` and byte records, reading cannot fail but on I/O, and a slice
             // does no I/O; the error still names where it happened.
@@ -674,15 +673,9 @@ impl Builder {
             if !more {
                 break;
             }
-            // Line numbers from byte offsets: the csv crate's own count leaves out blank lines,
-            // and its record position is where the previous record ended.
-            let at = record_start(bytes, record.position().map_or(0, |p| p.byte() as usize));
-            line_count += bytes[counted..at.max(counted)]
-                .iter()
-                .filter(|&&b| b == b'\n')
-                .count();
-            counted = counted.max(at);
-            let lineno = line_count + 1;
+            // Where the record starts, for error messages (the line is counted only then).
+            let at = record.position().map_or(0, |p| p.byte() as usize);
+            let lineno = || line_of(bytes, at);
             let mut fields: Vec<&str> = Vec::with_capacity(5);
             for field in &record {
                 match std::str::from_utf8(field) {
@@ -693,17 +686,17 @@ impl Builder {
                             reason: "neither text, gzip nor a MaxMind DB".into(),
                         });
                     }
-                    Err(_) => return Err(format_err(lineno, "not valid UTF-8".into())),
+                    Err(_) => return Err(format_err(lineno(), "not valid UTF-8".into())),
                 }
             }
             // The csv crate lets a quoted field run on over line ends; no database field does.
-            if fields.iter().any(|f| f.contains(['\n', '\r'])) {
-                return Err(format_err(lineno, "unterminated quoted field".into()));
+            if record.as_slice().contains(&b'\n') {
+                return Err(format_err(lineno(), "unterminated quoted field".into()));
             }
             let kind = match kind {
                 Some(k) => k,
                 None => {
-                    let rest = bytes.get(at..).unwrap_or_default();
+                    let rest = bytes.get(record_start(bytes, at)..).unwrap_or_default();
                     let line = rest.split(|&b| b == b'\n').next().unwrap_or_default();
                     let line = String::from_utf8_lossy(line);
                     let k = detect_text(&line, tsv, &fields).map_err(|reason| {
@@ -726,7 +719,7 @@ impl Builder {
             };
             if fields.len() != expected {
                 return Err(format_err(
-                    lineno,
+                    lineno(),
                     format!(
                         "{} fields where this {} file has {expected}",
                         fields.len(),
@@ -735,11 +728,11 @@ impl Builder {
                 ));
             }
             let (start, end) =
-                parse_range(&fields[0], &fields[1]).map_err(|e| format_err(lineno, e))?;
+                parse_range(&fields[0], &fields[1]).map_err(|e| format_err(lineno(), e))?;
             let (asn, country) = match kind {
                 TextKind::Iptoasn => {
-                    let asn = parse_asn(&fields[2]).map_err(|e| format_err(lineno, e))?;
-                    let country = parse_country(&fields[3]).map_err(|e| format_err(lineno, e))?;
+                    let asn = parse_asn(&fields[2]).map_err(|e| format_err(lineno(), e))?;
+                    let country = parse_country(&fields[3]).map_err(|e| format_err(lineno(), e))?;
                     let asn = (asn != 0 && role == Role::Asn).then(|| AsnVal {
                         asn,
                         name: self.intern(fields[4].trim()),
@@ -747,7 +740,7 @@ impl Builder {
                     (asn, country)
                 }
                 TextKind::AsnCsv => {
-                    let asn = parse_asn(&fields[2]).map_err(|e| format_err(lineno, e))?;
+                    let asn = parse_asn(&fields[2]).map_err(|e| format_err(lineno(), e))?;
                     let asn = (asn != 0).then(|| AsnVal {
                         asn,
                         name: self.intern(fields[3].trim()),
@@ -755,7 +748,7 @@ impl Builder {
                     (asn, None)
                 }
                 TextKind::CountryCsv => {
-                    let country = parse_country(&fields[2]).map_err(|e| format_err(lineno, e))?;
+                    let country = parse_country(&fields[2]).map_err(|e| format_err(lineno(), e))?;
                     (None, country)
                 }
             };
@@ -767,7 +760,7 @@ impl Builder {
                     country,
                 }),
                 (start, end) => {
-                    let range = to_range(start, end).map_err(|e| format_err(lineno, e))?;
+                    let range = to_range(start, end).map_err(|e| format_err(lineno(), e))?;
                     self.add(role, range, asn, country);
                 }
             }
@@ -894,6 +887,14 @@ impl TextKind {
             TextKind::CountryCsv => "country CSV",
         }
     }
+}
+
+/// The 1-based line of the record the csv crate read from byte `at` on. Counted here because
+/// the csv crate's own count leaves out blank lines, and its record position is where the
+/// previous record ended.
+fn line_of(bytes: &[u8], at: usize) -> usize {
+    let start = record_start(bytes, at);
+    bytes[..start].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
 /// The first byte of the record the csv crate read from `at` on: after the blank lines and
