@@ -49,10 +49,10 @@ fn xdp_prog_id(block: &[LinkXdp]) -> Option<u32> {
             LinkXdp::ProgId(id)
             | LinkXdp::DrvProgId(id)
             | LinkXdp::SkbProgId(id)
-            | LinkXdp::HwProgId(id) => {
-                if *id != 0 && any_id.is_none() {
-                    any_id = Some(*id);
-                }
+            | LinkXdp::HwProgId(id)
+                if *id != 0 && any_id.is_none() =>
+            {
+                any_id = Some(*id);
             }
             _ => {}
         }
