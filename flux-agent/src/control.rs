@@ -3,6 +3,14 @@
 //! One request per connection: a JSON line in, a JSON line out. The socket sits in
 //! `/run/flux-agent/`, named after the pin folder, so agents on different pin folders do not
 //! collide; only root can reach it (the folder is 0700).
+//!
+//! Served off the capture path: [`serve`] accepts on its own task and gives every connection
+//! its own task, which reads the request (with a timeout), sends it to the pipeline as a
+//! [`Query`] over a channel, and writes the answer that comes back on the query's oneshot. The
+//! capture loop only answers queries that are complete, from memory; a slow or silent client
+//! holds up nobody but itself.
+//!
+//! May touch: its socket, and the scorer's state through the pipeline's answer.
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
@@ -11,9 +19,16 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use log::warn;
 use serde::{Deserialize, Serialize};
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _},
+    net::{UnixListener, UnixStream as TokioStream},
+    sync::{mpsc, oneshot},
+};
 
-use flux_detect::score::{Scorer, Verdict, registered_domain};
+use crate::pipeline::events::Event;
+use flux_detect::score::{Scorer, registered_domain};
 
 /// Where the control sockets live.
 pub const CONTROL_DIR: &str = "/run/flux-agent";
@@ -32,6 +47,104 @@ pub struct Request {
     pub explain: String,
 }
 
+/// What the agent sends back: an explanation, or why there is none.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Reply {
+    Explanation(Explanation),
+    Error { error: String },
+}
+
+impl Reply {
+    pub fn error(why: impl Into<String>) -> Self {
+        Reply::Error { error: why.into() }
+    }
+}
+
+/// A request on its way to the pipeline, with where its answer goes.
+#[derive(Debug)]
+pub struct Query {
+    pub request: Request,
+    pub reply: oneshot::Sender<Reply>,
+}
+
+/// How long a client has to send its request line, and to take the answer.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a connection waits for the pipeline to answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest request line read.
+const MAX_REQUEST: u64 = 4096;
+
+/// Binds the control socket; the agent runs without one (with a warning) if that fails.
+pub fn listen(pin_dir: &Path) -> Option<UnixListener> {
+    let path = socket_path(pin_dir);
+    let bind = || -> std::io::Result<UnixListener> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(CONTROL_DIR)?;
+        // The pin-folder lock is held, so a socket left here is a crashed run's.
+        let _ = std::fs::remove_file(&path);
+        UnixListener::bind(&path)
+    };
+    match bind() {
+        Ok(l) => Some(l),
+        Err(e) => {
+            warn!(
+                "no control socket at {} ({e}); `flux-agent explain` will not reach this agent",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// Accepts connections until the task is dropped; each is served on its own task, and its
+/// request is sent to `queries`.
+pub async fn serve(listener: UnixListener, queries: mpsc::Sender<Query>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(connection(stream, queries.clone()));
+            }
+            Err(e) => {
+                warn!("control socket: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// One client: a request line in (within [`CLIENT_TIMEOUT`]), the pipeline's answer out.
+async fn connection(stream: TokioStream, queries: mpsc::Sender<Query>) {
+    let (r, mut w) = stream.into_split();
+    let mut line = String::new();
+    let read = tokio::time::timeout(
+        CLIENT_TIMEOUT,
+        tokio::io::BufReader::new(r.take(MAX_REQUEST)).read_line(&mut line),
+    )
+    .await;
+    if !matches!(read, Ok(Ok(n)) if n > 0) {
+        return;
+    }
+    let reply = match serde_json::from_str::<Request>(&line) {
+        Ok(request) => {
+            let (tx, rx) = oneshot::channel();
+            let asked = queries.send(Query { request, reply: tx }).await;
+            match (asked, tokio::time::timeout(ANSWER_TIMEOUT, rx).await) {
+                (Ok(()), Ok(Ok(reply))) => reply,
+                _ => Reply::error("the agent did not answer"),
+            }
+        }
+        Err(e) => Reply::error(e.to_string()),
+    };
+    if let Ok(mut text) = serde_json::to_string(&reply) {
+        text.push('\n');
+        let _ = tokio::time::timeout(CLIENT_TIMEOUT, w.write_all(text.as_bytes())).await;
+    }
+}
+
 /// The answer to `explain`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Explanation {
@@ -39,7 +152,7 @@ pub struct Explanation {
     pub name: String,
     /// The key that was found: the name itself, or its registered domain.
     pub key: Option<String>,
-    /// The verdict as it stands now (re-scored at the time of asking).
+    /// The verdict as it stands now (re-scored at the time of asking), as its `verdict` event.
     pub verdict: Option<serde_json::Value>,
 }
 
@@ -58,7 +171,7 @@ pub fn answer(scorer: &mut Scorer, req: &Request) -> Explanation {
             return Explanation {
                 name,
                 key: Some(key),
-                verdict: serde_json::to_value::<&Verdict>(&v).ok(),
+                verdict: serde_json::to_value(Event::Verdict(v)).ok(),
             };
         }
     }

@@ -1,5 +1,5 @@
 //! The kernel boundary: loading the eBPF object, the pin folder, attaching XDP and who owns the
-//! hook, the ring-buffer records, the per-CPU counters, interfaces.
+//! hook, the ring-buffer records, the per-CPU counters, interfaces and routes (`netlink_route`).
 //!
 //! May touch: bpffs, netlink, the BPF syscalls (through aya). Holds no policy: what to block is
 //! decided in `flux_detect::score` and `crate::enforce`.
@@ -7,6 +7,7 @@
 pub mod counters;
 pub mod interfaces;
 pub mod loader;
+pub mod netlink_route;
 pub mod pins;
 pub mod ring_records;
 pub mod xdp_owner;

@@ -1,12 +1,24 @@
-//! The pipeline: a source of DNS responses (live ring buffer or capture files), the clock that
-//! stamps them, the scorer, and the sinks that receive what comes out.
+//! The pipeline: a source of DNS responses (the live ring buffer, or capture files), the clock
+//! that stamps them, the one pipeline both feed (scorer, enforcer), and the event bus whose
+//! subscribers (the sinks) receive everything that comes out.
 //!
-//! - [`live`]: the running agent's loop (ring buffer -> observation -> scorer -> enforcer);
-//! - [`replay_source`]: capture files through the same parser and scorer;
+//! - [`flow`]: the pipeline itself, shared by both sources: observation -> scorer -> enforcer ->
+//!   bus;
+//! - [`events`]: the typed [`events::Event`], the JSON contract of `docs/events.md`;
+//! - [`bus`]: publish once, every subscriber gets what it asked for; a slow sink drops its own
+//!   events (counted) and never stalls the capture;
+//! - [`sinks`]: the events file (`--events`) and the readable log;
+//! - [`live`]: the running agent's source (ring buffer), its loop and the control queries;
+//! - [`replay_source`]: capture files as the source, their timestamps as the clock;
 //! - [`clock`]: kernel monotonic time to wall-clock time.
 //!
-//! May touch: the ring buffer (through `crate::kernel`), the scorer, the enforcer, output files.
+//! May touch: the ring buffer (through `crate::kernel`), the scorer, the enforcer, the files and
+//! streams the sinks write. New consumers subscribe to the bus; they do not edit the pipeline.
 
+pub mod bus;
 pub mod clock;
+pub mod events;
+pub mod flow;
 pub mod live;
 pub mod replay_source;
+pub mod sinks;

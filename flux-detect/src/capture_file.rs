@@ -571,6 +571,21 @@ fn stream_error(name: &Path, e: io::Error) -> CapError {
 // Frames: the XDP program's walk
 // ---------------------------------------------------------------------------------------------
 
+// Hand-written rather than etherparse's lax slicing (`LaxSlicedPacket`), which is already a
+// dev-dependency for building test frames. This walk must be the kernel's, counter for counter,
+// and etherparse walks differently in each place that matters here:
+// - VLAN: it takes more than the two tags the XDP program walks;
+// - IPv6: it parses a fixed set of extension headers (at most one of each kind, no Mobility
+//   header), not a generic chain bounded by `MAX_IPV6_EXT_HEADERS`, so `ipv6_ext_too_deep` and
+//   the hop-by-hop/routing/AH/mobility cases would count differently;
+// - fragments: it hands over no transport header for any fragment, where the kernel reads the
+//   UDP header of a first fragment (flagged truncated);
+// - snaplen-cut frames: its "incomplete" payloads do not say which header the cut fell in, which
+//   the `snaplen_cut`/`malformed_frames` split needs;
+// - link types: no Linux SLL2 and no BSD loopback (NULL/LOOP).
+// What is left is a few bounds-checked reads per header; the frame rules (and the counters they
+// feed) are checked against all of ../shared/datasets/pcaps by tests/tests/datasets.rs.
+
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;

@@ -4,6 +4,7 @@
 //! the same format. Allowlisting changes what is *enforced*, not what is scored: verdicts for
 //! allowlisted keys are still emitted, marked with the rule that matched.
 
+use ipnet::IpNet;
 use std::{
     collections::HashSet,
     net::IpAddr,
@@ -35,7 +36,7 @@ pub enum AllowlistError {
 pub struct Allowlist {
     suffixes: HashSet<Box<str>>,
     asns: HashSet<u32>,
-    cidrs: Vec<(IpAddr, u8)>,
+    cidrs: Vec<IpNet>,
 }
 
 /// Why something is allowlisted.
@@ -113,16 +114,15 @@ impl Allowlist {
             let ip: IpAddr = ip
                 .parse()
                 .map_err(|_| format!("bad address in {entry:?}"))?;
-            let max = if ip.is_ipv4() { 32 } else { 128 };
-            let len = if len.is_empty() {
-                max
+            let net = if len.is_empty() {
+                IpNet::from(ip)
             } else {
                 len.parse::<u8>()
                     .ok()
-                    .filter(|l| *l <= max)
+                    .and_then(|len| IpNet::new(ip, len).ok())
                     .ok_or_else(|| format!("bad prefix length in {entry:?}"))?
             };
-            self.cidrs.push((ip, len));
+            self.cidrs.push(net);
             return Ok(());
         }
         let name = entry.trim_end_matches('.').to_ascii_lowercase();
@@ -158,12 +158,10 @@ impl Allowlist {
     }
 
     pub fn match_ip(&self, ip: IpAddr) -> bool {
-        self.cidrs
-            .iter()
-            .any(|(net, len)| in_prefix(ip, *net, *len))
+        self.cidrs.iter().any(|net| net.contains(&ip))
     }
 
-    pub fn cidrs(&self) -> &[(IpAddr, u8)] {
+    pub fn cidrs(&self) -> &[IpNet] {
         &self.cidrs
     }
 
@@ -173,20 +171,6 @@ impl Allowlist {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-}
-
-fn in_prefix(ip: IpAddr, net: IpAddr, len: u8) -> bool {
-    match (ip, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-            u32::from(a) & mask == u32::from(n) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
-            u128::from(a) & mask == u128::from(n) & mask
-        }
-        _ => false,
     }
 }
 
@@ -227,6 +211,13 @@ mod tests {
         assert!(a.match_ip("2001:db8::1".parse().unwrap()));
         assert!(a.match_ip("192.0.2.1".parse().unwrap()));
         assert!(!a.match_ip("192.0.2.2".parse().unwrap()));
+        assert!(
+            !a.match_ip("::ffff:10.1.2.3".parse().unwrap()),
+            "families never mix"
+        );
+        // Host bits in an entry are ignored, as they always were.
+        a.add_text("198.51.100.77/24", "t").unwrap();
+        assert!(a.match_ip("198.51.100.1".parse().unwrap()));
         let before = a.len();
         let e = a
             .add_text("good.example\nbad name!\n", "f.txt")

@@ -7,6 +7,7 @@
 //! - [`enrich`]: address to ASN, organisation and country from offline databases;
 //! - [`known_good`]: the known-good list (CDNs, clouds, pools) that is never enforced;
 //! - [`score`]: the fast-flux scorer. **This is where a verdict is made.**
+//! - [`timestamp`]: the one timestamp format of events (RFC 3339, UTC, microseconds).
 //!
 //! What it may touch: files it is told to read, and memory. No sockets, no maps, no kernel; the
 //! agent (`flux-agent`) feeds it and acts on what it says.
@@ -18,3 +19,4 @@ pub mod enrich;
 pub mod frame_spec;
 pub mod known_good;
 pub mod score;
+pub mod timestamp;

@@ -15,11 +15,17 @@
 //! whenever a key's level changes or it passes (or leaves) the block gate. Keys live in a
 //! bounded table with approximate-LRU eviction (`table.rs`).
 
+pub mod addr_info;
 pub mod features;
 pub mod infra;
+pub mod key_state;
 pub mod model;
+mod orgs;
+pub mod params;
+mod rescore;
 pub mod shared;
 mod table;
+mod tally;
 
 use std::{
     collections::HashMap,
@@ -27,14 +33,20 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 use smallvec::{SmallVec, smallvec};
 
 use self::{shared::FluxIps, table::KeyTable};
 use crate::{dns::DnsMessage, enrich::Enricher, known_good::Allowlist};
-pub use features::{AddrInfo, Features, KeyState, WINDOWS};
-use features::{MALLOC_OVERHEAD, MARK_BLOCK_QUALIFIED, MARK_BLOCKABLE, MARK_HOLZ, MARK_ZEEK};
+pub use addr_info::AddrInfo;
+pub use features::Features;
+pub use key_state::KeyState;
+use key_state::MALLOC_OVERHEAD;
 pub use model::{Level, Reason};
+use orgs::org_id;
+use params::{ADDR_CACHE, BUSY_RESCORE_SECS, MAX_CHAIN, WATCHED_KEYS};
+pub use params::{MAX_FLUX_IPS, WINDOWS};
+use rescore::{allowlist_match, evaluate, rescore, shared_bots, verdict};
 
 pub const ROLE_OWNER: u8 = 1;
 pub const ROLE_DOMAIN: u8 = 2;
@@ -43,45 +55,39 @@ pub const ROLE_ZONE: u8 = 8;
 
 const TYPE_CNAME: u16 = 5;
 const TYPE_NS: u16 = 2;
-/// Longest CNAME chain followed (resolvers give up around 8-16).
-const MAX_CHAIN: usize = 16;
 
 #[derive(Clone, Debug)]
 pub struct ScorerConfig {
-    /// Keys tracked at most; the least recently used is forgotten beyond it.
+    /// Keys tracked at most; the least recently used is forgotten beyond it
+    /// ([`params::MAX_KEYS`]).
     pub max_keys: usize,
     /// A key whose answers do not change is re-scored at most this often (seconds), so windows
-    /// still slide for it.
+    /// still slide for it ([`params::RESCORE_INTERVAL_SECS`]).
     pub rescore_interval: u32,
-    /// Record when the Holz and Zeek baselines first flag each key (for evaluation).
-    pub track_baselines: bool,
     /// Re-score a key even when nothing its score reads has changed since the last time
     /// (slower, same verdicts; tests check the second part with it).
     pub always_rescore: bool,
     /// Minutes a key's own evidence must hold at the block score before it may be blocked
-    /// (see `model::BLOCK_HOLD_MINUTES`, the default; `--block-hold`).
+    /// (see [`params::BLOCK_HOLD_MINUTES`], the default; `--block-hold`).
     pub block_hold_minutes: u8,
 }
 
 impl Default for ScorerConfig {
     fn default() -> Self {
         Self {
-            max_keys: 1_000_000,
-            rescore_interval: 60,
-            track_baselines: false,
+            max_keys: params::MAX_KEYS,
+            rescore_interval: params::RESCORE_INTERVAL_SECS,
             always_rescore: false,
-            block_hold_minutes: model::BLOCK_HOLD_MINUTES,
+            block_hold_minutes: params::BLOCK_HOLD_MINUTES,
         }
     }
 }
 
-/// A change of a key's level, with everything needed to explain it.
+/// A change of a key's level, with everything needed to explain it. On the agent's event bus
+/// it is the `verdict` event (the `"type"` tag is the event's, not this struct's).
 #[derive(Clone, Debug, Serialize)]
 pub struct Verdict {
-    /// Always `"verdict"`.
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub ts: SystemTime,
     pub domain: String,
     pub level: Level,
@@ -91,7 +97,7 @@ pub struct Verdict {
     /// [`model::own_score`]).
     pub own_score: f64,
     /// The key passes the automatic-block gate (stricter than the report at `flux`, see
-    /// [`model::BLOCK_SCORE`]); `block_gate` says why or why not. A verdict is also emitted
+    /// [`params::BLOCK_SCORE`]); `block_gate` says why or why not. A verdict is also emitted
     /// when this turns on while the level stays `flux`.
     pub block: bool,
     pub block_gate: &'static str,
@@ -115,17 +121,23 @@ pub struct Baselines {
     pub zeek_flux: bool,
 }
 
-/// When a baseline first flagged a key (evaluation only).
+/// One re-score of a key, as a [`RescoreTap`] sees it.
 #[derive(Clone, Debug, PartialEq)]
-pub struct BaselineHit {
+pub struct Rescore<'a> {
     pub ts: SystemTime,
-    pub domain: String,
-    pub baseline: &'static str,
+    pub domain: &'a str,
+    /// The key's score (its best window, not rounded).
+    pub score: f64,
+    /// The Holz and Zeek baselines on the same windows.
+    pub baselines: Baselines,
 }
 
-fn rfc3339<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&humantime::format_rfc3339_seconds(*t))
-}
+/// Called at every re-score of a key (not for `explain`): what tools that study the scorer
+/// (the evaluation's baselines, its per-key scores) need from every score, where verdicts
+/// only report changes of level. Kept in the scorer instead of the evaluation's own copy of the
+/// re-score rules so that it sees exactly the scores the scorer makes; unset, it costs one
+/// branch per re-score.
+pub type RescoreTap = Box<dyn FnMut(&Rescore<'_>) + Send>;
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ScorerStats {
@@ -152,7 +164,8 @@ pub struct Scorer {
     /// ASN to organisation id, derived from the AS name once per ASN.
     orgs: HashMap<u32, u32, FastHash>,
     stats: ScorerStats,
-    baseline_hits: Vec<BaselineHit>,
+    /// See [`Scorer::set_rescore_tap`].
+    tap: Option<RescoreTap>,
     /// Addresses of keys judged flux (not allowlisted): bots shared between domains.
     flux_ips: FluxIps,
     /// Recent address lookups: answers repeat, and a database lookup is a binary search.
@@ -166,14 +179,6 @@ pub struct Scorer {
     swept_bots: u64,
     last_sweep: u32,
 }
-
-/// Keys watched for shared bots at most; the least recently watched is dropped beyond it.
-const WATCHED_KEYS: usize = 1 << 14;
-
-/// Addresses kept in the lookup cache before it is emptied.
-const ADDR_CACHE: usize = 1 << 16;
-/// A busy key whose answer changed is re-scored at most this often (seconds of observation time).
-const MIN_RESCORE: u32 = 30;
 
 /// NS hosts of one zone in a response.
 type Hosts<'a> = SmallVec<[&'a str; 4]>;
@@ -190,8 +195,6 @@ struct Tracked {
     st: KeyState,
 }
 
-pub use shared::MAX_FLUX_IPS;
-
 impl Scorer {
     pub fn new(cfg: ScorerConfig, enricher: Arc<Enricher>, allowlist: Arc<Allowlist>) -> Self {
         Self {
@@ -202,7 +205,7 @@ impl Scorer {
             allowlist,
             orgs: HashMap::default(),
             stats: ScorerStats::default(),
-            baseline_hits: Vec::new(),
+            tap: None,
             flux_ips: FluxIps::default(),
             addr_cache: HashMap::default(),
             touched: Vec::new(),
@@ -218,8 +221,9 @@ impl Scorer {
         s
     }
 
-    pub fn take_baseline_hits(&mut self) -> Vec<BaselineHit> {
-        std::mem::take(&mut self.baseline_hits)
+    /// Calls `tap` at every re-score from now on (see [`RescoreTap`]).
+    pub fn set_rescore_tap(&mut self, tap: RescoreTap) {
+        self.tap = Some(tap);
     }
 
     /// The current verdict for a key, whether or not its level changed (for `explain`).
@@ -229,7 +233,7 @@ impl Scorer {
         let now = secs(now);
         let shared = shared_bots(&name, &mut st, now, &self.flux_ips);
         let hold = self.cfg.block_hold_minutes;
-        let (previous, scored) = rescore(&name, &mut st, now, shared, hold, None);
+        let (previous, scored) = rescore(&name, &mut st, now, (shared, hold), None);
         Some(verdict(&name, &st, now, previous, scored, &self.allowlist))
     }
 
@@ -296,24 +300,7 @@ impl Scorer {
         }
         let now = secs(ts);
 
-        // The CNAME chain from the question to the address records.
-        // Small vectors on the stack: a response rarely has more than a handful of each, and
-        // heap allocation per response showed in profiles.
-        let mut chain: SmallVec<[&str; 4]> = smallvec![msg.qname.as_str()];
-        for _ in 0..MAX_CHAIN {
-            let Some(cur) = chain.last().copied() else {
-                break;
-            };
-            let next = msg
-                .answers
-                .iter()
-                .find(|r| r.rtype_code == TYPE_CNAME && r.name == cur)
-                .and_then(|r| r.target.as_deref());
-            match next {
-                Some(n) if !chain.contains(&n) => chain.push(n),
-                _ => break,
-            }
-        }
+        let chain = cname_chain(msg);
 
         // Address records grouped by owner.
         let mut groups: SmallVec<[(&str, u32, Addrs); 2]> = SmallVec::new();
@@ -331,20 +318,7 @@ impl Scorer {
             }
         }
 
-        // Delegations: NS hosts per zone, with their glue.
-        let mut zones: SmallVec<[(&str, Hosts); 1]> = SmallVec::new();
-        for r in msg.authority.iter().chain(&msg.answers) {
-            if r.rtype_code != TYPE_NS {
-                continue;
-            }
-            let Some(host) = r.target.as_deref() else {
-                continue;
-            };
-            match zones.iter_mut().find(|z| z.0 == r.name) {
-                Some(z) => z.1.push(host),
-                None => zones.push((r.name.as_str(), smallvec![host])),
-            }
-        }
+        let zones = delegations(msg);
         if groups.is_empty() && zones.is_empty() {
             return;
         }
@@ -423,7 +397,7 @@ impl Scorer {
     /// the block gate.
     /// This is where verdicts are made.
     fn judge(&mut self, id: u64, now: u32, out: &mut Vec<Verdict>) {
-        let hits = self.cfg.track_baselines.then_some(&mut self.baseline_hits);
+        let tap = self.tap.as_mut();
         let Some(Tracked { name, st }) = self.keys.peek_mut(&id) else {
             self.watched.remove(&id);
             return;
@@ -437,7 +411,7 @@ impl Scorer {
         }
         self.stats.rescores += 1;
         let hold = self.cfg.block_hold_minutes;
-        let (verdict, own) = evaluate(name, st, now, (shared, hold), &self.allowlist, hits);
+        let (verdict, own) = evaluate(name, st, now, (shared, hold), &self.allowlist, tap);
         if verdict.is_some() {
             self.stats.verdicts += 1;
         }
@@ -446,7 +420,7 @@ impl Scorer {
         // score, so a donor whose own evidence fades stops donating.
         let was_donor = st.shares_bots;
         st.shares_bots = st.level == Level::Flux
-            && own >= model::DONOR_NEEDS_OWN
+            && own >= params::DONOR_NEEDS_OWN
             && allowlist_match(name, st, now, &self.allowlist).is_none();
         if st.shares_bots && !was_donor {
             let owner = domain_id(name);
@@ -522,10 +496,10 @@ impl Scorer {
                 }
             }
         }
-        // Re-score on a new answer (for busy keys at most every MIN_RESCORE s), and now and then
+        // Re-score on a new answer (for busy keys at most every BUSY_RESCORE_SECS), and now and then
         // regardless so windows slide for keys whose answer never changes.
         if is_new
-            || (changed && (!st.busy() || since >= MIN_RESCORE))
+            || (changed && (!st.busy() || since >= BUSY_RESCORE_SECS))
             || since >= self.cfg.rescore_interval
         {
             push_unique(touched, id);
@@ -571,6 +545,46 @@ impl Scorer {
         }
         a
     }
+}
+
+/// The CNAME chain from the question to the address records (the question alone without one).
+/// Small vectors on the stack: a response rarely has more than a handful of each, and heap
+/// allocation per response showed in profiles.
+fn cname_chain(msg: &DnsMessage) -> SmallVec<[&str; 4]> {
+    let mut chain: SmallVec<[&str; 4]> = smallvec![msg.qname.as_str()];
+    for _ in 0..MAX_CHAIN {
+        let Some(cur) = chain.last().copied() else {
+            break;
+        };
+        let next = msg
+            .answers
+            .iter()
+            .find(|r| r.rtype_code == TYPE_CNAME && r.name == cur)
+            .and_then(|r| r.target.as_deref());
+        match next {
+            Some(n) if !chain.contains(&n) => chain.push(n),
+            _ => break,
+        }
+    }
+    chain
+}
+
+/// Delegations in a response: NS hosts per zone (their glue is read by the caller).
+fn delegations(msg: &DnsMessage) -> SmallVec<[(&str, Hosts<'_>); 1]> {
+    let mut zones: SmallVec<[(&str, Hosts); 1]> = SmallVec::new();
+    for r in msg.authority.iter().chain(&msg.answers) {
+        if r.rtype_code != TYPE_NS {
+            continue;
+        }
+        let Some(host) = r.target.as_deref() else {
+            continue;
+        };
+        match zones.iter_mut().find(|z| z.0 == r.name) {
+            Some(z) => z.1.push(host),
+            None => zones.push((r.name.as_str(), smallvec![host])),
+        }
+    }
+    zones
 }
 
 /// The key's state, created if needed; and whether it was. One hash lookup on a hit. A free
@@ -633,334 +647,15 @@ fn push_unique(v: &mut Vec<u64>, id: u64) {
     }
 }
 
-/// Scores a key and moves its level. Returns a verdict if the level or the block gate changed
-/// (the verdict's allocations, reasons, chain and roles, are only made then), and the key's own
-/// score.
-fn evaluate(
-    name: &str,
-    st: &mut KeyState,
-    now: u32,
-    (shared, hold): ([u32; WINDOWS.len()], u8),
-    allowlist: &Allowlist,
-    baseline_hits: Option<&mut Vec<BaselineHit>>,
-) -> (Option<Verdict>, f64) {
-    let (previous, scored) = rescore(name, st, now, shared, hold, baseline_hits);
-    let own = scored.own;
-    let news = st.level != previous || st.marked(MARK_BLOCKABLE) != scored.was_blockable;
-    (
-        news.then(|| verdict(name, st, now, previous, scored, allowlist)),
-        own,
-    )
-}
-
-/// Per window, the addresses of the key that other flux domains resolved to. Only other
-/// domains' bots count: a key's own flagged addresses prove nothing new.
-fn shared_bots(
-    name: &str,
-    st: &mut KeyState,
-    now: u32,
-    flux_ips: &FluxIps,
-) -> [u32; WINDOWS.len()] {
-    if flux_ips.is_empty() {
-        [0; WINDOWS.len()]
-    } else {
-        st.shared_bots(now, flux_ips, domain_id(name))
-    }
-}
-
-/// Where a key stands at the automatic-block gate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Gate {
-    NotFlux,
-    /// Flux, but not on its own evidence (other domains' bots carry part of it).
-    OwnTooLow,
-    /// Qualified at one re-score; a second, later one blocks.
-    Waiting,
-    Held,
-}
-
-impl Gate {
-    fn explain(self) -> &'static str {
-        match self {
-            Gate::NotFlux => "not flux",
-            Gate::OwnTooLow => {
-                "reported only: its own evidence, without shared bots, is below the block score"
-            }
-            Gate::Waiting => {
-                "reported; blocks if its own evidence holds on new answers for --block-hold"
-            }
-            Gate::Held => "own evidence at the block score, held on new answers",
-        }
-    }
-}
-
-/// A key's best window: its score, features and the baselines on the same data.
-struct Scored {
-    score: f64,
-    /// The score without other domains' bots.
-    own: f64,
-    gate: Gate,
-    /// Whether the key passed the block gate before this score.
-    was_blockable: bool,
-    features: Features,
-    baselines: Baselines,
-}
-
-/// Scores a key over every window and moves its level; returns the level it had before.
-/// `shared` is its [`shared_bots`] now.
-fn rescore(
-    name: &str,
-    st: &mut KeyState,
-    now: u32,
-    shared: [u32; WINDOWS.len()],
-    hold: u8,
-    baseline_hits: Option<&mut Vec<BaselineHit>>,
-) -> (Level, Scored) {
-    let mut best: Option<(f64, Features)> = None;
-    let mut baselines = Baselines::default();
-    let young = now.saturating_sub(st.first_seen) < WINDOWS[0].0;
-    // A young key's windows all hold the same observations: the first one says it all.
-    let nested = st.features_nested(now, if young { 1 } else { WINDOWS.len() });
-    let changes_at = if young {
-        nested
-            .changes_at
-            .min(st.first_seen.saturating_add(WINDOWS[0].0))
-    } else {
-        nested.changes_at
-    };
-    // Read before `mark_evaluated` resets it: whether an answer came (or came back) since the
-    // last score.
-    let new_data = st.is_dirty();
-    // Wraps every 256 minutes; a key that qualified longer ago than that waits at most the
-    // hold again.
-    let minute = (now / 60) as u8;
-    st.mark_evaluated(now, changes_at, &shared);
-    let mut watch = false;
-    // Forged answers are judged over the longest window computed: a censor's decoys do not all
-    // fall into the last hour, and an operator must keep paying for the excuse all day.
-    let forged = nested.windows.iter().flatten().last().is_some_and(|l| {
-        l.answer_size_max == 1
-            && l.first_party_ips > 0
-            && l.first_party_ips * model::FORGED_SHARE_DIVISOR >= l.distinct_ips
-    });
-    for (i, f) in nested.windows.into_iter().enumerate() {
-        let Some(mut f) = f else { break };
-        f.shared_flux_ips = shared[i];
-        f.forged_answers = forged;
-        // Any window will do: two lookups hours apart only meet in the longer one.
-        watch |= model::could_flux_on_shared_bots(&f);
-        // Holz counted ASNs; without a database the networks (/16s) stand in.
-        let n_asn = if f.distinct_asns > 0 {
-            f.distinct_asns
-        } else {
-            f.distinct_networks
-        };
-        baselines.holz = baselines.holz.max(model::holz(f.distinct_ips, n_asn));
-        baselines.zeek = baselines.zeek.max(model::zeek(f.distinct_ips, n_asn));
-        let s = model::score(&f);
-        if best.as_ref().is_none_or(|b| s > b.0) {
-            best = Some((s, f));
-        }
-    }
-    let (score, features) = best.unwrap_or_default();
-    baselines.holz = model::round3(baselines.holz);
-    baselines.zeek = model::round3(baselines.zeek);
-    baselines.holz_flux = baselines.holz > model::BASELINE_THRESHOLD;
-    baselines.zeek_flux = baselines.zeek > model::BASELINE_THRESHOLD;
-    if let Some(hits) = baseline_hits {
-        for (flag, mark, which) in [
-            (baselines.holz_flux, MARK_HOLZ, "holz"),
-            (baselines.zeek_flux, MARK_ZEEK, "zeek"),
-        ] {
-            if flag && !st.marked(mark) {
-                st.set_mark(mark, true);
-                hits.push(BaselineHit {
-                    ts: from_secs(now),
-                    domain: name.to_owned(),
-                    baseline: which,
-                });
-            }
-        }
-    }
-    st.last_score = score as f32;
-    let own = model::own_score(&features);
-    let previous = st.level;
-    let was_blockable = st.marked(MARK_BLOCKABLE);
-    st.level = model::next_level(previous, score, &features);
-    st.watch = st.level != Level::Flux && watch;
-    // The block gate: flux, and the key's own evidence at BLOCK_SCORE since at least
-    // BLOCK_HOLD_MINUTES ago, confirmed by a score on new data; once passed, kept down to
-    // BLOCK_EXIT.
-    let gate = if st.level != Level::Flux {
-        Gate::NotFlux
-    } else if was_blockable && own >= model::BLOCK_EXIT {
-        Gate::Held
-    } else if own < model::BLOCK_SCORE {
-        Gate::OwnTooLow
-    } else if st.marked(MARK_BLOCK_QUALIFIED)
-        && new_data
-        && minute.wrapping_sub(st.block_minute) >= hold
-    {
-        Gate::Held
-    } else {
-        Gate::Waiting
-    };
-    if gate == Gate::Waiting && !st.marked(MARK_BLOCK_QUALIFIED) {
-        st.block_minute = minute;
-    }
-    st.set_mark(
-        MARK_BLOCK_QUALIFIED,
-        matches!(gate, Gate::Waiting | Gate::Held),
-    );
-    st.set_mark(MARK_BLOCKABLE, gate == Gate::Held);
-    (
-        previous,
-        Scored {
-            score,
-            own,
-            gate,
-            was_blockable,
-            features,
-            baselines,
-        },
-    )
-}
-
-/// The verdict for a key just rescored, with its reasons and allowlist status.
-fn verdict(
-    name: &str,
-    st: &KeyState,
-    now: u32,
-    previous: Level,
-    scored: Scored,
-    allowlist: &Allowlist,
-) -> Verdict {
-    let Scored {
-        score,
-        own,
-        gate,
-        was_blockable: _,
-        mut features,
-        baselines,
-    } = scored;
-    features.cname_chain = st.chain().map(str::to_owned).collect();
-    let allow = allowlist_match(name, st, now, allowlist);
-    Verdict {
-        kind: "verdict",
-        ts: from_secs(now),
-        domain: name.to_owned(),
-        level: st.level,
-        previous,
-        score: model::round3(score),
-        own_score: model::round3(own),
-        block: gate == Gate::Held,
-        block_gate: gate.explain(),
-        double_flux: model::glue_term(&features) >= 0.5,
-        allowlisted: allow.is_some(),
-        allowlist_match: allow.map(|m| m.to_string()),
-        roles: roles(st.roles),
-        reasons: model::reasons(&features),
-        features,
-        baselines,
-    }
-}
-
-fn allowlist_match(
-    name: &str,
-    st: &KeyState,
-    now: u32,
-    allowlist: &Allowlist,
-) -> Option<crate::known_good::Match> {
-    use crate::known_good::Match;
-    if let Some(s) = allowlist.match_name(name) {
-        return Some(Match::Suffix(s.to_owned()));
-    }
-    if let Some(s) = &st.allowed_by {
-        return Some(Match::Suffix(s.to_string()));
-    }
-    for c in st.chain() {
-        if let Some(s) = allowlist.match_name(c) {
-            return Some(Match::Suffix(s.to_owned()));
-        }
-    }
-    let day = WINDOWS[1].0;
-    let mut asns = st.asns(now, day).peekable();
-    let first = *asns.peek()?;
-    if first != 0 && asns.all(|a| allowlist.has_asn(a)) {
-        return Some(Match::Asn(first));
-    }
-    None
-}
-
-fn roles(bits: u8) -> Vec<&'static str> {
-    [
-        (ROLE_OWNER, "owner"),
-        (ROLE_DOMAIN, "domain"),
-        (ROLE_NS_HOST, "ns_host"),
-        (ROLE_ZONE, "zone"),
-    ]
-    .into_iter()
-    .filter(|(b, _)| bits & b != 0)
-    .map(|(_, n)| n)
-    .collect()
-}
-
 /// The registered domain (public suffix plus one label) of a lowercase name without a trailing
 /// dot, using the public-suffix list's ICANN and private sections.
 pub fn registered_domain(name: &str) -> Option<&str> {
     psl::domain_str(name)
 }
 
-/// An organisation id from an AS name, so one company's several ASNs count once
-/// (Amazon's 16509 and 14618, Akamai's 20940 and 16625).
-fn org_id(asn: u32, as_name: Option<&str>) -> u32 {
-    let Some(name) = as_name else {
-        return asn | 0x8000_0000;
-    };
-    let lower = name.to_ascii_lowercase();
-    let mut words = lower
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .filter(|w| !w.is_empty());
-    let Some(first) = words.next() else {
-        return asn | 0x8000_0000;
-    };
-    // Names that start with a country or a generic word need the second word too.
-    const GENERIC: &[&str] = &[
-        "china",
-        "the",
-        "national",
-        "state",
-        "university",
-        "pt",
-        "ooo",
-        "llc",
-        "jsc",
-        "pjsc",
-        "ao",
-        "sc",
-        "cv",
-        "tot",
-        "global",
-        "asia",
-        "hong",
-        "new",
-        "united",
-    ];
-    let key = match first {
-        // China Telecom's backbone is named CHINANET.
-        "chinanet" => "china telecom".to_owned(),
-        w if GENERIC.contains(&w) => match words.next() {
-            Some(second) => format!("{w} {second}"),
-            None => w.to_owned(),
-        },
-        w => w.to_owned(),
-    };
-    features::fnv32(key.as_bytes()) & 0x3fff_ffff
-}
-
 /// Identifies a key's registered domain in the shared-bot table.
 fn domain_id(name: &str) -> u32 {
-    features::fnv32(registered_domain(name).unwrap_or(name).as_bytes())
+    addr_info::fnv32(registered_domain(name).unwrap_or(name).as_bytes())
 }
 
 pub fn secs(t: SystemTime) -> u32 {
@@ -981,7 +676,7 @@ impl std::fmt::Display for Verdict {
         write!(
             f,
             "{} VERDICT {} {} -> {} score={:.2}",
-            humantime::format_rfc3339_seconds(self.ts),
+            crate::timestamp::rfc3339(self.ts),
             self.domain,
             self.previous,
             self.level,

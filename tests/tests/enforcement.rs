@@ -427,6 +427,8 @@ fn flux_zone_is_detected_and_blocked_end_to_end() {
         e["type"] == "guard" && e["target"] == SERVER_V4
     });
     assert!(g["reason"].as_str().unwrap().contains("resolver"), "{g}");
+    // Every line of this live run's events file keeps the JSON contract.
+    flux_tests::events_schema::assert_events_match_schema(&agent.events());
 
     // The name gets NXDOMAIN, its addresses are dropped, the resolver and the CDN-like name
     // keep working.

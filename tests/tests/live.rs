@@ -313,5 +313,6 @@ fn run_events_carry_verdicts() {
         })
         .count();
     assert_eq!(dns, 6);
+    flux_tests::events_schema::assert_events_match_schema(&agent.events());
     assert!(agent.stop().success());
 }

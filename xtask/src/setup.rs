@@ -5,11 +5,15 @@
 //! `/var/lib/flux-agent/db`.
 
 use std::{
+    fs::File,
+    io::BufReader,
     path::{Path, PathBuf},
     process::{Command, Stdio},
 };
 
 use anyhow::{Context as _, anyhow, bail};
+use base64::{Engine as _, engine::general_purpose::STANDARD};
+use sha2::{Digest as _, Sha512};
 
 use crate::{is_root, sh};
 
@@ -334,68 +338,74 @@ fn fill_ip_db(staging: &Path, marker: &str) -> anyhow::Result<()> {
     std::fs::write(&version, marker).with_context(|| format!("write {}", version.display()))
 }
 
-/// Extracts `package/MEMBER` for each member into `dest`.
+/// Extracts `package/MEMBER` for each member into `dest` (as `tar --strip-components=1`,
+/// owned by whoever runs the setup); a member missing from the tarball is an error.
 fn untar(tgz: &Path, dest: &Path, members: &[&str]) -> anyhow::Result<()> {
-    sh(Command::new("tar")
-        .args(["--no-same-owner", "--strip-components=1", "-xzf"])
-        .arg(tgz)
-        .arg("-C")
-        .arg(dest)
-        .args(members.iter().map(|m| format!("package/{m}"))))
-}
-
-/// Checks a file against an npm `integrity` string (`sha512-BASE64`) with `sha512sum`.
-fn verify_integrity(file: &Path, integrity: &str) -> anyhow::Result<()> {
-    let expected = integrity_hex(integrity)
-        .ok_or_else(|| anyhow!("unsupported integrity string {integrity}"))?;
-    let out = output(Command::new("sha512sum").arg(file))?;
-    let actual = out.split_whitespace().next().unwrap_or_default();
-    if actual != expected {
+    let file = File::open(tgz).with_context(|| format!("open {}", tgz.display()))?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(BufReader::new(file)));
+    archive.set_preserve_ownerships(false);
+    let mut missing: Vec<&str> = members.to_vec();
+    let entries = archive
+        .entries()
+        .with_context(|| format!("read {}", tgz.display()))?;
+    for entry in entries {
+        let mut entry = entry.with_context(|| format!("read {}", tgz.display()))?;
+        let path = entry
+            .path()
+            .with_context(|| format!("read {}", tgz.display()))?;
+        let Some(name) = path
+            .strip_prefix("package")
+            .ok()
+            .and_then(|p| p.to_str())
+            .and_then(|p| missing.iter().position(|m| *m == p))
+            .map(|i| missing.swap_remove(i))
+        else {
+            continue;
+        };
+        // Unpacked to a path of our choosing, never to one the archive names.
+        let to = dest.join(name);
+        entry
+            .unpack(&to)
+            .with_context(|| format!("unpack {name} from {} to {}", tgz.display(), to.display()))?;
+    }
+    if !missing.is_empty() {
         bail!(
-            "{}: sha512 {actual} does not match the pinned {expected}",
-            file.display()
+            "{} has no package/{}",
+            tgz.display(),
+            missing.join(", package/")
         );
     }
     Ok(())
 }
 
-/// `sha512-BASE64` -> the digest in lowercase hex, as `sha512sum` prints it.
-pub fn integrity_hex(integrity: &str) -> Option<String> {
-    let digest = base64_decode(integrity.strip_prefix("sha512-")?)?;
-    (digest.len() == 64).then(|| digest.iter().map(|b| format!("{b:02x}")).collect())
+/// Checks a file against an npm `integrity` string (`sha512-BASE64`).
+fn verify_integrity(file: &Path, integrity: &str) -> anyhow::Result<()> {
+    let expected = integrity_digest(integrity)
+        .ok_or_else(|| anyhow!("unsupported integrity string {integrity}"))?;
+    let mut hasher = Sha512::new();
+    let mut f = File::open(file).with_context(|| format!("open {}", file.display()))?;
+    std::io::copy(&mut f, &mut hasher).with_context(|| format!("read {}", file.display()))?;
+    let actual = hasher.finalize();
+    if actual[..] != expected[..] {
+        bail!(
+            "{}: sha512 {} does not match the pinned {}",
+            file.display(),
+            hex(&actual),
+            hex(&expected)
+        );
+    }
+    Ok(())
 }
 
-/// Standard base64 with padding (all an npm integrity string needs).
-pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    fn value(c: u8) -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    }
-    let bytes = s.as_bytes();
-    if !bytes.len().is_multiple_of(4) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
-    for (i, chunk) in bytes.chunks(4).enumerate() {
-        let last = i + 1 == bytes.len() / 4;
-        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
-        if pad > 2 || (pad > 0 && !last) {
-            return None;
-        }
-        let mut n = 0u32;
-        for &c in &chunk[..4 - pad] {
-            n = (n << 6) | value(c)?;
-        }
-        n <<= 6 * pad as u32;
-        out.extend_from_slice(&n.to_be_bytes()[1..4 - pad]);
-    }
-    Some(out)
+/// `sha512-BASE64` -> the 64-byte digest.
+pub fn integrity_digest(integrity: &str) -> Option<Vec<u8>> {
+    let digest = STANDARD.decode(integrity.strip_prefix("sha512-")?).ok()?;
+    (digest.len() == 64).then_some(digest)
+}
+
+/// Lowercase hex, as `sha512sum` prints a digest.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -427,19 +437,12 @@ mod tests {
     }
 
     #[test]
-    fn base64_and_integrity() {
-        assert_eq!(base64_decode("").unwrap(), b"");
-        assert_eq!(base64_decode("Zg==").unwrap(), b"f");
-        assert_eq!(base64_decode("Zm8=").unwrap(), b"fo");
-        assert_eq!(base64_decode("Zm9v").unwrap(), b"foo");
-        assert_eq!(base64_decode("Zm9vYmFy").unwrap(), b"foobar");
-        assert_eq!(base64_decode("+/+/").unwrap(), [0xfb, 0xff, 0xbf]);
-        for bad in ["Zg=", "Z===", "Zg==Zm9v", "Zm9*"] {
-            assert_eq!(base64_decode(bad), None, "{bad}");
-        }
+    fn integrity_strings() {
         // `sha512sum` of the pinned asn tarball.
         assert_eq!(
-            integrity_hex(IP_DB_PACKAGES[0].integrity).as_deref(),
+            integrity_digest(IP_DB_PACKAGES[0].integrity)
+                .map(|d| hex(&d))
+                .as_deref(),
             Some(
                 "3e9a988bbc321325b0ba75c1b65fb2dd58b8d374af372c28b56c2f9a2602394b44d1256897f49fe3dd847be784ac4ce79866a9c44401d9201fae95ee67d6bebd"
             )
@@ -447,10 +450,46 @@ mod tests {
         assert!(
             IP_DB_PACKAGES
                 .iter()
-                .all(|p| integrity_hex(p.integrity).is_some())
+                .all(|p| integrity_digest(p.integrity).is_some())
         );
-        assert_eq!(integrity_hex("sha1-Zm9v"), None);
-        assert_eq!(integrity_hex("sha512-Zm9v"), None);
+        assert_eq!(integrity_digest("sha1-Zm9v"), None);
+        assert_eq!(integrity_digest("sha512-Zm9v"), None);
+        let padded_badly = format!("sha512-{}=", &IP_DB_PACKAGES[0].integrity[7..]);
+        assert_eq!(integrity_digest(&padded_badly), None);
+    }
+
+    #[test]
+    fn untar_takes_the_named_members_only() {
+        let scratch = std::env::temp_dir().join(format!("xtask-untar-{}", std::process::id()));
+        let dest = scratch.join("out");
+        std::fs::create_dir_all(&dest).unwrap();
+        let tgz = scratch.join("p.tgz");
+        let gz =
+            flate2::write::GzEncoder::new(File::create(&tgz).unwrap(), flate2::Compression::fast());
+        let mut b = tar::Builder::new(gz);
+        for (name, body) in [
+            ("package/a.csv", "1,2,AU\n"),
+            ("package/b.txt", "no"),
+            ("x", ""),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(body.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, name, body.as_bytes()).unwrap();
+        }
+        b.into_inner().unwrap().finish().unwrap();
+        untar(&tgz, &dest, &["a.csv"]).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dest.join("a.csv")).unwrap(),
+            "1,2,AU\n"
+        );
+        assert!(!dest.join("b.txt").exists() && !dest.join("x").exists());
+        let err = untar(&tgz, &dest, &["a.csv", "c.csv"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("has no package/c.csv"), "{err}");
+        std::fs::remove_dir_all(&scratch).unwrap();
     }
 
     #[test]

@@ -7,7 +7,12 @@ use std::{
 };
 
 use anyhow::Context as _;
-use flux_agent::pipeline::replay_source::{self, Flagged, ReplaySummary};
+use flux_agent::pipeline::{
+    bus::Bus,
+    events::EventKind,
+    replay_source::{self, ReplaySummary},
+    sinks::{EventFormat, write_event},
+};
 use flux_detect::{capture_file::DEFAULT_PORTS, score::Verdict};
 
 use super::scoring::ScoringArgs;
@@ -39,19 +44,20 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         args.dns_ports.clone()
     };
     let mut out = BufWriter::new(io::stdout().lock());
-    let mut flagged = Flagged::default();
     let mut write_err: Option<io::Error> = None;
-    let summary = replay_source::replay(&args.files, &ports, &mut scorer, |v| {
-        flagged.record(v);
-        if args.json
-            && write_err.is_none()
-            && let Err(e) = serde_json::to_writer(&mut out, v)
-                .map_err(io::Error::from)
-                .and_then(|()| out.write_all(b"\n"))
-        {
-            write_err = Some(e);
-        }
-    });
+    // The verdicts are the bus's `verdict` events, written as they come (inline: a replay
+    // waits for its output rather than drop any of it).
+    let mut bus = Bus::new();
+    if args.json {
+        bus.subscribe_inline(&[EventKind::Verdict], |e| {
+            if write_err.is_none()
+                && let Err(e) = write_event(&mut out, EventFormat::Json, e)
+            {
+                write_err = Some(e);
+            }
+        });
+    }
+    let (summary, flagged) = replay_source::replay_with(&args.files, &ports, &mut scorer, bus);
     if let Some(e) = write_err {
         return Err(e).context("write verdicts");
     }

@@ -11,7 +11,10 @@ use anyhow::Context as _;
 use flux_agent::{
     enforce::policy::EnforceOptions,
     kernel::loader::{self, AttachMode, BlockAction, LoadOptions, QueryMatch},
-    pipeline::live::{self, EventFormat, RunOptions},
+    pipeline::{
+        bus,
+        live::{self, EventFormat, RunOptions, Sinks},
+    },
 };
 use log::info;
 
@@ -23,8 +26,10 @@ pub struct RunArgs {
     #[arg(long = "iface", short = 'i', value_name = "IF")]
     pub ifaces: Vec<String>,
 
-    /// Write one JSON object per DNS response to PATH (appending), or to stdout with `-`.
-    /// Without it, one readable line per response goes to stdout.
+    /// Write every event (DNS responses, verdicts, blocks) as one JSON object a line to PATH
+    /// (appending), or to stdout with `-`. Without it, one readable line per response goes to
+    /// stdout. Verdicts and blocks are logged either way. A reader that falls behind loses
+    /// events (counted), never the capture (docs/events.md).
     #[arg(long, value_name = "PATH|-")]
     pub events: Option<PathBuf>,
 
@@ -92,8 +97,8 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let stdout = || -> Box<dyn Write> { Box::new(BufWriter::new(io::stdout())) };
-    let events: (Box<dyn Write>, EventFormat) = match &args.events {
+    let stdout = || -> Box<dyn Write + Send> { Box::new(BufWriter::new(io::stdout())) };
+    let events: (Box<dyn Write + Send>, EventFormat) = match &args.events {
         None => (stdout(), EventFormat::Human),
         Some(p) if p.as_os_str() == "-" => (stdout(), EventFormat::Json),
         Some(p) => (
@@ -165,7 +170,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 _ = term.recv() => info!("SIGTERM: detaching"),
             }
         };
-        live::run(opts, Some(events), shutdown).await
+        let sinks = Sinks {
+            events: Some(events),
+            log: true,
+            queue: bus::DEFAULT_QUEUE,
+        };
+        live::run(opts, sinks, shutdown).await
     })?;
     log::debug!("{summary:?}");
     Ok(ExitCode::SUCCESS)

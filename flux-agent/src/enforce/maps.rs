@@ -20,6 +20,7 @@ use flux_common::{
     MAP_BLOCKED_V4, MAP_BLOCKED_V6, MAX_NAME_WIRE, REASON_LEN, SOURCE_FEED, SOURCE_MANUAL,
     SOURCE_SCORER, domain_hash, to_wire,
 };
+use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::kernel::pins::{self, PinError};
@@ -75,16 +76,18 @@ impl Target {
             None => (s.trim(), None),
         };
         let addr: IpAddr = addr.parse().map_err(|_| bad("not an IP address"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let len: u8 = match len {
-            None => max,
+        let net = match len {
+            None => IpNet::from(addr),
             Some(l) => l
                 .parse()
                 .ok()
-                .filter(|l| *l <= max)
-                .ok_or_else(|| bad(&format!("prefix length must be 0 to {max}")))?,
+                .and_then(|l| IpNet::new(addr, l).ok())
+                .ok_or_else(|| {
+                    let max = IpNet::from(addr).max_prefix_len();
+                    bad(&format!("prefix length must be 0 to {max}"))
+                })?,
         };
-        let masked = mask(addr, len);
+        let (masked, len) = (net.network(), net.prefix_len());
         if masked != addr {
             return Err(bad(&format!(
                 "host bits are set; did you mean {masked}/{len}?"
@@ -114,19 +117,6 @@ impl std::fmt::Display for Target {
             Target::Ip(ip) => write!(f, "{ip}"),
             Target::Cidr(ip, len) => write!(f, "{ip}/{len}"),
             Target::Domain(d) => f.write_str(d),
-        }
-    }
-}
-
-fn mask(addr: IpAddr, len: u8) -> IpAddr {
-    match addr {
-        IpAddr::V4(a) => {
-            let m = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-            IpAddr::V4((u32::from(a) & m).into())
-        }
-        IpAddr::V6(a) => {
-            let m = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
-            IpAddr::V6((u128::from(a) & m).into())
         }
     }
 }

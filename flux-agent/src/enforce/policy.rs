@@ -4,10 +4,11 @@
 //! cap on new blocks per minute, monitor mode, the expiry refresh while a name keeps fluxing,
 //! and the sweep of expired entries.
 //!
-//! Every decision becomes an [`Action`], written to the event sink beside the verdicts.
+//! Every decision becomes an [`Action`], published on the event bus beside the verdicts as a
+//! `block`, `guard` or `alert` event; the log sink prints it (the enforcer logs none itself).
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     fmt,
     net::IpAddr,
     path::Path,
@@ -16,9 +17,12 @@ use std::{
 
 use flux_common::SOURCE_SCORER;
 use log::{info, warn};
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
-use crate::enforce::maps::{Added, BlocklistError, Maps, Spec, Target, normalize_domain};
+use crate::enforce::{
+    guard::Guard,
+    maps::{Added, BlocklistError, Maps, Spec, Target, normalize_domain},
+};
 use flux_detect::score::{Level, Scorer, Verdict};
 
 #[derive(Clone, Debug)]
@@ -44,28 +48,95 @@ impl Default for EnforceOptions {
     }
 }
 
-/// What the enforcer did, or would have done, about one target.
+/// Which event an [`Action`] is on the bus (`crate::pipeline::events::Event`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActionKind {
+    /// A block written, renewed, capped, failed, or (monitor mode) only reported.
+    Block,
+    /// A block refused: the target is allowlisted or must never be blocked.
+    Guard,
+    /// Something an operator must look at (the rate cap was reached).
+    Alert,
+}
+
+/// What happened to the target.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Blocked,
+    Refreshed,
+    WouldBlock,
+    Refused,
+    RateCapped,
+    Failed,
+}
+
+/// What is blocked: the kinds of [`Target`].
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetKind {
+    Domain,
+    Ip,
+    Cidr,
+}
+
+impl TargetKind {
+    pub fn of(t: &Target) -> Self {
+        match t {
+            Target::Ip(_) => Self::Ip,
+            Target::Cidr(..) => Self::Cidr,
+            Target::Domain(_) => Self::Domain,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Domain => "domain",
+            Self::Ip => "ip",
+            Self::Cidr => "cidr",
+        }
+    }
+}
+
+/// What the enforcer did, or would have done, about one target: a `block`, `guard` or `alert`
+/// event (the `"type"` tag is the event's, from [`Action::kind`]).
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Action {
-    /// `"block"`, `"guard"` or `"alert"`.
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(skip)]
+    pub kind: ActionKind,
+    #[serde(serialize_with = "flux_detect::timestamp::serialize")]
     pub ts: SystemTime,
     /// The flux key this is about.
     pub domain: String,
-    /// `"blocked"`, `"refreshed"`, `"would_block"`, `"refused"`, `"rate_capped"`, `"failed"`.
-    pub action: &'static str,
-    /// `"domain"` or `"ip"`.
-    #[serde(skip_serializing_if = "str::is_empty")]
-    pub target_kind: &'static str,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub target: String,
+    pub action: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_kind: Option<TargetKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
     pub reason: String,
 }
 
-fn rfc3339<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&humantime::format_rfc3339_seconds(*t))
+impl ActionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Block => "block",
+            Self::Guard => "guard",
+            Self::Alert => "alert",
+        }
+    }
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Blocked => "blocked",
+            Self::Refreshed => "refreshed",
+            Self::WouldBlock => "would_block",
+            Self::Refused => "refused",
+            Self::RateCapped => "rate_capped",
+            Self::Failed => "failed",
+        }
+    }
 }
 
 impl fmt::Display for Action {
@@ -73,185 +144,15 @@ impl fmt::Display for Action {
         write!(
             f,
             "{} {:<6} {:<12} {} {} ({}): {}",
-            humantime::format_rfc3339_seconds(self.ts),
-            self.kind,
-            self.action,
-            self.target_kind,
-            self.target,
+            flux_detect::timestamp::rfc3339(self.ts),
+            self.kind.as_str(),
+            self.action.as_str(),
+            self.target_kind.map(TargetKind::as_str).unwrap_or(""),
+            self.target.as_deref().unwrap_or(""),
             self.domain,
             self.reason
         )
     }
-}
-
-/// Addresses that must never be blocked, and why.
-#[derive(Default)]
-pub struct Guard {
-    own: HashSet<IpAddr>,
-    resolvers: HashSet<IpAddr>,
-    configured_resolvers: Vec<IpAddr>,
-    gateways: HashSet<IpAddr>,
-}
-
-impl Guard {
-    pub fn new(configured_resolvers: Vec<IpAddr>) -> Self {
-        let mut g = Self {
-            configured_resolvers,
-            ..Self::default()
-        };
-        g.refresh();
-        g
-    }
-
-    /// Re-reads the host's addresses, resolvers and gateways (they change with DHCP, VPNs).
-    pub fn refresh(&mut self) {
-        self.own = own_addresses();
-        self.gateways = default_gateways();
-        self.resolvers
-            .extend(resolv_conf_servers("/etc/resolv.conf"));
-        self.resolvers
-            .extend(self.configured_resolvers.iter().copied());
-    }
-
-    /// A server seen answering DNS: a resolver of this host.
-    pub fn note_resolver(&mut self, ip: IpAddr) {
-        self.resolvers.insert(ip);
-    }
-
-    /// Why `ip` must not be blocked, or `None`.
-    pub fn refuse(&self, ip: &IpAddr) -> Option<&'static str> {
-        let special = match ip {
-            IpAddr::V4(a) => {
-                if a.is_loopback() {
-                    Some("loopback")
-                } else if a.is_link_local() {
-                    Some("link-local")
-                } else if a.is_multicast() || a.is_broadcast() {
-                    Some("multicast or broadcast")
-                } else if a.is_unspecified() {
-                    Some("unspecified")
-                } else {
-                    None
-                }
-            }
-            IpAddr::V6(a) => {
-                if let Some(v4) = a.to_ipv4_mapped() {
-                    return self.refuse(&IpAddr::V4(v4));
-                }
-                if a.is_loopback() {
-                    Some("loopback")
-                } else if a.is_unicast_link_local() {
-                    Some("link-local")
-                } else if a.is_multicast() {
-                    Some("multicast")
-                } else if a.is_unspecified() {
-                    Some("unspecified")
-                } else {
-                    None
-                }
-            }
-        };
-        special.or_else(|| {
-            if self.own.contains(ip) {
-                Some("one of this host's addresses")
-            } else if self.resolvers.contains(ip) {
-                Some("a DNS resolver of this host")
-            } else if self.gateways.contains(ip) {
-                Some("a default gateway")
-            } else {
-                None
-            }
-        })
-    }
-}
-
-/// Addresses of every local interface (getifaddrs).
-fn own_addresses() -> HashSet<IpAddr> {
-    let mut out = HashSet::new();
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills a list we free below.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return out;
-    }
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: a node of the list getifaddrs returned.
-        let ifa = unsafe { &*cur };
-        if !ifa.ifa_addr.is_null() {
-            // SAFETY: ifa_addr points at a sockaddr of the family it says.
-            match i32::from(unsafe { (*ifa.ifa_addr).sa_family }) {
-                libc::AF_INET => {
-                    let sa = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                    out.insert(IpAddr::from(u32::from_be(sa.sin_addr.s_addr).to_be_bytes()));
-                }
-                libc::AF_INET6 => {
-                    let sa = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
-                    out.insert(IpAddr::from(sa.sin6_addr.s6_addr));
-                }
-                _ => {}
-            }
-        }
-        cur = ifa.ifa_next;
-    }
-    // SAFETY: the list from getifaddrs above.
-    unsafe { libc::freeifaddrs(head) };
-    out
-}
-
-/// `nameserver` lines of a resolv.conf.
-pub fn resolv_conf_servers(path: impl AsRef<Path>) -> Vec<IpAddr> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Vec::new();
-    };
-    text.lines()
-        .filter_map(|l| l.trim().strip_prefix("nameserver"))
-        .filter_map(|rest| {
-            let addr = rest.split_whitespace().next()?;
-            addr.split('%').next()?.parse().ok()
-        })
-        .collect()
-}
-
-/// Next hops of the default routes, from /proc/net/route and /proc/net/ipv6_route.
-fn default_gateways() -> HashSet<IpAddr> {
-    let mut out = HashSet::new();
-    if let Ok(t) = std::fs::read_to_string("/proc/net/route") {
-        out.extend(parse_route_v4(&t));
-    }
-    if let Ok(t) = std::fs::read_to_string("/proc/net/ipv6_route") {
-        out.extend(parse_route_v6(&t));
-    }
-    out
-}
-
-fn parse_route_v4(text: &str) -> Vec<IpAddr> {
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let (dest, gw, mask) = (f.get(1)?, f.get(2)?, f.get(7)?);
-            if *dest != "00000000" || *mask != "00000000" {
-                return None;
-            }
-            // Host-order hex of a network-order address.
-            let g = u32::from_str_radix(gw, 16).ok()?;
-            (g != 0).then(|| IpAddr::from(g.to_le_bytes()))
-        })
-        .collect()
-}
-
-fn parse_route_v6(text: &str) -> Vec<IpAddr> {
-    text.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let (dest, plen, hop) = (f.first()?, f.get(1)?, f.get(4)?);
-            if dest.chars().any(|c| c != '0') || *plen != "00" {
-                return None;
-            }
-            let v = u128::from_str_radix(hop, 16).ok()?;
-            (v != 0).then(|| IpAddr::from(v.to_be_bytes()))
-        })
-        .collect()
 }
 
 /// Seconds between refreshes of one name's block, and between sweeps.
@@ -286,9 +187,9 @@ impl Enforcer {
 
     fn action(
         &self,
-        kind: &'static str,
+        kind: ActionKind,
         domain: &str,
-        action: &'static str,
+        action: Outcome,
         target: Option<&Target>,
         reason: String,
     ) -> Action {
@@ -297,8 +198,8 @@ impl Enforcer {
             ts: SystemTime::now(),
             domain: domain.to_owned(),
             action,
-            target_kind: target.map(Target::kind).unwrap_or(""),
-            target: target.map(ToString::to_string).unwrap_or_default(),
+            target_kind: target.map(TargetKind::of),
+            target: target.map(ToString::to_string),
             reason,
         }
     }
@@ -313,9 +214,9 @@ impl Enforcer {
         }
         if v.allowlisted {
             out.push(self.action(
-                "guard",
+                ActionKind::Guard,
                 &v.domain,
-                "refused",
+                Outcome::Refused,
                 None,
                 format!(
                     "allowlisted ({})",
@@ -345,17 +246,17 @@ impl Enforcer {
         };
         match normalize_domain(name) {
             Ok(d) if self.maps.domain_allowed(&d) => out.push(self.action(
-                "guard",
+                ActionKind::Guard,
                 name,
-                "refused",
+                Outcome::Refused,
                 Some(&Target::Domain(d)),
                 "allowlisted".into(),
             )),
             Ok(d) => self.apply(name, Target::Domain(d), &spec, out),
             Err(why) => out.push(self.action(
-                "guard",
+                ActionKind::Guard,
                 name,
-                "refused",
+                Outcome::Refused,
                 None,
                 format!("name not blockable: {why}"),
             )),
@@ -363,9 +264,21 @@ impl Enforcer {
         for ip in scorer.block_targets(name, SystemTime::now()) {
             let t = Target::Ip(ip);
             if let Some(why) = self.guard.refuse(&ip) {
-                out.push(self.action("guard", name, "refused", Some(&t), why.into()));
+                out.push(self.action(
+                    ActionKind::Guard,
+                    name,
+                    Outcome::Refused,
+                    Some(&t),
+                    why.into(),
+                ));
             } else if self.maps.address_allowed(&ip) {
-                out.push(self.action("guard", name, "refused", Some(&t), "allowlisted".into()));
+                out.push(self.action(
+                    ActionKind::Guard,
+                    name,
+                    Outcome::Refused,
+                    Some(&t),
+                    "allowlisted".into(),
+                ));
             } else {
                 self.apply(name, t, &spec, out);
             }
@@ -378,14 +291,20 @@ impl Enforcer {
         let previous = match self.maps.get(&t) {
             Ok(p) => p,
             Err(e) => {
-                warn!("could not read the block on {t} ({key}): {e}");
-                out.push(self.action("block", key, "failed", Some(&t), e.to_string()));
+                let why = e.to_string();
+                out.push(self.action(ActionKind::Block, key, Outcome::Failed, Some(&t), why));
                 return;
             }
         };
         let existing = previous.is_some();
         if self.opts.monitor {
-            out.push(self.action("block", key, "would_block", Some(&t), spec.reason.clone()));
+            out.push(self.action(
+                ActionKind::Block,
+                key,
+                Outcome::WouldBlock,
+                Some(&t),
+                spec.reason.clone(),
+            ));
             return;
         }
         if !existing {
@@ -402,27 +321,32 @@ impl Enforcer {
                          (raise --max-blocks-per-minute if this is expected)",
                         self.opts.max_per_minute
                     );
-                    warn!("ALERT: {msg}");
-                    out.push(self.action("alert", key, "rate_capped", None, msg));
+                    out.push(self.action(ActionKind::Alert, key, Outcome::RateCapped, None, msg));
                 }
-                out.push(self.action("block", key, "rate_capped", Some(&t), spec.reason.clone()));
+                out.push(self.action(
+                    ActionKind::Block,
+                    key,
+                    Outcome::RateCapped,
+                    Some(&t),
+                    spec.reason.clone(),
+                ));
                 return;
             }
             self.new_in_window += 1;
         }
         match self.maps.write(&t, spec, previous) {
             Ok(added) => {
+                // The log line is the log sink's, from this action (printed once).
                 let what = if added == Added::New {
-                    "blocked"
+                    Outcome::Blocked
                 } else {
-                    "refreshed"
+                    Outcome::Refreshed
                 };
-                info!("{what} {} {t} ({key})", t.kind());
-                out.push(self.action("block", key, what, Some(&t), spec.reason.clone()));
+                out.push(self.action(ActionKind::Block, key, what, Some(&t), spec.reason.clone()));
             }
             Err(e) => {
-                warn!("could not block {t} ({key}): {e}");
-                out.push(self.action("block", key, "failed", Some(&t), e.to_string()));
+                let why = e.to_string();
+                out.push(self.action(ActionKind::Block, key, Outcome::Failed, Some(&t), why));
             }
         }
     }
@@ -490,70 +414,5 @@ fn summary(v: &Verdict) -> String {
         "fast flux".into()
     } else {
         parts.join(", ")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn guard_refuses_special_and_local_addresses() {
-        let mut g = Guard::new(vec!["192.0.2.53".parse().unwrap()]);
-        g.note_resolver("198.51.100.53".parse().unwrap());
-        for (ip, want) in [
-            ("127.0.0.1", Some("loopback")),
-            ("::1", Some("loopback")),
-            ("169.254.1.1", Some("link-local")),
-            ("fe80::1", Some("link-local")),
-            ("224.0.0.251", Some("multicast or broadcast")),
-            ("255.255.255.255", Some("multicast or broadcast")),
-            ("ff02::1", Some("multicast")),
-            ("0.0.0.0", Some("unspecified")),
-            ("::ffff:127.0.0.1", Some("loopback")),
-            ("192.0.2.53", Some("a DNS resolver of this host")),
-            ("198.51.100.53", Some("a DNS resolver of this host")),
-            ("203.0.113.7", None),
-        ] {
-            assert_eq!(g.refuse(&ip.parse().unwrap()), want, "{ip}");
-        }
-        g.own.insert("203.0.113.9".parse().unwrap());
-        assert_eq!(
-            g.refuse(&"203.0.113.9".parse().unwrap()),
-            Some("one of this host's addresses")
-        );
-    }
-
-    #[test]
-    fn routes_and_resolv_conf_parse() {
-        let v4 = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
-                  eth0\t00000000\t0102000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
-                  eth0\t0002000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
-        assert_eq!(
-            parse_route_v4(v4),
-            vec!["10.0.2.1".parse::<IpAddr>().unwrap()]
-        );
-        let v6 = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 \
-                  fe800000000000000000000000000001 00000400 00000000 00000000 00000003 eth0\n\
-                  fd770000000000000000000000000000 40 00000000000000000000000000000000 00 \
-                  00000000000000000000000000000000 00000100 00000000 00000000 00000001 eth0\n";
-        assert_eq!(
-            parse_route_v6(v6),
-            vec!["fe80::1".parse::<IpAddr>().unwrap()]
-        );
-        let dir = std::env::temp_dir().join(format!("flux-resolv-{}", std::process::id()));
-        std::fs::write(
-            &dir,
-            "# x\nnameserver 10.0.0.53\nnameserver fe80::1%eth0\nsearch example\n",
-        )
-        .unwrap();
-        assert_eq!(
-            resolv_conf_servers(&dir),
-            vec![
-                "10.0.0.53".parse::<IpAddr>().unwrap(),
-                "fe80::1".parse().unwrap()
-            ]
-        );
-        let _ = std::fs::remove_file(dir);
     }
 }

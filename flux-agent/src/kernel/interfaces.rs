@@ -1,6 +1,9 @@
-//! Network interfaces: names, indices and the default-route interface.
+//! Network interfaces: names, indices and the default-route interface (from the routing table
+//! through [`netlink_route`], where `/proc/net/route` was parsed before).
 
-use std::{ffi::CString, fs};
+use std::ffi::CString;
+
+use crate::kernel::netlink_route::{self, DefaultRoute};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Interface {
@@ -37,54 +40,29 @@ impl Interface {
     }
 }
 
-/// The interface of the IPv4 default route (lowest metric), else of the IPv6 one.
+/// The interface of the IPv4 default route (lowest metric), else of the IPv6 one: unicast
+/// routes of the main table, as `ip route` shows them, never the loopback.
 pub fn default_route_interface() -> Option<String> {
-    if let Ok(table) = fs::read_to_string("/proc/net/route")
-        && let Some(name) = default_v4(&table)
-    {
-        return Some(name);
-    }
-    fs::read_to_string("/proc/net/ipv6_route")
-        .ok()
-        .and_then(|t| default_v6(&t))
+    let routes = netlink_route::default_routes()
+        .inspect_err(|e| log::debug!("cannot read the routing table: {e}"))
+        .ok()?;
+    pick_default(&routes, |i| Interface::by_index(i).map(|i| i.name))
 }
 
-fn default_v4(table: &str) -> Option<String> {
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            // Iface Destination Gateway Flags RefCnt Use Metric Mask ...
-            if f.len() < 8 || f[1] != "00000000" || f[7] != "00000000" {
-                return None;
-            }
-            let flags = u32::from_str_radix(f[3], 16).ok()?;
-            (flags & 1 != 0).then(|| (f[6].parse::<u32>().unwrap_or(u32::MAX), f[0].to_owned()))
+/// The lowest-metric usable default route's interface name, IPv4 before IPv6.
+fn pick_default(
+    routes: &[DefaultRoute],
+    name_of: impl Fn(u32) -> Option<String>,
+) -> Option<String> {
+    routes
+        .iter()
+        .filter(|r| r.unicast && r.table == netlink_route::RT_TABLE_MAIN)
+        .filter_map(|r| {
+            let name = name_of(r.oif?)?;
+            (name != "lo").then_some((r.v6, r.metric, name))
         })
         .min()
-        .map(|(_, name)| name)
-}
-
-fn default_v6(table: &str) -> Option<String> {
-    table
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            // dest destlen src srclen nexthop metric refcnt use flags iface
-            if f.len() < 10 || f[0] != "00000000000000000000000000000000" || f[1] != "00" {
-                return None;
-            }
-            if f[9] == "lo" {
-                return None;
-            }
-            Some((
-                u32::from_str_radix(f[5], 16).unwrap_or(u32::MAX),
-                f[9].to_owned(),
-            ))
-        })
-        .min()
-        .map(|(_, name)| name)
+        .map(|(_, _, name)| name)
 }
 
 #[cfg(test)]
@@ -92,20 +70,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_proc_net_route() {
-        let t = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
-                 eth1\t00000000\t0102A8C0\t0003\t0\t0\t200\t00000000\t0\t0\t0\n\
-                 eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
-                 eth0\t0001A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
-        assert_eq!(default_v4(t).as_deref(), Some("eth0"));
-        assert_eq!(default_v4("Iface\tDestination\n"), None);
-    }
-
-    #[test]
-    fn parses_proc_net_ipv6_route() {
-        let t = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003 wlan0\n\
-                 00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200 lo\n";
-        assert_eq!(default_v6(t).as_deref(), Some("wlan0"));
+    fn default_route_choice() {
+        let route = |v6, table, unicast, metric, oif| DefaultRoute {
+            v6,
+            table,
+            unicast,
+            metric,
+            oif: Some(oif),
+            gateways: Vec::new(),
+        };
+        let main = netlink_route::RT_TABLE_MAIN;
+        let names = |i: u32| {
+            ["lo", "eth0", "eth1", "wlan0", "vpn0"]
+                .get(i as usize)
+                .map(|s| s.to_string())
+        };
+        let routes = [
+            route(false, main, true, 200, 2),
+            route(false, main, true, 100, 1),
+            route(false, 1000, true, 0, 4),
+            route(false, main, false, 0, 4),
+            route(true, main, true, 0, 3),
+        ];
+        assert_eq!(pick_default(&routes, names).as_deref(), Some("eth0"));
+        assert_eq!(pick_default(&routes[2..], names).as_deref(), Some("wlan0"));
+        let unreachable_v6 = [route(true, main, true, 0, 0), route(true, main, true, 9, 3)];
+        assert_eq!(
+            pick_default(&unreachable_v6, names).as_deref(),
+            Some("wlan0")
+        );
+        assert_eq!(pick_default(&[], names), None);
     }
 
     #[test]

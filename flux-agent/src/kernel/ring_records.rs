@@ -1,4 +1,5 @@
-//! From a ring-buffer record to an [`Observation`]: the kernel's metadata plus the parsed message.
+//! From a ring-buffer record to an [`Observation`] (the `dns` event): the kernel's metadata plus
+//! the parsed message.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -9,9 +10,10 @@ use bytes::Bytes;
 use flux_common::{
     AF_INET, AF_INET6, DnsEventHeader, EVENT_FLAG_TRUNCATED, IPPROTO_TCP, IPPROTO_UDP,
 };
-use serde::{Serialize, Serializer};
 
-use flux_detect::dns::{DnsMessage, ParseError, Transport, parse_response};
+use flux_detect::dns::{ParseError, Transport, parse_response};
+
+use crate::pipeline::events::Observation;
 
 const HEADER_LEN: usize = size_of::<DnsEventHeader>();
 
@@ -95,49 +97,11 @@ fn addr(family: u8, raw: &[u8; 16]) -> IpAddr {
     }
 }
 
-/// A DNS response seen on the wire, parsed: what the scorer consumes and `--events` prints.
-#[derive(Clone, Debug, Serialize)]
-pub struct Observation {
-    /// Always `"dns"`, so event streams can mix record types.
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    #[serde(serialize_with = "rfc3339")]
-    pub ts: SystemTime,
-    pub iface: String,
-    pub ifindex: u32,
-    pub src: IpAddr,
-    pub dst: IpAddr,
-    pub sport: u16,
-    pub dport: u16,
-    pub transport: Transport,
-    pub vlan: Vec<u16>,
-    /// Message length on the wire, and how much of it was captured.
-    pub dns_len: u16,
-    pub cap_len: u16,
-    /// The capture holds only a prefix of the message.
-    pub truncated: bool,
-    /// The kernel matched the name on the domain blocklist: this is what the server answered,
-    /// and the client got NXDOMAIN (or nothing).
-    pub blocked: bool,
-    /// The first fragment of a fragmented IP datagram (the rest of the message never reaches
-    /// the program).
-    pub fragmented: bool,
-    /// No query that left this host matches it: never scored, never a reason to block.
-    pub unsolicited: bool,
-    #[serde(flatten)]
-    pub msg: DnsMessage,
-}
-
-fn rfc3339<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&humantime::format_rfc3339_micros(*t))
-}
-
 impl Observation {
     /// Parses a capture. `iface` is the name for `header.ifindex`.
     pub fn from_capture(c: &Capture, ts: SystemTime, iface: String) -> Result<Self, ParseError> {
         let msg = parse_response(&c.data, c.truncated())?;
         Ok(Self {
-            kind: "dns",
             ts,
             iface,
             ifindex: c.header.ifindex,
@@ -155,48 +119,6 @@ impl Observation {
             unsolicited: c.header.flags & flux_common::EVENT_FLAG_UNSOLICITED != 0,
             msg,
         })
-    }
-}
-
-impl std::fmt::Display for Observation {
-    /// One human-readable line: time, where, and what was answered.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let proto = match self.transport {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-        };
-        write!(
-            f,
-            "{} {} {proto} {} -> {} {} {} {}",
-            humantime::format_rfc3339_millis(self.ts),
-            self.iface,
-            std::net::SocketAddr::new(self.src, self.sport),
-            std::net::SocketAddr::new(self.dst, self.dport),
-            if self.msg.qname.is_empty() {
-                "-"
-            } else {
-                &self.msg.qname
-            },
-            self.msg.qtype,
-            self.msg.rcode,
-        )?;
-        for (i, a) in self.msg.answers.iter().enumerate() {
-            let sep = if i == 0 { ":" } else { "," };
-            write!(
-                f,
-                "{sep} {} {} ttl={}",
-                a.rtype,
-                a.data().as_deref().unwrap_or("?"),
-                a.ttl
-            )?;
-        }
-        if self.truncated {
-            write!(f, " [truncated {}/{} bytes]", self.cap_len, self.dns_len)?;
-        }
-        if self.unsolicited {
-            write!(f, " [unsolicited: not scored]")?;
-        }
-        Ok(())
     }
 }
 
@@ -239,7 +161,7 @@ mod tests {
         assert_eq!(c.src().to_string(), "192.0.2.1");
         assert_eq!(c.vlans(), vec![7]);
         let o = Observation::from_capture(&c, SystemTime::UNIX_EPOCH, "eth0".into()).unwrap();
-        let v = serde_json::to_value(&o).unwrap();
+        let v = serde_json::to_value(crate::pipeline::events::Event::Dns(o)).unwrap();
         assert_eq!(v["type"], "dns");
         assert_eq!(v["ts"], "1970-01-01T00:00:00.000000Z");
         assert_eq!(v["qname"], "foo");

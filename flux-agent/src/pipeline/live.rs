@@ -1,10 +1,12 @@
-//! The running agent: load, attach, drain the ring buffer, emit observations, detach.
+//! The running agent: load, attach, drain the ring buffer into the pipeline, detach.
 //!
 //! Packet path: NIC -> `flux_xdp` (flux-ebpf) -> `EVENTS` ring buffer -> [`Capture`] ->
-//! [`Observation`] -> event sink, and -> [`Scorer`] -> verdicts in the same sink -> [`Enforcer`]
-//! -> the blocklist maps the XDP program reads, and block actions in the sink.
+//! [`Observation`] -> [`Pipeline`] (scorer, enforcer -> the blocklist maps the XDP program
+//! reads) -> the bus -> the events file and the log, each on its own thread.
 
 use std::{collections::HashMap, future::Future, io::Write, path::PathBuf};
+
+pub use crate::pipeline::sinks::EventFormat;
 
 use anyhow::Context as _;
 use aya::maps::RingBuf;
@@ -14,13 +16,19 @@ use tokio::io::{Interest, unix::AsyncFd};
 
 use crate::{
     control,
-    enforce::policy::{Action, EnforceOptions, Enforcer},
+    enforce::policy::{EnforceOptions, Enforcer},
     kernel::interfaces::{Interface, default_route_interface},
     kernel::loader::{self, AttachMode, Hook, LoadError, LoadOptions},
-    kernel::ring_records::{Capture, Observation},
-    pipeline::clock::MonoClock,
+    kernel::ring_records::Capture,
+    pipeline::{
+        bus::{Bus, BusReport},
+        clock::MonoClock,
+        events::Observation,
+        flow::Pipeline,
+        sinks::{EventsWriter, LogSink},
+    },
 };
-use flux_detect::score::{Scorer, ScorerSetup, Verdict};
+use flux_detect::score::ScorerSetup;
 
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -40,12 +48,14 @@ pub struct RunOptions {
 pub struct RunSummary {
     pub records: u64,
     pub observations: u64,
+    /// Of those, replies no query that left this host matches (never scored).
+    pub unsolicited: u64,
     pub parse_errors: u64,
     pub bad_records: u64,
-    /// Replies no query that left this host matches: logged as events, never scored.
-    pub unsolicited: u64,
     pub verdicts: u64,
     pub actions: u64,
+    /// Events the sinks could not take (their queues were full), all sinks together.
+    pub events_dropped: u64,
 }
 
 /// Resolves the interfaces to attach to, failing on the first unknown name.
@@ -67,19 +77,20 @@ pub fn resolve_interfaces(names: &[String]) -> Result<Vec<Interface>, LoadError>
     Ok(out)
 }
 
-/// How observations are written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventFormat {
-    /// One JSON object per line.
-    Json,
-    /// One readable line per response.
-    Human,
+/// Where `run` sends its events: the `--events` output, and whether the readable log of the
+/// decisions is wanted (the binary always wants it; tests may not).
+pub struct Sinks<W> {
+    pub events: Option<(W, EventFormat)>,
+    pub log: bool,
+    /// Queue length of each sink ([`bus::DEFAULT_QUEUE`]).
+    pub queue: usize,
 }
 
-/// Runs until `shutdown` resolves, writing one line per DNS response to `events`.
-pub async fn run<W: Write>(
+/// Runs until `shutdown` resolves, publishing every DNS response, verdict and enforcer action on
+/// the bus that `sinks` subscribe to.
+pub async fn run<W: Write + Send + 'static>(
     opts: RunOptions,
-    events: Option<(W, EventFormat)>,
+    sinks: Sinks<W>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<RunSummary> {
     let ifaces = resolve_interfaces(&opts.ifaces)?;
@@ -112,6 +123,7 @@ pub async fn run<W: Write>(
     if opts.enforce.as_ref().is_some_and(|e| e.monitor) {
         info!("monitor mode: verdicts and would-be blocks are reported, nothing is enforced");
     }
+    let bus = subscribe(sinks)?;
     let names: Vec<String> = loaded
         .attachments
         .iter()
@@ -126,17 +138,17 @@ pub async fn run<W: Write>(
         loaded.pin_dir.display()
     );
 
-    let mut p = Pipeline {
+    let mut scorer = opts.scoring.as_ref().map(ScorerSetup::build);
+    let mut src = RingSource {
         clock: MonoClock::new(),
         if_names: HashMap::new(),
         summary: RunSummary::default(),
-        scorer: opts.scoring.as_ref().map(ScorerSetup::build),
-        enforcer,
-        events,
-        verdicts: Vec::new(),
-        actions: Vec::new(),
     };
-    let control = listen_control(&loaded.pin_dir);
+    let mut p = Pipeline::new(scorer.as_mut(), enforcer, bus);
+    // The control socket is served on its own tasks; complete requests arrive here.
+    let (query_tx, mut queries) = tokio::sync::mpsc::channel::<control::Query>(16);
+    let server =
+        control::listen(&loaded.pin_dir).map(|l| tokio::spawn(control::serve(l, query_tx)));
     let mut last_resync = std::time::Instant::now();
     let mut ticker = tokio::time::interval(std::time::Duration::from_secs(10));
     tokio::pin!(shutdown);
@@ -144,26 +156,19 @@ pub async fn run<W: Write>(
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            conn = accept(control.as_ref()) => {
-                if let Ok((stream, _)) = conn {
-                    p.serve(stream).await;
-                }
+            Some(q) = queries.recv() => {
+                let _ = q.reply.send(p.answer(&q.request));
             }
-            _ = ticker.tick() => {
-                if let Some(e) = p.enforcer.as_mut() {
-                    e.tick();
-                }
-            }
+            _ = ticker.tick() => p.tick(),
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("wait on ring buffer")?;
                 let rb = guard.get_inner_mut();
                 while let Some(item) = rb.next() {
-                    p.handle_record(&item);
+                    src.handle_record(&item, &mut p);
                 }
                 guard.clear_ready();
-                p.flush()?;
                 if last_resync.elapsed().as_secs() >= 60 {
-                    p.clock.resync();
+                    src.clock.resync();
                     last_resync = std::time::Instant::now();
                 }
             }
@@ -173,117 +178,75 @@ pub async fn run<W: Write>(
     // Whatever arrived before the signal still gets reported.
     let rb = ring.get_mut();
     while let Some(item) = rb.next() {
-        p.handle_record(&item);
+        src.handle_record(&item, &mut p);
     }
-    p.flush()?;
-    let summary = p.summary.clone();
+    if let Some(server) = &server {
+        server.abort();
+    }
+    let (bus, counts, _) = p.finish();
+    // Sinks get a moment to write what they hold; one that is stuck (a FIFO nobody reads) does
+    // not hold up the exit.
+    let report = bus.close(SINK_DEADLINE);
+    log_report(&report);
+    let mut summary = src.summary;
+    summary.observations = counts.observations;
+    summary.unsolicited = counts.unsolicited;
+    summary.verdicts = counts.verdicts;
+    summary.actions = counts.actions;
+    summary.events_dropped = report.total_dropped();
     drop(ring);
     let pin_dir: PathBuf = loaded.pin_dir.clone();
-    drop(p);
-    if control.is_some() {
+    if server.is_some() {
         let _ = std::fs::remove_file(control::socket_path(&pin_dir));
     }
     drop(loaded);
     info!(
-        "stopped; {} responses captured, {} parse errors. The programs stay attached and \
-         enforcing from {}; `flux-agent unload` removes them",
+        "stopped; {} responses captured ({} unsolicited, not scored), {} parse errors. The \
+         programs stay attached and enforcing from {}; `flux-agent unload` removes them",
         summary.observations,
+        summary.unsolicited,
         summary.parse_errors,
         pin_dir.display()
     );
     Ok(summary)
 }
 
-/// Everything one ring-buffer record goes through, in order.
-struct Pipeline<W: Write> {
+/// The bus with the sinks of this run subscribed, each on its own thread.
+fn subscribe<W: Write + Send + 'static>(sinks: Sinks<W>) -> anyhow::Result<Bus<'static>> {
+    let mut bus = Bus::new();
+    if let Some((w, format)) = sinks.events {
+        let sink = EventsWriter::new(w, format);
+        bus.subscribe_queued("events", format.kinds(), sinks.queue, sink)
+            .context("start the events sink")?;
+    }
+    if sinks.log {
+        bus.subscribe_queued("log", &LogSink::KINDS, sinks.queue, LogSink)
+            .context("start the log sink")?;
+    }
+    Ok(bus)
+}
+
+fn log_report(report: &BusReport) {
+    for (name, n) in report.dropped.iter().filter(|(_, n)| *n > 0) {
+        warn!("events sink '{name}' dropped {n} events: its queue was full");
+    }
+    for name in &report.unfinished {
+        warn!("events sink '{name}' was still writing at exit; what it held is lost");
+    }
+}
+
+/// How long the sinks get at exit to write what they hold.
+const SINK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The live source: ring-buffer records to observations, stamped by the kernel clock.
+struct RingSource {
     clock: MonoClock,
     if_names: HashMap<u32, String>,
     summary: RunSummary,
-    scorer: Option<Scorer>,
-    enforcer: Option<Enforcer>,
-    events: Option<(W, EventFormat)>,
-    /// Scratch, reused per record.
-    verdicts: Vec<Verdict>,
-    actions: Vec<Action>,
 }
 
-/// Binds the control socket; the agent runs without one (with a warning) if that fails.
-fn listen_control(pin_dir: &std::path::Path) -> Option<tokio::net::UnixListener> {
-    let path = control::socket_path(pin_dir);
-    let bind = || -> std::io::Result<tokio::net::UnixListener> {
-        use std::os::unix::fs::DirBuilderExt as _;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(control::CONTROL_DIR)?;
-        // The pin-folder lock is held, so a socket left here is a crashed run's.
-        let _ = std::fs::remove_file(&path);
-        tokio::net::UnixListener::bind(&path)
-    };
-    match bind() {
-        Ok(l) => Some(l),
-        Err(e) => {
-            warn!(
-                "no control socket at {} ({e}); `flux-agent explain` will not reach this agent",
-                path.display()
-            );
-            None
-        }
-    }
-}
-
-async fn accept(
-    l: Option<&tokio::net::UnixListener>,
-) -> std::io::Result<(tokio::net::UnixStream, tokio::net::unix::SocketAddr)> {
-    match l {
-        Some(l) => l.accept().await,
-        None => std::future::pending().await,
-    }
-}
-
-impl<W: Write> Pipeline<W> {
-    /// Answers one control request. Requests are tiny and answered from memory; a client that
-    /// does not send a line within a second is dropped.
-    async fn serve(&mut self, stream: tokio::net::UnixStream) {
-        use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
-        let (r, mut w) = stream.into_split();
-        let mut line = String::new();
-        let read = tokio::time::timeout(
-            std::time::Duration::from_secs(1),
-            tokio::io::BufReader::new(r).read_line(&mut line),
-        )
-        .await;
-        if !matches!(read, Ok(Ok(n)) if n > 0) {
-            return;
-        }
-        let reply = match (
-            serde_json::from_str::<control::Request>(&line),
-            self.scorer.as_mut(),
-        ) {
-            (Ok(req), Some(scorer)) => serde_json::to_string(&control::answer(scorer, &req)),
-            (Ok(_), None) => Ok(r#"{"error":"this agent does not score"}"#.to_owned()),
-            (Err(e), _) => Ok(serde_json::json!({ "error": e.to_string() }).to_string()),
-        };
-        if let Ok(mut reply) = reply {
-            reply.push('\n');
-            let _ = w.write_all(reply.as_bytes()).await;
-        }
-    }
-
-    fn flush(&mut self) -> anyhow::Result<()> {
-        if let Some((w, _)) = self.events.as_mut() {
-            w.flush().context("write events")?;
-        }
-        Ok(())
-    }
-
-    fn emit<E: serde::Serialize + std::fmt::Display>(&mut self, e: &E) {
-        if let Some((w, format)) = self.events.as_mut() {
-            write_event(w, *format, e);
-        }
-    }
-
-    fn handle_record(&mut self, rec: &[u8]) {
+impl RingSource {
+    fn handle_record(&mut self, rec: &[u8], p: &mut Pipeline<'_>) {
         self.summary.records += 1;
         let capture = match Capture::from_record(rec) {
             Ok(c) => c,
@@ -304,8 +267,8 @@ impl<W: Write> Pipeline<W> {
             })
             .clone();
         let ts = self.clock.to_system_time(capture.header.ts_ns);
-        let obs = match Observation::from_capture(&capture, ts, iface) {
-            Ok(obs) => obs,
+        match Observation::from_capture(&capture, ts, iface) {
+            Ok(obs) => p.observe(obs),
             Err(e) => {
                 self.summary.parse_errors += 1;
                 debug!(
@@ -314,67 +277,7 @@ impl<W: Write> Pipeline<W> {
                     capture.header.src_port,
                     capture.data.len()
                 );
-                return;
-            }
-        };
-        self.summary.observations += 1;
-        self.emit(&obs);
-        // A reply nobody here asked for is never evidence: not scored, not a resolver, not a
-        // reason to refresh a block (anyone who can send a datagram from port 53 wrote it).
-        if obs.unsolicited {
-            self.summary.unsolicited += 1;
-            return;
-        }
-        let Some(scorer) = self.scorer.as_mut() else {
-            return;
-        };
-        let mut verdicts = std::mem::take(&mut self.verdicts);
-        let mut actions = std::mem::take(&mut self.actions);
-        scorer.observe(obs.ts, &obs.msg, &mut verdicts);
-        if let Some(e) = self.enforcer.as_mut() {
-            // Whoever answers DNS here is a resolver of this host: never block it.
-            e.guard.note_resolver(obs.src);
-            if obs.blocked {
-                e.on_blocked_response(&obs.msg.qname, scorer, &mut actions);
-            }
-            for v in &verdicts {
-                e.on_verdict(v, scorer, &mut actions);
             }
         }
-        for v in verdicts.drain(..) {
-            self.summary.verdicts += 1;
-            log_verdict(&v);
-            self.emit(&v);
-        }
-        for a in actions.drain(..) {
-            self.summary.actions += 1;
-            self.emit(&a);
-        }
-        self.verdicts = verdicts;
-        self.actions = actions;
-    }
-}
-
-fn write_event<W: Write, E: serde::Serialize + std::fmt::Display>(
-    w: &mut W,
-    format: EventFormat,
-    e: &E,
-) {
-    let written = match format {
-        EventFormat::Json => serde_json::to_writer(&mut *w, e)
-            .map_err(std::io::Error::from)
-            .and_then(|()| w.write_all(b"\n")),
-        EventFormat::Human => writeln!(w, "{e}"),
-    };
-    if let Err(e) = written {
-        warn!("could not write event: {e}");
-    }
-}
-
-fn log_verdict(v: &Verdict) {
-    if v.level > v.previous {
-        warn!("{v}");
-    } else {
-        info!("{v}");
     }
 }

@@ -1,26 +1,39 @@
-//! Offline replay: capture files through the same parser and scorer as live traffic.
+//! Offline replay: capture files as the source of the same pipeline as live traffic
+//! ([`crate::pipeline::flow`]), with the same parser.
 //!
 //! Packet timestamps are the clock, so windows and time-to-detect are in observation time.
 
 use std::{
-    collections::HashMap,
     path::{Path, PathBuf},
-    time::{Instant, SystemTime},
+    time::Instant,
 };
 
 use serde::Serialize;
 
+pub use crate::pipeline::flow::Flagged;
+use crate::pipeline::{
+    bus::Bus,
+    events::{Event, EventKind, Observation},
+    flow::Pipeline,
+};
 use flux_detect::{
-    capture_file::{self, ReadStats},
+    capture_file::{self, CapturedDns, ReadStats},
     dns::{DnsMessage, parse_response},
     score::{Level, Scorer, ScorerStats, Verdict},
 };
+
+/// The `"type"` of the replay's summary line. It is not a bus event: it closes the stream.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SummaryTag {
+    Summary,
+}
 
 /// What a replay saw. Printed as the final `{"type":"summary"}` line.
 #[derive(Clone, Debug, Serialize)]
 pub struct ReplaySummary {
     #[serde(rename = "type")]
-    pub kind: &'static str,
+    pub kind: SummaryTag,
     pub files: u64,
     /// Files that could not be read at all, with the reason.
     pub failed_files: Vec<FileError>,
@@ -47,34 +60,6 @@ pub struct FileError {
     pub error: String,
 }
 
-/// The last verdict of every key that was ever flagged.
-#[derive(Default)]
-pub struct Flagged {
-    pub last: HashMap<String, Verdict>,
-}
-
-impl Flagged {
-    pub fn record(&mut self, v: &Verdict) {
-        self.last.insert(v.domain.clone(), v.clone());
-    }
-
-    /// Keys still suspicious or flux, highest score first.
-    pub fn current(&self) -> Vec<&Verdict> {
-        let mut v: Vec<&Verdict> = self
-            .last
-            .values()
-            .filter(|v| v.level != Level::Benign)
-            .collect();
-        v.sort_by(|a, b| {
-            b.level
-                .cmp(&a.level)
-                .then(b.score.total_cmp(&a.score))
-                .then(a.domain.cmp(&b.domain))
-        });
-        v
-    }
-}
-
 /// Replays `paths` in order through `scorer`, calling `on_verdict` for every level change.
 /// Unreadable files are reported in the summary; bad packets are counted, never fatal.
 pub fn replay(
@@ -83,38 +68,33 @@ pub fn replay(
     scorer: &mut Scorer,
     on_verdict: impl FnMut(&Verdict),
 ) -> ReplaySummary {
-    replay_with(paths, ports, scorer, |_, _| {}, on_verdict)
+    let mut on_verdict = on_verdict;
+    let mut bus = Bus::new();
+    bus.subscribe_inline(&[EventKind::Verdict], |e| {
+        if let Event::Verdict(v) = e {
+            on_verdict(v);
+        }
+    });
+    replay_with(paths, ports, scorer, bus).0
 }
 
-/// [`replay`], also calling `on_message` with every parsed response before it is scored.
+/// [`replay`] through the pipeline, publishing on `bus` (subscribe inline: a replay loses
+/// nothing, it waits). Also returns the last verdict of every key that was flagged.
 pub fn replay_with(
     paths: &[PathBuf],
     ports: &[u16],
     scorer: &mut Scorer,
-    mut on_message: impl FnMut(SystemTime, &DnsMessage),
-    mut on_verdict: impl FnMut(&Verdict),
-) -> ReplaySummary {
+    bus: Bus<'_>,
+) -> (ReplaySummary, Flagged) {
     let started = Instant::now();
     let mut read = ReadStats::default();
     let mut failed_files = Vec::new();
-    let (mut parsed, mut malformed) = (0u64, 0u64);
-    let mut flagged = Flagged::default();
-    let mut verdicts = Vec::new();
-    let mut n_verdicts = 0u64;
+    let mut malformed = 0u64;
+    let mut p = Pipeline::new(Some(&mut *scorer), None, bus).track_flagged();
     for path in paths {
         let r = capture_file::read_file(path, ports, &mut read, |c| {
             match parse_response(&c.payload, c.truncated) {
-                Ok(msg) => {
-                    parsed += 1;
-                    on_message(c.ts, &msg);
-                    verdicts.clear();
-                    scorer.observe(c.ts, &msg, &mut verdicts);
-                    for v in &verdicts {
-                        n_verdicts += 1;
-                        flagged.record(v);
-                        on_verdict(v);
-                    }
-                }
+                Ok(msg) => p.observe(observation(c, msg)),
                 Err(e) => {
                     malformed += 1;
                     log::debug!(
@@ -133,16 +113,21 @@ pub fn replay_with(
             });
         }
     }
+    let (bus, counts, flagged) = p.finish();
+    // Inline subscribers only: nothing queued to wait for.
+    drop(bus);
+    let flagged = flagged.unwrap_or_default();
     let elapsed = started.elapsed().as_secs_f64();
     let current = flagged.current();
-    ReplaySummary {
-        kind: "summary",
+    let parsed = counts.observations;
+    let summary = ReplaySummary {
+        kind: SummaryTag::Summary,
         files: paths.len() as u64,
         failed_files,
         read,
         parsed,
         malformed,
-        verdicts: n_verdicts,
+        verdicts: counts.verdicts,
         suspicious: current
             .iter()
             .filter(|v| v.level == Level::Suspicious)
@@ -156,6 +141,32 @@ pub fn replay_with(
             0.0
         },
         scorer_memory_bytes: scorer.memory_estimate() as u64,
+    };
+    (summary, flagged)
+}
+
+/// A response read from a file as the pipeline's observation: the file's clock, no interface.
+fn observation(c: CapturedDns, msg: DnsMessage) -> Observation {
+    let len = u16::try_from(c.payload.len()).unwrap_or(u16::MAX);
+    Observation {
+        ts: c.ts,
+        iface: String::new(),
+        ifindex: 0,
+        src: c.src,
+        dst: c.dst,
+        sport: c.sport,
+        dport: c.dport,
+        transport: c.transport,
+        vlan: c.vlan,
+        dns_len: len,
+        cap_len: len,
+        truncated: c.truncated,
+        blocked: false,
+        // A file holds what was captured, not whether this host asked: replay trusts it, as
+        // the operator chose the file.
+        fragmented: false,
+        unsolicited: false,
+        msg,
     }
 }
 

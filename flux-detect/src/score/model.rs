@@ -1,4 +1,5 @@
-//! The scoring model: every weight and threshold, in one place.
+//! The scoring model: the terms, the rules and the levels. Every number they use (weights,
+//! breakpoints, thresholds) is in [`params`], with the reason for its value.
 //!
 //! The flux score is a logistic model over bounded evidence terms:
 //!
@@ -33,7 +34,7 @@
 //!
 //! Beside the terms, rules keep legitimate shapes from `flux`: provider zones
 //! ([`provider_zone`]), forged or fronted single-address answers ([`forged_or_fronted`]); and
-//! reporting (`flux`) is separate from blocking ([`BLOCK_SCORE`]).
+//! reporting (`flux`) is separate from blocking ([`params::BLOCK_SCORE`]).
 //!
 //! Levels have hysteresis: a key enters `suspicious` at [`SUSPICIOUS_ENTER`] and `flux` at
 //! [`FLUX_ENTER`], and leaves them only below [`SUSPICIOUS_EXIT`] / [`FLUX_EXIT`]. A key needs
@@ -41,84 +42,26 @@
 //! unless one answer spans [`ONE_ANSWER_FLUX_NETWORKS`] organisations or its name servers' glue
 //! rotated.
 //!
-//! The weights were set by hand from the scenario classes and the 2009 data and checked with
-//! `cargo xtask eval`, other generator seeds (`flux-eval --scenarios-only 40 SEED`) and the
-//! per-key feature traces of `flux-trace` (docs/scoring.md has the calibration: the observed
-//! flux rate per score bin).
+//! How the values were set and checked: see [`params`].
 
 use serde::Serialize;
 
-use super::features::Features;
+use super::{
+    features::Features,
+    params::{
+        self, BIAS, FLUX_ENTER, FLUX_EXIT, FORGED_ANSWER_SIZE, MIN_RRSETS_FOR_FLUX,
+        NATIONAL_LINES_COUNTRIES, NATIONAL_LINES_IPS_PER_NETWORK, NATIONAL_LINES_NETWORKS,
+        NATIONAL_LINES_WEIGHT, ONE_ANSWER_FLUX_NETWORKS, PROVIDER_ZONE_CUSTOMERS,
+        PROVIDER_ZONE_WEIGHT, RETURNS, SUSPICIOUS_ENTER, SUSPICIOUS_EXIT, TERMS, countries,
+        fluxiness, low_ttl, networks, new_networks, prefix_diversity, rotating_glue,
+        rotation_across_networks as rotation_p, shared_flux_addresses as shared_p,
+    },
+};
 
-pub const BIAS: f64 = -5.5;
-
-/// Named weights. The order is the order reasons are listed in when contributions tie.
-pub const WEIGHTS: &[(Term, f64)] = &[
-    (Term::RotationAcrossNetworks, 4.0),
-    (Term::Networks, 1.5),
-    (Term::MixedAnswers, 2.0),
-    (Term::Countries, 2.0),
-    (Term::PrefixDiversity, 2.0),
-    (Term::Fluxiness, 1.0),
-    (Term::LowTtl, 1.0),
-    (Term::RotatingGlue, 3.0),
-    (Term::SharedFluxAddresses, 6.0),
-    (Term::NewNetworks, 3.0),
-];
-
-/// Answers (the first included, returns of expired ones counted) over which address growth
-/// counts fully as rotation; fewer count in proportion.
-pub const STEADY_ANSWERS: f64 = 4.0;
-
-/// Share of a key's addresses known as other flux domains' bots at which that evidence is full.
-pub const SHARED_FULL_SHARE: f64 = 0.25;
-
-/// Shared bots count only for a key that rotates on its own evidence ([`rotates_on_its_own`]):
-/// they may raise confidence, never carry a name to `flux` on their own. On real resolver
-/// traffic one early verdict on a name behind an anycast CDN or a shared-hosting address made
-/// every unrelated site behind the same addresses flux (218 of 255 flagged names); a site whose
-/// one answer sits on a bot's address shows nothing of its own. A domain of the 2009 Waledac
-/// network looked up twice, one new address in a new network each time with TTL 0, does show
-/// rotation of its own, and its addresses being another flux domain's bots is what completes
-/// the evidence (a score bar instead, such as the suspicious entry, lost 30 of its 34 domains).
-pub const SHARED_NEEDS_ROTATION_TTL: u32 = 1800;
-
-/// A key's addresses join the shared-bot table only when its own evidence, without any shared
-/// bots, reaches `flux`: a verdict reached through shared bots must not make more bots, or one
-/// mistake spreads from domain to domain (the snowball seen on real traffic).
-pub const DONOR_NEEDS_OWN: f64 = FLUX_ENTER;
-
-/// Automatic blocking is stricter than reporting. A report is a statement an operator reads;
-/// a block is an action an outsider may try to trigger, so it needs the score at or above
-/// [`BLOCK_SCORE`] on the key's own evidence (the score without shared bots) at two scores at
-/// least [`BLOCK_HOLD_MINUTES`] apart, the later one on new data. It raises the cost of a block,
-/// it does not make one unforgeable: whoever can inject two responses minutes apart on the
-/// path can still pass it (unsolicited replies are issue 14's hardening).
-pub const BLOCK_SCORE: f64 = 0.97;
-/// Minutes between the first qualifying score and the one that opens the gate, which must be
-/// on new data (a new answer or the return of an expired one): two responses in one burst
-/// never block.
-pub const BLOCK_HOLD_MINUTES: u8 = 2;
-/// A key that passed the gate keeps it while its own score stays at or above this (hysteresis:
-/// an own score moving around [`BLOCK_SCORE`] does not block and unblock in turn).
-pub const BLOCK_EXIT: f64 = 0.9;
-
-/// A key enters `suspicious` at this score...
-pub const SUSPICIOUS_ENTER: f64 = 0.5;
-/// ...and leaves it below this one.
-pub const SUSPICIOUS_EXIT: f64 = 0.3;
-/// A key enters `flux` at this score...
-pub const FLUX_ENTER: f64 = 0.9;
-/// ...and falls back to `suspicious` below this one.
-pub const FLUX_EXIT: f64 = 0.7;
-/// Distinct answers (RRsets) a key needs before it can be `flux`: one answer proves no rotation...
-pub const MIN_RRSETS_FOR_FLUX: u32 = 2;
-/// ...unless one answer already spans this many unrelated networks (bots drawn from a pool).
-pub const ONE_ANSWER_FLUX_NETWORKS: u32 = 4;
-
-/// The Holz et al. (NDSS 2008) linear classifier: flux when `1.32·nA + 18.54·nASN > 142.38`.
+/// The Holz et al. (NDSS 2008) linear classifier: flux when `1.32·nA + 18.54·nASN > 142.38`
+/// ([`params::holz`]).
 pub fn holz(n_a: u32, n_asn: u32) -> f64 {
-    1.32 * f64::from(n_a) + 18.54 * f64::from(n_asn)
+    params::holz::A_COEF * f64::from(n_a) + params::holz::ASN_COEF * f64::from(n_asn)
 }
 
 /// The Zeek community variant: `(nASN/nA)·(1.32·nA + 18.54·nASN) > 142.38`.
@@ -128,9 +71,6 @@ pub fn zeek(n_a: u32, n_asn: u32) -> f64 {
     }
     f64::from(n_asn) / f64::from(n_a) * holz(n_a, n_asn)
 }
-
-/// The threshold both baselines use.
-pub const BASELINE_THRESHOLD: f64 = 142.38;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -148,24 +88,15 @@ pub enum Term {
 }
 
 impl Term {
+    /// The term's name in verdicts ([`params::TERMS`]).
     pub fn name(self) -> &'static str {
-        match self {
-            Term::RotationAcrossNetworks => "rotation_across_networks",
-            Term::Networks => "networks",
-            Term::MixedAnswers => "mixed_answers",
-            Term::Countries => "countries",
-            Term::PrefixDiversity => "prefix_diversity",
-            Term::Fluxiness => "fluxiness",
-            Term::LowTtl => "low_ttl",
-            Term::RotatingGlue => "rotating_glue",
-            Term::SharedFluxAddresses => "shared_flux_addresses",
-            Term::NewNetworks => "new_networks",
-        }
+        spec(self).map_or("", |t| t.name)
     }
 }
 
-fn ramp(x: f64, lo: f64, hi: f64) -> f64 {
-    ((x - lo) / (hi - lo)).clamp(0.0, 1.0)
+/// The term's row of [`params::TERMS`].
+fn spec(term: Term) -> Option<&'static params::TermSpec> {
+    TERMS.iter().find(|t| t.term == term)
 }
 
 /// Each term's value in [0, 1] for a window's features.
@@ -196,15 +127,17 @@ fn own_terms(f: &Features) -> [(Term, f64); 10] {
         diversity *= PROVIDER_ZONE_WEIGHT;
     }
     // Organisations: 1 is normal, 2 common (multi-CDN, ISP caches), 4+ is a pool of strangers.
-    let networks = ramp(orgs, 1.0, 4.0) * diversity;
+    let networks = networks::ORGS.at(orgs) * diversity;
     // Two or three organisations spread like four when their addresses are scattered machines,
     // each alone in its /24 (a flux operator renting servers all over a few hosting
     // providers): a farm or a CDN PoP numbers its servers inside one or two blocks.
-    let scattered = ramp(orgs, 1.0, 2.0) * ramp(f64::from(f.lone_subnets), 4.0, 8.0);
+    let scattered = rotation_p::SCATTERED_ORGS.at(orgs)
+        * rotation_p::LONE_SUBNETS.at(f64::from(f.lone_subnets));
     // Or nearly every address is in another organisation: three organisations in three or four
     // addresses (one address per answer, a slow rotation) are as foreign as four.
     let strangers = if f.distinct_ips > 0 {
-        ramp(orgs, 1.0, 3.0) * ramp(orgs / f64::from(f.distinct_ips), 0.4, 0.8)
+        rotation_p::STRANGER_ORGS.at(orgs)
+            * rotation_p::ORGS_PER_ADDRESS.at(orgs / f64::from(f.distinct_ips))
     } else {
         0.0
     };
@@ -213,13 +146,14 @@ fn own_terms(f: &Features) -> [(Term, f64); 10] {
         .max(strangers * diversity);
     // The set keeps changing: new addresses arrive, or far more addresses than one answer holds.
     // Growth is steady only over several answers: one new answer can be a one-off change.
-    let steady = ramp(f64::from(f.later_answers) + 1.0, 0.0, STEADY_ANSWERS);
+    let steady = rotation_p::STEADY_ANSWERS.at(f64::from(f.later_answers) + 1.0);
     // A set that keeps coming back is a fixed set (ISP caches, a round robin, a CDN's PoPs in
     // turn), not a pool of bots: the share of later answers that were returns of expired ones
     // discounts the evidence that does not already count returns (fluxiness, new networks).
-    let fresh = 1.0 - ramp(returning_share(f), RETURNS_START, RETURNS_FULL);
-    let rotation = (f.ip_growth.clamp(0.0, 1.0) * steady).max(ramp(f.fluxiness, 2.0, 8.0) * fresh);
-    let low_ttl = 1.0 - ramp(f64::from(f.ttl_max), 300.0, 1800.0);
+    let fresh = 1.0 - RETURNS.at(returning_share(f));
+    let rotation =
+        (f.ip_growth.clamp(0.0, 1.0) * steady).max(fluxiness::FLUXINESS.at(f.fluxiness) * fresh);
+    let low_ttl = 1.0 - low_ttl::TTL.at(f64::from(f.ttl_max));
     // Do the networks meet inside one answer? A CDN answers from one PoP and alternates between
     // networks over time; bots come from the whole pool at once. Single-address answers cannot
     // tell, so they count fully and rotation has to carry them.
@@ -234,13 +168,13 @@ fn own_terms(f: &Features) -> [(Term, f64); 10] {
         (Term::MixedAnswers, f.mixed_answers * diversity),
         (
             Term::Countries,
-            ramp(f64::from(f.distinct_countries), 2.0, 8.0),
+            countries::COUNTRIES.at(f64::from(f.distinct_countries)),
         ),
         (
             Term::PrefixDiversity,
-            f.prefix_entropy * ramp(f64::from(f.distinct_prefixes), 4.0, 24.0),
+            f.prefix_entropy * prefix_diversity::PREFIXES.at(f64::from(f.distinct_prefixes)),
         ),
-        (Term::Fluxiness, ramp(f.fluxiness, 2.0, 8.0)),
+        (Term::Fluxiness, fluxiness::FLUXINESS.at(f.fluxiness)),
         (Term::LowTtl, low_ttl),
         (Term::RotatingGlue, glue_term(f)),
         // Filled in below, once the key's own evidence is known.
@@ -250,7 +184,7 @@ fn own_terms(f: &Features) -> [(Term, f64); 10] {
         // PoP at a time (unmixed answers), so mixing weighs it as it weighs rotation.
         (
             Term::NewNetworks,
-            ramp(f64::from(f.network_arrivals), 1.0, 3.0) * low_ttl * mixing * fresh,
+            new_networks::ARRIVALS.at(f64::from(f.network_arrivals)) * low_ttl * mixing * fresh,
         ),
     ]
 }
@@ -265,20 +199,10 @@ fn own_terms(f: &Features) -> [(Term, f64); 10] {
 /// carry more of it (3 of 30 `flux-2009` and 11 of 390 `double-flux-2009` verdicts were in one
 /// country, each with about one address per network).
 pub fn national_lines(f: &Features) -> bool {
-    f.distinct_countries == 1
+    f.distinct_countries == NATIONAL_LINES_COUNTRIES
         && f.distinct_networks >= NATIONAL_LINES_NETWORKS
         && f.distinct_ips * 2 >= NATIONAL_LINES_IPS_PER_NETWORK * f.distinct_networks
 }
-
-/// Networks of one country from which an answer set looks like national multi-line.
-pub const NATIONAL_LINES_NETWORKS: u32 = 3;
-/// Addresses per two networks (on average) of a national multi-line CDN: a carrier hosts a
-/// node of several servers, where a bot is one address. Three per two networks (1.5 each)
-/// catches the CDN's scheduling names at their third or fourth answer; two per network let
-/// them reach `flux` first, one per network took 2 of the 2009 data's one-country flux.
-pub const NATIONAL_LINES_IPS_PER_NETWORK: u32 = 3;
-/// What the network-diversity evidence (networks, mixed answers, spread) counts for then.
-pub const NATIONAL_LINES_WEIGHT: f64 = 0.5;
 
 /// Later answers that were returns of an answer after it expired: what share of the key's
 /// rotation goes round a fixed set.
@@ -290,13 +214,6 @@ pub fn returning_share(f: &Features) -> f64 {
     }
 }
 
-/// Returning shares over which rotation evidence fades out. At its first `flux` verdict no
-/// flux class of the generator (tuning seed 2026) had more than half of its later answers
-/// returning (median 0), ISP caches had a median of 0.62 (up to 0.97): bots are picked from
-/// a pool far larger than the answers seen, caches are a handful that come round again.
-pub const RETURNS_START: f64 = 0.3;
-pub const RETURNS_FULL: f64 = 0.7;
-
 /// A key that is not flux yet but would be, on the evidence it has, if some of its addresses
 /// turned out to be other flux domains' bots: it rotated over two or more networks with a TTL
 /// short enough to rotate. The scorer watches such keys and re-scores them when new bots are
@@ -306,30 +223,28 @@ pub fn could_flux_on_shared_bots(f: &Features) -> bool {
 }
 
 /// The key's own answers rotate: two answers or more, over two networks or more, with a TTL
-/// short enough to rotate ([`SHARED_NEEDS_ROTATION_TTL`]), or its name servers' glue rotated.
+/// short enough to rotate ([`shared_p::NEEDS_ROTATION_TTL`]), or its name servers' glue rotated.
 /// What shared bots need to count.
 pub fn rotates_on_its_own(f: &Features) -> bool {
     (f.rrsets >= MIN_RRSETS_FOR_FLUX
-        && f.distinct_networks >= 2
-        && f.ttl_max < SHARED_NEEDS_ROTATION_TTL
+        && f.distinct_networks >= shared_p::NEEDS_NETWORKS
+        && f.ttl_max < shared_p::NEEDS_ROTATION_TTL
         && spread_like_bots(f))
         // Or its name servers' glue rotated (double flux whose own answer has not changed yet).
         || f.rotating_ns_hosts > 0
 }
 
-/// The key's addresses are scattered the way bots are: at most [`BOT_SPREAD`] addresses per
+/// The key's addresses are scattered the way bots are: at most [`shared_p::BOT_SPREAD`] addresses per
 /// network on average, or most of them alone in their /24. A CDN's or a farm's addresses come
 /// several to a network and to a block (a PoP, a rack); a bot is one machine in its network.
 /// Without it, one CDN name judged flux made every other name on the same edges flux through
 /// shared bots (the generator's `redirect-cdn` names, scored 0.1-0.5 on their own).
 pub fn spread_like_bots(f: &Features) -> bool {
-    f.distinct_networks * BOT_SPREAD >= f.distinct_ips || f.lone_subnets * 2 >= f.distinct_ips
+    f.distinct_networks * shared_p::BOT_SPREAD >= f.distinct_ips
+        || f.lone_subnets * shared_p::LONE_SHARE_DIVISOR >= f.distinct_ips
 }
 
-/// Addresses per network up to which a key's addresses are spread like bots.
-pub const BOT_SPREAD: u32 = 2;
-
-/// One address per answer, and a share of them ([`FORGED_SHARE_DIVISOR`]) in a first-party
+/// One address per answer, and a share of them ([`params::FORGED_SHARE_DIVISOR`]) in a first-party
 /// content network or not routable at all (see `infra::first_party`): no bot can sit there. This is what answers
 /// forged on the path look like (censorship injection hands out one address of Facebook,
 /// Twitter or Dropbox, or a reserved one, with a random TTL, a new one at every lookup: on the
@@ -338,18 +253,10 @@ pub const BOT_SPREAD: u32 = 2;
 /// handed such an answer reaches someone else's server. Multi-address answers are not excused by it,
 /// since one decoy address among bots costs the operator little.
 pub fn forged_or_fronted(f: &Features) -> bool {
-    f.answer_size_max == 1 && f.forged_answers
+    f.answer_size_max == FORGED_ANSWER_SIZE && f.forged_answers
 }
 
-/// Over the longest window, at least one in this many of a single-address key's addresses must
-/// be first-party or unroutable for `forged_or_fronted`: on the real traffic the censor's
-/// decoys are about 60% of a forged name's addresses (at least 1 in 5); an operator who wants
-/// the excuse must send one lookup in eight elsewhere, where one decoy a day was enough
-/// before (review finding). Unroutable IPv6 does not count at all (`infra::first_party`):
-/// clients fall back to IPv4 at once, so an `AAAA ::1` costs nothing.
-pub const FORGED_SHARE_DIVISOR: u32 = 8;
-
-/// Known bots among the key's addresses: full once they are [`SHARED_FULL_SHARE`] of them. A
+/// Known bots among the key's addresses: full at [`shared_p::SHARE`]. A
 /// large legitimate pool that holds one address a flux domain also used (shared hosting, a
 /// reassigned address) is not a botnet's domain; a domain whose addresses are bots is.
 pub fn shared_bots(f: &Features) -> f64 {
@@ -357,7 +264,7 @@ pub fn shared_bots(f: &Features) -> f64 {
         return 0.0;
     }
     let share = f64::from(f.shared_flux_ips) / f64::from(f.distinct_ips);
-    ramp(share, 0.0, SHARED_FULL_SHARE)
+    shared_p::SHARE.at(share)
 }
 
 /// A registered-domain key whose names are CNAME targets of two or more unrelated registered
@@ -389,14 +296,10 @@ pub fn reached_only_as_provider(f: &Features) -> bool {
     provider_zone(f) && !f.queried_directly
 }
 
-/// Unrelated registered domains CNAMEing into a zone that make it a provider's zone.
-pub const PROVIDER_ZONE_CUSTOMERS: u32 = 2;
-/// What a provider zone's network diversity counts for.
-pub const PROVIDER_ZONE_WEIGHT: f64 = 0.5;
-
 /// Double flux: some NS host's glue has many addresses in several organisations.
 pub fn glue_term(f: &Features) -> f64 {
-    ramp(f64::from(f.glue_ips_max), 2.0, 6.0) * ramp(f64::from(f.glue_networks_max), 1.0, 3.0)
+    rotating_glue::GLUE_IPS.at(f64::from(f.glue_ips_max))
+        * rotating_glue::GLUE_NETWORKS.at(f64::from(f.glue_networks_max))
 }
 
 /// One term's part in a verdict.
@@ -411,10 +314,7 @@ pub struct Reason {
 }
 
 fn weight(term: Term) -> f64 {
-    WEIGHTS
-        .iter()
-        .find(|(w, _)| *w == term)
-        .map_or(0.0, |(_, w)| *w)
+    spec(term).map_or(0.0, |t| t.weight)
 }
 
 /// The score: the logistic of the bias plus every term's weighted value. Allocation-free, as it
@@ -424,7 +324,7 @@ pub fn score(f: &Features) -> f64 {
 }
 
 /// The score on the key's own evidence: every term but the shared bots. What the donor rule
-/// ([`DONOR_NEEDS_OWN`]) and the block gate ([`BLOCK_SCORE`]) read.
+/// ([`params::DONOR_NEEDS_OWN`]) and the block gate ([`params::BLOCK_SCORE`]) read.
 pub fn own_score(f: &Features) -> f64 {
     logistic(z_of(&own_terms(f)))
 }
@@ -515,11 +415,11 @@ mod tests {
     #[test]
     fn baselines_match_the_papers() {
         // Holz: 1.32·100 + 18.54·1 = 150.54 > 142.38 (a big single-AS CDN trips it).
-        assert!(holz(100, 1) > BASELINE_THRESHOLD);
-        assert!(holz(5, 3) < BASELINE_THRESHOLD);
+        assert!(holz(100, 1) > params::holz::THRESHOLD);
+        assert!(holz(5, 3) < params::holz::THRESHOLD);
         // Zeek scales by nASN/nA: the same CDN is quiet, a 1:1 pool is not.
-        assert!(zeek(100, 1) < BASELINE_THRESHOLD);
-        assert!(zeek(8, 8) > BASELINE_THRESHOLD);
+        assert!(zeek(100, 1) < params::holz::THRESHOLD);
+        assert!(zeek(8, 8) > params::holz::THRESHOLD);
         assert_eq!(zeek(0, 0), 0.0);
     }
 
@@ -571,7 +471,7 @@ mod tests {
     fn weights_cover_every_term_once() {
         let f = Features::default();
         for (t, _) in terms(&f) {
-            assert_eq!(WEIGHTS.iter().filter(|(w, _)| *w == t).count(), 1, "{t:?}");
+            assert_eq!(TERMS.iter().filter(|s| s.term == t).count(), 1, "{t:?}");
         }
     }
 }

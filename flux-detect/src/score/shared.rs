@@ -3,20 +3,13 @@
 
 use super::table::KeyTable;
 
-/// Bot addresses remembered for [`super::model::Term::SharedFluxAddresses`].
-pub const MAX_FLUX_IPS: usize = 262_144;
+pub use super::params::{INFRA_STABLE_DOMAINS, MAX_FLUX_IPS};
+
 /// Bits in the membership filter: 256 KiB, small enough to stay in cache. Each address sets
 /// two bits of one 64-bit word (a blocked Bloom filter: one memory access per probe). With the
 /// table full about 5% of non-bots pass it (a single bit in 128 KiB let 22% through, and flux
 /// keys keep adding the bots they show).
 const FILTER_BITS: usize = 1 << 21;
-
-/// Domains with stable answers (see `KeyState::stable_single_answer`) that resolve to a bot
-/// before it counts as shared serving infrastructure instead: a bot serves the domains of one
-/// operator, which rotate; an address that several unrelated domains keep getting back as
-/// their one answer is a shared-hosting or anycast front end. Three, so that one coincidence
-/// (a reassigned address, one parked domain) does not clear a bot.
-pub const INFRA_STABLE_DOMAINS: u8 = 3;
 
 /// One bot: the domain that showed it, and the distinct stable domains seen on it (0 marks a
 /// free slot; a domain id of 0 is counted as 1, a negligible merge).

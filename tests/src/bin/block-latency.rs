@@ -13,9 +13,10 @@ use aya::{
     programs::{TestRun as _, Xdp},
 };
 use flux_agent::{
-    enforce::policy::{EnforceOptions, Enforcer},
+    enforce::policy::{EnforceOptions, Enforcer, Outcome, TargetKind},
     kernel::loader::LoadOptions,
-    kernel::ring_records::{Capture, Observation},
+    kernel::ring_records::Capture,
+    pipeline::events::Observation,
 };
 use flux_common::PROG_XDP;
 use flux_detect::{
@@ -88,9 +89,9 @@ fn main() -> anyhow::Result<()> {
                 for v in verdicts.drain(..) {
                     enforcer.on_verdict(&v, &scorer, &mut actions);
                 }
-                let blocked = actions
-                    .drain(..)
-                    .any(|a| a.action == "blocked" && a.target_kind == "domain");
+                let blocked = actions.drain(..).any(|a| {
+                    a.action == Outcome::Blocked && a.target_kind == Some(TargetKind::Domain)
+                });
                 if blocked {
                     lat_us.push((mono_ns() - c.header.ts_ns) as f64 / 1000.0);
                     break 'names;

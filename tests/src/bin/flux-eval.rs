@@ -36,6 +36,7 @@ use flux_tests::eval::{
     dig2009,
     labels::{Label, LabelIndex, Truth, read_labels},
     lookups::{LookupClock, answer_set},
+    rescore_log::RescoreLog,
     scenarios::{self, GenConfig},
     seeds::HELDOUT_SEEDS,
 };
@@ -406,18 +407,16 @@ impl Dataset {
 /// flagged it, in minutes and in lookups.
 ///
 /// The same reader and parser as `flux_agent::pipeline::replay_source::replay_with` (which `flux-agent replay`
-/// uses), but a loop of its own: the baseline hits are taken from the scorer after each response
+/// uses), but a loop of its own: the baseline hits are taken from the re-score log after each response
 /// so that the lookup at which each came is known, and `replay_with` holds the scorer for the
 /// whole replay.
 fn replay_set(set: &Dataset, enricher: &Arc<Enricher>) -> anyhow::Result<Replayed> {
     let mut scorer = Scorer::new(
-        ScorerConfig {
-            track_baselines: true,
-            ..ScorerConfig::default()
-        },
+        ScorerConfig::default(),
         enricher.clone(),
         Arc::new(Allowlist::builtin()),
     );
+    let rescores = RescoreLog::attach(&mut scorer);
     let mut outcomes: HashMap<Label, Outcome> = HashMap::new();
     let mut flux_verdicts = Vec::new();
     let mut baseline_keys = Vec::new();
@@ -475,7 +474,7 @@ fn replay_set(set: &Dataset, enricher: &Arc<Enricher>) -> anyhow::Result<Replaye
                     Level::Benign => {}
                 }
             }
-            for h in scorer.take_baseline_hits() {
+            for h in rescores.take_baseline_hits() {
                 // Whether the allowlist covers the key: asked of the scorer, at the moment of the
                 // hit, so the rule is exactly the one behind our verdicts' `allowlisted` (the
                 // name, the names that fed the key, its CNAME chain, and all-allowlisted ASNs
@@ -513,10 +512,11 @@ fn replay_set(set: &Dataset, enricher: &Arc<Enricher>) -> anyhow::Result<Replaye
     for (k, st) in scorer.keys() {
         if let Some(l) = set.entity(k) {
             let o = outcomes.entry(l.clone()).or_default();
-            o.score = o.score.max(st.last_score);
+            let last_score = rescores.last_score(k);
+            o.score = o.score.max(last_score);
             let b = best_key.entry(l).or_insert((-1.0, String::new(), 0));
-            if st.last_score > b.0 {
-                *b = (st.last_score, k.to_owned(), st.last_eval);
+            if last_score > b.0 {
+                *b = (last_score, k.to_owned(), st.last_eval);
             }
         }
     }

@@ -8,11 +8,14 @@
 //! - [`labels`]: the `labels.tsv` format both write and the matching rule for verdicts.
 //! - [`lookups`]: time to detect counted in lookups after the first rotation.
 //! - [`pcapw`]: the pcap writer both use.
+//! - [`rescore_log`]: the baselines' first flags and each key's last score, from the scorer's
+//!   re-score tap.
 //! - [`seeds`]: the generator seeds the scorer may be tuned on, and the held-out ones it may not.
 
 pub mod dig2009;
 pub mod labels;
 pub mod lookups;
 pub mod pcapw;
+pub mod rescore_log;
 pub mod scenarios;
 pub mod seeds;

@@ -1,0 +1,155 @@
+//! The one pipeline both sources feed: an [`Observation`] in, then the scorer, then the enforcer,
+//! and every result published on the [`Bus`]. Live capture (`pipeline::live`) and replay
+//! (`pipeline::replay_source`) differ only in where observations come from and which clock
+//! stamps them (the kernel's, converted; or the capture file's).
+
+use std::collections::HashMap;
+
+use crate::{
+    control,
+    enforce::policy::{Action, Enforcer},
+    pipeline::{
+        bus::Bus,
+        events::{Event, EventKind, Observation},
+    },
+};
+use flux_detect::score::{Level, Scorer, Verdict};
+
+/// What went through the pipeline.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub observations: u64,
+    /// Replies no query that left this host matches: published, never scored.
+    pub unsolicited: u64,
+    pub verdicts: u64,
+    pub actions: u64,
+}
+
+/// The last verdict of every key that was ever flagged (replay's table and summary).
+#[derive(Default)]
+pub struct Flagged {
+    pub last: HashMap<String, Verdict>,
+}
+
+impl Flagged {
+    pub fn record(&mut self, v: &Verdict) {
+        self.last.insert(v.domain.clone(), v.clone());
+    }
+
+    /// Keys still suspicious or flux, highest score first.
+    pub fn current(&self) -> Vec<&Verdict> {
+        let mut v: Vec<&Verdict> = self
+            .last
+            .values()
+            .filter(|v| v.level != Level::Benign)
+            .collect();
+        v.sort_by(|a, b| {
+            b.level
+                .cmp(&a.level)
+                .then(b.score.total_cmp(&a.score))
+                .then(a.domain.cmp(&b.domain))
+        });
+        v
+    }
+}
+
+pub struct Pipeline<'a> {
+    scorer: Option<&'a mut Scorer>,
+    enforcer: Option<Enforcer>,
+    bus: Bus<'a>,
+    counts: Counts,
+    flagged: Option<Flagged>,
+    /// Scratch, reused per observation.
+    verdicts: Vec<Verdict>,
+    actions: Vec<Action>,
+}
+
+impl<'a> Pipeline<'a> {
+    /// Without a scorer it only publishes `dns` events; without an enforcer it only reports.
+    pub fn new(scorer: Option<&'a mut Scorer>, enforcer: Option<Enforcer>, bus: Bus<'a>) -> Self {
+        Self {
+            scorer,
+            enforcer,
+            bus,
+            counts: Counts::default(),
+            flagged: None,
+            verdicts: Vec::new(),
+            actions: Vec::new(),
+        }
+    }
+
+    /// Keeps the last verdict of every flagged key (memory grows with the keys ever flagged:
+    /// for replay, not for a long-running agent).
+    pub fn track_flagged(mut self) -> Self {
+        self.flagged = Some(Flagged::default());
+        self
+    }
+
+    /// Whether anyone subscribed to `kind` (a source may skip building what nobody reads).
+    pub fn wants(&self, kind: EventKind) -> bool {
+        self.bus.wants(kind)
+    }
+
+    pub fn counts(&self) -> &Counts {
+        &self.counts
+    }
+
+    pub fn scorer(&self) -> Option<&Scorer> {
+        self.scorer.as_deref()
+    }
+
+    /// One parsed response: score it, let the enforcer act on the verdicts, publish it all in
+    /// order (the `dns` event, its verdicts, then the enforcer's actions).
+    pub fn observe(&mut self, obs: Observation) {
+        self.counts.observations += 1;
+        // A reply nobody here asked for is never evidence: not scored, not a resolver, not a
+        // reason to refresh a block (anyone who can send a datagram from port 53 wrote it).
+        if obs.unsolicited {
+            self.counts.unsolicited += 1;
+        } else if let Some(scorer) = self.scorer.as_deref_mut() {
+            scorer.observe(obs.ts, &obs.msg, &mut self.verdicts);
+            if let Some(e) = self.enforcer.as_mut() {
+                // Whoever answers DNS here is a resolver of this host: never block it.
+                e.guard.note_resolver(obs.src);
+                if obs.blocked {
+                    e.on_blocked_response(&obs.msg.qname, scorer, &mut self.actions);
+                }
+                for v in &self.verdicts {
+                    e.on_verdict(v, scorer, &mut self.actions);
+                }
+            }
+        }
+        self.bus.publish(Event::Dns(obs));
+        for v in self.verdicts.drain(..) {
+            self.counts.verdicts += 1;
+            if let Some(f) = self.flagged.as_mut() {
+                f.record(&v);
+            }
+            self.bus.publish(Event::Verdict(v));
+        }
+        for a in self.actions.drain(..) {
+            self.counts.actions += 1;
+            self.bus.publish(a.into());
+        }
+    }
+
+    /// Periodic work of the enforcer (expiry sweep, guard refresh).
+    pub fn tick(&mut self) {
+        if let Some(e) = self.enforcer.as_mut() {
+            e.tick();
+        }
+    }
+
+    /// Answers a control request from the live scorer.
+    pub fn answer(&mut self, req: &control::Request) -> control::Reply {
+        match self.scorer.as_deref_mut() {
+            Some(s) => control::Reply::Explanation(control::answer(s, req)),
+            None => control::Reply::error("this agent does not score"),
+        }
+    }
+
+    /// Ends the pipeline: the bus (to close it) and what was flagged.
+    pub fn finish(self) -> (Bus<'a>, Counts, Option<Flagged>) {
+        (self.bus, self.counts, self.flagged)
+    }
+}

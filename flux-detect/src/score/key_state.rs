@@ -1,0 +1,567 @@
+//! Per-key state: what the scorer remembers about one key and how a response updates it.
+//!
+//! A key keeps the addresses it resolved to (with when each was last seen), a short history of
+//! its distinct answers (RRsets) and, for zones, the glue of its NS hosts. Everything is capped
+//! ([`MAX_IPS_PER_KEY`], [`MAX_RRSETS`], [`MAX_NS_HOSTS`], [`MAX_GLUE`], in `params.rs`),
+//! evicting the least recently seen entry, so a key's memory is bounded whatever it resolves to.
+//! The features over windows are computed from it in `features.rs`; the shared-bot table is
+//! only read here.
+
+use smallvec::SmallVec;
+
+use super::{
+    addr_info::{AddrInfo, fnv32},
+    params::{
+        BUSY_CHANGES, MAX_GLUE, MAX_IPS_PER_KEY, MAX_NS_HOSTS, MAX_RRSETS, STABLE_ANSWER_MAX,
+        WINDOWS,
+    },
+};
+
+/// The allocator's header per heap allocation (glibc malloc), for memory estimates.
+pub const MALLOC_OVERHEAD: usize = 16;
+
+/// [`KeyState::marks`]: the key qualified for the block gate at its last score (see
+/// `params::BLOCK_SCORE`). Bits 1 and 2 were the evaluation's baseline flags, which the
+/// evaluation now keeps itself (`Scorer::set_rescore_tap`).
+pub const MARK_BLOCK_QUALIFIED: u8 = 4;
+/// The key passed the block gate: it qualified at two scores at different times.
+pub const MARK_BLOCKABLE: u8 = 8;
+/// A name under the key was queried directly, not reached through another registered domain's
+/// CNAME (see `model::provider_zone`).
+pub const MARK_QUERIED_DIRECTLY: u8 = 16;
+
+#[derive(Clone, Copy, Debug)]
+pub(super) struct IpEntry {
+    pub(super) addr: AddrInfo,
+    pub(super) last: u32,
+}
+
+/// One distinct answer (address set) of a key.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Rrset {
+    pub(super) hash: u32,
+    pub(super) last: u32,
+    /// Authoritative TTL estimate: the largest TTL seen for this answer (caches count it down).
+    pub(super) ttl: u32,
+    /// How long after `last` some cache may still hand this answer out (the latest
+    /// `seen + TTL` of any response carrying it, capped at 18 hours). Seen again before that,
+    /// it is the same fetch re-shown (a cache, or another name of the key answering in turn);
+    /// seen after, the authority gave it again.
+    pub(super) valid_for: u16,
+    /// Times the answer came back after it had expired (see `valid_for`).
+    pub(super) returns: u8,
+    pub(super) size: u8,
+    /// Addresses the key had not seen before this answer.
+    pub(super) new: u8,
+    /// Distinct networks inside this one answer.
+    pub(super) networks: u8,
+    /// Networks of this answer the key had no address in before it.
+    pub(super) new_networks: u8,
+    /// The first answer the key ever had: all its addresses are "new" by definition.
+    pub(super) first: bool,
+}
+
+impl Rrset {
+    /// Addresses handed out after the key's first answer: this answer's on its first
+    /// appearance (unless it was the first), and again on every return.
+    pub(super) fn handed_out(&self) -> u32 {
+        u32::from(self.size) * (u32::from(self.returns) + u32::from(!self.first))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct NsHost {
+    pub(super) name: Box<str>,
+    pub(super) last: u32,
+    pub(super) glue: Vec<(AddrInfo, u32)>,
+    /// The most glue addresses one response carried for this host: more in a window means
+    /// the glue changed between responses (it rotates).
+    pub(super) glue_set_max: u8,
+}
+
+#[derive(Clone, Debug, Default)]
+pub(super) struct NsTable {
+    pub(super) hosts: Vec<NsHost>,
+    /// The largest NS set one response carried: names beyond it are churn.
+    pub(super) max_set: u8,
+}
+
+/// Everything the scorer remembers about one key.
+#[derive(Clone, Debug, Default)]
+pub struct KeyState {
+    pub(super) ips: Vec<IpEntry>,
+    /// A 32-bit fingerprint of each address in `ips`, same order: finding an address scans
+    /// this dense array (vectorised) instead of 32-byte entries.
+    ip_fps: Vec<u32>,
+    pub(super) rrsets: Vec<Rrset>,
+    pub(super) ns: Option<Box<NsTable>>,
+    /// The last CNAME chain that led to this key's addresses (query name first).
+    chain: Option<Box<[Box<str>]>>,
+    pub first_seen: u32,
+    pub responses: u32,
+    /// New answers and returns of expired ones, saturating (what makes a key busy).
+    changes: u8,
+    pub level: super::model::Level,
+    pub last_eval: u32,
+    /// Bit per role, see `super::ROLE_*`.
+    pub roles: u8,
+    /// The `MARK_*` flags ([`MARK_BLOCKABLE`], ...): one byte for all of them,
+    /// since a million keys hold it (see `per_key_records_stay_small`).
+    pub marks: u8,
+    /// The key is flux and not allowlisted: the addresses it resolves to are bots other
+    /// domains are compared with, including those it shows after it was judged.
+    pub shares_bots: bool,
+    /// At its last score the key was not flux but could become flux on shared bots alone
+    /// (see `model::could_flux_on_shared_bots`).
+    pub watch: bool,
+    /// The allowlisted suffix of a name that fed this key (a seed host feeding its domain).
+    pub allowed_by: Option<Box<str>>,
+    /// Unrelated registered domains whose names lead here through CNAME chains: a 14-bit tag
+    /// of the last one, and in the low 2 bits how many times it changed (saturating at 3; 2
+    /// or more means two customers or more). See `model::provider_zone`.
+    pub(super) customers: u16,
+    /// The minute (observation time / 60, wrapping at 256) the key first qualified for the
+    /// block gate without falling out since: one byte, so the hold costs no memory.
+    pub block_minute: u8,
+    /// Something the features read changed since the last score: a new answer, a larger TTL,
+    /// or an entry seen again that had left a window. See [`KeyState::unchanged_since_eval`].
+    dirty: bool,
+    /// When the oldest entry of a window at the last score leaves it (see [`Nested`]).
+    changes_at: u32,
+    /// Other domains' bots per window at the last score.
+    last_shared: [u8; WINDOWS.len()],
+}
+
+impl KeyState {
+    pub fn new(now: u32) -> Self {
+        Self {
+            first_seen: now,
+            ..Self::default()
+        }
+    }
+
+    /// Records one answer (the addresses owned by this key in one response). Returns whether it
+    /// is news: an answer the key has not had, or one it had that comes back after it expired.
+    /// That is when features are worth recomputing. An answer still valid since it was last
+    /// seen (a cache re-showing it, or two names of a domain answering in turn) is not news.
+    pub fn add_answer(&mut self, now: u32, ttl: u32, addrs: &[AddrInfo]) -> bool {
+        self.responses = self.responses.saturating_add(1);
+        // Start the loads of the two arrays searched below, so their cache misses overlap
+        // with the answer search instead of following it (a key's state is usually cold).
+        std::hint::black_box(self.ip_fps.first().copied());
+        std::hint::black_box(self.ips.first().map(|e| e.last));
+        let hash = rrset_hash(addrs);
+        let expires = now.saturating_add(ttl);
+        let outside = self.outside_since_eval();
+        if let Some(r) = self.rrsets.iter_mut().rev().find(|r| r.hash == hash) {
+            let until = r.last.saturating_add(u32::from(r.valid_for));
+            let returned = now >= until;
+            // Its addresses were seen at least as recently as it was (they are touched with
+            // it), so if none of them can move between windows, the answer's age says so.
+            self.dirty |= returned || ttl > r.ttl || r.last < outside;
+            r.last = now;
+            r.ttl = r.ttl.max(ttl);
+            r.valid_for = valid_for(until.max(expires) - now);
+            if returned {
+                r.returns = r.returns.saturating_add(1);
+                self.changes = self.changes.saturating_add(1);
+            }
+            self.touch_ips(now, addrs);
+            return returned;
+        }
+        self.dirty = true;
+        let nets = known_networks(addrs);
+        let mut fresh: SmallVec<[AddrInfo; 8]> = SmallVec::new();
+        for a in addrs {
+            if let Some(e) = self.find_ip(&a.ip) {
+                e.last = now;
+            } else {
+                fresh.push(*a);
+            }
+        }
+        // Only a new address can bring a network the key has no address in.
+        let mut new_networks = 0usize;
+        if !fresh.is_empty() {
+            new_networks = known_networks(&fresh)
+                .iter()
+                .filter(|n| !self.ips.iter().any(|e| e.addr.network == **n))
+                .count();
+        }
+        let new = u8::try_from(fresh.len()).unwrap_or(u8::MAX);
+        // Most keys are seen with one answer and never again: sized to it, not to the four
+        // entries a first push reserves (about 100 bytes a key over a million keys).
+        if self.ips.is_empty() {
+            self.ips.reserve_exact(fresh.len());
+            self.ip_fps.reserve_exact(fresh.len());
+        }
+        if self.rrsets.is_empty() {
+            self.rrsets.reserve_exact(1);
+        }
+        for a in fresh {
+            self.insert_ip(IpEntry { addr: a, last: now });
+        }
+        let first = self.rrsets.is_empty() && self.ips.len() == usize::from(new);
+        if self.rrsets.len() >= MAX_RRSETS
+            && let Some((i, _)) = self.rrsets.iter().enumerate().min_by_key(|(_, r)| r.last)
+        {
+            self.rrsets.swap_remove(i);
+        }
+        self.changes = self.changes.saturating_add(1);
+        self.rrsets.push(Rrset {
+            hash,
+            last: now,
+            ttl,
+            valid_for: valid_for(ttl),
+            returns: 0,
+            size: u8::try_from(addrs.len()).unwrap_or(u8::MAX),
+            new,
+            networks: u8::try_from(nets.len()).unwrap_or(u8::MAX),
+            new_networks: u8::try_from(new_networks).unwrap_or(u8::MAX),
+            first,
+        });
+        true
+    }
+
+    fn touch_ips(&mut self, now: u32, addrs: &[AddrInfo]) {
+        for a in addrs {
+            if let Some(e) = self.find_ip(&a.ip) {
+                e.last = now;
+            }
+        }
+    }
+
+    /// Entries last seen before this were outside the shortest window at the last score. One
+    /// seen before that and again since may count in windows it did not; one seen after it
+    /// was in every window then and is in every window now.
+    fn outside_since_eval(&self) -> u32 {
+        self.last_eval.saturating_sub(WINDOWS[0].0)
+    }
+
+    /// Whether scoring now would read exactly what the last score read: no new data and no
+    /// entry aged out of a window since (`shared` is the current [`Self::shared_bots`]).
+    /// Observation time running backwards (capture files out of order) counts as a change.
+    pub fn unchanged_since_eval(&self, now: u32, shared: &[u32; WINDOWS.len()]) -> bool {
+        !self.dirty
+            && now >= self.last_eval
+            && now < self.changes_at
+            && shared
+                .iter()
+                .zip(self.last_shared)
+                .all(|(s, l)| *s == u32::from(l))
+    }
+
+    /// Whether something the features read changed since the last score.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Records that the key was just scored at `now`, from `nested` and `shared`.
+    pub fn mark_evaluated(&mut self, now: u32, changes_at: u32, shared: &[u32; WINDOWS.len()]) {
+        self.last_eval = now;
+        self.dirty = false;
+        self.changes_at = changes_at;
+        for (l, s) in self.last_shared.iter_mut().zip(shared) {
+            // At most MAX_IPS_PER_KEY, so exact.
+            *l = u8::try_from(*s).unwrap_or(u8::MAX);
+        }
+    }
+
+    fn insert_ip(&mut self, e: IpEntry) {
+        if self.ips.len() >= MAX_IPS_PER_KEY
+            && let Some((i, _)) = self.ips.iter().enumerate().min_by_key(|(_, e)| e.last)
+        {
+            self.ips.swap_remove(i);
+            self.ip_fps.swap_remove(i);
+        }
+        self.ip_fps.push(fingerprint(&e.addr.ip));
+        self.ips.push(e);
+    }
+
+    fn find_ip(&mut self, ip: &[u8; 16]) -> Option<&mut IpEntry> {
+        const LANES: usize = 16;
+        let fp = fingerprint(ip);
+        // A bit mask of matching fingerprints per block, without early exit inside it, so the
+        // compiler compares a whole block in a few vector instructions.
+        for (block, fps) in self.ip_fps.chunks(LANES).enumerate() {
+            let mut mask = 0u32;
+            for (i, f) in fps.iter().enumerate() {
+                mask |= u32::from(*f & FP_MASK == fp) << i;
+            }
+            while mask != 0 {
+                let i = block * LANES + mask.trailing_zeros() as usize;
+                if self.ips.get(i).is_some_and(|e| e.addr.ip == *ip) {
+                    return self.ips.get_mut(i);
+                }
+                mask &= mask - 1;
+            }
+        }
+        None
+    }
+
+    /// Records a zone's NS host and the glue that came with it (possibly none).
+    pub fn add_ns(&mut self, now: u32, host: &str, glue: &[AddrInfo], set_size: usize) -> bool {
+        let outside = self.outside_since_eval();
+        let t = self.ns.get_or_insert_with(Box::default);
+        let set_size = u8::try_from(set_size).unwrap_or(u8::MAX);
+        let mut dirty = set_size > t.max_set;
+        t.max_set = t.max_set.max(set_size);
+        let i = match t.hosts.iter().position(|h| &*h.name == host) {
+            Some(i) => i,
+            None => {
+                dirty = true;
+                if t.hosts.len() >= MAX_NS_HOSTS
+                    && let Some((i, _)) = t.hosts.iter().enumerate().min_by_key(|(_, h)| h.last)
+                {
+                    t.hosts.swap_remove(i);
+                }
+                t.hosts.push(NsHost {
+                    name: host.into(),
+                    last: now,
+                    glue: Vec::new(),
+                    glue_set_max: 0,
+                });
+                t.hosts.len() - 1
+            }
+        };
+        let Some(h) = t.hosts.get_mut(i) else {
+            return false;
+        };
+        let glue_set = u8::try_from(glue.len()).unwrap_or(u8::MAX);
+        dirty |= h.last < outside || glue_set > h.glue_set_max;
+        h.last = now;
+        h.glue_set_max = h.glue_set_max.max(glue_set);
+        let mut changed = false;
+        for a in glue {
+            if let Some(g) = h.glue.iter_mut().find(|g| g.0.ip == a.ip) {
+                dirty |= g.1 < outside;
+                g.1 = now;
+            } else {
+                changed = true;
+                if h.glue.len() >= MAX_GLUE
+                    && let Some((i, _)) = h.glue.iter().enumerate().min_by_key(|(_, g)| g.1)
+                {
+                    h.glue.swap_remove(i);
+                }
+                h.glue.push((*a, now));
+            }
+        }
+        self.dirty |= dirty || changed;
+        changed
+    }
+
+    /// Notes who reached this registered-domain key (`own`) through the response's CNAME chain
+    /// (empty when its addresses were not at the end of the chain): a customer, when the chain
+    /// starts in another registered domain; otherwise one of its own names was queried
+    /// directly.
+    pub fn note_customer(&mut self, chain: &[&str], own: &str) {
+        let customer = chain
+            .first()
+            .and_then(|q| super::registered_domain(q))
+            .filter(|rd| *rd != own);
+        let Some(rd) = customer else {
+            self.set_mark(MARK_QUERIED_DIRECTLY, true);
+            return;
+        };
+        let h = fnv32(rd.as_bytes());
+        let tag = (h ^ (h >> 16)) as u16 & !3;
+        if tag != self.customers & !3 {
+            let count = (self.customers & 3).saturating_add(1).min(3);
+            self.customers = tag | count;
+        }
+    }
+
+    pub fn marked(&self, mark: u8) -> bool {
+        self.marks & mark != 0
+    }
+
+    pub fn set_mark(&mut self, mark: u8, on: bool) {
+        if on {
+            self.marks |= mark;
+        } else {
+            self.marks &= !mark;
+        }
+    }
+
+    pub fn set_chain(&mut self, chain: &[&str]) {
+        if chain.len() < 2 {
+            return;
+        }
+        let same = self.chain.as_ref().is_some_and(|c| {
+            c.len() == chain.len() && c.iter().zip(chain).all(|(a, b)| &**a == *b)
+        });
+        if !same {
+            self.chain = Some(chain.iter().map(|s| Box::<str>::from(*s)).collect());
+        }
+    }
+
+    pub fn chain(&self) -> impl Iterator<Item = &str> {
+        self.chain.iter().flat_map(|c| c.iter().map(|s| &**s))
+    }
+
+    /// ASNs of the addresses seen in the window.
+    pub fn asns(&self, now: u32, window: u32) -> impl Iterator<Item = u32> + '_ {
+        let cutoff = now.saturating_sub(window);
+        self.ips
+            .iter()
+            .filter(move |e| e.last >= cutoff)
+            .map(|e| e.addr.asn)
+    }
+
+    /// The key has changed answers often (a busy key).
+    pub fn busy(&self) -> bool {
+        self.changes >= BUSY_CHANGES
+    }
+
+    /// Per window, the addresses that are other flux domains' bots (`own` is this key's domain
+    /// id in the table). An address the table has placed is remembered with it: a bot keeps
+    /// its first owner, so the answer does not change, and a flux key's own bots (all of its
+    /// addresses, once it shares them) are not looked up again at every rescore.
+    pub fn shared_bots(
+        &mut self,
+        now: u32,
+        flux_ips: &super::shared::FluxIps,
+        own: u32,
+    ) -> [u32; WINDOWS.len()] {
+        let mut shared = [0u32; WINDOWS.len()];
+        if flux_ips.is_empty() {
+            return shared;
+        }
+        for (e, fp) in self.ips.iter().zip(self.ip_fps.iter_mut()) {
+            if *fp & FP_OWN_BOT != 0 {
+                continue;
+            }
+            // A bot can turn out to be shared infrastructure later (see
+            // `FluxIps::note_stable_user`), so another domain's bot is asked again, unless no
+            // bot ever did (the table lookup is what the mark saves).
+            let trusted = *fp & FP_OTHER_BOT != 0 && flux_ips.infrastructure_found() == 0;
+            if !trusted {
+                match flux_ips.owner(&e.addr.ip) {
+                    Some(d) if d != own => *fp |= FP_OTHER_BOT,
+                    Some(_) => {
+                        *fp |= FP_OWN_BOT;
+                        continue;
+                    }
+                    None => {
+                        *fp &= !FP_OTHER_BOT;
+                        continue;
+                    }
+                }
+            }
+            for (i, w) in WINDOWS.iter().enumerate() {
+                if e.last >= now.saturating_sub(w.0) {
+                    shared[i] += 1;
+                }
+            }
+        }
+        shared
+    }
+
+    /// Whether the key has had one answer only in the shortest window and that answer came
+    /// back after it expired: the mark of a site on stable serving addresses (shared hosting,
+    /// an anycast front end), where flux hands out new bots as its answers expire.
+    /// The answer holds at most [`STABLE_ANSWER_MAX`] addresses: a shared-hosting or anycast
+    /// front end is one to four addresses, and a stable answer listing a whole botnet must not
+    /// clear it.
+    pub fn stable_single_answer(&self, now: u32) -> bool {
+        let cutoff = now.saturating_sub(WINDOWS[0].0);
+        let mut live = self.rrsets.iter().filter(|r| r.last >= cutoff);
+        matches!(
+            (live.next(), live.next()),
+            (Some(r), None) if r.returns > 0 && usize::from(r.size) <= STABLE_ANSWER_MAX
+        )
+    }
+
+    /// Addresses seen in the window.
+    pub fn addresses(&self, now: u32, window: u32) -> impl Iterator<Item = &AddrInfo> + '_ {
+        let cutoff = now.saturating_sub(window);
+        self.ips
+            .iter()
+            .filter(move |e| e.last >= cutoff)
+            .map(|e| &e.addr)
+    }
+
+    /// A rough count of the heap bytes this state holds (for the memory figure).
+    pub fn heap_bytes(&self) -> usize {
+        // The allocator's own header per allocation, for the three arrays.
+        let arrays = [
+            self.ips.capacity(),
+            self.ip_fps.capacity(),
+            self.rrsets.capacity(),
+        ];
+        MALLOC_OVERHEAD * arrays.iter().filter(|c| **c > 0).count()
+            + self.ips.capacity() * size_of::<IpEntry>()
+            + self.ip_fps.capacity() * size_of::<u32>()
+            + self.rrsets.capacity() * size_of::<Rrset>()
+            + self.ns.as_ref().map_or(0, |t| {
+                size_of::<NsTable>()
+                    + t.hosts.capacity() * size_of::<NsHost>()
+                    + t.hosts
+                        .iter()
+                        .map(|h| h.name.len() + h.glue.capacity() * size_of::<(AddrInfo, u32)>())
+                        .sum::<usize>()
+            })
+            + self
+                .chain
+                .as_ref()
+                .map_or(0, |c| c.iter().map(|s| s.len() + 16).sum())
+    }
+}
+
+/// The distinct known networks (0 is unknown) of some addresses.
+fn known_networks(addrs: &[AddrInfo]) -> SmallVec<[u32; 8]> {
+    let mut nets: SmallVec<[u32; 8]> = addrs
+        .iter()
+        .map(|a| a.network)
+        .filter(|n| *n != 0)
+        .collect();
+    nets.sort_unstable();
+    nets.dedup();
+    nets
+}
+
+/// Seconds an answer stays valid, as stored (18 hours at most: beyond that it is long-lived
+/// either way).
+fn valid_for(secs: u32) -> u16 {
+    u16::try_from(secs).unwrap_or(u16::MAX)
+}
+
+/// Order-independent hash of an answer's address set. Answers are matched against the whole
+/// history by it, so each address is mixed thoroughly (FNV alone let sets of similar addresses
+/// collide).
+fn rrset_hash(addrs: &[AddrInfo]) -> u32 {
+    let mut h = 0u64;
+    for a in addrs {
+        // Sum of per-address hashes: the same set in any order hashes the same.
+        let v = u128::from_le_bytes(a.ip);
+        h = h.wrapping_add(mix64((v as u64) ^ mix64((v >> 64) as u64)));
+    }
+    let h = mix64(h ^ addrs.len() as u64);
+    (h ^ (h >> 32)) as u32
+}
+
+/// The splitmix64 finaliser.
+fn mix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// The address's four 32-bit words folded: cheap, and exact for IPv4 (the mapped prefix is
+/// constant), which is most of what keys hold.
+fn fingerprint(ip: &[u8; 16]) -> u32 {
+    let v = u128::from_le_bytes(*ip);
+    ((v as u32) ^ ((v >> 32) as u32) ^ ((v >> 64) as u32) ^ ((v >> 96) as u32)) & FP_MASK
+}
+
+/// The fingerprint bits of an `ip_fps` word; the top two remember what the shared-bot table
+/// said about the address (see [`KeyState::shared_bots`]).
+const FP_MASK: u32 = 0x3fff_ffff;
+/// Another flux domain's bot.
+const FP_OTHER_BOT: u32 = 1 << 31;
+/// A bot this key's own domain showed.
+const FP_OWN_BOT: u32 = 1 << 30;
+
+#[cfg(test)]
+#[path = "key_state_tests.rs"]
+pub(super) mod tests;

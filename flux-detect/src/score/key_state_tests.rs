@@ -1,0 +1,215 @@
+//! Unit tests of the key state (`key_state.rs`): answers, returns, NS hosts and glue, the
+//! caps, and when the features can have changed.
+
+use std::net::IpAddr;
+
+use super::*;
+
+/// An address 10.LAST.0.1 in network ASN, country CC.
+pub(crate) fn a(last: u8, asn: u32, cc: &[u8; 2]) -> AddrInfo {
+    let ip = IpAddr::from([10, last, 0, 1]);
+    AddrInfo {
+        ip: AddrInfo::ip_bytes(ip),
+        asn,
+        network: asn,
+        country: *cc,
+    }
+}
+
+#[test]
+fn repeated_answers_are_one_rrset_and_growth_counts_new_addresses() {
+    let mut k = KeyState::new(0);
+    assert!(k.add_answer(0, 300, &[a(1, 1, b"US"), a(2, 2, b"DE")]));
+    assert!(
+        !k.add_answer(10, 250, &[a(2, 2, b"DE"), a(1, 1, b"US")]),
+        "same set, other order"
+    );
+    assert!(k.add_answer(400, 300, &[a(3, 3, b"FR"), a(2, 2, b"DE")]));
+    let f = k.features(400, WINDOWS[0]);
+    assert_eq!(f.responses, 3);
+    assert_eq!(f.rrsets, 2);
+    assert_eq!(f.distinct_ips, 3);
+    assert_eq!(f.distinct_asns, 3);
+    assert_eq!(f.distinct_countries, 3);
+    assert_eq!(f.ttl_max, 300);
+    assert_eq!(
+        f.ip_growth, 0.5,
+        "one new of two returned, the first answer excluded"
+    );
+    assert_eq!(f.mixed_answers, 1.0);
+    assert_eq!(f.fluxiness, 1.5);
+    assert_eq!(f.prefix_entropy, 1.0);
+}
+
+#[test]
+fn cache_re_shows_are_not_rotation_but_returns_after_expiry_are() {
+    let mut k = KeyState::new(0);
+    let (x, y) = ([a(1, 1, b"US")], [a(2, 2, b"DE")]);
+    assert!(k.add_answer(0, 300, &x));
+    // Two names of one domain answering in turn from their caches: one new answer.
+    assert!(k.add_answer(10, 300, &y));
+    assert!(!k.add_answer(20, 290, &x), "x is still cached");
+    assert!(!k.add_answer(30, 280, &y));
+    let f = k.features(30, WINDOWS[0]);
+    assert_eq!((f.rrsets, f.later_answers, f.returning_answers), (2, 1, 0));
+    assert_eq!(f.ip_growth, 1.0, "alternation does not dilute growth");
+    assert_eq!(f.fresh_answers, 1);
+    assert_eq!(f.network_arrivals, 1);
+    // x expired at 300 and the authority hands it out again: a return, no new address.
+    assert!(k.add_answer(320, 300, &x));
+    let f = k.features(320, WINDOWS[0]);
+    assert_eq!((f.rrsets, f.later_answers, f.returning_answers), (2, 2, 1));
+    assert_eq!(f.ip_growth, 0.5);
+    assert!(!k.busy());
+}
+
+/// What makes a key's features change without a new answer: an answer (and its addresses)
+/// or a name server seen again after it left the shortest window, a larger TTL, glue that
+/// grew, and entries ageing out of a window. Anything else leaves them as they were.
+#[test]
+fn unchanged_since_eval_sees_every_change_the_features_read() {
+    let eval = |k: &mut KeyState, now: u32| {
+        let n = k.features_nested(now, WINDOWS.len());
+        k.mark_evaluated(now, n.changes_at, &[0, 0]);
+        n.changes_at
+    };
+    let x = [a(1, 1, b"US")];
+    let y = [a(2, 2, b"DE")];
+    let mut k = KeyState::new(0);
+    k.add_answer(0, 20_000, &x);
+    k.add_answer(3_000, 20_000, &y);
+    // x leaves the 1h window at 3601, y at 6601; x leaves the 24h one at 86,401.
+    assert_eq!(eval(&mut k, 3_500), 3_601);
+    assert!(k.unchanged_since_eval(3_600, &[0, 0]));
+    assert!(!k.unchanged_since_eval(3_601, &[0, 0]), "x aged out of 1h");
+    assert!(
+        !k.unchanged_since_eval(3_500, &[1, 0]),
+        "a shared bot appeared"
+    );
+    assert!(
+        !k.unchanged_since_eval(3_499, &[0, 0]),
+        "time ran backwards"
+    );
+    assert_eq!(eval(&mut k, 4_000), 6_601);
+    // y re-shown inside the 1h window: nothing moves.
+    assert!(!k.add_answer(4_100, 20_000, &y));
+    assert!(k.unchanged_since_eval(4_100, &[0, 0]));
+    // y again with a larger TTL: the authoritative estimate grew.
+    assert!(!k.add_answer(4_200, 30_000, &y));
+    assert!(!k.unchanged_since_eval(4_200, &[0, 0]));
+    assert_eq!(eval(&mut k, 4_200), 7_801);
+    // x, still valid but outside the 1h window since 3601, is re-shown: it moves into it.
+    assert!(!k.add_answer(4_300, 20_000, &x));
+    assert!(!k.unchanged_since_eval(4_300, &[0, 0]));
+    eval(&mut k, 4_300);
+    // A new answer.
+    assert!(k.add_answer(4_400, 60, &[a(3, 3, b"FR")]));
+    assert!(!k.unchanged_since_eval(4_400, &[0, 0]));
+
+    let mut z = KeyState::new(0);
+    let g1 = [a(10, 1, b"US")];
+    let g2 = [a(10, 1, b"US"), a(11, 2, b"US")];
+    z.add_ns(0, "ns1.z.test", &g1, 1);
+    eval(&mut z, 10);
+    z.add_ns(20, "ns1.z.test", &g1, 1);
+    assert!(
+        z.unchanged_since_eval(20, &[0, 0]),
+        "the same host and glue again"
+    );
+    z.add_ns(25, "ns1.z.test", &g2[1..], 1);
+    assert!(!z.unchanged_since_eval(25, &[0, 0]), "new glue");
+    eval(&mut z, 25);
+    z.add_ns(30, "ns1.z.test", &g2, 1);
+    assert!(
+        !z.unchanged_since_eval(30, &[0, 0]),
+        "known glue, more at once"
+    );
+    eval(&mut z, 30);
+    z.add_ns(40, "ns1.z.test", &g1, 2);
+    assert!(!z.unchanged_since_eval(40, &[0, 0]), "a larger NS set");
+    eval(&mut z, 40);
+    z.add_ns(50, "ns2.z.test", &[], 2);
+    assert!(!z.unchanged_since_eval(50, &[0, 0]), "a new host");
+    eval(&mut z, 5_000);
+    z.add_ns(5_010, "ns2.z.test", &[], 2);
+    assert!(
+        !z.unchanged_since_eval(5_010, &[0, 0]),
+        "a host back in the 1h window"
+    );
+    // ns1 seen without glue, then with glue last seen long ago.
+    z.add_ns(5_010, "ns1.z.test", &[], 2);
+    eval(&mut z, 5_010);
+    z.add_ns(5_020, "ns1.z.test", &g1, 2);
+    assert!(
+        !z.unchanged_since_eval(5_020, &[0, 0]),
+        "glue back in the 1h window"
+    );
+}
+
+#[test]
+fn per_key_records_stay_small() {
+    // A million keys hold these: the answer history entry and the key state itself.
+    assert_eq!(size_of::<Rrset>(), 20);
+    assert!(size_of::<KeyState>() <= 144, "{}", size_of::<KeyState>());
+}
+
+#[test]
+fn address_cap_holds() {
+    let mut k = KeyState::new(0);
+    for i in 0..(MAX_IPS_PER_KEY as u32 + 50) {
+        let ip = IpAddr::from([10, (i >> 8) as u8, i as u8, 1]);
+        k.add_answer(
+            i,
+            60,
+            &[AddrInfo {
+                ip: AddrInfo::ip_bytes(ip),
+                asn: i,
+                network: i,
+                country: [0, 0],
+            }],
+        );
+    }
+    assert_eq!(
+        k.features(1000, WINDOWS[1]).distinct_ips,
+        MAX_IPS_PER_KEY as u32
+    );
+    assert!(k.rrsets.len() <= MAX_RRSETS);
+}
+
+#[test]
+fn glue_and_ns_churn() {
+    let mut k = KeyState::new(0);
+    for i in 0..6u8 {
+        k.add_ns(
+            u32::from(i),
+            "ns1.evil.test",
+            &[a(i, u32::from(i) + 1, b"US")],
+            2,
+        );
+        k.add_ns(u32::from(i), "ns2.evil.test", &[], 2);
+    }
+    k.add_ns(10, "ns3.evil.test", &[], 2);
+    let f = k.features(10, WINDOWS[0]);
+    assert_eq!(f.ns_hosts, 3);
+    assert_eq!(f.ns_churn, 1);
+    assert_eq!(f.glue_ips_max, 6);
+    assert_eq!(f.glue_networks_max, 6);
+}
+
+#[test]
+fn answer_hashes_tell_similar_sets_apart() {
+    let set = |p: u8| {
+        [20u8, 30].map(|o| AddrInfo {
+            ip: AddrInfo::ip_bytes(IpAddr::from([o, p, p, 9])),
+            ..AddrInfo::default()
+        })
+    };
+    let mut seen = std::collections::HashSet::new();
+    for p in 0..=255u8 {
+        assert!(seen.insert(rrset_hash(&set(p))), "collision at {p}");
+    }
+    let mut x = set(1);
+    let h = rrset_hash(&x);
+    x.reverse();
+    assert_eq!(rrset_hash(&x), h, "order does not matter");
+}

@@ -1,0 +1,179 @@
+//! A small counting table for the features: the distinct values among a key's addresses
+//! (networks, countries, blocks, prefixes) and how often each occurs. Touches nothing.
+
+use super::params::MAX_IPS_PER_KEY;
+
+/// Slots of a [`Tally`]: twice its most values, so probes stay short.
+const TALLY_SLOTS: usize = 2 * MAX_IPS_PER_KEY;
+const _: () = assert!(TALLY_SLOTS.is_power_of_two() && TALLY_SLOTS <= 256);
+
+/// The distinct values among at most [`MAX_IPS_PER_KEY`] (further ones are ignored, which the
+/// callers never reach), and how often each occurred: an open-addressing table on the stack.
+/// It replaced sorting a buffer per feature, which was the largest single cost of a re-score.
+pub(super) struct Tally {
+    keys: [u32; TALLY_SLOTS],
+    /// 0 marks a free slot.
+    counts: [u8; TALLY_SLOTS],
+    /// Occupied slots in first-seen order, so reading the counts skips the free ones.
+    used: [u8; MAX_IPS_PER_KEY],
+    distinct: usize,
+    values: usize,
+}
+
+impl Tally {
+    pub(super) fn new() -> Self {
+        Self {
+            keys: [0; TALLY_SLOTS],
+            counts: [0; TALLY_SLOTS],
+            used: [0; MAX_IPS_PER_KEY],
+            distinct: 0,
+            values: 0,
+        }
+    }
+
+    pub(super) fn add(&mut self, v: u32) {
+        if self.values >= MAX_IPS_PER_KEY {
+            return;
+        }
+        self.values += 1;
+        // Fibonacci hashing: the top bits of the product index the table.
+        let mut i = (v.wrapping_mul(0x9e37_79b9) >> (32 - TALLY_SLOTS.trailing_zeros())) as usize;
+        // At most MAX_IPS_PER_KEY of the slots are ever taken, so a free one is always found.
+        for _ in 0..TALLY_SLOTS {
+            match (self.counts.get_mut(i), self.keys.get_mut(i)) {
+                (Some(c), Some(k)) if *c == 0 => {
+                    *c = 1;
+                    *k = v;
+                    if let Some(u) = self.used.get_mut(self.distinct) {
+                        *u = i as u8;
+                    }
+                    self.distinct += 1;
+                    return;
+                }
+                (Some(c), Some(k)) if *k == v => {
+                    *c = c.saturating_add(1);
+                    return;
+                }
+                _ => i = (i + 1) & (TALLY_SLOTS - 1),
+            }
+        }
+    }
+
+    fn counts(&self) -> impl Iterator<Item = u8> + '_ {
+        self.used
+            .iter()
+            .take(self.distinct)
+            .filter_map(|&i| self.counts.get(usize::from(i)).copied())
+    }
+
+    pub(super) fn distinct(&self) -> u32 {
+        u32::try_from(self.distinct).unwrap_or(u32::MAX)
+    }
+
+    /// Values that occurred exactly once.
+    pub(super) fn lone(&self) -> u32 {
+        u32::try_from(self.counts().filter(|c| *c == 1).count()).unwrap_or(u32::MAX)
+    }
+
+    /// Shannon entropy of the values over the distinct ones, divided by its maximum (the log
+    /// of the number of values); 0 for fewer than two values.
+    pub(super) fn normalised_entropy(&self) -> f64 {
+        let n = self.values as f64;
+        if self.values < 2 {
+            return 0.0;
+        }
+        let h: f64 = self
+            .counts()
+            .map(|c| {
+                let p = f64::from(c) / n;
+                -p * p.ln()
+            })
+            .sum();
+        h / n.ln()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::score::{AddrInfo, KeyState, WINDOWS};
+
+    fn tally_of(vals: &[u32]) -> Tally {
+        let mut t = Tally::new();
+        vals.iter().for_each(|v| t.add(*v));
+        t
+    }
+
+    #[test]
+    fn lone_blocks_are_counted() {
+        let tally = |vals: &[u32]| {
+            let t = tally_of(vals);
+            (t.distinct(), t.lone())
+        };
+        assert_eq!(tally(&[]), (0, 0));
+        assert_eq!(tally(&[1, 1, 2, 3, 3, 3, 4]), (4, 2));
+        let farm = |last: u8, c: u8| AddrInfo {
+            ip: AddrInfo::ip_bytes(IpAddr::from([192, 0, c, last])),
+            ..AddrInfo::default()
+        };
+        let mut k = KeyState::new(0);
+        k.add_answer(0, 60, &[farm(1, 2), farm(2, 2), farm(3, 7)]);
+        let f = k.features(0, WINDOWS[0]);
+        assert_eq!((f.distinct_subnets, f.lone_subnets), (2, 1));
+        assert_eq!(f.distinct_prefixes, 1, "one /16");
+        for a in [farm(1, 2), farm(9, 255)] {
+            assert_eq!(AddrInfo::prefix_of_subnet(a.subnet()), a.prefix());
+        }
+        let v6 = AddrInfo {
+            ip: AddrInfo::ip_bytes("2001:db8::1".parse().unwrap()),
+            ..AddrInfo::default()
+        };
+        assert_eq!(AddrInfo::prefix_of_subnet(v6.subnet()), v6.prefix());
+    }
+
+    #[test]
+    fn entropy_is_normalised() {
+        let tally = |vals: &[u32]| {
+            let t = tally_of(vals);
+            (t.distinct(), t.normalised_entropy())
+        };
+        assert_eq!(tally(&[1, 1, 1, 1]), (1, 0.0));
+        let (d, h) = tally(&[1, 2, 3, 4]);
+        assert_eq!(d, 4);
+        assert!((h - 1.0).abs() < 1e-9);
+    }
+
+    /// The tally counts exactly what sorting did, for values that collide in its table and
+    /// past its capacity.
+    #[test]
+    fn tally_matches_sorting() {
+        let mut x = 0x1234_5678_9abc_def0u64;
+        for round in 0..2_000 {
+            let n = round % 200;
+            let range = 1 + (round % 97) as u64;
+            let vals: Vec<u32> = (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    // Multiples of 256 share their low bits; the table must still tell them apart.
+                    ((x % range) as u32) << (round % 3 * 8)
+                })
+                .collect();
+            let t = tally_of(&vals);
+            let mut kept: Vec<u32> = vals.iter().copied().take(MAX_IPS_PER_KEY).collect();
+            kept.sort_unstable();
+            let mut runs: Vec<usize> = Vec::new();
+            for (i, v) in kept.iter().enumerate() {
+                if i == 0 || kept[i - 1] != *v {
+                    runs.push(0);
+                }
+                *runs.last_mut().unwrap() += 1;
+            }
+            assert_eq!(t.distinct() as usize, runs.len());
+            assert_eq!(t.lone() as usize, runs.iter().filter(|r| **r == 1).count());
+        }
+    }
+}
