@@ -612,14 +612,23 @@ fn egress_drops_what_leaves_for_blocked_addresses() {
     assert_eq!(delivered(&link.client, &blocked_v4), 0, "agent restarted");
     assert!(agent.stop().success());
 
-    // A run without --egress removes it; XDP alone does not stop what leaves.
+    // A run without --egress keeps the egress program to record queries (query matching),
+    // but it no longer drops what leaves.
     let mut agent = Agent::start(&link.client, &pin, &["--iface", "a0", "--no-db"]);
+    assert_eq!(delivered(&link.client, &blocked_v4), 3, "without --egress");
+    assert!(agent.stop().success());
+    // Without query matching either, the program goes.
+    let mut agent = Agent::start(
+        &link.client,
+        &pin,
+        &["--iface", "a0", "--no-db", "--accept-unsolicited"],
+    );
     assert!(
         agent.log().contains("removed the TC egress program"),
         "{}",
         agent.log()
     );
-    assert_eq!(delivered(&link.client, &blocked_v4), 3, "without --egress");
+    assert_eq!(delivered(&link.client, &blocked_v4), 3, "no egress program");
     assert!(agent.stop().success());
 
     // unload detaches the egress link too.

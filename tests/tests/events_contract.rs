@@ -110,7 +110,9 @@ fn a_stuck_events_reader_stalls_neither_capture_nor_exit() {
     let stderr = dir.0.join("agent.stderr");
     let mut cmd = link.client.cmd(agent_bin().to_str().unwrap());
     cmd.args(["run", "--pin-dir", &pin.arg(), "--iface", "a0", "--no-db"])
-        .args(["--no-auto-block", "--events"])
+        // The replies below answer no query (they are sent straight from the server side):
+        // this test is about a stuck sink, so the agent trusts them.
+        .args(["--no-auto-block", "--accept-unsolicited", "--events"])
         .arg(&fifo)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
