@@ -612,7 +612,7 @@ fn evaluate(set: &Dataset, r: &Replayed) -> anyhow::Result<(String, String)> {
         .filter(|(_, o)| o.first_seen.is_some())
         .collect();
     let mut t = class_table(seen.iter().copied())?;
-    // One machine-readable line per dataset, for tests/tests/scoring.rs (format unchanged).
+    // One machine-readable line per dataset, for tests/tests/detection_quality.rs (format unchanged).
     let mut js = serde_json::Map::new();
     for d in DETECTORS {
         let flux: Vec<&Outcome> = seen
