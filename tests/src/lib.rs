@@ -17,6 +17,7 @@ use serde_json::Value;
 
 pub mod eval;
 pub mod events_schema;
+pub mod xdp_harness;
 /// The frame builders of the frame-walk spec (`flux_detect::frame_spec`), under their old path.
 pub use flux_detect::frame_spec::frame_builders as frames;
 

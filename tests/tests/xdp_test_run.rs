@@ -3,88 +3,23 @@
 //! asserts the verdict, the counters that moved, and the ring-buffer record. Frames nobody
 //! blocked always pass; the blocklist cases drop.
 
-use aya::{
-    TestRunOptions,
-    maps::{
-        HashMap as AyaHashMap, MapData, PerCpuArray, RingBuf,
-        lpm_trie::{Key, LpmTrie},
-    },
-    programs::{SchedClassifier, TestRun as _, Xdp},
-};
+use aya::maps::{MapData, lpm_trie::Key};
 use flux_agent::{
     enforce::maps::{self, boot_ns},
-    kernel::loader::{self, LoadOptions, Loaded},
+    kernel::loader::{self, LoadOptions},
     kernel::ring_records::Capture,
 };
 use flux_common::{
     BlockEntry, Counter, DNS_CAPTURE_MAX, EVENT_FLAG_BLOCKED, EVENT_FLAG_IP_FRAGMENT,
     MAP_ALLOWED_CIDR_V4, MAP_BLOCKED_CIDR_V4, MAP_BLOCKED_CIDR_V6, MAP_BLOCKED_V4, MAP_BLOCKED_V6,
-    MAP_COUNTERS, PROG_EGRESS, PROG_XDP, SOURCE_MANUAL,
+    MAP_COUNTERS, SOURCE_MANUAL,
 };
-use flux_tests::{PinDir, frames::*, load_with_ring, privileged};
-
-const XDP_PASS: u32 = 2;
-
-struct Harness {
-    loaded: Loaded,
-    ring: RingBuf<MapData>,
-    _pin: PinDir,
-}
-
-impl Harness {
-    fn new(ports: &[u16]) -> Self {
-        Self::load(LoadOptions {
-            dns_ports: ports.to_vec(),
-            ..Default::default()
-        })
-    }
-
-    /// Loads with `opts` into a pin folder of its own.
-    fn load(opts: LoadOptions) -> Self {
-        let pin = PinDir::new();
-        let (loaded, ring) = load_with_ring(LoadOptions {
-            pin_dir: pin.0.clone(),
-            ..opts
-        })
-        .expect("load flux-ebpf");
-        Self {
-            loaded,
-            ring,
-            _pin: pin,
-        }
-    }
-
-    fn counters(&self) -> [u64; Counter::COUNT] {
-        let map: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(self.loaded.ebpf.map(MAP_COUNTERS).expect("COUNTERS"))
-                .expect("per-cpu array");
-        let mut out = [0u64; Counter::COUNT];
-        for c in Counter::ALL {
-            out[c as usize] = map.get(&(c as u32), 0).expect("read").iter().sum();
-        }
-        out
-    }
-
-    /// Runs one frame; returns the verdict, the counters that changed, and the records emitted.
-    fn run(&mut self, frame: &[u8]) -> (u32, Vec<(Counter, u64)>, Vec<Capture>) {
-        let r = self.run_out(frame);
-        (r.verdict, r.delta, r.events)
-    }
-
-    /// Asserts PASS, exactly `expect` beside packets_seen, and returns the records.
-    #[track_caller]
-    fn check(&mut self, name: &str, frame: &[u8], expect: &[Counter]) -> Vec<Capture> {
-        let (verdict, delta, events) = self.run(frame);
-        assert_eq!(verdict, XDP_PASS, "{name}: verdict");
-        let mut want: Vec<(Counter, u64)> = vec![(Counter::PacketsSeen, 1)];
-        want.extend(expect.iter().map(|c| (*c, 1)));
-        want.sort_by_key(|(c, _)| *c as u32);
-        assert_eq!(delta, want, "{name}: counters");
-        let captured = expect.contains(&Counter::ResponsesCaptured);
-        assert_eq!(events.len(), usize::from(captured), "{name}: records");
-        events
-    }
-}
+use flux_tests::{
+    PinDir,
+    frames::*,
+    privileged,
+    xdp_harness::{Harness, Ran, TC_NEXT, TC_SHOT, XDP_DROP, XDP_PASS},
+};
 
 #[test]
 fn captures_well_formed_responses() {
@@ -382,20 +317,6 @@ fn block_entry(expires_ns: u64) -> BlockEntry {
     BlockEntry::new(SOURCE_MANUAL, expires_ns)
 }
 
-impl Harness {
-    /// An exact-address blocklist of the loaded object.
-    fn blocked<K: aya::Pod>(&mut self, name: &str) -> AyaHashMap<&mut MapData, K, BlockEntry> {
-        AyaHashMap::try_from(self.loaded.ebpf.map_mut(name).expect(name)).expect(name)
-    }
-
-    /// A CIDR trie (blocked or allowed) of the loaded object.
-    fn trie<K: aya::Pod, V: aya::Pod>(&mut self, name: &str) -> LpmTrie<&mut MapData, K, V> {
-        LpmTrie::try_from(self.loaded.ebpf.map_mut(name).expect(name)).expect(name)
-    }
-}
-
-const XDP_DROP: u32 = 1;
-
 #[test]
 fn blocklists_drop_and_the_allowlist_wins() {
     if !privileged() {
@@ -543,65 +464,6 @@ fn assert_nxdomain(out: &[u8], original: &[u8], l3: usize, l4: usize, name_wire_
         original[dns + 12..dns + kept],
         "question unchanged"
     );
-}
-
-impl Harness {
-    fn maps(&self) -> maps::Maps {
-        maps::Maps::open(&self.loaded.pin_dir).expect("open pinned maps")
-    }
-
-    /// Runs one frame through the program.
-    fn run_out(&mut self, frame: &[u8]) -> Ran {
-        let before = self.counters();
-        let prog: &mut Xdp = self
-            .loaded
-            .ebpf
-            .program_mut(PROG_XDP)
-            .expect("program")
-            .try_into()
-            .expect("xdp");
-        let mut out = vec![0u8; frame.len() + 256];
-        let res = prog
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ..TestRunOptions::default()
-            })
-            .expect("BPF_PROG_TEST_RUN");
-        out.truncate(res.data_size_out as usize);
-        let delta = counter_delta(&before, &self.counters());
-        let mut events = Vec::new();
-        while let Some(item) = self.ring.next() {
-            events.push(Capture::from_record(&item).expect("well-formed record"));
-        }
-        Ran {
-            verdict: res.return_value,
-            delta,
-            events,
-            out,
-        }
-    }
-}
-
-/// The counters that moved between two readings, and by how much.
-fn counter_delta(
-    before: &[u64; Counter::COUNT],
-    after: &[u64; Counter::COUNT],
-) -> Vec<(Counter, u64)> {
-    Counter::ALL
-        .iter()
-        .filter(|c| after[**c as usize] != before[**c as usize])
-        .map(|c| (*c, after[*c as usize] - before[*c as usize]))
-        .collect()
-}
-
-/// One BPF_PROG_TEST_RUN: the verdict, the counters that changed, the records emitted, and the
-/// frame as the program left it.
-struct Ran {
-    verdict: u32,
-    delta: Vec<(Counter, u64)>,
-    events: Vec<Capture>,
-    out: Vec<u8>,
 }
 
 #[test]
@@ -828,32 +690,6 @@ fn a_foreign_pin_is_reported_not_reused() {
     assert!(err.contains("not a flux-agent map"), "{err}");
     // Nothing of ours was created beside it.
     assert!(!foreign.0.join(MAP_COUNTERS).exists());
-}
-
-/// `TC_ACT_UNSPEC`, which tcx reads as `TCX_NEXT`: the packet goes on.
-const TC_NEXT: u32 = -1i32 as u32;
-const TC_SHOT: u32 = 2;
-
-impl Harness {
-    /// Runs one frame through the TC egress program: its verdict and the counters that moved.
-    fn run_egress(&mut self, frame: &[u8]) -> (u32, Vec<(Counter, u64)>) {
-        let before = self.counters();
-        let prog: &mut SchedClassifier = self
-            .loaded
-            .ebpf
-            .program_mut(PROG_EGRESS)
-            .expect("egress program loaded")
-            .try_into()
-            .expect("classifier");
-        let res = prog
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                ..TestRunOptions::default()
-            })
-            .expect("BPF_PROG_TEST_RUN");
-        let delta = counter_delta(&before, &self.counters());
-        (res.return_value, delta)
-    }
 }
 
 #[test]

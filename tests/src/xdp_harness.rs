@@ -1,0 +1,182 @@
+//! BPF_PROG_TEST_RUN harness: the real, verified `flux_xdp` (and `flux_egress`) programs loaded
+//! into a pin folder of their own, one frame run at a time, with the counters that moved and
+//! the ring-buffer records written. Shared by `tests/tests/xdp_test_run.rs` (crafted frames)
+//! and `tests/tests/kernel_userspace_agree.rs` (every frame of the shared captures). Touches
+//! only the maps and programs of the object it loads.
+
+use aya::{
+    TestRunOptions,
+    maps::{HashMap as AyaHashMap, MapData, PerCpuArray, RingBuf, lpm_trie::LpmTrie},
+    programs::{SchedClassifier, TestRun as _, Xdp},
+};
+use flux_agent::{
+    enforce::maps,
+    kernel::loader::{LoadOptions, Loaded},
+    kernel::ring_records::Capture,
+};
+use flux_common::{BlockEntry, Counter, MAP_COUNTERS, PROG_EGRESS, PROG_XDP};
+
+use crate::{PinDir, load_with_ring};
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+/// `TC_ACT_UNSPEC`, which tcx reads as `TCX_NEXT`: the packet goes on.
+pub const TC_NEXT: u32 = -1i32 as u32;
+pub const TC_SHOT: u32 = 2;
+
+/// The loaded object, its ring buffer, and the pin folder removed on drop.
+pub struct Harness {
+    pub loaded: Loaded,
+    ring: RingBuf<MapData>,
+    _pin: PinDir,
+}
+
+/// One BPF_PROG_TEST_RUN: the verdict, the counters that changed, the records emitted, and the
+/// frame as the program left it.
+pub struct Ran {
+    pub verdict: u32,
+    pub delta: Vec<(Counter, u64)>,
+    pub events: Vec<Capture>,
+    pub out: Vec<u8>,
+}
+
+impl Harness {
+    /// Loads with the default options and the DNS source ports `ports`.
+    pub fn new(ports: &[u16]) -> Self {
+        Self::load(LoadOptions {
+            dns_ports: ports.to_vec(),
+            ..Default::default()
+        })
+    }
+
+    /// Loads with `opts` into a pin folder of its own.
+    pub fn load(opts: LoadOptions) -> Self {
+        let pin = PinDir::new();
+        let (loaded, ring) = load_with_ring(LoadOptions {
+            pin_dir: pin.0.clone(),
+            ..opts
+        })
+        .expect("load flux-ebpf");
+        Self {
+            loaded,
+            ring,
+            _pin: pin,
+        }
+    }
+
+    /// Every counter, summed over the CPUs.
+    pub fn counters(&self) -> [u64; Counter::COUNT] {
+        let map: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.loaded.ebpf.map(MAP_COUNTERS).expect("COUNTERS"))
+                .expect("per-cpu array");
+        let mut out = [0u64; Counter::COUNT];
+        for c in Counter::ALL {
+            out[c as usize] = map.get(&(c as u32), 0).expect("read").iter().sum();
+        }
+        out
+    }
+
+    /// Runs one frame; returns the verdict, the counters that changed, and the records emitted.
+    pub fn run(&mut self, frame: &[u8]) -> (u32, Vec<(Counter, u64)>, Vec<Capture>) {
+        let r = self.run_out(frame);
+        (r.verdict, r.delta, r.events)
+    }
+
+    /// Asserts PASS, exactly `expect` beside packets_seen, and returns the records.
+    #[track_caller]
+    pub fn check(&mut self, name: &str, frame: &[u8], expect: &[Counter]) -> Vec<Capture> {
+        let (verdict, delta, events) = self.run(frame);
+        assert_eq!(verdict, XDP_PASS, "{name}: verdict");
+        let mut want: Vec<(Counter, u64)> = vec![(Counter::PacketsSeen, 1)];
+        want.extend(expect.iter().map(|c| (*c, 1)));
+        want.sort_by_key(|(c, _)| *c as u32);
+        assert_eq!(delta, want, "{name}: counters");
+        let captured = expect.contains(&Counter::ResponsesCaptured);
+        assert_eq!(events.len(), usize::from(captured), "{name}: records");
+        events
+    }
+
+    /// An exact-address blocklist of the loaded object.
+    pub fn blocked<K: aya::Pod>(&mut self, name: &str) -> AyaHashMap<&mut MapData, K, BlockEntry> {
+        AyaHashMap::try_from(self.loaded.ebpf.map_mut(name).expect(name)).expect(name)
+    }
+
+    /// A CIDR trie (blocked or allowed) of the loaded object.
+    pub fn trie<K: aya::Pod, V: aya::Pod>(&mut self, name: &str) -> LpmTrie<&mut MapData, K, V> {
+        LpmTrie::try_from(self.loaded.ebpf.map_mut(name).expect(name)).expect(name)
+    }
+
+    /// The pinned blocklists, as the CLI and the enforcer open them.
+    pub fn maps(&self) -> maps::Maps {
+        maps::Maps::open(&self.loaded.pin_dir).expect("open pinned maps")
+    }
+
+    /// Runs one frame through the program.
+    pub fn run_out(&mut self, frame: &[u8]) -> Ran {
+        self.try_run_out(frame).expect("BPF_PROG_TEST_RUN")
+    }
+
+    /// [`Harness::run_out`], returning the kernel's refusal (a frame under 14 bytes, or larger
+    /// than one page holds) instead of panicking. Records already in the ring are drained.
+    pub fn try_run_out(&mut self, frame: &[u8]) -> Result<Ran, aya::programs::ProgramError> {
+        let before = self.counters();
+        let prog: &mut Xdp = self
+            .loaded
+            .ebpf
+            .program_mut(PROG_XDP)
+            .expect("program")
+            .try_into()
+            .expect("xdp");
+        let mut out = vec![0u8; frame.len() + 256];
+        let res = prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..TestRunOptions::default()
+        });
+        let delta = counter_delta(&before, &self.counters());
+        let mut events = Vec::new();
+        while let Some(item) = self.ring.next() {
+            events.push(Capture::from_record(&item).expect("well-formed record"));
+        }
+        let res = res?;
+        out.truncate(res.data_size_out as usize);
+        Ok(Ran {
+            verdict: res.return_value,
+            delta,
+            events,
+            out,
+        })
+    }
+
+    /// Runs one frame through the TC egress program: its verdict and the counters that moved.
+    pub fn run_egress(&mut self, frame: &[u8]) -> (u32, Vec<(Counter, u64)>) {
+        let before = self.counters();
+        let prog: &mut SchedClassifier = self
+            .loaded
+            .ebpf
+            .program_mut(PROG_EGRESS)
+            .expect("egress program loaded")
+            .try_into()
+            .expect("classifier");
+        let res = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                ..TestRunOptions::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        let delta = counter_delta(&before, &self.counters());
+        (res.return_value, delta)
+    }
+}
+
+/// The counters that moved between two readings, and by how much.
+pub fn counter_delta(
+    before: &[u64; Counter::COUNT],
+    after: &[u64; Counter::COUNT],
+) -> Vec<(Counter, u64)> {
+    Counter::ALL
+        .iter()
+        .filter(|c| after[**c as usize] != before[**c as usize])
+        .map(|c| (*c, after[*c as usize] - before[*c as usize]))
+        .collect()
+}
