@@ -150,6 +150,10 @@ pub struct ScorerStats {
     /// Times a key's features were recomputed and scored.
     pub rescores: u64,
     pub verdicts: u64,
+    /// Records ignored because they are out of bailiwick: address records of a name off the
+    /// answer chain, delegations of a zone the question is not in, glue of a host outside the
+    /// zone it serves ([`Scorer::observe`]).
+    pub out_of_bailiwick: u64,
 }
 
 pub struct Scorer {
@@ -302,10 +306,17 @@ impl Scorer {
 
         let chain = cname_chain(msg);
 
-        // Address records grouped by owner.
+        // Address records grouped by owner. Bailiwick: only the answer chain from the question
+        // counts (its CNAMEs, then their address records). A record for any other name is
+        // ignored: whoever answers a question about one name must not be able to make another
+        // name (or its addresses) look like flux.
         let mut groups: SmallVec<[(&str, u32, Addrs); 2]> = SmallVec::new();
         for r in &msg.answers {
             let Some(ip) = r.addr else { continue };
+            if !chain.contains(&r.name.as_str()) {
+                self.stats.out_of_bailiwick += 1;
+                continue;
+            }
             let info = self.addr_info(ip);
             match groups.iter_mut().find(|g| g.0 == r.name) {
                 Some(g) => {
@@ -318,7 +329,7 @@ impl Scorer {
             }
         }
 
-        let zones = delegations(msg);
+        let zones = delegations(msg, &chain, &mut self.stats.out_of_bailiwick);
         if groups.is_empty() && zones.is_empty() {
             return;
         }
@@ -352,7 +363,14 @@ impl Scorer {
             for host in hosts {
                 let mut glue = Addrs::new();
                 let mut ttl = 0;
+                // Glue counts only for a host inside the zone it serves (in-bailiwick glue, the
+                // only kind a resolver trusts, RFC 2181 5.4.1).
+                let glue_ok = in_zone(host, zone);
                 for r in msg.additional.iter().filter(|r| r.name == *host) {
+                    if !glue_ok {
+                        self.stats.out_of_bailiwick += 1;
+                        continue;
+                    }
                     if let Some(ip) = r.addr {
                         glue.push(self.addr_info(ip));
                         ttl = ttl.max(r.ttl);
@@ -569,8 +587,14 @@ fn cname_chain(msg: &DnsMessage) -> SmallVec<[&str; 4]> {
     chain
 }
 
-/// Delegations in a response: NS hosts per zone (their glue is read by the caller).
-fn delegations(msg: &DnsMessage) -> SmallVec<[(&str, Hosts<'_>); 1]> {
+/// Delegations in a response: NS hosts per zone (their glue is read by the caller). Bailiwick:
+/// only zones that hold a name of the answer chain (the question or a CNAME target) count; an NS
+/// record for any other zone is ignored and counted in `ignored`.
+fn delegations<'m>(
+    msg: &'m DnsMessage,
+    chain: &[&str],
+    ignored: &mut u64,
+) -> SmallVec<[(&'m str, Hosts<'m>); 1]> {
     let mut zones: SmallVec<[(&str, Hosts); 1]> = SmallVec::new();
     for r in msg.authority.iter().chain(&msg.answers) {
         if r.rtype_code != TYPE_NS {
@@ -579,12 +603,33 @@ fn delegations(msg: &DnsMessage) -> SmallVec<[(&str, Hosts<'_>); 1]> {
         let Some(host) = r.target.as_deref() else {
             continue;
         };
+        if !chain.iter().any(|n| in_zone(n, &r.name)) {
+            *ignored += 1;
+            continue;
+        }
         match zones.iter_mut().find(|z| z.0 == r.name) {
             Some(z) => z.1.push(host),
             None => zones.push((r.name.as_str(), smallvec![host])),
         }
     }
     zones
+}
+
+/// Whether `name` is `zone` or below it (case-blind, labels whole: `xexample.com` is not in
+/// `example.com`). Every name is in the root zone (`""` or `"."`).
+fn in_zone(name: &str, zone: &str) -> bool {
+    let name = name.trim_end_matches('.');
+    let zone = zone.trim_end_matches('.');
+    if zone.is_empty() {
+        return true;
+    }
+    if name.len() == zone.len() {
+        return name.eq_ignore_ascii_case(zone);
+    }
+    let (n, z) = (name.as_bytes(), zone.as_bytes());
+    n.len() > z.len()
+        && n[n.len() - z.len() - 1] == b'.'
+        && n[n.len() - z.len()..].eq_ignore_ascii_case(z)
 }
 
 /// The key's state, created if needed; and whether it was. One hash lookup on a hit. A free

@@ -282,8 +282,9 @@ fn a_zone_whose_answer_never_changes_is_flux_when_its_glue_rotates() {
     let fixed: Vec<String> = flux_answer(0).into_iter().take(3).collect();
     for round in 0..6u32 {
         let mut msg = response("stuck.test", a_records("stuck.test", 180, &fixed));
-        msg.authority = vec![rec("stuck.test", 2, 86_400, "ns1.glue.test")];
-        msg.additional = vec![rec("ns1.glue.test", 1, 180, &flux_answer(round + 30)[0])];
+        // In-bailiwick glue: the host is inside the zone it serves.
+        msg.authority = vec![rec("stuck.test", 2, 86_400, "ns1.stuck.test")];
+        msg.additional = vec![rec("ns1.stuck.test", 1, 180, &flux_answer(round + 30)[0])];
         s.observe(at(1000 + round * 180), &msg, &mut out);
     }
     let v = s.explain("stuck.test", at(1000 + 5 * 180)).unwrap();
@@ -992,4 +993,93 @@ fn cdn_edges_get_no_help_from_shared_bots_and_national_lines_count_less() {
     };
     assert!(model::spread_like_bots(&bots));
     assert!(!model::national_lines(&bots));
+}
+
+#[test]
+fn records_out_of_bailiwick_are_ignored_and_counted() {
+    // A reply to a question about an unrelated name, whose answers claim the victim's name:
+    // the victim is never fed, however often it comes.
+    let mut s = scorer();
+    let mut out = Vec::new();
+    for round in 0..8u32 {
+        let msg = response(
+            "unrelated.test",
+            a_records("www.victim.test", 5, &flux_answer(round)),
+        );
+        s.observe(at(round * 3), &msg, &mut out);
+    }
+    assert!(s.explain("www.victim.test", at(30)).is_none(), "{out:#?}");
+    assert!(out.is_empty(), "{out:#?}");
+    assert_eq!(s.stats().out_of_bailiwick, 8 * 5);
+
+    // A delegation of a zone the question is not in, with rotating glue: ignored too.
+    let mut s = scorer();
+    for round in 0..6u32 {
+        let mut msg = response(
+            "www.asked.test",
+            a_records("www.asked.test", 300, &["10.1.2.3".into()]),
+        );
+        msg.authority = vec![rec("victim.test", 2, 180, "ns1.victim.test")];
+        msg.additional = flux_answer(round)
+            .iter()
+            .map(|ip| rec("ns1.victim.test", 1, 180, ip))
+            .collect();
+        s.observe(at(round * 180), &msg, &mut out);
+    }
+    assert!(s.explain("victim.test", at(6 * 180)).is_none());
+    assert!(s.explain("ns1.victim.test", at(6 * 180)).is_none());
+
+    // Glue for a host outside the zone it serves is not trusted.
+    let mut s = scorer();
+    for round in 0..6u32 {
+        let mut msg = response(
+            "www.asked.test",
+            a_records("www.asked.test", 300, &["10.1.2.3".into()]),
+        );
+        msg.authority = vec![rec("asked.test", 2, 180, "ns1.elsewhere.test")];
+        msg.additional = flux_answer(round)
+            .iter()
+            .map(|ip| rec("ns1.elsewhere.test", 1, 180, ip))
+            .collect();
+        s.observe(at(round * 180), &msg, &mut out);
+    }
+    assert!(s.explain("ns1.elsewhere.test", at(6 * 180)).is_none());
+    let zone = s
+        .explain("asked.test", at(6 * 180))
+        .expect("the zone itself is tracked");
+    assert_eq!(zone.features.glue_ips_max, 0);
+}
+
+#[test]
+fn the_answer_chain_is_in_bailiwick() {
+    // CNAME to another domain, then its addresses: all on the chain, all counted.
+    let mut s = scorer();
+    let mut out = Vec::new();
+    for round in 0..6u32 {
+        let mut answers = vec![rec("www.shop.test", 5, 180, "edge.flux.test")];
+        answers.extend(a_records("edge.flux.test", 180, &flux_answer(round)));
+        s.observe(
+            at(round * 180),
+            &response("www.shop.test", answers),
+            &mut out,
+        );
+    }
+    assert!(
+        out.iter()
+            .any(|v| v.domain == "edge.flux.test" && v.level == Level::Flux),
+        "{out:#?}"
+    );
+    assert_eq!(s.stats().out_of_bailiwick, 0);
+}
+
+#[test]
+fn zones_contain_whole_labels() {
+    assert!(in_zone("www.example.com", "example.com"));
+    assert!(in_zone("example.com", "example.com"));
+    assert!(in_zone("WWW.Example.COM.", "example.com"));
+    assert!(!in_zone("wwwexample.com", "example.com"));
+    assert!(!in_zone("example.com", "www.example.com"));
+    assert!(in_zone("anything", ""));
+    assert!(in_zone("anything", "."));
+    assert!(!in_zone("é.com", "xample.com"));
 }
