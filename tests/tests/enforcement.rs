@@ -246,6 +246,56 @@ fn blocklist_cli_drops_addresses_and_sinkholes_names() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("nothing is loaded"));
 }
 
+/// `blocklist add` runs the scorer's guard: the whole address space, loopback, unspecified and
+/// broadcast addresses, this host's addresses and any CIDR covering one are refused with a
+/// one-line error naming the rule, nothing is written, and `--force` overrides.
+#[test]
+fn blocklist_add_refuses_guarded_targets_without_force() {
+    if !privileged() {
+        return;
+    }
+    let link = Link::new();
+    let pin = PinDir::new();
+    let mut agent = Agent::start(&link.client, &pin, &["--iface", "a0", "--no-db"]);
+    // Run in the client namespace, where 10.77.0.1 is this host's address.
+    let add = |args: &[&str]| {
+        let mut a = vec!["blocklist", "add"];
+        a.extend_from_slice(args);
+        let p = pin.arg();
+        a.extend(["--pin-dir", &p]);
+        agent_cli(Some(&link.client), &a)
+    };
+    for (args, rule) in [
+        (vec!["--cidr", "0.0.0.0/0"], "covers every address"),
+        (vec!["--cidr", "::/0"], "covers every address"),
+        (vec!["--cidr", "127.0.0.0/8"], "loopback"),
+        (vec!["--ip", "127.0.0.1"], "loopback"),
+        (vec!["--ip", "0.0.0.0"], "unspecified"),
+        (vec!["--ip", "255.255.255.255"], "broadcast"),
+        (vec!["--ip", CLIENT_V4], "this host's addresses"),
+        (vec!["--cidr", "10.77.0.0/24"], "covers 10.77.0.1"),
+        // A refused target beside a good one: nothing is written.
+        (
+            vec!["--ip", "10.77.0.20", "--cidr", "::/0"],
+            "every address",
+        ),
+    ] {
+        let o = add(&args);
+        assert!(!o.status.success(), "{args:?} accepted");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(rule), "{args:?}: {err}");
+        assert!(err.contains("--force overrides"), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line: {err}");
+    }
+    assert!(listed(&pin, "blocklist").is_empty(), "maps unchanged");
+    let o = add(&["--ip", "255.255.255.255", "--force"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = add(&["--ip", "10.77.0.20"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(listed(&pin, "blocklist").len(), 2);
+    assert!(agent.stop().success(), "{}", agent.log());
+}
+
 #[test]
 fn monitor_mode_enforces_nothing() {
     if !privileged() {

@@ -5,6 +5,7 @@ use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use flux_agent::{
+    enforce::guard::Guard,
     enforce::maps::{Added, BlocklistError, Listed, Maps, Spec, Target},
     kernel::pins::PinError,
 };
@@ -94,6 +95,11 @@ pub struct AddArgs {
     /// Why, kept with the entry (24 bytes).
     #[arg(long, value_name = "TEXT", default_value = "manual")]
     pub reason: String,
+    /// Write even what the guard refuses: `0.0.0.0/0`, `::/0`, loopback, link-local,
+    /// multicast, broadcast and unspecified addresses, this host's addresses, its resolvers and
+    /// gateways, and any CIDR covering one.
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub common: JsonArgs,
 }
@@ -108,6 +114,13 @@ pub fn blocklist(args: BlocklistArgs) -> anyhow::Result<ExitCode> {
         }
         BlocklistCommand::Add(a) => {
             let targets = a.targets.parse()?;
+            // The scorer's guard, before anything is written (feeds will call the same check).
+            if !a.force {
+                let guard = Guard::new(Vec::new());
+                for t in &targets {
+                    guard.check(t)?;
+                }
+            }
             let Some(mut maps) = open(&a.common)? else {
                 return Ok(ExitCode::from(3));
             };
