@@ -1,6 +1,7 @@
 //! Enforcement: from a verdict to an entry in the maps the XDP program reads.
 //!
-//! - [`policy`]: the rate cap, monitor mode, expiry;
+//! - [`policy`]: monitor mode, expiry, renewal;
+//! - [`rate_queue`]: the rate cap and the blocks waiting for it, by score;
 //! - [`guard`]: what must never be blocked (this host's addresses, resolvers, gateways);
 //! - [`maps`]: the pinned blocklist and allow maps. **This is where a map is written**, by the
 //!   running agent and by the CLI alike.
@@ -10,3 +11,4 @@
 pub mod guard;
 pub mod maps;
 pub mod policy;
+pub mod rate_queue;

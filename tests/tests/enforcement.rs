@@ -527,6 +527,23 @@ fn flux_zone_is_detected_and_blocked_end_to_end() {
     let text = cli_ok(pin, &["explain", "www.fluxy.test"]);
     assert!(text.contains("flux") && text.contains("reasons"), "{text}");
 
+    // A name still flux after `blocklist flush` is blocked again on new evidence.
+    cli_ok(pin, &["blocklist", "flush"]);
+    let out = dig(&link.client, &[&format!("@{SERVER_V4}"), "www.fluxy.test"]);
+    assert_eq!(status(&out), "NOERROR", "flushed: {out}");
+    thread::sleep(Duration::from_millis(2500));
+    assert!(
+        z.drive(),
+        "never blocked again after a flush: {}",
+        agent.log()
+    );
+    assert!(
+        listed(pin, "blocklist")
+            .iter()
+            .any(|e| e["kind"] == "domain" && e["value"] == key.as_str()),
+        "the name's block is back"
+    );
+
     let mut z = z;
     assert!(z.agent.stop().success());
     let o = cli(&z.pin, &["explain", "www.fluxy.test"]);
