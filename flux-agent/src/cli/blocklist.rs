@@ -6,7 +6,7 @@ use std::{process::ExitCode, time::Duration};
 use anyhow::Context as _;
 use flux_agent::{
     enforce::guard::Guard,
-    enforce::maps::{Added, BlocklistError, Listed, Maps, Spec, Target},
+    enforce::maps::{BlocklistError, Listed, Maps, Spec, Target, renewal_note},
     kernel::pins::PinError,
 };
 
@@ -89,8 +89,9 @@ pub struct TargetArgs {
 pub struct AddArgs {
     #[command(flatten)]
     pub targets: Targets,
-    /// How long the block lasts (e.g. 30m, 24h, 7d). Default: until removed.
-    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
+    /// How long the block lasts (e.g. 30m, 24h, 7d; more than 0). Default: until removed,
+    /// also when re-adding a block that had an expiry.
+    #[arg(long, value_name = "DUR", value_parser = parse_ttl)]
     pub ttl: Option<Duration>,
     /// Why, kept with the entry (24 bytes).
     #[arg(long, value_name = "TEXT", default_value = "manual")]
@@ -125,11 +126,13 @@ pub fn blocklist(args: BlocklistArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(3));
             };
             let spec = Spec::manual(a.ttl, &a.reason);
-            for t in &targets {
-                let added = maps
-                    .block(t, &spec)
-                    .with_context(|| format!("cannot block {t}"))?;
-                report(&a.common, "blocked", t, added == Added::New);
+            for (done, t) in targets.iter().enumerate() {
+                let previous = maps.get(t)?;
+                maps.write(t, &spec, previous).with_context(|| {
+                    format!("cannot block {t} ({})", partial(done, targets.len()))
+                })?;
+                let note = previous.map(|p| renewal_note(p.expires_ns, a.ttl));
+                report_note(&a.common, "blocked", t, previous.is_none(), note);
             }
         }
         BlocklistCommand::Remove(a) => {
@@ -183,23 +186,47 @@ pub fn open(a: &JsonArgs) -> anyhow::Result<Option<Maps>> {
     }
 }
 
+/// A `--ttl`: a duration longer than 0 (a 0 TTL would write an entry already expired and
+/// report it blocked).
+pub fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d.is_zero() {
+        return Err("must be longer than 0 (omit --ttl to block until removed)".into());
+    }
+    Ok(d)
+}
+
+/// What was written before a failure, for its message.
+fn partial(done: usize, total: usize) -> String {
+    if done == 0 {
+        format!("nothing was added of the {total} targets")
+    } else {
+        format!("{done} of the {total} targets were added before it and are kept")
+    }
+}
+
 /// One line per change: `changed` says whether it did anything.
 pub fn report(a: &JsonArgs, verb: &str, t: &Target, changed: bool) {
+    report_note(a, verb, t, changed, None);
+}
+
+/// [`report`], with what happened to an entry already there.
+fn report_note(a: &JsonArgs, verb: &str, t: &Target, changed: bool, note: Option<&str>) {
     if a.json {
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "action": verb,
             "kind": t.kind(),
             "value": t.to_string(),
             "changed": changed,
         });
+        if let Some(n) = note {
+            v["note"] = n.into();
+        }
         println!("{v}");
     } else if changed {
         println!("{verb} {} {t}", t.kind());
-    } else if verb == "blocked" {
-        println!(
-            "{verb} {} {t} (already there: expiry and reason renewed)",
-            t.kind()
-        );
+    } else if let Some(n) = note {
+        println!("{verb} {} {t} ({n})", t.kind());
     } else {
         println!("{} {t} was not there", t.kind());
     }
@@ -246,5 +273,28 @@ pub fn print_entries(entries: &[Listed], json: bool, what: &str) {
             expires,
             e.reason
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_zero_is_refused_and_others_parse() {
+        let e = parse_ttl("0s").unwrap_err();
+        assert!(e.contains("longer than 0"), "{e}");
+        assert!(parse_ttl("0").is_err());
+        assert_eq!(parse_ttl("30m"), Ok(Duration::from_secs(1800)));
+        assert!(parse_ttl("soon").is_err());
+    }
+
+    #[test]
+    fn a_partial_write_says_how_much_was_added() {
+        assert_eq!(
+            partial(6, 10),
+            "6 of the 10 targets were added before it and are kept"
+        );
+        assert!(partial(0, 10).starts_with("nothing was added"));
     }
 }
