@@ -30,11 +30,10 @@ fn cli_ok(pin: &PinDir, args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// `list --json`: one JSON array, `[]` when empty.
 fn listed(pin: &PinDir, what: &str) -> Vec<Value> {
-    cli_ok(pin, &[what, "list", "--json"])
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("list line"))
-        .collect()
+    let out = cli_ok(pin, &[what, "list", "--json"]);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{what} list: one array: {e}: {out:?}"))
 }
 
 fn status(out: &str) -> &str {
@@ -293,7 +292,44 @@ fn blocklist_add_refuses_guarded_targets_without_force() {
     let o = add(&["--ip", "10.77.0.20"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(listed(&pin, "blocklist").len(), 2);
+
+    // Listing commands end cleanly when their reader is gone (`| head -1`), never exit 101.
+    for cmd in [
+        &["blocklist", "list"][..],
+        &["blocklist", "list", "--json"],
+        &["allowlist", "list"],
+        &["stats"],
+        &["stats", "--json"],
+    ] {
+        let mut c = std::process::Command::new(agent_bin());
+        c.args(cmd)
+            .args(["--pin-dir", &pin.arg()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().expect("spawn");
+        drop(child.stdout.take());
+        let o = child.wait_with_output().expect("wait");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{cmd:?}: {err}");
+        assert!(!err.contains("panicked"), "{cmd:?}: {err}");
+    }
+    // With --json: add prints one document, an error is JSON on stdout.
+    let o = add(&["--ip", "10.77.0.21", "--ip", "10.77.0.22", "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).expect("add --json: one document");
+    assert_eq!(v.as_array().map(Vec::len), Some(2), "{v}");
+    let o = add(&["--ip", "127.0.0.1", "--json"]);
+    assert!(!o.status.success());
+    let v: Value = serde_json::from_slice(&o.stdout).expect("error as JSON");
+    assert!(v["error"].as_str().unwrap().contains("loopback"), "{v}");
     assert!(agent.stop().success(), "{}", agent.log());
+    // explain says "loaded" like the others.
+    let o = cli(&pin, &["explain", "x.test", "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).expect("explain --json");
+    assert_eq!(v["agent_running"], false, "{v}");
+    assert!(
+        v.get("loaded").is_some() && v.get("running").is_none(),
+        "{v}"
+    );
 }
 
 #[test]

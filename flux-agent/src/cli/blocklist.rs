@@ -111,7 +111,7 @@ pub fn blocklist(args: BlocklistArgs) -> anyhow::Result<ExitCode> {
             let Some(maps) = open(&a.common)? else {
                 return Ok(ExitCode::from(3));
             };
-            print_entries(&maps.list()?, a.common.json, "blocked");
+            print_entries(&maps.list()?, a.common.json, "blocked")?;
         }
         BlocklistCommand::Add(a) => {
             let targets = a.targets.parse()?;
@@ -126,14 +126,16 @@ pub fn blocklist(args: BlocklistArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(3));
             };
             let spec = Spec::manual(a.ttl, &a.reason);
+            let mut rep = Reporter::new(&a.common);
             for (done, t) in targets.iter().enumerate() {
                 let previous = maps.get(t)?;
                 maps.write(t, &spec, previous).with_context(|| {
                     format!("cannot block {t} ({})", partial(done, targets.len()))
                 })?;
                 let note = previous.map(|p| renewal_note(p.expires_ns, a.ttl));
-                report_note(&a.common, "blocked", t, previous.is_none(), note);
+                rep.report("blocked", t, previous.is_none(), note)?;
             }
+            rep.finish()?;
         }
         BlocklistCommand::Remove(a) => {
             let targets = a.targets.parse()?;
@@ -141,11 +143,13 @@ pub fn blocklist(args: BlocklistArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(3));
             };
             let mut missing = false;
+            let mut rep = Reporter::new(&a.common);
             for t in &targets {
                 let removed = maps.unblock(t)?;
                 missing |= !removed;
-                report(&a.common, "unblocked", t, removed);
+                rep.report("unblocked", t, removed, None)?;
             }
+            rep.finish()?;
             if missing {
                 return Ok(ExitCode::from(1));
             }
@@ -156,9 +160,9 @@ pub fn blocklist(args: BlocklistArgs) -> anyhow::Result<ExitCode> {
             };
             let n = maps.flush()?;
             if a.json {
-                println!("{}", serde_json::json!({ "flushed": n }));
+                out!("{}", serde_json::json!({ "flushed": n }));
             } else {
-                println!("removed {n} blocks");
+                out!("removed {n} blocks");
             }
         }
     }
@@ -176,7 +180,7 @@ pub fn open(a: &JsonArgs) -> anyhow::Result<Option<Maps>> {
                     "pin_dir": a.pin.pin_dir.display().to_string(),
                     "error": e.to_string(),
                 });
-                println!("{v}");
+                out!("{v}");
             } else {
                 eprintln!("flux-agent: {e}");
             }
@@ -205,30 +209,55 @@ fn partial(done: usize, total: usize) -> String {
     }
 }
 
-/// One line per change: `changed` says whether it did anything.
-pub fn report(a: &JsonArgs, verb: &str, t: &Target, changed: bool) {
-    report_note(a, verb, t, changed, None);
+/// What `add` and `remove` did: one line per target, or with `--json` one array of objects
+/// printed at the end (one document).
+pub struct Reporter {
+    json: bool,
+    items: Vec<serde_json::Value>,
 }
 
-/// [`report`], with what happened to an entry already there.
-fn report_note(a: &JsonArgs, verb: &str, t: &Target, changed: bool, note: Option<&str>) {
-    if a.json {
-        let mut v = serde_json::json!({
-            "action": verb,
-            "kind": t.kind(),
-            "value": t.to_string(),
-            "changed": changed,
-        });
-        if let Some(n) = note {
-            v["note"] = n.into();
+impl Reporter {
+    pub fn new(a: &JsonArgs) -> Self {
+        Self {
+            json: a.json,
+            items: Vec::new(),
         }
-        println!("{v}");
-    } else if changed {
-        println!("{verb} {} {t}", t.kind());
-    } else if let Some(n) = note {
-        println!("{verb} {} {t} ({n})", t.kind());
-    } else {
-        println!("{} {t} was not there", t.kind());
+    }
+
+    /// `changed` says whether it did anything; `note` what happened to an entry already there.
+    pub fn report(
+        &mut self,
+        verb: &str,
+        t: &Target,
+        changed: bool,
+        note: Option<&str>,
+    ) -> std::io::Result<()> {
+        if self.json {
+            let mut v = serde_json::json!({
+                "action": verb,
+                "kind": t.kind(),
+                "value": t.to_string(),
+                "changed": changed,
+            });
+            if let Some(n) = note {
+                v["note"] = n.into();
+            }
+            self.items.push(v);
+        } else if changed {
+            out!("{verb} {} {t}", t.kind());
+        } else if let Some(n) = note {
+            out!("{verb} {} {t} ({n})", t.kind());
+        } else {
+            out!("{} {t} was not there", t.kind());
+        }
+        Ok(())
+    }
+
+    pub fn finish(self) -> std::io::Result<()> {
+        if self.json {
+            out!("{}", serde_json::Value::Array(self.items));
+        }
+        Ok(())
     }
 }
 
@@ -237,24 +266,25 @@ fn when(t: Option<std::time::SystemTime>, none: &str) -> String {
         .unwrap_or_else(|| none.to_owned())
 }
 
-/// A table, or one JSON object per line.
-pub fn print_entries(entries: &[Listed], json: bool, what: &str) {
+/// A table, or with `--json` one JSON array (`[]` when empty).
+pub fn print_entries(entries: &[Listed], json: bool, what: &str) -> std::io::Result<()> {
     if json {
-        for e in entries {
-            match serde_json::to_string(e) {
-                Ok(s) => println!("{s}"),
-                Err(e) => log::warn!("cannot serialize entry: {e}"),
-            }
-        }
-        return;
+        out!("{}", serde_json::to_string(entries)?);
+        return Ok(());
     }
     if entries.is_empty() {
-        println!("nothing {what}");
-        return;
+        out!("nothing {what}");
+        return Ok(());
     }
-    println!(
+    out!(
         "{:<6} {:<40} {:<7} {:>6} {:>8} {:<20} {:<20} REASON",
-        "KIND", "VALUE", "SOURCE", "SCORE", "HITS", "ADDED", "EXPIRES"
+        "KIND",
+        "VALUE",
+        "SOURCE",
+        "SCORE",
+        "HITS",
+        "ADDED",
+        "EXPIRES"
     );
     for e in entries {
         let expires = if e.expired {
@@ -262,7 +292,7 @@ pub fn print_entries(entries: &[Listed], json: bool, what: &str) {
         } else {
             when(e.expires, "never")
         };
-        println!(
+        out!(
             "{:<6} {:<40} {:<7} {:>6} {:>8} {:<20} {:<20} {}",
             e.kind,
             e.value,
@@ -274,6 +304,7 @@ pub fn print_entries(entries: &[Listed], json: bool, what: &str) {
             e.reason
         );
     }
+    Ok(())
 }
 
 #[cfg(test)]
