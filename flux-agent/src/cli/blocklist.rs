@@ -5,8 +5,9 @@ use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use flux_agent::{
+    enforce::block_expiry::renewal_note,
     enforce::guard::Guard,
-    enforce::maps::{BlocklistError, Listed, Maps, Spec, Target, renewal_note},
+    enforce::maps::{BlocklistError, Listed, Maps, Spec, Target},
     kernel::pins::PinError,
 };
 

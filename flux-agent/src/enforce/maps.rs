@@ -23,7 +23,10 @@ use flux_common::{
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::kernel::pins::{self, PinError};
+use crate::{
+    enforce::block_expiry::expiry_ns,
+    kernel::pins::{self, PinError},
+};
 
 /// One thing that can be blocked or allowed.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -184,32 +187,6 @@ impl Spec {
             reason: reason.into(),
             score: None,
         }
-    }
-}
-
-/// `BlockEntry::expires_ns` of a block made at `now_boot` for `ttl` (`None`: never, 0). A TTL
-/// past the clock's range saturates (about 584 years: never, in practice) instead of wrapping
-/// to a short one.
-pub fn expiry_ns(now_boot: u64, ttl: Option<Duration>) -> u64 {
-    match ttl {
-        None => 0,
-        Some(d) => {
-            let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-            now_boot.saturating_add(ns).max(1)
-        }
-    }
-}
-
-/// What re-adding a block over an entry already there changed, for the CLI's report: the
-/// expiry follows the new request (no `--ttl`: until removed), and the report says so.
-pub fn renewal_note(previous_expires_ns: u64, ttl: Option<Duration>) -> &'static str {
-    match (previous_expires_ns != 0, ttl.is_some()) {
-        (true, true) => "already there: expiry and reason renewed",
-        (true, false) => {
-            "already there: now permanent (it had an expiry; no --ttl given), reason renewed"
-        }
-        (false, true) => "already there: now expires (it was permanent), reason renewed",
-        (false, false) => "already there: still permanent, reason renewed",
     }
 }
 
@@ -801,33 +778,6 @@ mod tests {
         let n = to_wire("flux.test", &mut wire).unwrap();
         assert_eq!(domain_key("flux.test"), Some(domain_hash(&wire[..n])));
         assert_eq!(domain_key("FLUX.test"), domain_key("flux.test"));
-    }
-
-    #[test]
-    fn a_huge_ttl_saturates_instead_of_wrapping() {
-        let now = 5_000_000_000u64;
-        assert_eq!(expiry_ns(now, None), 0, "never");
-        assert_eq!(
-            expiry_ns(now, Some(Duration::from_secs(1))),
-            now + 1_000_000_000
-        );
-        // 2^64 ns and more: `as u64` would wrap these to a few seconds or to 0 ("never").
-        for huge in [
-            Duration::from_nanos(u64::MAX) + Duration::from_secs(3),
-            Duration::from_secs(u64::MAX),
-            Duration::from_secs(1 << 40),
-        ] {
-            assert_eq!(expiry_ns(now, Some(huge)), u64::MAX, "{huge:?}");
-        }
-    }
-
-    #[test]
-    fn renewal_says_what_happened_to_the_expiry() {
-        let day = Some(Duration::from_secs(86_400));
-        assert!(renewal_note(42, None).contains("now permanent"));
-        assert!(renewal_note(42, day).contains("expiry and reason renewed"));
-        assert!(renewal_note(0, day).contains("now expires"));
-        assert!(renewal_note(0, None).contains("still permanent"));
     }
 
     #[test]
