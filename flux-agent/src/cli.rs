@@ -1,4 +1,16 @@
 //! Command-line interface: one module per subcommand.
+//!
+//! Every command prints through [`out!`], so a closed output pipe (`| head -1`) ends it
+//! cleanly (status 0) instead of a panic; with `--json` a command prints one JSON document,
+//! its error included (`{"error": ...}` on stdout).
+
+/// `println!` that returns the write error (`?`) instead of panicking on a closed pipe.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
 
 mod allowlist;
 mod blocklist;
@@ -51,7 +63,60 @@ pub struct PinArgs {
     pub pin_dir: PathBuf,
 }
 
+impl Command {
+    /// Whether the command prints JSON (`--json`).
+    fn json(&self) -> bool {
+        match self {
+            Command::Run(_) => false,
+            Command::Stats(a) => a.json,
+            Command::Replay(a) => a.json,
+            Command::Blocklist(a) => match &a.command {
+                blocklist::BlocklistCommand::List(a) => a.common.json,
+                blocklist::BlocklistCommand::Add(a) => a.common.json,
+                blocklist::BlocklistCommand::Remove(a) => a.common.json,
+                blocklist::BlocklistCommand::Flush(a) => a.json,
+            },
+            Command::Allowlist(a) => match &a.command {
+                allowlist::AllowlistCommand::List(a) => a.json,
+                allowlist::AllowlistCommand::Add(a) | allowlist::AllowlistCommand::Remove(a) => {
+                    a.common.json
+                }
+            },
+            Command::Explain(a) => a.json,
+            Command::Unload(a) => a.json,
+        }
+    }
+}
+
+/// Whether `e` is a write to a closed pipe (the reader, such as `head`, is done).
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Runs the command. A closed output pipe is a clean end; with `--json`, an error is printed
+/// as `{"error": ...}` on stdout (the one document) and the status is 1.
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let json = cli.command.json();
+    match run_command(cli) {
+        Err(e) if is_broken_pipe(&e) => Ok(ExitCode::SUCCESS),
+        Err(e) if json => {
+            let doc = serde_json::json!({ "error": format!("{e:#}") });
+            match (|| -> std::io::Result<()> {
+                out!("{doc}");
+                Ok(())
+            })() {
+                Err(io) if io.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+                _ => Ok(ExitCode::FAILURE),
+            }
+        }
+        r => r,
+    }
+}
+
+fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Stats(args) => stats::stats(args),
@@ -60,5 +125,44 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Allowlist(args) => allowlist::allowlist(args),
         Command::Unload(args) => unload::unload(args),
         Command::Explain(args) => explain::explain(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_closed_pipe_is_recognised_through_context() {
+        let io = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        let e = anyhow::Error::from(io).context("printing the list");
+        assert!(is_broken_pipe(&e));
+        assert!(!is_broken_pipe(&anyhow::anyhow!("other")));
+    }
+
+    #[test]
+    fn json_is_known_for_every_listing_command() {
+        for argv in [
+            &["flux-agent", "stats", "--json"][..],
+            &["flux-agent", "blocklist", "list", "--json"],
+            &[
+                "flux-agent",
+                "blocklist",
+                "add",
+                "--ip",
+                "192.0.2.1",
+                "--json",
+            ],
+            &["flux-agent", "allowlist", "list", "--json"],
+            &["flux-agent", "explain", "x.test", "--json"],
+            &["flux-agent", "unload", "--json"],
+        ] {
+            assert!(Cli::parse_from(argv).command.json(), "{argv:?}");
+        }
+        assert!(
+            !Cli::parse_from(["flux-agent", "blocklist", "list"])
+                .command
+                .json()
+        );
     }
 }

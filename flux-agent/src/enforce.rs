@@ -1,12 +1,16 @@
 //! Enforcement: from a verdict to an entry in the maps the XDP program reads.
 //!
-//! - [`policy`]: the rate cap, monitor mode, expiry;
+//! - [`policy`]: monitor mode, expiry, renewal;
+//! - [`rate_queue`]: the rate cap and the blocks waiting for it, by score;
+//! - [`block_expiry`]: the expiry of an entry for a TTL, and what a re-add does to it;
 //! - [`guard`]: what must never be blocked (this host's addresses, resolvers, gateways);
 //! - [`maps`]: the pinned blocklist and allow maps. **This is where a map is written**, by the
 //!   running agent and by the CLI alike.
 //!
 //! May touch: the pinned maps (through `maps` only). Reads verdicts; never scores.
 
+pub mod block_expiry;
 pub mod guard;
 pub mod maps;
 pub mod policy;
+pub mod rate_queue;

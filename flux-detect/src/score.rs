@@ -252,8 +252,8 @@ impl Scorer {
     }
 
     /// What the enforcer blocks beside a flux name: the addresses the key was seen resolving to
-    /// in the longest window before `now`, without those in first-party networks and those the
-    /// bot table found to be shared serving infrastructure (the enforcer's own guard refuses
+    /// in the longest window before `now`, without those in first-party networks, those in the
+    /// allowlist's CIDRs, and those the bot table found to be shared serving infrastructure (the enforcer's own guard refuses
     /// loopback, link-local and the like). A flux operator who lists a victim's address among
     /// his bots can still get it blocked if it is none of those (residual risk, see
     /// docs/scoring.md).
@@ -265,6 +265,8 @@ impl Scorer {
         t.st.addresses(secs(now), window)
             .filter(|a| !infra::first_party_network(a.asn))
             .filter(|a| !self.flux_ips.is_infrastructure(&a.ip))
+            // The operator's allowlisted CIDRs (`--allowlist`): never blocked.
+            .filter(|a| !self.allowlist.match_ip(a.to_ip()))
             .map(AddrInfo::to_ip)
             .collect()
     }

@@ -30,11 +30,10 @@ fn cli_ok(pin: &PinDir, args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// `list --json`: one JSON array, `[]` when empty.
 fn listed(pin: &PinDir, what: &str) -> Vec<Value> {
-    cli_ok(pin, &[what, "list", "--json"])
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("list line"))
-        .collect()
+    let out = cli_ok(pin, &[what, "list", "--json"]);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{what} list: one array: {e}: {out:?}"))
 }
 
 fn status(out: &str) -> &str {
@@ -244,6 +243,93 @@ fn blocklist_cli_drops_addresses_and_sinkholes_names() {
     let o = cli(&pin, &["blocklist", "list"]);
     assert_eq!(o.status.code(), Some(3), "nothing loaded");
     assert!(String::from_utf8_lossy(&o.stderr).contains("nothing is loaded"));
+}
+
+/// `blocklist add` runs the scorer's guard: the whole address space, loopback, unspecified and
+/// broadcast addresses, this host's addresses and any CIDR covering one are refused with a
+/// one-line error naming the rule, nothing is written, and `--force` overrides.
+#[test]
+fn blocklist_add_refuses_guarded_targets_without_force() {
+    if !privileged() {
+        return;
+    }
+    let link = Link::new();
+    let pin = PinDir::new();
+    let mut agent = Agent::start(&link.client, &pin, &["--iface", "a0", "--no-db"]);
+    // Run in the client namespace, where 10.77.0.1 is this host's address.
+    let add = |args: &[&str]| {
+        let mut a = vec!["blocklist", "add"];
+        a.extend_from_slice(args);
+        let p = pin.arg();
+        a.extend(["--pin-dir", &p]);
+        agent_cli(Some(&link.client), &a)
+    };
+    for (args, rule) in [
+        (vec!["--cidr", "0.0.0.0/0"], "covers every address"),
+        (vec!["--cidr", "::/0"], "covers every address"),
+        (vec!["--cidr", "127.0.0.0/8"], "loopback"),
+        (vec!["--ip", "127.0.0.1"], "loopback"),
+        (vec!["--ip", "0.0.0.0"], "unspecified"),
+        (vec!["--ip", "255.255.255.255"], "broadcast"),
+        (vec!["--ip", CLIENT_V4], "this host's addresses"),
+        (vec!["--cidr", "10.77.0.0/24"], "covers 10.77.0.1"),
+        // A refused target beside a good one: nothing is written.
+        (
+            vec!["--ip", "10.77.0.20", "--cidr", "::/0"],
+            "every address",
+        ),
+    ] {
+        let o = add(&args);
+        assert!(!o.status.success(), "{args:?} accepted");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(rule), "{args:?}: {err}");
+        assert!(err.contains("--force overrides"), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line: {err}");
+    }
+    assert!(listed(&pin, "blocklist").is_empty(), "maps unchanged");
+    let o = add(&["--ip", "255.255.255.255", "--force"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = add(&["--ip", "10.77.0.20"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(listed(&pin, "blocklist").len(), 2);
+
+    // Listing commands end cleanly when their reader is gone (`| head -1`), never exit 101.
+    for cmd in [
+        &["blocklist", "list"][..],
+        &["blocklist", "list", "--json"],
+        &["allowlist", "list"],
+        &["stats"],
+        &["stats", "--json"],
+    ] {
+        let mut c = std::process::Command::new(agent_bin());
+        c.args(cmd)
+            .args(["--pin-dir", &pin.arg()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().expect("spawn");
+        drop(child.stdout.take());
+        let o = child.wait_with_output().expect("wait");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{cmd:?}: {err}");
+        assert!(!err.contains("panicked"), "{cmd:?}: {err}");
+    }
+    // With --json: add prints one document, an error is JSON on stdout.
+    let o = add(&["--ip", "10.77.0.21", "--ip", "10.77.0.22", "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).expect("add --json: one document");
+    assert_eq!(v.as_array().map(Vec::len), Some(2), "{v}");
+    let o = add(&["--ip", "127.0.0.1", "--json"]);
+    assert!(!o.status.success());
+    let v: Value = serde_json::from_slice(&o.stdout).expect("error as JSON");
+    assert!(v["error"].as_str().unwrap().contains("loopback"), "{v}");
+    assert!(agent.stop().success(), "{}", agent.log());
+    // explain says "loaded" like the others.
+    let o = cli(&pin, &["explain", "x.test", "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).expect("explain --json");
+    assert_eq!(v["agent_running"], false, "{v}");
+    assert!(
+        v.get("loaded").is_some() && v.get("running").is_none(),
+        "{v}"
+    );
 }
 
 #[test]
@@ -476,6 +562,23 @@ fn flux_zone_is_detected_and_blocked_end_to_end() {
     assert_eq!(ex["blocked"]["source"], "scorer", "{ex}");
     let text = cli_ok(pin, &["explain", "www.fluxy.test"]);
     assert!(text.contains("flux") && text.contains("reasons"), "{text}");
+
+    // A name still flux after `blocklist flush` is blocked again on new evidence.
+    cli_ok(pin, &["blocklist", "flush"]);
+    let out = dig(&link.client, &[&format!("@{SERVER_V4}"), "www.fluxy.test"]);
+    assert_eq!(status(&out), "NOERROR", "flushed: {out}");
+    thread::sleep(Duration::from_millis(2500));
+    assert!(
+        z.drive(),
+        "never blocked again after a flush: {}",
+        agent.log()
+    );
+    assert!(
+        listed(pin, "blocklist")
+            .iter()
+            .any(|e| e["kind"] == "domain" && e["value"] == key.as_str()),
+        "the name's block is back"
+    );
 
     let mut z = z;
     assert!(z.agent.stop().success());

@@ -65,10 +65,7 @@ fn blocks(pin: &PinDir) -> Vec<Value> {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("list line"))
-        .collect()
+    serde_json::from_slice(&out.stdout).expect("blocklist list --json: one array")
 }
 
 fn counter(pin: &PinDir, name: &str) -> u64 {

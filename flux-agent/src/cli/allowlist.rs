@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use super::blocklist::{JsonArgs, TargetArgs, open, print_entries, report};
+use super::blocklist::{JsonArgs, Reporter, TargetArgs, open, print_entries};
 
 #[derive(Debug, clap::Args)]
 pub struct AllowlistArgs {
@@ -27,17 +27,19 @@ pub fn allowlist(args: AllowlistArgs) -> anyhow::Result<ExitCode> {
             let Some(maps) = open(&a)? else {
                 return Ok(ExitCode::from(3));
             };
-            print_entries(&maps.list_allowed()?, a.json, "allowed");
+            print_entries(&maps.list_allowed()?, a.json, "allowed")?;
         }
         AllowlistCommand::Add(a) => {
             let targets = a.targets.parse()?;
             let Some(mut maps) = open(&a.common)? else {
                 return Ok(ExitCode::from(3));
             };
+            let mut rep = Reporter::new(&a.common);
             for t in &targets {
                 maps.allow(t, "manual")?;
-                report(&a.common, "allowed", t, true);
+                rep.report("allowed", t, true, None)?;
             }
+            rep.finish()?;
         }
         AllowlistCommand::Remove(a) => {
             let targets = a.targets.parse()?;
@@ -45,11 +47,13 @@ pub fn allowlist(args: AllowlistArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(3));
             };
             let mut missing = false;
+            let mut rep = Reporter::new(&a.common);
             for t in &targets {
                 let removed = maps.unallow(t)?;
                 missing |= !removed;
-                report(&a.common, "unallowed", t, removed);
+                rep.report("unallowed", t, removed, None)?;
             }
+            rep.finish()?;
             if missing {
                 return Ok(ExitCode::from(1));
             }

@@ -5,7 +5,9 @@ use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use flux_agent::{
-    enforce::maps::{Added, BlocklistError, Listed, Maps, Spec, Target},
+    enforce::block_expiry::renewal_note,
+    enforce::guard::Guard,
+    enforce::maps::{BlocklistError, Listed, Maps, Spec, Target},
     kernel::pins::PinError,
 };
 
@@ -88,12 +90,18 @@ pub struct TargetArgs {
 pub struct AddArgs {
     #[command(flatten)]
     pub targets: Targets,
-    /// How long the block lasts (e.g. 30m, 24h, 7d). Default: until removed.
-    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
+    /// How long the block lasts (e.g. 30m, 24h, 7d; more than 0). Default: until removed,
+    /// also when re-adding a block that had an expiry.
+    #[arg(long, value_name = "DUR", value_parser = parse_ttl)]
     pub ttl: Option<Duration>,
     /// Why, kept with the entry (24 bytes).
     #[arg(long, value_name = "TEXT", default_value = "manual")]
     pub reason: String,
+    /// Write even what the guard refuses: `0.0.0.0/0`, `::/0`, loopback, link-local,
+    /// multicast, broadcast and unspecified addresses, this host's addresses, its resolvers and
+    /// gateways, and any CIDR covering one.
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub common: JsonArgs,
 }
@@ -104,20 +112,31 @@ pub fn blocklist(args: BlocklistArgs) -> anyhow::Result<ExitCode> {
             let Some(maps) = open(&a.common)? else {
                 return Ok(ExitCode::from(3));
             };
-            print_entries(&maps.list()?, a.common.json, "blocked");
+            print_entries(&maps.list()?, a.common.json, "blocked")?;
         }
         BlocklistCommand::Add(a) => {
             let targets = a.targets.parse()?;
+            // The scorer's guard, before anything is written (feeds will call the same check).
+            if !a.force {
+                let guard = Guard::new(Vec::new());
+                for t in &targets {
+                    guard.check(t)?;
+                }
+            }
             let Some(mut maps) = open(&a.common)? else {
                 return Ok(ExitCode::from(3));
             };
             let spec = Spec::manual(a.ttl, &a.reason);
-            for t in &targets {
-                let added = maps
-                    .block(t, &spec)
-                    .with_context(|| format!("cannot block {t}"))?;
-                report(&a.common, "blocked", t, added == Added::New);
+            let mut rep = Reporter::new(&a.common);
+            for (done, t) in targets.iter().enumerate() {
+                let previous = maps.get(t)?;
+                maps.write(t, &spec, previous).with_context(|| {
+                    format!("cannot block {t} ({})", partial(done, targets.len()))
+                })?;
+                let note = previous.map(|p| renewal_note(p.expires_ns, a.ttl));
+                rep.report("blocked", t, previous.is_none(), note)?;
             }
+            rep.finish()?;
         }
         BlocklistCommand::Remove(a) => {
             let targets = a.targets.parse()?;
@@ -125,11 +144,13 @@ pub fn blocklist(args: BlocklistArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(3));
             };
             let mut missing = false;
+            let mut rep = Reporter::new(&a.common);
             for t in &targets {
                 let removed = maps.unblock(t)?;
                 missing |= !removed;
-                report(&a.common, "unblocked", t, removed);
+                rep.report("unblocked", t, removed, None)?;
             }
+            rep.finish()?;
             if missing {
                 return Ok(ExitCode::from(1));
             }
@@ -140,9 +161,9 @@ pub fn blocklist(args: BlocklistArgs) -> anyhow::Result<ExitCode> {
             };
             let n = maps.flush()?;
             if a.json {
-                println!("{}", serde_json::json!({ "flushed": n }));
+                out!("{}", serde_json::json!({ "flushed": n }));
             } else {
-                println!("removed {n} blocks");
+                out!("removed {n} blocks");
             }
         }
     }
@@ -160,7 +181,7 @@ pub fn open(a: &JsonArgs) -> anyhow::Result<Option<Maps>> {
                     "pin_dir": a.pin.pin_dir.display().to_string(),
                     "error": e.to_string(),
                 });
-                println!("{v}");
+                out!("{v}");
             } else {
                 eprintln!("flux-agent: {e}");
             }
@@ -170,25 +191,74 @@ pub fn open(a: &JsonArgs) -> anyhow::Result<Option<Maps>> {
     }
 }
 
-/// One line per change: `changed` says whether it did anything.
-pub fn report(a: &JsonArgs, verb: &str, t: &Target, changed: bool) {
-    if a.json {
-        let v = serde_json::json!({
-            "action": verb,
-            "kind": t.kind(),
-            "value": t.to_string(),
-            "changed": changed,
-        });
-        println!("{v}");
-    } else if changed {
-        println!("{verb} {} {t}", t.kind());
-    } else if verb == "blocked" {
-        println!(
-            "{verb} {} {t} (already there: expiry and reason renewed)",
-            t.kind()
-        );
+/// A `--ttl`: a duration longer than 0 (a 0 TTL would write an entry already expired and
+/// report it blocked).
+pub fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d.is_zero() {
+        return Err("must be longer than 0 (omit --ttl to block until removed)".into());
+    }
+    Ok(d)
+}
+
+/// What was written before a failure, for its message.
+fn partial(done: usize, total: usize) -> String {
+    if done == 0 {
+        format!("nothing was added of the {total} targets")
     } else {
-        println!("{} {t} was not there", t.kind());
+        format!("{done} of the {total} targets were added before it and are kept")
+    }
+}
+
+/// What `add` and `remove` did: one line per target, or with `--json` one array of objects
+/// printed at the end (one document).
+pub struct Reporter {
+    json: bool,
+    items: Vec<serde_json::Value>,
+}
+
+impl Reporter {
+    pub fn new(a: &JsonArgs) -> Self {
+        Self {
+            json: a.json,
+            items: Vec::new(),
+        }
+    }
+
+    /// `changed` says whether it did anything; `note` what happened to an entry already there.
+    pub fn report(
+        &mut self,
+        verb: &str,
+        t: &Target,
+        changed: bool,
+        note: Option<&str>,
+    ) -> std::io::Result<()> {
+        if self.json {
+            let mut v = serde_json::json!({
+                "action": verb,
+                "kind": t.kind(),
+                "value": t.to_string(),
+                "changed": changed,
+            });
+            if let Some(n) = note {
+                v["note"] = n.into();
+            }
+            self.items.push(v);
+        } else if changed {
+            out!("{verb} {} {t}", t.kind());
+        } else if let Some(n) = note {
+            out!("{verb} {} {t} ({n})", t.kind());
+        } else {
+            out!("{} {t} was not there", t.kind());
+        }
+        Ok(())
+    }
+
+    pub fn finish(self) -> std::io::Result<()> {
+        if self.json {
+            out!("{}", serde_json::Value::Array(self.items));
+        }
+        Ok(())
     }
 }
 
@@ -197,24 +267,25 @@ fn when(t: Option<std::time::SystemTime>, none: &str) -> String {
         .unwrap_or_else(|| none.to_owned())
 }
 
-/// A table, or one JSON object per line.
-pub fn print_entries(entries: &[Listed], json: bool, what: &str) {
+/// A table, or with `--json` one JSON array (`[]` when empty).
+pub fn print_entries(entries: &[Listed], json: bool, what: &str) -> std::io::Result<()> {
     if json {
-        for e in entries {
-            match serde_json::to_string(e) {
-                Ok(s) => println!("{s}"),
-                Err(e) => log::warn!("cannot serialize entry: {e}"),
-            }
-        }
-        return;
+        out!("{}", serde_json::to_string(entries)?);
+        return Ok(());
     }
     if entries.is_empty() {
-        println!("nothing {what}");
-        return;
+        out!("nothing {what}");
+        return Ok(());
     }
-    println!(
+    out!(
         "{:<6} {:<40} {:<7} {:>6} {:>8} {:<20} {:<20} REASON",
-        "KIND", "VALUE", "SOURCE", "SCORE", "HITS", "ADDED", "EXPIRES"
+        "KIND",
+        "VALUE",
+        "SOURCE",
+        "SCORE",
+        "HITS",
+        "ADDED",
+        "EXPIRES"
     );
     for e in entries {
         let expires = if e.expired {
@@ -222,7 +293,7 @@ pub fn print_entries(entries: &[Listed], json: bool, what: &str) {
         } else {
             when(e.expires, "never")
         };
-        println!(
+        out!(
             "{:<6} {:<40} {:<7} {:>6} {:>8} {:<20} {:<20} {}",
             e.kind,
             e.value,
@@ -233,5 +304,29 @@ pub fn print_entries(entries: &[Listed], json: bool, what: &str) {
             expires,
             e.reason
         );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_zero_is_refused_and_others_parse() {
+        let e = parse_ttl("0s").unwrap_err();
+        assert!(e.contains("longer than 0"), "{e}");
+        assert!(parse_ttl("0").is_err());
+        assert_eq!(parse_ttl("30m"), Ok(Duration::from_secs(1800)));
+        assert!(parse_ttl("soon").is_err());
+    }
+
+    #[test]
+    fn a_partial_write_says_how_much_was_added() {
+        assert_eq!(
+            partial(6, 10),
+            "6 of the 10 targets were added before it and are kept"
+        );
+        assert!(partial(0, 10).starts_with("nothing was added"));
     }
 }

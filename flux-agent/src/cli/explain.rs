@@ -33,10 +33,14 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         Ok(a) => a,
         Err(e @ ControlError::NotRunning { .. }) => {
             if args.json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "running": false, "error": e.to_string() })
-                );
+                // The same keys as the other commands' "nothing here" document.
+                let v = serde_json::json!({
+                    "loaded": Maps::open(&args.pin.pin_dir).is_ok(),
+                    "agent_running": false,
+                    "pin_dir": args.pin.pin_dir.display().to_string(),
+                    "error": e.to_string(),
+                });
+                out!("{v}");
             } else {
                 eprintln!("flux-agent: {e}");
             }
@@ -60,7 +64,7 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
             "verdict": answer.verdict,
             "blocked": blocked,
         });
-        println!("{v}");
+        out!("{v}");
         return Ok(if answer.verdict.is_some() {
             ExitCode::SUCCESS
         } else {
@@ -68,7 +72,7 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         });
     }
     let Some(v) = answer.verdict else {
-        println!(
+        out!(
             "{}: not tracked by the scorer (never seen, or evicted)",
             answer.name
         );
@@ -76,27 +80,27 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     };
     let key = answer.key.unwrap_or_default();
     let f = |k: &str| v.get(k).cloned().unwrap_or(Value::Null);
-    println!(
+    out!(
         "{key}: {} (score {:.3})",
         f("level"),
         f("score").as_f64().unwrap_or(0.0)
     );
-    println!(
+    out!(
         "  own evidence (without other domains' bots): {:.3}",
         f("own_score").as_f64().unwrap_or(0.0)
     );
-    println!(
+    out!(
         "  block gate: {}",
         f("block_gate").as_str().unwrap_or("unknown")
     );
     if f("double_flux") == Value::Bool(true) {
-        println!("  double flux: the name servers rotate too");
+        out!("  double flux: the name servers rotate too");
     }
     if let Some(m) = v.get("allowlist_match").and_then(Value::as_str) {
-        println!("  allowlisted by {m}: reported, never enforced");
+        out!("  allowlisted by {m}: reported, never enforced");
     }
     match &blocked {
-        Some(b) => println!(
+        Some(b) => out!(
             "  blocked: {} (source {}, {} hits, expires {})",
             b.reason,
             b.source,
@@ -105,11 +109,11 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
                 .map(|t| humantime::format_rfc3339_seconds(t).to_string())
                 .unwrap_or_else(|| "never".into())
         ),
-        None => println!("  not blocked"),
+        None => out!("  not blocked"),
     }
-    println!("  reasons (contribution to the log-odds):");
+    out!("  reasons (contribution to the log-odds):");
     for r in v["reasons"].as_array().into_iter().flatten() {
-        println!(
+        out!(
             "    {:<24} {:>+7.3}  (value {:.3} x weight {:.2})",
             r["feature"].as_str().unwrap_or("?"),
             r["contribution"].as_f64().unwrap_or(0.0),
@@ -117,14 +121,14 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
             r["weight"].as_f64().unwrap_or(0.0)
         );
     }
-    println!("  features:");
+    out!("  features:");
     if let Some(obj) = v["features"].as_object() {
         for (k, val) in obj {
-            println!("    {k:<24} {val}");
+            out!("    {k:<24} {val}");
         }
     }
     let b = &v["baselines"];
-    println!(
+    out!(
         "  baselines: holz {:.1} ({}), zeek {:.1} ({})",
         b["holz"].as_f64().unwrap_or(0.0),
         if b["holz_flux"] == Value::Bool(true) {

@@ -1,7 +1,6 @@
 //! `flux-agent run`.
 
 use std::{
-    fs::OpenOptions,
     io::{self, BufWriter, Write},
     path::PathBuf,
     process::ExitCode,
@@ -14,6 +13,7 @@ use flux_agent::{
     pipeline::{
         bus,
         live::{self, EventFormat, RunOptions, Sinks},
+        sinks::{EventsFile, parse_size},
     },
 };
 use log::info;
@@ -30,8 +30,15 @@ pub struct RunArgs {
     /// (appending), or to stdout with `-`. Without it, one readable line per response goes to
     /// stdout. Verdicts and blocks are logged either way. A reader that falls behind loses
     /// events (counted), never the capture (docs/events.md).
+    /// The file is opened without following a symbolic link and created mode 0600.
     #[arg(long, value_name = "PATH|-")]
     pub events: Option<PathBuf>,
+
+    /// Bound of the `--events` file (e.g. 100MiB, 512K; 0: none). Past it the file is renamed
+    /// to PATH.1 (replacing the previous one) and a new one started: at most twice SIZE on
+    /// disk, the newest events kept.
+    #[arg(long, value_name = "SIZE", default_value = "100MiB", value_parser = parse_size)]
+    pub events_max_size: u64,
 
     /// XDP attach mode: native (driver), skb (generic), or auto (native, else skb with a warning).
     #[arg(long, value_name = "MODE", default_value = "auto")]
@@ -102,13 +109,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         None => (stdout(), EventFormat::Human),
         Some(p) if p.as_os_str() == "-" => (stdout(), EventFormat::Json),
         Some(p) => (
-            Box::new(BufWriter::new(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)
-                    .with_context(|| format!("cannot open events file {}", p.display()))?,
-            )),
+            Box::new(EventsFile::open(p, args.events_max_size)?),
             EventFormat::Json,
         ),
     };

@@ -26,7 +26,7 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
                     "pin_dir": args.pin.pin_dir.display().to_string(),
                     "error": e.to_string(),
                 });
-                println!("{v}");
+                out!("{v}");
             } else {
                 eprintln!("flux-agent: {e}");
             }
@@ -46,9 +46,9 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
             "pin_dir": s.pin_dir,
             "counters": counters,
         });
-        println!("{v}");
+        out!("{v}");
     } else {
-        println!(
+        out!(
             "flux-agent counters ({}, agent {})",
             s.pin_dir,
             if s.agent_running {
@@ -58,7 +58,7 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
             }
         );
         for (name, value) in &s.counters {
-            println!("  {name:<24} {value:>14}");
+            out!("  {name:<24} {value:>14}");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -10,23 +10,23 @@ pub fn unload(args: JsonArgs) -> anyhow::Result<ExitCode> {
     match loader::unload(&args.pin.pin_dir) {
         Ok(u) => {
             if args.json {
-                println!("{}", serde_json::to_string(&u)?);
+                out!("{}", serde_json::to_string(&u)?);
             } else {
-                println!(
+                out!(
                     "detached {} program link(s), removed {} map pin(s) from {}",
                     u.links.len(),
                     u.maps,
                     args.pin.pin_dir.display()
                 );
                 if !u.left.is_empty() {
-                    println!("left alone (not flux-agent's): {}", u.left.join(", "));
+                    out!("left alone (not flux-agent's): {}", u.left.join(", "));
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
         Err(e @ UnloadError::NotLoaded(_)) => {
             if args.json {
-                println!(
+                out!(
                     "{}",
                     serde_json::json!({ "loaded": false, "error": e.to_string() })
                 );

@@ -23,7 +23,10 @@ use flux_common::{
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::kernel::pins::{self, PinError};
+use crate::{
+    enforce::block_expiry::expiry_ns,
+    kernel::pins::{self, PinError},
+};
 
 /// One thing that can be blocked or allowed.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -46,8 +49,9 @@ pub enum BlocklistError {
     #[error(transparent)]
     Pin(#[from] PinError),
     #[error(
-        "the {map} map is full ({capacity} entries): nothing was added and the existing entries \
-         are kept; remove some with `flux-agent blocklist remove` or let them expire"
+        "the {map} map is full ({capacity} entries): this entry was not added, the entries \
+         already there are kept; remove some with `flux-agent blocklist remove` or let them \
+         expire"
     )]
     Full { map: &'static str, capacity: u32 },
     #[error("{op} in {map}: {source}")]
@@ -454,13 +458,7 @@ impl Maps {
         spec: &Spec,
         previous: Option<BlockEntry>,
     ) -> Result<Added, BlocklistError> {
-        let now_boot = boot_ns();
-        let mut e = BlockEntry::new(
-            spec.source,
-            spec.ttl
-                .map(|d| now_boot.saturating_add(d.as_nanos() as u64))
-                .unwrap_or(0),
-        );
+        let mut e = BlockEntry::new(spec.source, expiry_ns(boot_ns(), spec.ttl));
         e.reason = reason_bytes(&spec.reason);
         e.score_milli = spec
             .score
@@ -780,6 +778,17 @@ mod tests {
         let n = to_wire("flux.test", &mut wire).unwrap();
         assert_eq!(domain_key("flux.test"), Some(domain_hash(&wire[..n])));
         assert_eq!(domain_key("FLUX.test"), domain_key("flux.test"));
+    }
+
+    #[test]
+    fn a_full_map_does_not_claim_nothing_was_added() {
+        let e = BlocklistError::Full {
+            map: MAP_BLOCKED_CIDR_V4,
+            capacity: 6,
+        }
+        .to_string();
+        assert!(!e.contains("nothing was added"), "{e}");
+        assert!(e.contains("this entry was not added"), "{e}");
     }
 
     #[test]

@@ -22,8 +22,9 @@ use serde::Serialize;
 use crate::enforce::{
     guard::Guard,
     maps::{Added, BlocklistError, Maps, Spec, Target, normalize_domain},
+    rate_queue::{Pending, Pushed, RateQueue},
 };
-use flux_detect::score::{Level, Scorer, Verdict};
+use flux_detect::score::{Level, Scorer, Verdict, key_state::MARK_BLOCKABLE};
 
 #[derive(Clone, Debug)]
 pub struct EnforceOptions {
@@ -31,7 +32,8 @@ pub struct EnforceOptions {
     pub monitor: bool,
     /// How long an automatic block lasts; renewed while the name keeps fluxing.
     pub ttl: Duration,
-    /// New automatic blocks allowed per minute; past it, blocks wait and an alert is raised.
+    /// New automatic blocks allowed per minute; past it, blocks wait in a bounded queue,
+    /// highest score first, and an alert is raised (`crate::enforce::rate_queue`).
     pub max_per_minute: u32,
     /// Resolvers never to block, beside those in /etc/resolv.conf and those seen answering.
     pub resolvers: Vec<IpAddr>,
@@ -158,14 +160,64 @@ impl fmt::Display for Action {
 /// Seconds between refreshes of one name's block, and between sweeps.
 const REFRESH_EVERY: Duration = Duration::from_secs(60);
 
+/// How soon a flux name whose block is gone (`blocklist flush`, `remove`, expiry) is blocked
+/// again on new evidence. Short, but not every response: a refused block (an allowlisted
+/// name) is not retried on each packet.
+const REBLOCK_AFTER: Duration = Duration::from_secs(2);
+
+/// What a response of a name the enforcer blocked asks for, from the state of its map entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Due {
+    /// Nothing now.
+    Nothing,
+    /// Our entry is there: renew its expiry and add new addresses.
+    Renew,
+    /// The entry is gone (flushed, removed, swept) while the name is still flux: block again.
+    Reblock,
+}
+
+/// The decision of [`Enforcer::on_response`]. `entry_source` is the source of the name's entry
+/// in the map (`None`: no entry); `since` the time since the enforcer last acted on the name.
+pub fn due(entry_source: Option<u8>, since: Duration) -> Due {
+    match entry_source {
+        Some(SOURCE_SCORER) if since >= REFRESH_EVERY => Due::Renew,
+        // A manual or feed block on the name: the operator's; leave it.
+        Some(_) => Due::Nothing,
+        None if since >= REBLOCK_AFTER => Due::Reblock,
+        None => Due::Nothing,
+    }
+}
+
+/// Whether a key is still flux and past the block gate: what a waiting block and a re-block
+/// need.
+fn still_gated(scorer: &Scorer, key: &str) -> bool {
+    scorer.level_of(key) == Some(Level::Flux)
+        && scorer
+            .state_of(key)
+            .is_some_and(|st| st.marked(MARK_BLOCKABLE))
+}
+
+/// A key the enforcer blocked: when it last acted on it, and the score and reason it blocked
+/// it for (a re-block after a flush writes them again).
+#[derive(Clone, Debug)]
+struct BlockedKey {
+    last: Instant,
+    score: f64,
+    reason: String,
+}
+
 pub struct Enforcer {
     maps: Maps,
     opts: EnforceOptions,
     pub guard: Guard,
-    window_start: Instant,
-    new_in_window: u32,
-    alerted_in_window: bool,
-    refreshed: HashMap<String, Instant>,
+    queue: RateQueue,
+    /// The window in which the cap alert was last raised (once a window).
+    alerted_at: Option<Instant>,
+    /// The queue-full drops already alerted about.
+    drops_alerted: u64,
+    /// The keys the enforcer blocked, and when it last acted on each (block, renewal or
+    /// re-block). Kept while the key is flux, so a block removed under it is made again.
+    blocked_keys: HashMap<String, BlockedKey>,
     last_tick: Instant,
 }
 
@@ -175,12 +227,12 @@ impl Enforcer {
         let guard = Guard::new(opts.resolvers.clone());
         Ok(Self {
             maps,
+            queue: RateQueue::new(opts.max_per_minute, Instant::now()),
             opts,
             guard,
-            window_start: Instant::now(),
-            new_in_window: 0,
-            alerted_in_window: false,
-            refreshed: HashMap::new(),
+            alerted_at: None,
+            drops_alerted: 0,
+            blocked_keys: HashMap::new(),
             last_tick: Instant::now(),
         })
     }
@@ -244,6 +296,7 @@ impl Enforcer {
             reason: reason.to_owned(),
             score: Some(score),
         };
+        let mut name_blockable = false;
         match normalize_domain(name) {
             Ok(d) if self.maps.domain_allowed(&d) => out.push(self.action(
                 ActionKind::Guard,
@@ -252,7 +305,10 @@ impl Enforcer {
                 Some(&Target::Domain(d)),
                 "allowlisted".into(),
             )),
-            Ok(d) => self.apply(name, Target::Domain(d), &spec, out),
+            Ok(d) => {
+                name_blockable = true;
+                self.apply(name, Target::Domain(d), &spec, out);
+            }
             Err(why) => out.push(self.action(
                 ActionKind::Guard,
                 name,
@@ -283,10 +339,19 @@ impl Enforcer {
                 self.apply(name, t, &spec, out);
             }
         }
-        self.refreshed.insert(name.to_owned(), Instant::now());
+        if name_blockable {
+            let k = BlockedKey {
+                last: Instant::now(),
+                score,
+                reason: reason.to_owned(),
+            };
+            self.blocked_keys.insert(name.to_owned(), k);
+        }
+        self.drain(scorer, out);
     }
 
-    /// Writes one block, within the rate cap, or reports what would have been written.
+    /// Writes one block, or queues it for the rate cap, or reports what would have been
+    /// written. A renewal of an entry already there costs no budget.
     fn apply(&mut self, key: &str, t: Target, spec: &Spec, out: &mut Vec<Action>) {
         let previous = match self.maps.get(&t) {
             Ok(p) => p,
@@ -296,7 +361,6 @@ impl Enforcer {
                 return;
             }
         };
-        let existing = previous.is_some();
         if self.opts.monitor {
             out.push(self.action(
                 ActionKind::Block,
@@ -307,34 +371,119 @@ impl Enforcer {
             ));
             return;
         }
-        if !existing {
-            if self.window_start.elapsed() >= Duration::from_secs(60) {
-                self.window_start = Instant::now();
-                self.new_in_window = 0;
-                self.alerted_in_window = false;
-            }
-            if self.new_in_window >= self.opts.max_per_minute {
-                if !self.alerted_in_window {
-                    self.alerted_in_window = true;
-                    let msg = format!(
-                        "more than {} new automatic blocks this minute; further blocks wait \
-                         (raise --max-blocks-per-minute if this is expected)",
-                        self.opts.max_per_minute
-                    );
-                    out.push(self.action(ActionKind::Alert, key, Outcome::RateCapped, None, msg));
-                }
-                out.push(self.action(
-                    ActionKind::Block,
-                    key,
-                    Outcome::RateCapped,
-                    Some(&t),
-                    spec.reason.clone(),
-                ));
-                return;
-            }
-            self.new_in_window += 1;
+        if previous.is_some() {
+            self.write(key, &t, spec, previous, out);
+            return;
         }
-        match self.maps.write(&t, spec, previous) {
+        // Every new block goes through the queue, so that a higher-score one waiting there is
+        // written first; `drain` writes what the budget allows.
+        let pending = Pending {
+            key: key.to_owned(),
+            target: t.clone(),
+            spec: spec.clone(),
+        };
+        let now = Instant::now();
+        if self.queue.is_empty() && self.queue.has_budget(now) {
+            self.queue.spend(now);
+            self.write(key, &t, spec, None, out);
+            return;
+        }
+        match self.queue.push(pending) {
+            Pushed::AlreadyQueued => return,
+            Pushed::DroppedNew | Pushed::DroppedLowest(_) => self.alert_drops(key, out),
+            Pushed::Queued => {}
+        }
+        if self.queue.contains(&t) {
+            self.alert_cap(key, now, out);
+            out.push(self.action(
+                ActionKind::Block,
+                key,
+                Outcome::RateCapped,
+                Some(&t),
+                spec.reason.clone(),
+            ));
+        }
+    }
+
+    /// The once-a-window alert that the cap is reached.
+    fn alert_cap(&mut self, key: &str, now: Instant, out: &mut Vec<Action>) {
+        if self
+            .alerted_at
+            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(60))
+        {
+            return;
+        }
+        self.alerted_at = Some(now);
+        let msg = format!(
+            "more than {} new automatic blocks this minute; further blocks wait, highest score \
+             first (raise --max-blocks-per-minute if this is expected)",
+            self.opts.max_per_minute
+        );
+        out.push(self.action(ActionKind::Alert, key, Outcome::RateCapped, None, msg));
+    }
+
+    /// An alert for each queue-full drop.
+    fn alert_drops(&mut self, key: &str, out: &mut Vec<Action>) {
+        if self.queue.dropped == self.drops_alerted {
+            return;
+        }
+        self.drops_alerted = self.queue.dropped;
+        let msg = format!(
+            "the queue of blocks waiting for the rate cap is full ({} waiting): the lowest-score \
+             block was dropped ({} dropped since start)",
+            self.queue.len(),
+            self.queue.dropped
+        );
+        out.push(self.action(ActionKind::Alert, key, Outcome::RateCapped, None, msg));
+    }
+
+    /// Writes the waiting blocks the budget allows, highest score first, whose name is still
+    /// flux and past the block gate (the others are dropped: the evidence went away).
+    pub fn drain(&mut self, scorer: &Scorer, out: &mut Vec<Action>) {
+        let now = Instant::now();
+        while !self.queue.is_empty() && self.queue.has_budget(now) {
+            let Some(p) = self.queue.pop_best() else {
+                break;
+            };
+            if !still_gated(scorer, &p.key) {
+                log::debug!(
+                    "{} no longer flux: its waiting block of {} dropped",
+                    p.key,
+                    p.target
+                );
+                continue;
+            }
+            let previous = match self.maps.get(&p.target) {
+                Ok(prev) => prev,
+                Err(e) => {
+                    let why = e.to_string();
+                    let a = self.action(
+                        ActionKind::Block,
+                        &p.key,
+                        Outcome::Failed,
+                        Some(&p.target),
+                        why,
+                    );
+                    out.push(a);
+                    continue;
+                }
+            };
+            if previous.is_none() {
+                self.queue.spend(now);
+            }
+            self.write(&p.key, &p.target, &p.spec, previous, out);
+        }
+    }
+
+    fn write(
+        &mut self,
+        key: &str,
+        t: &Target,
+        spec: &Spec,
+        previous: Option<flux_common::BlockEntry>,
+        out: &mut Vec<Action>,
+    ) {
+        match self.maps.write(t, spec, previous) {
             Ok(added) => {
                 // The log line is the log sink's, from this action (printed once).
                 let what = if added == Added::New {
@@ -342,57 +491,73 @@ impl Enforcer {
                 } else {
                     Outcome::Refreshed
                 };
-                out.push(self.action(ActionKind::Block, key, what, Some(&t), spec.reason.clone()));
+                out.push(self.action(ActionKind::Block, key, what, Some(t), spec.reason.clone()));
             }
             Err(e) => {
                 let why = e.to_string();
-                out.push(self.action(ActionKind::Block, key, Outcome::Failed, Some(&t), why));
+                out.push(self.action(ActionKind::Block, key, Outcome::Failed, Some(t), why));
             }
         }
     }
 
-    /// A response the kernel flagged blocked: renews the block of the name it matched, and adds
-    /// new addresses, while the scorer still says flux. At most once a minute per name.
-    pub fn on_blocked_response(&mut self, qname: &str, scorer: &Scorer, out: &mut Vec<Action>) {
+    /// A solicited response: for a name (or parent) the enforcer blocked and the scorer still
+    /// rates flux past the block gate, renews the block and adds new addresses (at most once a
+    /// minute), or, when the block is gone (`blocklist flush`, `remove`, expiry), blocks it
+    /// again. Then writes what the rate cap lets through.
+    pub fn on_response(&mut self, qname: &str, scorer: &Scorer, out: &mut Vec<Action>) {
         let name = qname.trim_end_matches('.').to_ascii_lowercase();
         let mut rest = name.as_str();
         loop {
-            if scorer.level_of(rest) == Some(Level::Flux) {
-                let due = self
-                    .refreshed
-                    .get(rest)
-                    .is_none_or(|t| t.elapsed() >= REFRESH_EVERY);
-                if !due {
-                    return;
+            if let Some(k) = self.blocked_keys.get(rest).cloned() {
+                if still_gated(scorer, rest) {
+                    self.renew_or_reblock(rest, k, scorer, out);
                 }
-                let ours = match self.maps.get(&Target::Domain(rest.to_owned())) {
-                    Ok(Some(e)) if e.source == SOURCE_SCORER => Some(e),
-                    _ => None,
-                };
-                if let Some(e) = ours {
-                    // Renewed with the score and reason it was blocked for.
-                    let key = rest.to_owned();
-                    let score = f64::from(e.score_milli) / 1000.0;
-                    let reason = crate::enforce::maps::reason_text(&e);
-                    self.block_key(&key, score, &reason, scorer, out);
-                }
-                return;
+                break;
             }
             match rest.split_once('.') {
                 Some((_, parent)) => rest = parent,
-                None => return,
+                None => break,
             }
+        }
+        self.drain(scorer, out);
+    }
+
+    fn renew_or_reblock(
+        &mut self,
+        key: &str,
+        k: BlockedKey,
+        scorer: &Scorer,
+        out: &mut Vec<Action>,
+    ) {
+        let entry = match self.maps.get(&Target::Domain(key.to_owned())) {
+            Ok(e) => e,
+            Err(_) => return,
+        };
+        let key = key.to_owned();
+        match due(entry.map(|e| e.source), k.last.elapsed()) {
+            Due::Nothing => {}
+            Due::Renew => {
+                // Renewed with the score and reason it was blocked for.
+                let Some(e) = entry else { return };
+                let score = f64::from(e.score_milli) / 1000.0;
+                let reason = crate::enforce::maps::reason_text(&e);
+                self.block_key(&key, score, &reason, scorer, out);
+            }
+            Due::Reblock => self.block_key(&key, k.score, &k.reason, scorer, out),
         }
     }
 
-    /// Periodic work: sweep expired entries and re-read the guard's addresses, once a minute.
-    pub fn tick(&mut self) {
+    /// Periodic work: writes waiting blocks the budget allows; once a minute, sweeps expired
+    /// entries, re-reads the guard's addresses and forgets keys no longer flux.
+    pub fn tick(&mut self, scorer: &Scorer, out: &mut Vec<Action>) {
+        self.drain(scorer, out);
         if self.last_tick.elapsed() < REFRESH_EVERY {
             return;
         }
         self.last_tick = Instant::now();
         self.guard.refresh();
-        self.refreshed.retain(|_, t| t.elapsed() < REFRESH_EVERY);
+        self.blocked_keys
+            .retain(|k, _| scorer.level_of(k) == Some(Level::Flux));
         if self.opts.monitor {
             return;
         }
@@ -414,5 +579,24 @@ fn summary(v: &Verdict) -> String {
         "fast flux".into()
     } else {
         parts.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flux_common::SOURCE_MANUAL;
+
+    #[test]
+    fn a_flux_name_whose_block_is_gone_is_blocked_again() {
+        let s = Duration::from_secs;
+        // After `blocklist flush` (no entry), new evidence blocks the name again, soon.
+        assert_eq!(due(None, s(3)), Due::Reblock);
+        assert_eq!(due(None, s(0)), Due::Nothing, "not on every packet");
+        // Our entry: renewed once a minute.
+        assert_eq!(due(Some(SOURCE_SCORER), s(10)), Due::Nothing);
+        assert_eq!(due(Some(SOURCE_SCORER), s(61)), Due::Renew);
+        // An operator's block on the name is left alone.
+        assert_eq!(due(Some(SOURCE_MANUAL), s(600)), Due::Nothing);
     }
 }

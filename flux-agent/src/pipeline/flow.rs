@@ -109,14 +109,15 @@ impl<'a> Pipeline<'a> {
         } else if let Some(scorer) = self.scorer.as_deref_mut() {
             scorer.observe(obs.ts, &obs.msg, &mut self.verdicts);
             if let Some(e) = self.enforcer.as_mut() {
-                // Whoever answers DNS here is a resolver of this host: never block it.
+                // A server that answered a query this host sent is one of its resolvers: never
+                // block it (a bounded set of the most recently seen).
                 e.guard.note_resolver(obs.src);
-                if obs.blocked {
-                    e.on_blocked_response(&obs.msg.qname, scorer, &mut self.actions);
-                }
                 for v in &self.verdicts {
                     e.on_verdict(v, scorer, &mut self.actions);
                 }
+                // Renews a blocked name's block, blocks it again if it was removed while the
+                // name is still flux, and writes blocks waiting for the rate cap.
+                e.on_response(&obs.msg.qname, scorer, &mut self.actions);
             }
         }
         self.bus.publish(Event::Dns(obs));
@@ -133,10 +134,15 @@ impl<'a> Pipeline<'a> {
         }
     }
 
-    /// Periodic work of the enforcer (expiry sweep, guard refresh).
+    /// Periodic work of the enforcer (blocks waiting for the rate cap, expiry sweep, guard
+    /// refresh); what it writes is published.
     pub fn tick(&mut self) {
-        if let Some(e) = self.enforcer.as_mut() {
-            e.tick();
+        if let (Some(e), Some(scorer)) = (self.enforcer.as_mut(), self.scorer.as_deref()) {
+            e.tick(scorer, &mut self.actions);
+        }
+        for a in self.actions.drain(..) {
+            self.counts.actions += 1;
+            self.bus.publish(a.into());
         }
     }
 

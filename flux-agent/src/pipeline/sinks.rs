@@ -5,8 +5,20 @@
 //! Every event prints once: verdicts, blocks, guards and alerts go to the log; the readable
 //! events format (stdout by default) carries only the `dns` lines beside it. The JSON events
 //! file is the machine contract and carries everything.
+//!
+//! The events file holds every DNS answer of the host: [`EventsFile`] opens it without
+//! following a symbolic link (`O_NOFOLLOW`), creates it mode 0600 (and narrows an existing
+//! file to 0600), and bounds it: past `--events-max-size` it is rotated once, to `PATH.1`
+//! (replacing the previous `PATH.1`), so the disk holds at most twice the bound. Rotation
+//! rather than stopping, because the newest events are the ones an operator looks for after an
+//! incident, and `tail -F` follows a rotated file.
 
-use std::io::{self, Write};
+use std::{
+    fs::{File, OpenOptions},
+    io::{self, BufWriter, Write},
+    os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
+    path::{Path, PathBuf},
+};
 
 use crate::pipeline::{
     bus::Sink,
@@ -54,15 +66,143 @@ impl<W: Write + Send + 'static> Sink for EventsWriter<W> {
     }
 }
 
+/// The default bound of the events file (`--events-max-size`): 100 MiB.
+pub const DEFAULT_EVENTS_MAX: u64 = 100 << 20;
+
+/// Why the events file cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum EventsFileError {
+    #[error(
+        "refusing to open events file {0}: it is a symbolic link (give the real path; a link \
+         another user planted could make root write where it should not)"
+    )]
+    Symlink(PathBuf),
+    #[error("cannot open events file {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Opens `path` for appending: no symbolic link followed, created 0600, narrowed to 0600.
+fn open_events(path: &Path) -> Result<File, EventsFileError> {
+    let f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|source| {
+            if source.raw_os_error() == Some(libc::ELOOP) {
+                EventsFileError::Symlink(path.to_owned())
+            } else {
+                EventsFileError::Open {
+                    path: path.to_owned(),
+                    source,
+                }
+            }
+        })?;
+    let open_err = |source| EventsFileError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    let meta = f.metadata().map_err(open_err)?;
+    if meta.is_file() && meta.permissions().mode() & 0o077 != 0 {
+        log::info!("events file {}: narrowed to mode 0600", path.display());
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(open_err)?;
+    }
+    Ok(f)
+}
+
+/// The `--events` file: appended to, bounded by rotation to `PATH.1` (see the module comment).
+pub struct EventsFile {
+    path: PathBuf,
+    out: BufWriter<File>,
+    size: u64,
+    /// 0: no bound.
+    max: u64,
+    /// Rotations since start.
+    pub rotations: u64,
+}
+
+impl EventsFile {
+    pub fn open(path: &Path, max: u64) -> Result<Self, EventsFileError> {
+        let f = open_events(path)?;
+        let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(Self {
+            path: path.to_owned(),
+            out: BufWriter::new(f),
+            size,
+            max,
+            rotations: 0,
+        })
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        self.out.flush()?;
+        let mut old = self.path.clone().into_os_string();
+        old.push(".1");
+        std::fs::rename(&self.path, &old)?;
+        let f = open_events(&self.path).map_err(io::Error::other)?;
+        self.out = BufWriter::new(f);
+        self.size = 0;
+        self.rotations += 1;
+        Ok(())
+    }
+}
+
+impl Write for EventsFile {
+    /// Takes `buf` whole: the events sink hands over one line at a time, so a rotation never
+    /// splits a line.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let len = buf.len() as u64;
+        if self.max > 0 && self.size > 0 && self.size.saturating_add(len) > self.max {
+            self.rotate()?;
+        }
+        self.out.write_all(buf)?;
+        self.size += len;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// A size such as `100MiB`, `512k`, `1G` or `4096` (bytes); K, M and G are powers of 1024.
+/// Hand-written: four suffixes do not need a crate.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (e.g. 100MiB, 512K, 4096)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(format!("'{s}': unknown unit (use K, M or G)")),
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
 /// One event as one line in `format`.
 pub fn write_event(w: &mut impl Write, format: EventFormat, e: &Event) -> io::Result<()> {
+    // One line, one write: a bounded file rotates between lines, never inside one.
+    let mut line = Vec::with_capacity(256);
     match format {
         EventFormat::Json => {
-            serde_json::to_writer(&mut *w, e)?;
-            w.write_all(b"\n")
+            serde_json::to_writer(&mut line, e)?;
+            line.push(b'\n');
         }
-        EventFormat::Human => writeln!(w, "{e}"),
+        EventFormat::Human => writeln!(line, "{e}")?,
     }
+    w.write_all(&line)
 }
 
 /// The readable log line of every decision (verdicts, blocks, guards, alerts).
@@ -108,5 +248,77 @@ mod tests {
         );
         assert!(lines.next().unwrap().contains("block  blocked"));
         assert_eq!(EventFormat::Human.kinds(), &[EventKind::Dns]);
+    }
+
+    fn scratch(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("flux-events-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn events_file_refuses_a_symlink_and_is_created_0600() {
+        let d = scratch("open");
+        let target = d.join("root-only");
+        std::fs::write(&target, "secret\n").unwrap();
+        let link = d.join("events.json");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let e = EventsFile::open(&link, 0).err().expect("symlink accepted");
+        assert!(matches!(e, EventsFileError::Symlink(_)), "{e}");
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "secret\n");
+
+        let p = d.join("new.json");
+        EventsFile::open(&p, 0).unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // An existing file left wider by an older version is narrowed.
+        let old = d.join("old.json");
+        std::fs::write(&old, "").unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+        EventsFile::open(&old, 0).unwrap();
+        let mode = std::fs::metadata(&old).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn events_file_is_bounded_by_one_rotation() {
+        let d = scratch("rotate");
+        let p = d.join("events.json");
+        let mut f = EventsFile::open(&p, 1000).unwrap();
+        let line = format!("{}\n", "x".repeat(99));
+        for _ in 0..35 {
+            f.write_all(line.as_bytes()).unwrap();
+        }
+        f.flush().unwrap();
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let rotated = d.join("events.json.1");
+        assert!(size(&p) <= 1000, "{}", size(&p));
+        assert_eq!(size(&rotated), 1000);
+        assert_eq!(f.rotations, 3);
+        // 35 lines: 3 files of 10 written, the last full one kept as .1, 5 in the current one.
+        assert_eq!(size(&p), 500);
+        // Whole lines in both.
+        for q in [&p, &rotated] {
+            let text = std::fs::read_to_string(q).unwrap();
+            assert!(text.lines().all(|l| l.len() == 99), "{q:?}");
+        }
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the new file after a rotation");
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("100MiB"), Ok(100 << 20));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("0"), Ok(0));
+        assert!(parse_size("10X").is_err());
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("99999999999999G").is_err());
     }
 }

@@ -1083,3 +1083,31 @@ fn zones_contain_whole_labels() {
     assert!(in_zone("anything", "."));
     assert!(!in_zone("é.com", "xample.com"));
 }
+
+/// An allowlisted CIDR (`--allowlist`) holds addresses the enforcer must never block, even
+/// when a flux domain lists them among its bots.
+#[test]
+fn allowlisted_cidrs_are_never_block_targets() {
+    let mut allow = Allowlist::builtin();
+    // Two of round 0's bots: one exact, one inside a /16.
+    allow
+        .add_text("21.31.7.9/32\n22.32.0.0/16\n", "test")
+        .unwrap();
+    let mut s = Scorer::new(
+        ScorerConfig::default(),
+        Arc::new(Enricher::empty()),
+        Arc::new(allow),
+    );
+    let mut out = Vec::new();
+    rotate_flux(&mut s, "www.evil-flux.test", 0..6, 180, &mut out);
+    let v = out
+        .iter()
+        .find(|v| v.level == Level::Flux)
+        .unwrap_or_else(|| panic!("not flux: {out:#?}"));
+    let targets = s.block_targets(&v.domain, at(6 * 180));
+    assert!(targets.len() > 10, "{targets:?}");
+    for allowed in ["21.31.7.9", "22.32.7.9"] {
+        let ip: std::net::IpAddr = allowed.parse().unwrap();
+        assert!(!targets.contains(&ip), "{allowed} in {targets:?}");
+    }
+}
