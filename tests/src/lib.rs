@@ -321,6 +321,9 @@ pub fn start_dnsmasq(server: &Netns, extra: &[String]) -> Proc {
 }
 
 /// Path of the flux-agent binary built next to this test binary.
+/// How long an agent may take to start capturing before a test gives up on it.
+pub const AGENT_START_WAIT: Duration = Duration::from_secs(120);
+
 pub fn agent_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     // target/<profile>/deps/<test> -> target/<profile>/flux-agent
@@ -403,7 +406,9 @@ impl Agent {
             .stdout(Stdio::null())
             .stderr(fs::File::create(&stderr).expect("stderr file"));
         let mut proc = Proc::spawn("flux-agent", &mut cmd);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Generous: a debug build loads the IP databases in about 6 s on an idle machine, and
+        // CI machines are not idle.
+        let deadline = Instant::now() + AGENT_START_WAIT;
         loop {
             let log = fs::read_to_string(&stderr).unwrap_or_default();
             if log.contains("capturing DNS responses") {
@@ -481,7 +486,7 @@ pub fn agent_cli(ns: Option<&Netns>, args: &[&str]) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut proc = Proc::spawn("flux-agent", &mut cmd);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + AGENT_START_WAIT;
     while proc.child.try_wait().expect("wait").is_none() {
         if Instant::now() > deadline {
             let _ = proc.child.kill();

@@ -118,7 +118,7 @@ fn a_stuck_events_reader_stalls_neither_capture_nor_exit() {
         .stdout(Stdio::null())
         .stderr(fs::File::create(&stderr).unwrap());
     let mut proc = Proc::spawn("flux-agent", &mut cmd);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + AGENT_START_WAIT;
     while !slurp(&stderr).contains("capturing DNS responses") {
         assert!(
             proc.child.try_wait().unwrap().is_none(),
