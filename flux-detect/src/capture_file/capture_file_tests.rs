@@ -10,7 +10,9 @@ use std::{
 };
 
 use etherparse::{LinuxSllPacketType, PacketBuilder};
-use flux_common::{IPPROTO_UDP, IPV6_DEST_OPTS, IPV6_FRAGMENT};
+use flux_common::{
+    ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_UDP, IPV6_DEST_OPTS, IPV6_FRAGMENT,
+};
 
 use super::{
     capture_formats::{PCAPNG_EPB, PCAPNG_IDB, PCAPNG_SHB, PCAPNG_SPB},
@@ -87,7 +89,11 @@ fn eth_tagged(tags: &[(u16, u16)], ip: &[u8]) -> Vec<u8> {
         f.extend_from_slice(&tpid.to_be_bytes());
         f.extend_from_slice(&id.to_be_bytes());
     }
-    let et: u16 = if ip[0] >> 4 == 6 { 0x86dd } else { 0x0800 };
+    let et: u16 = if ip[0] >> 4 == 6 {
+        ETH_P_IPV6
+    } else {
+        ETH_P_IP
+    };
     f.extend_from_slice(&et.to_be_bytes());
     f.extend_from_slice(ip);
     f
@@ -435,12 +441,15 @@ fn vlan_tags() {
         .write(&mut one, &msg)
         .unwrap();
     assert_eq!(decode(1, &one).unwrap().unwrap().vlan, vec![11]);
-    let qinq = eth_tagged(&[(0x88a8, 0x2064), (0x8100, 0x00c8)], &ip);
+    let qinq = eth_tagged(&[(ETH_P_8021AD, 0x2064), (ETH_P_8021Q, 0x00c8)], &ip);
     let d = decode(1, &qinq).unwrap().unwrap();
     assert_eq!(d.vlan, vec![100, 200]); // priority bits dropped
     assert_eq!(&d.payload[..], &msg[..]);
     // A third tag is more than the kernel walks: not ours.
-    let three = eth_tagged(&[(0x88a8, 1), (0x8100, 2), (0x8100, 3)], &ip);
+    let three = eth_tagged(
+        &[(ETH_P_8021AD, 1), (ETH_P_8021Q, 2), (ETH_P_8021Q, 3)],
+        &ip,
+    );
     assert_eq!(decode(1, &three), Ok(None));
 }
 
@@ -632,7 +641,7 @@ fn garbage_never_panics() {
     let frames = [
         eth(&udp4(53, &msg)),
         eth(&udp6(53, &msg)),
-        eth_tagged(&[(0x8100, 5)], &tcp4(53, &tcp_dns(&[&msg, &msg]))),
+        eth_tagged(&[(ETH_P_8021Q, 5)], &tcp4(53, &tcp_dns(&[&msg, &msg]))),
     ];
     for f in &frames {
         for n in 0..=f.len() {
@@ -798,7 +807,7 @@ fn throughput() {
     const N: usize = 1_000_000;
     let frames = [
         eth(&udp4(53, &response(1))),
-        eth_tagged(&[(0x8100, 10)], &udp6(53, &big_response(300))),
+        eth_tagged(&[(ETH_P_8021Q, 10)], &udp6(53, &big_response(300))),
         eth(&tcp4(53, &tcp_dns(&[&response(2)]))),
         eth(&udp4(53, &big_response(120))),
     ];

@@ -23,24 +23,14 @@ use std::{
 };
 
 use bytes::Bytes;
-use flux_common::{DNS_HEADER_LEN, MAX_IPV6_EXT_HEADERS, is_plausible_response};
+use flux_common::{
+    DNS_HEADER_LEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP,
+    IPV6_AH, IPV6_DEST_OPTS, IPV6_FRAGMENT, IPV6_HOP_BY_HOP, IPV6_MOBILITY, IPV6_ROUTING,
+    MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS, is_plausible_response,
+};
 
 use super::{CapturedDns, FrameError};
 use crate::dns::Transport;
-
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
-
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_TCP: u8 = 6;
-const IPV6_HOP_BY_HOP: u8 = 0;
-const IPV6_ROUTING: u8 = 43;
-const IPV6_FRAGMENT: u8 = 44;
-const IPV6_AH: u8 = 51;
-const IPV6_DEST_OPTS: u8 = 60;
-const IPV6_MOBILITY: u8 = 135;
 
 /// Link types, resolved once per file or interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,9 +121,12 @@ pub(super) fn decode(
     let (mut ether_type, mut off, walk_vlans) = link_layer(link, frame, known_cut)?;
 
     // Up to two tags, as the kernel walks them.
-    let mut vlan_ids = [0u16; 2];
+    let mut vlan_ids = [0u16; MAX_VLAN_TAGS];
     let mut vlan_count = 0;
-    while walk_vlans && vlan_count < 2 && matches!(ether_type, ETH_P_8021Q | ETH_P_8021AD) {
+    while walk_vlans
+        && vlan_count < MAX_VLAN_TAGS
+        && matches!(ether_type, ETH_P_8021Q | ETH_P_8021AD)
+    {
         if frame.len() < off + 4 {
             return Err(short(known_cut, "VLAN tag cut short"));
         }
