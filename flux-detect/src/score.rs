@@ -293,7 +293,7 @@ impl Scorer {
     /// block gate, are pushed to `out`.
     pub fn observe(&mut self, ts: SystemTime, msg: &DnsMessage, out: &mut Vec<Verdict>) {
         self.stats.responses += 1;
-        if msg.rcode != "NOERROR" {
+        if !msg.rcode.is_noerror() {
             return;
         }
         let now = secs(ts);
