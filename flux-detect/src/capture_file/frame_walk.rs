@@ -240,6 +240,25 @@ impl Found<'_> {
     }
 }
 
+/// The source port of a UDP or TCP header of `header_len` bytes, if the frame holds the header
+/// and the port is one of `ports`.
+fn source_port(
+    l4: &[u8],
+    header_len: usize,
+    cut: bool,
+    why: &'static str,
+    ports: &[u16],
+) -> Result<u16, Skip> {
+    if l4.len() < header_len {
+        return Err(short(cut, why));
+    }
+    let sport = be16(l4, 0);
+    if !ports.contains(&sport) {
+        return Err(Skip::NotOurs);
+    }
+    Ok(sport)
+}
+
 /// A UDP datagram (or the first fragment of one): one message.
 fn udp(
     found: &Found<'_>,
@@ -248,13 +267,7 @@ fn udp(
     f: &mut impl FnMut(CapturedDns),
 ) -> Result<(), Skip> {
     let l3 = found.l3;
-    if l4.len() < 8 {
-        return Err(short(l3.cut, "UDP header cut short"));
-    }
-    let sport = be16(l4, 0);
-    if !ports.contains(&sport) {
-        return Err(Skip::NotOurs);
-    }
+    let sport = source_port(l4, 8, l3.cut, "UDP header cut short", ports)?;
     let udp_len = be16(l4, 4) as usize;
     if udp_len < 8 {
         return Err(malformed("UDP length below 8"));
@@ -287,13 +300,7 @@ fn tcp(
     f: &mut impl FnMut(CapturedDns),
 ) -> Result<(), Skip> {
     let l3 = found.l3;
-    if l4.len() < 20 {
-        return Err(short(l3.cut, "TCP header cut short"));
-    }
-    let sport = be16(l4, 0);
-    if !ports.contains(&sport) {
-        return Err(Skip::NotOurs);
-    }
+    let sport = source_port(l4, 20, l3.cut, "TCP header cut short", ports)?;
     let dport = be16(l4, 2);
     let doff = ((l4[12] >> 4) as usize) * 4;
     if doff < 20 || doff > l3.l4_len {
