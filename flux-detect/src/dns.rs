@@ -10,7 +10,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use flux_common::{TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_NS, TYPE_OPT};
+use flux_common::{RCODE_NXDOMAIN, TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_NS, TYPE_OPT};
 use hickory_proto::{
     op::Header,
     rr::{Name, RecordType},
@@ -89,8 +89,9 @@ pub struct DnsMessage {
     /// Question name, lowercase, no trailing dot; empty when there is no question.
     pub qname: String,
     pub qtype: Cow<'static, str>,
-    /// Mnemonic (`NOERROR`, `NXDOMAIN`), including the EDNS extended bits.
-    pub rcode: Cow<'static, str>,
+    /// The response code, including the EDNS extended bits; serialized as its mnemonic
+    /// (`NOERROR`, `NXDOMAIN`).
+    pub rcode: Rcode,
     pub flags: DnsFlags,
     pub answers: Vec<DnsRecord>,
     pub authority: Vec<DnsRecord>,
@@ -247,23 +248,50 @@ pub fn type_name(code: u16) -> Cow<'static, str> {
     }
 }
 
-/// Mnemonic for a (possibly extended) response code.
-pub fn rcode_name(rcode: u16) -> Cow<'static, str> {
-    Cow::Borrowed(match rcode {
-        0 => "NOERROR",
-        1 => "FORMERR",
-        2 => "SERVFAIL",
-        3 => "NXDOMAIN",
-        4 => "NOTIMP",
-        5 => "REFUSED",
-        6 => "YXDOMAIN",
-        7 => "YXRRSET",
-        8 => "NXRRSET",
-        9 => "NOTAUTH",
-        10 => "NOTZONE",
-        16 => "BADVERS",
-        n => return Cow::Owned(format!("RCODE{n}")),
-    })
+/// A DNS response code, including the EDNS extended bits (RFC 6891): the 4 header bits plus
+/// the OPT record's 8 upper bits. Displays and serializes as its mnemonic (`NOERROR`,
+/// `NXDOMAIN`, ...), or `RCODE{n}` for a code without one: the strings of the event stream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Rcode(pub u16);
+
+impl Rcode {
+    pub const NOERROR: Rcode = Rcode(0);
+    pub const NXDOMAIN: Rcode = Rcode(RCODE_NXDOMAIN);
+
+    pub fn is_noerror(self) -> bool {
+        self == Self::NOERROR
+    }
+
+    /// The mnemonic, or the `RCODE{n}` form.
+    pub fn name(self) -> Cow<'static, str> {
+        Cow::Borrowed(match self.0 {
+            0 => "NOERROR",
+            1 => "FORMERR",
+            2 => "SERVFAIL",
+            RCODE_NXDOMAIN => "NXDOMAIN",
+            4 => "NOTIMP",
+            5 => "REFUSED",
+            6 => "YXDOMAIN",
+            7 => "YXRRSET",
+            8 => "NXRRSET",
+            9 => "NOTAUTH",
+            10 => "NOTZONE",
+            16 => "BADVERS",
+            n => return Cow::Owned(format!("RCODE{n}")),
+        })
+    }
+}
+
+impl std::fmt::Display for Rcode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(&self.name())
+    }
+}
+
+impl Serialize for Rcode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name())
+    }
 }
 
 /// Parses a DNS response.
@@ -284,7 +312,8 @@ pub fn parse_response(msg: &[u8], truncated: bool) -> Result<DnsMessage, ParseEr
         id: header.id(),
         qname: String::new(),
         qtype: Cow::Borrowed(""),
-        rcode: Cow::Borrowed(""),
+        // Set on every way out below.
+        rcode: Rcode::NOERROR,
         flags: DnsFlags {
             aa: header.authoritative(),
             tc: header.truncated(),
@@ -309,7 +338,7 @@ pub fn parse_response(msg: &[u8], truncated: bool) -> Result<DnsMessage, ParseEr
             Err(e) if truncated && dec.is_empty() => {
                 let _ = e;
                 out.incomplete = true;
-                out.rcode = rcode_name(low_rcode);
+                out.rcode = Rcode(low_rcode);
                 return Ok(out);
             }
             Err(e) => return Err(ParseError::Question(e.to_string())),
@@ -319,7 +348,7 @@ pub fn parse_response(msg: &[u8], truncated: bool) -> Result<DnsMessage, ParseEr
         let (Some(qtype), Some(_)) = (qtype, qclass) else {
             if truncated {
                 out.incomplete = true;
-                out.rcode = rcode_name(low_rcode);
+                out.rcode = Rcode(low_rcode);
                 return Ok(out);
             }
             return Err(ParseError::Question("question cut short".into()));
@@ -361,7 +390,7 @@ pub fn parse_response(msg: &[u8], truncated: bool) -> Result<DnsMessage, ParseEr
             }
         }
     }
-    out.rcode = rcode_name(ext_rcode_high << 4 | low_rcode);
+    out.rcode = Rcode(ext_rcode_high << 4 | low_rcode);
     Ok(out)
 }
 
@@ -482,11 +511,29 @@ mod tests {
     }
 
     #[test]
+    fn rcode_strings_are_the_event_strings() {
+        for (code, name) in [
+            (0, "NOERROR"),
+            (3, "NXDOMAIN"),
+            (5, "REFUSED"),
+            (16, "BADVERS"),
+            (11, "RCODE11"),
+            (4095, "RCODE4095"),
+        ] {
+            let r = Rcode(code);
+            assert_eq!(r.to_string(), name);
+            assert_eq!(serde_json::to_string(&r).unwrap(), format!("\"{name}\""));
+            assert_eq!(r.is_noerror(), code == 0);
+        }
+        assert_eq!(Rcode::NXDOMAIN, Rcode(3));
+    }
+
+    #[test]
     fn parses_cname_chain_and_edns() {
         let m = parse_response(&sample(), false).unwrap();
         assert_eq!(m.qname, "www.example.com");
         assert_eq!(m.qtype, "A");
-        assert_eq!(m.rcode, "NOERROR");
+        assert_eq!(m.rcode, Rcode::NOERROR);
         assert_eq!(m.answers.len(), 2);
         assert_eq!(m.answers[0].rtype, "CNAME");
         assert_eq!(m.answers[0].target.as_deref(), Some("cdn.example.net"));
@@ -607,7 +654,7 @@ mod tests {
         m.extend_from_slice(&[0, 0xff, 0x00, 0, 1, 0, 0, 0, 5, 0, 0]);
         let r = parse_response(&m, false).unwrap();
         assert_eq!(r.answers[0].rtype, "TYPE65280");
-        assert_eq!(r.rcode, "NXDOMAIN");
+        assert_eq!(r.rcode, Rcode::NXDOMAIN);
     }
 
     #[test]

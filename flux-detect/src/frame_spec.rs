@@ -9,7 +9,7 @@
 
 pub mod frame_builders;
 
-use flux_common::Counter;
+use flux_common::{Counter, ETH_P_8021AD, ETH_P_8021Q, IPV6_DEST_OPTS, IPV6_FRAGMENT};
 
 use crate::{capture_file::FrameError, dns::Transport};
 use frame_builders::*;
@@ -103,6 +103,9 @@ fn captured(transport: Transport, truncated: bool, vlans: usize) -> Outcome {
 }
 
 /// Every rule of the walk, one frame each.
+///
+/// Longer than the ~120-line rule on purpose: it is one flat table (the frames it mutates, then
+/// one row per rule), and the spec reads best as a single list next to its outcomes.
 pub fn cases() -> Vec<FrameCase> {
     use Outcome::*;
     use Transport::{Tcp, Udp};
@@ -139,13 +142,13 @@ pub fn cases() -> Vec<FrameCase> {
     arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
     arp.extend_from_slice(&[0u8; 28]);
     let deep: Vec<(u8, Vec<u8>)> = (0..flux_common::MAX_IPV6_EXT_HEADERS + 1)
-        .map(|_| (60, ipv6_opts_hdr()))
+        .map(|_| (IPV6_DEST_OPTS, ipv6_opts_hdr()))
         .collect();
     let within: Vec<(u8, Vec<u8>)> = (0..flux_common::MAX_IPV6_EXT_HEADERS - 1)
-        .map(|_| (60, ipv6_opts_hdr()))
+        .map(|_| (IPV6_DEST_OPTS, ipv6_opts_hdr()))
         .collect();
     let at_limit: Vec<(u8, Vec<u8>)> = (0..flux_common::MAX_IPV6_EXT_HEADERS)
-        .map(|_| (60, ipv6_opts_hdr()))
+        .map(|_| (IPV6_DEST_OPTS, ipv6_opts_hdr()))
         .collect();
     vec![
         case("udp over ipv4", v4.clone(), captured(Udp, false, 0)),
@@ -157,17 +160,20 @@ pub fn cases() -> Vec<FrameCase> {
         ),
         case(
             "one 802.1Q tag",
-            with_vlans(&v4, &[(0x8100, 7)]),
+            with_vlans(&v4, &[(ETH_P_8021Q, 7)]),
             captured(Udp, false, 1),
         ),
         case(
             "802.1ad outer and 802.1Q inner tag",
-            with_vlans(&v4, &[(0x88a8, 7), (0x8100, 8)]),
+            with_vlans(&v4, &[(ETH_P_8021AD, 7), (ETH_P_8021Q, 8)]),
             captured(Udp, false, 2),
         ),
         case(
             "three tags: past the walk",
-            with_vlans(&v4, &[(0x88a8, 7), (0x8100, 8), (0x8100, 9)]),
+            with_vlans(
+                &v4,
+                &[(ETH_P_8021AD, 7), (ETH_P_8021Q, 8), (ETH_P_8021Q, 9)],
+            ),
             NotOurs,
         ),
         case(
@@ -200,7 +206,7 @@ pub fn cases() -> Vec<FrameCase> {
         case("non-first ipv4 fragment", later_frag, NonFirstFragment),
         case(
             "non-first ipv6 fragment",
-            with_ipv6_ext(&v6, &[(44, ipv6_frag_hdr(8, false))]),
+            with_ipv6_ext(&v6, &[(IPV6_FRAGMENT, ipv6_frag_hdr(8, false))]),
             NonFirstFragment,
         ),
         case("not from a dns port", udp4(1234, &msg), NotOurs),

@@ -33,6 +33,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use flux_common::{TYPE_CNAME, TYPE_NS};
 use serde::Serialize;
 use smallvec::{SmallVec, smallvec};
 
@@ -52,9 +53,6 @@ pub const ROLE_OWNER: u8 = 1;
 pub const ROLE_DOMAIN: u8 = 2;
 pub const ROLE_NS_HOST: u8 = 4;
 pub const ROLE_ZONE: u8 = 8;
-
-const TYPE_CNAME: u16 = 5;
-const TYPE_NS: u16 = 2;
 
 #[derive(Clone, Debug)]
 pub struct ScorerConfig {
@@ -301,7 +299,7 @@ impl Scorer {
     /// block gate, are pushed to `out`.
     pub fn observe(&mut self, ts: SystemTime, msg: &DnsMessage, out: &mut Vec<Verdict>) {
         self.stats.responses += 1;
-        if msg.rcode != "NOERROR" {
+        if !msg.rcode.is_noerror() {
             return;
         }
         let now = secs(ts);

@@ -18,7 +18,7 @@ use crate::{
     control,
     enforce::policy::{EnforceOptions, Enforcer},
     kernel::interfaces::{Interface, default_route_interface},
-    kernel::loader::{self, AttachMode, Hook, LoadError, LoadOptions},
+    kernel::loader::{self, AttachMode, Hook, LoadError, LoadOptions, Loaded},
     kernel::ring_records::Capture,
     pipeline::{
         bus::{Bus, BusReport},
@@ -93,16 +93,7 @@ pub async fn run<W: Write + Send + 'static>(
     sinks: Sinks<W>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<RunSummary> {
-    let ifaces = resolve_interfaces(&opts.ifaces)?;
-    let mut loaded = loader::load(&opts.load)?;
-    for iface in &ifaces {
-        if let Err(e) = loaded.attach(iface, opts.mode, opts.force) {
-            // Detach what this run attached and leave no pins of its own behind.
-            loaded.rollback();
-            drop(loaded);
-            return Err(e.into());
-        }
-    }
+    let mut loaded = load_and_attach(&opts)?;
 
     let ring = loaded
         .ebpf
@@ -124,19 +115,7 @@ pub async fn run<W: Write + Send + 'static>(
         info!("monitor mode: verdicts and would-be blocks are reported, nothing is enforced");
     }
     let bus = subscribe(sinks)?;
-    let names: Vec<String> = loaded
-        .attachments
-        .iter()
-        .map(|a| match a.hook {
-            Hook::Xdp => format!("{} ({} mode)", a.iface.name, a.mode),
-            Hook::Egress => format!("{} egress ({})", a.iface.name, a.mode),
-        })
-        .collect();
-    info!(
-        "capturing DNS responses on {}; pinned maps in {}; Ctrl-C to stop",
-        names.join(", "),
-        loaded.pin_dir.display()
-    );
+    log_attachments(&loaded);
 
     let mut scorer = opts.scoring.as_ref().map(ScorerSetup::build);
     let mut src = RingSource {
@@ -209,6 +188,37 @@ pub async fn run<W: Write + Send + 'static>(
         pin_dir.display()
     );
     Ok(summary)
+}
+
+/// Loads the programs and attaches them to every interface asked for; a failed attach detaches
+/// what this run attached and leaves no pins of its own behind.
+fn load_and_attach(opts: &RunOptions) -> anyhow::Result<Loaded> {
+    let ifaces = resolve_interfaces(&opts.ifaces)?;
+    let mut loaded = loader::load(&opts.load)?;
+    for iface in &ifaces {
+        if let Err(e) = loaded.attach(iface, opts.mode, opts.force) {
+            loaded.rollback();
+            drop(loaded);
+            return Err(e.into());
+        }
+    }
+    Ok(loaded)
+}
+
+fn log_attachments(loaded: &Loaded) {
+    let names: Vec<String> = loaded
+        .attachments
+        .iter()
+        .map(|a| match a.hook {
+            Hook::Xdp => format!("{} ({} mode)", a.iface.name, a.mode),
+            Hook::Egress => format!("{} egress ({})", a.iface.name, a.mode),
+        })
+        .collect();
+    info!(
+        "capturing DNS responses on {}; pinned maps in {}; Ctrl-C to stop",
+        names.join(", "),
+        loaded.pin_dir.display()
+    );
 }
 
 /// The bus with the sinks of this run subscribed, each on its own thread.

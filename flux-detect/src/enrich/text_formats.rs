@@ -42,18 +42,7 @@ impl Builder {
             line,
             reason,
         };
-        // The first data line decides: tab-separated (iptoasn, no quoting) or RFC 4180 CSV.
-        let tsv = bytes
-            .split(|&b| b == b'\n')
-            .find(|l| !matches!(l.first(), None | Some(b'\r' | b'#')))
-            .is_some_and(|l| l.contains(&b'\t'));
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .comment(Some(b'#'))
-            .delimiter(if tsv { b'\t' } else { b',' })
-            .quoting(!tsv)
-            .from_reader(bytes);
+        let (tsv, mut reader) = text_reader(bytes);
         let mut kind = None;
         let mut record = csv::ByteRecord::new();
         let mut num_rows: Vec<NumRow> = Vec::new();
@@ -89,22 +78,7 @@ impl Builder {
             }
             let kind = match kind {
                 Some(k) => k,
-                None => {
-                    let rest = bytes.get(record_start(bytes, at)..).unwrap_or_default();
-                    let line = rest.split(|&b| b == b'\n').next().unwrap_or_default();
-                    let line = String::from_utf8_lossy(line);
-                    let k = detect_text(&line, tsv, &fields).map_err(|reason| {
-                        EnrichError::UnknownFormat {
-                            path: path.to_owned(),
-                            reason,
-                        }
-                    })?;
-                    check_role(k, role).map_err(|reason| EnrichError::UnknownFormat {
-                        path: path.to_owned(),
-                        reason: reason.into(),
-                    })?;
-                    *kind.insert(k)
-                }
+                None => *kind.insert(first_kind(path, bytes, at, tsv, &fields, role)?),
             };
             let expected = match kind {
                 TextKind::Iptoasn => 5,
@@ -145,7 +119,13 @@ impl Builder {
                 reason: "no data".into(),
             });
         }
-        // Decimal addresses: IPv6 if the file says so by name or by a value beyond 32 bits.
+        self.add_num_rows(path, role, num_rows);
+        Ok(())
+    }
+
+    /// Adds the decimal-integer rows of a file: IPv6 if the file says so by name or by a value
+    /// beyond 32 bits, else IPv4.
+    fn add_num_rows(&mut self, path: &Path, role: Role, num_rows: Vec<NumRow>) {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().to_ascii_lowercase());
@@ -160,7 +140,6 @@ impl Builder {
             };
             self.add(role, range, r.asn, r.country);
         }
-        Ok(())
     }
 
     /// The ASN and country of one row whose field count matches `kind`.
@@ -206,6 +185,45 @@ impl TextKind {
 /// The 1-based line of the record the csv crate read from byte `at` on. Counted here because
 /// the csv crate's own count leaves out blank lines, and its record position is where the
 /// previous record ended.
+/// Whether the file is tab-separated, and a csv reader over it. The first data line decides:
+/// tab-separated (iptoasn, no quoting) or RFC 4180 CSV.
+fn text_reader(bytes: &[u8]) -> (bool, csv::Reader<&[u8]>) {
+    let tsv = bytes
+        .split(|&b| b == b'\n')
+        .find(|l| !matches!(l.first(), None | Some(b'\r' | b'#')))
+        .is_some_and(|l| l.contains(&b'\t'));
+    let reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .comment(Some(b'#'))
+        .delimiter(if tsv { b'\t' } else { b',' })
+        .quoting(!tsv)
+        .from_reader(bytes);
+    (tsv, reader)
+}
+
+/// The format of a text file, from its first record (starting at byte `at`), checked against
+/// the role the file was given in.
+fn first_kind(
+    path: &Path,
+    bytes: &[u8],
+    at: usize,
+    tsv: bool,
+    fields: &[&str],
+    role: Role,
+) -> Result<TextKind, EnrichError> {
+    let unknown = |reason: String| EnrichError::UnknownFormat {
+        path: path.to_owned(),
+        reason,
+    };
+    let rest = bytes.get(record_start(bytes, at)..).unwrap_or_default();
+    let line = rest.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let k = detect_text(&line, tsv, fields).map_err(unknown)?;
+    check_role(k, role).map_err(|reason| unknown(reason.into()))?;
+    Ok(k)
+}
+
 fn line_of(bytes: &[u8], at: usize) -> usize {
     let start = record_start(bytes, at);
     bytes[..start].iter().filter(|&&b| b == b'\n').count() + 1

@@ -187,14 +187,7 @@ pub fn fix_ipv4_checksum(f: &mut [u8], off: usize) {
     let ihl = ((f[off] & 0x0f) as usize) * 4;
     f[off + 10] = 0;
     f[off + 11] = 0;
-    let mut sum: u32 = 0;
-    for i in (0..ihl).step_by(2) {
-        sum += u32::from(u16::from_be_bytes([f[off + i], f[off + i + 1]]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    let c = !(sum as u16);
+    let c = !fold(ones_sum(&f[off..off + ihl], 0));
     f[off + 10..off + 12].copy_from_slice(&c.to_be_bytes());
 }
 

@@ -4,7 +4,7 @@
 use std::{net::IpAddr, sync::Arc, time::SystemTime};
 
 use super::*;
-use crate::dns::{DnsFlags, DnsMessage, DnsRecord};
+use crate::dns::{DnsFlags, DnsMessage, DnsRecord, Rcode};
 
 fn rec(name: &str, rtype: u16, ttl: u32, data: &str) -> DnsRecord {
     let addr = data.parse::<IpAddr>().ok();
@@ -23,7 +23,7 @@ fn response(qname: &str, answers: Vec<DnsRecord>) -> DnsMessage {
         id: 1,
         qname: qname.into(),
         qtype: "A".into(),
-        rcode: "NOERROR".into(),
+        rcode: Rcode::NOERROR,
         flags: DnsFlags::default(),
         answers,
         authority: Vec::new(),
@@ -351,7 +351,7 @@ fn nxdomain_and_empty_answers_are_ignored() {
     let mut s = scorer();
     let mut out = Vec::new();
     let mut m = response("gone.test", vec![]);
-    m.rcode = "NXDOMAIN".into();
+    m.rcode = Rcode::NXDOMAIN;
     s.observe(at(0), &m, &mut out);
     s.observe(at(0), &response("empty.test", vec![]), &mut out);
     assert_eq!(s.stats().scored, 0);

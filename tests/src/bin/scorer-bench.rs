@@ -276,7 +276,7 @@ fn memory(names: u64, enricher: &Arc<Enricher>) {
             id: 1,
             qname: name.clone(),
             qtype: "A".into(),
-            rcode: "NOERROR".into(),
+            rcode: flux_detect::dns::Rcode::NOERROR,
             flags: DnsFlags::default(),
             answers,
             authority: Vec::new(),

@@ -953,7 +953,7 @@ mod tests {
         assert_eq!(m.authority.len(), 2);
         assert_eq!(m.additional[1].data().as_deref(), Some("91.200.105.235"));
         let nx = flux_detect::dns::parse_response(&rs[1].payload, false).unwrap();
-        assert_eq!(nx.rcode, "NXDOMAIN");
+        assert_eq!(nx.rcode, flux_detect::dns::Rcode::NXDOMAIN);
         assert_eq!(nx.authority[0].rtype, "SOA");
 
         // Through a pcap file.

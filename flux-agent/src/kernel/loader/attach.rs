@@ -1,0 +1,286 @@
+//! Attaching: the XDP program (native, skb or auto) and the TC egress program over tcx on an
+//! interface, pinning each link, taking over a link an earlier run pinned, and rolling back a
+//! start that failed half-way. Touches netlink (through aya and `xdp_owner`) and bpffs.
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
+
+use aya::programs::{
+    LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
+    links::{FdLink, PinnedLink},
+    tc::{SchedClassifierLink, TcAttachOptions},
+    xdp::XdpLink,
+};
+use flux_common::{PROG_EGRESS, PROG_XDP};
+use log::{info, warn};
+
+use super::{
+    AttachMode, Attachment, Hook, LoadError, Loaded, errno_in, remove_map_pins, tc_link_pin,
+    xdp_link_pin,
+};
+use crate::kernel::{interfaces::Interface, xdp_owner};
+
+impl Loaded {
+    /// Attaches the XDP program to `iface`, and with `--egress` the TC egress program too.
+    /// Without `--egress`, an egress link an earlier run left on `iface` is removed: what runs
+    /// is what this run was asked for. With `force`, an XDP program someone else attached is
+    /// detached first; without it, its presence is an error.
+    pub fn attach(
+        &mut self,
+        iface: &Interface,
+        mode: AttachMode,
+        force: bool,
+    ) -> Result<(), LoadError> {
+        self.attach_xdp(iface, mode, force)?;
+        let tc_pin = tc_link_pin(&self.pin_dir, &iface.name);
+        if self.egress {
+            self.attach_egress(iface, tc_pin)
+        } else {
+            if tc_pin.exists() {
+                if let Err(e) = xdp_owner::detach_pinned_link(&tc_pin) {
+                    warn!("detach {}: {e}", tc_pin.display());
+                }
+                std::fs::remove_file(&tc_pin).map_err(|e| LoadError::PinDir {
+                    path: tc_pin.clone(),
+                    reason: format!("cannot remove the egress link pin: {e}"),
+                })?;
+                info!(
+                    "removed the TC egress program an earlier run attached to {} (this run \
+                     neither matches queries nor has --egress)",
+                    iface.name
+                );
+            }
+            Ok(())
+        }
+    }
+
+    fn attach_xdp(
+        &mut self,
+        iface: &Interface,
+        mode: AttachMode,
+        force: bool,
+    ) -> Result<(), LoadError> {
+        let pin = xdp_link_pin(&self.pin_dir, &iface.name);
+        if pin.exists()
+            && let Some(link) = open_pinned_link::<XdpLink>(&pin, "an XDP link")?
+        {
+            let prog = self.xdp_prog()?;
+            match prog.attach_to_link(link) {
+                Ok(_) => {
+                    self.took_over(iface, Hook::Xdp, pin);
+                    return Ok(());
+                }
+                Err(e) => stale_pin(&pin, &format!("cannot update the pinned link: {e}")),
+            }
+        }
+        if let Some(existing) = xdp_owner::attached_prog_id(iface.index)
+            .map_err(|e| LoadError::Ebpf(format!("query XDP state of {}: {e}", iface.name)))?
+        {
+            if !force {
+                return Err(LoadError::XdpBusy {
+                    iface: iface.name.clone(),
+                    prog_id: existing,
+                });
+            }
+            warn!(
+                "--force: detaching XDP program {existing} from {}",
+                iface.name
+            );
+            xdp_owner::detach_all(iface.index).map_err(|e| {
+                LoadError::Ebpf(format!(
+                    "could not detach program {existing} from {}: {e}",
+                    iface.name
+                ))
+            })?;
+        }
+
+        let prog: &mut Xdp = self.xdp_prog()?;
+
+        let attach = |prog: &mut Xdp, mode: XdpMode, label: &'static str| {
+            prog.attach_to_if_index(iface.index, mode)
+                .map(|id| (id, label))
+                .map_err(|source| match errno_in(&source) {
+                    Some(libc::EPERM) => LoadError::PermissionDenied,
+                    // Someone attached between our check and the attach, or holds the hook in
+                    // a way the check missed: that is "busy", never a reason to try skb mode.
+                    Some(libc::EBUSY) | Some(libc::EEXIST) => LoadError::XdpBusy {
+                        iface: iface.name.clone(),
+                        prog_id: xdp_owner::attached_prog_id(iface.index)
+                            .ok()
+                            .flatten()
+                            .unwrap_or(0),
+                    },
+                    _ => LoadError::Attach {
+                        iface: iface.name.clone(),
+                        mode: label,
+                        source,
+                    },
+                })
+        };
+        let (id, label) = match mode {
+            AttachMode::Native => attach(prog, XdpMode::Driver, "native")?,
+            AttachMode::Skb => attach(prog, XdpMode::Skb, "skb")?,
+            AttachMode::Auto => match attach(prog, XdpMode::Driver, "native") {
+                Ok(l) => l,
+                Err(e @ (LoadError::PermissionDenied | LoadError::XdpBusy { .. })) => {
+                    return Err(e);
+                }
+                Err(e) => {
+                    warn!(
+                        "{e}; falling back to generic (skb) mode, which is slower but works on \
+                         every driver"
+                    );
+                    attach(prog, XdpMode::Skb, "skb")?
+                }
+            },
+        };
+        // Pin the link so the program outlives this process.
+        let pin_err = |e: String| LoadError::PinDir {
+            path: pin.clone(),
+            reason: format!("cannot pin the XDP link: {e}"),
+        };
+        let link = prog.take_link(id).map_err(|e| pin_err(e.to_string()))?;
+        let link = FdLink::try_from(link).map_err(|e| pin_err(e.to_string()))?;
+        link.pin(&pin).map_err(|e| pin_err(e.to_string()))?;
+        info!("attached to {} ({label} mode)", iface.name);
+        self.attachments.push(Attachment {
+            iface: iface.clone(),
+            hook: Hook::Xdp,
+            mode: label,
+            pin,
+            took_over: false,
+        });
+        Ok(())
+    }
+
+    fn xdp_prog(&mut self) -> Result<&mut Xdp, LoadError> {
+        self.ebpf
+            .program_mut(PROG_XDP)
+            .ok_or_else(|| LoadError::Ebpf(format!("program {PROG_XDP} missing")))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| LoadError::Ebpf(e.to_string()))
+    }
+
+    /// Attaches the TC egress program to `iface` over tcx, or swaps it into the link an earlier
+    /// run pinned there.
+    fn attach_egress(&mut self, iface: &Interface, pin: PathBuf) -> Result<(), LoadError> {
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(PROG_EGRESS)
+            .ok_or_else(|| LoadError::Ebpf(format!("program {PROG_EGRESS} missing")))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| LoadError::Ebpf(e.to_string()))?;
+        if pin.exists()
+            && let Some(link) = open_pinned_link::<SchedClassifierLink>(&pin, "a tcx link")?
+        {
+            match prog.attach_to_link(link) {
+                Ok(_) => {
+                    self.took_over(iface, Hook::Egress, pin);
+                    return Ok(());
+                }
+                Err(e) => stale_pin(&pin, &format!("cannot update the pinned link: {e}")),
+            }
+        }
+        let attach_err =
+            |e: String| LoadError::Ebpf(format!("attach TC egress to {}: {e}", iface.name));
+        // First in the chain, so no other program's verdict can let a blocked packet out; every
+        // packet it does not drop goes on to the next program (TCX_NEXT).
+        let id = prog
+            .attach_with_options(
+                &iface.name,
+                TcAttachType::Egress,
+                TcAttachOptions::TcxOrder(LinkOrder::first()),
+            )
+            .map_err(|e| match errno_in(&e) {
+                Some(libc::EPERM) => LoadError::PermissionDenied,
+                _ => attach_err(e.to_string()),
+            })?;
+        let link = prog.take_link(id).map_err(|e| attach_err(e.to_string()))?;
+        let link = FdLink::try_from(link).map_err(|e| attach_err(e.to_string()))?;
+        link.pin(&pin).map_err(|e| LoadError::PinDir {
+            path: pin.clone(),
+            reason: format!("cannot pin the TC egress link: {e}"),
+        })?;
+        info!("attached TC egress to {} (tcx)", iface.name);
+        self.attachments.push(Attachment {
+            iface: iface.clone(),
+            hook: Hook::Egress,
+            mode: "tcx",
+            pin,
+            took_over: false,
+        });
+        Ok(())
+    }
+
+    /// Records a pinned link whose program this run swapped in.
+    fn took_over(&mut self, iface: &Interface, hook: Hook, pin: PathBuf) {
+        let what = match hook {
+            Hook::Xdp => "XDP",
+            Hook::Egress => "TC egress",
+        };
+        info!(
+            "took over the pinned {what} link on {} (no gap in enforcement)",
+            iface.name
+        );
+        self.attachments.push(Attachment {
+            iface: iface.clone(),
+            hook,
+            mode: "pinned",
+            pin,
+            took_over: true,
+        });
+    }
+
+    /// Removes the map pins (for tools that load without attaching, like the benchmark).
+    pub fn unpin_maps(&self) {
+        remove_map_pins(&self.pin_dir);
+    }
+
+    /// Undoes a start that failed half-way: the links this run pinned are removed (which
+    /// detaches them), and, when this run created the maps, their pins too. Links and maps an
+    /// earlier run left enforcing stay.
+    pub fn rollback(&mut self) {
+        for a in self.attachments.drain(..) {
+            if a.took_over {
+                continue;
+            }
+            if let Err(e) = std::fs::remove_file(&a.pin)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                warn!("could not remove pin {}: {e}", a.pin.display());
+            }
+        }
+        if self.fresh_pins {
+            remove_map_pins(&self.pin_dir);
+        }
+    }
+}
+
+/// Opens the link an earlier run pinned at `pin` as an `L`. `None` when that link is gone (the
+/// interface was recreated, say): its stale pin is removed and the caller attaches afresh. A
+/// pin that is not `what` is someone else's and is reported.
+fn open_pinned_link<L: TryFrom<FdLink>>(pin: &Path, what: &str) -> Result<Option<L>, LoadError>
+where
+    L::Error: std::fmt::Display,
+{
+    let link = match PinnedLink::from_pin(pin) {
+        Ok(l) => FdLink::from(l),
+        Err(e) => {
+            stale_pin(pin, &format!("cannot open the pinned link: {e}"));
+            return Ok(None);
+        }
+    };
+    L::try_from(link).map(Some).map_err(|e| {
+        LoadError::Pin(crate::kernel::pins::PinError::Foreign {
+            path: pin.to_owned(),
+            what: format!("not {what}: {e}"),
+        })
+    })
+}
+
+fn stale_pin(pin: &Path, why: &str) {
+    warn!("{}: {why}; attaching afresh", pin.display());
+    let _ = std::fs::remove_file(pin);
+}
