@@ -709,7 +709,7 @@ impl Checker {
         let good = match back {
             Ok(Some(d)) => {
                 parse_response(&d.payload, false).is_ok_and(|m| {
-                    m.rcode == "NXDOMAIN"
+                    m.rcode == flux_detect::dns::Rcode::NXDOMAIN
                         && m.answers.is_empty()
                         && m.authority.is_empty()
                         && m.additional.is_empty()
