@@ -363,14 +363,11 @@ impl Scorer {
             for host in hosts {
                 let mut glue = Addrs::new();
                 let mut ttl = 0;
-                // Glue counts only for a host inside the zone it serves (in-bailiwick glue, the
-                // only kind a resolver trusts, RFC 2181 5.4.1).
-                let glue_ok = in_zone(host, zone);
+                // Glue of a name server outside the zone it serves is kept: double flux often
+                // runs its name servers under another domain of the operator, and the reply is
+                // already one this host asked for (query matching). Only the delegation itself
+                // must be in bailiwick (`delegations`).
                 for r in msg.additional.iter().filter(|r| r.name == *host) {
-                    if !glue_ok {
-                        self.stats.out_of_bailiwick += 1;
-                        continue;
-                    }
                     if let Some(ip) = r.addr {
                         glue.push(self.addr_info(ip));
                         ttl = ttl.max(r.ttl);

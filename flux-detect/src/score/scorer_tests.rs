@@ -1028,26 +1028,6 @@ fn records_out_of_bailiwick_are_ignored_and_counted() {
     }
     assert!(s.explain("victim.test", at(6 * 180)).is_none());
     assert!(s.explain("ns1.victim.test", at(6 * 180)).is_none());
-
-    // Glue for a host outside the zone it serves is not trusted.
-    let mut s = scorer();
-    for round in 0..6u32 {
-        let mut msg = response(
-            "www.asked.test",
-            a_records("www.asked.test", 300, &["10.1.2.3".into()]),
-        );
-        msg.authority = vec![rec("asked.test", 2, 180, "ns1.elsewhere.test")];
-        msg.additional = flux_answer(round)
-            .iter()
-            .map(|ip| rec("ns1.elsewhere.test", 1, 180, ip))
-            .collect();
-        s.observe(at(round * 180), &msg, &mut out);
-    }
-    assert!(s.explain("ns1.elsewhere.test", at(6 * 180)).is_none());
-    let zone = s
-        .explain("asked.test", at(6 * 180))
-        .expect("the zone itself is tracked");
-    assert_eq!(zone.features.glue_ips_max, 0);
 }
 
 #[test]
