@@ -717,3 +717,21 @@ pub fn load_with_ring(
     )?;
     Ok((loaded, ring))
 }
+
+/// A DNS response (QR=1) with transaction id `id` to the question `name` A, answering one A
+/// record per address of `ips` with TTL `ttl`: the reply the tests send or write to captures.
+pub fn a_reply(name: &str, ips: &[std::net::Ipv4Addr], ttl: u32, id: u16) -> Vec<u8> {
+    use hickory_proto::{
+        op::{Message, MessageType, Query},
+        rr::{Name, RData, Record, RecordType, rdata::A},
+    };
+    let n = Name::from_ascii(name).expect("name");
+    let mut m = Message::new();
+    m.set_id(id)
+        .set_message_type(MessageType::Response)
+        .add_query(Query::query(n.clone(), RecordType::A));
+    for ip in ips {
+        m.add_answer(Record::from_rdata(n.clone(), ttl, RData::A(A(*ip))));
+    }
+    m.to_vec().expect("encode")
+}

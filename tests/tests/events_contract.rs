@@ -16,22 +16,10 @@ use flux_tests::{
     events_schema::{assert_events_match_schema, schema},
     *,
 };
-use hickory_proto::{
-    op::{Message, MessageType, Query},
-    rr::{Name, RData, Record, RecordType, rdata::A},
-};
 use serde_json::Value;
 
 fn answer(name: &str, ips: &[Ipv4Addr]) -> Vec<u8> {
-    let n = Name::from_ascii(name).unwrap();
-    let mut m = Message::new();
-    m.set_id(1)
-        .set_message_type(MessageType::Response)
-        .add_query(Query::query(n.clone(), RecordType::A));
-    for ip in ips {
-        m.add_answer(Record::from_rdata(n.clone(), 180, RData::A(A(*ip))));
-    }
-    m.to_vec().unwrap()
+    flux_tests::a_reply(name, ips, 180, 1)
 }
 
 fn lines(out: &[u8]) -> Vec<Value> {

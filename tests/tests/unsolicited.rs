@@ -15,10 +15,6 @@ use std::{
 };
 
 use flux_tests::*;
-use hickory_proto::{
-    op::{Message, MessageType, Query},
-    rr::{Name, RData, Record, RecordType, rdata::A},
-};
 use serde_json::Value;
 
 /// The attacker's own address on the server side.
@@ -26,15 +22,7 @@ const ATTACKER: &str = "10.77.0.30";
 
 /// A reply for `name` with `ips`, TTL 5.
 fn reply(name: &str, ips: &[Ipv4Addr], id: u16) -> Vec<u8> {
-    let n = Name::from_ascii(name).expect("name");
-    let mut m = Message::new();
-    m.set_id(id)
-        .set_message_type(MessageType::Response)
-        .add_query(Query::query(n.clone(), RecordType::A));
-    for ip in ips {
-        m.add_answer(Record::from_rdata(n.clone(), 5, RData::A(A(*ip))));
-    }
-    m.to_vec().expect("encode")
+    a_reply(name, ips, 5, id)
 }
 
 /// Three rounds of flux-looking replies about `www.victim.lab`, each naming five addresses in
