@@ -87,7 +87,7 @@ fn scorer_with_keys() -> Scorer {
                 id: 1,
                 qname: name.into(),
                 qtype: "A".into(),
-                rcode: "NOERROR".into(),
+                rcode: flux_detect::dns::Rcode::NOERROR,
                 flags: DnsFlags::default(),
                 answers,
                 authority: Vec::new(),
