@@ -128,7 +128,7 @@ async fn connection(stream: TokioStream, queries: mpsc::Sender<Query>) {
     if !matches!(read, Ok(Ok(n)) if n > 0) {
         return;
     }
-    let reply = match serde_json::from_str::<Request>(&line) {
+    let reply = match parse_request(&line) {
         Ok(request) => {
             let (tx, rx) = oneshot::channel();
             let asked = queries.send(Query { request, reply: tx }).await;
@@ -137,12 +137,29 @@ async fn connection(stream: TokioStream, queries: mpsc::Sender<Query>) {
                 _ => Reply::error("the agent did not answer"),
             }
         }
-        Err(e) => Reply::error(e.to_string()),
+        Err(refused) => refused,
     };
-    if let Ok(mut text) = serde_json::to_string(&reply) {
-        text.push('\n');
+    if let Some(text) = reply_line(&reply) {
         let _ = tokio::time::timeout(CLIENT_TIMEOUT, w.write_all(text.as_bytes())).await;
     }
+}
+
+/// A client's request line: the only bytes a client controls, read without the kernel or the
+/// pipeline (so `fuzz/` fuzzes exactly this). A line that is not a request is answered with why.
+pub fn parse_request(line: &str) -> Result<Request, Reply> {
+    serde_json::from_str::<Request>(line).map_err(|e| Reply::error(e.to_string()))
+}
+
+/// The line sent back: one JSON object and a newline.
+pub fn reply_line(reply: &Reply) -> Option<String> {
+    let mut text = serde_json::to_string(reply).ok()?;
+    text.push('\n');
+    Some(text)
+}
+
+/// Client side: the agent's answer line.
+pub fn parse_reply(line: &str) -> Result<Explanation, serde_json::Error> {
+    serde_json::from_str(line)
 }
 
 /// The answer to `explain`.
@@ -224,5 +241,37 @@ pub fn ask(pin_dir: &Path, req: &Request) -> Result<Explanation, ControlError> {
     s.write_all(&line).map_err(io)?;
     let mut reply = String::new();
     BufReader::new(s).read_line(&mut reply).map_err(io)?;
-    serde_json::from_str(&reply).map_err(|e| io(e.into()))
+    parse_reply(&reply).map_err(|e| io(e.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_lines() {
+        let req = parse_request("{\"explain\":\"Flux.Example.\"}\n").unwrap();
+        assert_eq!(req.explain, "Flux.Example.");
+        for junk in ["", "{}", "[1]", "{\"explain\":1}", "\u{0}"] {
+            let Err(Reply::Error { error }) = parse_request(junk) else {
+                panic!("{junk:?} accepted");
+            };
+            assert!(!error.is_empty());
+        }
+    }
+
+    #[test]
+    fn reply_is_one_line_the_client_reads() {
+        let reply = Reply::Explanation(Explanation {
+            name: "a\nb".into(),
+            key: None,
+            verdict: None,
+        });
+        let line = reply_line(&reply).unwrap();
+        assert_eq!(line.matches('\n').count(), 1);
+        assert!(line.ends_with('\n'));
+        assert_eq!(parse_reply(&line).unwrap().name, "a\nb");
+        let err = reply_line(&Reply::error("no")).unwrap();
+        assert_eq!(err, "{\"error\":\"no\"}\n");
+    }
 }

@@ -1,9 +1,10 @@
-//! Developer tasks: `cargo xtask setup | run | test | lint | bench | eval [--heldout [N]]`.
+//! Developer tasks: `cargo xtask setup | run | test | lint | bench | eval [--heldout [N]] | fuzz`.
 //!
 //! `setup` is idempotent and makes a fresh machine able to build and test flux-agent: the
 //! nightly's rust-src, bpf-linker built against the nightly's own LLVM, and the Debian packages
 //! the tests use. `run`, `test` and `bench` call it first.
 
+mod fuzz;
 mod setup;
 
 use std::{
@@ -59,6 +60,27 @@ enum Cmd {
         /// Folders with capture files and a labels.tsv, or capture files (all names legitimate).
         paths: Vec<String>,
     },
+    /// Run the cargo-fuzz targets of fuzz/ (nightly), seeding their corpora from the shared
+    /// datasets first when asked or when a corpus is empty (see fuzz/README.md).
+    Fuzz {
+        /// One target (default: every one, in turn).
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
+        /// Seconds per target (default 60).
+        #[arg(long, value_name = "SECS", conflicts_with = "runs")]
+        time: Option<u64>,
+        /// Executions per target instead of a time.
+        #[arg(long, value_name = "N")]
+        runs: Option<u64>,
+        /// Seed the corpora from the datasets before running (`--seed-only`: and run nothing).
+        #[arg(long)]
+        seed: bool,
+        #[arg(long, conflicts_with_all = ["time", "runs"])]
+        seed_only: bool,
+        /// The datasets folder (default ../shared/datasets, or $FLUX_DATASETS).
+        #[arg(long, value_name = "DIR")]
+        datasets: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -70,6 +92,14 @@ fn main() -> ExitCode {
         Cmd::Lint => lint(),
         Cmd::Bench { repeat } => bench(repeat),
         Cmd::Eval { heldout, paths } => eval(heldout, &paths),
+        Cmd::Fuzz {
+            target,
+            time,
+            runs,
+            seed,
+            seed_only,
+            datasets,
+        } => fuzz::fuzz(&fuzz_args(target, time, runs, seed, seed_only, datasets)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -77,6 +107,27 @@ fn main() -> ExitCode {
             eprintln!("xtask: error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn fuzz_args(
+    target: Option<String>,
+    time: Option<u64>,
+    runs: Option<u64>,
+    seed: bool,
+    seed_only: bool,
+    datasets: Option<PathBuf>,
+) -> fuzz::FuzzArgs {
+    let budget = match (runs, time) {
+        (Some(n), _) => fuzz::Budget::Runs(n),
+        (None, t) => fuzz::Budget::Secs(t.unwrap_or(60)),
+    };
+    fuzz::FuzzArgs {
+        target,
+        budget,
+        seed,
+        seed_only,
+        datasets: datasets.unwrap_or_else(fuzz::default_datasets),
     }
 }
 
@@ -178,6 +229,8 @@ fn test(no_lint: bool, args: &[String]) -> anyhow::Result<()> {
     ])
     .args(args);
     sh(&mut unit)?;
+    // Each fuzz target briefly, so one that no longer builds fails CI.
+    fuzz::smoke()?;
     if !is_root() && std::env::var_os("CI").is_none() {
         eprintln!("xtask: not root: the privileged tests will report themselves skipped");
     }
@@ -233,6 +286,41 @@ mod tests {
             Cmd::Eval { heldout, paths } => Some((heldout, paths)),
             _ => None,
         }
+    }
+
+    fn fuzz_args(args: &[&str]) -> Option<super::fuzz::FuzzArgs> {
+        let cli = Cli::try_parse_from(["xtask", "fuzz"].iter().chain(args)).ok()?;
+        match cli.command {
+            Cmd::Fuzz {
+                target,
+                time,
+                runs,
+                seed,
+                seed_only,
+                datasets,
+            } => Some(super::fuzz_args(
+                target, time, runs, seed, seed_only, datasets,
+            )),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn fuzz_takes_a_time_or_a_run_count() {
+        use super::fuzz::Budget;
+        let a = fuzz_args(&[]).unwrap();
+        assert_eq!(
+            (a.target, a.budget, a.seed),
+            (None, Budget::Secs(60), false)
+        );
+        let a = fuzz_args(&["--target", "dns_parse", "--runs", "9", "--seed"]).unwrap();
+        assert_eq!(
+            (a.target.as_deref(), a.budget, a.seed),
+            (Some("dns_parse"), Budget::Runs(9), true)
+        );
+        assert_eq!(fuzz_args(&["--time", "5"]).unwrap().budget, Budget::Secs(5));
+        assert!(fuzz_args(&["--time", "5", "--runs", "9"]).is_none());
+        assert!(fuzz_args(&["--seed-only", "--time", "5"]).is_none());
     }
 
     #[test]

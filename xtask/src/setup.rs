@@ -20,6 +20,10 @@ use crate::{is_root, sh};
 /// Pinned so every machine links the same linker.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
+/// Pinned like bpf-linker; runs the targets of `fuzz/` (`cargo xtask fuzz`, and briefly in
+/// `cargo xtask test`).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
 /// Debian packages the privileged tests use, keyed by the command that proves each is present.
 const PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
@@ -80,6 +84,7 @@ pub fn setup() -> anyhow::Result<()> {
     let nightly = nightly_info()?;
     ensure_rust_src()?;
     ensure_bpf_linker(&nightly)?;
+    ensure_cargo_fuzz()?;
     ensure_packages()?;
     ensure_ip_db()?;
     Ok(())
@@ -216,6 +221,29 @@ fn ensure_bpf_linker(nightly: &Nightly) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// cargo-fuzz from crates.io, if `cargo fuzz` does not run (any version is accepted once
+/// installed: its command line has been stable across 0.11 to 0.13).
+pub fn ensure_cargo_fuzz() -> anyhow::Result<()> {
+    let works = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if works {
+        return Ok(());
+    }
+    eprintln!("xtask setup: installing cargo-fuzz {CARGO_FUZZ_VERSION}");
+    sh(Command::new("cargo").args([
+        "install",
+        "cargo-fuzz",
+        "--locked",
+        "--version",
+        CARGO_FUZZ_VERSION,
+    ]))
+    .context("could not install cargo-fuzz; see the cargo output above")
 }
 
 fn have(cmd: &str) -> bool {
