@@ -75,4 +75,7 @@ counter_table! {
     UnsolicitedReplies = "unsolicited_replies",
     /// An unsolicited reply dropped (`--drop-unsolicited`).
     DropUnsolicited = "drop_unsolicited",
+    /// Frames with more VLAN tags than the walk captures (`MAX_VLAN_TAGS`): passed, not
+    /// captured (their addresses still go through the blocklists, which may drop them).
+    VlanTooDeep = "vlan_too_deep",
 }

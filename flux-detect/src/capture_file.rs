@@ -37,7 +37,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use flux_common::MAX_IPV6_EXT_HEADERS;
+use flux_common::{MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS};
 use pcap_file::DataLink;
 use serde::Serialize;
 
@@ -108,6 +108,8 @@ pub struct ReadStats {
     pub tcp_partial: u64,
     /// IPv6 packets with more extension headers than the kernel walks.
     pub ipv6_ext_too_deep: u64,
+    /// Frames with more VLAN tags than the kernel captures.
+    pub vlan_too_deep: u64,
     /// Frames cut by the capture's snaplen before a whole DNS header.
     pub snaplen_cut: u64,
 }
@@ -122,6 +124,7 @@ impl ReadStats {
             FrameError::TcpPartial => &mut self.tcp_partial,
             FrameError::NotDns => &mut self.not_dns,
             FrameError::Ipv6ExtTooDeep => &mut self.ipv6_ext_too_deep,
+            FrameError::VlanTooDeep => &mut self.vlan_too_deep,
             FrameError::SnaplenCut => &mut self.snaplen_cut,
         };
         *slot += 1;
@@ -159,6 +162,8 @@ pub enum FrameError {
     NotDns,
     #[error("IPv6 extension-header chain longer than {MAX_IPV6_EXT_HEADERS}")]
     Ipv6ExtTooDeep,
+    #[error("more than {MAX_VLAN_TAGS} VLAN tags")]
+    VlanTooDeep,
     #[error("frame cut by the snaplen before the DNS header")]
     SnaplenCut,
 }

@@ -37,6 +37,9 @@ pub enum Outcome {
     NotDnsResponse,
     /// More IPv6 extension headers than the walk allows.
     Ipv6ExtTooDeep,
+    /// More VLAN tags than the walk captures (a blocklist may still drop it: not in this spec,
+    /// which loads no blocklist).
+    VlanTooDeep,
 }
 
 impl Outcome {
@@ -56,6 +59,7 @@ impl Outcome {
             Outcome::TcpNotWholeMessage => vec![Counter::TcpNotWholeMessage],
             Outcome::NotDnsResponse => vec![Counter::NotDnsResponse],
             Outcome::Ipv6ExtTooDeep => vec![Counter::Ipv6ExtTooDeep],
+            Outcome::VlanTooDeep => vec![Counter::VlanTooDeep],
         }
     }
 
@@ -67,6 +71,7 @@ impl Outcome {
             FrameError::TcpPartial => Outcome::TcpNotWholeMessage,
             FrameError::NotDns => Outcome::NotDnsResponse,
             FrameError::Ipv6ExtTooDeep => Outcome::Ipv6ExtTooDeep,
+            FrameError::VlanTooDeep => Outcome::VlanTooDeep,
             FrameError::UnsupportedLink(_) | FrameError::SnaplenCut => return None,
         })
     }
@@ -174,7 +179,15 @@ pub fn cases() -> Vec<FrameCase> {
                 &v4,
                 &[(ETH_P_8021AD, 7), (ETH_P_8021Q, 8), (ETH_P_8021Q, 9)],
             ),
-            NotOurs,
+            VlanTooDeep,
+        ),
+        case(
+            "more tags than the walk steps over",
+            with_vlans(
+                &v4,
+                &[(ETH_P_8021Q, 1); flux_common::MAX_VLAN_TAGS_STEPPED + 1],
+            ),
+            VlanTooDeep,
         ),
         case(
             "ipv4 options",
@@ -186,12 +199,12 @@ pub fn cases() -> Vec<FrameCase> {
             with_ipv6_ext(&v6, &within),
             captured(Udp, false, 0),
         ),
-        // The walk gives up after MAX_IPV6_EXT_HEADERS headers without looking at what
-        // follows, so a chain of exactly that many is too deep on both sides.
+        // A chain of exactly MAX_IPV6_EXT_HEADERS is walked to its transport header; only
+        // an extension header after the last one walked is too deep.
         case(
             "ipv6 extension headers, as many as the limit",
             with_ipv6_ext(&v6, &at_limit),
-            Ipv6ExtTooDeep,
+            captured(Udp, false, 0),
         ),
         case(
             "ipv6 extension headers past the limit",

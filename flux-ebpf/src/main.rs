@@ -1,6 +1,7 @@
 //! flux-agent's XDP program: find DNS responses and copy them to userspace.
 //!
-//! Packet path: Ethernet -> up to two VLAN tags -> IPv4 (options, fragments) or IPv6 (bounded
+//! Packet path: Ethernet -> up to two VLAN tags (a frame with more is never captured, but its
+//! addresses still go through the blocklists) -> IPv4 (options, fragments) or IPv6 (bounded
 //! extension-header walk) -> UDP or TCP from a configured DNS port -> DNS header check ->
 //! one ring-buffer record. Right after the IP header, the addresses go through the blocklists
 //! (`xdp_verdict.rs`); a DNS response's question name goes through the domain blocklist, and a
@@ -32,10 +33,11 @@ use aya_ebpf::{
 };
 use flux_common::{
     AF_INET, AF_INET6, Config, Counter, DNS_CAPTURE_MAX, DNS_HEADER_LEN, DOMAIN_ACTION_NXDOMAIN,
-    DnsEvent, DnsEventHeader, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, EVENT_FLAG_BLOCKED,
-    EVENT_FLAG_IP_FRAGMENT, EVENT_FLAG_TRUNCATED, EVENT_FLAG_UNSOLICITED, IPPROTO_TCP, IPPROTO_UDP,
-    IPV6_AH, IPV6_DEST_OPTS, IPV6_FRAGMENT, IPV6_HOP_BY_HOP, IPV6_MOBILITY, IPV6_ROUTING,
-    MATCH_DROP, MATCH_OFF, MAX_IPV6_EXT_HEADERS, QueryKey, RING_BUF_BYTES, is_plausible_response,
+    DnsEvent, DnsEventHeader, ETH_P_IP, ETH_P_IPV6, EVENT_FLAG_BLOCKED, EVENT_FLAG_IP_FRAGMENT,
+    EVENT_FLAG_TRUNCATED, EVENT_FLAG_UNSOLICITED, IPPROTO_TCP, IPPROTO_UDP, IPV6_AH,
+    IPV6_DEST_OPTS, IPV6_FRAGMENT, IPV6_HOP_BY_HOP, IPV6_MOBILITY, IPV6_ROUTING, MATCH_DROP,
+    MATCH_OFF, MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS, MAX_VLAN_TAGS_STEPPED, QueryKey,
+    RING_BUF_BYTES, is_ipv6_ext_header, is_plausible_response, is_vlan_tag,
 };
 use packet::*;
 use scratch::Located;
@@ -63,6 +65,7 @@ enum Skip {
     TcpNotWholeMessage,
     NotDnsResponse,
     Ipv6ExtTooDeep,
+    VlanTooDeep,
 }
 
 #[inline(always)]
@@ -91,6 +94,7 @@ pub fn flux_xdp(ctx: XdpContext) -> u32 {
         Err(Skip::TcpNotWholeMessage) => return pass(Counter::TcpNotWholeMessage),
         Err(Skip::NotDnsResponse) => return pass(Counter::NotDnsResponse),
         Err(Skip::Ipv6ExtTooDeep) => return pass(Counter::Ipv6ExtTooDeep),
+        Err(Skip::VlanTooDeep) => return pass(Counter::VlanTooDeep),
     }
     // Stage two reads the parse back from scratch (see scratch.rs for why).
     let Some(scratch) = scratch::scratch() else {
@@ -185,22 +189,29 @@ fn locate(ctx: &XdpContext) -> Result<(), Skip> {
     let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
     let mut off = size_of::<EthHdr>();
 
-    // Up to two tags, unrolled by hand: no arrays indexed by a loop variable.
-    let mut vlan_ids = [0u16; 2];
+    // Up to MAX_VLAN_TAGS (two) tags, unrolled by hand: no arrays indexed by a loop variable.
+    const _: () = assert!(
+        MAX_VLAN_TAGS == 2,
+        "the tag walk below is unrolled for two tags"
+    );
+    let mut vlan_ids = [0u16; MAX_VLAN_TAGS];
     let mut vlan_count = 0u8;
-    if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
+    if is_vlan_tag(ether_type) {
         let tag: *const VlanHdr = pkt.ptr_at(off).ok_or(Skip::Malformed)?;
         let outer = u16::from_be(unsafe { (*tag).tci }) & 0x0fff;
         vlan_ids = [outer, 0];
         ether_type = u16::from_be(unsafe { (*tag).ether_type });
         vlan_count = 1;
         off += size_of::<VlanHdr>();
-        if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
+        if is_vlan_tag(ether_type) {
             let tag: *const VlanHdr = pkt.ptr_at(off).ok_or(Skip::Malformed)?;
             vlan_ids = [outer, u16::from_be(unsafe { (*tag).tci }) & 0x0fff];
             ether_type = u16::from_be(unsafe { (*tag).ether_type });
             vlan_count = 2;
             off += size_of::<VlanHdr>();
+            if is_vlan_tag(ether_type) {
+                return Err(vlan_too_deep(&pkt, off, ether_type));
+            }
         }
     }
 
@@ -434,6 +445,48 @@ fn emit(ctx: &XdpContext, at: &Located, blocked: bool) {
     }
 }
 
+/// A frame with more than [`MAX_VLAN_TAGS`] tags: never captured (its record could not hold
+/// the tags), but not a way past the blocklists either. The walk steps over the rest of the
+/// tags, up to [`MAX_VLAN_TAGS_STEPPED`] in all, and judges the IP addresses behind them; a
+/// frame no blocklist drops (or whose IP header is out of reach) is passed as `VlanTooDeep`.
+/// `off` is where the third tag starts.
+#[inline(always)]
+fn vlan_too_deep(pkt: &Packet, mut off: usize, mut ether_type: u16) -> Skip {
+    for _ in MAX_VLAN_TAGS..MAX_VLAN_TAGS_STEPPED {
+        if !is_vlan_tag(ether_type) {
+            break;
+        }
+        let Some(tag) = pkt.ptr_at::<VlanHdr>(off) else {
+            return Skip::VlanTooDeep;
+        };
+        ether_type = u16::from_be(unsafe { (*tag).ether_type });
+        off += size_of::<VlanHdr>();
+    }
+    let verdict = match ether_type {
+        ETH_P_IP => pkt.ptr_at::<Ipv4Hdr>(off).and_then(|ip| {
+            if unsafe { (*ip).version_ihl } >> 4 != 4 {
+                return None;
+            }
+            let [s0, s1, s2, s3] = unsafe { (*ip).src };
+            let [d0, d1, d2, d3] = unsafe { (*ip).dst };
+            let src = [s0, s1, s2, s3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            let dst = [d0, d1, d2, d3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            xdp_verdict::address_verdict(AF_INET, &src, &dst)
+        }),
+        ETH_P_IPV6 => pkt.ptr_at::<Ipv6Hdr>(off).and_then(|ip| {
+            if u32::from_be(unsafe { (*ip).version_tc_flow }) >> 28 != 6 {
+                return None;
+            }
+            xdp_verdict::address_verdict(AF_INET6, unsafe { &(*ip).src }, unsafe { &(*ip).dst })
+        }),
+        _ => None,
+    };
+    match verdict {
+        Some(why) => Skip::Drop(why),
+        None => Skip::VlanTooDeep,
+    }
+}
+
 #[inline(always)]
 fn min(a: usize, b: usize) -> usize {
     if a < b { a } else { b }
@@ -499,6 +552,8 @@ fn parse_ipv6(pkt: &Packet, off: usize) -> Result<L3, Skip> {
     let payload_end = l4_off + payload_len;
     let mut first_fragment = false;
 
+    // Up to MAX_IPV6_EXT_HEADERS headers are stepped over; the chain is too deep only when
+    // another extension header still follows the last of them.
     let mut walked = 0;
     while walked < MAX_IPV6_EXT_HEADERS {
         match next {
@@ -530,7 +585,7 @@ fn parse_ipv6(pkt: &Packet, off: usize) -> Result<L3, Skip> {
         }
         walked += 1;
     }
-    if walked == MAX_IPV6_EXT_HEADERS {
+    if walked == MAX_IPV6_EXT_HEADERS && is_ipv6_ext_header(next) {
         return Err(Skip::Ipv6ExtTooDeep);
     }
 

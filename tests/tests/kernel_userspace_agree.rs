@@ -365,6 +365,8 @@ fn kernel_outcome(ran: &Ran) -> Outcome {
         Outcome::NotDnsResponse
     } else if moved(Counter::Ipv6ExtTooDeep) {
         Outcome::Ipv6ExtTooDeep
+    } else if moved(Counter::VlanTooDeep) {
+        Outcome::VlanTooDeep
     } else {
         Outcome::NotOurs
     }

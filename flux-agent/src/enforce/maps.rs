@@ -1,6 +1,6 @@
 //! The blocklists and allowlists in the pinned maps. This is where a map is written: the CLI
 //! (`blocklist`, `allowlist`) and the running agent's enforcer both come through here, and the
-//! kernel reads the same maps (`flux-ebpf/src/enforce.rs`).
+//! kernel reads the same maps (`flux-ebpf/src/xdp_verdict.rs`).
 //!
 //! Every value is checked before any map is touched, so bad input leaves the maps as they were.
 

@@ -445,12 +445,12 @@ fn vlan_tags() {
     let d = decode(1, &qinq).unwrap().unwrap();
     assert_eq!(d.vlan, vec![100, 200]); // priority bits dropped
     assert_eq!(&d.payload[..], &msg[..]);
-    // A third tag is more than the kernel walks: not ours.
+    // A third tag is more than the kernel captures: counted, as the kernel counts it.
     let three = eth_tagged(
         &[(ETH_P_8021AD, 1), (ETH_P_8021Q, 2), (ETH_P_8021Q, 3)],
         &ip,
     );
-    assert_eq!(decode(1, &three), Ok(None));
+    assert_eq!(decode(1, &three), Err(FrameError::VlanTooDeep));
 }
 
 #[test]
@@ -483,12 +483,13 @@ fn ipv4_options_and_ipv6_extension_headers() {
         ip
     };
     let padn = [IPPROTO_UDP, 0, 1, 4, 0, 0, 0, 0];
-    for n in 0..MAX_IPV6_EXT_HEADERS {
+    // Up to the limit inclusive: walked; one more: too deep.
+    for n in 0..=MAX_IPV6_EXT_HEADERS {
         let d = decode(101, &v6_ext(n, &padn)).unwrap().unwrap();
         assert_eq!(&d.payload[..], &msg[..], "{n} extension headers");
     }
     assert_eq!(
-        decode(101, &v6_ext(MAX_IPV6_EXT_HEADERS, &padn)),
+        decode(101, &v6_ext(MAX_IPV6_EXT_HEADERS + 1, &padn)),
         Err(FrameError::Ipv6ExtTooDeep)
     );
     // A Fragment header: first fragment (M=1, offset 0) and a later one.

@@ -24,9 +24,9 @@ use std::{
 
 use bytes::Bytes;
 use flux_common::{
-    DNS_HEADER_LEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP,
-    IPV6_AH, IPV6_DEST_OPTS, IPV6_FRAGMENT, IPV6_HOP_BY_HOP, IPV6_MOBILITY, IPV6_ROUTING,
-    MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS, is_plausible_response,
+    DNS_HEADER_LEN, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_AH, IPV6_DEST_OPTS,
+    IPV6_FRAGMENT, IPV6_HOP_BY_HOP, IPV6_MOBILITY, IPV6_ROUTING, MAX_IPV6_EXT_HEADERS,
+    MAX_VLAN_TAGS, is_ipv6_ext_header, is_plausible_response, is_vlan_tag,
 };
 
 use super::{CapturedDns, FrameError};
@@ -120,13 +120,14 @@ pub(super) fn decode(
 ) -> Result<(), Skip> {
     let (mut ether_type, mut off, walk_vlans) = link_layer(link, frame, known_cut)?;
 
-    // Up to two tags, as the kernel walks them.
+    // Up to two tags, as the kernel walks them; a frame with more is never captured (the
+    // kernel may still drop it by its addresses, which a file reader has no blocklist for).
     let mut vlan_ids = [0u16; MAX_VLAN_TAGS];
     let mut vlan_count = 0;
-    while walk_vlans
-        && vlan_count < MAX_VLAN_TAGS
-        && matches!(ether_type, ETH_P_8021Q | ETH_P_8021AD)
-    {
+    while walk_vlans && is_vlan_tag(ether_type) {
+        if vlan_count == MAX_VLAN_TAGS {
+            return Err(FrameError::VlanTooDeep.into());
+        }
         if frame.len() < off + 4 {
             return Err(short(known_cut, "VLAN tag cut short"));
         }
@@ -437,7 +438,8 @@ fn ipv6(frame: &[u8], off: usize, known_cut: bool) -> Result<L3, Skip> {
         }
         walked += 1;
     }
-    if walked == MAX_IPV6_EXT_HEADERS {
+    // Too deep only when another extension header follows the last one walked.
+    if walked == MAX_IPV6_EXT_HEADERS && is_ipv6_ext_header(next) {
         return Err(FrameError::Ipv6ExtTooDeep.into());
     }
     let mut src = [0u8; 16];
