@@ -49,6 +49,12 @@ pub struct Scratch {
     /// Non-zero: the reply matched no recorded query (set by stage two before the name
     /// verdict, read back by the record writer).
     pub unsolicited: u64,
+    /// The name verdict's findings, kept here rather than in registers so that the label loop
+    /// carries no state the verifier would branch on: non-zero when a label is allowed ...
+    pub name_allowed: u64,
+    /// ... and when a live block covers the name, then `name_block_hash` is the deepest one's.
+    pub name_blocked: u64,
+    pub name_block_hash: u64,
     pub located: Located,
     /// The query a reply is matched to (`QUERIES` is looked up with a key in map memory: the
     /// 40 bytes do not fit next to the name walk on the BPF stack).

@@ -3,8 +3,9 @@
 //!
 //! Addresses: a blocked match (exact address first, then CIDR) is looked for; only then the
 //! allowed CIDRs, which win over any block. Names: the question name and every parent domain are
-//! looked up by the shared `flux_common::domain_hash`. Expired entries do not block; userspace
-//! sweeps them.
+//! looked up by the shared `flux_common::domain_hash`; a hit is counted on the deepest live
+//! block that covers the name (the entry that matched most precisely). Expired entries do not
+//! block, nor hide a live one behind them; userspace sweeps them.
 
 use core::{ffi::c_void, intrinsics::AtomicOrdering};
 
@@ -62,14 +63,27 @@ enum Match {
 /// derived from a shared reference (`HashMap::get`, `LpmTrie::get`) is undefined behaviour.
 #[inline(always)]
 fn judge(entry: *mut BlockEntry) -> Match {
-    // SAFETY: a map value pointer from a successful lookup, valid for this program run.
-    if !unsafe { (*entry).active(bpf_ktime_get_boot_ns()) } {
+    if !active(entry) {
         return Match::Expired;
     }
+    add_hit(entry);
+    Match::Blocked
+}
+
+/// Whether the entry blocks now (reads the clock).
+#[inline(always)]
+fn active(entry: *const BlockEntry) -> bool {
+    // SAFETY: a map value pointer from a successful lookup, valid for this program run.
+    unsafe { (*entry).active(bpf_ktime_get_boot_ns()) }
+}
+
+/// Counts one hit on the entry (see [`judge`] for where `entry` must come from).
+#[inline(always)]
+fn add_hit(entry: *mut BlockEntry) {
     // Hits are shared by every CPU: an atomic add (BPF_ATOMIC_ADD) on the map value.
+    // SAFETY: a writable map value pointer from a successful lookup.
     let hits = unsafe { core::ptr::addr_of_mut!((*entry).hits) };
     unsafe { core::intrinsics::atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(hits, 1) };
-    Match::Blocked
 }
 
 /// A writable pointer to the value of the longest prefix matching `key`. aya-ebpf 0.2.1's
@@ -90,6 +104,9 @@ fn lpm_get_ptr_mut<K, V>(trie: &LpmTrie<K, V>, key: &Key<K>) -> Option<*mut V> {
 
 /// One address family's lookup: exact entry, then CIDR, then (only for a live block) the
 /// allowed CIDRs. `N` is the address length in bytes; a host route is `N * 8` bits.
+///
+/// An expired exact entry does not end the lookup: a live CIDR over the same address still
+/// blocks it (the sweep may be up to a minute away). `Expired` only when nothing live matched.
 #[inline(always)]
 fn check_family<const N: usize>(
     exact: &HashMap<[u8; N], BlockEntry>,
@@ -98,10 +115,13 @@ fn check_family<const N: usize>(
     addr: [u8; N],
 ) -> Match {
     let host = Key::new((N * 8) as u32, addr);
-    let found = if let Some(e) = exact.get_ptr_mut(addr) {
-        judge(e)
+    let exact_match = exact.get_ptr_mut(addr).map(judge);
+    let found = if let Some(Match::Blocked) = exact_match {
+        Match::Blocked
     } else if let Some(e) = lpm_get_ptr_mut(cidrs, &host) {
         judge(e)
+    } else if let Some(m) = exact_match {
+        m
     } else {
         return Match::None;
     };
@@ -268,11 +288,29 @@ pub fn full_hash(scratch: *mut Scratch) -> u64 {
 /// start at a label are the domains to look up. Each step's index comes from the opaque length,
 /// masked, so the access bound is plain to the verifier; the loop stops after `name_len` steps.
 /// The root is never looked up.
+///
+/// Every label is looked up in both lists (no early exit), so that:
+/// - an allowed name or parent wins over any block, deeper or shallower, and is counted
+///   `allowed_over_block` whenever a live block was there to win over;
+/// - the hit goes to the deepest live block (`www.flux.test` over `flux.test` for a question
+///   `www.flux.test`): the entry an operator looks at for that name. Only a name with no block
+///   of its own counts on the parent that covers it.
+///
+/// What the loop finds is written to scratch (`Scratch::name_*`), not kept in registers.
 #[inline(always)]
 pub fn name_verdict() -> NameVerdict {
     let Some(scratch) = scratch() else {
         return NameVerdict::Unchecked;
     };
+    let allowed = unsafe { core::ptr::addr_of_mut!((*scratch).name_allowed) };
+    let blocked = unsafe { core::ptr::addr_of_mut!((*scratch).name_blocked) };
+    let block_hash = unsafe { core::ptr::addr_of_mut!((*scratch).name_block_hash) };
+    // SAFETY: this CPU's scratch; volatile so that LLVM keeps the findings in map memory.
+    unsafe {
+        core::ptr::write_volatile(allowed, 0);
+        core::ptr::write_volatile(blocked, 0);
+        core::ptr::write_volatile(block_hash, 0);
+    }
     let sc = unsafe { &*scratch };
     let name_len = opaque(sc.name_len as usize);
     if name_len == 0 || name_len > MAX_NAME_WIRE {
@@ -280,8 +318,6 @@ pub fn name_verdict() -> NameVerdict {
     }
     let starts = sc.label_starts;
     let mut h = NAME_HASH_INIT;
-    let mut blocked = false;
-    let mut allowed = false;
     for k in 0..MAX_NAME_WIRE {
         if k >= name_len {
             break;
@@ -295,31 +331,39 @@ pub fn name_verdict() -> NameVerdict {
         if !label_start || b == 0 {
             continue;
         }
-        // An allowed name or parent wins over any block, deeper or shallower.
         if ALLOWED_DOMAINS.get_ptr(h).is_some() {
-            allowed = true;
-            break;
+            unsafe { core::ptr::write_volatile(allowed, 1) };
         }
-        if blocked {
-            continue;
-        }
-        if let Some(e) = BLOCKED_DOMAINS.get_ptr_mut(h) {
+        if let Some(e) = BLOCKED_DOMAINS.get_ptr(h) {
             // SAFETY: a map value from a successful lookup.
-            match judge(unsafe { core::ptr::addr_of_mut!((*e).entry) }) {
-                Match::Blocked => blocked = true,
-                Match::Expired => super::count(Counter::ExpiredBlock),
-                Match::None | Match::Allowed => {}
+            if active(unsafe { core::ptr::addr_of!((*e).entry) }) {
+                // Suffixes come shortest first: the last one written is the deepest.
+                unsafe {
+                    core::ptr::write_volatile(blocked, 1);
+                    core::ptr::write_volatile(block_hash, h);
+                }
+            } else {
+                super::count(Counter::ExpiredBlock);
             }
         }
     }
-    if allowed {
-        if blocked {
-            super::count(Counter::AllowedOverBlock);
-        }
-        NameVerdict::Pass
-    } else if blocked {
-        NameVerdict::Blocked
-    } else {
-        NameVerdict::Pass
+    let (allowed, blocked, block_hash) = unsafe {
+        (
+            core::ptr::read_volatile(allowed),
+            core::ptr::read_volatile(blocked),
+            core::ptr::read_volatile(block_hash),
+        )
+    };
+    if blocked == 0 {
+        return NameVerdict::Pass;
     }
+    if allowed != 0 {
+        super::count(Counter::AllowedOverBlock);
+        return NameVerdict::Pass;
+    }
+    if let Some(e) = BLOCKED_DOMAINS.get_ptr_mut(block_hash) {
+        // SAFETY: a writable map value from a successful lookup.
+        add_hit(unsafe { core::ptr::addr_of_mut!((*e).entry) });
+    }
+    NameVerdict::Blocked
 }
