@@ -311,12 +311,19 @@ pub fn name_verdict() -> NameVerdict {
         core::ptr::write_volatile(blocked, 0);
         core::ptr::write_volatile(block_hash, 0);
     }
-    let sc = unsafe { &*scratch };
-    let name_len = opaque(sc.name_len as usize);
+    // Only the name's fields are borrowed: the findings above are written through raw
+    // pointers while these live, so no reference may cover them.
+    let (name_len, starts, bytes) = unsafe {
+        (
+            (*scratch).name_len,
+            (*scratch).label_starts,
+            &*core::ptr::addr_of!((*scratch).bytes),
+        )
+    };
+    let name_len = opaque(name_len as usize);
     if name_len == 0 || name_len > MAX_NAME_WIRE {
         return NameVerdict::Unchecked;
     }
-    let starts = sc.label_starts;
     let mut h = NAME_HASH_INIT;
     for k in 0..MAX_NAME_WIRE {
         if k >= name_len {
@@ -324,7 +331,7 @@ pub fn name_verdict() -> NameVerdict {
         }
         let i = opaque(name_len - 1 - k) & 0xff;
         let label_start = starts.get(i >> 6).is_some_and(|w| (w >> (i & 63)) & 1 == 1);
-        let Some(&b) = sc.bytes.get(i) else {
+        let Some(&b) = bytes.get(i) else {
             break;
         };
         h = name_hash_step(h, b);
