@@ -742,3 +742,56 @@ fn egress_drops_what_leaves_for_blocked_addresses() {
     assert!(out.contains("tc_link_a0"), "{out}");
     assert_eq!(delivered(&link.client, &blocked_v4), 3, "after unload");
 }
+
+/// A CIDR map with room for 6 more: `blocklist add` of 10 writes 6, and says exactly that and
+/// which target it stopped at; the last 4 are not in the map. The real map, filled to its real
+/// capacity (`MAX_BLOCKED_CIDRS`): the program has no smaller size to test with.
+#[test]
+fn a_full_cidr_map_reports_what_was_written() {
+    if !privileged() {
+        return;
+    }
+    const ROOM: u32 = 6;
+    let h = xdp_harness::Harness::new(&[53]);
+    let mut maps = h.maps();
+    let spec = flux_agent::enforce::maps::Spec::manual(None, "fill");
+    // 0.0.0.0/24 .. : nowhere near this host's addresses, resolvers or gateways.
+    for i in 0..flux_common::MAX_BLOCKED_CIDRS - ROOM {
+        let t =
+            flux_agent::enforce::maps::Target::Cidr(std::net::Ipv4Addr::from(i << 8).into(), 24);
+        maps.block(&t, &spec).expect("room left");
+    }
+    let targets: Vec<String> = (0..10).map(|i| format!("198.18.{i}.0/24")).collect();
+    let pin = h.loaded.pin_dir.to_str().expect("utf-8").to_owned();
+    let mut args = vec!["blocklist", "add", "--pin-dir", &pin];
+    for t in &targets {
+        args.extend(["--cidr", t]);
+    }
+    let o = agent_cli(None, &args);
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(!o.status.success(), "a partial write is a failure: {out}");
+    assert!(!err.contains("nothing was added"), "{err}");
+    assert!(
+        err.contains("6 of the 10 targets were added")
+            && err.contains("cannot block 198.18.6.0/24"),
+        "says how many were written and where it stopped: {err}"
+    );
+    assert!(err.contains("is full"), "{err}");
+    for (i, t) in targets.iter().enumerate() {
+        let written = i < ROOM as usize;
+        assert_eq!(
+            out.contains(&format!("blocked cidr {t}\n")),
+            written,
+            "{t}: {out}"
+        );
+        let target = flux_agent::enforce::maps::Target::cidr(t).unwrap();
+        assert_eq!(
+            maps.get(&target).unwrap().is_some(),
+            written,
+            "{t} in the map"
+        );
+    }
+}
