@@ -55,29 +55,19 @@ enum Match {
     Allowed,
 }
 
-/// Counts a hit on an entry that blocks now, or says it expired. The clock is read only here,
-/// on a hit: the common miss pays for no helper call.
-///
-/// `entry` must come from a lookup that handed out a writable pointer (`get_ptr_mut`, or
-/// [`lpm_get_ptr_mut`]): the hit counter is written through it, and writing through a pointer
-/// derived from a shared reference (`HashMap::get`, `LpmTrie::get`) is undefined behaviour.
-#[inline(always)]
-fn judge(entry: *mut BlockEntry) -> Match {
-    if !active(entry) {
-        return Match::Expired;
-    }
-    add_hit(entry);
-    Match::Blocked
-}
-
-/// Whether the entry blocks now (reads the clock).
+/// Whether the entry blocks now. The clock is read only here, on a hit: the common miss pays
+/// for no helper call.
 #[inline(always)]
 fn active(entry: *const BlockEntry) -> bool {
     // SAFETY: a map value pointer from a successful lookup, valid for this program run.
     unsafe { (*entry).active(bpf_ktime_get_boot_ns()) }
 }
 
-/// Counts one hit on the entry (see [`judge`] for where `entry` must come from).
+/// Counts one hit on an entry that blocked a packet (not one an allowlist overrode).
+///
+/// `entry` must come from a lookup that handed out a writable pointer (`get_ptr_mut`, or
+/// [`lpm_get_ptr_mut`]): the hit counter is written through it, and writing through a pointer
+/// derived from a shared reference (`HashMap::get`, `LpmTrie::get`) is undefined behaviour.
 #[inline(always)]
 fn add_hit(entry: *mut BlockEntry) {
     // Hits are shared by every CPU: an atomic add (BPF_ATOMIC_ADD) on the map value.
@@ -103,7 +93,8 @@ fn lpm_get_ptr_mut<K, V>(trie: &LpmTrie<K, V>, key: &Key<K>) -> Option<*mut V> {
 }
 
 /// One address family's lookup: exact entry, then CIDR, then (only for a live block) the
-/// allowed CIDRs. `N` is the address length in bytes; a host route is `N * 8` bits.
+/// allowed CIDRs. `N` is the address length in bytes; a host route is `N * 8` bits. The hit is
+/// counted on the live entry only when it blocks (not when an allowed CIDR wins).
 ///
 /// An expired exact entry does not end the lookup: a live CIDR over the same address still
 /// blocks it (the sweep may be up to a minute away). `Expired` only when nothing live matched.
@@ -115,20 +106,21 @@ fn check_family<const N: usize>(
     addr: [u8; N],
 ) -> Match {
     let host = Key::new((N * 8) as u32, addr);
-    let exact_match = exact.get_ptr_mut(addr).map(judge);
-    let found = if let Some(Match::Blocked) = exact_match {
-        Match::Blocked
-    } else if let Some(e) = lpm_get_ptr_mut(cidrs, &host) {
-        judge(e)
-    } else if let Some(m) = exact_match {
-        m
-    } else {
-        return Match::None;
+    let exact_entry = exact.get_ptr_mut(addr);
+    let live = match exact_entry {
+        Some(e) if active(e) => e,
+        _ => match lpm_get_ptr_mut(cidrs, &host) {
+            Some(e) if active(e) => e,
+            Some(_) => return Match::Expired,
+            None if exact_entry.is_some() => return Match::Expired,
+            None => return Match::None,
+        },
     };
-    if matches!(found, Match::Blocked) && allowed.get(&host).is_some() {
+    if allowed.get(&host).is_some() {
         return Match::Allowed;
     }
-    found
+    add_hit(live);
+    Match::Blocked
 }
 
 #[inline(always)]
@@ -369,7 +361,7 @@ pub fn name_verdict() -> NameVerdict {
         return NameVerdict::Pass;
     }
     if let Some(e) = BLOCKED_DOMAINS.get_ptr_mut(block_hash) {
-        // SAFETY: a writable map value from a successful lookup.
+        // SAFETY: a writable map value from a successful lookup (see [`add_hit`]).
         add_hit(unsafe { core::ptr::addr_of_mut!((*e).entry) });
     }
     NameVerdict::Blocked

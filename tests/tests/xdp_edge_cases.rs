@@ -13,8 +13,8 @@ use flux_agent::{
     kernel::loader::LoadOptions,
 };
 use flux_common::{
-    BlockEntry, Counter, EVENT_FLAG_BLOCKED, EVENT_FLAG_IP_FRAGMENT, MAP_BLOCKED_CIDR_V4,
-    MAP_BLOCKED_CIDR_V6, MAP_BLOCKED_V4, MAP_BLOCKED_V6, MAX_IPV6_EXT_HEADERS,
+    BlockEntry, Counter, EVENT_FLAG_BLOCKED, EVENT_FLAG_IP_FRAGMENT, MAP_ALLOWED_CIDR_V4,
+    MAP_BLOCKED_CIDR_V4, MAP_BLOCKED_CIDR_V6, MAP_BLOCKED_V4, MAP_BLOCKED_V6, MAX_IPV6_EXT_HEADERS,
     MAX_VLAN_TAGS_STEPPED, SOURCE_MANUAL,
 };
 use flux_tests::{
@@ -298,7 +298,7 @@ fn a_domain_hit_counts_on_the_deepest_block_that_matched() {
 }
 
 #[test]
-fn a_name_allowed_over_its_block_is_counted() {
+fn a_block_an_allowlist_overrides_is_counted_not_hit() {
     if !privileged() {
         return;
     }
@@ -349,4 +349,22 @@ fn a_name_allowed_over_its_block_is_counted() {
     .unwrap();
     std::thread::sleep(Duration::from_millis(1));
     assert!(!allowed_over("allowed over an expired block"));
+
+    // An address: counted, and no hit on the block the allowlist overrode.
+    let from = [192, 0, 2, 99];
+    h.blocked::<[u8; 4]>(MAP_BLOCKED_V4)
+        .insert(from, entry(0), 0)
+        .unwrap();
+    h.trie::<[u8; 4], u32>(MAP_ALLOWED_CIDR_V4)
+        .insert(&Key::new(24, [192, 0, 2, 0]), 1, 0)
+        .unwrap();
+    let (verdict, delta, _) = h.run(&udp4_between(from, 53, DST4, 40000, &dns_query()));
+    assert_eq!(verdict, XDP_PASS);
+    assert!(delta.contains(&(Counter::AllowedOverBlock, 1)), "{delta:?}");
+    let hits = h
+        .blocked::<[u8; 4]>(MAP_BLOCKED_V4)
+        .get(&from, 0)
+        .unwrap()
+        .hits;
+    assert_eq!(hits, 0, "the allowlist won: no hit on the block");
 }
