@@ -37,7 +37,8 @@ use log::info;
 
 use crate::{EBPF_OBJECT, kernel::interfaces::Interface};
 pub use pin_folder::{TC_LINK_PREFIX, XDP_LINK_PREFIX, lock_pin_dir, tc_link_pin, xdp_link_pin};
-use pin_folder::{prepare_pin_dir, remove_map_pins};
+pub use pin_folder::BPFFS_ROOT;
+use pin_folder::{prepare_pin_dir, remove_created_dirs, remove_map_pins};
 pub use preflight::{caps_sufficient, check_egress_kernel, check_kernel_version, preflight};
 use preflight::{classify_load_error, errno_in};
 pub use unloading::{UnloadError, Unloaded, unload};
@@ -77,6 +78,17 @@ pub enum LoadError {
          rerun with --force to replace it"
     )]
     XdpBusy { iface: String, prog_id: u32 },
+    #[error(
+        "interface {iface} already has {PROG_XDP} (program id {prog_id}) attached by another \
+         flux-agent instance{}; stop that one (or `flux-agent unload --pin-dir` its folder), or \
+         run with its --pin-dir",
+        .pin_dir.as_ref().map(|d| format!(" with pin folder {}", d.display())).unwrap_or_default()
+    )]
+    OtherAgent {
+        iface: String,
+        prog_id: u32,
+        pin_dir: Option<PathBuf>,
+    },
     #[error(
         "another flux-agent is already running with pin folder {0}; stop it first, or give this \
          one its own --pin-dir"
@@ -229,6 +241,8 @@ pub struct Loaded {
     egress: bool,
     /// No map pins existed before this load: a failed start removes them again.
     fresh_pins: bool,
+    /// The folders this load created (the pin folder, missing parents), deepest first.
+    created_dirs: Vec<PathBuf>,
     _lock: File,
 }
 
@@ -278,7 +292,25 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         QueryMatch::Mark => MATCH_MARK,
         QueryMatch::Drop => MATCH_DROP,
     };
-    prepare_pin_dir(&opts.pin_dir)?;
+    let created_dirs = prepare_pin_dir(&opts.pin_dir)?;
+    let fresh_pins = !opts.pin_dir.join(MAP_COUNTERS).exists();
+    load_into(opts, &config, egress, fresh_pins, created_dirs.clone()).inspect_err(|_| {
+        // Nothing of this run survives a failed load: maps it pinned, folders it created.
+        if fresh_pins {
+            remove_map_pins(&opts.pin_dir);
+        }
+        remove_created_dirs(&created_dirs);
+    })
+}
+
+/// [`load`] once the pin folder exists: lock it, check its pins, load the programs.
+fn load_into(
+    opts: &LoadOptions,
+    config: &Config,
+    egress: bool,
+    fresh_pins: bool,
+    created_dirs: Vec<PathBuf>,
+) -> Result<Loaded, LoadError> {
     let lock = lock_pin_dir(&opts.pin_dir)
         .map_err(|e| LoadError::PinDir {
             path: opts.pin_dir.clone(),
@@ -286,12 +318,11 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         })?
         .ok_or_else(|| LoadError::AlreadyRunning(opts.pin_dir.clone()))?;
     crate::kernel::pins::check_folder(&opts.pin_dir)?;
-    let fresh_pins = !opts.pin_dir.join(MAP_COUNTERS).exists();
 
     let mut loader = EbpfLoader::new();
     loader
         .default_map_pin_directory(&opts.pin_dir)
-        .override_global(GLOBAL_CONFIG, &config, true);
+        .override_global(GLOBAL_CONFIG, config, true);
     if let Some(bytes) = opts.ring_buf_bytes {
         loader.map_max_entries(MAP_EVENTS, bytes);
     }
@@ -329,6 +360,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         attachments: Vec::new(),
         egress,
         fresh_pins,
+        created_dirs,
         _lock: lock,
     })
 }
