@@ -36,8 +36,8 @@ use flux_common::{
 use log::info;
 
 use crate::{EBPF_OBJECT, kernel::interfaces::Interface};
-pub use pin_folder::{TC_LINK_PREFIX, XDP_LINK_PREFIX, lock_pin_dir, tc_link_pin, xdp_link_pin};
 pub use pin_folder::BPFFS_ROOT;
+pub use pin_folder::{TC_LINK_PREFIX, XDP_LINK_PREFIX, lock_pin_dir, tc_link_pin, xdp_link_pin};
 use pin_folder::{prepare_pin_dir, remove_created_dirs, remove_map_pins};
 pub use preflight::{caps_sufficient, check_egress_kernel, check_kernel_version, preflight};
 use preflight::{classify_load_error, errno_in};

@@ -183,9 +183,10 @@ mod tests {
     #[test]
     fn names_are_compared_as_the_kernel_keeps_them() {
         let mut in_use = InUse::default();
-        in_use
-            .by_name
-            .insert("BLOCKED_CIDR_V4".chars().take(BPF_NAME_CHARS).collect(), (7, 1));
+        in_use.by_name.insert(
+            "BLOCKED_CIDR_V4".chars().take(BPF_NAME_CHARS).collect(),
+            (7, 1),
+        );
         assert!(in_use.by_name.contains_key("BLOCKED_CIDR_V4"));
         let r = Replaced {
             pin: PathBuf::from("/sys/fs/bpf/x/BLOCKED_V4"),
@@ -195,7 +196,12 @@ mod tests {
             used_id: 9,
         };
         let msg = r.to_string();
-        for needle in ["/sys/fs/bpf/x/BLOCKED_V4", "map id 12", "program 3", "map id 9"] {
+        for needle in [
+            "/sys/fs/bpf/x/BLOCKED_V4",
+            "map id 12",
+            "program 3",
+            "map id 9",
+        ] {
             assert!(msg.contains(needle), "{msg}");
         }
     }

@@ -17,8 +17,8 @@ use flux_common::{PROG_EGRESS, PROG_XDP};
 use log::{info, warn};
 
 use super::{
-    AttachMode, BPFFS_ROOT, Attachment, Hook, LoadError, Loaded, errno_in, remove_created_dirs, remove_map_pins, tc_link_pin,
-    xdp_link_pin,
+    AttachMode, Attachment, BPFFS_ROOT, Hook, LoadError, Loaded, errno_in, remove_created_dirs,
+    remove_map_pins, tc_link_pin, xdp_link_pin,
 };
 use crate::kernel::{interfaces::Interface, xdp_owner};
 
