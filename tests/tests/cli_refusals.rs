@@ -66,7 +66,40 @@ fn run_ignoring_status(cmd: &mut Command) -> std::process::Output {
 }
 
 #[test]
-fn a_second_agent_is_named_and_a_failed_run_cleans_up() {
+fn a_second_agent_is_named_as_such() {
+    if !privileged() {
+        return;
+    }
+    let link = Link::new();
+    let first = PinDir::new();
+    let mut agent = Agent::start(&link.client, &first, &["--iface", "a0", "--no-db"]);
+    let second = PinDir::new();
+    let out = agent_cli(
+        Some(&link.client),
+        &[
+            "run",
+            "--iface",
+            "a0",
+            "--no-db",
+            "--pin-dir",
+            &second.arg(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "second agent attached: {err}");
+    assert!(err.contains("another flux-agent"), "{err}");
+    assert!(
+        err.contains(&first.arg()),
+        "first agent's folder named: {err}"
+    );
+    assert!(!err.contains("another tool"), "{err}");
+    assert!(agent.stop().success(), "{}", agent.log());
+}
+
+/// The attach of a second agent fails (the first one holds the interface): what it created
+/// goes, what existed stays.
+#[test]
+fn a_failed_run_removes_only_the_folders_it_created() {
     if !privileged() {
         return;
     }
@@ -74,7 +107,7 @@ fn a_second_agent_is_named_and_a_failed_run_cleans_up() {
     let first = PinDir::new();
     let mut agent = Agent::start(&link.client, &first, &["--iface", "a0", "--no-db"]);
 
-    // A second agent on the same interface, in a nested folder that does not exist yet.
+    // In a nested folder that does not exist yet: both levels go.
     let outer = bpffs_path("outer");
     let _outer = Cleanup(outer.clone());
     let nested = outer.join("inner");
@@ -89,14 +122,7 @@ fn a_second_agent_is_named_and_a_failed_run_cleans_up() {
             nested.to_str().expect("utf-8"),
         ],
     );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "second agent attached: {err}");
-    assert!(err.contains("another flux-agent"), "{err}");
-    assert!(
-        err.contains(&first.arg()),
-        "first agent's folder named: {err}"
-    );
-    assert!(!err.contains("another tool"), "{err}");
+    assert!(!out.status.success(), "second agent attached");
     assert!(!nested.exists(), "failed run left {}", nested.display());
     assert!(!outer.exists(), "failed run left {}", outer.display());
 
