@@ -79,9 +79,9 @@ pub enum LoadError {
     )]
     XdpBusy { iface: String, prog_id: u32 },
     #[error(
-        "interface {iface} already has {PROG_XDP} (program id {prog_id}) attached by another \
-         flux-agent instance{}; stop that one (or `flux-agent unload --pin-dir` its folder), or \
-         run with its --pin-dir",
+        "interface {iface} already has an XDP program ({PROG_XDP}, id {prog_id}) attached by \
+         another flux-agent instance{}; stop that one (and `flux-agent unload` its pin folder), \
+         run this one with its --pin-dir, or rerun with --force to replace it",
         .pin_dir.as_ref().map(|d| format!(" with pin folder {}", d.display())).unwrap_or_default()
     )]
     OtherAgent {
