@@ -30,15 +30,17 @@ use aya::{
     util::KernelVersion,
 };
 use flux_common::{
-    Config, DOMAIN_ACTION_DROP, DOMAIN_ACTION_NXDOMAIN, GLOBAL_CONFIG, MAP_COUNTERS, MAP_EVENTS,
-    MATCH_DROP, MATCH_MARK, MATCH_OFF, MAX_DNS_PORTS, PROG_EGRESS, PROG_XDP,
+    Config, DOMAIN_ACTION_DROP, DOMAIN_ACTION_NXDOMAIN, GLOBAL_CONFIG, MAP_EVENTS, MATCH_DROP,
+    MATCH_MARK, MATCH_OFF, MAX_DNS_PORTS, PROG_EGRESS, PROG_XDP,
 };
 use log::info;
 
 use crate::{EBPF_OBJECT, kernel::interfaces::Interface};
 pub use pin_folder::BPFFS_ROOT;
 pub use pin_folder::{TC_LINK_PREFIX, XDP_LINK_PREFIX, lock_pin_dir, tc_link_pin, xdp_link_pin};
-use pin_folder::{prepare_pin_dir, remove_created_dirs, remove_map_pins};
+use pin_folder::{
+    existing_map_pins, prepare_pin_dir, remove_created_dirs, remove_map_pins, remove_map_pins_but,
+};
 pub use preflight::{caps_sufficient, check_egress_kernel, check_kernel_version, preflight};
 use preflight::{classify_load_error, errno_in};
 pub use unloading::{UnloadError, Unloaded, unload};
@@ -239,8 +241,8 @@ pub struct Loaded {
     pub attachments: Vec<Attachment>,
     /// The TC egress program is loaded and goes on every interface XDP does.
     egress: bool,
-    /// No map pins existed before this load: a failed start removes them again.
-    fresh_pins: bool,
+    /// The map pins that existed before this load: a failed start removes every other one.
+    pins_before: Vec<String>,
     /// The folders this load created (the pin folder, missing parents), deepest first.
     created_dirs: Vec<PathBuf>,
     _lock: File,
@@ -293,12 +295,17 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         QueryMatch::Drop => MATCH_DROP,
     };
     let created_dirs = prepare_pin_dir(&opts.pin_dir)?;
-    let fresh_pins = !opts.pin_dir.join(MAP_COUNTERS).exists();
-    load_into(opts, &config, egress, fresh_pins, created_dirs.clone()).inspect_err(|_| {
+    let pins_before = existing_map_pins(&opts.pin_dir);
+    load_into(
+        opts,
+        &config,
+        egress,
+        pins_before.clone(),
+        created_dirs.clone(),
+    )
+    .inspect_err(|_| {
         // Nothing of this run survives a failed load: maps it pinned, folders it created.
-        if fresh_pins {
-            remove_map_pins(&opts.pin_dir);
-        }
+        remove_map_pins_but(&opts.pin_dir, &pins_before);
         remove_created_dirs(&created_dirs);
     })
 }
@@ -308,7 +315,7 @@ fn load_into(
     opts: &LoadOptions,
     config: &Config,
     egress: bool,
-    fresh_pins: bool,
+    pins_before: Vec<String>,
     created_dirs: Vec<PathBuf>,
 ) -> Result<Loaded, LoadError> {
     let lock = lock_pin_dir(&opts.pin_dir)
@@ -359,7 +366,7 @@ fn load_into(
         pin_dir: opts.pin_dir.clone(),
         attachments: Vec::new(),
         egress,
-        fresh_pins,
+        pins_before,
         created_dirs,
         _lock: lock,
     })

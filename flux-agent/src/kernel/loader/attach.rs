@@ -18,7 +18,7 @@ use log::{info, warn};
 
 use super::{
     AttachMode, Attachment, BPFFS_ROOT, Hook, LoadError, Loaded, errno_in, remove_created_dirs,
-    remove_map_pins, tc_link_pin, xdp_link_pin,
+    remove_map_pins, remove_map_pins_but, tc_link_pin, xdp_link_pin,
 };
 use crate::kernel::{interfaces::Interface, xdp_owner};
 
@@ -261,8 +261,7 @@ impl Loaded {
     }
 
     /// Undoes a start that failed half-way: the links this run pinned are removed (which
-    /// detaches them), and, when this run created the maps, their pins too, and the folders it
-    /// created. Links and maps an earlier run left enforcing stay, and so does a folder that
+    /// detaches them), the map pins this run created, and the folders it created. Links and maps an earlier run left enforcing stay, and so does a folder that
     /// existed before.
     pub fn rollback(&mut self) {
         for a in self.attachments.drain(..) {
@@ -275,9 +274,7 @@ impl Loaded {
                 warn!("could not remove pin {}: {e}", a.pin.display());
             }
         }
-        if self.fresh_pins {
-            remove_map_pins(&self.pin_dir);
-        }
+        remove_map_pins_but(&self.pin_dir, &self.pins_before);
         remove_created_dirs(&self.created_dirs);
     }
 }

@@ -133,7 +133,24 @@ pub fn lock_pin_dir(pin_dir: &Path) -> Result<Option<File>, io::Error> {
 
 /// Removes every map pin the object defines (nothing else).
 pub(super) fn remove_map_pins(pin_dir: &Path) {
+    remove_map_pins_but(pin_dir, &[]);
+}
+
+/// The names of the map pins that exist in `pin_dir` now.
+pub(super) fn existing_map_pins(pin_dir: &Path) -> Vec<String> {
+    crate::kernel::pins::names()
+        .into_iter()
+        .filter(|n| pin_dir.join(n).exists())
+        .collect()
+}
+
+/// Removes the map pins the object defines except those in `keep` (the ones that existed
+/// before a start: another run's, or a foreign pin that made this start fail).
+pub(super) fn remove_map_pins_but(pin_dir: &Path, keep: &[String]) {
     for name in crate::kernel::pins::names() {
+        if keep.contains(&name) {
+            continue;
+        }
         let path = pin_dir.join(name);
         if let Err(e) = std::fs::remove_file(&path)
             && e.kind() != io::ErrorKind::NotFound
