@@ -1,8 +1,12 @@
-//! `flux-agent stats`.
+//! `flux-agent stats`: the kernel counters, every interface's state (attached, absent, failed)
+//! and any pin that is not the attached program's map. Exit 1 when a pin was replaced.
 
 use std::process::ExitCode;
 
-use flux_agent::kernel::counters::{self, StatsError};
+use flux_agent::kernel::{
+    counters::{self, Stats, StatsError},
+    iface_states::State,
+};
 
 use super::PinArgs;
 
@@ -44,22 +48,59 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
             "loaded": true,
             "agent_running": s.agent_running,
             "pin_dir": s.pin_dir,
+            "interfaces": s.interfaces,
+            "replaced_pins": s.replaced,
             "counters": counters,
         });
         out!("{v}");
     } else {
-        out!(
-            "flux-agent counters ({}, agent {})",
-            s.pin_dir,
-            if s.agent_running {
-                "running"
-            } else {
-                "not running: pins left behind"
-            }
-        );
-        for (name, value) in &s.counters {
-            out!("  {name:<24} {value:>14}");
-        }
+        human(&s)?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if s.replaced.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn human(s: &Stats) -> anyhow::Result<()> {
+    let absent = s
+        .interfaces
+        .iter()
+        .filter(|i| i.state != State::Attached)
+        .count();
+    out!(
+        "flux-agent counters ({}, agent {}{})",
+        s.pin_dir,
+        if s.agent_running {
+            "running"
+        } else {
+            "not running: pins left behind"
+        },
+        if absent > 0 {
+            format!(", {absent} interface(s) not enforced")
+        } else {
+            String::new()
+        }
+    );
+    for i in &s.interfaces {
+        out!(
+            "  interface {:<16} {:<9} ifindex {:<6} since {}{}",
+            i.name,
+            i.state.as_str(),
+            i.ifindex.map_or_else(|| "-".to_owned(), |x| x.to_string()),
+            i.since.as_deref().unwrap_or("-"),
+            i.error
+                .as_deref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        );
+    }
+    for r in &s.replaced {
+        out!("  PIN REPLACED: {r}");
+    }
+    for (name, value) in &s.counters {
+        out!("  {name:<24} {value:>14}");
+    }
+    Ok(())
 }

@@ -1,4 +1,5 @@
-//! Reading the kernel counters from the pinned per-CPU map.
+//! Reading the kernel counters from the pinned per-CPU map, and whether the pins are the
+//! attached program's maps.
 
 use std::path::Path;
 
@@ -6,7 +7,12 @@ use aya::maps::{Map, MapData, PerCpuArray};
 use flux_common::{Counter, MAP_COUNTERS};
 use serde::Serialize;
 
-use crate::kernel::loader::lock_pin_dir;
+use crate::kernel::{
+    iface_states::{self, IfaceState},
+    loader::lock_pin_dir,
+    map_identity::{self, Replaced},
+    pins::pin_exists,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatsError {
@@ -16,6 +22,8 @@ pub enum StatsError {
     NotLoaded(String),
     #[error("cannot read pinned counters at {path}: {reason}")]
     Read { path: String, reason: String },
+    #[error(transparent)]
+    Pin(#[from] crate::kernel::pins::PinError),
 }
 
 #[derive(Debug, Serialize)]
@@ -25,12 +33,17 @@ pub struct Stats {
     pub agent_running: bool,
     /// Counter name to the sum over CPUs, in [`Counter::ALL`] order.
     pub counters: Vec<(&'static str, u64)>,
+    /// Pins that are not the maps the attached program uses (`map_identity`).
+    pub replaced: Vec<Replaced>,
+    /// Every interface and whether it is attached: the running agent's view, else what the
+    /// link pins say (without `since`).
+    pub interfaces: Vec<IfaceState>,
 }
 
 /// Sums every counter over all CPUs.
 pub fn read(pin_dir: &Path) -> Result<Stats, StatsError> {
     let path = pin_dir.join(MAP_COUNTERS);
-    if !path.exists() {
+    if !pin_exists(&path)? {
         return Err(StatsError::NotLoaded(pin_dir.display().to_string()));
     }
     let err = |reason: String| StatsError::Read {
@@ -47,10 +60,16 @@ pub fn read(pin_dir: &Path) -> Result<Stats, StatsError> {
     }
     // If we can take the lock, nobody holds it.
     let agent_running = matches!(lock_pin_dir(pin_dir), Ok(None));
+    let interfaces = agent_running
+        .then(|| iface_states::read_state_file(pin_dir))
+        .flatten()
+        .unwrap_or_else(|| iface_states::from_link_pins(pin_dir));
     Ok(Stats {
+        interfaces,
         pin_dir: pin_dir.display().to_string(),
         agent_running,
         counters,
+        replaced: map_identity::replaced(pin_dir)?,
     })
 }
 

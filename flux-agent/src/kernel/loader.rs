@@ -30,14 +30,17 @@ use aya::{
     util::KernelVersion,
 };
 use flux_common::{
-    Config, DOMAIN_ACTION_DROP, DOMAIN_ACTION_NXDOMAIN, GLOBAL_CONFIG, MAP_COUNTERS, MAP_EVENTS,
-    MATCH_DROP, MATCH_MARK, MATCH_OFF, MAX_DNS_PORTS, PROG_EGRESS, PROG_XDP,
+    Config, DOMAIN_ACTION_DROP, DOMAIN_ACTION_NXDOMAIN, GLOBAL_CONFIG, MAP_EVENTS, MATCH_DROP,
+    MATCH_MARK, MATCH_OFF, MAX_DNS_PORTS, PROG_EGRESS, PROG_XDP,
 };
 use log::info;
 
 use crate::{EBPF_OBJECT, kernel::interfaces::Interface};
+pub use pin_folder::BPFFS_ROOT;
 pub use pin_folder::{TC_LINK_PREFIX, XDP_LINK_PREFIX, lock_pin_dir, tc_link_pin, xdp_link_pin};
-use pin_folder::{prepare_pin_dir, remove_map_pins};
+use pin_folder::{
+    existing_map_pins, prepare_pin_dir, remove_created_dirs, remove_map_pins, remove_map_pins_but,
+};
 pub use preflight::{caps_sufficient, check_egress_kernel, check_kernel_version, preflight};
 use preflight::{classify_load_error, errno_in};
 pub use unloading::{UnloadError, Unloaded, unload};
@@ -77,6 +80,17 @@ pub enum LoadError {
          rerun with --force to replace it"
     )]
     XdpBusy { iface: String, prog_id: u32 },
+    #[error(
+        "interface {iface} already has an XDP program ({PROG_XDP}, id {prog_id}) attached by \
+         another flux-agent instance{}; stop that one (and `flux-agent unload` its pin folder), \
+         run this one with its --pin-dir, or rerun with --force to replace it",
+        .pin_dir.as_ref().map(|d| format!(" with pin folder {}", d.display())).unwrap_or_default()
+    )]
+    OtherAgent {
+        iface: String,
+        prog_id: u32,
+        pin_dir: Option<PathBuf>,
+    },
     #[error(
         "another flux-agent is already running with pin folder {0}; stop it first, or give this \
          one its own --pin-dir"
@@ -227,8 +241,10 @@ pub struct Loaded {
     pub attachments: Vec<Attachment>,
     /// The TC egress program is loaded and goes on every interface XDP does.
     egress: bool,
-    /// No map pins existed before this load: a failed start removes them again.
-    fresh_pins: bool,
+    /// The map pins that existed before this load: a failed start removes every other one.
+    pins_before: Vec<String>,
+    /// The folders this load created (the pin folder, missing parents), deepest first.
+    created_dirs: Vec<PathBuf>,
     _lock: File,
 }
 
@@ -278,7 +294,30 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         QueryMatch::Mark => MATCH_MARK,
         QueryMatch::Drop => MATCH_DROP,
     };
-    prepare_pin_dir(&opts.pin_dir)?;
+    let created_dirs = prepare_pin_dir(&opts.pin_dir)?;
+    let pins_before = existing_map_pins(&opts.pin_dir);
+    load_into(
+        opts,
+        &config,
+        egress,
+        pins_before.clone(),
+        created_dirs.clone(),
+    )
+    .inspect_err(|_| {
+        // Nothing of this run survives a failed load: maps it pinned, folders it created.
+        remove_map_pins_but(&opts.pin_dir, &pins_before);
+        remove_created_dirs(&created_dirs);
+    })
+}
+
+/// [`load`] once the pin folder exists: lock it, check its pins, load the programs.
+fn load_into(
+    opts: &LoadOptions,
+    config: &Config,
+    egress: bool,
+    pins_before: Vec<String>,
+    created_dirs: Vec<PathBuf>,
+) -> Result<Loaded, LoadError> {
     let lock = lock_pin_dir(&opts.pin_dir)
         .map_err(|e| LoadError::PinDir {
             path: opts.pin_dir.clone(),
@@ -286,12 +325,11 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         })?
         .ok_or_else(|| LoadError::AlreadyRunning(opts.pin_dir.clone()))?;
     crate::kernel::pins::check_folder(&opts.pin_dir)?;
-    let fresh_pins = !opts.pin_dir.join(MAP_COUNTERS).exists();
 
     let mut loader = EbpfLoader::new();
     loader
         .default_map_pin_directory(&opts.pin_dir)
-        .override_global(GLOBAL_CONFIG, &config, true);
+        .override_global(GLOBAL_CONFIG, config, true);
     if let Some(bytes) = opts.ring_buf_bytes {
         loader.map_max_entries(MAP_EVENTS, bytes);
     }
@@ -328,7 +366,8 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         pin_dir: opts.pin_dir.clone(),
         attachments: Vec::new(),
         egress,
-        fresh_pins,
+        pins_before,
+        created_dirs,
         _lock: lock,
     })
 }

@@ -40,6 +40,16 @@ pub enum PinError {
     NotLoaded(PathBuf),
     #[error("cannot open pin {path}: {reason}", path = .path.display())]
     Open { path: PathBuf, reason: String },
+    #[error(
+        "permission denied: {path} can only be read by root (or with CAP_BPF); try `sudo \
+         flux-agent ...`",
+        path = .0.display()
+    )]
+    PermissionDenied(PathBuf),
+    #[error(transparent)]
+    Replaced(#[from] crate::kernel::map_identity::Replaced),
+    #[error("cannot check which maps the attached program uses ({0}); refusing to use the pins")]
+    Identity(String),
     #[error("cannot read the eBPF object's map definitions: {0}")]
     Object(String),
 }
@@ -105,10 +115,34 @@ pub fn mismatch(exp: &Expected, data: &MapData) -> Option<String> {
     (!diffs.is_empty()).then(|| diffs.join(", "))
 }
 
-/// Opens the pinned map `name` in `pin_dir` and checks it against the object.
+/// Whether `path` exists. Unlike `Path::exists`, a folder we may not look into (bpffs is 0700)
+/// is "permission denied", never "nothing is loaded".
+pub fn pin_exists(path: &Path) -> Result<bool, PinError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            Err(PinError::PermissionDenied(path.to_owned()))
+        }
+        Err(e) => Err(PinError::Open {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Opens the pinned map `name` in `pin_dir` and checks it against the object, and against the
+/// map the attached program really uses ([`map_identity`](crate::kernel::map_identity)).
 pub fn open(pin_dir: &Path, name: &str) -> Result<MapData, PinError> {
+    let data = open_unchecked_identity(pin_dir, name)?;
+    crate::kernel::map_identity::check(pin_dir, name, &data)?;
+    Ok(data)
+}
+
+/// [`open`] without the identity check: the layout only.
+pub fn open_unchecked_identity(pin_dir: &Path, name: &str) -> Result<MapData, PinError> {
     let path = pin_dir.join(name);
-    if !path.exists() {
+    if !pin_exists(&path)? {
         return Err(PinError::NotLoaded(path));
     }
     let data = MapData::from_pin(&path).map_err(|e| match e {
@@ -116,10 +150,7 @@ pub fn open(pin_dir: &Path, name: &str) -> Result<MapData, PinError> {
             if s.io_error.raw_os_error() == Some(libc::EACCES)
                 || s.io_error.raw_os_error() == Some(libc::EPERM) =>
         {
-            PinError::Open {
-                path: path.clone(),
-                reason: "permission denied (run as root)".into(),
-            }
+            PinError::PermissionDenied(path.clone())
         }
         other => PinError::Foreign {
             path: path.clone(),
@@ -132,12 +163,15 @@ pub fn open(pin_dir: &Path, name: &str) -> Result<MapData, PinError> {
     Ok(data)
 }
 
-/// Checks every existing pin under one of our names before a load reuses it.
+/// Checks every existing pin under one of our names before a load reuses it: its layout, and
+/// that it is the map the program still attached from this folder uses.
 pub fn check_folder(pin_dir: &Path) -> Result<(), PinError> {
+    let in_use = crate::kernel::map_identity::InUse::of(pin_dir)?;
     for exp in expected()? {
         let path = pin_dir.join(&exp.name);
-        if path.exists() {
-            open(pin_dir, &exp.name)?;
+        if pin_exists(&path)? {
+            let data = open_unchecked_identity(pin_dir, &exp.name)?;
+            in_use.check(&path, &exp.name, &data)?;
         }
     }
     Ok(())

@@ -4,9 +4,17 @@
 //! another tool's program; but to say *which* program is in the way, and to remove it on request,
 //! we need the rtnetlink view of the device (legacy netlink attachments, as `ip link set xdp` and
 //! xdp-loader make them) and the BPF link list (for link-based attachments, which netlink cannot
-//! remove).
+//! remove), and whether a program in the way is another flux-agent's.
 
-use std::{io, mem::size_of, os::fd::RawFd};
+use std::{
+    io,
+    mem::size_of,
+    os::fd::RawFd,
+    path::{Path, PathBuf},
+};
+
+use aya::programs::links::{FdLink, PinnedLink};
+use flux_common::PROG_XDP;
 
 use netlink_packet_core::NLM_F_ACK;
 use netlink_packet_route::{
@@ -14,7 +22,7 @@ use netlink_packet_route::{
     link::{LinkAttribute, LinkMessage, LinkXdp, XdpAttached},
 };
 
-use crate::kernel::netlink_route;
+use crate::kernel::{loader::XDP_LINK_PREFIX, netlink_route};
 
 // XDP attach modes (include/uapi/linux/if_link.h); netlink-packet-route has no names for them.
 const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
@@ -71,6 +79,75 @@ pub fn netlink_set_xdp_fd(ifindex: u32, fd: RawFd, mode_flags: u32) -> io::Resul
     netlink_route::request(RouteNetlinkMessage::SetLink(msg), NLM_F_ACK).map(|_| ())
 }
 
+/// Whether XDP program `prog_id` is another flux-agent's (`flux_xdp`), and then the pin folder
+/// that holds its link, when one under bpffs does (`None` inside: a flux-agent that did not pin,
+/// such as a benchmark). `None` outside: someone else's program.
+pub fn other_flux_agent(prog_id: u32, bpffs: &Path) -> Option<Option<PathBuf>> {
+    let info = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == prog_id)?;
+    if info.name_as_str() != Some(PROG_XDP) {
+        return None;
+    }
+    Some(folder_linking(prog_id, bpffs, PIN_SEARCH_DEPTH))
+}
+
+/// How deep under bpffs pin folders are looked for (`/sys/fs/bpf/a/b` is depth 2): pin folders
+/// are one or two levels down in practice, and the walk stays short.
+const PIN_SEARCH_DEPTH: u32 = 3;
+
+/// The folder under `dir` (down to `depth` levels) holding an XDP link pin to `prog_id`.
+fn folder_linking(prog_id: u32, dir: &Path, depth: u32) -> Option<PathBuf> {
+    let mut subdirs = Vec::new();
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            subdirs.push(path);
+        } else if name.starts_with(XDP_LINK_PREFIX)
+            && let Ok(link) = PinnedLink::from_pin(&path)
+            && FdLink::from(link)
+                .info()
+                .is_ok_and(|i| i.program_id() == prog_id)
+        {
+            return Some(dir.to_owned());
+        }
+    }
+    if depth == 0 {
+        return None;
+    }
+    subdirs
+        .iter()
+        .find_map(|d| folder_linking(prog_id, d, depth - 1))
+}
+
+/// The interface index of the XDP link pinned at `path`: 0 once its interface is gone (the
+/// kernel keeps the link, detached). aya's `LinkInfo` has no accessor for it.
+pub fn xdp_link_ifindex(path: &Path) -> io::Result<u32> {
+    const BPF_OBJ_GET: libc::c_long = 7;
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::other("path contains a NUL byte"))?;
+    let mut a = [0u64; 16];
+    a[0] = c.as_ptr() as u64; // pathname
+    let fd = OwnedRaw(bpf(BPF_OBJ_GET, &mut a)? as RawFd);
+    let info = link_info(&fd)?;
+    if info[0] != BPF_LINK_TYPE_XDP {
+        return Err(io::Error::other("not an XDP link"));
+    }
+    Ok(info[4])
+}
+
+/// `struct bpf_link_info { u32 type, id, prog_id; union (8-aligned) { xdp: { u32 ifindex } } }`
+/// of the link `fd`, as u32 words.
+fn link_info(fd: &OwnedRaw) -> io::Result<[u32; 32]> {
+    let mut info = [0u32; 32];
+    let mut a = [0u64; 16];
+    a[0] = u64::from(fd.0 as u32) | ((size_of::<[u32; 32]>() as u64) << 32);
+    a[1] = info.as_mut_ptr() as u64;
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a)?;
+    Ok(info)
+}
+
 // The bpf(2) part stays hand-written: aya 0.14 (pinned) has no call to list every BPF link of
 // the system or to detach one by fd (`BPF_LINK_DETACH`), which `--force` and unload need.
 // bpf(2) commands and attribute layouts used below (include/uapi/linux/bpf.h).
@@ -123,14 +200,9 @@ fn xdp_links_on(ifindex: u32) -> io::Result<Vec<OwnedRaw>> {
             Ok(fd) => OwnedRaw(fd as RawFd),
             Err(_) => continue, // gone meanwhile
         };
-        // struct bpf_link_info { u32 type, id, prog_id; union (8-aligned) { xdp: { u32 ifindex } } }
-        let mut info = [0u32; 32];
-        let mut a = [0u64; 16];
-        a[0] = u64::from(fd.0 as u32) | ((size_of::<[u32; 32]>() as u64) << 32);
-        a[1] = info.as_mut_ptr() as u64;
-        if bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a).is_err() {
+        let Ok(info) = link_info(&fd) else {
             continue;
-        }
+        };
         if info[0] == BPF_LINK_TYPE_XDP && info[4] == ifindex {
             out.push(fd);
         }
@@ -158,7 +230,7 @@ pub fn detach_all(ifindex: u32) -> io::Result<()> {
 }
 
 /// Detaches the BPF link pinned at `path` now, whoever else holds it open (`BPF_LINK_DETACH`).
-pub fn detach_pinned_link(path: &std::path::Path) -> io::Result<()> {
+pub fn detach_pinned_link(path: &Path) -> io::Result<()> {
     const BPF_OBJ_GET: libc::c_long = 7;
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| io::Error::other("path contains a NUL byte"))?;

@@ -3,13 +3,16 @@
 //! Packet path: NIC -> `flux_xdp` (flux-ebpf) -> `EVENTS` ring buffer -> [`Capture`] ->
 //! [`Observation`] -> [`Pipeline`] (scorer, enforcer -> the blocklist maps the XDP program
 //! reads) -> the bus -> the events file and the log, each on its own thread.
+//!
+//! Interfaces come and go while it runs: link events ([`LinkWatch`]) and a periodic look keep
+//! [`IfaceStates`] in line, re-attaching to an interface that returns.
 
 use std::{collections::HashMap, future::Future, io::Write, path::PathBuf};
 
 pub use crate::pipeline::sinks::EventFormat;
 
 use anyhow::Context as _;
-use aya::maps::RingBuf;
+use aya::maps::{MapData, RingBuf};
 use flux_common::MAP_EVENTS;
 use log::{debug, info, warn};
 use tokio::io::{Interest, unix::AsyncFd};
@@ -17,7 +20,9 @@ use tokio::io::{Interest, unix::AsyncFd};
 use crate::{
     control,
     enforce::policy::{EnforceOptions, Enforcer},
+    kernel::iface_states::IfaceStates,
     kernel::interfaces::{Interface, default_route_interface},
+    kernel::link_watch::LinkWatch,
     kernel::loader::{self, AttachMode, Hook, LoadError, LoadOptions, Loaded},
     kernel::ring_records::Capture,
     pipeline::{
@@ -94,28 +99,28 @@ pub async fn run<W: Write + Send + 'static>(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<RunSummary> {
     let mut loaded = load_and_attach(&opts)?;
-
-    let ring = loaded
-        .ebpf
-        .take_map(MAP_EVENTS)
-        .context("EVENTS map missing from the object")?;
-    let ring = RingBuf::try_from(ring).context("EVENTS is not a ring buffer")?;
-    // SAFETY: RingBuf owns its map fd and keeps it open, unchanged, until it is dropped, which
-    // happens only through this AsyncFd.
-    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| anyhow::anyhow!("register ring buffer with tokio: {e}"))?;
-
-    let enforcer = match (&opts.enforce, &opts.scoring) {
-        (Some(e), Some(_)) => {
-            Some(Enforcer::new(&loaded.pin_dir, e.clone()).context("open the blocklist maps")?)
+    // A start that fails after attaching leaves nothing of its own behind either.
+    let (mut ring, enforcer, bus) = match setup(&mut loaded, &opts, sinks) {
+        Ok(s) => s,
+        Err(e) => {
+            loaded.rollback();
+            return Err(e);
         }
-        _ => None,
     };
     if opts.enforce.as_ref().is_some_and(|e| e.monitor) {
         info!("monitor mode: verdicts and would-be blocks are reported, nothing is enforced");
     }
-    let bus = subscribe(sinks)?;
     log_attachments(&loaded);
+    let mut ifaces = IfaceStates::new(&loaded, opts.mode, opts.force);
+    let mut links = LinkWatch::open()
+        .inspect_err(|e| {
+            warn!(
+                "cannot watch link events ({e}): a removed or returning interface is noticed \
+                 within {}s only",
+                TICK.as_secs()
+            )
+        })
+        .ok();
 
     let mut scorer = opts.scoring.as_ref().map(ScorerSetup::build);
     let mut src = RingSource {
@@ -129,7 +134,7 @@ pub async fn run<W: Write + Send + 'static>(
     let server =
         control::listen(&loaded.pin_dir).map(|l| tokio::spawn(control::serve(l, query_tx)));
     let mut last_resync = std::time::Instant::now();
-    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(10));
+    let mut ticker = tokio::time::interval(TICK);
     tokio::pin!(shutdown);
 
     loop {
@@ -138,7 +143,18 @@ pub async fn run<W: Write + Send + 'static>(
             Some(q) = queries.recv() => {
                 let _ = q.reply.send(p.answer(&q.request));
             }
-            _ = ticker.tick() => p.tick(),
+            changed = link_changed(&mut links) => {
+                if let Err(e) = changed {
+                    warn!("link events: {e}; watching every {}s instead", TICK.as_secs());
+                    links = None;
+                }
+                ifaces.reconcile(&mut loaded);
+            }
+            _ = ticker.tick() => {
+                p.tick();
+                // Also catches what a lost link event would have told.
+                ifaces.reconcile(&mut loaded);
+            }
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("wait on ring buffer")?;
                 let rb = guard.get_inner_mut();
@@ -178,6 +194,7 @@ pub async fn run<W: Write + Send + 'static>(
     if server.is_some() {
         let _ = std::fs::remove_file(control::socket_path(&pin_dir));
     }
+    ifaces.remove_file();
     drop(loaded);
     info!(
         "stopped; {} responses captured ({} unsolicited, not scored), {} parse errors. The \
@@ -188,6 +205,46 @@ pub async fn run<W: Write + Send + 'static>(
         pin_dir.display()
     );
     Ok(summary)
+}
+
+/// How often the pipeline ticks (block expiry, queued blocks) and the interfaces are looked at
+/// even without a link event.
+const TICK: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The ring buffer, the enforcer and the bus of a run that has loaded and attached.
+type Setup = (AsyncFd<RingBuf<MapData>>, Option<Enforcer>, Bus<'static>);
+
+/// Everything after attaching that can still fail the start.
+fn setup<W: Write + Send + 'static>(
+    loaded: &mut Loaded,
+    opts: &RunOptions,
+    sinks: Sinks<W>,
+) -> anyhow::Result<Setup> {
+    let ring = loaded
+        .ebpf
+        .take_map(MAP_EVENTS)
+        .context("EVENTS map missing from the object")?;
+    let ring = RingBuf::try_from(ring).context("EVENTS is not a ring buffer")?;
+    // SAFETY: RingBuf owns its map fd and keeps it open, unchanged, until it is dropped, which
+    // happens only through this AsyncFd.
+    let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("register ring buffer with tokio: {e}"))?;
+    let enforcer = match (&opts.enforce, &opts.scoring) {
+        (Some(e), Some(_)) => {
+            Some(Enforcer::new(&loaded.pin_dir, e.clone()).context("open the blocklist maps")?)
+        }
+        _ => None,
+    };
+    let bus = subscribe(sinks)?;
+    Ok((ring, enforcer, bus))
+}
+
+/// The next link event, or never without a watch.
+async fn link_changed(links: &mut Option<LinkWatch>) -> std::io::Result<()> {
+    match links {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Loads the programs and attaches them to every interface asked for; a failed attach detaches

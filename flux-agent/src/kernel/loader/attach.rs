@@ -17,8 +17,8 @@ use flux_common::{PROG_EGRESS, PROG_XDP};
 use log::{info, warn};
 
 use super::{
-    AttachMode, Attachment, Hook, LoadError, Loaded, errno_in, remove_map_pins, tc_link_pin,
-    xdp_link_pin,
+    AttachMode, Attachment, BPFFS_ROOT, Hook, LoadError, Loaded, errno_in, remove_created_dirs,
+    remove_map_pins, remove_map_pins_but, tc_link_pin, xdp_link_pin,
 };
 use crate::kernel::{interfaces::Interface, xdp_owner};
 
@@ -79,10 +79,7 @@ impl Loaded {
             .map_err(|e| LoadError::Ebpf(format!("query XDP state of {}: {e}", iface.name)))?
         {
             if !force {
-                return Err(LoadError::XdpBusy {
-                    iface: iface.name.clone(),
-                    prog_id: existing,
-                });
+                return Err(busy(iface, existing));
             }
             warn!(
                 "--force: detaching XDP program {existing} from {}",
@@ -105,13 +102,13 @@ impl Loaded {
                     Some(libc::EPERM) => LoadError::PermissionDenied,
                     // Someone attached between our check and the attach, or holds the hook in
                     // a way the check missed: that is "busy", never a reason to try skb mode.
-                    Some(libc::EBUSY) | Some(libc::EEXIST) => LoadError::XdpBusy {
-                        iface: iface.name.clone(),
-                        prog_id: xdp_owner::attached_prog_id(iface.index)
+                    Some(libc::EBUSY) | Some(libc::EEXIST) => busy(
+                        iface,
+                        xdp_owner::attached_prog_id(iface.index)
                             .ok()
                             .flatten()
                             .unwrap_or(0),
-                    },
+                    ),
                     _ => LoadError::Attach {
                         iface: iface.name.clone(),
                         mode: label,
@@ -124,7 +121,11 @@ impl Loaded {
             AttachMode::Skb => attach(prog, XdpMode::Skb, "skb")?,
             AttachMode::Auto => match attach(prog, XdpMode::Driver, "native") {
                 Ok(l) => l,
-                Err(e @ (LoadError::PermissionDenied | LoadError::XdpBusy { .. })) => {
+                Err(
+                    e @ (LoadError::PermissionDenied
+                    | LoadError::XdpBusy { .. }
+                    | LoadError::OtherAgent { .. }),
+                ) => {
                     return Err(e);
                 }
                 Err(e) => {
@@ -233,14 +234,35 @@ impl Loaded {
         });
     }
 
+    /// Forgets every attachment on the interface named `name` and removes its link pins: for an
+    /// interface that went away (its links are detached and useless) or whose attach failed
+    /// half-way. A later [`attach`](Self::attach) starts afresh.
+    pub fn detach_iface(&mut self, name: &str) {
+        let (gone, kept) = self
+            .attachments
+            .drain(..)
+            .partition(|a| a.iface.name == name);
+        self.attachments = kept;
+        let gone: Vec<Attachment> = gone;
+        for a in gone {
+            if let Err(e) = std::fs::remove_file(&a.pin)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                warn!("could not remove pin {}: {e}", a.pin.display());
+            }
+        }
+    }
+
     /// Removes the map pins (for tools that load without attaching, like the benchmark).
     pub fn unpin_maps(&self) {
         remove_map_pins(&self.pin_dir);
+        // Only succeeds when empty; other tools' pins are never touched.
+        let _ = std::fs::remove_dir(&self.pin_dir);
     }
 
     /// Undoes a start that failed half-way: the links this run pinned are removed (which
-    /// detaches them), and, when this run created the maps, their pins too. Links and maps an
-    /// earlier run left enforcing stay.
+    /// detaches them), the map pins this run created, and the folders it created. Links and maps an earlier run left enforcing stay, and so does a folder that
+    /// existed before.
     pub fn rollback(&mut self) {
         for a in self.attachments.drain(..) {
             if a.took_over {
@@ -252,9 +274,8 @@ impl Loaded {
                 warn!("could not remove pin {}: {e}", a.pin.display());
             }
         }
-        if self.fresh_pins {
-            remove_map_pins(&self.pin_dir);
-        }
+        remove_map_pins_but(&self.pin_dir, &self.pins_before);
+        remove_created_dirs(&self.created_dirs);
     }
 }
 
@@ -278,6 +299,22 @@ where
             what: format!("not {what}: {e}"),
         })
     })
+}
+
+/// The error for an XDP program already on `iface`: another flux-agent's (named by its pin
+/// folder when one holds its link), or another tool's.
+fn busy(iface: &Interface, prog_id: u32) -> LoadError {
+    match xdp_owner::other_flux_agent(prog_id, Path::new(BPFFS_ROOT)) {
+        Some(pin_dir) => LoadError::OtherAgent {
+            iface: iface.name.clone(),
+            prog_id,
+            pin_dir,
+        },
+        None => LoadError::XdpBusy {
+            iface: iface.name.clone(),
+            prog_id,
+        },
+    }
 }
 
 fn stale_pin(pin: &Path, why: &str) {

@@ -41,7 +41,7 @@ fn fs_type(path: &Path) -> io::Result<i64> {
 }
 
 /// The standard bpffs mount point.
-const BPFFS_ROOT: &str = "/sys/fs/bpf";
+pub const BPFFS_ROOT: &str = "/sys/fs/bpf";
 
 /// Mounts bpffs on /sys/fs/bpf when the pin folder lives there and nothing is mounted yet, as
 /// xdp-tools and bpftool do: many systems only mount it on first use.
@@ -76,23 +76,45 @@ fn ensure_bpffs_mounted(pin_dir: &Path) -> Result<(), LoadError> {
     Ok(())
 }
 
-/// Makes sure `pin_dir` is on a bpffs, creating the folder if needed.
-pub(super) fn prepare_pin_dir(pin_dir: &Path) -> Result<(), LoadError> {
+/// Makes sure `pin_dir` is on a bpffs, creating the folder if needed. Returns the folders it
+/// created (the pin folder and any missing parents), deepest first, so that a start that fails
+/// can remove them again ([`remove_created_dirs`]).
+pub(super) fn prepare_pin_dir(pin_dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
     let err = |reason: String| LoadError::PinDir {
         path: pin_dir.to_owned(),
         reason,
     };
     ensure_bpffs_mounted(pin_dir)?;
+    let created: Vec<PathBuf> = pin_dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .map(Path::to_owned)
+        .collect();
     std::fs::create_dir_all(pin_dir).map_err(|e| match e.raw_os_error() {
         Some(libc::EPERM) | Some(libc::EACCES) => LoadError::PermissionDenied,
         _ => err(format!("{e}; is bpffs mounted on /sys/fs/bpf?")),
     })?;
-    if fs_type(pin_dir).map_err(|e| err(e.to_string()))? != BPF_FS_MAGIC {
+    let on_bpffs = fs_type(pin_dir).map_err(|e| err(e.to_string()))? == BPF_FS_MAGIC;
+    if !on_bpffs {
+        remove_created_dirs(&created);
         return Err(err(
             "not on a bpf filesystem (mount one with `mount -t bpf bpf /sys/fs/bpf`)".into(),
         ));
     }
-    Ok(())
+    Ok(created)
+}
+
+/// Removes the folders a start created (deepest first), each only if it is empty: whatever
+/// someone else put there meanwhile stays, and so does every folder that existed before.
+pub(super) fn remove_created_dirs(created: &[PathBuf]) {
+    for dir in created {
+        if let Err(e) = std::fs::remove_dir(dir)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            warn!("could not remove {} this run created: {e}", dir.display());
+            return;
+        }
+    }
 }
 
 /// Takes an exclusive, non-blocking lock on the pin folder so two agents never share maps.
@@ -109,9 +131,26 @@ pub fn lock_pin_dir(pin_dir: &Path) -> Result<Option<File>, io::Error> {
     Ok(Some(f))
 }
 
-/// Removes every map pin the object defines (nothing else), then the folder if it is empty.
+/// Removes every map pin the object defines (nothing else).
 pub(super) fn remove_map_pins(pin_dir: &Path) {
+    remove_map_pins_but(pin_dir, &[]);
+}
+
+/// The names of the map pins that exist in `pin_dir` now.
+pub(super) fn existing_map_pins(pin_dir: &Path) -> Vec<String> {
+    crate::kernel::pins::names()
+        .into_iter()
+        .filter(|n| pin_dir.join(n).exists())
+        .collect()
+}
+
+/// Removes the map pins the object defines except those in `keep` (the ones that existed
+/// before a start: another run's, or a foreign pin that made this start fail).
+pub(super) fn remove_map_pins_but(pin_dir: &Path, keep: &[String]) {
     for name in crate::kernel::pins::names() {
+        if keep.contains(&name) {
+            continue;
+        }
         let path = pin_dir.join(name);
         if let Err(e) = std::fs::remove_file(&path)
             && e.kind() != io::ErrorKind::NotFound
@@ -119,6 +158,4 @@ pub(super) fn remove_map_pins(pin_dir: &Path) {
             warn!("could not remove pin {}: {e}", path.display());
         }
     }
-    // Only succeeds when empty; other tools' pins are never touched.
-    let _ = std::fs::remove_dir(pin_dir);
 }

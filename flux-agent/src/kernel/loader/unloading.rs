@@ -29,14 +29,18 @@ pub enum UnloadError {
         .0.display()
     )]
     Running(PathBuf),
+    #[error(transparent)]
+    Pin(crate::kernel::pins::PinError),
     #[error("cannot unload {}: {reason}", .path.display())]
     Io { path: PathBuf, reason: String },
 }
 
 /// `flux-agent unload`: detaches every pinned program link and removes the pins.
 pub fn unload(pin_dir: &Path) -> Result<Unloaded, UnloadError> {
-    if !pin_dir.exists() {
-        return Err(UnloadError::NotLoaded(pin_dir.to_owned()));
+    match crate::kernel::pins::pin_exists(pin_dir) {
+        Ok(true) => {}
+        Ok(false) => return Err(UnloadError::NotLoaded(pin_dir.to_owned())),
+        Err(e) => return Err(UnloadError::Pin(e)),
     }
     let io_err = |e: io::Error| UnloadError::Io {
         path: pin_dir.to_owned(),

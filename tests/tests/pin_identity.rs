@@ -1,0 +1,120 @@
+//! Pins are checked by identity (issue 14, item 7): a map pinned under one of our names must be
+//! the map the attached program uses. Here one pin of a running agent is replaced by a map of
+//! exactly the same layout (bpftool), as an attacker or a careless script could: `blocklist add`
+//! must refuse with a line naming the pin and both map ids, `stats` must report it, and a new
+//! `run` over that folder must refuse too. Before, `add` reported success while the kernel kept
+//! enforcing the old map.
+
+use std::process::{Command, Output};
+
+use flux_tests::*;
+use serde_json::Value;
+
+fn cli(pin: &PinDir, args: &[&str]) -> Output {
+    let mut a = args.to_vec();
+    a.extend(["--pin-dir", pin.0.to_str().expect("utf-8")]);
+    agent_cli(None, &a)
+}
+
+fn bpftool_json(args: &[&str]) -> Value {
+    let out = run(Command::new("bpftool").arg("-j").args(args));
+    serde_json::from_slice(&out.stdout).expect("bpftool -j output")
+}
+
+/// Replaces the pin `name` with a new map of the same type, sizes and flags; returns the
+/// (old, new) map ids.
+fn replace_pin(pin: &PinDir, name: &str) -> (u64, u64) {
+    let path = pin.0.join(name);
+    let path = path.to_str().expect("utf-8");
+    let old = bpftool_json(&["map", "show", "pinned", path]);
+    std::fs::remove_file(path).expect("remove the pin");
+    let s = |k: &str| old[k].to_string();
+    run(Command::new("bpftool").args([
+        "map",
+        "create",
+        path,
+        "type",
+        old["type"].as_str().expect("type"),
+        "key",
+        &s("bytes_key"),
+        "value",
+        &s("bytes_value"),
+        "entries",
+        &s("max_entries"),
+        "name",
+        name,
+        "flags",
+        &s("flags"),
+    ]));
+    let new = bpftool_json(&["map", "show", "pinned", path]);
+    (
+        old["id"].as_u64().expect("id"),
+        new["id"].as_u64().expect("id"),
+    )
+}
+
+#[test]
+fn a_replaced_pin_is_refused_and_reported() {
+    if !privileged() {
+        return;
+    }
+    let link = Link::new();
+    let pin = PinDir::new();
+    let mut agent = Agent::start(&link.client, &pin, &["--iface", "a0", "--no-db"]);
+    let ok = cli(&pin, &["blocklist", "add", "--ip", "10.77.0.20"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    let (old_id, new_id) = replace_pin(&pin, "BLOCKED_V4");
+    let pin_path = pin.0.join("BLOCKED_V4").display().to_string();
+
+    let add = cli(&pin, &["blocklist", "add", "--ip", "10.77.0.21"]);
+    let err = String::from_utf8_lossy(&add.stderr);
+    assert!(!add.status.success(), "add accepted a replaced pin: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "one clear line: {err}");
+    for needle in [
+        pin_path.as_str(),
+        &format!("map id {new_id}"),
+        &format!("map id {old_id}"),
+        "not the map the attached program uses",
+    ] {
+        assert!(err.contains(needle), "{needle:?} missing: {err}");
+    }
+    let list = cli(&pin, &["blocklist", "list"]);
+    assert!(!list.status.success(), "list read the replaced pin");
+
+    let stats = cli(&pin, &["stats", "--json"]);
+    assert!(
+        !stats.status.success(),
+        "stats exits non-zero on a replaced pin"
+    );
+    let v: Value = serde_json::from_slice(&stats.stdout).expect("stats --json");
+    let replaced = v["replaced_pins"].as_array().expect("replaced_pins");
+    assert_eq!(replaced.len(), 1, "{v}");
+    assert_eq!(replaced[0]["pin"], pin_path.as_str());
+    assert_eq!(replaced[0]["pinned_id"].as_u64(), Some(new_id));
+    assert_eq!(replaced[0]["used_id"].as_u64(), Some(old_id));
+    let human = cli(&pin, &["stats"]);
+    assert!(
+        String::from_utf8_lossy(&human.stdout).contains("PIN REPLACED"),
+        "{}",
+        String::from_utf8_lossy(&human.stdout)
+    );
+
+    // A restart over that folder refuses to reuse it.
+    assert!(agent.stop().success(), "{}", agent.log());
+    let again = agent_cli(
+        Some(&link.client),
+        &["run", "--iface", "a0", "--no-db", "--pin-dir", &pin.arg()],
+    );
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success(), "run reused a replaced pin: {err}");
+    assert!(
+        err.contains(&pin_path) && err.contains(&format!("map id {old_id}")),
+        "{err}"
+    );
+    let _ = cli(&pin, &["unload"]);
+}
