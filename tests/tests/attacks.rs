@@ -688,3 +688,48 @@ fn a_flux_name_capped_by_the_rate_limit_is_blocked_later() {
         "written before the budget came back"
     );
 }
+
+/// Item 6 (with item 3 of "What to build"): `blocklist add` refuses this host's resolvers
+/// without `--force`: those the running agent learnt (it is asked over the control socket),
+/// and those given with `--resolver`. The other guarded targets (0.0.0.0/0, ::/0, loopback,
+/// unspecified, broadcast, this host) are in `enforcement.rs`.
+///
+/// Fails on the code before: the CLI built its guard from /etc/resolv.conf alone, so the
+/// resolver the agent had just seen answering (10.77.0.2, in no resolv.conf) was blocked, and
+/// there was no `--resolver`.
+#[test]
+fn manual_blocks_refuse_the_resolvers() {
+    if !privileged() {
+        return;
+    }
+    let lab = Lab::new(&[], |_| {});
+    assert_eq!(lab.lookup("www.victim.lab"), "NOERROR");
+    lab.agent
+        .wait_event("the resolver's answer", |e| e["qname"] == "www.victim.lab");
+    let add = |args: &[&str]| {
+        let mut a = vec!["blocklist", "add"];
+        a.extend_from_slice(args);
+        let p = lab.pin.arg();
+        a.extend(["--pin-dir", &p]);
+        agent_cli(Some(&lab.link.client), &a)
+    };
+    for args in [
+        vec!["--ip", SERVER_V4],
+        vec!["--cidr", "10.77.0.2/31"],
+        vec!["--resolver", "192.0.2.53", "--ip", "192.0.2.53"],
+        vec!["--resolver", "192.0.2.53", "--cidr", "192.0.2.0/24"],
+    ] {
+        let o = add(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} accepted");
+        assert!(err.contains("a DNS resolver of this host"), "{args:?}: {err}");
+        assert!(err.contains("--force overrides"), "{args:?}: {err}");
+    }
+    assert!(blocks(&lab.pin).is_empty(), "nothing written");
+    // Not a resolver: accepted; --force overrides the guard.
+    let o = add(&["--ip", "192.0.2.53"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = add(&["--ip", SERVER_V4, "--force"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(blocks(&lab.pin).len(), 2);
+}

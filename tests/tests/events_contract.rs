@@ -245,3 +245,53 @@ fn silent_control_clients_stall_nothing() {
     assert!(agent.stop().success(), "{}", agent.log());
     let _ = agent_cli(None, &["unload", "--pin-dir", &pin.arg()]);
 }
+
+/// Issue 14, item 9 (event lines): the readable line of a reply the kernel sinkholed shows the
+/// NXDOMAIN the client got, with the server's answer beside it. Before, it showed only the
+/// server's answer (`NOERROR: A 192.0.2.10`), as if the block had not happened.
+#[test]
+fn the_readable_line_of_a_sinkholed_reply_shows_the_nxdomain_sent() {
+    if !privileged() {
+        return;
+    }
+    let link = Link::new();
+    let _dns = start_dnsmasq(&link.server, &[]);
+    let pin = PinDir::new();
+    let dir = TempDir::new();
+    let (stdout, stderr) = (dir.0.join("agent.stdout"), dir.0.join("agent.stderr"));
+    // Without --events the readable lines go to stdout.
+    let mut cmd = link.client.cmd(agent_bin().to_str().unwrap());
+    cmd.args(["run", "--pin-dir", &pin.arg(), "--iface", "a0", "--no-db"])
+        .arg("--no-auto-block")
+        .env("RUST_LOG", "info")
+        .stdout(fs::File::create(&stdout).unwrap())
+        .stderr(fs::File::create(&stderr).unwrap());
+    let proc = Proc::spawn("flux-agent", &mut cmd);
+    let deadline = Instant::now() + AGENT_START_WAIT;
+    while !slurp(&stderr).contains("capturing DNS responses") {
+        assert!(Instant::now() < deadline, "{}", slurp(&stderr));
+        thread::sleep(Duration::from_millis(50));
+    }
+    let o = agent_cli(
+        None,
+        &["blocklist", "add", "--domain", "flux.test", "--pin-dir", &pin.arg()],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = dig(&link.client, &[&format!("@{SERVER_V4}"), "a.flux.test", "A"]);
+    assert!(out.contains("NXDOMAIN"), "{out}");
+    thread::sleep(Duration::from_millis(500));
+    // The readable sink writes through a buffer: stop the agent so it is flushed.
+    assert!(proc.interrupt().success(), "{}", slurp(&stderr));
+    let text = slurp(&stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains(" a.flux.test A "))
+        .unwrap_or_else(|| panic!("no line for a.flux.test: {text}"));
+    assert!(
+        line.contains(
+            "a.flux.test A NXDOMAIN [blocked: sinkholed; the server said NOERROR: A 192.0.2.10"
+        ),
+        "{line}"
+    );
+    let _ = agent_cli(None, &["unload", "--pin-dir", &pin.arg()]);
+}

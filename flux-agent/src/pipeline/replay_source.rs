@@ -191,6 +191,7 @@ fn observation(c: CapturedDns, msg: DnsMessage) -> Observation {
         cap_len: len,
         truncated: c.truncated,
         blocked: false,
+        would_block: false,
         // A file holds what was captured, not whether this host asked: replay trusts it, as
         // the operator chose the file.
         fragmented: false,
