@@ -335,7 +335,11 @@ mod tests {
             parse_ask("{\"explain\":\"x.test\"}"),
             Ok(Ask::Explain(r)) if r.explain == "x.test"
         ));
-        for junk in ["{\"resolvers\":false}", "{\"resolvers\":true,\"x\":1}", "{}"] {
+        for junk in [
+            "{\"resolvers\":false}",
+            "{\"resolvers\":true,\"x\":1}",
+            "{}",
+        ] {
             assert!(parse_ask(junk).is_err(), "{junk}");
         }
         let line = reply_line(&Reply::Resolvers(ResolverList {

@@ -143,7 +143,9 @@ impl Lab {
         self.agent.wait_event("flux verdict", |e| {
             e["type"] == "verdict"
                 && e["level"] == "flux"
-                && e["domain"].as_str().is_some_and(|d| d.ends_with("fluxy.test"))
+                && e["domain"]
+                    .as_str()
+                    .is_some_and(|d| d.ends_with("fluxy.test"))
         });
         self.assert_victim_untouched();
     }
@@ -193,8 +195,10 @@ impl Lab {
             "{victim:#?}"
         );
         assert!(
-            !events.iter().any(|e| e["type"] == "verdict"
-                && e["domain"].as_str().unwrap_or("").contains("victim")),
+            !events
+                .iter()
+                .any(|e| e["type"] == "verdict"
+                    && e["domain"].as_str().unwrap_or("").contains("victim")),
             "an attack reply was scored"
         );
     }
@@ -349,8 +353,9 @@ fn a_reply_about_another_name_never_blocks_the_victim() {
     assert_eq!(e["unsolicited"], false, "{e}");
     thread::sleep(Duration::from_secs(2));
     assert!(
-        !lab.agent.events().iter().any(|e| e["type"] == "verdict"
-            && e["domain"].as_str().unwrap_or("").contains("victim")),
+        !lab.agent.events().iter().any(
+            |e| e["type"] == "verdict" && e["domain"].as_str().unwrap_or("").contains("victim")
+        ),
         "the victim was scored: {:#?}",
         lab.agent.events()
     );
@@ -387,7 +392,12 @@ fn broadcast_attack(extra: &[&str]) -> Lab {
     let lab = Lab::new(extra, |_| {});
     let src_mac = lab.link.server_mac("b0");
     for round in 0..ATTACK_ROUNDS {
-        let msg = a_reply("www.victim.lab", &attack_ips(round), 5, 0x5000 + u16::from(round));
+        let msg = a_reply(
+            "www.victim.lab",
+            &attack_ips(round),
+            5,
+            0x5000 + u16::from(round),
+        );
         let frames = [OTHER_HOST, v4(CLIENT_V4)]
             .into_iter()
             .map(|dst| {
@@ -429,7 +439,12 @@ fn tcp_attack(extra: &[&str]) -> Lab {
     let lab = Lab::new(extra, |_| {});
     let (dst_mac, src_mac) = (lab.link.client_mac("a0"), lab.link.server_mac("b0"));
     for round in 0..ATTACK_ROUNDS {
-        let msg = a_reply("www.victim.lab", &attack_ips(round), 5, 0x6000 + u16::from(round));
+        let msg = a_reply(
+            "www.victim.lab",
+            &attack_ips(round),
+            5,
+            0x6000 + u16::from(round),
+        );
         let payload = frames::tcp_dns(&msg, msg.len() as u16);
         let f = frames::tcp4_between(v4(SERVER_V4), 53, v4(CLIENT_V4), CLOSED_PORT, &payload);
         send_frames(&lab.link.server, "b0", vec![with_macs(f, dst_mac, src_mac)]);
@@ -504,7 +519,12 @@ fn spoofing_bots(extra: &[&str]) -> (Lab, Vec<Ipv4Addr>) {
     let lab = Lab::new(extra, |_| {});
     let bots: Vec<Ipv4Addr> = (0..2).flat_map(|r| flux_ips(100, r)).collect();
     let (dst_mac, src_mac) = (lab.link.client_mac("a0"), lab.link.server_mac("b0"));
-    let msg = a_reply("bots.spoof.test", &[Ipv4Addr::new(192, 0, 2, 1)], 300, 0x7000);
+    let msg = a_reply(
+        "bots.spoof.test",
+        &[Ipv4Addr::new(192, 0, 2, 1)],
+        300,
+        0x7000,
+    );
     let frames = bots
         .iter()
         .map(|b| {
@@ -553,7 +573,10 @@ fn spoofed_bots_do_not_become_resolvers() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     lab.assert_flux_still_blocked();
     let guarded = bots_guarded_as_resolvers(&lab, &bots);
-    assert!(guarded.is_empty(), "bots guarded as resolvers: {guarded:#?}");
+    assert!(
+        guarded.is_empty(),
+        "bots guarded as resolvers: {guarded:#?}"
+    );
     let blocked: Vec<Value> = lab
         .agent
         .events()
@@ -567,9 +590,7 @@ fn spoofed_bots_do_not_become_resolvers() {
     assert!(!blocked.is_empty(), "no bot was blocked");
     // The resolver that really answered is still guarded.
     assert!(
-        !blocks(&lab.pin)
-            .iter()
-            .any(|b| b["value"] == SERVER_V4),
+        !blocks(&lab.pin).iter().any(|b| b["value"] == SERVER_V4),
         "resolver blocked"
     );
 }
@@ -651,9 +672,17 @@ fn a_flux_name_capped_by_the_rate_limit_is_blocked_later() {
         })
     };
     while !capped(&lab) {
-        assert!(round < FLUX_ROUNDS, "zone B never capped: {}", lab.agent.log());
+        assert!(
+            round < FLUX_ROUNDS,
+            "zone B never capped: {}",
+            lab.agent.log()
+        );
         lab.serve(&[("www.fluxb.test", flux_ips(100, round))]);
-        assert_eq!(lab.lookup("www.fluxb.test"), "NOERROR", "B blocked past the cap");
+        assert_eq!(
+            lab.lookup("www.fluxb.test"),
+            "NOERROR",
+            "B blocked past the cap"
+        );
         round += 1;
     }
     assert!(
@@ -722,7 +751,10 @@ fn manual_blocks_refuse_the_resolvers() {
         let o = add(&args);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "{args:?} accepted");
-        assert!(err.contains("a DNS resolver of this host"), "{args:?}: {err}");
+        assert!(
+            err.contains("a DNS resolver of this host"),
+            "{args:?}: {err}"
+        );
         assert!(err.contains("--force overrides"), "{args:?}: {err}");
     }
     assert!(blocks(&lab.pin).is_empty(), "nothing written");

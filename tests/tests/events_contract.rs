@@ -274,10 +274,20 @@ fn the_readable_line_of_a_sinkholed_reply_shows_the_nxdomain_sent() {
     }
     let o = agent_cli(
         None,
-        &["blocklist", "add", "--domain", "flux.test", "--pin-dir", &pin.arg()],
+        &[
+            "blocklist",
+            "add",
+            "--domain",
+            "flux.test",
+            "--pin-dir",
+            &pin.arg(),
+        ],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let out = dig(&link.client, &[&format!("@{SERVER_V4}"), "a.flux.test", "A"]);
+    let out = dig(
+        &link.client,
+        &[&format!("@{SERVER_V4}"), "a.flux.test", "A"],
+    );
     assert!(out.contains("NXDOMAIN"), "{out}");
     thread::sleep(Duration::from_millis(500));
     // The readable sink writes through a buffer: stop the agent so it is flushed.

@@ -203,13 +203,7 @@ fn the_table_shows_the_true_address_count() {
     let row = text
         .lines()
         .find(|l| l.starts_with("flux-replay.test") || l.starts_with("www.flux-replay.test"))
-        .unwrap_or_else(|| {
-            panic!(
-                "no row: {text}\n{}",
-                String::from_utf8_lossy(&out.stdout)
-            )
-        });
+        .unwrap_or_else(|| panic!("no row: {text}\n{}", String::from_utf8_lossy(&out.stdout)));
     let cols: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(cols[3], "15", "IPS column: {row}\n{text}");
 }
-

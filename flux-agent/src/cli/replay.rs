@@ -80,7 +80,11 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     for f in &summary.failed_files {
-        eprintln!("flux-agent: could not read {}: {}", f.path.display(), f.error);
+        eprintln!(
+            "flux-agent: could not read {}: {}",
+            f.path.display(),
+            f.error
+        );
     }
     Ok(ExitCode::FAILURE)
 }

@@ -316,10 +316,15 @@ mod tests {
             "{line}"
         );
         let line = observation(true, false, Transport::Tcp).to_string();
-        assert!(line.contains(" A - [blocked: dropped; the server said NOERROR"), "{line}");
+        assert!(
+            line.contains(" A - [blocked: dropped; the server said NOERROR"),
+            "{line}"
+        );
         let line = observation(false, true, Transport::Udp).to_string();
         assert!(
-            line.contains(" A NOERROR: A 192.0.2.7 ttl=60 [monitor: would be blocked, let through]"),
+            line.contains(
+                " A NOERROR: A 192.0.2.7 ttl=60 [monitor: would be blocked, let through]"
+            ),
             "{line}"
         );
         let line = observation(false, false, Transport::Udp).to_string();

@@ -95,7 +95,12 @@ pub fn replay(
 /// nothing, it waits). Also returns the last verdict of every key that was flagged, and its
 /// features at the end. A file that cannot be opened is reported at once (a typo shows before
 /// minutes of work) and in the summary; the other files are still replayed.
-pub fn replay_with(paths: &[PathBuf], ports: &[u16], scorer: &mut Scorer, bus: Bus<'_>) -> Replayed {
+pub fn replay_with(
+    paths: &[PathBuf],
+    ports: &[u16],
+    scorer: &mut Scorer,
+    bus: Bus<'_>,
+) -> Replayed {
     let started = Instant::now();
     let mut read = ReadStats::default();
     let mut failed_files = unopenable(paths);
