@@ -6,9 +6,9 @@
 //! Each attack that `--accept-unsolicited` reproduces (the agent as it was: every packet from
 //! port 53 trusted, every sender a resolver) runs twice: the `*_control` test shows the attack
 //! blocking the victim (or protecting the bots) with it, which proves the attack is real and
-//! that the default test would fail on the old code. The other attacks (a reply about another
-//! name to a real query, the queued rate cap) were checked against the code before their fix;
-//! their comments say how.
+//! that the default test would fail on the old code. The others (a reply about another name to
+//! a real query, the queued rate cap, the CLI's resolver guard) were run with their fix taken
+//! out; their comments say how.
 //!
 //! The plain-UDP and closed-port variants of item 1 are in `unsolicited.rs`.
 
@@ -79,6 +79,8 @@ impl Lab {
                 format!("--addn-hosts={}", hosts.display()),
                 "--local=/victim.lab/".into(),
                 format!("--host-record=www.victim.lab,{VICTIM_WEB}"),
+                "--local=/ready.lab/".into(),
+                "--host-record=ready.lab,192.0.2.99".into(),
                 "--local=/fluxy.test/".into(),
                 "--local=/fluxb.test/".into(),
                 "--local-ttl=30".into(),
@@ -89,7 +91,7 @@ impl Lab {
         let mut args = AGENT_ARGS.to_vec();
         args.extend_from_slice(extra_agent_args);
         let agent = Agent::start(&link.client, &pin, &args);
-        Self {
+        let lab = Self {
             link,
             dns,
             hosts,
@@ -97,6 +99,22 @@ impl Lab {
             _echo: echo,
             pin,
             agent,
+        };
+        // Capture works before any attack: a real lookup is seen (on a loaded machine the
+        // first frames after the attach can pass before the program runs on them).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            assert_eq!(lab.lookup("ready.lab"), "NOERROR");
+            let seen = lab
+                .agent
+                .events()
+                .iter()
+                .any(|e| e["type"] == "dns" && e["qname"] == "ready.lab");
+            if seen {
+                break lab;
+            }
+            assert!(Instant::now() < deadline, "no capture: {}", lab.agent.log());
+            thread::sleep(Duration::from_millis(500));
         }
     }
 
@@ -307,9 +325,9 @@ fn v4(s: &str) -> [u8; 4] {
 /// question, and passes query matching), and the answers claim `www.victim.lab`. Bailiwick
 /// cuts them: only the answer chain from the question name counts.
 ///
-/// Fails on the code before bailiwick (`git checkout ae9c9b9^ -- flux-detect/src/score.rs`
-/// and its two helpers): there the answers were keyed by their owner name, `www.victim.lab`
-/// and `victim.lab` went flux and were blocked with the victim's server.
+/// Fails without bailiwick (checked with the answer-chain test in `Scorer::observe` switched
+/// off): the answers are keyed by their owner name, and `www.victim.lab` is scored and goes
+/// flux.
 #[test]
 fn a_reply_about_another_name_never_blocks_the_victim() {
     if !privileged() {
@@ -639,8 +657,9 @@ fn spoofed_bots_do_not_become_resolvers_control() {
 /// zone reaches `flux` while the budget is spent, its blocks are capped, and its domain is
 /// written when the next minute's budget allows, while the name stays flux.
 ///
-/// Fails on the code before the queue (ddb8a8a^, `enforce/policy.rs`): a capped block was
-/// dropped with an alert and never offered again, so `www.fluxb.test` never got NXDOMAIN.
+/// Fails when a capped block is never written later, as before the queue, where it was
+/// dropped with an alert (checked with `Enforcer::drain` made a no-op): `www.fluxb.test` never
+/// gets NXDOMAIN.
 #[test]
 fn a_flux_name_capped_by_the_rate_limit_is_blocked_later() {
     if !privileged() {
@@ -698,12 +717,20 @@ fn a_flux_name_capped_by_the_rate_limit_is_blocked_later() {
         if lab.lookup("www.fluxb.test") == "NXDOMAIN" {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the capped block never came: {:?}\n{}",
-            blocks(&lab.pin),
-            lab.agent.log()
-        );
+        if Instant::now() > deadline {
+            let seen: Vec<String> = lab
+                .agent
+                .events()
+                .iter()
+                .filter(|e| e["qname"] == "www.fluxb.test")
+                .map(|e| format!("{} blocked={} {}", e["ts"], e["blocked"], e["rcode"]))
+                .collect();
+            panic!(
+                "the capped block never came: {:?}\nreplies: {seen:#?}\n{}",
+                blocks(&lab.pin),
+                lab.agent.log()
+            );
+        }
         thread::sleep(Duration::from_secs(2));
     }
     let b = lab.agent.wait_event("zone B's domain block", |e| {
