@@ -122,6 +122,11 @@ pub fn blocklist(args: BlocklistArgs) -> anyhow::Result<ExitCode> {
         }
         BlocklistCommand::Add(a) => {
             let targets = a.targets.parse()?;
+            // The maps first: "nothing is loaded" or "permission denied" is the answer then,
+            // whatever the guard would say.
+            let Some(mut maps) = open(&a.common)? else {
+                return Ok(ExitCode::from(3));
+            };
             // The scorer's guard, before anything is written (feeds will call the same check).
             if !a.force {
                 let guard = cli_guard(&a)?;
@@ -129,9 +134,6 @@ pub fn blocklist(args: BlocklistArgs) -> anyhow::Result<ExitCode> {
                     guard.check(t)?;
                 }
             }
-            let Some(mut maps) = open(&a.common)? else {
-                return Ok(ExitCode::from(3));
-            };
             let spec = Spec::manual(a.ttl, &a.reason);
             let mut rep = Reporter::new(&a.common);
             for (done, t) in targets.iter().enumerate() {
