@@ -1,4 +1,6 @@
-//! The running agent's control socket, for commands that need its live state (`explain`).
+//! The running agent's control socket, for commands that need its live state: `explain`
+//! (`{"explain": NAME}`) and `blocklist add`, which asks for the resolvers the agent guards
+//! (`{"resolvers": true}`, answered `{"resolvers": [ADDR, ...]}`).
 //!
 //! One request per connection: a JSON line in, a JSON line out. The socket sits in
 //! `/run/flux-agent/`, named after the pin folder, so agents on different pin folders do not
@@ -14,6 +16,7 @@
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
+    net::IpAddr,
     os::unix::net::UnixStream,
     path::{Path, PathBuf},
     time::{Duration, SystemTime},
@@ -47,11 +50,33 @@ pub struct Request {
     pub explain: String,
 }
 
-/// What the agent sends back: an explanation, or why there is none.
+/// `{"resolvers": true}`: nothing else in the object.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResolversRequest {
+    resolvers: bool,
+}
+
+/// What a client asks.
+#[derive(Debug)]
+pub enum Ask {
+    Explain(Request),
+    /// The resolvers the agent's guard protects (configured and learnt).
+    Resolvers,
+}
+
+/// The answer to [`Ask::Resolvers`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ResolverList {
+    pub resolvers: Vec<IpAddr>,
+}
+
+/// What the agent sends back: an explanation, the resolvers, or why there is none.
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
 pub enum Reply {
     Explanation(Explanation),
+    Resolvers(ResolverList),
     Error { error: String },
 }
 
@@ -64,7 +89,7 @@ impl Reply {
 /// A request on its way to the pipeline, with where its answer goes.
 #[derive(Debug)]
 pub struct Query {
-    pub request: Request,
+    pub request: Ask,
     pub reply: oneshot::Sender<Reply>,
 }
 
@@ -128,7 +153,7 @@ async fn connection(stream: TokioStream, queries: mpsc::Sender<Query>) {
     if !matches!(read, Ok(Ok(n)) if n > 0) {
         return;
     }
-    let reply = match parse_request(&line) {
+    let reply = match parse_ask(&line) {
         Ok(request) => {
             let (tx, rx) = oneshot::channel();
             let asked = queries.send(Query { request, reply: tx }).await;
@@ -148,6 +173,15 @@ async fn connection(stream: TokioStream, queries: mpsc::Sender<Query>) {
 /// pipeline (so `fuzz/` fuzzes exactly this). A line that is not a request is answered with why.
 pub fn parse_request(line: &str) -> Result<Request, Reply> {
     serde_json::from_str::<Request>(line).map_err(|e| Reply::error(e.to_string()))
+}
+
+/// A client's request line, any kind: `{"resolvers": true}` exactly, or an `explain` request
+/// ([`parse_request`]).
+pub fn parse_ask(line: &str) -> Result<Ask, Reply> {
+    match serde_json::from_str::<ResolversRequest>(line) {
+        Ok(ResolversRequest { resolvers: true }) => Ok(Ask::Resolvers),
+        _ => parse_request(line).map(Ask::Explain),
+    }
 }
 
 /// The line sent back: one JSON object and a newline.
@@ -214,11 +248,42 @@ pub enum ControlError {
 
 /// Client side: sends one request to the agent on `pin_dir` and reads the answer.
 pub fn ask(pin_dir: &Path, req: &Request) -> Result<Explanation, ControlError> {
-    let socket = socket_path(pin_dir);
-    let io = |e: std::io::Error| ControlError::Io {
-        socket: socket.clone(),
+    let line = serde_json::to_string(req).map_err(|e| io_error(pin_dir, e.into()))?;
+    let reply = exchange(pin_dir, &line)?;
+    parse_reply(&reply).map_err(|e| io_error(pin_dir, e.into()))
+}
+
+/// Client side: the resolvers the agent on `pin_dir` guards (configured and learnt).
+pub fn ask_resolvers(pin_dir: &Path) -> Result<Vec<IpAddr>, ControlError> {
+    let line = serde_json::to_string(&ResolversRequest { resolvers: true })
+        .map_err(|e| io_error(pin_dir, e.into()))?;
+    let reply = exchange(pin_dir, &line)?;
+    serde_json::from_str::<ResolverList>(&reply)
+        .map(|l| l.resolvers)
+        .map_err(|e| {
+            // An agent that does not know the request answers with an error object.
+            let why = serde_json::from_str::<serde_json::Value>(&reply)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| e.to_string());
+            ControlError::Io {
+                socket: socket_path(pin_dir),
+                reason: why,
+            }
+        })
+}
+
+fn io_error(pin_dir: &Path, e: std::io::Error) -> ControlError {
+    ControlError::Io {
+        socket: socket_path(pin_dir),
         reason: e.to_string(),
-    };
+    }
+}
+
+/// Sends one request line to the agent on `pin_dir` and returns its answer line.
+fn exchange(pin_dir: &Path, request: &str) -> Result<String, ControlError> {
+    let socket = socket_path(pin_dir);
+    let io = |e: std::io::Error| io_error(pin_dir, e);
     let mut s = match UnixStream::connect(&socket) {
         Ok(s) => s,
         Err(e)
@@ -236,12 +301,12 @@ pub fn ask(pin_dir: &Path, req: &Request) -> Result<Explanation, ControlError> {
     };
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(io)?;
-    let mut line = serde_json::to_vec(req).map_err(|e| io(e.into()))?;
+    let mut line = request.as_bytes().to_vec();
     line.push(b'\n');
     s.write_all(&line).map_err(io)?;
     let mut reply = String::new();
     BufReader::new(s).read_line(&mut reply).map_err(io)?;
-    parse_reply(&reply).map_err(|e| io(e.into()))
+    Ok(reply)
 }
 
 #[cfg(test)]
@@ -258,6 +323,30 @@ mod tests {
             };
             assert!(!error.is_empty());
         }
+    }
+
+    #[test]
+    fn resolvers_request_is_exact() {
+        assert!(matches!(
+            parse_ask("{\"resolvers\":true}\n"),
+            Ok(Ask::Resolvers)
+        ));
+        assert!(matches!(
+            parse_ask("{\"explain\":\"x.test\"}"),
+            Ok(Ask::Explain(r)) if r.explain == "x.test"
+        ));
+        for junk in [
+            "{\"resolvers\":false}",
+            "{\"resolvers\":true,\"x\":1}",
+            "{}",
+        ] {
+            assert!(parse_ask(junk).is_err(), "{junk}");
+        }
+        let line = reply_line(&Reply::Resolvers(ResolverList {
+            resolvers: vec!["192.0.2.53".parse().unwrap()],
+        }))
+        .unwrap();
+        assert_eq!(line, "{\"resolvers\":[\"192.0.2.53\"]}\n");
     }
 
     #[test]

@@ -154,6 +154,14 @@ fn record_query(ctx: &TcContext, family: u8, config: &Config) -> Option<()> {
             if doff < size_of::<TcpHdr>() || doff + 2 > l4_len {
                 return None;
             }
+            // A TCP payload usually sits in page fragments, and bpf_skb_load_bytes_relative
+            // reads only the linear part: pull the whole segment in (a length of 0 would pull
+            // only what is already linear), for segments to a DNS port only (a query is small;
+            // bulk traffic is left alone). Without this no TCP query was ever recorded and
+            // every TCP reply was unsolicited.
+            if !config.is_dns_port(u16::from_be(tcp.dest)) || ctx.pull_data(ctx.len()).is_err() {
+                return None;
+            }
             // After the 2-byte length prefix.
             (tcp.source, tcp.dest, l4 + doff + 2, l4_len - doff - 2)
         }

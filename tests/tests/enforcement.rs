@@ -369,9 +369,11 @@ fn monitor_mode_enforces_nothing() {
         .unwrap_or(0);
     assert!(would >= 4, "{stats}");
     assert_eq!(stats["counters"]["drop_blocked_src"], 0, "{stats}");
-    agent.wait_event("flagged response", |e| {
-        e["type"] == "dns" && e["qname"] == "a.flux.test" && e["blocked"] == true
+    // Let through, so not "blocked": it would have been (issue 14, item 9).
+    let e = agent.wait_event("flagged response", |e| {
+        e["type"] == "dns" && e["qname"] == "a.flux.test" && e["would_block"] == true
     });
+    assert_eq!(e["blocked"], false, "{e}");
     assert!(agent.stop().success());
 }
 

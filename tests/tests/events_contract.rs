@@ -245,3 +245,235 @@ fn silent_control_clients_stall_nothing() {
     assert!(agent.stop().success(), "{}", agent.log());
     let _ = agent_cli(None, &["unload", "--pin-dir", &pin.arg()]);
 }
+
+/// Issue 14, item 9 (event lines): the readable line of a reply the kernel sinkholed shows the
+/// NXDOMAIN the client got, with the server's answer beside it. Before, it showed only the
+/// server's answer (`NOERROR: A 192.0.2.10`), as if the block had not happened.
+#[test]
+fn the_readable_line_of_a_sinkholed_reply_shows_the_nxdomain_sent() {
+    if !privileged() {
+        return;
+    }
+    let link = Link::new();
+    let _dns = start_dnsmasq(&link.server, &[]);
+    let pin = PinDir::new();
+    let dir = TempDir::new();
+    let (stdout, stderr) = (dir.0.join("agent.stdout"), dir.0.join("agent.stderr"));
+    // Without --events the readable lines go to stdout.
+    let mut cmd = link.client.cmd(agent_bin().to_str().unwrap());
+    cmd.args(["run", "--pin-dir", &pin.arg(), "--iface", "a0", "--no-db"])
+        .arg("--no-auto-block")
+        .env("RUST_LOG", "info")
+        .stdout(fs::File::create(&stdout).unwrap())
+        .stderr(fs::File::create(&stderr).unwrap());
+    let proc = Proc::spawn("flux-agent", &mut cmd);
+    let deadline = Instant::now() + AGENT_START_WAIT;
+    while !slurp(&stderr).contains("capturing DNS responses") {
+        assert!(Instant::now() < deadline, "{}", slurp(&stderr));
+        thread::sleep(Duration::from_millis(50));
+    }
+    let o = agent_cli(
+        None,
+        &[
+            "blocklist",
+            "add",
+            "--domain",
+            "flux.test",
+            "--pin-dir",
+            &pin.arg(),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = dig(
+        &link.client,
+        &[&format!("@{SERVER_V4}"), "a.flux.test", "A"],
+    );
+    assert!(out.contains("NXDOMAIN"), "{out}");
+    thread::sleep(Duration::from_millis(500));
+    // The readable sink writes through a buffer: stop the agent so it is flushed.
+    assert!(proc.interrupt().success(), "{}", slurp(&stderr));
+    let text = slurp(&stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains(" a.flux.test A "))
+        .unwrap_or_else(|| panic!("no line for a.flux.test: {text}"));
+    assert!(
+        line.contains(
+            "a.flux.test A NXDOMAIN [blocked: sinkholed; the server said NOERROR: A 192.0.2.10"
+        ),
+        "{line}"
+    );
+    let _ = agent_cli(None, &["unload", "--pin-dir", &pin.arg()]);
+}
+
+/// Issue 14, items 4 and 5: with `--events` on a FIFO whose reader is stuck (the pipe full) or
+/// dead (every write fails with EPIPE), a flux attack is still blocked at once, the agent keeps
+/// running, and SIGTERM stops it within a second. Before: no block, SIGTERM ignored for more
+/// than 10 s (stuck), and the agent exited on EPIPE (dead).
+fn events_reader_trouble(dead: bool) {
+    let link = Link::new();
+    let pin = PinDir::new();
+    let dir = TempDir::new();
+    let fifo = dir.0.join("events.fifo");
+    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid path string.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let reader = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    let stderr = dir.0.join("agent.stderr");
+    let mut cmd = link.client.cmd(agent_bin().to_str().unwrap());
+    cmd.args(["run", "--pin-dir", &pin.arg(), "--iface", "a0", "--no-db"])
+        // The attack's replies answer no query: trusted here, as this test is about the sink.
+        .args(["--accept-unsolicited", "--block-hold", "0s", "--events"])
+        .arg(&fifo)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&stderr).unwrap());
+    let mut proc = Proc::spawn("flux-agent", &mut cmd);
+    let deadline = Instant::now() + AGENT_START_WAIT;
+    while !slurp(&stderr).contains("capturing DNS responses") {
+        assert!(
+            proc.child.try_wait().unwrap().is_none(),
+            "{}",
+            slurp(&stderr)
+        );
+        assert!(Instant::now() < deadline, "{}", slurp(&stderr));
+        thread::sleep(Duration::from_millis(50));
+    }
+    let send = |payloads: Vec<Vec<u8>>| {
+        link.server.run_in(move || {
+            let s = UdpSocket::bind((SERVER_V4, 53)).expect("bind :53");
+            for p in payloads {
+                s.send_to(&p, (CLIENT_V4, 40_000)).expect("send");
+            }
+        })
+    };
+    // Dead: the only reader goes. Stuck: it stays, never reads, and the pipe (64 KiB) is
+    // filled with events first.
+    let _reader = if dead {
+        drop(reader);
+        None
+    } else {
+        let filler = answer("filler.test", &[Ipv4Addr::new(192, 0, 2, 9)]);
+        send(vec![filler; 2000]);
+        Some(reader)
+    };
+    // The flux attack: five fresh addresses in five /16s, a new set every round.
+    let started = Instant::now();
+    for round in 0..4u8 {
+        let ips: Vec<Ipv4Addr> = (0..5u8)
+            .map(|i| Ipv4Addr::new(20 + i * 10 + round, 1 + round, 2, 3))
+            .collect();
+        send(vec![flux_tests::a_reply(
+            "www.sink-trouble.test",
+            &ips,
+            5,
+            1,
+        )]);
+        thread::sleep(Duration::from_millis(1200));
+    }
+    let blocked = || {
+        let out = agent_cli(
+            None,
+            &["blocklist", "list", "--json", "--pin-dir", &pin.arg()],
+        );
+        let list: Value = serde_json::from_slice(&out.stdout).expect("list json");
+        list.as_array()
+            .is_some_and(|l| l.iter().any(|e| e["value"] == "sink-trouble.test"))
+    };
+    while !blocked() {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no block while the events reader is {}: {}",
+            if dead { "dead" } else { "stuck" },
+            slurp(&stderr)
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        proc.child.try_wait().unwrap().is_none(),
+        "the agent exited: {}",
+        slurp(&stderr)
+    );
+    let stopping = Instant::now();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(proc.child.id() as i32, libc::SIGTERM) };
+    let status = loop {
+        if let Some(st) = proc.child.try_wait().unwrap() {
+            break st;
+        }
+        // The sinks get 2 s to write what they hold at exit (docs/events.md); a stuck or dead
+        // one is given up on at once.
+        assert!(
+            stopping.elapsed() < Duration::from_millis(2500),
+            "SIGTERM not honoured: {}",
+            slurp(&stderr)
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}: {}", slurp(&stderr));
+    let _ = agent_cli(None, &["unload", "--pin-dir", &pin.arg()]);
+}
+
+#[test]
+fn a_stuck_events_reader_delays_no_block() {
+    if !privileged() {
+        return;
+    }
+    events_reader_trouble(false);
+}
+
+#[test]
+fn a_dead_events_reader_neither_stops_the_agent_nor_a_block() {
+    if !privileged() {
+        return;
+    }
+    events_reader_trouble(true);
+}
+
+/// Issue 14, item 7: the events file is created 0600, and a symbolic link is refused (root
+/// would otherwise append where a link another user planted points).
+#[test]
+fn the_events_file_is_private_and_never_a_symlink() {
+    if !privileged() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    let link = Link::new();
+    let pin = PinDir::new();
+    let mut agent = Agent::start(&link.client, &pin, &["--iface", "a0", "--no-db"]);
+    let mode = fs::metadata(&agent.events).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    assert!(agent.stop().success());
+
+    let dir = TempDir::new();
+    let target = dir.0.join("root-only");
+    fs::write(&target, "").unwrap();
+    let planted = dir.0.join("events.jsonl");
+    std::os::unix::fs::symlink(&target, &planted).unwrap();
+    let o = agent_cli(
+        Some(&link.client),
+        &[
+            "run",
+            "--pin-dir",
+            &pin.arg(),
+            "--iface",
+            "a0",
+            "--no-db",
+            "--events",
+            planted.to_str().unwrap(),
+        ],
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("symbolic link"), "{err}");
+    assert_eq!(
+        fs::read_to_string(&target).unwrap(),
+        "",
+        "written through the link"
+    );
+    let _ = agent_cli(None, &["unload", "--pin-dir", &pin.arg()]);
+}

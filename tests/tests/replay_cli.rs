@@ -101,10 +101,109 @@ fn replay_prints_verdicts_and_a_summary() {
         .args(["replay", "/nonexistent/x.pcap"])
         .output()
         .unwrap();
-    assert!(!missing.status.success());
+    assert_eq!(missing.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&missing.stderr).contains("cannot open /nonexistent/x.pcap"),
         "{}",
         String::from_utf8_lossy(&missing.stderr)
     );
+}
+
+/// A capture with `www.flux-replay.test` answering `per_round` fresh addresses (each in its
+/// own /16) per TTL, `rounds` times.
+fn flux_capture(path: &std::path::Path, rounds: u32, per_round: u32) {
+    let mut rs = Vec::new();
+    for round in 0..rounds {
+        let ips: Vec<Ipv4Addr> = (0..per_round)
+            .map(|i| Ipv4Addr::new((20 + round * 5 + i) as u8, (30 + i) as u8, 7, 9))
+            .collect();
+        rs.push(Response {
+            ts: Duration::from_secs(1_767_225_600 + u64::from(round) * 180),
+            resolver: RESOLVER.into(),
+            port: 40_000,
+            payload: answer("www.flux-replay.test", &ips),
+        });
+    }
+    write_pcap(path, &mut rs).unwrap();
+}
+
+fn replay(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new(agent_bin())
+        .args(["replay", "--no-db"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Issue 14, item 9: an unreadable input (junk or missing) beside a good one is named in the
+/// summary, the good one is still replayed, and the exit status is 1 whatever the other files
+/// were. Before: junk plus a good file exited 0, and a missing file stopped the run before
+/// anything was read, though the README said it was reported in the summary.
+#[test]
+fn an_unreadable_input_is_reported_and_fails_the_run_but_the_rest_is_replayed() {
+    let dir = TempDir::new();
+    let good = dir.0.join("good.pcap");
+    flux_capture(&good, 6, 5);
+    let junk = dir.0.join("junk.pcap");
+    std::fs::write(&junk, b"this is not a capture file at all").unwrap();
+    let missing = dir.0.join("missing.pcap");
+    for (bad, says) in [(&junk, "is not a pcap"), (&missing, "cannot open")] {
+        for order in [[bad, &good], [&good, bad]] {
+            let mut args: Vec<&std::ffi::OsStr> = vec!["--json".as_ref()];
+            args.extend(order.iter().map(|p| p.as_os_str()));
+            let out = replay(&args);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{order:?}: {stderr}");
+            let lines: Vec<Value> = stdout
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            assert!(
+                lines
+                    .iter()
+                    .any(|v| v["type"] == "verdict" && v["level"] == "flux"),
+                "{order:?}: the good file was replayed: {stdout}"
+            );
+            let summary = lines.last().unwrap();
+            assert_eq!(summary["type"], "summary");
+            assert_eq!(summary["files"], 2);
+            assert_eq!(summary["parsed"], 6, "{summary}");
+            let failed = summary["failed_files"].as_array().unwrap();
+            assert_eq!(failed.len(), 1, "{summary}");
+            assert_eq!(failed[0]["path"], bad.display().to_string());
+            assert!(
+                failed[0]["error"].as_str().unwrap().contains(says),
+                "{summary}"
+            );
+            assert!(stderr.contains(&bad.display().to_string()), "{stderr}");
+        }
+        // The table names it too.
+        let out = replay(&[bad.as_os_str(), good.as_os_str()]);
+        assert_eq!(out.status.code(), Some(1));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("flux-replay.test"), "{text}");
+        assert!(
+            text.contains(&format!("could not read {}", bad.display())),
+            "{text}"
+        );
+    }
+}
+
+/// Issue 14, item 9: the table shows how many addresses the name had by the end (15 here: one
+/// new address per TTL), not the count when its level changed (it showed 5).
+#[test]
+fn the_table_shows_the_true_address_count() {
+    let dir = TempDir::new();
+    let pcap = dir.0.join("flux.pcap");
+    flux_capture(&pcap, 15, 1);
+    let out = replay(&["--json".as_ref(), pcap.as_os_str()]);
+    let human = replay(&[pcap.as_os_str()]);
+    let text = String::from_utf8_lossy(&human.stdout);
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("flux-replay.test") || l.starts_with("www.flux-replay.test"))
+        .unwrap_or_else(|| panic!("no row: {text}\n{}", String::from_utf8_lossy(&out.stdout)));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols[3], "15", "IPS column: {row}\n{text}");
 }

@@ -5,6 +5,7 @@ use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use flux_agent::{
+    control::{self, ControlError},
     enforce::block_expiry::renewal_note,
     enforce::guard::Guard,
     enforce::maps::{BlocklistError, Listed, Maps, Spec, Target},
@@ -102,6 +103,11 @@ pub struct AddArgs {
     /// gateways, and any CIDR covering one.
     #[arg(long)]
     pub force: bool,
+    /// A resolver never to block (repeatable), beside /etc/resolv.conf and the resolvers the
+    /// running agent guards (its `--resolver`s and the servers it saw answering this host's
+    /// queries), which it is asked for.
+    #[arg(long = "resolver", value_name = "IP")]
+    pub resolvers: Vec<std::net::IpAddr>,
     #[command(flatten)]
     pub common: JsonArgs,
 }
@@ -116,16 +122,18 @@ pub fn blocklist(args: BlocklistArgs) -> anyhow::Result<ExitCode> {
         }
         BlocklistCommand::Add(a) => {
             let targets = a.targets.parse()?;
+            // The maps first: "nothing is loaded" or "permission denied" is the answer then,
+            // whatever the guard would say.
+            let Some(mut maps) = open(&a.common)? else {
+                return Ok(ExitCode::from(3));
+            };
             // The scorer's guard, before anything is written (feeds will call the same check).
             if !a.force {
-                let guard = Guard::new(Vec::new());
+                let guard = cli_guard(&a)?;
                 for t in &targets {
                     guard.check(t)?;
                 }
             }
-            let Some(mut maps) = open(&a.common)? else {
-                return Ok(ExitCode::from(3));
-            };
             let spec = Spec::manual(a.ttl, &a.reason);
             let mut rep = Reporter::new(&a.common);
             for (done, t) in targets.iter().enumerate() {
@@ -168,6 +176,24 @@ pub fn blocklist(args: BlocklistArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The guard `add` runs: this host's addresses, resolvers and gateways, the `--resolver`s
+/// given, and the resolvers the running agent guards. Without a running agent there is nothing
+/// learnt to add; an agent that is running but cannot be asked fails the command (the guard
+/// would be incomplete), and `--force` is the way past it.
+fn cli_guard(a: &AddArgs) -> anyhow::Result<Guard> {
+    let mut resolvers = a.resolvers.clone();
+    match control::ask_resolvers(&a.common.pin.pin_dir) {
+        Ok(learnt) => resolvers.extend(learnt),
+        Err(ControlError::NotRunning { .. }) => {}
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(
+                "cannot ask the running agent which resolvers it guards (--force skips the guard)",
+            ));
+        }
+    }
+    Ok(Guard::new(resolvers))
 }
 
 /// Opens the pinned maps, or prints that nothing is loaded and returns `None`.

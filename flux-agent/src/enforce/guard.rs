@@ -8,7 +8,9 @@
 //! rest, and the servers that answered a query this host really sent (the pipeline only calls
 //! [`Guard::note_resolver`] for solicited replies), of which the [`MAX_LEARNT_RESOLVERS`] most
 //! recently seen are kept: an attacker cannot grow the set, and one who could answer a real
-//! query only moves the oldest learnt entry out.
+//! query only moves the oldest learnt entry out. The running agent hands its set
+//! ([`Guard::resolvers`]) to `blocklist add` over the control socket, so the operator's blocks
+//! are guarded by the same resolvers as the scorer's.
 //!
 //! Reads the host's interfaces (if-addrs), routes (`crate::kernel::netlink_route`) and
 //! `/etc/resolv.conf`; writes nothing.
@@ -109,6 +111,19 @@ impl Guard {
     /// the [`MAX_LEARNT_RESOLVERS`] most recently seen. Never call it for an unsolicited reply.
     pub fn note_resolver(&mut self, ip: IpAddr) {
         self.learnt.note(ip);
+    }
+
+    /// Every resolver this guard protects: configured, from `/etc/resolv.conf`, and learnt
+    /// (most recently seen first), without duplicates.
+    pub fn resolvers(&self) -> Vec<IpAddr> {
+        let mut out: Vec<IpAddr> = self.configured_resolvers.clone();
+        let mut from_conf: Vec<IpAddr> = self.resolvers.iter().copied().collect();
+        from_conf.sort();
+        out.extend(from_conf);
+        out.extend(self.learnt.0.iter().copied());
+        let mut seen = HashSet::new();
+        out.retain(|a| seen.insert(*a));
+        out
     }
 
     fn is_resolver(&self, ip: &IpAddr) -> bool {
@@ -386,5 +401,17 @@ mod tests {
             ]
         );
         let _ = std::fs::remove_file(dir);
+    }
+
+    #[test]
+    fn resolvers_lists_configured_and_learnt_once() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let mut g = Guard::new(vec![ip("192.0.2.53")]);
+        g.note_resolver(ip("198.51.100.53"));
+        g.note_resolver(ip("192.0.2.53"));
+        let all = g.resolvers();
+        assert_eq!(all[0], ip("192.0.2.53"));
+        assert!(all.contains(&ip("198.51.100.53")));
+        assert_eq!(all.iter().filter(|a| **a == ip("192.0.2.53")).count(), 1);
     }
 }

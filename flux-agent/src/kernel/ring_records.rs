@@ -115,6 +115,8 @@ impl Observation {
             cap_len: c.header.cap_len,
             truncated: c.truncated(),
             blocked: c.header.flags & flux_common::EVENT_FLAG_BLOCKED != 0,
+            // Set by the live source in monitor mode (`pipeline::live`).
+            would_block: false,
             fragmented: c.header.flags & flux_common::EVENT_FLAG_IP_FRAGMENT != 0,
             unsolicited: c.header.flags & flux_common::EVENT_FLAG_UNSOLICITED != 0,
             msg,

@@ -145,9 +145,13 @@ pub struct Observation {
     pub cap_len: u16,
     /// The capture holds only a prefix of the message.
     pub truncated: bool,
-    /// The kernel matched the name on the domain blocklist: this is what the server answered,
-    /// and the client got NXDOMAIN (or nothing).
+    /// The kernel matched the name on the domain blocklist and enforced it: this is what the
+    /// server answered, and the client got NXDOMAIN (UDP) or nothing (TCP, or a reply that
+    /// could not be rewritten).
     pub blocked: bool,
+    /// `--monitor`: the name is on the domain blocklist, so the reply would have been blocked,
+    /// but it was let through unchanged (`blocked` is then false: the client got this answer).
+    pub would_block: bool,
     /// The first fragment of a fragmented IP datagram (the rest of the message never reaches
     /// the program).
     pub fragmented: bool,
@@ -166,7 +170,7 @@ impl std::fmt::Display for Observation {
         };
         write!(
             f,
-            "{} {} {proto} {} -> {} {} {} {}",
+            "{} {} {proto} {} -> {} {} {}",
             rfc3339(self.ts),
             self.iface,
             std::net::SocketAddr::new(self.src, self.sport),
@@ -177,8 +181,36 @@ impl std::fmt::Display for Observation {
                 &self.msg.qname
             },
             self.msg.qtype,
-            self.msg.rcode,
         )?;
+        // What the client got first: a blocked reply's is the kernel's, not the server's.
+        if self.blocked {
+            match self.transport {
+                Transport::Udp => write!(f, " NXDOMAIN [blocked: sinkholed; the server said ")?,
+                Transport::Tcp => write!(f, " - [blocked: dropped; the server said ")?,
+            }
+            self.server_answer(f)?;
+            write!(f, "]")?;
+        } else {
+            write!(f, " ")?;
+            self.server_answer(f)?;
+            if self.would_block {
+                write!(f, " [monitor: would be blocked, let through]")?;
+            }
+        }
+        if self.truncated {
+            write!(f, " [truncated {}/{} bytes]", self.cap_len, self.dns_len)?;
+        }
+        if self.unsolicited {
+            write!(f, " [unsolicited: not scored]")?;
+        }
+        Ok(())
+    }
+}
+
+impl Observation {
+    /// The server's rcode and answers, as in `NOERROR: A 192.0.2.1 ttl=60, ...`.
+    fn server_answer(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.msg.rcode)?;
         for (i, a) in self.msg.answers.iter().enumerate() {
             let sep = if i == 0 { ":" } else { "," };
             write!(
@@ -188,12 +220,6 @@ impl std::fmt::Display for Observation {
                 a.data().as_deref().unwrap_or("?"),
                 a.ttl
             )?;
-        }
-        if self.truncated {
-            write!(f, " [truncated {}/{} bytes]", self.cap_len, self.dns_len)?;
-        }
-        if self.unsolicited {
-            write!(f, " [unsolicited: not scored]")?;
         }
         Ok(())
     }
@@ -249,5 +275,66 @@ mod tests {
             k.union(Kinds::of(&[EventKind::Dns]))
                 .contains(EventKind::Dns)
         );
+    }
+
+    fn observation(blocked: bool, would_block: bool, transport: Transport) -> Observation {
+        // www.flux.test A 192.0.2.7, TTL 60 (the answer's name a pointer to the question's).
+        let mut wire = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0];
+        for label in ["www", "flux", "test"] {
+            wire.push(label.len() as u8);
+            wire.extend_from_slice(label.as_bytes());
+        }
+        wire.extend_from_slice(&[0, 0, 1, 0, 1]);
+        wire.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 7]);
+        let msg = flux_detect::dns::parse_response(&wire, false).unwrap();
+        Observation {
+            ts: SystemTime::UNIX_EPOCH,
+            iface: "eth0".into(),
+            ifindex: 2,
+            src: "192.0.2.53".parse().unwrap(),
+            dst: "192.0.2.10".parse().unwrap(),
+            sport: 53,
+            dport: 40000,
+            transport,
+            vlan: Vec::new(),
+            dns_len: 60,
+            cap_len: 60,
+            truncated: false,
+            blocked,
+            would_block,
+            fragmented: false,
+            unsolicited: false,
+            msg,
+        }
+    }
+
+    #[test]
+    fn a_blocked_reply_reads_as_what_the_client_got() {
+        let line = observation(true, false, Transport::Udp).to_string();
+        assert!(
+            line.contains("www.flux.test A NXDOMAIN [blocked: sinkholed; the server said NOERROR: A 192.0.2.7 ttl=60]"),
+            "{line}"
+        );
+        let line = observation(true, false, Transport::Tcp).to_string();
+        assert!(
+            line.contains(" A - [blocked: dropped; the server said NOERROR"),
+            "{line}"
+        );
+        let line = observation(false, true, Transport::Udp).to_string();
+        assert!(
+            line.contains(
+                " A NOERROR: A 192.0.2.7 ttl=60 [monitor: would be blocked, let through]"
+            ),
+            "{line}"
+        );
+        let line = observation(false, false, Transport::Udp).to_string();
+        assert!(line.ends_with(" A NOERROR: A 192.0.2.7 ttl=60"), "{line}");
+    }
+
+    #[test]
+    fn monitor_says_would_block_not_blocked() {
+        let v = serde_json::to_value(observation(false, true, Transport::Udp)).unwrap();
+        assert_eq!(v["blocked"], false);
+        assert_eq!(v["would_block"], true);
     }
 }

@@ -146,11 +146,21 @@ impl<'a> Pipeline<'a> {
         }
     }
 
-    /// Answers a control request from the live scorer.
-    pub fn answer(&mut self, req: &control::Request) -> control::Reply {
-        match self.scorer.as_deref_mut() {
-            Some(s) => control::Reply::Explanation(control::answer(s, req)),
-            None => control::Reply::error("this agent does not score"),
+    /// Answers a control request from the live scorer, or the enforcer's guard.
+    pub fn answer(&mut self, req: &control::Ask) -> control::Reply {
+        match req {
+            control::Ask::Explain(req) => match self.scorer.as_deref_mut() {
+                Some(s) => control::Reply::Explanation(control::answer(s, req)),
+                None => control::Reply::error("this agent does not score"),
+            },
+            // Without an enforcer nothing is learnt: the CLI's own guard is all there is.
+            control::Ask::Resolvers => control::Reply::Resolvers(control::ResolverList {
+                resolvers: self
+                    .enforcer
+                    .as_ref()
+                    .map(|e| e.guard.resolvers())
+                    .unwrap_or_default(),
+            }),
         }
     }
 

@@ -124,6 +124,7 @@ pub async fn run<W: Write + Send + 'static>(
 
     let mut scorer = opts.scoring.as_ref().map(ScorerSetup::build);
     let mut src = RingSource {
+        monitor: opts.load.monitor,
         clock: MonoClock::new(),
         if_names: HashMap::new(),
         summary: RunSummary::default(),
@@ -307,6 +308,9 @@ const SINK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The live source: ring-buffer records to observations, stamped by the kernel clock.
 struct RingSource {
+    /// `--monitor`: the kernel flags a blocked reply but lets it through, so the event says
+    /// `would_block`, not `blocked`.
+    monitor: bool,
     clock: MonoClock,
     if_names: HashMap<u32, String>,
     summary: RunSummary,
@@ -335,7 +339,13 @@ impl RingSource {
             .clone();
         let ts = self.clock.to_system_time(capture.header.ts_ns);
         match Observation::from_capture(&capture, ts, iface) {
-            Ok(obs) => p.observe(obs),
+            Ok(mut obs) => {
+                if self.monitor {
+                    obs.would_block = obs.blocked;
+                    obs.blocked = false;
+                }
+                p.observe(obs)
+            }
             Err(e) => {
                 self.summary.parse_errors += 1;
                 debug!(

@@ -4,8 +4,9 @@
 //! Packet timestamps are the clock, so windows and time-to-detect are in observation time.
 
 use std::{
+    collections::HashMap,
     path::{Path, PathBuf},
-    time::Instant,
+    time::{Instant, SystemTime},
 };
 
 use serde::Serialize;
@@ -19,7 +20,7 @@ use crate::pipeline::{
 use flux_detect::{
     capture_file::{self, CapturedDns, ReadStats},
     dns::{DnsMessage, parse_response},
-    score::{Level, Scorer, ScorerStats, Verdict},
+    score::{Features, Level, Scorer, ScorerStats, Verdict},
 };
 
 /// The `"type"` of the replay's summary line. It is not a bus event: it closes the stream.
@@ -35,7 +36,8 @@ pub struct ReplaySummary {
     #[serde(rename = "type")]
     pub kind: SummaryTag,
     pub files: u64,
-    /// Files that could not be read at all, with the reason.
+    /// Files that could not be opened or read (with the reason): the others are still
+    /// replayed, and `flux-agent replay` exits 1.
     pub failed_files: Vec<FileError>,
     #[serde(flatten)]
     pub read: ReadStats,
@@ -60,6 +62,17 @@ pub struct FileError {
     pub error: String,
 }
 
+/// What [`replay_with`] returns.
+pub struct Replayed {
+    pub summary: ReplaySummary,
+    /// The last verdict of every key that was flagged.
+    pub flagged: Flagged,
+    /// The features of every flagged key at the end of the replay (re-scored at the last
+    /// packet's time): a verdict holds the evidence of the moment its level changed, which can
+    /// be a fraction of what the name showed by the end.
+    pub at_end: HashMap<String, Features>,
+}
+
 /// Replays `paths` in order through `scorer`, calling `on_verdict` for every level change.
 /// Unreadable files are reported in the summary; bad packets are counted, never fatal.
 pub fn replay(
@@ -75,24 +88,34 @@ pub fn replay(
             on_verdict(v);
         }
     });
-    replay_with(paths, ports, scorer, bus).0
+    replay_with(paths, ports, scorer, bus).summary
 }
 
 /// [`replay`] through the pipeline, publishing on `bus` (subscribe inline: a replay loses
-/// nothing, it waits). Also returns the last verdict of every key that was flagged.
+/// nothing, it waits). Also returns the last verdict of every key that was flagged, and its
+/// features at the end. A file that cannot be opened is reported at once (a typo shows before
+/// minutes of work) and in the summary; the other files are still replayed.
 pub fn replay_with(
     paths: &[PathBuf],
     ports: &[u16],
     scorer: &mut Scorer,
     bus: Bus<'_>,
-) -> (ReplaySummary, Flagged) {
+) -> Replayed {
     let started = Instant::now();
     let mut read = ReadStats::default();
-    let mut failed_files = Vec::new();
+    let mut failed_files = unopenable(paths);
+    for f in &failed_files {
+        log::warn!("{}; the other files are still replayed", f.error);
+    }
     let mut malformed = 0u64;
+    let mut last_ts: Option<SystemTime> = None;
     let mut p = Pipeline::new(Some(&mut *scorer), None, bus).track_flagged();
     for path in paths {
+        if failed_files.iter().any(|f| f.path == *path) {
+            continue;
+        }
         let r = capture_file::read_file(path, ports, &mut read, |c| {
+            last_ts = last_ts.max(Some(c.ts));
             match parse_response(&c.payload, c.truncated) {
                 Ok(msg) => p.observe(observation(c, msg)),
                 Err(e) => {
@@ -142,7 +165,18 @@ pub fn replay_with(
         },
         scorer_memory_bytes: scorer.memory_estimate() as u64,
     };
-    (summary, flagged)
+    let at_end = match last_ts {
+        Some(now) => current
+            .iter()
+            .filter_map(|v| Some((v.domain.clone(), scorer.explain(&v.domain, now)?.features)))
+            .collect(),
+        None => HashMap::new(),
+    };
+    Replayed {
+        summary,
+        flagged,
+        at_end,
+    }
 }
 
 /// A response read from a file as the pipeline's observation: the file's clock, no interface.
@@ -162,6 +196,7 @@ fn observation(c: CapturedDns, msg: DnsMessage) -> Observation {
         cap_len: len,
         truncated: c.truncated,
         blocked: false,
+        would_block: false,
         // A file holds what was captured, not whether this host asked: replay trusts it, as
         // the operator chose the file.
         fragmented: false,
@@ -170,18 +205,38 @@ fn observation(c: CapturedDns, msg: DnsMessage) -> Observation {
     }
 }
 
-/// Checks up front that every input can be opened, so a typo fails before minutes of work.
-pub fn check_inputs(paths: &[PathBuf]) -> Result<(), String> {
-    for p in paths {
-        if let Err(e) = std::fs::File::open(p) {
-            return Err(format!("cannot open {}: {e}", p.display()));
-        }
-        if Path::new(p).is_dir() {
-            return Err(format!(
-                "{} is a directory; give capture files",
-                p.display()
-            ));
-        }
+/// The inputs that cannot be opened as files (missing, unreadable, a directory), with why.
+fn unopenable(paths: &[PathBuf]) -> Vec<FileError> {
+    paths
+        .iter()
+        .filter_map(|p| {
+            let error = match std::fs::File::open(p) {
+                Err(e) => format!("cannot open {}: {e}", p.display()),
+                Ok(_) if Path::new(p).is_dir() => {
+                    format!("{} is a directory; give capture files", p.display())
+                }
+                Ok(_) => return None,
+            };
+            Some(FileError {
+                path: p.clone(),
+                error,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_files_and_directories_are_unopenable() {
+        let dir = std::env::temp_dir();
+        let missing = dir.join("flux-agent-no-such-file.pcap");
+        let bad = unopenable(&[missing.clone(), dir.clone()]);
+        assert_eq!(bad.len(), 2);
+        assert_eq!(bad[0].path, missing);
+        assert!(bad[0].error.starts_with("cannot open "), "{}", bad[0].error);
+        assert!(bad[1].error.contains("is a directory"), "{}", bad[1].error);
     }
-    Ok(())
 }
