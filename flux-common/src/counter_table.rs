@@ -78,4 +78,8 @@ counter_table! {
     /// Frames with more VLAN tags than the walk captures (`MAX_VLAN_TAGS`): passed, not
     /// captured (their addresses still go through the blocklists, which may drop them).
     VlanTooDeep = "vlan_too_deep",
+    /// A DNS reply in a frame not addressed to this host: a broadcast or multicast destination
+    /// MAC, or a unicast MAC other than the interface's own. Marked unsolicited (never scored)
+    /// whatever query it may match; dropped with `--drop-unsolicited`.
+    NotForHost = "not_for_host",
 }

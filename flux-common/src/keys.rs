@@ -31,6 +31,33 @@ pub const MAP_QUERIES: &str = "QUERIES";
 /// side). 65,536 covers 2,000 queries a second for the whole wait.
 pub const MAX_QUERIES: u32 = 1 << 16;
 
+/// The link-layer address of each interface the XDP program is attached to:
+/// `HashMap<u32 ifindex, u64>` with the MAC in the low 48 bits ([`mac_word`]). Written by
+/// userspace at every attach; XDP reads it to tell a frame addressed to this host from one
+/// addressed to another (a reply in a frame not for this host is never trusted).
+pub const MAP_HOST_MACS: &str = "HOST_MACS";
+/// Interfaces one agent attaches to at most (each a map entry of 12 bytes).
+pub const MAX_HOST_MACS: u32 = 256;
+
+/// A MAC address as the [`MAP_HOST_MACS`] value: the six octets in order, in the low 48 bits
+/// of a big-endian word (so `00:11:22:33:44:55` is `0x0011_2233_4455`).
+#[inline(always)]
+pub const fn mac_word(mac: [u8; 6]) -> u64 {
+    ((mac[0] as u64) << 40)
+        | ((mac[1] as u64) << 32)
+        | ((mac[2] as u64) << 24)
+        | ((mac[3] as u64) << 16)
+        | ((mac[4] as u64) << 8)
+        | (mac[5] as u64)
+}
+
+/// Whether a destination MAC is a group address (broadcast or multicast): the I/G bit, the
+/// least significant bit of the first octet.
+#[inline(always)]
+pub const fn is_group_mac(first_octet: u8) -> bool {
+    first_octet & 1 != 0
+}
+
 /// Capacity of each exact-address blocklist (IPv4 and IPv6 separately).
 pub const MAX_BLOCKED_IPS: u32 = 1 << 20;
 /// Capacity of each blocked-CIDR trie.

@@ -187,6 +187,7 @@ fn locate(ctx: &XdpContext) -> Result<(), Skip> {
 
     let eth: *const EthHdr = pkt.ptr_at(0).ok_or(Skip::Malformed)?;
     let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
+    let eth_dst = unsafe { (*eth).dst };
     let mut off = size_of::<EthHdr>();
 
     // Up to MAX_VLAN_TAGS (two) tags, unrolled by hand: no arrays indexed by a loop variable.
@@ -253,6 +254,7 @@ fn locate(ctx: &XdpContext) -> Result<(), Skip> {
             dns_off: dns.off as u16,
             claimed_len: dns.claimed_len as u16,
             present_len: dns.present_len as u16,
+            not_for_host: u8::from(!queries::to_host((*ctx.ctx).ingress_ifindex, eth_dst)),
             reserved: 0,
         };
     }
@@ -284,7 +286,14 @@ fn respond(ctx: &XdpContext, at: &Located) -> Act {
         } else {
             0
         };
-        if !solicited(ctx, at, hash) {
+        // A frame addressed to another host (or to everyone) is never trusted, whatever query
+        // it matches: an on-path sender could otherwise copy a real query's port and id into
+        // a broadcast frame.
+        let for_us = at.not_for_host == 0;
+        if !for_us {
+            count(Counter::NotForHost);
+        }
+        if !for_us || !solicited(ctx, at, hash) {
             count(Counter::UnsolicitedReplies);
             if config.match_queries == MATCH_DROP {
                 return Act::DropUnsolicited;

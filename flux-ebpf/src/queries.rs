@@ -8,11 +8,38 @@
 //! unsolicited. A TCP connection may carry several answers to one query id (zone transfers),
 //! so its entry stays until it ages out.
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::map, maps::LruHashMap};
-use flux_common::{IPPROTO_UDP, MAX_QUERIES, QUERY_WAIT_NS, QueryKey, QuerySeen};
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::map,
+    maps::{HashMap, LruHashMap},
+};
+use flux_common::{
+    IPPROTO_UDP, MAX_HOST_MACS, MAX_QUERIES, QUERY_WAIT_NS, QueryKey, QuerySeen, is_group_mac,
+    mac_word,
+};
 
 #[map]
 static QUERIES: LruHashMap<QueryKey, QuerySeen> = LruHashMap::pinned(MAX_QUERIES, 0);
+
+/// Each attached interface's own MAC (`flux_common::MAP_HOST_MACS`), written by userspace at
+/// attach. Not pinned: it belongs to the loaded program and is refilled by every attach.
+#[map]
+static HOST_MACS: HashMap<u32, u64> = HashMap::with_max_entries(MAX_HOST_MACS, 0);
+
+/// Whether a frame with destination MAC `dst`, received on `ifindex`, is addressed to this
+/// host: not a group address, and the interface's own MAC when userspace recorded one. An
+/// interface with no entry (test runs, an attach that could not read the MAC) is checked for
+/// group addresses only.
+#[inline(always)]
+pub fn to_host(ifindex: u32, dst: [u8; 6]) -> bool {
+    if is_group_mac(dst[0]) {
+        return false;
+    }
+    match unsafe { HOST_MACS.get(&ifindex) } {
+        Some(own) => *own == mac_word(dst),
+        None => true,
+    }
+}
 
 /// Remembers a query that is leaving. Failing to (a full map evicts, so only on a helper
 /// error) leaves its reply unsolicited: the safe side.

@@ -368,3 +368,64 @@ fn a_block_an_allowlist_overrides_is_counted_not_hit() {
         .hits;
     assert_eq!(hits, 0, "the allowlist won: no hit on the block");
 }
+
+/// Frames not addressed to this host (issue 14, item 1): a reply in a broadcast, multicast or
+/// foreign-unicast frame is marked unsolicited and counted `not_for_host` even when it matches
+/// a query that left, so an on-path sender cannot get a copied query's port and id scored by
+/// sending to everyone. Test runs arrive on the loopback device (ifindex 1), whose own MAC the
+/// test records as the attach would.
+#[test]
+fn replies_in_frames_for_another_host_are_not_trusted() {
+    use flux_agent::kernel::loader::QueryMatch;
+    use flux_common::{EVENT_FLAG_UNSOLICITED, MAP_HOST_MACS, mac_word};
+    if !privileged() {
+        return;
+    }
+    let mut h = Harness::load(LoadOptions {
+        queries: QueryMatch::Mark,
+        ..Default::default()
+    });
+    let query = udp4_between(SRC4, 40000, DST4, 53, &dns_query());
+    let reply_to = |mac: [u8; 6]| {
+        let mut f = udp4_between(DST4, 53, SRC4, 40000, &dns_response(100));
+        f[..6].copy_from_slice(&mac);
+        f
+    };
+    let unsolicited = |r: &Ran| r.events[0].header.flags & EVENT_FLAG_UNSOLICITED != 0;
+    let untrusted = [Counter::NotForHost, Counter::UnsolicitedReplies];
+
+    // No MAC recorded for the interface: group addresses are still refused.
+    for (what, mac) in [
+        ("broadcast", [0xff; 6]),
+        ("IPv4 multicast", [0x01, 0x00, 0x5e, 0, 0, 0xfb]),
+        ("IPv6 multicast", [0x33, 0x33, 0, 0, 0, 1]),
+    ] {
+        h.run_egress(&query);
+        let r = h.run_out(&reply_to(mac));
+        assert_eq!(r.verdict, XDP_PASS, "{what}");
+        for c in untrusted {
+            assert!(r.delta.contains(&(c, 1)), "{what}: {c:?} in {:?}", r.delta);
+        }
+        assert!(unsolicited(&r), "{what}");
+    }
+    // The query above was not used up by those frames: the real reply still matches.
+    let r = h.run_out(&reply_to(DST_MAC));
+    assert!(!unsolicited(&r), "the reply to this host's own MAC");
+
+    // With the interface's own MAC recorded, a unicast frame for another MAC is refused too.
+    {
+        let map = h.loaded.ebpf.map_mut(MAP_HOST_MACS).expect("HOST_MACS map");
+        let mut macs: aya::maps::HashMap<_, u32, u64> =
+            aya::maps::HashMap::try_from(map).expect("hash map");
+        macs.insert(1, mac_word(DST_MAC), 0).expect("insert");
+    }
+    h.run_egress(&query);
+    let r = h.run_out(&reply_to([0x02, 0, 0, 0, 0, 0x99]));
+    for c in untrusted {
+        assert!(r.delta.contains(&(c, 1)), "foreign unicast: {c:?}");
+    }
+    assert!(unsolicited(&r), "foreign unicast");
+    let r = h.run_out(&reply_to(DST_MAC));
+    assert!(!unsolicited(&r), "own MAC, recorded");
+    assert!(!r.delta.iter().any(|(c, _)| *c == Counter::NotForHost));
+}

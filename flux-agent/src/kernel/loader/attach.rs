@@ -13,7 +13,7 @@ use aya::programs::{
     tc::{SchedClassifierLink, TcAttachOptions},
     xdp::XdpLink,
 };
-use flux_common::{PROG_EGRESS, PROG_XDP};
+use flux_common::{MAP_HOST_MACS, PROG_EGRESS, PROG_XDP, mac_word};
 use log::{info, warn};
 
 use super::{
@@ -33,6 +33,7 @@ impl Loaded {
         mode: AttachMode,
         force: bool,
     ) -> Result<(), LoadError> {
+        self.record_host_mac(iface);
         self.attach_xdp(iface, mode, force)?;
         let tc_pin = tc_link_pin(&self.pin_dir, &iface.name);
         if self.egress {
@@ -53,6 +54,31 @@ impl Loaded {
                 );
             }
             Ok(())
+        }
+    }
+
+    /// Tells the XDP program `iface`'s own MAC, so that a reply in a frame addressed to
+    /// another host is never trusted (`flux-ebpf/src/queries.rs::to_host`). An interface
+    /// whose MAC cannot be read is checked for group addresses only; that is logged, not
+    /// fatal (enforcement does not depend on it).
+    fn record_host_mac(&mut self, iface: &Interface) {
+        let result = (|| -> Result<(), String> {
+            let mac = read_mac(&iface.name)?;
+            let map = self
+                .ebpf
+                .map_mut(MAP_HOST_MACS)
+                .ok_or_else(|| format!("map {MAP_HOST_MACS} missing from the object"))?;
+            let mut macs: aya::maps::HashMap<_, u32, u64> =
+                aya::maps::HashMap::try_from(map).map_err(|e| e.to_string())?;
+            macs.insert(iface.index, mac_word(mac), 0)
+                .map_err(|e| e.to_string())
+        })();
+        if let Err(e) = result {
+            warn!(
+                "cannot record the MAC of {} ({e}): replies to it are checked for broadcast \
+                 and multicast destinations only",
+                iface.name
+            );
         }
     }
 
@@ -320,4 +346,38 @@ fn busy(iface: &Interface, prog_id: u32) -> LoadError {
 fn stale_pin(pin: &Path, why: &str) {
     warn!("{}: {why}; attaching afresh", pin.display());
     let _ = std::fs::remove_file(pin);
+}
+
+/// The interface's MAC, from sysfs (`/sys/class/net/NAME/address`, `aa:bb:cc:dd:ee:ff`).
+/// Hand-parsed: six hex octets need no crate.
+fn read_mac(name: &str) -> Result<[u8; 6], String> {
+    let path = Path::new("/sys/class/net").join(name).join("address");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    parse_mac(text.trim()).ok_or_else(|| format!("{}: not a MAC: {text:?}", path.display()))
+}
+
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for octet in &mut mac {
+        *octet = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+#[cfg(test)]
+mod mac_tests {
+    use super::parse_mac;
+
+    #[test]
+    fn macs_parse_strictly() {
+        assert_eq!(
+            parse_mac("02:00:5e:10:00:ff"),
+            Some([2, 0, 0x5e, 0x10, 0, 0xff])
+        );
+        assert_eq!(parse_mac("02:00:5e:10:00"), None);
+        assert_eq!(parse_mac("02:00:5e:10:00:ff:01"), None);
+        assert_eq!(parse_mac("zz:00:5e:10:00:ff"), None);
+        assert_eq!(parse_mac(""), None);
+    }
 }
