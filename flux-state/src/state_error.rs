@@ -78,10 +78,7 @@ impl StateError {
                 detail: e.to_string(),
             },
             Some(
-                ErrorCode::CannotOpen
-                | ErrorCode::PermissionDenied
-                | ErrorCode::SystemIoFailure
-                | ErrorCode::ReadOnly,
+                ErrorCode::CannotOpen | ErrorCode::PermissionDenied | ErrorCode::SystemIoFailure,
             ) => Self::Unreadable { path, source: e },
             _ => Self::Sqlite { path, source: e },
         }

@@ -33,6 +33,8 @@ pub struct Store {
     /// Rows in `verdicts`, counted on the first journal write and kept by this connection (the
     /// agent is the only writer of the journal).
     pub(crate) journal_rows: Option<u64>,
+    /// The journal's bound, [`crate::MAX_VERDICT_ROWS`] unless set.
+    pub(crate) journal_cap: u64,
 }
 
 /// One saved blob of `scorer_state`.
@@ -125,6 +127,7 @@ impl Store {
             conn,
             path: path.to_owned(),
             journal_rows: None,
+            journal_cap: crate::MAX_VERDICT_ROWS,
         })
     }
 
@@ -213,6 +216,12 @@ impl Store {
                 r.get(0)
             })
             .map_err(on(&self.path))
+    }
+
+    /// Bounds the verdict journal at `rows` instead of [`crate::MAX_VERDICT_ROWS`] (at least
+    /// one row); the next journal write prunes down to it.
+    pub fn set_journal_cap(&mut self, rows: u64) {
+        self.journal_cap = rows.max(1);
     }
 
     /// Writes the WAL back into the database file and truncates it (the agent calls it at a

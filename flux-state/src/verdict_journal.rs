@@ -172,7 +172,7 @@ impl Store {
     }
 
     /// Journals verdicts in one transaction, then prunes the oldest rows past
-    /// [`MAX_VERDICT_ROWS`] in the same transaction.
+    /// [`MAX_VERDICT_ROWS`] (or [`Store::set_journal_cap`]) in the same transaction.
     pub fn journal_verdicts(&mut self, vs: &[VerdictRecord]) -> Result<(), StateError> {
         let err = on(&self.path);
         let mut rows = match self.journal_rows {
@@ -188,15 +188,14 @@ impl Store {
                 rows += 1;
             }
         }
-        if rows > MAX_VERDICT_ROWS {
+        let cap = self.journal_cap;
+        if rows > cap {
             let pruned = tx
                 .prepare_cached(
                     "DELETE FROM verdicts WHERE rowid IN (
                          SELECT rowid FROM verdicts ORDER BY last_seen, rowid LIMIT ?1)",
                 )
-                .and_then(|mut s| {
-                    s.execute([i64::try_from(rows - MAX_VERDICT_ROWS).unwrap_or(i64::MAX)])
-                })
+                .and_then(|mut s| s.execute([i64::try_from(rows - cap).unwrap_or(i64::MAX)]))
                 .map_err(&err)?;
             rows = rows.saturating_sub(pruned as u64);
         }
