@@ -12,6 +12,9 @@ pub mod misp_event;
 pub mod stix_bundle;
 pub mod text_lists;
 
+#[cfg(test)]
+mod export_tests;
+
 use std::{collections::BTreeMap, io::Write, net::IpAddr, str::FromStr, time::SystemTime};
 
 use rusqlite::params;

@@ -7,8 +7,8 @@
 //! `observed-data` (when and what it resolved to) the indicator is `based-on`, the addresses'
 //! observables the name `resolves-to`, and for a flux name an `infrastructure` (the fast-flux
 //! network) that its indicator and those of its blocked addresses `indicate`, and which
-//! `consists-of` the observables. Every id is a UUIDv5 of what the object is about, so
-//! exporting the same database twice gives the same ids.
+//! `consists-of` the observables. Every id is derived from what the object is about (see
+//! [`id`] and [`sco_id`]), so exporting the same database twice gives the same ids.
 
 use std::{collections::BTreeMap, io::Write, net::IpAddr, time::SystemTime};
 
@@ -30,11 +30,15 @@ fn flux_namespace() -> Uuid {
     Uuid::new_v5(&Uuid::NAMESPACE_URL, b"https://github.com/flux-agent/stix")
 }
 
+/// The id of an object flux-agent makes, stable across exports: the UUIDv5 computation (SHA-1
+/// of `name` in [`flux_namespace`]) with the version set to 4, because STIX 2.1 requires UUIDv4
+/// for everything but observables (and the validator refuses a v5 there). Its 122 bits are as
+/// unpredictable to a reader as random ones; what matters to us is that they repeat.
 fn id(kind: &str, name: &str) -> String {
-    format!(
-        "{kind}--{}",
-        Uuid::new_v5(&flux_namespace(), name.as_bytes())
-    )
+    let mut b = *Uuid::new_v5(&flux_namespace(), name.as_bytes()).as_bytes();
+    // The version nibble (RFC 9562 section 4.2); the variant bits are already RFC 4122's.
+    b[6] = (b[6] & 0x0f) | 0x40;
+    format!("{kind}--{}", Uuid::from_bytes(b))
 }
 
 /// STIX timestamps: UTC, millisecond precision.
@@ -258,6 +262,12 @@ mod tests {
         assert!(a.starts_with("ipv4-addr--"));
         let u = Uuid::parse_str(a.trim_start_matches("ipv4-addr--")).unwrap();
         assert_eq!(u.get_version_num(), 5);
+        // Other objects: stable, and version 4 as STIX requires.
+        let i = id("indicator", "indicator:domain:a.example");
+        assert_eq!(i, id("indicator", "indicator:domain:a.example"));
+        assert_ne!(i, id("indicator", "indicator:domain:b.example"));
+        let u = Uuid::parse_str(i.trim_start_matches("indicator--")).unwrap();
+        assert_eq!(u.get_version_num(), 4);
     }
 
     #[test]
