@@ -17,7 +17,10 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// - `entries`: one row per (kind, target, source). The same target may be held by several
 ///   sources; removing a source removes only its rows. `WITHOUT ROWID` because the key is the
 ///   row (a million-row feed takes half the space of a rowid table with a unique index).
-///   Times are Unix seconds; `expires` NULL is "until removed".
+///   Times are Unix seconds; `expires` NULL is "until removed". No index on `source`: one
+///   more B-tree as large as the table made a million-entry feed swap 20% slower and the file
+///   40% larger, while the queries by source (a feed swap, `feed remove`) scan the table in
+///   file order, about 0.2 s for a million rows.
 /// - `feeds`: one row per feed and its fetch state.
 /// - `verdicts`: the journal, one row per (domain, level), bounded by
 ///   `crate::verdict_journal::MAX_VERDICT_ROWS` (oldest `last_seen` pruned).
@@ -35,7 +38,6 @@ CREATE TABLE entries (
     expires INTEGER,
     PRIMARY KEY (kind, target_type, target, source)
 ) WITHOUT ROWID;
-CREATE INDEX entries_by_source ON entries (source);
 CREATE INDEX entries_by_expiry ON entries (expires) WHERE expires IS NOT NULL;
 
 CREATE TABLE feeds (

@@ -43,7 +43,6 @@ CREATE TABLE entries (
     reason TEXT NOT NULL DEFAULT '', score REAL, added INTEGER NOT NULL, expires INTEGER,
     PRIMARY KEY (kind, target_type, target, source)
 ) WITHOUT ROWID;
-CREATE INDEX entries_by_source ON entries (source);
 CREATE INDEX entries_by_expiry ON entries (expires) WHERE expires IS NOT NULL;
 CREATE TABLE feeds (
     name TEXT PRIMARY KEY NOT NULL, location TEXT NOT NULL, format TEXT NOT NULL,
