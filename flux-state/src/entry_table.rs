@@ -21,6 +21,9 @@ use crate::{
 pub(crate) const ENTRY_COLUMNS: &str =
     "kind, target_type, target, action, source, reason, score, added, expires, subdomains";
 
+/// A stored (kind, target_type, target) before parsing.
+pub(crate) type RawTarget = (String, String, String);
+
 /// Upsert of one row: a source re-adding its target renews action, reason, score and expiry;
 /// `added` stays the first time that source added it.
 pub(crate) const UPSERT_ENTRY: &str = "
@@ -132,7 +135,7 @@ pub(crate) fn stage(
 }
 
 /// The staged targets no row holds any more.
-pub(crate) fn gone(tx: &Transaction<'_>) -> rusqlite::Result<Vec<(String, String, String)>> {
+pub(crate) fn gone(tx: &Transaction<'_>) -> rusqlite::Result<Vec<RawTarget>> {
     let mut stmt = tx.prepare(
         "SELECT kind, target_type, target FROM temp.cand c WHERE NOT EXISTS (
              SELECT 1 FROM entries e
@@ -143,9 +146,7 @@ pub(crate) fn gone(tx: &Transaction<'_>) -> rusqlite::Result<Vec<(String, String
 }
 
 /// Parses `gone`'s rows.
-pub(crate) fn parse_targets(
-    rows: Vec<(String, String, String)>,
-) -> Result<Vec<(Kind, Target)>, BadValue> {
+pub(crate) fn parse_targets(rows: Vec<RawTarget>) -> Result<Vec<(Kind, Target)>, BadValue> {
     rows.into_iter()
         .map(|(k, t, v)| Ok((k.parse()?, Target::parse(t.parse()?, &v)?)))
         .collect()
@@ -155,7 +156,7 @@ pub(crate) fn parse_targets(
 pub(crate) fn remove_source_in(
     tx: &Transaction<'_>,
     src: &str,
-) -> rusqlite::Result<(usize, Vec<(String, String, String)>)> {
+) -> rusqlite::Result<(usize, Vec<RawTarget>)> {
     stage(
         tx,
         "SELECT kind, target_type, target FROM entries WHERE source = ?1",

@@ -182,7 +182,7 @@ pub fn indicators(set: &ExportSet) -> Vec<Indicator> {
     }
     // Highest level first, so its score and reasons are the ones kept.
     let mut verdicts: Vec<&VerdictRecord> = set.verdicts.iter().collect();
-    verdicts.sort_by(|a, b| b.level.cmp(&a.level));
+    verdicts.sort_by_key(|v| std::cmp::Reverse(v.level));
     for v in verdicts {
         let Ok(target) = Target::domain(&v.domain) else {
             log::warn!(

@@ -10,7 +10,9 @@ use serde::Serialize;
 
 use crate::{
     Store,
-    entry_table::{Removed, UPSERT_ENTRY, gone, parse_targets, remove_source_in, stage, upsert},
+    entry_table::{
+        RawTarget, Removed, UPSERT_ENTRY, gone, parse_targets, remove_source_in, stage, upsert,
+    },
     state_error::{StateError, on},
     state_types::{Action, Entry, Kind, Source, Target},
     unix_time::{from_unix, to_unix},
@@ -209,7 +211,7 @@ impl Store {
         }
         let gone = gone(&tx).map_err(&err)?;
         // New to the feed (not staged) and held by no other source.
-        let added: Vec<(String, String, String)> = {
+        let added: Vec<RawTarget> = {
             let mut stmt = tx
                 .prepare(
                     "SELECT kind, target_type, target FROM entries e WHERE source = ?1

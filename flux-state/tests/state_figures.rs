@@ -37,7 +37,12 @@ fn verdict(i: u32) -> VerdictRecord {
         addresses: (0..4)
             .map(|k| IpAddr::V4(Ipv4Addr::from(i.wrapping_mul(4).wrapping_add(k))))
             .collect(),
-        ..VerdictRecord::new(&format!("host-{i}.flux-{}.example", i % 997), Level::Flux, 0.93, at)
+        ..VerdictRecord::new(
+            &format!("host-{i}.flux-{}.example", i % 997),
+            Level::Flux,
+            0.93,
+            at,
+        )
     }
 }
 
@@ -123,9 +128,14 @@ fn figures() {
             )
         })
         .collect();
-    let (r, first) = timed(|| s.apply_feed("big", &entries, &FeedFetch::default()).unwrap());
-    let (again, second) =
-        timed(|| s.apply_feed("big", &entries, &FeedFetch::default()).unwrap());
+    let (r, first) = timed(|| {
+        s.apply_feed("big", &entries, &FeedFetch::default())
+            .unwrap()
+    });
+    let (again, second) = timed(|| {
+        s.apply_feed("big", &entries, &FeedFetch::default())
+            .unwrap()
+    });
     println!(
         "feed swap of {FEED_ENTRIES} domains: first {first} ({} added), again {second} \
          ({} added, {} gone); {:.1} MB",
