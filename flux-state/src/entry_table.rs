@@ -310,21 +310,21 @@ impl Store {
     /// any more.
     pub fn expire(&mut self, now: SystemTime) -> Result<Expired, StateError> {
         let now = to_unix(now);
-        let rows = self.read_entries(
-            &format!(
-                "SELECT {ENTRY_COLUMNS} FROM entries WHERE expires IS NOT NULL AND expires <= ?1"
-            ),
-            [now],
-        )?;
-        if rows.is_empty() {
-            return Ok(Expired::default());
-        }
         let err = on(&self.path);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&err)?;
+        // Read, staged and deleted under the one write lock: a row another writer adds
+        // meanwhile is either in all three or in none.
         let expired = "FROM entries WHERE expires IS NOT NULL AND expires <= ?1";
+        let raw: Vec<RawEntry> = tx
+            .prepare(&format!("SELECT {ENTRY_COLUMNS} {expired}"))
+            .and_then(|mut stmt| stmt.query_map([now], RawEntry::read)?.collect())
+            .map_err(&err)?;
+        if raw.is_empty() {
+            return Ok(Expired::default());
+        }
         stage(
             &tx,
             &format!("SELECT kind, target_type, target {expired}"),
@@ -335,6 +335,10 @@ impl Store {
             .map_err(&err)?;
         let gone = gone(&tx).map_err(&err)?;
         tx.commit().map_err(&err)?;
+        let rows = raw
+            .into_iter()
+            .map(|r| r.entry().map_err(self.bad_row()))
+            .collect::<Result<_, _>>()?;
         let gone = parse_targets(gone).map_err(self.bad_row())?;
         Ok(Expired { rows, gone })
     }

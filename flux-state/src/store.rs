@@ -52,6 +52,23 @@ pub struct Blob {
     pub saved: SystemTime,
 }
 
+/// Version 0 is a new, empty file; an SQLite database of something else (tables, version 0)
+/// is not ours to add tables to.
+fn refuse_foreign(tx: &rusqlite::Transaction<'_>, path: &Path) -> Result<(), StateError> {
+    let objects: i64 = tx
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+        .map_err(on(path))?;
+    if objects == 0 {
+        return Ok(());
+    }
+    Err(StateError::Invalid {
+        path: path.to_owned(),
+        what: "an SQLite database, but not a flux-agent state database (schema version 0 with \
+               tables); it was left as it is"
+            .into(),
+    })
+}
+
 impl Store {
     /// Opens `path` for reading and writing, creating it (and not its directory) if missing,
     /// in WAL mode, and migrates an older schema. A newer schema is refused
@@ -95,6 +112,9 @@ impl Store {
             let now: i64 = tx
                 .query_row("PRAGMA user_version", [], |r| r.get(0))
                 .map_err(&err)?;
+            if now == 0 {
+                refuse_foreign(&tx, path)?;
+            }
             if now < SCHEMA_VERSION {
                 migrate(&tx, now).map_err(&err)?;
             }

@@ -196,6 +196,27 @@ fn a_file_that_is_not_a_database_is_reported_and_never_replaced() {
 }
 
 #[test]
+fn another_programs_database_is_not_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("other.db");
+    Connection::open(&p)
+        .unwrap()
+        .execute_batch("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('mine');")
+        .unwrap();
+    let err = Store::open(&p).err().expect("opened a foreign database");
+    assert!(matches!(err, StateError::Invalid { .. }), "{err}");
+    assert!(
+        err.to_string().contains("not a flux-agent state database"),
+        "{err}"
+    );
+    let tables: i64 = Connection::open(&p)
+        .unwrap()
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(tables, 1, "no table of ours was added");
+}
+
+#[test]
 fn damaged_pages_fail_the_check_with_the_file_named() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("state.db");
