@@ -29,6 +29,13 @@ pub enum StateError {
     /// was there before is intact.
     #[error("{path}: disk full, the write was not made (the database is unchanged)")]
     Full { path: PathBuf },
+    /// Another process held the write lock longer than [`crate::BUSY_TIMEOUT`]; nothing was
+    /// written. Worth a retry later.
+    #[error(
+        "{path}: another process kept the state database locked for more than {secs} s; \
+         nothing was written"
+    )]
+    Busy { path: PathBuf, secs: u64 },
     /// Written by a newer flux-agent: this one does not know its schema and does not touch it.
     #[error(
         "{path}: the state database has schema version {found}, newer than this flux-agent \
@@ -73,6 +80,10 @@ impl StateError {
         let path = path.to_owned();
         match e.sqlite_error_code() {
             Some(ErrorCode::DiskFull) => Self::Full { path },
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Self::Busy {
+                path,
+                secs: crate::BUSY_TIMEOUT.as_secs(),
+            },
             Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => Self::Corrupt {
                 path,
                 detail: e.to_string(),
@@ -87,6 +98,12 @@ impl StateError {
     /// Whether a caller may go on (report it and keep enforcing): the disk is full.
     pub fn is_full(&self) -> bool {
         matches!(self, Self::Full { .. })
+    }
+
+    /// Whether the same write may succeed later without anyone's help: a full disk (space may
+    /// be freed) or a lock held too long.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Full { .. } | Self::Busy { .. })
     }
 }
 

@@ -555,3 +555,31 @@ fn a_real_full_tmpfs_is_a_typed_error_and_the_store_goes_on() {
     s.check().unwrap();
     assert_eq!(s.entry_count().unwrap(), 100);
 }
+
+#[test]
+fn a_writer_waits_for_another_connections_lock_instead_of_failing() {
+    let (dir, mut s) = fresh();
+    let path = dir.path().join("state.db");
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let mut c = Connection::open(&path).unwrap();
+        let tx = c
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .unwrap();
+        locked_tx.send(()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        tx.commit().unwrap();
+    });
+    locked_rx.recv().unwrap();
+    let t = std::time::Instant::now();
+    // Without the busy timeout this fails at once with "database is locked".
+    s.add_entries(&[block(dom("w.example"), Source::Manual, None)])
+        .unwrap();
+    assert!(
+        t.elapsed() >= std::time::Duration::from_millis(200),
+        "did not wait"
+    );
+    holder.join().unwrap();
+    let missing = Store::open(&dir.path().join("no/such/dir/state.db"));
+    assert!(matches!(missing, Err(StateError::Unreadable { .. })));
+}
