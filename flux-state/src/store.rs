@@ -23,12 +23,6 @@ use crate::{
 /// (a million-entry feed swap is a few seconds), short enough that a stuck peer is reported.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// SQLite's page cache per connection, in KiB. A million-entry feed's tables and indexes
-/// (about 180 MB) are written in key order, not file order; with SQLite's default of 2 MB nearly
-/// every insert misses the cache and the swap takes ten times as long. 64 MB keeps the inner
-/// pages and the hot leaves; it is allocated only as pages are read.
-pub const CACHE_KIB: u32 = 64 * 1024;
-
 /// Where the agent keeps its state unless told otherwise.
 pub const DEFAULT_STATE_PATH: &str = "/var/lib/flux-agent/state.db";
 
@@ -149,8 +143,6 @@ impl Store {
     fn connect(path: &Path, flags: OpenFlags) -> Result<Self, StateError> {
         let conn = Connection::open_with_flags(path, flags).map_err(on(path))?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(on(path))?;
-        conn.execute_batch(&format!("PRAGMA cache_size = -{CACHE_KIB}"))
-            .map_err(on(path))?;
         Ok(Self {
             conn,
             path: path.to_owned(),
