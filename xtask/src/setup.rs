@@ -1,5 +1,8 @@
 //! `cargo xtask setup`: idempotent installation of the build and test prerequisites.
 //!
+//! It installs the Python tools the export tests run (the OASIS STIX validator, PyMISP) into a
+//! virtual environment ([`python_venv`]).
+//!
 //! It also installs the offline IP database flux-agent enriches addresses with (ip-location-db
 //! ASN and country CSVs from npm, pinned by their integrity hash) into `$FLUX_AGENT_DB_DIR` or
 //! `/var/lib/flux-agent/db`.
@@ -87,6 +90,7 @@ pub fn setup() -> anyhow::Result<()> {
     ensure_cargo_fuzz()?;
     ensure_packages()?;
     ensure_ip_db()?;
+    ensure_python_tools()?;
     Ok(())
 }
 
@@ -436,6 +440,69 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// PyPI tools flux-state's export tests run, pinned: the OASIS STIX 2.1 validator (its
+/// `stix2_validator` command) and PyMISP (`MISPEvent.load`).
+const PYTHON_TOOLS: &[(&str, &str)] = &[("stix2-validator", "3.3.2"), ("pymisp", "2.5.34.4")];
+
+/// The virtual environment holding [`PYTHON_TOOLS`]: `$FLUX_AGENT_VENV`, else
+/// `CARGO_HOME/flux-agent-venv` (flux-state's export tests look in the same places). A venv,
+/// not `pip install --break-system-packages`: the system's Python stays as Debian left it.
+pub fn python_venv() -> PathBuf {
+    std::env::var_os("FLUX_AGENT_VENV")
+        .map_or_else(|| cargo_home().join("flux-agent-venv"), PathBuf::from)
+}
+
+/// The pins, one `NAME==VERSION` a line: pip's requirement form, and the marker that says the
+/// venv holds them.
+fn python_pins() -> String {
+    PYTHON_TOOLS
+        .iter()
+        .map(|(name, version)| format!("{name}=={version}\n"))
+        .collect()
+}
+
+/// Creates the venv and pip-installs the pinned tools, unless its marker already lists
+/// exactly these pins.
+pub fn ensure_python_tools() -> anyhow::Result<()> {
+    let venv = python_venv();
+    let python = venv.join("bin/python");
+    let marker = venv.join("flux-agent-pins.txt");
+    let pins = python_pins();
+    if python.is_file() && std::fs::read_to_string(&marker).is_ok_and(|m| m == pins) {
+        return Ok(());
+    }
+    let debian = "apt-get install -y python3 python3-venv";
+    if !python.is_file() {
+        let make_venv = || sh(Command::new("python3").arg("-m").arg("venv").arg(&venv));
+        if make_venv().is_err() {
+            // Debian ships the venv module (ensurepip) apart from python3.
+            if !is_root() || !have("apt-get") {
+                bail!(
+                    "cannot create {}: install Python with `{debian}`",
+                    venv.display()
+                );
+            }
+            sh(Command::new("apt-get")
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(["python3", "python3-venv"]))
+            .with_context(|| format!("could not install Python; try `{debian}`"))?;
+            make_venv().with_context(|| format!("cannot create {}", venv.display()))?;
+        }
+    }
+    eprintln!(
+        "xtask setup: installing {} into {}",
+        pins.trim().replace('\n', " "),
+        venv.display()
+    );
+    let requirements: Vec<&str> = pins.lines().collect();
+    sh(Command::new(&python)
+        .args(["-m", "pip", "install", "--quiet"])
+        .args(&requirements))
+    .context("could not install the Python test tools; see the pip output above")?;
+    std::fs::write(&marker, &pins).with_context(|| format!("write {}", marker.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -565,6 +632,18 @@ mod tests {
             .unwrap();
         assert_eq!(before, after);
         std::fs::remove_dir_all(&scratch).unwrap();
+    }
+
+    #[test]
+    fn python_pins_are_exact_requirements() {
+        let pins = python_pins();
+        assert_eq!(pins.lines().count(), PYTHON_TOOLS.len());
+        assert!(
+            pins.lines()
+                .all(|l| l.split_once("==").is_some_and(|(n, v)| {
+                    !n.is_empty() && v.split('.').all(|p| p.parse::<u32>().is_ok())
+                }))
+        );
     }
 
     #[test]
