@@ -21,6 +21,7 @@ mod abp;
 mod csv;
 mod dnsmasq;
 mod hosts;
+mod json_feed;
 mod misp;
 mod netset;
 mod plain;
@@ -30,7 +31,6 @@ mod stix_pattern;
 use std::{fmt, net::IpAddr, str::FromStr};
 
 use serde::Serialize;
-use serde_json::Value;
 
 pub use self::csv::CsvColumn;
 use crate::feed_set::{Collector, FeedError, Parsed};
@@ -165,16 +165,16 @@ pub fn parse_feed(bytes: &[u8], options: &ParseOptions) -> Result<Parsed, FeedEr
 }
 
 fn parse_json(bytes: &[u8], fixed: Option<FeedFormat>) -> Result<Parsed, FeedError> {
-    let value: Value = serde_json::from_slice(bytes)
+    let feed: json_feed::JsonFeed = serde_json::from_slice(bytes)
         .map_err(|e| FeedError::json(fixed.unwrap_or_else(|| sniff_json(bytes)), e))?;
     let format = match fixed {
         Some(f) => f,
-        None => json_format(&value).ok_or(FeedError::Undetected)?,
+        None => json_format(&feed).ok_or(FeedError::Undetected)?,
     };
     let mut c = Collector::default();
     match format {
-        FeedFormat::Misp => misp::parse(&value, &mut c)?,
-        _ => stix::parse(&value, &mut c)?,
+        FeedFormat::Misp => misp::parse(feed.misp.as_deref(), &mut c)?,
+        _ => stix::parse(feed.stix.as_deref(), &mut c)?,
     }
     c.finish(format)
 }
@@ -190,33 +190,14 @@ fn sniff_json(bytes: &[u8]) -> FeedFormat {
     }
 }
 
-/// STIX or MISP by the document's top-level keys (module doc, rule 1).
-pub fn json_format(value: &Value) -> Option<FeedFormat> {
-    match value {
-        Value::Object(o) => {
-            if o.get("type").and_then(Value::as_str) == Some("bundle") || o.contains_key("objects")
-            {
-                Some(FeedFormat::Stix)
-            } else if ["Event", "response", "Attribute"]
-                .iter()
-                .any(|k| o.contains_key(*k))
-            {
-                Some(FeedFormat::Misp)
-            } else {
-                None
-            }
-        }
-        Value::Array(items) => {
-            let first = items.first()?.as_object()?;
-            if first.contains_key("Event") {
-                Some(FeedFormat::Misp)
-            } else if first.contains_key("type") && first.contains_key("id") {
-                Some(FeedFormat::Stix)
-            } else {
-                None
-            }
-        }
-        _ => None,
+/// STIX or MISP by what the document holds (module doc, rule 1).
+fn json_format(feed: &json_feed::JsonFeed) -> Option<FeedFormat> {
+    if feed.stix.is_some() {
+        Some(FeedFormat::Stix)
+    } else if feed.misp.is_some() {
+        Some(FeedFormat::Misp)
+    } else {
+        None
     }
 }
 
@@ -404,6 +385,7 @@ mod tests {
     #[test]
     fn detects_json_formats() {
         let j = |s: &str| json_format(&serde_json::from_str(s).unwrap());
+        assert_eq!(j(r#"[{"type":"indicator","id":"x"}]"#), Some(FeedFormat::Stix));
         assert_eq!(
             j(r#"{"type":"bundle","objects":[]}"#),
             Some(FeedFormat::Stix)

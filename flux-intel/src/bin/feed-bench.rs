@@ -27,6 +27,15 @@ fn status_kb(key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Seconds this (single-threaded) process has run on a CPU (`/proc/self/schedstat`, in ns): the
+/// wall-clock time on a shared machine includes waiting for a core.
+fn cpu_secs() -> f64 {
+    std::fs::read_to_string("/proc/self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0.0, |ns| ns as f64 / 1e9)
+}
+
 /// A deterministic, unsorted stream of distinct names: `<pseudo-random label>-<i>.<one of 1000
 /// zones>.<one of 8 TLDs>`.
 fn name(i: usize) -> String {
@@ -84,20 +93,23 @@ fn run_case(case: &str, n: usize) -> anyhow::Result<()> {
     let input = generate(case, n)?;
     let rss_before = status_kb("VmRSS:");
     let start = Instant::now();
+    let cpu_start = cpu_secs();
     let parsed = parse_feed(input.as_bytes(), &ParseOptions::default())
         .with_context(|| format!("{case}: the generated feed does not parse"))?;
     let elapsed = start.elapsed();
+    let cpu = cpu_secs() - cpu_start;
     let rss_after = status_kb("VmRSS:");
     let hwm = status_kb("VmHWM:");
     if parsed.set.len() != n {
         bail!("{case}: {} distinct entries, expected {n}", parsed.set.len());
     }
     println!(
-        "{case:>14}: {n} entries ({:.1} MB of {}), parsed in {:.2} s; set resident {:.0} MB \
+        "{case:>14}: {n} entries ({:.1} MB of {}), parsed in {:.2} s ({:.2} s on CPU); set resident {:.0} MB \
          (RSS {:.0} -> {:.0} MB, input held); peak (VmHWM) {:.0} MB",
         input.len() as f64 / 1e6,
         parsed.format,
         elapsed.as_secs_f64(),
+        cpu,
         rss_after.saturating_sub(rss_before) as f64 / 1024.0,
         rss_before as f64 / 1024.0,
         rss_after as f64 / 1024.0,

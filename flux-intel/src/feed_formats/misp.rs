@@ -7,25 +7,18 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
-
-use super::FeedFormat;
+use super::{FeedFormat, json_feed::Attr};
 use crate::feed_set::{Collector, FeedError};
 
-pub(super) fn parse(value: &Value, c: &mut Collector) -> Result<(), FeedError> {
-    let mut lists: Vec<&Vec<Value>> = Vec::new();
-    collect(value, &mut lists, 0);
-    if lists.is_empty() {
-        return Err(FeedError::Shape {
-            format: FeedFormat::Misp,
-            detail: "no Event or Attribute list".into(),
-        });
-    }
+/// `attrs`: what [`super::json_feed`] found (`None`: no MISP structure at all).
+pub(super) fn parse(attrs: Option<&[Attr]>, c: &mut Collector) -> Result<(), FeedError> {
+    let attrs = attrs.ok_or_else(|| FeedError::Shape {
+        format: FeedFormat::Misp,
+        detail: "no Event or Attribute list".into(),
+    })?;
     let mut skipped: BTreeMap<String, usize> = BTreeMap::new();
-    let mut index = 0usize;
-    for attribute in lists.into_iter().flatten() {
-        index += 1;
-        attribute_entries(index, attribute, c, &mut skipped);
+    for (i, attribute) in attrs.iter().enumerate() {
+        attribute_entries(i + 1, attribute, c, &mut skipped);
     }
     for (kind, count) in skipped {
         c.warn(0, format!("{count} attributes of type {kind:?} skipped"));
@@ -33,42 +26,16 @@ pub(super) fn parse(value: &Value, c: &mut Collector) -> Result<(), FeedError> {
     Ok(())
 }
 
-/// How deep the search for events goes (`response` → list → `Event` → `Object` → list):
-/// bounds the recursion on a hostile document.
-const MAX_DEPTH: usize = 6;
-
-/// Every attribute list under `value` (events, their objects, search responses).
-fn collect<'a>(value: &'a Value, lists: &mut Vec<&'a Vec<Value>>, depth: usize) {
-    if depth > MAX_DEPTH {
-        return;
-    }
-    match value {
-        Value::Array(items) => items.iter().for_each(|v| collect(v, lists, depth + 1)),
-        Value::Object(o) => {
-            if let Some(Value::Array(attrs)) = o.get("Attribute") {
-                lists.push(attrs);
-            }
-            for key in ["Event", "response", "Object"] {
-                if let Some(v) = o.get(key) {
-                    collect(v, lists, depth + 1);
-                }
-            }
-        }
-        _ => {}
-    }
-}
-
 fn attribute_entries(
     index: usize,
-    attribute: &Value,
+    attribute: &Attr,
     c: &mut Collector,
     skipped: &mut BTreeMap<String, usize>,
 ) {
-    let field = |k: &str| attribute.get(k).and_then(Value::as_str);
-    if attribute.get("deleted").and_then(Value::as_bool) == Some(true) {
+    if attribute.deleted {
         return;
     }
-    let (Some(kind), Some(value)) = (field("type"), field("value")) else {
+    let (Some(kind), Some(value)) = (attribute.kind.as_deref(), attribute.value.as_deref()) else {
         c.warn(0, format!("attribute {index}: no type or value"));
         return;
     };
@@ -94,7 +61,8 @@ mod tests {
 
     fn read(json: &str) -> Result<crate::Parsed, FeedError> {
         let mut c = Collector::default();
-        parse(&serde_json::from_str(json).unwrap(), &mut c)?;
+        let feed: super::super::json_feed::JsonFeed = serde_json::from_str(json).unwrap();
+        parse(feed.misp.as_deref(), &mut c)?;
         c.finish(FeedFormat::Misp)
     }
 
@@ -142,8 +110,9 @@ mod tests {
         assert_eq!(read(list).unwrap().entries, 1);
         assert!(matches!(
             read(r#"{"response":[]}"#),
-            Err(FeedError::Shape { .. })
+            Err(FeedError::NothingParsed { .. })
         ));
+        assert!(matches!(read(r#"{"x":[]}"#), Err(FeedError::Shape { .. })));
         assert!(matches!(
             read(r#"{"Event":{"Attribute":[{"type":"md5","value":"x"}]}}"#),
             Err(FeedError::NothingParsed { .. })

@@ -8,9 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
-
-use super::{FeedFormat, stix_pattern};
+use super::{FeedFormat, json_feed::StixObject, stix_pattern};
 use crate::feed_set::{Collector, FeedError};
 
 /// Object paths read, and whether a CIDR (`ISSUBSET`) makes sense on them.
@@ -21,22 +19,15 @@ const PATHS: &[(&str, bool)] = &[
     ("url:value", false),
 ];
 
-pub(super) fn parse(value: &Value, c: &mut Collector) -> Result<(), FeedError> {
-    let objects = match value {
-        Value::Array(items) => items,
-        _ => value
-            .get("objects")
-            .and_then(Value::as_array)
-            .ok_or_else(|| FeedError::Shape {
-                format: FeedFormat::Stix,
-                detail: "no objects list".into(),
-            })?,
-    };
+/// `objects`: what [`super::json_feed`] found (`None`: no bundle or object list).
+pub(super) fn parse(objects: Option<&[StixObject]>, c: &mut Collector) -> Result<(), FeedError> {
+    let objects = objects.ok_or_else(|| FeedError::Shape {
+        format: FeedFormat::Stix,
+        detail: "no objects list".into(),
+    })?;
     let mut skipped: BTreeMap<String, usize> = BTreeMap::new();
     for object in objects {
-        if object.get("type").and_then(Value::as_str) != Some("indicator")
-            || object.get("revoked").and_then(Value::as_bool) == Some(true)
-        {
+        if object.kind.as_deref() != Some("indicator") || object.revoked {
             continue;
         }
         indicator(object, c, &mut skipped);
@@ -47,22 +38,16 @@ pub(super) fn parse(value: &Value, c: &mut Collector) -> Result<(), FeedError> {
     Ok(())
 }
 
-fn indicator(object: &Value, c: &mut Collector, skipped: &mut BTreeMap<String, usize>) {
-    let id = object
-        .get("id")
-        .and_then(Value::as_str)
-        .unwrap_or("(no id)");
-    let pattern_type = object
-        .get("pattern_type")
-        .and_then(Value::as_str)
-        .unwrap_or("stix");
+fn indicator(object: &StixObject, c: &mut Collector, skipped: &mut BTreeMap<String, usize>) {
+    let id = object.id.as_deref().unwrap_or("(no id)");
+    let pattern_type = object.pattern_type.as_deref().unwrap_or("stix");
     if pattern_type != "stix" {
         *skipped
             .entry(format!("pattern type {pattern_type:?}"))
             .or_default() += 1;
         return;
     }
-    let Some(pattern) = object.get("pattern").and_then(Value::as_str) else {
+    let Some(pattern) = object.pattern.as_deref() else {
         c.warn(0, format!("{id}: no pattern"));
         return;
     };
@@ -117,7 +102,8 @@ mod tests {
 
     fn read(json: &str) -> Result<crate::Parsed, FeedError> {
         let mut c = Collector::default();
-        parse(&serde_json::from_str(json).unwrap(), &mut c)?;
+        let feed: super::super::json_feed::JsonFeed = serde_json::from_str(json).unwrap();
+        parse(feed.stix.as_deref(), &mut c)?;
         c.finish(FeedFormat::Stix)
     }
 
@@ -156,8 +142,9 @@ mod tests {
     fn shapes() {
         assert!(matches!(
             read(r#"{"type":"bundle"}"#),
-            Err(FeedError::Shape { .. })
+            Err(FeedError::NothingParsed { .. })
         ));
+        assert!(matches!(read(r#"{"Event":{}}"#), Err(FeedError::Shape { .. })));
         assert!(matches!(
             read(r#"{"type":"bundle","objects":[]}"#),
             Err(FeedError::NothingParsed { .. })
