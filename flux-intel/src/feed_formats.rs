@@ -385,7 +385,10 @@ mod tests {
     #[test]
     fn detects_json_formats() {
         let j = |s: &str| json_format(&serde_json::from_str(s).unwrap());
-        assert_eq!(j(r#"[{"type":"indicator","id":"x"}]"#), Some(FeedFormat::Stix));
+        assert_eq!(
+            j(r#"[{"type":"indicator","id":"x"}]"#),
+            Some(FeedFormat::Stix)
+        );
         assert_eq!(
             j(r#"{"type":"bundle","objects":[]}"#),
             Some(FeedFormat::Stix)

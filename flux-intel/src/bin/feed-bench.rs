@@ -10,7 +10,12 @@ use std::{process::Command, time::Instant};
 use anyhow::{Context as _, bail};
 use flux_intel::{ParseOptions, parse_feed};
 
-const CASES: &[&str] = &["plain-domains", "hosts-domains", "netset-ipv4", "misp-domains"];
+const CASES: &[&str] = &[
+    "plain-domains",
+    "hosts-domains",
+    "netset-ipv4",
+    "misp-domains",
+];
 /// The issue's scale: "a feed of 1,000,000 domains or addresses loads in seconds".
 const DEFAULT_ENTRIES: usize = 1_000_000;
 
@@ -40,7 +45,9 @@ fn cpu_secs() -> f64 {
 /// zones>.<one of 8 TLDs>`.
 fn name(i: usize) -> String {
     const TLDS: [&str; 8] = ["com", "net", "org", "top", "xyz", "ru", "info", "shop"];
-    let h = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(17);
+    let h = (i as u64)
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .rotate_left(17);
     format!(
         "{:x}-{i}.zone{}.{}",
         h & 0xff_ffff,
@@ -101,7 +108,10 @@ fn run_case(case: &str, n: usize) -> anyhow::Result<()> {
     let rss_after = status_kb("VmRSS:");
     let hwm = status_kb("VmHWM:");
     if parsed.set.len() != n {
-        bail!("{case}: {} distinct entries, expected {n}", parsed.set.len());
+        bail!(
+            "{case}: {} distinct entries, expected {n}",
+            parsed.set.len()
+        );
     }
     println!(
         "{case:>14}: {n} entries ({:.1} MB of {}), parsed in {:.2} s ({:.2} s on CPU); set resident {:.0} MB \

@@ -471,7 +471,13 @@ mod tests {
     #[test]
     fn shapes() {
         assert!(read(r#"{"type":"bundle"}"#).stix.is_some());
-        assert_eq!(read(r#"{"type":"bundle","objects":[{"type":"indicator"}, 3]}"#).stix.unwrap().len(), 2);
+        assert_eq!(
+            read(r#"{"type":"bundle","objects":[{"type":"indicator"}, 3]}"#)
+                .stix
+                .unwrap()
+                .len(),
+            2
+        );
         assert!(read(r#"{"response":[]}"#).misp.is_some());
         assert!(read(r#"{"x":[]}"#).misp.is_none());
         let f = read(r#"[{"Event":{"Object":[{"Attribute":[{"type":"domain"}]}]}}]"#);

@@ -144,7 +144,10 @@ mod tests {
             read(r#"{"type":"bundle"}"#),
             Err(FeedError::NothingParsed { .. })
         ));
-        assert!(matches!(read(r#"{"Event":{}}"#), Err(FeedError::Shape { .. })));
+        assert!(matches!(
+            read(r#"{"Event":{}}"#),
+            Err(FeedError::Shape { .. })
+        ));
         assert!(matches!(
             read(r#"{"type":"bundle","objects":[]}"#),
             Err(FeedError::NothingParsed { .. })
