@@ -244,7 +244,14 @@ fn test(no_lint: bool, args: &[String]) -> anyhow::Result<()> {
 fn bench(repeat: u32) -> anyhow::Result<()> {
     setup::setup()?;
     // Feed import: parse time and peak memory for 1,000,000-entry feeds (flux-intel).
-    sh(cargo().args(["run", "--release", "-p", "flux-intel", "--bin", "feed-bench"]))?;
+    sh(cargo().args([
+        "run",
+        "--release",
+        "-p",
+        "flux-intel",
+        "--bin",
+        "feed-bench",
+    ]))?;
     // Userspace: replay throughput and the scorer's memory for 1,000,000 names.
     sh(&mut release_bin("scorer-bench"))?;
     // Deciding response to block in the map, through the real program, scorer and enforcer.
