@@ -26,7 +26,7 @@ mod misp;
 mod netset;
 mod plain;
 mod stix;
-mod stix_pattern;
+pub mod stix_pattern;
 
 use std::{fmt, net::IpAddr, str::FromStr};
 
