@@ -50,11 +50,11 @@ pub fn parse(pattern: &str) -> Result<Pattern, String> {
         };
         if word.eq_ignore_ascii_case("AND") || word.eq_ignore_ascii_case("FOLLOWEDBY") {
             out.conjunctive = true;
-        } else if word.contains(':') {
-            if let Some((cmp, next)) = comparison(word, &tokens, i) {
-                out.comparisons.push(cmp);
-                i = next;
-            }
+        } else if word.contains(':')
+            && let Some((cmp, next)) = comparison(word, &tokens, i)
+        {
+            out.comparisons.push(cmp);
+            i = next;
         }
     }
     Ok(out)
