@@ -1,6 +1,7 @@
 //! The feed formats: which there are ([`FeedFormat`]), how `auto` tells them apart
-//! ([`detect_text`] for text, the document's keys for JSON), and [`parse_feed`], which runs the right parser of
-//! `feed_formats/` (one module per format) over a feed's bytes. Pure: reads only the bytes given.
+//! ([`detect_text`] for text, the document's keys for JSON), and [`parse_feed`], which runs the
+//! right parser of `feed_formats/` (one module per format) over a feed's bytes. Pure: reads only
+//! the bytes given.
 //!
 //! # Auto-detection
 //!
