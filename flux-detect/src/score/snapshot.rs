@@ -53,16 +53,19 @@ const HEADER_LEN: usize = 9;
 /// The CRC-32 at the end.
 const CRC_LEN: usize = 4;
 
-/// Keys a snapshot holds at most, highest level first, then keys that share bots, watched
-/// keys, and the most recently active: four times `WATCHED_KEYS` (16,384), so every watched key
-/// fits with room for three times as many flux and suspicious keys, which real traffic has in
-/// hundreds. At the measured ~150 bytes of a flux key (see the snapshot tests' size figure),
-/// about 10 MB; [`MAX_SNAPSHOT_BYTES`] bounds the rare worst case of keys full of addresses.
+/// Keys a snapshot holds at most, the most useful first (see [`Scorer::snapshot`]): four
+/// times `WATCHED_KEYS` (16,384), so every watched key fits with room for three times as many
+/// flux, suspicious and rotating keys (real traffic has hundreds of flux and suspicious keys).
+/// Measured (`snapshot_figures`, 100,000 tracked keys): 140 bytes a key when one name in 100
+/// is flux (9 MB at this bound, 0.1 s to take, 0.1 s to restore), 470 bytes a key when every
+/// key holds 20 addresses of a flux network (31 MB with a full bot table, under a second each
+/// way). A busy resolver's table (1,000,000 keys) does not fit whole: its benign keys seen
+/// with one answer are what is left out.
 pub const MAX_SNAPSHOT_KEYS: usize = 65_536;
-/// Keys stop being added once their estimated encoded size ([`size_estimate`], an upper bound)
-/// passes this: a blob the agent writes every few minutes into its database and reads at start
-/// stays within tens of MB even when every key saved holds `MAX_IPS_PER_KEY` addresses. The
-/// bot table is bounded apart (`MAX_FLUX_IPS` entries, ~12 bytes each).
+/// Keys stop being added once their encoded size passes this: the worst case of
+/// [`MAX_SNAPSHOT_KEYS`] keys each full of addresses (`MAX_IPS_PER_KEY`, ~3 KB a key) would be
+/// about 200 MB, too much for a blob the agent writes every few minutes and reads at start.
+/// The bot table is bounded apart (`MAX_FLUX_IPS` entries, ~11 bytes each, 3 MB).
 pub const MAX_SNAPSHOT_BYTES: usize = 32 << 20;
 /// A snapshot older than this (seconds between its `taken_at` and the restoring clock) is
 /// refused, and a key whose last activity is older is left out: the longest window. Past it
@@ -89,7 +92,7 @@ pub struct Snapshot {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct SnapshotStats {
     pub keys: u64,
-    /// Keys that mattered but did not fit ([`MAX_SNAPSHOT_KEYS`], [`MAX_SNAPSHOT_BYTES`]).
+    /// Keys that did not fit ([`MAX_SNAPSHOT_KEYS`], [`MAX_SNAPSHOT_BYTES`]).
     pub keys_left_out: u64,
     pub watched: u64,
     pub bots: u64,
@@ -360,24 +363,26 @@ impl Scorer {
     /// [`Self::snapshot`] with other bounds (the tests use small ones).
     fn snapshot_bounded(&self, max_keys: usize, max_bytes: usize) -> Snapshot {
         let base = self.latest;
-        let mut chosen: Vec<&Tracked> = self.keys.values().collect();
-        chosen.sort_unstable_by(|a, b| {
-            priority(b)
-                .cmp(&priority(a))
-                .then_with(|| a.name.cmp(&b.name))
-        });
+        let mut chosen: Vec<(Priority, &Tracked)> =
+            self.keys.values().map(|t| (priority(&t.st), t)).collect();
+        chosen.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.name.cmp(&b.1.name)));
         let mut keys = Vec::new();
         let mut bytes = 0usize;
-        let mut left_out = 0u64;
-        for t in chosen {
-            let size = size_estimate(t);
-            if keys.len() >= max_keys || bytes.saturating_add(size) > max_bytes {
-                left_out += 1;
-                continue;
+        for (_, t) in &chosen {
+            if keys.len() >= max_keys {
+                break;
+            }
+            let key = save_key(&t.name, &t.st, base);
+            let size =
+                postcard::serialize_with_flavor(&key, postcard::ser_flavors::Size::default())
+                    .unwrap_or(usize::MAX);
+            if bytes.saturating_add(size) > max_bytes {
+                break;
             }
             bytes += size;
-            keys.push(save_key(&t.name, &t.st, base));
+            keys.push(key);
         }
+        let left_out = (chosen.len() - keys.len()) as u64;
         let bots = self
             .flux_ips
             .bots_oldest_first()
@@ -525,9 +530,11 @@ fn rotating(st: &KeyState) -> bool {
 /// would start that count again after a restart.
 const ROTATING_ANSWERS: usize = MIN_RRSETS_FOR_FLUX as usize;
 
-/// The order keys are saved in when they do not all fit (higher first).
-fn priority(t: &Tracked) -> (Level, bool, bool, bool, u32) {
-    let st = &t.st;
+/// Where a key stands in the order keys are saved in (higher first): level, sharing bots,
+/// watched, rotating, last active.
+type Priority = (Level, bool, bool, bool, u32);
+
+fn priority(st: &KeyState) -> Priority {
     (
         st.level,
         st.shares_bots,
@@ -545,23 +552,6 @@ fn last_active(st: &KeyState) -> u32 {
     ips.chain(rrsets)
         .chain(ns)
         .fold(st.last_eval.max(st.first_seen), u32::max)
-}
-
-/// An upper bound of a key's encoded size: each varint at its longest.
-fn size_estimate(t: &Tracked) -> usize {
-    const FIXED: usize = 96;
-    const ADDR: usize = 17 + 5 + 5 + 2;
-    const AGE: usize = 10;
-    let names = t.name.len()
-        + t.st.allowed_by.as_ref().map_or(0, |s| s.len())
-        + t.st.chain().map(|c| c.len() + 5).sum::<usize>();
-    let ns = t.st.ns.as_ref().map_or(0, |n| {
-        n.hosts
-            .iter()
-            .map(|h| h.name.len() + 16 + h.glue.len() * (ADDR + AGE))
-            .sum()
-    });
-    FIXED + names + t.st.ips.len() * (ADDR + AGE + 1) + t.st.rrsets.len() * 32 + ns
 }
 
 fn age(base: u32, t: u32) -> Age {
