@@ -328,6 +328,13 @@ impl Snapshot {
         out
     }
 
+    /// The body of [`Self::to_bytes`] without its header and checksum: the seeds of the fuzz
+    /// target, which frames inputs with [`Self::frame_body`].
+    #[doc(hidden)]
+    pub fn body_bytes(&self) -> Result<Vec<u8>, SnapshotError> {
+        postcard::to_allocvec(&self.body).map_err(|e| SnapshotError::Encode(e.to_string()))
+    }
+
     /// The snapshot's time base: the latest observation the scorer had seen.
     pub fn taken_at(&self) -> SystemTime {
         from_secs(u32::try_from(self.body.taken_at).unwrap_or(u32::MAX))

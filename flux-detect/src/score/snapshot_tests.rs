@@ -420,7 +420,18 @@ fn bodies_past_the_checksum_are_checked() {
         }
         b.truncate(b.len() - (rand() as usize % 3));
         if let Ok(snap) = Snapshot::from_bytes(&Snapshot::frame_body(&b)) {
-            let _ = scorer().restore(snap, base);
+            let names: Vec<String> = snap.key_names().map(str::to_owned).collect();
+            let mut s = scorer();
+            if s.restore(snap, base).is_ok() {
+                // What the fuzz target does with a restored scorer, with overflow checks on.
+                let again = s.snapshot().to_bytes().unwrap();
+                assert!(Snapshot::from_bytes(&again).is_ok());
+                for n in &names {
+                    let _ = s.explain(n, base);
+                    let _ = s.block_targets(n, base);
+                }
+                feed(&mut s, &stream());
+            }
         }
     }
     let mut bad = good.clone();
