@@ -24,6 +24,7 @@ mod orgs;
 pub mod params;
 mod rescore;
 pub mod shared;
+mod snapshot;
 mod table;
 mod tally;
 
@@ -48,6 +49,9 @@ use orgs::org_id;
 use params::{ADDR_CACHE, BUSY_RESCORE_SECS, MAX_CHAIN, WATCHED_KEYS};
 pub use params::{MAX_FLUX_IPS, WINDOWS};
 use rescore::{allowlist_match, evaluate, rescore, shared_bots, verdict};
+pub use snapshot::{
+    MAX_SNAPSHOT_AGE_SECS, RestoreStats, SNAPSHOT_VERSION, Snapshot, SnapshotError, SnapshotStats,
+};
 
 pub const ROLE_OWNER: u8 = 1;
 pub const ROLE_DOMAIN: u8 = 2;
@@ -180,6 +184,8 @@ pub struct Scorer {
     /// [`FluxIps::added`] at the last sweep of the watched keys, and when that sweep was.
     swept_bots: u64,
     last_sweep: u32,
+    /// The latest observation time seen: a snapshot's time base (`snapshot.rs`).
+    latest: u32,
 }
 
 /// NS hosts of one zone in a response.
@@ -214,6 +220,7 @@ impl Scorer {
             watched: KeyTable::new(WATCHED_KEYS),
             swept_bots: 0,
             last_sweep: 0,
+            latest: 0,
         }
     }
 
@@ -303,6 +310,7 @@ impl Scorer {
             return;
         }
         let now = secs(ts);
+        self.latest = self.latest.max(now);
 
         let chain = cname_chain(msg);
 

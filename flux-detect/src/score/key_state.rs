@@ -92,15 +92,15 @@ pub struct KeyState {
     pub(super) ips: Vec<IpEntry>,
     /// A 32-bit fingerprint of each address in `ips`, same order: finding an address scans
     /// this dense array (vectorised) instead of 32-byte entries.
-    ip_fps: Vec<u32>,
+    pub(super) ip_fps: Vec<u32>,
     pub(super) rrsets: Vec<Rrset>,
     pub(super) ns: Option<Box<NsTable>>,
     /// The last CNAME chain that led to this key's addresses (query name first).
-    chain: Option<Box<[Box<str>]>>,
+    pub(super) chain: Option<Box<[Box<str>]>>,
     pub first_seen: u32,
     pub responses: u32,
     /// New answers and returns of expired ones, saturating (what makes a key busy).
-    changes: u8,
+    pub(super) changes: u8,
     pub level: super::model::Level,
     pub last_eval: u32,
     /// Bit per role, see `super::ROLE_*`.
@@ -125,11 +125,11 @@ pub struct KeyState {
     pub block_minute: u8,
     /// Something the features read changed since the last score: a new answer, a larger TTL,
     /// or an entry seen again that had left a window. See [`KeyState::unchanged_since_eval`].
-    dirty: bool,
+    pub(super) dirty: bool,
     /// When the oldest entry of a window at the last score leaves it (see [`Nested`]).
-    changes_at: u32,
+    pub(super) changes_at: u32,
     /// Other domains' bots per window at the last score.
-    last_shared: [u8; WINDOWS.len()],
+    pub(super) last_shared: [u8; WINDOWS.len()],
 }
 
 impl KeyState {
@@ -504,6 +504,21 @@ impl KeyState {
                 .chain
                 .as_ref()
                 .map_or(0, |c| c.iter().map(|s| s.len() + 16).sum())
+    }
+
+    /// The shared-bot marks of each address in `ips` (the top two bits of its `ip_fps` word,
+    /// [`FP_OTHER_BOT`] and [`FP_OWN_BOT`]), same order: a snapshot keeps them, so a restored
+    /// key trusts exactly what it trusted before.
+    pub(super) fn bot_marks(&self) -> impl Iterator<Item = u8> + '_ {
+        self.ip_fps.iter().map(|f| (f >> 30) as u8)
+    }
+
+    /// Appends an address as a snapshot held it, with its [`Self::bot_marks`] value (only the
+    /// low two bits are read). The caller keeps the caps of `params.rs`.
+    pub(super) fn restore_ip(&mut self, addr: AddrInfo, last: u32, marks: u8) {
+        self.ip_fps
+            .push(fingerprint(&addr.ip) | (u32::from(marks & 3) << 30));
+        self.ips.push(IpEntry { addr, last });
     }
 }
 

@@ -6,7 +6,7 @@ use std::{net::IpAddr, sync::Arc, time::SystemTime};
 use super::*;
 use crate::dns::{DnsFlags, DnsMessage, DnsRecord, Rcode};
 
-fn rec(name: &str, rtype: u16, ttl: u32, data: &str) -> DnsRecord {
+pub(super) fn rec(name: &str, rtype: u16, ttl: u32, data: &str) -> DnsRecord {
     let addr = data.parse::<IpAddr>().ok();
     DnsRecord {
         name: name.into(),
@@ -18,7 +18,7 @@ fn rec(name: &str, rtype: u16, ttl: u32, data: &str) -> DnsRecord {
     }
 }
 
-fn response(qname: &str, answers: Vec<DnsRecord>) -> DnsMessage {
+pub(super) fn response(qname: &str, answers: Vec<DnsRecord>) -> DnsMessage {
     DnsMessage {
         id: 1,
         qname: qname.into(),
@@ -33,15 +33,15 @@ fn response(qname: &str, answers: Vec<DnsRecord>) -> DnsMessage {
     }
 }
 
-fn a_records(name: &str, ttl: u32, ips: &[String]) -> Vec<DnsRecord> {
+pub(super) fn a_records(name: &str, ttl: u32, ips: &[String]) -> Vec<DnsRecord> {
     ips.iter().map(|ip| rec(name, 1, ttl, ip)).collect()
 }
 
-fn at(s: u32) -> SystemTime {
+pub(super) fn at(s: u32) -> SystemTime {
     from_secs(1_700_000_000 + s)
 }
 
-fn scorer() -> Scorer {
+pub(super) fn scorer() -> Scorer {
     Scorer::new(
         ScorerConfig::default(),
         Arc::new(Enricher::empty()),
@@ -79,14 +79,14 @@ fn baseline_flags(log: &RescoreLog) -> std::collections::BTreeSet<(String, &'sta
 }
 
 /// Every TTL the flux network hands out five fresh bots, each in its own /16.
-fn flux_answer(round: u32) -> Vec<String> {
+pub(super) fn flux_answer(round: u32) -> Vec<String> {
     (0..5)
         .map(|i| format!("{}.{}.7.9", 20 + round * 5 + i, 30 + i))
         .collect()
 }
 
 /// Feeds `name` the flux network's answer of each round in `rounds`, one per `ttl` from time 0.
-fn rotate_flux(
+pub(super) fn rotate_flux(
     s: &mut Scorer,
     name: &str,
     rounds: std::ops::Range<u32>,

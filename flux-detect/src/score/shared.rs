@@ -76,14 +76,22 @@ impl FluxIps {
     /// judged flux *because* it shares this bot must not take the bot over, or its own
     /// evidence would vanish at its next rescore (a key's own addresses prove nothing).
     pub fn insert(&mut self, ip: [u8; 16], owner: u32) {
-        let (_, created, _) = self.table.get_or_insert_with(ip, || Bot {
+        let bot = Bot {
             owner,
             stable_users: [0; INFRA_STABLE_DOMAINS as usize],
-        });
-        if !created {
-            return;
+        };
+        if self.insert_bot(ip, bot) {
+            self.added += 1;
         }
-        self.added += 1;
+    }
+
+    /// Adds a bot unless the address is one already (the first owner keeps it); whether it
+    /// was added.
+    fn insert_bot(&mut self, ip: [u8; 16], bot: Bot) -> bool {
+        let (_, created, _) = self.table.get_or_insert_with(ip, || bot);
+        if !created {
+            return false;
+        }
         self.inserts += 1;
         if self.inserts > MAX_FLUX_IPS {
             // Every entry has been replaced at least once since the last rebuild: drop the
@@ -95,6 +103,41 @@ impl FluxIps {
             self.inserts = 0;
         }
         set_bit(&mut self.filter, &ip);
+        true
+    }
+
+    /// Every bot, least recently added first, for snapshots: (address, owner domain id, the
+    /// stable domains seen on it, 0 for none yet).
+    pub(super) fn bots_oldest_first(&self) -> impl Iterator<Item = (&[u8; 16], u32, &[u32])> {
+        self.table
+            .entries_oldest_first()
+            .into_iter()
+            .map(|(ip, bot)| (ip, bot.owner, &bot.stable_users[..]))
+    }
+
+    /// Puts back a bot as a snapshot held it (`stable_users` beyond the table's slots are
+    /// ignored). Counts nothing: [`Self::set_counters`] restores the counters. Whether it was
+    /// added (false: the address was a bot already).
+    pub(super) fn restore_bot(&mut self, ip: [u8; 16], owner: u32, stable_users: &[u32]) -> bool {
+        let mut bot = Bot {
+            owner,
+            stable_users: [0; INFRA_STABLE_DOMAINS as usize],
+        };
+        for (slot, u) in bot.stable_users.iter_mut().zip(stable_users) {
+            *slot = *u;
+        }
+        self.insert_bot(ip, bot)
+    }
+
+    /// The counters a snapshot keeps: addresses ever added, bots found to be infrastructure.
+    pub(super) fn counters(&self) -> (u64, u64) {
+        (self.added, self.infrastructure)
+    }
+
+    /// Sets the counters of [`Self::counters`] (after a restore).
+    pub(super) fn set_counters(&mut self, added: u64, infrastructure: u64) {
+        self.added = added;
+        self.infrastructure = infrastructure;
     }
 
     /// Bots that turned into shared infrastructure, ever: while 0, a key can trust what the

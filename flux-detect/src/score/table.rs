@@ -107,6 +107,14 @@ impl<K: Copy + Eq + Hash, V> KeyTable<K, V> {
         self.slots.iter().map(|s| &s.id)
     }
 
+    /// Every entry, least recently used first (for snapshots: put back in this order, the
+    /// table's recency order survives a restart).
+    pub fn entries_oldest_first(&self) -> Vec<(&K, &V)> {
+        let mut v: Vec<&Slot<K, V>> = self.slots.iter().collect();
+        v.sort_unstable_by_key(|s| s.used);
+        v.into_iter().map(|s| (&s.id, &s.value)).collect()
+    }
+
     /// Removes the entry for `id`, if there is one.
     pub fn remove(&mut self, id: &K) {
         if let Some(i) = self.index.remove(id) {

@@ -9,6 +9,7 @@
 //!   the link-type byte `fuzz_targets/frame_decode.rs` reads;
 //! - `event_json`: the DNS responses as ring-buffer records (header, then message);
 //! - `scorer_feed`: each capture's responses in order as one input, and runs of the resolver's;
+//! - `scorer_snapshot`: the snapshot body of a scorer fed each of those runs;
 //! - `control_request`, `allowlist_text`: a few hand-written lines (no dataset has them);
 //! - `feed_parse`: pieces of the feed samples of `feeds/**` and hand-written ones
 //!   (`feed_seeds.rs`).
@@ -22,6 +23,7 @@ use std::{
     io::{BufReader, Read},
     net::IpAddr,
     path::{Path, PathBuf},
+    sync::Arc,
     time::SystemTime,
 };
 
@@ -32,7 +34,10 @@ use flux_common::{
 };
 use flux_detect::{
     capture_file::{CapturedDns, DEFAULT_PORTS, ReadStats, decode_frame, read_file},
-    dns::Transport,
+    dns::{Transport, parse_response},
+    enrich::Enricher,
+    known_good::Allowlist,
+    score::{Scorer, ScorerConfig},
 };
 use pcap_file::pcap::PcapReader;
 
@@ -224,6 +229,30 @@ impl Corpus {
                 feed.extend_from_slice(&d.payload[..len]);
             }
             self.add("scorer_feed", &feed);
+            self.snapshot_of(run);
+        }
+    }
+
+    /// The snapshot body (`Snapshot::body_bytes`, which the target frames) of a scorer fed one
+    /// run of responses.
+    fn snapshot_of(&mut self, run: &[CapturedDns]) {
+        let mut scorer = Scorer::new(
+            ScorerConfig::default(),
+            Arc::new(Enricher::empty()),
+            Arc::new(Allowlist::builtin()),
+        );
+        let mut out = Vec::new();
+        for d in run {
+            if let Ok(msg) = parse_response(&d.payload, false) {
+                scorer.observe(d.ts, &msg, &mut out);
+            }
+        }
+        if scorer.stats().keys_tracked == 0 {
+            return;
+        }
+        match scorer.snapshot().body_bytes() {
+            Ok(body) => self.add("scorer_snapshot", &body),
+            Err(e) => eprintln!("flux-fuzz-seed: scorer snapshot: {e}"),
         }
     }
 
