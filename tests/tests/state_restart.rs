@@ -105,39 +105,72 @@ fn rotate(hosts: &Path, dns: &Proc, round: u32) {
 /// block gate stays).
 const AGENT_ARGS: &[&str] = &["--iface", "a0", "--no-db", "--block-hold", "0s"];
 
+/// A server side serving a flux zone (`www.fluxy.test`, rotated by [`FluxLab::drive`]) and the
+/// usual names of `start_dnsmasq`; the flux addresses are routed to the server side.
+struct FluxLab {
+    link: Link,
+    dir: TempDir,
+    hosts: std::path::PathBuf,
+    dns: Proc,
+}
+
+impl FluxLab {
+    fn new() -> Self {
+        let link = Link::new();
+        link.client
+            .exec(&["ip", "route", "add", "10.0.0.0/8", "via", SERVER_V4]);
+        let dir = TempDir::new();
+        let hosts = dir.0.join("hosts");
+        fs::write(&hosts, "").unwrap();
+        let dns = start_dnsmasq(
+            &link.server,
+            &[
+                format!("--addn-hosts={}", hosts.display()),
+                "--local=/fluxy.test/".into(),
+                "--local-ttl=30".into(),
+            ],
+        );
+        Self {
+            link,
+            dir,
+            hosts,
+            dns,
+        }
+    }
+
+    /// Rotates the zone while the client resolves it, until the name gets NXDOMAIN (true) or
+    /// twelve rounds pass.
+    fn drive(&self) -> bool {
+        for round in 0..12u32 {
+            rotate(&self.hosts, &self.dns, round);
+            thread::sleep(Duration::from_millis(300));
+            let out = dig(
+                &self.link.client,
+                &[&format!("@{SERVER_V4}"), "www.fluxy.test"],
+            );
+            if status(&out) == "NXDOMAIN" {
+                return true;
+            }
+        }
+        false
+    }
+}
+
 #[test]
 fn blocks_survive_a_reboot_and_are_exported() {
     if !privileged() {
         return;
     }
-    let link = Link::new();
-    link.client
-        .exec(&["ip", "route", "add", "10.0.0.0/8", "via", SERVER_V4]);
-    let dir = TempDir::new();
-    let hosts = dir.0.join("hosts");
-    fs::write(&hosts, "").unwrap();
-    let dns = start_dnsmasq(
-        &link.server,
-        &[
-            format!("--addn-hosts={}", hosts.display()),
-            "--local=/fluxy.test/".into(),
-            "--local-ttl=30".into(),
-        ],
-    );
+    let lab = FluxLab::new();
+    let (link, dir) = (&lab.link, &lab.dir);
     let pin = PinDir::new();
     let mut agent = Agent::start(&link.client, &pin, AGENT_ARGS);
     // The scorer blocks the flux name (a real zone rotating its addresses).
-    let mut nx = false;
-    for round in 0..12u32 {
-        rotate(&hosts, &dns, round);
-        thread::sleep(Duration::from_millis(300));
-        let out = dig(&link.client, &[&format!("@{SERVER_V4}"), "www.fluxy.test"]);
-        if status(&out) == "NXDOMAIN" {
-            nx = true;
-            break;
-        }
-    }
-    assert!(nx, "the flux name was never blocked:\n{}", agent.log());
+    assert!(
+        lab.drive(),
+        "the flux name was never blocked:\n{}",
+        agent.log()
+    );
     let b = agent.wait_event("scorer block", |e| {
         e["type"] == "block" && e["action"] == "blocked" && e["target_kind"] == "domain"
     });
@@ -481,5 +514,85 @@ fn figure_restore_100k_blocks_after_a_reboot() {
         line.contains(&format!("restored {RESTORE_FIGURE_BLOCKS} blocks")),
         "every block restored: {line}"
     );
+    drop(agent);
+}
+
+/// A tmpfs of 1 MiB mounted on a temporary folder, unmounted on drop.
+struct SmallDisk(TempDir);
+
+impl SmallDisk {
+    fn new() -> Self {
+        let d = TempDir::new();
+        let o = run(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(&d.0));
+        assert!(o.status.success(), "mount tmpfs: {o:?}");
+        Self(d)
+    }
+
+    /// Fills what is left with a file, so the next write gets ENOSPC.
+    fn fill(&self) {
+        use std::io::Write as _;
+        let mut f = fs::File::create(self.0.0.join("filler")).unwrap();
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_reported_and_enforcement_goes_on() {
+    if !privileged() {
+        return;
+    }
+    let lab = FluxLab::new();
+    let disk = SmallDisk::new();
+    let state = disk.0.0.join("state.db");
+    let state_arg = state.to_str().unwrap();
+    let pin = PinDir::new();
+    let mut args = AGENT_ARGS.to_vec();
+    args.extend(["--state", state_arg]);
+    let agent = Agent::start(&lab.link.client, &pin, &args);
+    disk.fill();
+    // The scorer's block: the database write fails, the map write happens.
+    assert!(
+        lab.drive(),
+        "the flux name was never blocked:\n{}",
+        agent.log()
+    );
+    // The CLI's: the same.
+    let o = cli(
+        &pin,
+        &[
+            "blocklist",
+            "add",
+            "--domain",
+            "a.flux.test",
+            "--state",
+            state_arg,
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("disk full"),
+        "the CLI says the disk is full: {err}"
+    );
+    let out = dig(&lab.link.client, &[&format!("@{SERVER_V4}"), "a.flux.test"]);
+    assert_eq!(status(&out), "NXDOMAIN", "{out}");
+    // Reported: the log, and the counter in `stats`.
+    let log = agent.log();
+    assert!(log.contains("disk full"), "{log}");
+    let stats: Value = serde_json::from_str(&cli_ok(&pin, &["stats", "--json"])).unwrap();
+    let full = stats["state_db"]["db_full"].as_u64().unwrap_or(0);
+    assert!(full >= 1, "stats shows the failed writes: {stats}");
+    let text = cli_ok(&pin, &["stats"]);
+    assert!(text.contains("state_db_full"), "{text}");
     drop(agent);
 }

@@ -248,11 +248,6 @@ impl Enforcer {
         self
     }
 
-    /// The write path's failed database writes (`stats`).
-    pub fn record_counts(&self) -> crate::enforce::record::RecordCounts {
-        self.recorder.counts
-    }
-
     fn action(
         &self,
         kind: ActionKind,

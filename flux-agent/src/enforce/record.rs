@@ -26,6 +26,7 @@ use std::{
     collections::HashSet,
     net::IpAddr,
     path::Path,
+    sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -65,13 +66,32 @@ pub fn pause_at(step: &str) {
     }
 }
 
-/// Failed database writes since start (enforcement went on).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+/// Failed state-database writes of this process since start (enforcement went on): the write
+/// path's and the verdict journal's. The running agent reports them to `stats` (control
+/// request `{"state": true}`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RecordCounts {
     /// The disk (or `max_page_count`) was full: `StateError::Full`.
     pub db_full: u64,
     /// Any other failure (busy, I/O).
     pub db_errors: u64,
+}
+
+static DB_FULL: AtomicU64 = AtomicU64::new(0);
+static DB_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a failed database write ([`counts`]); returns the count of its kind so far.
+pub fn note_failure(e: &StateError) -> u64 {
+    let c = if e.is_full() { &DB_FULL } else { &DB_ERRORS };
+    c.fetch_add(1, Ordering::Relaxed) + 1
+}
+
+/// The failed database writes of this process so far.
+pub fn counts() -> RecordCounts {
+    RecordCounts {
+        db_full: DB_FULL.load(Ordering::Relaxed),
+        db_errors: DB_ERRORS.load(Ordering::Relaxed),
+    }
 }
 
 /// What the start-up reconcile did.
@@ -88,7 +108,6 @@ pub struct Restored {
 /// The database side of the write path, or none.
 pub struct Recorder {
     store: Option<Store>,
-    pub counts: RecordCounts,
 }
 
 /// Why the database could not be opened.
@@ -119,10 +138,7 @@ fn make_dir(path: &Path) -> Result<(), OpenError> {
 impl Recorder {
     /// No database: the maps only (`--no-state`, replay, or a file that cannot be used).
     pub fn without_db() -> Self {
-        Self {
-            store: None,
-            counts: RecordCounts::default(),
-        }
+        Self { store: None }
     }
 
     /// Opens (creating it and its directory, 0700, if missing) and checks the database.
@@ -130,10 +146,7 @@ impl Recorder {
         make_dir(path)?;
         let store = Store::open(path)?;
         store.check()?;
-        Ok(Self {
-            store: Some(store),
-            counts: RecordCounts::default(),
-        })
+        Ok(Self { store: Some(store) })
     }
 
     /// [`Recorder::open`], or, when the file cannot be used, one clear error line naming it and
@@ -168,17 +181,9 @@ impl Recorder {
         let store = self.store.as_mut()?;
         match f(store) {
             Ok(v) => Some(v),
-            Err(e) if e.is_full() => {
-                self.counts.db_full += 1;
-                warn!(
-                    "{e} (enforcing anyway; {} full so far)",
-                    self.counts.db_full
-                );
-                None
-            }
             Err(e) => {
-                self.counts.db_errors += 1;
-                warn!("{e} (enforcing anyway)");
+                let n = note_failure(&e);
+                warn!("{e} (enforcing anyway; {n} such failed writes so far)");
                 None
             }
         }

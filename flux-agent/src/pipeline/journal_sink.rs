@@ -13,7 +13,10 @@ use flux_state::{Level as StateLevel, ReasonRecord, Store, VerdictRecord};
 use log::warn;
 
 use crate::{
-    enforce::policy::{Outcome, TargetKind},
+    enforce::{
+        policy::{Outcome, TargetKind},
+        record,
+    },
     pipeline::{
         bus::Sink,
         events::{Event, EventKind},
@@ -33,8 +36,6 @@ pub struct JournalSink {
     store: Store,
     batch: Vec<VerdictRecord>,
     last: HashMap<String, VerdictRecord>,
-    /// Batches that failed (disk full, busy): logged, and counted here.
-    pub failed: u64,
 }
 
 impl JournalSink {
@@ -44,7 +45,6 @@ impl JournalSink {
             store: Store::open(path)?,
             batch: Vec::new(),
             last: HashMap::new(),
-            failed: 0,
         })
     }
 }
@@ -107,11 +107,11 @@ impl Sink for JournalSink {
         }
         let batch = std::mem::take(&mut self.batch);
         if let Err(e) = self.store.journal_verdicts(&batch) {
-            self.failed += 1;
+            // Counted with the write path's failures (`stats`).
+            let n = record::note_failure(&e);
             warn!(
-                "verdict journal: {e} ({} verdicts not journalled; {} batches so far)",
-                batch.len(),
-                self.failed
+                "verdict journal: {e} ({} verdicts not journalled; {n} such failed writes so far)",
+                batch.len()
             );
         }
         Ok(())
