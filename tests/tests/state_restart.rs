@@ -297,6 +297,15 @@ fn blocks_survive_a_reboot_and_are_exported() {
         let out = dig(&link.client, &[&format!("@{SERVER_V4}"), name]);
         assert_eq!(status(&out), "NXDOMAIN", "{name} after the reboot: {out}");
     }
+    // The new scorer has not seen the flux name; `explain` shows its history from the journal.
+    let o = cli(&pin, &["explain", &key, "--json"]);
+    let ex: Value = serde_json::from_slice(&o.stdout).expect("explain --json");
+    let h = ex["history"].as_array().cloned().unwrap_or_default();
+    assert!(
+        h.iter()
+            .any(|v| v["level"] == "flux" && v["domain"] == key.as_str()),
+        "journal history of {key}: {ex}"
+    );
     eprintln!("restart to enforcing: {:?}", t.elapsed());
     drop(agent);
 }
