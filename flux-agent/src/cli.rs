@@ -15,7 +15,8 @@ macro_rules! out {
 mod allowlist;
 mod blocklist;
 mod explain;
-mod export;
+// Not `export.rs`: flux-state has one, and no two files in the tree share a name.
+mod indicator_export;
 mod replay;
 mod run;
 mod scoring;
@@ -56,7 +57,7 @@ pub enum Command {
     Unload(blocklist::JsonArgs),
     /// Write what the agent found or blocked (from the state database) as STIX 2.1, MISP,
     /// CSV, a hosts file or a plain list.
-    Export(export::ExportArgs),
+    Export(indicator_export::ExportArgs),
 }
 
 /// The environment variable that changes the default `--state` (tests give each lab its own
@@ -171,7 +172,7 @@ fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Allowlist(args) => allowlist::allowlist(args),
         Command::Unload(args) => unload::unload(args),
         Command::Explain(args) => explain::explain(args),
-        Command::Export(args) => export::export(args),
+        Command::Export(args) => indicator_export::export(args),
     }
 }
 

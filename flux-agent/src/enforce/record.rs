@@ -9,6 +9,12 @@
 //! Feed import uses the same rule: `Store::apply_feed` through [`Recorder::store_mut`], then
 //! [`Recorder::apply`] with its `added` and `gone`.
 //!
+//! The writes are synchronous, on the caller's thread (the agent's pipeline): one small
+//! transaction per block, and new automatic blocks are rate-capped (`--max-blocks-per-minute`),
+//! so the ring-buffer reader waits at most milliseconds; the journal, which writes far more,
+//! has its own thread (`pipeline::journal_sink`). `flush` removes target by target (one
+//! transaction each): a flush of a very large blocklist takes a while.
+//!
 //! A database that cannot be written (a full disk, a busy lock) never stops enforcement: the
 //! map write still happens, the failure is logged and counted ([`RecordCounts`]). Without a
 //! database (`--no-state`, or a corrupt file) the Recorder writes the maps only.
