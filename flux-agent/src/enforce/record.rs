@@ -152,6 +152,16 @@ impl Recorder {
         make_dir(path)?;
         let store = Store::open(path)?;
         store.check()?;
+        // The journal is this host's DNS history: owner-only, like the events file. SQLite
+        // gives its -wal and -shm files the database's mode.
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Ok(m) = std::fs::metadata(path)
+            && m.permissions().mode() & 0o077 != 0
+        {
+            let mut p = m.permissions();
+            p.set_mode(p.mode() & 0o700);
+            let _ = std::fs::set_permissions(path, p);
+        }
         Ok(Self { store: Some(store) })
     }
 
@@ -542,6 +552,8 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o700);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the database is owner-only");
         let _ = std::fs::remove_dir_all(&base);
     }
 }
