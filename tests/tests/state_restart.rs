@@ -605,3 +605,97 @@ fn a_full_disk_is_reported_and_enforcement_goes_on() {
     assert!(text.contains("state_db_full"), "{text}");
     drop(agent);
 }
+
+/// The agent's own write path killed between the database and the map (a scorer block): the
+/// next start writes the block the database has.
+#[test]
+fn the_agent_killed_mid_block_is_repaired_at_the_next_start() {
+    if !privileged() {
+        return;
+    }
+    let lab = FluxLab::new();
+    let pin = PinDir::new();
+    let err = lab.dir.0.join("paused-agent.stderr");
+    let mut cmd = lab.link.client.cmd(agent_bin().to_str().unwrap());
+    cmd.args(["run", "--pin-dir", &pin.arg()])
+        .args(AGENT_ARGS)
+        .env("RUST_LOG", "info")
+        .env("FLUX_AGENT_STATE", state_path_for(&pin.0))
+        .env("FLUX_TEST_PAUSE_AT", "after-db-write")
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&err).unwrap());
+    let mut agent = Proc::spawn("flux-agent", &mut cmd);
+    let log = || fs::read_to_string(&err).unwrap_or_default();
+    let deadline = Instant::now() + AGENT_START_WAIT;
+    while !log().contains("capturing DNS responses") {
+        assert!(agent.child.try_wait().unwrap().is_none(), "{}", log());
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not start:\n{}",
+            log()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    // Drive the zone until the enforcer stops between the database and the map.
+    for round in 0..12u32 {
+        if log().contains("paused at after-db-write") {
+            break;
+        }
+        rotate(&lab.hosts, &lab.dns, round);
+        thread::sleep(Duration::from_millis(300));
+        dig(
+            &lab.link.client,
+            &[&format!("@{SERVER_V4}"), "www.fluxy.test"],
+        );
+    }
+    assert!(
+        log().contains("paused at after-db-write"),
+        "never paused:\n{}",
+        log()
+    );
+    agent.child.kill().unwrap();
+    agent.child.wait().unwrap();
+    let state = state_path_for(&pin.0);
+    // CSV: the blocks have an action; the journal's names (found, not blocked) "none".
+    let out = agent_cli(
+        None,
+        &[
+            "export",
+            "--format",
+            "csv",
+            "--source",
+            "scorer",
+            "--state",
+            state.to_str().unwrap(),
+        ],
+    );
+    let recorded: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut cols = l.split(',');
+            let (_, value, action) = (cols.next()?, cols.next()?, cols.next()?);
+            (value.ends_with("fluxy.test") && action != "none").then(|| value.to_owned())
+        })
+        .collect();
+    assert_eq!(
+        recorded.len(),
+        1,
+        "the database has the scorer's block: {recorded:?}\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let name = &recorded[0];
+    assert!(
+        !blocked(&pin).contains(name),
+        "the map write never happened"
+    );
+    // The next start writes it.
+    let agent = Agent::start(&lab.link.client, &pin, AGENT_ARGS);
+    assert!(blocked(&pin).contains(name), "{}", agent.log());
+    let out = dig(
+        &lab.link.client,
+        &[&format!("@{SERVER_V4}"), "www.fluxy.test"],
+    );
+    assert_eq!(status(&out), "NXDOMAIN", "{out}");
+    drop(agent);
+}
