@@ -15,6 +15,8 @@ macro_rules! out {
 mod allowlist;
 mod blocklist;
 mod explain;
+// Not `export.rs`: flux-state has one, and no two files in the tree share a name.
+mod indicator_export;
 mod replay;
 mod run;
 mod scoring;
@@ -53,6 +55,50 @@ pub enum Command {
     Explain(explain::ExplainArgs),
     /// Detach the programs a stopped agent left enforcing, and remove its pins.
     Unload(blocklist::JsonArgs),
+    /// Write what the agent found or blocked (from the state database) as STIX 2.1, MISP,
+    /// CSV, a hosts file or a plain list.
+    Export(indicator_export::ExportArgs),
+}
+
+/// The environment variable that changes the default `--state` (tests give each lab its own
+/// database this way; an operator may too).
+pub const STATE_ENV: &str = "FLUX_AGENT_STATE";
+
+/// The state database, for every command that writes or reads blocks.
+#[derive(Debug, clap::Args)]
+pub struct StateArgs {
+    /// The state database (SQLite): blocks and allowlist with their source, reason and
+    /// expiry, the verdict journal. Created, with its directory (0700), if missing.
+    /// Default: $FLUX_AGENT_STATE, else /var/lib/flux-agent/state.db.
+    #[arg(long = "state", value_name = "PATH")]
+    pub state_path: Option<PathBuf>,
+    /// No state database: blocks are neither recorded nor restored after a reboot.
+    #[arg(long, conflicts_with = "state_path")]
+    pub no_state: bool,
+}
+
+impl StateArgs {
+    /// The database to use; `None` with `--no-state`.
+    pub fn path(&self) -> Option<PathBuf> {
+        if self.no_state {
+            return None;
+        }
+        Some(self.state_path.clone().unwrap_or_else(|| {
+            std::env::var_os(STATE_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(flux_state::DEFAULT_STATE_PATH))
+        }))
+    }
+
+    /// The write path of a CLI command: the database (an unusable one is one error line, and
+    /// the maps are written alone), or none with `--no-state`.
+    pub fn recorder(&self) -> flux_agent::enforce::record::Recorder {
+        match self.path() {
+            Some(p) => flux_agent::enforce::record::Recorder::open_or_warn(&p),
+            None => flux_agent::enforce::record::Recorder::without_db(),
+        }
+    }
 }
 
 /// Options every command that touches the pinned maps shares.
@@ -74,7 +120,7 @@ impl Command {
                 blocklist::BlocklistCommand::List(a) => a.common.json,
                 blocklist::BlocklistCommand::Add(a) => a.common.json,
                 blocklist::BlocklistCommand::Remove(a) => a.common.json,
-                blocklist::BlocklistCommand::Flush(a) => a.json,
+                blocklist::BlocklistCommand::Flush(a) => a.common.json,
             },
             Command::Allowlist(a) => match &a.command {
                 allowlist::AllowlistCommand::List(a) => a.json,
@@ -84,6 +130,7 @@ impl Command {
             },
             Command::Explain(a) => a.json,
             Command::Unload(a) => a.json,
+            Command::Export(_) => false,
         }
     }
 }
@@ -125,6 +172,7 @@ fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Allowlist(args) => allowlist::allowlist(args),
         Command::Unload(args) => unload::unload(args),
         Command::Explain(args) => explain::explain(args),
+        Command::Export(args) => indicator_export::export(args),
     }
 }
 

@@ -57,12 +57,21 @@ struct ResolversRequest {
     resolvers: bool,
 }
 
+/// `{"state": true}`: nothing else in the object.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateRequest {
+    state: bool,
+}
+
 /// What a client asks.
 #[derive(Debug)]
 pub enum Ask {
     Explain(Request),
     /// The resolvers the agent's guard protects (configured and learnt).
     Resolvers,
+    /// The state database's failed writes (`stats`).
+    State,
 }
 
 /// The answer to [`Ask::Resolvers`].
@@ -77,6 +86,7 @@ pub struct ResolverList {
 pub enum Reply {
     Explanation(Explanation),
     Resolvers(ResolverList),
+    State(crate::enforce::record::RecordCounts),
     Error { error: String },
 }
 
@@ -178,6 +188,9 @@ pub fn parse_request(line: &str) -> Result<Request, Reply> {
 /// A client's request line, any kind: `{"resolvers": true}` exactly, or an `explain` request
 /// ([`parse_request`]).
 pub fn parse_ask(line: &str) -> Result<Ask, Reply> {
+    if let Ok(StateRequest { state: true }) = serde_json::from_str::<StateRequest>(line) {
+        return Ok(Ask::State);
+    }
     match serde_json::from_str::<ResolversRequest>(line) {
         Ok(ResolversRequest { resolvers: true }) => Ok(Ask::Resolvers),
         _ => parse_request(line).map(Ask::Explain),
@@ -271,6 +284,14 @@ pub fn ask_resolvers(pin_dir: &Path) -> Result<Vec<IpAddr>, ControlError> {
                 reason: why,
             }
         })
+}
+
+/// Client side: the failed state-database writes of the agent on `pin_dir`.
+pub fn ask_state(pin_dir: &Path) -> Result<crate::enforce::record::RecordCounts, ControlError> {
+    let line = serde_json::to_string(&StateRequest { state: true })
+        .map_err(|e| io_error(pin_dir, e.into()))?;
+    let reply = exchange(pin_dir, &line)?;
+    serde_json::from_str(&reply).map_err(|e| io_error(pin_dir, e.into()))
 }
 
 fn io_error(pin_dir: &Path, e: std::io::Error) -> ControlError {

@@ -4,13 +4,17 @@
 //! - [`rate_queue`]: the rate cap and the blocks waiting for it, by score;
 //! - [`block_expiry`]: the expiry of an entry for a TTL, and what a re-add does to it;
 //! - [`guard`]: what must never be blocked (this host's addresses, resolvers, gateways);
+//! - [`record`]: **the write path**: every block and allowlist change, the state database first,
+//!   then the maps;
 //! - [`maps`]: the pinned blocklist and allow maps. **This is where a map is written**, by the
-//!   running agent and by the CLI alike.
+//!   running agent and by the CLI alike, always through `record`.
 //!
-//! May touch: the pinned maps (through `maps` only). Reads verdicts; never scores.
+//! May touch: the state database and the pinned maps (through `record` and `maps` only).
+//! Reads verdicts; never scores.
 
 pub mod block_expiry;
 pub mod guard;
 pub mod maps;
 pub mod policy;
 pub mod rate_queue;
+pub mod record;

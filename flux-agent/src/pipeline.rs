@@ -8,6 +8,7 @@
 //! - [`bus`]: publish once, every subscriber gets what it asked for; a slow sink drops its own
 //!   events (counted) and never stalls the capture;
 //! - [`sinks`]: the events file (`--events`) and the readable log;
+//! - [`journal_sink`]: the verdict journal in the state database;
 //! - [`live`]: the running agent's source (ring buffer), its loop and the control queries;
 //! - [`replay_source`]: capture files as the source, their timestamps as the clock;
 //! - [`clock`]: kernel monotonic time to wall-clock time.
@@ -19,6 +20,7 @@ pub mod bus;
 pub mod clock;
 pub mod events;
 pub mod flow;
+pub mod journal_sink;
 pub mod live;
 pub mod replay_source;
 pub mod sinks;

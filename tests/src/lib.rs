@@ -99,8 +99,16 @@ impl Netns {
         let mut c = Command::new("nsenter");
         c.arg(format!("--net={}", self.path().display()))
             .arg("--")
-            .arg(program);
+            .arg(program)
+            // An agent started here never writes the machine's state database (`Agent` and
+            // `agent_cli` give it the one of its pin folder instead).
+            .env("FLUX_AGENT_STATE", self.state_dir().join("state.db"));
         c
+    }
+
+    /// The folder of the state database of agents run here without a known pin folder.
+    fn state_dir(&self) -> PathBuf {
+        std::env::temp_dir().join(format!("flux-state-{}", self.name))
     }
 
     pub fn exec(&self, argv: &[&str]) -> Output {
@@ -115,6 +123,7 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        let _ = fs::remove_dir_all(self.state_dir());
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .stderr(Stdio::null())
@@ -361,7 +370,39 @@ impl Default for PinDir {
 impl Drop for PinDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
+        if let Some(d) = state_path_for(&self.0).parent() {
+            let _ = fs::remove_dir_all(d);
+        }
     }
+}
+
+/// The state database of the agent using pin folder `pin`: one per lab, in the temp folder,
+/// so no test writes the machine's `/var/lib/flux-agent/state.db`, and an agent restarted on
+/// the same pin folder finds its database again. Removed with the [`PinDir`].
+pub fn state_path_for(pin: &Path) -> PathBuf {
+    let name = pin
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    std::env::temp_dir()
+        .join(format!("flux-state-{name}"))
+        .join("state.db")
+}
+
+/// `FLUX_AGENT_STATE` for a command: the state database of its `--pin-dir`, or a throwaway one
+/// (never the machine's default).
+fn state_env(cmd: &mut Command, args: &[&str]) {
+    let pin = args
+        .windows(2)
+        .find(|w| w[0] == "--pin-dir")
+        .map(|w| PathBuf::from(w[1]));
+    let path = match pin {
+        Some(p) => state_path_for(&p),
+        None => std::env::temp_dir()
+            .join("flux-state-no-pin-dir")
+            .join("state.db"),
+    };
+    cmd.env("FLUX_AGENT_STATE", path);
 }
 
 /// A running `flux-agent run` in a namespace, writing events to a file.
@@ -403,6 +444,7 @@ impl Agent {
             .arg(&events)
             .args(args)
             .env("RUST_LOG", "info")
+            .env("FLUX_AGENT_STATE", state_path_for(&pin.0))
             .stdout(Stdio::null())
             .stderr(fs::File::create(&stderr).expect("stderr file"));
         let mut proc = Proc::spawn("flux-agent", &mut cmd);
@@ -485,6 +527,7 @@ pub fn agent_cli(ns: Option<&Netns>, args: &[&str]) -> Output {
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    state_env(&mut cmd, args);
     let mut proc = Proc::spawn("flux-agent", &mut cmd);
     let deadline = Instant::now() + AGENT_START_WAIT;
     while proc.child.try_wait().expect("wait").is_none() {

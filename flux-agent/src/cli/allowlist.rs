@@ -34,9 +34,10 @@ pub fn allowlist(args: AllowlistArgs) -> anyhow::Result<ExitCode> {
             let Some(mut maps) = open(&a.common)? else {
                 return Ok(ExitCode::from(3));
             };
+            let mut rec = a.state.recorder();
             let mut rep = Reporter::new(&a.common);
             for t in &targets {
-                maps.allow(t, "manual")?;
+                rec.allow(&mut maps, t, "manual")?;
                 rep.report("allowed", t, true, None)?;
             }
             rep.finish()?;
@@ -47,9 +48,10 @@ pub fn allowlist(args: AllowlistArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(3));
             };
             let mut missing = false;
+            let mut rec = a.state.recorder();
             let mut rep = Reporter::new(&a.common);
             for t in &targets {
-                let removed = maps.unallow(t)?;
+                let removed = rec.unallow(&mut maps, t)?;
                 missing |= !removed;
                 rep.report("unallowed", t, removed, None)?;
             }

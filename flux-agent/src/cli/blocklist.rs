@@ -12,7 +12,9 @@ use flux_agent::{
     kernel::pins::PinError,
 };
 
-use super::PinArgs;
+use flux_state::Source;
+
+use super::{PinArgs, StateArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct BlocklistArgs {
@@ -29,7 +31,15 @@ pub enum BlocklistCommand {
     /// Remove blocks.
     Remove(TargetArgs),
     /// Remove every block (the allowlist stays).
-    Flush(JsonArgs),
+    Flush(FlushArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FlushArgs {
+    #[command(flatten)]
+    pub common: JsonArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -85,6 +95,8 @@ pub struct TargetArgs {
     pub targets: Targets,
     #[command(flatten)]
     pub common: JsonArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -110,6 +122,8 @@ pub struct AddArgs {
     pub resolvers: Vec<std::net::IpAddr>,
     #[command(flatten)]
     pub common: JsonArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
 }
 
 pub fn blocklist(args: BlocklistArgs) -> anyhow::Result<ExitCode> {
@@ -135,12 +149,14 @@ pub fn blocklist(args: BlocklistArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             let spec = Spec::manual(a.ttl, &a.reason);
+            let mut rec = a.state.recorder();
             let mut rep = Reporter::new(&a.common);
             for (done, t) in targets.iter().enumerate() {
                 let previous = maps.get(t)?;
-                maps.write(t, &spec, previous).with_context(|| {
-                    format!("cannot block {t} ({})", partial(done, targets.len()))
-                })?;
+                rec.block(&mut maps, t, &spec, Source::Manual, previous)
+                    .with_context(|| {
+                        format!("cannot block {t} ({})", partial(done, targets.len()))
+                    })?;
                 let note = previous.map(|p| renewal_note(p.expires_ns, a.ttl));
                 rep.report("blocked", t, previous.is_none(), note)?;
             }
@@ -152,9 +168,10 @@ pub fn blocklist(args: BlocklistArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(3));
             };
             let mut missing = false;
+            let mut rec = a.state.recorder();
             let mut rep = Reporter::new(&a.common);
             for t in &targets {
-                let removed = maps.unblock(t)?;
+                let removed = rec.unblock(&mut maps, t)?;
                 missing |= !removed;
                 rep.report("unblocked", t, removed, None)?;
             }
@@ -164,11 +181,11 @@ pub fn blocklist(args: BlocklistArgs) -> anyhow::Result<ExitCode> {
             }
         }
         BlocklistCommand::Flush(a) => {
-            let Some(mut maps) = open(&a)? else {
+            let Some(mut maps) = open(&a.common)? else {
                 return Ok(ExitCode::from(3));
             };
-            let n = maps.flush()?;
-            if a.json {
+            let n = a.state.recorder().flush(&mut maps)?;
+            if a.common.json {
                 out!("{}", serde_json::json!({ "flushed": n }));
             } else {
                 out!("removed {n} blocks");

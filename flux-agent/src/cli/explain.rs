@@ -1,5 +1,6 @@
 //! `flux-agent explain DOMAIN`: the running agent's current features, scores and reasons for a
-//! name, and whether it is blocked.
+//! name, and whether it is blocked; for a name the scorer no longer tracks, its history from the
+//! state database's verdict journal.
 
 use std::process::ExitCode;
 
@@ -9,7 +10,7 @@ use flux_agent::{
 };
 use serde_json::Value;
 
-use super::PinArgs;
+use super::{PinArgs, StateArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct ExplainArgs {
@@ -21,6 +22,42 @@ pub struct ExplainArgs {
     pub json: bool,
     #[command(flatten)]
     pub pin: PinArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+/// The journal's verdicts for `names` (the first that has any), read-only; empty without a
+/// readable database.
+fn history(state: &StateArgs, names: &[&str]) -> Vec<flux_state::VerdictRecord> {
+    let Some(path) = state.path() else {
+        return Vec::new();
+    };
+    let Ok(store) = flux_state::Store::open_read_only(&path) else {
+        return Vec::new();
+    };
+    names
+        .iter()
+        .find_map(|n| store.verdicts_for(n).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_default()
+}
+
+/// One line per journalled verdict.
+fn print_history(name: &str, h: &[flux_state::VerdictRecord]) -> std::io::Result<()> {
+    if h.is_empty() {
+        return Ok(());
+    }
+    out!("  history of {name} (verdict journal):");
+    for v in h {
+        out!(
+            "    {:<10} score {:.3}  first {}  last {}  {}",
+            v.level.as_str(),
+            v.score,
+            humantime::format_rfc3339_seconds(v.first_seen),
+            humantime::format_rfc3339_seconds(v.last_seen),
+            v.reasons_text()
+        );
+    }
+    Ok(())
 }
 
 pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
@@ -56,6 +93,9 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
             .flatten()
             .find_map(|n| m.describe(&Target::Domain(n)).ok().flatten())
     });
+    let mut names = vec![answer.name.as_str()];
+    names.extend(answer.key.as_deref());
+    let history = history(&args.state, &names);
     if args.json {
         let v = serde_json::json!({
             "name": answer.name,
@@ -63,6 +103,7 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
             "tracked": answer.verdict.is_some(),
             "verdict": answer.verdict,
             "blocked": blocked,
+            "history": history,
         });
         out!("{v}");
         return Ok(if answer.verdict.is_some() {
@@ -76,6 +117,7 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
             "{}: not tracked by the scorer (never seen, or evicted)",
             answer.name
         );
+        print_history(&answer.name, &history)?;
         return Ok(ExitCode::from(1));
     };
     let key = answer.key.unwrap_or_default();

@@ -18,7 +18,7 @@ use flux_agent::{
 };
 use log::info;
 
-use super::{PinArgs, scoring::ScoringArgs};
+use super::{PinArgs, StateArgs, scoring::ScoringArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -101,6 +101,9 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub scoring: ScoringArgs,
+
+    #[command(flatten)]
+    pub state: StateArgs,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -127,6 +130,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let opts = RunOptions {
         scoring: Some(scoring),
         enforce,
+        state: args.state.path(),
         ifaces: args.ifaces,
         mode: args.xdp_mode,
         force: args.force,

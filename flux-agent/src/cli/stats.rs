@@ -3,9 +3,12 @@
 
 use std::process::ExitCode;
 
-use flux_agent::kernel::{
-    counters::{self, Stats, StatsError},
-    iface_states::State,
+use flux_agent::{
+    control,
+    kernel::{
+        counters::{self, Stats, StatsError},
+        iface_states::State,
+    },
 };
 
 use super::PinArgs;
@@ -38,6 +41,12 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
+    // The state database's failed writes, from the running agent (user space, not the kernel).
+    let state = if s.agent_running {
+        control::ask_state(&args.pin.pin_dir).ok()
+    } else {
+        None
+    };
     if args.json {
         let counters: serde_json::Map<String, serde_json::Value> = s
             .counters
@@ -51,10 +60,15 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
             "interfaces": s.interfaces,
             "replaced_pins": s.replaced,
             "counters": counters,
+            "state_db": state,
         });
         out!("{v}");
     } else {
         human(&s)?;
+        if let Some(c) = state {
+            out!("  {:<24} {:>14}", "state_db_full", c.db_full);
+            out!("  {:<24} {:>14}", "state_db_errors", c.db_errors);
+        }
     }
     Ok(if s.replaced.is_empty() {
         ExitCode::SUCCESS

@@ -16,6 +16,7 @@ use std::{
 };
 
 use flux_common::SOURCE_SCORER;
+use flux_state::Source;
 use log::{info, warn};
 use serde::Serialize;
 
@@ -23,6 +24,7 @@ use crate::enforce::{
     guard::Guard,
     maps::{Added, BlocklistError, Maps, Spec, Target, normalize_domain},
     rate_queue::{Pending, Pushed, RateQueue},
+    record::Recorder,
 };
 use flux_detect::score::{Level, Scorer, Verdict, key_state::MARK_BLOCKABLE};
 
@@ -219,6 +221,8 @@ pub struct Enforcer {
     /// re-block). Kept while the key is flux, so a block removed under it is made again.
     blocked_keys: HashMap<String, BlockedKey>,
     last_tick: Instant,
+    /// The write path: the state database first, then `maps`.
+    recorder: Recorder,
 }
 
 impl Enforcer {
@@ -234,7 +238,14 @@ impl Enforcer {
             drops_alerted: 0,
             blocked_keys: HashMap::new(),
             last_tick: Instant::now(),
+            recorder: Recorder::without_db(),
         })
+    }
+
+    /// Records every block in `recorder`'s database before writing the maps.
+    pub fn with_recorder(mut self, recorder: Recorder) -> Self {
+        self.recorder = recorder;
+        self
     }
 
     fn action(
@@ -483,7 +494,10 @@ impl Enforcer {
         previous: Option<flux_common::BlockEntry>,
         out: &mut Vec<Action>,
     ) {
-        match self.maps.write(t, spec, previous) {
+        let r = self
+            .recorder
+            .block(&mut self.maps, t, spec, Source::Scorer, previous);
+        match r {
             Ok(added) => {
                 // The log line is the log sink's, from this action (printed once).
                 let what = if added == Added::New {
@@ -561,8 +575,8 @@ impl Enforcer {
         if self.opts.monitor {
             return;
         }
-        match self.maps.sweep_expired() {
-            Ok(gone) if !gone.is_empty() => info!("removed {} expired blocks", gone.len()),
+        match self.recorder.expire(&mut self.maps) {
+            Ok(gone) if gone > 0 => info!("removed {gone} expired blocks"),
             Ok(_) => {}
             Err(e) => warn!("sweeping expired blocks: {e}"),
         }

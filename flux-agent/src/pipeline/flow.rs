@@ -161,6 +161,7 @@ impl<'a> Pipeline<'a> {
                     .map(|e| e.guard.resolvers())
                     .unwrap_or_default(),
             }),
+            control::Ask::State => control::Reply::State(crate::enforce::record::counts()),
         }
     }
 

@@ -19,17 +19,20 @@ use tokio::io::{Interest, unix::AsyncFd};
 
 use crate::{
     control,
+    enforce::maps::Maps,
     enforce::policy::{EnforceOptions, Enforcer},
+    enforce::record::Recorder,
     kernel::iface_states::IfaceStates,
     kernel::interfaces::{Interface, default_route_interface},
     kernel::link_watch::LinkWatch,
     kernel::loader::{self, AttachMode, Hook, LoadError, LoadOptions, Loaded},
     kernel::ring_records::Capture,
     pipeline::{
-        bus::{Bus, BusReport},
+        bus::{self, Bus, BusReport},
         clock::MonoClock,
         events::Observation,
         flow::Pipeline,
+        journal_sink::{self, JournalSink},
         sinks::{EventsWriter, LogSink},
     },
 };
@@ -46,6 +49,9 @@ pub struct RunOptions {
     pub scoring: Option<ScorerSetup>,
     /// Turn flux verdicts into blocks (needs `scoring`); `None` only reports.
     pub enforce: Option<EnforceOptions>,
+    /// The state database (`--state`): restored into the maps at start, written before every
+    /// block, and the verdict journal. `None`: no database (`--no-state`).
+    pub state: Option<PathBuf>,
 }
 
 /// What a run saw, for the exit summary and for tests.
@@ -230,14 +236,61 @@ fn setup<W: Write + Send + 'static>(
     // happens only through this AsyncFd.
     let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("register ring buffer with tokio: {e}"))?;
+    let recorder = restore_state(&loaded.pin_dir, opts.state.as_deref());
+    let journal = opts.state.as_deref().filter(|_| recorder.has_db());
     let enforcer = match (&opts.enforce, &opts.scoring) {
-        (Some(e), Some(_)) => {
-            Some(Enforcer::new(&loaded.pin_dir, e.clone()).context("open the blocklist maps")?)
-        }
+        (Some(e), Some(_)) => Some(
+            Enforcer::new(&loaded.pin_dir, e.clone())
+                .context("open the blocklist maps")?
+                .with_recorder(recorder),
+        ),
         _ => None,
     };
-    let bus = subscribe(sinks)?;
+    let mut bus = subscribe(sinks)?;
+    if let Some(path) = journal {
+        match JournalSink::open(path) {
+            Ok(sink) => bus
+                .subscribe_queued("journal", &journal_sink::KINDS, bus::DEFAULT_QUEUE, sink)
+                .context("start the journal sink")?,
+            Err(e) => warn!("{e}: verdicts are not journalled"),
+        }
+    }
     Ok((ring, enforcer, bus))
+}
+
+/// Opens the state database and brings the pinned maps in line with it (a reboot emptied
+/// them; a crash left them behind the database). A database that cannot be used is one error
+/// line naming it, and the run goes on from the pins without it.
+fn restore_state(pin_dir: &std::path::Path, path: Option<&std::path::Path>) -> Recorder {
+    let Some(path) = path else {
+        info!("--no-state: no state database; blocks are neither recorded nor restored");
+        return Recorder::without_db();
+    };
+    let mut rec = Recorder::open_or_warn(path);
+    if !rec.has_db() {
+        return rec;
+    }
+    let restored = Maps::open(pin_dir)
+        .map_err(anyhow::Error::from)
+        .and_then(|mut maps| rec.restore(&mut maps).map_err(anyhow::Error::from));
+    match restored {
+        Ok(r) => info!(
+            "restored {} blocks from the database in {} ms ({} removed from the maps, {} \
+             expired dropped{}); state in {}",
+            r.added,
+            r.elapsed.as_millis(),
+            r.removed,
+            r.expired,
+            if r.adopted > 0 {
+                format!(", {} map entries recorded in a new database", r.adopted)
+            } else {
+                String::new()
+            },
+            path.display()
+        ),
+        Err(e) => log::error!("restoring the blocks from {}: {e:#}", path.display()),
+    }
+    rec
 }
 
 /// The next link event, or never without a watch.
