@@ -9,6 +9,8 @@
 //!   events (counted) and never stalls the capture;
 //! - [`sinks`]: the events file (`--events`) and the readable log;
 //! - [`journal_sink`]: the verdict journal in the state database;
+//! - [`scorer_memory`]: the scorer's snapshot in the state database, restored at start, saved
+//!   every few minutes and at a clean stop;
 //! - [`live`]: the running agent's source (ring buffer), its loop and the control queries;
 //! - [`replay_source`]: capture files as the source, their timestamps as the clock;
 //! - [`clock`]: kernel monotonic time to wall-clock time.
@@ -23,4 +25,5 @@ pub mod flow;
 pub mod journal_sink;
 pub mod live;
 pub mod replay_source;
+pub mod scorer_memory;
 pub mod sinks;

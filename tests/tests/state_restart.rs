@@ -297,9 +297,22 @@ fn blocks_survive_a_reboot_and_are_exported() {
         let out = dig(&link.client, &[&format!("@{SERVER_V4}"), name]);
         assert_eq!(status(&out), "NXDOMAIN", "{name} after the reboot: {out}");
     }
-    // The new scorer has not seen the flux name; `explain` shows its history from the journal.
+    // The scorer's memory came back too (its snapshot, saved at the clean stop): it tracks the
+    // flux name at level flux before any new lookup; `explain` also shows the journal history.
     let o = cli(&pin, &["explain", &key, "--json"]);
     let ex: Value = serde_json::from_slice(&o.stdout).expect("explain --json");
+    assert_eq!(
+        ex["tracked"],
+        true,
+        "the restored scorer does not remember {key}: {ex}\n{}",
+        agent.log()
+    );
+    assert_eq!(ex["verdict"]["level"], "flux", "{ex}");
+    assert!(
+        agent.log().contains("restored the scorer's memory"),
+        "{}",
+        agent.log()
+    );
     let h = ex["history"].as_array().cloned().unwrap_or_default();
     assert!(
         h.iter()

@@ -19,9 +19,8 @@
 //! map write still happens, the failure is logged and counted ([`RecordCounts`]). Without a
 //! database (`--no-state`, or a corrupt file) the Recorder writes the maps only.
 //!
-//! The scorer's saved state (another package) lives beside this in the same file:
-//! `Store::save_blob(key, ..)` / `load_blob(key)` with the keys [`BLOB_SHARED_BOTS`] and
-//! [`BLOB_WATCH_LIST`].
+//! The scorer's saved state lives beside this in the same file, written by
+//! `crate::pipeline::scorer_memory` (`scorer_state`, key `scorer`).
 //!
 //! Test hook: `FLUX_TEST_PAUSE_AT=STEP` ([`pause_at`]) makes the write path sleep at STEP so a
 //! test can SIGKILL it there. Inert without the variable.
@@ -41,11 +40,6 @@ use flux_state::{EffectiveEntry, Entry, Kind, Source, StateError, Store};
 use log::{error, info, warn};
 
 use crate::enforce::maps::{Added, BlocklistError, Listed, Maps, Spec, Target};
-
-/// `scorer_state` key of the scorer's shared-bot table (its serialisation is the scorer's).
-pub const BLOB_SHARED_BOTS: &str = "scorer.shared_bots";
-/// `scorer_state` key of the scorer's watch list.
-pub const BLOB_WATCH_LIST: &str = "scorer.watch_list";
 
 /// The environment variable of the test hook ([`pause_at`]).
 pub const PAUSE_ENV: &str = "FLUX_TEST_PAUSE_AT";

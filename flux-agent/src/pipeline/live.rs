@@ -27,6 +27,7 @@ use crate::{
     kernel::link_watch::LinkWatch,
     kernel::loader::{self, AttachMode, Hook, LoadError, LoadOptions, Loaded},
     kernel::ring_records::Capture,
+    pipeline::scorer_memory::ScorerMemory,
     pipeline::{
         bus::{self, Bus, BusReport},
         clock::MonoClock,
@@ -129,6 +130,13 @@ pub async fn run<W: Write + Send + 'static>(
         .ok();
 
     let mut scorer = opts.scoring.as_ref().map(ScorerSetup::build);
+    let mut memory = match (&scorer, opts.state.as_deref()) {
+        (Some(_), Some(path)) => ScorerMemory::open(path),
+        _ => None,
+    };
+    if let (Some(m), Some(s)) = (memory.as_mut(), scorer.as_mut()) {
+        m.restore_into(s);
+    }
     let mut src = RingSource {
         monitor: opts.load.monitor,
         clock: MonoClock::new(),
@@ -159,6 +167,9 @@ pub async fn run<W: Write + Send + 'static>(
             }
             _ = ticker.tick() => {
                 p.tick();
+                if let (Some(m), Some(s)) = (memory.as_mut(), p.scorer()) {
+                    m.save_if_due(s);
+                }
                 // Also catches what a lost link event would have told.
                 ifaces.reconcile(&mut loaded);
             }
@@ -184,6 +195,9 @@ pub async fn run<W: Write + Send + 'static>(
     }
     if let Some(server) = &server {
         server.abort();
+    }
+    if let (Some(m), Some(s)) = (memory.as_mut(), p.scorer()) {
+        m.save(s);
     }
     let (bus, counts, _) = p.finish();
     // Sinks get a moment to write what they hold; one that is stuck (a FIFO nobody reads) does
