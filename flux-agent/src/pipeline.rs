@@ -9,7 +9,9 @@
 //!   events (counted) and never stalls the capture;
 //! - [`sinks`]: the events file (`--events`) and the readable log;
 //! - [`live`]: the running agent's source (ring buffer), its loop and the control queries;
-//! - [`replay_source`]: capture files as the source, their timestamps as the clock;
+//! - [`replay_source`]: capture files (and Zeek `dns.log`, dnstap files) as the source, their
+//!   timestamps as the clock;
+//! - [`dnstap_source`]: a resolver's dnstap, live over a unix socket or from a file;
 //! - [`clock`]: kernel monotonic time to wall-clock time.
 //!
 //! May touch: the ring buffer (through `crate::kernel`), the scorer, the enforcer, the files and
@@ -17,6 +19,7 @@
 
 pub mod bus;
 pub mod clock;
+pub mod dnstap_source;
 pub mod events;
 pub mod flow;
 pub mod live;

@@ -21,6 +21,7 @@ pub const TARGETS: &[(&str, usize)] = &[
     ("control_request", 8192),
     ("scorer_feed", 65_536),
     ("allowlist_text", 4096),
+    ("zeek_log", 65_536),
 ];
 
 /// Executions per target in `cargo xtask test`: enough to run every seed-free path libFuzzer
