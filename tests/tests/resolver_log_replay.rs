@@ -34,10 +34,14 @@ fn dotted(a: &[u8; 4]) -> String {
 }
 
 fn replay(file: &std::path::Path) -> (Vec<Value>, Value) {
-    let o: Output = agent_cli(
-        None,
-        &["replay", "--json", "--no-db", file.to_str().expect("utf-8")],
-    );
+    // Read while it runs (`agent_cli` reads after the exit: a long verdict stream would fill
+    // the pipe). A replay ends by itself.
+    let o: Output = std::process::Command::new(agent_bin())
+        .args(["replay", "--json", "--no-db"])
+        .arg(file)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run flux-agent replay");
     assert!(
         o.status.success(),
         "replay {}: {}",

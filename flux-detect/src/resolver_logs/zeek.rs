@@ -101,7 +101,8 @@ pub enum ZeekError {
 
 /// Reads a `dns.log` stream (TSV or JSON, uncompressed), calling `f` for every response.
 /// Bad rows are counted in `stats` and skipped; only a read error or a file that is not a
-/// dns.log at all (TSV rows before any `#fields`, or no `query` column) is an error.
+/// dns.log at all (TSV rows before any `#fields`, no `query` column, or rows of which not one
+/// could be read, such as another JSON log) is an error.
 pub fn read_zeek<R: BufRead>(
     mut r: R,
     stats: &mut ZeekStats,
@@ -110,6 +111,7 @@ pub fn read_zeek<R: BufRead>(
     let mut line = Vec::new();
     let mut header = TsvHeader::default();
     let mut dedup = Dedup::default();
+    let (rows_before, bad_before) = (stats.rows, stats.bad_rows);
     while let Some(too_long) = next_line(&mut r, &mut line)? {
         let text = trim_eol(&line);
         if text.is_empty() {
@@ -146,6 +148,10 @@ pub fn read_zeek<R: BufRead>(
             stats.with_answers += 1;
         }
         f(row.into_dns(rcode));
+    }
+    let rows = stats.rows - rows_before;
+    if rows > 0 && stats.bad_rows - bad_before == rows {
+        return Err(ZeekError::NotZeek("not one row could be read"));
     }
     Ok(())
 }

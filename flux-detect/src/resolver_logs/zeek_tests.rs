@@ -145,15 +145,19 @@ fn json_rows() {
 #[test]
 fn hostile_input_is_counted_not_fatal() {
     let long = "x".repeat(MAX_LINE + 10);
-    let text = format!(
+    let bad = format!(
         "{HEADER}{long}\n1.0\tC1\n{}",
         row("1.5e3", "C9", "q.example", "0", "192.0.2.1", "1")
     );
-    let (out, stats) = read(&text);
-    assert!(out.is_empty());
+    let good = row("2.0", "C2", "ok.example", "0", "192.0.2.2", "5");
+    let (out, stats) = read(&format!("{bad}{good}"));
+    assert_eq!(out.len(), 1);
     assert_eq!(stats.bad_rows, 3, "{stats:?}");
-    // TSV rows without a header are not a dns.log.
+    // Not one good row: not a dns.log (another JSON log, say).
     let mut st = ZeekStats::default();
+    assert!(read_zeek(bad.as_bytes(), &mut st, |_| {}).is_err());
+    assert!(read_zeek(&b"{\"type\":\"verdict\"}\n{}\n"[..], &mut st, |_| {}).is_err());
+    // TSV rows without a header are not a dns.log.
     assert!(read_zeek(&b"1.0\tx\n"[..], &mut st, |_| {}).is_err());
     // Neither is a #fields without `query`.
     assert!(read_zeek(&b"#fields\tts\tuid\n"[..], &mut st, |_| {}).is_err());
