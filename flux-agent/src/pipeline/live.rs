@@ -5,7 +5,7 @@
 //! reads) -> the bus -> the events file and the log, each on its own thread.
 //!
 //! A resolver's dnstap (`RunOptions::dnstap_socket`) is a second source into the same
-//! pipeline ([`dnstap_source`]); with `attach: false` it is the only one, and the programs are
+//! pipeline ([`dnstap_input`]); with `attach: false` it is the only one, and the programs are
 //! loaded (their maps pinned, where blocks are written) but attached to no interface.
 //!
 //! Interfaces come and go while it runs: link events ([`LinkWatch`]) and a periodic look keep
@@ -32,7 +32,7 @@ use crate::{
     pipeline::{
         bus::{Bus, BusReport},
         clock::MonoClock,
-        dnstap_source::{self, DnstapServer},
+        dnstap_input::{self, DnstapServer},
         events::Observation,
         flow::Pipeline,
         sinks::{EventsWriter, LogSink},
@@ -160,7 +160,7 @@ pub async fn run<W: Write + Send + 'static>(
             Some(q) = queries.recv() => {
                 let _ = q.reply.send(p.answer(&q.request));
             }
-            Some(obs) = dnstap_source::next(&mut dnstap_rx) => p.observe(obs),
+            Some(obs) = dnstap_input::next(&mut dnstap_rx) => p.observe(obs),
             changed = link_changed(&mut links) => {
                 if let Err(e) = changed {
                     warn!("link events: {e}; watching every {}s instead", TICK.as_secs());
@@ -275,7 +275,7 @@ type DnstapSource = (
 fn start_dnstap(opts: &RunOptions) -> anyhow::Result<DnstapSource> {
     Ok(match &opts.dnstap_socket {
         Some(path) => {
-            let (tx, rx) = tokio::sync::mpsc::channel(dnstap_source::CHANNEL_DEPTH);
+            let (tx, rx) = tokio::sync::mpsc::channel(dnstap_input::CHANNEL_DEPTH);
             (Some(DnstapServer::start(path, tx)?), Some(rx))
         }
         None => (None, None),

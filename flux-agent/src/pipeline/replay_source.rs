@@ -4,7 +4,7 @@
 //! Beside pcap and pcapng, a file may be a resolver's log, told by its content
 //! (`flux_detect::resolver_logs::sniff`): a Zeek `dns.log` (TSV or JSON; each row with a reply
 //! becomes the observation its response would have parsed to) or a dnstap file
-//! ([`crate::pipeline::dnstap_source`]).
+//! ([`crate::pipeline::dnstap_input`]).
 //!
 //! Packet (or row, or message) timestamps are the clock, so windows and time-to-detect are in
 //! observation time.
@@ -19,7 +19,7 @@ use serde::Serialize;
 pub use crate::pipeline::flow::Flagged;
 use crate::pipeline::{
     bus::Bus,
-    dnstap_source,
+    dnstap_input,
     events::{Event, EventKind, Observation},
     flow::Pipeline,
 };
@@ -130,7 +130,7 @@ pub fn replay_with(
             .map_err(|e| e.to_string()),
             Ok(InputKind::Zeek) => replay_zeek(path, &mut zeek_stats, &mut p),
             Ok(InputKind::Dnstap) => {
-                dnstap_source::replay_file(path, &mut dnstap_stats, &mut malformed, &mut p)
+                dnstap_input::replay_file(path, &mut dnstap_stats, &mut malformed, &mut p)
             }
             Err(e) => Err(e),
         };

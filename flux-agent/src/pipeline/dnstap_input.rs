@@ -263,9 +263,18 @@ async fn connection(
     }
 }
 
-/// READY (must offer dnstap) -> ACCEPT -> START (must be dnstap if it names a type).
+/// READY (must offer dnstap) -> ACCEPT -> START (must be dnstap if it names a type). A writer
+/// that opens with START (unidirectional Frame Streams, as some tools write to a socket) is
+/// taken as it is.
 async fn handshake(s: &mut UnixStream, buf: &mut Vec<u8>) -> Result<(), ConnError> {
-    let ready = expect_control(s, buf, ControlKind::Ready).await?;
+    let ready = match read_frame(s, buf).await? {
+        Some(Some(c)) if c.kind == ControlKind::Ready => c,
+        Some(Some(c)) if c.kind == ControlKind::Start && c.offers(dnstap::CONTENT_TYPE) => {
+            return Ok(());
+        }
+        None => return Err(ConnError::Handshake("peer closed during the handshake")),
+        _ => return Err(ConnError::Handshake("expected READY or START")),
+    };
     if !ready.offers(dnstap::CONTENT_TYPE) {
         return Err(ConnError::Handshake(
             "READY does not offer protobuf:dnstap.Dnstap",
@@ -362,5 +371,110 @@ pub async fn next(rx: &mut Option<mpsc::Receiver<Observation>>) -> Option<Observ
     match rx {
         Some(r) => r.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flux_detect::{dns::Transport, resolver_logs::dnstap::ResponseKind};
+    use tokio::io::AsyncReadExt as _;
+
+    /// A response for `a.example` A 192.0.2.1 (TTL 60).
+    fn wire() -> Vec<u8> {
+        let mut m = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0];
+        m.extend_from_slice(b"\x01a\x07example\x00\x00\x01\x00\x01");
+        m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]);
+        m
+    }
+
+    fn frame() -> Vec<u8> {
+        let r = DnstapResponse {
+            kind: ResponseKind::Resolver,
+            ts: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+            responder: Some("192.0.2.53".parse().unwrap()),
+            responder_port: 53,
+            querier: Some("192.0.2.1".parse().unwrap()),
+            querier_port: 4000,
+            transport: Transport::Udp,
+            message: wire(),
+        };
+        frame_streams::data_frame(&dnstap::encode_response(&r))
+    }
+
+    async fn control(s: &mut UnixStream) -> Control {
+        let mut buf = Vec::new();
+        match read_frame(s, &mut buf).await {
+            Ok(Some(Some(c))) => c,
+            other => panic!("expected a control frame: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn handshake_data_and_hostile_writers() {
+        let dir = std::env::temp_dir().join(format!("fx-dnstap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.sock");
+        let (tx, mut rx) = mpsc::channel(16);
+        let server = DnstapServer::start(&path, tx).unwrap();
+        let ct: &[u8] = dnstap::CONTENT_TYPE;
+
+        // A well-behaved writer: READY, ACCEPT, START, a response, garbage, STOP, FINISH.
+        let mut s = UnixStream::connect(&path).await.unwrap();
+        s.write_all(&frame_streams::control_frame(
+            ControlKind::Ready,
+            &[b"x", ct],
+        ))
+        .await
+        .unwrap();
+        let accept = control(&mut s).await;
+        assert_eq!(accept.kind, ControlKind::Accept);
+        assert_eq!(accept.content_types, vec![ct.to_vec()]);
+        s.write_all(&frame_streams::control_frame(ControlKind::Start, &[ct]))
+            .await
+            .unwrap();
+        s.write_all(&frame()).await.unwrap();
+        s.write_all(&frame_streams::data_frame(b"\x0a\xff"))
+            .await
+            .unwrap();
+        s.write_all(&frame_streams::control_frame(ControlKind::Stop, &[]))
+            .await
+            .unwrap();
+        assert_eq!(control(&mut s).await.kind, ControlKind::Finish);
+        let obs = rx.recv().await.unwrap();
+        assert_eq!(obs.iface, DNSTAP_IFACE);
+        assert!(!obs.unsolicited);
+        assert_eq!(obs.msg.qname, "a.example");
+        assert_eq!(obs.src, "192.0.2.53".parse::<IpAddr>().unwrap());
+
+        // A writer that skips the handshake, one offering another type, one with a huge
+        // frame: each is closed, nothing reaches the pipeline.
+        for bytes in [
+            frame(),
+            frame_streams::control_frame(ControlKind::Ready, &[b"protobuf:other"]),
+        ] {
+            let mut s = UnixStream::connect(&path).await.unwrap();
+            s.write_all(&bytes).await.unwrap();
+            let mut rest = Vec::new();
+            let _ = s.read_to_end(&mut rest).await;
+            assert!(rest.is_empty(), "no ACCEPT for a bad writer");
+        }
+        let mut s = UnixStream::connect(&path).await.unwrap();
+        s.write_all(&frame_streams::control_frame(ControlKind::Start, &[ct]))
+            .await
+            .unwrap();
+        s.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest).await;
+        assert!(rx.try_recv().is_err());
+
+        let st = server.stop();
+        assert_eq!(st.connections, 4);
+        assert_eq!(st.failed_handshakes, 2);
+        assert_eq!(st.dnstap.responses, 1);
+        assert_eq!(st.dnstap.bad, 1);
+        assert_eq!(st.dnstap.bad_streams, 3);
+        assert!(!path.exists(), "socket removed");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
