@@ -378,7 +378,6 @@ pub async fn next(rx: &mut Option<mpsc::Receiver<Observation>>) -> Option<Observ
 mod tests {
     use super::*;
     use flux_detect::{dns::Transport, resolver_logs::dnstap::ResponseKind};
-    use tokio::io::AsyncReadExt as _;
 
     /// A response for `a.example` A 192.0.2.1 (TTL 60).
     fn wire() -> Vec<u8> {

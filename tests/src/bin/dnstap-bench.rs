@@ -134,7 +134,12 @@ fn main() -> anyhow::Result<()> {
         enricher,
         Arc::new(Allowlist::builtin()),
     );
-    let s = replay_source::replay(&[path.clone()], &DEFAULT_PORTS, &mut scorer, |_| {});
+    let s = replay_source::replay(
+        std::slice::from_ref(&path),
+        &DEFAULT_PORTS,
+        &mut scorer,
+        |_| {},
+    );
     println!(
         "dnstap ingest (decode + parse + score): {} responses in {:.2} s = {:.0} responses/s \
          (one thread); {} keys, {} verdicts",
