@@ -138,13 +138,7 @@ pub async fn run<W: Write + Send + 'static>(
         if_names: HashMap::new(),
         summary: RunSummary::default(),
     };
-    let (mut dnstap, mut dnstap_rx) = match start_dnstap(&opts) {
-        Ok(d) => d,
-        Err(e) => {
-            loaded.rollback();
-            return Err(e);
-        }
-    };
+    let mut dnstap = start_dnstap(&opts).inspect_err(|_| loaded.rollback())?;
     let mut p = Pipeline::new(scorer.as_mut(), enforcer, bus);
     // The control socket is served on its own tasks; complete requests arrive here.
     let (query_tx, mut queries) = tokio::sync::mpsc::channel::<control::Query>(16);
@@ -160,7 +154,7 @@ pub async fn run<W: Write + Send + 'static>(
             Some(q) = queries.recv() => {
                 let _ = q.reply.send(p.answer(&q.request));
             }
-            Some(obs) = dnstap_input::next(&mut dnstap_rx) => p.observe(obs),
+            Some(obs) = dnstap_input::next(&mut dnstap.1) => p.observe(obs),
             changed = link_changed(&mut links) => {
                 if let Err(e) = changed {
                     warn!("link events: {e}; watching every {}s instead", TICK.as_secs());
@@ -196,15 +190,7 @@ pub async fn run<W: Write + Send + 'static>(
     if let Some(server) = &server {
         server.abort();
     }
-    if let Some(d) = dnstap.take() {
-        d.stop();
-    }
-    // What the connections had already handed over still goes through the pipeline.
-    if let Some(rx) = dnstap_rx.as_mut() {
-        while let Ok(obs) = rx.try_recv() {
-            p.observe(obs);
-        }
-    }
+    stop_dnstap(dnstap, &mut p);
     let (bus, counts, _) = p.finish();
     // Sinks get a moment to write what they hold; one that is stuck (a FIFO nobody reads) does
     // not hold up the exit.
@@ -280,6 +266,19 @@ fn start_dnstap(opts: &RunOptions) -> anyhow::Result<DnstapSource> {
         }
         None => (None, None),
     })
+}
+
+/// Stops the dnstap server; what its connections had already handed over still goes through
+/// the pipeline.
+fn stop_dnstap((server, rx): DnstapSource, p: &mut Pipeline<'_>) {
+    if let Some(d) = server {
+        d.stop();
+    }
+    if let Some(mut rx) = rx {
+        while let Ok(obs) = rx.try_recv() {
+            p.observe(obs);
+        }
+    }
 }
 
 /// The next link event, or never without a watch.

@@ -5,7 +5,8 @@
 //! cycling through the capture with its clock moved on each cycle) to a dnstap file, then read
 //! back twice on one thread:
 //! 1. decode only: Frame Streams, the dnstap protobuf, the DNS wire parser;
-//! 2. the whole ingest: the same through `flux-agent replay`'s pipeline, scorer included.
+//! 2. the whole ingest: the same through `flux-agent replay`'s pipeline, scorer included;
+//! 3. for comparison, the same N responses as a pcap through the same replay.
 //!
 //! The live socket adds one unix-socket read per frame and a channel hop to the same work.
 //! Figures, not assertions: they go in docs/benchmarks.md.
@@ -31,6 +32,7 @@ use flux_detect::{
     },
     score::{Scorer, ScorerConfig},
 };
+use flux_tests::eval::pcapw::{Response, write_pcap};
 
 fn arg(name: &str) -> Option<String> {
     std::env::args().skip_while(|a| a != name).nth(1)
@@ -72,6 +74,8 @@ fn main() -> anyhow::Result<()> {
         "no DNS responses in {}",
         pcap.display()
     );
+    // In time order, as the pcap writer of the comparison (3.) puts them.
+    responses.sort_by_key(|r| r.0);
     let first = responses
         .first()
         .map(|r| r.0)
@@ -125,29 +129,49 @@ fn main() -> anyhow::Result<()> {
         parsed as f64 / secs
     );
 
-    // 2. The whole ingest, scorer included.
+    // 2. The whole ingest, scorer included; 3. the same responses from a pcap.
     let db = default_db_dir();
     let enricher = Arc::new(Enricher::load_dir(&db).unwrap_or_else(|_| Enricher::empty()));
     println!("{}", enricher.describe());
-    let mut scorer = Scorer::new(
-        ScorerConfig::default(),
-        enricher,
-        Arc::new(Allowlist::builtin()),
-    );
-    let s = replay_source::replay(
-        std::slice::from_ref(&path),
-        &DEFAULT_PORTS,
-        &mut scorer,
-        |_| {},
-    );
-    println!(
-        "dnstap ingest (decode + parse + score): {} responses in {:.2} s = {:.0} responses/s \
-         (one thread); {} keys, {} verdicts",
-        s.parsed + s.malformed,
-        s.elapsed_s,
-        s.responses_per_s,
-        s.scorer.keys_tracked,
-        s.verdicts
-    );
+    let pcap_path = dir.join(format!("ingest-{frames}.pcap"));
+    let mut as_pcap: Vec<Response> = (0..frames)
+        .filter_map(|i| {
+            let n = responses.len() as u64;
+            let (ts, r) = responses.get((i % n) as usize)?;
+            let cycle = u32::try_from(i / n).unwrap_or(u32::MAX);
+            Some(Response {
+                ts: (*ts + span * cycle)
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .ok()?,
+                resolver: r.responder?,
+                port: r.querier_port,
+                payload: r.message.clone(),
+            })
+        })
+        .collect();
+    write_pcap(&pcap_path, &mut as_pcap)?;
+    drop(as_pcap);
+    for (what, file) in [("dnstap", &path), ("pcap (same responses)", &pcap_path)] {
+        let mut scorer = Scorer::new(
+            ScorerConfig::default(),
+            Arc::clone(&enricher),
+            Arc::new(Allowlist::builtin()),
+        );
+        let s = replay_source::replay(
+            std::slice::from_ref(file),
+            &DEFAULT_PORTS,
+            &mut scorer,
+            |_| {},
+        );
+        println!(
+            "{what} ingest (decode + parse + score): {} responses in {:.2} s = {:.0} responses/s \
+             (one thread); {} keys, {} verdicts",
+            s.parsed + s.malformed,
+            s.elapsed_s,
+            s.responses_per_s,
+            s.scorer.keys_tracked,
+            s.verdicts
+        );
+    }
     Ok(())
 }
