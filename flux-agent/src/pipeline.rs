@@ -12,7 +12,9 @@
 //! - [`scorer_memory`]: the scorer's snapshot in the state database, restored at start, saved
 //!   every few minutes and at a clean stop;
 //! - [`live`]: the running agent's source (ring buffer), its loop and the control queries;
-//! - [`replay_source`]: capture files as the source, their timestamps as the clock;
+//! - [`replay_source`]: capture files (and Zeek `dns.log`, dnstap files) as the source, their
+//!   timestamps as the clock;
+//! - [`dnstap_input`]: a resolver's dnstap, live over a unix socket or from a file;
 //! - [`clock`]: kernel monotonic time to wall-clock time.
 //!
 //! May touch: the ring buffer (through `crate::kernel`), the scorer, the enforcer, the files and
@@ -20,6 +22,7 @@
 
 pub mod bus;
 pub mod clock;
+pub mod dnstap_input;
 pub mod events;
 pub mod flow;
 pub mod journal_sink;

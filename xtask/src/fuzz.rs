@@ -24,6 +24,7 @@ pub const TARGETS: &[(&str, usize)] = &[
     // A feed file: big enough for many lines of every format and a small MISP/STIX document.
     ("feed_parse", 65_536),
     ("scorer_snapshot", 65_536),
+    ("zeek_log", 65_536),
 ];
 
 /// Executions per target in `cargo xtask test`: enough to run every seed-free path libFuzzer

@@ -254,6 +254,8 @@ fn bench(repeat: u32) -> anyhow::Result<()> {
     ]))?;
     // Userspace: replay throughput and the scorer's memory for 1,000,000 names.
     sh(&mut release_bin("scorer-bench"))?;
+    // dnstap ingest on one core: decode, parse, score.
+    sh(&mut release_bin("dnstap-bench"))?;
     // Deciding response to block in the map, through the real program, scorer and enforcer.
     sh(&mut release_bin("block-latency"))?;
     sh(release_bin("xdp-bench").args(["--repeat", &repeat.to_string()]))?;

@@ -33,6 +33,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("nsenter", "util-linux"),
     ("dnsmasq", "dnsmasq-base"),
     ("dig", "bind9-dnsutils"),
+    // The dnstap source test: a real recursive resolver writing dnstap (built with it in Debian).
+    ("unbound", "unbound"),
     ("kdig", "knot-dnsutils"),
     ("bpftool", "bpftool"),
     ("ping", "iputils-ping"),

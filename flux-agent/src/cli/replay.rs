@@ -23,7 +23,8 @@ use super::scoring::ScoringArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
-    /// pcap or pcapng files, optionally gzip-compressed (Ethernet, Linux SLL/SLL2, raw IP).
+    /// pcap or pcapng files (Ethernet, Linux SLL/SLL2, raw IP), Zeek dns.log files (TSV or
+    /// JSON) or dnstap files, each optionally gzip-compressed; told apart by content.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
 
@@ -153,6 +154,25 @@ fn print_table(
         s.suspicious,
         s.responses_per_s
     )?;
+    if s.zeek.rows > 0 {
+        writeln!(
+            w,
+            "Zeek dns.log: {} rows, {} responses ({} with answers), {} duplicates dropped, {} without reply, {} bad",
+            s.zeek.rows,
+            s.zeek.responses,
+            s.zeek.with_answers,
+            s.zeek.duplicates,
+            s.zeek.no_response,
+            s.zeek.bad_rows
+        )?;
+    }
+    if s.dnstap.frames > 0 {
+        writeln!(
+            w,
+            "dnstap: {} frames, {} responses, {} other messages, {} bad",
+            s.dnstap.frames, s.dnstap.responses, s.dnstap.other, s.dnstap.bad
+        )?;
+    }
     for f in &s.failed_files {
         writeln!(w, "could not read {}: {}", f.path.display(), f.error)?;
     }

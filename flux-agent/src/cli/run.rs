@@ -96,6 +96,19 @@ pub struct RunArgs {
     #[arg(long, value_name = "ACTION", default_value = "nxdomain")]
     pub block_action: BlockAction,
 
+    /// Also take DNS responses from a resolver's dnstap: listen on this unix socket (Frame
+    /// Streams, bidirectional; the resolver connects, e.g. unbound's `dnstap-socket-path`).
+    /// Client, resolver and forwarder responses are scored like captured ones; the resolver
+    /// logged them, so they are never unsolicited. The socket is created mode 0660.
+    #[arg(long, value_name = "PATH")]
+    pub dnstap_socket: Option<PathBuf>,
+
+    /// Attach no XDP program: load the programs and pin their maps (where blocks are written,
+    /// and `blocklist list` reads) but take DNS responses from --dnstap-socket only. For a
+    /// resolver host whose answers reach it encrypted (DoH/DoT) or through another tool.
+    #[arg(long, requires = "dnstap_socket", conflicts_with_all = ["ifaces", "egress"])]
+    pub no_xdp: bool,
+
     #[command(flatten)]
     pub pin: PinArgs,
 
@@ -119,7 +132,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // Refuse a missing privilege or an unknown interface before the IP databases spend a
     // noticeable fraction of a second loading (and logging) for a run that cannot start.
     loader::preflight()?;
-    live::resolve_interfaces(&args.ifaces)?;
+    if !args.no_xdp {
+        live::resolve_interfaces(&args.ifaces)?;
+    }
     let scoring = args.scoring.setup()?;
     let enforce = (!args.no_auto_block).then(|| EnforceOptions {
         monitor: args.monitor,
@@ -132,6 +147,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         enforce,
         state: args.state.path(),
         ifaces: args.ifaces,
+        dnstap_socket: args.dnstap_socket,
+        attach: !args.no_xdp,
         mode: args.xdp_mode,
         force: args.force,
         load: LoadOptions {

@@ -58,6 +58,8 @@ pub struct Pipeline<'a> {
     enforcer: Option<Enforcer>,
     bus: Bus<'a>,
     counts: Counts,
+    /// The latest observation time seen (replay re-scores the flagged keys at it).
+    latest: Option<std::time::SystemTime>,
     flagged: Option<Flagged>,
     /// Scratch, reused per observation.
     verdicts: Vec<Verdict>,
@@ -72,6 +74,7 @@ impl<'a> Pipeline<'a> {
             enforcer,
             bus,
             counts: Counts::default(),
+            latest: None,
             flagged: None,
             verdicts: Vec::new(),
             actions: Vec::new(),
@@ -94,6 +97,11 @@ impl<'a> Pipeline<'a> {
         &self.counts
     }
 
+    /// The latest observation time seen so far.
+    pub fn latest_ts(&self) -> Option<std::time::SystemTime> {
+        self.latest
+    }
+
     pub fn scorer(&self) -> Option<&Scorer> {
         self.scorer.as_deref()
     }
@@ -102,6 +110,7 @@ impl<'a> Pipeline<'a> {
     /// order (the `dns` event, its verdicts, then the enforcer's actions).
     pub fn observe(&mut self, obs: Observation) {
         self.counts.observations += 1;
+        self.latest = self.latest.max(Some(obs.ts));
         // A reply nobody here asked for is never evidence: not scored, not a resolver, not a
         // reason to refresh a block (anyone who can send a datagram from port 53 wrote it).
         if obs.unsolicited {

@@ -4,6 +4,10 @@
 //! [`Observation`] -> [`Pipeline`] (scorer, enforcer -> the blocklist maps the XDP program
 //! reads) -> the bus -> the events file and the log, each on its own thread.
 //!
+//! A resolver's dnstap (`RunOptions::dnstap_socket`) is a second source into the same
+//! pipeline ([`dnstap_input`]); with `attach: false` it is the only one, and the programs are
+//! loaded (their maps pinned, where blocks are written) but attached to no interface.
+//!
 //! Interfaces come and go while it runs: link events ([`LinkWatch`]) and a periodic look keep
 //! [`IfaceStates`] in line, re-attaching to an interface that returns.
 
@@ -31,6 +35,7 @@ use crate::{
     pipeline::{
         bus::{self, Bus, BusReport},
         clock::MonoClock,
+        dnstap_input::{self, DnstapServer},
         events::Observation,
         flow::Pipeline,
         journal_sink::{self, JournalSink},
@@ -53,6 +58,11 @@ pub struct RunOptions {
     /// The state database (`--state`): restored into the maps at start, written before every
     /// block, and the verdict journal. `None`: no database (`--no-state`).
     pub state: Option<PathBuf>,
+    /// Also take DNS responses from a resolver's dnstap on this unix socket.
+    pub dnstap_socket: Option<PathBuf>,
+    /// Attach to the interfaces (`ifaces`); `false` loads and pins the programs and maps but
+    /// attaches nothing: dnstap is then the only source.
+    pub attach: bool,
 }
 
 /// What a run saw, for the exit summary and for tests.
@@ -117,7 +127,7 @@ pub async fn run<W: Write + Send + 'static>(
     if opts.enforce.as_ref().is_some_and(|e| e.monitor) {
         info!("monitor mode: verdicts and would-be blocks are reported, nothing is enforced");
     }
-    log_attachments(&loaded);
+    log_attachments(&loaded, opts.dnstap_socket.as_deref());
     let mut ifaces = IfaceStates::new(&loaded, opts.mode, opts.force);
     let mut links = LinkWatch::open()
         .inspect_err(|e| {
@@ -143,6 +153,7 @@ pub async fn run<W: Write + Send + 'static>(
         if_names: HashMap::new(),
         summary: RunSummary::default(),
     };
+    let mut dnstap = start_dnstap(&opts).inspect_err(|_| loaded.rollback())?;
     let mut p = Pipeline::new(scorer.as_mut(), enforcer, bus);
     // The control socket is served on its own tasks; complete requests arrive here.
     let (query_tx, mut queries) = tokio::sync::mpsc::channel::<control::Query>(16);
@@ -158,6 +169,7 @@ pub async fn run<W: Write + Send + 'static>(
             Some(q) = queries.recv() => {
                 let _ = q.reply.send(p.answer(&q.request));
             }
+            Some(obs) = dnstap_input::next(&mut dnstap.1) => p.observe(obs),
             changed = link_changed(&mut links) => {
                 if let Err(e) = changed {
                     warn!("link events: {e}; watching every {}s instead", TICK.as_secs());
@@ -196,6 +208,7 @@ pub async fn run<W: Write + Send + 'static>(
     if let Some(server) = &server {
         server.abort();
     }
+    stop_dnstap(dnstap, &mut p);
     if let (Some(m), Some(s)) = (memory.as_mut(), p.scorer()) {
         m.save(s);
     }
@@ -307,6 +320,35 @@ fn restore_state(pin_dir: &std::path::Path, path: Option<&std::path::Path>) -> R
     rec
 }
 
+/// The dnstap server of `--dnstap-socket`, and the receiving end of its observations.
+type DnstapSource = (
+    Option<DnstapServer>,
+    Option<tokio::sync::mpsc::Receiver<Observation>>,
+);
+
+fn start_dnstap(opts: &RunOptions) -> anyhow::Result<DnstapSource> {
+    Ok(match &opts.dnstap_socket {
+        Some(path) => {
+            let (tx, rx) = tokio::sync::mpsc::channel(dnstap_input::CHANNEL_DEPTH);
+            (Some(DnstapServer::start(path, tx)?), Some(rx))
+        }
+        None => (None, None),
+    })
+}
+
+/// Stops the dnstap server; what its connections had already handed over still goes through
+/// the pipeline.
+fn stop_dnstap((server, rx): DnstapSource, p: &mut Pipeline<'_>) {
+    if let Some(d) = server {
+        d.stop();
+    }
+    if let Some(mut rx) = rx {
+        while let Ok(obs) = rx.try_recv() {
+            p.observe(obs);
+        }
+    }
+}
+
 /// The next link event, or never without a watch.
 async fn link_changed(links: &mut Option<LinkWatch>) -> std::io::Result<()> {
     match links {
@@ -318,7 +360,11 @@ async fn link_changed(links: &mut Option<LinkWatch>) -> std::io::Result<()> {
 /// Loads the programs and attaches them to every interface asked for; a failed attach detaches
 /// what this run attached and leaves no pins of its own behind.
 fn load_and_attach(opts: &RunOptions) -> anyhow::Result<Loaded> {
-    let ifaces = resolve_interfaces(&opts.ifaces)?;
+    let ifaces = if opts.attach {
+        resolve_interfaces(&opts.ifaces)?
+    } else {
+        Vec::new()
+    };
     let mut loaded = loader::load(&opts.load)?;
     for iface in &ifaces {
         if let Err(e) = loaded.attach(iface, opts.mode, opts.force) {
@@ -330,7 +376,16 @@ fn load_and_attach(opts: &RunOptions) -> anyhow::Result<Loaded> {
     Ok(loaded)
 }
 
-fn log_attachments(loaded: &Loaded) {
+fn log_attachments(loaded: &Loaded, dnstap: Option<&std::path::Path>) {
+    if loaded.attachments.is_empty() {
+        info!(
+            "capturing DNS responses from dnstap only ({}), no XDP program attached; pinned \
+             maps in {}; Ctrl-C to stop",
+            dnstap.map_or_else(|| "-".into(), |p| p.display().to_string()),
+            loaded.pin_dir.display()
+        );
+        return;
+    }
     let names: Vec<String> = loaded
         .attachments
         .iter()

@@ -1,12 +1,18 @@
 //! Offline replay: capture files as the source of the same pipeline as live traffic
 //! ([`crate::pipeline::flow`]), with the same parser.
 //!
-//! Packet timestamps are the clock, so windows and time-to-detect are in observation time.
+//! Beside pcap and pcapng, a file may be a resolver's log, told by its content
+//! (`flux_detect::resolver_logs::sniff`): a Zeek `dns.log` (TSV or JSON; each row with a reply
+//! becomes the observation its response would have parsed to) or a dnstap file
+//! ([`crate::pipeline::dnstap_input`]).
+//!
+//! Packet (or row, or message) timestamps are the clock, so windows and time-to-detect are in
+//! observation time.
 
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    time::{Instant, SystemTime},
+    time::Instant,
 };
 
 use serde::Serialize;
@@ -14,12 +20,18 @@ use serde::Serialize;
 pub use crate::pipeline::flow::Flagged;
 use crate::pipeline::{
     bus::Bus,
+    dnstap_input,
     events::{Event, EventKind, Observation},
     flow::Pipeline,
 };
 use flux_detect::{
     capture_file::{self, CapturedDns, ReadStats},
     dns::{DnsMessage, parse_response},
+    resolver_logs::{
+        self, InputKind,
+        dnstap::DnstapStats,
+        zeek::{self, ZeekDns, ZeekStats},
+    },
     score::{Features, Level, Scorer, ScorerStats, Verdict},
 };
 
@@ -41,6 +53,12 @@ pub struct ReplaySummary {
     pub failed_files: Vec<FileError>,
     #[serde(flatten)]
     pub read: ReadStats,
+    /// Zeek `dns.log` rows (`zeek_*`), zero without such files.
+    #[serde(flatten)]
+    pub zeek: ZeekStats,
+    /// dnstap frames (`dnstap_*`), zero without such files.
+    #[serde(flatten)]
+    pub dnstap: DnstapStats,
     /// DNS responses the parser accepted, and the ones it rejected (malformed messages).
     pub parsed: u64,
     pub malformed: u64,
@@ -68,8 +86,8 @@ pub struct Replayed {
     /// The last verdict of every key that was flagged.
     pub flagged: Flagged,
     /// The features of every flagged key at the end of the replay (re-scored at the last
-    /// packet's time): a verdict holds the evidence of the moment its level changed, which can
-    /// be a fraction of what the name showed by the end.
+    /// observation's time): a verdict holds the evidence of the moment its level changed, which
+    /// can be a fraction of what the name showed by the end.
     pub at_end: HashMap<String, Features>,
 }
 
@@ -108,34 +126,44 @@ pub fn replay_with(
         log::warn!("{}; the other files are still replayed", f.error);
     }
     let mut malformed = 0u64;
-    let mut last_ts: Option<SystemTime> = None;
+    let (mut zeek_stats, mut dnstap_stats) = (ZeekStats::default(), DnstapStats::default());
     let mut p = Pipeline::new(Some(&mut *scorer), None, bus).track_flagged();
     for path in paths {
         if failed_files.iter().any(|f| f.path == *path) {
             continue;
         }
-        let r = capture_file::read_file(path, ports, &mut read, |c| {
-            last_ts = last_ts.max(Some(c.ts));
-            match parse_response(&c.payload, c.truncated) {
-                Ok(msg) => p.observe(observation(c, msg)),
-                Err(e) => {
-                    malformed += 1;
-                    log::debug!(
-                        "{}: malformed DNS response from {}: {e}",
-                        path.display(),
-                        c.src
-                    );
+        let kind =
+            resolver_logs::sniff(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
+        let r = match kind {
+            Ok(InputKind::Capture) => capture_file::read_file(path, ports, &mut read, |c| {
+                match parse_response(&c.payload, c.truncated) {
+                    Ok(msg) => p.observe(observation(c, msg)),
+                    Err(e) => {
+                        malformed += 1;
+                        log::debug!(
+                            "{}: malformed DNS response from {}: {e}",
+                            path.display(),
+                            c.src
+                        );
+                    }
                 }
+            })
+            .map_err(|e| e.to_string()),
+            Ok(InputKind::Zeek) => replay_zeek(path, &mut zeek_stats, &mut p),
+            Ok(InputKind::Dnstap) => {
+                dnstap_input::replay_file(path, &mut dnstap_stats, &mut malformed, &mut p)
             }
-        });
+            Err(e) => Err(e),
+        };
         if let Err(e) = r {
             log::warn!("{e}");
             failed_files.push(FileError {
                 path: path.clone(),
-                error: e.to_string(),
+                error: e,
             });
         }
     }
+    let last_ts = p.latest_ts();
     let (bus, counts, flagged) = p.finish();
     // Inline subscribers only: nothing queued to wait for.
     drop(bus);
@@ -148,6 +176,8 @@ pub fn replay_with(
         files: paths.len() as u64,
         failed_files,
         read,
+        zeek: zeek_stats,
+        dnstap: dnstap_stats,
         parsed,
         malformed,
         verdicts: counts.verdicts,
@@ -202,6 +232,39 @@ fn observation(c: CapturedDns, msg: DnsMessage) -> Observation {
         fragmented: false,
         unsolicited: false,
         msg,
+    }
+}
+
+/// Replays a Zeek `dns.log` (gzip-compressed or not) into `p`.
+fn replay_zeek(path: &Path, stats: &mut ZeekStats, p: &mut Pipeline<'_>) -> Result<(), String> {
+    let r =
+        resolver_logs::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    zeek::read_zeek(r, stats, |z| p.observe(zeek_observation(z)))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A `dns.log` row as the pipeline's observation: the row's clock, who answered as the source.
+/// The message's length on the wire is unknown (0).
+fn zeek_observation(z: ZeekDns) -> Observation {
+    Observation {
+        ts: z.ts,
+        iface: String::new(),
+        ifindex: 0,
+        src: z.server,
+        dst: z.client,
+        sport: z.server_port,
+        dport: z.client_port,
+        transport: z.transport,
+        vlan: Vec::new(),
+        dns_len: 0,
+        cap_len: 0,
+        truncated: false,
+        blocked: false,
+        would_block: false,
+        fragmented: false,
+        // As for capture files: the operator chose the log.
+        unsolicited: false,
+        msg: z.msg,
     }
 }
 
