@@ -36,6 +36,8 @@ const PACKAGES: &[(&str, &str)] = &[
     // The veth drop-throughput benchmark: the traffic generator and the nftables baseline.
     ("trafgen", "netsniff-ng"),
     ("nft", "nftables"),
+    // The metrics test: a real Prometheus scrapes the agent; promtool checks the exposition.
+    ("prometheus", "prometheus"),
 ];
 
 /// An npm tarball of the IP database, pinned by its npm `integrity` (sha512, base64).

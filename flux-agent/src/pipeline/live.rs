@@ -25,10 +25,14 @@ use crate::{
     kernel::link_watch::LinkWatch,
     kernel::loader::{self, AttachMode, Hook, LoadError, LoadOptions, Loaded},
     kernel::ring_records::Capture,
+    ops::{
+        metrics::{CaptureMetrics, ScorerMetrics},
+        metrics_http::{self, MetricsEndpoint, MetricsServer},
+    },
     pipeline::{
         bus::{Bus, BusReport},
         clock::MonoClock,
-        events::Observation,
+        events::{EventKind, Observation},
         flow::Pipeline,
         sinks::{EventsWriter, LogSink},
     },
@@ -89,6 +93,8 @@ pub struct Sinks<W> {
     pub log: bool,
     /// Queue length of each sink ([`bus::DEFAULT_QUEUE`]).
     pub queue: usize,
+    /// `--metrics`: served from its own thread while the run lasts.
+    pub metrics: Option<MetricsEndpoint>,
 }
 
 /// Runs until `shutdown` resolves, publishing every DNS response, verdict and enforcer action on
@@ -100,7 +106,7 @@ pub async fn run<W: Write + Send + 'static>(
 ) -> anyhow::Result<RunSummary> {
     let mut loaded = load_and_attach(&opts)?;
     // A start that fails after attaching leaves nothing of its own behind either.
-    let (mut ring, enforcer, bus) = match setup(&mut loaded, &opts, sinks) {
+    let (mut ring, enforcer, bus, metrics) = match setup(&mut loaded, &opts, sinks) {
         Ok(s) => s,
         Err(e) => {
             loaded.rollback();
@@ -127,8 +133,12 @@ pub async fn run<W: Write + Send + 'static>(
         clock: MonoClock::new(),
         if_names: HashMap::new(),
         summary: RunSummary::default(),
+        metrics: metrics.as_ref().map(|m| m.capture.clone()),
     };
     let mut p = Pipeline::new(scorer.as_mut(), enforcer, bus);
+    if let Some(m) = &metrics {
+        p = p.time_scoring(m.scorer.clone());
+    }
     // The control socket is served on its own tasks; complete requests arrive here.
     let (query_tx, mut queries) = tokio::sync::mpsc::channel::<control::Query>(16);
     let server =
@@ -152,6 +162,9 @@ pub async fn run<W: Write + Send + 'static>(
             }
             _ = ticker.tick() => {
                 p.tick();
+                if let (Some(m), Some(s)) = (&metrics, p.scorer()) {
+                    m.scorer.set_state(s);
+                }
                 // Also catches what a lost link event would have told.
                 ifaces.reconcile(&mut loaded);
             }
@@ -183,6 +196,7 @@ pub async fn run<W: Write + Send + 'static>(
     // not hold up the exit.
     let report = bus.close(SINK_DEADLINE);
     log_report(&report);
+    drop(metrics);
     let mut summary = src.summary;
     summary.observations = counts.observations;
     summary.unsolicited = counts.unsolicited;
@@ -211,14 +225,27 @@ pub async fn run<W: Write + Send + 'static>(
 /// even without a link event.
 const TICK: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The ring buffer, the enforcer and the bus of a run that has loaded and attached.
-type Setup = (AsyncFd<RingBuf<MapData>>, Option<Enforcer>, Bus<'static>);
+/// The ring buffer, the enforcer, the bus and the metrics of a run that has loaded and attached.
+type Setup = (
+    AsyncFd<RingBuf<MapData>>,
+    Option<Enforcer>,
+    Bus<'static>,
+    Option<RunMetrics>,
+);
+
+/// `--metrics` while the run lasts: the server (stopped when dropped) and the handles the run
+/// loop counts with.
+struct RunMetrics {
+    _server: MetricsServer,
+    capture: CaptureMetrics,
+    scorer: ScorerMetrics,
+}
 
 /// Everything after attaching that can still fail the start.
 fn setup<W: Write + Send + 'static>(
     loaded: &mut Loaded,
     opts: &RunOptions,
-    sinks: Sinks<W>,
+    mut sinks: Sinks<W>,
 ) -> anyhow::Result<Setup> {
     let ring = loaded
         .ebpf
@@ -235,8 +262,37 @@ fn setup<W: Write + Send + 'static>(
         }
         _ => None,
     };
-    let bus = subscribe(sinks)?;
-    Ok((ring, enforcer, bus))
+    let queue = sinks.queue;
+    let endpoint = sinks.metrics.take();
+    let mut bus = subscribe(sinks)?;
+    let metrics = endpoint
+        .map(|ep| start_metrics(ep, &loaded.pin_dir, &mut bus, queue))
+        .transpose()?;
+    Ok((ring, enforcer, bus, metrics))
+}
+
+/// Subscribes the metrics to the bus (after the other sinks, so their drops are reported too),
+/// opens the pinned counters for the scrapes, and starts the endpoint's thread.
+fn start_metrics(
+    ep: MetricsEndpoint,
+    pin_dir: &std::path::Path,
+    bus: &mut Bus<'static>,
+    queue: usize,
+) -> anyhow::Result<RunMetrics> {
+    let m = ep.metrics;
+    m.add_kernel_counters(pin_dir)
+        .context("metrics: open the pinned counters")?;
+    bus.subscribe_queued("metrics", &EventKind::ALL, queue, m.sink())
+        .context("start the metrics sink")?;
+    m.add_sink_drops(bus.drop_counters());
+    let server =
+        metrics_http::spawn(ep.listener, m.clone()).context("start the metrics endpoint")?;
+    info!("metrics: http://{}{}", server.addr(), metrics_http::PATH);
+    Ok(RunMetrics {
+        _server: server,
+        capture: m.capture(),
+        scorer: m.scorer(),
+    })
 }
 
 /// The next link event, or never without a watch.
@@ -310,15 +366,23 @@ struct RingSource {
     clock: MonoClock,
     if_names: HashMap<u32, String>,
     summary: RunSummary,
+    metrics: Option<CaptureMetrics>,
 }
 
 impl RingSource {
     fn handle_record(&mut self, rec: &[u8], p: &mut Pipeline<'_>) {
         self.summary.records += 1;
+        let m = self.metrics.as_ref();
+        if let Some(m) = m {
+            m.records.inc();
+        }
         let capture = match Capture::from_record(rec) {
             Ok(c) => c,
             Err(e) => {
                 self.summary.bad_records += 1;
+                if let Some(m) = m {
+                    m.bad_records.inc();
+                }
                 warn!("dropping malformed ring-buffer record: {e}");
                 return;
             }
@@ -338,6 +402,9 @@ impl RingSource {
             Ok(obs) => p.observe(obs),
             Err(e) => {
                 self.summary.parse_errors += 1;
+                if let Some(m) = &self.metrics {
+                    m.parse_errors.inc();
+                }
                 debug!(
                     "unparseable DNS response from {}:{} ({} bytes): {e}",
                     capture.src(),
