@@ -4,8 +4,11 @@
 //! [`metrics_http`] serves them on `/metrics` from a thread of its own (`metrics_tests.rs`:
 //! the unit tests of `metrics.rs`).
 //!
-//! May touch: the event bus (as a subscriber), the pinned `COUNTERS` map (read only), one TCP
-//! listener. Decides nothing and writes no map.
+//! [`blocklist_census`] counts the pinned blocklists for them on its own thread.
+//!
+//! May touch: the event bus (as a subscriber), the pinned `COUNTERS` and `BLOCKED_*` maps (read
+//! only), one TCP listener. Decides nothing and writes no map.
 
+pub mod blocklist_census;
 pub mod metrics;
 pub mod metrics_http;

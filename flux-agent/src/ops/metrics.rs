@@ -15,6 +15,8 @@
 //!   histogram, [`LatencyHistogram`]), and the keys tracked and the memory estimate, set on the
 //!   pipeline's 10 s tick (the estimate walks every key);
 //! - **the bus**: events dropped per queued sink, read at scrape time;
+//! - **the pinned blocklists**: active entries by source and kind, counted every 15 s on a
+//!   thread of their own (`ops::blocklist_census`);
 //! - **feeds and the state database**: [`Metrics::feed`] and [`Metrics::db_error`], for the
 //!   subsystems that own them to call.
 //!
@@ -192,6 +194,7 @@ pub struct Metrics {
     feeds: FeedFamilies,
     capture: CaptureMetrics,
     scorer: ScorerMetrics,
+    blocklist: BlocklistGauges,
 }
 
 impl fmt::Debug for Metrics {
@@ -259,12 +262,21 @@ impl Metrics {
             "The scorer's estimate of the heap and table bytes it holds; set every 10 s",
             scorer.memory.clone(),
         );
+        let blocklist = BlocklistGauges::default();
+        blocklist.zero_every_series();
+        r.register(
+            "blocklist_entries",
+            "Blocks in the pinned maps now (expired ones excluded), by source and target kind; \
+             counted every 15 s",
+            blocklist.0.clone(),
+        );
         Self {
             registry: Arc::new(Mutex::new(r)),
             events,
             feeds,
             capture,
             scorer,
+            blocklist,
         }
     }
 
@@ -281,6 +293,11 @@ impl Metrics {
     /// The handle the pipeline times the scorer with.
     pub fn scorer(&self) -> ScorerMetrics {
         self.scorer.clone()
+    }
+
+    /// The gauges the blocklist census sets.
+    pub fn blocklist(&self) -> BlocklistGauges {
+        self.blocklist.clone()
     }
 
     /// Reads the kernel counters from the pinned `COUNTERS` map in `pin_dir` at every scrape.
@@ -457,6 +474,48 @@ fn block_labels(a: &Action) -> BlockLabels {
         source: SOURCE_SCORER,
         target_kind: target_kind(a),
         outcome: a.action.as_str(),
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BlocklistLabels {
+    source: &'static str,
+    target_kind: &'static str,
+}
+
+/// `flux_blocklist_entries{source, target_kind}`, set by `ops::blocklist_census`.
+#[derive(Clone, Debug, Default)]
+pub struct BlocklistGauges(Family<BlocklistLabels, Gauge>);
+
+impl BlocklistGauges {
+    const SOURCES: [&'static str; 3] = ["scorer", "manual", "feed"];
+    const KINDS: [&'static str; 3] = ["domain", "ip", "cidr"];
+
+    fn zero_every_series(&self) {
+        self.set(&Vec::new());
+    }
+
+    /// Sets every series from one count, `(source, target_kind, entries)`; a known pair absent
+    /// from `rows` is 0.
+    pub fn set(&self, rows: &crate::ops::blocklist_census::Rows) {
+        for source in Self::SOURCES {
+            for target_kind in Self::KINDS {
+                self.0
+                    .get_or_create(&BlocklistLabels {
+                        source,
+                        target_kind,
+                    })
+                    .set(0);
+            }
+        }
+        for (source, target_kind, n) in rows {
+            self.0
+                .get_or_create(&BlocklistLabels {
+                    source,
+                    target_kind,
+                })
+                .set(*n);
+        }
     }
 }
 

@@ -202,3 +202,20 @@ fn every_kernel_counter_has_a_help_line() {
         assert!(!h.contains('\n'));
     }
 }
+
+#[test]
+fn blocklist_gauges_are_reset_by_each_count() {
+    let m = Metrics::new();
+    let body = m.encode().unwrap();
+    let series = r#"flux_blocklist_entries{source="manual",target_kind="ip"}"#;
+    assert_eq!(sample(&body, series), Some(0.0));
+    m.blocklist()
+        .set(&vec![("manual", "ip", 3), ("unknown", "cidr", 1)]);
+    let body = m.encode().unwrap();
+    assert_eq!(sample(&body, series), Some(3.0));
+    let unknown = r#"flux_blocklist_entries{source="unknown",target_kind="cidr"}"#;
+    assert_eq!(sample(&body, unknown), Some(1.0));
+    // The next count without them sets the known pair back to 0.
+    m.blocklist().set(&Vec::new());
+    assert_eq!(sample(&m.encode().unwrap(), series), Some(0.0));
+}

@@ -26,6 +26,7 @@ use crate::{
     kernel::loader::{self, AttachMode, Hook, LoadError, LoadOptions, Loaded},
     kernel::ring_records::Capture,
     ops::{
+        blocklist_census::{self, Census},
         metrics::{CaptureMetrics, ScorerMetrics},
         metrics_http::{self, MetricsEndpoint, MetricsServer},
     },
@@ -237,6 +238,7 @@ type Setup = (
 /// loop counts with.
 struct RunMetrics {
     _server: MetricsServer,
+    _census: Census,
     capture: CaptureMetrics,
     scorer: ScorerMetrics,
 }
@@ -288,8 +290,11 @@ fn start_metrics(
     let server =
         metrics_http::spawn(ep.listener, m.clone()).context("start the metrics endpoint")?;
     info!("metrics: http://{}{}", server.addr(), metrics_http::PATH);
+    let census = blocklist_census::spawn(pin_dir, m.blocklist())
+        .context("start the blocklist census for the metrics")?;
     Ok(RunMetrics {
         _server: server,
+        _census: census,
         capture: m.capture(),
         scorer: m.scorer(),
     })
