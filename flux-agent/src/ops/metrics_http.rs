@@ -151,9 +151,9 @@ async fn serve(
                 .header_read_timeout(HEADER_TIMEOUT)
                 .max_buf_size(MAX_REQUEST_BYTES)
                 .serve_connection(TokioIo::new(stream), service);
-            match tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
-                Ok(Err(e)) => debug!("metrics endpoint: {peer}: {e}"),
-                Ok(Ok(())) | Err(_) => {}
+            // Past its lifetime the connection is dropped, closing it.
+            if let Ok(Err(e)) = tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
+                debug!("metrics endpoint: {peer}: {e}");
             }
         });
     }

@@ -181,7 +181,7 @@ fn send_load(rate: u64, stop: &AtomicBool, sent: &AtomicU64) -> anyhow::Result<(
             let _ = s.send(&msgs[i]);
             i = (i + 1) % msgs.len();
             n += 1;
-            if n % 1024 == 0 {
+            if n.is_multiple_of(1024) {
                 sent.store(n, Ordering::Relaxed);
                 if stop.load(Ordering::Relaxed) {
                     return Ok(());
