@@ -11,6 +11,8 @@
 //! - [`enforce`]: the policy from verdict to block, and the pinned maps (**where a map is
 //!   written**, [`enforce::maps`]).
 //! - [`control`]: the running agent's control socket (`explain`).
+//! - [`ops`]: what operators' tools read from a running agent: Prometheus metrics
+//!   (`run --metrics`).
 //!
 //! The kernel side is `flux-ebpf`; records, keys and constants shared with it are in
 //! `flux-common`.
@@ -18,6 +20,7 @@
 pub mod control;
 pub mod enforce;
 pub mod kernel;
+pub mod ops;
 pub mod pipeline;
 
 /// The compiled flux-ebpf object, built by aya-build from `build.rs`.

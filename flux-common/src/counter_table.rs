@@ -1,15 +1,16 @@
 //! The kernel's per-CPU counters: one table, from which the enum, its count, the list of all
 //! counters and their stable names are derived. Add a counter here and nothing else: the kernel
-//! indexes `COUNTERS` by it, `flux-agent stats` and the docs read its name.
+//! indexes `COUNTERS` by it, `flux-agent stats` and the docs read its name, `/metrics` its name
+//! and doc comment (rows carry only `///` comments, which the macro turns into [`Counter::help`]).
 
 /// Declares [`Counter`] from one table of `Variant = "snake_case_name"` rows.
 macro_rules! counter_table {
-    ($($(#[$doc:meta])* $variant:ident = $name:literal,)*) => {
+    ($($(#[doc = $doc:literal])* $variant:ident = $name:literal,)*) => {
         /// Indices into the per-CPU `COUNTERS` array. Every drop and error path has one.
         #[repr(u32)]
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         pub enum Counter {
-            $($(#[$doc])* $variant,)*
+            $($(#[doc = $doc])* $variant,)*
         }
 
         impl Counter {
@@ -22,6 +23,14 @@ macro_rules! counter_table {
             pub const fn name(self) -> &'static str {
                 match self {
                     $(Counter::$variant => $name,)*
+                }
+            }
+
+            /// The row's doc comment, one line per source line with a leading space each (the
+            /// `HELP` text of `/metrics`; trim and join the lines to print it).
+            pub const fn help(self) -> &'static str {
+                match self {
+                    $(Counter::$variant => concat!($($doc),*),)*
                 }
             }
         }

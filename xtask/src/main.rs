@@ -260,7 +260,10 @@ fn bench(repeat: u32) -> anyhow::Result<()> {
     sh(&mut release_bin("block-latency"))?;
     sh(release_bin("xdp-bench").args(["--repeat", &repeat.to_string()]))?;
     // Drop throughput on a veth pair against an nftables set, with trafgen.
-    sh(&mut release_bin("veth-bench"))
+    sh(&mut release_bin("veth-bench"))?;
+    // `/metrics` latency, a scrape a second, while the real agent takes 50,000 responses/s.
+    sh(cargo().args(["build", "--release", "-p", "flux-agent", "--bins"]))?;
+    sh(&mut release_bin("metrics-bench"))
 }
 
 fn eval(heldout: Option<Option<usize>>, paths: &[String]) -> anyhow::Result<()> {

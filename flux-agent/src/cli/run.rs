@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use flux_agent::{
     enforce::policy::EnforceOptions,
     kernel::loader::{self, AttachMode, BlockAction, LoadOptions, QueryMatch},
+    ops::{metrics::Metrics, metrics_http::MetricsEndpoint},
     pipeline::{
         bus,
         live::{self, EventFormat, RunOptions, Sinks},
@@ -109,6 +110,12 @@ pub struct RunArgs {
     #[arg(long, requires = "dnstap_socket", conflicts_with_all = ["ifaces", "egress"])]
     pub no_xdp: bool,
 
+    /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9580). Off by default:
+    /// the counters, verdicts and blocks it shows are the host's DNS activity, so bind it to
+    /// loopback or a management network.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+
     #[command(flatten)]
     pub pin: PinArgs,
 
@@ -129,6 +136,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             EventFormat::Json,
         ),
     };
+    // Bound now, so a busy port fails the start before anything is attached.
+    let metrics = args
+        .metrics
+        .map(|addr| {
+            MetricsEndpoint::bind(addr, Metrics::new())
+                .with_context(|| format!("--metrics {addr}: cannot listen"))
+        })
+        .transpose()?;
     // Refuse a missing privilege or an unknown interface before the IP databases spend a
     // noticeable fraction of a second loading (and logging) for a run that cannot start.
     loader::preflight()?;
@@ -196,6 +211,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             events: Some(events),
             log: true,
             queue: bus::DEFAULT_QUEUE,
+            metrics,
         };
         live::run(opts, sinks, shutdown).await
     })?;

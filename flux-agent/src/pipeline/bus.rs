@@ -17,6 +17,7 @@ use std::{
     io,
     sync::{
         Arc,
+        atomic::{AtomicU64, Ordering},
         mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError},
     },
     thread::JoinHandle,
@@ -44,7 +45,8 @@ struct Queued {
     name: String,
     kinds: Kinds,
     tx: Option<SyncSender<Arc<Event>>>,
-    dropped: u64,
+    /// Shared with the metrics (`flux_events_dropped_total`), read at each scrape.
+    dropped: Arc<AtomicU64>,
     last_warned: Option<Instant>,
     /// Says the thread has written and flushed everything it was given.
     done: Receiver<()>,
@@ -112,7 +114,7 @@ impl<'a> Bus<'a> {
             name: name.to_owned(),
             kinds,
             tx: Some(tx),
-            dropped: 0,
+            dropped: Arc::default(),
             last_warned: None,
             done,
             thread: Some(thread),
@@ -148,14 +150,14 @@ impl<'a> Bus<'a> {
             match tx.try_send(Arc::clone(&e)) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                    q.dropped += 1;
+                    let dropped = q.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                     if q.last_warned
                         .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
                     {
                         q.last_warned = Some(Instant::now());
                         warn!(
                             "events sink '{}' cannot keep up; dropping its events ({} so far)",
-                            q.name, q.dropped
+                            q.name, dropped
                         );
                     }
                 }
@@ -165,7 +167,18 @@ impl<'a> Bus<'a> {
 
     /// Events dropped so far, all queued sinks together.
     pub fn dropped(&self) -> u64 {
-        self.queued.iter().map(|q| q.dropped).sum()
+        self.queued
+            .iter()
+            .map(|q| q.dropped.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Each queued sink's name and its count of dropped events, live (for the metrics).
+    pub fn drop_counters(&self) -> Vec<(String, Arc<AtomicU64>)> {
+        self.queued
+            .iter()
+            .map(|q| (q.name.clone(), Arc::clone(&q.dropped)))
+            .collect()
     }
 
     /// Closes every queue and waits, at most `deadline` in all, for the sinks to write what
@@ -187,7 +200,9 @@ impl<'a> Bus<'a> {
                 }
                 Err(RecvTimeoutError::Timeout) => report.unfinished.push(q.name.clone()),
             }
-            report.dropped.push((q.name.clone(), q.dropped));
+            report
+                .dropped
+                .push((q.name.clone(), q.dropped.load(Ordering::Relaxed)));
         }
         report
     }

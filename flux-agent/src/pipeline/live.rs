@@ -32,11 +32,16 @@ use crate::{
     kernel::loader::{self, AttachMode, Hook, LoadError, LoadOptions, Loaded},
     kernel::ring_records::Capture,
     pipeline::scorer_memory::ScorerMemory,
+    ops::{
+        blocklist_census::{self, Census},
+        metrics::{CaptureMetrics, ScorerMetrics},
+        metrics_http::{self, MetricsEndpoint, MetricsServer},
+    },
     pipeline::{
         bus::{self, Bus, BusReport},
         clock::MonoClock,
         dnstap_input::{self, DnstapServer},
-        events::Observation,
+        events::{EventKind, Observation},
         flow::Pipeline,
         journal_sink::{self, JournalSink},
         sinks::{EventsWriter, LogSink},
@@ -106,6 +111,8 @@ pub struct Sinks<W> {
     pub log: bool,
     /// Queue length of each sink ([`bus::DEFAULT_QUEUE`]).
     pub queue: usize,
+    /// `--metrics`: served from its own thread while the run lasts.
+    pub metrics: Option<MetricsEndpoint>,
 }
 
 /// Runs until `shutdown` resolves, publishing every DNS response, verdict and enforcer action on
@@ -117,7 +124,7 @@ pub async fn run<W: Write + Send + 'static>(
 ) -> anyhow::Result<RunSummary> {
     let mut loaded = load_and_attach(&opts)?;
     // A start that fails after attaching leaves nothing of its own behind either.
-    let (mut ring, enforcer, bus) = match setup(&mut loaded, &opts, sinks) {
+    let (mut ring, enforcer, bus, metrics) = match setup(&mut loaded, &opts, sinks) {
         Ok(s) => s,
         Err(e) => {
             loaded.rollback();
@@ -152,9 +159,13 @@ pub async fn run<W: Write + Send + 'static>(
         clock: MonoClock::new(),
         if_names: HashMap::new(),
         summary: RunSummary::default(),
+        metrics: metrics.as_ref().map(|m| m.capture.clone()),
     };
     let mut dnstap = start_dnstap(&opts).inspect_err(|_| loaded.rollback())?;
     let mut p = Pipeline::new(scorer.as_mut(), enforcer, bus);
+    if let Some(m) = &metrics {
+        p = p.time_scoring(m.scorer.clone());
+    }
     // The control socket is served on its own tasks; complete requests arrive here.
     let (query_tx, mut queries) = tokio::sync::mpsc::channel::<control::Query>(16);
     let server =
@@ -181,6 +192,9 @@ pub async fn run<W: Write + Send + 'static>(
                 p.tick();
                 if let (Some(m), Some(s)) = (memory.as_mut(), p.scorer()) {
                     m.save_if_due(s);
+                }
+                if let (Some(m), Some(s)) = (&metrics, p.scorer()) {
+                    m.scorer.set_state(s);
                 }
                 // Also catches what a lost link event would have told.
                 ifaces.reconcile(&mut loaded);
@@ -217,6 +231,7 @@ pub async fn run<W: Write + Send + 'static>(
     // not hold up the exit.
     let report = bus.close(SINK_DEADLINE);
     log_report(&report);
+    drop(metrics);
     let mut summary = src.summary;
     summary.observations = counts.observations;
     summary.unsolicited = counts.unsolicited;
@@ -245,14 +260,28 @@ pub async fn run<W: Write + Send + 'static>(
 /// even without a link event.
 const TICK: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The ring buffer, the enforcer and the bus of a run that has loaded and attached.
-type Setup = (AsyncFd<RingBuf<MapData>>, Option<Enforcer>, Bus<'static>);
+/// The ring buffer, the enforcer, the bus and the metrics of a run that has loaded and attached.
+type Setup = (
+    AsyncFd<RingBuf<MapData>>,
+    Option<Enforcer>,
+    Bus<'static>,
+    Option<RunMetrics>,
+);
+
+/// `--metrics` while the run lasts: the server (stopped when dropped) and the handles the run
+/// loop counts with.
+struct RunMetrics {
+    _server: MetricsServer,
+    _census: Census,
+    capture: CaptureMetrics,
+    scorer: ScorerMetrics,
+}
 
 /// Everything after attaching that can still fail the start.
 fn setup<W: Write + Send + 'static>(
     loaded: &mut Loaded,
     opts: &RunOptions,
-    sinks: Sinks<W>,
+    mut sinks: Sinks<W>,
 ) -> anyhow::Result<Setup> {
     let ring = loaded
         .ebpf
@@ -273,6 +302,8 @@ fn setup<W: Write + Send + 'static>(
         ),
         _ => None,
     };
+    let queue = sinks.queue;
+    let endpoint = sinks.metrics.take();
     let mut bus = subscribe(sinks)?;
     if let Some(path) = journal {
         match JournalSink::open(path) {
@@ -282,7 +313,37 @@ fn setup<W: Write + Send + 'static>(
             Err(e) => warn!("{e}: verdicts are not journalled"),
         }
     }
-    Ok((ring, enforcer, bus))
+    let metrics = endpoint
+        .map(|ep| start_metrics(ep, &loaded.pin_dir, &mut bus, queue))
+        .transpose()?;
+    Ok((ring, enforcer, bus, metrics))
+}
+
+/// Subscribes the metrics to the bus (after the other sinks, so their drops are reported too),
+/// opens the pinned counters for the scrapes, and starts the endpoint's thread.
+fn start_metrics(
+    ep: MetricsEndpoint,
+    pin_dir: &std::path::Path,
+    bus: &mut Bus<'static>,
+    queue: usize,
+) -> anyhow::Result<RunMetrics> {
+    let m = ep.metrics;
+    m.add_kernel_counters(pin_dir)
+        .context("metrics: open the pinned counters")?;
+    bus.subscribe_queued("metrics", &EventKind::ALL, queue, m.sink())
+        .context("start the metrics sink")?;
+    m.add_sink_drops(bus.drop_counters());
+    let server =
+        metrics_http::spawn(ep.listener, m.clone()).context("start the metrics endpoint")?;
+    info!("metrics: http://{}{}", server.addr(), metrics_http::PATH);
+    let census = blocklist_census::spawn(pin_dir, m.blocklist())
+        .context("start the blocklist census for the metrics")?;
+    Ok(RunMetrics {
+        _server: server,
+        _census: census,
+        capture: m.capture(),
+        scorer: m.scorer(),
+    })
 }
 
 /// Opens the state database and brings the pinned maps in line with it (a reboot emptied
@@ -438,15 +499,23 @@ struct RingSource {
     clock: MonoClock,
     if_names: HashMap<u32, String>,
     summary: RunSummary,
+    metrics: Option<CaptureMetrics>,
 }
 
 impl RingSource {
     fn handle_record(&mut self, rec: &[u8], p: &mut Pipeline<'_>) {
         self.summary.records += 1;
+        let m = self.metrics.as_ref();
+        if let Some(m) = m {
+            m.records.inc();
+        }
         let capture = match Capture::from_record(rec) {
             Ok(c) => c,
             Err(e) => {
                 self.summary.bad_records += 1;
+                if let Some(m) = m {
+                    m.bad_records.inc();
+                }
                 warn!("dropping malformed ring-buffer record: {e}");
                 return;
             }
@@ -472,6 +541,9 @@ impl RingSource {
             }
             Err(e) => {
                 self.summary.parse_errors += 1;
+                if let Some(m) = &self.metrics {
+                    m.parse_errors.inc();
+                }
                 debug!(
                     "unparseable DNS response from {}:{} ({} bytes): {e}",
                     capture.src(),
