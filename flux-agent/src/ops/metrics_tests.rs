@@ -24,6 +24,7 @@ fn dns(unsolicited: bool) -> Event {
         cap_len: 100,
         truncated: false,
         blocked: false,
+        would_block: false,
         fragmented: false,
         unsolicited,
         msg: flux_detect::dns::parse_response(&RESPONSE, false).unwrap(),
