@@ -288,11 +288,53 @@ fn ensure_packages() -> anyhow::Result<()> {
     sh(Command::new("apt-get").args(["update", "-q"])).with_context(|| {
         format!("apt-get update failed; install by hand: apt-get install -y {list}")
     })?;
+    // The tests start their own servers in their own namespaces: the packages' services
+    // (unbound on port 53, prometheus on 9090) must not start on the host.
+    let _no_services = NoServiceStarts::install();
     sh(Command::new("apt-get")
         .env("DEBIAN_FRONTEND", "noninteractive")
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&missing))
     .with_context(|| format!("could not install {list}; try `apt-get install -y {list}`"))
+}
+
+/// A `policy-rc.d` that refuses every service start (exit 101, the Debian convention) for as
+/// long as it lives, unless the machine already has one (which is then left as it is).
+struct NoServiceStarts(Option<PathBuf>);
+
+impl NoServiceStarts {
+    const PATH: &str = "/usr/sbin/policy-rc.d";
+
+    fn install() -> Self {
+        let path = PathBuf::from(Self::PATH);
+        if path.exists() {
+            return Self(None);
+        }
+        use std::os::unix::fs::PermissionsExt as _;
+        let written = std::fs::write(
+            &path,
+            "#!/bin/sh\n# flux-agent xtask setup: no service starts while it installs.\nexit 101\n",
+        )
+        .and_then(|()| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)));
+        match written {
+            Ok(()) => Self(Some(path)),
+            Err(e) => {
+                eprintln!(
+                    "xtask setup: cannot write {}: {e}; packages may start services",
+                    Self::PATH
+                );
+                Self(None)
+            }
+        }
+    }
+}
+
+impl Drop for NoServiceStarts {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 /// `$FLUX_AGENT_DB_DIR`, else `/var/lib/flux-agent/db`: the same rule as

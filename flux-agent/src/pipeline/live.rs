@@ -31,12 +31,12 @@ use crate::{
     kernel::link_watch::LinkWatch,
     kernel::loader::{self, AttachMode, Hook, LoadError, LoadOptions, Loaded},
     kernel::ring_records::Capture,
-    pipeline::scorer_memory::ScorerMemory,
     ops::{
         blocklist_census::{self, Census},
         metrics::{CaptureMetrics, ScorerMetrics},
         metrics_http::{self, MetricsEndpoint, MetricsServer},
     },
+    pipeline::scorer_memory::ScorerMemory,
     pipeline::{
         bus::{self, Bus, BusReport},
         clock::MonoClock,
