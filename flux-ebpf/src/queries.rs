@@ -35,7 +35,7 @@ pub fn to_host(ifindex: u32, dst: [u8; 6]) -> bool {
     if is_group_mac(dst[0]) {
         return false;
     }
-    match unsafe { HOST_MACS.get(&ifindex) } {
+    match unsafe { HOST_MACS.get(ifindex) } {
         Some(own) => *own == mac_word(dst),
         None => true,
     }
