@@ -21,6 +21,8 @@ pub const TARGETS: &[(&str, usize)] = &[
     ("control_request", 8192),
     ("scorer_feed", 65_536),
     ("allowlist_text", 4096),
+    // A feed file: big enough for many lines of every format and a small MISP/STIX document.
+    ("feed_parse", 65_536),
 ];
 
 /// Executions per target in `cargo xtask test`: enough to run every seed-free path libFuzzer

