@@ -11,12 +11,15 @@
 //! - [`enforce`]: the policy from verdict to block, and the pinned maps (**where a map is
 //!   written**, [`enforce::maps`]).
 //! - [`control`]: the running agent's control socket (`explain`).
+//! - [`intel`]: threat-intelligence feeds: fetched, parsed, filtered by the guard and written
+//!   through `enforce::record`; and the feed lookup for matches.
 //!
 //! The kernel side is `flux-ebpf`; records, keys and constants shared with it are in
 //! `flux-common`.
 
 pub mod control;
 pub mod enforce;
+pub mod intel;
 pub mod kernel;
 pub mod pipeline;
 

@@ -127,6 +127,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         max_per_minute: args.max_blocks_per_minute,
         resolvers: args.resolvers.clone(),
     });
+    // URL feeds are refreshed on their interval by a thread of their own (never the capture
+    // path); it writes the database and the maps as `feed update` does.
+    let stop_refresh = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some(state) = args.state.path() {
+        flux_agent::intel::feed_sync::spawn_refresher(
+            state,
+            args.pin.pin_dir.clone(),
+            args.resolvers.clone(),
+            stop_refresh.clone(),
+        )
+        .context("start the feed refresh thread")?;
+    }
     let opts = RunOptions {
         scoring: Some(scoring),
         enforce,
@@ -182,6 +194,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         };
         live::run(opts, sinks, shutdown).await
     })?;
+    stop_refresh.store(true, std::sync::atomic::Ordering::Relaxed);
     log::debug!("{summary:?}");
     Ok(ExitCode::SUCCESS)
 }
