@@ -129,12 +129,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     });
     // URL feeds are refreshed on their interval by a thread of their own (never the capture
     // path); it writes the database and the maps as `feed update` does.
+    // It also builds the feed lookup the pipeline matches responses against.
     let stop_refresh = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let feeds = flux_agent::intel::feed_match::SharedIndex::default();
     if let Some(state) = args.state.path() {
         flux_agent::intel::feed_sync::spawn_refresher(
-            state,
-            args.pin.pin_dir.clone(),
-            args.resolvers.clone(),
+            flux_agent::intel::feed_sync::Refresher {
+                state,
+                pin_dir: args.pin.pin_dir.clone(),
+                resolvers: args.resolvers.clone(),
+                index: feeds.clone(),
+            },
             stop_refresh.clone(),
         )
         .context("start the feed refresh thread")?;
@@ -143,6 +148,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         scoring: Some(scoring),
         enforce,
         state: args.state.path(),
+        feeds: args.state.path().map(|_| feeds),
         ifaces: args.ifaces,
         mode: args.xdp_mode,
         force: args.force,

@@ -5,13 +5,26 @@
 //! at most 33 or 129, in practice a handful); domains a hash set walked from the name to its
 //! parents, so a feed's `evil.example` matches `a.b.evil.example`.
 //!
-//! Touches nothing: pure data, filled by the caller.
+//! [`SharedIndex`] hands a new index from the thread that builds it (the feed refresher, off
+//! the capture path) to the pipeline, which swaps it in between two responses
+//! ([`Matcher::refresh`]: one atomic load when nothing changed). [`Matcher::check`] is what the
+//! pipeline asks per solicited response; a hit is an `intel` event and scorer evidence
+//! (`Scorer::note_feed_match`).
+//!
+//! Touches nothing: data, filled by the caller.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap, HashSet},
     net::IpAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::SystemTime,
 };
+
+use flux_detect::dns::DnsMessage;
+use serde::Serialize;
 
 use flux_state::{Kind, Source, StateError, Store, Target};
 use ipnet::IpNet;
@@ -123,6 +136,125 @@ impl FeedIndex {
             .into_iter()
             .find_map(|n| self.domain(n))
             .or_else(|| addrs.into_iter().find_map(|a| self.address(a)))
+    }
+}
+
+/// How many (name, feed) pairs the pipeline remembers having reported: a name resolved every
+/// few seconds is one `intel` event, not one per response. Past it the memory is cleared (and a
+/// name still resolving is reported once more): bounded whatever the traffic.
+pub const REPORTED_MEMORY: usize = 4096;
+
+/// A new index from the builder to the pipeline.
+#[derive(Clone, Debug, Default)]
+pub struct SharedIndex {
+    generation: Arc<AtomicU64>,
+    index: Arc<Mutex<Arc<FeedIndex>>>,
+}
+
+impl SharedIndex {
+    /// Hands `ix` to the pipeline (it takes it at its next response).
+    pub fn publish(&self, ix: FeedIndex) {
+        if let Ok(mut g) = self.index.lock() {
+            *g = Arc::new(ix);
+        }
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// The `intel` event: a response matched a loaded feed.
+#[derive(Clone, Debug, Serialize)]
+pub struct IntelMatch {
+    #[serde(serialize_with = "flux_detect::timestamp::serialize")]
+    pub ts: SystemTime,
+    /// The question name of the response.
+    pub domain: String,
+    pub feed: String,
+    /// What the feed lists: a name of the chain (or its parent), an address or a network.
+    pub indicator: String,
+    /// `name` (the question or a parent of it), `cname` (a name further down the CNAME
+    /// chain) or `address` (an address the name resolved to).
+    pub matched: &'static str,
+}
+
+impl std::fmt::Display for IntelMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} matches feed {} ({} {})",
+            self.domain, self.feed, self.matched, self.indicator
+        )
+    }
+}
+
+/// The pipeline's side: the current index and what was already reported.
+#[derive(Default)]
+pub struct Matcher {
+    shared: SharedIndex,
+    seen_generation: u64,
+    current: Arc<FeedIndex>,
+    reported: HashSet<(String, String)>,
+}
+
+impl Matcher {
+    pub fn new(shared: SharedIndex) -> Self {
+        Self {
+            shared,
+            ..Self::default()
+        }
+    }
+
+    /// Takes a newly published index, if any (one atomic load otherwise).
+    pub fn refresh(&mut self) {
+        let g = self.shared.generation.load(Ordering::Acquire);
+        if g == self.seen_generation {
+            return;
+        }
+        if let Ok(ix) = self.shared.index.lock() {
+            self.current = ix.clone();
+            self.seen_generation = g;
+        }
+    }
+
+    /// The first feed hit of a response (its CNAME chain, then its addresses), when it was not
+    /// reported yet for this name and feed. `chain` is the answer chain from the question.
+    pub fn check(&mut self, ts: SystemTime, msg: &DnsMessage, chain: &[&str]) -> Option<IntelMatch> {
+        self.refresh();
+        if self.current.is_empty() {
+            return None;
+        }
+        // Only the answer chain's addresses (bailiwick, as the scorer reads them).
+        let addrs = msg
+            .answers
+            .iter()
+            .filter(|r| chain.contains(&r.name.as_str()))
+            .filter_map(|r| r.addr);
+        let hit = self.current.resolved(chain.iter().copied(), addrs)?;
+        let matched = if chain
+            .iter()
+            .position(|n| self.current.domain(n).is_some())
+            .is_some_and(|i| i > 0)
+        {
+            "cname"
+        } else if self.current.domain(&msg.qname).is_some() {
+            "name"
+        } else {
+            "address"
+        };
+        let key = (msg.qname.clone(), hit.feed.clone());
+        if self.reported.contains(&key) {
+            return None;
+        }
+        if self.reported.len() >= REPORTED_MEMORY {
+            self.reported.clear();
+        }
+        self.reported.insert(key);
+        Some(IntelMatch {
+            ts,
+            domain: msg.qname.clone(),
+            feed: hit.feed,
+            indicator: hit.indicator,
+            matched,
+        })
     }
 }
 

@@ -34,10 +34,13 @@ use flux_state::{
 use log::{info, warn};
 use serde::Serialize;
 
-use crate::enforce::{
-    guard::Guard,
-    maps::{BlocklistError, Maps, Room, Target},
-    record::{Recorder, to_state},
+use crate::{
+    enforce::{
+        guard::Guard,
+        maps::{BlocklistError, Maps, Room, Target},
+        record::{Recorder, to_state},
+    },
+    intel::feed_match::{FeedIndex, SharedIndex},
 };
 
 /// How many skipped or warned items a report names (the rest are counted): enough to see what
@@ -451,30 +454,80 @@ pub fn due(feed: &FeedRecord, now: SystemTime) -> bool {
         .is_none_or(|next| next <= now)
 }
 
+/// What the refresher needs.
+pub struct Refresher {
+    pub state: PathBuf,
+    pub pin_dir: PathBuf,
+    /// `--resolver`s (the running agent's learnt ones are asked for at each refresh).
+    pub resolvers: Vec<IpAddr>,
+    /// Where the feed lookup the pipeline matches against is published.
+    pub index: SharedIndex,
+}
+
 /// The running agent's feed refresher: its own thread, never the capture path. Every
 /// [`REFRESH_TICK`] it reads the feed list and syncs the URL feeds that are due ([`due`]), each
-/// with the same [`sync`] as `feed update`. Stops when `stop` is set.
+/// with the same [`sync`] as `feed update`; and when the feeds changed (here or by the CLI) it
+/// rebuilds the lookup ([`FeedIndex`]) and publishes it. Stops when `stop` is set.
 pub fn spawn_refresher(
-    state: PathBuf,
-    pin_dir: PathBuf,
-    resolvers: Vec<IpAddr>,
+    r: Refresher,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("feed-refresh".into())
         .spawn(move || {
             let mut ctx: Option<(Recorder, Maps)> = None;
+            let mut published: Option<u64> = None;
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(REFRESH_TICK);
                 if ctx.is_none() {
-                    ctx = open_for_refresh(&state, &pin_dir);
+                    ctx = open_for_refresh(&r.state, &r.pin_dir);
                 }
                 let Some((rec, maps)) = ctx.as_mut() else {
                     continue;
                 };
-                refresh_due(rec, maps, &pin_dir, &resolvers);
+                refresh_due(rec, maps, &r.pin_dir, &r.resolvers);
+                republish(rec, &r.index, &mut published);
             }
         })
+}
+
+/// A digest of what the feed lookup is built from: each feed's name, location, action, entry
+/// count and validators, and the time of its last good load (a `feed add`/`update` by the CLI
+/// changes it too).
+fn feeds_digest(feeds: &[FeedRecord]) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for f in feeds {
+        (&f.name, &f.location, f.action.as_str(), f.entry_count).hash(&mut h);
+        (&f.etag, &f.last_modified).hash(&mut h);
+        let ok = f.last_result.as_deref().is_some_and(|r| r.starts_with("ok"));
+        ok.then_some(f.last_refresh).hash(&mut h);
+    }
+    h.finish()
+}
+
+/// Rebuilds and publishes the feed lookup when the feeds changed since the last one.
+fn republish(rec: &mut Recorder, index: &SharedIndex, published: &mut Option<u64>) {
+    let Some(store) = rec.store_mut() else { return };
+    let Ok(feeds) = store.feeds() else { return };
+    let digest = feeds_digest(&feeds);
+    if *published == Some(digest) {
+        return;
+    }
+    let started = Instant::now();
+    match FeedIndex::load(store, SystemTime::now()) {
+        Ok(ix) => {
+            info!(
+                "feed lookup: {} indicators of {} feeds, built in {} ms",
+                ix.len(),
+                feeds.len(),
+                started.elapsed().as_millis()
+            );
+            index.publish(ix);
+            *published = Some(digest);
+        }
+        Err(e) => warn!("feed lookup not rebuilt: {e}"),
+    }
 }
 
 fn open_for_refresh(state: &std::path::Path, pin_dir: &std::path::Path) -> Option<(Recorder, Maps)> {

@@ -52,6 +52,9 @@ pub struct RunOptions {
     /// The state database (`--state`): restored into the maps at start, written before every
     /// block, and the verdict journal. `None`: no database (`--no-state`).
     pub state: Option<PathBuf>,
+    /// The loaded feeds, published by the feed refresher (`intel::feed_sync`), matched against
+    /// every response. `None`: no feed matching.
+    pub feeds: Option<crate::intel::feed_match::SharedIndex>,
 }
 
 /// What a run saw, for the exit summary and for tests.
@@ -136,6 +139,9 @@ pub async fn run<W: Write + Send + 'static>(
         summary: RunSummary::default(),
     };
     let mut p = Pipeline::new(scorer.as_mut(), enforcer, bus);
+    if let Some(shared) = opts.feeds.clone() {
+        p = p.with_feeds(shared);
+    }
     // The control socket is served on its own tasks; complete requests arrive here.
     let (query_tx, mut queries) = tokio::sync::mpsc::channel::<control::Query>(16);
     let server =
