@@ -347,6 +347,58 @@ fn a_url_feed_is_refreshed_and_a_failed_fetch_keeps_the_old_entries() {
     assert_eq!(v.len(), 1, "{v:?}");
 }
 
+/// A report-only feed is never enforced but matched: a name whose CNAME chain passes a feed
+/// domain, and one that resolves into a feed network, are `intel` events naming the feed, and
+/// the scorer counts the match (`feed_match` in `explain`).
+#[test]
+fn a_feed_match_is_an_intel_event_and_scorer_evidence() {
+    if !privileged() {
+        return;
+    }
+    let link = Link::new();
+    let _dns = start_dnsmasq(&link.server, &[]);
+    let pin = PinDir::new();
+    let agent = Agent::start(&link.client, &pin, AGENT_ARGS);
+    let c = &link.client;
+    let dir = TempDir::new();
+    let file = dir.0.join("watch.txt");
+    // a.flux.test is 192.0.2.10; www.flux.test is a CNAME to cdn.flux.test, then a.flux.test.
+    fs::write(&file, "192.0.2.0/24
+cdn.flux.test
+").unwrap();
+    cli_ok(
+        c,
+        &pin,
+        &["feed", "add", "watch", file.to_str().unwrap(), "--action", "report"],
+    );
+    assert!(blocked(c, &pin).is_empty(), "report only: nothing enforced");
+    // The lookup is rebuilt by the agent's refresher within a second or two.
+    let intel = |name: &'static str| {
+        move |e: &Value| e["type"] == "intel" && e["domain"] == name
+    };
+    eventually("an intel event for a.flux.test", || {
+        assert_eq!(lookup(&link, "a.flux.test"), "NOERROR", "report only");
+        agent.events().iter().any(intel("a.flux.test"))
+    });
+    let e = agent.wait_event("a.flux.test", intel("a.flux.test"));
+    assert_eq!(e["feed"], "watch", "{e}");
+    assert_eq!(e["matched"], "address", "{e}");
+    assert_eq!(e["indicator"], "192.0.2.0/24", "{e}");
+    assert_eq!(lookup(&link, "www.flux.test"), "NOERROR");
+    let e = agent.wait_event("www.flux.test", intel("www.flux.test"));
+    assert_eq!(e["matched"], "cname", "{e}");
+    assert_eq!(e["indicator"], "cdn.flux.test", "{e}");
+    // Once per name and feed.
+    assert_eq!(lookup(&link, "a.flux.test"), "NOERROR");
+    thread::sleep(Duration::from_millis(300));
+    let n = agent.events().iter().filter(|e| intel("a.flux.test")(e)).count();
+    assert_eq!(n, 1, "one event per name and feed");
+    events_schema::assert_events_match_schema(&agent.events());
+    // The scorer's evidence.
+    let out = cli_ok(c, &pin, &["explain", "a.flux.test", "--json"]);
+    assert!(out.contains("\"feed_match\""), "{out}");
+}
+
 /// Agent A's export, imported by agent B as a feed, gives B the same blocks: plain, STIX and
 /// MISP in turn.
 #[test]
