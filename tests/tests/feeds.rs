@@ -162,7 +162,13 @@ fn a_feed_blocks_names_and_addresses_never_the_host_and_leaves_manual_blocks() {
         .iter()
         .filter_map(|s| s["target"].as_str())
         .collect();
-    for g in [SERVER_V4, CLIENT_V4, "127.0.0.1", "0.0.0.0/0", "10.77.0.0/24"] {
+    for g in [
+        SERVER_V4,
+        CLIENT_V4,
+        "127.0.0.1",
+        "0.0.0.0/0",
+        "10.77.0.0/24",
+    ] {
         assert!(guarded.contains(&g), "{g} not guarded: {r}");
     }
     // Bad lines are warnings with their line numbers.
@@ -170,8 +176,15 @@ fn a_feed_blocks_names_and_addresses_never_the_host_and_leaves_manual_blocks() {
     assert_eq!(r["warnings"][0]["line"], 10, "{r}");
     assert_eq!(r["entries"], 3, "{r}");
     // The human output names them too.
-    let human = cli_ok(c, &pin, &["feed", "update", "intel", "--resolver", SERVER_V4]);
-    assert!(human.contains("never to be blocked") && human.contains("line 10"), "{human}");
+    let human = cli_ok(
+        c,
+        &pin,
+        &["feed", "update", "intel", "--resolver", SERVER_V4],
+    );
+    assert!(
+        human.contains("never to be blocked") && human.contains("line 10"),
+        "{human}"
+    );
 
     // (a) the name is answered NXDOMAIN by the kernel, (b) the address is dropped.
     assert_eq!(lookup(&link, "a.flux.test"), "NXDOMAIN");
@@ -190,13 +203,37 @@ fn a_feed_blocks_names_and_addresses_never_the_host_and_leaves_manual_blocks() {
     assert_eq!(f["entry_count"], 3, "{f}");
     assert_eq!(f["last_result"], "ok: 3 entries", "{f}");
 
+    // --ttl: each load renews the expiry, in the database and in the maps, and a target the
+    // operator blocked for good stays blocked for good.
+    let expiry = |v: &str| -> Value {
+        let out = cli_ok(c, &pin, &["blocklist", "list", "--json"]);
+        let l: Vec<Value> = serde_json::from_str(&out).unwrap();
+        l.into_iter().find(|e| e["value"] == v).unwrap()["expires"].clone()
+    };
+    let add_ttl = [
+        "feed", "add", "intel", file.to_str().unwrap(), "--ttl", "1h", "--resolver", SERVER_V4,
+    ];
+    cli_ok(c, &pin, &add_ttl);
+    let first = expiry("a.flux.test");
+    assert!(first.is_string(), "expires with --ttl: {first}");
+    assert!(expiry("gone.test").is_null(), "the manual block stays permanent");
+    thread::sleep(Duration::from_millis(1100));
+    cli_ok(c, &pin, &["feed", "update", "intel", "--resolver", SERVER_V4]);
+    let second = expiry("a.flux.test");
+    assert!(second.as_str() > first.as_str(), "renewed: {first} -> {second}");
+    assert!(expiry("gone.test").is_null());
+
     // (e) removing the feed removes its entries, not the manual block on the same target.
     let out = cli_ok(c, &pin, &["feed", "remove", "intel", "--json"]);
     let r: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["map_entries_removed"], 2, "{r}");
     assert_eq!(lookup(&link, "a.flux.test"), "NOERROR");
     assert_eq!(reach(c, "10.77.0.20"), Reach::ALL);
-    assert_eq!(lookup(&link, "gone.test"), "NXDOMAIN", "the manual block stays");
+    assert_eq!(
+        lookup(&link, "gone.test"),
+        "NXDOMAIN",
+        "the manual block stays"
+    );
     assert_eq!(blocked(c, &pin), BTreeSet::from(["gone.test".to_owned()]));
     let e = cli_err(c, &pin, &["feed", "remove", "intel", "--json"]);
     assert!(e.contains("no feed named"), "{e}");
@@ -304,7 +341,10 @@ fn a_url_feed_is_refreshed_and_a_failed_fetch_keeps_the_old_entries() {
     fs::write(dir.0.join("www").join("feed.txt.truncate"), "").unwrap();
     publish(&dir.0, "other.flux.test\n");
     let e = cli_err(c, &pin, &["feed", "update", "u1", "--json"]);
-    assert!(e.contains("cut short") && e.contains("previous entries are kept"), "{e}");
+    assert!(
+        e.contains("cut short") && e.contains("previous entries are kept"),
+        "{e}"
+    );
     assert_eq!(blocked(c, &pin), want);
     let f = feed_record(&pin, "u1");
     assert!(
@@ -341,7 +381,11 @@ fn a_url_feed_is_refreshed_and_a_failed_fetch_keeps_the_old_entries() {
     assert!(e.contains("does not fit") && e.contains("kept"), "{e}");
     assert_eq!(blocked(c, &pin), want);
     // A new feed that cannot load is not kept.
-    let e = cli_err(c, &pin, &["feed", "add", "big", big.to_str().unwrap(), "--json"]);
+    let e = cli_err(
+        c,
+        &pin,
+        &["feed", "add", "big", big.to_str().unwrap(), "--json"],
+    );
     assert!(e.contains("does not fit"), "{e}");
     let v = feeds(&pin);
     assert_eq!(v.len(), 1, "{v:?}");
@@ -363,19 +407,28 @@ fn a_feed_match_is_an_intel_event_and_scorer_evidence() {
     let dir = TempDir::new();
     let file = dir.0.join("watch.txt");
     // a.flux.test is 192.0.2.10; www.flux.test is a CNAME to cdn.flux.test, then a.flux.test.
-    fs::write(&file, "192.0.2.0/24
+    fs::write(
+        &file,
+        "192.0.2.0/24
 cdn.flux.test
-").unwrap();
+",
+    )
+    .unwrap();
     cli_ok(
         c,
         &pin,
-        &["feed", "add", "watch", file.to_str().unwrap(), "--action", "report"],
+        &[
+            "feed",
+            "add",
+            "watch",
+            file.to_str().unwrap(),
+            "--action",
+            "report",
+        ],
     );
     assert!(blocked(c, &pin).is_empty(), "report only: nothing enforced");
     // The lookup is rebuilt by the agent's refresher within a second or two.
-    let intel = |name: &'static str| {
-        move |e: &Value| e["type"] == "intel" && e["domain"] == name
-    };
+    let intel = |name: &'static str| move |e: &Value| e["type"] == "intel" && e["domain"] == name;
     eventually("an intel event for a.flux.test", || {
         assert_eq!(lookup(&link, "a.flux.test"), "NOERROR", "report only");
         agent.events().iter().any(intel("a.flux.test"))
@@ -391,7 +444,11 @@ cdn.flux.test
     // Once per name and feed.
     assert_eq!(lookup(&link, "a.flux.test"), "NOERROR");
     thread::sleep(Duration::from_millis(300));
-    let n = agent.events().iter().filter(|e| intel("a.flux.test")(e)).count();
+    let n = agent
+        .events()
+        .iter()
+        .filter(|e| intel("a.flux.test")(e))
+        .count();
     assert_eq!(n, 1, "one event per name and feed");
     events_schema::assert_events_match_schema(&agent.events());
     // The scorer's evidence.
@@ -514,9 +571,21 @@ fn figures_a_million_entry_feed() {
         let status = child.child.wait().unwrap();
         let mut err = String::new();
         use std::io::Read as _;
-        child.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        child
+            .child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
         let mut out = String::new();
-        child.child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        child
+            .child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
         assert!(status.success(), "{out}\n{err}");
         let hwm = err
             .lines()

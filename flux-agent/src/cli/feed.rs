@@ -133,13 +133,14 @@ pub fn feed(args: FeedArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The maps and the database, or the exit code when nothing is loaded.
-fn open_both(common: &JsonArgs, state: &StateArgs) -> anyhow::Result<Result<(Maps, Recorder), ExitCode>> {
+fn open_both(
+    common: &JsonArgs,
+    state: &StateArgs,
+) -> anyhow::Result<Result<(Maps, Recorder), ExitCode>> {
     let Some(maps) = open(common)? else {
         return Ok(Err(ExitCode::from(3)));
     };
-    let path = state
-        .path()
-        .ok_or(feed_sync::SyncError::NoDatabase)?;
+    let path = state.path().ok_or(feed_sync::SyncError::NoDatabase)?;
     let rec = Recorder::open(&path).with_context(|| format!("opening {}", path.display()))?;
     Ok(Ok((maps, rec)))
 }
@@ -240,9 +241,15 @@ fn remove(a: RemoveArgs) -> anyhow::Result<ExitCode> {
     match feed_sync::remove(&mut rec, &mut maps, &a.name)? {
         Some(n) => {
             if a.common.json {
-                out!("{}", serde_json::json!({ "removed": a.name, "map_entries_removed": n }));
+                out!(
+                    "{}",
+                    serde_json::json!({ "removed": a.name, "map_entries_removed": n })
+                );
             } else {
-                out!("removed feed {}: {n} map entries removed (targets another source holds stay)", a.name);
+                out!(
+                    "removed feed {}: {n} map entries removed (targets another source holds stay)",
+                    a.name
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -271,7 +278,14 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
     };
     out!(
         "{:<16} {:<8} {:<7} {:>9} {:<8} {:<8} {:<20} {:<24} LOCATION",
-        "NAME", "FORMAT", "ACTION", "ENTRIES", "REFRESH", "TTL", "LAST REFRESH", "LAST RESULT"
+        "NAME",
+        "FORMAT",
+        "ACTION",
+        "ENTRIES",
+        "REFRESH",
+        "TTL",
+        "LAST REFRESH",
+        "LAST RESULT"
     );
     for f in feeds {
         out!(
@@ -339,7 +353,11 @@ fn print_report(r: &SyncReport) -> anyhow::Result<()> {
         }
     }
     if r.guarded_count > 0 {
-        let list: Vec<String> = r.guarded.iter().map(|s| format!("{} ({})", s.target, s.why)).collect();
+        let list: Vec<String> = r
+            .guarded
+            .iter()
+            .map(|s| format!("{} ({})", s.target, s.why))
+            .collect();
         out!(
             "  {} entries skipped, never to be blocked: {}{}",
             r.guarded_count,
@@ -356,7 +374,11 @@ fn print_report(r: &SyncReport) -> anyhow::Result<()> {
         );
     }
     if r.invalid_count > 0 {
-        let list: Vec<String> = r.invalid.iter().map(|s| format!("{} ({})", s.target, s.why)).collect();
+        let list: Vec<String> = r
+            .invalid
+            .iter()
+            .map(|s| format!("{} ({})", s.target, s.why))
+            .collect();
         out!(
             "  {} names refused: {}{}",
             r.invalid_count,

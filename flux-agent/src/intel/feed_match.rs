@@ -53,7 +53,9 @@ impl FeedIndex {
     pub fn load(store: &Store, now: SystemTime) -> Result<Self, StateError> {
         let mut ix = Self::default();
         for e in store.effective_entries(Some(Kind::Block), now)? {
-            if let Some(Source::Feed(name)) = e.sources.iter().find(|s| matches!(s, Source::Feed(_))) {
+            if let Some(Source::Feed(name)) =
+                e.sources.iter().find(|s| matches!(s, Source::Feed(_)))
+            {
                 ix.insert(&e.target, name);
             }
         }
@@ -76,7 +78,9 @@ impl FeedIndex {
                 }
             }
             Target::Domain(d) => {
-                self.domains.entry(d.clone()).or_insert_with(|| feed.to_owned());
+                self.domains
+                    .entry(d.clone())
+                    .or_insert_with(|| feed.to_owned());
             }
         }
     }
@@ -217,7 +221,12 @@ impl Matcher {
 
     /// The first feed hit of a response (its CNAME chain, then its addresses), when it was not
     /// reported yet for this name and feed. `chain` is the answer chain from the question.
-    pub fn check(&mut self, ts: SystemTime, msg: &DnsMessage, chain: &[&str]) -> Option<IntelMatch> {
+    pub fn check(
+        &mut self,
+        ts: SystemTime,
+        msg: &DnsMessage,
+        chain: &[&str],
+    ) -> Option<IntelMatch> {
         self.refresh();
         if self.current.is_empty() {
             return None;
@@ -276,13 +285,26 @@ mod tests {
     fn addresses_networks_and_parent_domains_match() {
         let ix = ix();
         assert_eq!(ix.len(), 5);
-        let hit = |a: &str| ix.address(a.parse().unwrap()).map(|h| (h.feed, h.indicator));
+        let hit = |a: &str| {
+            ix.address(a.parse().unwrap())
+                .map(|h| (h.feed, h.indicator))
+        };
         assert_eq!(hit("192.0.2.7"), Some(("f2".into(), "192.0.2.7".into())));
-        assert_eq!(hit("203.0.113.5"), Some(("f3".into(), "203.0.113.0/24".into())));
-        assert_eq!(hit("203.0.113.200").unwrap().0, "f4", "the longest prefix wins");
+        assert_eq!(
+            hit("203.0.113.5"),
+            Some(("f3".into(), "203.0.113.0/24".into()))
+        );
+        assert_eq!(
+            hit("203.0.113.200").unwrap().0,
+            "f4",
+            "the longest prefix wins"
+        );
         assert_eq!(hit("2001:db8::99").unwrap().0, "f5");
         assert_eq!(hit("192.0.2.8"), None);
-        assert_eq!(ix.domain("A.B.Evil.Example.").unwrap().indicator, "evil.example");
+        assert_eq!(
+            ix.domain("A.B.Evil.Example.").unwrap().indicator,
+            "evil.example"
+        );
         assert_eq!(ix.domain("notevil.example"), None);
         assert_eq!(ix.domain("example"), None);
     }

@@ -28,9 +28,7 @@ use flux_intel::{
     feed_fetch::{self, FetchError, FetchOptions, Fetched, Source as FeedSource},
     parse_feed,
 };
-use flux_state::{
-    Action, EffectiveEntry, Entry, FeedFetch, FeedRecord, Kind, Source, StateError,
-};
+use flux_state::{Action, EffectiveEntry, Entry, FeedFetch, FeedRecord, Kind, Source, StateError};
 use log::{info, warn};
 use serde::Serialize;
 
@@ -290,11 +288,22 @@ pub fn sync(
         }
     };
     let applied = store.apply_feed(name, &entries, &fetch).map_err(state)?;
-    let added: Vec<EffectiveEntry> = applied
+    let mut added: Vec<EffectiveEntry> = applied
         .added
-        .into_iter()
-        .map(|(kind, target)| effective(kind, target, &feed, now))
+        .iter()
+        .map(|(kind, target)| effective(*kind, target.clone(), &feed, now))
         .collect();
+    // A feed with --ttl renews its entries at every load: the maps' expiry too, for the targets
+    // it already held (`added` names only the new ones). Each such map entry is rewritten from
+    // all its sources, so a permanent manual block on the same target stays permanent.
+    if feed.ttl.is_some() && feed.action.enforced() {
+        let new: std::collections::HashSet<&flux_state::Target> =
+            applied.added.iter().map(|(_, t)| t).collect();
+        for e in entries.iter().filter(|e| !new.contains(&e.target)) {
+            let rows = store.entries_for(Kind::Block, &e.target).map_err(state)?;
+            added.extend(flux_state::fold_effective(rows));
+        }
+    }
     let mut report = parsed_report;
     report.entries = applied.count;
     report.added = rec
@@ -326,9 +335,12 @@ fn prepare(
     opts: &SyncOptions,
 ) -> Result<Prepared, SyncError> {
     let src = FeedSource::parse(&feed.location);
+    // A feed with --ttl is fetched in full every time: its entries' expiry is renewed by a
+    // load, and a 304 would let them run out while the feed still lists them.
+    let conditional = !opts.fresh && feed.ttl.is_none();
     let fetch_opts = FetchOptions {
-        etag: feed.etag.clone().filter(|_| !opts.fresh),
-        last_modified: feed.last_modified.clone().filter(|_| !opts.fresh),
+        etag: feed.etag.clone().filter(|_| conditional),
+        last_modified: feed.last_modified.clone().filter(|_| conditional),
         ..FetchOptions::default()
     };
     let fetch_err = |source| SyncError::Fetch {
@@ -408,7 +420,12 @@ fn prepare(
 }
 
 /// The map entry of a target only this feed holds (what `apply_feed` calls `added`).
-fn effective(kind: Kind, target: flux_state::Target, feed: &FeedRecord, now: SystemTime) -> EffectiveEntry {
+fn effective(
+    kind: Kind,
+    target: flux_state::Target,
+    feed: &FeedRecord,
+    now: SystemTime,
+) -> EffectiveEntry {
     EffectiveEntry {
         kind,
         target,
@@ -500,7 +517,10 @@ fn feeds_digest(feeds: &[FeedRecord]) -> u64 {
     for f in feeds {
         (&f.name, &f.location, f.action.as_str(), f.entry_count).hash(&mut h);
         (&f.etag, &f.last_modified).hash(&mut h);
-        let ok = f.last_result.as_deref().is_some_and(|r| r.starts_with("ok"));
+        let ok = f
+            .last_result
+            .as_deref()
+            .is_some_and(|r| r.starts_with("ok"));
         ok.then_some(f.last_refresh).hash(&mut h);
     }
     h.finish()
@@ -530,13 +550,21 @@ fn republish(rec: &mut Recorder, index: &SharedIndex, published: &mut Option<u64
     }
 }
 
-fn open_for_refresh(state: &std::path::Path, pin_dir: &std::path::Path) -> Option<(Recorder, Maps)> {
+fn open_for_refresh(
+    state: &std::path::Path,
+    pin_dir: &std::path::Path,
+) -> Option<(Recorder, Maps)> {
     let rec = Recorder::open(state).ok()?;
     let maps = Maps::open(pin_dir).ok()?;
     Some((rec, maps))
 }
 
-fn refresh_due(rec: &mut Recorder, maps: &mut Maps, pin_dir: &std::path::Path, resolvers: &[IpAddr]) {
+fn refresh_due(
+    rec: &mut Recorder,
+    maps: &mut Maps,
+    pin_dir: &std::path::Path,
+    resolvers: &[IpAddr],
+) {
     let now = SystemTime::now();
     let feeds = match rec.store_mut().map(|s| s.feeds()) {
         Some(Ok(f)) => f,

@@ -486,7 +486,10 @@ mod tests {
         let named = |f: &Features| reasons(f).iter().any(|r| r.feature == "feed_match");
         assert!(!named(&plain) && named(&listed));
         let alone = logistic(BIAS + params::feed_match::SPEC.weight);
-        assert!(alone < SUSPICIOUS_ENTER, "a listing alone is not even suspicious");
+        assert!(
+            alone < SUSPICIOUS_ENTER,
+            "a listing alone is not even suspicious"
+        );
         let j = serde_json::to_value(&plain).unwrap();
         assert!(j.get("feed_match").is_none(), "left out of the JSON when 0");
     }
