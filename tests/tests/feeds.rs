@@ -211,16 +211,33 @@ fn a_feed_blocks_names_and_addresses_never_the_host_and_leaves_manual_blocks() {
         l.into_iter().find(|e| e["value"] == v).unwrap()["expires"].clone()
     };
     let add_ttl = [
-        "feed", "add", "intel", file.to_str().unwrap(), "--ttl", "1h", "--resolver", SERVER_V4,
+        "feed",
+        "add",
+        "intel",
+        file.to_str().unwrap(),
+        "--ttl",
+        "1h",
+        "--resolver",
+        SERVER_V4,
     ];
     cli_ok(c, &pin, &add_ttl);
     let first = expiry("a.flux.test");
     assert!(first.is_string(), "expires with --ttl: {first}");
-    assert!(expiry("gone.test").is_null(), "the manual block stays permanent");
+    assert!(
+        expiry("gone.test").is_null(),
+        "the manual block stays permanent"
+    );
     thread::sleep(Duration::from_millis(1100));
-    cli_ok(c, &pin, &["feed", "update", "intel", "--resolver", SERVER_V4]);
+    cli_ok(
+        c,
+        &pin,
+        &["feed", "update", "intel", "--resolver", SERVER_V4],
+    );
     let second = expiry("a.flux.test");
-    assert!(second.as_str() > first.as_str(), "renewed: {first} -> {second}");
+    assert!(
+        second.as_str() > first.as_str(),
+        "renewed: {first} -> {second}"
+    );
     assert!(expiry("gone.test").is_null());
 
     // (e) removing the feed removes its entries, not the manual block on the same target.
@@ -380,6 +397,11 @@ fn a_url_feed_is_refreshed_and_a_failed_fetch_keeps_the_old_entries() {
     );
     assert!(e.contains("does not fit") && e.contains("kept"), "{e}");
     assert_eq!(blocked(c, &pin), want);
+    assert_eq!(
+        feed_record(&pin, "u1")["location"],
+        url,
+        "the old settings are kept"
+    );
     // A new feed that cannot load is not kept.
     let e = cli_err(
         c,

@@ -168,7 +168,7 @@ fn add(a: AddArgs) -> anyhow::Result<ExitCode> {
     };
     let guard = guard(w, &w.common.pin)?;
     let store = rec.store_mut().ok_or(feed_sync::SyncError::NoDatabase)?;
-    let existed = store.feed(&a.name)?.is_some();
+    let previous = store.feed(&a.name)?;
     let rec_row = FeedRecord {
         ttl: a.ttl,
         refresh: a.refresh,
@@ -187,9 +187,16 @@ fn add(a: AddArgs) -> anyhow::Result<ExitCode> {
     match feed_sync::sync(&mut rec, &mut maps, &guard, &a.name, &opts) {
         Ok(r) => print_reports(&[r], w.common.json)?,
         Err(e) => {
-            // A new feed that cannot load is not kept: nothing changed.
-            if !existed && let Some(s) = rec.store_mut() {
-                let _ = s.remove_feed(&a.name);
+            // Nothing changed: a new feed that cannot load is not kept, a feed re-added with
+            // settings that cannot load keeps its old ones (and its entries, as `sync` did).
+            if let Some(s) = rec.store_mut() {
+                let undo = match &previous {
+                    None => s.remove_feed(&a.name).map(drop),
+                    Some(p) => s.upsert_feed(p),
+                };
+                if let Err(u) = undo {
+                    log::warn!("feed {}: {u}", a.name);
+                }
             }
             return Err(e.into());
         }

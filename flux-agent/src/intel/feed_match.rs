@@ -38,14 +38,16 @@ pub struct FeedHit {
 }
 
 /// The feeds' indicators, each naming its feed (the first by name when several list it).
+/// Feed names are shared (`Arc<str>`): a million entries of one feed hold one copy of its name.
 #[derive(Clone, Debug, Default)]
 pub struct FeedIndex {
-    addrs: HashMap<IpAddr, String>,
+    addrs: HashMap<IpAddr, Arc<str>>,
     /// Prefix length → networks of that length.
-    nets: HashMap<u8, HashMap<IpNet, String>>,
+    nets: HashMap<u8, HashMap<IpNet, Arc<str>>>,
     /// Prefix lengths present, longest first (the most specific network wins).
     lens: BTreeSet<std::cmp::Reverse<u8>>,
-    domains: HashMap<String, String>,
+    domains: HashMap<String, Arc<str>>,
+    names: HashMap<String, Arc<str>>,
 }
 
 impl FeedIndex {
@@ -63,9 +65,17 @@ impl FeedIndex {
     }
 
     pub fn insert(&mut self, t: &Target, feed: &str) {
+        let feed = match self.names.get(feed) {
+            Some(n) => n.clone(),
+            None => {
+                let n: Arc<str> = Arc::from(feed);
+                self.names.insert(feed.to_owned(), n.clone());
+                n
+            }
+        };
         match t {
             Target::Ip(ip) => {
-                self.addrs.entry(*ip).or_insert_with(|| feed.to_owned());
+                self.addrs.entry(*ip).or_insert(feed);
             }
             Target::Cidr(ip, len) => {
                 if let Ok(net) = IpNet::new(*ip, *len) {
@@ -74,13 +84,11 @@ impl FeedIndex {
                         .entry(*len)
                         .or_default()
                         .entry(net)
-                        .or_insert_with(|| feed.to_owned());
+                        .or_insert(feed);
                 }
             }
             Target::Domain(d) => {
-                self.domains
-                    .entry(d.clone())
-                    .or_insert_with(|| feed.to_owned());
+                self.domains.entry(d.clone()).or_insert(feed);
             }
         }
     }
@@ -97,7 +105,7 @@ impl FeedIndex {
     pub fn address(&self, ip: IpAddr) -> Option<FeedHit> {
         if let Some(f) = self.addrs.get(&ip) {
             return Some(FeedHit {
-                feed: f.clone(),
+                feed: f.to_string(),
                 indicator: ip.to_string(),
             });
         }
@@ -107,7 +115,7 @@ impl FeedIndex {
             };
             if let Some(f) = self.nets.get(len).and_then(|m| m.get(&net)) {
                 return Some(FeedHit {
-                    feed: f.clone(),
+                    feed: f.to_string(),
                     indicator: net.to_string(),
                 });
             }
@@ -122,7 +130,7 @@ impl FeedIndex {
         loop {
             if let Some(f) = self.domains.get(rest) {
                 return Some(FeedHit {
-                    feed: f.clone(),
+                    feed: f.to_string(),
                     indicator: rest.to_owned(),
                 });
             }

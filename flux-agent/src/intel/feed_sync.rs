@@ -54,6 +54,10 @@ pub const URL_HOST_NOTE: &str = "a URL indicator names a path on a host that is 
                                  (t.me, steamcommunity.com); blocking the whole host would \
                                  block everyone on it (--block-url-hosts blocks them)";
 
+/// How many new map entries are prepared at once: enough that the per-chunk cost vanishes,
+/// small enough that a million-entry feed does not hold a million prepared entries.
+const APPLY_CHUNK: usize = 10_000;
+
 /// Longest feed name: it is part of the 24-byte reason in the maps (`feed:NAME`).
 const MAX_NAME_LEN: usize = 32;
 
@@ -288,11 +292,7 @@ pub fn sync(
         }
     };
     let applied = store.apply_feed(name, &entries, &fetch).map_err(state)?;
-    let mut added: Vec<EffectiveEntry> = applied
-        .added
-        .iter()
-        .map(|(kind, target)| effective(*kind, target.clone(), &feed, now))
-        .collect();
+    let mut added: Vec<EffectiveEntry> = Vec::new();
     // A feed with --ttl renews its entries at every load: the maps' expiry too, for the targets
     // it already held (`added` names only the new ones). Each such map entry is rewritten from
     // all its sources, so a permanent manual block on the same target stays permanent.
@@ -306,12 +306,21 @@ pub fn sync(
     }
     let mut report = parsed_report;
     report.entries = applied.count;
-    report.added = rec
-        .apply(maps, &added, &[])
-        .map_err(|source| SyncError::Maps {
-            feed: name.to_owned(),
-            source,
-        })?;
+    let map_err = |source| SyncError::Maps {
+        feed: name.to_owned(),
+        source,
+    };
+    report.added = rec.apply(maps, &added, &[]).map_err(map_err)?;
+    drop(added);
+    // The new targets, a chunk at a time: a million map entries are not a million
+    // `EffectiveEntry`s in memory at once.
+    for chunk in applied.added.chunks(APPLY_CHUNK) {
+        let batch: Vec<EffectiveEntry> = chunk
+            .iter()
+            .map(|(kind, target)| effective(*kind, target.clone(), &feed, now))
+            .collect();
+        report.added += rec.apply(maps, &batch, &[]).map_err(map_err)?;
+    }
     report.removed = rec
         .apply(maps, &[], &applied.gone)
         .map_err(|source| SyncError::Maps {
