@@ -151,25 +151,25 @@ pub enum SyncError {
     Fetch {
         feed: String,
         #[source]
-        source: FetchError,
+        source: Box<FetchError>,
     },
     #[error("feed {feed}: {source}; its previous entries are kept")]
     Parse {
         feed: String,
         #[source]
-        source: FeedError,
+        source: Box<FeedError>,
     },
     #[error(
         "feed {feed} does not fit the {} map: it holds {} entries, the feed adds {} more, \
          and its size is {} (a larger map: a future --max-blocked-* option); its previous \
          entries are kept", room.map, room.present, room.missing, room.capacity
     )]
-    TooLarge { feed: String, room: Room },
+    TooLarge { feed: String, room: Box<Room> },
     #[error("feed {feed}: {source}")]
     State {
         feed: String,
         #[source]
-        source: StateError,
+        source: Box<StateError>,
     },
     #[error(
         "feed {feed}: the database holds the new set but a map write failed ({source}); the \
@@ -178,7 +178,7 @@ pub enum SyncError {
     Maps {
         feed: String,
         #[source]
-        source: BlocklistError,
+        source: Box<BlocklistError>,
     },
 }
 
@@ -264,7 +264,7 @@ pub fn sync(
     let now = SystemTime::now();
     let state = |source| SyncError::State {
         feed: name.to_owned(),
-        source,
+        source: Box::new(source),
     };
     let store = rec.store_mut().ok_or(SyncError::NoDatabase)?;
     let feed = store
@@ -285,7 +285,7 @@ pub fn sync(
                 ..SyncReport::default()
             });
         }
-        Ok(Prepared::Entries(r, e, f)) => (r, e, f),
+        Ok(Prepared::Entries(b)) => *b,
         Err(e) => {
             let _ = store.record_feed_result(name, now, &format!("failed: {e}"));
             return Err(e);
@@ -308,7 +308,7 @@ pub fn sync(
     report.entries = applied.count;
     let map_err = |source| SyncError::Maps {
         feed: name.to_owned(),
-        source,
+        source: Box::new(source),
     };
     report.added = rec.apply(maps, &added, &[]).map_err(map_err)?;
     drop(added);
@@ -325,7 +325,7 @@ pub fn sync(
         .apply(maps, &[], &applied.gone)
         .map_err(|source| SyncError::Maps {
             feed: name.to_owned(),
-            source,
+            source: Box::new(source),
         })?;
     report.elapsed_ms = started.elapsed().as_millis();
     Ok(report)
@@ -333,7 +333,7 @@ pub fn sync(
 
 enum Prepared {
     NotModified,
-    Entries(SyncReport, Vec<Entry>, FeedFetch),
+    Entries(Box<(SyncReport, Vec<Entry>, FeedFetch)>),
 }
 
 /// Fetch, parse, filter and the capacity check: everything that may fail before the swap.
@@ -354,7 +354,7 @@ fn prepare(
     };
     let fetch_err = |source| SyncError::Fetch {
         feed: feed.name.clone(),
-        source,
+        source: Box::new(source),
     };
     let (bytes, etag, last_modified) = match feed_fetch::fetch(&src, &fetch_opts) {
         Ok(Fetched::NotModified) => return Ok(Prepared::NotModified),
@@ -367,7 +367,7 @@ fn prepare(
     };
     let parse_err = |source| SyncError::Parse {
         feed: feed.name.clone(),
-        source,
+        source: Box::new(source),
     };
     let popts = parse_options(&feed.format, src.file_name()).map_err(parse_err)?;
     let parsed = parse_feed(&bytes, &popts).map_err(parse_err)?;
@@ -382,12 +382,12 @@ fn prepare(
             .room_for(&f.targets)
             .map_err(|source| SyncError::Maps {
                 feed: feed.name.clone(),
-                source,
+                source: Box::new(source),
             })?;
         if let Some(room) = rooms.into_iter().find(|r| !r.fits()) {
             return Err(SyncError::TooLarge {
                 feed: feed.name.clone(),
-                room,
+                room: Box::new(room),
             });
         }
     }
@@ -425,7 +425,7 @@ fn prepare(
         last_modified,
         at: Some(now),
     };
-    Ok(Prepared::Entries(report, entries, fetch))
+    Ok(Prepared::Entries(Box::new((report, entries, fetch))))
 }
 
 /// The map entry of a target only this feed holds (what `apply_feed` calls `added`).
@@ -454,7 +454,7 @@ pub fn remove(rec: &mut Recorder, maps: &mut Maps, name: &str) -> Result<Option<
     let store = rec.store_mut().ok_or(SyncError::NoDatabase)?;
     let Some(removed) = store.remove_feed(name).map_err(|source| SyncError::State {
         feed: name.to_owned(),
-        source,
+        source: Box::new(source),
     })?
     else {
         return Ok(None);
@@ -463,7 +463,7 @@ pub fn remove(rec: &mut Recorder, maps: &mut Maps, name: &str) -> Result<Option<
         .map(Some)
         .map_err(|source| SyncError::Maps {
             feed: name.to_owned(),
-            source,
+            source: Box::new(source),
         })
 }
 
@@ -621,8 +621,10 @@ mod tests {
     use super::*;
 
     fn set(domains: &[&str], ips: &[&str], cidrs: &[&str]) -> FeedSet {
-        let mut s = FeedSet::default();
-        s.domains = domains.iter().map(|d| d.to_string()).collect();
+        let mut s = FeedSet {
+            domains: domains.iter().map(|d| d.to_string()).collect(),
+            ..FeedSet::default()
+        };
         for ip in ips {
             match ip.parse::<IpAddr>().unwrap() {
                 IpAddr::V4(a) => s.ipv4.insert(a),
