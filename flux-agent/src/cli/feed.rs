@@ -185,7 +185,7 @@ fn add(a: AddArgs) -> anyhow::Result<ExitCode> {
         fresh: true,
     };
     match feed_sync::sync(&mut rec, &mut maps, &guard, &a.name, &opts) {
-        Ok(r) => print_reports(&[r], w.common.json)?,
+        Ok(r) => print_reports(&[r], w.common.json, true)?,
         Err(e) => {
             // Nothing changed: a new feed that cannot load is not kept, a feed re-added with
             // settings that cannot load keeps its old ones (and its entries, as `sync` did).
@@ -230,11 +230,11 @@ fn update(a: UpdateArgs) -> anyhow::Result<ExitCode> {
     }
     // One failed feed must not hide the others' results; the command fails with all of them.
     if errors.is_empty() {
-        print_reports(&reports, w.common.json)?;
+        print_reports(&reports, w.common.json, a.name.is_some())?;
         return Ok(ExitCode::SUCCESS);
     }
     if !w.common.json {
-        print_reports(&reports, false)?;
+        print_reports(&reports, false, a.name.is_some())?;
     }
     let msg: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
     Err(anyhow::anyhow!("{}", msg.join("; ")))
@@ -313,14 +313,19 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_reports(reports: &[SyncReport], json: bool) -> anyhow::Result<()> {
+/// With `--json`: one object for one named feed (`add`, `update NAME`), an array for `update`
+/// of every feed (however many there are).
+fn print_reports(reports: &[SyncReport], json: bool, named: bool) -> anyhow::Result<()> {
     if json {
         let v = match reports {
-            [one] => serde_json::to_value(one)?,
+            [one] if named => serde_json::to_value(one)?,
             many => serde_json::to_value(many)?,
         };
         out!("{v}");
         return Ok(());
+    }
+    if reports.is_empty() {
+        out!("no feeds");
     }
     for r in reports {
         print_report(r)?;
