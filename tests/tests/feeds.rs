@@ -203,42 +203,7 @@ fn a_feed_blocks_names_and_addresses_never_the_host_and_leaves_manual_blocks() {
     assert_eq!(f["entry_count"], 3, "{f}");
     assert_eq!(f["last_result"], "ok: 3 entries", "{f}");
 
-    // --ttl: each load renews the expiry, in the database and in the maps, and a target the
-    // operator blocked for good stays blocked for good.
-    let expiry = |v: &str| -> Value {
-        let out = cli_ok(c, &pin, &["blocklist", "list", "--json"]);
-        let l: Vec<Value> = serde_json::from_str(&out).unwrap();
-        l.into_iter().find(|e| e["value"] == v).unwrap()["expires"].clone()
-    };
-    let add_ttl = [
-        "feed",
-        "add",
-        "intel",
-        file.to_str().unwrap(),
-        "--ttl",
-        "1h",
-        "--resolver",
-        SERVER_V4,
-    ];
-    cli_ok(c, &pin, &add_ttl);
-    let first = expiry("a.flux.test");
-    assert!(first.is_string(), "expires with --ttl: {first}");
-    assert!(
-        expiry("gone.test").is_null(),
-        "the manual block stays permanent"
-    );
-    thread::sleep(Duration::from_millis(1100));
-    cli_ok(
-        c,
-        &pin,
-        &["feed", "update", "intel", "--resolver", SERVER_V4],
-    );
-    let second = expiry("a.flux.test");
-    assert!(
-        second.as_str() > first.as_str(),
-        "renewed: {first} -> {second}"
-    );
-    assert!(expiry("gone.test").is_null());
+    ttl_renews_the_maps_expiry(c, &pin, &file);
 
     // (e) removing the feed removes its entries, not the manual block on the same target.
     let out = cli_ok(c, &pin, &["feed", "remove", "intel", "--json"]);
@@ -254,6 +219,45 @@ fn a_feed_blocks_names_and_addresses_never_the_host_and_leaves_manual_blocks() {
     assert_eq!(blocked(c, &pin), BTreeSet::from(["gone.test".to_owned()]));
     let e = cli_err(c, &pin, &["feed", "remove", "intel", "--json"]);
     assert!(e.contains("no feed named"), "{e}");
+}
+
+/// `--ttl`: each load renews the expiry, in the database and in the maps, and a target the
+/// operator blocked for good stays blocked for good (`gone.test`).
+fn ttl_renews_the_maps_expiry(c: &Netns, pin: &PinDir, file: &Path) {
+    let expiry = |v: &str| -> Value {
+        let out = cli_ok(c, pin, &["blocklist", "list", "--json"]);
+        let l: Vec<Value> = serde_json::from_str(&out).unwrap();
+        l.into_iter().find(|e| e["value"] == v).unwrap()["expires"].clone()
+    };
+    let add_ttl = [
+        "feed",
+        "add",
+        "intel",
+        file.to_str().unwrap(),
+        "--ttl",
+        "1h",
+        "--resolver",
+        SERVER_V4,
+    ];
+    cli_ok(c, pin, &add_ttl);
+    let first = expiry("a.flux.test");
+    assert!(first.is_string(), "expires with --ttl: {first}");
+    assert!(
+        expiry("gone.test").is_null(),
+        "the manual block stays permanent"
+    );
+    thread::sleep(Duration::from_millis(1100));
+    cli_ok(
+        c,
+        pin,
+        &["feed", "update", "intel", "--resolver", SERVER_V4],
+    );
+    let second = expiry("a.flux.test");
+    assert!(
+        second.as_str() > first.as_str(),
+        "renewed: {first} -> {second}"
+    );
+    assert!(expiry("gone.test").is_null());
 }
 
 /// A feed server in the lab: python3's http.server (Last-Modified, 304 on If-Modified-Since)
