@@ -15,6 +15,7 @@ macro_rules! out {
 mod allowlist;
 mod blocklist;
 mod explain;
+mod feed;
 // Not `export.rs`: flux-state has one, and no two files in the tree share a name.
 mod indicator_export;
 mod replay;
@@ -58,6 +59,9 @@ pub enum Command {
     /// Write what the agent found or blocked (from the state database) as STIX 2.1, MISP,
     /// CSV, a hosts file or a plain list.
     Export(indicator_export::ExportArgs),
+    /// Threat-intelligence feeds: add (a file or URL, in the formats people publish), list,
+    /// update, remove. Their entries are blocked (or reported) like the others.
+    Feed(feed::FeedArgs),
 }
 
 /// The environment variable that changes the default `--state` (tests give each lab its own
@@ -131,6 +135,7 @@ impl Command {
             Command::Explain(a) => a.json,
             Command::Unload(a) => a.json,
             Command::Export(_) => false,
+            Command::Feed(a) => a.command.json(),
         }
     }
 }
@@ -173,6 +178,7 @@ fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Unload(args) => unload::unload(args),
         Command::Explain(args) => explain::explain(args),
         Command::Export(args) => indicator_export::export(args),
+        Command::Feed(args) => feed::feed(args),
     }
 }
 
@@ -204,6 +210,10 @@ mod tests {
             &["flux-agent", "allowlist", "list", "--json"],
             &["flux-agent", "explain", "x.test", "--json"],
             &["flux-agent", "unload", "--json"],
+            &["flux-agent", "feed", "list", "--json"],
+            &["flux-agent", "feed", "add", "x", "/tmp/x", "--json"],
+            &["flux-agent", "feed", "update", "--json"],
+            &["flux-agent", "feed", "remove", "x", "--json"],
         ] {
             assert!(Cli::parse_from(argv).command.json(), "{argv:?}");
         }

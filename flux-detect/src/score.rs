@@ -416,6 +416,36 @@ impl Scorer {
         }
     }
 
+    /// A loaded threat-intelligence feed matched `names` (a response's CNAME chain, from the
+    /// question on): each tracked key among them, and their registered domains, is marked
+    /// ([`params::feed_match`]) and re-scored now; a change of level is pushed to `out`. Keys
+    /// not tracked are left alone (the agent calls this after [`Scorer::observe`], which
+    /// creates the keys of a response with addresses). Returns how many keys were newly marked.
+    pub fn note_feed_match(
+        &mut self,
+        ts: SystemTime,
+        names: &[&str],
+        out: &mut Vec<Verdict>,
+    ) -> usize {
+        let now = secs(ts);
+        let mut marked = SmallVec::<[u64; 4]>::new();
+        for name in names {
+            let rd = registered_domain(name).filter(|rd| rd != name);
+            for key in std::iter::once(*name).chain(rd) {
+                let id = self.id(key);
+                if let Some(t) = self.keys.peek_mut(&id)
+                    && t.st.note_feed_match()
+                {
+                    marked.push(id);
+                }
+            }
+        }
+        for id in &marked {
+            self.judge(*id, now, out);
+        }
+        marked.len()
+    }
+
     /// Re-scores a key (unless nothing it reads changed) and records a change of level or of
     /// the block gate.
     /// This is where verdicts are made.
@@ -572,8 +602,9 @@ impl Scorer {
 
 /// The CNAME chain from the question to the address records (the question alone without one).
 /// Small vectors on the stack: a response rarely has more than a handful of each, and heap
-/// allocation per response showed in profiles.
-fn cname_chain(msg: &DnsMessage) -> SmallVec<[&str; 4]> {
+/// allocation per response showed in profiles. Public for the agent's feed matching, which
+/// checks every name of it.
+pub fn cname_chain(msg: &DnsMessage) -> SmallVec<[&str; 4]> {
     let mut chain: SmallVec<[&str; 4]> = smallvec![msg.qname.as_str()];
     for _ in 0..MAX_CHAIN {
         let Some(cur) = chain.last().copied() else {

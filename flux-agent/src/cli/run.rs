@@ -157,10 +157,28 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         max_per_minute: args.max_blocks_per_minute,
         resolvers: args.resolvers.clone(),
     });
+    // URL feeds are refreshed on their interval by a thread of their own (never the capture
+    // path); it writes the database and the maps as `feed update` does.
+    // It also builds the feed lookup the pipeline matches responses against.
+    let stop_refresh = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let feeds = flux_agent::intel::feed_match::SharedIndex::default();
+    if let Some(state) = args.state.path() {
+        flux_agent::intel::feed_sync::spawn_refresher(
+            flux_agent::intel::feed_sync::Refresher {
+                state,
+                pin_dir: args.pin.pin_dir.clone(),
+                resolvers: args.resolvers.clone(),
+                index: feeds.clone(),
+            },
+            stop_refresh.clone(),
+        )
+        .context("start the feed refresh thread")?;
+    }
     let opts = RunOptions {
         scoring: Some(scoring),
         enforce,
         state: args.state.path(),
+        feeds: args.state.path().map(|_| feeds),
         ifaces: args.ifaces,
         dnstap_socket: args.dnstap_socket,
         attach: !args.no_xdp,
@@ -215,6 +233,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         };
         live::run(opts, sinks, shutdown).await
     })?;
+    stop_refresh.store(true, std::sync::atomic::Ordering::Relaxed);
     log::debug!("{summary:?}");
     Ok(ExitCode::SUCCESS)
 }

@@ -17,8 +17,8 @@ use aya::maps::{
 use flux_common::{
     BlockEntry, DOMAIN_TEXT_LEN, DomainBlock, MAP_ALLOWED_CIDR_V4, MAP_ALLOWED_CIDR_V6,
     MAP_ALLOWED_DOMAINS, MAP_BLOCKED_CIDR_V4, MAP_BLOCKED_CIDR_V6, MAP_BLOCKED_DOMAINS,
-    MAP_BLOCKED_V4, MAP_BLOCKED_V6, MAX_NAME_WIRE, REASON_LEN, SOURCE_FEED, SOURCE_MANUAL,
-    SOURCE_SCORER, domain_hash, to_wire,
+    MAP_BLOCKED_V4, MAP_BLOCKED_V6, MAX_BLOCKED_CIDRS, MAX_BLOCKED_DOMAINS, MAX_BLOCKED_IPS,
+    MAX_NAME_WIRE, REASON_LEN, SOURCE_FEED, SOURCE_MANUAL, SOURCE_SCORER, domain_hash, to_wire,
 };
 use ipnet::IpNet;
 use serde::Serialize;
@@ -362,6 +362,35 @@ fn v6(ip: &IpAddr) -> Option<[u8; 16]> {
     }
 }
 
+/// One blocklist map's room for a bulk write ([`Maps::room_for`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Room {
+    pub map: &'static str,
+    /// The map's size (`max_entries`).
+    pub capacity: u32,
+    /// Entries in it now.
+    pub present: usize,
+    /// Targets of the write it does not hold yet.
+    pub missing: usize,
+}
+
+impl Room {
+    fn new(map: &'static str, capacity: u32, present: usize) -> Self {
+        Self {
+            map,
+            capacity,
+            present,
+            missing: 0,
+        }
+    }
+
+    /// Whether the write fits (entries another source is about to drop are counted as
+    /// staying: the check errs on the side of refusing).
+    pub fn fits(&self) -> bool {
+        self.present.saturating_add(self.missing) <= self.capacity as usize
+    }
+}
+
 /// The pinned enforcement maps, opened and checked.
 pub struct Maps {
     pub pin_dir: PathBuf,
@@ -585,6 +614,61 @@ impl Maps {
                 .then_with(|| a.value.cmp(&b.value))
         });
         Ok(out)
+    }
+
+    /// How full each blocklist map would be with `targets` written: per map, its capacity, the
+    /// entries there now and how many of `targets` it lacks. A bulk writer (a feed) checks this
+    /// before it changes anything, so a set larger than a map is refused whole. Reads every key
+    /// once (one syscall each: about a second per million entries).
+    pub fn room_for(&self, targets: &[Target]) -> Result<Vec<Room>, BlocklistError> {
+        use std::collections::HashSet;
+        fn keys<K: Eq + std::hash::Hash>(
+            it: impl Iterator<Item = Result<K, MapError>>,
+            name: &'static str,
+        ) -> Result<HashSet<K>, BlocklistError> {
+            it.map(|r| r.map_err(map_err("read", name))).collect()
+        }
+        let v4s = keys(self.v4.keys(), MAP_BLOCKED_V4)?;
+        let v6s = keys(self.v6.keys(), MAP_BLOCKED_V6)?;
+        let doms = keys(self.domains.keys(), MAP_BLOCKED_DOMAINS)?;
+        let c4 = keys(
+            self.cidr4
+                .keys()
+                .map(|r| r.map(|k| (k.prefix_len(), k.data().to_vec()))),
+            MAP_BLOCKED_CIDR_V4,
+        )?;
+        let c6 = keys(
+            self.cidr6
+                .keys()
+                .map(|r| r.map(|k| (k.prefix_len(), k.data().to_vec()))),
+            MAP_BLOCKED_CIDR_V6,
+        )?;
+        let mut rooms = [
+            Room::new(MAP_BLOCKED_V4, MAX_BLOCKED_IPS, v4s.len()),
+            Room::new(MAP_BLOCKED_V6, MAX_BLOCKED_IPS, v6s.len()),
+            Room::new(MAP_BLOCKED_CIDR_V4, MAX_BLOCKED_CIDRS, c4.len()),
+            Room::new(MAP_BLOCKED_CIDR_V6, MAX_BLOCKED_CIDRS, c6.len()),
+            Room::new(MAP_BLOCKED_DOMAINS, MAX_BLOCKED_DOMAINS, doms.len()),
+        ];
+        for t in targets {
+            let (i, present) = match t {
+                Target::Ip(IpAddr::V4(a)) => (0, v4s.contains(&a.octets())),
+                Target::Ip(IpAddr::V6(a)) => (1, v6s.contains(&a.octets())),
+                Target::Cidr(IpAddr::V4(a), l) => {
+                    (2, c4.contains(&(u32::from(*l), a.octets().to_vec())))
+                }
+                Target::Cidr(IpAddr::V6(a), l) => {
+                    (3, c6.contains(&(u32::from(*l), a.octets().to_vec())))
+                }
+                Target::Domain(d) => (4, domain_key(d).is_some_and(|k| doms.contains(&k))),
+            };
+            if let Some(r) = rooms.get_mut(i)
+                && !present
+            {
+                r.missing += 1;
+            }
+        }
+        Ok(rooms.into_iter().collect())
     }
 
     /// Removes every block (not the allowlists). Returns how many.

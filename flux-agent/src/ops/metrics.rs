@@ -122,6 +122,8 @@ struct EventFamilies {
     guard_refusals: Family<KindLabels, Counter>,
     rate_cap_hits: Counter,
     alerts: Counter,
+    /// Responses whose name, CNAME chain or addresses a loaded feed lists (`intel` events).
+    feed_matches: Counter,
 }
 
 impl EventFamilies {
@@ -387,6 +389,12 @@ fn register_events(r: &mut Registry, e: &EventFamilies) {
         "Alerts raised for an operator (rate cap reached, waiting blocks dropped)",
         e.alerts.clone(),
     );
+    r.register(
+        "feed_matches",
+        "Names reported because a loaded feed lists them, a CNAME of their chain or an address \
+         they resolve to (intel events; once per name and feed)",
+        e.feed_matches.clone(),
+    );
 }
 
 fn register_feeds(r: &mut Registry, f: &FeedFamilies) {
@@ -459,6 +467,9 @@ impl Sink for MetricsSink {
             }
             Event::Alert(_) => {
                 f.alerts.inc();
+            }
+            Event::Intel(_) => {
+                f.feed_matches.inc();
             }
         }
         Ok(())

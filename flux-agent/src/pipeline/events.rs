@@ -4,7 +4,9 @@
 //! - `dns`: a parsed DNS response, an [`Observation`];
 //! - `verdict`: a change of a key's level, `flux_detect::score::Verdict`;
 //! - `block`, `guard`, `alert`: what the enforcer did, refused, or wants looked at, an
-//!   [`Action`].
+//!   [`Action`];
+//! - `intel`: a response matched a loaded threat-intelligence feed,
+//!   [`crate::intel::feed_match::IntelMatch`].
 //!
 //! Timestamps are RFC 3339, UTC, microseconds everywhere (`flux_detect::timestamp`).
 
@@ -28,6 +30,7 @@ pub enum Event {
     Block(Action),
     Guard(Action),
     Alert(Action),
+    Intel(crate::intel::feed_match::IntelMatch),
 }
 
 /// The event types, for subscriptions.
@@ -38,23 +41,26 @@ pub enum EventKind {
     Block,
     Guard,
     Alert,
+    Intel,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 5] = [
+    pub const ALL: [EventKind; 6] = [
         EventKind::Dns,
         EventKind::Verdict,
         EventKind::Block,
         EventKind::Guard,
         EventKind::Alert,
+        EventKind::Intel,
     ];
 
     /// Everything the enforcer and the scorer say, without the per-response `dns` events.
-    pub const DECISIONS: [EventKind; 4] = [
+    pub const DECISIONS: [EventKind; 5] = [
         EventKind::Verdict,
         EventKind::Block,
         EventKind::Guard,
         EventKind::Alert,
+        EventKind::Intel,
     ];
 
     fn bit(self) -> u8 {
@@ -88,6 +94,7 @@ impl Event {
             Event::Block(_) => EventKind::Block,
             Event::Guard(_) => EventKind::Guard,
             Event::Alert(_) => EventKind::Alert,
+            Event::Intel(_) => EventKind::Intel,
         }
     }
 
@@ -96,7 +103,7 @@ impl Event {
         match self {
             Event::Dns(_) => log::Level::Debug,
             Event::Verdict(v) if v.level > v.previous => log::Level::Warn,
-            Event::Alert(_) => log::Level::Warn,
+            Event::Alert(_) | Event::Intel(_) => log::Level::Warn,
             Event::Block(a) if a.action == Outcome::Failed => log::Level::Warn,
             Event::Verdict(_) | Event::Block(_) | Event::Guard(_) => log::Level::Info,
         }
@@ -120,6 +127,7 @@ impl fmt::Display for Event {
             Event::Dns(o) => o.fmt(f),
             Event::Verdict(v) => v.fmt(f),
             Event::Alert(a) => write!(f, "ALERT: {a}"),
+            Event::Intel(m) => write!(f, "INTEL: {m}"),
             Event::Block(a) | Event::Guard(a) => a.fmt(f),
         }
     }

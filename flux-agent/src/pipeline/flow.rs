@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use crate::{
     control,
     enforce::policy::{Action, Enforcer},
+    intel::feed_match::{Matcher, SharedIndex},
     ops::metrics::ScorerMetrics,
     pipeline::{
         bus::Bus,
@@ -67,6 +68,9 @@ pub struct Pipeline<'a> {
     /// Scratch, reused per observation.
     verdicts: Vec<Verdict>,
     actions: Vec<Action>,
+    /// The loaded feeds, matched against every solicited response (`intel` events and scorer
+    /// evidence); `None` without a state database.
+    feeds: Option<Matcher>,
 }
 
 impl<'a> Pipeline<'a> {
@@ -82,7 +86,14 @@ impl<'a> Pipeline<'a> {
             timer: None,
             verdicts: Vec::new(),
             actions: Vec::new(),
+            feeds: None,
         }
+    }
+
+    /// Matches responses against the feeds `shared` publishes (`intel::feed_match`).
+    pub fn with_feeds(mut self, shared: SharedIndex) -> Self {
+        self.feeds = Some(Matcher::new(shared));
+        self
     }
 
     /// Keeps the last verdict of every flagged key (memory grows with the keys ever flagged:
@@ -143,7 +154,24 @@ impl<'a> Pipeline<'a> {
                 e.on_response(&obs.msg.qname, scorer, &mut self.actions);
             }
         }
+        // A feed hit: an `intel` event after the response, and evidence for the scorer (its
+        // verdict, if the level changes, follows the others).
+        let mut intel = None;
+        if !obs.unsolicited
+            && let Some(m) = self.feeds.as_mut()
+        {
+            let chain = flux_detect::score::cname_chain(&obs.msg);
+            intel = m.check(obs.ts, &obs.msg, &chain);
+            if intel.is_some()
+                && let Some(scorer) = self.scorer.as_deref_mut()
+            {
+                scorer.note_feed_match(obs.ts, &chain, &mut self.verdicts);
+            }
+        }
         self.bus.publish(Event::Dns(obs));
+        if let Some(m) = intel {
+            self.bus.publish(Event::Intel(m));
+        }
         for v in self.verdicts.drain(..) {
             self.counts.verdicts += 1;
             if let Some(f) = self.flagged.as_mut() {

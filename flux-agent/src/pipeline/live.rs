@@ -68,6 +68,9 @@ pub struct RunOptions {
     /// Attach to the interfaces (`ifaces`); `false` loads and pins the programs and maps but
     /// attaches nothing: dnstap is then the only source.
     pub attach: bool,
+    /// The loaded feeds, published by the feed refresher (`intel::feed_sync`), matched against
+    /// every response. `None`: no feed matching.
+    pub feeds: Option<crate::intel::feed_match::SharedIndex>,
 }
 
 /// What a run saw, for the exit summary and for tests.
@@ -165,6 +168,9 @@ pub async fn run<W: Write + Send + 'static>(
     let mut p = Pipeline::new(scorer.as_mut(), enforcer, bus);
     if let Some(m) = &metrics {
         p = p.time_scoring(m.scorer.clone());
+    }
+    if let Some(shared) = opts.feeds.clone() {
+        p = p.with_feeds(shared);
     }
     // The control socket is served on its own tasks; complete requests arrive here.
     let (query_tx, mut queries) = tokio::sync::mpsc::channel::<control::Query>(16);

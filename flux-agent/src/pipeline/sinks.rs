@@ -205,11 +205,11 @@ pub fn write_event(w: &mut impl Write, format: EventFormat, e: &Event) -> io::Re
     w.write_all(&line)
 }
 
-/// The readable log line of every decision (verdicts, blocks, guards, alerts).
+/// The readable log line of every decision (verdicts, blocks, guards, alerts, feed matches).
 pub struct LogSink;
 
 impl LogSink {
-    pub const KINDS: [EventKind; 4] = EventKind::DECISIONS;
+    pub const KINDS: [EventKind; 5] = EventKind::DECISIONS;
 }
 
 impl Sink for LogSink {

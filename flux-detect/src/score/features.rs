@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::{
     KeyState,
     addr_info::AddrInfo,
-    key_state::MARK_QUERIED_DIRECTLY,
+    key_state::{MARK_FEED_MATCH, MARK_QUERIED_DIRECTLY},
     params::{FORGED_ANSWER_SIZE, PROVIDER_ZONE_CUSTOMERS, WINDOWS, mixed_answers},
     tally::Tally,
 };
@@ -90,6 +90,14 @@ pub struct Features {
     pub rotating_ns_hosts: u32,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cname_chain: Vec<String>,
+    /// 1 when a loaded threat-intelligence feed matched the key (`Scorer::note_feed_match`);
+    /// left out of the JSON when 0, as it is for every key without feeds.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub feed_match: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 impl KeyState {
@@ -272,6 +280,7 @@ impl Acc {
                 u32::from(k.customers & 3).min(PROVIDER_ZONE_CUSTOMERS)
             },
             queried_directly: k.marked(MARK_QUERIED_DIRECTLY),
+            feed_match: if k.marked(MARK_FEED_MATCH) { 1.0 } else { 0.0 },
             ..Features::default()
         };
         if f.distinct_ips > 0 {

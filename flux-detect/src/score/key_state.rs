@@ -29,6 +29,8 @@ pub const MARK_BLOCKABLE: u8 = 8;
 /// A name under the key was queried directly, not reached through another registered domain's
 /// CNAME (see `model::provider_zone`).
 pub const MARK_QUERIED_DIRECTLY: u8 = 16;
+/// A loaded threat-intelligence feed matched the key (`Scorer::note_feed_match`).
+pub const MARK_FEED_MATCH: u8 = 32;
 
 #[derive(Clone, Copy, Debug)]
 pub(super) struct IpEntry {
@@ -248,6 +250,17 @@ impl KeyState {
                 .iter()
                 .zip(self.last_shared)
                 .all(|(s, l)| *s == u32::from(l))
+    }
+
+    /// Marks the key as matched by a feed; `true` when it was not yet (it is then re-scored at
+    /// its next look, as after new data).
+    pub fn note_feed_match(&mut self) -> bool {
+        if self.marked(MARK_FEED_MATCH) {
+            return false;
+        }
+        self.set_mark(MARK_FEED_MATCH, true);
+        self.dirty = true;
+        true
     }
 
     /// Whether something the features read changed since the last score.

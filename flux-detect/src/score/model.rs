@@ -85,7 +85,12 @@ pub enum Term {
     RotatingGlue,
     SharedFluxAddresses,
     NewNetworks,
+    /// A loaded feed lists the key, its chain or its addresses ([`params::feed_match`]).
+    FeedMatch,
 }
+
+/// How many terms the model has ([`TERMS`]).
+pub const TERM_COUNT: usize = TERMS.len();
 
 impl Term {
     /// The term's name in verdicts ([`params::TERMS`]).
@@ -100,7 +105,7 @@ fn spec(term: Term) -> Option<&'static params::TermSpec> {
 }
 
 /// Each term's value in [0, 1] for a window's features.
-pub fn terms(f: &Features) -> [(Term, f64); 10] {
+pub fn terms(f: &Features) -> [(Term, f64); TERM_COUNT] {
     let mut t = own_terms(f);
     if rotates_on_its_own(f) {
         for (term, value) in &mut t {
@@ -113,7 +118,7 @@ pub fn terms(f: &Features) -> [(Term, f64); 10] {
 }
 
 /// Every term but the shared bots (0 here): the key's own evidence.
-fn own_terms(f: &Features) -> [(Term, f64); 10] {
+fn own_terms(f: &Features) -> [(Term, f64); TERM_COUNT] {
     let orgs = f64::from(f.distinct_networks);
     // What network diversity counts for. Several carriers of one country, each with several of
     // the key's addresses, is how a national CDN answers ("multi-line": one address per carrier
@@ -186,6 +191,8 @@ fn own_terms(f: &Features) -> [(Term, f64); 10] {
             Term::NewNetworks,
             new_networks::ARRIVALS.at(f64::from(f.network_arrivals)) * low_ttl * mixing * fresh,
         ),
+        // Another team's listing: the key's own evidence (z gains exactly 0.0 without it).
+        (Term::FeedMatch, f.feed_match),
     ]
 }
 
@@ -329,7 +336,7 @@ pub fn own_score(f: &Features) -> f64 {
     logistic(z_of(&own_terms(f)))
 }
 
-fn z_of(t: &[(Term, f64); 10]) -> f64 {
+fn z_of(t: &[(Term, f64); TERM_COUNT]) -> f64 {
     t.iter()
         .fold(BIAS, |z, (term, value)| z + weight(*term) * value)
 }
@@ -465,6 +472,26 @@ mod tests {
             Benign,
             "below the entry"
         );
+    }
+
+    #[test]
+    fn a_feed_match_adds_its_weight_and_a_reason_of_its_own() {
+        let plain = Features::default();
+        let listed = Features {
+            feed_match: 1.0,
+            ..Features::default()
+        };
+        let z = |f: &Features| z_of(&terms(f));
+        assert_eq!(z(&listed) - z(&plain), params::feed_match::SPEC.weight);
+        let named = |f: &Features| reasons(f).iter().any(|r| r.feature == "feed_match");
+        assert!(!named(&plain) && named(&listed));
+        let alone = logistic(BIAS + params::feed_match::SPEC.weight);
+        assert!(
+            alone < SUSPICIOUS_ENTER,
+            "a listing alone is not even suspicious"
+        );
+        let j = serde_json::to_value(&plain).unwrap();
+        assert!(j.get("feed_match").is_none(), "left out of the JSON when 0");
     }
 
     #[test]

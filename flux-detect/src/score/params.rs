@@ -56,7 +56,7 @@ pub struct TermSpec {
 }
 
 /// Every term, in the order reasons are listed in when contributions tie.
-pub const TERMS: [TermSpec; 10] = [
+pub const TERMS: [TermSpec; 11] = [
     rotation_across_networks::SPEC,
     networks::SPEC,
     mixed_answers::SPEC,
@@ -67,6 +67,7 @@ pub const TERMS: [TermSpec; 10] = [
     rotating_glue::SPEC,
     shared_flux_addresses::SPEC,
     new_networks::SPEC,
+    feed_match::SPEC,
 ];
 
 /// The single strongest term: *new* addresses keep arriving *and* they span organisations. A
@@ -250,6 +251,23 @@ pub mod new_networks {
     };
     /// Later answers that brought a network the key had no address in.
     pub const ARRIVALS: Ramp = Ramp::new(1.0, 3.0);
+}
+
+/// A threat-intelligence feed the operator loaded (`flux-agent feed add`) lists the name, a
+/// name of its CNAME chain, or an address or network it resolved to. Value: 1 or 0 (the agent
+/// marks the key, `Scorer::note_feed_match`). A feed is someone else's judgement, not rotation
+/// seen here, so it weighs as one strong term, no more: 3.0, as `new_networks`. Alone it gives
+/// z = -2.5 (score 0.08, benign: a listed name that does not flux is not fast flux, and the
+/// feed's own entries already block it); with it a name needs 2.5 weighted units of its own
+/// rotation evidence instead of 5.5 to reach `suspicious`, and more for `flux` and the block
+/// gate. Zero for every key when no feed is loaded: verdicts are then exactly as before.
+pub mod feed_match {
+    use super::{Term, TermSpec};
+    pub const SPEC: TermSpec = TermSpec {
+        term: Term::FeedMatch,
+        name: "feed_match",
+        weight: 3.0,
+    };
 }
 
 /// Returning shares (later answers that were returns of an expired answer) over which the
