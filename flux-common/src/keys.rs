@@ -58,6 +58,22 @@ pub const fn is_group_mac(first_octet: u8) -> bool {
     first_octet & 1 != 0
 }
 
+/// The blocklist maps whose capacity is a load-time option (`run --max-blocked-ips`,
+/// `--max-blocked-cidrs`, `--max-blocked-domains`): a feed may need more than the default. Their
+/// pins are checked by type, key and value size and by map id, not by capacity.
+pub const RESIZABLE_MAPS: [&str; 5] = [
+    MAP_BLOCKED_V4,
+    MAP_BLOCKED_V6,
+    MAP_BLOCKED_CIDR_V4,
+    MAP_BLOCKED_CIDR_V6,
+    MAP_BLOCKED_DOMAINS,
+];
+
+/// The largest capacity a resizable blocklist map may be given: 64 Mi entries. The maps are not
+/// preallocated, so capacity costs nothing until used, but a used entry costs about 100 bytes of
+/// kernel memory: this bound keeps one map under ~6.4 GiB, a mistake rather than a choice.
+pub const MAX_MAP_CAPACITY: u32 = 1 << 26;
+
 /// Capacity of each exact-address blocklist (IPv4 and IPv6 separately).
 pub const MAX_BLOCKED_IPS: u32 = 1 << 20;
 /// Capacity of each blocked-CIDR trie.

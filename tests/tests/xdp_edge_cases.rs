@@ -429,3 +429,66 @@ fn replies_in_frames_for_another_host_are_not_trusted() {
     assert!(!unsolicited(&r), "own MAC, recorded");
     assert!(!r.delta.iter().any(|(c, _)| *c == Counter::NotForHost));
 }
+
+/// The blocklist maps' capacities are load-time options (`run --max-blocked-*`, issue 15): a
+/// smaller CIDR map is full at its own size and says so, a larger domain map takes more than
+/// the compiled 262,144 names, and the CLI accepts the resized pins (they are ours: only their
+/// capacity differs from the object's).
+#[test]
+fn blocklist_capacities_are_load_time_options() {
+    use flux_agent::{
+        enforce::maps::{BlocklistError, Maps, Spec, Target},
+        kernel::loader::MapSizes,
+    };
+    use flux_common::{MAP_BLOCKED_DOMAINS, MAX_BLOCKED_DOMAINS};
+    use std::net::{IpAddr, Ipv4Addr};
+    if !privileged() {
+        return;
+    }
+    let bigger = MAX_BLOCKED_DOMAINS + 1000;
+    let h = Harness::load(LoadOptions {
+        map_sizes: MapSizes {
+            blocked_cidrs: Some(8),
+            blocked_domains: Some(bigger),
+            ..MapSizes::default()
+        },
+        ..Default::default()
+    });
+    let pin = h.loaded.pin_dir.clone();
+    let mut maps = Maps::open(&pin).expect("open the resized maps");
+    assert_eq!(maps.capacity(MAP_BLOCKED_CIDR_V4), 8);
+    assert_eq!(maps.capacity(MAP_BLOCKED_DOMAINS), bigger);
+    let cidr = |i: u8| Target::Cidr(IpAddr::V4(Ipv4Addr::new(198, 18, i, 0)), 24);
+    let spec = Spec::manual(None, "test");
+    for i in 0..8 {
+        maps.block(&cidr(i), &spec).expect("within capacity");
+    }
+    match maps.block(&cidr(8), &spec) {
+        Err(BlocklistError::Full { map, capacity }) => {
+            assert_eq!((map, capacity), (MAP_BLOCKED_CIDR_V4, 8));
+        }
+        other => panic!("the 9th CIDR: {other:?}"),
+    }
+    // A feed of more names than the compiled size fits the larger map.
+    let names: Vec<Target> = (0..MAX_BLOCKED_DOMAINS + 10)
+        .map(|i| Target::Domain(format!("n{i}.feed.test")))
+        .collect();
+    let rooms = maps.room_for(&names).expect("room_for");
+    assert!(rooms.iter().all(|r| r.fits()), "{rooms:?}");
+    // The CLI opens the resized pins as ours.
+    let out = flux_tests::agent_cli(
+        None,
+        &[
+            "blocklist",
+            "list",
+            "--json",
+            "--pin-dir",
+            pin.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "the CLI refused the resized pins: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

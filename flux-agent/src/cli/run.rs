@@ -116,6 +116,19 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
 
+    /// Capacity of each exact-address blocklist, IPv4 and IPv6 (default 1,048,576). Set when
+    /// the maps are created: after `unload`, or on a host's first start.
+    #[arg(long, value_name = "N", value_parser = parse_capacity)]
+    pub max_blocked_ips: Option<u32>,
+
+    /// Capacity of each blocked-CIDR map, IPv4 and IPv6 (default 65,536).
+    #[arg(long, value_name = "N", value_parser = parse_capacity)]
+    pub max_blocked_cidrs: Option<u32>,
+
+    /// Capacity of the blocked-domain map (default 262,144): raise it for a feed of more names.
+    #[arg(long, value_name = "N", value_parser = parse_capacity)]
+    pub max_blocked_domains: Option<u32>,
+
     #[command(flatten)]
     pub pin: PinArgs,
 
@@ -192,6 +205,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 args.dns_ports
             },
             ring_buf_bytes: None,
+            map_sizes: loader::MapSizes {
+                blocked_ips: args.max_blocked_ips,
+                blocked_cidrs: args.max_blocked_cidrs,
+                blocked_domains: args.max_blocked_domains,
+            },
             block_action: args.block_action,
             monitor: args.monitor,
             egress: args.egress,
@@ -236,4 +254,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     stop_refresh.store(true, std::sync::atomic::Ordering::Relaxed);
     log::debug!("{summary:?}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A map capacity: 1 to `flux_common::MAX_MAP_CAPACITY`.
+fn parse_capacity(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .replace('_', "")
+        .parse()
+        .map_err(|_| format!("'{s}' is not a whole number of entries"))?;
+    if n == 0 || n > flux_common::MAX_MAP_CAPACITY {
+        return Err(format!(
+            "{n} entries: a map holds 1 to {} entries",
+            flux_common::MAX_MAP_CAPACITY
+        ));
+    }
+    Ok(n)
 }

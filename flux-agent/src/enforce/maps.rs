@@ -17,8 +17,8 @@ use aya::maps::{
 use flux_common::{
     BlockEntry, DOMAIN_TEXT_LEN, DomainBlock, MAP_ALLOWED_CIDR_V4, MAP_ALLOWED_CIDR_V6,
     MAP_ALLOWED_DOMAINS, MAP_BLOCKED_CIDR_V4, MAP_BLOCKED_CIDR_V6, MAP_BLOCKED_DOMAINS,
-    MAP_BLOCKED_V4, MAP_BLOCKED_V6, MAX_BLOCKED_CIDRS, MAX_BLOCKED_DOMAINS, MAX_BLOCKED_IPS,
-    MAX_NAME_WIRE, REASON_LEN, SOURCE_FEED, SOURCE_MANUAL, SOURCE_SCORER, domain_hash, to_wire,
+    MAP_BLOCKED_V4, MAP_BLOCKED_V6, MAX_NAME_WIRE, REASON_LEN, RESIZABLE_MAPS, SOURCE_FEED,
+    SOURCE_MANUAL, SOURCE_SCORER, domain_hash, to_wire,
 };
 use ipnet::IpNet;
 use serde::Serialize;
@@ -402,6 +402,15 @@ pub struct Maps {
     allow4: LpmTrie<MapData, [u8; 4], u32>,
     allow6: LpmTrie<MapData, [u8; 16], u32>,
     allow_domains: HashMap<MapData, u64, DomainBlock>,
+    /// The capacity of each of `flux_common::RESIZABLE_MAPS`, as loaded (`run --max-blocked-*`).
+    capacities: [u32; RESIZABLE_MAPS.len()],
+}
+
+/// The capacity of the map pinned as `name` in `dir`, as the kernel has it.
+fn loaded_capacity(dir: &Path, name: &'static str) -> Result<u32, BlocklistError> {
+    let data = pins::open(dir, name)?;
+    let info = data.info().map_err(map_err("read", name))?;
+    Ok(info.max_entries())
 }
 
 fn open_hash<K: aya::Pod, V: aya::Pod>(
@@ -434,7 +443,23 @@ impl Maps {
             allow4: open_trie(pin_dir, MAP_ALLOWED_CIDR_V4)?,
             allow6: open_trie(pin_dir, MAP_ALLOWED_CIDR_V6)?,
             allow_domains: open_hash(pin_dir, MAP_ALLOWED_DOMAINS)?,
+            capacities: {
+                let mut c = [0u32; RESIZABLE_MAPS.len()];
+                for (slot, name) in c.iter_mut().zip(RESIZABLE_MAPS) {
+                    *slot = loaded_capacity(pin_dir, name)?;
+                }
+                c
+            },
         })
+    }
+
+    /// How many entries the blocklist map `name` holds at most, as loaded.
+    pub fn capacity(&self, name: &'static str) -> u32 {
+        RESIZABLE_MAPS
+            .iter()
+            .position(|n| *n == name)
+            .and_then(|i| self.capacities.get(i).copied())
+            .unwrap_or_else(|| pins::expected_map(name).map_or(0, |e| e.max_entries))
     }
 
     /// The entry blocking exactly `t`, if any.
@@ -482,6 +507,22 @@ impl Maps {
 
     /// [`Maps::block`] for a caller that has just read the entry with [`Maps::get`].
     pub fn write(
+        &mut self,
+        t: &Target,
+        spec: &Spec,
+        previous: Option<BlockEntry>,
+    ) -> Result<Added, BlocklistError> {
+        // A full map's error names the capacity it was loaded with, not the compiled default.
+        self.write_entry(t, spec, previous).map_err(|e| match e {
+            BlocklistError::Full { map, .. } => BlocklistError::Full {
+                map,
+                capacity: self.capacity(map),
+            },
+            e => e,
+        })
+    }
+
+    fn write_entry(
         &mut self,
         t: &Target,
         spec: &Spec,
@@ -644,11 +685,23 @@ impl Maps {
             MAP_BLOCKED_CIDR_V6,
         )?;
         let mut rooms = [
-            Room::new(MAP_BLOCKED_V4, MAX_BLOCKED_IPS, v4s.len()),
-            Room::new(MAP_BLOCKED_V6, MAX_BLOCKED_IPS, v6s.len()),
-            Room::new(MAP_BLOCKED_CIDR_V4, MAX_BLOCKED_CIDRS, c4.len()),
-            Room::new(MAP_BLOCKED_CIDR_V6, MAX_BLOCKED_CIDRS, c6.len()),
-            Room::new(MAP_BLOCKED_DOMAINS, MAX_BLOCKED_DOMAINS, doms.len()),
+            Room::new(MAP_BLOCKED_V4, self.capacity(MAP_BLOCKED_V4), v4s.len()),
+            Room::new(MAP_BLOCKED_V6, self.capacity(MAP_BLOCKED_V6), v6s.len()),
+            Room::new(
+                MAP_BLOCKED_CIDR_V4,
+                self.capacity(MAP_BLOCKED_CIDR_V4),
+                c4.len(),
+            ),
+            Room::new(
+                MAP_BLOCKED_CIDR_V6,
+                self.capacity(MAP_BLOCKED_CIDR_V6),
+                c6.len(),
+            ),
+            Room::new(
+                MAP_BLOCKED_DOMAINS,
+                self.capacity(MAP_BLOCKED_DOMAINS),
+                doms.len(),
+            ),
         ];
         for t in targets {
             let (i, present) = match t {

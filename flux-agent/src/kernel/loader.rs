@@ -169,6 +169,9 @@ pub struct LoadOptions {
     pub dns_ports: Vec<u16>,
     /// Ring-buffer size override in bytes (power of two, page multiple).
     pub ring_buf_bytes: Option<u32>,
+    /// Capacity overrides of the blocklist maps (`run --max-blocked-*`); effective when the
+    /// maps are created, not when pins are reused.
+    pub map_sizes: MapSizes,
     pub block_action: BlockAction,
     /// Match blocks but drop and rewrite nothing (`--monitor`).
     pub monitor: bool,
@@ -176,6 +179,55 @@ pub struct LoadOptions {
     pub egress: bool,
     /// Trust only replies to queries that left (the TC egress program records them).
     pub queries: QueryMatch,
+}
+
+/// A capacity asked for a map whose pin was reused keeps the pinned map's: say so.
+fn warn_reused_sizes(opts: &LoadOptions, pins_before: &[String]) {
+    for (name, want) in opts.map_sizes.overrides() {
+        if !pins_before.iter().any(|p| p == name) {
+            continue;
+        }
+        let have = aya::maps::MapData::from_pin(opts.pin_dir.join(name))
+            .ok()
+            .and_then(|d| d.info().ok())
+            .map(|i| i.max_entries());
+        if let Some(have) = have.filter(|h| *h != want) {
+            log::warn!(
+                "{name} is pinned with {have} entries and is reused: the capacity asked ({want}) \
+                 takes effect after `flux-agent unload` (blocks come back from the state database)"
+            );
+        }
+    }
+}
+
+/// Capacity overrides of the blocklist maps; `None` keeps the compiled default
+/// (`flux_common::MAX_BLOCKED_*`). Both address families get the same size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MapSizes {
+    pub blocked_ips: Option<u32>,
+    pub blocked_cidrs: Option<u32>,
+    pub blocked_domains: Option<u32>,
+}
+
+impl MapSizes {
+    /// `(map name, capacity)` for every override.
+    pub fn overrides(&self) -> Vec<(&'static str, u32)> {
+        use flux_common::{
+            MAP_BLOCKED_CIDR_V4, MAP_BLOCKED_CIDR_V6, MAP_BLOCKED_DOMAINS, MAP_BLOCKED_V4,
+            MAP_BLOCKED_V6,
+        };
+        let mut out = Vec::new();
+        if let Some(n) = self.blocked_ips {
+            out.extend([(MAP_BLOCKED_V4, n), (MAP_BLOCKED_V6, n)]);
+        }
+        if let Some(n) = self.blocked_cidrs {
+            out.extend([(MAP_BLOCKED_CIDR_V4, n), (MAP_BLOCKED_CIDR_V6, n)]);
+        }
+        if let Some(n) = self.blocked_domains {
+            out.push((MAP_BLOCKED_DOMAINS, n));
+        }
+        out
+    }
 }
 
 /// What XDP does with a DNS reply no recorded query matches.
@@ -205,6 +257,7 @@ impl Default for LoadOptions {
             pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
             dns_ports: vec![53],
             ring_buf_bytes: None,
+            map_sizes: MapSizes::default(),
             block_action: BlockAction::default(),
             monitor: false,
             egress: false,
@@ -333,9 +386,13 @@ fn load_into(
     if let Some(bytes) = opts.ring_buf_bytes {
         loader.map_max_entries(MAP_EVENTS, bytes);
     }
+    for (name, size) in opts.map_sizes.overrides() {
+        loader.map_max_entries(name, size);
+    }
     let mut ebpf = loader
         .load(EBPF_OBJECT)
         .map_err(|e| classify_load_error(&e))?;
+    warn_reused_sizes(opts, &pins_before);
     let prog: &mut Xdp = ebpf
         .program_mut(PROG_XDP)
         .ok_or_else(|| LoadError::Ebpf(format!("program {PROG_XDP} missing from the object")))?
