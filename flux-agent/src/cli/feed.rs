@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use flux_agent::{
     control::{self, ControlError},
     enforce::{guard::Guard, maps::Maps, record::Recorder},
-    intel::feed_sync::{self, SyncOptions, SyncReport, URL_HOST_NOTE},
+    intel::feed_sync::{self, Skipped, SyncOptions, SyncReport, URL_HOST_NOTE},
 };
 use flux_intel::FormatChoice;
 use flux_state::{Action, FeedRecord};
@@ -364,46 +364,42 @@ fn print_report(r: &SyncReport) -> anyhow::Result<()> {
             out!("    ...{}", more(r.warnings.len(), r.warning_count));
         }
     }
-    if r.guarded_count > 0 {
-        let list: Vec<String> = r
-            .guarded
-            .iter()
-            .map(|s| format!("{} ({})", s.target, s.why))
-            .collect();
-        out!(
-            "  {} entries skipped, never to be blocked: {}{}",
+    let why = |v: &[_]| -> Vec<String> {
+        v.iter()
+            .map(|s: &Skipped| format!("{} ({})", s.target, s.why))
+            .collect()
+    };
+    let skipped: [(&str, usize, Vec<String>, &str); 4] = [
+        (
+            "entries skipped, never to be blocked",
             r.guarded_count,
-            list.join(", "),
-            more(r.guarded.len(), r.guarded_count)
-        );
-    }
-    if r.allowlisted_count > 0 {
-        out!(
-            "  {} entries skipped, on the allowlist: {}{}",
+            why(&r.guarded),
+            "",
+        ),
+        (
+            "entries skipped, on the allowlist",
             r.allowlisted_count,
-            r.allowlisted.join(", "),
-            more(r.allowlisted.len(), r.allowlisted_count)
-        );
-    }
-    if r.invalid_count > 0 {
-        let list: Vec<String> = r
-            .invalid
-            .iter()
-            .map(|s| format!("{} ({})", s.target, s.why))
-            .collect();
-        out!(
-            "  {} names refused: {}{}",
-            r.invalid_count,
-            list.join(", "),
-            more(r.invalid.len(), r.invalid_count)
-        );
-    }
-    if r.url_hosts_count > 0 {
-        out!(
-            "  {} URL hosts reported, not blocked: {}{} ({URL_HOST_NOTE})",
+            r.allowlisted.clone(),
+            "",
+        ),
+        ("names refused", r.invalid_count, why(&r.invalid), ""),
+        (
+            "URL hosts reported, not blocked",
             r.url_hosts_count,
-            r.url_hosts.join(", "),
-            more(r.url_hosts.len(), r.url_hosts_count)
+            r.url_hosts.clone(),
+            URL_HOST_NOTE,
+        ),
+    ];
+    for (what, count, list, note) in skipped.iter().filter(|s| s.1 > 0) {
+        let note = if note.is_empty() {
+            String::new()
+        } else {
+            format!(" ({note})")
+        };
+        out!(
+            "  {count} {what}: {}{}{note}",
+            list.join(", "),
+            more(list.len(), *count)
         );
     }
     Ok(())
