@@ -25,5 +25,11 @@ fn main() -> anyhow::Result<()> {
             .as_str(),
         ..Default::default()
     };
+    // aya-build turns every stderr line of the inner cargo into a `cargo:warning`, and cargo
+    // replays a build script's warnings at every build of the package, even when nothing was
+    // rebuilt: 35 lines of "Compiling core ..." in front of every `cargo xtask run`. A quiet
+    // inner cargo still prints what matters, the eBPF crate's own errors and warnings.
+    // SAFETY: nothing else runs in this build script yet; no thread reads the environment.
+    unsafe { std::env::set_var("CARGO_TERM_QUIET", "true") };
     aya_build::build_ebpf([ebpf_package], Toolchain::default())
 }

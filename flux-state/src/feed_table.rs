@@ -10,11 +10,9 @@ use serde::Serialize;
 
 use crate::{
     Store,
-    entry_table::{
-        RawTarget, Removed, UPSERT_ENTRY, gone, parse_targets, remove_source_in, stage, upsert,
-    },
+    entry_table::{Removed, parse_targets, remove_source_in},
     state_error::{StateError, on},
-    state_types::{Action, Entry, Kind, Source, Target},
+    state_types::{Action, Kind, Source, Target},
     unix_time::{from_unix, to_unix},
 };
 
@@ -80,6 +78,9 @@ pub struct FeedApplied {
     pub added: Vec<(Kind, Target)>,
     /// Targets the feed dropped that no other source holds: to remove from the maps.
     pub gone: Vec<(Kind, Target)>,
+    /// Targets the feed already held whose row changed (a renewed expiry, another action or
+    /// reason): their map entries are to be rewritten from all their sources.
+    pub renewed: Vec<(Kind, Target)>,
 }
 
 const FEED_COLUMNS: &str = "name, location, format, action, ttl, refresh, etag, last_modified, \
@@ -165,94 +166,6 @@ impl Store {
                 Ok(f)
             })
             .collect()
-    }
-
-    /// Replaces every entry of feed `name` with `entries` in one transaction (their `source` is
-    /// set to `feed:NAME`; a target given twice keeps the last), and records the fetch. The
-    /// feed must have been added ([`Store::upsert_feed`]). On any error nothing changed.
-    pub fn apply_feed(
-        &mut self,
-        name: &str,
-        entries: &[Entry],
-        fetch: &FeedFetch,
-    ) -> Result<FeedApplied, StateError> {
-        let src = Source::feed(name).to_string();
-        let err = on(&self.path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&err)?;
-        let known: bool = tx
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM feeds WHERE name = ?1)",
-                [name],
-                |r| r.get(0),
-            )
-            .map_err(&err)?;
-        if !known {
-            return Err(StateError::Invalid {
-                path: self.path.clone(),
-                what: format!("no feed named '{name}'"),
-            });
-        }
-        stage(
-            &tx,
-            "SELECT kind, target_type, target FROM entries WHERE source = ?1",
-            [&src],
-        )
-        .map_err(&err)?;
-        tx.execute("DELETE FROM entries WHERE source = ?1", [&src])
-            .map_err(&err)?;
-        {
-            let mut stmt = tx.prepare_cached(UPSERT_ENTRY).map_err(&err)?;
-            for e in entries {
-                upsert(&mut stmt, e, &src).map_err(&err)?;
-            }
-        }
-        let gone = gone(&tx).map_err(&err)?;
-        // New to the feed (not staged) and held by no other source.
-        let added: Vec<RawTarget> = {
-            let mut stmt = tx
-                .prepare(
-                    "SELECT kind, target_type, target FROM entries e WHERE source = ?1
-                     AND NOT EXISTS (SELECT 1 FROM temp.cand c WHERE c.kind = e.kind
-                         AND c.target_type = e.target_type AND c.target = e.target)
-                     AND NOT EXISTS (SELECT 1 FROM entries o WHERE o.kind = e.kind
-                         AND o.target_type = e.target_type AND o.target = e.target
-                         AND o.source != ?1)",
-                )
-                .map_err(&err)?;
-            stmt.query_map([&src], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .and_then(|r| r.collect())
-                .map_err(&err)?
-        };
-        let count: i64 = tx
-            .query_row(
-                "SELECT count(*) FROM entries WHERE source = ?1",
-                [&src],
-                |r| r.get(0),
-            )
-            .map_err(&err)?;
-
-        tx.execute(
-            "UPDATE feeds SET entry_count = ?2, last_result = ?3, last_refresh = ?4,
-                 etag = ?5, last_modified = ?6 WHERE name = ?1",
-            params![
-                name,
-                count,
-                format!("ok: {count} entries"),
-                fetch.at.map(to_unix),
-                fetch.etag,
-                fetch.last_modified
-            ],
-        )
-        .map_err(&err)?;
-        tx.commit().map_err(&err)?;
-        Ok(FeedApplied {
-            count: usize::try_from(count).unwrap_or(0),
-            added: parse_targets(added).map_err(self.bad_row())?,
-            gone: parse_targets(gone).map_err(self.bad_row())?,
-        })
     }
 
     /// Records a fetch that changed nothing (`304 Not Modified`) or failed (the entries stay as

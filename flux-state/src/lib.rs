@@ -18,6 +18,7 @@
 
 mod entry_table;
 pub mod export;
+mod feed_swap;
 mod feed_table;
 pub mod migrations;
 pub mod reconcile;
@@ -33,6 +34,7 @@ mod store_tests;
 use std::time::SystemTime;
 
 pub use entry_table::{Expired, Removed, enforced, fold_effective};
+pub use feed_swap::RENEW_BELOW;
 pub use feed_table::{FeedApplied, FeedFetch, FeedRecord};
 pub use migrations::SCHEMA_VERSION;
 pub use reconcile::{Reconciled, reconcile};

@@ -2,7 +2,10 @@
 //! (a corrupt file, a newer schema, a full disk), entries held by several sources, the feed
 //! swap, expiry and the journal's bound. Each test works in its own temporary directory.
 
-use std::{path::Path, time::SystemTime};
+use std::{
+    path::Path,
+    time::{Duration, SystemTime},
+};
 
 use rusqlite::Connection;
 
@@ -374,6 +377,57 @@ fn applying_a_feed_swaps_its_entries_and_reports_the_difference() {
     s.record_feed_result("f", at(9), "unreachable: keeping 2 entries")
         .unwrap();
     assert_eq!(s.feed("f").unwrap().unwrap().entry_count, 2);
+}
+
+/// The swap writes only the difference: an unchanged list changes no row, and a feed with a
+/// ttl rewrites an expiry only once less than half the ttl is left (`RENEW_BELOW`).
+#[test]
+fn an_unchanged_feed_writes_nothing_and_expiry_is_renewed_at_half_the_ttl() {
+    let (_dir, mut s) = fresh();
+    let day: i64 = 86_400;
+    s.upsert_feed(&FeedRecord {
+        ttl: Some(Duration::from_secs(day.unsigned_abs())),
+        ..FeedRecord::new("f", "/f", "plain", Action::Block)
+    })
+    .unwrap();
+    let list = |expires: i64| -> Vec<Entry> {
+        ["a.example", "b.example"]
+            .iter()
+            .map(|n| block(dom(n), Source::feed("f"), Some(expires)))
+            .collect()
+    };
+    let changes = |s: &Store| -> i64 {
+        s.conn
+            .query_row("SELECT total_changes()", [], |r| r.get(0))
+            .unwrap()
+    };
+    let first = s
+        .apply_feed("f", &list(day), &FeedFetch::default())
+        .unwrap();
+    assert_eq!((first.added.len(), first.renewed.len()), (2, 0));
+    // An hour later: the wanted expiry moved an hour; nothing is rewritten.
+    let before = changes(&s);
+    let r = s
+        .apply_feed("f", &list(day + 3_600), &FeedFetch::default())
+        .unwrap();
+    assert!(
+        r.added.is_empty() && r.gone.is_empty() && r.renewed.is_empty(),
+        "{r:?}"
+    );
+    assert_eq!(
+        changes(&s) - before,
+        1,
+        "only the feed's own row (its fetch state)"
+    );
+    let stored = s.entries_for(Kind::Block, &dom("a.example")).unwrap();
+    assert_eq!(stored[0].expires, Some(at(day)), "not rewritten");
+    // More than half a day later: both renewed, and said so.
+    let r = s
+        .apply_feed("f", &list(day + day / 2 + 1), &FeedFetch::default())
+        .unwrap();
+    assert_eq!(r.renewed.len(), 2, "{r:?}");
+    let stored = s.entries_for(Kind::Block, &dom("a.example")).unwrap();
+    assert_eq!(stored[0].expires, Some(at(day + day / 2 + 1)));
 }
 
 #[test]

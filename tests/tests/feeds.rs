@@ -221,7 +221,8 @@ fn a_feed_blocks_names_and_addresses_never_the_host_and_leaves_manual_blocks() {
     assert!(e.contains("no feed named"), "{e}");
 }
 
-/// `--ttl`: each load renews the expiry, in the database and in the maps, and a target the
+/// `--ttl`: a load renews the expiry, in the database and in the maps, once less than half the
+/// ttl is left (`flux_state::RENEW_BELOW`; an earlier load rewrites nothing), and a target the
 /// operator blocked for good stays blocked for good (`gone.test`).
 fn ttl_renews_the_maps_expiry(c: &Netns, pin: &PinDir, file: &Path) {
     let expiry = |v: &str| -> Value {
@@ -235,7 +236,7 @@ fn ttl_renews_the_maps_expiry(c: &Netns, pin: &PinDir, file: &Path) {
         "intel",
         file.to_str().unwrap(),
         "--ttl",
-        "1h",
+        "10s",
         "--resolver",
         SERVER_V4,
     ];
@@ -246,7 +247,15 @@ fn ttl_renews_the_maps_expiry(c: &Netns, pin: &PinDir, file: &Path) {
         expiry("gone.test").is_null(),
         "the manual block stays permanent"
     );
-    thread::sleep(Duration::from_millis(1100));
+    // At once: more than half the ttl is left, nothing is rewritten.
+    cli_ok(
+        c,
+        pin,
+        &["feed", "update", "intel", "--resolver", SERVER_V4],
+    );
+    assert_eq!(expiry("a.flux.test"), first, "renewed too early");
+    // Past half the ttl (whole seconds are stored: 5 s of 10 and a bit).
+    thread::sleep(Duration::from_millis(6100));
     cli_ok(
         c,
         pin,

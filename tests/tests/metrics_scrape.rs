@@ -370,6 +370,67 @@ fn prometheus_scrapes_the_agent_and_reads_back_what_it_did() {
     assert!(agent.stop().success());
 }
 
+/// Feeds and the state database report through the metrics of a running agent: a `feed add`
+/// by the CLI shows up as the feed's entries and a successful refresh, a `feed remove` takes
+/// its series away, and the database's failed writes are there (zero).
+#[test]
+fn feeds_and_the_state_database_are_in_the_metrics() {
+    if !privileged() {
+        return;
+    }
+    let link = Link::new();
+    let pin = PinDir::new();
+    let mut agent = Agent::start(&link.client, &pin, &["--iface", "a0", "--metrics", METRICS]);
+    let dir = TempDir::new();
+    let file = dir.0.join("intel.txt");
+    fs::write(&file, "a.flux.test\nb.flux.test\n192.0.2.77\n").unwrap();
+    let p = pin.arg();
+    let cli = |args: &[&str]| {
+        let mut a = args.to_vec();
+        a.extend(["--pin-dir", &p]);
+        let o = agent_cli(Some(&link.client), &a);
+        assert!(o.status.success(), "{args:?}: {o:?}");
+    };
+    cli(&[
+        "feed",
+        "add",
+        "intel",
+        file.to_str().unwrap(),
+        "--format",
+        "plain",
+    ]);
+    let scrape = |want: &dyn Fn(&str) -> bool| -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, body) = get(&link.client, METRICS, "/metrics");
+            if status == 200 && want(&body) {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "never came:\n{body}");
+            thread::sleep(Duration::from_millis(300));
+        }
+    };
+    let body = scrape(&|b| b.contains("flux_feed_entries{feed=\"intel\"} 3"));
+    assert!(
+        body.contains("flux_feed_last_refresh_success{feed=\"intel\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("flux_db_errors_total{kind=\"other\"} 0"),
+        "{body}"
+    );
+    assert!(
+        body.contains("flux_db_errors_total{kind=\"full\"} 0"),
+        "{body}"
+    );
+    // A second load (the refresher sees last_refresh move) counts a refresh.
+    cli(&["feed", "update", "intel"]);
+    scrape(&|b| b.contains("flux_feed_refreshes_total{feed=\"intel\",result=\"ok\"} 1"));
+    cli(&["feed", "remove", "intel"]);
+    scrape(&|b| !b.contains("feed=\"intel\""));
+    assert!(agent.stop().success());
+}
+
 /// promtool really rejects a bad exposition (so its pass above means something).
 #[test]
 fn promtool_rejects_a_bad_exposition() {

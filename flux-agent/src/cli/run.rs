@@ -150,10 +150,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ),
     };
     // Bound now, so a busy port fails the start before anything is attached.
+    let registry = args.metrics.map(|_| Metrics::new());
     let metrics = args
         .metrics
-        .map(|addr| {
-            MetricsEndpoint::bind(addr, Metrics::new())
+        .zip(registry.clone())
+        .map(|(addr, registry)| {
+            MetricsEndpoint::bind(addr, registry)
                 .with_context(|| format!("--metrics {addr}: cannot listen"))
         })
         .transpose()?;
@@ -182,6 +184,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 pin_dir: args.pin.pin_dir.clone(),
                 resolvers: args.resolvers.clone(),
                 index: feeds.clone(),
+                metrics: registry,
             },
             stop_refresh.clone(),
         )

@@ -293,14 +293,13 @@ pub fn sync(
     };
     let applied = store.apply_feed(name, &entries, &fetch).map_err(state)?;
     let mut added: Vec<EffectiveEntry> = Vec::new();
-    // A feed with --ttl renews its entries at every load: the maps' expiry too, for the targets
-    // it already held (`added` names only the new ones). Each such map entry is rewritten from
-    // all its sources, so a permanent manual block on the same target stays permanent.
-    if feed.ttl.is_some() && feed.action.enforced() {
-        let new: std::collections::HashSet<&flux_state::Target> =
-            applied.added.iter().map(|(_, t)| t).collect();
-        for e in entries.iter().filter(|e| !new.contains(&e.target)) {
-            let rows = store.entries_for(Kind::Block, &e.target).map_err(state)?;
+    // Rows the feed already held that changed (an expiry renewed once less than half the ttl
+    // was left, see `flux_state::RENEW_BELOW`; another action or reason): their map entries
+    // are rewritten from all their sources, so a permanent manual block on the same target
+    // stays permanent. An unchanged refresh writes no map entry.
+    if feed.action.enforced() {
+        for (kind, target) in &applied.renewed {
+            let rows = store.entries_for(*kind, target).map_err(state)?;
             added.extend(flux_state::fold_effective(rows));
         }
     }
@@ -488,6 +487,9 @@ pub struct Refresher {
     pub resolvers: Vec<IpAddr>,
     /// Where the feed lookup the pipeline matches against is published.
     pub index: SharedIndex,
+    /// `--metrics`: each feed's entries and refresh results, read from the database, so the
+    /// CLI's `feed add`/`update` count as well as this thread's refreshes.
+    pub metrics: Option<crate::ops::metrics::Metrics>,
 }
 
 /// The running agent's feed refresher: its own thread, never the capture path. Every
@@ -503,6 +505,7 @@ pub fn spawn_refresher(
         .spawn(move || {
             let mut ctx: Option<(Recorder, Maps)> = None;
             let mut published: Option<u64> = None;
+            let mut reported = ReportedFeeds::default();
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(REFRESH_TICK);
                 if ctx.is_none() {
@@ -513,8 +516,44 @@ pub fn spawn_refresher(
                 };
                 refresh_due(rec, maps, &r.pin_dir, &r.resolvers);
                 republish(rec, &r.index, &mut published);
+                if let Some(m) = &r.metrics {
+                    reported.report(rec, m);
+                }
             }
         })
+}
+
+/// What the metrics were last told of each feed: its last refresh time.
+#[derive(Default)]
+struct ReportedFeeds(std::collections::HashMap<String, Option<SystemTime>>);
+
+impl ReportedFeeds {
+    /// Sets each feed's entry gauge; counts a refresh whenever a feed's `last_refresh` moved
+    /// (a refresh before the agent started only sets the gauges); forgets removed feeds.
+    fn report(&mut self, rec: &mut Recorder, m: &crate::ops::metrics::Metrics) {
+        let Some(Ok(feeds)) = rec.store_mut().map(|s| s.feeds()) else {
+            return;
+        };
+        let mut now: std::collections::HashMap<String, Option<SystemTime>> = Default::default();
+        for f in &feeds {
+            let fm = m.feed(&f.name);
+            fm.set_entries(f.entry_count);
+            let ok = f
+                .last_result
+                .as_deref()
+                .is_some_and(|r| r.starts_with("ok") || r == "not modified");
+            match (self.0.get(&f.name), f.last_refresh) {
+                (Some(before), Some(at)) if *before != Some(at) => fm.refreshed(ok, at),
+                (None, Some(at)) => fm.last_refresh(ok, at),
+                _ => {}
+            }
+            now.insert(f.name.clone(), f.last_refresh);
+        }
+        for gone in self.0.keys().filter(|k| !now.contains_key(*k)) {
+            m.forget_feed(gone);
+        }
+        self.0 = now;
+    }
 }
 
 /// A digest of what the feed lookup is built from: each feed's name, location, action, entry

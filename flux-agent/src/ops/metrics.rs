@@ -103,11 +103,6 @@ struct FeedResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OperationLabels {
-    operation: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabels {
     version: &'static str,
 }
@@ -170,12 +165,11 @@ impl EventFamilies {
 /// Families that have no series until their subsystem reports (a feed is configured, the state
 /// database fails): absent from a scrape before that, so the dashboard test accepts them from
 /// this list, and a unit test proves each appears once reported.
-pub const REPORTED_ON_USE: [&str; 5] = [
+pub const REPORTED_ON_USE: [&str; 4] = [
     "flux_feed_entries",
     "flux_feed_refreshes_total",
     "flux_feed_last_refresh_success",
     "flux_feed_last_refresh_timestamp_seconds",
-    "flux_db_errors_total",
 ];
 
 /// The families the feeds and the state database report through (see [`Metrics::feed`]).
@@ -185,7 +179,6 @@ struct FeedFamilies {
     refreshes: Family<FeedResultLabels, Counter>,
     last_success: Family<FeedLabels, Gauge>,
     last_refresh: Family<FeedLabels, Gauge<f64, AtomicU64>>,
-    db_errors: Family<OperationLabels, Counter>,
 }
 
 /// The agent's metrics: cheap to clone (every handle shares the same registry and values).
@@ -334,13 +327,21 @@ impl Metrics {
         }
     }
 
-    /// Counts one error of the state database in `operation` (a fixed name such as `open`,
-    /// `write`, `read`).
-    pub fn db_error(&self, operation: &'static str) {
-        self.feeds
-            .db_errors
-            .get_or_create(&OperationLabels { operation })
-            .inc();
+    /// Forgets the series of a feed that was removed.
+    pub fn forget_feed(&self, name: &str) {
+        let f = &self.feeds;
+        let labels = FeedLabels {
+            feed: name.to_owned(),
+        };
+        f.entries.remove(&labels);
+        f.last_success.remove(&labels);
+        f.last_refresh.remove(&labels);
+        for result in ["ok", "error"] {
+            f.refreshes.remove(&FeedResultLabels {
+                feed: name.to_owned(),
+                result,
+            });
+        }
     }
 
     /// The whole registry in the Prometheus text format (version 0.0.4).
@@ -418,11 +419,7 @@ fn register_feeds(r: &mut Registry, f: &FeedFamilies) {
         "When the feed was last refreshed (Unix time), whatever the result",
         f.last_refresh.clone(),
     );
-    r.register(
-        "db_errors",
-        "Errors of the state database, by operation",
-        f.db_errors.clone(),
-    );
+    r.register_collector(Box::new(StateDbErrors));
 }
 
 /// Counts bus events; runs on the bus's sink thread.
@@ -658,6 +655,13 @@ impl FeedMetrics {
                 result,
             })
             .inc();
+        self.last_refresh(ok, at);
+    }
+
+    /// The last refresh's result and time, without counting a refresh (one made before the
+    /// agent started).
+    pub fn last_refresh(&self, ok: bool, at: std::time::SystemTime) {
+        let f = &self.families;
         f.last_success
             .get_or_create(&self.labels())
             .set(i64::from(ok));
@@ -726,6 +730,31 @@ impl Collector for SinkDrops {
             let labels = [("sink", sink.as_str())];
             let fm = m.encode_family(&labels)?;
             ConstCounter::new(n.load(Ordering::Relaxed)).encode(fm)?;
+        }
+        Ok(())
+    }
+}
+
+/// The state database's failed writes of this process (`enforce::record::counts`, which every
+/// writer counts into: the block path, the verdict journal, the scorer's saved memory), read at
+/// every scrape: `kind` is `full` (the disk or the size cap) or `other` (busy, I/O).
+#[derive(Debug)]
+struct StateDbErrors;
+
+impl Collector for StateDbErrors {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let c = crate::enforce::record::counts();
+        let mut m = encoder.encode_descriptor(
+            "db_errors",
+            "Failed writes of the state database (enforcement goes on without them), by kind: \
+             full (the disk or the size cap) or other (busy, I/O)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (kind, n) in [("full", c.db_full), ("other", c.db_errors)] {
+            let labels = [("kind", kind)];
+            let fm = m.encode_family(&labels)?;
+            ConstCounter::new(n).encode(fm)?;
         }
         Ok(())
     }
