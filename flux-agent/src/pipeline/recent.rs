@@ -340,6 +340,78 @@ mod tests {
         assert_eq!(rep.pid, std::process::id());
     }
 
+    /// A scorer that saw `flux.example` answer five new addresses in new /16s every minute
+    /// for twenty minutes, and `stable.example` answer one address.
+    fn scorer() -> (Scorer, SystemTime) {
+        use flux_detect::{
+            dns::{DnsFlags, DnsMessage, DnsRecord, Rcode},
+            enrich::Enricher,
+            known_good::Allowlist,
+            score::ScorerConfig,
+        };
+        let mut s = Scorer::new(
+            ScorerConfig::default(),
+            Arc::new(Enricher::empty()),
+            Arc::new(Allowlist::builtin()),
+        );
+        let t0 = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let mut out = Vec::new();
+        for round in 0..20u8 {
+            for (name, n) in [("www.flux.example", 5u8), ("www.stable.example", 1)] {
+                let answers = (0..n)
+                    .map(|k| DnsRecord {
+                        name: name.into(),
+                        rtype: "A".into(),
+                        rtype_code: 1,
+                        ttl: 60,
+                        target: None,
+                        addr: Some(if n == 1 {
+                            [192, 0, 2, 1].into()
+                        } else {
+                            [20 + round, k * 40, 1, 1].into()
+                        }),
+                    })
+                    .collect();
+                let msg = DnsMessage {
+                    id: 1,
+                    qname: name.into(),
+                    qtype: "A".into(),
+                    rcode: Rcode::NOERROR,
+                    flags: DnsFlags::default(),
+                    answers,
+                    authority: Vec::new(),
+                    additional: Vec::new(),
+                    edns_udp_size: None,
+                    incomplete: false,
+                };
+                let at = t0 + std::time::Duration::from_secs(u64::from(round) * 60);
+                s.observe(at, &msg, &mut out);
+            }
+        }
+        (s, t0 + std::time::Duration::from_secs(20 * 60))
+    }
+
+    #[test]
+    fn top_keys_are_the_suspicious_ones_with_their_reasons() {
+        let (mut s, now) = scorer();
+        let top = top_keys(&mut s, now, TOP_KEYS);
+        assert!(!top.is_empty(), "the fluxing name is listed");
+        assert!(top.iter().all(|k| k.domain.contains("flux.example")), "{top:?}");
+        assert!(top.iter().all(|k| k.level != "benign"));
+        assert!(top.windows(2).all(|w| w[0].score >= w[1].score), "highest first");
+        let first = &top[0];
+        assert!(!first.reasons.is_empty() && first.reasons.len() <= LEADING_REASONS);
+        assert!(
+            first
+                .reasons
+                .windows(2)
+                .all(|w| w[0].contribution >= w[1].contribution)
+        );
+        assert_eq!(top_keys(&mut s, now, 1).len(), 1, "bounded");
+        let rep = Recent::new().report(Some(&mut s), &Counts::default(), now);
+        assert!(rep.scoring && rep.keys_tracked >= 2 && !rep.top_keys.is_empty());
+    }
+
     #[test]
     fn a_subscription_sees_decisions_only() {
         let mut bus = Bus::new();
