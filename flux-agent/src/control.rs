@@ -33,8 +33,8 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
-pub use crate::pipeline::recent::StatusReport;
 use crate::pipeline::events::Event;
+pub use crate::pipeline::recent::StatusReport;
 use flux_detect::score::{Scorer, registered_domain};
 
 /// Where the control sockets live.

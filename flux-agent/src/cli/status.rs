@@ -71,9 +71,11 @@ const KEY_COUNTERS: [Counter; 11] = [
 ];
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Exit status: 0 running; 3 not running (programs may still be \
+#[command(
+    after_help = "Exit status: 0 running; 3 not running (programs may still be \
                         enforcing from the pins: the output says so); 4 unknown (an agent \
-                        holds the pin folder but does not answer, or it cannot be read).")]
+                        holds the pin folder but does not answer, or it cannot be read)."
+)]
 pub struct StatusArgs {
     /// Print one JSON document instead of text.
     #[arg(long)]
@@ -296,8 +298,7 @@ fn verdict(agent: &Agent, loaded: bool, enforcing: bool) -> (&'static str, u8, S
         (false, _, false, true) => (
             "stopped-enforcing",
             EXIT_NOT_RUNNING,
-            "not running; its maps are pinned but no program of this pin folder is attached"
-                .into(),
+            "not running; its maps are pinned but no program of this pin folder is attached".into(),
         ),
         (false, _, false, false) if agent.error.is_some() => (
             "unknown",
@@ -378,7 +379,11 @@ fn pin_list(pin_dir: &Path) -> Vec<Pin> {
                     None => ("map", true, None),
                 }
             } else {
-                ("other", false, Some("not a pin flux-agent makes".to_owned()))
+                (
+                    "other",
+                    false,
+                    Some("not a pin flux-agent makes".to_owned()),
+                )
             };
             Pin {
                 name,
@@ -447,7 +452,10 @@ fn feeds(store: &flux_state::Store) -> Vec<Feed> {
                 .last_refresh
                 .and_then(|t| now.duration_since(t).ok())
                 .map(|d| d.as_secs());
-            let failed = f.last_result.as_deref().is_some_and(|r| !r.starts_with("ok"));
+            let failed = f
+                .last_result
+                .as_deref()
+                .is_some_and(|r| !r.starts_with("ok"));
             let overdue = match (f.refresh, age) {
                 (Some(every), Some(age)) => age > (every * STALE_INTERVALS).as_secs(),
                 (Some(_), None) => true,
@@ -470,8 +478,18 @@ fn feeds(store: &flux_state::Store) -> Vec<Feed> {
 fn from_agent(r: &StatusReport) -> Recent {
     Recent {
         source: "agent",
-        verdicts: r.recent_verdicts.iter().take(RECENT_SHOWN).cloned().collect(),
-        actions: r.recent_actions.iter().take(RECENT_SHOWN).cloned().collect(),
+        verdicts: r
+            .recent_verdicts
+            .iter()
+            .take(RECENT_SHOWN)
+            .cloned()
+            .collect(),
+        actions: r
+            .recent_actions
+            .iter()
+            .take(RECENT_SHOWN)
+            .cloned()
+            .collect(),
     }
 }
 
@@ -543,11 +561,7 @@ fn human(s: &Status) -> anyhow::Result<()> {
     out!(
         "  control socket  {} ({})",
         a.control_socket,
-        if a.answering {
-            "answers"
-        } else {
-            "no answer"
-        }
+        if a.answering { "answers" } else { "no answer" }
     );
     if let Some(e) = &a.error
         && a.running

@@ -60,8 +60,8 @@ pub struct TopArgs {
 }
 
 pub fn top(args: TopArgs) -> anyhow::Result<ExitCode> {
-    let mut terminal = ratatui::try_init().context("set up the terminal")?;
-    // Restores the terminal however `run` ends (its panic hook covers a panic).
+    // Restores the terminal however this ends, a half-done set-up included (ratatui's panic
+    // hook covers a panic).
     struct Restore;
     impl Drop for Restore {
         fn drop(&mut self) {
@@ -69,6 +69,7 @@ pub fn top(args: TopArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let _restore = Restore;
+    let mut terminal = ratatui::try_init().context("set up the terminal (top needs one)")?;
     run(&mut terminal, &args)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -88,9 +89,7 @@ fn run(terminal: &mut ratatui::DefaultTerminal, args: &TopArgs) -> anyhow::Resul
             app.by_source = blocks_by_source(args.state.path().as_deref());
             next_sources = now + SOURCES_REFRESH;
         }
-        terminal
-            .draw(|f| top_view::draw(f, &app))
-            .context("draw")?;
+        terminal.draw(|f| top_view::draw(f, &app)).context("draw")?;
         let wait = next_refresh.saturating_duration_since(Instant::now());
         if !event::poll(wait).context("read the terminal")? {
             continue;

@@ -250,9 +250,7 @@ impl Recent {
         StatusReport {
             pid: std::process::id(),
             started_at: rfc3339(self.started).to_string(),
-            uptime_secs: now
-                .duration_since(self.started)
-                .map_or(0, |d| d.as_secs()),
+            uptime_secs: now.duration_since(self.started).map_or(0, |d| d.as_secs()),
             responses: counts.observations,
             unsolicited: counts.unsolicited,
             keys_tracked,
@@ -396,9 +394,15 @@ mod tests {
         let (mut s, now) = scorer();
         let top = top_keys(&mut s, now, TOP_KEYS);
         assert!(!top.is_empty(), "the fluxing name is listed");
-        assert!(top.iter().all(|k| k.domain.contains("flux.example")), "{top:?}");
+        assert!(
+            top.iter().all(|k| k.domain.contains("flux.example")),
+            "{top:?}"
+        );
         assert!(top.iter().all(|k| k.level != "benign"));
-        assert!(top.windows(2).all(|w| w[0].score >= w[1].score), "highest first");
+        assert!(
+            top.windows(2).all(|w| w[0].score >= w[1].score),
+            "highest first"
+        );
         let first = &top[0];
         assert!(!first.reasons.is_empty() && first.reasons.len() <= LEADING_REASONS);
         assert!(

@@ -48,7 +48,10 @@ pub enum Change {
 pub enum Mode {
     List,
     /// The explanation of a domain, as lines.
-    Explain { domain: String, lines: Vec<String> },
+    Explain {
+        domain: String,
+        lines: Vec<String>,
+    },
     Confirm(Change),
 }
 
@@ -229,7 +232,10 @@ impl App {
                 self.move_selection(true);
                 Command::None
             }
-            KeyCode::Enter => self.selected.clone().map_or(Command::None, Command::Explain),
+            KeyCode::Enter => self
+                .selected
+                .clone()
+                .map_or(Command::None, Command::Explain),
             KeyCode::Char('b') => self.confirm(Change::Block),
             KeyCode::Char('u') => self.confirm(Change::Unblock),
             _ => Command::None,
@@ -344,9 +350,16 @@ pub mod tests {
         assert_eq!(app.rates.responses, 100.0);
         assert_eq!(app.rates.drops, 2.0);
         assert_eq!(app.rates.ring_lost, 1.0);
-        app.update(Err("gone".into()), s(0, 0, 0), t0 + std::time::Duration::from_secs(3));
+        app.update(
+            Err("gone".into()),
+            s(0, 0, 0),
+            t0 + std::time::Duration::from_secs(3),
+        );
         assert_eq!(app.error.as_deref(), Some("gone"));
-        assert_eq!(app.rates.responses, 0.0, "a restarted agent is no negative rate");
+        assert_eq!(
+            app.rates.responses, 0.0,
+            "a restarted agent is no negative rate"
+        );
         assert!(app.report.is_some(), "the last answer stays on screen");
     }
 
@@ -366,7 +379,11 @@ pub mod tests {
         assert_eq!(app.sort, Sort::Level);
         app.on_key(key(KeyCode::Char('s')));
         assert_eq!(app.sort, Sort::Responses);
-        assert_eq!(app.selected_index(), Some(0), "c.test has the most responses");
+        assert_eq!(
+            app.selected_index(),
+            Some(0),
+            "c.test has the most responses"
+        );
         app.on_key(key(KeyCode::Up));
         assert_eq!(app.selected.as_deref(), Some("c.test"), "stays at the top");
         app.on_key(key(KeyCode::Char('s')));
@@ -410,8 +427,16 @@ pub mod tests {
             "features": {"ips": 12}
         });
         let lines = explain_lines(Some(&v), Some("fluxy.test"));
-        assert!(lines.iter().any(|l| l.contains("asn_diversity") && l.contains("+1.500")));
-        assert!(lines.iter().any(|l| l.starts_with("score") && l.contains("0.910")));
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("asn_diversity") && l.contains("+1.500"))
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("score") && l.contains("0.910"))
+        );
         assert!(explain_lines(None, None)[0].contains("no such name"));
     }
 }

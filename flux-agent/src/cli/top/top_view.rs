@@ -15,8 +15,7 @@ use ratatui::{
 use super::top_state::{App, Change, Mode};
 
 /// The keys, on the header's second line.
-const HELP: &str =
-    "q quit  s sort  \u{2191}/\u{2193} select  Enter explain  b block  u unblock";
+const HELP: &str = "q quit  s sort  \u{2191}/\u{2193} select  Enter explain  b block  u unblock";
 
 pub fn draw(f: &mut Frame, app: &App) {
     let [header, table, bottom, footer] = Layout::vertical([
@@ -93,8 +92,15 @@ fn draw_table(f: &mut Frame, app: &App, area: Rect) {
             ])
         })
         .collect();
-    let header = Row::new(["level", "score", "gate", "responses", "domain", "leading reasons"])
-        .style(Style::new().add_modifier(Modifier::BOLD));
+    let header = Row::new([
+        "level",
+        "score",
+        "gate",
+        "responses",
+        "domain",
+        "leading reasons",
+    ])
+    .style(Style::new().add_modifier(Modifier::BOLD));
     let widths = [
         Constraint::Length(10),
         Constraint::Length(6),
@@ -290,7 +296,10 @@ mod tests {
         a.mode = Mode::List;
         a.on_key(key(KeyCode::Char('b')));
         let s = screen(&a);
-        assert!(s.contains("Block fluxy.test (and its subdomains)? y/n"), "{s}");
+        assert!(
+            s.contains("Block fluxy.test (and its subdomains)? y/n"),
+            "{s}"
+        );
         a.error = Some("no agent is running".into());
         a.mode = Mode::List;
         assert!(screen(&a).contains("agent: no agent is running"));
