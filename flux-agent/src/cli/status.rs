@@ -522,7 +522,7 @@ fn from_database(store: &flux_state::Store) -> Recent {
     let mut blocks = store
         .effective_entries(Some(flux_state::Kind::Block), SystemTime::now())
         .unwrap_or_default();
-    blocks.sort_by(|a, b| b.added.cmp(&a.added));
+    blocks.sort_by_key(|b| std::cmp::Reverse(b.added));
     let actions = blocks
         .into_iter()
         .take(RECENT_SHOWN)
