@@ -12,6 +12,9 @@
 //! (whether or not pins were left enforcing: the output says which); 4 unknown (an agent holds
 //! the pin folder but does not answer, or the pin folder could not be read).
 //!
+//! Run it in the agent's network namespace: interfaces are looked up by index there (the pins
+//! and links are global).
+//!
 //! May touch: nothing. It reads bpffs, the kernel's link and program info, netlink, the
 //! control socket and the state database (read only).
 
@@ -96,7 +99,7 @@ pub struct Status {
     pub pin_dir: String,
     /// The pinned maps exist.
     pub loaded: bool,
-    /// An XDP program of this pin folder is attached to at least one interface.
+    /// A pinned XDP link of this pin folder is attached to at least one interface.
     pub enforcing: bool,
     pub agent: Agent,
     pub interfaces: Vec<Iface>,
@@ -230,10 +233,11 @@ pub fn gather(pin_dir: &Path, db: Option<&Path>) -> (Status, u8) {
         }
     }
     let interfaces = interfaces(pin_dir, agent.running);
+    // The pinned link says it (global, whatever network namespace this runs in).
     let enforcing = loaded
         && interfaces
             .iter()
-            .any(|i| i.state == State::Attached.as_str() && i.prog_id.is_some());
+            .any(|i| i.state == State::Attached.as_str() && i.link_prog_id.is_some());
     let (state, code, summary) = verdict(&agent, loaded, enforcing);
     let counters = key_counters(pin_dir, loaded);
     let (database, store) = database(db);
@@ -345,6 +349,15 @@ fn interfaces(pin_dir: &Path, running: bool) -> Vec<Iface> {
                 (i.link_id, i.link_prog_id) = (Some(id), Some(prog));
             }
             i.egress_link_id = link_ids(&tc_link_pin(pin_dir, &st.name)).map(|(id, _)| id);
+            if let (Some(on), Some(ours)) = (i.prog_id, i.link_prog_id)
+                && on != ours
+            {
+                i.error = Some(format!(
+                    "program {on} is on ifindex {} here, the pinned link holds program {ours} \
+                     (run status in the agent's network namespace)",
+                    st.ifindex.unwrap_or(0)
+                ));
+            }
             i
         })
         .collect()
@@ -561,7 +574,11 @@ fn human(s: &Status) -> anyhow::Result<()> {
     out!(
         "  control socket  {} ({})",
         a.control_socket,
-        if a.answering { "answers" } else { "no answer" }
+        match (a.running, a.answering) {
+            (_, true) => "answers",
+            (true, false) => "no answer",
+            (false, _) => "no agent",
+        }
     );
     if let Some(e) = &a.error
         && a.running
@@ -591,13 +608,17 @@ fn human(s: &Status) -> anyhow::Result<()> {
                 .unwrap_or_default()
         );
     }
-    out!("pins ({}):", s.pins.len());
-    for p in &s.pins {
+    if !s.pins.is_empty() && s.pins.iter().all(|p| p.ours) {
+        let names: Vec<&str> = s.pins.iter().map(|p| p.name.as_str()).collect();
+        out!("pins ({}, all ours): {}", s.pins.len(), names.join(" "));
+    } else {
+        out!("pins ({}):", s.pins.len());
+    }
+    for p in s.pins.iter().filter(|p| !p.ours) {
         out!(
-            "  {:<24} {:<9} {}{}",
+            "  {:<24} {:<9} NOT OURS{}",
             p.name,
             p.kind,
-            if p.ours { "ours" } else { "NOT OURS" },
             p.note
                 .as_deref()
                 .map(|n| format!(": {n}"))
@@ -632,8 +653,13 @@ fn human(s: &Status) -> anyhow::Result<()> {
         );
     }
     out!("counters:");
-    for (k, v) in &s.counters {
-        out!("  {k:<24} {v:>14}");
+    for c in KEY_COUNTERS {
+        if let Some(v) = s.counters.get(c.name()) {
+            out!("  {:<24} {v:>14}", c.name());
+        }
+    }
+    if let Some(e) = s.counters.get("error") {
+        out!("  {e}");
     }
     out!("recent verdicts ({}):", s.recent.source);
     for v in &s.recent.verdicts {

@@ -267,21 +267,26 @@ impl Recent {
 /// [`TOP_CANDIDATES`] of the highest level and most responses are re-scored (as `explain`
 /// does), and the `limit` highest scores are returned with their leading reasons.
 pub fn top_keys(scorer: &mut Scorer, now: SystemTime, limit: usize) -> Vec<TopKey> {
-    let mut candidates: Vec<(Level, u32, String)> = scorer
+    // Borrowed while choosing, so only the chosen names are copied.
+    let mut ranked: Vec<(Level, u32, &str)> = scorer
         .keys()
         .filter(|(_, st)| st.level != Level::Benign)
-        .map(|(name, st)| (st.level, st.responses, name.to_owned()))
+        .map(|(name, st)| (st.level, st.responses, name))
         .collect();
-    let by_rank = |a: &(Level, u32, String), b: &(Level, u32, String)| {
-        b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2))
+    let by_rank = |a: &(Level, u32, &str), b: &(Level, u32, &str)| {
+        b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(b.2))
     };
-    if candidates.len() > TOP_CANDIDATES {
-        candidates.select_nth_unstable_by(TOP_CANDIDATES, by_rank);
-        candidates.truncate(TOP_CANDIDATES);
+    if ranked.len() > TOP_CANDIDATES {
+        ranked.select_nth_unstable_by(TOP_CANDIDATES, by_rank);
+        ranked.truncate(TOP_CANDIDATES);
     }
+    let candidates: Vec<(u32, String)> = ranked
+        .into_iter()
+        .map(|(_, responses, name)| (responses, name.to_owned()))
+        .collect();
     let mut out: Vec<TopKey> = candidates
         .into_iter()
-        .filter_map(|(_, responses, name)| {
+        .filter_map(|(responses, name)| {
             let v = scorer.explain(&name, now)?;
             Some(TopKey {
                 domain: name,
