@@ -4,7 +4,8 @@
 //!
 //! - `status --json` before the agent starts (not loaded, exit 3), while it runs (pid,
 //!   interfaces with attach mode and program and link ids, our pins, the database; exit 0),
-//!   and after a SIGKILL (not running, the pins still enforcing; exit 3).
+//!   as an unprivileged user (cannot tell; exit 4), and after a SIGKILL (not running, the
+//!   pins still enforcing; exit 3).
 //! - `top` in a detached tmux session (160x50): the flux name dig resolved shows up; Enter
 //!   shows its explanation; `b` then `y` blocks it (as `blocklist list --json` shows, and dig
 //!   gets NXDOMAIN); `q` exits and the pane closes.
@@ -116,6 +117,21 @@ fn status_before_while_and_after_a_sigkill() {
     assert!(
         text.starts_with(&format!("flux-agent: running (pid {pid}")),
         "{text}"
+    );
+
+    // Without the privilege to look: "cannot tell" (4), never "not running".
+    let o = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(agent_bin())
+        .args(["status", "--json", "--pin-dir", &pin.arg(), "--no-state"])
+        .output()
+        .expect("setpriv");
+    let v: Value = serde_json::from_slice(&o.stdout).expect("one document as nobody");
+    assert_eq!(o.status.code(), Some(4), "{v}");
+    assert_eq!(v["state"], "unknown", "{v}");
+    assert!(
+        v["summary"].as_str().unwrap().contains("permission denied"),
+        "{v}"
     );
 
     // SIGKILL: no clean stop; the pins keep enforcing without a scorer.

@@ -201,20 +201,32 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 
 /// Reads everything, never failing as a whole: a part that cannot be read says why.
 pub fn gather(pin_dir: &Path, db: Option<&Path>) -> (Status, u8) {
-    let loaded = pins::pin_exists(&pin_dir.join(flux_common::MAP_COUNTERS)).unwrap_or(false);
     let mut agent = Agent {
         control_socket: control::socket_path(pin_dir).display().to_string(),
         ..Agent::default()
     };
-    let lock = if pin_dir.exists() {
-        lock_pin_dir(pin_dir).map(|l| l.is_none())
-    } else {
-        Ok(false)
+    // A folder we may not look into (bpffs is 0700) is "cannot tell", never "nothing loaded".
+    let loaded = match pins::pin_exists(&pin_dir.join(flux_common::MAP_COUNTERS)) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            agent.error = Some(e.to_string());
+            false
+        }
+    };
+    let lock = match std::fs::metadata(pin_dir) {
+        Ok(_) => lock_pin_dir(pin_dir).map(|l| l.is_none()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
     };
     let mut report = None;
     match lock {
         Ok(running) => agent.running = running,
-        Err(e) => agent.error = Some(format!("cannot read {}: {e}", pin_dir.display())),
+        Err(e) => {
+            // The first error says it best (the pin check names permission denied).
+            agent
+                .error
+                .get_or_insert_with(|| format!("cannot read {}: {e}", pin_dir.display()));
+        }
     }
     if agent.running {
         match control::ask_status(pin_dir) {
@@ -307,7 +319,13 @@ fn verdict(agent: &Agent, loaded: bool, enforcing: bool) -> (&'static str, u8, S
         (false, _, false, false) if agent.error.is_some() => (
             "unknown",
             EXIT_UNKNOWN,
-            "cannot tell: the pin folder cannot be read".into(),
+            format!(
+                "cannot tell: {} (status needs root)",
+                agent
+                    .error
+                    .as_deref()
+                    .unwrap_or("the pin folder cannot be read")
+            ),
         ),
         (false, _, false, false) => (
             "not-loaded",
@@ -580,9 +598,7 @@ fn human(s: &Status) -> anyhow::Result<()> {
             (false, _) => "no agent",
         }
     );
-    if let Some(e) = &a.error
-        && a.running
-    {
+    if let Some(e) = a.error.as_ref().filter(|_| a.running) {
         out!("  agent error     {e}");
     }
     if let (Some(n), Some(k)) = (a.responses, a.keys_tracked) {
@@ -699,6 +715,15 @@ mod tests {
         let (state, code, why) = verdict(&a, true, true);
         assert_eq!((state, code), ("stopped-enforcing", EXIT_NOT_RUNNING));
         assert!(why.contains("still attached and enforcing"), "{why}");
+        a.error = Some("permission denied".into());
+        let (state, code, why) = verdict(&a, false, false);
+        assert_eq!(
+            (state, code),
+            ("unknown", EXIT_UNKNOWN),
+            "not 'nothing loaded'"
+        );
+        assert!(why.contains("permission denied"), "{why}");
+        a.error = None;
         a.running = true;
         assert_eq!(verdict(&a, true, true).1, EXIT_UNKNOWN, "not answering");
         a.answering = true;
