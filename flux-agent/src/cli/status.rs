@@ -734,6 +734,75 @@ mod tests {
         assert_eq!(why, "running (pid 42, up 1m 1s)");
     }
 
+    /// A database with four feeds (fresh, overdue, failed, never refreshed by itself), a
+    /// journalled verdict and a block.
+    #[test]
+    fn feeds_freshness_and_the_database_when_no_agent_answers() {
+        use flux_state::{Action, Entry, FeedRecord, Level, Source, Store, Target, VerdictRecord};
+        let dir = std::env::temp_dir().join(format!("flux-status-db-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.db");
+        let now = SystemTime::now();
+        let hour = Duration::from_secs(3600);
+        {
+            let mut st = Store::open(&path).unwrap();
+            for (name, refresh, ago, result) in [
+                ("fresh", Some(hour), hour / 2, "ok: 3 entries"),
+                ("overdue", Some(hour), hour * 3, "ok: 3 entries"),
+                ("failed", Some(hour), hour / 2, "HTTP 500: kept 3 entries"),
+                ("by-hand", None, hour * 100, "ok: 1 entries"),
+            ] {
+                let mut f = FeedRecord::new(name, "/tmp/x", "auto", Action::Block);
+                f.refresh = refresh;
+                st.upsert_feed(&f).unwrap();
+                st.record_feed_result(name, now - ago, result).unwrap();
+            }
+            let mut v = VerdictRecord::new("fluxy.test", Level::Flux, 0.97, now);
+            v.reasons.push(flux_state::ReasonRecord {
+                feature: "networks".into(),
+                contribution: 1.5,
+            });
+            st.journal_verdict(&v).unwrap();
+            let block = Entry::block(
+                Target::domain("fluxy.test").unwrap(),
+                Source::Scorer,
+                "flux",
+            );
+            st.add_entries(&[block]).unwrap();
+        }
+        let (db, store) = database(Some(&path));
+        assert!(
+            db.exists && db.size_bytes.unwrap() > 0 && db.error.is_none(),
+            "{db:?}"
+        );
+        let store = store.expect("opened read-only");
+        let stale: Vec<(String, bool)> = feeds(&store)
+            .into_iter()
+            .map(|f| (f.name, f.stale))
+            .collect();
+        for (name, want) in [
+            ("fresh", false),
+            ("overdue", true),
+            ("failed", true),
+            ("by-hand", false),
+        ] {
+            assert!(
+                stale.contains(&(name.to_owned(), want)),
+                "{name}: {stale:?}"
+            );
+        }
+        let r = from_database(&store);
+        assert_eq!(r.source, "database");
+        assert_eq!(r.verdicts[0].domain, "fluxy.test");
+        assert_eq!(r.verdicts[0].reasons[0].feature, "networks");
+        assert_eq!(r.actions[0].target.as_deref(), Some("fluxy.test"));
+        assert!(r.actions[0].reason.contains("scorer"), "{:?}", r.actions[0]);
+        let (missing, none) = database(Some(&dir.join("nope.db")));
+        assert!(!missing.exists && none.is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn a_missing_pin_folder_is_not_loaded_and_says_so() {
         let dir = std::env::temp_dir().join(format!("flux-status-none-{}", std::process::id()));
