@@ -12,6 +12,8 @@
 //! (whether or not pins were left enforcing: the output says which); 4 unknown (an agent holds
 //! the pin folder but does not answer, or the pin folder could not be read).
 //!
+//! The readable form is `status/status_text.rs`; `--json` prints [`Status`].
+//!
 //! Run it in the agent's network namespace: interfaces are looked up by index there (the pins
 //! and links are global).
 //!
@@ -41,6 +43,9 @@ use serde::Serialize;
 
 use super::{PinArgs, StateArgs};
 
+// The readable form.
+mod status_text;
+
 /// Exit status: the agent runs and answers.
 pub const EXIT_RUNNING: u8 = 0;
 /// Exit status: no agent runs (LSB "program is not running"); pins may still enforce.
@@ -59,7 +64,7 @@ const STALE_INTERVALS: u32 = 2;
 
 /// The kernel counters `status` shows: traffic seen, what was enforced, and what was lost.
 /// `stats` shows them all.
-const KEY_COUNTERS: [Counter; 11] = [
+pub const KEY_COUNTERS: [Counter; 11] = [
     Counter::PacketsSeen,
     Counter::ResponsesCaptured,
     Counter::RingBufFull,
@@ -194,7 +199,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         out!("{}", serde_json::to_string(&s)?);
     } else {
-        human(&s)?;
+        status_text::human(&s)?;
     }
     Ok(ExitCode::from(code))
 }
@@ -579,128 +584,6 @@ fn from_database(store: &flux_state::Store) -> Recent {
         verdicts,
         actions,
     }
-}
-
-fn opt<T: ToString>(v: Option<T>) -> String {
-    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
-}
-
-fn human(s: &Status) -> anyhow::Result<()> {
-    out!("flux-agent: {}", s.summary);
-    let a = &s.agent;
-    out!("  pin folder      {}", s.pin_dir);
-    out!(
-        "  control socket  {} ({})",
-        a.control_socket,
-        match (a.running, a.answering) {
-            (_, true) => "answers",
-            (true, false) => "no answer",
-            (false, _) => "no agent",
-        }
-    );
-    if let Some(e) = a.error.as_ref().filter(|_| a.running) {
-        out!("  agent error     {e}");
-    }
-    if let (Some(n), Some(k)) = (a.responses, a.keys_tracked) {
-        out!("  pipeline        {n} responses, {k} keys tracked");
-    }
-    out!("interfaces:");
-    if s.interfaces.is_empty() {
-        out!("  (none)");
-    }
-    for i in &s.interfaces {
-        out!(
-            "  {:<16} {:<9} ifindex {:<5} mode {:<8} prog {:<6} link {:<6} egress link {}{}",
-            i.name,
-            i.state,
-            opt(i.ifindex),
-            opt(i.mode),
-            opt(i.prog_id),
-            opt(i.link_id),
-            opt(i.egress_link_id),
-            i.error
-                .as_deref()
-                .map(|e| format!(" ({e})"))
-                .unwrap_or_default()
-        );
-    }
-    if !s.pins.is_empty() && s.pins.iter().all(|p| p.ours) {
-        let names: Vec<&str> = s.pins.iter().map(|p| p.name.as_str()).collect();
-        out!("pins ({}, all ours): {}", s.pins.len(), names.join(" "));
-    } else {
-        out!("pins ({}):", s.pins.len());
-    }
-    for p in s.pins.iter().filter(|p| !p.ours) {
-        out!(
-            "  {:<24} {:<9} NOT OURS{}",
-            p.name,
-            p.kind,
-            p.note
-                .as_deref()
-                .map(|n| format!(": {n}"))
-                .unwrap_or_default()
-        );
-    }
-    let d = &s.database;
-    out!(
-        "database: {} ({}{})",
-        d.path.as_deref().unwrap_or("none (--no-state)"),
-        if d.exists {
-            format!("{} bytes", opt(d.size_bytes))
-        } else {
-            "missing".into()
-        },
-        d.error
-            .as_deref()
-            .map(|e| format!("; {e}"))
-            .unwrap_or_default()
-    );
-    out!("feeds ({}):", s.feeds.len());
-    for f in &s.feeds {
-        out!(
-            "  {:<16} {:>8} entries  refreshed {} ago{}  {}",
-            f.name,
-            f.entries,
-            f.age_secs
-                .map(|a| humantime::format_duration(Duration::from_secs(a)).to_string())
-                .unwrap_or_else(|| "never".into()),
-            if f.stale { " STALE" } else { "" },
-            f.last_result.as_deref().unwrap_or("-")
-        );
-    }
-    out!("counters:");
-    for c in KEY_COUNTERS {
-        if let Some(v) = s.counters.get(c.name()) {
-            out!("  {:<24} {v:>14}", c.name());
-        }
-    }
-    if let Some(e) = s.counters.get("error") {
-        out!("  {e}");
-    }
-    out!("recent verdicts ({}):", s.recent.source);
-    for v in &s.recent.verdicts {
-        let why: Vec<String> = v.reasons.iter().map(|r| r.feature.clone()).collect();
-        out!(
-            "  {} {:<10} {:.2} {} [{}]",
-            v.ts,
-            v.level,
-            v.score,
-            v.domain,
-            why.join(", ")
-        );
-    }
-    out!("recent blocks ({}):", s.recent.source);
-    for b in &s.recent.actions {
-        out!(
-            "  {} {:<5} {:<11} {} {}",
-            b.ts,
-            b.kind,
-            b.action,
-            b.target.as_deref().unwrap_or(&b.domain),
-            b.reason
-        );
-    }
-    Ok(())
 }
 
 #[cfg(test)]
