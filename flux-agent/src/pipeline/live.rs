@@ -186,16 +186,7 @@ pub async fn run<W: Write + Send + 'static>(
         tokio::select! {
             _ = &mut shutdown => break,
             Some(q) = queries.recv() => {
-                let reply = match q.request {
-                    control::Ask::Status => {
-                        let counts = p.counts().clone();
-                        let now = std::time::SystemTime::now();
-                        let report = recent.report(p.scorer_mut(), &counts, now);
-                        control::Reply::Status(Box::new(report))
-                    }
-                    _ => p.answer(&q.request),
-                };
-                let _ = q.reply.send(reply);
+                let _ = q.reply.send(recent.answer(&mut p, &q.request));
             }
             Some(obs) = dnstap_input::next(&mut dnstap.1) => p.observe(obs),
             changed = link_changed(&mut links) => {

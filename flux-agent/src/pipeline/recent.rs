@@ -7,6 +7,9 @@
 //! under a mutex that nothing else holds for long, and decisions are rare beside responses
 //! (it never sees the `dns` events).
 //!
+//! The run loop hands it every control request ([`Recent::answer`]): it answers `status` and
+//! passes the others to the pipeline.
+//!
 //! May touch: its own memory, and the scorer read-only (re-scoring a key for its reasons, as
 //! `explain` does).
 
@@ -18,10 +21,13 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::pipeline::{
-    bus::Bus,
-    events::{Event, EventKind},
-    flow::Counts,
+use crate::{
+    control::{Ask, Reply},
+    pipeline::{
+        bus::Bus,
+        events::{Event, EventKind},
+        flow::{Counts, Pipeline},
+    },
 };
 use flux_detect::{
     score::{Level, Scorer, Verdict},
@@ -227,6 +233,18 @@ impl Recent {
         }
     }
 
+    /// Answers a control request: `status` here, every other one by the pipeline.
+    pub fn answer(&self, p: &mut Pipeline<'_>, request: &Ask) -> Reply {
+        match request {
+            Ask::Status => {
+                let counts = p.counts().clone();
+                let report = self.report(p.scorer_mut(), &counts, SystemTime::now());
+                Reply::Status(Box::new(report))
+            }
+            _ => p.answer(request),
+        }
+    }
+
     /// The status answer: the rings, `counts` of the pipeline and the scorer's top keys.
     pub fn report(
         &self,
@@ -419,6 +437,24 @@ mod tests {
         assert_eq!(top_keys(&mut s, now, 1).len(), 1, "bounded");
         let rep = Recent::new().report(Some(&mut s), &Counts::default(), now);
         assert!(rep.scoring && rep.keys_tracked >= 2 && !rep.top_keys.is_empty());
+    }
+
+    #[test]
+    fn the_run_loop_answer_is_status_here_and_the_pipeline_s_otherwise() {
+        let (mut s, _) = scorer();
+        let mut bus = Bus::new();
+        let r = Recent::subscribe(&mut bus);
+        r.record(&block(1));
+        let mut p = Pipeline::new(Some(&mut s), None, bus);
+        let Reply::Status(rep) = r.answer(&mut p, &Ask::Status) else {
+            panic!("status answered by another");
+        };
+        assert!(rep.scoring && rep.keys_tracked >= 2, "{rep:?}");
+        assert_eq!(rep.recent_actions.len(), 1);
+        assert!(matches!(
+            r.answer(&mut p, &Ask::Resolvers),
+            Reply::Resolvers(_)
+        ));
     }
 
     #[test]
