@@ -22,6 +22,8 @@ mod replay;
 mod run;
 mod scoring;
 mod stats;
+mod status;
+mod top;
 mod unload;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -62,6 +64,12 @@ pub enum Command {
     /// Threat-intelligence feeds: add (a file or URL, in the formats people publish), list,
     /// update, remove. Their entries are blocked (or reported) like the others.
     Feed(feed::FeedArgs),
+    /// Is it working? The agent, interfaces, pins, database, feeds, counters and last
+    /// decisions on one screen. Exit 0 running, 3 not running, 4 unknown.
+    Status(status::StatusArgs),
+    /// A live view of the running agent: rates, most suspicious domains, recent decisions;
+    /// explain, block or unblock a domain from it.
+    Top(top::TopArgs),
 }
 
 /// The environment variable that changes the default `--state` (tests give each lab its own
@@ -136,6 +144,8 @@ impl Command {
             Command::Unload(a) => a.json,
             Command::Export(_) => false,
             Command::Feed(a) => a.command.json(),
+            Command::Status(a) => a.json,
+            Command::Top(_) => false,
         }
     }
 }
@@ -179,6 +189,8 @@ fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Explain(args) => explain::explain(args),
         Command::Export(args) => indicator_export::export(args),
         Command::Feed(args) => feed::feed(args),
+        Command::Status(args) => status::status(args),
+        Command::Top(args) => top::top(args),
     }
 }
 
@@ -214,6 +226,7 @@ mod tests {
             &["flux-agent", "feed", "add", "x", "/tmp/x", "--json"],
             &["flux-agent", "feed", "update", "--json"],
             &["flux-agent", "feed", "remove", "x", "--json"],
+            &["flux-agent", "status", "--json"],
         ] {
             assert!(Cli::parse_from(argv).command.json(), "{argv:?}");
         }

@@ -1,6 +1,9 @@
 //! The running agent's control socket, for commands that need its live state: `explain`
 //! (`{"explain": NAME}`) and `blocklist add`, which asks for the resolvers the agent guards
-//! (`{"resolvers": true}`, answered `{"resolvers": [ADDR, ...]}`).
+//! (`{"resolvers": true}`, answered `{"resolvers": [ADDR, ...]}`); `stats` asks for the
+//! database's failed writes (`{"state": true}`); `status` and `top` ask for the agent's pid,
+//! uptime, counts, recent decisions and most suspicious keys (`{"status": true}`, answered
+//! with a [`StatusReport`]).
 //!
 //! One request per connection: a JSON line in, a JSON line out. The socket sits in
 //! `/run/flux-agent/`, named after the pin folder, so agents on different pin folders do not
@@ -31,6 +34,7 @@ use tokio::{
 };
 
 use crate::pipeline::events::Event;
+pub use crate::pipeline::recent::StatusReport;
 use flux_detect::score::{Scorer, registered_domain};
 
 /// Where the control sockets live.
@@ -64,6 +68,13 @@ struct StateRequest {
     state: bool,
 }
 
+/// `{"status": true}`: nothing else in the object.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusRequest {
+    status: bool,
+}
+
 /// What a client asks.
 #[derive(Debug)]
 pub enum Ask {
@@ -72,6 +83,8 @@ pub enum Ask {
     Resolvers,
     /// The state database's failed writes (`stats`).
     State,
+    /// Pid, uptime, counts, recent decisions, top keys (`status`, `top`).
+    Status,
 }
 
 /// The answer to [`Ask::Resolvers`].
@@ -87,6 +100,7 @@ pub enum Reply {
     Explanation(Explanation),
     Resolvers(ResolverList),
     State(crate::enforce::record::RecordCounts),
+    Status(Box<StatusReport>),
     Error { error: String },
 }
 
@@ -185,9 +199,12 @@ pub fn parse_request(line: &str) -> Result<Request, Reply> {
     serde_json::from_str::<Request>(line).map_err(|e| Reply::error(e.to_string()))
 }
 
-/// A client's request line, any kind: `{"resolvers": true}` exactly, or an `explain` request
-/// ([`parse_request`]).
+/// A client's request line, any kind: `{"resolvers": true}`, `{"state": true}` or
+/// `{"status": true}` exactly, or an `explain` request ([`parse_request`]).
 pub fn parse_ask(line: &str) -> Result<Ask, Reply> {
+    if let Ok(StatusRequest { status: true }) = serde_json::from_str::<StatusRequest>(line) {
+        return Ok(Ask::Status);
+    }
     if let Ok(StateRequest { state: true }) = serde_json::from_str::<StateRequest>(line) {
         return Ok(Ask::State);
     }
@@ -294,6 +311,29 @@ pub fn ask_state(pin_dir: &Path) -> Result<crate::enforce::record::RecordCounts,
     serde_json::from_str(&reply).map_err(|e| io_error(pin_dir, e.into()))
 }
 
+/// Client side: the status of the agent on `pin_dir` (pid, uptime, counts, recent decisions,
+/// top keys). An agent too old to know the request answers with an error, returned as `Io`.
+pub fn ask_status(pin_dir: &Path) -> Result<StatusReport, ControlError> {
+    let line = serde_json::to_string(&StatusRequest { status: true })
+        .map_err(|e| io_error(pin_dir, e.into()))?;
+    let reply = exchange(pin_dir, &line)?;
+    parse_status(&reply).map_err(|reason| ControlError::Io {
+        socket: socket_path(pin_dir),
+        reason,
+    })
+}
+
+/// Client side: an answer line to `{"status": true}`, or the agent's error (or the parse
+/// error) as text.
+pub fn parse_status(line: &str) -> Result<StatusReport, String> {
+    serde_json::from_str::<StatusReport>(line).map_err(|e| {
+        serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| e.to_string())
+    })
+}
+
 fn io_error(pin_dir: &Path, e: std::io::Error) -> ControlError {
     ControlError::Io {
         socket: socket_path(pin_dir),
@@ -368,6 +408,31 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(line, "{\"resolvers\":[\"192.0.2.53\"]}\n");
+    }
+
+    #[test]
+    fn status_request_is_exact_and_its_answer_reads_back() {
+        assert!(matches!(parse_ask("{\"status\":true}\n"), Ok(Ask::Status)));
+        assert!(matches!(parse_ask("{\"state\":true}"), Ok(Ask::State)));
+        for junk in [
+            "{\"status\":false}",
+            "{\"status\":true,\"x\":1}",
+            "{\"status\":1}",
+        ] {
+            assert!(parse_ask(junk).is_err(), "{junk}");
+        }
+        let rep = crate::pipeline::recent::Recent::new().report(
+            None,
+            &crate::pipeline::flow::Counts::default(),
+            SystemTime::now(),
+        );
+        let line = reply_line(&Reply::Status(Box::new(rep.clone()))).unwrap();
+        assert_eq!(line.matches('\n').count(), 1);
+        assert_eq!(parse_status(&line).unwrap(), rep);
+        assert_eq!(
+            parse_status("{\"error\":\"unknown request\"}").unwrap_err(),
+            "unknown request"
+        );
     }
 
     #[test]

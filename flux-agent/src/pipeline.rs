@@ -15,7 +15,9 @@
 //! - [`replay_source`]: capture files (and Zeek `dns.log`, dnstap files) as the source, their
 //!   timestamps as the clock;
 //! - [`dnstap_input`]: a resolver's dnstap, live over a unix socket or from a file;
-//! - [`clock`]: kernel monotonic time to wall-clock time.
+//! - [`clock`]: kernel monotonic time to wall-clock time;
+//! - [`recent`]: the last verdicts and actions, and the `status` control answer (`status`,
+//!   `top`).
 //!
 //! May touch: the ring buffer (through `crate::kernel`), the scorer, the enforcer, the files and
 //! streams the sinks write. New consumers subscribe to the bus; they do not edit the pipeline.
@@ -27,6 +29,7 @@ pub mod events;
 pub mod flow;
 pub mod journal_sink;
 pub mod live;
+pub mod recent;
 pub mod replay_source;
 pub mod scorer_memory;
 pub mod sinks;

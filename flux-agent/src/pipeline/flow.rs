@@ -127,6 +127,11 @@ impl<'a> Pipeline<'a> {
         self.scorer.as_deref()
     }
 
+    /// The scorer, to re-score keys for a control answer (`status`).
+    pub fn scorer_mut(&mut self) -> Option<&mut Scorer> {
+        self.scorer.as_deref_mut()
+    }
+
     /// One parsed response: score it, let the enforcer act on the verdicts, publish it all in
     /// order (the `dns` event, its verdicts, then the enforcer's actions).
     pub fn observe(&mut self, obs: Observation) {
@@ -213,6 +218,8 @@ impl<'a> Pipeline<'a> {
                     .unwrap_or_default(),
             }),
             control::Ask::State => control::Reply::State(crate::enforce::record::counts()),
+            // The run loop answers it from `pipeline::recent`, which the pipeline does not hold.
+            control::Ask::Status => control::Reply::error("status is answered by the run loop"),
         }
     }
 

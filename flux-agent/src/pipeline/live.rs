@@ -44,6 +44,7 @@ use crate::{
         events::{EventKind, Observation},
         flow::Pipeline,
         journal_sink::{self, JournalSink},
+        recent::Recent,
         sinks::{EventsWriter, LogSink},
     },
 };
@@ -127,7 +128,7 @@ pub async fn run<W: Write + Send + 'static>(
 ) -> anyhow::Result<RunSummary> {
     let mut loaded = load_and_attach(&opts)?;
     // A start that fails after attaching leaves nothing of its own behind either.
-    let (mut ring, enforcer, bus, metrics) = match setup(&mut loaded, &opts, sinks) {
+    let (mut ring, enforcer, mut bus, metrics) = match setup(&mut loaded, &opts, sinks) {
         Ok(s) => s,
         Err(e) => {
             loaded.rollback();
@@ -165,6 +166,7 @@ pub async fn run<W: Write + Send + 'static>(
         metrics: metrics.as_ref().map(|m| m.capture.clone()),
     };
     let mut dnstap = start_dnstap(&opts).inspect_err(|_| loaded.rollback())?;
+    let recent = Recent::subscribe(&mut bus);
     let mut p = Pipeline::new(scorer.as_mut(), enforcer, bus);
     if let Some(m) = &metrics {
         p = p.time_scoring(m.scorer.clone());
@@ -184,7 +186,7 @@ pub async fn run<W: Write + Send + 'static>(
         tokio::select! {
             _ = &mut shutdown => break,
             Some(q) = queries.recv() => {
-                let _ = q.reply.send(p.answer(&q.request));
+                let _ = q.reply.send(recent.answer(&mut p, &q.request));
             }
             Some(obs) = dnstap_input::next(&mut dnstap.1) => p.observe(obs),
             changed = link_changed(&mut links) => {
