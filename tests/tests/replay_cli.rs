@@ -207,3 +207,57 @@ fn the_table_shows_the_true_address_count() {
     let cols: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(cols[3], "15", "IPS column: {row}\n{text}");
 }
+
+/// Issue 16, item 7: on a terminal, a replay shows its progress (indicatif, on stderr: the
+/// responses read, their rate and the file); with `--json` nothing but the JSON document's
+/// lines is written, on a terminal too. The terminal is a real pty (`script` from util-linux).
+#[test]
+fn replay_shows_progress_on_a_terminal_and_never_in_json() {
+    let dir = TempDir::new();
+    let pcap = dir.0.join("many.pcap");
+    // Enough responses for a debug build to take well over the spinner's 200 ms tick.
+    let mut rs: Vec<Response> = (0..150_000u32)
+        .map(|i| Response {
+            ts: Duration::from_secs(1_767_225_600 + u64::from(i / 100)),
+            resolver: RESOLVER.into(),
+            port: 40_000,
+            payload: answer(
+                &format!("host{}.progress.test", i % 500),
+                &[Ipv4Addr::new(192, 0, 2, (i % 200) as u8)],
+            ),
+        })
+        .collect();
+    write_pcap(&pcap, &mut rs).unwrap();
+    // stderr on the pty (where progress goes), stdout to a file.
+    let out = dir.0.join("out");
+    let on_tty = |extra: &str| -> (String, String) {
+        let cmd = format!(
+            "{} replay --no-db {extra} {} > {}",
+            agent_bin().display(),
+            pcap.display(),
+            out.display()
+        );
+        let o = Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        let tty = String::from_utf8_lossy(&o.stdout).into_owned();
+        (tty, std::fs::read_to_string(&out).unwrap())
+    };
+    let (tty, stdout) = on_tty("");
+    assert!(
+        tty.contains("responses (") && tty.contains("file 1/1"),
+        "no progress on a terminal:\n{tty}"
+    );
+    assert!(stdout.contains("150000 DNS responses"), "{stdout}");
+    let (tty, json) = on_tty("--json");
+    assert!(!tty.contains("responses ("), "progress with --json:\n{tty}");
+    for line in json.lines() {
+        assert!(
+            serde_json::from_str::<Value>(line).is_ok(),
+            "not JSON with --json: {line:?}"
+        );
+    }
+    assert!(json.contains("\"summary\""), "{json}");
+}

@@ -64,7 +64,24 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             }
         });
     }
-    let replayed = replay_source::replay_with(&args.files, &ports, &mut scorer, bus);
+    let bar = progress_bar(args.json);
+    let replayed =
+        replay_source::replay_with_progress(&args.files, &ports, &mut scorer, bus, &mut |p| {
+            if let Some(bar) = &bar {
+                bar.set_position(p.responses);
+                if p.responses % replay_source::PROGRESS_EVERY != 0 || p.responses == 0 {
+                    bar.set_message(format!(
+                        "file {}/{}: {}",
+                        p.file_index + 1,
+                        p.files,
+                        p.file.display()
+                    ));
+                }
+            }
+        });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
     let summary = &replayed.summary;
     if let Some(e) = write_err {
         return Err(e).context("write verdicts");
@@ -88,6 +105,24 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::FAILURE)
+}
+
+/// A spinner on stderr with the responses read, their rate and the file: only on a terminal,
+/// and never with `--json` (a script reads that output; indicatif also hides itself when
+/// stderr is not a terminal).
+fn progress_bar(json: bool) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal as _;
+    if json || !io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    let style = indicatif::ProgressStyle::with_template(
+        "{spinner} {elapsed} {human_pos} responses ({per_sec}) {wide_msg}",
+    )
+    .ok()?;
+    bar.set_style(style);
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    Some(bar)
 }
 
 /// The flagged keys: level, score and reasons of the verdict that flagged them; the address,

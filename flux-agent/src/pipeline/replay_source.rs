@@ -119,6 +119,32 @@ pub fn replay_with(
     scorer: &mut Scorer,
     bus: Bus<'_>,
 ) -> Replayed {
+    replay_with_progress(paths, ports, scorer, bus, &mut |_| {})
+}
+
+/// Where a replay stands, for a progress display: the file being read and the DNS responses
+/// read so far (all files).
+#[derive(Clone, Copy, Debug)]
+pub struct Progress<'a> {
+    pub file: &'a Path,
+    pub file_index: usize,
+    pub files: usize,
+    pub responses: u64,
+}
+
+/// Responses between two progress calls: often enough for a display refreshed several times a
+/// second at a few hundred thousand responses a second, rare enough to cost nothing.
+pub const PROGRESS_EVERY: u64 = 16_384;
+
+/// [`replay_with`], calling `progress` at the start of each file and every
+/// [`PROGRESS_EVERY`] responses of a capture file.
+pub fn replay_with_progress(
+    paths: &[PathBuf],
+    ports: &[u16],
+    scorer: &mut Scorer,
+    bus: Bus<'_>,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Replayed {
     let started = Instant::now();
     let mut read = ReadStats::default();
     let mut failed_files = unopenable(paths);
@@ -128,14 +154,26 @@ pub fn replay_with(
     let mut malformed = 0u64;
     let (mut zeek_stats, mut dnstap_stats) = (ZeekStats::default(), DnstapStats::default());
     let mut p = Pipeline::new(Some(&mut *scorer), None, bus).track_flagged();
-    for path in paths {
+    let mut responses = 0u64;
+    for (file_index, path) in paths.iter().enumerate() {
         if failed_files.iter().any(|f| f.path == *path) {
             continue;
         }
+        let at = |responses| Progress {
+            file: path,
+            file_index,
+            files: paths.len(),
+            responses,
+        };
+        progress(at(responses));
         let kind =
             resolver_logs::sniff(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
         let r = match kind {
             Ok(InputKind::Capture) => capture_file::read_file(path, ports, &mut read, |c| {
+                responses += 1;
+                if responses % PROGRESS_EVERY == 0 {
+                    progress(at(responses));
+                }
                 match parse_response(&c.payload, c.truncated) {
                     Ok(msg) => p.observe(observation(c, msg)),
                     Err(e) => {
