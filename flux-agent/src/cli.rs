@@ -14,6 +14,7 @@ macro_rules! out {
 
 mod allowlist;
 mod blocklist;
+mod completions;
 mod explain;
 mod feed;
 // Not `export.rs`: flux-state has one, and no two files in the tree share a name.
@@ -62,6 +63,11 @@ pub enum Command {
     /// Threat-intelligence feeds: add (a file or URL, in the formats people publish), list,
     /// update, remove. Their entries are blocked (or reported) like the others.
     Feed(feed::FeedArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
+    /// Write the manual pages into a folder (for packaging).
+    #[command(hide = true)]
+    Manpages(completions::ManpagesArgs),
 }
 
 /// The environment variable that changes the default `--state` (tests give each lab its own
@@ -136,6 +142,7 @@ impl Command {
             Command::Unload(a) => a.json,
             Command::Export(_) => false,
             Command::Feed(a) => a.command.json(),
+            Command::Completions(_) | Command::Manpages(_) => false,
         }
     }
 }
@@ -179,6 +186,8 @@ fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Explain(args) => explain::explain(args),
         Command::Export(args) => indicator_export::export(args),
         Command::Feed(args) => feed::feed(args),
+        Command::Completions(args) => completions::completions(args),
+        Command::Manpages(args) => completions::manpages(args),
     }
 }
 
