@@ -47,7 +47,14 @@ pub fn package() -> anyhow::Result<()> {
         }
     }
     setup::setup()?;
-    sh(crate::cargo().args(["build", "--release", "-p", "flux-agent", "--bin", "flux-agent"]))?;
+    sh(crate::cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "flux-agent",
+        "--bin",
+        "flux-agent",
+    ]))?;
     let release = target_dir(&root).join("release");
     generate_assets(&release.join("flux-agent"), &release.join(ASSETS))?;
     let deb = cargo_deb()?;
@@ -149,7 +156,12 @@ fn cargo_deb() -> anyhow::Result<PathBuf> {
 
 /// The control file's Installed-Size (KiB), as dpkg reads it.
 fn installed_size(deb: &Path) -> anyhow::Result<u64> {
-    let out = output(Command::new("dpkg-deb").arg("-f").arg(deb).arg("Installed-Size"))?;
+    let out = output(
+        Command::new("dpkg-deb")
+            .arg("-f")
+            .arg(deb)
+            .arg("Installed-Size"),
+    )?;
     let text = String::from_utf8_lossy(&out);
     text.trim()
         .parse()
@@ -203,7 +215,11 @@ mod tests {
         assert_eq!(one("StateDirectory"), "flux-agent");
         assert_eq!(one("RuntimeDirectory"), "flux-agent");
         assert_eq!(one("LogsDirectory"), "flux-agent");
-        for key in ["CacheDirectory", "ConfigurationDirectory", "ReadWriteDirectories"] {
+        for key in [
+            "CacheDirectory",
+            "ConfigurationDirectory",
+            "ReadWriteDirectories",
+        ] {
             assert!(directive(&unit, key).is_empty(), "{key}");
         }
         for key in [
@@ -228,7 +244,10 @@ mod tests {
         let conf = dist("flux-agent.logrotate");
         let unit = dist("flux-agent.service");
         assert_eq!(directive(&unit, "LogsDirectory"), ["flux-agent"]);
-        assert!(conf.contains("/var/log/flux-agent/events.jsonl {"), "{conf}");
+        assert!(
+            conf.contains("/var/log/flux-agent/events.jsonl {"),
+            "{conf}"
+        );
         // Dated names, never `.1`: the agent's own size bound renames to events.jsonl.1.
         assert!(conf.lines().any(|l| l.trim() == "dateext"));
         assert!(conf.contains("--signal=HUP flux-agent.service"));

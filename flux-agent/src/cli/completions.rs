@@ -33,10 +33,21 @@ pub struct ManpagesArgs {
 /// The completion script for `shell`. Rendered into memory first: clap_complete panics on a
 /// write error, and stdout may be a closed pipe.
 pub fn script(shell: clap_complete::Shell) -> Vec<u8> {
-    let mut cmd = Cli::command();
+    let mut cmd = completable();
     let mut buf = Vec::new();
     clap_complete::generate(shell, &mut cmd, BIN_NAME, &mut buf);
     buf
+}
+
+/// The command line as completion offers it: [`Cli`] without its hidden subcommands and
+/// arguments, which clap_complete would list (it ignores `hide`). clap has no way to remove a
+/// subcommand, so the root is built again from the visible parts.
+fn completable() -> clap::Command {
+    let full = Cli::command();
+    clap::Command::new(BIN_NAME)
+        .version(env!("CARGO_PKG_VERSION"))
+        .args(full.get_arguments().filter(|a| !a.is_hide_set()).cloned())
+        .subcommands(full.get_subcommands().filter(|s| !s.is_hide_set()).cloned())
 }
 
 pub fn completions(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
@@ -84,7 +95,11 @@ mod tests {
         })
         .unwrap();
         let top = std::fs::read_to_string(dir.join("flux-agent.1")).unwrap();
-        assert!(top.starts_with(".ie"), "not roff: {}", &top[..40.min(top.len())]);
+        assert!(
+            top.starts_with(".ie"),
+            "not roff: {}",
+            &top[..40.min(top.len())]
+        );
         assert!(top.contains("DNS fast flux"));
         let run = std::fs::read_to_string(dir.join("flux-agent-run.1")).unwrap();
         assert!(run.contains("events"));
