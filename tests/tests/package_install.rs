@@ -19,6 +19,7 @@ use std::{
     process::{Command, Output, Stdio},
 };
 
+use flux_agent::kernel::loader::DEFAULT_PIN_DIR;
 use flux_tests::{TempDir, privileged};
 
 const PACKAGE: &str = "flux-agent";
@@ -166,6 +167,13 @@ fn the_deb_installs_runs_and_purges() {
     if !can_run(&["dpkg", "dpkg-deb", "systemd-analyze", "man"]) {
         return;
     }
+    // Removing the package unloads the default pin folder (dist/deb/prerm): never do that to
+    // an agent someone runs on this machine.
+    assert!(
+        !Path::new(DEFAULT_PIN_DIR).exists(),
+        "an agent is enforcing from {DEFAULT_PIN_DIR}: `dpkg --purge` would unload it; \
+         stop it and run `flux-agent unload` first"
+    );
     let deb = deb();
     assert!(deb.exists(), "{}", deb.display());
     let size_field = ok(Command::new("dpkg-deb")
