@@ -3,7 +3,8 @@
 //! throwaway test machine), and the installed files are checked where an operator finds them:
 //! `--version` and `config check` from /usr/bin, the unit through `systemd-analyze verify`, the
 //! conffiles, the completions and the manual pages, the private state folder, the service left
-//! disabled. `dpkg --purge` removes it again, also when an assertion fails. The figures for the
+//! disabled. The installed agent runs in a namespace and stops, leaving its programs attached;
+//! `dpkg --purge` removes the package and them, also when an assertion fails. The figures for the
 //! closing note (Installed-Size and `du` of the installed files) are printed.
 //!
 //! A second test forces a rotation with Debian's logrotate through the packaged
@@ -17,10 +18,11 @@ use std::{
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
+    time::{Duration, Instant},
 };
 
 use flux_agent::kernel::loader::DEFAULT_PIN_DIR;
-use flux_tests::{TempDir, privileged};
+use flux_tests::{AGENT_START_WAIT, Netns, Proc, TempDir, privileged};
 
 const PACKAGE: &str = "flux-agent";
 const BIN: &str = "/usr/bin/flux-agent";
@@ -149,6 +151,16 @@ impl Drop for Installed {
     }
 }
 
+/// Removes the default pin folder on drop, should the package's removal have left it (the test
+/// fails then): removing the link pins detaches the programs.
+struct PinCleanup;
+
+impl Drop for PinCleanup {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(DEFAULT_PIN_DIR);
+    }
+}
+
 fn read(path: &str) -> String {
     fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
@@ -160,6 +172,27 @@ fn package_files() -> Vec<PathBuf> {
         .map(PathBuf::from)
         .filter(|p| p.is_file())
         .collect()
+}
+
+/// Starts /usr/bin/flux-agent on `dev` in `ns` with the default pin folder, waits until its
+/// XDP link is pinned, and stops it with SIGINT; its exit status.
+fn run_installed_agent(ns: &Netns, dev: &str) -> std::process::ExitStatus {
+    let mut cmd = ns.cmd(BIN);
+    cmd.args(["run", "--iface", dev, "--no-db", "--no-state"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    let agent = Proc::spawn("flux-agent", &mut cmd);
+    let pin = Path::new(DEFAULT_PIN_DIR).join(format!("xdp_link_{dev}"));
+    let deadline = Instant::now() + AGENT_START_WAIT;
+    while !pin.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            pin.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    agent.interrupt()
 }
 
 #[test]
@@ -174,6 +207,7 @@ fn the_deb_installs_runs_and_purges() {
         "an agent is enforcing from {DEFAULT_PIN_DIR}: `dpkg --purge` would unload it; \
          stop it and run `flux-agent unload` first"
     );
+    let _pins = PinCleanup;
     let deb = deb();
     assert!(deb.exists(), "{}", deb.display());
     let size_field = ok(Command::new("dpkg-deb")
@@ -263,8 +297,25 @@ fn the_deb_installs_runs_and_purges() {
         total(&du_disk)
     );
 
-    // Purge removes the files, the conffiles included.
+    // The installed agent leaves its programs attached when it stops (as it does under the
+    // service); removing the package unloads them (dist/deb/prerm).
+    let ns = Netns::new("pk");
+    ns.exec(&[
+        "ip", "link", "add", "pk0", "type", "veth", "peer", "name", "pk1",
+    ]);
+    ns.exec(&["ip", "link", "set", "pk0", "up"]);
+    ns.exec(&["ip", "link", "set", "pk1", "up"]);
+    let stopped = run_installed_agent(&ns, "pk0");
+    assert!(stopped.success(), "the installed agent: {stopped}");
+    let link_pin = Path::new(DEFAULT_PIN_DIR).join("xdp_link_pk0");
+    assert!(link_pin.exists(), "no enforcement left after a stop");
+
+    // Purge removes the files, the conffiles included, and what the agent left attached.
     drop(guard);
+    assert!(
+        !Path::new(DEFAULT_PIN_DIR).exists(),
+        "purge left {DEFAULT_PIN_DIR}"
+    );
     assert!(!installed());
     for f in [BIN, UNIT, CONFIG, ALLOWLIST, LOGROTATE, MAN_PAGES[0]] {
         assert!(!Path::new(f).exists(), "{f} left after purge");
