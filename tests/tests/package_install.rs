@@ -161,8 +161,9 @@ impl Drop for PinCleanup {
     }
 }
 
-fn read(path: &str) -> String {
-    fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"))
+fn read(path: impl AsRef<Path>) -> String {
+    let path = path.as_ref();
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// The files the package installed (directories left out), from dpkg's own list.
@@ -193,6 +194,62 @@ fn run_installed_agent(ns: &Netns, dev: &str) -> std::process::ExitStatus {
         std::thread::sleep(Duration::from_millis(100));
     }
     agent.interrupt()
+}
+
+/// The configuration files (dpkg keeps them as conffiles), the completions, the manual pages
+/// and the private state folder, as installed.
+fn check_files_in_place() {
+    // The configuration files, and dpkg keeps them as conffiles.
+    let known_good = workspace().join("flux-detect/data/known-good.txt");
+    assert_eq!(read(ALLOWLIST), read(known_good));
+    assert_eq!(
+        read(LOGROTATE),
+        read(workspace().join("dist/flux-agent.logrotate"))
+    );
+    let conffiles = ok(Command::new("dpkg-query").args(["-W", "-f=${Conffiles}", PACKAGE]));
+    for f in [CONFIG, ALLOWLIST, LOGROTATE] {
+        assert!(conffiles.contains(f), "{f} is not a conffile:\n{conffiles}");
+    }
+
+    // Completions and manual pages.
+    for f in COMPLETIONS {
+        let text = read(f);
+        assert!(
+            text.contains("flux-agent") && text.contains("blocklist"),
+            "{f}"
+        );
+    }
+    let bash = ok(Command::new(BIN).args(["completions", "bash"]));
+    assert!(!bash.trim().is_empty());
+    assert_eq!(bash, read(COMPLETIONS[0]));
+    for page in MAN_PAGES {
+        assert!(fs::metadata(page).is_ok_and(|m| m.len() > 0), "{page}");
+    }
+    let found = ok(Command::new("man").args(["-w", "flux-agent"]));
+    assert_eq!(found.trim(), MAN_PAGES[0]);
+
+    // The state folder is root's only.
+    let mode = fs::metadata(STATE_DIR).map(|m| m.permissions().mode() & 0o7777);
+    assert_eq!(mode.ok(), Some(0o700), "{STATE_DIR}");
+}
+
+/// The figure for the closing note: the control file's Installed-Size and what the installed
+/// files take on disk.
+fn print_size_figure(installed_size: &str) {
+    let files = package_files();
+    assert!(files.iter().any(|f| f == Path::new(BIN)));
+    let du = ok(Command::new("du")
+        .args(["-ck", "--apparent-size"])
+        .args(&files));
+    let du_disk = ok(Command::new("du").arg("-ck").args(&files));
+    let total = |s: &str| s.lines().last().unwrap_or_default().to_owned();
+    eprintln!(
+        "FIGURE installed package: Installed-Size {} KiB; {} files, du --apparent-size {}; du {}",
+        installed_size.trim(),
+        files.len(),
+        total(&du),
+        total(&du_disk)
+    );
 }
 
 #[test]
@@ -226,76 +283,18 @@ fn the_deb_installs_runs_and_purges() {
 
     // The unit, as systemd would read it (its ExecStart and man: references resolve now).
     let unit = read(UNIT);
-    assert_eq!(
-        unit,
-        read(
-            &workspace()
-                .join("dist/flux-agent.service")
-                .display()
-                .to_string()
-        )
-    );
+    assert_eq!(unit, read(workspace().join("dist/flux-agent.service")));
     ok(Command::new("systemd-analyze").args(["verify", UNIT]));
     // Installed, not enabled and not started: operators do that.
     assert!(!Path::new("/etc/systemd/system/multi-user.target.wants/flux-agent.service").exists());
 
-    // The configuration files, and dpkg keeps them as conffiles.
-    let known_good = workspace().join("flux-detect/data/known-good.txt");
-    assert_eq!(read(ALLOWLIST), read(&known_good.display().to_string()));
-    assert_eq!(
-        read(LOGROTATE),
-        read(
-            &workspace()
-                .join("dist/flux-agent.logrotate")
-                .display()
-                .to_string()
-        )
-    );
-    let conffiles = ok(Command::new("dpkg-query").args(["-W", "-f=${Conffiles}", PACKAGE]));
-    for f in [CONFIG, ALLOWLIST, LOGROTATE] {
-        assert!(conffiles.contains(f), "{f} is not a conffile:\n{conffiles}");
-    }
-
-    // Completions and manual pages.
-    for f in COMPLETIONS {
-        let text = read(f);
-        assert!(
-            text.contains("flux-agent") && text.contains("blocklist"),
-            "{f}"
-        );
-    }
-    let bash = ok(Command::new(BIN).args(["completions", "bash"]));
-    assert!(!bash.trim().is_empty());
-    assert_eq!(bash, read(COMPLETIONS[0]));
-    for page in MAN_PAGES {
-        assert!(fs::metadata(page).is_ok_and(|m| m.len() > 0), "{page}");
-    }
-    let found = ok(Command::new("man").args(["-w", "flux-agent"]));
-    assert_eq!(found.trim(), MAN_PAGES[0]);
-
-    // The state folder is root's only.
-    let mode = fs::metadata(STATE_DIR).map(|m| m.permissions().mode() & 0o7777);
-    assert_eq!(mode.ok(), Some(0o700), "{STATE_DIR}");
+    check_files_in_place();
 
     // The packaged config is valid, checked by the installed binary (the config package adds
     // `config check` and the file).
     ok(Command::new(BIN).args(["config", "check", CONFIG]));
 
-    // Figures: the control file's Installed-Size and what the files take on disk.
-    let files = package_files();
-    assert!(files.iter().any(|f| f == Path::new(BIN)));
-    let du = ok(Command::new("du")
-        .args(["-ck", "--apparent-size"])
-        .args(&files));
-    let du_disk = ok(Command::new("du").arg("-ck").args(&files));
-    let total = |s: &str| s.lines().last().unwrap_or_default().to_owned();
-    eprintln!(
-        "FIGURE installed package: Installed-Size {} KiB; {} files, du --apparent-size {}; du {}",
-        size_field.trim(),
-        files.len(),
-        total(&du),
-        total(&du_disk)
-    );
+    print_size_figure(&size_field);
 
     // The installed agent leaves its programs attached when it stops (as it does under the
     // service); removing the package unloads them (dist/deb/prerm).

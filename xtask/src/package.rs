@@ -301,6 +301,18 @@ mod tests {
     }
 
     #[test]
+    fn maintainer_scripts_parse() {
+        for script in ["deb/postinst", "deb/prerm", "deb/postrm"] {
+            let path = workspace_root().join("dist").join(script);
+            let st = Command::new("sh").arg("-n").arg(&path).status().unwrap();
+            assert!(st.success(), "{}", path.display());
+            let mode = std::fs::metadata(&path).unwrap().permissions();
+            use std::os::unix::fs::PermissionsExt as _;
+            assert_eq!(mode.mode() & 0o111, 0o111, "{script} is not executable");
+        }
+    }
+
+    #[test]
     fn gzip_is_reproducible_and_round_trips() {
         use std::io::Read as _;
         let page = b".TH flux-agent 1\n".repeat(50);
