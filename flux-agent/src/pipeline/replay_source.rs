@@ -171,7 +171,7 @@ pub fn replay_with_progress(
         let r = match kind {
             Ok(InputKind::Capture) => capture_file::read_file(path, ports, &mut read, |c| {
                 responses += 1;
-                if responses % PROGRESS_EVERY == 0 {
+                if responses.is_multiple_of(PROGRESS_EVERY) {
                     progress(at(responses));
                 }
                 match parse_response(&c.payload, c.truncated) {
