@@ -370,6 +370,11 @@ impl Default for PinDir {
 impl Drop for PinDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
+        // What a killed agent of this lab left in /run/flux-agent.
+        if let Some(name) = self.0.file_name().map(|n| n.to_string_lossy().into_owned()) {
+            let _ = fs::remove_file(format!("/run/flux-agent/{name}.sock"));
+            let _ = fs::remove_file(format!("/run/flux-agent/{name}.ifaces.json"));
+        }
         if let Some(d) = state_path_for(&self.0).parent() {
             let _ = fs::remove_dir_all(d);
         }

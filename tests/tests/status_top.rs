@@ -41,11 +41,13 @@ fn status(ns: &Netns, pin: &PinDir) -> (i32, Value) {
     (o.status.code().unwrap_or(-1), v)
 }
 
-/// The control socket and interface file a SIGKILLed agent leaves in /run/flux-agent.
-fn remove_run_files(pin: &PinDir) {
+/// The control socket and interface file of the agent on `pin`, in /run/flux-agent.
+fn run_files(pin: &PinDir) -> [std::path::PathBuf; 2] {
     let name = pin.0.file_name().unwrap().to_string_lossy().into_owned();
-    let _ = std::fs::remove_file(format!("/run/flux-agent/{name}.sock"));
-    let _ = std::fs::remove_file(format!("/run/flux-agent/{name}.ifaces.json"));
+    [
+        format!("/run/flux-agent/{name}.sock").into(),
+        format!("/run/flux-agent/{name}.ifaces.json").into(),
+    ]
 }
 
 #[test]
@@ -139,8 +141,12 @@ fn status_before_while_and_after_a_sigkill() {
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(p.child.id() as i32, libc::SIGKILL) };
     p.child.wait().unwrap();
+    // A SIGKILLed agent cannot remove its control socket: status must not be fooled by it.
+    assert!(
+        run_files(&pin)[0].exists(),
+        "the stale socket this test needs"
+    );
     let (code, s) = status(&link.client, &pin);
-    remove_run_files(&pin);
     assert_eq!(code, 3, "not running: {s}");
     assert_eq!(s["state"], "stopped-enforcing", "{s}");
     assert_eq!(s["enforcing"], true);
@@ -154,6 +160,10 @@ fn status_before_while_and_after_a_sigkill() {
 
     let o = cli(&link.client, &pin, &["unload"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // unload removes what the killed run left in /run/flux-agent: no stale socket.
+    for f in run_files(&pin) {
+        assert!(!f.exists(), "{} left behind", f.display());
+    }
     let (code, s) = status(&link.client, &pin);
     assert_eq!((code, &s["state"]), (3, &Value::from("not-loaded")), "{s}");
 }
@@ -366,5 +376,7 @@ fn top_shows_explains_and_blocks_a_flux_name() {
     drop(agent);
     let o = cli(&link.client, &pin, &["unload"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    remove_run_files(&pin);
+    for f in run_files(&pin) {
+        assert!(!f.exists(), "{} left behind", f.display());
+    }
 }

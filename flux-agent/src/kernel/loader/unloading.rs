@@ -68,6 +68,10 @@ pub fn unload(pin_dir: &Path) -> Result<Unloaded, UnloadError> {
             out.left.push(name);
         }
     }
+    // Nobody holds the lock, so nobody serves these: a crashed run's control socket and
+    // interface states would otherwise stay in /run/flux-agent for good.
+    let _ = std::fs::remove_file(crate::control::socket_path(pin_dir));
+    let _ = std::fs::remove_file(crate::kernel::iface_states::state_path(pin_dir));
     drop(_lock);
     let _ = std::fs::remove_dir(pin_dir);
     Ok(out)
