@@ -549,6 +549,29 @@ pub fn agent_cli(ns: Option<&Netns>, args: &[&str]) -> Output {
     collect_output(&mut proc.child)
 }
 
+/// `flux-agent ARGS --pin-dir PIN` through [`agent_cli`]: in `ns` when given (netlink then
+/// sees that namespace's interfaces), else in the test's own.
+pub fn pin_cli(ns: Option<&Netns>, pin: &PinDir, args: &[&str]) -> Output {
+    let mut a: Vec<&str> = args.to_vec();
+    let p = pin.arg();
+    a.extend(["--pin-dir", &p]);
+    agent_cli(ns, &a)
+}
+
+/// [`pin_cli`] that must succeed: its stdout.
+#[track_caller]
+pub fn pin_cli_ok(ns: Option<&Netns>, pin: &PinDir, args: &[&str]) -> String {
+    let o = pin_cli(ns, pin, args);
+    assert!(
+        o.status.success(),
+        "flux-agent {args:?}: {}\n{}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// `wait_with_output` for a borrowed child (the `Proc` guard keeps ownership for cleanup).
 /// Only for short outputs: the pipes are read after the child has exited.
 fn collect_output(child: &mut Child) -> Output {

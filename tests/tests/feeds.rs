@@ -20,23 +20,12 @@ use flux_tests::*;
 use serde_json::Value;
 
 fn cli(ns: &Netns, pin: &PinDir, args: &[&str]) -> Output {
-    let mut a: Vec<&str> = args.to_vec();
-    let p = pin.arg();
-    a.extend(["--pin-dir", &p]);
-    agent_cli(Some(ns), &a)
+    pin_cli(Some(ns), pin, args)
 }
 
 #[track_caller]
 fn cli_ok(ns: &Netns, pin: &PinDir, args: &[&str]) -> String {
-    let o = cli(ns, pin, args);
-    assert!(
-        o.status.success(),
-        "flux-agent {args:?}: {}\n{}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    pin_cli_ok(Some(ns), pin, args)
 }
 
 /// A command expected to fail: its `--json` error document.

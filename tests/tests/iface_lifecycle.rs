@@ -21,9 +21,7 @@ use serde_json::Value;
 const NOTICE_WITHIN: Duration = Duration::from_secs(5);
 
 fn cli(pin: &PinDir, args: &[&str]) -> Output {
-    let mut a = args.to_vec();
-    a.extend(["--pin-dir", pin.0.to_str().expect("utf-8")]);
-    agent_cli(None, &a)
+    pin_cli(None, pin, args)
 }
 
 /// The state of `name` in `stats --json`.

@@ -384,13 +384,7 @@ fn feeds_and_the_state_database_are_in_the_metrics() {
     let dir = TempDir::new();
     let file = dir.0.join("intel.txt");
     fs::write(&file, "a.flux.test\nb.flux.test\n192.0.2.77\n").unwrap();
-    let p = pin.arg();
-    let cli = |args: &[&str]| {
-        let mut a = args.to_vec();
-        a.extend(["--pin-dir", &p]);
-        let o = agent_cli(Some(&link.client), &a);
-        assert!(o.status.success(), "{args:?}: {o:?}");
-    };
+    let cli = |args: &[&str]| pin_cli_ok(Some(&link.client), &pin, args);
     cli(&[
         "feed",
         "add",

@@ -11,9 +11,7 @@ use flux_tests::*;
 use serde_json::Value;
 
 fn cli(pin: &PinDir, args: &[&str]) -> Output {
-    let mut a = args.to_vec();
-    a.extend(["--pin-dir", pin.0.to_str().expect("utf-8")]);
-    agent_cli(None, &a)
+    pin_cli(None, pin, args)
 }
 
 fn bpftool_json(args: &[&str]) -> Value {

@@ -16,22 +16,12 @@ use flux_tests::*;
 use serde_json::Value;
 
 fn cli(pin: &PinDir, args: &[&str]) -> Output {
-    let mut a: Vec<&str> = args.to_vec();
-    let p = pin.arg();
-    a.extend(["--pin-dir", &p]);
-    agent_cli(None, &a)
+    pin_cli(None, pin, args)
 }
 
 #[track_caller]
 fn cli_ok(pin: &PinDir, args: &[&str]) -> String {
-    let o = cli(pin, args);
-    assert!(
-        o.status.success(),
-        "flux-agent {args:?}: {}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    pin_cli_ok(None, pin, args)
 }
 
 /// The blocked values in the maps (`blocklist list --json`).

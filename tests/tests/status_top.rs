@@ -22,10 +22,7 @@ use serde_json::Value;
 
 /// `flux-agent ARGS --pin-dir PIN` in the client namespace (netlink sees its interfaces).
 fn cli(ns: &Netns, pin: &PinDir, args: &[&str]) -> Output {
-    let mut a: Vec<&str> = args.to_vec();
-    let p = pin.arg();
-    a.extend(["--pin-dir", &p]);
-    agent_cli(Some(ns), &a)
+    pin_cli(Some(ns), pin, args)
 }
 
 /// `status --json`: its exit status and its one JSON document.
