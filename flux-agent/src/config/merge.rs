@@ -352,8 +352,9 @@ mod tests {
             .unwrap();
         assert_eq!(a.args, ["--block-action=drop"].map(OsString::from));
         assert_eq!(a.overridden.len(), 2);
-        assert_eq!(a.overridden[0].0, "monitor");
-        assert!(a.overridden[0].1.contains("no_auto_block"));
+        assert_eq!(a.overridden[0].0, "dns_ports");
+        assert_eq!(a.overridden[1].0, "monitor");
+        assert!(a.overridden[1].1.contains("no_auto_block"));
     }
 
     #[test]
