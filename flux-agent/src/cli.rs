@@ -14,12 +14,15 @@ macro_rules! out {
 
 mod allowlist;
 mod blocklist;
+// Not `config.rs`: the library's config.rs holds the file format (no two files share a name).
+mod config_command;
 mod explain;
 mod feed;
 // Not `export.rs`: flux-state has one, and no two files in the tree share a name.
 mod indicator_export;
 mod replay;
 mod run;
+mod run_reload;
 mod scoring;
 mod stats;
 mod unload;
@@ -62,6 +65,9 @@ pub enum Command {
     /// Threat-intelligence feeds: add (a file or URL, in the formats people publish), list,
     /// update, remove. Their entries are blocked (or reported) like the others.
     Feed(feed::FeedArgs),
+    /// Check a configuration file (`config check`) or print the settings `run` would use
+    /// (`config show`).
+    Config(config_command::ConfigArgs),
 }
 
 /// The environment variable that changes the default `--state` (tests give each lab its own
@@ -136,6 +142,7 @@ impl Command {
             Command::Unload(a) => a.json,
             Command::Export(_) => false,
             Command::Feed(a) => a.command.json(),
+            Command::Config(a) => a.command.json(),
         }
     }
 }
@@ -179,6 +186,7 @@ fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Explain(args) => explain::explain(args),
         Command::Export(args) => indicator_export::export(args),
         Command::Feed(args) => feed::feed(args),
+        Command::Config(args) => config_command::config(args),
     }
 }
 
