@@ -274,3 +274,151 @@ fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// The packaged default file (`dist/`, installed as /etc/flux-agent/flux-agent.toml).
+    const PACKAGED: &str = include_str!("../../../dist/flux-agent.toml");
+
+    /// Keys the packaged file sets apart from the built-in defaults, on purpose: the metrics
+    /// endpoint on loopback (issue 16: "127.0.0.1:9580 in the packaged config").
+    const PACKAGED_DIFFERENCES: &[&str] = &["metrics"];
+
+    /// `run` arguments that are not settings: `--config` names the file itself.
+    const NOT_IN_FILE: &[&str] = &["help", "config"];
+
+    #[test]
+    fn every_run_option_has_a_key() {
+        let run = run_command();
+        let ids: BTreeSet<String> = run
+            .get_arguments()
+            .map(|a| a.get_id().to_string())
+            .filter(|id| !NOT_IN_FILE.contains(&id.as_str()))
+            .collect();
+        let keys: BTreeSet<String> = RunConfig::KEYS
+            .iter()
+            .map(|(_, arg)| (*arg).to_owned())
+            .collect();
+        assert_eq!(ids, keys, "a run option without a configuration key, or the reverse");
+    }
+
+    /// The packaged file with every `# key = value` line uncommented.
+    fn uncommented() -> String {
+        PACKAGED
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if rest.split_once(" = ").is_some_and(|(k, _)| {
+                        !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    }) =>
+                {
+                    rest
+                }
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_packaged_file_parses_and_differs_from_the_defaults_only_where_documented() {
+        let f = ConfigFile::parse("dist/flux-agent.toml", PACKAGED.as_bytes()).unwrap();
+        let set: Vec<&str> = f.config.entries().iter().map(|e| e.key).collect();
+        assert_eq!(set, PACKAGED_DIFFERENCES);
+        let packaged = merge(&base_argv(), Some(&f)).unwrap();
+        let builtin = merge(&base_argv(), None).unwrap();
+        let ids: BTreeSet<&String> = packaged.raw.keys().chain(builtin.raw.keys()).collect();
+        for id in ids {
+            if packaged.raw.get(id) != builtin.raw.get(id) {
+                let key = RunConfig::KEYS.iter().find(|(_, a)| a == id).map(|(k, _)| *k);
+                assert!(
+                    key.is_some_and(|k| PACKAGED_DIFFERENCES.contains(&k)),
+                    "{id}: packaged {:?}, built in {:?}",
+                    packaged.raw.get(id),
+                    builtin.raw.get(id)
+                );
+            }
+        }
+        assert_eq!(packaged.raw["metrics"], ["127.0.0.1:9580"]);
+    }
+
+    #[test]
+    fn the_packaged_file_documents_every_key_at_its_default() {
+        let text = uncommented();
+        let f = ConfigFile::parse("uncommented", text.as_bytes()).unwrap();
+        f.check(&run_command()).unwrap();
+        let documented: BTreeSet<&str> = f.config.entries().iter().map(|e| e.key).collect();
+        let all: BTreeSet<&str> = RunConfig::KEYS.iter().map(|(k, _)| *k).collect();
+        assert_eq!(documented, all, "every key is in the packaged file, commented");
+        // Where clap has a default, the commented value is that default.
+        let builtin = merge(&base_argv(), None).unwrap();
+        let defaults = RunConfig::from_raw(|id| {
+            (builtin.sources.get(id) == Some(&Source::Default))
+                .then(|| builtin.raw.get(id).cloned())
+                .flatten()
+        })
+        .entries();
+        assert!(defaults.len() > 15, "{defaults:?}");
+        for d in defaults {
+            let doc = f.config.entries().into_iter().find(|e| e.key == d.key);
+            assert_eq!(
+                doc.map(|e| e.value),
+                Some(d.value.clone()),
+                "{}: the packaged file says otherwise than the built-in default",
+                d.key
+            );
+        }
+    }
+
+    fn argv(args: &[&str]) -> Vec<OsString> {
+        ["flux-agent", "run"]
+            .iter()
+            .chain(args)
+            .map(OsString::from)
+            .collect()
+    }
+
+    #[test]
+    fn flags_override_the_file_and_defaults_do_not() {
+        let f = ConfigFile::parse(
+            "f.toml",
+            b"block_ttl = \"2h\"\nmonitor = true\nmax_keys = 5000\ndns_ports = [5353]\n",
+        )
+        .unwrap();
+        let m = merge(&argv(&[]), Some(&f)).unwrap();
+        assert_eq!(m.args.block_ttl, std::time::Duration::from_secs(7200));
+        assert!(m.args.monitor);
+        assert_eq!(m.args.scoring.max_keys, 5000);
+        assert_eq!(m.args.dns_ports, [5353]);
+        assert_eq!(m.sources["block_ttl"], Source::File);
+        assert_eq!(m.sources["block_hold"], Source::Default);
+
+        let m = merge(
+            &argv(&["--block-ttl", "1h", "--no-auto-block", "--dns-port", "53"]),
+            Some(&f),
+        )
+        .unwrap();
+        assert_eq!(m.args.block_ttl, std::time::Duration::from_secs(3600));
+        assert!(!m.args.monitor, "--no-auto-block excludes the file's monitor");
+        assert!(m.args.no_auto_block);
+        assert_eq!(m.args.scoring.max_keys, 5000, "not on the command line: the file's");
+        assert_eq!(m.args.dns_ports, [53]);
+        assert_eq!(m.sources["block_ttl"], Source::CommandLine);
+        let overridden: Vec<&str> = m.overridden.iter().map(|(k, _)| *k).collect();
+        assert_eq!(overridden, ["dns_ports", "monitor", "block_ttl"]);
+    }
+
+    #[test]
+    fn a_file_contradicting_itself_is_one_line() {
+        let f = ConfigFile::parse("f.toml", b"no_xdp = true\n").unwrap();
+        let e = merge(&argv(&[]), Some(&f)).err().unwrap().to_string();
+        assert_eq!(
+            e,
+            "f.toml: the following required arguments were not provided: --dnstap-socket <PATH>"
+        );
+    }
+}
