@@ -81,10 +81,17 @@ fn config_check_accepts_the_packaged_file_and_names_line_column_and_field() {
         assert_eq!(doc["valid"], false);
         assert_eq!(doc["file"], path.as_str());
         assert!(doc["error"].as_str().unwrap().contains(want), "{doc}");
-        assert!(doc["line"].as_u64().is_some() && doc["field"].is_string(), "{doc}");
+        assert!(
+            doc["line"].as_u64().is_some() && doc["field"].is_string(),
+            "{doc}"
+        );
     }
 
-    let good = write(&dir, "good.toml", "block_ttl = \"1h\"\ndns_ports = [53, 5353]\n");
+    let good = write(
+        &dir,
+        "good.toml",
+        "block_ttl = \"1h\"\ndns_ports = [53, 5353]\n",
+    );
     let out = agent_cli(None, &["config", "check", &good, "--json"]);
     assert!(out.status.success());
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -105,20 +112,35 @@ fn config_show_says_where_each_setting_comes_from() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     let s = &doc["settings"];
-    assert_eq!(s["block_ttl"], serde_json::json!({"value": "90m", "source": "file"}));
+    assert_eq!(
+        s["block_ttl"],
+        serde_json::json!({"value": "90m", "source": "file"})
+    );
     assert_eq!(s["monitor"]["source"], "file");
-    assert_eq!(s["block_hold"], serde_json::json!({"value": "2m", "source": "default"}));
+    assert_eq!(
+        s["block_hold"],
+        serde_json::json!({"value": "2m", "source": "default"})
+    );
     assert_eq!(s["metrics"]["source"], "unset");
 
     let out = agent_cli(None, &["config", "show", "--config", &path]);
     let human = text(&out.stdout);
     assert!(human.contains("block_ttl = \"90m\"  # file"), "{human}");
-    assert!(human.contains("max_blocks_per_minute = 60  # default"), "{human}");
+    assert!(
+        human.contains("max_blocks_per_minute = 60  # default"),
+        "{human}"
+    );
 
     // The packaged file: metrics on loopback, everything else the built-in defaults.
     let out = agent_cli(
         None,
-        &["config", "show", "--config", packaged().to_str().unwrap(), "--json"],
+        &[
+            "config",
+            "show",
+            "--config",
+            packaged().to_str().unwrap(),
+            "--json",
+        ],
     );
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     let from_file: Vec<&str> = doc["settings"]
@@ -141,7 +163,9 @@ fn run_refuses_a_bad_file_before_touching_anything() {
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
-        err.contains(":1:12: field \"xdp_mode\": unknown value \"fast\", expected one of native, skb, auto"),
+        err.contains(
+            ":1:12: field \"xdp_mode\": unknown value \"fast\", expected one of native, skb, auto"
+        ),
         "{err}"
     );
     assert!(!pin.0.exists(), "nothing pinned");
@@ -176,7 +200,10 @@ fn lines(p: &Path) -> Vec<Value> {
 
 /// `explain NAME --json` against the running agent: the allowlist rule it matches, if any.
 fn allowlist_match(ns: &Netns, pin: &PinDir, name: &str) -> Value {
-    let out = agent_cli(Some(ns), &["explain", name, "--pin-dir", &pin.arg(), "--json"]);
+    let out = agent_cli(
+        Some(ns),
+        &["explain", name, "--pin-dir", &pin.arg(), "--json"],
+    );
     let doc: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("explain: {e}: {}", text(&out.stderr)));
     assert_eq!(doc["tracked"], true, "{doc}");
@@ -203,11 +230,20 @@ fn sighup_reopens_the_moved_events_file_and_reloads_the_allowlist() {
     let mut agent = Agent::start(&link.client, &pin, &["--config", &config]);
     let log = agent.log();
     assert!(log.contains("a0 ("), "the file's ifaces: {log}");
-    assert!(log.contains(&format!("configuration {config}: 4 keys set")), "{log}");
+    assert!(
+        log.contains(&format!("configuration {config}: 4 keys set")),
+        "{log}"
+    );
 
-    dig(&link.client, &[&format!("@{SERVER_V4}"), "a.flux.test", "A"]);
+    dig(
+        &link.client,
+        &[&format!("@{SERVER_V4}"), "a.flux.test", "A"],
+    );
     agent.wait_event("first answer", |e| e["qname"] == "a.flux.test");
-    assert_eq!(allowlist_match(&link.client, &pin, "a.flux.test"), Value::Null);
+    assert_eq!(
+        allowlist_match(&link.client, &pin, "a.flux.test"),
+        Value::Null
+    );
 
     // logrotate: move the file, then SIGHUP. The allowlist gains an entry meanwhile.
     let rotated = PathBuf::from(format!("{}.1", agent.events.display()));
@@ -222,12 +258,22 @@ fn sighup_reopens_the_moved_events_file_and_reloads_the_allowlist() {
     assert!(line.contains("events reopened"), "{line}");
     assert!(agent.events.exists(), "a new events file at the old path");
 
-    dig(&link.client, &[&format!("@{SERVER_V4}"), "www.flux.test", "A"]);
+    dig(
+        &link.client,
+        &[&format!("@{SERVER_V4}"), "www.flux.test", "A"],
+    );
     agent.wait_event("answer after the reload", |e| e["qname"] == "www.flux.test");
     let old = lines(&rotated);
     assert!(old.iter().any(|e| e["qname"] == "a.flux.test"), "{old:?}");
-    assert!(!old.iter().any(|e| e["qname"] == "www.flux.test"), "{old:?}");
-    assert!(!lines(&agent.events).iter().any(|e| e["qname"] == "a.flux.test"));
+    assert!(
+        !old.iter().any(|e| e["qname"] == "www.flux.test"),
+        "{old:?}"
+    );
+    assert!(
+        !lines(&agent.events)
+            .iter()
+            .any(|e| e["qname"] == "a.flux.test")
+    );
     assert_eq!(
         allowlist_match(&link.client, &pin, "a.flux.test"),
         "suffix flux.test",
@@ -285,7 +331,10 @@ fn the_events_file_rotates_by_size_in_whole_lines() {
     let one = PathBuf::from(format!("{base}.1"));
     let two = PathBuf::from(format!("{base}.2"));
     assert!(one.exists() && two.exists(), "rotated twice at least");
-    assert!(!PathBuf::from(format!("{base}.3")).exists(), "--events-keep 2");
+    assert!(
+        !PathBuf::from(format!("{base}.3")).exists(),
+        "--events-keep 2"
+    );
     // Whole JSON lines, each file at most the bound, and in order across the files.
     let mut seen = Vec::new();
     for p in [&two, &one, &agent.events] {

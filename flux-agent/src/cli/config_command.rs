@@ -252,7 +252,10 @@ fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
                     serde_json::to_value(&e.value).unwrap_or_default()
                 });
                 let source = source_of(arg).as_str();
-                ((*key).to_owned(), serde_json::json!({ "value": value, "source": source }))
+                (
+                    (*key).to_owned(),
+                    serde_json::json!({ "value": value, "source": source }),
+                )
             })
             .collect();
         out!(
@@ -303,7 +306,10 @@ mod tests {
             .iter()
             .map(|(_, arg)| (*arg).to_owned())
             .collect();
-        assert_eq!(ids, keys, "a run option without a configuration key, or the reverse");
+        assert_eq!(
+            ids, keys,
+            "a run option without a configuration key, or the reverse"
+        );
     }
 
     /// The packaged file with every `# key = value` line uncommented.
@@ -334,7 +340,10 @@ mod tests {
         let ids: BTreeSet<&String> = packaged.raw.keys().chain(builtin.raw.keys()).collect();
         for id in ids {
             if packaged.raw.get(id) != builtin.raw.get(id) {
-                let key = RunConfig::KEYS.iter().find(|(_, a)| a == id).map(|(k, _)| *k);
+                let key = RunConfig::KEYS
+                    .iter()
+                    .find(|(_, a)| a == id)
+                    .map(|(k, _)| *k);
                 assert!(
                     key.is_some_and(|k| PACKAGED_DIFFERENCES.contains(&k)),
                     "{id}: packaged {:?}, built in {:?}",
@@ -353,7 +362,10 @@ mod tests {
         f.check(&run_command()).unwrap();
         let documented: BTreeSet<&str> = f.config.entries().iter().map(|e| e.key).collect();
         let all: BTreeSet<&str> = RunConfig::KEYS.iter().map(|(k, _)| *k).collect();
-        assert_eq!(documented, all, "every key is in the packaged file, commented");
+        assert_eq!(
+            documented, all,
+            "every key is in the packaged file, commented"
+        );
         // Where clap has a default, the commented value is that default.
         let builtin = merge(&base_argv(), None).unwrap();
         let defaults = RunConfig::from_raw(|id| {
@@ -403,9 +415,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.args.block_ttl, std::time::Duration::from_secs(3600));
-        assert!(!m.args.monitor, "--no-auto-block excludes the file's monitor");
+        assert!(
+            !m.args.monitor,
+            "--no-auto-block excludes the file's monitor"
+        );
         assert!(m.args.no_auto_block);
-        assert_eq!(m.args.scoring.max_keys, 5000, "not on the command line: the file's");
+        assert_eq!(
+            m.args.scoring.max_keys, 5000,
+            "not on the command line: the file's"
+        );
         assert_eq!(m.args.dns_ports, [53]);
         assert_eq!(m.sources["block_ttl"], Source::CommandLine);
         let overridden: Vec<&str> = m.overridden.iter().map(|(k, _)| *k).collect();

@@ -8,6 +8,7 @@ use std::{
 
 use anyhow::Context as _;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use flux_agent::config::ConfigFile;
 use flux_agent::{
     enforce::policy::EnforceOptions,
     kernel::loader::{self, AttachMode, BlockAction, LoadOptions, QueryMatch},
@@ -18,7 +19,6 @@ use flux_agent::{
         sinks::{DEFAULT_EVENTS_KEEP, EventsFile, MAX_EVENTS_KEEP, parse_size},
     },
 };
-use flux_agent::config::ConfigFile;
 use log::info;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -330,9 +330,8 @@ struct Signals {
 impl Signals {
     /// Must be called inside the runtime.
     fn register() -> anyhow::Result<Self> {
-        let on = |k: SignalKind, name: &str| {
-            signal(k).with_context(|| format!("cannot handle {name}"))
-        };
+        let on =
+            |k: SignalKind, name: &str| signal(k).with_context(|| format!("cannot handle {name}"));
         Ok(Self {
             int: on(SignalKind::interrupt(), "SIGINT")?,
             term: on(SignalKind::terminate(), "SIGTERM")?,
@@ -390,7 +389,9 @@ async fn finished<T>(
 
 /// A choice among `names` (each with its hidden aliases), parsed by `T`'s `FromStr`: clap then
 /// knows the allowed values, for `--help`, its errors and the configuration file's.
-fn choices<T>(names: &'static [(&'static str, &'static [&'static str])]) -> impl TypedValueParser<Value = T>
+fn choices<T>(
+    names: &'static [(&'static str, &'static [&'static str])],
+) -> impl TypedValueParser<Value = T>
 where
     T: std::str::FromStr<Err = String> + Clone + Send + Sync + 'static,
 {

@@ -112,7 +112,10 @@ impl Reloader {
             self.reload_feeds(),
             self.reopen_events(),
         ];
-        format!("reload: {}", parts.into_iter().flatten().collect::<Vec<_>>().join(", "))
+        format!(
+            "reload: {}",
+            parts.into_iter().flatten().collect::<Vec<_>>().join(", ")
+        )
     }
 
     fn reload_config(&mut self) -> String {
@@ -211,7 +214,11 @@ impl Reloader {
         Some(match sync_feeds(f) {
             Ok((0, _)) => "no feeds".into(),
             Ok((n, changed)) if changed.is_empty() => format!("feeds {n} unchanged"),
-            Ok((n, changed)) => format!("feeds {n} ({} changed: {})", changed.len(), changed.join(" ")),
+            Ok((n, changed)) => format!(
+                "feeds {n} ({} changed: {})",
+                changed.len(),
+                changed.join(" ")
+            ),
             Err(e) => {
                 warn!("reload: feeds: {e:#}");
                 "feeds not reloaded".into()
@@ -258,7 +265,8 @@ fn sync_feeds(f: &FeedReload) -> anyhow::Result<(usize, Vec<String>)> {
         }
     }
     if let Some(store) = rec.store_mut() {
-        f.index.publish(FeedIndex::load(store, std::time::SystemTime::now())?);
+        f.index
+            .publish(FeedIndex::load(store, std::time::SystemTime::now())?);
     }
     Ok((names.len(), changed))
 }

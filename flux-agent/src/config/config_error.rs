@@ -108,7 +108,10 @@ fn key_before(text: &str, at: usize) -> Option<String> {
     let at = floor_char_boundary(text, at.min(text.len()));
     let head = text.get(..at)?;
     // The line holding `at`, then the lines above it, nearest first.
-    let line_end = text.get(at..).and_then(|t| t.find('\n')).map_or(text.len(), |i| at + i);
+    let line_end = text
+        .get(at..)
+        .and_then(|t| t.find('\n'))
+        .map_or(text.len(), |i| at + i);
     let current = text.get(head.rfind('\n').map_or(0, |i| i + 1)..line_end)?;
     std::iter::once(current)
         .chain(head.lines().rev().skip(1))

@@ -95,7 +95,10 @@ impl FileValue for Size {
     }
     fn from_raw(raw: &[String]) -> Option<Self> {
         let s = raw.first()?;
-        Some(s.parse().map_or_else(|_| Size::Text(s.clone()), Size::Bytes))
+        Some(
+            s.parse()
+                .map_or_else(|_| Size::Text(s.clone()), Size::Bytes),
+        )
     }
 }
 

@@ -95,7 +95,10 @@ impl ConfigFile {
 
     fn check_entry(&self, run: &clap::Command, e: &Entry) -> Result<(), ConfigError> {
         let arg = find(run, e.arg).ok_or_else(|| {
-            self.error(e, "this build of flux-agent has no such run option (a defect)")
+            self.error(
+                e,
+                "this build of flux-agent has no such run option (a defect)",
+            )
         })?;
         let ArgForm::Values(values) = &e.form else {
             return Ok(());
@@ -130,7 +133,8 @@ impl ConfigFile {
         let mut out = FileArgs::default();
         for e in self.config.entries() {
             if given(e.arg) {
-                out.overridden.push((e.key, "given on the command line".into()));
+                out.overridden
+                    .push((e.key, "given on the command line".into()));
                 continue;
             }
             if let Some(flag) = given_ids.iter().find(|g| conflict(run, g, e.arg)) {
@@ -154,7 +158,13 @@ impl ConfigFile {
     }
 
     fn error(&self, e: &Entry, message: &str) -> ConfigError {
-        ConfigError::at(&self.origin, &self.text, e.span.clone(), Some(e.key), message)
+        ConfigError::at(
+            &self.origin,
+            &self.text,
+            e.span.clone(),
+            Some(e.key),
+            message,
+        )
     }
 }
 
@@ -178,7 +188,10 @@ fn conflict(run: &clap::Command, a: &str, b: &str) -> bool {
     run.get_arg_conflicts_with(x)
         .iter()
         .any(|c| c.get_id() == b)
-        || run.get_arg_conflicts_with(y).iter().any(|c| c.get_id() == a)
+        || run
+            .get_arg_conflicts_with(y)
+            .iter()
+            .any(|c| c.get_id() == a)
 }
 
 /// What is wrong with value `v`: the allowed values of a choice, else the parser's reason.
@@ -325,7 +338,10 @@ mod tests {
         assert!(err("= 1").starts_with("f.toml:1:1: "), "{}", err("= 1"));
         assert!(err("force = tru").starts_with("f.toml:1:9: field \"force\": "));
         let e = ConfigFile::parse("f.toml", b"force = \xff").unwrap_err();
-        assert_eq!(e.to_string(), "f.toml:1:9: not UTF-8 (a TOML file is UTF-8 text)");
+        assert_eq!(
+            e.to_string(),
+            "f.toml:1:9: not UTF-8 (a TOML file is UTF-8 text)"
+        );
         assert_eq!(err("zzz = 1"), err("zzz = 1").lines().next().unwrap());
         assert!(err("zzz = 1").contains("config show"));
     }
@@ -341,8 +357,13 @@ mod tests {
         let a = f.args(&cmd, |_| false).unwrap();
         assert_eq!(
             a.args,
-            ["--dns-port=53", "--dns-port=5353", "--monitor", "--block-action=drop"]
-                .map(OsString::from)
+            [
+                "--dns-port=53",
+                "--dns-port=5353",
+                "--monitor",
+                "--block-action=drop"
+            ]
+            .map(OsString::from)
         );
         assert_eq!(a.from_file, ["dns_ports", "monitor", "block_action"]);
         // `--dns-port` and `--no-auto-block` given: the file's ports and its monitor (which

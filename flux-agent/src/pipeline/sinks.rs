@@ -351,7 +351,9 @@ mod tests {
         std::fs::write(&target, "secret\n").unwrap();
         let link = d.join("events.json");
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        let e = EventsFile::open(&link, 0, 1).err().expect("symlink accepted");
+        let e = EventsFile::open(&link, 0, 1)
+            .err()
+            .expect("symlink accepted");
         assert!(matches!(e, EventsFileError::Symlink(_)), "{e}");
         assert!(e.to_string().contains("symbolic link"), "{e}");
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "secret\n");
