@@ -320,22 +320,18 @@ fn run_options(
     }
 }
 
-/// The signals `run` handles: SIGINT and SIGTERM detach and stop; SIGHUP reloads.
+/// The signals `run` handles: SIGINT and SIGTERM detach and stop (registered when the run loop
+/// first waits, as before SIGHUP was handled: until then they end the process at once); SIGHUP
+/// reloads, registered before anything slow.
 struct Signals {
-    int: Signal,
-    term: Signal,
     hup: Signal,
 }
 
 impl Signals {
     /// Must be called inside the runtime.
     fn register() -> anyhow::Result<Self> {
-        let on =
-            |k: SignalKind, name: &str| signal(k).with_context(|| format!("cannot handle {name}"));
         Ok(Self {
-            int: on(SignalKind::interrupt(), "SIGINT")?,
-            term: on(SignalKind::terminate(), "SIGTERM")?,
-            hup: on(SignalKind::hangup(), "SIGHUP")?,
+            hup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
         })
     }
 
@@ -343,13 +339,21 @@ impl Signals {
     /// capture goes on meanwhile, and a SIGTERM is still honoured at once) and logs its line.
     /// A SIGHUP during a reload is answered when that one ends.
     async fn serve(mut self, reloader: Reloader) {
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            // Without signal handlers we would never detach cleanly; fail loudly instead.
+            std::future::pending::<()>().await;
+            return;
+        };
         let mut idle = Some(reloader);
         let mut running: Option<tokio::task::JoinHandle<(Reloader, String)>> = None;
         let mut again = false;
         loop {
             tokio::select! {
-                _ = self.int.recv() => { info!("SIGINT: detaching"); return; }
-                _ = self.term.recv() => { info!("SIGTERM: detaching"); return; }
+                _ = int.recv() => { info!("SIGINT: detaching"); return; }
+                _ = term.recv() => { info!("SIGTERM: detaching"); return; }
                 _ = self.hup.recv() => {
                     match idle.take() {
                         Some(mut r) => running = Some(tokio::task::spawn_blocking(move || {
