@@ -235,6 +235,14 @@ fn sighup_reopens_the_moved_events_file_and_reloads_the_allowlist() {
         "{log}"
     );
 
+    // A file feed, edited before the SIGHUP: the reload syncs it again.
+    let feed = write(&dir, "feed.txt", "bad1.example\n");
+    let out = agent_cli(
+        Some(&link.client),
+        &["feed", "add", "local", &feed, "--pin-dir", &pin.arg()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
     dig(
         &link.client,
         &[&format!("@{SERVER_V4}"), "a.flux.test", "A"],
@@ -249,6 +257,7 @@ fn sighup_reopens_the_moved_events_file_and_reloads_the_allowlist() {
     let rotated = PathBuf::from(format!("{}.1", agent.events.display()));
     fs::rename(&agent.events, &rotated).unwrap();
     fs::write(&allow, "# now\nflux.test\n").unwrap();
+    fs::write(&feed, "bad1.example\nbad2.example\n").unwrap();
     hup(&agent);
     let log = wait_log(&agent, "reload: ");
     let line = log.lines().find(|l| l.contains("reload: ")).unwrap();
@@ -256,6 +265,15 @@ fn sighup_reopens_the_moved_events_file_and_reloads_the_allowlist() {
     assert!(line.contains("config unchanged"), "{line}");
     assert!(line.contains("allowlist +1 -0"), "{line}");
     assert!(line.contains("events reopened"), "{line}");
+    assert!(line.contains("feeds 1 (1 changed: local +1 -0)"), "{line}");
+    let out = agent_cli(
+        Some(&link.client),
+        &["blocklist", "list", "--json", "--pin-dir", &pin.arg()],
+    );
+    assert!(
+        text(&out.stdout).contains("bad2.example"),
+        "the feed's new entry is blocked"
+    );
     assert!(agent.events.exists(), "a new events file at the old path");
 
     dig(
