@@ -218,7 +218,8 @@ fn check(a: CheckArgs) -> anyhow::Result<ExitCode> {
                 });
                 out!("{doc}");
             } else {
-                out!("{}: valid ({keys} keys set)", path.display());
+                let s = if keys == 1 { "" } else { "s" };
+                out!("{}: valid ({keys} key{s} set)", path.display());
             }
             Ok(ExitCode::SUCCESS)
         }
