@@ -15,12 +15,15 @@ macro_rules! out {
 mod allowlist;
 mod blocklist;
 mod completions;
+// Not `config.rs`: the library's config.rs holds the file format (no two files share a name).
+mod config_command;
 mod explain;
 mod feed;
 // Not `export.rs`: flux-state has one, and no two files in the tree share a name.
 mod indicator_export;
 mod replay;
 mod run;
+mod run_reload;
 mod scoring;
 mod stats;
 mod status;
@@ -76,6 +79,9 @@ pub enum Command {
     /// Write the manual pages into a folder (for packaging).
     #[command(hide = true)]
     Manpages(completions::ManpagesArgs),
+    /// Check a configuration file (`config check`) or print the settings `run` would use
+    /// (`config show`).
+    Config(config_command::ConfigArgs),
 }
 
 /// The environment variable that changes the default `--state` (tests give each lab its own
@@ -153,6 +159,7 @@ impl Command {
             Command::Status(a) => a.json,
             Command::Top(_) => false,
             Command::Completions(_) | Command::Manpages(_) => false,
+            Command::Config(a) => a.command.json(),
         }
     }
 }
@@ -200,6 +207,7 @@ fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Top(args) => top::top(args),
         Command::Completions(args) => completions::completions(args),
         Command::Manpages(args) => completions::manpages(args),
+        Command::Config(args) => config_command::config(args),
     }
 }
 

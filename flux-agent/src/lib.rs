@@ -13,12 +13,15 @@
 //! - [`control`]: the running agent's control socket (`explain`).
 //! - [`ops`]: what operators' tools read from a running agent: Prometheus metrics
 //!   (`run --metrics`).
+//! - [`config`]: the configuration file of `run` (`flux-agent.toml`): keys, errors with their
+//!   line and column, and how the file merges under the command line.
 //! - [`intel`]: threat-intelligence feeds: fetched, parsed, filtered by the guard and written
 //!   through `enforce::record`; and the feed lookup for matches.
 //!
 //! The kernel side is `flux-ebpf`; records, keys and constants shared with it are in
 //! `flux-common`.
 
+pub mod config;
 pub mod control;
 pub mod enforce;
 pub mod intel;

@@ -169,6 +169,15 @@ impl Allowlist {
         self.suffixes.len() + self.asns.len() + self.cidrs.len()
     }
 
+    /// Every entry as written in a file (`AS123`, a CIDR, a suffix), sorted and without
+    /// duplicates: what a reload compares (`run` on SIGHUP: "allowlist +3 -1").
+    pub fn entries(&self) -> std::collections::BTreeSet<String> {
+        let suffixes = self.suffixes.iter().map(|s| s.to_string());
+        let asns = self.asns.iter().map(|a| format!("AS{a}"));
+        let cidrs = self.cidrs.iter().map(|c| c.to_string());
+        suffixes.chain(asns).chain(cidrs).collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -177,6 +186,15 @@ impl Allowlist {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_are_listed_as_written() {
+        let mut a = Allowlist::empty();
+        a.add_text("Example.COM.\nAS13335\n192.0.2.0/24\nexample.com\n", "t")
+            .unwrap();
+        let e: Vec<String> = a.entries().into_iter().collect();
+        assert_eq!(e, ["192.0.2.0/24", "AS13335", "example.com"]);
+    }
 
     #[test]
     fn builtin_parses_and_covers_the_hard_cases() {

@@ -224,6 +224,12 @@ impl Scorer {
         }
     }
 
+    /// Replaces the allowlist (`run` on SIGHUP). Verdicts from now on, and every rescore, use
+    /// the new one; the tracked keys and their evidence are kept.
+    pub fn set_allowlist(&mut self, allowlist: Arc<Allowlist>) {
+        self.allowlist = allowlist;
+    }
+
     pub fn stats(&self) -> ScorerStats {
         let mut s = self.stats.clone();
         s.keys_tracked = self.keys.len() as u64;

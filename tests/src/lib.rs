@@ -450,6 +450,9 @@ impl Agent {
             .args(args)
             .env("RUST_LOG", "info")
             .env("FLUX_AGENT_STATE", state_path_for(&pin.0))
+            // The built-in defaults, whatever /etc/flux-agent/flux-agent.toml says (the package
+            // test installs one); a test that wants a file passes --config.
+            .env("FLUX_AGENT_CONFIG", "/dev/null")
             .stdout(Stdio::null())
             .stderr(fs::File::create(&stderr).expect("stderr file"));
         let mut proc = Proc::spawn("flux-agent", &mut cmd);

@@ -25,6 +25,8 @@ pub const TARGETS: &[(&str, usize)] = &[
     ("feed_parse", 65_536),
     ("scorer_snapshot", 65_536),
     ("zeek_log", 65_536),
+    // A configuration file: the packaged one is about 6 KiB; room for longer ones.
+    ("config_parse", 16_384),
 ];
 
 /// Executions per target in `cargo xtask test`: enough to run every seed-free path libFuzzer

@@ -7,6 +7,8 @@ use std::{
 };
 
 use anyhow::Context as _;
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use flux_agent::config::ConfigFile;
 use flux_agent::{
     enforce::policy::EnforceOptions,
     kernel::loader::{self, AttachMode, BlockAction, LoadOptions, QueryMatch},
@@ -14,12 +16,17 @@ use flux_agent::{
     pipeline::{
         bus,
         live::{self, EventFormat, RunOptions, Sinks},
-        sinks::{EventsFile, parse_size},
+        sinks::{DEFAULT_EVENTS_KEEP, EventsFile, MAX_EVENTS_KEEP, parse_size},
     },
 };
 use log::info;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use super::{PinArgs, StateArgs, scoring::ScoringArgs};
+use super::{
+    PinArgs, StateArgs, config_command,
+    run_reload::{FeedReload, Reloader},
+    scoring::ScoringArgs,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -36,13 +43,19 @@ pub struct RunArgs {
     pub events: Option<PathBuf>,
 
     /// Bound of the `--events` file (e.g. 100MiB, 512K; 0: none). Past it the file is renamed
-    /// to PATH.1 (replacing the previous one) and a new one started: at most twice SIZE on
-    /// disk, the newest events kept.
+    /// to PATH.1 (older ones shifted to PATH.2 .. PATH.N, --events-keep) and a new one
+    /// started: at most N+1 times SIZE on disk, the newest events kept.
     #[arg(long, value_name = "SIZE", default_value = "100MiB", value_parser = parse_size)]
     pub events_max_size: u64,
 
+    /// Rotated events files kept (PATH.1 .. PATH.N; 0: none, a full file is started again).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_EVENTS_KEEP,
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_EVENTS_KEEP)))]
+    pub events_keep: u32,
+
     /// XDP attach mode: native (driver), skb (generic), or auto (native, else skb with a warning).
-    #[arg(long, value_name = "MODE", default_value = "auto")]
+    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = choices::<AttachMode>(
+        &[("native", &["drv"]), ("skb", &["generic"]), ("auto", &[])]))]
     pub xdp_mode: AttachMode,
 
     /// Replace an XDP program another tool attached to the interface.
@@ -94,7 +107,8 @@ pub struct RunArgs {
     pub accept_unsolicited: bool,
 
     /// What a DNS response for a blocked domain gets: nxdomain (answered in the kernel) or drop.
-    #[arg(long, value_name = "ACTION", default_value = "nxdomain")]
+    #[arg(long, value_name = "ACTION", default_value = "nxdomain",
+          value_parser = choices::<BlockAction>(&[("nxdomain", &[]), ("drop", &[])]))]
     pub block_action: BlockAction,
 
     /// Also take DNS responses from a resolver's dnstap: listen on this unix socket (Frame
@@ -129,6 +143,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", value_parser = parse_capacity)]
     pub max_blocked_domains: Option<u32>,
 
+    /// The configuration file: every option above as a TOML key (`flux-agent config show`);
+    /// a flag given here wins. Default: $FLUX_AGENT_CONFIG, else
+    /// /etc/flux-agent/flux-agent.toml if it exists. SIGHUP reads it again.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
     #[command(flatten)]
     pub pin: PinArgs,
 
@@ -140,14 +160,34 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start tokio runtime")?;
+    // Before anything slow: a SIGHUP during the start is then a reload once running, never
+    // the end of the agent (its default action).
+    let signals = {
+        let _in_runtime = rt.enter();
+        Signals::register()?
+    };
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let file = config_command::config_path(args.config.as_deref())
+        .map(|p| ConfigFile::load(&p))
+        .transpose()?;
+    let merged = config_command::merge(&argv, file.as_ref())?;
+    log_config(file.as_ref(), &merged);
+    let args = &merged.args;
+
     let stdout = || -> Box<dyn Write + Send> { Box::new(BufWriter::new(io::stdout())) };
+    let mut events_control = None;
     let events: (Box<dyn Write + Send>, EventFormat) = match &args.events {
         None => (stdout(), EventFormat::Human),
         Some(p) if p.as_os_str() == "-" => (stdout(), EventFormat::Json),
-        Some(p) => (
-            Box::new(EventsFile::open(p, args.events_max_size)?),
-            EventFormat::Json,
-        ),
+        Some(p) => {
+            let f = EventsFile::open(p, args.events_max_size, args.events_keep)?;
+            events_control = Some(f.control());
+            (Box::new(f), EventFormat::Json)
+        }
     };
     // Bound now, so a busy port fails the start before anything is attached.
     let registry = args.metrics.map(|_| Metrics::new());
@@ -166,12 +206,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         live::resolve_interfaces(&args.ifaces)?;
     }
     let scoring = args.scoring.setup()?;
-    let enforce = (!args.no_auto_block).then(|| EnforceOptions {
-        monitor: args.monitor,
-        ttl: args.block_ttl,
-        max_per_minute: args.max_blocks_per_minute,
-        resolvers: args.resolvers.clone(),
-    });
     // URL feeds are refreshed on their interval by a thread of their own (never the capture
     // path); it writes the database and the maps as `feed update` does.
     // It also builds the feed lookup the pipeline matches responses against.
@@ -190,7 +224,69 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         )
         .context("start the feed refresh thread")?;
     }
-    let opts = RunOptions {
+    let (allowlist_tx, allowlists) = tokio::sync::mpsc::unbounded_channel();
+    let reloader = Reloader::new(
+        argv,
+        &merged,
+        &scoring.allowlist,
+        allowlist_tx,
+        events_control,
+        args.state.path().map(|state| FeedReload {
+            state,
+            pin_dir: args.pin.pin_dir.clone(),
+            resolvers: args.resolvers.clone(),
+            index: feeds.clone(),
+        }),
+    );
+    let opts = run_options(merged.args, scoring, feeds);
+
+    let summary = rt.block_on(async move {
+        let sinks = Sinks {
+            events: Some(events),
+            log: true,
+            queue: bus::DEFAULT_QUEUE,
+            metrics,
+            allowlists: Some(allowlists),
+        };
+        live::run(opts, sinks, signals.serve(reloader)).await
+    })?;
+    stop_refresh.store(true, std::sync::atomic::Ordering::Relaxed);
+    // A reload still syncing a slow feed URL does not hold up the exit.
+    rt.shutdown_timeout(RELOAD_EXIT_WAIT);
+    log::debug!("{summary:?}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How long the exit waits for a reload still running (a feed URL being fetched): SIGTERM is
+/// honoured within a second (issue 14), and the detach before it takes a few milliseconds.
+const RELOAD_EXIT_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Says which configuration file is in use and which of its keys the command line overrode.
+fn log_config(file: Option<&ConfigFile>, merged: &config_command::Merged) {
+    let Some(f) = file else { return };
+    info!(
+        "configuration {}: {} keys set",
+        f.origin,
+        f.config.entries().len()
+    );
+    for (key, why) in &merged.overridden {
+        info!("configuration key {key} not used: {why}");
+    }
+}
+
+/// The options of the run loop.
+fn run_options(
+    args: RunArgs,
+    scoring: flux_detect::score::ScorerSetup,
+    feeds: flux_agent::intel::feed_match::SharedIndex,
+) -> RunOptions {
+    let enforce = (!args.no_auto_block).then(|| EnforceOptions {
+        monitor: args.monitor,
+        ttl: args.block_ttl,
+        max_per_minute: args.max_blocks_per_minute,
+        resolvers: args.resolvers.clone(),
+    });
+    RunOptions {
         scoring: Some(scoring),
         enforce,
         state: args.state.path(),
@@ -224,39 +320,92 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 QueryMatch::Mark
             },
         },
-    };
+    }
+}
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("start tokio runtime")?;
-    let summary = rt.block_on(async move {
-        let shutdown = async {
-            use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut int), Ok(mut term)) = (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-            ) else {
-                // Without signal handlers we would never detach cleanly; fail loudly instead.
-                std::future::pending::<()>().await;
-                return;
-            };
+/// The signals `run` handles: SIGINT and SIGTERM detach and stop (registered when the run loop
+/// first waits, as before SIGHUP was handled: until then they end the process at once); SIGHUP
+/// reloads, registered before anything slow.
+struct Signals {
+    hup: Signal,
+}
+
+impl Signals {
+    /// Must be called inside the runtime.
+    fn register() -> anyhow::Result<Self> {
+        Ok(Self {
+            hup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
+        })
+    }
+
+    /// Resolves on SIGINT or SIGTERM; on SIGHUP, runs a reload on a blocking thread (the
+    /// capture goes on meanwhile, and a SIGTERM is still honoured at once) and logs its line.
+    /// A SIGHUP during a reload is answered when that one ends.
+    async fn serve(mut self, reloader: Reloader) {
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            // Without signal handlers we would never detach cleanly; fail loudly instead.
+            std::future::pending::<()>().await;
+            return;
+        };
+        let mut idle = Some(reloader);
+        let mut running: Option<tokio::task::JoinHandle<(Reloader, String)>> = None;
+        let mut again = false;
+        loop {
             tokio::select! {
-                _ = int.recv() => info!("SIGINT: detaching"),
-                _ = term.recv() => info!("SIGTERM: detaching"),
+                _ = int.recv() => { info!("SIGINT: detaching"); return; }
+                _ = term.recv() => { info!("SIGTERM: detaching"); return; }
+                _ = self.hup.recv() => {
+                    match idle.take() {
+                        Some(mut r) => running = Some(tokio::task::spawn_blocking(move || {
+                            let line = r.reload();
+                            (r, line)
+                        })),
+                        None => again = true,
+                    }
+                }
+                done = finished(&mut running) => {
+                    running = None;
+                    match done {
+                        Ok((r, line)) => { info!("{line}"); idle = Some(r); }
+                        Err(e) => log::error!("reload failed: {e}; SIGHUP is ignored from now on"),
+                    }
+                    if std::mem::take(&mut again) && let Some(mut r) = idle.take() {
+                        running = Some(tokio::task::spawn_blocking(move || {
+                            let line = r.reload();
+                            (r, line)
+                        }));
+                    }
+                }
             }
-        };
-        let sinks = Sinks {
-            events: Some(events),
-            log: true,
-            queue: bus::DEFAULT_QUEUE,
-            metrics,
-        };
-        live::run(opts, sinks, shutdown).await
-    })?;
-    stop_refresh.store(true, std::sync::atomic::Ordering::Relaxed);
-    log::debug!("{summary:?}");
-    Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The end of the running reload, or never when none runs.
+async fn finished<T>(
+    running: &mut Option<tokio::task::JoinHandle<T>>,
+) -> Result<T, tokio::task::JoinError> {
+    match running {
+        Some(h) => h.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A choice among `names` (each with its hidden aliases), parsed by `T`'s `FromStr`: clap then
+/// knows the allowed values, for `--help`, its errors and the configuration file's.
+fn choices<T>(
+    names: &'static [(&'static str, &'static [&'static str])],
+) -> impl TypedValueParser<Value = T>
+where
+    T: std::str::FromStr<Err = String> + Clone + Send + Sync + 'static,
+{
+    let values = names
+        .iter()
+        .map(|(name, aliases)| PossibleValue::new(*name).aliases(aliases.iter().copied()));
+    PossibleValuesParser::new(values).try_map(|s| s.parse::<T>())
 }
 
 /// A map capacity: 1 to `flux_common::MAX_MAP_CAPACITY`.

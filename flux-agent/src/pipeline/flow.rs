@@ -123,6 +123,13 @@ impl<'a> Pipeline<'a> {
         self.latest
     }
 
+    /// Replaces the scorer's allowlist (a reload); without a scorer there is nothing to do.
+    pub fn set_allowlist(&mut self, allowlist: std::sync::Arc<flux_detect::known_good::Allowlist>) {
+        if let Some(s) = self.scorer.as_deref_mut() {
+            s.set_allowlist(allowlist);
+        }
+    }
+
     pub fn scorer(&self) -> Option<&Scorer> {
         self.scorer.as_deref()
     }

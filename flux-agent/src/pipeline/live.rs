@@ -117,15 +117,23 @@ pub struct Sinks<W> {
     pub queue: usize,
     /// `--metrics`: served from its own thread while the run lasts.
     pub metrics: Option<MetricsEndpoint>,
+    /// Allowlists a reload built (`run` on SIGHUP), put in the scorer as they come. Not a
+    /// sink: the other input of a run that is not `Clone` like [`RunOptions`].
+    pub allowlists: Option<AllowlistUpdates>,
 }
+
+/// Where a reload sends the allowlist it built.
+pub type AllowlistUpdates =
+    tokio::sync::mpsc::UnboundedReceiver<std::sync::Arc<flux_detect::known_good::Allowlist>>;
 
 /// Runs until `shutdown` resolves, publishing every DNS response, verdict and enforcer action on
 /// the bus that `sinks` subscribe to.
 pub async fn run<W: Write + Send + 'static>(
     opts: RunOptions,
-    sinks: Sinks<W>,
+    mut sinks: Sinks<W>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<RunSummary> {
+    let mut allowlists = sinks.allowlists.take();
     let mut loaded = load_and_attach(&opts)?;
     // A start that fails after attaching leaves nothing of its own behind either.
     let (mut ring, enforcer, mut bus, metrics) = match setup(&mut loaded, &opts, sinks) {
@@ -189,6 +197,7 @@ pub async fn run<W: Write + Send + 'static>(
                 let _ = q.reply.send(recent.answer(&mut p, &q.request));
             }
             Some(obs) = dnstap_input::next(&mut dnstap.1) => p.observe(obs),
+            Some(a) = next_allowlist(&mut allowlists) => p.set_allowlist(a),
             changed = link_changed(&mut links) => {
                 if let Err(e) = changed {
                     warn!("link events: {e}; watching every {}s instead", TICK.as_secs());
@@ -415,6 +424,16 @@ fn stop_dnstap((server, rx): DnstapSource, p: &mut Pipeline<'_>) {
         while let Ok(obs) = rx.try_recv() {
             p.observe(obs);
         }
+    }
+}
+
+/// The next allowlist a reload sent, or never without a reloader.
+async fn next_allowlist(
+    rx: &mut Option<AllowlistUpdates>,
+) -> Option<std::sync::Arc<flux_detect::known_good::Allowlist>> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

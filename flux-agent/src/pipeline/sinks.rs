@@ -8,16 +8,18 @@
 //!
 //! The events file holds every DNS answer of the host: [`EventsFile`] opens it without
 //! following a symbolic link (`O_NOFOLLOW`), creates it mode 0600 (and narrows an existing
-//! file to 0600), and bounds it: past `--events-max-size` it is rotated once, to `PATH.1`
-//! (replacing the previous `PATH.1`), so the disk holds at most twice the bound. Rotation
-//! rather than stopping, because the newest events are the ones an operator looks for after an
-//! incident, and `tail -F` follows a rotated file.
+//! file to 0600), and bounds it: past `--events-max-size` it is rotated, to `PATH.1` (the
+//! older ones shifted to `PATH.2` .. `PATH.N`, `--events-keep N`, default 1), so the disk holds
+//! at most N+1 times the bound. Rotation rather than stopping, because the newest events are
+//! the ones an operator looks for after an incident, and `tail -F` follows a rotated file.
+//! SIGHUP reopens it ([`EventsControl`]), for logrotate's move-then-signal.
 
 use std::{
     fs::{File, OpenOptions},
     io::{self, BufWriter, Write},
     os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
+    sync::{Arc, Mutex},
 };
 
 use crate::pipeline::{
@@ -116,35 +118,119 @@ fn open_events(path: &Path) -> Result<File, EventsFileError> {
     Ok(f)
 }
 
-/// The `--events` file: appended to, bounded by rotation to `PATH.1` (see the module comment).
+/// The `--events` file: appended to, bounded by rotation (see the module comment), reopened
+/// on request ([`EventsControl`], SIGHUP). The sink thread writes through it and the run loop
+/// reopens it; both take the same lock, once per line, so neither a rotation nor a reopen ever
+/// splits a line or loses one.
 pub struct EventsFile {
+    inner: Arc<Mutex<EventsInner>>,
+}
+
+/// Reopens the events file from another thread than the one writing it (`run` on SIGHUP).
+#[derive(Clone)]
+pub struct EventsControl {
+    inner: Arc<Mutex<EventsInner>>,
+}
+
+struct EventsInner {
     path: PathBuf,
     out: BufWriter<File>,
     size: u64,
     /// 0: no bound.
     max: u64,
-    /// Rotations since start.
-    pub rotations: u64,
+    /// Rotated files kept: PATH.1 (newest) .. PATH.keep; 0 keeps none.
+    keep: u32,
+    rotations: u64,
+}
+
+/// How many rotated events files `--events-keep` keeps by default: one, `PATH.1`, so the disk
+/// holds at most twice `--events-max-size`.
+pub const DEFAULT_EVENTS_KEEP: u32 = 1;
+
+/// The most rotated files `--events-keep` accepts: a bound on the renames one rotation makes
+/// (each a metadata write) while the sink holds its lock.
+pub const MAX_EVENTS_KEEP: u32 = 100;
+
+fn lock(m: &Mutex<EventsInner>) -> std::sync::MutexGuard<'_, EventsInner> {
+    // A writer that panicked mid-line leaves a file still fit to append to.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl EventsFile {
-    pub fn open(path: &Path, max: u64) -> Result<Self, EventsFileError> {
+    /// Opens `path` for appending, rotated past `max` bytes (0: never) keeping `keep` files.
+    pub fn open(path: &Path, max: u64, keep: u32) -> Result<Self, EventsFileError> {
         let f = open_events(path)?;
         let size = f.metadata().map(|m| m.len()).unwrap_or(0);
-        Ok(Self {
+        let inner = EventsInner {
             path: path.to_owned(),
             out: BufWriter::new(f),
             size,
             max,
+            keep: keep.min(MAX_EVENTS_KEEP),
             rotations: 0,
+        };
+        Ok(Self {
+            inner: Arc::new(Mutex::new(inner)),
         })
     }
 
+    /// A handle that reopens this file.
+    pub fn control(&self) -> EventsControl {
+        EventsControl {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+
+    /// Rotations since the file was opened.
+    pub fn rotations(&self) -> u64 {
+        lock(&self.inner).rotations
+    }
+}
+
+impl EventsControl {
+    /// Writes out what is buffered, closes the file and opens `PATH` again, created if it was
+    /// moved away (logrotate's move, then SIGHUP), with new bounds. On error the old file is
+    /// kept open, and written to.
+    pub fn reopen(&self, max: u64, keep: u32) -> Result<(), EventsFileError> {
+        let mut inner = lock(&self.inner);
+        let path = inner.path.clone();
+        let flushed = inner.out.flush();
+        let f = open_events(&path)?;
+        inner.size = f.metadata().map(|m| m.len()).unwrap_or(0);
+        inner.out = BufWriter::new(f);
+        inner.max = max;
+        inner.keep = keep.min(MAX_EVENTS_KEEP);
+        flushed.map_err(|source| EventsFileError::Open { path, source })
+    }
+
+    pub fn path(&self) -> PathBuf {
+        lock(&self.inner).path.clone()
+    }
+}
+
+/// `PATH.n`.
+fn numbered(path: &Path, n: u32) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(format!(".{n}"));
+    PathBuf::from(p)
+}
+
+impl EventsInner {
+    /// PATH.(keep-1) -> PATH.keep, ..., PATH -> PATH.1, and a new PATH. With `keep` 0 the full
+    /// file is removed.
     fn rotate(&mut self) -> io::Result<()> {
         self.out.flush()?;
-        let mut old = self.path.clone().into_os_string();
-        old.push(".1");
-        std::fs::rename(&self.path, &old)?;
+        if self.keep == 0 {
+            std::fs::remove_file(&self.path)?;
+        } else {
+            for n in (1..self.keep).rev() {
+                match std::fs::rename(numbered(&self.path, n), numbered(&self.path, n + 1)) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            std::fs::rename(&self.path, numbered(&self.path, 1))?;
+        }
         let f = open_events(&self.path).map_err(io::Error::other)?;
         self.out = BufWriter::new(f);
         self.size = 0;
@@ -157,17 +243,18 @@ impl Write for EventsFile {
     /// Takes `buf` whole: the events sink hands over one line at a time, so a rotation never
     /// splits a line.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut inner = lock(&self.inner);
         let len = buf.len() as u64;
-        if self.max > 0 && self.size > 0 && self.size.saturating_add(len) > self.max {
-            self.rotate()?;
+        if inner.max > 0 && inner.size > 0 && inner.size.saturating_add(len) > inner.max {
+            inner.rotate()?;
         }
-        self.out.write_all(buf)?;
-        self.size += len;
+        inner.out.write_all(buf)?;
+        inner.size += len;
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        lock(&self.inner).out.flush()
     }
 }
 
@@ -264,20 +351,22 @@ mod tests {
         std::fs::write(&target, "secret\n").unwrap();
         let link = d.join("events.json");
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        let e = EventsFile::open(&link, 0).err().expect("symlink accepted");
+        let e = EventsFile::open(&link, 0, 1)
+            .err()
+            .expect("symlink accepted");
         assert!(matches!(e, EventsFileError::Symlink(_)), "{e}");
         assert!(e.to_string().contains("symbolic link"), "{e}");
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "secret\n");
 
         let p = d.join("new.json");
-        EventsFile::open(&p, 0).unwrap();
+        EventsFile::open(&p, 0, 1).unwrap();
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         // An existing file left wider by an older version is narrowed.
         let old = d.join("old.json");
         std::fs::write(&old, "").unwrap();
         std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
-        EventsFile::open(&old, 0).unwrap();
+        EventsFile::open(&old, 0, 1).unwrap();
         let mode = std::fs::metadata(&old).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let _ = std::fs::remove_dir_all(d);
@@ -287,7 +376,7 @@ mod tests {
     fn events_file_is_bounded_by_one_rotation() {
         let d = scratch("rotate");
         let p = d.join("events.json");
-        let mut f = EventsFile::open(&p, 1000).unwrap();
+        let mut f = EventsFile::open(&p, 1000, 1).unwrap();
         let line = format!("{}\n", "x".repeat(99));
         for _ in 0..35 {
             f.write_all(line.as_bytes()).unwrap();
@@ -297,7 +386,7 @@ mod tests {
         let rotated = d.join("events.json.1");
         assert!(size(&p) <= 1000, "{}", size(&p));
         assert_eq!(size(&rotated), 1000);
-        assert_eq!(f.rotations, 3);
+        assert_eq!(f.rotations(), 3);
         // 35 lines: 3 files of 10 written, the last full one kept as .1, 5 in the current one.
         assert_eq!(size(&p), 500);
         // Whole lines in both.
@@ -307,6 +396,72 @@ mod tests {
         }
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "the new file after a rotation");
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn events_rotation_keeps_n_files_of_whole_lines() {
+        let d = scratch("keep");
+        let p = d.join("events.json");
+        let mut f = EventsFile::open(&p, 1000, 3).unwrap();
+        // Lines numbered, so the order across files shows nothing was lost or reordered.
+        for i in 0..55 {
+            f.write_all(format!("{i:098}\n").as_bytes()).unwrap();
+        }
+        f.flush().unwrap();
+        assert_eq!(f.rotations(), 5);
+        let lines = |n: u32| -> Vec<u64> {
+            let q = if n == 0 { p.clone() } else { numbered(&p, n) };
+            std::fs::read_to_string(q)
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    assert_eq!(l.len(), 98, "a whole line");
+                    l.parse().unwrap()
+                })
+                .collect()
+        };
+        // Oldest first: .3, .2, .1, then the current file; 20 lines older than .3 are gone.
+        let all: Vec<u64> = [3, 2, 1, 0].into_iter().flat_map(lines).collect();
+        assert_eq!(all, (20..55).collect::<Vec<_>>());
+        assert!(!numbered(&p, 4).exists());
+
+        // keep 0: a full file is started again, nothing kept.
+        let q = d.join("nokeep.json");
+        let mut g = EventsFile::open(&q, 1000, 0).unwrap();
+        for i in 0..15 {
+            g.write_all(format!("{i:098}\n").as_bytes()).unwrap();
+        }
+        g.flush().unwrap();
+        assert!(!numbered(&q, 1).exists());
+        assert_eq!(std::fs::read_to_string(&q).unwrap().lines().count(), 5);
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn events_file_is_reopened_after_a_move() {
+        let d = scratch("reopen");
+        let p = d.join("events.json");
+        let mut f = EventsFile::open(&p, 0, 1).unwrap();
+        let ctl = f.control();
+        f.write_all(b"first\n").unwrap();
+        let moved = d.join("events.json.old");
+        std::fs::rename(&p, &moved).unwrap();
+        // Before the reopen, lines still go to the moved file (logrotate's window).
+        f.write_all(b"second\n").unwrap();
+        ctl.reopen(0, 1).unwrap();
+        f.write_all(b"third\n").unwrap();
+        f.flush().unwrap();
+        assert_eq!(std::fs::read_to_string(&moved).unwrap(), "first\nsecond\n");
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "third\n");
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // New bounds apply at once: the next line rotates.
+        ctl.reopen(10, 1).unwrap();
+        f.write_all(b"fourth\n").unwrap();
+        f.flush().unwrap();
+        assert_eq!(std::fs::read_to_string(numbered(&p, 1)).unwrap(), "third\n");
+        assert_eq!(ctl.path(), p);
         let _ = std::fs::remove_dir_all(d);
     }
 

@@ -11,6 +11,7 @@
 //! - `scorer_feed`: each capture's responses in order as one input, and runs of the resolver's;
 //! - `scorer_snapshot`: the snapshot body of a scorer fed each of those runs;
 //! - `control_request`, `allowlist_text`: a few hand-written lines (no dataset has them);
+//! - `config_parse`: the packaged `dist/flux-agent.toml` and a few hand-written files;
 //! - `feed_parse`: pieces of the feed samples of `feeds/**` and hand-written ones
 //!   (`feed_seeds.rs`).
 
@@ -274,6 +275,15 @@ impl Corpus {
             "bad entry\n",
         ] {
             self.add("allowlist_text", text.as_bytes());
+        }
+        for text in [
+            include_str!("../../../dist/flux-agent.toml"),
+            "ifaces = [\"eth0\"]\nevents_max_size = 1048576\nblock_action = \"drop\"\n",
+            "dns_ports = [\n  53,\n  5353,\n]\nmonitor = true\nevents_max_size = \"100M\"\n",
+            "block_acton = \"drop\"\n",
+            "max_keys = \"many\"\n",
+        ] {
+            self.add("config_parse", text.as_bytes());
         }
         Ok(())
     }
