@@ -753,6 +753,10 @@ fn load_key(w: WireKey, base: u32) -> Result<(Box<str>, KeyState), SnapshotError
             networks: r.networks,
             new_networks: r.new_networks,
             first: r.first,
+            // Not saved: a restored answer counts as seen again once it returned, and its
+            // child as unknown (which keeps `model::stable_children_only` off).
+            seen_again: r.returns > 0,
+            child: 0,
         });
     }
     if let Some(ns) = w.ns {
