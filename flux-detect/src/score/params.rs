@@ -282,14 +282,15 @@ pub const RETURNS: Ramp = Ramp::new(0.3, 0.7);
 // Discounts of network diversity (networks, mixed answers, spread).
 
 /// National multi-line: all the key's addresses in at most this many countries, in
-/// [`NATIONAL_LINES_NETWORKS`] networks or more, with at least [`NATIONAL_LINES_IPS_PER_NETWORK`]
-/// addresses per two networks: the carriers of one country mixed in the answers, which is what
-/// a national CDN's multi-line answers look like (see `model::national_lines`). Two, not one:
-/// the Chinese CDNs' scheduling names answer from the country's carriers and from the CDN's
-/// own nodes or carrier blocks registered in another country, and at one country 17 of the 22 `redirect-cdn`
-/// false positives of the tuning draws (`flux-eval --tuning`) were these names with two
-/// countries; at two, 5 remain. The cost: 3 of 120 `flux-bulletproof` entities of those draws
-/// (2-4 rented networks in two countries, several servers each) are no longer detected.
+/// [`NATIONAL_LINES_NETWORKS`] networks or more, with at least
+/// [`NATIONAL_LINES_IPS_PER_NETWORK`] addresses per two networks: the carriers of one country
+/// mixed in the answers, which is what a national CDN's multi-line answers look like (see
+/// `model::national_lines`). Two, not one: the Chinese CDNs' scheduling names answer from the
+/// country's carriers and from nodes or blocks registered in another country (the `FPV` lines
+/// of `FLUX_EVAL_DEBUG=1 flux-eval --tuning`); two instead of one removes 17 of the 22
+/// `redirect-cdn` false positives of the tuning draws. The cost: 3 of 120 `flux-bulletproof`
+/// entities of those draws (2-4 rented networks in two countries, several servers each) are
+/// no longer detected; the 2009 data and the real resolver traffic are unchanged.
 pub const NATIONAL_LINES_COUNTRIES: u32 = 2;
 /// Networks of one country from which an answer set looks like national multi-line.
 pub const NATIONAL_LINES_NETWORKS: u32 = 3;
