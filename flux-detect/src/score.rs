@@ -358,7 +358,7 @@ impl Scorer {
         for (owner, ttl, addrs) in &groups {
             let chain_here: &[&str] = if *owner == final_name { &chain } else { &[] };
             self.feed(
-                owner,
+                (owner, 0),
                 ROLE_OWNER,
                 now,
                 *ttl,
@@ -369,7 +369,7 @@ impl Scorer {
             if let Some(rd) = registered_domain(owner)
                 && rd != *owner
             {
-                merge_domain(&mut domains, rd, *ttl, addrs, *owner == final_name);
+                merge_domain(&mut domains, rd, (*ttl, addrs), *owner == final_name, owner);
             }
         }
         for (zone, hosts) in &zones {
@@ -397,19 +397,27 @@ impl Scorer {
                     push_unique(&mut touched, id);
                 }
                 if !glue.is_empty() {
-                    self.feed(host, ROLE_NS_HOST, now, ttl, &glue, &[], &mut touched);
+                    self.feed((host, 0), ROLE_NS_HOST, now, ttl, &glue, &[], &mut touched);
                     if let Some(rd) = registered_domain(host)
                         && rd != *host
                         && rd != zone_key
                     {
-                        merge_domain(&mut domains, rd, ttl, &glue, false);
+                        merge_domain(&mut domains, rd, (ttl, &glue), false, host);
                     }
                 }
             }
         }
-        for (rd, ttl, addrs, chained) in &domains {
+        for (rd, ttl, addrs, chained, child) in &domains {
             let chain_here: &[&str] = if *chained { &chain } else { &[] };
-            self.feed(rd, ROLE_DOMAIN, now, *ttl, addrs, chain_here, &mut touched);
+            self.feed(
+                (rd, *child),
+                ROLE_DOMAIN,
+                now,
+                *ttl,
+                addrs,
+                chain_here,
+                &mut touched,
+            );
         }
         for id in &touched {
             self.judge(*id, now, out);
@@ -518,9 +526,11 @@ impl Scorer {
     }
 
     #[allow(clippy::too_many_arguments)]
+    /// `name` with the [`key_state::child_tag`] of the name under it that gave the answer (0
+    /// for an owner or NS-host key).
     fn feed(
         &mut self,
-        name: &str,
+        (name, child): (&str, u16),
         role: u8,
         now: u32,
         ttl: u32,
@@ -544,7 +554,7 @@ impl Scorer {
         }
         st.set_chain(chain);
         let since = now.saturating_sub(st.last_eval);
-        let changed = st.add_answer(now, ttl, addrs);
+        let changed = st.add_answer_from(now, ttl, addrs, child);
         if changed && st.shares_bots {
             // A flux key's new bots join the shared-bot table as they appear, not only those
             // it had when it was judged.
@@ -698,26 +708,33 @@ fn key_mut<'a>(
 
 /// One response's answer for a registered-domain key: (domain, TTL, addresses, whether the CNAME
 /// chain of the response led to it).
-type DomainAnswer<'a> = (&'a str, u32, Addrs, bool);
+/// A registered domain's answer in one response: the domain, TTL, the union of its names'
+/// addresses, whether the chain ends in it, and which name under it gave them
+/// ([`key_state::child_tag`], or [`key_state::CHILD_MANY`] when several did).
+type DomainAnswer<'a> = (&'a str, u32, Addrs, bool, u16);
 
 fn merge_domain<'a>(
     domains: &mut SmallVec<[DomainAnswer<'a>; 2]>,
     rd: &'a str,
-    ttl: u32,
-    addrs: &[AddrInfo],
+    (ttl, addrs): (u32, &[AddrInfo]),
     chained: bool,
+    child: &str,
 ) {
+    let tag = key_state::child_tag(child);
     match domains.iter_mut().find(|d| d.0 == rd) {
         Some(d) => {
             d.1 = d.1.max(ttl);
             d.3 |= chained;
+            if d.4 != tag {
+                d.4 = key_state::CHILD_MANY;
+            }
             for a in addrs {
                 if !d.2.iter().any(|b| b.ip == a.ip) {
                     d.2.push(*a);
                 }
             }
         }
-        None => domains.push((rd, ttl, addrs.iter().copied().collect(), chained)),
+        None => domains.push((rd, ttl, addrs.iter().copied().collect(), chained, tag)),
     }
 }
 
@@ -754,6 +771,8 @@ pub fn from_secs(s: u32) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(s))
 }
 
+#[cfg(test)]
+mod children_tests;
 #[cfg(test)]
 mod scorer_tests;
 

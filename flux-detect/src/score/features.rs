@@ -7,8 +7,8 @@ use serde::Serialize;
 use super::{
     KeyState,
     addr_info::AddrInfo,
-    key_state::{MARK_FEED_MATCH, MARK_QUERIED_DIRECTLY},
-    params::{FORGED_ANSWER_SIZE, PROVIDER_ZONE_CUSTOMERS, WINDOWS, mixed_answers},
+    key_state::{CHILD_MANY, MARK_FEED_MATCH, MARK_QUERIED_DIRECTLY},
+    params::{FORGED_ANSWER_SIZE, MAX_RRSETS, PROVIDER_ZONE_CUSTOMERS, WINDOWS, mixed_answers},
     tally::Tally,
 };
 
@@ -77,6 +77,15 @@ pub struct Features {
     /// Some name under the key was queried directly (not only reached through other domains'
     /// CNAMEs); ever.
     pub queried_directly: bool,
+    /// Of a registered-domain key: the distinct names under it whose answers are in the window
+    /// (0 for other keys).
+    pub children: u32,
+    /// Some name under the key gave two different answers in the window, or an answer came
+    /// from several names or from a name not known (always, for keys that are not registered
+    /// domains): the key's rotation is not only the sum of its children.
+    pub children_rotated: bool,
+    /// Answers in the window that were seen again after the response that brought them.
+    pub answers_seen_again: u32,
     /// Single-address answers forged or fronted, judged over the longest window (see
     /// `model::forged_or_fronted`).
     pub forged_answers: bool,
@@ -172,6 +181,11 @@ struct Acc {
     network_arrivals: u32,
     multi: u32,
     mixed: u32,
+    /// Child tags of the answers added (`Rrset::child`), distinct, at most one per answer.
+    child_tags: [u16; MAX_RRSETS],
+    children: usize,
+    children_rotated: bool,
+    seen_again: u32,
     /// The oldest sighting among the entries added.
     oldest: u32,
 }
@@ -198,6 +212,10 @@ impl Acc {
             network_arrivals: 0,
             multi: 0,
             mixed: 0,
+            child_tags: [0; MAX_RRSETS],
+            children: 0,
+            children_rotated: false,
+            seen_again: 0,
             oldest: u32::MAX,
         }
     }
@@ -240,12 +258,30 @@ impl Acc {
                 }
             }
             self.answer_networks_max = self.answer_networks_max.max(u32::from(r.networks));
+            self.seen_again += u32::from(r.seen_again);
+            self.add_child(r.child);
             if r.size >= mixed_answers::MULTI_ADDRESS {
                 self.multi += 1;
                 if r.networks >= mixed_answers::MIXED_NETWORKS {
                     self.mixed += 1;
                 }
             }
+        }
+    }
+
+    /// Counts the name under a registered domain that gave one of its answers: a second answer
+    /// of the same name, or an answer of several or unknown names, means the key rotates by
+    /// itself and not only by adding names.
+    fn add_child(&mut self, tag: u16) {
+        let known = &self.child_tags[..self.children.min(MAX_RRSETS)];
+        if tag == 0 || tag == CHILD_MANY || known.contains(&tag) {
+            self.children_rotated = true;
+        } else if let Some(slot) = self.child_tags.get_mut(self.children) {
+            *slot = tag;
+            self.children += 1;
+        } else {
+            // More answers than a key keeps cannot happen; if it did, say nothing of children.
+            self.children_rotated = true;
         }
     }
 
@@ -280,6 +316,9 @@ impl Acc {
                 u32::from(k.customers & 3).min(PROVIDER_ZONE_CUSTOMERS)
             },
             queried_directly: k.marked(MARK_QUERIED_DIRECTLY),
+            children: u32::try_from(self.children).unwrap_or(u32::MAX),
+            children_rotated: self.children_rotated,
+            answers_seen_again: self.seen_again,
             feed_match: if k.marked(MARK_FEED_MATCH) { 1.0 } else { 0.0 },
             ..Features::default()
         };

@@ -61,6 +61,24 @@ pub(super) struct Rrset {
     pub(super) new_networks: u8,
     /// The first answer the key ever had: all its addresses are "new" by definition.
     pub(super) first: bool,
+    /// Seen again after the response that brought it (a cache re-showing it, or a return):
+    /// the name that gave it keeps giving it.
+    pub(super) seen_again: bool,
+    /// Of a registered-domain key: a 16-bit tag of the name under it that gave this answer
+    /// ([`child_tag`]), [`CHILD_MANY`] when several did, 0 when unknown (an owner key, a
+    /// restored snapshot). See `model::stable_children_only`.
+    pub(super) child: u16,
+}
+
+/// [`Rrset::child`] of an answer that several names under the domain gave.
+pub const CHILD_MANY: u16 = 1;
+
+/// The tag of a name under a registered domain (never 0 or [`CHILD_MANY`]): two children
+/// share one with odds of 1 in 65,534, which only makes the rule that reads it
+/// (`model::stable_children_only`) hold less often.
+pub fn child_tag(name: &str) -> u16 {
+    let h = fnv32(name.as_bytes());
+    ((h ^ (h >> 16)) as u16).max(CHILD_MANY + 1)
 }
 
 impl Rrset {
@@ -147,6 +165,12 @@ impl KeyState {
     /// That is when features are worth recomputing. An answer still valid since it was last
     /// seen (a cache re-showing it, or two names of a domain answering in turn) is not news.
     pub fn add_answer(&mut self, now: u32, ttl: u32, addrs: &[AddrInfo]) -> bool {
+        self.add_answer_from(now, ttl, addrs, 0)
+    }
+
+    /// [`KeyState::add_answer`], noting which name under a registered-domain key gave the
+    /// answer (`child`, a [`child_tag`]; 0 for an owner key).
+    pub fn add_answer_from(&mut self, now: u32, ttl: u32, addrs: &[AddrInfo], child: u16) -> bool {
         self.responses = self.responses.saturating_add(1);
         // Start the loads of the two arrays searched below, so their cache misses overlap
         // with the answer search instead of following it (a key's state is usually cold).
@@ -163,6 +187,10 @@ impl KeyState {
             self.dirty |= returned || ttl > r.ttl || r.last < outside;
             r.last = now;
             r.ttl = r.ttl.max(ttl);
+            r.seen_again = true;
+            if r.child != child {
+                r.child = CHILD_MANY;
+            }
             r.valid_for = valid_for(until.max(expires) - now);
             if returned {
                 r.returns = r.returns.saturating_add(1);
@@ -220,6 +248,8 @@ impl KeyState {
             networks: u8::try_from(nets.len()).unwrap_or(u8::MAX),
             new_networks: u8::try_from(new_networks).unwrap_or(u8::MAX),
             first,
+            seen_again: false,
+            child,
         });
         true
     }

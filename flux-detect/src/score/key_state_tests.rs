@@ -149,7 +149,10 @@ fn unchanged_since_eval_sees_every_change_the_features_read() {
 #[test]
 fn per_key_records_stay_small() {
     // A million keys hold these: the answer history entry and the key state itself.
-    assert_eq!(size_of::<Rrset>(), 20);
+    // 24 since it notes which name under a domain gave it (`child`, `seen_again`): a key's
+    // first answer is reserved alone (`reserve_exact(1)`), and 20 or 24 bytes are the same
+    // 32-byte malloc chunk, so keys seen with one answer cost nothing more.
+    assert_eq!(size_of::<Rrset>(), 24);
     assert!(size_of::<KeyState>() <= 144, "{}", size_of::<KeyState>());
 }
 

@@ -52,9 +52,10 @@ use super::{
         self, BIAS, FLUX_ENTER, FLUX_EXIT, FORGED_ANSWER_SIZE, MIN_RRSETS_FOR_FLUX,
         NATIONAL_LINES_COUNTRIES, NATIONAL_LINES_IPS_PER_NETWORK, NATIONAL_LINES_NETWORKS,
         NATIONAL_LINES_WEIGHT, ONE_ANSWER_FLUX_NETWORKS, PROVIDER_ZONE_CUSTOMERS,
-        PROVIDER_ZONE_WEIGHT, RETURNS, SUSPICIOUS_ENTER, SUSPICIOUS_EXIT, TERMS, countries,
-        fluxiness, low_ttl, networks, new_networks, prefix_diversity, rotating_glue,
-        rotation_across_networks as rotation_p, shared_flux_addresses as shared_p,
+        PROVIDER_ZONE_WEIGHT, RETURNS, STABLE_CHILDREN_MIN, STABLE_CHILDREN_SEEN_DIVISOR,
+        SUSPICIOUS_ENTER, SUSPICIOUS_EXIT, TERMS, countries, fluxiness, low_ttl, networks,
+        new_networks, prefix_diversity, rotating_glue, rotation_across_networks as rotation_p,
+        shared_flux_addresses as shared_p,
     },
 };
 
@@ -156,8 +157,12 @@ fn own_terms(f: &Features) -> [(Term, f64); TERM_COUNT] {
     // turn), not a pool of bots: the share of later answers that were returns of expired ones
     // discounts the evidence that does not already count returns (fluxiness, new networks).
     let fresh = 1.0 - RETURNS.at(returning_share(f));
-    let rotation =
-        (f.ip_growth.clamp(0.0, 1.0) * steady).max(fluxiness::FLUXINESS.at(f.fluxiness) * fresh);
+    // A parent whose answers are its children's, each child keeping its own answer, has no
+    // rotation of its own: its growth, new networks and fluxiness are children being added.
+    let own_rotation = if stable_children_only(f) { 0.0 } else { 1.0 };
+    let rotation = (f.ip_growth.clamp(0.0, 1.0) * steady)
+        .max(fluxiness::FLUXINESS.at(f.fluxiness) * fresh)
+        * own_rotation;
     let low_ttl = 1.0 - low_ttl::TTL.at(f64::from(f.ttl_max));
     // Do the networks meet inside one answer? A CDN answers from one PoP and alternates between
     // networks over time; bots come from the whole pool at once. Single-address answers cannot
@@ -179,7 +184,10 @@ fn own_terms(f: &Features) -> [(Term, f64); TERM_COUNT] {
             Term::PrefixDiversity,
             f.prefix_entropy * prefix_diversity::PREFIXES.at(f64::from(f.distinct_prefixes)),
         ),
-        (Term::Fluxiness, fluxiness::FLUXINESS.at(f.fluxiness)),
+        (
+            Term::Fluxiness,
+            fluxiness::FLUXINESS.at(f.fluxiness) * own_rotation,
+        ),
         (Term::LowTtl, low_ttl),
         (Term::RotatingGlue, glue_term(f)),
         // Filled in below, once the key's own evidence is known.
@@ -189,15 +197,20 @@ fn own_terms(f: &Features) -> [(Term, f64); TERM_COUNT] {
         // PoP at a time (unmixed answers), so mixing weighs it as it weighs rotation.
         (
             Term::NewNetworks,
-            new_networks::ARRIVALS.at(f64::from(f.network_arrivals)) * low_ttl * mixing * fresh,
+            new_networks::ARRIVALS.at(f64::from(f.network_arrivals))
+                * low_ttl
+                * mixing
+                * fresh
+                * own_rotation,
         ),
         // Another team's listing: the key's own evidence (z gains exactly 0.0 without it).
         (Term::FeedMatch, f.feed_match),
     ]
 }
 
-/// All the key's addresses in one country, in three networks or more, with at least one and
-/// a half addresses per network on average: the carriers of one country mixed in the answers, which
+/// All the key's addresses in one country (or two: the CDN's own nodes abroad beside the
+/// country's carriers, [`NATIONAL_LINES_COUNTRIES`]), in three networks or more, with at least
+/// one and a half addresses per network on average: the carriers of one country mixed in the answers, which
 /// is what a national CDN's multi-line answers look like (the Chinese CDN zones on the real
 /// resolver traffic: Tencent's `*.sched.tdnsv8.com` with 16 addresses over 6 carriers; every
 /// `redirect-cdn` false positive of the generator). Bots of a botnet sit in many countries and
@@ -206,9 +219,31 @@ fn own_terms(f: &Features) -> [(Term, f64); TERM_COUNT] {
 /// carry more of it (3 of 30 `flux-2009` and 11 of 390 `double-flux-2009` verdicts were in one
 /// country, each with about one address per network).
 pub fn national_lines(f: &Features) -> bool {
-    f.distinct_countries == NATIONAL_LINES_COUNTRIES
+    (1..=NATIONAL_LINES_COUNTRIES).contains(&f.distinct_countries)
         && f.distinct_networks >= NATIONAL_LINES_NETWORKS
         && f.distinct_ips * 2 >= NATIONAL_LINES_IPS_PER_NETWORK * f.distinct_networks
+}
+
+/// Issue 12, item 2: a parent must not become flux because its children, taken together, look
+/// diverse. A registered-domain key whose answers in the window came from
+/// [`STABLE_CHILDREN_MIN`] names or more under it, no name with two different answers, and at
+/// least one answer in [`STABLE_CHILDREN_SEEN_DIVISOR`] seen again: each child keeps its own
+/// answer (a vendor's cache nodes, one fixed address each; a zone's hosts on different
+/// providers), so the parent's new addresses and networks are children being added, not
+/// rotation. Its rotation, fluxiness and new-network evidence count for nothing; its network,
+/// mixing and country spread still count, and each child is still judged on its own (flux in
+/// one child is reported on that child).
+///
+/// When aggregation is evidence: when the children are seen once each (wildcard flux, a new
+/// random subdomain per victim answered with a new bot: the 2009 Waledac domains), or when
+/// any child's answer changes (a child rotating makes the parent's growth its own). Residual
+/// evasion, stated: an operator who gives each of his names one fixed bot and has each looked
+/// up twice is not fast flux per name; his names are judged one by one, and their bots still
+/// count for other domains through the shared-bot table only once some name is flux.
+pub fn stable_children_only(f: &Features) -> bool {
+    f.children >= STABLE_CHILDREN_MIN
+        && !f.children_rotated
+        && f.answers_seen_again * STABLE_CHILDREN_SEEN_DIVISOR >= f.rrsets
 }
 
 /// Later answers that were returns of an answer after it expired: what share of the key's

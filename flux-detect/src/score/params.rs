@@ -281,11 +281,17 @@ pub const RETURNS: Ramp = Ramp::new(0.3, 0.7);
 // ---------------------------------------------------------------------------------------------
 // Discounts of network diversity (networks, mixed answers, spread).
 
-/// National multi-line: all the key's addresses in one country, in [`NATIONAL_LINES_NETWORKS`]
-/// networks or more, with at least [`NATIONAL_LINES_IPS_PER_NETWORK`] addresses per two
-/// networks: the carriers of one country mixed in the answers, which is what a national CDN's
-/// multi-line answers look like (see `model::national_lines`).
-pub const NATIONAL_LINES_COUNTRIES: u32 = 1;
+/// National multi-line: all the key's addresses in at most this many countries, in
+/// [`NATIONAL_LINES_NETWORKS`] networks or more, with at least
+/// [`NATIONAL_LINES_IPS_PER_NETWORK`] addresses per two networks: the carriers of one country
+/// mixed in the answers, which is what a national CDN's multi-line answers look like (see
+/// `model::national_lines`). Two, not one: the Chinese CDNs' scheduling names answer from the
+/// country's carriers and from nodes or blocks registered in another country (the `FPV` lines
+/// of `FLUX_EVAL_DEBUG=1 flux-eval --tuning`); two instead of one removes 17 of the 22
+/// `redirect-cdn` false positives of the tuning draws. The cost: 3 of 120 `flux-bulletproof`
+/// entities of those draws (2-4 rented networks in two countries, several servers each) are
+/// no longer detected; the 2009 data and the real resolver traffic are unchanged.
+pub const NATIONAL_LINES_COUNTRIES: u32 = 2;
 /// Networks of one country from which an answer set looks like national multi-line.
 pub const NATIONAL_LINES_NETWORKS: u32 = 3;
 /// Addresses per two networks (on average) of a national multi-line CDN: a carrier hosts a
@@ -297,6 +303,21 @@ pub const NATIONAL_LINES_IPS_PER_NETWORK: u32 = 3;
 /// one-country botnet is not excused: growth, new networks and shared bots must carry more of
 /// it (3 of 30 `flux-2009` and 11 of 390 `double-flux-2009` verdicts were in one country).
 pub const NATIONAL_LINES_WEIGHT: f64 = 0.5;
+
+/// Names under a registered-domain key from which its answers count as an aggregate of
+/// stable children (`model::stable_children_only`): three names each with its own fixed
+/// answer (a vendor's cache nodes, `ipv4-c012-fra001-isp.1.oca.nflxvideo.net` and its
+/// siblings; a zone's hosts on different providers) make a parent that looks like three
+/// answers in three networks without anything rotating. Two are too few to say it is a
+/// pattern rather than one host moving.
+pub const STABLE_CHILDREN_MIN: u32 = 3;
+/// At least one in this many of those answers must have been seen again (re-shown by a cache
+/// or handed out again after it expired): the children were each looked up more than once
+/// and kept their answer. Wildcard flux (a new random subdomain per victim, each answered
+/// with a new bot and never looked up again: the 2009 Waledac domains) shows no answer twice
+/// and keeps its aggregate evidence. Half, so that names looked up once among the stable
+/// ones (a rare content name) do not switch the rule off.
+pub const STABLE_CHILDREN_SEEN_DIVISOR: u32 = 2;
 
 /// Unrelated registered domains CNAMEing into a zone that make it a provider's zone (a CDN,
 /// an anti-DDoS or redirect CDN, a cloud front end; see `model::provider_zone`). Also the

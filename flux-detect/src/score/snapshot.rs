@@ -44,7 +44,9 @@ use super::{
 };
 
 /// The format of [`Snapshot::to_bytes`]; see the module comment for when it changes.
-pub const SNAPSHOT_VERSION: u8 = 1;
+/// 2: answers keep which name under a registered domain gave them (`Rrset::child`,
+/// `Rrset::seen_again`, issue 12's parent rule).
+pub const SNAPSHOT_VERSION: u8 = 2;
 /// First bytes of every snapshot: bytes without them are not a snapshot at all (an empty or
 /// foreign blob), which says more than a checksum error.
 const MAGIC: [u8; 4] = *b"FXSS";
@@ -203,6 +205,8 @@ struct WireRrset {
     networks: u8,
     new_networks: u8,
     first: bool,
+    seen_again: bool,
+    child: u16,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -633,6 +637,8 @@ fn save_key(name: &str, st: &KeyState, base: u32) -> WireKey {
             networks: r.networks,
             new_networks: r.new_networks,
             first: r.first,
+            seen_again: r.seen_again,
+            child: r.child,
         })
         .collect();
     let ns = st.ns.as_ref().map(|t| WireNs {
@@ -753,6 +759,8 @@ fn load_key(w: WireKey, base: u32) -> Result<(Box<str>, KeyState), SnapshotError
             networks: r.networks,
             new_networks: r.new_networks,
             first: r.first,
+            seen_again: r.seen_again,
+            child: r.child,
         });
     }
     if let Some(ns) = w.ns {

@@ -12,7 +12,9 @@
 //!
 //! `--heldout [PER_CLASS]` evaluates the ten held-out generator draws
 //! ([`flux_tests::eval::seeds::HELDOUT_SEEDS`]) per seed and in aggregate, and writes
-//! `target/eval/heldout.md`. `--scenarios-only [PER_CLASS [SEED]]` evaluates one generator draw.
+//! `target/eval/heldout.md`. `--tuning [PER_CLASS]` does the same on the tuning seeds
+//! ([`flux_tests::eval::seeds::TUNING_SEEDS`], 12 h each) and writes `target/eval/tuning.md`: the
+//! figure to tune on. `--scenarios-only [PER_CLASS [SEED]]` evaluates one generator draw.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
@@ -38,7 +40,7 @@ use flux_tests::eval::{
     lookups::{LookupClock, answer_set},
     rescore_log::RescoreLog,
     scenarios::{self, GenConfig},
-    seeds::HELDOUT_SEEDS,
+    seeds::{HELDOUT_SEEDS, TUNING_SEEDS},
 };
 
 /// Instances per class of each held-out draw unless `--heldout N` says otherwise: enough for
@@ -50,8 +52,53 @@ const HELDOUT_DURATION: Duration = Duration::from_secs(12 * 3600);
 /// Reasons listed per flagged key: the ones that carried most of its score.
 const TOP_REASONS: usize = 3;
 
-const USAGE: &str =
-    "usage: flux-eval [--heldout [PER_CLASS] | --scenarios-only [PER_CLASS [SEED]] | PATH...]";
+const USAGE: &str = "usage: flux-eval [--heldout [PER_CLASS] | --tuning [PER_CLASS] | \
+     --scenarios-only [PER_CLASS [SEED]] | PATH...]";
+
+/// Which fixed seeds a multi-draw evaluation runs: the held-out ones (reported, never tuned on)
+/// or the tuning ones drawn exactly the same way (12 h, the same count per class), so that a
+/// change is tuned on the same kind of draw it is judged on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Draws {
+    Heldout,
+    Tuning,
+}
+
+impl Draws {
+    fn seeds(self) -> &'static [u64] {
+        match self {
+            Draws::Heldout => &HELDOUT_SEEDS,
+            Draws::Tuning => &TUNING_SEEDS,
+        }
+    }
+
+    /// Prefix of progress lines, name of the report file and of the `EVAL-JSON` line.
+    fn key(self) -> &'static str {
+        match self {
+            Draws::Heldout => "heldout",
+            Draws::Tuning => "tuning",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Draws::Heldout => "held-out",
+            Draws::Tuning => "tuning",
+        }
+    }
+
+    /// What the seeds are, for the report.
+    fn provenance(self) -> &'static str {
+        match self {
+            Draws::Heldout => {
+                "`flux_tests::eval::seeds::HELDOUT_SEEDS`: the scorer is never tuned on them"
+            }
+            Draws::Tuning => {
+                "`flux_tests::eval::seeds::TUNING_SEEDS`: the seeds the scorer is tuned on"
+            }
+        }
+    }
+}
 
 struct Dataset {
     name: String,
@@ -180,7 +227,7 @@ fn workspace() -> PathBuf {
 enum Mode {
     Default,
     ScenariosOnly(GenConfig),
-    Heldout { per_class: usize },
+    Draws { draws: Draws, per_class: usize },
     Paths(Vec<String>),
 }
 
@@ -215,11 +262,16 @@ fn parse_args(args: &[String]) -> anyhow::Result<Mode> {
                 ..d
             }))
         }
-        "--heldout" => {
+        "--heldout" | "--tuning" => {
             if args.len() > 2 {
                 bail!("too many arguments\n{USAGE}");
             }
-            Ok(Mode::Heldout {
+            Ok(Mode::Draws {
+                draws: if first == "--heldout" {
+                    Draws::Heldout
+                } else {
+                    Draws::Tuning
+                },
                 per_class: parse_count(args.get(1), "PER_CLASS", HELDOUT_PER_CLASS)?,
             })
         }
@@ -247,7 +299,7 @@ fn run() -> anyhow::Result<()> {
     let out = workspace().join("target/eval");
     fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
     let sets = match mode {
-        Mode::Heldout { per_class } => return heldout(per_class, &enricher, &out),
+        Mode::Draws { draws, per_class } => return heldout(draws, per_class, &enricher, &out),
         Mode::ScenariosOnly(cfg) => vec![scenario_dataset(
             &cfg,
             &enricher,
@@ -551,6 +603,18 @@ fn debug_report(set: &Dataset, r: &mut Replayed) {
         };
         let Some(at) = o.ours.at() else { continue };
         let Some(ttd) = o.minutes(at) else { continue };
+        // What first carried a legitimate entity to `flux`.
+        if at == v.ts && l.truth != Truth::Flux {
+            eprintln!(
+                "FPV {} {} ttd={ttd:.1} key={} score={:.2} reasons={} f={}",
+                l.class,
+                l.domain,
+                v.domain,
+                v.score,
+                serde_json::to_string(&v.reasons).unwrap_or_default(),
+                serde_json::to_string(&v.features).unwrap_or_default()
+            );
+        }
         if at == v.ts && ttd > SLOW_MIN {
             eprintln!(
                 "SLOW {} {} ttd={ttd:.1} key={} score={:.2} reasons={} f={}",
@@ -958,12 +1022,18 @@ struct Draw {
     secs: f64,
 }
 
-/// `--heldout`: every held-out seed's draw, per seed and pooled.
-fn heldout(per_class: usize, enricher: &Arc<Enricher>, out: &Path) -> anyhow::Result<()> {
-    let dir = out.join("heldout");
+/// `--heldout` (`--tuning`): every held-out (tuning) seed's draw, per seed and pooled.
+fn heldout(
+    which: Draws,
+    per_class: usize,
+    enricher: &Arc<Enricher>,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let dir = out.join(which.key());
     let started = Instant::now();
     let mut draws = Vec::new();
-    for (i, &seed) in HELDOUT_SEEDS.iter().enumerate() {
+    let seeds = which.seeds();
+    for (i, &seed) in seeds.iter().enumerate() {
         let t0 = Instant::now();
         let cfg = GenConfig {
             seed,
@@ -972,9 +1042,10 @@ fn heldout(per_class: usize, enricher: &Arc<Enricher>, out: &Path) -> anyhow::Re
             ..GenConfig::default()
         };
         let summary = scenarios::generate(&cfg, enricher, &dir)
-            .with_context(|| format!("generate the draw of held-out seed {seed}"))?;
+            .with_context(|| format!("generate the draw of {} seed {seed}", which.title()))?;
         let set = scenario_files(&cfg, &dir)?;
-        let r = replay_set(&set, enricher)?;
+        let mut r = replay_set(&set, enricher)?;
+        debug_report(&set, &mut r);
         let entities: Vec<(Label, Outcome)> = r
             .outcomes
             .into_iter()
@@ -987,9 +1058,10 @@ fn heldout(per_class: usize, enricher: &Arc<Enricher>, out: &Path) -> anyhow::Re
         };
         let g = Group::of(&draw.entities);
         let mut line = format!(
-            "heldout {}/{}: seed {seed}: {} responses;",
+            "{} {}/{}: seed {seed}: {} responses;",
+            which.key(),
             i + 1,
-            HELDOUT_SEEDS.len(),
+            seeds.len(),
             summary.responses
         );
         for d in DETECTORS {
@@ -1010,11 +1082,11 @@ fn heldout(per_class: usize, enricher: &Arc<Enricher>, out: &Path) -> anyhow::Re
         eprintln!("{line}");
         draws.push(draw);
     }
-    let report = heldout_report(&draws, per_class)?;
+    let report = heldout_report(which, &draws, per_class)?;
     println!("{report}");
-    let path = out.join("heldout.md");
+    let path = out.join(format!("{}.md", which.key()));
     fs::write(&path, &report).with_context(|| format!("write {}", path.display()))?;
-    eprintln!("{}", heldout_json(&draws, per_class));
+    eprintln!("{}", heldout_json(which, &draws, per_class));
     eprintln!(
         "written to {} ({:.0} s for {} draws)",
         path.display(),
@@ -1118,17 +1190,18 @@ fn names(v: &[(u64, &Label)]) -> String {
         .join(", ")
 }
 
-fn heldout_report(draws: &[Draw], per_class: usize) -> anyhow::Result<String> {
+fn heldout_report(which: Draws, draws: &[Draw], per_class: usize) -> anyhow::Result<String> {
     let mut s = String::new();
     let seeds: Vec<String> = draws.iter().map(|d| d.seed.to_string()).collect();
     writeln!(
         s,
-        "# flux-agent on the held-out generator draws\n\n\
-         Seeds {} (`flux_tests::eval::seeds::HELDOUT_SEEDS`: the scorer is never tuned on \
-         them), {per_class} per class, {} h each. {DEFINITIONS} Legitimate flagged = benign or \
-         hard entities flagged; hard outside the allowlist = hard entities with a flagged key \
-         the allowlist did not cover (they would be enforced).\n",
+        "# flux-agent on the {} generator draws\n\n\
+         Seeds {} ({}), {per_class} per class, {} h each. {DEFINITIONS} Legitimate flagged = \
+         benign or hard entities flagged; hard outside the allowlist = hard entities with a \
+         flagged key the allowlist did not cover (they would be enforced).\n",
+        which.title(),
         seeds.join(", "),
+        which.provenance(),
         HELDOUT_DURATION.as_secs() / 3600,
     )?;
     writeln!(s, "## Per seed\n")?;
@@ -1200,7 +1273,7 @@ fn heldout_report(draws: &[Draw], per_class: usize) -> anyhow::Result<String> {
 }
 
 /// The aggregate as one `EVAL-JSON heldout {...}` line.
-fn heldout_json(draws: &[Draw], per_class: usize) -> String {
+fn heldout_json(which: Draws, draws: &[Draw], per_class: usize) -> String {
     let pooled = Group::pooled(draws);
     let mut js = serde_json::Map::new();
     js.insert(
@@ -1243,5 +1316,9 @@ fn heldout_json(draws: &[Draw], per_class: usize) -> String {
             }),
         );
     }
-    format!("EVAL-JSON heldout {}", serde_json::Value::Object(js))
+    format!(
+        "EVAL-JSON {} {}",
+        which.key(),
+        serde_json::Value::Object(js)
+    )
 }

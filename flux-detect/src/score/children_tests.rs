@@ -1,0 +1,104 @@
+//! Tests of the parent rule (issue 12, item 2; `model::stable_children_only`): a registered
+//! domain whose names each keep their own answer is not flux because together they look
+//! diverse, while wildcard flux (a new name per lookup, each answered with a new bot) still is.
+//! Hand-built responses, no ASN database (the /16 stands in for the network).
+
+use super::scorer_tests::{a_records, at, response, scorer};
+use super::*;
+
+/// One lookup of `name` answered with `ip`, TTL 60 s.
+fn lookup(s: &mut Scorer, t: u32, name: &str, ip: &str, out: &mut Vec<Verdict>) {
+    let ips = [ip.to_owned()];
+    s.observe(at(t), &response(name, a_records(name, 60, &ips)), out);
+}
+
+fn flux(out: &[Verdict], key: &str) -> bool {
+    out.iter()
+        .any(|v| v.domain == key && v.level == Level::Flux)
+}
+
+#[test]
+fn a_parent_of_stable_children_is_not_flux() {
+    let mut s = scorer();
+    let mut out = Vec::new();
+    // Six cache nodes of a vendor, each one fixed address in its own network, each looked up
+    // twice a round (a cache re-shows it), a round every ten minutes: the answer of each comes
+    // back after it expired.
+    for round in 0..6u32 {
+        for i in 0..6u32 {
+            let name = format!("node{i}.cachevendor.net");
+            let ip = format!("{}.{}.1.1", 20 + i * 9, i);
+            lookup(&mut s, round * 600 + i * 8, &name, &ip, &mut out);
+            lookup(&mut s, round * 600 + i * 8 + 3, &name, &ip, &mut out);
+        }
+        if round == 0 {
+            // What the rule removes: after the first round the parent has six answers in six
+            // networks, all new; with one child rotating that is flux.
+            let f = s
+                .explain("cachevendor.net", at(60))
+                .expect("tracked")
+                .features;
+            assert!(model::stable_children_only(&f), "{f:?}");
+            let rotated = features::Features {
+                children_rotated: true,
+                ..f.clone()
+            };
+            assert!(model::score(&rotated) >= params::FLUX_ENTER, "{rotated:?}");
+            assert!(model::score(&f) < params::SUSPICIOUS_ENTER, "{f:?}");
+        }
+    }
+    assert!(!flux(&out, "cachevendor.net"), "{out:#?}");
+    let f = s
+        .explain("cachevendor.net", at(6 * 600))
+        .expect("tracked")
+        .features;
+    assert_eq!(f.children, 6, "{f:?}");
+    assert!(
+        !f.children_rotated && model::stable_children_only(&f),
+        "{f:?}"
+    );
+}
+
+#[test]
+fn wildcard_flux_over_names_seen_once_is_still_flux() {
+    let mut s = scorer();
+    let mut out = Vec::new();
+    // A new random subdomain per lookup, each answered with a new bot and never looked up again.
+    for i in 0..10u32 {
+        let name = format!("r{i}x.wildflux.net");
+        let ip = format!("{}.{}.7.7", 30 + i * 13, i * 3);
+        lookup(&mut s, i * 40, &name, &ip, &mut out);
+    }
+    assert!(flux(&out, "wildflux.net"), "{out:#?}");
+    let f = s
+        .explain("wildflux.net", at(400))
+        .expect("tracked")
+        .features;
+    assert!(f.children >= 3 && !model::stable_children_only(&f), "{f:?}");
+}
+
+#[test]
+fn a_child_that_rotates_makes_the_parents_growth_its_own() {
+    let mut s = scorer();
+    let mut out = Vec::new();
+    // One name of the domain hands out a new bot at every lookup, beside stable siblings.
+    for round in 0..8u32 {
+        for i in 0..3u32 {
+            let name = format!("www{i}.mixflux.net");
+            let ip = format!("{}.{}.1.1", 20 + i * 9, i);
+            lookup(&mut s, round * 300 + i, &name, &ip, &mut out);
+            lookup(&mut s, round * 300 + i + 2, &name, &ip, &mut out);
+        }
+        let ip = format!("{}.{}.9.9", 100 + round * 11, round);
+        lookup(&mut s, round * 300 + 10, "cdn.mixflux.net", &ip, &mut out);
+    }
+    let f = s
+        .explain("mixflux.net", at(8 * 300))
+        .expect("tracked")
+        .features;
+    assert!(
+        f.children_rotated && !model::stable_children_only(&f),
+        "{f:?}"
+    );
+    assert!(flux(&out, "cdn.mixflux.net"), "{out:#?}");
+}
