@@ -6,12 +6,14 @@
 //! - [`guard`]: what must never be blocked (this host's addresses, resolvers, gateways);
 //! - [`record`]: **the write path**: every block and allowlist change, the state database first,
 //!   then the maps;
+//! - [`allow_snapshot`]: the allowlist maps copied into memory, to check a whole feed at once;
 //! - [`maps`]: the pinned blocklist and allow maps. **This is where a map is written**, by the
 //!   running agent and by the CLI alike, always through `record`.
 //!
 //! May touch: the state database and the pinned maps (through `record` and `maps` only).
 //! Reads verdicts; never scores.
 
+pub mod allow_snapshot;
 pub mod block_expiry;
 pub mod guard;
 pub mod maps;

@@ -371,9 +371,14 @@ fn prepare(
     let popts = parse_options(&feed.format, src.file_name()).map_err(parse_err)?;
     let parsed = parse_feed(&bytes, &popts).map_err(parse_err)?;
     drop(bytes);
+    // One read of the allowlist maps, not a lookup for each of a million entries.
+    let allow = maps.allow_snapshot().map_err(|source| SyncError::Maps {
+        feed: feed.name.clone(),
+        source: Box::new(source),
+    })?;
     let allowed = |t: &Target| match t {
-        Target::Domain(d) => maps.domain_allowed(d),
-        Target::Ip(ip) | Target::Cidr(ip, _) => maps.address_allowed(ip),
+        Target::Domain(d) => allow.domain_allowed(d),
+        Target::Ip(ip) | Target::Cidr(ip, _) => allow.address_allowed(ip),
     };
     let f = filter(&parsed.set, guard, &allowed, opts);
     if feed.action.enforced() {
