@@ -119,13 +119,16 @@ fn a_feed_blocks_names_and_addresses_never_the_host_and_leaves_manual_blocks() {
     assert_eq!(reach(c, "10.77.0.20"), Reach::ALL, "before");
     // A manual block the feed also lists.
     cli_ok(c, &pin, &["blocklist", "add", "--domain", "gone.test"]);
+    // Allowed by the operator: the feed's entries under them are skipped and reported.
+    cli_ok(c, &pin, &["allowlist", "add", "--domain", "allowed.test"]);
+    cli_ok(c, &pin, &["allowlist", "add", "--cidr", "198.51.100.0/24"]);
 
     let dir = TempDir::new();
     let file = dir.0.join("intel.txt");
     let feed = format!(
         "# a plain list\na.flux.test\ngone.test\n10.77.0.20\n\
          {SERVER_V4}\n{CLIENT_V4}\n127.0.0.1\n0.0.0.0/0\n10.77.0.0/24\n\
-         not a domain at all!\nsteam community\n"
+         not a domain at all!\nsteam community\nx.allowed.test\n198.51.100.7\n"
     );
     fs::write(&file, feed).unwrap();
     let out = cli_ok(
@@ -164,6 +167,8 @@ fn a_feed_blocks_names_and_addresses_never_the_host_and_leaves_manual_blocks() {
     assert_eq!(r["warning_count"], 2, "{r}");
     assert_eq!(r["warnings"][0]["line"], 10, "{r}");
     assert_eq!(r["entries"], 3, "{r}");
+    // The allowlist (read from its maps) wins over the feed.
+    assert_eq!(r["allowlisted_count"], 2, "{r}");
     // The human output names them too.
     let human = cli_ok(
         c,
