@@ -417,7 +417,9 @@ fn feeds_and_the_state_database_are_in_the_metrics() {
         body.contains("flux_db_errors_total{kind=\"full\"} 0"),
         "{body}"
     );
-    // A second load (the refresher sees last_refresh move) counts a refresh.
+    // A second load counts a refresh: the agent sees the feed's last refresh time move. It is
+    // stored in whole seconds, so the update comes a second after the first load was seen.
+    thread::sleep(Duration::from_millis(1100));
     cli(&["feed", "update", "intel"]);
     scrape(&|b| b.contains("flux_feed_refreshes_total{feed=\"intel\",result=\"ok\"} 1"));
     cli(&["feed", "remove", "intel"]);

@@ -534,7 +534,9 @@ struct ReportedFeeds(std::collections::HashMap<String, Option<SystemTime>>);
 
 impl ReportedFeeds {
     /// Sets each feed's entry gauge; counts a refresh whenever a feed's `last_refresh` moved
-    /// (a refresh before the agent started only sets the gauges); forgets removed feeds.
+    /// (a refresh before the agent started only sets the gauges); forgets removed feeds. The
+    /// time is stored in whole seconds and read every [`REFRESH_TICK`]: refreshes of one feed
+    /// within the same second (a script's `feed update` twice) count once.
     fn report(&mut self, rec: &mut Recorder, m: &crate::ops::metrics::Metrics) {
         let Some(Ok(feeds)) = rec.store_mut().map(|s| s.feeds()) else {
             return;
