@@ -178,17 +178,30 @@ fn package_files() -> Vec<PathBuf> {
 /// Starts /usr/bin/flux-agent on `dev` in `ns` with the default pin folder, waits until its
 /// XDP link is pinned, and stops it with SIGINT; its exit status.
 fn run_installed_agent(ns: &Netns, dev: &str) -> std::process::ExitStatus {
+    // Its log in a file: SIGINT is sent once it says it is capturing (its signal handlers are
+    // in place from then on; a signal during the start ends the process at once, as the pin
+    // alone does not tell).
+    let dir = TempDir::new();
+    let log_path = dir.0.join("agent.stderr");
     let mut cmd = ns.cmd(BIN);
     cmd.args(["run", "--iface", dev, "--no-db", "--no-state"])
         .stdin(Stdio::null())
-        .stdout(Stdio::null());
-    let agent = Proc::spawn("flux-agent", &mut cmd);
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).expect("log file"));
+    let mut agent = Proc::spawn("flux-agent", &mut cmd);
     let pin = Path::new(DEFAULT_PIN_DIR).join(format!("xdp_link_{dev}"));
     let deadline = Instant::now() + AGENT_START_WAIT;
-    while !pin.exists() {
+    loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if pin.exists() && log.contains("capturing DNS responses") {
+            break;
+        }
+        if let Some(st) = agent.child.try_wait().expect("wait") {
+            panic!("the installed agent exited early ({st}):\n{log}");
+        }
         assert!(
             Instant::now() < deadline,
-            "{} never appeared",
+            "{} or the capturing line never appeared:\n{log}",
             pin.display()
         );
         std::thread::sleep(Duration::from_millis(100));
