@@ -233,6 +233,21 @@ fn mac_of(ns: &Netns, dev: &str) -> [u8; 6] {
     mac
 }
 
+/// The flux zone `www.fluxy.test` of the dnsmasq labs for round `round`, as hosts-file lines:
+/// five fresh addresses, each in its own /16 (a botnet of home routers).
+pub fn fluxy_hosts(round: u32) -> String {
+    (0..5u32)
+        .map(|i| format!("10.{}.{}.7 www.fluxy.test\n", 100 + round * 5 + i, i + 1))
+        .collect()
+}
+
+/// Writes `text` as dnsmasq's `--addn-hosts` file and has it reread (SIGHUP).
+pub fn reload_hosts(hosts: &Path, dns: &Proc, text: &str) {
+    fs::write(hosts, text).expect("write hosts");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(dns.child.id() as i32, libc::SIGHUP) };
+}
+
 /// A child process killed (and reaped) on drop.
 pub struct Proc {
     pub child: Child,

@@ -126,9 +126,7 @@ impl Lab {
                 text.push_str(&format!("{ip} {name}\n"));
             }
         }
-        std::fs::write(&self.hosts, text).expect("write hosts");
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.dns.child.id() as i32, libc::SIGHUP) };
+        reload_hosts(&self.hosts, &self.dns, &text);
         // dnsmasq re-reads the file on the signal; give it a moment.
         thread::sleep(Duration::from_millis(300));
     }

@@ -17,18 +17,9 @@ use serde_json::Value;
 /// Writes the flux zone's addresses for round `round` (five fresh ones, each in its own /16)
 /// and a steady CDN-like name, and makes dnsmasq reread them.
 fn rotate(hosts: &Path, dns: &Proc, round: u32) {
-    let mut text = String::new();
-    for i in 0..5u32 {
-        text.push_str(&format!(
-            "10.{}.{}.7 www.fluxy.test\n",
-            100 + round * 5 + i,
-            i + 1
-        ));
-    }
+    let mut text = fluxy_hosts(round);
     text.push_str("198.51.100.10 edge.cdnish.test\n198.51.100.11 edge.cdnish.test\n");
-    std::fs::write(hosts, text).expect("write hosts");
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(dns.child.id() as i32, libc::SIGHUP) };
+    reload_hosts(hosts, dns, &text);
 }
 
 /// unbound in `ns` on 127.0.0.1:53, recursing to dnsmasq for the two zones, caching nothing

@@ -373,15 +373,7 @@ fn monitor_mode_enforces_nothing() {
 
 /// Writes the flux zone's current addresses for dnsmasq's `--addn-hosts` and reloads it.
 fn rotate(hosts: &std::path::Path, dns: &Proc, round: u32, extra: &[&str]) {
-    let mut text = String::new();
-    // Five fresh addresses per round, each in its own /16: a botnet of home routers.
-    for i in 0..5u32 {
-        text.push_str(&format!(
-            "10.{}.{}.7 www.fluxy.test\n",
-            100 + round * 5 + i,
-            i + 1
-        ));
-    }
+    let mut text = fluxy_hosts(round);
     for e in extra {
         text.push_str(&format!("{e} www.fluxy.test\n"));
     }
@@ -394,9 +386,7 @@ fn rotate(hosts: &std::path::Path, dns: &Proc, round: u32, extra: &[&str]) {
     for a in cdn {
         text.push_str(&format!("{a} edge.cdnish.test\n"));
     }
-    std::fs::write(hosts, text).expect("write hosts");
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(dns.child.id() as i32, libc::SIGHUP) };
+    reload_hosts(hosts, dns, &text);
 }
 
 /// A server side that serves a rotating flux zone and a CDN-like zone, and an agent (with

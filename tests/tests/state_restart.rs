@@ -78,17 +78,7 @@ fn reboot(pin: &PinDir) {
 /// Writes the flux zone's addresses for dnsmasq's `--addn-hosts` and reloads it: five fresh
 /// addresses a round, each in its own /16.
 fn rotate(hosts: &Path, dns: &Proc, round: u32) {
-    let mut text = String::new();
-    for i in 0..5u32 {
-        text.push_str(&format!(
-            "10.{}.{}.7 www.fluxy.test\n",
-            100 + round * 5 + i,
-            i + 1
-        ));
-    }
-    fs::write(hosts, text).expect("write hosts");
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(dns.child.id() as i32, libc::SIGHUP) };
+    reload_hosts(hosts, dns, &fluxy_hosts(round));
 }
 
 /// The agent's arguments in these labs: no IP databases, no block hold (the rest of the

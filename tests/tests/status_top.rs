@@ -168,12 +168,7 @@ fn status_before_while_and_after_a_sigkill() {
 /// Writes the flux zone's addresses for the round (five fresh ones, each in its own /16: a
 /// botnet of home routers) and has dnsmasq reload them.
 fn rotate(hosts: &Path, dns: &Proc, round: u32) {
-    let text: String = (0..5u32)
-        .map(|i| format!("10.{}.{}.7 www.fluxy.test\n", 100 + round * 5 + i, i + 1))
-        .collect();
-    std::fs::write(hosts, text).expect("write hosts");
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(dns.child.id() as i32, libc::SIGHUP) };
+    reload_hosts(hosts, dns, &fluxy_hosts(round));
 }
 
 /// A tmux server of its own (`-L`) running one session, killed on drop.
