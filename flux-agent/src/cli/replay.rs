@@ -69,7 +69,7 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         replay_source::replay_with_progress(&args.files, &ports, &mut scorer, bus, &mut |p| {
             if let Some(bar) = &bar {
                 bar.set_position(p.responses);
-                if !p.responses.is_multiple_of(replay_source::PROGRESS_EVERY) || p.responses == 0 {
+                if p.file_start {
                     bar.set_message(format!(
                         "file {}/{}: {}",
                         p.file_index + 1,

@@ -130,6 +130,8 @@ pub struct Progress<'a> {
     pub file_index: usize,
     pub files: usize,
     pub responses: u64,
+    /// The call at the start of `file` (the others come every [`PROGRESS_EVERY`] responses).
+    pub file_start: bool,
 }
 
 /// Responses between two progress calls: often enough for a display refreshed several times a
@@ -159,20 +161,21 @@ pub fn replay_with_progress(
         if failed_files.iter().any(|f| f.path == *path) {
             continue;
         }
-        let at = |responses| Progress {
+        let at = |responses, file_start| Progress {
             file: path,
             file_index,
             files: paths.len(),
             responses,
+            file_start,
         };
-        progress(at(responses));
+        progress(at(responses, true));
         let kind =
             resolver_logs::sniff(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
         let r = match kind {
             Ok(InputKind::Capture) => capture_file::read_file(path, ports, &mut read, |c| {
                 responses += 1;
                 if responses.is_multiple_of(PROGRESS_EVERY) {
-                    progress(at(responses));
+                    progress(at(responses, false));
                 }
                 match parse_response(&c.payload, c.truncated) {
                     Ok(msg) => p.observe(observation(c, msg)),
