@@ -386,10 +386,8 @@ impl Drop for PinDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
         // What a killed agent of this lab left in /run/flux-agent.
-        if let Some(name) = self.0.file_name().map(|n| n.to_string_lossy().into_owned()) {
-            let _ = fs::remove_file(format!("/run/flux-agent/{name}.sock"));
-            let _ = fs::remove_file(format!("/run/flux-agent/{name}.ifaces.json"));
-        }
+        let _ = fs::remove_file(flux_agent::control::socket_path(&self.0));
+        let _ = fs::remove_file(flux_agent::kernel::iface_states::state_path(&self.0));
         if let Some(d) = state_path_for(&self.0).parent() {
             let _ = fs::remove_dir_all(d);
         }

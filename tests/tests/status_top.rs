@@ -40,10 +40,9 @@ fn status(ns: &Netns, pin: &PinDir) -> (i32, Value) {
 
 /// The control socket and interface file of the agent on `pin`, in /run/flux-agent.
 fn run_files(pin: &PinDir) -> [std::path::PathBuf; 2] {
-    let name = pin.0.file_name().unwrap().to_string_lossy().into_owned();
     [
-        format!("/run/flux-agent/{name}.sock").into(),
-        format!("/run/flux-agent/{name}.ifaces.json").into(),
+        flux_agent::control::socket_path(&pin.0),
+        flux_agent::kernel::iface_states::state_path(&pin.0),
     ]
 }
 
