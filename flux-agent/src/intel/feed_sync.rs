@@ -520,9 +520,13 @@ pub fn spawn_refresher(
                     continue;
                 };
                 refresh_due(rec, maps, &r.pin_dir, &r.resolvers);
-                republish(rec, &r.index, &mut published);
+                // The feed list as the refresh left it, read once for the lookup and the metrics.
+                let Some(Ok(feeds)) = rec.store_mut().map(|s| s.feeds()) else {
+                    continue;
+                };
+                republish(rec, &feeds, &r.index, &mut published);
                 if let Some(m) = &r.metrics {
-                    reported.report(rec, m);
+                    reported.report(&feeds, m);
                 }
             }
         })
@@ -537,12 +541,9 @@ impl ReportedFeeds {
     /// (a refresh before the agent started only sets the gauges); forgets removed feeds. The
     /// time is stored in whole seconds and read every [`REFRESH_TICK`]: refreshes of one feed
     /// within the same second (a script's `feed update` twice) count once.
-    fn report(&mut self, rec: &mut Recorder, m: &crate::ops::metrics::Metrics) {
-        let Some(Ok(feeds)) = rec.store_mut().map(|s| s.feeds()) else {
-            return;
-        };
+    fn report(&mut self, feeds: &[FeedRecord], m: &crate::ops::metrics::Metrics) {
         let mut now: std::collections::HashMap<String, Option<SystemTime>> = Default::default();
-        for f in &feeds {
+        for f in feeds {
             let fm = m.feed(&f.name);
             fm.set_entries(f.entry_count);
             let ok = f
@@ -582,10 +583,14 @@ fn feeds_digest(feeds: &[FeedRecord]) -> u64 {
 }
 
 /// Rebuilds and publishes the feed lookup when the feeds changed since the last one.
-fn republish(rec: &mut Recorder, index: &SharedIndex, published: &mut Option<u64>) {
+fn republish(
+    rec: &mut Recorder,
+    feeds: &[FeedRecord],
+    index: &SharedIndex,
+    published: &mut Option<u64>,
+) {
     let Some(store) = rec.store_mut() else { return };
-    let Ok(feeds) = store.feeds() else { return };
-    let digest = feeds_digest(&feeds);
+    let digest = feeds_digest(feeds);
     if *published == Some(digest) {
         return;
     }
