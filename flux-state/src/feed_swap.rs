@@ -20,11 +20,12 @@ use rusqlite::{OptionalExtension as _, Transaction, TransactionBehavior, params}
 
 use crate::{
     Store,
-    entry_table::{RawTarget, UPSERT_ENTRY, parse_targets, upsert},
+    entry_table::{RawTarget, parse_targets},
     feed_table::{FeedApplied, FeedFetch},
     state_error::StateError,
     state_types::{Entry, Source},
     unix_time::to_unix,
+    upsert_batch::UpsertBatch,
 };
 
 /// A feed entry's expiry is renewed only once less than this fraction of its ttl remains. Each
@@ -232,27 +233,28 @@ fn write_list(
         .collect();
     listed.sort_by(|a, b| a.0.cmp(&b.0));
     listed.dedup_by(|later, first| later.0 == first.0);
-    let mut upsert_stmt = tx.prepare_cached(UPSERT_ENTRY)?;
+    // Distinct keys (deduplicated above), as a batch needs.
+    let mut batch = UpsertBatch::new(tx, src);
     let mut out = ListWritten {
         count: listed.len(),
         added: Vec::new(),
         renewed: Vec::new(),
     };
     for (k, e) in listed {
-        match old.remove(&k) {
-            Some(stored) if stored.holds(e, ttl) => {}
-            Some(_) => {
-                upsert(&mut upsert_stmt, e, src)?;
-                out.renewed.push((e.kind, e.target.clone()));
-            }
-            None => {
-                upsert(&mut upsert_stmt, e, src)?;
-                if !others.contains(&k) {
-                    out.added.push((e.kind, e.target.clone()));
-                }
-            }
+        let stored = old.remove(&k);
+        if stored.as_ref().is_some_and(|s| s.holds(e, ttl)) {
+            continue;
         }
+        if stored.is_some() {
+            out.renewed.push((e.kind, e.target.clone()));
+        } else if !others.contains(&k) {
+            out.added.push((e.kind, e.target.clone()));
+        }
+        // The target's text is the key's last field.
+        let target = k.splitn(3, '\t').nth(2).unwrap_or_default().to_owned();
+        batch.push(e, target)?;
     }
+    batch.flush()?;
     Ok(out)
 }
 

@@ -8,6 +8,7 @@
 //! - `migrations`: the versioned schema ([`SCHEMA_VERSION`]);
 //! - `entry_table`: blocks and allowlist entries, one row per source, and the effective view;
 //! - `feed_table`: the feeds and the atomic swap of a feed's entries;
+//! - `upsert_batch`: the feed swap's rows written many to a statement;
 //! - `verdict_journal`: the bounded journal of verdicts;
 //! - [`reconcile`]: the pure database-versus-maps comparison;
 //! - [`export`]: what the agent found or blocked as STIX 2.1, MISP, CSV, hosts or a plain list.
@@ -26,6 +27,7 @@ mod state_error;
 mod state_types;
 mod store;
 mod unix_time;
+mod upsert_batch;
 mod verdict_journal;
 
 #[cfg(test)]
