@@ -637,3 +637,41 @@ fn a_writer_waits_for_another_connections_lock_instead_of_failing() {
     let missing = Store::open(&dir.path().join("no/such/dir/state.db"));
     assert!(matches!(missing, Err(StateError::Unreadable { .. })));
 }
+
+/// A feed longer than one statement's batch (`upsert_batch::UPSERT_ROWS`) reads back row for
+/// row as it was listed: every field bound in its place, the short last batch included.
+#[test]
+fn a_feed_of_several_batches_reads_back_field_for_field() {
+    let (_dir, mut s) = fresh();
+    s.upsert_feed(&FeedRecord::new("f", "/f", "plain", Action::Block))
+        .unwrap();
+    let n = 3 * crate::upsert_batch::UPSERT_ROWS + 7;
+    let list: Vec<Entry> = (0..n)
+        .map(|i| {
+            let target = if i % 3 == 0 {
+                Target::Ip(std::net::IpAddr::from([192, 0, 2, (i % 250) as u8 + 1]))
+            } else {
+                dom(&format!("n{i}.example"))
+            };
+            Entry {
+                kind: if i % 5 == 0 { Kind::Allow } else { Kind::Block },
+                action: if i % 2 == 0 {
+                    Action::Block
+                } else {
+                    Action::Report
+                },
+                reason: format!("reason {i}"),
+                score: (i % 4 == 0).then_some(i as f64 / 1000.0),
+                expires: (i % 3 != 1).then(|| at(86_400 + i as i64)),
+                subdomains: i % 7 != 0,
+                ..block(target, Source::feed("f"), None)
+            }
+        })
+        .collect();
+    let r = s.apply_feed("f", &list, &FeedFetch::default()).unwrap();
+    assert_eq!(r.count, n);
+    for want in &list {
+        let got = s.entries_for(want.kind, &want.target).unwrap();
+        assert_eq!(got, vec![want.clone()], "{}", want.target);
+    }
+}
