@@ -10,11 +10,7 @@
 //!
 //! Touches only the `entries` and `feeds` tables.
 
-use std::{
-    collections::{HashMap, HashSet},
-    rc::Rc,
-    time::Duration,
-};
+use std::{collections::HashSet, time::Duration};
 
 use rusqlite::{OptionalExtension as _, Transaction, TransactionBehavior, params};
 
@@ -36,22 +32,20 @@ use crate::{
 /// expires between ttl/2 and ttl after the last load that listed it.
 pub const RENEW_BELOW: f64 = 0.5;
 
-/// The values of a feed row a load may change (`added` stays the first load's). Action and
-/// reason are shared (`Rc`): a feed's million rows hold one or two distinct ones, and a
-/// `String` apiece cost about 100 MB on a reload.
-#[derive(Clone, Debug, PartialEq)]
-struct RowValues {
-    action: Rc<str>,
-    reason: Rc<str>,
+/// The values of a stored feed row a load may change (`added` stays the first load's), read
+/// in place from the row: nothing is allocated for each of a million unchanged entries.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct RowView<'r> {
+    action: &'r str,
+    reason: &'r str,
     score: Option<f64>,
     expires: Option<i64>,
     subdomains: bool,
 }
 
-impl RowValues {
+impl RowView<'_> {
     /// Whether the stored row already says what the list's entry says, an expiry still more
-    /// than [`RENEW_BELOW`] of `ttl` away counting as the same. Compared in place: nothing is
-    /// allocated for each of a million unchanged entries.
+    /// than [`RENEW_BELOW`] of `ttl` away counting as the same.
     fn holds(&self, new: &Entry, ttl: Option<Duration>) -> bool {
         let expiry_holds = match (self.expires, new.expires.map(to_unix), ttl) {
             (Some(stored), Some(wanted), Some(ttl)) => {
@@ -62,21 +56,31 @@ impl RowValues {
             (stored, wanted, _) => stored == wanted,
         };
         expiry_holds
-            && *self.action == *new.action.as_str()
-            && *self.reason == *new.reason
+            && self.action == new.action.as_str()
+            && self.reason == new.reason
             && self.score == new.score
             && self.subdomains == new.subdomains
     }
 }
 
-/// The key of a row within one source: (kind, target type, target), tab-joined, one allocation.
-fn key(kind: &str, target_type: &str, target: &str) -> String {
-    let mut k = String::with_capacity(kind.len() + target_type.len() + target.len() + 2);
+/// Writes the key of a row within one source, (kind, target type, target) tab-joined, into
+/// `k`. Keys compare as the primary key's columns do: no kind or target type is a prefix of
+/// another, and a tab sorts before any character of a target, so the order of the joined
+/// text is the order of (kind, target_type, target), SQLite's and Rust's both bytewise.
+fn key_into(k: &mut String, kind: &str, target_type: &str, target: &str) {
+    k.clear();
+    k.reserve(kind.len() + target_type.len() + target.len() + 2);
     k.push_str(kind);
     k.push('\t');
     k.push_str(target_type);
     k.push('\t');
     k.push_str(target);
+}
+
+/// The key of a row, in a new string.
+fn key(kind: &str, target_type: &str, target: &str) -> String {
+    let mut k = String::new();
+    key_into(&mut k, kind, target_type, target);
     k
 }
 
@@ -122,17 +126,18 @@ impl Store {
             });
         };
         let ttl = ttl.map(|s| Duration::from_secs(s.unsigned_abs()));
-        let mut old = feed_rows(&tx, &src).map_err(&err)?;
         let others = other_keys(&tx, &src).map_err(&err)?;
-        let diff = write_list(&tx, &src, entries, ttl, &mut old, &others).map_err(&err)?;
-        let gone = delete_unlisted(&tx, &src, old, &others).map_err(&err)?;
+        let listed = sorted_list(entries);
+        let diff = diff(&tx, &src, &listed, ttl).map_err(&err)?;
+        let written = write_list(&tx, &src, &listed, &diff, &others).map_err(&err)?;
+        let gone = delete_unlisted(&tx, &src, diff.unlisted, &others).map_err(&err)?;
         tx.execute(
             "UPDATE feeds SET entry_count = ?2, last_result = ?3, last_refresh = ?4,
                  etag = ?5, last_modified = ?6 WHERE name = ?1",
             params![
                 name,
-                i64::try_from(diff.count).unwrap_or(i64::MAX),
-                format!("ok: {} entries", diff.count),
+                i64::try_from(listed.len()).unwrap_or(i64::MAX),
+                format!("ok: {} entries", listed.len()),
                 fetch.at.map(to_unix),
                 fetch.etag,
                 fetch.last_modified
@@ -142,44 +147,12 @@ impl Store {
         tx.commit().map_err(&err)?;
         // Each list in target order (the order rows were written in).
         Ok(FeedApplied {
-            count: diff.count,
-            added: diff.added,
+            count: listed.len(),
+            added: written.added,
             gone: parse_targets(gone).map_err(self.bad_row())?,
-            renewed: diff.renewed,
+            renewed: written.renewed,
         })
     }
-}
-
-/// The rows `src` holds now, by key.
-fn feed_rows(tx: &Transaction<'_>, src: &str) -> rusqlite::Result<HashMap<String, RowValues>> {
-    let mut stmt = tx.prepare(
-        "SELECT kind, target_type, target, action, reason, score, expires, subdomains
-         FROM entries WHERE source = ?1",
-    )?;
-    let mut rows = stmt.query([src])?;
-    let mut old = HashMap::new();
-    let mut interned: HashSet<Rc<str>> = HashSet::new();
-    let mut intern = |s: String| -> Rc<str> {
-        if let Some(v) = interned.get(s.as_str()) {
-            return v.clone();
-        }
-        let v: Rc<str> = s.into();
-        interned.insert(v.clone());
-        v
-    };
-    while let Some(r) = rows.next()? {
-        let (kind, target_type, target): (String, String, String) =
-            (r.get(0)?, r.get(1)?, r.get(2)?);
-        let values = RowValues {
-            action: intern(r.get(3)?),
-            reason: intern(r.get(4)?),
-            score: r.get(5)?,
-            expires: r.get(6)?,
-            subdomains: r.get(7)?,
-        };
-        old.insert(key(&kind, &target_type, &target), values);
-    }
-    Ok(old)
 }
 
 /// The keys every other source holds: one read of their rows instead of a lookup for each of a
@@ -191,34 +164,18 @@ fn other_keys(tx: &Transaction<'_>, src: &str) -> rusqlite::Result<HashSet<Strin
     let mut rows = stmt.query([src])?;
     let mut keys = HashSet::new();
     while let Some(r) = rows.next()? {
-        let (kind, target_type, target): (String, String, String) =
-            (r.get(0)?, r.get(1)?, r.get(2)?);
-        keys.insert(key(&kind, &target_type, &target));
+        keys.insert(key(
+            r.get_ref(0)?.as_str()?,
+            r.get_ref(1)?.as_str()?,
+            r.get_ref(2)?.as_str()?,
+        ));
     }
     Ok(keys)
 }
 
-/// What writing the new list did.
-struct ListWritten {
-    count: usize,
-    added: Vec<(crate::Kind, crate::Target)>,
-    renewed: Vec<(crate::Kind, crate::Target)>,
-}
-
-/// Inserts the new targets and updates the changed ones, in key order: SQLite fills its pages
-/// densely when rows arrive in key order (a list walked backwards left the table half empty,
-/// 224 MB instead of 131 MB for a million names, and took longer). `old` is left holding the
-/// rows the list no longer names.
-fn write_list(
-    tx: &Transaction<'_>,
-    src: &str,
-    entries: &[Entry],
-    ttl: Option<Duration>,
-    old: &mut HashMap<String, RowValues>,
-    others: &HashSet<String>,
-) -> rusqlite::Result<ListWritten> {
-    // Walked from the end and sorted stably: of a target given twice, the last comes first in
-    // its run, and is the one kept.
+/// The list as rows, each with its key, in key order. Walked from the end and sorted stably:
+/// of a target given twice, the last comes first in its run, and is the one kept.
+fn sorted_list(entries: &[Entry]) -> Vec<(String, &Entry)> {
     let mut listed: Vec<(String, &Entry)> = entries
         .iter()
         .rev()
@@ -233,21 +190,100 @@ fn write_list(
         .collect();
     listed.sort_by(|a, b| a.0.cmp(&b.0));
     listed.dedup_by(|later, first| later.0 == first.0);
-    // Distinct keys (deduplicated above), as a batch needs.
+    listed
+}
+
+/// How the list differs from the rows `src` holds.
+struct Diff {
+    /// Indexes into the list of rows to write, in key order, each `true` when a stored row is
+    /// renewed and `false` when the row is new to this source.
+    writes: Vec<(usize, bool)>,
+    /// The keys of stored rows the list no longer names, in key order.
+    unlisted: Vec<String>,
+}
+
+/// Compares the sorted list with the rows `src` holds, read in key order beside it (a merge:
+/// no map of a million stored rows in memory, which took a reload's peak to 543–634 MB).
+/// Reads only; the writes come after, never under the open cursor.
+fn diff(
+    tx: &Transaction<'_>,
+    src: &str,
+    listed: &[(String, &Entry)],
+    ttl: Option<Duration>,
+) -> rusqlite::Result<Diff> {
+    // The primary key's order: the table is walked in it, no sort.
+    let mut stmt = tx.prepare(
+        "SELECT kind, target_type, target, action, reason, score, expires, subdomains
+         FROM entries WHERE source = ?1 ORDER BY kind, target_type, target",
+    )?;
+    let mut rows = stmt.query([src])?;
+    let mut out = Diff {
+        writes: Vec::new(),
+        unlisted: Vec::new(),
+    };
+    let (mut next, mut k) = (0, String::new());
+    while let Some(r) = rows.next()? {
+        key_into(
+            &mut k,
+            r.get_ref(0)?.as_str()?,
+            r.get_ref(1)?.as_str()?,
+            r.get_ref(2)?.as_str()?,
+        );
+        // Listed keys before this stored one are new.
+        while listed.get(next).is_some_and(|(lk, _)| *lk < k) {
+            out.writes.push((next, false));
+            next += 1;
+        }
+        match listed.get(next) {
+            Some((lk, e)) if *lk == k => {
+                let stored = RowView {
+                    action: r.get_ref(3)?.as_str()?,
+                    reason: r.get_ref(4)?.as_str()?,
+                    score: r.get(5)?,
+                    expires: r.get(6)?,
+                    subdomains: r.get(7)?,
+                };
+                if !stored.holds(e, ttl) {
+                    out.writes.push((next, true));
+                }
+                next += 1;
+            }
+            _ => out.unlisted.push(k.clone()),
+        }
+    }
+    out.writes.extend((next..listed.len()).map(|i| (i, false)));
+    Ok(out)
+}
+
+/// What writing the list did.
+struct ListWritten {
+    added: Vec<(crate::Kind, crate::Target)>,
+    renewed: Vec<(crate::Kind, crate::Target)>,
+}
+
+/// Inserts the new targets and updates the changed ones, in key order: SQLite fills its pages
+/// densely when rows arrive in key order (a list walked backwards left the table half empty,
+/// 224 MB instead of 131 MB for a million names, and took longer).
+fn write_list(
+    tx: &Transaction<'_>,
+    src: &str,
+    listed: &[(String, &Entry)],
+    diff: &Diff,
+    others: &HashSet<String>,
+) -> rusqlite::Result<ListWritten> {
+    // Distinct keys (the list is deduplicated), as a batch needs.
     let mut batch = UpsertBatch::new(tx, src);
     let mut out = ListWritten {
-        count: listed.len(),
         added: Vec::new(),
         renewed: Vec::new(),
     };
-    for (k, e) in listed {
-        let stored = old.remove(&k);
-        if stored.as_ref().is_some_and(|s| s.holds(e, ttl)) {
+    for &(i, renewed) in &diff.writes {
+        let Some((k, e)) = listed.get(i) else {
             continue;
-        }
-        if stored.is_some() {
+        };
+        if renewed {
             out.renewed.push((e.kind, e.target.clone()));
-        } else if !others.contains(&k) {
+        } else if !others.contains(k) {
             out.added.push((e.kind, e.target.clone()));
         }
         // The target's text is the key's last field.
@@ -263,17 +299,15 @@ fn write_list(
 fn delete_unlisted(
     tx: &Transaction<'_>,
     src: &str,
-    old: HashMap<String, RowValues>,
+    unlisted: Vec<String>,
     others: &HashSet<String>,
 ) -> rusqlite::Result<Vec<RawTarget>> {
     let mut delete = tx.prepare_cached(
         "DELETE FROM entries WHERE kind = ?1 AND target_type = ?2 AND target = ?3
              AND source = ?4",
     )?;
-    let mut dropped: Vec<String> = old.into_keys().collect();
-    dropped.sort_unstable();
     let mut gone = Vec::new();
-    for k in dropped {
+    for k in unlisted {
         let Some((kind, target_type, target)) = split(&k) else {
             continue;
         };
@@ -289,10 +323,10 @@ fn delete_unlisted(
 mod tests {
     use super::*;
 
-    fn stored(expires: i64) -> RowValues {
-        RowValues {
-            action: "block".into(),
-            reason: "feed f".into(),
+    fn stored(expires: i64) -> RowView<'static> {
+        RowView {
+            action: "block",
+            reason: "feed f",
             score: None,
             expires: Some(expires),
             subdomains: true,

@@ -675,3 +675,43 @@ fn a_feed_of_several_batches_reads_back_field_for_field() {
         assert_eq!(got, vec![want.clone()], "{}", want.target);
     }
 }
+
+/// The swap's difference, with new, kept, changed and dropped rows interleaved in key order
+/// (the stored rows and the list are walked side by side): each target lands in exactly one
+/// of added, renewed and gone, and the table ends holding the second list.
+#[test]
+fn a_swap_interleaving_every_kind_of_change_writes_exactly_the_difference() {
+    let (_dir, mut s) = fresh();
+    s.upsert_feed(&FeedRecord::new("f", "/f", "plain", Action::Block))
+        .unwrap();
+    let entry = |n: &str, reason: &str| Entry {
+        reason: reason.into(),
+        ..block(dom(n), Source::feed("f"), None)
+    };
+    let first: Vec<Entry> = ["b", "d", "f", "h"]
+        .iter()
+        .map(|n| entry(&format!("{n}.example"), "r"))
+        .collect();
+    s.apply_feed("f", &first, &FeedFetch::default()).unwrap();
+    let second = vec![
+        entry("i.example", "r"),
+        entry("a.example", "r"),
+        entry("d.example", "changed"),
+        entry("e.example", "r"),
+        entry("h.example", "r"),
+    ];
+    let r = s.apply_feed("f", &second, &FeedFetch::default()).unwrap();
+    let names =
+        |v: &[(Kind, Target)]| -> Vec<String> { v.iter().map(|(_, t)| t.to_string()).collect() };
+    assert_eq!(names(&r.added), ["a.example", "e.example", "i.example"]);
+    assert_eq!(names(&r.renewed), ["d.example"]);
+    assert_eq!(names(&r.gone), ["b.example", "f.example"]);
+    assert_eq!(r.count, 5);
+    for want in &second {
+        let got = s.entries_for(Kind::Block, &want.target).unwrap();
+        assert_eq!(got, vec![want.clone()], "{}", want.target);
+    }
+    for gone in ["b.example", "f.example"] {
+        assert!(s.entries_for(Kind::Block, &dom(gone)).unwrap().is_empty());
+    }
+}
