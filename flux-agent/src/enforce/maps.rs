@@ -4,6 +4,10 @@
 //!
 //! Every value is checked before any map is touched, so bad input leaves the maps as they were.
 
+mod bulk_write;
+
+use aya::maps::IterableMap as _;
+
 use std::{
     net::IpAddr,
     path::{Path, PathBuf},
@@ -279,6 +283,18 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
+/// The map entry of a new block as `spec` says: expiry from now, no hits yet, added now.
+fn fresh_entry(spec: &Spec) -> BlockEntry {
+    let mut e = BlockEntry::new(spec.source, expiry_ns(boot_ns(), spec.ttl));
+    e.reason = reason_bytes(&spec.reason);
+    e.score_milli = spec
+        .score
+        .map(|s| (s * 1000.0).clamp(0.0, f64::from(u16::MAX)) as u16)
+        .unwrap_or(0);
+    e.added_unix = now_unix();
+    e
+}
+
 fn domain_value(name: &str, entry: BlockEntry) -> DomainBlock {
     let mut text = [0u8; DOMAIN_TEXT_LEN];
     let n = name.len().min(DOMAIN_TEXT_LEN - 1);
@@ -528,13 +544,7 @@ impl Maps {
         spec: &Spec,
         previous: Option<BlockEntry>,
     ) -> Result<Added, BlocklistError> {
-        let mut e = BlockEntry::new(spec.source, expiry_ns(boot_ns(), spec.ttl));
-        e.reason = reason_bytes(&spec.reason);
-        e.score_milli = spec
-            .score
-            .map(|s| (s * 1000.0).clamp(0.0, f64::from(u16::MAX)) as u16)
-            .unwrap_or(0);
-        e.added_unix = now_unix();
+        let mut e = fresh_entry(spec);
         if let Some(p) = previous {
             e.hits = p.hits;
             e.added_unix = p.added_unix;
@@ -660,7 +670,7 @@ impl Maps {
     /// How full each blocklist map would be with `targets` written: per map, its capacity, the
     /// entries there now and how many of `targets` it lacks. A bulk writer (a feed) checks this
     /// before it changes anything, so a set larger than a map is refused whole. Reads every key
-    /// once (one syscall each: about a second per million entries).
+    /// once (the hash maps in batches, the tries one syscall a key).
     pub fn room_for(&self, targets: &[Target]) -> Result<Vec<Room>, BlocklistError> {
         use std::collections::HashSet;
         fn keys<K: Eq + std::hash::Hash>(
@@ -669,9 +679,20 @@ impl Maps {
         ) -> Result<HashSet<K>, BlocklistError> {
             it.map(|r| r.map_err(map_err("read", name))).collect()
         }
-        let v4s = keys(self.v4.keys(), MAP_BLOCKED_V4)?;
-        let v6s = keys(self.v6.keys(), MAP_BLOCKED_V6)?;
-        let doms = keys(self.domains.keys(), MAP_BLOCKED_DOMAINS)?;
+        // The hash maps' keys in batches where the kernel allows it (a million keys one
+        // syscall each took about a second), else one at a time.
+        let v4s = match bulk_write::hash_keys::<[u8; 4], BlockEntry>(self.v4.map()) {
+            Some(k) => k.into_iter().collect(),
+            None => keys(self.v4.keys(), MAP_BLOCKED_V4)?,
+        };
+        let v6s = match bulk_write::hash_keys::<[u8; 16], BlockEntry>(self.v6.map()) {
+            Some(k) => k.into_iter().collect(),
+            None => keys(self.v6.keys(), MAP_BLOCKED_V6)?,
+        };
+        let doms = match bulk_write::hash_keys::<u64, DomainBlock>(self.domains.map()) {
+            Some(k) => k.into_iter().collect(),
+            None => keys(self.domains.keys(), MAP_BLOCKED_DOMAINS)?,
+        };
         let c4 = keys(
             self.cidr4
                 .keys()

@@ -295,28 +295,50 @@ impl Recorder {
         let now = SystemTime::now();
         let mut n = 0;
         for e in added.iter().filter(|e| flux_state::enforced(e)) {
-            let t = from_state(&e.target);
             match e.kind {
                 Kind::Block => {
-                    let ttl = match e.expires {
-                        None => None,
-                        Some(x) => match x.duration_since(now) {
-                            Ok(d) if !d.is_zero() => Some(d),
-                            _ => continue,
-                        },
-                    };
-                    let spec = Spec {
-                        source: map_source(&e.sources),
-                        ttl,
-                        reason: e.reason.clone(),
-                        score: e.score,
+                    let Some((t, spec)) = block_spec(e, now) else {
+                        continue;
                     };
                     maps.block(&t, &spec)?;
                 }
-                Kind::Allow => maps.allow(&t, &e.reason)?,
+                Kind::Allow => maps.allow(&from_state(&e.target), &e.reason)?,
             }
             n += 1;
         }
+        self.remove_from_maps(maps, gone).map(|r| n + r)
+    }
+
+    /// [`Recorder::apply`] for entries the maps should not hold yet (a feed's new targets, the
+    /// start-up restore after a reboot): the blocks go in batches ([`Maps::block_new`]; one
+    /// found there after all is renewed as `apply` would). Returns the entries written.
+    pub fn apply_new(
+        &mut self,
+        maps: &mut Maps,
+        added: &[EffectiveEntry],
+    ) -> Result<usize, BlocklistError> {
+        let now = SystemTime::now();
+        let mut blocks = Vec::new();
+        let mut n = 0;
+        for e in added.iter().filter(|e| flux_state::enforced(e)) {
+            match e.kind {
+                Kind::Block => blocks.extend(block_spec(e, now)),
+                Kind::Allow => {
+                    maps.allow(&from_state(&e.target), &e.reason)?;
+                    n += 1;
+                }
+            }
+        }
+        Ok(n + maps.block_new(&blocks)?)
+    }
+
+    /// Removes `gone` from the maps; returns how many were there.
+    fn remove_from_maps(
+        &mut self,
+        maps: &mut Maps,
+        gone: &[(Kind, flux_state::Target)],
+    ) -> Result<usize, BlocklistError> {
+        let mut n = 0;
         for (kind, st) in gone {
             let t = from_state(st);
             let removed = match kind {
@@ -368,7 +390,7 @@ impl Recorder {
             &r.to_remove,
             |(k, t)| format!("{} {t}", k.as_str()),
         );
-        out.added = self.apply(maps, &r.to_add, &[])?;
+        out.added = self.apply_new(maps, &r.to_add)?;
         out.removed = self.apply(maps, &[], &r.to_remove)?;
         out.expired = expired.rows.len() + r.expired.len();
         out.elapsed = started.elapsed();
@@ -477,6 +499,25 @@ fn listed_target(l: &Listed) -> Option<Target> {
         "ip" => Target::ip(&l.value).ok(),
         _ => Target::cidr(&l.value).ok(),
     }
+}
+
+/// The map write of a database block: its target and spec, the ttl what is left of its expiry
+/// at `now`; `None` when it has already expired.
+fn block_spec(e: &EffectiveEntry, now: SystemTime) -> Option<(Target, Spec)> {
+    let ttl = match e.expires {
+        None => None,
+        Some(x) => match x.duration_since(now) {
+            Ok(d) if !d.is_zero() => Some(d),
+            _ => return None,
+        },
+    };
+    let spec = Spec {
+        source: map_source(&e.sources),
+        ttl,
+        reason: e.reason.clone(),
+        score: e.score,
+    };
+    Some((from_state(&e.target), spec))
 }
 
 /// Every (kind, target) the maps hold, expired entries included, as the database spells them.

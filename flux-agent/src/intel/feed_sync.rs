@@ -318,7 +318,7 @@ pub fn sync(
             .iter()
             .map(|(kind, target)| effective(*kind, target.clone(), &feed, now))
             .collect();
-        report.added += rec.apply(maps, &batch, &[]).map_err(map_err)?;
+        report.added += rec.apply_new(maps, &batch).map_err(map_err)?;
     }
     report.removed = rec
         .apply(maps, &[], &applied.gone)

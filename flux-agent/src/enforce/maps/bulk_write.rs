@@ -1,0 +1,148 @@
+//! [`Maps::block_new`] and [`Maps::hash_keys`]: the bulk paths of [`Maps`], for a feed's new
+//! entries and the start-up restore after a reboot (up to millions of targets the maps do not
+//! hold yet), and for counting a map's keys before a feed is written. The hash maps' share goes
+//! through `map_batch` (a few hundred syscalls for a million entries); CIDR entries, which
+//! live in LPM tries without batch calls, and any target already present go through
+//! [`Maps::block`] as before.
+//!
+//! May touch: the blocklist maps of [`Maps`].
+
+use aya::{
+    Pod,
+    maps::{IterableMap as _, MapData, MapError},
+    sys::SyscallError,
+};
+
+use super::{
+    BlockEntry, BlocklistError, DomainBlock, MAP_BLOCKED_DOMAINS, MAP_BLOCKED_V4, MAP_BLOCKED_V6,
+    Maps, Spec, Target, domain_key, domain_value, fresh_entry, map_err, v4, v6,
+};
+use crate::enforce::map_batch;
+
+/// Entries bound for one hash map, with the index of each in the caller's list.
+struct Staged<K, V> {
+    at: Vec<usize>,
+    keys: Vec<K>,
+    values: Vec<V>,
+}
+
+impl<K, V> Default for Staged<K, V> {
+    fn default() -> Self {
+        Self {
+            at: Vec::new(),
+            keys: Vec::new(),
+            values: Vec::new(),
+        }
+    }
+}
+
+impl<K, V> Staged<K, V> {
+    fn push(&mut self, at: usize, key: K, value: V) {
+        self.at.push(at);
+        self.keys.push(key);
+        self.values.push(value);
+    }
+}
+
+/// A batch call's error as the one-at-a-time path reports it (a full map is `Full`).
+fn batch_err(op: &'static str, map: &'static str) -> impl Fn(std::io::Error) -> BlocklistError {
+    move |io_error| {
+        map_err(op, map)(MapError::SyscallError(SyscallError {
+            call: "bpf_map_batch",
+            io_error,
+        }))
+    }
+}
+
+/// Writes `staged` into `map` where its keys are absent; returns how many were written and the
+/// indexes (into the caller's list) of the keys already there.
+fn insert<K: Pod, V: Pod>(
+    map: &MapData,
+    name: &'static str,
+    staged: &Staged<K, V>,
+) -> Result<(usize, Vec<usize>), BlocklistError> {
+    let r = map_batch::insert_new(map, &staged.keys, &staged.values)
+        .map_err(batch_err("insert", name))?;
+    let present = r
+        .present
+        .iter()
+        .filter_map(|&i| staged.at.get(i).copied())
+        .collect();
+    Ok((r.written, present))
+}
+
+impl Maps {
+    /// Blocks each target as [`Maps::block`] would, for lists of targets the maps should not
+    /// hold yet: the addresses and names are written in batches, and a target that turns out
+    /// to be there already is renewed through [`Maps::block`] (its hit count and first-added
+    /// time kept). Returns the entries written. On an error (a full map) the entries before it
+    /// are written: the callers check the room first (`room_for`), and the database, written
+    /// before, is the record the next start reconciles with.
+    pub fn block_new(&mut self, items: &[(Target, Spec)]) -> Result<usize, BlocklistError> {
+        let mut s4: Staged<[u8; 4], BlockEntry> = Staged::default();
+        let mut s6: Staged<[u8; 16], BlockEntry> = Staged::default();
+        let mut sd: Staged<u64, DomainBlock> = Staged::default();
+        let mut written = 0;
+        for (i, (t, spec)) in items.iter().enumerate() {
+            match t {
+                Target::Ip(ip) => match (v4(ip), v6(ip)) {
+                    (Some(a), _) => s4.push(i, a, fresh_entry(spec)),
+                    (_, Some(a)) => s6.push(i, a, fresh_entry(spec)),
+                    _ => {}
+                },
+                Target::Domain(d) => {
+                    let k = domain_key(d)
+                        .ok_or_else(|| BlocklistError::BadDomain(d.clone(), "not a name".into()))?;
+                    sd.push(i, k, domain_value(d, fresh_entry(spec)));
+                }
+                Target::Cidr(..) => {
+                    self.block(t, spec)?;
+                    written += 1;
+                }
+            }
+        }
+        let mut present = Vec::new();
+        let (n, p) =
+            insert(self.v4.map(), MAP_BLOCKED_V4, &s4).map_err(|e| self.with_capacity(e))?;
+        written += n;
+        present.extend(p);
+        let (n, p) =
+            insert(self.v6.map(), MAP_BLOCKED_V6, &s6).map_err(|e| self.with_capacity(e))?;
+        written += n;
+        present.extend(p);
+        let (n, p) = insert(self.domains.map(), MAP_BLOCKED_DOMAINS, &sd)
+            .map_err(|e| self.with_capacity(e))?;
+        written += n;
+        present.extend(p);
+        for i in present {
+            if let Some((t, spec)) = items.get(i) {
+                self.block(t, spec)?;
+                written += 1;
+            }
+        }
+        Ok(written)
+    }
+
+    /// A `Full` error names the capacity the map was loaded with.
+    fn with_capacity(&self, e: BlocklistError) -> BlocklistError {
+        match e {
+            BlocklistError::Full { map, .. } => BlocklistError::Full {
+                map,
+                capacity: self.capacity(map),
+            },
+            e => e,
+        }
+    }
+}
+
+/// Every key of a hash map, in batches; `None` when the kernel refuses the batch call (then
+/// the caller walks the keys one at a time).
+pub(super) fn hash_keys<K: Pod, V: Pod>(map: &MapData) -> Option<Vec<K>> {
+    match map_batch::keys::<K, V>(map) {
+        Ok(k) => Some(k),
+        Err(e) => {
+            log::debug!("batched key read refused ({e}); reading one key at a time");
+            None
+        }
+    }
+}
