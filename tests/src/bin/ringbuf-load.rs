@@ -64,7 +64,9 @@ struct Args {
 
 fn args() -> anyhow::Result<Args> {
     let mut a = Args {
-        rates: vec![10_000, 20_000, 40_000, 60_000, 80_000, 100_000, 150_000, 200_000],
+        rates: vec![
+            10_000, 20_000, 40_000, 60_000, 80_000, 100_000, 150_000, 200_000,
+        ],
         seconds: 60,
         names: 100_000,
         flux_domains: 40,
@@ -111,7 +113,10 @@ fn main() -> std::process::ExitCode {
         }
         Err(e) => {
             if json {
-                println!("{}", json!({"bench": "ringbuf-load", "error": format!("{e:#}")}));
+                println!(
+                    "{}",
+                    json!({"bench": "ringbuf-load", "error": format!("{e:#}")})
+                );
             } else {
                 eprintln!("ringbuf-load: {e:#}");
             }
@@ -223,7 +228,14 @@ fn agent_bin() -> anyhow::Result<PathBuf> {
 fn load_addrs(n: u32) -> Vec<String> {
     let d = n / NAMES_PER_DOMAIN;
     (0..2 + n % 2)
-        .map(|i| format!("100.{}.{}.{}", 64 + d % 60, (d / 60) % 250, 1 + i + (n % 50) * 4))
+        .map(|i| {
+            format!(
+                "100.{}.{}.{}",
+                64 + d % 60,
+                (d / 60) % 250,
+                1 + i + (n % 50) * 4
+            )
+        })
         .collect()
 }
 
