@@ -92,7 +92,12 @@ fn measure() -> anyhow::Result<serde_json::Value> {
         ..Default::default()
     })?;
     let mut scorer = Scorer::new(
-        ScorerConfig::default(),
+        // Block on the first confirmed flux score: the default hold (minutes of evidence)
+        // would never pass in a run this short, and is not part of the path measured here.
+        ScorerConfig {
+            block_hold_minutes: 0,
+            ..ScorerConfig::default()
+        },
         Arc::new(Enricher::empty()),
         Arc::new(Allowlist::builtin()),
     );

@@ -51,6 +51,8 @@ const BLOCK_WAIT: Duration = Duration::from_millis(150);
 /// A step whose achieved rate is below this share of the asked one is generator- or
 /// resolver-bound: the machine cannot offer more, so stepping stops.
 const SATURATED: f64 = 0.9;
+/// dnsperf's run during the latency probe: longer than any probe, which ends it.
+const LATENCY_LOAD_SECS: u32 = 3600;
 /// dnsperf's outstanding queries: enough to keep 200,000/s in flight at a few ms round trip.
 const MAX_OUTSTANDING: &str = "2000";
 
@@ -150,7 +152,9 @@ fn bench(a: &Args) -> anyhow::Result<Value> {
     let pin = PinDir::new();
     let dir = TempDir::new();
     write_zone(&dir.0, a.names, a.flux_domains)?;
+    eprintln!("ringbuf-load: starting unbound with {} names", a.names);
     let unbound = start_unbound(&link, &dir.0)?;
+    eprintln!("ringbuf-load: starting the agent");
     let agent = start_agent(&link, &pin, &dir.0, &bin)?;
     let lab = Lab {
         link,
@@ -317,8 +321,12 @@ fn start_agent(link: &Link, pin: &PinDir, dir: &Path, bin: &Path) -> anyhow::Res
         .args(["--pin-dir", &pin.arg(), "--metrics", METRICS])
         .args(["--block-ttl", &format!("{BLOCK_TTL_SECS}s")])
         .args(["--max-blocks-per-minute", "1000000"])
+        // Block on the first confirmed flux score: the default hold (two minutes of evidence)
+        // would measure the hold, not the path from the response to the map.
+        .args(["--block-hold", "0s"])
         .env("FLUX_AGENT_CONFIG", "/dev/null")
-        .env("RUST_LOG", "warn,flux_agent::pipeline::live=info")
+        // Verdicts, blocks and alerts: one line each, few under this load.
+        .env("RUST_LOG", "info")
         // The readable line per response is formatted and written, as under systemd, but to
         // /dev/null.
         .stdout(Stdio::null())
@@ -435,6 +443,9 @@ struct Step {
     seconds: f64,
     achieved: f64,
     lost: u64,
+    /// Responses dnsperf got, and those the kernel captured, over the step.
+    completed: u64,
+    captured: u64,
     captured_per_s: f64,
     read_per_s: f64,
     ring_full: u64,
@@ -454,6 +465,8 @@ impl Step {
             "seconds": self.seconds,
             "achieved": self.achieved,
             "lost": self.lost,
+            "completed": self.completed,
+            "captured": self.captured,
             "captured_per_s": self.captured_per_s,
             "read_per_s": self.read_per_s,
             "ring_full": self.ring_full,
@@ -475,12 +488,40 @@ fn dnsperf(lab: &Lab, rate: u64, secs: u32) -> Proc {
         .arg(lab.dir.0.join("queries.txt"))
         .args(["-l", &secs.to_string(), "-q", MAX_OUTSTANDING, "-c", "4"])
         .args(["-T", "1"])
+        // A line per timed-out query would be megabytes under overload; the summary counts
+        // them.
+        .args(["-O", "suppress=timeout,congestion,sendfailed,sockready"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if rate > 0 {
         cmd.args(["-Q", &rate.to_string()]);
     }
     Proc::spawn("dnsperf", &mut cmd)
+}
+
+/// dnsperf's standard output and error, read on a thread as they come (a full pipe would stop
+/// it).
+fn read_output(p: &mut Proc) -> thread::JoinHandle<String> {
+    use std::io::Read as _;
+    let out = p.child.stdout.take();
+    let err = p.child.stderr.take();
+    thread::spawn(move || {
+        let err = err.map(|mut e| {
+            thread::spawn(move || {
+                let mut s = String::new();
+                let _ = e.read_to_string(&mut s);
+                s
+            })
+        });
+        let mut s = String::new();
+        if let Some(mut o) = out {
+            let _ = o.read_to_string(&mut s);
+        }
+        if let Some(e) = err.and_then(|h| h.join().ok()) {
+            s.push_str(&e);
+        }
+        s
+    })
 }
 
 /// A number after `key` on a line of dnsperf's summary (`Queries per second:   1234.5`).
@@ -492,6 +533,7 @@ fn dnsperf_field(out: &str, key: &str) -> Option<f64> {
 }
 
 fn step(lab: &Lab, rate: u64, secs: u32) -> anyhow::Result<Step> {
+    eprintln!("ringbuf-load: dnsperf -Q {rate} for {secs} s (0: unpaced)");
     let before = scrape(&lab.link)?;
     let (agent0, unbound0) = (
         cpu_secs(lab.agent.child.id()),
@@ -501,6 +543,7 @@ fn step(lab: &Lab, rate: u64, secs: u32) -> anyhow::Result<Step> {
     let t0 = Instant::now();
     let mut perf = dnsperf(lab, rate, secs);
     let pid = perf.child.id();
+    let output = read_output(&mut perf);
     let (mut max_lag, mut perf_cpu) = (0.0f64, 0.0f64);
     while perf.child.try_wait()?.is_none() {
         thread::sleep(SAMPLE);
@@ -524,25 +567,24 @@ fn step(lab: &Lab, rate: u64, secs: u32) -> anyhow::Result<Step> {
         thread::sleep(Duration::from_millis(5));
     };
     let drain_ms = drain0.elapsed().as_secs_f64() * 1e3;
-    let mut out = String::new();
-    let mut err = String::new();
-    {
-        use std::io::Read as _;
-        if let Some(mut o) = perf.child.stdout.take() {
-            o.read_to_string(&mut out)?;
-        }
-        if let Some(mut e) = perf.child.stderr.take() {
-            e.read_to_string(&mut err)?;
-        }
-    }
-    let achieved = dnsperf_field(&out, "Queries per second:")
-        .with_context(|| format!("no rate in dnsperf's output:\n{out}{err}"))?;
+    let out = output
+        .join()
+        .map_err(|_| anyhow::anyhow!("dnsperf reader panicked"))?;
+    let achieved = dnsperf_field(&out, "Queries per second:").with_context(|| {
+        let lines: Vec<&str> = out.lines().collect();
+        format!(
+            "no rate in dnsperf's output:\n{}",
+            lines[lines.len().saturating_sub(20)..].join("\n")
+        )
+    })?;
     let busy = (m1.0 - m0.0) / (m1.1 - m0.1).max(1.0) * num_cpus();
     Ok(Step {
         asked: rate,
         seconds: elapsed,
         achieved,
         lost: dnsperf_field(&out, "Queries lost:").unwrap_or(0.0) as u64,
+        completed: dnsperf_field(&out, "Queries completed:").unwrap_or(0.0) as u64,
+        captured: (after.captured - before.captured) as u64,
         captured_per_s: (after.captured - before.captured) / elapsed,
         read_per_s: (after.read - before.read) / elapsed,
         ring_full: (after.ring_full - before.ring_full) as u64,
@@ -599,20 +641,29 @@ fn inserted_at(maps: &Maps, t: &Target) -> Option<i128> {
 
 /// Live block latency under load at `rate`: see the module comment.
 fn live_latency(lab: &Lab, rate: u64, a: &Args) -> anyhow::Result<Value> {
+    eprintln!("ringbuf-load: live block latency under dnsperf -Q {rate}");
     let before = scrape(&lab.link)?;
-    let mut perf = dnsperf(lab, rate, a.seconds);
+    // Runs until the prober is done (killed then).
+    let mut perf = dnsperf(lab, rate, LATENCY_LOAD_SECS);
+    let output = read_output(&mut perf);
     // The load settles first.
     thread::sleep(Duration::from_secs(2));
     let pin = lab.pin.0.clone();
     let domains = a.flux_domains;
-    let budget = Duration::from_secs(u64::from(a.seconds).saturating_sub(4).max(1));
-    let probe = lab
-        .link
-        .client
-        .run_in(move || probe_domains(&pin, domains, budget));
+    let probe = lab.link.client.run_in(move || probe_domains(&pin, domains));
+    let _ = perf.child.kill();
     let _ = perf.child.wait();
+    let _ = output.join();
     let after = scrape(&lab.link)?;
     let (mut lat_ms, late, unblocked) = probe?;
+    if unblocked > 0 {
+        let log = std::fs::read_to_string(lab.dir.0.join("agent.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        eprintln!(
+            "ringbuf-load: {unblocked} flux domains were never blocked; the agent's log ends:\n{}",
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        );
+    }
     lat_ms.sort_by(f64::total_cmp);
     let pct = |p: f64| {
         lat_ms
@@ -633,23 +684,15 @@ fn live_latency(lab: &Lab, rate: u64, a: &Args) -> anyhow::Result<Value> {
 
 /// Asks each flux domain's names until it is blocked: the latencies (ms), the blocks seen later
 /// than [`BLOCK_WAIT`], and the domains never blocked.
-fn probe_domains(
-    pin: &Path,
-    domains: u32,
-    budget: Duration,
-) -> anyhow::Result<(Vec<f64>, u32, u32)> {
+fn probe_domains(pin: &Path, domains: u32) -> anyhow::Result<(Vec<f64>, u32, u32)> {
     let maps = Maps::open(pin).context("open the pinned maps")?;
     let s = UdpSocket::bind((CLIENT_V4, 0))?;
     s.set_read_timeout(Some(Duration::from_secs(1)))?;
     // The first SIOCGSTAMPNS turns receive stamps on for the socket.
     let _ = arrival_boot_ns(&s);
-    let start = Instant::now();
     let (mut lat, mut late, mut unblocked) = (Vec::new(), 0u32, 0u32);
     let mut buf = [0u8; 1500];
     for d in 0..domains {
-        if start.elapsed() > budget {
-            break;
-        }
         let target = Target::domain(&format!("f{d}.bench"))?;
         let mut decided = false;
         'names: for n in 0..6u16 {
