@@ -56,6 +56,24 @@ impl Machine {
     }
 }
 
+impl Machine {
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({"cpu": self.cpu, "cores": self.cores, "kernel": self.kernel,
+            "load": self.load, "date": self.date})
+    }
+
+    pub fn from_json(v: &Value) -> Self {
+        let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("?").to_owned();
+        Self {
+            cpu: s("cpu"),
+            cores: v.get("cores").and_then(Value::as_u64).unwrap_or(0) as usize,
+            kernel: s("kernel"),
+            load: s("load"),
+            date: s("date"),
+        }
+    }
+}
+
 /// What one bench binary gave.
 #[derive(Clone, Debug, Default)]
 pub struct BenchRun {
@@ -69,6 +87,33 @@ pub struct BenchRun {
     /// Why it failed, if it did.
     pub failure: Option<String>,
     pub seconds: f64,
+}
+
+impl BenchRun {
+    /// The run as saved next to the report (`target/bench/NAME.json`), to render again later.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "name": self.name,
+            "command": self.command,
+            "json": self.json,
+            "text": self.text,
+            "failure": self.failure,
+            "seconds": self.seconds,
+        })
+    }
+
+    /// A saved run; `None` for a file that is not one.
+    pub fn from_json(v: &Value) -> Option<Self> {
+        let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+        Some(Self {
+            name: s("name")?,
+            command: s("command").unwrap_or_default(),
+            json: v.get("json").filter(|j| j.is_object()).cloned(),
+            text: s("text").unwrap_or_default(),
+            failure: s("failure"),
+            seconds: v.get("seconds").and_then(Value::as_f64).unwrap_or(0.0),
+        })
+    }
 }
 
 /// A run that failed this fast is taken to have refused `--json` (an argument error), and is
@@ -659,6 +704,20 @@ mod tests {
             TARGETS.len(),
             doc.lines().filter(|l| l.contains("not measured (")).count()
         );
+    }
+
+    #[test]
+    fn a_saved_run_reads_back() {
+        let r = BenchRun {
+            text: "t".into(),
+            ..run("ringbuf-load", Some(json!({"a": 1})), Some("boom"))
+        };
+        let back = BenchRun::from_json(&r.to_json()).unwrap();
+        assert_eq!(
+            (back.name, back.json, back.text, back.failure),
+            (r.name, r.json, r.text, r.failure)
+        );
+        assert!(BenchRun::from_json(&json!({"no": "name"})).is_none());
     }
 
     #[test]

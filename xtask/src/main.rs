@@ -62,6 +62,10 @@ enum Cmd {
         /// Where the report goes (default docs/benchmarks.md).
         #[arg(long, value_name = "PATH")]
         out: Option<PathBuf>,
+        /// Run nothing: render the report from the runs saved in DIR (each run is saved as
+        /// target/bench/NAME.json).
+        #[arg(long, value_name = "DIR", conflicts_with = "only")]
+        render: Option<PathBuf>,
     },
     /// Replay labelled data (scenarios, the 2009 fast-flux data, real captures and resolver
     /// traffic, or PATHs) and print detection, false positives and time to detect, with the Holz
@@ -105,7 +109,15 @@ fn main() -> ExitCode {
         Cmd::Package => package::package(),
         Cmd::Test { no_lint, args } => test(no_lint, &args),
         Cmd::Lint => lint(),
-        Cmd::Bench { repeat, only, out } => bench(repeat, &only, out),
+        Cmd::Bench {
+            repeat,
+            only,
+            out,
+            render,
+        } => match render {
+            Some(dir) => render_saved(&dir, out),
+            None => bench(repeat, &only, out),
+        },
         Cmd::Eval { heldout, paths } => eval(heldout, &paths),
         Cmd::Fuzz {
             target,
@@ -307,12 +319,56 @@ fn bench(repeat: u32, only: &[String], out: Option<PathBuf>) -> anyhow::Result<(
             bench_report::run_bench(name, &release.join(name), &args)
         })
         .collect();
+    let saved = workspace_root().join(SAVED_RUNS);
+    std::fs::create_dir_all(&saved).with_context(|| format!("create {}", saved.display()))?;
+    let _ = std::fs::write(saved.join(MACHINE_FILE), machine.to_json().to_string());
+    for r in &runs {
+        let path = saved.join(format!("{}.json", r.name));
+        std::fs::write(&path, r.to_json().to_string())
+            .with_context(|| format!("write {}", path.display()))?;
+    }
+    write_report(&machine, &runs, out)
+}
+
+/// Where `bench` keeps each run's output, for `--render`.
+const SAVED_RUNS: &str = "target/bench";
+
+/// The machine of the saved runs, beside them.
+const MACHINE_FILE: &str = "machine.json";
+
+/// The report from saved runs (`cargo xtask bench --render DIR`), on the machine saved with
+/// them (else the machine as it is now).
+fn render_saved(dir: &Path, out: Option<PathBuf>) -> anyhow::Result<()> {
+    let mut runs = Vec::new();
+    for (_, name) in BENCHES {
+        let path = dir.join(format!("{name}.json"));
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("read {}", path.display()))?;
+        runs.extend(bench_report::BenchRun::from_json(&v));
+    }
+    let machine = std::fs::read_to_string(dir.join(MACHINE_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .map_or_else(bench_report::Machine::describe, |v| {
+            bench_report::Machine::from_json(&v)
+        });
+    write_report(&machine, &runs, out)
+}
+
+fn write_report(
+    machine: &bench_report::Machine,
+    runs: &[bench_report::BenchRun],
+    out: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let root = workspace_root();
     let template_path = root.join("docs/benchmarks.in.md");
     let template = std::fs::read_to_string(&template_path)
         .with_context(|| format!("read {}", template_path.display()))?;
     let out = out.unwrap_or_else(|| root.join("docs/benchmarks.md"));
-    std::fs::write(&out, bench_report::render(&template, &machine, &runs))
+    std::fs::write(&out, bench_report::render(&template, machine, runs))
         .with_context(|| format!("write {}", out.display()))?;
     let failed: Vec<&str> = runs
         .iter()
