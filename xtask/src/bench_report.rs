@@ -525,11 +525,12 @@ fn is_object_array(v: &Value) -> bool {
 const TEXT_TAIL: usize = 60;
 
 fn bench_section(r: &BenchRun) -> String {
-    let mut s = format!(
-        "Command: `{}` ({:.0} s).\n\n",
-        r.command.replace('`', "'"),
-        r.seconds
-    );
+    let took = if r.seconds > 0.0 {
+        format!(" ({:.0} s)", r.seconds)
+    } else {
+        String::new()
+    };
+    let mut s = format!("Command: `{}`{took}.\n\n", r.command.replace('`', "'"));
     if let Some(why) = &r.failure {
         let first = why.lines().next().unwrap_or("");
         let _ = writeln!(s, "**{} failed**: {first}\n", r.name);

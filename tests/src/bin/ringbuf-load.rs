@@ -183,8 +183,9 @@ fn bench(a: &Args) -> anyhow::Result<Value> {
     let mut best: Option<u64> = None;
     for &rate in &a.rates {
         let s = step(&lab, rate, a.seconds)?;
-        let lossless = s.ring_full == 0;
-        let saturated = s.achieved < rate as f64 * SATURATED;
+        let lossless = s["ring_full"].as_u64() == Some(0);
+        let achieved = s["achieved"].as_f64().unwrap_or(0.0);
+        let saturated = achieved < rate as f64 * SATURATED;
         if lossless {
             best = Some(best.map_or(rate, |b| b.max(rate)));
         }
@@ -204,14 +205,14 @@ fn bench(a: &Args) -> anyhow::Result<Value> {
         "seconds": a.seconds,
         "ring_bytes": flux_common::RING_BUF_BYTES,
         "ring_records": ring_records(),
-        "steps": steps.iter().map(Step::to_json).collect::<Vec<_>>(),
         "max_lossless_rate": best,
         "max_lossless_achieved": steps
             .iter()
-            .filter(|s| s.ring_full == 0)
-            .map(|s| s.achieved)
-            .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x)))),
-        "overload": overload.to_json(),
+            .filter(|s| s["ring_full"].as_u64() == Some(0))
+            .filter_map(|s| s["achieved"].as_f64())
+            .reduce(f64::max),
+        "steps": steps,
+        "overload": overload,
         "sigterm_exit_ms_under_overload": sigterm_ms,
         "latency": latency,
     }))
@@ -451,50 +452,6 @@ fn machine_jiffies() -> (f64, f64) {
     (total - idle, total)
 }
 
-/// What one step measured.
-struct Step {
-    asked: u64,
-    seconds: f64,
-    achieved: f64,
-    lost: u64,
-    /// Responses dnsperf got, and those the kernel captured, over the step.
-    completed: u64,
-    captured: u64,
-    captured_per_s: f64,
-    read_per_s: f64,
-    ring_full: u64,
-    unsolicited: u64,
-    max_lag: f64,
-    drain_ms: f64,
-    agent_cpu: f64,
-    unbound_cpu: f64,
-    dnsperf_cpu: f64,
-    machine_busy: f64,
-}
-
-impl Step {
-    fn to_json(&self) -> Value {
-        json!({
-            "asked": self.asked,
-            "seconds": self.seconds,
-            "achieved": self.achieved,
-            "lost": self.lost,
-            "completed": self.completed,
-            "captured": self.captured,
-            "captured_per_s": self.captured_per_s,
-            "read_per_s": self.read_per_s,
-            "ring_full": self.ring_full,
-            "unsolicited": self.unsolicited,
-            "max_lag_records": self.max_lag,
-            "drain_ms": self.drain_ms,
-            "agent_cpu": self.agent_cpu,
-            "unbound_cpu": self.unbound_cpu,
-            "dnsperf_cpu": self.dnsperf_cpu,
-            "machine_busy": self.machine_busy,
-        })
-    }
-}
-
 /// dnsperf in the client namespace, asking unbound at `rate` (0: unpaced) for `secs`.
 fn dnsperf(lab: &Lab, rate: u64, secs: u32) -> Proc {
     let mut cmd = lab.link.client.cmd("dnsperf");
@@ -546,7 +503,7 @@ fn dnsperf_field(out: &str, key: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn step(lab: &Lab, rate: u64, secs: u32) -> anyhow::Result<Step> {
+fn step(lab: &Lab, rate: u64, secs: u32) -> anyhow::Result<Value> {
     eprintln!("ringbuf-load: dnsperf -Q {rate} for {secs} s (0: unpaced)");
     let before = scrape(&lab.link)?;
     let (agent0, unbound0) = (
@@ -592,24 +549,26 @@ fn step(lab: &Lab, rate: u64, secs: u32) -> anyhow::Result<Step> {
         )
     })?;
     let busy = (m1.0 - m0.0) / (m1.1 - m0.1).max(1.0) * num_cpus();
-    Ok(Step {
-        asked: rate,
-        seconds: elapsed,
-        achieved,
-        lost: dnsperf_field(&out, "Queries lost:").unwrap_or(0.0) as u64,
-        completed: dnsperf_field(&out, "Queries completed:").unwrap_or(0.0) as u64,
-        captured: (after.captured - before.captured) as u64,
-        captured_per_s: (after.captured - before.captured) / elapsed,
-        read_per_s: (after.read - before.read) / elapsed,
-        ring_full: (after.ring_full - before.ring_full) as u64,
-        unsolicited: (after.unsolicited - before.unsolicited) as u64,
-        max_lag,
-        drain_ms,
-        agent_cpu: (agent1 - agent0) / elapsed,
-        unbound_cpu: (unbound1 - unbound0) / elapsed,
-        dnsperf_cpu: perf_cpu / elapsed,
-        machine_busy: busy,
-    })
+    // What one step measured. `completed` and `captured`: the responses dnsperf got and those
+    // the kernel captured; lag: records waiting in the ring buffer.
+    Ok(json!({
+        "asked": rate,
+        "seconds": elapsed,
+        "achieved": achieved,
+        "lost": dnsperf_field(&out, "Queries lost:").unwrap_or(0.0) as u64,
+        "completed": dnsperf_field(&out, "Queries completed:").unwrap_or(0.0) as u64,
+        "captured": (after.captured - before.captured) as u64,
+        "captured_per_s": (after.captured - before.captured) / elapsed,
+        "read_per_s": (after.read - before.read) / elapsed,
+        "ring_full": (after.ring_full - before.ring_full) as u64,
+        "unsolicited": (after.unsolicited - before.unsolicited) as u64,
+        "max_lag_records": max_lag,
+        "drain_ms": drain_ms,
+        "agent_cpu": (agent1 - agent0) / elapsed,
+        "unbound_cpu": (unbound1 - unbound0) / elapsed,
+        "dnsperf_cpu": perf_cpu / elapsed,
+        "machine_busy": busy,
+    }))
 }
 
 fn num_cpus() -> f64 {
