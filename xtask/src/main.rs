@@ -379,7 +379,7 @@ fn write_report(
         "xtask: wrote {} ({} benches in {:.0?}{})",
         out.display(),
         runs.len(),
-        bench_report::total(&runs),
+        bench_report::total(runs),
         if failed.is_empty() {
             String::new()
         } else {
