@@ -721,6 +721,29 @@ mod tests {
         assert!(BenchRun::from_json(&json!({"no": "name"})).is_none());
     }
 
+    /// `sh -c SCRIPT` with `--json` (when passed) as `$0`.
+    fn sh_bench(script: &str) -> BenchRun {
+        run_bench(
+            "fake",
+            std::path::Path::new("/bin/sh"),
+            &["-c".into(), script.into()],
+        )
+    }
+
+    #[test]
+    fn a_bench_is_run_with_json_and_without_it_when_it_refuses() {
+        let r = sh_bench(r#"echo progress; echo '{"x": 2}'"#);
+        assert_eq!(r.json.as_ref().map(|j| j["x"].clone()), Some(json!(2)));
+        assert!(r.failure.is_none());
+        // Refuses --json at once: run again without, and its text is kept.
+        let r = sh_bench(r#"[ "$0" = --json ] && exit 2; echo plain figures"#);
+        assert!(r.json.is_none() && r.failure.is_none(), "{r:?}");
+        assert_eq!(r.text.trim(), "plain figures");
+        // An error document is a failure with its message.
+        let r = sh_bench(r#"echo '{"error": "no BPF"}'; exit 1"#);
+        assert_eq!(r.failure.as_deref(), Some("no BPF"));
+    }
+
     #[test]
     fn json_is_found_after_progress_lines() {
         let v = json_document("warming up\n{\"a\": 1}\n").unwrap();
