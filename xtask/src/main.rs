@@ -5,6 +5,7 @@
 //! nightly's rust-src, bpf-linker built against the nightly's own LLVM, and the Debian packages
 //! the tests use. `run`, `test` and `bench` call it first.
 
+mod bench_report;
 mod fuzz;
 mod package;
 mod setup;
@@ -48,11 +49,23 @@ enum Cmd {
     },
     /// rustfmt check and clippy for the host crates and, separately, the eBPF crate.
     Lint,
-    /// Feed parse time and memory, replay throughput, scorer memory, and XDP cost per packet
-    /// with BPF_PROG_TEST_RUN (figures for the docs, not tests).
+    /// Run every bench binary (release) and regenerate docs/benchmarks.md from their `--json`
+    /// and docs/benchmarks.in.md: feeds, replay and scorer memory, dnstap, block latency, XDP
+    /// cost per packet, veth drops against nftables, `/metrics`, ring-buffer loss under dnsperf
+    /// (figures for the docs, not tests).
     Bench {
         #[arg(long, default_value_t = 1_000_000)]
         repeat: u32,
+        /// Only these benches (comma-separated names); the others are "not run" in the report.
+        #[arg(long, value_delimiter = ',', value_name = "NAME,..")]
+        only: Vec<String>,
+        /// Where the report goes (default docs/benchmarks.md).
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+        /// Run nothing: render the report from the runs saved in DIR (each run is saved as
+        /// target/bench/NAME.json).
+        #[arg(long, value_name = "DIR", conflicts_with = "only")]
+        render: Option<PathBuf>,
     },
     /// Replay labelled data (scenarios, the 2009 fast-flux data, real captures and resolver
     /// traffic, or PATHs) and print detection, false positives and time to detect, with the Holz
@@ -96,7 +109,15 @@ fn main() -> ExitCode {
         Cmd::Package => package::package(),
         Cmd::Test { no_lint, args } => test(no_lint, &args),
         Cmd::Lint => lint(),
-        Cmd::Bench { repeat } => bench(repeat),
+        Cmd::Bench {
+            repeat,
+            only,
+            out,
+            render,
+        } => match render {
+            Some(dir) => render_saved(&dir, out),
+            None => bench(repeat, &only, out),
+        },
         Cmd::Eval { heldout, paths } => eval(heldout, &paths),
         Cmd::Fuzz {
             target,
@@ -247,29 +268,125 @@ fn test(no_lint: bool, args: &[String]) -> anyhow::Result<()> {
     sh(&mut it)
 }
 
-fn bench(repeat: u32) -> anyhow::Result<()> {
-    setup::setup()?;
-    // Feed import: parse time and peak memory for 1,000,000-entry feeds (flux-intel).
-    sh(cargo().args([
-        "run",
-        "--release",
-        "-p",
-        "flux-intel",
-        "--bin",
-        "feed-bench",
-    ]))?;
-    // Userspace: replay throughput and the scorer's memory for 1,000,000 names.
-    sh(&mut release_bin("scorer-bench"))?;
+/// The bench binaries, in the order they run: the package that builds each, its name, and its
+/// arguments (`--json` is added).
+const BENCHES: &[(&str, &str)] = &[
+    // Feed import: parse time and peak memory for 1,000,000-entry feeds.
+    ("flux-intel", "feed-bench"),
+    // Replay throughput and the scorer's memory for 1,000,000 names.
+    ("flux-tests", "scorer-bench"),
     // dnstap ingest on one core: decode, parse, score.
-    sh(&mut release_bin("dnstap-bench"))?;
+    ("flux-tests", "dnstap-bench"),
     // Deciding response to block in the map, through the real program, scorer and enforcer.
-    sh(&mut release_bin("block-latency"))?;
-    sh(release_bin("xdp-bench").args(["--repeat", &repeat.to_string()]))?;
-    // Drop throughput on a veth pair against an nftables set, with trafgen.
-    sh(&mut release_bin("veth-bench"))?;
+    ("flux-tests", "block-latency"),
+    // XDP cost per packet with BPF_PROG_TEST_RUN, against the no-op program.
+    ("flux-tests", "xdp-bench"),
+    // Drops on a veth pair against nftables sets, with trafgen.
+    ("flux-tests", "veth-bench"),
     // `/metrics` latency, a scrape a second, while the real agent takes 50,000 responses/s.
-    sh(cargo().args(["build", "--release", "-p", "flux-agent", "--bins"]))?;
-    sh(&mut release_bin("metrics-bench"))
+    ("flux-tests", "metrics-bench"),
+    // Ring-buffer loss under dnsperf against unbound, and the live block latency.
+    ("flux-tests", "ringbuf-load"),
+];
+
+fn bench(repeat: u32, only: &[String], out: Option<PathBuf>) -> anyhow::Result<()> {
+    setup::setup()?;
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    for name in only {
+        if !BENCHES.iter().any(|(_, b)| b == name) {
+            bail!("--only: no bench named {name}");
+        }
+    }
+    // One release build of every binary first (the agent too: metrics-bench and ringbuf-load
+    // run it), so no bench's time includes a build.
+    let mut build = cargo();
+    build.args(["build", "--release", "-p", "flux-agent", "--bins"]);
+    for (pkg, name) in BENCHES.iter().filter(|(_, n)| wanted(n)) {
+        build.args(["-p", pkg, "--bin", name]);
+    }
+    sh(&mut build)?;
+    let machine = bench_report::Machine::describe();
+    let release = workspace_root().join("target/release");
+    let runs: Vec<bench_report::BenchRun> = BENCHES
+        .iter()
+        .filter(|(_, n)| wanted(n))
+        .map(|(_, name)| {
+            let args = if *name == "xdp-bench" {
+                vec!["--repeat".to_owned(), repeat.to_string()]
+            } else {
+                Vec::new()
+            };
+            bench_report::run_bench(name, &release.join(name), &args)
+        })
+        .collect();
+    let saved = workspace_root().join(SAVED_RUNS);
+    std::fs::create_dir_all(&saved).with_context(|| format!("create {}", saved.display()))?;
+    let _ = std::fs::write(saved.join(MACHINE_FILE), machine.to_json().to_string());
+    for r in &runs {
+        let path = saved.join(format!("{}.json", r.name));
+        std::fs::write(&path, r.to_json().to_string())
+            .with_context(|| format!("write {}", path.display()))?;
+    }
+    write_report(&machine, &runs, out)
+}
+
+/// Where `bench` keeps each run's output, for `--render`.
+const SAVED_RUNS: &str = "target/bench";
+
+/// The machine of the saved runs, beside them.
+const MACHINE_FILE: &str = "machine.json";
+
+/// The report from saved runs (`cargo xtask bench --render DIR`), on the machine saved with
+/// them (else the machine as it is now).
+fn render_saved(dir: &Path, out: Option<PathBuf>) -> anyhow::Result<()> {
+    let mut runs = Vec::new();
+    for (_, name) in BENCHES {
+        let path = dir.join(format!("{name}.json"));
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("read {}", path.display()))?;
+        runs.extend(bench_report::BenchRun::from_json(&v));
+    }
+    let machine = std::fs::read_to_string(dir.join(MACHINE_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .map_or_else(bench_report::Machine::describe, |v| {
+            bench_report::Machine::from_json(&v)
+        });
+    write_report(&machine, &runs, out)
+}
+
+fn write_report(
+    machine: &bench_report::Machine,
+    runs: &[bench_report::BenchRun],
+    out: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let root = workspace_root();
+    let template_path = root.join("docs/benchmarks.in.md");
+    let template = std::fs::read_to_string(&template_path)
+        .with_context(|| format!("read {}", template_path.display()))?;
+    let out = out.unwrap_or_else(|| root.join("docs/benchmarks.md"));
+    std::fs::write(&out, bench_report::render(&template, machine, runs))
+        .with_context(|| format!("write {}", out.display()))?;
+    let failed: Vec<&str> = runs
+        .iter()
+        .filter(|r| r.failure.is_some())
+        .map(|r| r.name.as_str())
+        .collect();
+    eprintln!(
+        "xtask: wrote {} ({} benches in {:.0?}{})",
+        out.display(),
+        runs.len(),
+        bench_report::total(runs),
+        if failed.is_empty() {
+            String::new()
+        } else {
+            format!("; failed: {}", failed.join(", "))
+        }
+    );
+    Ok(())
 }
 
 fn eval(heldout: Option<Option<usize>>, paths: &[String]) -> anyhow::Result<()> {

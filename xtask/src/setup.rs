@@ -45,6 +45,8 @@ const PACKAGES: &[(&str, &str)] = &[
     // The veth drop-throughput benchmark: the traffic generator and the nftables baseline.
     ("trafgen", "netsniff-ng"),
     ("nft", "nftables"),
+    // The ring-buffer load benchmark (ringbuf-load): the load generator against unbound.
+    ("dnsperf", "dnsperf"),
     // The npm client fetches the IP database (`ensure_ip_db`), honouring the machine's registry
     // configuration.
     ("npm", "npm"),

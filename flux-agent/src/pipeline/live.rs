@@ -219,10 +219,19 @@ pub async fn run<W: Write + Send + 'static>(
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("wait on ring buffer")?;
                 let rb = guard.get_inner_mut();
-                while let Some(item) = rb.next() {
+                let mut taken = 0;
+                while taken < DRAIN_BATCH {
+                    let Some(item) = rb.next() else { break };
                     src.handle_record(&item, &mut p);
+                    taken += 1;
                 }
-                guard.clear_ready();
+                // A full batch may have left records behind: stay ready, so the loop comes
+                // straight back after the other branches had their turn. Otherwise the ring
+                // is empty and the kernel's next submit wakes us (it notifies a consumer that
+                // has caught up).
+                if taken < DRAIN_BATCH {
+                    guard.clear_ready();
+                }
                 if last_resync.elapsed().as_secs() >= 60 {
                     src.clock.resync();
                     last_resync = std::time::Instant::now();
@@ -272,6 +281,14 @@ pub async fn run<W: Write + Send + 'static>(
     );
     Ok(summary)
 }
+
+/// Records taken from the ring buffer before the run loop looks at its other inputs (the
+/// shutdown signal, the control socket, the tick). Without a bound, a producer as fast as the
+/// consumer kept the drain going forever under overload: no tick (block expiry), no answer
+/// on the control socket, no exit on SIGTERM. 4,096 is about the ring's whole capacity
+/// (8 MiB of 2 KiB records) and a few ms of work, so a batch costs nothing when the ring is
+/// keeping up and bounds the other inputs' wait to one batch when it is not.
+const DRAIN_BATCH: usize = 4096;
 
 /// How often the pipeline ticks (block expiry, queued blocks) and the interfaces are looked at
 /// even without a link event.
