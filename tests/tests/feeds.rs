@@ -553,6 +553,89 @@ fn an_export_imported_as_a_feed_gives_the_same_blocks() {
     }
 }
 
+/// A feed of more addresses than one batched map write carries (`map_batch::BATCH`) is written
+/// whole, and an address the maps already held (here written there with another database, so
+/// the agent's record does not know it) keeps its entry's first-added time instead of being
+/// overwritten by the batch.
+#[test]
+fn a_feed_larger_than_a_batch_is_written_whole_and_keeps_an_entry_already_there() {
+    if !privileged() {
+        return;
+    }
+    let link = Link::new();
+    let pin = PinDir::new();
+    let _agent = Agent::start(&link.client, &pin, AGENT_ARGS);
+    let dir = TempDir::new();
+    let other_db = dir.0.join("other.db");
+    cli_ok(
+        &link.client,
+        &pin,
+        &[
+            "blocklist",
+            "add",
+            "--ip",
+            "10.99.0.1",
+            "--state",
+            other_db.to_str().unwrap(),
+        ],
+    );
+    // Read while it runs (`agent_cli` reads the pipe after the exit, and 4,500 entries are
+    // more than a pipe holds).
+    let list = || -> Vec<Value> {
+        let o = std::process::Command::new(agent_bin())
+            .args(["blocklist", "list", "--json", "--pin-dir", &pin.arg()])
+            .env("FLUX_AGENT_STATE", state_path_for(&pin.0))
+            .output()
+            .expect("run flux-agent");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).expect("one array")
+    };
+    let added_at = |list: &[Value], value: &str| -> Value {
+        list.iter()
+            .find(|e| e["value"] == value)
+            .map(|e| e["added"].clone())
+            .unwrap_or(Value::Null)
+    };
+    let before = added_at(&list(), "10.99.0.1");
+    assert!(before.is_string(), "{before}");
+    // The feed's load comes at least a second later: a rewritten entry would show it.
+    thread::sleep(Duration::from_millis(1_100));
+    // One batch and a part: 4,096 a batch.
+    const N: u32 = 4_500;
+    let text: String = (0..N)
+        .map(|i| format!("{}\n", std::net::Ipv4Addr::from(0x0a63_0000u32 + i)))
+        .collect();
+    let file = dir.0.join("many.txt");
+    fs::write(&file, text).unwrap();
+    cli_ok(
+        &link.client,
+        &pin,
+        &[
+            "feed",
+            "add",
+            "many",
+            file.to_str().unwrap(),
+            "--format",
+            "plain",
+        ],
+    );
+    let after = list();
+    let values: BTreeSet<&str> = after.iter().filter_map(|e| e["value"].as_str()).collect();
+    assert_eq!(values.len(), N as usize, "every address, once");
+    assert_eq!(after.len(), N as usize);
+    assert!(values.contains("10.99.17.147"), "the last one");
+    assert_eq!(
+        added_at(&after, "10.99.0.1"),
+        before,
+        "the entry already there is kept"
+    );
+    assert_ne!(
+        added_at(&after, "10.99.0.2"),
+        before,
+        "new entries are added now"
+    );
+}
+
 /// Load time and memory of a 1,000,000-entry feed through `feed add` (database and maps):
 /// 1,000,000 IPv4 addresses (the domain map holds 2^18; the address map 2^20).
 /// `cargo test -p flux-tests --release --test feeds -- --ignored --nocapture`

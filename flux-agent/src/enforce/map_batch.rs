@@ -19,8 +19,6 @@ use aya::{Pod, maps::MapData};
 // bpf(2) commands and flags (include/uapi/linux/bpf.h).
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
-/// `elem_flags`: fail on a key already present (`BPF_NOEXIST`).
-const BPF_NOEXIST: u64 = 1;
 
 /// Entries a syscall carries. 4,096 keeps each call's buffers small (a few hundred KB for the
 /// largest value) while making a million entries 245 calls; the kernel's own per-call work is
@@ -65,53 +63,32 @@ fn fd_of(map: &MapData) -> u32 {
     map.fd().as_fd().as_raw_fd().unsigned_abs()
 }
 
-/// What [`insert_new`] did with a list.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Inserted {
-    /// Entries written.
-    pub written: usize,
-    /// Indexes into the list of the keys that were already in the map, left unwritten for the
-    /// caller (which keeps their hit counts).
-    pub present: Vec<usize>,
-}
-
-/// Writes each `(key, value)` whose key the map does not hold, `BATCH` to a syscall; a key
-/// already there is skipped and reported in [`Inserted::present`]. A map that fills up stops
-/// the writing with the kernel's error (`E2BIG`/`ENOSPC`): the caller checks the room first.
-pub fn insert_new<K: Pod, V: Pod>(map: &MapData, keys: &[K], values: &[V]) -> io::Result<Inserted> {
+/// Writes each `(key, value)`, `BATCH` to a syscall, over whatever the map holds for the key
+/// (the kernel's batch update takes no `BPF_NOEXIST`: callers that must keep an existing entry
+/// read the keys first, [`keys`]). Returns how many were written; a map that fills up stops
+/// the writing with the kernel's error (`E2BIG`), the entries before it written: the callers
+/// check the room first.
+pub fn update<K: Pod, V: Pod>(map: &MapData, keys: &[K], values: &[V]) -> io::Result<usize> {
     if keys.len() != values.len() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "as many values as keys",
         ));
     }
-    let mut out = Inserted::default();
-    let mut at = 0;
-    while at < keys.len() {
-        let end = keys.len().min(at + BATCH);
+    let mut written = 0;
+    for (k, v) in keys.chunks(BATCH).zip(values.chunks(BATCH)) {
         let mut attr = BatchAttr {
-            keys: keys[at..end].as_ptr() as u64,
-            values: values[at..end].as_ptr() as u64,
-            count: (end - at) as u32,
+            keys: k.as_ptr() as u64,
+            values: v.as_ptr() as u64,
+            count: k.len() as u32,
             map_fd: fd_of(map),
-            elem_flags: BPF_NOEXIST,
             ..BatchAttr::default()
         };
         let r = bpf(BPF_MAP_UPDATE_BATCH, &mut attr);
-        let done = attr.count as usize;
-        out.written += done;
-        at += done;
-        match r {
-            Ok(()) => {}
-            // The element at `at` is already there: leave it to the caller, go on after it.
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                out.present.push(at);
-                at += 1;
-            }
-            Err(e) => return Err(e),
-        }
+        written += attr.count as usize;
+        r?;
     }
-    Ok(out)
+    Ok(written)
 }
 
 /// Every key of a hash map, `BATCH` to a syscall (with their values, which the kernel copies

@@ -7,6 +7,8 @@
 //!
 //! May touch: the blocklist maps of [`Maps`].
 
+use std::collections::HashSet;
+
 use aya::{
     Pod,
     maps::{IterableMap as _, MapData, MapError},
@@ -54,21 +56,32 @@ fn batch_err(op: &'static str, map: &'static str) -> impl Fn(std::io::Error) -> 
     }
 }
 
-/// Writes `staged` into `map` where its keys are absent; returns how many were written and the
-/// indexes (into the caller's list) of the keys already there.
-fn insert<K: Pod, V: Pod>(
+/// Writes the entries of `staged` whose keys `map` does not hold; returns how many were written
+/// and the indexes (into the caller's list) of the keys already there, left to the caller.
+fn insert<K: Pod + Eq + std::hash::Hash, V: Pod>(
     map: &MapData,
     name: &'static str,
     staged: &Staged<K, V>,
 ) -> Result<(usize, Vec<usize>), BlocklistError> {
-    let r = map_batch::insert_new(map, &staged.keys, &staged.values)
-        .map_err(batch_err("insert", name))?;
-    let present = r
-        .present
-        .iter()
-        .filter_map(|&i| staged.at.get(i).copied())
+    if staged.keys.is_empty() {
+        return Ok((0, Vec::new()));
+    }
+    let there: HashSet<K> = map_batch::keys::<K, V>(map)
+        .map_err(batch_err("read", name))?
+        .into_iter()
         .collect();
-    Ok((r.written, present))
+    let mut present = Vec::new();
+    let (mut keys, mut values) = (Vec::new(), Vec::new());
+    for ((k, v), at) in staged.keys.iter().zip(&staged.values).zip(&staged.at) {
+        if there.contains(k) {
+            present.push(*at);
+        } else {
+            keys.push(*k);
+            values.push(*v);
+        }
+    }
+    let written = map_batch::update(map, &keys, &values).map_err(batch_err("insert", name))?;
+    Ok((written, present))
 }
 
 impl Maps {
