@@ -134,7 +134,11 @@ impl StoredAddr {
 
     /// [`AddrInfo::prefix`] without the address's bytes.
     pub fn prefix(&self) -> u32 {
-        if self.v6 == 0 { self.bits >> 16 } else { self.bits }
+        if self.v6 == 0 {
+            self.bits >> 16
+        } else {
+            self.bits
+        }
     }
 
     /// [`AddrInfo::subnet`] without the address's bytes.

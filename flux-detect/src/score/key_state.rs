@@ -493,7 +493,9 @@ impl KeyState {
             .more
             .as_ref()
             .and_then(|m| m.chain.as_ref())
-            .is_some_and(|c| c.len() == chain.len() && c.iter().zip(chain).all(|(a, b)| &**a == *b));
+            .is_some_and(|c| {
+                c.len() == chain.len() && c.iter().zip(chain).all(|(a, b)| &**a == *b)
+            });
         if !same {
             self.more.get_or_insert_with(Box::default).chain =
                 Some(chain.iter().map(|s| Box::<str>::from(*s)).collect());
@@ -624,16 +626,26 @@ impl KeyState {
         let spilled = |spilled: bool, cap: usize, size: usize| if spilled { cap * size } else { 0 };
         MALLOC_OVERHEAD * arrays.iter().filter(|c| **c > 0).count()
             + self.ips.capacity() * size_of::<IpEntry>()
-            + spilled(self.ip_fps.spilled(), self.ip_fps.capacity(), size_of::<u32>())
-            + spilled(self.rrsets.spilled(), self.rrsets.capacity(), size_of::<Rrset>())
+            + spilled(
+                self.ip_fps.spilled(),
+                self.ip_fps.capacity(),
+                size_of::<u32>(),
+            )
+            + spilled(
+                self.rrsets.spilled(),
+                self.rrsets.capacity(),
+                size_of::<Rrset>(),
+            )
             + self.more.as_ref().map_or(0, |m| {
                 MALLOC_OVERHEAD
                     + size_of::<Extras>()
                     + m.v6.capacity() * 16
-                    + m.allowed_by.as_ref().map_or(0, |s| s.len() + MALLOC_OVERHEAD)
-                    + m.chain
+                    + m.allowed_by
                         .as_ref()
-                        .map_or(0, |c| c.iter().map(|s| s.len() + 16 + MALLOC_OVERHEAD).sum())
+                        .map_or(0, |s| s.len() + MALLOC_OVERHEAD)
+                    + m.chain.as_ref().map_or(0, |c| {
+                        c.iter().map(|s| s.len() + 16 + MALLOC_OVERHEAD).sum()
+                    })
             })
             + self.ns.as_ref().map_or(0, |t| {
                 size_of::<NsTable>()

@@ -699,7 +699,10 @@ fn check_name(name: &str) -> Result<(), SnapshotError> {
 }
 
 /// A saved key back as a name and state, checked against the caps the scorer keeps.
-fn load_key(w: WireKey, base: u32) -> Result<(compact_str::CompactString, KeyState), SnapshotError> {
+fn load_key(
+    w: WireKey,
+    base: u32,
+) -> Result<(compact_str::CompactString, KeyState), SnapshotError> {
     check_name(&w.name)?;
     if w.ips.len() > MAX_IPS_PER_KEY
         || w.rrsets.len() > MAX_RRSETS

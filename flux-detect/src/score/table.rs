@@ -118,9 +118,10 @@ impl<K: Copy + Eq + Hash, V> KeyTable<K, V> {
         };
         // A slot number is below `cap`, itself at most u32::MAX. Growing the index rehashes
         // its entries from their slots' ids.
-        self.index.insert_unique(hasher.hash_one(id), i as u32, |&j| {
-            slots.get(j as usize).map_or(0, |s| hasher.hash_one(s.id))
-        });
+        self.index
+            .insert_unique(hasher.hash_one(id), i as u32, |&j| {
+                slots.get(j as usize).map_or(0, |s| hasher.hash_one(s.id))
+            });
     }
 
     /// Removes the index entry of `id` (its slot must still hold it); returns its slot.
@@ -129,7 +130,9 @@ impl<K: Copy + Eq + Hash, V> KeyTable<K, V> {
         let hash = self.hasher.hash_one(id);
         let e = self
             .index
-            .find_entry(hash, |&i| slots.get(i as usize).is_some_and(|s| s.id == *id))
+            .find_entry(hash, |&i| {
+                slots.get(i as usize).is_some_and(|s| s.id == *id)
+            })
             .ok()?;
         let (i, _) = e.remove();
         Some(i as usize)
