@@ -165,7 +165,7 @@ fn ipv6_addresses_survive_eviction_from_the_side_table() {
     // Mixed IPv4 and IPv6 through the cap: every entry left must still give back its own
     // address, be found again, and the side table hold exactly the IPv6 ones.
     let addr = |i: u32| {
-        let ip = if i % 3 == 0 {
+        let ip = if i.is_multiple_of(3) {
             IpAddr::from([0x2001, 0xdb8, (i >> 16) as u16, i as u16, 0, 0, 0, 1])
         } else {
             IpAddr::from((0x0a00_0000 + i).to_be_bytes())
