@@ -34,6 +34,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use compact_str::CompactString;
 use flux_common::{TYPE_CNAME, TYPE_NS};
 use serde::Serialize;
 use smallvec::{SmallVec, smallvec};
@@ -199,7 +200,9 @@ type FastHash = foldhash::fast::RandomState;
 /// A tracked key: its name and state.
 #[derive(Clone, Debug)]
 struct Tracked {
-    name: Box<str>,
+    /// Inline up to 24 bytes (most registered domains and many owner names), where a
+    /// `Box<str>` is 16 bytes here plus a 32-byte heap chunk for every name.
+    name: CompactString,
     st: KeyState,
 }
 
@@ -278,7 +281,7 @@ impl Scorer {
             .filter(|a| !self.flux_ips.is_infrastructure(&a.ip))
             // The operator's allowlisted CIDRs (`--allowlist`): never blocked.
             .filter(|a| !self.allowlist.match_ip(a.to_ip()))
-            .map(AddrInfo::to_ip)
+            .map(|a| a.to_ip())
             .collect()
     }
 
@@ -297,8 +300,8 @@ impl Scorer {
             + self
                 .keys
                 .values()
-                // malloc hands out 16-byte multiples.
-                .map(|t| t.name.len().next_multiple_of(16) + MALLOC_OVERHEAD + t.st.heap_bytes())
+                // malloc hands out 16-byte multiples; a short name is inline.
+                .map(|t| name_heap_bytes(&t.name) + t.st.heap_bytes())
                 .sum::<usize>()
     }
 
@@ -492,7 +495,7 @@ impl Scorer {
         if st.shares_bots && !was_donor {
             let owner = domain_id(name);
             for a in st.addresses(now, WINDOWS[0].0) {
-                if !is_infrastructure(&self.allowlist, a) {
+                if !is_infrastructure(&self.allowlist, &a) {
                     self.flux_ips.insert(a.ip, owner);
                 }
             }
@@ -543,10 +546,11 @@ impl Scorer {
         if is_new {
             // A key fed by an allowlisted name (a seed host, a CDN target) inherits it. Checked
             // once, when the key appears: chains into a key rarely change.
-            st.allowed_by = std::iter::once(name)
-                .chain(chain.iter().copied())
-                .find_map(|n| self.allowlist.match_name(n))
-                .map(Box::<str>::from);
+            st.set_allowed_by(
+                std::iter::once(name)
+                    .chain(chain.iter().copied())
+                    .find_map(|n| self.allowlist.match_name(n)),
+            );
         }
         st.roles |= role;
         if role == ROLE_DOMAIN {
@@ -694,7 +698,7 @@ fn key_mut<'a>(
     now: u32,
 ) -> (&'a mut KeyState, bool) {
     let (t, created, evicted) = keys.get_or_insert_with(id, || Tracked {
-        name: name.into(),
+        name: CompactString::new(name),
         st: KeyState::new(now),
     });
     if created {
@@ -755,6 +759,15 @@ fn push_unique(v: &mut Vec<u64>, id: u64) {
 /// dot, using the public-suffix list's ICANN and private sections.
 pub fn registered_domain(name: &str) -> Option<&str> {
     psl::domain_str(name)
+}
+
+/// The heap bytes of a key's name: none when it is inline.
+fn name_heap_bytes(name: &CompactString) -> usize {
+    if name.is_heap_allocated() {
+        name.capacity().next_multiple_of(16) + MALLOC_OVERHEAD
+    } else {
+        0
+    }
 }
 
 /// Identifies a key's registered domain in the shared-bot table.

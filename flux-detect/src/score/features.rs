@@ -344,7 +344,8 @@ impl Acc {
                 .ips
                 .iter()
                 .filter(|e| {
-                    e.last >= cutoff && super::infra::first_party(e.addr.asn, e.addr.to_ip())
+                    e.last >= cutoff
+                        && super::infra::first_party(e.addr.asn, k.info_of(&e.addr).to_ip())
                 })
                 .count() as u32;
         }

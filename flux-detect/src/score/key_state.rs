@@ -10,7 +10,7 @@
 use smallvec::SmallVec;
 
 use super::{
-    addr_info::{AddrInfo, fnv32},
+    addr_info::{AddrInfo, StoredAddr, fnv32},
     params::{
         BUSY_CHANGES, MAX_GLUE, MAX_IPS_PER_KEY, MAX_NS_HOSTS, MAX_RRSETS, STABLE_ANSWER_MAX,
         WINDOWS,
@@ -34,7 +34,8 @@ pub const MARK_FEED_MATCH: u8 = 32;
 
 #[derive(Clone, Copy, Debug)]
 pub(super) struct IpEntry {
-    pub(super) addr: AddrInfo,
+    /// 16 bytes, not [`AddrInfo`]'s 28: an IPv6 address's bytes are in [`Extras::v6`].
+    pub(super) addr: StoredAddr,
     pub(super) last: u32,
 }
 
@@ -106,17 +107,33 @@ pub(super) struct NsTable {
     pub(super) max_set: u8,
 }
 
+/// What few keys have, behind one pointer instead of inline in every key (a million keys
+/// hold the pointer, most of them nothing behind it).
+#[derive(Clone, Debug, Default)]
+pub(super) struct Extras {
+    /// The last CNAME chain that led to this key's addresses (query name first).
+    chain: Option<Box<[Box<str>]>>,
+    /// The allowlisted suffix of a name that fed this key (a seed host feeding its domain).
+    allowed_by: Option<Box<str>>,
+    /// The bytes of the key's IPv6 addresses, in no particular order; an entry of
+    /// [`KeyState::ips`] points to its own ([`StoredAddr::v6_slot`]). At most one per entry.
+    v6: Vec<[u8; 16]>,
+}
+
 /// Everything the scorer remembers about one key.
+///
+/// Sized for a million keys most of which are seen with one answer of a few addresses: the
+/// first answer and the fingerprints of up to four addresses sit inline (no allocation), the
+/// rarely used parts are in [`Extras`].
 #[derive(Clone, Debug, Default)]
 pub struct KeyState {
     pub(super) ips: Vec<IpEntry>,
     /// A 32-bit fingerprint of each address in `ips`, same order: finding an address scans
-    /// this dense array (vectorised) instead of 32-byte entries.
-    pub(super) ip_fps: Vec<u32>,
-    pub(super) rrsets: Vec<Rrset>,
+    /// this dense array (vectorised) instead of the entries.
+    pub(super) ip_fps: SmallVec<[u32; INLINE_ADDRS]>,
+    pub(super) rrsets: SmallVec<[Rrset; INLINE_ANSWERS]>,
     pub(super) ns: Option<Box<NsTable>>,
-    /// The last CNAME chain that led to this key's addresses (query name first).
-    pub(super) chain: Option<Box<[Box<str>]>>,
+    pub(super) more: Option<Box<Extras>>,
     pub first_seen: u32,
     pub responses: u32,
     /// New answers and returns of expired ones, saturating (what makes a key busy).
@@ -134,8 +151,6 @@ pub struct KeyState {
     /// At its last score the key was not flux but could become flux on shared bots alone
     /// (see `model::could_flux_on_shared_bots`).
     pub watch: bool,
-    /// The allowlisted suffix of a name that fed this key (a seed host feeding its domain).
-    pub allowed_by: Option<Box<str>>,
     /// Unrelated registered domains whose names lead here through CNAME chains: a 14-bit tag
     /// of the last one, and in the low 2 bits how many times it changed (saturating at 3; 2
     /// or more means two customers or more). See `model::provider_zone`.
@@ -151,6 +166,14 @@ pub struct KeyState {
     /// Other domains' bots per window at the last score.
     pub(super) last_shared: [u8; WINDOWS.len()],
 }
+
+/// Address fingerprints a key holds without an allocation: a third of keys have four
+/// addresses or fewer in their lifetime (round robin of four is common), and a `SmallVec` of
+/// four `u32` is no larger than a `Vec`.
+const INLINE_ADDRS: usize = 4;
+/// Answers a key holds without an allocation: most keys are seen with one answer only (the
+/// cold keys of a churning stream), and a second one moves the history to the heap.
+const INLINE_ANSWERS: usize = 1;
 
 impl KeyState {
     pub fn new(now: u32) -> Self {
@@ -224,11 +247,8 @@ impl KeyState {
             self.ips.reserve_exact(fresh.len());
             self.ip_fps.reserve_exact(fresh.len());
         }
-        if self.rrsets.is_empty() {
-            self.rrsets.reserve_exact(1);
-        }
         for a in fresh {
-            self.insert_ip(IpEntry { addr: a, last: now });
+            self.insert_ip(&a, now);
         }
         let first = self.rrsets.is_empty() && self.ips.len() == usize::from(new);
         if self.rrsets.len() >= MAX_RRSETS
@@ -309,15 +329,51 @@ impl KeyState {
         }
     }
 
-    fn insert_ip(&mut self, e: IpEntry) {
+    fn insert_ip(&mut self, a: &AddrInfo, last: u32) {
         if self.ips.len() >= MAX_IPS_PER_KEY
             && let Some((i, _)) = self.ips.iter().enumerate().min_by_key(|(_, e)| e.last)
         {
-            self.ips.swap_remove(i);
+            let gone = self.ips.swap_remove(i);
             self.ip_fps.swap_remove(i);
+            self.forget_v6(gone.addr);
         }
-        self.ip_fps.push(fingerprint(&e.addr.ip));
-        self.ips.push(e);
+        self.ip_fps.push(fingerprint(&a.ip));
+        self.push_ip(a, last);
+    }
+
+    /// Appends the entry of `a`, keeping an IPv6 address's bytes in the side table.
+    fn push_ip(&mut self, a: &AddrInfo, last: u32) {
+        let mut addr = StoredAddr::new(a, 0);
+        if addr.v6_slot().is_some() {
+            let more = self.more.get_or_insert_with(Box::default);
+            // At most one per entry, so below MAX_IPS_PER_KEY (128).
+            addr.set_v6_slot(u8::try_from(more.v6.len()).unwrap_or(u8::MAX));
+            more.v6.push(a.ip);
+        }
+        self.ips.push(IpEntry { addr, last });
+    }
+
+    /// Drops the side-table bytes of a removed entry; the last bytes move into their place,
+    /// and the entry that pointed to them follows.
+    fn forget_v6(&mut self, gone: StoredAddr) {
+        let (Some(slot), Some(more)) = (gone.v6_slot(), self.more.as_mut()) else {
+            return;
+        };
+        let last = more.v6.len().saturating_sub(1);
+        if slot >= more.v6.len() {
+            return;
+        }
+        more.v6.swap_remove(slot);
+        if slot != last
+            && let Some(e) = self.ips.iter_mut().find(|e| e.addr.v6_slot() == Some(last))
+        {
+            e.addr.set_v6_slot(u8::try_from(slot).unwrap_or(u8::MAX));
+        }
+    }
+
+    /// The whole [`AddrInfo`] of an address entry.
+    pub(super) fn info_of(&self, a: &StoredAddr) -> AddrInfo {
+        a.info(v6_bytes(&self.more, a))
     }
 
     fn find_ip(&mut self, ip: &[u8; 16]) -> Option<&mut IpEntry> {
@@ -332,7 +388,11 @@ impl KeyState {
             }
             while mask != 0 {
                 let i = block * LANES + mask.trailing_zeros() as usize;
-                if self.ips.get(i).is_some_and(|e| e.addr.ip == *ip) {
+                if self
+                    .ips
+                    .get(i)
+                    .is_some_and(|e| e.addr.ip_bytes(v6_bytes(&self.more, &e.addr)) == *ip)
+                {
                     return self.ips.get_mut(i);
                 }
                 mask &= mask - 1;
@@ -429,16 +489,46 @@ impl KeyState {
         if chain.len() < 2 {
             return;
         }
-        let same = self.chain.as_ref().is_some_and(|c| {
-            c.len() == chain.len() && c.iter().zip(chain).all(|(a, b)| &**a == *b)
-        });
+        let same = self
+            .more
+            .as_ref()
+            .and_then(|m| m.chain.as_ref())
+            .is_some_and(|c| {
+                c.len() == chain.len() && c.iter().zip(chain).all(|(a, b)| &**a == *b)
+            });
         if !same {
-            self.chain = Some(chain.iter().map(|s| Box::<str>::from(*s)).collect());
+            self.more.get_or_insert_with(Box::default).chain =
+                Some(chain.iter().map(|s| Box::<str>::from(*s)).collect());
         }
     }
 
+    /// Puts back a chain as a snapshot held it.
+    pub(super) fn restore_chain(&mut self, chain: Vec<String>) {
+        self.more.get_or_insert_with(Box::default).chain =
+            Some(chain.into_iter().map(Box::from).collect());
+    }
+
     pub fn chain(&self) -> impl Iterator<Item = &str> {
-        self.chain.iter().flat_map(|c| c.iter().map(|s| &**s))
+        self.more
+            .iter()
+            .flat_map(|m| m.chain.iter())
+            .flat_map(|c| c.iter().map(|s| &**s))
+    }
+
+    /// The allowlisted suffix of a name that fed this key (a seed host feeding its domain).
+    pub fn allowed_by(&self) -> Option<&str> {
+        self.more.as_ref()?.allowed_by.as_deref()
+    }
+
+    pub fn set_allowed_by(&mut self, suffix: Option<&str>) {
+        match suffix {
+            Some(s) => self.more.get_or_insert_with(Box::default).allowed_by = Some(s.into()),
+            None => {
+                if let Some(m) = self.more.as_mut() {
+                    m.allowed_by = None;
+                }
+            }
+        }
     }
 
     /// ASNs of the addresses seen in the window.
@@ -470,6 +560,7 @@ impl KeyState {
             return shared;
         }
         for (e, fp) in self.ips.iter().zip(self.ip_fps.iter_mut()) {
+            let ip = e.addr.ip_bytes(v6_bytes(&self.more, &e.addr));
             if *fp & FP_OWN_BOT != 0 {
                 continue;
             }
@@ -478,7 +569,7 @@ impl KeyState {
             // bot ever did (the table lookup is what the mark saves).
             let trusted = *fp & FP_OTHER_BOT != 0 && flux_ips.infrastructure_found() == 0;
             if !trusted {
-                match flux_ips.owner(&e.addr.ip) {
+                match flux_ips.owner(&ip) {
                     Some(d) if d != own => *fp |= FP_OTHER_BOT,
                     Some(_) => {
                         *fp |= FP_OWN_BOT;
@@ -515,26 +606,47 @@ impl KeyState {
     }
 
     /// Addresses seen in the window.
-    pub fn addresses(&self, now: u32, window: u32) -> impl Iterator<Item = &AddrInfo> + '_ {
+    pub fn addresses(&self, now: u32, window: u32) -> impl Iterator<Item = AddrInfo> + '_ {
         let cutoff = now.saturating_sub(window);
         self.ips
             .iter()
             .filter(move |e| e.last >= cutoff)
-            .map(|e| &e.addr)
+            .map(|e| self.info_of(&e.addr))
     }
 
     /// A rough count of the heap bytes this state holds (for the memory figure).
     pub fn heap_bytes(&self) -> usize {
-        // The allocator's own header per allocation, for the three arrays.
+        // The allocator's own header per allocation, for the arrays on the heap (the small
+        // vectors only once they spilled).
         let arrays = [
             self.ips.capacity(),
-            self.ip_fps.capacity(),
-            self.rrsets.capacity(),
+            usize::from(self.ip_fps.spilled()),
+            usize::from(self.rrsets.spilled()),
         ];
+        let spilled = |spilled: bool, cap: usize, size: usize| if spilled { cap * size } else { 0 };
         MALLOC_OVERHEAD * arrays.iter().filter(|c| **c > 0).count()
             + self.ips.capacity() * size_of::<IpEntry>()
-            + self.ip_fps.capacity() * size_of::<u32>()
-            + self.rrsets.capacity() * size_of::<Rrset>()
+            + spilled(
+                self.ip_fps.spilled(),
+                self.ip_fps.capacity(),
+                size_of::<u32>(),
+            )
+            + spilled(
+                self.rrsets.spilled(),
+                self.rrsets.capacity(),
+                size_of::<Rrset>(),
+            )
+            + self.more.as_ref().map_or(0, |m| {
+                MALLOC_OVERHEAD
+                    + size_of::<Extras>()
+                    + m.v6.capacity() * 16
+                    + m.allowed_by
+                        .as_ref()
+                        .map_or(0, |s| s.len() + MALLOC_OVERHEAD)
+                    + m.chain.as_ref().map_or(0, |c| {
+                        c.iter().map(|s| s.len() + 16 + MALLOC_OVERHEAD).sum()
+                    })
+            })
             + self.ns.as_ref().map_or(0, |t| {
                 size_of::<NsTable>()
                     + t.hosts.capacity() * size_of::<NsHost>()
@@ -543,10 +655,6 @@ impl KeyState {
                         .map(|h| h.name.len() + h.glue.capacity() * size_of::<(AddrInfo, u32)>())
                         .sum::<usize>()
             })
-            + self
-                .chain
-                .as_ref()
-                .map_or(0, |c| c.iter().map(|s| s.len() + 16).sum())
     }
 
     /// The shared-bot marks of each address in `ips` (the top two bits of its `ip_fps` word,
@@ -561,8 +669,13 @@ impl KeyState {
     pub(super) fn restore_ip(&mut self, addr: AddrInfo, last: u32, marks: u8) {
         self.ip_fps
             .push(fingerprint(&addr.ip) | (u32::from(marks & 3) << 30));
-        self.ips.push(IpEntry { addr, last });
+        self.push_ip(&addr, last);
     }
+}
+
+/// The IPv6 bytes an entry points to in the key's side table (`None` for IPv4).
+fn v6_bytes<'a>(more: &'a Option<Box<Extras>>, a: &StoredAddr) -> Option<&'a [u8; 16]> {
+    more.as_ref()?.v6.get(a.v6_slot()?)
 }
 
 /// The distinct known networks (0 is unknown) of some addresses.

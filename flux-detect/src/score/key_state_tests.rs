@@ -148,12 +148,51 @@ fn unchanged_since_eval_sees_every_change_the_features_read() {
 
 #[test]
 fn per_key_records_stay_small() {
-    // A million keys hold these: the answer history entry and the key state itself.
-    // 24 since it notes which name under a domain gave it (`child`, `seen_again`): a key's
-    // first answer is reserved alone (`reserve_exact(1)`), and 20 or 24 bytes are the same
-    // 32-byte malloc chunk, so keys seen with one answer cost nothing more.
+    // A million keys hold these: the answer history entry, the address entry and the key
+    // state itself. 24 since the answer notes which name under a domain gave it (`child`,
+    // `seen_again`); the first one is inline in the key state.
     assert_eq!(size_of::<Rrset>(), 24);
-    assert!(size_of::<KeyState>() <= 144, "{}", size_of::<KeyState>());
+    assert_eq!(size_of::<IpEntry>(), 20);
+    assert!(size_of::<KeyState>() <= 128, "{}", size_of::<KeyState>());
+    // A key with one answer of four addresses or fewer allocates only its address entries.
+    let mut k = KeyState::new(0);
+    k.add_answer(0, 300, &[a(1, 1, b"US"), a(2, 2, b"DE"), a(3, 3, b"FR")]);
+    assert!(!k.rrsets.spilled() && !k.ip_fps.spilled() && k.more.is_none());
+}
+
+#[test]
+fn ipv6_addresses_survive_eviction_from_the_side_table() {
+    // Mixed IPv4 and IPv6 through the cap: every entry left must still give back its own
+    // address, be found again, and the side table hold exactly the IPv6 ones.
+    let addr = |i: u32| {
+        let ip = if i.is_multiple_of(3) {
+            IpAddr::from([0x2001, 0xdb8, (i >> 16) as u16, i as u16, 0, 0, 0, 1])
+        } else {
+            IpAddr::from((0x0a00_0000 + i).to_be_bytes())
+        };
+        AddrInfo {
+            ip: AddrInfo::ip_bytes(ip),
+            asn: i,
+            network: i,
+            country: *b"NL",
+        }
+    };
+    let mut k = KeyState::new(0);
+    let n = MAX_IPS_PER_KEY as u32 * 3;
+    for i in 0..n {
+        k.add_answer(i, 60, &[addr(i)]);
+    }
+    assert_eq!(k.ips.len(), MAX_IPS_PER_KEY);
+    let v6 = k.ips.iter().filter(|e| e.addr.v6_slot().is_some()).count();
+    assert_eq!(k.more.as_ref().map_or(0, |m| m.v6.len()), v6);
+    for e in k.ips.clone() {
+        let info = k.info_of(&e.addr);
+        // The asn is the address's number in this test.
+        assert_eq!(info, addr(info.asn));
+        assert!(k.find_ip(&info.ip).is_some_and(|f| f.last == e.last));
+    }
+    // The oldest went first: what is left is the last MAX_IPS_PER_KEY.
+    assert!(k.ips.iter().all(|e| e.last >= n - MAX_IPS_PER_KEY as u32));
 }
 
 #[test]

@@ -272,7 +272,7 @@ pub(super) fn allowlist_match(
     if let Some(s) = allowlist.match_name(name) {
         return Some(Match::Suffix(s.to_owned()));
     }
-    if let Some(s) = &st.allowed_by {
+    if let Some(s) = st.allowed_by() {
         return Some(Match::Suffix(s.to_string()));
     }
     for c in st.chain() {

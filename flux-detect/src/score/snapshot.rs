@@ -618,7 +618,7 @@ fn save_key(name: &str, st: &KeyState, base: u32) -> WireKey {
         .iter()
         .zip(st.bot_marks())
         .map(|(e, bot_marks)| WireKeyIp {
-            addr: wire_addr(&e.addr),
+            addr: wire_addr(&st.info_of(&e.addr)),
             last: age(base, e.last),
             bot_marks,
         })
@@ -669,7 +669,7 @@ fn save_key(name: &str, st: &KeyState, base: u32) -> WireKey {
         marks: st.marks,
         shares_bots: st.shares_bots,
         watch: st.watch,
-        allowed_by: st.allowed_by.as_deref().map(str::to_owned),
+        allowed_by: st.allowed_by().map(str::to_owned),
         customers: st.customers,
         block_minute: st.block_minute,
         dirty: st.dirty,
@@ -699,7 +699,10 @@ fn check_name(name: &str) -> Result<(), SnapshotError> {
 }
 
 /// A saved key back as a name and state, checked against the caps the scorer keeps.
-fn load_key(w: WireKey, base: u32) -> Result<(Box<str>, KeyState), SnapshotError> {
+fn load_key(
+    w: WireKey,
+    base: u32,
+) -> Result<(compact_str::CompactString, KeyState), SnapshotError> {
     check_name(&w.name)?;
     if w.ips.len() > MAX_IPS_PER_KEY
         || w.rrsets.len() > MAX_RRSETS
@@ -733,13 +736,13 @@ fn load_key(w: WireKey, base: u32) -> Result<(Box<str>, KeyState), SnapshotError
     };
     if let Some(a) = w.allowed_by {
         check_name(&a)?;
-        st.allowed_by = Some(a.into());
+        st.set_allowed_by(Some(&a));
     }
     for c in &w.chain {
         check_name(c)?;
     }
     if !w.chain.is_empty() {
-        st.chain = Some(w.chain.into_iter().map(Box::from).collect());
+        st.restore_chain(w.chain);
     }
     st.ips.reserve_exact(w.ips.len());
     st.ip_fps.reserve_exact(w.ips.len());

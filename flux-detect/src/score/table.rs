@@ -7,12 +7,22 @@
 //! pseudo-randomly chosen slots is evicted (Redis's approximation of LRU): the evicted key is
 //! on average among the least recently used ~1/(SAMPLES+1) of the table, and never one that was
 //! just used.
+//!
+//! The index holds only the slot number (4 bytes a bucket), hashed from the id kept in the slot,
+//! where a `HashMap<K, u32>` would store the id a second time (16 bytes a bucket with padding):
+//! about 25 bytes a key over a million keys. That needs hashbrown's `HashTable`, which std does
+//! not expose.
 
-use std::{collections::HashMap, hash::Hash};
+use std::hash::{BuildHasher as _, Hash};
+
+use hashbrown::HashTable;
 
 /// Slots compared per eviction.
 const SAMPLES: usize = 8;
 
+/// Seeded per table: the ids are attacker-controlled on a live agent (names and addresses from
+/// the wire), so their placement in the index must not be predictable; foldhash's fast hash
+/// with a random seed is that at a few cycles per integer.
 type FastHash = foldhash::fast::RandomState;
 
 struct Slot<K, V> {
@@ -23,8 +33,9 @@ struct Slot<K, V> {
 }
 
 pub struct KeyTable<K, V> {
-    /// Id to slot index.
-    index: HashMap<K, u32, FastHash>,
+    /// Slot numbers, hashed by their slot's id.
+    index: HashTable<u32>,
+    hasher: FastHash,
     slots: Vec<Slot<K, V>>,
     cap: usize,
     clock: u64,
@@ -36,7 +47,8 @@ impl<K: Copy + Eq + Hash, V> KeyTable<K, V> {
     /// A table of at most `cap` entries (at least 1, at most `u32::MAX`).
     pub fn new(cap: usize) -> Self {
         Self {
-            index: HashMap::default(),
+            index: HashTable::new(),
+            hasher: FastHash::default(),
             slots: Vec::new(),
             cap: cap.clamp(1, u32::MAX as usize),
             clock: 0,
@@ -57,8 +69,8 @@ impl<K: Copy + Eq + Hash, V> KeyTable<K, V> {
     pub fn get_or_insert_with(&mut self, id: K, make: impl FnOnce() -> V) -> (&mut V, bool, bool) {
         self.clock += 1;
         let used = self.clock;
-        if let Some(&i) = self.index.get(&id) {
-            let slot = &mut self.slots[i as usize];
+        if let Some(i) = self.find(&id) {
+            let slot = &mut self.slots[i];
             slot.used = used;
             return (&mut slot.value, false, false);
         }
@@ -67,25 +79,63 @@ impl<K: Copy + Eq + Hash, V> KeyTable<K, V> {
             self.evict_one();
         }
         let i = self.slots.len();
-        self.index.insert(id, i as u32);
         self.slots.push(Slot {
             id,
             used,
             value: make(),
         });
+        self.index_insert(i);
         (&mut self.slots[i].value, true, evicted)
     }
 
     /// The entry for `id`, without marking it used.
     pub fn peek(&self, id: &K) -> Option<&V> {
-        let i = *self.index.get(id)?;
-        Some(&self.slots[i as usize].value)
+        let i = self.find(id)?;
+        self.slots.get(i).map(|s| &s.value)
     }
 
     /// The entry for `id`, mutable, without marking it used.
     pub fn peek_mut(&mut self, id: &K) -> Option<&mut V> {
-        let i = *self.index.get(id)?;
-        Some(&mut self.slots[i as usize].value)
+        let i = self.find(id)?;
+        self.slots.get_mut(i).map(|s| &mut s.value)
+    }
+
+    /// The slot holding `id`.
+    fn find(&self, id: &K) -> Option<usize> {
+        let slots = &self.slots;
+        self.index
+            .find(self.hasher.hash_one(id), |&i| {
+                slots.get(i as usize).is_some_and(|s| s.id == *id)
+            })
+            .map(|&i| i as usize)
+    }
+
+    /// Adds the index entry of slot `i`, whose id the index does not hold yet.
+    fn index_insert(&mut self, i: usize) {
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        let Some(id) = slots.get(i).map(|s| s.id) else {
+            return;
+        };
+        // A slot number is below `cap`, itself at most u32::MAX. Growing the index rehashes
+        // its entries from their slots' ids.
+        self.index
+            .insert_unique(hasher.hash_one(id), i as u32, |&j| {
+                slots.get(j as usize).map_or(0, |s| hasher.hash_one(s.id))
+            });
+    }
+
+    /// Removes the index entry of `id` (its slot must still hold it); returns its slot.
+    fn index_remove(&mut self, id: &K) -> Option<usize> {
+        let slots = &self.slots;
+        let hash = self.hasher.hash_one(id);
+        let e = self
+            .index
+            .find_entry(hash, |&i| {
+                slots.get(i as usize).is_some_and(|s| s.id == *id)
+            })
+            .ok()?;
+        let (i, _) = e.remove();
+        Some(i as usize)
     }
 
     /// The bytes the table itself holds: its slot array and its index at their capacities
@@ -94,7 +144,7 @@ impl<K: Copy + Eq + Hash, V> KeyTable<K, V> {
         // hashbrown: one control byte per bucket, buckets = capacity / (7/8) rounded up to a
         // power of two.
         let buckets = (self.index.capacity() * 8 / 7 + 1).next_power_of_two();
-        self.slots.capacity() * size_of::<Slot<K, V>>() + buckets * (size_of::<(K, u32)>() + 1)
+        self.slots.capacity() * size_of::<Slot<K, V>>() + buckets * (size_of::<u32>() + 1)
     }
 
     /// Every entry, in no particular order.
@@ -117,17 +167,32 @@ impl<K: Copy + Eq + Hash, V> KeyTable<K, V> {
 
     /// Removes the entry for `id`, if there is one.
     pub fn remove(&mut self, id: &K) {
-        if let Some(i) = self.index.remove(id) {
-            self.remove_slot(i as usize);
+        if let Some(i) = self.index_remove(id) {
+            self.remove_slot(i);
         }
     }
 
-    /// Removes a slot whose index entry is already gone; the last slot moves into its place.
+    /// Removes a slot whose index entry is already gone; the last slot moves into its place,
+    /// and its index entry follows it.
     fn remove_slot(&mut self, i: usize) {
-        self.slots.swap_remove(i);
-        if let Some(moved) = self.slots.get(i) {
-            self.index.insert(moved.id, i as u32);
+        let last = self.slots.len().saturating_sub(1);
+        if i >= self.slots.len() {
+            return;
         }
+        if i != last {
+            let Some(moved) = self.slots.get(last).map(|s| s.id) else {
+                return;
+            };
+            // Its entry still says `last`; point it at `i` before the move.
+            let slots = &self.slots;
+            let hash = self.hasher.hash_one(moved);
+            if let Some(j) = self.index.find_mut(hash, |&j| {
+                slots.get(j as usize).is_some_and(|s| s.id == moved)
+            }) {
+                *j = i as u32;
+            }
+        }
+        self.slots.swap_remove(i);
     }
 
     /// Removes the stalest of a few sampled slots; the last slot moves into its place.
@@ -144,8 +209,9 @@ impl<K: Copy + Eq + Hash, V> KeyTable<K, V> {
             }
         }
         let gone = self.slots[victim].id;
-        self.index.remove(&gone);
-        self.remove_slot(victim);
+        if let Some(i) = self.index_remove(&gone) {
+            self.remove_slot(i);
+        }
     }
 
     fn next_rand(&mut self) -> u64 {
@@ -171,11 +237,10 @@ mod tests {
             assert!(t.len() <= 100);
         }
         // The index and the slots agree after every swap_remove.
-        for (id, &i) in &t.index {
-            assert_eq!(t.slots[i as usize].id, *id);
-            assert_eq!(t.slots[i as usize].value, id * 2);
+        assert_consistent(&t);
+        for s in &t.slots {
+            assert_eq!(s.value, s.id * 2);
         }
-        assert_eq!(t.index.len(), t.len());
     }
 
     #[test]
@@ -216,8 +281,15 @@ mod tests {
             (t.peek(&7), t.peek(&8), t.peek(&9)),
             (None, Some(&8), Some(&9))
         );
-        for (id, &i) in &t.index {
-            assert_eq!(t.slots[i as usize].id, *id);
+        assert_consistent(&t);
+    }
+
+    /// Every slot is found through the index at its own place, and the index holds nothing
+    /// else.
+    fn assert_consistent<V>(t: &KeyTable<u64, V>) {
+        assert_eq!(t.index.len(), t.len());
+        for (i, s) in t.slots.iter().enumerate() {
+            assert_eq!(t.find(&s.id), Some(i));
         }
     }
 }
