@@ -6,7 +6,9 @@
 
 use aya::{
     TestRunOptions,
-    maps::{Array as AyaArray, HashMap as AyaHashMap, MapData, PerCpuArray, RingBuf, lpm_trie::LpmTrie},
+    maps::{
+        Array as AyaArray, HashMap as AyaHashMap, MapData, PerCpuArray, RingBuf, lpm_trie::LpmTrie,
+    },
     programs::{SchedClassifier, TestRun as _, Xdp},
 };
 use flux_agent::{
@@ -105,9 +107,13 @@ impl Harness {
         let Some(slot) = Occupied::of_map(name) else {
             return;
         };
-        let mut slots: AyaArray<&mut MapData, u32> =
-            AyaArray::try_from(self.loaded.ebpf.map_mut(MAP_OCCUPANCY).expect(MAP_OCCUPANCY))
-                .expect(MAP_OCCUPANCY);
+        let mut slots: AyaArray<&mut MapData, u32> = AyaArray::try_from(
+            self.loaded
+                .ebpf
+                .map_mut(MAP_OCCUPANCY)
+                .expect(MAP_OCCUPANCY),
+        )
+        .expect(MAP_OCCUPANCY);
         slots.set(slot as u32, 1, 0).expect("set occupancy slot");
     }
 
