@@ -457,7 +457,7 @@ impl Maps {
                 c
             },
         };
-        maps.mark_occupied()?;
+        maps.mark_occupied();
         Ok(maps)
     }
 

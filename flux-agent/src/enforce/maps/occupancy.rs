@@ -104,14 +104,17 @@ impl Maps {
 
     /// At open: sets the slot of every map that holds entries. Pins from a run whose slots were
     /// lost (or never written) are made right before anything relies on them. Never clears:
-    /// clearing is [`Maps::settle`]'s, after a removal.
-    pub(super) fn mark_occupied(&mut self) -> Result<(), BlocklistError> {
+    /// clearing is [`Maps::settle`]'s, after a removal. A failure is logged, not returned: a
+    /// reader without write access (`explain`, `top`) still opens the maps, and every writer
+    /// sets the slot of what it inserts anyway.
+    pub(super) fn mark_occupied(&mut self) {
         for slot in Occupied::ALL {
-            if !self.map_empty(slot) {
-                self.occupancy.set(slot, true)?;
+            if !self.map_empty(slot)
+                && let Err(e) = self.occupancy.set(slot, true)
+            {
+                log::warn!("cannot mark {} as holding entries: {e}", slot.map_name());
             }
         }
-        Ok(())
     }
 
     /// After an insert of `t` into `list`: its map's slot is set.
