@@ -20,6 +20,69 @@ pub const MAP_BLOCKED_DOMAINS: &str = "BLOCKED_DOMAINS";
 /// Allowed domains, which win over any blocked name or parent: `HashMap<u64, DomainBlock>`.
 pub const MAP_ALLOWED_DOMAINS: &str = "ALLOWED_DOMAINS";
 
+/// Which of the blocklist maps may hold entries: `Array<u32>` with one slot per map, indexed by
+/// [`Occupied`]. The packet path reads it before the lookups and skips every map whose slot is 0:
+/// with no CIDR blocked there is no LPM lookup, with no domain blocked no name walk, and so on.
+///
+/// The invariant userspace keeps (`flux-agent/src/enforce/occupancy.rs`): a map that holds an
+/// entry has a non-zero slot. A non-zero slot over an empty map is allowed (it only costs the
+/// lookup). Writers set a slot *after* an insert, and after a removal that leaves the map empty
+/// they clear it and then look again, setting it back if an entry arrived meanwhile: so two
+/// writers (the agent and the CLI) can never leave a map with entries behind a 0 slot. One slot
+/// per map rather than bits of one word, because userspace cannot update a map value atomically:
+/// two writers' read-modify-write of one word could lose a bit.
+pub const MAP_OCCUPANCY: &str = "OCCUPANCY";
+
+/// The slots of [`MAP_OCCUPANCY`]: one per map the packet path looks up.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Occupied {
+    BlockedV4 = 0,
+    BlockedV6 = 1,
+    BlockedCidrV4 = 2,
+    BlockedCidrV6 = 3,
+    AllowedCidrV4 = 4,
+    AllowedCidrV6 = 5,
+    BlockedDomains = 6,
+    AllowedDomains = 7,
+}
+
+impl Occupied {
+    /// Every slot, in index order.
+    pub const ALL: [Occupied; 8] = [
+        Occupied::BlockedV4,
+        Occupied::BlockedV6,
+        Occupied::BlockedCidrV4,
+        Occupied::BlockedCidrV6,
+        Occupied::AllowedCidrV4,
+        Occupied::AllowedCidrV6,
+        Occupied::BlockedDomains,
+        Occupied::AllowedDomains,
+    ];
+
+    /// The map this slot speaks for.
+    pub const fn map_name(self) -> &'static str {
+        match self {
+            Occupied::BlockedV4 => MAP_BLOCKED_V4,
+            Occupied::BlockedV6 => MAP_BLOCKED_V6,
+            Occupied::BlockedCidrV4 => MAP_BLOCKED_CIDR_V4,
+            Occupied::BlockedCidrV6 => MAP_BLOCKED_CIDR_V6,
+            Occupied::AllowedCidrV4 => MAP_ALLOWED_CIDR_V4,
+            Occupied::AllowedCidrV6 => MAP_ALLOWED_CIDR_V6,
+            Occupied::BlockedDomains => MAP_BLOCKED_DOMAINS,
+            Occupied::AllowedDomains => MAP_ALLOWED_DOMAINS,
+        }
+    }
+
+    /// The slot of the map named `name`, if the packet path skips it when empty.
+    pub fn of_map(name: &str) -> Option<Occupied> {
+        Occupied::ALL.into_iter().find(|o| o.map_name() == name)
+    }
+}
+
+/// Slots in [`MAP_OCCUPANCY`].
+pub const OCCUPANCY_SLOTS: u32 = Occupied::ALL.len() as u32;
+
 /// Default ring-buffer size in bytes (must be a power of two and a multiple of the page size).
 pub const RING_BUF_BYTES: u32 = 8 << 20;
 

@@ -122,6 +122,15 @@ mod tests {
     }
 
     #[test]
+    fn occupancy_slots_are_dense_and_name_distinct_maps() {
+        for (i, o) in Occupied::ALL.iter().enumerate() {
+            assert_eq!(*o as usize, i);
+            assert_eq!(Occupied::of_map(o.map_name()), Some(*o));
+        }
+        assert_eq!(Occupied::of_map(MAP_EVENTS), None);
+    }
+
+    #[test]
     fn counters_are_dense_and_named() {
         for (i, c) in Counter::ALL.iter().enumerate() {
             assert_eq!(*c as usize, i);

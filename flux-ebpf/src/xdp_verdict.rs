@@ -6,6 +6,10 @@
 //! looked up by the shared `flux_common::domain_hash`; a hit is counted on the deepest live
 //! block that covers the name (the entry that matched most precisely). Expired entries do not
 //! block, nor hide a live one behind them; userspace sweeps them.
+//!
+//! Every lookup is guarded by the map's slot in `OCCUPANCY` (`flux_common::MAP_OCCUPANCY`): a map
+//! userspace keeps empty is not looked up at all, so a packet that can match nothing pays for a
+//! few array reads instead of hash and trie walks.
 
 use core::{ffi::c_void, intrinsics::AtomicOrdering};
 
@@ -17,13 +21,13 @@ use aya_ebpf::{
         generated::{bpf_map_lookup_elem, bpf_xdp_load_bytes},
     },
     macros::map,
-    maps::{HashMap, LpmTrie, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, lpm_trie::Key},
     programs::XdpContext,
 };
 use flux_common::{
     AF_INET, AF_INET6, BlockEntry, Counter, DomainBlock, MAX_ALLOWED_CIDRS, MAX_ALLOWED_DOMAINS,
     MAX_BLOCKED_CIDRS, MAX_BLOCKED_DOMAINS, MAX_BLOCKED_IPS, MAX_NAME_WIRE, NAME_HASH_INIT,
-    name_hash_step,
+    OCCUPANCY_SLOTS, Occupied, name_hash_step,
 };
 
 #[map]
@@ -47,6 +51,17 @@ static BLOCKED_DOMAINS: HashMap<u64, DomainBlock> =
 static ALLOWED_DOMAINS: HashMap<u64, DomainBlock> =
     HashMap::pinned(MAX_ALLOWED_DOMAINS, BPF_F_NO_PREALLOC);
 
+/// Which of the maps above may hold entries, one slot per map ([`Occupied`]); kept by userspace.
+#[map]
+static OCCUPANCY: Array<u32> = Array::pinned(OCCUPANCY_SLOTS, 0);
+
+/// Whether the map behind `slot` may hold entries. A slot that cannot be read says yes: the
+/// lookup it guards is then paid, never skipped.
+#[inline(always)]
+fn occupied(slot: Occupied) -> bool {
+    OCCUPANCY.get(slot as u32).is_none_or(|v| *v != 0)
+}
+
 /// What the blocklists say about one address.
 enum Match {
     None,
@@ -55,12 +70,14 @@ enum Match {
     Allowed,
 }
 
-/// Whether the entry blocks now. The clock is read only here, on a hit: the common miss pays
-/// for no helper call.
+/// Whether the entry blocks now ([`BlockEntry::active`]). The clock is read only here, on a
+/// hit, and only for an entry that expires: the common miss, and a hit on a permanent entry
+/// (manual and most feed blocks), pay for no helper call.
 #[inline(always)]
 fn active(entry: *const BlockEntry) -> bool {
     // SAFETY: a map value pointer from a successful lookup, valid for this program run.
-    unsafe { (*entry).active(bpf_ktime_get_boot_ns()) }
+    let expires_ns = unsafe { (*entry).expires_ns };
+    expires_ns == 0 || unsafe { bpf_ktime_get_boot_ns() } < expires_ns
 }
 
 /// Counts one hit on an entry that blocked a packet (not one an allowlist overrode).
@@ -93,7 +110,8 @@ fn lpm_get_ptr_mut<K, V>(trie: &LpmTrie<K, V>, key: &Key<K>) -> Option<*mut V> {
 }
 
 /// One address family's lookup: exact entry, then CIDR, then (only for a live block) the
-/// allowed CIDRs. `N` is the address length in bytes; a host route is `N * 8` bits. The hit is
+/// allowed CIDRs, each only when its `slots` entry ([`occupied`]) says the map may hold
+/// entries. `N` is the address length in bytes; a host route is `N * 8` bits. The hit is
 /// counted on the live entry only when it blocks (not when an allowed CIDR wins).
 ///
 /// An expired exact entry does not end the lookup: a live CIDR over the same address still
@@ -103,24 +121,61 @@ fn check_family<const N: usize>(
     exact: &HashMap<[u8; N], BlockEntry>,
     cidrs: &LpmTrie<[u8; N], BlockEntry>,
     allowed: &LpmTrie<[u8; N], u32>,
+    slots: [Occupied; 3],
     addr: [u8; N],
 ) -> Match {
+    let [exact_slot, cidr_slot, allowed_slot] = slots;
     let host = Key::new((N * 8) as u32, addr);
-    let exact_entry = exact.get_ptr_mut(addr);
+    let exact_entry = if occupied(exact_slot) {
+        exact.get_ptr_mut(addr)
+    } else {
+        None
+    };
+    let cidr_entry = |host: &Key<[u8; N]>| {
+        if occupied(cidr_slot) {
+            lpm_get_ptr_mut(cidrs, host)
+        } else {
+            None
+        }
+    };
     let live = match exact_entry {
         Some(e) if active(e) => e,
-        _ => match lpm_get_ptr_mut(cidrs, &host) {
+        _ => match cidr_entry(&host) {
             Some(e) if active(e) => e,
             Some(_) => return Match::Expired,
             None if exact_entry.is_some() => return Match::Expired,
             None => return Match::None,
         },
     };
-    if allowed.get(&host).is_some() {
+    if occupied(allowed_slot) && allowed.get(&host).is_some() {
         return Match::Allowed;
     }
     add_hit(live);
     Match::Blocked
+}
+
+/// The occupancy slots of each family's exact, CIDR and allowed-CIDR maps.
+const V4_SLOTS: [Occupied; 3] = [
+    Occupied::BlockedV4,
+    Occupied::BlockedCidrV4,
+    Occupied::AllowedCidrV4,
+];
+const V6_SLOTS: [Occupied; 3] = [
+    Occupied::BlockedV6,
+    Occupied::BlockedCidrV6,
+    Occupied::AllowedCidrV6,
+];
+
+/// Whether any blocklist of `family` may hold an entry: if none does, no address of it can be
+/// blocked and the per-address checks are skipped whole.
+#[inline(always)]
+fn family_blocks_any(family: u8) -> bool {
+    let [exact, cidr, _] = if family == AF_INET {
+        V4_SLOTS
+    } else {
+        V6_SLOTS
+    };
+    occupied(exact) || occupied(cidr)
 }
 
 #[inline(always)]
@@ -132,10 +187,17 @@ fn check(family: u8, addr: &[u8; 16]) -> Match {
                 &BLOCKED_V4,
                 &BLOCKED_CIDR_V4,
                 &ALLOWED_CIDR_V4,
+                V4_SLOTS,
                 [a, b, c, d],
             )
         }
-        AF_INET6 => check_family(&BLOCKED_V6, &BLOCKED_CIDR_V6, &ALLOWED_CIDR_V6, *addr),
+        AF_INET6 => check_family(
+            &BLOCKED_V6,
+            &BLOCKED_CIDR_V6,
+            &ALLOWED_CIDR_V6,
+            V6_SLOTS,
+            *addr,
+        ),
         _ => Match::None,
     }
 }
@@ -144,6 +206,9 @@ fn check(family: u8, addr: &[u8; 16]) -> Match {
 /// blocked host is the common case on an endpoint.
 #[inline(always)]
 pub fn address_verdict(family: u8, src: &[u8; 16], dst: &[u8; 16]) -> Option<Counter> {
+    if !family_blocks_any(family) {
+        return None;
+    }
     for (addr, drop) in [
         (src, Counter::DropBlockedSrc),
         (dst, Counter::DropBlockedDst),
@@ -291,6 +356,11 @@ pub fn full_hash(scratch: *mut Scratch) -> u64 {
 /// What the loop finds is written to scratch (`Scratch::name_*`), not kept in registers.
 #[inline(always)]
 pub fn name_verdict() -> NameVerdict {
+    // No domain blocked: nothing to find, and an allowed name only matters against a block.
+    if !occupied(Occupied::BlockedDomains) {
+        return NameVerdict::Pass;
+    }
+    let any_allowed = occupied(Occupied::AllowedDomains);
     let Some(scratch) = scratch() else {
         return NameVerdict::Unchecked;
     };
@@ -330,7 +400,7 @@ pub fn name_verdict() -> NameVerdict {
         if !label_start || b == 0 {
             continue;
         }
-        if ALLOWED_DOMAINS.get_ptr(h).is_some() {
+        if any_allowed && ALLOWED_DOMAINS.get_ptr(h).is_some() {
             unsafe { core::ptr::write_volatile(allowed, 1) };
         }
         if let Some(e) = BLOCKED_DOMAINS.get_ptr(h) {

@@ -6,7 +6,9 @@
 
 use aya::{
     TestRunOptions,
-    maps::{HashMap as AyaHashMap, MapData, PerCpuArray, RingBuf, lpm_trie::LpmTrie},
+    maps::{
+        Array as AyaArray, HashMap as AyaHashMap, MapData, PerCpuArray, RingBuf, lpm_trie::LpmTrie,
+    },
     programs::{SchedClassifier, TestRun as _, Xdp},
 };
 use flux_agent::{
@@ -14,7 +16,9 @@ use flux_agent::{
     kernel::loader::{LoadOptions, Loaded},
     kernel::ring_records::Capture,
 };
-use flux_common::{BlockEntry, Counter, MAP_COUNTERS, PROG_EGRESS, PROG_XDP};
+use flux_common::{
+    BlockEntry, Counter, MAP_COUNTERS, MAP_OCCUPANCY, Occupied, PROG_EGRESS, PROG_XDP,
+};
 
 use crate::{PinDir, load_with_ring};
 
@@ -96,13 +100,32 @@ impl Harness {
         events
     }
 
-    /// An exact-address blocklist of the loaded object.
+    /// Sets the occupancy slot of map `name` (`flux_common::MAP_OCCUPANCY`), so that the kernel
+    /// looks it up. The raw map handles below bypass `Maps`, which keeps the slots otherwise; a
+    /// slot set over an empty map only costs a lookup.
+    pub fn mark_occupied(&mut self, name: &str) {
+        let Some(slot) = Occupied::of_map(name) else {
+            return;
+        };
+        let mut slots: AyaArray<&mut MapData, u32> = AyaArray::try_from(
+            self.loaded
+                .ebpf
+                .map_mut(MAP_OCCUPANCY)
+                .expect(MAP_OCCUPANCY),
+        )
+        .expect(MAP_OCCUPANCY);
+        slots.set(slot as u32, 1, 0).expect("set occupancy slot");
+    }
+
+    /// An exact-address blocklist of the loaded object (its occupancy slot set).
     pub fn blocked<K: aya::Pod>(&mut self, name: &str) -> AyaHashMap<&mut MapData, K, BlockEntry> {
+        self.mark_occupied(name);
         AyaHashMap::try_from(self.loaded.ebpf.map_mut(name).expect(name)).expect(name)
     }
 
-    /// A CIDR trie (blocked or allowed) of the loaded object.
+    /// A CIDR trie (blocked or allowed) of the loaded object (its occupancy slot set).
     pub fn trie<K: aya::Pod, V: aya::Pod>(&mut self, name: &str) -> LpmTrie<&mut MapData, K, V> {
+        self.mark_occupied(name);
         LpmTrie::try_from(self.loaded.ebpf.map_mut(name).expect(name)).expect(name)
     }
 

@@ -729,7 +729,10 @@ impl Checker {
         good
     }
 
+    /// The domain blocklist written directly (by hash), with its occupancy slot set so that the
+    /// kernel looks it up (`Maps`, which keeps the slot otherwise, is bypassed here).
     fn raw_domains(&mut self) -> AyaHashMap<&mut aya::maps::MapData, u64, DomainBlock> {
+        self.h.mark_occupied(MAP_BLOCKED_DOMAINS);
         AyaHashMap::try_from(
             self.h
                 .loaded

@@ -5,9 +5,10 @@
 //! Every value is checked before any map is touched, so bad input leaves the maps as they were.
 
 mod bulk_write;
+mod occupancy;
 
 use aya::maps::IterableMap as _;
-
+use occupancy::{List, Occupancy};
 use std::{
     net::IpAddr,
     path::{Path, PathBuf},
@@ -334,7 +335,7 @@ fn target_of(l: Listed) -> Result<Target, BlocklistError> {
     }
 }
 
-fn map_err(op: &'static str, map: &'static str) -> impl Fn(MapError) -> BlocklistError {
+pub(super) fn map_err(op: &'static str, map: &'static str) -> impl Fn(MapError) -> BlocklistError {
     move |source| {
         let full = matches!(
             &source,
@@ -418,6 +419,8 @@ pub struct Maps {
     allow4: LpmTrie<MapData, [u8; 4], u32>,
     allow6: LpmTrie<MapData, [u8; 16], u32>,
     allow_domains: HashMap<MapData, u64, DomainBlock>,
+    /// Which of the maps above may hold entries, for the kernel (`occupancy.rs`).
+    occupancy: Occupancy,
     /// The capacity of each of `flux_common::RESIZABLE_MAPS`, as loaded (`run --max-blocked-*`).
     capacities: [u32; RESIZABLE_MAPS.len()],
 }
@@ -449,7 +452,7 @@ impl Maps {
     /// Opens every enforcement map pinned in `pin_dir`. Fails clearly when nothing is loaded
     /// there, or when a pin is not ours.
     pub fn open(pin_dir: &Path) -> Result<Self, BlocklistError> {
-        Ok(Self {
+        let mut maps = Self {
             pin_dir: pin_dir.to_owned(),
             v4: open_hash(pin_dir, MAP_BLOCKED_V4)?,
             v6: open_hash(pin_dir, MAP_BLOCKED_V6)?,
@@ -459,6 +462,7 @@ impl Maps {
             allow4: open_trie(pin_dir, MAP_ALLOWED_CIDR_V4)?,
             allow6: open_trie(pin_dir, MAP_ALLOWED_CIDR_V6)?,
             allow_domains: open_hash(pin_dir, MAP_ALLOWED_DOMAINS)?,
+            occupancy: Occupancy::open(pin_dir)?,
             capacities: {
                 let mut c = [0u32; RESIZABLE_MAPS.len()];
                 for (slot, name) in c.iter_mut().zip(RESIZABLE_MAPS) {
@@ -466,7 +470,9 @@ impl Maps {
                 }
                 c
             },
-        })
+        };
+        maps.mark_occupied();
+        Ok(maps)
     }
 
     /// How many entries the blocklist map `name` holds at most, as loaded.
@@ -580,6 +586,7 @@ impl Maps {
                     .map_err(map_err("insert", MAP_BLOCKED_DOMAINS))?
             }
         }
+        self.mark(t, List::Blocked)?;
         Ok(if previous.is_some() {
             Added::Refreshed
         } else {
@@ -620,7 +627,11 @@ impl Maps {
                 None => return Ok(false),
             },
         };
-        removed(r)
+        let gone = removed(r)?;
+        if gone {
+            self.settle(t, List::Blocked)?;
+        }
+        Ok(gone)
     }
 
     /// The block on exactly `t`, as `list` would show it.
@@ -772,10 +783,10 @@ impl Maps {
 
     /// Allows an address, CIDR or domain: the kernel lets it through over any block.
     pub fn allow(&mut self, t: &Target, reason: &str) -> Result<(), BlocklistError> {
-        match t {
+        let r = match t {
             Target::Ip(ip) => {
                 let len = if ip.is_ipv4() { 32 } else { 128 };
-                self.allow(&Target::Cidr(*ip, len), reason)
+                return self.allow(&Target::Cidr(*ip, len), reason);
             }
             Target::Cidr(ip, len) => match (v4(ip), v6(ip)) {
                 (Some(a), _) => self
@@ -798,7 +809,9 @@ impl Maps {
                     .insert(k, domain_value(d, e), 0)
                     .map_err(map_err("insert", MAP_ALLOWED_DOMAINS))
             }
-        }
+        };
+        r?;
+        self.mark(t, List::Allowed)
     }
 
     /// Removes an allowlist entry; `false` if there was none.
@@ -827,7 +840,11 @@ impl Maps {
                 None => return Ok(false),
             },
         };
-        removed(r)
+        let gone = removed(r)?;
+        if gone {
+            self.settle(t, List::Allowed)?;
+        }
+        Ok(gone)
     }
 
     /// Every allowlist entry.

@@ -1,14 +1,21 @@
-//! XDP cost per packet with BPF_PROG_TEST_RUN (`cargo xtask bench`).
+//! XDP cost per packet with BPF_PROG_TEST_RUN, as ratios to a no-op program (`cargo xtask bench`).
 //!
-//! The no-op program from the same object is measured in the same run as the baseline. DNS cases
-//! run in batches that fit the ring buffer, draining it between batches, so every packet pays
-//! for a real reserve + copy + submit instead of the cheaper ring-full path. Cases: pass, the
-//! NXDOMAIN rewrite, and a blocked-address drop with 100,000 and 1,000,000 map entries.
+//! The no-op program from the same object is measured right after each case, in the same run, and
+//! each row gives the ratio flux_xdp / no-op next to its target (issue 18). DNS cases run in
+//! batches that fit the ring buffer, draining it between batches, so every packet pays for a real
+//! reserve + copy + submit instead of the cheaper ring-full path. Cases: non-DNS and DNS passes
+//! with empty maps and with entries in every map (none matching the frame), the NXDOMAIN rewrite,
+//! and a blocked-address drop with a full 1,048,576-entry map.
+//!
+//! Output: a table, or one JSON document with `--json` (an error too). Arguments are parsed by
+//! hand, as in the other bench binaries of this crate: two flags do not need clap.
 
-use std::time::Duration;
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    time::{Duration, Instant},
+};
 
-use std::{net::Ipv4Addr, time::Instant};
-
+use anyhow::Context as _;
 use aya::{
     TestRunOptions,
     maps::{MapData, RingBuf},
@@ -21,11 +28,81 @@ use flux_agent::{
 use flux_common::{MAX_BLOCKED_IPS, PROG_XDP, PROG_XDP_NOOP, RING_BUF_BYTES};
 use flux_tests::frames::{SRC4, dns_response, udp4};
 
-fn main() -> anyhow::Result<()> {
-    let repeat: u32 = std::env::args()
-        .skip_while(|a| a != "--repeat")
+/// Targets of issue 18, as flux_xdp / no-op in one run.
+const TARGET_PASS: f64 = 1.5;
+const TARGET_DNS: f64 = 8.0;
+const TARGET_DROP: f64 = 2.0;
+/// Entries put in each address and domain map for the "entries in every map" cases: enough that
+/// no map is trivially small, few enough to write in a second.
+const ENTRIES_EACH: u32 = 1_000;
+/// CIDRs put in each CIDR map (blocked and allowed) for the same cases.
+const CIDRS_EACH: u32 = 100;
+
+struct Row {
+    case: String,
+    bytes: usize,
+    flux_xdp_ns: f64,
+    noop_ns: f64,
+    ratio: f64,
+    /// The issue's target ratio for this case, if it has one.
+    target: Option<f64>,
+}
+
+struct Report {
+    repeat: u32,
+    rows: Vec<Row>,
+}
+
+impl Report {
+    fn to_json(&self) -> serde_json::Value {
+        let rows: Vec<_> = self
+            .rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "case": r.case,
+                    "bytes": r.bytes,
+                    "flux_xdp_ns": r.flux_xdp_ns,
+                    "noop_ns": r.noop_ns,
+                    "ratio": r.ratio,
+                    "target": r.target,
+                    "met": r.target.map(|t| r.ratio <= t),
+                })
+            })
+            .collect();
+        serde_json::json!({ "repeat": self.repeat, "rows": rows })
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let json = args.iter().any(|a| a == "--json");
+    match run(&args) {
+        Ok(report) if json => {
+            println!("{:#}", report.to_json());
+            std::process::ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            print_table(&report);
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            if json {
+                println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+            } else {
+                eprintln!("xdp-bench: {e:#}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &[String]) -> anyhow::Result<Report> {
+    let repeat: u32 = args
+        .iter()
+        .skip_while(|a| *a != "--repeat")
         .nth(1)
-        .map(|r| r.parse())
+        .map(|r| r.parse().context("--repeat N"))
         .transpose()?
         .unwrap_or(1_000_000);
     let pin = flux_tests::PinDir::new();
@@ -41,60 +118,103 @@ fn main() -> anyhow::Result<()> {
             .try_into()?;
         noop.load()?;
     }
-
-    let non_dns = udp4(443, &[0u8; 64]);
-    let dns200 = udp4(53, &dns_response(200 - 8 - 20 - 14));
-    let dns1400 = udp4(53, &dns_response(1400 - 8 - 20 - 14));
+    let pin_dir = loaded.pin_dir.clone();
+    let mut maps = Maps::open(&pin_dir)?;
     let mut bench = Bench {
         loaded: &mut loaded,
         ring: &mut ring,
         repeat,
+        rows: Vec::new(),
     };
 
-    println!("BPF_PROG_TEST_RUN, {repeat} repetitions per case, kernel-reported ns per packet");
-    println!(
-        "{:<48} {:>6} {:>11} {:>11}",
-        "case", "bytes", "flux_xdp", "no-op"
-    );
-    for (name, frame) in [
-        ("pass: non-DNS UDP", &non_dns),
-        ("pass: 200-byte DNS response", &dns200),
-        ("pass: 1,400-byte DNS response", &dns1400),
-    ] {
-        bench.case(name, frame)?;
-    }
+    let non_dns = udp4(443, &[0u8; 64]);
+    let dns200 = udp4(53, &dns_response(200 - 8 - 20 - 14));
+    let dns1400 = udp4(53, &dns_response(1400 - 8 - 20 - 14));
+
+    bench.case("pass: non-DNS UDP, empty maps", &non_dns, Some(TARGET_PASS))?;
+    bench.case("pass: DNS response, empty maps", &dns200, None)?;
+
+    fill_every_map(&mut maps)?;
+    let every = "entries in every map";
+    bench.case(
+        &format!("pass: non-DNS UDP, {every}"),
+        &non_dns,
+        Some(TARGET_PASS),
+    )?;
+    bench.case(
+        &format!("pass: DNS response, {every}"),
+        &dns200,
+        Some(TARGET_DNS),
+    )?;
+    bench.case(&format!("pass: DNS response, {every}"), &dns1400, None)?;
 
     // The question name of the test responses (x.test) blocked: answered NXDOMAIN in place.
     // Repetitions after the first see the frame already cut after its question, so they measure
     // the name walk, the header edits and the checksum, not the tail move.
-    let pin_dir = bench.loaded.pin_dir.clone();
-    let mut maps = Maps::open(&pin_dir)?;
     let x = Target::domain("x.test")?;
     maps.block(&x, &Spec::manual(None, "bench"))?;
-    bench.case("NXDOMAIN rewrite: 200-byte response", &dns200)?;
-    bench.case("NXDOMAIN rewrite: 1,400-byte response", &dns1400)?;
+    bench.case("NXDOMAIN rewrite", &dns200, None)?;
+    bench.case("NXDOMAIN rewrite", &dns1400, None)?;
     maps.unblock(&x)?;
 
-    // Blocked source address, with the exact-address map holding 100,000 and then 1,000,000
-    // entries; the pass case beside it pays the same two lookups, missing.
+    // The exact-address map full, the frame's source the last entry written.
     let src = Ipv4Addr::from(SRC4);
-    let mut filled = 0u32;
-    for (label, n) in [("100,000", 100_000u32), ("1,000,000", MAX_BLOCKED_IPS)] {
-        let start = Instant::now();
-        while filled < n - 1 {
-            // Addresses from 10.0.0.0 up: never the frame's own.
-            let ip = Ipv4Addr::from(0x0a00_0000 + filled);
-            maps.block(&Target::Ip(ip.into()), &Spec::manual(None, "bench"))?;
-            filled += 1;
-        }
-        maps.block(&Target::Ip(src.into()), &Spec::manual(None, "bench"))?;
-        eprintln!("  ({n} entries written in {:.1?})", start.elapsed());
-        bench.case(&format!("blocked-IP drop, {label} entries"), &dns200)?;
-        maps.unblock(&Target::Ip(src.into()))?;
-        bench.case(&format!("pass, {label} entries (miss)"), &dns200)?;
+    let start = Instant::now();
+    for i in ENTRIES_EACH..MAX_BLOCKED_IPS - 1 {
+        // Addresses from 10.0.0.0 up: never the frame's own.
+        let ip = Ipv4Addr::from(0x0a00_0000 + i);
+        maps.write(&Target::Ip(ip.into()), &Spec::manual(None, "bench"), None)?;
     }
+    maps.block(&Target::Ip(src.into()), &Spec::manual(None, "bench"))?;
+    eprintln!(
+        "  ({MAX_BLOCKED_IPS} entries written in {:.1?})",
+        start.elapsed()
+    );
+    bench.case(
+        "blocked-address drop, 1,048,576 entries",
+        &dns200,
+        Some(TARGET_DROP),
+    )?;
+    maps.unblock(&Target::Ip(src.into()))?;
+    bench.case(
+        "pass: DNS response, 1,048,575 entries (miss)",
+        &dns200,
+        None,
+    )?;
+    bench.case(
+        "pass: non-DNS UDP, 1,048,575 entries (miss)",
+        &non_dns,
+        None,
+    )?;
+    let rows = std::mem::take(&mut bench.rows);
     drop(maps);
     loaded.unpin_maps();
+    Ok(Report { repeat, rows })
+}
+
+/// [`ENTRIES_EACH`] exact addresses of each family and blocked domains, [`CIDRS_EACH`] blocked
+/// and allowed CIDRs of each family, and as many allowed domains: none covers the frames.
+fn fill_every_map(maps: &mut Maps) -> anyhow::Result<()> {
+    let spec = Spec::manual(None, "bench");
+    for i in 0..ENTRIES_EACH {
+        let v4 = Ipv4Addr::from(0x0a00_0000 + i);
+        let v6 = Ipv6Addr::from(0x2001_0db8_ffff_0000_0000_0000_0000_0000u128 + u128::from(i));
+        maps.write(&Target::Ip(v4.into()), &spec, None)?;
+        maps.write(&Target::Ip(v6.into()), &spec, None)?;
+        maps.write(&Target::domain(&format!("flux{i}.example"))?, &spec, None)?;
+        maps.allow(&Target::domain(&format!("good{i}.example"))?, "bench")?;
+    }
+    for i in 0..CIDRS_EACH {
+        // 198.18.0.0/15 (benchmarking space) in /24s, and /48s under 2001:db8:eeee::/32.
+        let b4 = Ipv4Addr::from(0xc612_0000 + (i << 8));
+        let a4 = Ipv4Addr::from(0xc613_0000 + (i << 8));
+        let b6 = Ipv6Addr::from(0x2001_0db8_eeee_0000u128 << 64 | u128::from(i) << 80);
+        let a6 = Ipv6Addr::from(0x2001_0db8_dddd_0000u128 << 64 | u128::from(i) << 80);
+        maps.write(&Target::Cidr(b4.into(), 24), &spec, None)?;
+        maps.write(&Target::Cidr(b6.into(), 48), &spec, None)?;
+        maps.allow(&Target::Cidr(a4.into(), 24), "bench")?;
+        maps.allow(&Target::Cidr(a6.into(), 48), "bench")?;
+    }
     Ok(())
 }
 
@@ -102,11 +222,12 @@ struct Bench<'a> {
     loaded: &'a mut Loaded,
     ring: &'a mut RingBuf<MapData>,
     repeat: u32,
+    rows: Vec<Row>,
 }
 
 impl Bench<'_> {
-    /// Prints one row: `frame` through flux_xdp and through the no-op program.
-    fn case(&mut self, name: &str, frame: &[u8]) -> anyhow::Result<()> {
+    /// One row: `frame` through flux_xdp and through the no-op program.
+    fn case(&mut self, name: &str, frame: &[u8], target: Option<f64>) -> anyhow::Result<()> {
         // Records per batch: half the ring, so a batch never sees it full.
         let batch = (RING_BUF_BYTES / 2048 / 2).min(self.repeat);
         let mut ns = [0f64; 2];
@@ -119,9 +240,9 @@ impl Bench<'_> {
                 .try_into()?;
             let mut total = Duration::ZERO;
             let mut done = 0u32;
+            let mut out = vec![0u8; frame.len() + 256];
             while done < self.repeat {
                 let n = batch.min(self.repeat - done);
-                let mut out = vec![0u8; frame.len() + 256];
                 let r = prog.test_run(TestRunOptions {
                     data_in: Some(frame),
                     data_out: Some(&mut out),
@@ -133,14 +254,42 @@ impl Bench<'_> {
                 done += n;
                 while self.ring.next().is_some() {}
             }
-            ns[i] = total.as_nanos() as f64 / f64::from(self.repeat);
+            ns[i] = total.as_nanos() as f64 / f64::from(self.repeat.max(1));
         }
-        println!(
-            "{name:<48} {:>6} {:>8.1} ns {:>8.1} ns",
-            frame.len(),
-            ns[0],
-            ns[1]
-        );
+        self.rows.push(Row {
+            case: name.to_owned(),
+            bytes: frame.len(),
+            flux_xdp_ns: ns[0],
+            noop_ns: ns[1],
+            ratio: if ns[1] > 0.0 { ns[0] / ns[1] } else { 0.0 },
+            target,
+        });
         Ok(())
+    }
+}
+
+fn print_table(r: &Report) {
+    println!(
+        "BPF_PROG_TEST_RUN, {} repetitions per case, kernel-reported ns per packet",
+        r.repeat
+    );
+    println!(
+        "| {:<46} | {:>5} | {:>9} | {:>8} | {:>6} | {:>7} |",
+        "case", "bytes", "flux_xdp", "no-op", "ratio", "target"
+    );
+    println!(
+        "|{:-<48}|{:->6}:|{:->10}:|{:->9}:|{:->7}:|{:->8}:|",
+        "", "", "", "", "", ""
+    );
+    for row in &r.rows {
+        let target = match row.target {
+            Some(t) if row.ratio <= t => format!("≤ {t}× ok"),
+            Some(t) => format!("≤ {t}× no"),
+            None => String::new(),
+        };
+        println!(
+            "| {:<46} | {:>5} | {:>6.1} ns | {:>5.1} ns | {:>5.2}× | {:>7} |",
+            row.case, row.bytes, row.flux_xdp_ns, row.noop_ns, row.ratio, target
+        );
     }
 }

@@ -17,7 +17,7 @@ use aya::{
 
 use super::{
     BlockEntry, BlocklistError, DomainBlock, MAP_BLOCKED_DOMAINS, MAP_BLOCKED_V4, MAP_BLOCKED_V6,
-    Maps, Spec, Target, domain_key, domain_value, fresh_entry, map_err, v4, v6,
+    Maps, Spec, Target, domain_key, domain_value, fresh_entry, map_err, occupancy::List, v4, v6,
 };
 use crate::enforce::map_batch;
 
@@ -115,18 +115,12 @@ impl Maps {
             }
         }
         let mut present = Vec::new();
-        let (n, p) =
-            insert(self.v4.map(), MAP_BLOCKED_V4, &s4).map_err(|e| self.with_capacity(e))?;
-        written += n;
-        present.extend(p);
-        let (n, p) =
-            insert(self.v6.map(), MAP_BLOCKED_V6, &s6).map_err(|e| self.with_capacity(e))?;
-        written += n;
-        present.extend(p);
-        let (n, p) = insert(self.domains.map(), MAP_BLOCKED_DOMAINS, &sd)
-            .map_err(|e| self.with_capacity(e))?;
-        written += n;
-        present.extend(p);
+        let r4 = insert(self.v4.map(), MAP_BLOCKED_V4, &s4);
+        written += self.settle_batch(r4, &s4.at, items, &mut present)?;
+        let r6 = insert(self.v6.map(), MAP_BLOCKED_V6, &s6);
+        written += self.settle_batch(r6, &s6.at, items, &mut present)?;
+        let rd = insert(self.domains.map(), MAP_BLOCKED_DOMAINS, &sd);
+        written += self.settle_batch(rd, &sd.at, items, &mut present)?;
         for i in present {
             if let Some((t, spec)) = items.get(i) {
                 self.block(t, spec)?;
@@ -134,6 +128,25 @@ impl Maps {
             }
         }
         Ok(written)
+    }
+
+    /// After one map's batch: its occupancy slot set if anything was meant to go in (after the
+    /// writes it covers, as `occupancy.rs` requires; also when the batch failed part way, since
+    /// the entries before the failure are in), the keys found there added to `present`, the
+    /// count of entries written returned.
+    fn settle_batch(
+        &mut self,
+        r: Result<(usize, Vec<usize>), BlocklistError>,
+        staged_at: &[usize],
+        items: &[(Target, Spec)],
+        present: &mut Vec<usize>,
+    ) -> Result<usize, BlocklistError> {
+        if let Some((t, _)) = staged_at.first().and_then(|&i| items.get(i)) {
+            self.mark(t, List::Blocked)?;
+        }
+        let (n, p) = r.map_err(|e| self.with_capacity(e))?;
+        present.extend(p);
+        Ok(n)
     }
 
     /// A `Full` error names the capacity the map was loaded with.
