@@ -19,6 +19,8 @@ mod completions;
 mod config_command;
 mod explain;
 mod feed;
+// Not `fleet.rs`: the library's fleet.rs holds the fleet itself (no two files share a name).
+mod fleet_command;
 // Not `export.rs`: flux-state has one, and no two files in the tree share a name.
 mod indicator_export;
 mod replay;
@@ -82,6 +84,8 @@ pub enum Command {
     /// Check a configuration file (`config check`) or print the settings `run` would use
     /// (`config show`).
     Config(config_command::ConfigArgs),
+    /// The fleet's tools (docs/fleet.md): `keygen` makes an agent's signing key.
+    Fleet(fleet_command::FleetArgs),
 }
 
 /// The environment variable that changes the default `--state` (tests give each lab its own
@@ -160,6 +164,7 @@ impl Command {
             Command::Top(_) => false,
             Command::Completions(_) | Command::Manpages(_) => false,
             Command::Config(a) => a.command.json(),
+            Command::Fleet(a) => a.command.json(),
         }
     }
 }
@@ -208,6 +213,7 @@ fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Completions(args) => completions::completions(args),
         Command::Manpages(args) => completions::manpages(args),
         Command::Config(args) => config_command::config(args),
+        Command::Fleet(args) => fleet_command::fleet(args),
     }
 }
 
