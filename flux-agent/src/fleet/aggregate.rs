@@ -69,6 +69,10 @@ pub struct Aggregator {
     action: FleetAction,
     /// Key → (agent label, last time its evidence arrived).
     evidence: HashMap<String, SmallVec<[(&'static str, u32); 4]>>,
+    /// Keys whose fleet verdict passed the block gate but not the fleet quorum: the scorer
+    /// will not say so again (its level and gate did not change), so a new contributor's
+    /// evidence re-checks them here ([`Aggregator::recheck_held`]).
+    held: std::collections::HashSet<String>,
     scratch: Vec<Verdict>,
 }
 
@@ -85,6 +89,7 @@ impl Aggregator {
             trust,
             action,
             evidence: HashMap::new(),
+            held: std::collections::HashSet::new(),
             scratch: Vec::new(),
         }
     }
@@ -119,21 +124,61 @@ impl Aggregator {
             let Some(msg) = to_message(rec) else { continue };
             // The sender's clock, but never ahead of ours (the scorer's windows move forward).
             let ts = u32::try_from(rec.ts).unwrap_or(u32::MAX).min(now);
-            self.note(label, &msg, ts);
+            let touched = self.note(label, &msg, ts);
             self.scratch.clear();
             self.scorer.observe(from_secs(ts), &msg, &mut self.scratch);
             let mut verdicts = std::mem::take(&mut self.scratch);
             for mut v in verdicts.drain(..) {
                 let agents = self.contributors(&v.domain, ts);
                 decide(&mut v, agents, self.self_label, self.action, stats);
+                self.hold_if_quorum_missing(&v);
                 out.push(v);
             }
             self.scratch = verdicts;
+            self.recheck_held(&touched, ts, stats, out);
         }
     }
 
-    /// Records `label` as a contributor of every key the message can feed.
-    fn note(&mut self, label: &'static str, msg: &DnsMessage, ts: u32) {
+    fn hold_if_quorum_missing(&mut self, v: &Verdict) {
+        if v.block_gate == GATE_QUORUM {
+            if self.held.len() >= MAX_ATTRIBUTED {
+                self.held.clear();
+            }
+            self.held.insert(v.domain.clone());
+        } else {
+            self.held.remove(&v.domain);
+        }
+    }
+
+    /// Held keys among `touched` that the fleet quorum now backs: their current verdict, if it
+    /// still passes the block gate, goes out again (and may block).
+    fn recheck_held(
+        &mut self,
+        touched: &[String],
+        ts: u32,
+        stats: &FleetStats,
+        out: &mut Vec<Verdict>,
+    ) {
+        for k in touched {
+            if !self.held.contains(k) {
+                continue;
+            }
+            let agents = self.contributors(k, ts);
+            if agents.iter().filter(|a| **a != self.self_label).count() < FLEET_QUORUM {
+                continue;
+            }
+            self.held.remove(k);
+            if let Some(mut v) = self.scorer.explain(k, from_secs(ts))
+                && v.block
+            {
+                decide(&mut v, agents, self.self_label, self.action, stats);
+                out.push(v);
+            }
+        }
+    }
+
+    /// Records `label` as a contributor of every key the message can feed; returns those keys.
+    fn note(&mut self, label: &'static str, msg: &DnsMessage, ts: u32) -> Vec<String> {
         if self.evidence.len() >= MAX_ATTRIBUTED {
             self.evidence.clear();
         }
@@ -151,13 +196,14 @@ impl Aggregator {
                 }
             }
         }
-        for k in keys {
-            let e = self.evidence.entry(k.to_owned()).or_default();
+        for k in &keys {
+            let e = self.evidence.entry((*k).to_owned()).or_default();
             match e.iter_mut().find(|(l, _)| *l == label) {
                 Some(x) => x.1 = x.1.max(ts),
                 None => e.push((label, ts)),
             }
         }
+        keys.iter().map(|k| (*k).to_owned()).collect()
     }
 
     /// The agents whose evidence on `key` is inside the longest scoring window at `now`.
@@ -403,6 +449,17 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn one_answer_from_each_of_three_agents_is_flux_where_one_agent_is_not() {
+        // Three agents, one answer each: flux on the union (the scorer needs three answers).
+        let mut agg = aggregator("a1", FleetAction::Block);
+        let out = feed(&mut agg, &["a1", "a2", "a3"], 3);
+        assert!(out.iter().any(|v| v.level == Level::Flux), "{out:#?}");
+        // One agent's one answer alone: nothing.
+        let mut alone = aggregator("a1", FleetAction::Block);
+        assert!(feed(&mut alone, &["a1"], 1).is_empty());
+    }
+
+    #[test]
     fn three_agents_union_reaches_flux_and_may_block() {
         let mut agg = aggregator("a1", FleetAction::Block);
         let out = feed(&mut agg, &["a1", "a2", "a3"], 12);
@@ -430,6 +487,23 @@ pub(crate) mod tests {
         assert!(out.iter().any(|v| v.level == Level::Flux), "{out:#?}");
         assert!(out.iter().all(|v| !v.block), "{out:#?}");
         assert!(out.iter().any(|v| v.block_gate == GATE_QUORUM));
+    }
+
+    #[test]
+    fn a_held_verdict_blocks_once_a_second_other_agent_backs_it() {
+        let mut agg = aggregator("a1", FleetAction::Block);
+        let out = feed(&mut agg, &["a2"], 8);
+        assert!(out.iter().all(|v| !v.block), "{out:#?}");
+        assert!(out.iter().any(|v| v.block_gate == GATE_QUORUM));
+        let stats = FleetStats::default();
+        let mut more = Vec::new();
+        let ts = secs(SystemTime::now()) as u64;
+        agg.observe("a3", &[flux_rec(ts, 20)], &stats, &mut more);
+        assert!(more.iter().any(|v| v.block), "{more:#?}");
+        assert!(
+            more.iter()
+                .any(|v| v.block && v.reasons.iter().any(|r| r.feature == "fleet_agent:a3"))
+        );
     }
 
     #[test]

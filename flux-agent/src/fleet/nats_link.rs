@@ -39,9 +39,10 @@ pub const VERDICT_PREFIX: &str = "flux.verdict.";
 /// The stream keeps an hour: the longest partition an agent catches up from, and the longest
 /// scoring window the fleet shares ([`super::trust_list::MAX_AGE_MS`] agrees).
 const STREAM_MAX_AGE: Duration = Duration::from_secs(3600);
-/// Bound on the stream's disk: an hour of 10,000 agents at the rates of docs/fleet.md is about
-/// 2 GB; one host's lab keeps far less.
-const STREAM_MAX_BYTES: i64 = 2 * 1024 * 1024 * 1024;
+/// Bound on the stream's disk, per stream (docs/fleet.md: a site's stream holds an hour of its
+/// few hundred agents in far less); past it the oldest messages go first. The server must allow
+/// at least this much file storage (`jetstream { max_file_store }`).
+const STREAM_MAX_BYTES: i64 = 1024 * 1024 * 1024;
 /// How long the server remembers a `Nats-Msg-Id`: longer than any retry of one message (the
 /// publisher retries every [`RETRY_WAIT`] while the broker is away; a restart takes seconds).
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
@@ -270,9 +271,15 @@ async fn consume_loop(
     stats: Arc<FleetStats>,
     tx: mpsc::Sender<Inbound>,
 ) {
+    // The last error logged: a broker away for long is one line, not one a second.
+    let mut last = String::new();
     loop {
         if let Err(e) = consume(&js, &agent, &mut gate, &stats, &tx).await {
-            debug!("fleet: consumer: {e}; again in {CONSUMER_RETRY:?}");
+            let e = format!("{e:#}");
+            if e != last {
+                warn!("fleet: consumer: {e}; trying again every {CONSUMER_RETRY:?}");
+            }
+            last = e;
         }
         if tx.is_closed() {
             return;
