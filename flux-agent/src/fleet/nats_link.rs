@@ -159,6 +159,70 @@ struct Pending {
     env: Envelope,
 }
 
+/// What the publish task holds: the batch being filled, and signed messages waiting for the
+/// server.
+struct Outbox {
+    agent: String,
+    key: SigningKey,
+    seq: Sequencer,
+    batch: ObsBatch,
+    /// When the batch must go even if not full.
+    flush_at: Option<tokio::time::Instant>,
+    pending: VecDeque<Pending>,
+    stats: Arc<FleetStats>,
+}
+
+impl Outbox {
+    fn take(&mut self, o: Outgoing) {
+        match o {
+            Outgoing::Obs(rec, sampled) => {
+                self.batch.obs.push(rec);
+                self.batch.sampled |= sampled;
+                self.flush_at
+                    .get_or_insert_with(|| tokio::time::Instant::now() + BATCH_WAIT);
+                if self.batch.obs.len() >= BATCH_MAX {
+                    self.seal_batch();
+                }
+            }
+            Outgoing::Verdict(v) => self.seal(Kind::Verdict, body(&v)),
+        }
+    }
+
+    /// Seals the batch when it is due (or `now` regardless).
+    fn seal_batch_if(&mut self, now: bool) {
+        let due = self
+            .flush_at
+            .is_some_and(|t| t <= tokio::time::Instant::now());
+        if !self.batch.obs.is_empty() && (due || now) {
+            self.seal_batch();
+        }
+    }
+
+    fn seal_batch(&mut self) {
+        let b = std::mem::take(&mut self.batch);
+        self.flush_at = None;
+        self.seal(Kind::Obs, body(&b));
+    }
+
+    fn seal(&mut self, kind: Kind, body: String) {
+        let prefix = match kind {
+            Kind::Obs => OBS_PREFIX,
+            Kind::Verdict => VERDICT_PREFIX,
+        };
+        let env = Envelope::sign(&self.key, &self.agent, self.seq.next(), kind, body);
+        self.pending.push_back(Pending {
+            subject: format!("{prefix}{}", self.agent),
+            env,
+        });
+        if self.pending.len() > MAX_PENDING
+            && let Some(i) = self.pending.iter().position(|p| p.env.kind == Kind::Obs)
+        {
+            self.pending.remove(i);
+            inc(&self.stats.obs_dropped);
+        }
+    }
+}
+
 async fn publish_loop(
     js: jetstream::Context,
     agent: String,
@@ -166,28 +230,41 @@ async fn publish_loop(
     stats: Arc<FleetStats>,
     mut rx: mpsc::Receiver<Outgoing>,
 ) {
-    let mut seq = Sequencer::default();
-    let mut batch = ObsBatch::default();
-    let mut pending: VecDeque<Pending> = VecDeque::new();
-    let mut seal = |kind: Kind, body: String, pending: &mut VecDeque<Pending>| {
-        let prefix = match kind {
-            Kind::Obs => OBS_PREFIX,
-            Kind::Verdict => VERDICT_PREFIX,
-        };
-        let env = Envelope::sign(&key, &agent, seq.next(), kind, body);
-        pending.push_back(Pending {
-            subject: format!("{prefix}{agent}"),
-            env,
-        });
-        if pending.len() > MAX_PENDING
-            && let Some(i) = pending.iter().position(|p| p.env.kind == Kind::Obs)
-        {
-            pending.remove(i);
-            inc(&stats.obs_dropped);
-        }
+    let mut out = Outbox {
+        agent,
+        key,
+        seq: Sequencer::default(),
+        batch: ObsBatch::default(),
+        flush_at: None,
+        pending: VecDeque::new(),
+        stats: Arc::clone(&stats),
     };
-    let mut flush_at: Option<tokio::time::Instant> = None;
-    loop {
+    let mut open = true;
+    // A publish is never raced against the channel: dropping one between sending and its
+    // acknowledgement would only make the server drop the retry as a duplicate, but costs a
+    // round trip.
+    while open || !out.pending.is_empty() || !out.batch.obs.is_empty() {
+        loop {
+            match rx.try_recv() {
+                Ok(o) => out.take(o),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        out.seal_batch_if(!open);
+        if !out.pending.is_empty() {
+            if !publish_front(&js, &mut out.pending, &stats).await {
+                tokio::time::sleep(RETRY_WAIT).await;
+            }
+            continue;
+        }
+        if !open {
+            break;
+        }
+        let flush_at = out.flush_at;
         let wait_batch = async {
             match flush_at {
                 Some(t) => tokio::time::sleep_until(t).await,
@@ -196,27 +273,10 @@ async fn publish_loop(
         };
         tokio::select! {
             got = rx.recv() => match got {
-                None => break,
-                Some(Outgoing::Obs(rec, sampled)) => {
-                    batch.obs.push(rec);
-                    batch.sampled |= sampled;
-                    flush_at.get_or_insert_with(|| tokio::time::Instant::now() + BATCH_WAIT);
-                    if batch.obs.len() >= BATCH_MAX {
-                        seal(Kind::Obs, body(&std::mem::take(&mut batch)), &mut pending);
-                        flush_at = None;
-                    }
-                }
-                Some(Outgoing::Verdict(v)) => seal(Kind::Verdict, body(&v), &mut pending),
+                None => open = false,
+                Some(o) => out.take(o),
             },
-            () = wait_batch => {
-                seal(Kind::Obs, body(&std::mem::take(&mut batch)), &mut pending);
-                flush_at = None;
-            }
-            ok = publish_front(&js, &mut pending, &stats), if !pending.is_empty() => {
-                if !ok {
-                    tokio::time::sleep(RETRY_WAIT).await;
-                }
-            }
+            () = wait_batch => {}
         }
     }
 }
