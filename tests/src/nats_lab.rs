@@ -8,7 +8,6 @@
 
 use std::{
     fs,
-    net::TcpStream,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::atomic::{AtomicU32, Ordering},
@@ -366,13 +365,6 @@ fn config(dir: &Path, agents: &[LabAgent], admin: &str) -> String {
         "listen: \"0.0.0.0:{NATS_PORT}\"\nserver_name: fluxlab\njetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 64MB\n  max_file_store: 2GB\n}}\nauthorization {{\n  users = [\n{users}  ]\n}}\n",
         dir.join("js").display()
     )
-}
-
-/// Whether something listens on `addr` (a quick probe; the lab's own waits use the log).
-pub fn listening(addr: &str) -> bool {
-    addr.parse()
-        .ok()
-        .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_millis(200)).is_ok())
 }
 
 /// Runs `flux-agent fleet keygen` (the operator's path to a key) and returns the trust line.
