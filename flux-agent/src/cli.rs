@@ -51,7 +51,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Attach to interfaces and capture DNS responses.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Show the kernel counters of the loaded agent.
     Stats(stats::StatsArgs),
     /// Score capture files offline with the same parser and scorer.
@@ -199,7 +199,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(*args),
         Command::Stats(args) => stats::stats(args),
         Command::Replay(args) => replay::replay(args),
         Command::Blocklist(args) => blocklist::blocklist(args),

@@ -46,7 +46,7 @@ fn batch(rec: ObsRec) -> String {
 /// Signs `body` as `id` with the key file `key` and publishes it with `creds`' user.
 fn send_signed(lab: &NatsLab, seq: &mut Sequencer, id: &str, key: &Path, body: String) {
     let k = read_signing_key(key).unwrap();
-    let bytes = Envelope::sign(&k, id, seq.next(), Kind::Obs, body).to_bytes();
+    let bytes = Envelope::sign(&k, id, seq.next_seq(), Kind::Obs, body).to_bytes();
     lab.publish_as(Some(&lab.agent(id).creds), &format!("flux.obs.{id}"), bytes)
         .unwrap_or_else(|e| panic!("{id} may publish on its own subject: {e}"));
 }

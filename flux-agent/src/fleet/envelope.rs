@@ -212,7 +212,7 @@ pub struct Sequencer {
 }
 
 impl Sequencer {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_seq(&mut self) -> u64 {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
@@ -331,8 +331,8 @@ mod tests {
     #[test]
     fn sequences_only_go_up_and_hex_round_trips() {
         let mut s = Sequencer::default();
-        let a = s.next();
-        let b = s.next();
+        let a = s.next_seq();
+        let b = s.next_seq();
         assert!(b > a);
         assert_eq!(unhex(&hex(&[0, 1, 254, 255])), Some(vec![0, 1, 254, 255]));
         assert_eq!(unhex("abc"), None);

@@ -209,7 +209,7 @@ impl Outbox {
             Kind::Obs => OBS_PREFIX,
             Kind::Verdict => VERDICT_PREFIX,
         };
-        let env = Envelope::sign(&self.key, &self.agent, self.seq.next(), kind, body);
+        let env = Envelope::sign(&self.key, &self.agent, self.seq.next_seq(), kind, body);
         self.pending.push_back(Pending {
             subject: format!("{prefix}{}", self.agent),
             env,

@@ -144,7 +144,7 @@ impl Publisher {
 /// every agent (the scorer's hashes are seeded per process).
 pub fn sampled_in(name: &str) -> bool {
     let rd = registered_domain(name).unwrap_or(name);
-    flux_detect::score::addr_info::fnv32(rd.as_bytes()) % SAMPLE_MOD == 0
+    flux_detect::score::addr_info::fnv32(rd.as_bytes()).is_multiple_of(SAMPLE_MOD)
 }
 
 /// The compact observation of a response: its CNAME chain, the addresses of the chain's names,

@@ -113,7 +113,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         collect(&sims, &mut latencies);
-        if tick_no % ticks_per_sec == 0
+        if tick_no.is_multiple_of(ticks_per_sec)
             && let Some((_, rss)) = lab.usage()
         {
             max_rss = max_rss.max(rss);
