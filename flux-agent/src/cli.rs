@@ -19,6 +19,8 @@ mod completions;
 mod config_command;
 mod explain;
 mod feed;
+// Not `fleet.rs`: the library's fleet.rs holds the fleet itself (no two files share a name).
+mod fleet_command;
 // Not `export.rs`: flux-state has one, and no two files in the tree share a name.
 mod indicator_export;
 mod replay;
@@ -49,7 +51,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Attach to interfaces and capture DNS responses.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Show the kernel counters of the loaded agent.
     Stats(stats::StatsArgs),
     /// Score capture files offline with the same parser and scorer.
@@ -82,6 +84,8 @@ pub enum Command {
     /// Check a configuration file (`config check`) or print the settings `run` would use
     /// (`config show`).
     Config(config_command::ConfigArgs),
+    /// The fleet's tools (docs/fleet.md): `keygen` makes an agent's signing key.
+    Fleet(fleet_command::FleetArgs),
 }
 
 /// The environment variable that changes the default `--state` (tests give each lab its own
@@ -160,6 +164,7 @@ impl Command {
             Command::Top(_) => false,
             Command::Completions(_) | Command::Manpages(_) => false,
             Command::Config(a) => a.command.json(),
+            Command::Fleet(a) => a.command.json(),
         }
     }
 }
@@ -194,7 +199,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(*args),
         Command::Stats(args) => stats::stats(args),
         Command::Replay(args) => replay::replay(args),
         Command::Blocklist(args) => blocklist::blocklist(args),
@@ -208,6 +213,7 @@ fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Completions(args) => completions::completions(args),
         Command::Manpages(args) => completions::manpages(args),
         Command::Config(args) => config_command::config(args),
+        Command::Fleet(args) => fleet_command::fleet(args),
     }
 }
 

@@ -18,12 +18,16 @@
 //! - [`intel`]: threat-intelligence feeds: fetched, parsed, filtered by the guard and written
 //!   through `enforce::record`; and the feed lookup for matches.
 //!
+//! - [`fleet`]: agents sharing signed observations and verdicts over NATS JetStream, and the
+//!   fleet scorer that judges keys on the union (docs/fleet.md).
+//!
 //! The kernel side is `flux-ebpf`; records, keys and constants shared with it are in
 //! `flux-common`.
 
 pub mod config;
 pub mod control;
 pub mod enforce;
+pub mod fleet;
 pub mod intel;
 pub mod kernel;
 pub mod ops;

@@ -17,6 +17,8 @@ use serde_json::Value;
 
 pub mod eval;
 pub mod events_schema;
+pub mod fleet_sim;
+pub mod nats_lab;
 pub mod xdp_harness;
 /// The frame builders of the frame-walk spec (`flux_detect::frame_spec`), under their old path.
 pub use flux_detect::frame_spec::frame_builders as frames;

@@ -55,6 +55,8 @@ const PACKAGES: &[(&str, &str)] = &[
     // The `top` test drives the live view in a real terminal: a detached tmux session,
     // send-keys and capture-pane.
     ("tmux", "tmux"),
+    // The fleet tests (issue 17): a real NATS server with JetStream and nkeys users.
+    ("nats-server", "nats-server"),
     // The package test: the unit is checked with `systemd-analyze verify` (installing systemd
     // does not make it PID 1), the logrotate file with a forced rotation.
     ("systemd-analyze", "systemd"),

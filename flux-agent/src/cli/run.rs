@@ -143,6 +143,33 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", value_parser = parse_capacity)]
     pub max_blocked_domains: Option<u32>,
 
+    /// Join a fleet (docs/fleet.md): share signed observations, verdicts and blocks with other
+    /// agents over this NATS JetStream server (e.g. nats://10.0.0.5:4222), and judge names on
+    /// what all of them saw. The agent starts and protects without the server and joins when
+    /// it answers.
+    #[arg(long, value_name = "URL")]
+    pub fleet_url: Option<String>,
+
+    /// A file holding this agent's NATS nkey seed (`SU...`): its user on the server, which may
+    /// publish only on this agent's own subjects.
+    #[arg(long, value_name = "PATH")]
+    pub fleet_creds: Option<PathBuf>,
+
+    /// This agent's ed25519 signing key (`flux-agent fleet keygen`): every message it sends is
+    /// signed with it.
+    #[arg(long, value_name = "PATH")]
+    pub fleet_key: Option<PathBuf>,
+
+    /// The fleet trust list: `AGENT-ID HEX-PUBLIC-KEY` lines. Messages signed by any other key
+    /// are rejected (counted); this agent's id is the one its own key is listed under.
+    #[arg(long, value_name = "PATH")]
+    pub fleet_trust: Option<PathBuf>,
+
+    /// What fleet verdicts do here: block (through the same guards, allowlist and block gate as
+    /// local ones, and only with evidence from at least two other agents) or report.
+    #[arg(long, value_name = "ACTION", default_value = "block", value_enum)]
+    pub fleet_action: flux_agent::fleet::FleetAction,
+
     /// The configuration file: every option above as a TOML key (`flux-agent config show`);
     /// a flag given here wins. Default: $FLUX_AGENT_CONFIG, else
     /// /etc/flux-agent/flux-agent.toml if it exists. SIGHUP reads it again.
@@ -205,6 +232,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if !args.no_xdp {
         live::resolve_interfaces(&args.ifaces)?;
     }
+    // Checked here, not by clap's `requires`: the configuration file's keys are checked one
+    // by one against the same parser, and a fleet needs three of them together.
+    fleet_options(args)?;
     let scoring = args.scoring.setup()?;
     // URL feeds are refreshed on their interval by a thread of their own (never the capture
     // path); it writes the database and the maps as `feed update` does.
@@ -286,7 +316,10 @@ fn run_options(
         max_per_minute: args.max_blocks_per_minute,
         resolvers: args.resolvers.clone(),
     });
+    // Checked before the start (`fleet_options` in `run`).
+    let fleet = fleet_options(&args).ok().flatten();
     RunOptions {
+        fleet,
         scoring: Some(scoring),
         enforce,
         state: args.state.path(),
@@ -320,6 +353,25 @@ fn run_options(
                 QueryMatch::Mark
             },
         },
+    }
+}
+
+/// The fleet options: `--fleet-url` needs `--fleet-key` and `--fleet-trust`, and those (and
+/// `--fleet-creds`) mean nothing without it.
+fn fleet_options(args: &RunArgs) -> anyhow::Result<Option<flux_agent::fleet::FleetOptions>> {
+    match (&args.fleet_url, &args.fleet_key, &args.fleet_trust) {
+        (Some(url), Some(key), Some(trust)) => Ok(Some(flux_agent::fleet::FleetOptions {
+            url: url.clone(),
+            creds: args.fleet_creds.clone(),
+            key: key.clone(),
+            trust: trust.clone(),
+            action: args.fleet_action,
+        })),
+        (Some(_), _, _) => anyhow::bail!("--fleet-url needs --fleet-key and --fleet-trust"),
+        (None, None, None) if args.fleet_creds.is_none() => Ok(None),
+        (None, _, _) => anyhow::bail!(
+            "--fleet-creds, --fleet-key and --fleet-trust need --fleet-url (docs/fleet.md)"
+        ),
     }
 }
 

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use flux_agent::{
     control,
+    fleet::fleet_stats,
     kernel::{
         counters::{self, Stats, StatsError},
         iface_states::State,
@@ -47,6 +48,12 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    // The fleet's counters, from the running agent's file (`flux_agent::fleet`), if it has one.
+    let fleet = s
+        .agent_running
+        .then(|| std::fs::read(fleet_stats::stats_path(&args.pin.pin_dir)).ok())
+        .flatten()
+        .and_then(|b| serde_json::from_slice::<fleet_stats::FleetSnapshot>(&b).ok());
     if args.json {
         let counters: serde_json::Map<String, serde_json::Value> = s
             .counters
@@ -61,6 +68,7 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
             "replaced_pins": s.replaced,
             "counters": counters,
             "state_db": state,
+            "fleet": fleet,
         });
         out!("{v}");
     } else {
@@ -68,6 +76,14 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
         if let Some(c) = state {
             out!("  {:<24} {:>14}", "state_db_full", c.db_full);
             out!("  {:<24} {:>14}", "state_db_errors", c.db_errors);
+        }
+        if let Some(f) = fleet {
+            out!("  {:<24} {:>14}", "fleet_sent", f.sent);
+            out!("  {:<24} {:>14}", "fleet_received", f.received);
+            out!("  {:<24} {:>14}", "fleet_duplicates", f.duplicates);
+            for (why, n) in &f.rejected {
+                out!("  {:<24} {:>14}", format!("fleet_rejected_{why}"), n);
+            }
         }
     }
     Ok(if s.replaced.is_empty() {

@@ -227,6 +227,13 @@ run_config! {
     max_blocked_ips: u32 => "max_blocked_ips",
     max_blocked_cidrs: u32 => "max_blocked_cidrs",
     max_blocked_domains: u32 => "max_blocked_domains",
+    /// The fleet's NATS server (`--fleet-url`, docs/fleet.md).
+    fleet_url: String => "fleet_url",
+    fleet_creds: String => "fleet_creds",
+    fleet_key: String => "fleet_key",
+    fleet_trust: String => "fleet_trust",
+    /// block or report (`--fleet-action`).
+    fleet_action: String => "fleet_action",
     pin_dir: String => "pin_dir",
     asn_db: Vec<String> => "asn_db",
     geo_db: Vec<String> => "geo_db",

@@ -197,6 +197,28 @@ impl<'a> Pipeline<'a> {
         }
     }
 
+    /// Verdicts another scorer made (the fleet's, `crate::fleet`): the enforcer acts on them
+    /// with that scorer's addresses (its guards, allowlist, block gate and rate cap apply as to
+    /// local verdicts), and all of it is published.
+    pub fn external_verdicts(&mut self, verdicts: Vec<Verdict>, scorer: &Scorer) {
+        if let Some(e) = self.enforcer.as_mut() {
+            for v in &verdicts {
+                e.on_verdict(v, scorer, &mut self.actions);
+            }
+        }
+        for v in verdicts {
+            self.counts.verdicts += 1;
+            if let Some(f) = self.flagged.as_mut() {
+                f.record(&v);
+            }
+            self.bus.publish(Event::Verdict(v));
+        }
+        for a in self.actions.drain(..) {
+            self.counts.actions += 1;
+            self.bus.publish(a.into());
+        }
+    }
+
     /// Periodic work of the enforcer (blocks waiting for the rate cap, expiry sweep, guard
     /// refresh); what it writes is published.
     pub fn tick(&mut self) {

@@ -72,6 +72,9 @@ pub struct RunOptions {
     /// The loaded feeds, published by the feed refresher (`intel::feed_sync`), matched against
     /// every response. `None`: no feed matching.
     pub feeds: Option<crate::intel::feed_match::SharedIndex>,
+    /// Share observations and verdicts with the fleet (`--fleet-url`, `crate::fleet`); needs
+    /// `scoring`.
+    pub fleet: Option<crate::fleet::FleetOptions>,
 }
 
 /// What a run saw, for the exit summary and for tests.
@@ -175,6 +178,14 @@ pub async fn run<W: Write + Send + 'static>(
     };
     let mut dnstap = start_dnstap(&opts).inspect_err(|_| loaded.rollback())?;
     let recent = Recent::subscribe(&mut bus);
+    let mut fleet = match (&opts.fleet, &opts.scoring) {
+        (Some(f), Some(setup)) => Some(
+            crate::fleet::start(f, setup, &mut bus, &loaded.pin_dir)
+                .await
+                .inspect_err(|_| loaded.rollback())?,
+        ),
+        _ => None,
+    };
     let mut p = Pipeline::new(scorer.as_mut(), enforcer, bus);
     if let Some(m) = &metrics {
         p = p.time_scoring(m.scorer.clone());
@@ -198,6 +209,12 @@ pub async fn run<W: Write + Send + 'static>(
             }
             Some(obs) = dnstap_input::next(&mut dnstap.1) => p.observe(obs),
             Some(a) = next_allowlist(&mut allowlists) => p.set_allowlist(a),
+            Some(inb) = crate::fleet::Fleet::next(&mut fleet) => {
+                if let Some(f) = fleet.as_mut() {
+                    let (verdicts, scorer) = f.handle(inb);
+                    p.external_verdicts(verdicts, scorer);
+                }
+            }
             changed = link_changed(&mut links) => {
                 if let Err(e) = changed {
                     warn!("link events: {e}; watching every {}s instead", TICK.as_secs());
@@ -249,6 +266,9 @@ pub async fn run<W: Write + Send + 'static>(
         server.abort();
     }
     stop_dnstap(dnstap, &mut p);
+    if let Some(f) = fleet {
+        f.stop();
+    }
     if let (Some(m), Some(s)) = (memory.as_mut(), p.scorer()) {
         m.save(s);
     }
