@@ -11,6 +11,7 @@
 //!   puts it;
 //! - the no-op XDP program in front of the netdev-ingress drop, which prices what veth charges
 //!   for running any XDP program on frames the stack sent.
+//!
 //! Cases alternate within each round so that drift on a noisy machine hits all alike.
 //!
 //! Three figures per case: the drop rate; the whole machine's CPU time per dropped packet from
