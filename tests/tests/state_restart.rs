@@ -440,6 +440,14 @@ fn a_corrupt_database_is_named_and_the_pins_keep_enforcing() {
     let state = state_path_for(&pin.0);
     let junk: Vec<u8> = b"this is not an SQLite database\n".repeat(200);
     fs::write(&state, &junk).unwrap();
+    // The whole database is corrupt: a write-ahead log left beside it (an agent that did not
+    // close its connections at exit leaves one) would still hold a valid first page, and SQLite
+    // reads that instead of the junk.
+    for side in ["-wal", "-shm"] {
+        let mut p = state.clone().into_os_string();
+        p.push(side);
+        let _ = fs::remove_file(p);
+    }
     let agent = Agent::start(&link.client, &pin, &["--iface", "a0", "--no-db"]);
     let log = agent.log();
     let named: Vec<&str> = log
