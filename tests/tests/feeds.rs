@@ -553,10 +553,10 @@ fn an_export_imported_as_a_feed_gives_the_same_blocks() {
     }
 }
 
-/// A feed of more addresses than one batched map write carries (`map_batch::BATCH`) is written
-/// whole, and an address the maps already held (here written there with another database, so
-/// the agent's record does not know it) keeps its entry's first-added time instead of being
-/// overwritten by the batch.
+/// A feed of thousands of addresses (more than one batch of the bulk path, `map_batch::BATCH`)
+/// is written whole, and an address the maps already held (here written there with another
+/// database, so the agent's record does not know it) keeps its entry's first-added time instead
+/// of being overwritten.
 #[test]
 fn a_feed_larger_than_a_batch_is_written_whole_and_keeps_an_entry_already_there() {
     if !privileged() {
