@@ -9,8 +9,8 @@
 //! - [`allow_snapshot`]: the allowlist maps copied into memory, to check a whole feed at once;
 //! - [`maps`]: the pinned blocklist and allow maps. **This is where a map is written**, by the
 //!   running agent and by the CLI alike, always through `record`;
-//! - [`map_batch`]: batched reads and writes of the hash maps, for `maps` (a feed's million
-//!   entries in a few hundred syscalls).
+//! - [`map_batch`]: batched reads and writes of the hash maps, for `maps` (a feed's room check
+//!   and the start-up restore: a million keys in a few hundred syscalls).
 //!
 //! May touch: the state database and the pinned maps (through `record` and `maps` only).
 //! Reads verdicts; never scores.

@@ -309,8 +309,8 @@ impl Recorder {
         self.remove_from_maps(maps, gone).map(|r| n + r)
     }
 
-    /// [`Recorder::apply`] for entries the maps should not hold yet (a feed's new targets, the
-    /// start-up restore after a reboot): the blocks go in batches ([`Maps::block_new`]; one
+    /// [`Recorder::apply`] for entries the maps should not hold yet, in one call (the start-up
+    /// restore after a reboot): the blocks go in batches ([`Maps::block_new`]; one
     /// found there after all is renewed as `apply` would). Returns the entries written.
     pub fn apply_new(
         &mut self,

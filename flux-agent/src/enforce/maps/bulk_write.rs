@@ -1,8 +1,9 @@
-//! [`Maps::block_new`] and [`Maps::hash_keys`]: the bulk paths of [`Maps`], for a feed's new
-//! entries and the start-up restore after a reboot (up to millions of targets the maps do not
-//! hold yet), and for counting a map's keys before a feed is written. The hash maps' share goes
-//! through `map_batch` (a few hundred syscalls for a million entries); CIDR entries, which
-//! live in LPM tries without batch calls, and any target already present go through
+//! [`Maps::block_new`] and [`hash_keys`]: the bulk paths of [`Maps`]. `block_new` writes a list of
+//! targets the maps should not hold yet (the start-up restore after a reboot, in one call: it
+//! reads each map's keys once per call, so it is not for callers that come in many small
+//! chunks); `hash_keys` reads a map's keys for a feed's room check. The hash maps' share goes
+//! through `map_batch` (a few hundred syscalls for a million entries); CIDR entries, which live
+//! in LPM tries without batch calls, and any target already present go through
 //! [`Maps::block`] as before.
 //!
 //! May touch: the blocklist maps of [`Maps`].
