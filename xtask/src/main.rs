@@ -240,7 +240,9 @@ fn test(no_lint: bool, args: &[String]) -> anyhow::Result<()> {
     if !no_lint {
         lint()?;
     }
-    // Unit tests, then the privileged integration tests (which need root: CI runs as root).
+    // Unit tests of every host crate (flux-intel and flux-state were missing until 2026-12-02,
+    // so their tests never ran in CI), then the privileged integration tests (which need root:
+    // CI runs as root).
     let mut unit = cargo();
     unit.args([
         "test",
@@ -250,6 +252,10 @@ fn test(no_lint: bool, args: &[String]) -> anyhow::Result<()> {
         "flux-detect",
         "-p",
         "flux-agent",
+        "-p",
+        "flux-intel",
+        "-p",
+        "flux-state",
         "-p",
         "xtask",
         "--",
