@@ -12,6 +12,9 @@ pub const GLOBAL_CONFIG: &str = "FLUX_CONFIG";
 pub const PROG_XDP: &str = "flux_xdp";
 /// An XDP program that only returns XDP_PASS: the baseline for benchmarks.
 pub const PROG_XDP_NOOP: &str = "flux_xdp_noop";
+/// An XDP program that only returns XDP_TX: the benchmarks' in-kernel traffic generator
+/// (BPF_PROG_TEST_RUN with live frames), never attached.
+pub const PROG_XDP_TX: &str = "flux_xdp_tx";
 /// The TC egress program (`--egress`) that drops packets leaving for blocked addresses.
 pub const PROG_EGRESS: &str = "flux_egress";
 

@@ -143,6 +143,14 @@ pub fn flux_xdp_noop(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// The benchmarks' traffic generator, never attached: run with BPF_PROG_TEST_RUN in live-frames
+/// mode (`veth-bench`), every frame it returns `XDP_TX` for is transmitted out of the interface
+/// the run names, as an `xdp_frame` (no socket buffer), the way a NIC hands frames to XDP.
+#[xdp]
+pub fn flux_xdp_tx(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_TX
+}
+
 /// What to do with a DNS response once its record is written.
 enum Act {
     Pass,

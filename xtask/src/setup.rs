@@ -44,6 +44,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ping", "iputils-ping"),
     // The veth drop-throughput benchmark: the traffic generator and the nftables baseline.
     ("trafgen", "netsniff-ng"),
+    // veth-bench's in-kernel generator needs GRO on the receiving veth (`ethtool -K`).
+    ("ethtool", "ethtool"),
     ("nft", "nftables"),
     // The ring-buffer load benchmark (ringbuf-load): the load generator against unbound.
     ("dnsperf", "dnsperf"),

@@ -1,9 +1,23 @@
 //! Drop cost on a veth pair (`cargo xtask bench`): flux_xdp's blocked-address drop against
 //! nftables sets holding the same blocklist, with the same trafgen flood, in the same run.
 //!
-//! trafgen in the `server` namespace sends 60-byte UDP frames from random sources in
-//! 10.200.0.0/16 over the veth pair; every source is in a 100,000-address blocklist. On the
-//! `client` side one filter drops them per case:
+//! The `server` namespace floods 60-byte UDP frames over the veth pair, from sources that are
+//! all in a 100,000-address blocklist, with one of two generators (`--generator`):
+//! - **`xdp`** (the default): the object's `flux_xdp_tx` program run by BPF_PROG_TEST_RUN in
+//!   live-frames mode on b0 (the kernel's own in-kernel generator, what xdp-trafficgen does;
+//!   Debian's xdp-trafficgen 1.3.1 fails to load on this kernel). Every frame leaves b0 through
+//!   veth's `ndo_xdp_xmit` as an `xdp_frame`, so on a0 an XDP program runs on it before any
+//!   socket buffer exists, as it does on a NIC with a native XDP driver, while the stack (and
+//!   nftables) gets a socket buffer built around the same page, as from a NIC's buffer. a0 has
+//!   GRO on, which is what gives a veth without an XDP program the NAPI that such frames need.
+//!   One source address (10.200.0.1): the frame is the same page every time.
+//! - **`trafgen`**: trafgen's TX ring, from random sources in 10.200.0.0/16. The frames are
+//!   socket buffers the sending stack made, and veth copies each into a page with XDP headroom
+//!   before any XDP program runs (`veth_convert_skb_to_xdp_buff`): that copy is a veth artefact
+//!   no NIC has, and it costs native XDP more than the whole nftables drop (see
+//!   docs/benchmarks.md).
+//!
+//! On the `client` side one filter drops them per case:
 //! - flux_xdp in native XDP on the veth (veth supports it), and in generic XDP (`xdpgeneric`,
 //!   what a NIC without a native XDP driver gets);
 //! - an nftables hash set of the same addresses at `netdev` ingress of the veth (the earliest
@@ -25,6 +39,10 @@
 //! send-and-drop path while leaving out whatever else the machine runs: on a machine loaded by
 //! other work it is the one to compare; on a quiet one the two agree.
 //!
+//! With `--generator xdp` the flood's CPU is the generating thread's own CPU time (the veth
+//! receive, XDP or nftables, runs in softirq on its way out of the kernel, in that thread) plus
+//! every `ksoftirqd`'s.
+//!
 //! A transient trafgen failure (`Flushing TX_RING failed: Resource temporarily unavailable`
 //! when the machine is loaded) is retried; the run ends with the figures or one line saying why
 //! not. Output: a table, or one JSON document with `--json` (an error too).
@@ -40,13 +58,13 @@ use std::{
 use anyhow::{Context as _, bail, ensure};
 use aya::{
     maps::PerCpuArray,
-    programs::{Xdp, XdpMode},
+    programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
 };
 use flux_agent::{
     enforce::maps::{Maps, Spec, Target},
     kernel::loader::{LoadOptions, Loaded, load},
 };
-use flux_common::{Counter, MAP_COUNTERS, PROG_XDP, PROG_XDP_NOOP};
+use flux_common::{Counter, MAP_COUNTERS, PROG_XDP, PROG_XDP_NOOP, PROG_XDP_TX};
 use flux_tests::{CLIENT_V4, Link, Netns, PinDir, TempDir};
 
 /// Entries in every blocklist.
@@ -69,6 +87,54 @@ fn packets() -> u64 {
 fn rounds() -> usize {
     RUN.get().map_or(ROUNDS, |r| r.1)
 }
+
+/// What sends the flood (`--generator xdp|trafgen`, see the module comment).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Generator {
+    /// `flux_xdp_tx` in BPF_PROG_TEST_RUN live-frames mode: frames reach a0 as `xdp_frame`s.
+    XdpLive,
+    /// trafgen's TX ring: frames reach a0 as socket buffers, copied by veth before XDP.
+    Trafgen,
+}
+
+impl Generator {
+    fn parse(v: &str) -> anyhow::Result<Self> {
+        match v {
+            "xdp" => Ok(Generator::XdpLive),
+            "trafgen" => Ok(Generator::Trafgen),
+            other => bail!("--generator: `{other}` is neither `xdp` nor `trafgen`"),
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Generator::XdpLive => "xdp",
+            Generator::Trafgen => "trafgen",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Generator::XdpLive => {
+                "in-kernel XDP generator (BPF_PROG_TEST_RUN live frames, xdp_frames into veth)"
+            }
+            Generator::Trafgen => "trafgen TX ring (socket buffers, copied by veth before XDP)",
+        }
+    }
+}
+
+/// The run's generator (set once in `main`).
+static GENERATOR: std::sync::OnceLock<Generator> = std::sync::OnceLock::new();
+
+fn generator() -> Generator {
+    GENERATOR.get().copied().unwrap_or(Generator::XdpLive)
+}
+
+/// The one source address of the XDP generator's frames (in the blocklist).
+const XDP_GEN_SOURCE: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
+/// Frames per BPF_PROG_TEST_RUN batch in live-frames mode: 0 is the kernel's default (64, a
+/// NAPI budget), which keeps every batch within veth's 256-frame receive ring.
+const XDP_GEN_BATCH: u32 = 0;
 
 /// The value after `flag`, if given.
 fn arg<T: std::str::FromStr>(args: &[String], flag: &str) -> anyhow::Result<Option<T>> {
@@ -168,6 +234,11 @@ fn main() -> ExitCode {
         let packets = arg(&args, "--packets")?.unwrap_or(PACKETS);
         let rounds = arg(&args, "--rounds")?.unwrap_or(ROUNDS).max(1);
         let _ = RUN.set((packets, rounds));
+        let generator = match args.iter().skip_while(|a| *a != "--generator").nth(1) {
+            Some(v) => Generator::parse(v)?,
+            None => Generator::XdpLive,
+        };
+        let _ = GENERATOR.set(generator);
         run()
     })();
     match result {
@@ -198,7 +269,11 @@ fn run() -> anyhow::Result<Samples> {
         flux_tests::privileged(),
         "the veth benchmark needs root (BPF, namespaces)"
     );
-    for tool in ["trafgen", "nft"] {
+    let tools: &[&str] = match generator() {
+        Generator::XdpLive => &["nft", "ethtool"],
+        Generator::Trafgen => &["trafgen", "nft"],
+    };
+    for &tool in tools {
         ensure!(
             Command::new("sh")
                 .args(["-c", &format!("command -v {tool}")])
@@ -213,6 +288,17 @@ fn run() -> anyhow::Result<Samples> {
     let conf = dir.0.join("udp.trafgen");
     std::fs::write(&conf, trafgen_config(&link))?;
     nft_sets(&link.client, &dir)?;
+    if generator() == Generator::XdpLive {
+        // GRO gives a0 the NAPI that frames sent with ndo_xdp_xmit need when no XDP program is
+        // attached (the nftables cases); without it veth refuses them.
+        let out = link.client.exec(&["ethtool", "-K", "a0", "gro", "on"]);
+        ensure!(
+            out.status.success(),
+            "ethtool -K a0 gro on: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        std::fs::write(dir.0.join("frame.bin"), xdp_gen_frame(&link))?;
+    }
 
     let pin = PinDir::new();
     let pin_dir = pin.0.clone();
@@ -256,6 +342,14 @@ fn measure_all(
             .context("no no-op program")?
             .try_into()?;
         noop.load()?;
+    }
+    if generator() == Generator::XdpLive {
+        let tx: &mut Xdp = loaded
+            .ebpf
+            .program_mut(PROG_XDP_TX)
+            .context("no generator program (flux_xdp_tx)")?
+            .try_into()?;
+        tx.load()?;
     }
     let mut samples: Samples = Default::default();
     for round in 0..rounds() {
@@ -311,7 +405,11 @@ fn measure_case(
     let result = (|| {
         let mut last_err = None;
         for _ in 0..TRAFGEN_TRIES {
-            match flood(loaded, case, client, server, conf) {
+            let flooded = match generator() {
+                Generator::XdpLive => xdp_flood(loaded, case, client, server, conf),
+                Generator::Trafgen => flood(loaded, case, client, server, conf),
+            };
+            match flooded {
                 Ok(s) => return Ok(s),
                 Err(Flood::Trafgen(e)) => {
                     last_err = Some(e);
@@ -395,6 +493,138 @@ fn flood(
         net_cpu_ns: (busy - bg_rate * secs * 1e9).max(0.0) / n,
         flood_cpu_ns: flood / n,
     })
+}
+
+/// [`flood`] with the XDP generator: `flux_xdp_tx` run in live-frames mode from a thread in the
+/// server namespace, [`packets`] frames out of b0. The flood's CPU is that thread's CPU time
+/// (the veth receive and the filter run in softirq in it) plus every ksoftirqd's.
+fn xdp_flood(
+    loaded: &Loaded,
+    case: Case,
+    client: &Path,
+    server: &Path,
+    conf: &Path,
+) -> Result<Sample, Flood> {
+    let frame = std::fs::read(conf.with_file_name("frame.bin")).context("read frame.bin")?;
+    let generator_prog: &Xdp = loaded
+        .ebpf
+        .program(PROG_XDP_TX)
+        .context("no flux_xdp_tx")?
+        .try_into()?;
+    let bg0 = cpu_ticks()?;
+    std::thread::sleep(BACKGROUND);
+    let bg1 = cpu_ticks()?;
+    let bg_rate = (bg1 - bg0) as f64 * NS_PER_TICK / BACKGROUND.as_nanos() as f64;
+
+    let (xdp_before, nft_before) = (xdp_drops(&loaded.ebpf)?, nft_drops(client, case.nft())?);
+    let cpu_before = cpu_ticks()?;
+    let softirqd_before = ksoftirqd_ticks();
+    let sent = u32::try_from(packets()).context("--packets: at most 4,294,967,295 with xdp")?;
+    let start = Instant::now();
+    let thread_ns = std::thread::scope(|s| {
+        s.spawn(|| -> anyhow::Result<f64> {
+            enter_netns(server)?;
+            let ifindex = flux_agent::kernel::interfaces::Interface::by_name("b0")
+                .context("b0 in the server namespace")?
+                .index;
+            // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+            // egress_ifindex. The frame leaves by the interface it "arrived" on.
+            let len = u32::try_from(frame.len())?;
+            let md: Vec<u8> = [0, len, 0, ifindex, 0, 0]
+                .iter()
+                .flat_map(|v: &u32| v.to_ne_bytes())
+                .collect();
+            let t0 = thread_cpu_ns();
+            generator_prog
+                .test_run(TestRunOptions {
+                    data_in: Some(&frame),
+                    ctx_in: Some(&md),
+                    repeat: sent,
+                    attrs: TestRunAttrs::new().xdp_live_frames(XDP_GEN_BATCH),
+                    ..TestRunOptions::default()
+                })
+                .context("BPF_PROG_TEST_RUN (live frames) of flux_xdp_tx on b0")?;
+            Ok(thread_cpu_ns() - t0)
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the generator thread panicked"))?
+    })?;
+    let secs = start.elapsed().as_secs_f64();
+    let busy = (cpu_ticks()? - cpu_before) as f64 * NS_PER_TICK;
+    let flood = thread_ns + ksoftirqd_ticks().saturating_sub(softirqd_before) as f64 * NS_PER_TICK;
+    let sent = u64::from(sent);
+    let (by_xdp, by_nft) = (
+        xdp_drops(&loaded.ebpf)? - xdp_before,
+        nft_drops(client, case.nft())? - nft_before,
+    );
+    let (who, dropped, other) = if case.xdp().is_some_and(|(p, _)| p == PROG_XDP) {
+        ("flux_xdp", by_xdp, by_nft)
+    } else {
+        ("nftables", by_nft, by_xdp)
+    };
+    if dropped < sent * 99 / 100 || other != 0 || dropped == 0 {
+        return Err(Flood::Other(anyhow::anyhow!(
+            "{who}: {sent} frames generated, {dropped} dropped, {other} dropped elsewhere"
+        )));
+    }
+    let n = dropped as f64;
+    Ok(Sample {
+        pps: n / secs,
+        cpu_ns: busy / n,
+        net_cpu_ns: (busy - bg_rate * secs * 1e9).max(0.0) / n,
+        flood_cpu_ns: flood / n,
+    })
+}
+
+/// Moves the calling thread into the network namespace at `path` (a bind mount in /run/netns).
+fn enter_netns(path: &Path) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let f = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    // SAFETY: setns on an open namespace file descriptor; it only changes this thread.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        bail!(
+            "setns {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
+/// This thread's CPU time so far, ns.
+fn thread_cpu_ns() -> f64 {
+    // SAFETY: clock_gettime fills the timespec it is given; all-zero is a valid timespec.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return 0.0;
+    }
+    ts.tv_sec as f64 * 1e9 + ts.tv_nsec as f64
+}
+
+/// The XDP generator's frame: the same 60 bytes as trafgen's (Ethernet to a0, IPv4 from
+/// [`XDP_GEN_SOURCE`] to the client, UDP to port 9, 18 bytes of payload), checksum included.
+fn xdp_gen_frame(link: &Link) -> Vec<u8> {
+    let mut f = Vec::with_capacity(60);
+    f.extend(link.client_mac("a0"));
+    f.extend(link.server_mac("b0"));
+    f.extend([0x08, 0x00]);
+    let dst: Ipv4Addr = CLIENT_V4.parse().unwrap_or(Ipv4Addr::new(10, 77, 0, 1));
+    let mut ip = [
+        0x45, 0x00, 0x00, 0x2e, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    ip[12..16].copy_from_slice(&XDP_GEN_SOURCE.octets());
+    ip[16..20].copy_from_slice(&dst.octets());
+    let sum = ip
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum::<u32>();
+    let sum = (sum & 0xffff) + (sum >> 16);
+    let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    f.extend(ip);
+    f.extend([0x9c, 0x40, 0x00, 0x09, 0x00, 0x1a, 0x00, 0x00]);
+    f.extend([0x61; 18]);
+    f
 }
 
 /// User + system ns of this process's waited-for children (trafgen, once it has exited).
@@ -656,9 +886,10 @@ fn medians(samples: &Samples, field: fn(&Sample) -> f64) -> [f64; Case::ALL.len(
 
 fn print_table(samples: &Samples) {
     println!(
-        "veth drop cost, {} 60-byte UDP frames per case, {BLOCKED} blocked addresses, \
-         median of {} rounds (range)",
+        "veth drop cost, {} 60-byte UDP frames per case from the {}, {BLOCKED} blocked \
+         addresses, median of {} rounds (range)",
         packets(),
+        generator().describe(),
         rounds()
     );
     println!(
@@ -730,6 +961,7 @@ fn to_json(samples: &Samples) -> serde_json::Value {
         })
         .collect();
     serde_json::json!({
+        "generator": generator().key(),
         "packets_per_case": packets(),
         "blocked_addresses": BLOCKED,
         "rounds": rounds(),
