@@ -178,6 +178,15 @@ fn three_agents_detect_together_what_none_sees_alone() {
         }
         assert_eq!(f["other_agents"], 2, "{e:#}");
         assert_eq!(f["decision"], "enforced", "{e:#}");
+        // The text form says the same.
+        let o = flux_tests::pin_cli(Some(&m.link.client), &m.pin, &["explain", "www.fluxy.test"]);
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            text.contains(&format!("fleet ({} here): flux", m.id))
+                && text.contains("evidence from 3 agent(s)")
+                && text.contains("enforced (--fleet-action block)"),
+            "{text}"
+        );
         println!(
             "FIGURES explain on {}: fleet {} score {} agents {:?}: {} ({})",
             m.id, f["level"], f["score"], agents, f["decision"], f["why"]
