@@ -9,7 +9,7 @@
 //! - [`nats_link`]: the connection, the stream, publishing with `Nats-Msg-Id`, the durable
 //!   consumer;
 //! - [`aggregate`]: the fleet scorer, who contributed to each key, the fleet quorum;
-//! - [`fleet_stats`]: the counters (`flux-agent fleet status`, `stats`, the metrics);
+//! - [`fleet_stats`]: the counters (`flux-agent stats`, the metrics endpoint);
 //! - [`fleet_explain`]: the fleet's part of `explain` (level, contributors, enforced or
 //!   reported and why).
 //!
@@ -157,7 +157,7 @@ pub async fn start(
     })
 }
 
-/// How often the counters are written for `flux-agent fleet status`.
+/// How often the counters are written for `flux-agent stats`.
 const STATS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn write_stats(stats: Arc<FleetStats>, agent: String, path: PathBuf) {

@@ -1,7 +1,7 @@
 //! The fleet's counters: messages sent, acknowledged, received, rejected (by reason),
 //! duplicates, and the connection's state. Lock-free atomics shared by the fleet's tasks and
 //! the run loop; written every tick to `/run/flux-agent/<pin folder>.fleet.json`, which
-//! `flux-agent fleet status` reads.
+//! `flux-agent stats` reads (and the metrics endpoint reads the atomics at each scrape).
 //!
 //! May touch: that one file.
 
@@ -47,7 +47,7 @@ pub struct FleetStats {
     pub connected: AtomicBool,
 }
 
-/// What `flux-agent fleet status` prints.
+/// What `flux-agent stats` shows (key `fleet` of `--json`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FleetSnapshot {
     pub agent: String,
