@@ -143,6 +143,8 @@ fn main() -> anyhow::Result<()> {
     let sent = total(|s| s.sent);
     let published = total(|s| s.published);
     let backlog = total(|s| s.backlog);
+    let duplicate_acks = total(|s| s.sent_duplicates);
+    let retries = total(|s| s.publish_retries);
     let rejected: u64 = sims
         .iter()
         .map(|s| {
@@ -164,7 +166,13 @@ fn main() -> anyhow::Result<()> {
         "messages_published": published,
         "messages_stored": sent,
         "backlog_at_end": backlog,
+        // Retries after a late acknowledgement, which the server dropped by `Nats-Msg-Id`.
+        "publish_retries": retries,
+        "acknowledged_as_duplicate": duplicate_acks,
         "verdict_receipts": latencies.len(),
+        // Every verdict at every other agent; fewer means some were still in flight when the
+        // run's settling time ended.
+        "verdict_receipts_expected": verdicts_handed * (agents as u64).saturating_sub(1),
         "rejected": rejected,
         "latency_ms": {
             "p50": percentile(&latencies, 0.50),
