@@ -235,6 +235,10 @@ pub struct Explanation {
     pub key: Option<String>,
     /// The verdict as it stands now (re-scored at the time of asking), as its `verdict` event.
     pub verdict: Option<serde_json::Value>,
+    /// The fleet scorer's view of the name (`run --fleet-url`): absent without a fleet or when
+    /// the fleet holds nothing on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<Box<crate::fleet::fleet_explain::FleetView>>,
 }
 
 /// Answers one request from the scorer's state.
@@ -253,6 +257,7 @@ pub fn answer(scorer: &mut Scorer, req: &Request) -> Explanation {
                 name,
                 key: Some(key),
                 verdict: serde_json::to_value(Event::Verdict(v)).ok(),
+                fleet: None,
             };
         }
     }
@@ -260,6 +265,7 @@ pub fn answer(scorer: &mut Scorer, req: &Request) -> Explanation {
         name,
         key: None,
         verdict: None,
+        fleet: None,
     }
 }
 
@@ -441,6 +447,7 @@ mod tests {
             name: "a\nb".into(),
             key: None,
             verdict: None,
+            fleet: None,
         });
         let line = reply_line(&reply).unwrap();
         assert_eq!(line.matches('\n').count(), 1);

@@ -9,7 +9,9 @@
 //! - [`nats_link`]: the connection, the stream, publishing with `Nats-Msg-Id`, the durable
 //!   consumer;
 //! - [`aggregate`]: the fleet scorer, who contributed to each key, the fleet quorum;
-//! - [`fleet_stats`]: the counters (`flux-agent fleet status`).
+//! - [`fleet_stats`]: the counters (`flux-agent stats`, the metrics endpoint);
+//! - [`fleet_explain`]: the fleet's part of `explain` (level, contributors, enforced or
+//!   reported and why).
 //!
 //! The fleet subscribes to the bus and feeds the run loop through a channel; it never touches
 //! the capture path, and a broker that is away never delays or prevents local protection.
@@ -19,6 +21,7 @@
 
 pub mod aggregate;
 pub mod envelope;
+pub mod fleet_explain;
 pub mod fleet_stats;
 pub mod nats_link;
 pub mod publisher;
@@ -73,6 +76,9 @@ pub struct Fleet {
     stats_path: PathBuf,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     scratch: Vec<Verdict>,
+    /// Keys whose fleet verdict the last [`Fleet::handle`] handed to the enforcer.
+    handed: Vec<String>,
+    enforcements: fleet_explain::Enforcements,
 }
 
 /// Reads the key and the trust list (a mistake there fails the start: it is the operator's),
@@ -146,10 +152,12 @@ pub async fn start(
         stats_path: fleet_stats::stats_path(pin_dir),
         tasks,
         scratch: Vec::new(),
+        handed: Vec::new(),
+        enforcements: fleet_explain::Enforcements::default(),
     })
 }
 
-/// How often the counters are written for `flux-agent fleet status`.
+/// How often the counters are written for `flux-agent stats`.
 const STATS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn write_stats(stats: Arc<FleetStats>, agent: String, path: PathBuf) {
@@ -210,7 +218,44 @@ impl Fleet {
                 received_ms.saturating_sub(msg.verdict_ts_ms)
             ),
         }
+        self.handed.clear();
+        self.handed.extend(
+            self.scratch
+                .iter()
+                .filter(|v| v.block && v.level == flux_detect::score::Level::Flux)
+                .map(|v| v.domain.clone()),
+        );
         (std::mem::take(&mut self.scratch), self.aggregator.scorer())
+    }
+
+    /// What the enforcer did with the verdicts of the last [`Fleet::handle`] (for `explain`).
+    pub fn enforced(&mut self, actions: &[crate::enforce::policy::Action]) {
+        self.enforcements.note(&self.handed, actions);
+        self.handed.clear();
+    }
+
+    /// What the enforcer did later (blocks that waited for the rate cap), for the keys whose
+    /// fleet verdict it was handed.
+    pub fn later(&mut self, actions: &[crate::enforce::policy::Action]) {
+        if !actions.is_empty() {
+            self.enforcements.later(actions);
+        }
+    }
+
+    /// The fleet's view of `name` for `explain`: the fleet scorer's verdict, the agents whose
+    /// evidence made it, and whether it was enforced here or only reported, and why.
+    pub fn explain(&mut self, name: &str) -> Option<fleet_explain::FleetView> {
+        fleet_explain::explain(
+            &mut self.aggregator,
+            &self.enforcements,
+            name,
+            std::time::SystemTime::now(),
+        )
+    }
+
+    /// The counters, for the metrics endpoint.
+    pub fn stats(&self) -> Arc<FleetStats> {
+        Arc::clone(&self.stats)
     }
 
     /// Stops the link's tasks, writes the counters a last time, and removes nothing else (the

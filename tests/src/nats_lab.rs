@@ -493,6 +493,55 @@ impl FleetMember {
             .and_then(|a| a.iter().find(|r| r[0] == why).and_then(|r| r[1].as_u64()))
             .unwrap_or(0)
     }
+
+    /// The agent's metrics page, from inside its namespace (the agent must have been started
+    /// with `--metrics` [`METRICS_ADDR`]); empty when nothing answers.
+    pub fn scrape(&self) -> String {
+        self.link.client.run_in(|| {
+            use std::io::{Read as _, Write as _};
+            let Ok(mut c) = std::net::TcpStream::connect(METRICS_ADDR) else {
+                return String::new();
+            };
+            let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+            let _ = c.write_all(b"GET /metrics HTTP/1.0\r\nHost: lab\r\n\r\n");
+            let mut out = String::new();
+            let _ = c.read_to_string(&mut out);
+            out.split_once("\r\n\r\n")
+                .map_or(String::new(), |(_, b)| b.to_owned())
+        })
+    }
+
+    /// The value of the sample line `series` (name and labels as written) of a scrape.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        metric_in(&self.scrape(), series)
+    }
+
+    /// `flux-agent explain NAME --json` on this agent.
+    pub fn explain(&self, name: &str) -> serde_json::Value {
+        let o = crate::pin_cli(
+            Some(&self.link.client),
+            &self.pin,
+            &["explain", name, "--json"],
+        );
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+            panic!(
+                "explain {name}: {e}\n{}\n{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
+        })
+    }
+}
+
+/// Where a lab agent started with `--metrics METRICS_ADDR` serves its metrics, inside its own
+/// client namespace (a fresh namespace has nothing listening there).
+pub const METRICS_ADDR: &str = "127.0.0.1:9581";
+
+/// The value of the sample line `series` in a Prometheus text page.
+pub fn metric_in(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
 }
 
 impl Drop for FleetMember {

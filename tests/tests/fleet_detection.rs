@@ -3,11 +3,13 @@
 //! over a real nats-server with JetStream. No agent's own scorer reaches `flux` in the test's
 //! time; the fleet scorer does, names the three agents, and every agent enforces the block.
 //! A lone agent (no fleet) doing the same lookups shows how much later it gets there.
+//! Afterwards each agent's `explain --json` names the agents whose evidence made the fleet
+//! verdict and says it was enforced, and its metrics endpoint shows the fleet's traffic.
 
 use std::time::{Duration, Instant};
 
 use flux_tests::{
-    nats_lab::{FLUX_TTL_SECS, FleetMember, NatsLab, wait_until},
+    nats_lab::{FLUX_TTL_SECS, FleetMember, METRICS_ADDR, NatsLab, wait_until},
     privileged,
 };
 use serde_json::Value;
@@ -37,7 +39,7 @@ fn three_agents_detect_together_what_none_sees_alone() {
     let lab = NatsLab::start(&["a1", "a2", "a3"]);
     let members: Vec<FleetMember> = ["a1", "a2", "a3"]
         .iter()
-        .map(|id| FleetMember::start(&lab, id, &[]))
+        .map(|id| FleetMember::start(&lab, id, &["--metrics", METRICS_ADDR]))
         .collect();
     for m in &members {
         wait_until(
@@ -158,5 +160,64 @@ fn three_agents_detect_together_what_none_sees_alone() {
         println!("FIGURES {}: {s}", m.id);
         assert!(m.counter("received_obs") >= 4, "{s}");
         assert!(m.counter("enforced") > 0, "{s}");
+    }
+
+    // `explain` shows the fleet verdict, the agents whose evidence made it, and that it was
+    // enforced here.
+    for m in &members {
+        let e = m.explain("www.fluxy.test");
+        let f = &e["fleet"];
+        assert_eq!(f["agent"], m.id.as_str(), "{e:#}");
+        assert_eq!(f["level"], "flux", "{e:#}");
+        let agents: Vec<&str> = f["agents"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        for id in ["a1", "a2", "a3"] {
+            assert!(agents.contains(&id), "{}: {id} not named: {e:#}", m.id);
+        }
+        assert_eq!(f["other_agents"], 2, "{e:#}");
+        assert_eq!(f["decision"], "enforced", "{e:#}");
+        // The text form says the same.
+        let o = flux_tests::pin_cli(Some(&m.link.client), &m.pin, &["explain", "www.fluxy.test"]);
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            text.contains(&format!("fleet ({} here): flux", m.id))
+                && text.contains("evidence from 3 agent(s)")
+                && text.contains("enforced (--fleet-action block)"),
+            "{text}"
+        );
+        println!(
+            "FIGURES explain on {}: fleet {} score {} agents {:?}: {} ({})",
+            m.id, f["level"], f["score"], agents, f["decision"], f["why"]
+        );
+    }
+    // The metrics endpoint shows the fleet's traffic (docs/fleet.md, Metrics).
+    for m in &members {
+        let page = m.scrape();
+        for series in [
+            "flux_fleet_connected",
+            "flux_fleet_messages_published_total",
+            r#"flux_fleet_messages_acknowledged_total{result="stored"}"#,
+            r#"flux_fleet_messages_received_total{kind="obs"}"#,
+            "flux_fleet_observations_received_total",
+            "flux_fleet_verdicts_total",
+            r#"flux_fleet_verdict_decisions_total{decision="enforced"}"#,
+        ] {
+            let v = flux_tests::nats_lab::metric_in(&page, series);
+            assert!(
+                v.is_some_and(|v| v > 0.0),
+                "{}: {series} = {v:?}\n{page}",
+                m.id
+            );
+        }
+        assert_eq!(
+            flux_tests::nats_lab::metric_in(
+                &page,
+                r#"flux_fleet_messages_rejected_total{reason="bad_signature"}"#
+            ),
+            Some(0.0),
+            "{page}"
+        );
     }
 }

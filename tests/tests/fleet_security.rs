@@ -12,7 +12,7 @@ use flux_agent::fleet::envelope::{
     AddrRec, Envelope, Kind, ObsBatch, ObsRec, Sequencer, generate_signing_key, read_signing_key,
 };
 use flux_tests::{
-    nats_lab::{FleetMember, NatsLab, wait_until},
+    nats_lab::{FleetMember, METRICS_ADDR, NatsLab, wait_until},
     privileged,
 };
 
@@ -57,7 +57,7 @@ fn forged_and_replayed_messages_are_rejected_and_counted() {
         return;
     }
     let lab = NatsLab::start(&["a1", "a2"]);
-    let a1 = FleetMember::start(&lab, "a1", &[]);
+    let a1 = FleetMember::start(&lab, "a1", &["--metrics", METRICS_ADDR]);
     wait_until(
         "a1 connected",
         Duration::from_secs(30),
@@ -110,6 +110,34 @@ fn forged_and_replayed_messages_are_rejected_and_counted() {
     let out = flux_tests::pin_cli_ok(Some(&a1.link.client), &a1.pin, &["stats", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["fleet"]["received_obs"], 1, "{v}");
+    // And the metrics endpoint, by reason.
+    let page = a1.scrape();
+    let m = |series: &str| flux_tests::nats_lab::metric_in(&page, series);
+    for why in [
+        "bad_signature",
+        "unknown_agent",
+        "subject_mismatch",
+        "replay",
+        "malformed",
+    ] {
+        let series = format!(r#"flux_fleet_messages_rejected_total{{reason="{why}"}}"#);
+        assert_eq!(
+            m(&series),
+            Some(a1.rejected(why) as f64),
+            "{series}\n{page}"
+        );
+    }
+    assert_eq!(
+        m(r#"flux_fleet_messages_received_total{kind="obs"}"#),
+        Some(1.0),
+        "{page}"
+    );
+    assert_eq!(
+        m("flux_fleet_observations_received_total"),
+        Some(1.0),
+        "{page}"
+    );
+    assert_eq!(m("flux_fleet_connected"), Some(1.0), "{page}");
 }
 
 #[test]

@@ -1,12 +1,15 @@
 //! `flux-agent explain DOMAIN`: the running agent's current features, scores and reasons for a
 //! name, and whether it is blocked; for a name the scorer no longer tracks, its history from the
-//! state database's verdict journal.
+//! state database's verdict journal. With a fleet (`run --fleet-url`), also the fleet scorer's
+//! level and score, the agents whose evidence made it, and whether its verdict was enforced
+//! here or only reported, and why.
 
 use std::process::ExitCode;
 
 use flux_agent::{
     control::{self, ControlError, Request},
     enforce::maps::{Maps, Target},
+    fleet::fleet_explain::FleetView,
 };
 use serde_json::Value;
 
@@ -102,11 +105,12 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
             "key": answer.key,
             "tracked": answer.verdict.is_some(),
             "verdict": answer.verdict,
+            "fleet": answer.fleet,
             "blocked": blocked,
             "history": history,
         });
         out!("{v}");
-        return Ok(if answer.verdict.is_some() {
+        return Ok(if answer.verdict.is_some() || answer.fleet.is_some() {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(1)
@@ -118,6 +122,10 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
             answer.name
         );
         print_history(&answer.name, &history)?;
+        if let Some(f) = &answer.fleet {
+            print_fleet(f)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         return Ok(ExitCode::from(1));
     };
     let key = answer.key.unwrap_or_default();
@@ -185,5 +193,34 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
             "not flux"
         },
     );
+    if let Some(f) = &answer.fleet {
+        print_fleet(f)?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The fleet scorer's view: level, contributors, and what became of its verdict here.
+fn print_fleet(f: &FleetView) -> std::io::Result<()> {
+    out!(
+        "  fleet ({} here): {} (score {:.3}) on {}",
+        f.agent,
+        f.level,
+        f.score,
+        f.key
+    );
+    out!(
+        "    evidence from {} agent(s): {} ({} other, the fleet quorum needs {})",
+        f.agents.len(),
+        f.agents.join(", "),
+        f.other_agents,
+        f.quorum
+    );
+    out!("    fleet block gate: {}", f.block_gate);
+    out!(
+        "    {} (--fleet-action {}): {}",
+        f.decision,
+        f.action,
+        f.why
+    );
+    Ok(())
 }

@@ -78,12 +78,17 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
             out!("  {:<24} {:>14}", "state_db_errors", c.db_errors);
         }
         if let Some(f) = fleet {
+            out!("  {:<24} {:>14}", "fleet_connected", u8::from(f.connected));
             out!("  {:<24} {:>14}", "fleet_sent", f.sent);
+            out!("  {:<24} {:>14}", "fleet_backlog", f.backlog);
             out!("  {:<24} {:>14}", "fleet_received", f.received);
             out!("  {:<24} {:>14}", "fleet_duplicates", f.duplicates);
             for (why, n) in &f.rejected {
                 out!("  {:<24} {:>14}", format!("fleet_rejected_{why}"), n);
             }
+            out!("  {:<24} {:>14}", "fleet_verdicts", f.fleet_verdicts);
+            out!("  {:<24} {:>14}", "fleet_enforced", f.enforced);
+            out!("  {:<24} {:>14}", "fleet_reports_only", f.reports_only);
         }
     }
     Ok(if s.replaced.is_empty() {

@@ -177,6 +177,27 @@ impl Aggregator {
         }
     }
 
+    /// The fleet scorer's verdict on `key` now (re-scored, without changing its state) and the
+    /// agents whose evidence on it is inside the scoring window, for `explain`.
+    pub fn view(&mut self, key: &str, now: SystemTime) -> Option<(Verdict, Vec<&'static str>)> {
+        let v = self.scorer.explain(key, now)?;
+        let agents = self.contributors(&v.domain, secs(now)).into_vec();
+        Some((v, agents))
+    }
+
+    /// This agent's reason label (`fleet_agent:<id>`).
+    pub fn self_label(&self) -> &'static str {
+        self.self_label
+    }
+
+    pub fn agent(&self) -> &str {
+        &self.agent
+    }
+
+    pub fn action(&self) -> FleetAction {
+        self.action
+    }
+
     /// Records `label` as a contributor of every key the message can feed; returns those keys.
     fn note(&mut self, label: &'static str, msg: &DnsMessage, ts: u32) -> Vec<String> {
         if self.evidence.len() >= MAX_ATTRIBUTED {
@@ -230,6 +251,7 @@ fn decide(
     action: FleetAction,
     stats: &FleetStats,
 ) {
+    super::fleet_stats::inc(&stats.fleet_verdicts);
     v.reasons.push(Reason {
         feature: FLEET_REASON,
         value: agents.len() as f64,
@@ -247,17 +269,30 @@ fn decide(
     if !v.block {
         return;
     }
+    match fleet_gate(&agents, self_label, action) {
+        Some(gate) => {
+            v.block = false;
+            v.block_gate = gate;
+            super::fleet_stats::inc(&stats.reports_only);
+        }
+        None => super::fleet_stats::inc(&stats.enforced),
+    }
+}
+
+/// Why a fleet verdict that passes the scorer's block gate must only report here (the fleet
+/// quorum, then `--fleet-action report`), or `None` when it may go to the enforcer.
+pub fn fleet_gate(
+    agents: &[&'static str],
+    self_label: &'static str,
+    action: FleetAction,
+) -> Option<&'static str> {
     let others = agents.iter().filter(|a| **a != self_label).count();
     if others < FLEET_QUORUM {
-        v.block = false;
-        v.block_gate = GATE_QUORUM;
-        super::fleet_stats::inc(&stats.reports_only);
+        Some(GATE_QUORUM)
     } else if action == FleetAction::Report {
-        v.block = false;
-        v.block_gate = GATE_REPORT;
-        super::fleet_stats::inc(&stats.reports_only);
+        Some(GATE_REPORT)
     } else {
-        super::fleet_stats::inc(&stats.enforced);
+        None
     }
 }
 
@@ -399,7 +434,7 @@ pub(crate) mod tests {
         TrustList::parse(&text).unwrap()
     }
 
-    fn aggregator(me: &str, action: FleetAction) -> Aggregator {
+    pub(crate) fn aggregator(me: &str, action: FleetAction) -> Aggregator {
         let scorer = Scorer::new(
             ScorerConfig {
                 block_hold_minutes: 0,
@@ -432,7 +467,7 @@ pub(crate) mod tests {
 
     /// Feeds rounds from the given agents in turn, each agent's rounds a minute apart; returns
     /// every verdict.
-    fn feed(agg: &mut Aggregator, agents: &[&str], rounds: u32) -> Vec<Verdict> {
+    pub(crate) fn feed(agg: &mut Aggregator, agents: &[&str], rounds: u32) -> Vec<Verdict> {
         let stats = FleetStats::default();
         let t0 = secs(SystemTime::now()) as u64 - 3000;
         let mut out = Vec::new();

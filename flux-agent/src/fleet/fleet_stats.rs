@@ -1,7 +1,7 @@
 //! The fleet's counters: messages sent, acknowledged, received, rejected (by reason),
 //! duplicates, and the connection's state. Lock-free atomics shared by the fleet's tasks and
 //! the run loop; written every tick to `/run/flux-agent/<pin folder>.fleet.json`, which
-//! `flux-agent fleet status` reads.
+//! `flux-agent stats` reads (and the metrics endpoint reads the atomics at each scrape).
 //!
 //! May touch: that one file.
 
@@ -16,6 +16,11 @@ use super::trust_list::Reject;
 
 #[derive(Debug, Default)]
 pub struct FleetStats {
+    /// Messages (batches of observations, verdicts) signed and queued for the server.
+    pub published: AtomicU64,
+    /// Messages signed and not yet acknowledged by the server (a gauge: the publish task sets
+    /// it). Grows while the broker is away, up to the outbox's bound.
+    pub backlog: AtomicU64,
     /// Messages (batches of observations, verdicts) stored by the server for the first time.
     pub sent: AtomicU64,
     /// Publishes the server acknowledged as a duplicate of a stored one (a retry after a lost
@@ -32,6 +37,8 @@ pub struct FleetStats {
     /// Redeliveries of a message already used (dropped).
     pub duplicates: AtomicU64,
     rejected: [AtomicU64; Reject::ALL.len()],
+    /// Verdicts the fleet scorer made (any level; each names its contributors).
+    pub fleet_verdicts: AtomicU64,
     /// Fleet verdicts that passed the block gate but were kept to a report (quorum or
     /// `--fleet-action report`).
     pub reports_only: AtomicU64,
@@ -40,11 +47,15 @@ pub struct FleetStats {
     pub connected: AtomicBool,
 }
 
-/// What `flux-agent fleet status` prints.
+/// What `flux-agent stats` shows (key `fleet` of `--json`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FleetSnapshot {
     pub agent: String,
     pub connected: bool,
+    #[serde(default)]
+    pub published: u64,
+    #[serde(default)]
+    pub backlog: u64,
     pub sent: u64,
     pub sent_duplicates: u64,
     pub publish_retries: u64,
@@ -55,6 +66,8 @@ pub struct FleetSnapshot {
     pub duplicates: u64,
     /// `(reason, count)` for every [`Reject`] reason.
     pub rejected: Vec<(String, u64)>,
+    #[serde(default)]
+    pub fleet_verdicts: u64,
     pub reports_only: u64,
     pub enforced: u64,
 }
@@ -70,11 +83,21 @@ impl FleetStats {
         }
     }
 
+    /// `(reason, count)` for every [`Reject`] reason, in [`Reject::ALL`]'s order.
+    pub fn rejected(&self) -> impl Iterator<Item = (Reject, u64)> + '_ {
+        Reject::ALL
+            .iter()
+            .zip(&self.rejected)
+            .map(|(r, c)| (*r, c.load(Ordering::Relaxed)))
+    }
+
     pub fn snapshot(&self, agent: &str) -> FleetSnapshot {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         FleetSnapshot {
             agent: agent.to_owned(),
             connected: self.connected.load(Ordering::Relaxed),
+            published: g(&self.published),
+            backlog: g(&self.backlog),
             sent: g(&self.sent),
             sent_duplicates: g(&self.sent_duplicates),
             publish_retries: g(&self.publish_retries),
@@ -83,11 +106,11 @@ impl FleetStats {
             received_obs: g(&self.received_obs),
             received_verdicts: g(&self.received_verdicts),
             duplicates: g(&self.duplicates),
-            rejected: Reject::ALL
-                .iter()
-                .zip(&self.rejected)
-                .map(|(r, c)| (r.as_str().to_owned(), g(c)))
+            rejected: self
+                .rejected()
+                .map(|(r, n)| (r.as_str().to_owned(), n))
                 .collect(),
+            fleet_verdicts: g(&self.fleet_verdicts),
             reports_only: g(&self.reports_only),
             enforced: g(&self.enforced),
         }

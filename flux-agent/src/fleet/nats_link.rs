@@ -214,12 +214,14 @@ impl Outbox {
             subject: format!("{prefix}{}", self.agent),
             env,
         });
+        inc(&self.stats.published);
         if self.pending.len() > MAX_PENDING
             && let Some(i) = self.pending.iter().position(|p| p.env.kind == Kind::Obs)
         {
             self.pending.remove(i);
             inc(&self.stats.obs_dropped);
         }
+        set_backlog(&self.stats, &self.pending);
     }
 }
 
@@ -281,6 +283,13 @@ async fn publish_loop(
     }
 }
 
+/// The backlog gauge: messages signed and waiting for the server's acknowledgement.
+fn set_backlog(stats: &FleetStats, pending: &VecDeque<Pending>) {
+    stats
+        .backlog
+        .store(pending.len() as u64, std::sync::atomic::Ordering::Relaxed);
+}
+
 fn body<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
@@ -309,6 +318,7 @@ async fn publish_front(
                 &stats.sent
             });
             pending.pop_front();
+            set_backlog(stats, pending);
             true
         }
         Ok(Err(e)) => {

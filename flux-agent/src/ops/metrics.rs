@@ -18,7 +18,9 @@
 //! - **the pinned blocklists**: active entries by source and kind, counted every 15 s on a
 //!   thread of their own (`ops::blocklist_census`);
 //! - **feeds and the state database**: [`Metrics::feed`] and [`Metrics::db_error`], for the
-//!   subsystems that own them to call.
+//!   subsystems that own them to call;
+//! - **the fleet** (`run --fleet-url`): its counters (`fleet::fleet_stats`), read at scrape time
+//!   once the fleet has started ([`Metrics::add_fleet`]); absent from an agent without a fleet.
 //!
 //! Labels are bounded: enums (transport, level, target kind, outcome), sink names, interface-free
 //! kernel counters, and operator-chosen feed names. Never a domain or an address.
@@ -44,13 +46,14 @@ use prometheus_client::{
         MetricType, TypedMetric,
         counter::{ConstCounter, Counter},
         family::Family,
-        gauge::Gauge,
+        gauge::{ConstGauge, Gauge},
     },
     registry::Registry,
 };
 
 use crate::{
     enforce::policy::{Action, Outcome, TargetKind},
+    fleet::fleet_stats::FleetStats,
     kernel::pins,
     pipeline::{bus::Sink, events::Event},
 };
@@ -310,6 +313,11 @@ impl Metrics {
     /// Reports, at every scrape, the events each queued sink dropped (`Bus::drop_counters`).
     pub fn add_sink_drops(&self, sinks: Vec<(String, Arc<AtomicU64>)>) {
         self.register_collector(SinkDrops(sinks));
+    }
+
+    /// Reports the fleet's counters (`run --fleet-url`) at every scrape.
+    pub fn add_fleet(&self, stats: Arc<FleetStats>) {
+        self.register_collector(FleetCounters(stats));
     }
 
     fn register_collector(&self, c: impl Collector) {
@@ -730,6 +738,134 @@ impl Collector for SinkDrops {
             let labels = [("sink", sink.as_str())];
             let fm = m.encode_family(&labels)?;
             ConstCounter::new(n.load(Ordering::Relaxed)).encode(fm)?;
+        }
+        Ok(())
+    }
+}
+
+/// The fleet's counters (`fleet::fleet_stats`), read at each scrape. Labels are enums: the
+/// reject reasons, the message kinds, the acknowledgement's result, the decision. Never an
+/// agent id (operator-chosen, but a fleet may have thousands).
+#[derive(Debug)]
+struct FleetCounters(Arc<FleetStats>);
+
+/// `(name, help, value)` of a fleet counter without labels.
+type Plain = (&'static str, &'static str, u64);
+/// `(name, help, label name, [(label value, value); 2])` of a fleet counter with one label.
+type Labelled = (
+    &'static str,
+    &'static str,
+    &'static str,
+    [(&'static str, u64); 2],
+);
+
+impl Collector for FleetCounters {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let s = &self.0;
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let gauges: [Plain; 2] = [
+            (
+                "fleet_connected",
+                "1 while the agent is connected to its NATS server, else 0.",
+                u64::from(s.connected.load(Ordering::Relaxed)),
+            ),
+            (
+                "fleet_publish_backlog",
+                "Messages signed and waiting for the server's acknowledgement (grows while the \
+                 broker is away, up to the outbox's bound).",
+                g(&s.backlog),
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)).encode(m)?;
+        }
+        let counters: [Plain; 6] = [
+            (
+                "fleet_messages_published",
+                "Messages (observation batches, verdicts) this agent signed and queued for the \
+                 server.",
+                g(&s.published),
+            ),
+            (
+                "fleet_publish_retries",
+                "Publishes that failed or were not acknowledged in time, and were retried.",
+                g(&s.publish_retries),
+            ),
+            (
+                "fleet_observations_dropped",
+                "Observation records not sent: sampled out under load, or dropped from a full \
+                 outbox.",
+                g(&s.obs_dropped),
+            ),
+            (
+                "fleet_observations_received",
+                "Observation records of other agents that passed every check.",
+                g(&s.received_obs),
+            ),
+            (
+                "fleet_duplicates_dropped",
+                "Redeliveries of another agent's message already used here (dropped).",
+                g(&s.duplicates),
+            ),
+            (
+                "fleet_verdicts",
+                "Verdicts the fleet scorer made (each names the agents whose evidence made it).",
+                g(&s.fleet_verdicts),
+            ),
+        ];
+        for (name, help, v) in counters {
+            let m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(v).encode(m)?;
+        }
+        let received = g(&s.received);
+        let verdicts = g(&s.received_verdicts);
+        let families: [Labelled; 3] = [
+            (
+                "fleet_messages_acknowledged",
+                "This agent's messages the server acknowledged, by result: stored, or a \
+                 duplicate of one stored (a retry dropped by Nats-Msg-Id).",
+                "result",
+                [("stored", g(&s.sent)), ("duplicate", g(&s.sent_duplicates))],
+            ),
+            (
+                "fleet_messages_received",
+                "Other agents' messages that passed every check, by kind.",
+                "kind",
+                [
+                    ("obs", received.saturating_sub(verdicts)),
+                    ("verdict", verdicts),
+                ],
+            ),
+            (
+                "fleet_verdict_decisions",
+                "Fleet verdicts that passed the block gate, by decision: handed to the enforcer \
+                 (its guards and allowlist still apply), or kept to a report (fleet quorum, \
+                 --fleet-action report).",
+                "decision",
+                [
+                    ("enforced", g(&s.enforced)),
+                    ("reported", g(&s.reports_only)),
+                ],
+            ),
+        ];
+        for (name, help, label, rows) in families {
+            let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (value, n) in rows {
+                let labels = [(label, value)];
+                ConstCounter::new(n).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        let mut m = encoder.encode_descriptor(
+            "fleet_messages_rejected",
+            "Messages on the fleet's subjects refused before use, by reason (malformed, \
+             subject_mismatch, unknown_agent, bad_signature, replay, stale).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (why, n) in s.rejected() {
+            let labels = [("reason", why.as_str())];
+            ConstCounter::new(n).encode(m.encode_family(&labels)?)?;
         }
         Ok(())
     }

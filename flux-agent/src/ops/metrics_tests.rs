@@ -229,3 +229,91 @@ fn blocklist_gauges_are_reset_by_each_count() {
     m.blocklist().set(&Vec::new());
     assert_eq!(sample(&m.encode().unwrap(), series), Some(0.0));
 }
+
+#[test]
+fn fleet_counters_are_scraped_once_the_fleet_starts() {
+    use crate::fleet::{fleet_stats::inc, trust_list::Reject};
+    let m = Metrics::new();
+    assert!(!m.encode().unwrap().contains("flux_fleet_"));
+    let s = Arc::new(FleetStats::default());
+    m.add_fleet(Arc::clone(&s));
+    s.connected.store(true, Ordering::Relaxed);
+    s.backlog.store(7, Ordering::Relaxed);
+    s.received_obs.store(40, Ordering::Relaxed);
+    for c in [&s.published, &s.published, &s.published, &s.sent, &s.sent] {
+        inc(c);
+    }
+    inc(&s.sent_duplicates);
+    for _ in 0..5 {
+        inc(&s.received);
+    }
+    inc(&s.received_verdicts);
+    inc(&s.received_verdicts);
+    inc(&s.enforced);
+    inc(&s.reports_only);
+    inc(&s.reports_only);
+    inc(&s.fleet_verdicts);
+    s.reject(Reject::Replay);
+    s.reject(Reject::BadSignature);
+    s.reject(Reject::BadSignature);
+    let body = m.encode().unwrap();
+    let v = |series: &str| sample(&body, series);
+    assert_eq!(v("flux_fleet_connected"), Some(1.0));
+    assert_eq!(v("flux_fleet_publish_backlog"), Some(7.0));
+    assert_eq!(v("flux_fleet_messages_published_total"), Some(3.0));
+    assert_eq!(
+        v(r#"flux_fleet_messages_acknowledged_total{result="stored"}"#),
+        Some(2.0)
+    );
+    assert_eq!(
+        v(r#"flux_fleet_messages_acknowledged_total{result="duplicate"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        v(r#"flux_fleet_messages_received_total{kind="obs"}"#),
+        Some(3.0)
+    );
+    assert_eq!(
+        v(r#"flux_fleet_messages_received_total{kind="verdict"}"#),
+        Some(2.0)
+    );
+    assert_eq!(v("flux_fleet_observations_received_total"), Some(40.0));
+    assert_eq!(
+        v(r#"flux_fleet_messages_rejected_total{reason="replay"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        v(r#"flux_fleet_messages_rejected_total{reason="bad_signature"}"#),
+        Some(2.0)
+    );
+    // Every reason is there from the start, at 0.
+    for r in Reject::ALL {
+        let series = format!(
+            r#"flux_fleet_messages_rejected_total{{reason="{}"}}"#,
+            r.as_str()
+        );
+        assert!(v(&series).is_some(), "{series} missing:\n{body}");
+    }
+    assert_eq!(
+        v(r#"flux_fleet_verdict_decisions_total{decision="enforced"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        v(r#"flux_fleet_verdict_decisions_total{decision="reported"}"#),
+        Some(2.0)
+    );
+    assert_eq!(v("flux_fleet_verdicts_total"), Some(1.0));
+    assert_eq!(v("flux_fleet_duplicates_dropped_total"), Some(0.0));
+    // Each family is described once (HELP and TYPE), whatever its series.
+    for fam in [
+        "flux_fleet_connected",
+        "flux_fleet_messages_rejected_total",
+        "flux_fleet_messages_acknowledged_total",
+    ] {
+        assert_eq!(
+            body.matches(&format!("# TYPE {fam} ")).count(),
+            1,
+            "{fam}:\n{body}"
+        );
+    }
+}

@@ -199,8 +199,9 @@ impl<'a> Pipeline<'a> {
 
     /// Verdicts another scorer made (the fleet's, `crate::fleet`): the enforcer acts on them
     /// with that scorer's addresses (its guards, allowlist, block gate and rate cap apply as to
-    /// local verdicts), and all of it is published.
-    pub fn external_verdicts(&mut self, verdicts: Vec<Verdict>, scorer: &Scorer) {
+    /// local verdicts), and all of it is published. Returns what the enforcer did (the fleet
+    /// remembers it for `explain`).
+    pub fn external_verdicts(&mut self, verdicts: Vec<Verdict>, scorer: &Scorer) -> Vec<Action> {
         if let Some(e) = self.enforcer.as_mut() {
             for v in &verdicts {
                 e.on_verdict(v, scorer, &mut self.actions);
@@ -213,22 +214,27 @@ impl<'a> Pipeline<'a> {
             }
             self.bus.publish(Event::Verdict(v));
         }
+        let done = self.actions.clone();
         for a in self.actions.drain(..) {
             self.counts.actions += 1;
             self.bus.publish(a.into());
         }
+        done
     }
 
     /// Periodic work of the enforcer (blocks waiting for the rate cap, expiry sweep, guard
-    /// refresh); what it writes is published.
-    pub fn tick(&mut self) {
+    /// refresh); what it writes is published, and returned (the fleet notes the blocks that
+    /// waited for the rate cap, for `explain`).
+    pub fn tick(&mut self) -> Vec<Action> {
         if let (Some(e), Some(scorer)) = (self.enforcer.as_mut(), self.scorer.as_deref()) {
             e.tick(scorer, &mut self.actions);
         }
+        let done = self.actions.clone();
         for a in self.actions.drain(..) {
             self.counts.actions += 1;
             self.bus.publish(a.into());
         }
+        done
     }
 
     /// Answers a control request from the live scorer, or the enforcer's guard.

@@ -186,6 +186,9 @@ pub async fn run<W: Write + Send + 'static>(
         ),
         _ => None,
     };
+    if let (Some(m), Some(f)) = (&metrics, &fleet) {
+        m.registry.add_fleet(f.stats());
+    }
     let mut p = Pipeline::new(scorer.as_mut(), enforcer, bus);
     if let Some(m) = &metrics {
         p = p.time_scoring(m.scorer.clone());
@@ -205,14 +208,22 @@ pub async fn run<W: Write + Send + 'static>(
         tokio::select! {
             _ = &mut shutdown => break,
             Some(q) = queries.recv() => {
-                let _ = q.reply.send(recent.answer(&mut p, &q.request));
+                let mut reply = recent.answer(&mut p, &q.request);
+                // `explain` also asks the fleet scorer (`fleet::fleet_explain`).
+                if let (Some(f), control::Ask::Explain(req), control::Reply::Explanation(e)) =
+                    (fleet.as_mut(), &q.request, &mut reply)
+                {
+                    e.fleet = f.explain(&req.explain).map(Box::new);
+                }
+                let _ = q.reply.send(reply);
             }
             Some(obs) = dnstap_input::next(&mut dnstap.1) => p.observe(obs),
             Some(a) = next_allowlist(&mut allowlists) => p.set_allowlist(a),
             Some(inb) = crate::fleet::Fleet::next(&mut fleet) => {
                 if let Some(f) = fleet.as_mut() {
                     let (verdicts, scorer) = f.handle(inb);
-                    p.external_verdicts(verdicts, scorer);
+                    let done = p.external_verdicts(verdicts, scorer);
+                    f.enforced(&done);
                 }
             }
             changed = link_changed(&mut links) => {
@@ -223,7 +234,10 @@ pub async fn run<W: Write + Send + 'static>(
                 ifaces.reconcile(&mut loaded);
             }
             _ = ticker.tick() => {
-                p.tick();
+                let done = p.tick();
+                if let Some(f) = fleet.as_mut() {
+                    f.later(&done);
+                }
                 if let (Some(m), Some(s)) = (memory.as_mut(), p.scorer()) {
                     m.save_if_due(s);
                 }
@@ -329,6 +343,8 @@ struct RunMetrics {
     _census: Census,
     capture: CaptureMetrics,
     scorer: ScorerMetrics,
+    /// The registry, for the parts that start after it (the fleet).
+    registry: crate::ops::metrics::Metrics,
 }
 
 /// Everything after attaching that can still fail the start.
@@ -397,6 +413,7 @@ fn start_metrics(
         _census: census,
         capture: m.capture(),
         scorer: m.scorer(),
+        registry: m,
     })
 }
 

@@ -7,7 +7,9 @@
 //! Prints the p50/p99/max of verdict-to-receipt latency across the fleet (a verdict's time at
 //! its sender to its admission, signature checked, at each other agent: the fleet's part of
 //! verdict-to-enforcement; the enforcer's map write after it is `block-latency`'s figure), and
-//! the broker's CPU and memory from /proc. Root only (namespaces).
+//! the broker's CPU and memory from /proc, the simulated agents' own CPU (this process), and
+//! what they were handed, published (signed and queued) and got stored: on a shared machine
+//! these say whether the clients, not the broker, were the limit. Root only (namespaces).
 //!
 //! Usage: fleet-bench [AGENTS] [SECONDS] [OBS_PER_SEC] [VERDICTS_PER_SEC]
 
@@ -19,7 +21,7 @@ use flux_agent::fleet::{
 };
 use flux_tests::{
     fleet_sim::SimAgent,
-    nats_lab::{NATS_PORT, NatsLab},
+    nats_lab::{NATS_PORT, NatsLab, proc_usage},
 };
 
 /// Changed answers per second per agent: a gateway for about a hundred users sends some 50
@@ -93,6 +95,10 @@ fn main() -> anyhow::Result<()> {
     }
 
     let (cpu0, _) = lab.usage().unwrap_or((0.0, 0));
+    // The simulated agents' own CPU (this process): on a shared machine it says whether they,
+    // not the broker, were the limit.
+    let (own0, _) = proc_usage(std::process::id()).unwrap_or((0.0, 0));
+    let mut verdicts_handed = 0u64;
     let t0 = Instant::now();
     let mut max_rss = 0u64;
     let mut latencies: Vec<u64> = Vec::new();
@@ -110,6 +116,7 @@ fn main() -> anyhow::Result<()> {
             }
             for _ in 0..per_tick(verdict_rate, tick_no + i as u64, ticks_per_sec) {
                 s.send_verdict(&format!("v{n}.{}.bench.test", s.id));
+                verdicts_handed += 1;
             }
         }
         collect(&sims, &mut latencies);
@@ -122,6 +129,7 @@ fn main() -> anyhow::Result<()> {
     }
     let wall = t0.elapsed().as_secs_f64();
     let (cpu1, rss) = lab.usage().unwrap_or((0.0, 0));
+    let (own1, _) = proc_usage(std::process::id()).unwrap_or((0.0, 0));
     // What is still in flight arrives within a few seconds.
     let settle = Instant::now();
     while settle.elapsed() < Duration::from_secs(5) {
@@ -129,7 +137,14 @@ fn main() -> anyhow::Result<()> {
         std::thread::sleep(tick);
     }
     latencies.sort_unstable();
-    let sent: u64 = sims.iter().map(|s| s.stats.snapshot(&s.id).sent).sum();
+    let total = |f: fn(&flux_agent::fleet::fleet_stats::FleetSnapshot) -> u64| -> u64 {
+        sims.iter().map(|s| f(&s.stats.snapshot(&s.id))).sum()
+    };
+    let sent = total(|s| s.sent);
+    let published = total(|s| s.published);
+    let backlog = total(|s| s.backlog);
+    let duplicate_acks = total(|s| s.sent_duplicates);
+    let retries = total(|s| s.publish_retries);
     let rejected: u64 = sims
         .iter()
         .map(|s| {
@@ -146,14 +161,25 @@ fn main() -> anyhow::Result<()> {
         "seconds": secs,
         "obs_per_sec_per_agent": obs_rate,
         "verdicts_per_sec_per_agent": verdict_rate,
+        "observations_handed": n,
+        "verdicts_handed": verdicts_handed,
+        "messages_published": published,
         "messages_stored": sent,
+        "backlog_at_end": backlog,
+        // Retries after a late acknowledgement, which the server dropped by `Nats-Msg-Id`.
+        "publish_retries": retries,
+        "acknowledged_as_duplicate": duplicate_acks,
         "verdict_receipts": latencies.len(),
+        // Every verdict at every other agent; fewer means some were still in flight when the
+        // run's settling time ended.
+        "verdict_receipts_expected": verdicts_handed * (agents as u64).saturating_sub(1),
         "rejected": rejected,
         "latency_ms": {
             "p50": percentile(&latencies, 0.50),
             "p99": percentile(&latencies, 0.99),
             "max": latencies.last().copied().unwrap_or(0),
         },
+        "agents_cpu_percent_of_one_core": ((own1 - own0) / wall * 100.0 * 10.0).round() / 10.0,
         "broker": {
             "cpu_percent_of_one_core": ((cpu1 - cpu0) / wall * 100.0 * 10.0).round() / 10.0,
             "rss_mib_end": rss / 1024,
