@@ -33,7 +33,10 @@ mod tests {
         assert_eq!(core::mem::size_of::<DnsEventHeader>(), 64);
         assert_eq!(core::mem::size_of::<DnsEvent>(), 2048);
         for (size, data) in RECORD_SIZES.iter().zip(RECORD_DATA) {
-            assert_eq!(core::mem::size_of::<DnsRecord<{ RECORD_DATA[0] }>>(), RECORD_SIZES[0]);
+            assert_eq!(
+                core::mem::size_of::<DnsRecord<{ RECORD_DATA[0] }>>(),
+                RECORD_SIZES[0]
+            );
             assert_eq!(*size, 64 + data);
         }
         assert_eq!(core::mem::size_of::<DnsRecord<{ RECORD_DATA[2] }>>(), 1024);
@@ -139,8 +142,14 @@ mod tests {
     fn front_filter_bits_cover_every_24_of_a_cidr() {
         assert_eq!(front_v4_bit([192, 0, 2, 53]), 0xc0_00_02);
         assert_eq!(front_v4_word(0xc0_00_02), (0xc0_00_02 >> 6, 1 << 2));
-        assert_eq!(front_v4_word((FRONT_V4_WORDS << 6) - 1).0, FRONT_V4_WORDS - 1);
-        assert_eq!(front_v4_span([192, 0, 2, 128], 25), (0xc0_00_02, 0xc0_00_02));
+        assert_eq!(
+            front_v4_word((FRONT_V4_WORDS << 6) - 1).0,
+            FRONT_V4_WORDS - 1
+        );
+        assert_eq!(
+            front_v4_span([192, 0, 2, 128], 25),
+            (0xc0_00_02, 0xc0_00_02)
+        );
         assert_eq!(front_v4_span([192, 0, 2, 0], 24), (0xc0_00_02, 0xc0_00_02));
         assert_eq!(front_v4_span([10, 1, 0, 0], 16), (0x0a_01_00, 0x0a_01_ff));
         assert_eq!(front_v4_span([10, 0, 0, 0], 8), (0x0a_00_00, 0x0a_ff_ff));

@@ -36,8 +36,8 @@ use flux_common::{
     DnsEventHeader, DnsRecord, ETH_P_IP, ETH_P_IPV6, EVENT_FLAG_BLOCKED, EVENT_FLAG_IP_FRAGMENT,
     EVENT_FLAG_TRUNCATED, EVENT_FLAG_UNSOLICITED, IPPROTO_TCP, IPPROTO_UDP, IPV6_AH,
     IPV6_DEST_OPTS, IPV6_FRAGMENT, IPV6_HOP_BY_HOP, IPV6_MOBILITY, IPV6_ROUTING, MATCH_DROP,
-    MATCH_OFF, MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS, MAX_VLAN_TAGS_STEPPED, QueryKey,
-    RECORD_DATA, RING_BUF_BYTES, is_ipv6_ext_header, is_plausible_response, is_vlan_tag,
+    MATCH_OFF, MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS, MAX_VLAN_TAGS_STEPPED, QueryKey, RECORD_DATA,
+    RING_BUF_BYTES, is_ipv6_ext_header, is_plausible_response, is_vlan_tag,
 };
 use packet::*;
 use scratch::Located;

@@ -113,7 +113,9 @@ impl Harness {
             let mut front: AyaArray<&mut MapData, u64> =
                 AyaArray::try_from(self.loaded.ebpf.map_mut(MAP_FRONT_V4).expect(MAP_FRONT_V4))
                     .expect(MAP_FRONT_V4);
-            front.set(FRONT_V4_READY, 0, 0).expect("turn the front filter off");
+            front
+                .set(FRONT_V4_READY, 0, 0)
+                .expect("turn the front filter off");
         }
         let Some(slot) = Occupied::of_map(name) else {
             return;

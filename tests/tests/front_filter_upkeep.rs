@@ -67,14 +67,21 @@ fn a_block_sets_its_bit_and_is_dropped_and_a_removal_passes_again() {
     let src = Target::Ip(Ipv4Addr::from(SRC4).into());
     maps.block(&src, &Spec::manual(None, "test"))
         .expect("block");
-    maps.block(&Target::Ip(Ipv4Addr::from(other).into()), &Spec::manual(None, "test"))
-        .expect("block");
+    maps.block(
+        &Target::Ip(Ipv4Addr::from(other).into()),
+        &Spec::manual(None, "test"),
+    )
+    .expect("block");
     assert!(maps.unblock(&src).expect("unblock"));
     assert_eq!(covers(&maps, SRC4), (true, true), "stale until a rebuild");
     assert_eq!(verdict(&mut h, &frame), XDP_PASS, "the maps still decide");
     assert_eq!(maps.rebuild_front().expect("rebuild"), 1);
     assert_eq!(covers(&maps, SRC4), (false, true));
-    assert_eq!(covers(&maps, other), (true, true), "the other entry's bit stays");
+    assert_eq!(
+        covers(&maps, other),
+        (true, true),
+        "the other entry's bit stays"
+    );
     let from_other = udp4_between(other, 443, DST4, 40000, &[0u8; 64]);
     assert_eq!(verdict(&mut h, &from_other), XDP_DROP);
 }
@@ -102,14 +109,25 @@ fn the_kernel_skips_the_lookups_of_a_clear_bit() {
             .expect("insert");
     }
     let mut maps = maps;
-    maps.block(&Target::ip("198.51.100.7").expect("ip"), &Spec::manual(None, "test"))
-        .expect("block");
-    assert_eq!(verdict(&mut h, &frame), XDP_PASS, "hidden behind a clear bit");
+    maps.block(
+        &Target::ip("198.51.100.7").expect("ip"),
+        &Spec::manual(None, "test"),
+    )
+    .expect("block");
+    assert_eq!(
+        verdict(&mut h, &frame),
+        XDP_PASS,
+        "hidden behind a clear bit"
+    );
     // Opening the maps again with the filter off (as after a raw write through the harness)
     // fills it from what the maps hold.
     drop(maps);
     h.mark_occupied(MAP_BLOCKED_V4);
-    assert_eq!(verdict(&mut h, &frame), XDP_DROP, "filter off: every address looked up");
+    assert_eq!(
+        verdict(&mut h, &frame),
+        XDP_DROP,
+        "filter off: every address looked up"
+    );
     let maps = h.maps();
     assert_eq!(covers(&maps, SRC4), (true, true), "filled at open");
     assert_eq!(verdict(&mut h, &frame), XDP_DROP);

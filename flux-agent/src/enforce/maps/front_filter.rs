@@ -67,7 +67,8 @@ impl Mapped {
         if p == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
-        let words = NonNull::new(p.cast::<AtomicU64>()).ok_or_else(std::io::Error::last_os_error)?;
+        let words =
+            NonNull::new(p.cast::<AtomicU64>()).ok_or_else(std::io::Error::last_os_error)?;
         Ok(Self {
             words,
             bytes,
@@ -193,6 +194,9 @@ impl FrontFilter {
     }
 }
 
+/// The keys of the two IPv4 blocklists: exact addresses, and `(network, length)` CIDRs.
+type V4Keys = (Vec<[u8; 4]>, Vec<([u8; 4], u8)>);
+
 /// Filter bits covering `addrs` and `cidrs`, as words.
 fn needed(addrs: &[[u8; 4]], cidrs: &[([u8; 4], u8)]) -> Vec<u64> {
     let mut words = vec![0u64; FRONT_V4_WORDS as usize];
@@ -216,7 +220,7 @@ fn needed(addrs: &[[u8; 4]], cidrs: &[([u8; 4], u8)]) -> Vec<u64> {
 
 impl Maps {
     /// Every key of the two IPv4 blocklists: exact addresses and `(network, length)` CIDRs.
-    fn v4_keys(&self) -> Result<(Vec<[u8; 4]>, Vec<([u8; 4], u8)>), BlocklistError> {
+    fn v4_keys(&self) -> Result<V4Keys, BlocklistError> {
         let addrs = match bulk_write::hash_keys::<[u8; 4], BlockEntry>(self.v4.map()) {
             Some(k) => k,
             None => self
