@@ -17,8 +17,8 @@ use flux_agent::{
     kernel::ring_records::Capture,
 };
 use flux_common::{
-    BlockEntry, Counter, FRONT_V4_READY, MAP_BLOCKED_CIDR_V4, MAP_BLOCKED_V4, MAP_COUNTERS,
-    MAP_FRONT_V4, MAP_OCCUPANCY, Occupied, PROG_EGRESS, PROG_XDP,
+    BlockEntry, Counter, DnsEventHeader, FRONT_V4_READY, MAP_BLOCKED_CIDR_V4, MAP_BLOCKED_V4,
+    MAP_COUNTERS, MAP_FRONT_V4, MAP_OCCUPANCY, Occupied, PROG_EGRESS, PROG_XDP, RECORD_SIZES,
 };
 
 use crate::{PinDir, load_with_ring};
@@ -172,7 +172,12 @@ impl Harness {
         let delta = counter_delta(&before, &self.counters());
         let mut events = Vec::new();
         while let Some(item) = self.ring.next() {
-            events.push(Capture::from_record(&item).expect("well-formed record"));
+            let c = Capture::from_record(&item).expect("well-formed record");
+            // The kernel reserves the smallest record size that holds the captured message.
+            let need = size_of::<DnsEventHeader>() + usize::from(c.header.cap_len);
+            let size = RECORD_SIZES.into_iter().find(|s| *s >= need);
+            assert_eq!(Some(item.len()), size, "record size for {need} bytes");
+            events.push(c);
         }
         let res = res?;
         out.truncate(res.data_size_out as usize);
