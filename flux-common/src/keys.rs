@@ -83,6 +83,52 @@ impl Occupied {
 /// Slots in [`MAP_OCCUPANCY`].
 pub const OCCUPANCY_SLOTS: u32 = Occupied::ALL.len() as u32;
 
+/// The IPv4 front filter: `Array<u64>` of [`FRONT_V4_SLOTS`] words, mmap-able
+/// (`BPF_F_MMAPABLE`). Bit `n` of the filter (word `n / 64`, bit `n % 64`) stands for the /24
+/// network `n` (an address's top 24 bits): it is set when a blocked IPv4 address or CIDR may lie
+/// in that /24, so an address whose bit is clear cannot be blocked and the XDP program skips the
+/// exact and CIDR lookups for it (one array read instead of a hash and a trie walk).
+///
+/// The invariant userspace keeps (`flux-agent/src/enforce/maps/front_filter.rs`): while the
+/// ready word ([`FRONT_V4_READY`]) is non-zero, every entry of `BLOCKED_V4` and `BLOCKED_CIDR_V4`
+/// has its bits set. Writers set bits with an atomic OR through the mmap *after* the insert (two
+/// writers, the agent and the CLI, never lose each other's bits). A set bit over nothing is
+/// allowed (it only costs the lookups); bits are cleared only by a rebuild that clears first and
+/// then sets again the bits of everything the maps hold. While the ready word is 0 (a map just
+/// created, or written by something that bypasses the filter) the kernel ignores the filter and
+/// looks every address up.
+pub const MAP_FRONT_V4: &str = "FRONT_V4";
+/// Words of filter bits: one bit per IPv4 /24 (2^24 bits, 2 MiB).
+pub const FRONT_V4_WORDS: u32 = 1 << 18;
+/// Index of the ready word, right after the filter bits.
+pub const FRONT_V4_READY: u32 = FRONT_V4_WORDS;
+/// Entries of [`MAP_FRONT_V4`]: the filter words and the ready word.
+pub const FRONT_V4_SLOTS: u32 = FRONT_V4_WORDS + 1;
+
+/// The /24 network number of an IPv4 address (network byte order octets): its filter bit.
+#[inline(always)]
+pub const fn front_v4_bit(addr: [u8; 4]) -> u32 {
+    u32::from_be_bytes(addr) >> 8
+}
+
+/// The word of [`MAP_FRONT_V4`] that holds filter bit `bit`, and the bit's mask in it.
+#[inline(always)]
+pub const fn front_v4_word(bit: u32) -> (u32, u64) {
+    (bit >> 6, 1u64 << (bit & 63))
+}
+
+/// The first and last filter bit a blocked IPv4 CIDR `addr/len` covers: every /24 that holds
+/// any of its addresses (a /24 or longer covers one; a /16, 256; a /0, all of them).
+pub const fn front_v4_span(addr: [u8; 4], len: u8) -> (u32, u32) {
+    let first = front_v4_bit(addr);
+    if len >= 24 {
+        return (first, first);
+    }
+    let width = 1u32 << (24 - len as u32);
+    let first = first & !(width - 1);
+    (first, first + (width - 1))
+}
+
 /// Default ring-buffer size in bytes (must be a power of two and a multiple of the page size).
 pub const RING_BUF_BYTES: u32 = 8 << 20;
 

@@ -32,6 +32,14 @@ mod tests {
         // Sum of the fields: 8 + 4 + 2 + 2 + 16 + 16 + 2 + 2 + 4 + 4 + 4 = 64.
         assert_eq!(core::mem::size_of::<DnsEventHeader>(), 64);
         assert_eq!(core::mem::size_of::<DnsEvent>(), 2048);
+        for (size, data) in RECORD_SIZES.iter().zip(RECORD_DATA) {
+            assert_eq!(
+                core::mem::size_of::<DnsRecord<{ RECORD_DATA[0] }>>(),
+                RECORD_SIZES[0]
+            );
+            assert_eq!(*size, 64 + data);
+        }
+        assert_eq!(core::mem::size_of::<DnsRecord<{ RECORD_DATA[2] }>>(), 1024);
         assert_eq!(core::mem::size_of::<Config>(), 2 * MAX_DNS_PORTS + 4 * 5);
         assert_eq!(
             core::mem::size_of::<DomainBlock>(),
@@ -128,6 +136,25 @@ mod tests {
             assert_eq!(Occupied::of_map(o.map_name()), Some(*o));
         }
         assert_eq!(Occupied::of_map(MAP_EVENTS), None);
+    }
+
+    #[test]
+    fn front_filter_bits_cover_every_24_of_a_cidr() {
+        assert_eq!(front_v4_bit([192, 0, 2, 53]), 0xc0_00_02);
+        assert_eq!(front_v4_word(0xc0_00_02), (0xc0_00_02 >> 6, 1 << 2));
+        assert_eq!(
+            front_v4_word((FRONT_V4_WORDS << 6) - 1).0,
+            FRONT_V4_WORDS - 1
+        );
+        assert_eq!(
+            front_v4_span([192, 0, 2, 128], 25),
+            (0xc0_00_02, 0xc0_00_02)
+        );
+        assert_eq!(front_v4_span([192, 0, 2, 0], 24), (0xc0_00_02, 0xc0_00_02));
+        assert_eq!(front_v4_span([10, 1, 0, 0], 16), (0x0a_01_00, 0x0a_01_ff));
+        assert_eq!(front_v4_span([10, 0, 0, 0], 8), (0x0a_00_00, 0x0a_ff_ff));
+        assert_eq!(front_v4_span([0, 0, 0, 0], 0), (0, (1 << 24) - 1));
+        assert_eq!(FRONT_V4_READY, FRONT_V4_SLOTS - 1);
     }
 
     #[test]

@@ -94,13 +94,34 @@ pub struct DnsEventHeader {
     pub reserved: u32,
 }
 
-/// One ring-buffer record: the header, then up to [`DNS_CAPTURE_MAX`] bytes of DNS message.
+/// One ring-buffer record: the header, then room for `DATA` bytes of DNS message, of which
+/// `header.cap_len` are used. The kernel reserves the smallest of [`RECORD_SIZES`] that holds the
+/// captured message, so a record is 256, 512, 1,024 or 2,048 bytes; a reader takes the header's
+/// `cap_len`, never the record's length, for the message.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct DnsEvent {
+pub struct DnsRecord<const DATA: usize> {
     pub header: DnsEventHeader,
-    pub data: [u8; DNS_CAPTURE_MAX],
+    pub data: [u8; DATA],
 }
+
+/// The largest record: room for [`DNS_CAPTURE_MAX`] bytes of message.
+pub type DnsEvent = DnsRecord<DNS_CAPTURE_MAX>;
+
+/// The record sizes the kernel reserves, smallest first: header and message rounded up to the
+/// next of these. Most responses are under 200 bytes and take 256, so the ring holds eight times
+/// as many of them as it would 2 KiB records, and the kernel and the reader touch a page per
+/// sixteen records instead of per two; the largest holds a full 1,500-byte MTU payload.
+pub const RECORD_SIZES: [usize; 4] = [256, 512, 1024, 2048];
+
+/// Message bytes each size of [`RECORD_SIZES`] holds.
+pub const RECORD_DATA: [usize; 4] = [
+    RECORD_SIZES[0] - core::mem::size_of::<DnsEventHeader>(),
+    RECORD_SIZES[1] - core::mem::size_of::<DnsEventHeader>(),
+    RECORD_SIZES[2] - core::mem::size_of::<DnsEventHeader>(),
+    RECORD_SIZES[3] - core::mem::size_of::<DnsEventHeader>(),
+];
+const _: () = assert!(RECORD_DATA[3] == DNS_CAPTURE_MAX);
 
 /// [`BlockEntry::source`]: the scorer judged the domain flux.
 pub const SOURCE_SCORER: u8 = 1;
@@ -172,7 +193,7 @@ mod user {
     // SAFETY: all are #[repr(C)], made only of integers and integer arrays, and have no padding
     // that could leak (checked by the layout tests in lib.rs).
     unsafe impl aya::Pod for super::DnsEventHeader {}
-    unsafe impl aya::Pod for super::DnsEvent {}
+    unsafe impl<const DATA: usize> aya::Pod for super::DnsRecord<DATA> {}
     unsafe impl aya::Pod for super::BlockEntry {}
     unsafe impl aya::Pod for super::DomainBlock {}
     unsafe impl aya::Pod for super::QueryKey {}

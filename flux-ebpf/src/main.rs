@@ -33,10 +33,10 @@ use aya_ebpf::{
 };
 use flux_common::{
     AF_INET, AF_INET6, Config, Counter, DNS_CAPTURE_MAX, DNS_HEADER_LEN, DOMAIN_ACTION_NXDOMAIN,
-    DnsEvent, DnsEventHeader, ETH_P_IP, ETH_P_IPV6, EVENT_FLAG_BLOCKED, EVENT_FLAG_IP_FRAGMENT,
+    DnsEventHeader, DnsRecord, ETH_P_IP, ETH_P_IPV6, EVENT_FLAG_BLOCKED, EVENT_FLAG_IP_FRAGMENT,
     EVENT_FLAG_TRUNCATED, EVENT_FLAG_UNSOLICITED, IPPROTO_TCP, IPPROTO_UDP, IPV6_AH,
     IPV6_DEST_OPTS, IPV6_FRAGMENT, IPV6_HOP_BY_HOP, IPV6_MOBILITY, IPV6_ROUTING, MATCH_DROP,
-    MATCH_OFF, MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS, MAX_VLAN_TAGS_STEPPED, QueryKey,
+    MATCH_OFF, MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS, MAX_VLAN_TAGS_STEPPED, QueryKey, RECORD_DATA,
     RING_BUF_BYTES, is_ipv6_ext_header, is_plausible_response, is_vlan_tag,
 };
 use packet::*;
@@ -262,7 +262,11 @@ fn locate(ctx: &XdpContext) -> Result<(), Skip> {
             dns_off: dns.off as u16,
             claimed_len: dns.claimed_len as u16,
             present_len: dns.present_len as u16,
-            not_for_host: u8::from(!queries::to_host((*ctx.ctx).ingress_ifindex, eth_dst)),
+            // Read only with query matching on: a hash lookup the default path need not pay.
+            not_for_host: u8::from(
+                config.match_queries != MATCH_OFF
+                    && !queries::to_host((*ctx.ctx).ingress_ifindex, eth_dst),
+            ),
             reserved: 0,
         };
     }
@@ -374,7 +378,9 @@ fn solicited(ctx: &XdpContext, at: &Located, qname_hash: u64) -> bool {
     queries::solicited(unsafe { &*key }, qname_hash)
 }
 
-/// Writes one ring-buffer record for the located response. Failures are counted, never fatal.
+/// Writes one ring-buffer record for the located response, in the smallest of
+/// `flux_common::RECORD_SIZES` that holds the captured message. Failures are counted, never
+/// fatal.
 #[inline(always)]
 fn emit(ctx: &XdpContext, at: &Located, blocked: bool) {
     let claimed_len = usize::from(at.claimed_len);
@@ -383,12 +389,6 @@ fn emit(ctx: &XdpContext, at: &Located, blocked: bool) {
         DNS_CAPTURE_MAX,
     );
     let truncated = cap_len < claimed_len;
-
-    let Some(mut entry) = EVENTS.reserve::<DnsEvent>(0) else {
-        count(Counter::RingBufFull);
-        return;
-    };
-    let event = entry.as_mut_ptr();
     let mut event_flags = 0u8;
     if blocked {
         event_flags |= EVENT_FLAG_BLOCKED;
@@ -404,12 +404,47 @@ fn emit(ctx: &XdpContext, at: &Located, blocked: bool) {
     {
         event_flags |= EVENT_FLAG_UNSOLICITED;
     }
+    // The reserve size must be a constant: one copy of the writer per record size.
+    let [d0, d1, d2, _] = RECORD_DATA;
+    let written = if cap_len <= d0 {
+        emit_in::<{ RECORD_DATA[0] }>(ctx, at, cap_len, event_flags)
+    } else if cap_len <= d1 {
+        emit_in::<{ RECORD_DATA[1] }>(ctx, at, cap_len, event_flags)
+    } else if cap_len <= d2 {
+        emit_in::<{ RECORD_DATA[2] }>(ctx, at, cap_len, event_flags)
+    } else {
+        emit_in::<{ RECORD_DATA[3] }>(ctx, at, cap_len, event_flags)
+    };
+    match written {
+        Err(why) => count(why),
+        Ok(()) => {
+            count(Counter::ResponsesCaptured);
+            if truncated {
+                count(Counter::TruncatedCaptures);
+            }
+        }
+    }
+}
+
+/// [`emit`] into a record with room for `N` message bytes (`cap_len <= N`).
+#[inline(always)]
+fn emit_in<const N: usize>(
+    ctx: &XdpContext,
+    at: &Located,
+    cap_len: usize,
+    event_flags: u8,
+) -> Result<(), Counter> {
+    let Some(mut entry) = EVENTS.reserve::<DnsRecord<N>>(0) else {
+        return Err(Counter::RingBufFull);
+    };
+    let event = entry.as_mut_ptr();
     unsafe {
         (*event).header = DnsEventHeader {
             ts_ns: bpf_ktime_get_ns(),
             ifindex: (*ctx.ctx).ingress_ifindex,
             dns_len: at.claimed_len,
             cap_len: cap_len as u16,
+            // Written right below, from the packet.
             src_addr: [0; 16],
             dst_addr: [0; 16],
             src_port: at.src_port,
@@ -423,43 +458,48 @@ fn emit(ctx: &XdpContext, at: &Located, blocked: bool) {
         };
     }
 
-    // The addresses come straight from the packet: carrying 32 address bytes through the parse
-    // costs more BPF stack than the program has.
+    // The addresses come straight from the packet (carrying 32 address bytes through the parse
+    // costs more BPF stack than the program has), read directly rather than by helper calls.
+    let pkt = Packet::new(ctx);
     let l3_off = usize::from(at.l3_off);
-    let (addrs, n) = if at.family == AF_INET {
-        (l3_off + 12, 4u32)
+    let copied = if at.family == AF_INET {
+        pkt.ptr_at::<[[u8; 4]; 2]>(l3_off + 12).map(|p| {
+            let [s, d] = unsafe { *p };
+            let [s0, s1, s2, s3] = s;
+            let [d0, d1, d2, d3] = d;
+            unsafe {
+                (*event).header.src_addr = [s0, s1, s2, s3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+                (*event).header.dst_addr = [d0, d1, d2, d3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            }
+        })
     } else {
-        (l3_off + 8, 16u32)
+        pkt.ptr_at::<[[u8; 16]; 2]>(l3_off + 8).map(|p| {
+            let [s, d] = unsafe { *p };
+            unsafe {
+                (*event).header.src_addr = s;
+                (*event).header.dst_addr = d;
+            }
+        })
     };
-    let src = unsafe { addr_of_mut!((*event).header.src_addr) } as *mut c_void;
-    let dst = unsafe { addr_of_mut!((*event).header.dst_addr) } as *mut c_void;
-    if unsafe { bpf_xdp_load_bytes(ctx.ctx, addrs as u32, src, n) } != 0
-        || unsafe { bpf_xdp_load_bytes(ctx.ctx, (addrs + n as usize) as u32, dst, n) } != 0
-    {
+    if copied.is_none() {
         entry.discard(0);
-        count(Counter::CopyFailed);
-        return;
+        return Err(Counter::CopyFailed);
     }
 
     // Re-check the bound where the verifier can see it next to the helper call.
     let len = scratch::opaque(cap_len as u32);
-    if len == 0 || len > DNS_CAPTURE_MAX as u32 {
+    if len == 0 || len > N as u32 {
         entry.discard(0);
-        count(Counter::CopyFailed);
-        return;
+        return Err(Counter::CopyFailed);
     }
     let data = unsafe { addr_of_mut!((*event).data) } as *mut c_void;
     let rc = unsafe { bpf_xdp_load_bytes(ctx.ctx, u32::from(at.dns_off), data, len) };
     if rc != 0 {
         entry.discard(0);
-        count(Counter::CopyFailed);
-        return;
+        return Err(Counter::CopyFailed);
     }
     entry.submit(0);
-    count(Counter::ResponsesCaptured);
-    if truncated {
-        count(Counter::TruncatedCaptures);
-    }
+    Ok(())
 }
 
 /// A frame with more than [`MAX_VLAN_TAGS`] tags: never captured (its record could not hold

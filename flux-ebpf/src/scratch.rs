@@ -35,7 +35,8 @@ pub struct Located {
     pub claimed_len: u16,
     /// Bytes of it actually present in this packet.
     pub present_len: u16,
-    /// Non-zero: the frame is not addressed to this host (`queries::to_host`).
+    /// Non-zero: the frame is not addressed to this host (`queries::to_host`). Only worked out
+    /// with query matching on (the only reader); 0 otherwise.
     pub not_for_host: u8,
     /// Explicit padding (the struct stays free of implicit holes).
     pub reserved: u8,

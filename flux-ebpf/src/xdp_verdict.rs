@@ -9,13 +9,14 @@
 //!
 //! Every lookup is guarded by the map's slot in `OCCUPANCY` (`flux_common::MAP_OCCUPANCY`): a map
 //! userspace keeps empty is not looked up at all, so a packet that can match nothing pays for a
-//! few array reads instead of hash and trie walks.
+//! few array reads instead of hash and trie walks. An IPv4 address is first checked against the
+//! front filter (`FRONT_V4`, one bit per /24): a /24 no entry can lie in skips both lookups.
 
 use core::{ffi::c_void, intrinsics::AtomicOrdering};
 
 use crate::scratch::{Scratch, opaque, scratch};
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     helpers::{
         bpf_ktime_get_boot_ns,
         generated::{bpf_map_lookup_elem, bpf_xdp_load_bytes},
@@ -25,9 +26,10 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use flux_common::{
-    AF_INET, AF_INET6, BlockEntry, Counter, DomainBlock, MAX_ALLOWED_CIDRS, MAX_ALLOWED_DOMAINS,
-    MAX_BLOCKED_CIDRS, MAX_BLOCKED_DOMAINS, MAX_BLOCKED_IPS, MAX_NAME_WIRE, NAME_HASH_INIT,
-    OCCUPANCY_SLOTS, Occupied, name_hash_step,
+    AF_INET, AF_INET6, BlockEntry, Counter, DomainBlock, FRONT_V4_READY, FRONT_V4_SLOTS,
+    MAX_ALLOWED_CIDRS, MAX_ALLOWED_DOMAINS, MAX_BLOCKED_CIDRS, MAX_BLOCKED_DOMAINS,
+    MAX_BLOCKED_IPS, MAX_NAME_WIRE, NAME_HASH_INIT, OCCUPANCY_SLOTS, Occupied, front_v4_bit,
+    front_v4_word, name_hash_step,
 };
 
 #[map]
@@ -54,6 +56,20 @@ static ALLOWED_DOMAINS: HashMap<u64, DomainBlock> =
 /// Which of the maps above may hold entries, one slot per map ([`Occupied`]); kept by userspace.
 #[map]
 static OCCUPANCY: Array<u32> = Array::pinned(OCCUPANCY_SLOTS, 0);
+
+/// The IPv4 front filter (`flux_common::MAP_FRONT_V4`): one bit per /24 that may hold a blocked
+/// address, and the ready word; kept by userspace through an mmap.
+#[map]
+static FRONT_V4: Array<u64> = Array::pinned(FRONT_V4_SLOTS, BPF_F_MMAPABLE);
+
+/// Whether the front filter says no IPv4 blocklist entry can match `addr`: its /24's bit is
+/// clear and the filter is ready. Anything unreadable says no (the lookups are then paid).
+#[inline(always)]
+fn front_v4_clear(addr: [u8; 4]) -> bool {
+    let (word, mask) = front_v4_word(front_v4_bit(addr));
+    FRONT_V4.get(word).is_some_and(|w| *w & mask == 0)
+        && FRONT_V4.get(FRONT_V4_READY).is_some_and(|r| *r != 0)
+}
 
 /// Whether the map behind `slot` may hold entries. A slot that cannot be read says yes: the
 /// lookup it guards is then paid, never skipped.
@@ -183,6 +199,9 @@ fn check(family: u8, addr: &[u8; 16]) -> Match {
     match family {
         AF_INET => {
             let [a, b, c, d, ..] = *addr;
+            if front_v4_clear([a, b, c, d]) {
+                return Match::None;
+            }
             check_family(
                 &BLOCKED_V4,
                 &BLOCKED_CIDR_V4,
@@ -339,42 +358,16 @@ pub fn full_hash(scratch: *mut Scratch) -> u64 {
     h
 }
 
-/// The domain blocklist's verdict on the walked name and every parent domain.
+/// Calls `f` with the hash of every domain in the walked name (the name and each parent, the
+/// root left out), shortest first. `false`: the name in scratch cannot be walked.
 ///
 /// One backward pass of `name_hash_step` yields the hash of every suffix, and the suffixes that
-/// start at a label are the domains to look up. Each step's index comes from the opaque length,
-/// masked, so the access bound is plain to the verifier; the loop stops after `name_len` steps.
-/// The root is never looked up.
-///
-/// Every label is looked up in both lists (no early exit), so that:
-/// - an allowed name or parent wins over any block, deeper or shallower, and is counted
-///   `allowed_over_block` whenever a live block was there to win over;
-/// - the hit goes to the deepest live block (`www.flux.test` over `flux.test` for a question
-///   `www.flux.test`): the entry an operator looks at for that name. Only a name with no block
-///   of its own counts on the parent that covers it.
-///
-/// What the loop finds is written to scratch (`Scratch::name_*`), not kept in registers.
+/// start at a label are the domains. Each step's index comes from the opaque length, masked, so
+/// the access bound is plain to the verifier; the loop stops after `name_len` steps.
 #[inline(always)]
-pub fn name_verdict() -> NameVerdict {
-    // No domain blocked: nothing to find, and an allowed name only matters against a block.
-    if !occupied(Occupied::BlockedDomains) {
-        return NameVerdict::Pass;
-    }
-    let any_allowed = occupied(Occupied::AllowedDomains);
-    let Some(scratch) = scratch() else {
-        return NameVerdict::Unchecked;
-    };
-    let allowed = unsafe { core::ptr::addr_of_mut!((*scratch).name_allowed) };
-    let blocked = unsafe { core::ptr::addr_of_mut!((*scratch).name_blocked) };
-    let block_hash = unsafe { core::ptr::addr_of_mut!((*scratch).name_block_hash) };
-    // SAFETY: this CPU's scratch; volatile so that LLVM keeps the findings in map memory.
-    unsafe {
-        core::ptr::write_volatile(allowed, 0);
-        core::ptr::write_volatile(blocked, 0);
-        core::ptr::write_volatile(block_hash, 0);
-    }
-    // Only the name's fields are borrowed: the findings above are written through raw
-    // pointers while these live, so no reference may cover them.
+fn each_domain(scratch: *mut Scratch, mut f: impl FnMut(u64)) -> bool {
+    // Only the name's fields are borrowed: the callers write their findings to other scratch
+    // fields through raw pointers while these live, so no reference may cover them.
     let (name_len, starts, bytes) = unsafe {
         (
             (*scratch).name_len,
@@ -384,7 +377,7 @@ pub fn name_verdict() -> NameVerdict {
     };
     let name_len = opaque(name_len as usize);
     if name_len == 0 || name_len > MAX_NAME_WIRE {
-        return NameVerdict::Unchecked;
+        return false;
     }
     let mut h = NAME_HASH_INIT;
     for k in 0..MAX_NAME_WIRE {
@@ -400,9 +393,43 @@ pub fn name_verdict() -> NameVerdict {
         if !label_start || b == 0 {
             continue;
         }
-        if any_allowed && ALLOWED_DOMAINS.get_ptr(h).is_some() {
-            unsafe { core::ptr::write_volatile(allowed, 1) };
-        }
+        f(h);
+    }
+    true
+}
+
+/// The domain blocklist's verdict on the walked name and every parent domain.
+///
+/// The blocklist is looked up for every domain of the name ([`each_domain`], no early exit), so
+/// that the hit goes to the deepest live block (`www.flux.test` over `flux.test` for a question
+/// `www.flux.test`): the entry an operator looks at for that name. Only a name with no block of
+/// its own counts on the parent that covers it.
+///
+/// The allowlist is looked up only once a live block was found, in a second pass: an allowed
+/// name or parent wins over any block, deeper or shallower, and is counted
+/// `allowed_over_block`; a name nothing blocks (the common case) pays for no allowlist lookup.
+///
+/// What the passes find is written to scratch (`Scratch::name_*`), not kept in registers, so
+/// that the loop carries no state the verifier would branch on.
+#[inline(always)]
+pub fn name_verdict() -> NameVerdict {
+    // No domain blocked: nothing to find, and an allowed name only matters against a block.
+    if !occupied(Occupied::BlockedDomains) {
+        return NameVerdict::Pass;
+    }
+    let Some(scratch) = scratch() else {
+        return NameVerdict::Unchecked;
+    };
+    let allowed = unsafe { core::ptr::addr_of_mut!((*scratch).name_allowed) };
+    let blocked = unsafe { core::ptr::addr_of_mut!((*scratch).name_blocked) };
+    let block_hash = unsafe { core::ptr::addr_of_mut!((*scratch).name_block_hash) };
+    // SAFETY: this CPU's scratch; volatile so that LLVM keeps the findings in map memory.
+    unsafe {
+        core::ptr::write_volatile(allowed, 0);
+        core::ptr::write_volatile(blocked, 0);
+        core::ptr::write_volatile(block_hash, 0);
+    }
+    let walked = each_domain(scratch, |h| {
         if let Some(e) = BLOCKED_DOMAINS.get_ptr(h) {
             // SAFETY: a map value from a successful lookup.
             if active(unsafe { core::ptr::addr_of!((*e).entry) }) {
@@ -415,21 +442,25 @@ pub fn name_verdict() -> NameVerdict {
                 super::count(Counter::ExpiredBlock);
             }
         }
+    });
+    if !walked {
+        return NameVerdict::Unchecked;
     }
-    let (allowed, blocked, block_hash) = unsafe {
-        (
-            core::ptr::read_volatile(allowed),
-            core::ptr::read_volatile(blocked),
-            core::ptr::read_volatile(block_hash),
-        )
-    };
-    if blocked == 0 {
+    if unsafe { core::ptr::read_volatile(blocked) } == 0 {
         return NameVerdict::Pass;
     }
-    if allowed != 0 {
-        super::count(Counter::AllowedOverBlock);
-        return NameVerdict::Pass;
+    if occupied(Occupied::AllowedDomains) {
+        each_domain(scratch, |h| {
+            if ALLOWED_DOMAINS.get_ptr(h).is_some() {
+                unsafe { core::ptr::write_volatile(allowed, 1) };
+            }
+        });
+        if unsafe { core::ptr::read_volatile(allowed) } != 0 {
+            super::count(Counter::AllowedOverBlock);
+            return NameVerdict::Pass;
+        }
     }
+    let block_hash = unsafe { core::ptr::read_volatile(block_hash) };
     if let Some(e) = BLOCKED_DOMAINS.get_ptr_mut(block_hash) {
         // SAFETY: a writable map value from a successful lookup (see [`add_hit`]).
         add_hit(unsafe { core::ptr::addr_of_mut!((*e).entry) });

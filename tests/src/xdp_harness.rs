@@ -17,7 +17,8 @@ use flux_agent::{
     kernel::ring_records::Capture,
 };
 use flux_common::{
-    BlockEntry, Counter, MAP_COUNTERS, MAP_OCCUPANCY, Occupied, PROG_EGRESS, PROG_XDP,
+    BlockEntry, Counter, DnsEventHeader, FRONT_V4_READY, MAP_BLOCKED_CIDR_V4, MAP_BLOCKED_V4,
+    MAP_COUNTERS, MAP_FRONT_V4, MAP_OCCUPANCY, Occupied, PROG_EGRESS, PROG_XDP, RECORD_SIZES,
 };
 
 use crate::{PinDir, load_with_ring};
@@ -103,7 +104,19 @@ impl Harness {
     /// Sets the occupancy slot of map `name` (`flux_common::MAP_OCCUPANCY`), so that the kernel
     /// looks it up. The raw map handles below bypass `Maps`, which keeps the slots otherwise; a
     /// slot set over an empty map only costs a lookup.
+    ///
+    /// A raw write to an IPv4 blocklist also turns the front filter off (its ready word to 0,
+    /// `flux_common::MAP_FRONT_V4`): those writes set no filter bits, and the kernel must then
+    /// look every address up. Opening `Maps` ([`Harness::maps`]) fills it and turns it on again.
     pub fn mark_occupied(&mut self, name: &str) {
+        if name == MAP_BLOCKED_V4 || name == MAP_BLOCKED_CIDR_V4 {
+            let mut front: AyaArray<&mut MapData, u64> =
+                AyaArray::try_from(self.loaded.ebpf.map_mut(MAP_FRONT_V4).expect(MAP_FRONT_V4))
+                    .expect(MAP_FRONT_V4);
+            front
+                .set(FRONT_V4_READY, 0, 0)
+                .expect("turn the front filter off");
+        }
         let Some(slot) = Occupied::of_map(name) else {
             return;
         };
@@ -159,7 +172,12 @@ impl Harness {
         let delta = counter_delta(&before, &self.counters());
         let mut events = Vec::new();
         while let Some(item) = self.ring.next() {
-            events.push(Capture::from_record(&item).expect("well-formed record"));
+            let c = Capture::from_record(&item).expect("well-formed record");
+            // The kernel reserves the smallest record size that holds the captured message.
+            let need = size_of::<DnsEventHeader>() + usize::from(c.header.cap_len);
+            let size = RECORD_SIZES.into_iter().find(|s| *s >= need);
+            assert_eq!(Some(item.len()), size, "record size for {need} bytes");
+            events.push(c);
         }
         let res = res?;
         out.truncate(res.data_size_out as usize);

@@ -5,9 +5,11 @@
 //! Every value is checked before any map is touched, so bad input leaves the maps as they were.
 
 mod bulk_write;
+mod front_filter;
 mod occupancy;
 
 use aya::maps::IterableMap as _;
+use front_filter::FrontFilter;
 use occupancy::{List, Occupancy};
 use std::{
     net::IpAddr,
@@ -421,6 +423,10 @@ pub struct Maps {
     allow_domains: HashMap<MapData, u64, DomainBlock>,
     /// Which of the maps above may hold entries, for the kernel (`occupancy.rs`).
     occupancy: Occupancy,
+    /// Which IPv4 /24s may hold a blocked address, for the kernel (`front_filter.rs`).
+    front: FrontFilter,
+    /// An IPv4 entry left since the last rebuild of the front filter: its bits may be stale.
+    front_stale: bool,
     /// The capacity of each of `flux_common::RESIZABLE_MAPS`, as loaded (`run --max-blocked-*`).
     capacities: [u32; RESIZABLE_MAPS.len()],
 }
@@ -463,6 +469,8 @@ impl Maps {
             allow6: open_trie(pin_dir, MAP_ALLOWED_CIDR_V6)?,
             allow_domains: open_hash(pin_dir, MAP_ALLOWED_DOMAINS)?,
             occupancy: Occupancy::open(pin_dir)?,
+            front: FrontFilter::open(pin_dir)?,
+            front_stale: false,
             capacities: {
                 let mut c = [0u32; RESIZABLE_MAPS.len()];
                 for (slot, name) in c.iter_mut().zip(RESIZABLE_MAPS) {
@@ -472,6 +480,7 @@ impl Maps {
             },
         };
         maps.mark_occupied();
+        maps.ready_front();
         Ok(maps)
     }
 
@@ -630,6 +639,7 @@ impl Maps {
         let gone = removed(r)?;
         if gone {
             self.settle(t, List::Blocked)?;
+            self.front_after_removal(t)?;
         }
         Ok(gone)
     }

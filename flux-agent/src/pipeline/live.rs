@@ -319,8 +319,8 @@ pub async fn run<W: Write + Send + 'static>(
 /// Records taken from the ring buffer before the run loop looks at its other inputs (the
 /// shutdown signal, the control socket, the tick). Without a bound, a producer as fast as the
 /// consumer kept the drain going forever under overload: no tick (block expiry), no answer
-/// on the control socket, no exit on SIGTERM. 4,096 is about the ring's whole capacity
-/// (8 MiB of 2 KiB records) and a few ms of work, so a batch costs nothing when the ring is
+/// on the control socket, no exit on SIGTERM. 4,096 is the ring's whole capacity in its largest
+/// records (8 MiB of 2 KiB; a typical response takes a 256-byte one) and a few ms of work, so a batch costs nothing when the ring is
 /// keeping up and bounds the other inputs' wait to one batch when it is not.
 const DRAIN_BATCH: usize = 4096;
 

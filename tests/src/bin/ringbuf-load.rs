@@ -218,8 +218,8 @@ fn bench(a: &Args) -> anyhow::Result<Value> {
     }))
 }
 
-/// Records the ring buffer holds: each record is a fixed-size `DnsEvent` plus the kernel's
-/// 8-byte record header, rounded up to 8 bytes.
+/// Records the ring buffer holds at least: each record is at most a `DnsEvent` (the largest of
+/// `flux_common::RECORD_SIZES`) plus the kernel's 8-byte record header, rounded up to 8 bytes.
 fn ring_records() -> u64 {
     let rec = (size_of::<flux_common::DnsEvent>() + 8).div_ceil(8) * 8;
     u64::from(flux_common::RING_BUF_BYTES) / rec as u64

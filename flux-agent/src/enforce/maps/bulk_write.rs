@@ -117,6 +117,11 @@ impl Maps {
         }
         let mut present = Vec::new();
         let r4 = insert(self.v4.map(), MAP_BLOCKED_V4, &s4);
+        // Every staged address's filter bit, after the writes (also when the batch failed part
+        // way: a bit over nothing only costs a lookup).
+        for a in &s4.keys {
+            self.front.cover_addr(*a)?;
+        }
         written += self.settle_batch(r4, &s4.at, items, &mut present)?;
         let r6 = insert(self.v6.map(), MAP_BLOCKED_V6, &s6);
         written += self.settle_batch(r6, &s6.at, items, &mut present)?;

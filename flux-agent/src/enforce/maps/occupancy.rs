@@ -102,6 +102,11 @@ impl Maps {
         }
     }
 
+    /// Whether both IPv4 blocklists are empty (read errors count as not empty).
+    pub(super) fn v4_maps_empty(&self) -> bool {
+        self.map_empty(Occupied::BlockedV4) && self.map_empty(Occupied::BlockedCidrV4)
+    }
+
     /// At open: sets the slot of every map that holds entries. Pins from a run whose slots were
     /// lost (or never written) are made right before anything relies on them. Never clears:
     /// clearing is [`Maps::settle`]'s, after a removal. A failure is logged, not returned: a
@@ -117,8 +122,12 @@ impl Maps {
         }
     }
 
-    /// After an insert of `t` into `list`: its map's slot is set.
+    /// After an insert of `t` into `list`: its map's slot is set, and for an IPv4 block its
+    /// front-filter bits (`front_filter.rs`).
     pub(super) fn mark(&mut self, t: &Target, list: List) -> Result<(), BlocklistError> {
+        if let List::Blocked = list {
+            self.front.cover(t)?;
+        }
         self.occupancy.set(slot_of(t, list), true)
     }
 

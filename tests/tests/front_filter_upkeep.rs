@@ -1,0 +1,158 @@
+//! The IPv4 front filter on the real kernel (BPF_PROG_TEST_RUN): the XDP program skips the
+//! exact and CIDR lookups of an IPv4 address whose /24 bit is clear (`flux_common::MAP_FRONT_V4`),
+//! so the userspace writer (`enforce::maps`, the path of the CLI and the agent) must set the bit
+//! of every entry it writes, and may clear bits only when nothing needs them. Each case blocks
+//! through `Maps`, checks the frame is dropped and the bit set, removes the block and checks the
+//! frame passes again.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use flux_agent::enforce::maps::{Maps, Spec, Target};
+use flux_common::{BlockEntry, MAP_BLOCKED_V4};
+use flux_tests::{
+    frames::*,
+    privileged,
+    xdp_harness::{Harness, XDP_DROP, XDP_PASS},
+};
+
+/// (bit set, filter ready) for `ip`, as the kernel reads them.
+fn covers(maps: &Maps, ip: [u8; 4]) -> (bool, bool) {
+    maps.front_covers(&IpAddr::from(Ipv4Addr::from(ip)))
+        .expect("read the front filter")
+        .expect("the loaded program has a front filter, mapped here")
+}
+
+fn verdict(h: &mut Harness, frame: &[u8]) -> u32 {
+    h.run(frame).0
+}
+
+#[test]
+fn a_block_sets_its_bit_and_is_dropped_and_a_removal_passes_again() {
+    if !privileged() {
+        return;
+    }
+    let mut h = Harness::new(&[53]);
+    let mut maps = h.maps();
+    let frame = udp4(443, &[0u8; 64]);
+    assert_eq!(
+        covers(&maps, SRC4),
+        (false, true),
+        "opening the maps makes the filter ready"
+    );
+    assert_eq!(verdict(&mut h, &frame), XDP_PASS);
+
+    // Exact address, then CIDRs shorter and longer than a /24: each sets the frame's /24.
+    for t in ["192.0.2.53", "192.0.0.0/16", "192.0.2.48/28", "0.0.0.0/0"] {
+        let target = if t.contains('/') {
+            Target::cidr(t).expect("cidr")
+        } else {
+            Target::ip(t).expect("ip")
+        };
+        maps.block(&target, &Spec::manual(None, "test"))
+            .expect("block");
+        assert_eq!(covers(&maps, SRC4), (true, true), "{t}: bit set");
+        assert_eq!(verdict(&mut h, &frame), XDP_DROP, "{t} blocked");
+        assert!(maps.unblock(&target).expect("unblock"));
+        assert_eq!(
+            covers(&maps, SRC4),
+            (false, true),
+            "{t}: the last IPv4 entry gone, the filter is cleared"
+        );
+        assert_eq!(verdict(&mut h, &frame), XDP_PASS, "{t} after the unblock");
+    }
+
+    // Two entries in different /24s: removing one leaves its bit stale (the maps still decide),
+    // and a rebuild clears exactly that bit.
+    let other = [198, 51, 100, 7];
+    let src = Target::Ip(Ipv4Addr::from(SRC4).into());
+    maps.block(&src, &Spec::manual(None, "test"))
+        .expect("block");
+    maps.block(
+        &Target::Ip(Ipv4Addr::from(other).into()),
+        &Spec::manual(None, "test"),
+    )
+    .expect("block");
+    assert!(maps.unblock(&src).expect("unblock"));
+    assert_eq!(covers(&maps, SRC4), (true, true), "stale until a rebuild");
+    assert_eq!(verdict(&mut h, &frame), XDP_PASS, "the maps still decide");
+    assert_eq!(maps.rebuild_front().expect("rebuild"), 1);
+    assert_eq!(covers(&maps, SRC4), (false, true));
+    assert_eq!(
+        covers(&maps, other),
+        (true, true),
+        "the other entry's bit stays"
+    );
+    let from_other = udp4_between(other, 443, DST4, 40000, &[0u8; 64]);
+    assert_eq!(verdict(&mut h, &from_other), XDP_DROP);
+}
+
+/// The filter is really consulted: an entry written behind `Maps`' back while the filter is
+/// ready (no bit set) is not seen. This is why every writer must go through `Maps`, and why the
+/// harness turns the filter off for its raw writes.
+#[test]
+fn the_kernel_skips_the_lookups_of_a_clear_bit() {
+    if !privileged() {
+        return;
+    }
+    let mut h = Harness::new(&[53]);
+    let maps = h.maps();
+    let frame = udp4(443, &[0u8; 64]);
+    assert_eq!(covers(&maps, SRC4), (false, true));
+    // A raw insert that sets neither the bit nor turns the filter off; its occupancy slot set
+    // (through a Maps entry in another /24) so only the filter can hide it.
+    {
+        let mut m: aya::maps::HashMap<_, [u8; 4], BlockEntry> = aya::maps::HashMap::try_from(
+            h.loaded.ebpf.map_mut(MAP_BLOCKED_V4).expect(MAP_BLOCKED_V4),
+        )
+        .expect("hash map");
+        m.insert(SRC4, BlockEntry::new(flux_common::SOURCE_MANUAL, 0), 0)
+            .expect("insert");
+    }
+    let mut maps = maps;
+    maps.block(
+        &Target::ip("198.51.100.7").expect("ip"),
+        &Spec::manual(None, "test"),
+    )
+    .expect("block");
+    assert_eq!(
+        verdict(&mut h, &frame),
+        XDP_PASS,
+        "hidden behind a clear bit"
+    );
+    // Opening the maps again with the filter off (as after a raw write through the harness)
+    // fills it from what the maps hold.
+    drop(maps);
+    h.mark_occupied(MAP_BLOCKED_V4);
+    assert_eq!(
+        verdict(&mut h, &frame),
+        XDP_DROP,
+        "filter off: every address looked up"
+    );
+    let maps = h.maps();
+    assert_eq!(covers(&maps, SRC4), (true, true), "filled at open");
+    assert_eq!(verdict(&mut h, &frame), XDP_DROP);
+}
+
+/// The bulk path (`Maps::block_new`: a feed's new entries, the start-up restore) sets the bit
+/// of every address it writes.
+#[test]
+fn a_bulk_write_sets_every_bit() {
+    if !privileged() {
+        return;
+    }
+    let mut h = Harness::new(&[53]);
+    let mut maps = h.maps();
+    let items: Vec<(Target, Spec)> = (0..5_000u32)
+        .map(|i| Ipv4Addr::from(0x0a63_0000 + (i << 8)))
+        .chain([Ipv4Addr::from(SRC4)])
+        .map(|ip| (Target::Ip(ip.into()), Spec::manual(None, "bulk")))
+        .collect();
+    assert_eq!(maps.block_new(&items).expect("bulk write"), items.len());
+    for (t, _) in &items {
+        let Target::Ip(IpAddr::V4(a)) = t else {
+            unreachable!()
+        };
+        assert_eq!(covers(&maps, a.octets()), (true, true), "{a}");
+    }
+    assert_eq!(verdict(&mut h, &udp4(443, &[0u8; 64])), XDP_DROP);
+}
