@@ -555,6 +555,15 @@ impl Scorer {
         st.roles |= role;
         if role == ROLE_DOMAIN {
             st.note_customer(chain, name);
+        } else if role == ROLE_OWNER {
+            // Who reaches the name: its own domain (queried directly, or through a CNAME of a
+            // sibling) or other domains' CNAMEs only, as users reach a CDN's scheduling name
+            // (see `model::served_for_others`). A plain answer with no CNAME is direct, and
+            // needs no public-suffix lookup.
+            match chain {
+                [_, _, ..] => st.note_customer(chain, registered_domain(name).unwrap_or(name)),
+                _ => st.set_mark(key_state::MARK_QUERIED_DIRECTLY, true),
+            }
         }
         st.set_chain(chain);
         let since = now.saturating_sub(st.last_eval);
