@@ -129,11 +129,17 @@ fn own_terms(f: &Features) -> [(Term, f64); TERM_COUNT] {
     if national_lines(f) {
         diversity *= NATIONAL_LINES_WEIGHT;
     }
+    // A name only other domains send users to: its new networks are the traffic manager
+    // moving clients to other lines, so they count as its network diversity does.
+    let served = if !provider_zone(f) && served_for_others(f) {
+        SERVED_FOR_OTHERS_WEIGHT
+    } else {
+        1.0
+    };
     if provider_zone(f) {
         diversity *= PROVIDER_ZONE_WEIGHT;
-    } else if served_for_others(f) {
-        diversity *= SERVED_FOR_OTHERS_WEIGHT;
     }
+    diversity *= served;
     // Organisations: 1 is normal, 2 common (multi-CDN, ISP caches), 4+ is a pool of strangers.
     let networks = networks::ORGS.at(orgs) * diversity;
     // Two or three organisations spread like four when their addresses are scattered machines,
@@ -203,7 +209,8 @@ fn own_terms(f: &Features) -> [(Term, f64); TERM_COUNT] {
                 * low_ttl
                 * mixing
                 * fresh
-                * own_rotation,
+                * own_rotation
+                * served,
         ),
         // Another team's listing: the key's own evidence (z gains exactly 0.0 without it).
         (Term::FeedMatch, f.feed_match),
@@ -339,7 +346,7 @@ pub fn provider_zone(f: &Features) -> bool {
 /// (`xxxx.slt.sched.tdnsv8.com`, reached from `www.customer.cn` through the CDN's chain), a
 /// vendor's steering name (`swcdn.apple.com.akadns.net`). Such a name is picked per client
 /// and per line by someone else's traffic manager, so its network diversity counts for
-/// [`SERVED_FOR_OTHERS_WEIGHT`]. Owner keys included, unlike [`provider_zone`]: a scheduling
+/// [`SERVED_FOR_OTHERS_WEIGHT`], and so do the new networks its answers bring. Owner keys included, unlike [`provider_zone`]: a scheduling
 /// name is an owner name with one customer, often. It is a discount, never an excuse: a flux
 /// operator who sends victims through a CNAME of another domain of his still has his growth,
 /// new networks, countries and shared bots counted, and every name he has victims query
