@@ -322,6 +322,12 @@ impl Scorer {
         self.latest = self.latest.max(now);
 
         let chain = cname_chain(msg);
+        // The registered domain the chain starts in, when there is a chain (one public-suffix
+        // lookup per CNAME response; without a CNAME every key was queried directly).
+        let query_rd = match chain.as_slice() {
+            [q, _, ..] => registered_domain(q),
+            _ => None,
+        };
 
         // Address records grouped by owner. Bailiwick: only the answer chain from the question
         // counts (its CNAMEs, then their address records). A record for any other name is
@@ -360,16 +366,17 @@ impl Scorer {
         let mut domains: SmallVec<[DomainAnswer; 2]> = SmallVec::new();
         for (owner, ttl, addrs) in &groups {
             let chain_here: &[&str] = if *owner == final_name { &chain } else { &[] };
+            let owner_rd = registered_domain(owner);
             self.feed(
                 (owner, 0),
                 ROLE_OWNER,
                 now,
                 *ttl,
                 addrs,
-                chain_here,
+                (chain_here, query_rd, owner_rd),
                 &mut touched,
             );
-            if let Some(rd) = registered_domain(owner)
+            if let Some(rd) = owner_rd
                 && rd != *owner
             {
                 merge_domain(&mut domains, rd, (*ttl, addrs), *owner == final_name, owner);
@@ -400,7 +407,15 @@ impl Scorer {
                     push_unique(&mut touched, id);
                 }
                 if !glue.is_empty() {
-                    self.feed((host, 0), ROLE_NS_HOST, now, ttl, &glue, &[], &mut touched);
+                    self.feed(
+                        (host, 0),
+                        ROLE_NS_HOST,
+                        now,
+                        ttl,
+                        &glue,
+                        (&[], None, None),
+                        &mut touched,
+                    );
                     if let Some(rd) = registered_domain(host)
                         && rd != *host
                         && rd != zone_key
@@ -418,7 +433,7 @@ impl Scorer {
                 now,
                 *ttl,
                 addrs,
-                chain_here,
+                (chain_here, query_rd, Some(*rd)),
                 &mut touched,
             );
         }
@@ -530,7 +545,8 @@ impl Scorer {
 
     #[allow(clippy::too_many_arguments)]
     /// `name` with the [`key_state::child_tag`] of the name under it that gave the answer (0
-    /// for an owner or NS-host key).
+    /// for an owner or NS-host key); `chain` with the registered domains of its start (when it
+    /// has a CNAME) and of the key's name.
     fn feed(
         &mut self,
         (name, child): (&str, u16),
@@ -538,7 +554,7 @@ impl Scorer {
         now: u32,
         ttl: u32,
         addrs: &[AddrInfo],
-        chain: &[&str],
+        (chain, query_rd, own_rd): (&[&str], Option<&str>, Option<&str>),
         touched: &mut Vec<u64>,
     ) {
         let id = self.id(name);
@@ -553,8 +569,17 @@ impl Scorer {
             );
         }
         st.roles |= role;
-        if role == ROLE_DOMAIN {
-            st.note_customer(chain, name);
+        if role == ROLE_DOMAIN || role == ROLE_OWNER {
+            // Who reaches the key: its own domain (queried directly, or through a CNAME of a
+            // sibling) or another domain's CNAME chain, as users reach a CDN's zone and its
+            // scheduling names (see `model::provider_zone`, `model::served_for_others`).
+            let own = own_rd.unwrap_or(name);
+            let customer = if chain.is_empty() {
+                None
+            } else {
+                query_rd.filter(|q| *q != own)
+            };
+            st.note_customer(customer);
         }
         st.set_chain(chain);
         let since = now.saturating_sub(st.last_eval);

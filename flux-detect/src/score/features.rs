@@ -77,6 +77,12 @@ pub struct Features {
     /// Some name under the key was queried directly (not only reached through other domains'
     /// CNAMEs); ever.
     pub queried_directly: bool,
+    /// No name of the key was ever queried directly, and some other registered domain's CNAME
+    /// chain led to it: only other domains send users here (a CDN's scheduling name, a
+    /// steering service's name, a zone that serves customers); owner keys included. See
+    /// `model::served_for_others`. Left out of the JSON when false.
+    #[serde(skip_serializing_if = "is_false")]
+    pub reached_via_others: bool,
     /// Of a registered-domain key: the distinct names under it whose answers are in the window
     /// (0 for other keys).
     pub children: u32,
@@ -107,6 +113,10 @@ pub struct Features {
 
 fn is_zero(x: &f64) -> bool {
     *x == 0.0
+}
+
+fn is_false(x: &bool) -> bool {
+    !*x
 }
 
 impl KeyState {
@@ -316,6 +326,7 @@ impl Acc {
                 u32::from(k.customers & 3).min(PROVIDER_ZONE_CUSTOMERS)
             },
             queried_directly: k.marked(MARK_QUERIED_DIRECTLY),
+            reached_via_others: !k.marked(MARK_QUERIED_DIRECTLY) && k.customers & 3 != 0,
             children: u32::try_from(self.children).unwrap_or(u32::MAX),
             children_rotated: self.children_rotated,
             answers_seen_again: self.seen_again,

@@ -452,15 +452,11 @@ impl KeyState {
         changed
     }
 
-    /// Notes who reached this registered-domain key (`own`) through the response's CNAME chain
-    /// (empty when its addresses were not at the end of the chain): a customer, when the chain
-    /// starts in another registered domain; otherwise one of its own names was queried
-    /// directly.
-    pub fn note_customer(&mut self, chain: &[&str], own: &str) {
-        let customer = chain
-            .first()
-            .and_then(|q| super::registered_domain(q))
-            .filter(|rd| *rd != own);
+    /// Notes who reached this key (a registered domain, or an owner name) through the
+    /// response's CNAME chain: `customer`, the registered domain the chain started in when that
+    /// is another one than the key's own; `None` when one of its own names was queried
+    /// directly (or the answer came with no chain to follow).
+    pub fn note_customer(&mut self, customer: Option<&str>) {
         let Some(rd) = customer else {
             self.set_mark(MARK_QUERIED_DIRECTLY, true);
             return;

@@ -52,10 +52,10 @@ use super::{
         self, BIAS, FLUX_ENTER, FLUX_EXIT, FORGED_ANSWER_SIZE, MIN_RRSETS_FOR_FLUX,
         NATIONAL_LINES_COUNTRIES, NATIONAL_LINES_IPS_PER_NETWORK, NATIONAL_LINES_NETWORKS,
         NATIONAL_LINES_WEIGHT, ONE_ANSWER_FLUX_NETWORKS, PROVIDER_ZONE_CUSTOMERS,
-        PROVIDER_ZONE_WEIGHT, RETURNS, STABLE_CHILDREN_MIN, STABLE_CHILDREN_SEEN_DIVISOR,
-        SUSPICIOUS_ENTER, SUSPICIOUS_EXIT, TERMS, countries, fluxiness, low_ttl, networks,
-        new_networks, prefix_diversity, rotating_glue, rotation_across_networks as rotation_p,
-        shared_flux_addresses as shared_p,
+        PROVIDER_ZONE_WEIGHT, RETURNS, SERVED_FOR_OTHERS_WEIGHT, STABLE_CHILDREN_MIN,
+        STABLE_CHILDREN_SEEN_DIVISOR, SUSPICIOUS_ENTER, SUSPICIOUS_EXIT, TERMS, countries,
+        fluxiness, low_ttl, networks, new_networks, prefix_diversity, rotating_glue,
+        rotation_across_networks as rotation_p, shared_flux_addresses as shared_p,
     },
 };
 
@@ -129,9 +129,17 @@ fn own_terms(f: &Features) -> [(Term, f64); TERM_COUNT] {
     if national_lines(f) {
         diversity *= NATIONAL_LINES_WEIGHT;
     }
+    // A name only other domains send users to: its new networks are the traffic manager
+    // moving clients to other lines, so they count as its network diversity does.
+    let served = if !provider_zone(f) && served_for_others(f) {
+        SERVED_FOR_OTHERS_WEIGHT
+    } else {
+        1.0
+    };
     if provider_zone(f) {
         diversity *= PROVIDER_ZONE_WEIGHT;
     }
+    diversity *= served;
     // Organisations: 1 is normal, 2 common (multi-CDN, ISP caches), 4+ is a pool of strangers.
     let networks = networks::ORGS.at(orgs) * diversity;
     // Two or three organisations spread like four when their addresses are scattered machines,
@@ -201,7 +209,8 @@ fn own_terms(f: &Features) -> [(Term, f64); TERM_COUNT] {
                 * low_ttl
                 * mixing
                 * fresh
-                * own_rotation,
+                * own_rotation
+                * served,
         ),
         // Another team's listing: the key's own evidence (z gains exactly 0.0 without it).
         (Term::FeedMatch, f.feed_match),
@@ -330,6 +339,20 @@ pub fn shared_bots(f: &Features) -> f64 {
 /// never twice the same, and that rule lost 30 of their 34 domains.
 pub fn provider_zone(f: &Features) -> bool {
     f.customers >= PROVIDER_ZONE_CUSTOMERS
+}
+
+/// Issue 12: a key that users reach only through other registered domains' CNAMEs, never by
+/// asking for one of its own names (`Features::reached_via_others`): a CDN's scheduling name
+/// (`xxxx.slt.sched.tdnsv8.com`, reached from `www.customer.cn` through the CDN's chain), a
+/// vendor's steering name (`swcdn.apple.com.akadns.net`). Such a name is picked per client
+/// and per line by someone else's traffic manager, so its network diversity counts for
+/// [`SERVED_FOR_OTHERS_WEIGHT`], and so do the new networks its answers bring. Owner keys included, unlike [`provider_zone`]: a scheduling
+/// name is an owner name with one customer, often. It is a discount, never an excuse: a flux
+/// operator who sends victims through a CNAME of another domain of his still has his growth,
+/// new networks, countries and shared bots counted, and every name he has victims query
+/// directly is judged in full.
+pub fn served_for_others(f: &Features) -> bool {
+    f.reached_via_others
 }
 
 /// A provider zone no name of which was ever queried directly: it cannot be `flux` (see

@@ -326,6 +326,14 @@ pub const PROVIDER_ZONE_CUSTOMERS: u32 = 2;
 /// What a provider zone's network diversity counts for.
 pub const PROVIDER_ZONE_WEIGHT: f64 = 0.5;
 
+/// What the network diversity of a key reached only through other domains' CNAMEs counts for
+/// (`model::served_for_others`): the same as a provider zone's, for the same reason (someone
+/// else's traffic manager spreads clients over its lines). On the tuning draws the
+/// `redirect-cdn` false positives were scheduling names (`*.p23.tc.cdntip.com`,
+/// `*.cdn20.com`) no client ever asked for by name, with 3-4 networks in one to three
+/// countries; no flux class of the generator and no 2009 flux domain is reached that way.
+pub const SERVED_FOR_OTHERS_WEIGHT: f64 = 0.5;
+
 /// Over the longest window, at least one in this many of a single-address key's addresses
 /// must be first-party or unroutable for `model::forged_or_fronted`: on the real traffic the
 /// censor's decoys are about 60% of a forged name's addresses (at least 1 in 5); an operator

@@ -1091,3 +1091,51 @@ fn allowlisted_cidrs_are_never_block_targets() {
         assert!(!targets.contains(&ip), "{allowed} in {targets:?}");
     }
 }
+
+/// Issue 12: a CDN's scheduling name that users reach only through a customer's CNAME
+/// (`www.shop.test` → `k3x9.sched.cdnx.test`) counts its network diversity for half
+/// (`model::served_for_others`); the same answers for a name queried directly count in full.
+#[test]
+fn a_scheduling_name_reached_only_through_customers_counts_its_networks_for_half() {
+    const NAME: &str = "k3x9.sched.cdnx.test";
+    const TTL: u32 = 120;
+    const PERIODS: u32 = 12;
+    // Two lines per answer, from four carriers in turn, a few nodes per /24 in each.
+    let answer = |p: u32| -> Vec<String> {
+        let o = |k: u32| 20 + ((p + k) % 4) * 10;
+        vec![
+            format!("{}.1.1.{}", o(0), p % 3 + 1),
+            format!("{}.1.1.{}", o(1), p % 3 + 4),
+        ]
+    };
+    let run = |via_customer: bool| {
+        let mut s = scorer_with_orgs(if via_customer {
+            "sched-cust"
+        } else {
+            "sched-direct"
+        });
+        let mut out = Vec::new();
+        for t in (0..PERIODS * TTL).step_by(60) {
+            let mut answers = Vec::new();
+            let q = if via_customer {
+                answers.push(rec("www.shop.test", 5, 600, NAME));
+                "www.shop.test"
+            } else {
+                NAME
+            };
+            answers.extend(a_records(NAME, TTL - t % TTL, &answer(t / TTL)));
+            s.observe(at(t), &response(q, answers), &mut out);
+        }
+        let flux = out
+            .iter()
+            .any(|v| v.domain == NAME && v.level == Level::Flux);
+        let f = s.explain(NAME, at(PERIODS * TTL)).unwrap().features;
+        (flux, f)
+    };
+    let (direct, f) = run(false);
+    assert!(direct, "queried directly, the rotation is flux: {f:?}");
+    assert!(f.queried_directly && !f.reached_via_others, "{f:?}");
+    let (served, f) = run(true);
+    assert!(!served, "reached only through a customer: {f:?}");
+    assert!(!f.queried_directly && f.reached_via_others, "{f:?}");
+}
