@@ -40,9 +40,12 @@ impl ConfigError {
         message: &str,
     ) -> Self {
         let (line, column) = line_column(text, span.start);
+        // A quoted TOML key may hold any character, a newline included (`["e\nrat"]`, found
+        // by the config_parse fuzzer): escaped, so the error stays one line.
         let field = field
             .map(str::to_owned)
-            .or_else(|| key_before(text, span.start));
+            .or_else(|| key_before(text, span.start))
+            .map(|f| f.escape_debug().to_string());
         ConfigError::At {
             origin: origin.to_owned(),
             line,
@@ -151,6 +154,16 @@ mod tests {
         assert_eq!(e.to_string(), "f.toml:2:9: field \"force\": bad; thing");
         assert_eq!(e.to_json()["line"], 2);
         assert_eq!(e.to_json()["field"], "force");
+        // A key holding a newline (the config_parse fuzzer's crash input) stays one line.
+        let e = ConfigError::at(
+            "f.toml",
+            "[\"e\\nrat\"] ",
+            1..8,
+            Some("e\nrat"),
+            "unknown key",
+        );
+        assert_eq!(e.to_string(), "f.toml:1:2: field \"e\\nrat\": unknown key");
+        assert_eq!(e.to_string().lines().count(), 1);
         // Past the end or inside a character: no panic.
         assert_eq!(line_column("é", 1), (1, 1));
         assert_eq!(line_column("a", 99), (1, 2));
