@@ -474,25 +474,18 @@ fn flood(
         xdp_drops(&loaded.ebpf)? - xdp_before,
         nft_drops(client, case.nft())? - nft_before,
     );
-    // Each frame must have been dropped by the filter under test, or the case measured
-    // something other than the drop.
-    let (who, dropped, other) = if case.xdp().is_some_and(|(p, _)| p == PROG_XDP) {
-        ("flux_xdp", by_xdp, by_nft)
-    } else {
-        ("nftables", by_nft, by_xdp)
-    };
-    if dropped < sent * 99 / 100 || other != 0 || dropped == 0 {
-        return Err(Flood::Other(anyhow::anyhow!(
-            "{who}: {sent} frames sent, {dropped} dropped, {other} dropped elsewhere"
-        )));
-    }
-    let n = dropped as f64;
-    Ok(Sample {
-        pps: n / secs,
-        cpu_ns: busy / n,
-        net_cpu_ns: (busy - bg_rate * secs * 1e9).max(0.0) / n,
-        flood_cpu_ns: flood / n,
-    })
+    sample(
+        case,
+        Measured {
+            secs,
+            busy,
+            flood,
+            bg_rate,
+            sent,
+            by_xdp,
+            by_nft,
+        },
+    )
 }
 
 /// [`flood`] with the XDP generator: `flux_xdp_tx` run in live-frames mode from a thread in the
@@ -557,22 +550,52 @@ fn xdp_flood(
         xdp_drops(&loaded.ebpf)? - xdp_before,
         nft_drops(client, case.nft())? - nft_before,
     );
+    sample(
+        case,
+        Measured {
+            secs,
+            busy,
+            flood,
+            bg_rate,
+            sent,
+            by_xdp,
+            by_nft,
+        },
+    )
+}
+
+/// What one flood measured: its wall time, the machine's busy ns, the flood's own CPU ns, the
+/// background rate (busy ns per ns) before it, the frames sent and each filter's drops.
+struct Measured {
+    secs: f64,
+    busy: f64,
+    flood: f64,
+    bg_rate: f64,
+    sent: u64,
+    by_xdp: u64,
+    by_nft: u64,
+}
+
+/// The case's figures per dropped packet, once every frame is checked to have been dropped by
+/// the filter under test and nothing else (or the case measured something other than the drop).
+fn sample(case: Case, m: Measured) -> Result<Sample, Flood> {
     let (who, dropped, other) = if case.xdp().is_some_and(|(p, _)| p == PROG_XDP) {
-        ("flux_xdp", by_xdp, by_nft)
+        ("flux_xdp", m.by_xdp, m.by_nft)
     } else {
-        ("nftables", by_nft, by_xdp)
+        ("nftables", m.by_nft, m.by_xdp)
     };
+    let sent = m.sent;
     if dropped < sent * 99 / 100 || other != 0 || dropped == 0 {
         return Err(Flood::Other(anyhow::anyhow!(
-            "{who}: {sent} frames generated, {dropped} dropped, {other} dropped elsewhere"
+            "{who}: {sent} frames sent, {dropped} dropped, {other} dropped elsewhere"
         )));
     }
     let n = dropped as f64;
     Ok(Sample {
-        pps: n / secs,
-        cpu_ns: busy / n,
-        net_cpu_ns: (busy - bg_rate * secs * 1e9).max(0.0) / n,
-        flood_cpu_ns: flood / n,
+        pps: n / m.secs,
+        cpu_ns: m.busy / n,
+        net_cpu_ns: (m.busy - m.bg_rate * m.secs * 1e9).max(0.0) / n,
+        flood_cpu_ns: m.flood / n,
     })
 }
 
