@@ -244,12 +244,18 @@ impl Fleet {
 
     /// The fleet's view of `name` for `explain`: the fleet scorer's verdict, the agents whose
     /// evidence made it, and whether it was enforced here or only reported, and why.
-    pub fn explain(&mut self, name: &str) -> Option<fleet_explain::FleetView> {
+    /// `in_force` says whether a block the enforcer made is still in the maps.
+    pub fn explain(
+        &mut self,
+        name: &str,
+        in_force: &dyn Fn(&str) -> bool,
+    ) -> Option<fleet_explain::FleetView> {
         fleet_explain::explain(
             &mut self.aggregator,
             &self.enforcements,
             name,
             std::time::SystemTime::now(),
+            in_force,
         )
     }
 

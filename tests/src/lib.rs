@@ -635,6 +635,18 @@ pub fn dig(ns: &Netns, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `dig` in `ns` for readiness and retry loops: stdout whatever the exit status, so a server
+/// that is not listening yet (dig's exit 9, "no reply") is one more try, not a panic.
+pub fn try_dig(ns: &Netns, args: &[&str]) -> String {
+    let out = ns
+        .cmd("dig")
+        .args(["+tries=1", "+time=3"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run dig: {e}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Every capture file (`*.pcap*`) under `dir`, recursively, sorted.
 pub fn capture_files(dir: &Path) -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {

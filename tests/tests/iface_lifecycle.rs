@@ -165,7 +165,7 @@ fn a_recreated_interface_is_attached_again_and_blocks_resume() {
     assert_ne!(back["ifindex"].as_u64(), Some(old_index), "{back}");
     let deadline = Instant::now() + NOTICE_WITHIN;
     loop {
-        let out = dig(&link.client, &[&server, "a.flux.test", "A"]);
+        let out = try_dig(&link.client, &[&server, "a.flux.test", "A"]);
         if status(&out) == "NXDOMAIN" {
             break;
         }

@@ -242,6 +242,23 @@ impl Enforcer {
         })
     }
 
+    /// Whether the block on `target` (as an [`Action`] names it: an address, a network or a
+    /// name) is in the maps and not expired now. `explain` asks it, so a block that expired or
+    /// was removed since the enforcer made it is not reported as enforced.
+    pub fn in_force(&self, target: &str) -> bool {
+        let t = if let Some((ip, len)) = target.split_once('/') {
+            match (ip.parse(), len.parse()) {
+                (Ok(ip), Ok(len)) => Target::Cidr(ip, len),
+                _ => return false,
+            }
+        } else if let Ok(ip) = target.parse() {
+            Target::Ip(ip)
+        } else {
+            Target::Domain(target.to_owned())
+        };
+        matches!(self.maps.get(&t), Ok(Some(e)) if e.active(crate::enforce::maps::boot_ns()))
+    }
+
     /// Records every block in `recorder`'s database before writing the maps.
     pub fn with_recorder(mut self, recorder: Recorder) -> Self {
         self.recorder = recorder;

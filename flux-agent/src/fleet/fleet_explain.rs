@@ -32,6 +32,9 @@ pub const ENFORCED: &str = "enforced";
 pub const REPORTED: &str = "reported";
 /// The fleet scorer does not say `flux`: nothing to enforce or report.
 pub const NONE: &str = "none";
+/// The enforcer blocked it here, and none of those blocks is in the maps any more (expired,
+/// or removed with `blocklist remove`).
+pub const LAPSED: &str = "lapsed";
 
 /// The fleet's part of an `explain` answer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -53,8 +56,9 @@ pub struct FleetView {
     pub quorum: usize,
     /// `--fleet-action`: `block` or `report`.
     pub action: String,
-    /// `enforced` (the enforcer blocked it), `reported` (kept to a report) or `none` (the
-    /// fleet does not say `flux`).
+    /// `enforced` (the enforcer blocked it and a block is in force), `lapsed` (it was blocked
+    /// and every block has expired or was removed since), `reported` (kept to a report) or
+    /// `none` (the fleet does not say `flux`).
     pub decision: String,
     /// Why, in words: which gate kept it to a report, or what the enforcer did.
     pub why: String,
@@ -132,12 +136,14 @@ impl Enforcements {
 }
 
 /// The fleet's view of `name` (or of its registered domain when the fleet scorer does not hold
-/// the name itself), or `None` when the fleet scorer holds neither.
+/// the name itself), or `None` when the fleet scorer holds neither. `in_force` says whether a
+/// block the enforcer made (its target) is still in the maps.
 pub fn explain(
     agg: &mut Aggregator,
     enforcements: &Enforcements,
     name: &str,
     now: SystemTime,
+    in_force: &dyn Fn(&str) -> bool,
 ) -> Option<FleetView> {
     let name = name.trim_end_matches('.').to_ascii_lowercase();
     let mut candidates = vec![name.clone()];
@@ -150,7 +156,7 @@ pub fn explain(
         .into_iter()
         .find_map(|k| agg.view(&k, now).map(|(v, a)| (k, v, a)))?;
     let notes = enforcements.get(&v.domain).unwrap_or_default().to_vec();
-    let (decision, why) = decide(agg, &v, &agents, &notes);
+    let (decision, why) = decide(agg, &v, &agents, &notes, in_force);
     let self_label = agg.self_label();
     Some(FleetView {
         agent: agg.agent().to_owned(),
@@ -184,6 +190,7 @@ fn decide(
     v: &Verdict,
     agents: &[&'static str],
     notes: &[EnforcerNote],
+    in_force: &dyn Fn(&str) -> bool,
 ) -> (&'static str, String) {
     if v.level != Level::Flux {
         return (
@@ -230,9 +237,27 @@ fn decide(
     };
     let blocked = count(Outcome::Blocked) + count(Outcome::Refreshed);
     if blocked > 0 {
+        let live = notes
+            .iter()
+            .filter(|n| {
+                n.kind == "block"
+                    && (n.outcome == Outcome::Blocked.as_str()
+                        || n.outcome == Outcome::Refreshed.as_str())
+                    && n.target.as_deref().is_some_and(in_force)
+            })
+            .count();
+        if live == 0 {
+            return (
+                LAPSED,
+                format!(
+                    "blocked by the enforcer ({blocked} targets); every one of those blocks \
+                     has expired or was removed since{refused_text}"
+                ),
+            );
+        }
         return (
             ENFORCED,
-            format!("blocked by the enforcer: {blocked} targets{refused_text}"),
+            format!("blocked by the enforcer: {live} of {blocked} targets in force{refused_text}"),
         );
     }
     if count(Outcome::WouldBlock) > 0 {
@@ -298,7 +323,10 @@ mod tests {
         assert!(out.iter().any(|v| v.level == Level::Flux));
         let mut e = Enforcements::default();
         // Not handed yet (no enforcer here, say): it passes every fleet gate, nothing blocked.
-        let v = explain(&mut agg, &e, "WWW.Fluxy.Test.", SystemTime::now()).unwrap();
+        let v = explain(&mut agg, &e, "WWW.Fluxy.Test.", SystemTime::now(), &|_| {
+            true
+        })
+        .unwrap();
         assert_eq!(v.level, "flux");
         assert_eq!(v.agent, "a1");
         let mut agents = v.agents.clone();
@@ -322,9 +350,13 @@ mod tests {
                 },
             ],
         );
-        let v = explain(&mut agg, &e, NAME, SystemTime::now()).unwrap();
+        let v = explain(&mut agg, &e, NAME, SystemTime::now(), &|_| true).unwrap();
         assert_eq!(v.decision, ENFORCED, "{v:#?}");
-        assert!(v.why.contains("1 targets"), "{}", v.why);
+        assert!(v.why.contains("1 of 1 targets in force"), "{}", v.why);
+        // The block expired (or was removed): the enforcer's answer is history, not enforcement.
+        let v = explain(&mut agg, &e, NAME, SystemTime::now(), &|_| false).unwrap();
+        assert_eq!(v.decision, LAPSED, "{v:#?}");
+        assert!(v.why.contains("expired or was removed"), "{}", v.why);
         assert!(v.why.contains("10.0.0.53: resolver"), "{}", v.why);
         assert_eq!(v.enforcer.len(), 2);
         assert_eq!(
@@ -339,14 +371,14 @@ mod tests {
                 ..action(ActionKind::Guard, Outcome::Refused, "10.0.0.1", "gateway")
             }],
         );
-        let v = explain(&mut agg, &e, NAME, SystemTime::now()).unwrap();
+        let v = explain(&mut agg, &e, NAME, SystemTime::now(), &|_| true).unwrap();
         assert_eq!(v.decision, REPORTED);
         assert!(
             v.why.starts_with("guard: refused 10.0.0.1: gateway"),
             "{}",
             v.why
         );
-        assert!(explain(&mut agg, &e, "other.test", SystemTime::now()).is_none());
+        assert!(explain(&mut agg, &e, "other.test", SystemTime::now(), &|_| true).is_none());
     }
 
     #[test]
@@ -355,7 +387,7 @@ mod tests {
         let mut agg = aggregator("a1", FleetAction::Block);
         feed(&mut agg, &["a2", "a1"], 12);
         let e = Enforcements::default();
-        let v = explain(&mut agg, &e, NAME, SystemTime::now()).unwrap();
+        let v = explain(&mut agg, &e, NAME, SystemTime::now(), &|_| true).unwrap();
         assert_eq!(v.level, "flux");
         assert_eq!(
             (v.decision.as_str(), v.why.as_str()),
@@ -365,7 +397,7 @@ mod tests {
         // --fleet-action report.
         let mut agg = aggregator("a1", FleetAction::Report);
         feed(&mut agg, &["a2", "a3", "a4"], 12);
-        let v = explain(&mut agg, &e, NAME, SystemTime::now()).unwrap();
+        let v = explain(&mut agg, &e, NAME, SystemTime::now(), &|_| true).unwrap();
         assert_eq!(
             (v.decision.as_str(), v.why.as_str()),
             (REPORTED, GATE_REPORT)
@@ -375,7 +407,7 @@ mod tests {
         // One answer: not flux, nothing to do.
         let mut agg = aggregator("a1", FleetAction::Block);
         feed(&mut agg, &["a2"], 1);
-        if let Some(v) = explain(&mut agg, &e, NAME, SystemTime::now()) {
+        if let Some(v) = explain(&mut agg, &e, NAME, SystemTime::now(), &|_| true) {
             assert_eq!(v.decision, NONE, "{v:#?}");
         }
     }

@@ -237,6 +237,12 @@ impl<'a> Pipeline<'a> {
         done
     }
 
+    /// Whether the enforcer's block on `target` is still in force (`Enforcer::in_force`);
+    /// false without an enforcer.
+    pub fn in_force(&self, target: &str) -> bool {
+        self.enforcer.as_ref().is_some_and(|e| e.in_force(target))
+    }
+
     /// Answers a control request from the live scorer, or the enforcer's guard.
     pub fn answer(&mut self, req: &control::Ask) -> control::Reply {
         match req {

@@ -213,7 +213,7 @@ pub async fn run<W: Write + Send + 'static>(
                 if let (Some(f), control::Ask::Explain(req), control::Reply::Explanation(e)) =
                     (fleet.as_mut(), &q.request, &mut reply)
                 {
-                    e.fleet = f.explain(&req.explain).map(Box::new);
+                    e.fleet = f.explain(&req.explain, &|t| p.in_force(t)).map(Box::new);
                 }
                 let _ = q.reply.send(reply);
             }
