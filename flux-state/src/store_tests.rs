@@ -715,3 +715,25 @@ fn a_swap_interleaving_every_kind_of_change_writes_exactly_the_difference() {
         assert!(s.entries_for(Kind::Block, &dom(gone)).unwrap().is_empty());
     }
 }
+
+/// A clean close leaves the database whole in its one file: SQLite checkpoints the WAL and
+/// deletes it when the last connection closes. The agent keeps three connections (write path,
+/// journal, scorer memory); once all three are closed, no `-wal` is left beside the file.
+#[test]
+fn closing_every_connection_leaves_no_wal_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let mut a = Store::open(&path).unwrap();
+    let b = Store::open(&path).unwrap();
+    let c = Store::open(&path).unwrap();
+    a.add_entries(&[block(dom("a.example"), Source::Manual, None)])
+        .unwrap();
+    assert!(path.with_extension("db-wal").exists());
+    drop(b);
+    drop(c);
+    drop(a);
+    assert!(
+        !path.with_extension("db-wal").exists(),
+        "-wal left after the last connection closed"
+    );
+}

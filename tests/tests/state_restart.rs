@@ -241,6 +241,10 @@ fn blocks_survive_a_reboot_and_are_exported() {
 
     // The reboot: the agent stops, the pins go; the short block expires meanwhile.
     agent.stop();
+    // A clean stop closes every connection (the write path, the journal, the scorer's memory
+    // and the feed refresher's), so SQLite folds the WAL back into the one file.
+    let wal = state_path_for(&pin.0).with_extension("db-wal");
+    assert!(!wal.exists(), "{} left after a clean stop", wal.display());
     reboot(&pin);
     thread::sleep(Duration::from_secs(2));
     let t = Instant::now();

@@ -241,18 +241,21 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // It also builds the feed lookup the pipeline matches responses against.
     let stop_refresh = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let feeds = flux_agent::intel::feed_match::SharedIndex::default();
+    let mut refresher = None;
     if let Some(state) = args.state.path() {
-        flux_agent::intel::feed_sync::spawn_refresher(
-            flux_agent::intel::feed_sync::Refresher {
-                state,
-                pin_dir: args.pin.pin_dir.clone(),
-                resolvers: args.resolvers.clone(),
-                index: feeds.clone(),
-                metrics: registry,
-            },
-            stop_refresh.clone(),
-        )
-        .context("start the feed refresh thread")?;
+        refresher = Some(
+            flux_agent::intel::feed_sync::spawn_refresher(
+                flux_agent::intel::feed_sync::Refresher {
+                    state,
+                    pin_dir: args.pin.pin_dir.clone(),
+                    resolvers: args.resolvers.clone(),
+                    index: feeds.clone(),
+                    metrics: registry,
+                },
+                stop_refresh.clone(),
+            )
+            .context("start the feed refresh thread")?,
+        );
     }
     let (allowlist_tx, allowlists) = tokio::sync::mpsc::unbounded_channel();
     let reloader = Reloader::new(
@@ -281,6 +284,21 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         live::run(opts, sinks, signals.serve(reloader)).await
     })?;
     stop_refresh.store(true, std::sync::atomic::Ordering::Relaxed);
+    // The refresher closes its database connection as it ends, the last of the agent's: SQLite
+    // then checkpoints the WAL into the file and removes it. A refresh still fetching a slow
+    // feed URL does not hold up the exit (the WAL is then folded in at the next open).
+    if let Some(t) = refresher {
+        t.thread().unpark();
+        let until = std::time::Instant::now() + RELOAD_EXIT_WAIT;
+        while !t.is_finished() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        if t.is_finished() {
+            let _ = t.join();
+        } else {
+            log::debug!("the feed refresher is still busy; exiting without it");
+        }
+    }
     // A reload still syncing a slow feed URL does not hold up the exit.
     rt.shutdown_timeout(RELOAD_EXIT_WAIT);
     log::debug!("{summary:?}");

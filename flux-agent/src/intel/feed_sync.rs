@@ -503,7 +503,9 @@ pub struct Refresher {
 /// The running agent's feed refresher: its own thread, never the capture path. Every
 /// [`REFRESH_TICK`] it reads the feed list and syncs the URL feeds that are due ([`due`]), each
 /// with the same [`sync`] as `feed update`; and when the feeds changed (here or by the CLI) it
-/// rebuilds the lookup ([`FeedIndex`]) and publishes it. Stops when `stop` is set.
+/// rebuilds the lookup ([`FeedIndex`]) and publishes it. Stops when `stop` is set and the
+/// thread is unparked (its wait between ticks is a park, so the stop is seen at once); its
+/// database connection closes then, which lets SQLite fold the WAL back into the file.
 pub fn spawn_refresher(
     r: Refresher,
     stop: Arc<AtomicBool>,
@@ -515,7 +517,10 @@ pub fn spawn_refresher(
             let mut published: Option<u64> = None;
             let mut reported = ReportedFeeds::default();
             while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(REFRESH_TICK);
+                std::thread::park_timeout(REFRESH_TICK);
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
                 if ctx.is_none() {
                     ctx = open_for_refresh(&r.state, &r.pin_dir);
                 }
