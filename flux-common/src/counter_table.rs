@@ -72,7 +72,9 @@ counter_table! {
     /// that cannot be cut).
     DropBlockedName = "drop_blocked_name",
     /// A response whose question name could not be walked (compression pointer, bad label,
-    /// cut short): not checked against the domain blocklist, passed.
+    /// cut short): not checked against the domain blocklist, passed. Only counted while the
+    /// name is needed (a domain is blocked, or replies are matched to queries): otherwise the
+    /// kernel does not walk names at all.
     QnameUnchecked = "qname_unchecked",
     /// Monitor mode: a packet that would have been dropped or answered NXDOMAIN, passed.
     MonitorWouldDrop = "monitor_would_drop",

@@ -65,12 +65,21 @@ impl Config {
     /// Whether `port` is one of the configured DNS ports. The loop has a constant bound.
     #[inline(always)]
     pub fn is_dns_port(&self, port: u16) -> bool {
-        let mut found = false;
-        for (i, p) in self.dns_ports.iter().enumerate() {
-            found |= (i as u32) < self.dns_port_count && *p == port;
-        }
-        found
+        dns_port_listed(&self.dns_ports, self.dns_port_count, port)
     }
+}
+
+/// Whether `port` is among the first `count` of `ports` ([`Config::dns_ports`] and
+/// [`Config::dns_port_count`]): [`Config::is_dns_port`] on fields read one by one, as the XDP
+/// program reads them (a copy of the whole `Config` costs a load and a stack spill per field on
+/// every packet). The loop has a constant bound.
+#[inline(always)]
+pub fn dns_port_listed(ports: &[u16; MAX_DNS_PORTS], count: u32, port: u16) -> bool {
+    let mut found = false;
+    for (i, p) in ports.iter().enumerate() {
+        found |= (i as u32) < count && *p == port;
+    }
+    found
 }
 
 impl Default for Config {

@@ -62,13 +62,19 @@ static OCCUPANCY: Array<u32> = Array::pinned(OCCUPANCY_SLOTS, 0);
 #[map]
 static FRONT_V4: Array<u64> = Array::pinned(FRONT_V4_SLOTS, BPF_F_MMAPABLE);
 
-/// Whether the front filter says no IPv4 blocklist entry can match `addr`: its /24's bit is
-/// clear and the filter is ready. Anything unreadable says no (the lookups are then paid).
+/// Whether the front filter may be trusted: its ready word is set. Read once per packet, for
+/// both addresses. Unreadable says no (the lookups are then paid).
 #[inline(always)]
-fn front_v4_clear(addr: [u8; 4]) -> bool {
+fn front_v4_ready() -> bool {
+    FRONT_V4.get(FRONT_V4_READY).is_some_and(|r| *r != 0)
+}
+
+/// Whether the front filter says no IPv4 blocklist entry can match `addr`: the filter is ready
+/// ([`front_v4_ready`]) and the bit of `addr`'s /24 is clear. Anything unreadable says no.
+#[inline(always)]
+fn front_v4_clear(addr: [u8; 4], ready: bool) -> bool {
     let (word, mask) = front_v4_word(front_v4_bit(addr));
-    FRONT_V4.get(word).is_some_and(|w| *w & mask == 0)
-        && FRONT_V4.get(FRONT_V4_READY).is_some_and(|r| *r != 0)
+    ready && FRONT_V4.get(word).is_some_and(|w| *w & mask == 0)
 }
 
 /// Whether the map behind `slot` may hold entries. A slot that cannot be read says yes: the
@@ -194,12 +200,13 @@ fn family_blocks_any(family: u8) -> bool {
     occupied(exact) || occupied(cidr)
 }
 
+/// `front_ready`: [`front_v4_ready`], read by the caller once per packet (IPv4 only).
 #[inline(always)]
-fn check(family: u8, addr: &[u8; 16]) -> Match {
+fn check(family: u8, addr: &[u8; 16], front_ready: bool) -> Match {
     match family {
         AF_INET => {
             let [a, b, c, d, ..] = *addr;
-            if front_v4_clear([a, b, c, d]) {
+            if front_v4_clear([a, b, c, d], front_ready) {
                 return Match::None;
             }
             check_family(
@@ -228,11 +235,12 @@ pub fn address_verdict(family: u8, src: &[u8; 16], dst: &[u8; 16]) -> Option<Cou
     if !family_blocks_any(family) {
         return None;
     }
+    let front_ready = family == AF_INET && front_v4_ready();
     for (addr, drop) in [
         (src, Counter::DropBlockedSrc),
         (dst, Counter::DropBlockedDst),
     ] {
-        match check(family, addr) {
+        match check(family, addr, front_ready) {
             Match::Blocked => return Some(drop),
             Match::Allowed => super::count(Counter::AllowedOverBlock),
             Match::Expired => super::count(Counter::ExpiredBlock),
@@ -246,7 +254,7 @@ pub fn address_verdict(family: u8, src: &[u8; 16], dst: &[u8; 16]) -> Option<Cou
 /// counts; the source is one of the host's own addresses.
 #[inline(always)]
 pub fn destination_blocked(family: u8, dst: &[u8; 16]) -> bool {
-    match check(family, dst) {
+    match check(family, dst, family == AF_INET && front_v4_ready()) {
         Match::Blocked => true,
         Match::Allowed => {
             super::count(Counter::AllowedOverBlock);
@@ -268,6 +276,13 @@ pub enum NameVerdict {
     Blocked,
     /// The name could not be walked; the response passes unchecked.
     Unchecked,
+}
+
+/// Whether the domain blocklist may hold an entry (its occupancy slot): if not, no name can be
+/// blocked, and an allowed name only matters against a block.
+#[inline(always)]
+pub fn domains_blocked() -> bool {
+    occupied(Occupied::BlockedDomains)
 }
 
 /// Labels in a 255-byte name: at most 127, plus the root.
@@ -414,7 +429,7 @@ fn each_domain(scratch: *mut Scratch, mut f: impl FnMut(u64)) -> bool {
 #[inline(always)]
 pub fn name_verdict() -> NameVerdict {
     // No domain blocked: nothing to find, and an allowed name only matters against a block.
-    if !occupied(Occupied::BlockedDomains) {
+    if !domains_blocked() {
         return NameVerdict::Pass;
     }
     let Some(scratch) = scratch() else {

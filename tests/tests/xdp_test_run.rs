@@ -466,6 +466,40 @@ fn assert_nxdomain(out: &[u8], original: &[u8], l3: usize, l4: usize, name_wire_
     );
 }
 
+/// A question name is walked only while something needs it: with no domain blocked (and query
+/// matching off) a name that cannot be walked passes without `qname_unchecked`, since nothing
+/// was to be checked; once a domain is blocked the same frame counts it again.
+#[test]
+fn names_are_walked_only_while_a_domain_is_blocked() {
+    if !privileged() {
+        return;
+    }
+    let mut h = Harness::new(&[53]);
+    // The question `x.test` turned into a compression pointer, which no question may hold.
+    let mut msg = dns_response(200);
+    msg[12..14].copy_from_slice(&[0xc0, 12]);
+    let frame = udp4(53, &msg);
+    h.check("nothing blocked", &frame, &[Counter::ResponsesCaptured]);
+
+    let mut maps = h.maps();
+    let parked = maps::Target::domain("parked.test").unwrap();
+    maps.block(&parked, &maps::Spec::manual(None, "test"))
+        .unwrap();
+    h.check(
+        "a domain blocked",
+        &frame,
+        &[Counter::ResponsesCaptured, Counter::QnameUnchecked],
+    );
+    // A walkable name with a domain blocked (not this one): checked, passed, not unchecked.
+    h.check(
+        "walkable",
+        &udp4(53, &dns_response(200)),
+        &[Counter::ResponsesCaptured],
+    );
+    maps.unblock(&parked).unwrap();
+    h.check("unblocked again", &frame, &[Counter::ResponsesCaptured]);
+}
+
 #[test]
 fn blocked_names_are_answered_nxdomain_in_the_kernel() {
     if !privileged() {
