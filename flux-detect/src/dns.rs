@@ -294,6 +294,10 @@ impl Serialize for Rcode {
     }
 }
 
+/// Answer records reserved from the header's count before parsing: a typical answer (up to 16
+/// addresses) fits without growing, and a forged count of 65,535 costs no more.
+const PREALLOC_RECORDS: usize = 16;
+
 /// Parses a DNS response.
 ///
 /// `truncated` says the bytes are a prefix of a longer message (the capture was cut): then running
@@ -322,7 +326,11 @@ pub fn parse_response(msg: &[u8], truncated: bool) -> Result<DnsMessage, ParseEr
             ad: header.authentic_data(),
             cd: header.checking_disabled(),
         },
-        answers: Vec::new(),
+        // Sized from the header at once (a response of five addresses otherwise reallocates
+        // twice), but never beyond what a real response holds: the count is the sender's.
+        // Not the other sections: the additional one usually holds only the OPT record,
+        // which is not kept.
+        answers: Vec::with_capacity(usize::from(header.answer_count()).min(PREALLOC_RECORDS)),
         authority: Vec::new(),
         additional: Vec::new(),
         edns_udp_size: None,

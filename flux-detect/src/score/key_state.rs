@@ -545,16 +545,19 @@ impl KeyState {
     /// id in the table). An address the table has placed is remembered with it: a bot keeps
     /// its first owner, so the answer does not change, and a flux key's own bots (all of its
     /// addresses, once it shares them) are not looked up again at every rescore.
+    /// `own` is asked only when an address turns out to be a bot (it costs a public-suffix
+    /// lookup, and most keys have none).
     pub fn shared_bots(
         &mut self,
         now: u32,
         flux_ips: &super::shared::FluxIps,
-        own: u32,
+        own: impl Fn() -> u32,
     ) -> [u32; WINDOWS.len()] {
         let mut shared = [0u32; WINDOWS.len()];
         if flux_ips.is_empty() {
             return shared;
         }
+        let mut own_id = None;
         for (e, fp) in self.ips.iter().zip(self.ip_fps.iter_mut()) {
             let ip = e.addr.ip_bytes(v6_bytes(&self.more, &e.addr));
             if *fp & FP_OWN_BOT != 0 {
@@ -566,7 +569,7 @@ impl KeyState {
             let trusted = *fp & FP_OTHER_BOT != 0 && flux_ips.infrastructure_found() == 0;
             if !trusted {
                 match flux_ips.owner(&ip) {
-                    Some(d) if d != own => *fp |= FP_OTHER_BOT,
+                    Some(d) if d != *own_id.get_or_insert_with(&own) => *fp |= FP_OTHER_BOT,
                     Some(_) => {
                         *fp |= FP_OWN_BOT;
                         continue;
