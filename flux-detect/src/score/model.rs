@@ -126,9 +126,15 @@ fn own_terms(f: &Features) -> [(Term, f64); TERM_COUNT] {
     // so each client finds its own ISP; see `national_lines`), and a provider's zone unites
     // unrelated customers (see `provider_zone`): both count for less.
     let mut diversity = 1.0;
-    if national_lines(f) {
-        diversity *= NATIONAL_LINES_WEIGHT;
-    }
+    // The network arrivals of such a key are the traffic manager moving clients between the
+    // country's carriers (an ISP-embedded cache's content name steered between the caches in
+    // several access ISPs of the client's country): they count as its diversity does.
+    let national = if national_lines(f) {
+        NATIONAL_LINES_WEIGHT
+    } else {
+        1.0
+    };
+    diversity *= national;
     // A name only other domains send users to: its new networks are the traffic manager
     // moving clients to other lines, so they count as its network diversity does.
     let served = if !provider_zone(f) && served_for_others(f) {
@@ -210,7 +216,8 @@ fn own_terms(f: &Features) -> [(Term, f64); TERM_COUNT] {
                 * mixing
                 * fresh
                 * own_rotation
-                * served,
+                * served
+                * national,
         ),
         // Another team's listing: the key's own evidence (z gains exactly 0.0 without it).
         (Term::FeedMatch, f.feed_match),
@@ -550,6 +557,35 @@ mod tests {
         );
         let j = serde_json::to_value(&plain).unwrap();
         assert!(j.get("feed_match").is_none(), "left out of the JSON when 0");
+    }
+
+    fn term(f: &Features, t: Term) -> f64 {
+        terms(f)
+            .iter()
+            .find(|(x, _)| *x == t)
+            .map_or(0.0, |(_, v)| *v)
+    }
+
+    /// Issue 12, isp-cache: new networks among one country's carriers count for half.
+    #[test]
+    fn national_lines_discount_new_networks() {
+        let steered = Features {
+            rrsets: 8,
+            later_answers: 8,
+            distinct_ips: 8,
+            distinct_networks: 4,
+            distinct_countries: 1,
+            network_arrivals: 3,
+            ttl_max: 60,
+            ..Features::default()
+        };
+        let abroad = Features {
+            distinct_countries: 5,
+            ..steered.clone()
+        };
+        assert!(national_lines(&steered) && !national_lines(&abroad));
+        assert_eq!(term(&abroad, Term::NewNetworks), 1.0);
+        assert_eq!(term(&steered, Term::NewNetworks), NATIONAL_LINES_WEIGHT);
     }
 
     #[test]

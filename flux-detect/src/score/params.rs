@@ -299,9 +299,14 @@ pub const NATIONAL_LINES_NETWORKS: u32 = 3;
 /// catches the CDN's scheduling names at their third or fourth answer; two per network let
 /// them reach `flux` first, one per network took 2 of the 2009 data's one-country flux.
 pub const NATIONAL_LINES_IPS_PER_NETWORK: u32 = 3;
-/// What the network-diversity evidence (networks, mixed answers, spread) counts for then. A
-/// one-country botnet is not excused: growth, new networks and shared bots must carry more of
-/// it (3 of 30 `flux-2009` and 11 of 390 `double-flux-2009` verdicts were in one country).
+/// What the network-diversity evidence (networks, mixed answers, spread) counts for then, and
+/// (issue 12, isp-cache) the new networks its answers bring: a content name steered between the
+/// caches inside a country's access ISPs brings a "new" carrier at every switch, which is the
+/// traffic manager's choice of line, not a bot joining (on the tuning draws it carried
+/// `*.dl.steamcontent.com`, 4 carriers of one country). A one-country botnet is not excused:
+/// growth, countries and shared bots must carry more of it (3 of 30 `flux-2009` and 11 of 390
+/// `double-flux-2009` verdicts were in one country; the 2009 detection is unchanged by the
+/// new-networks discount).
 pub const NATIONAL_LINES_WEIGHT: f64 = 0.5;
 
 /// Names under a registered-domain key from which its answers count as an aggregate of
