@@ -13,6 +13,9 @@
 //! `--pcap FILE [--repeat N]` measures one capture instead, N times: the reader and parser
 //! alone, then the whole replay.
 //!
+//! `--json`: the readable lines go to stderr and stdout is one JSON document (`memory`, and
+//! `streams`, one element per stream), which `cargo xtask bench` reads for its targets table.
+//!
 //! Figures, not assertions: they go in docs/benchmarks.md.
 
 use std::{
@@ -209,7 +212,19 @@ fn churn_stream(n: u64) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-fn throughput(stream: &str, path: &Path, enricher: &Arc<Enricher>) {
+/// Whether `--json` was given: readable lines then go to stderr.
+fn json_mode() -> bool {
+    std::env::args().any(|a| a == "--json")
+}
+
+/// One readable line: stdout, or stderr under `--json` (stdout is the document then).
+macro_rules! say {
+    ($($t:tt)*) => {
+        if json_mode() { eprintln!($($t)*) } else { println!($($t)*) }
+    };
+}
+
+fn throughput(stream: &str, path: &Path, enricher: &Arc<Enricher>) -> serde_json::Value {
     // The reader and parser alone, so the scorer's share is the difference.
     let started = std::time::Instant::now();
     let mut read = flux_detect::capture_file::ReadStats::default();
@@ -220,7 +235,7 @@ fn throughput(stream: &str, path: &Path, enricher: &Arc<Enricher>) {
         }
     });
     let secs = started.elapsed().as_secs_f64();
-    println!(
+    say!(
         "replay ({stream}): {parsed} responses read and parsed in {secs:.2} s = {:.0} responses/s (no scoring)",
         parsed as f64 / secs
     );
@@ -230,7 +245,7 @@ fn throughput(stream: &str, path: &Path, enricher: &Arc<Enricher>) {
         Arc::new(Allowlist::builtin()),
     );
     let s = replay_source::replay(&[path.to_path_buf()], &DEFAULT_PORTS, &mut scorer, |_| {});
-    println!(
+    say!(
         "replay ({stream}): {} responses in {:.2} s = {:.0} responses/s (read + parse + score, one thread); \
          {} keys, {} verdicts, scorer ≈ {:.1} MiB",
         s.parsed + s.malformed,
@@ -240,9 +255,21 @@ fn throughput(stream: &str, path: &Path, enricher: &Arc<Enricher>) {
         s.verdicts,
         s.scorer_memory_bytes as f64 / (1 << 20) as f64
     );
+    // `per_s` is the target's figure (read + parse + score); the parse-only rate is named so
+    // that no target's tokens match it.
+    serde_json::json!({
+        "stream": stream,
+        "responses": s.parsed + s.malformed,
+        "seconds": s.elapsed_s,
+        "per_s": s.responses_per_s,
+        "read_parse_only_rps": parsed as f64 / secs,
+        "keys": s.scorer.keys_tracked,
+        "verdicts": s.verdicts,
+        "scorer_bytes": s.scorer_memory_bytes,
+    })
 }
 
-fn memory(names: u64, enricher: &Arc<Enricher>) {
+fn memory(names: u64, enricher: &Arc<Enricher>) -> serde_json::Value {
     let before = rss_bytes();
     let mut scorer = Scorer::new(
         ScorerConfig {
@@ -289,13 +316,21 @@ fn memory(names: u64, enricher: &Arc<Enricher>) {
     }
     let after = rss_bytes();
     let st = scorer.stats();
-    println!(
+    let grown = after.saturating_sub(before);
+    let per_name = grown as f64 / st.keys_tracked.max(1) as f64;
+    say!(
         "memory: {} names tracked: RSS +{:.1} MiB ({:.0} bytes/name); scorer estimate {:.1} MiB",
         st.keys_tracked,
-        (after.saturating_sub(before)) as f64 / (1 << 20) as f64,
-        after.saturating_sub(before) as f64 / st.keys_tracked.max(1) as f64,
+        grown as f64 / (1 << 20) as f64,
+        per_name,
         scorer.memory_estimate() as f64 / (1 << 20) as f64
     );
+    serde_json::json!({
+        "names": st.keys_tracked,
+        "rss_growth_bytes": grown,
+        "bytes_per_name": per_name,
+        "scorer_estimate_bytes": scorer.memory_estimate(),
+    })
 }
 
 fn main() -> anyhow::Result<()> {
@@ -304,19 +339,33 @@ fn main() -> anyhow::Result<()> {
         Enricher::load_dir(&dir)
             .with_context(|| format!("load databases from {}", dir.display()))?,
     );
-    println!("{}", enricher.describe());
+    say!("{}", enricher.describe());
     if let Some(pcap) = std::env::args().skip_while(|a| a != "--pcap").nth(1) {
         // Repeated, so the best run (least disturbed by the host) can be compared.
-        for _ in 0..arg("--repeat", 1) {
-            throughput("given", Path::new(&pcap), &enricher);
+        let runs: Vec<_> = (0..arg("--repeat", 1))
+            .map(|_| throughput("given", Path::new(&pcap), &enricher))
+            .collect();
+        if json_mode() {
+            println!(
+                "{}",
+                serde_json::json!({ "bench": "scorer-bench", "runs": runs })
+            );
         }
         return Ok(());
     }
     // Memory first: memory the throughput runs freed would otherwise be reused and hide part
     // of the growth.
-    memory(arg("--names", 1_000_000), &enricher);
+    let memory = memory(arg("--names", 1_000_000), &enricher);
     let n = arg("--responses", 1_000_000);
-    throughput("resolver", &resolver_stream(n)?, &enricher);
-    throughput("churn", &churn_stream(n)?, &enricher);
+    let streams = [
+        throughput("resolver", &resolver_stream(n)?, &enricher),
+        throughput("churn", &churn_stream(n)?, &enricher),
+    ];
+    if json_mode() {
+        println!(
+            "{}",
+            serde_json::json!({ "bench": "scorer-bench", "memory": memory, "streams": streams })
+        );
+    }
     Ok(())
 }
