@@ -246,17 +246,12 @@ impl Enforcer {
     /// name) is in the maps and not expired now. `explain` asks it, so a block that expired or
     /// was removed since the enforcer made it is not reported as enforced.
     pub fn in_force(&self, target: &str) -> bool {
-        let t = if let Some((ip, len)) = target.split_once('/') {
-            match (ip.parse(), len.parse()) {
-                (Ok(ip), Ok(len)) => Target::Cidr(ip, len),
-                _ => return false,
-            }
-        } else if let Ok(ip) = target.parse() {
-            Target::Ip(ip)
+        let t = if target.contains('/') {
+            Target::cidr(target)
         } else {
-            Target::Domain(target.to_owned())
+            Target::ip(target).or_else(|_| Target::domain(target))
         };
-        matches!(self.maps.get(&t), Ok(Some(e)) if e.active(crate::enforce::maps::boot_ns()))
+        matches!(t.map(|t| self.maps.get(&t)), Ok(Ok(Some(e))) if e.active(crate::enforce::maps::boot_ns()))
     }
 
     /// Records every block in `recorder`'s database before writing the maps.
