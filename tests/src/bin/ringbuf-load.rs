@@ -60,6 +60,24 @@ const OVERLOAD_SECS: u32 = 20;
 const EXIT_WAIT: Duration = Duration::from_secs(30);
 /// dnsperf's outstanding queries: enough to keep 200,000/s in flight at a few ms round trip.
 const MAX_OUTSTANDING: &str = "2000";
+/// The latency probe's rate rule: it runs at the highest step the agent **kept up** with,
+/// i.e. no `ringbuf_full` and a largest sampled lag of at most this share of the ring's
+/// capacity in this load's records ([`ring_records_load`]), not merely at the last loss-free
+/// step. Why: a step can lose nothing while the agent is thousands of records behind (the
+/// first full run: 22,308 behind at 100,000 asked, in a ring of 31,775 such records), and the
+/// deciding response then waits behind that backlog: the probe measured the backlog (p99
+/// 92.8 ms), not the block path. A tenth because the two regimes are far apart: steps the
+/// agent kept up with lagged by at most a few hundred records (or a few thousand in one
+/// scheduling stall on a loaded machine), steps it fell behind in lagged by half the ring or
+/// more; and a lag within a tenth leaves nine tenths of the ring for the next stall.
+const KEEP_UP_LAG_SHARE: f64 = 0.1;
+/// The rule above, said in the JSON output next to the rate it picked.
+const KEEP_UP_RULE: &str = "highest step with ringbuf_full 0 and max_lag_records <= 0.1 x \
+                            ring_records_load (the agent kept up, not only lost nothing)";
+/// Flux domains probed with no dnsperf load (`latency_idle`): the wakeup and the block path
+/// of the live agent alone, to tell them from what the load adds. After the loaded probe's
+/// domains in the zone (each domain is blocked once).
+const IDLE_FLUX_DOMAINS: u32 = 20;
 
 struct Args {
     rates: Vec<u64>,
@@ -163,7 +181,7 @@ fn bench(a: &Args) -> anyhow::Result<Value> {
     let link = Link::new();
     let pin = PinDir::new();
     let dir = TempDir::new();
-    write_zone(&dir.0, a.names, a.flux_domains)?;
+    write_zone(&dir.0, a.names, a.flux_domains + IDLE_FLUX_DOMAINS)?;
     eprintln!("ringbuf-load: starting unbound with {} names", a.names);
     let unbound = start_unbound(&link, &dir.0)?;
     eprintln!("ringbuf-load: starting the agent");
@@ -181,21 +199,40 @@ fn bench(a: &Args) -> anyhow::Result<Value> {
 
     let mut steps = Vec::new();
     let mut best: Option<u64> = None;
+    let mut kept_up: Option<usize> = None;
     for &rate in &a.rates {
-        let s = step(&lab, rate, a.seconds)?;
+        let mut s = step(&lab, rate, a.seconds)?;
         let lossless = s["ring_full"].as_u64() == Some(0);
         let achieved = s["achieved"].as_f64().unwrap_or(0.0);
         let saturated = achieved < rate as f64 * SATURATED;
         if lossless {
             best = Some(best.map_or(rate, |b| b.max(rate)));
         }
+        let keeps = keeps_up(&s);
+        s["kept_up"] = json!(keeps);
+        if keeps {
+            kept_up = Some(steps.len());
+        }
         steps.push(s);
         if !lossless || saturated {
             break;
         }
     }
-    let latency_rate = best.unwrap_or(warm);
-    let latency = live_latency(&lab, latency_rate, a)?;
+    // The live block latency at the highest rate the agent kept up with ([`KEEP_UP_RULE`]);
+    // if it kept up with none, the first step's, and the output says so.
+    let chosen = kept_up.or(if steps.is_empty() { None } else { Some(0) });
+    let chosen_step = chosen
+        .and_then(|i| steps.get(i))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let latency_rate = chosen_step["asked"].as_u64().unwrap_or(warm);
+    let idle = live_latency(&lab, 0, a.flux_domains..a.flux_domains + IDLE_FLUX_DOMAINS)?;
+    let mut latency = live_latency(&lab, latency_rate, 0..a.flux_domains)?;
+    latency["rule"] = json!(KEEP_UP_RULE);
+    latency["kept_up"] = json!(kept_up.is_some());
+    latency["step_achieved"] = chosen_step["achieved"].clone();
+    latency["step_max_lag_records"] = chosen_step["max_lag_records"].clone();
+    latency["step_lag_p50_records"] = chosen_step["lag_p50_records"].clone();
     // Overload: dnsperf unpaced, as fast as this machine lets it ask.
     let overload = step(&lab, 0, a.seconds.min(OVERLOAD_SECS))?;
     let sigterm_ms = stop_under_load(&mut lab)?;
@@ -211,11 +248,33 @@ fn bench(a: &Args) -> anyhow::Result<Value> {
             .filter(|s| s["ring_full"].as_u64() == Some(0))
             .filter_map(|s| s["achieved"].as_f64())
             .reduce(f64::max),
+        "ring_records_load": ring_records_load(),
+        "keep_up_lag_share": KEEP_UP_LAG_SHARE,
+        "max_kept_up_rate": kept_up.and_then(|i| steps.get(i)).and_then(|s| s["asked"].as_u64()),
+        "max_kept_up_achieved": kept_up
+            .and_then(|i| steps.get(i))
+            .and_then(|s| s["achieved"].as_f64()),
         "steps": steps,
         "overload": overload,
         "sigterm_exit_ms_under_overload": sigterm_ms,
         "latency": latency,
+        "latency_idle": idle,
     }))
+}
+
+/// Whether the agent kept up during a step ([`KEEP_UP_RULE`]).
+fn keeps_up(step: &Value) -> bool {
+    step["ring_full"].as_u64() == Some(0)
+        && step["max_lag_records"]
+            .as_f64()
+            .is_some_and(|lag| lag <= KEEP_UP_LAG_SHARE * ring_records_load() as f64)
+}
+
+/// Records the ring buffer holds of this load's responses: each (under 200 bytes) takes the
+/// smallest of `flux_common::RECORD_SIZES` plus the kernel's 8-byte record header.
+fn ring_records_load() -> u64 {
+    let rec = (flux_common::RECORD_SIZES[0] + 8).div_ceil(8) * 8;
+    u64::from(flux_common::RING_BUF_BYTES) / rec as u64
 }
 
 /// Records the ring buffer holds at least: each record is at most a `DnsEvent` (the largest of
@@ -400,8 +459,13 @@ fn value(body: &str, name: &str, label: &str) -> f64 {
 
 /// One scrape of the agent's metrics, from the client namespace.
 fn scrape(link: &Link) -> anyhow::Result<Counters> {
+    link.client.run_in(scrape_here)
+}
+
+/// One scrape of the agent's metrics, from a thread already in the client namespace.
+fn scrape_here() -> anyhow::Result<Counters> {
     use std::io::{Read as _, Write as _};
-    link.client.run_in(|| {
+    {
         let mut c = std::net::TcpStream::connect(METRICS)?;
         c.write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")?;
         let mut body = String::new();
@@ -413,7 +477,7 @@ fn scrape(link: &Link) -> anyhow::Result<Counters> {
             ring_full: value(&body, "flux_kernel_ringbuf_full_total", ""),
             unsolicited: value(&body, "flux_dns_responses_total", "solicited=\"no\""),
         })
-    })
+    }
 }
 
 /// utime + stime of a process, in seconds (0 once it is gone).
@@ -515,13 +579,16 @@ fn step(lab: &Lab, rate: u64, secs: u32) -> anyhow::Result<Value> {
     let mut perf = dnsperf(lab, rate, secs);
     let pid = perf.child.id();
     let output = read_output(&mut perf);
-    let (mut max_lag, mut perf_cpu) = (0.0f64, 0.0f64);
+    let (mut lags, mut perf_cpu) = (Vec::new(), 0.0f64);
     while perf.child.try_wait()?.is_none() {
         thread::sleep(SAMPLE);
         let c = scrape(&lab.link)?;
-        max_lag = max_lag.max(c.captured - c.read);
+        lags.push(c.captured - c.read);
         perf_cpu = perf_cpu.max(cpu_secs(pid));
     }
+    // The last sample may fall after dnsperf stopped (the ring drained): not the step's end.
+    let lag_end = lags.iter().rev().nth(1).copied();
+    let lag = LagStats::of(lags);
     let elapsed = t0.elapsed().as_secs_f64();
     let (agent1, unbound1) = (
         cpu_secs(lab.agent.child.id()),
@@ -562,13 +629,31 @@ fn step(lab: &Lab, rate: u64, secs: u32) -> anyhow::Result<Value> {
         "read_per_s": (after.read - before.read) / elapsed,
         "ring_full": (after.ring_full - before.ring_full) as u64,
         "unsolicited": (after.unsolicited - before.unsolicited) as u64,
-        "max_lag_records": max_lag,
+        "max_lag_records": lag.max,
+        "lag_p50_records": lag.p50,
+        "lag_end_records": lag_end,
         "drain_ms": drain_ms,
         "agent_cpu": (agent1 - agent0) / elapsed,
         "unbound_cpu": (unbound1 - unbound0) / elapsed,
         "dnsperf_cpu": perf_cpu / elapsed,
         "machine_busy": busy,
     }))
+}
+
+/// The lag samples of a step or a probe (records waiting in the ring, every [`SAMPLE`]).
+struct LagStats {
+    max: f64,
+    p50: Option<f64>,
+}
+
+impl LagStats {
+    fn of(mut lags: Vec<f64>) -> Self {
+        lags.sort_by(f64::total_cmp);
+        Self {
+            max: lags.last().copied().unwrap_or(0.0),
+            p50: lags.get(lags.len() / 2).copied(),
+        }
+    }
 }
 
 fn num_cpus() -> f64 {
@@ -636,21 +721,45 @@ fn stop_under_load(lab: &mut Lab) -> anyhow::Result<Option<f64>> {
     Ok(exited)
 }
 
-/// Live block latency under load at `rate`: see the module comment.
-fn live_latency(lab: &Lab, rate: u64, a: &Args) -> anyhow::Result<Value> {
-    eprintln!("ringbuf-load: live block latency under dnsperf -Q {rate}");
+/// Live block latency under load at `rate` (0: no load), probing the flux domains `domains`:
+/// see the module comment. The lag is sampled while the probe runs.
+fn live_latency(lab: &Lab, rate: u64, domains: std::ops::Range<u32>) -> anyhow::Result<Value> {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    };
+    eprintln!("ringbuf-load: live block latency under dnsperf -Q {rate} (0: no load)");
     let before = scrape(&lab.link)?;
     // Runs until the prober is done (killed then).
-    let mut perf = dnsperf(lab, rate, LATENCY_LOAD_SECS);
-    let output = read_output(&mut perf);
+    let mut perf = (rate > 0).then(|| dnsperf(lab, rate, LATENCY_LOAD_SECS));
+    let output = perf.as_mut().map(read_output);
     // The load settles first.
     thread::sleep(Duration::from_secs(2));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let stop = Arc::clone(&stop);
+        lab.link.client.spawn_in(move || {
+            let mut lags = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(c) = scrape_here() {
+                    lags.push(c.captured - c.read);
+                }
+                thread::sleep(SAMPLE);
+            }
+            lags
+        })
+    };
     let pin = lab.pin.0.clone();
-    let domains = a.flux_domains;
     let probe = lab.link.client.run_in(move || probe_domains(&pin, domains));
-    let _ = perf.child.kill();
-    let _ = perf.child.wait();
-    let _ = output.join();
+    stop.store(true, Ordering::Relaxed);
+    let lag = LagStats::of(sampler.join().unwrap_or_default());
+    if let Some(p) = perf.as_mut() {
+        let _ = p.child.kill();
+        let _ = p.child.wait();
+    }
+    if let Some(o) = output {
+        let _ = o.join();
+    }
     let after = scrape(&lab.link)?;
     let (mut lat_ms, late, unblocked) = probe?;
     if unblocked > 0 {
@@ -676,12 +785,17 @@ fn live_latency(lab: &Lab, rate: u64, a: &Args) -> anyhow::Result<Value> {
         "p99_ms": pct(0.99),
         "max_ms": lat_ms.last(),
         "ring_full": after.ring_full - before.ring_full,
+        "max_lag_records": lag.max,
+        "lag_p50_records": lag.p50,
     }))
 }
 
 /// Asks each flux domain's names until it is blocked: the latencies (ms), the blocks seen later
 /// than [`BLOCK_WAIT`], and the domains never blocked.
-fn probe_domains(pin: &Path, domains: u32) -> anyhow::Result<(Vec<f64>, u32, u32)> {
+fn probe_domains(
+    pin: &Path,
+    domains: std::ops::Range<u32>,
+) -> anyhow::Result<(Vec<f64>, u32, u32)> {
     let maps = Maps::open(pin).context("open the pinned maps")?;
     let s = UdpSocket::bind((CLIENT_V4, 0))?;
     s.set_read_timeout(Some(Duration::from_secs(1)))?;
@@ -689,7 +803,7 @@ fn probe_domains(pin: &Path, domains: u32) -> anyhow::Result<(Vec<f64>, u32, u32
     let _ = arrival_boot_ns(&s);
     let (mut lat, mut late, mut unblocked) = (Vec::new(), 0u32, 0u32);
     let mut buf = [0u8; 1500];
-    for d in 0..domains {
+    for d in domains {
         let target = Target::domain(&format!("f{d}.bench"))?;
         let mut decided = false;
         'names: for n in 0..6u16 {
@@ -735,7 +849,7 @@ fn print_human(doc: &Value) {
     let line = |s: &Value| {
         println!(
             "  asked {:>7} achieved {:>9.0}/s captured {:>9.0}/s read {:>9.0}/s ringbuf_full \
-             {:>7} max lag {:>5.0} drain {:>4.0} ms; CPU agent {:.2} unbound {:.2} dnsperf {:.2} \
+             {:>7} max lag {:>5.0} (p50 {:>5.0}, kept up {}) drain {:>4.0} ms; CPU agent {:.2} unbound {:.2} dnsperf {:.2} \
              machine {:.2}",
             s["asked"].as_u64().map_or("unpaced".into(), |r| if r == 0 {
                 "unpaced".into()
@@ -747,6 +861,8 @@ fn print_human(doc: &Value) {
             f(s, "read_per_s"),
             s["ring_full"],
             f(s, "max_lag_records"),
+            f(s, "lag_p50_records"),
+            s["kept_up"],
             f(s, "drain_ms"),
             f(s, "agent_cpu"),
             f(s, "unbound_cpu"),
@@ -768,17 +884,59 @@ fn print_human(doc: &Value) {
         doc["max_lossless_rate"],
         f(doc, "max_lossless_achieved")
     );
-    let l = &doc["latency"];
     println!(
-        "  live block latency at {}/s: {} blocks, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms \
-         ({} late, {} never blocked, ringbuf_full {})",
-        l["rate"],
-        l["blocks"],
-        f(l, "p50_ms"),
-        f(l, "p99_ms"),
-        f(l, "max_ms"),
-        l["late"],
-        l["unblocked"],
-        l["ring_full"]
+        "  highest rate the agent kept up with: {} (achieved {:.0}/s; rule: {})",
+        doc["max_kept_up_rate"],
+        f(doc, "max_kept_up_achieved"),
+        doc["latency"]["rule"]
     );
+    for key in ["latency", "latency_idle"] {
+        let l = &doc[key];
+        println!(
+            "  live block latency at {}/s: {} blocks, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms \
+             ({} late, {} never blocked, ringbuf_full {}, lag during the probe max {:.0} p50 \
+             {:.0})",
+            l["rate"],
+            l["blocks"],
+            f(l, "p50_ms"),
+            f(l, "p99_ms"),
+            f(l, "max_ms"),
+            l["late"],
+            l["unblocked"],
+            l["ring_full"],
+            f(l, "max_lag_records"),
+            f(l, "lag_p50_records"),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step_with(ring_full: u64, max_lag: f64) -> Value {
+        json!({"ring_full": ring_full, "max_lag_records": max_lag})
+    }
+
+    #[test]
+    fn a_loss_free_step_far_behind_is_not_kept_up() {
+        // The first full run's 100,000/s step: nothing lost, 22,308 records behind.
+        assert!(!keeps_up(&step_with(0, 22_308.0)));
+        // Its 40,000/s step: a few hundred behind at most.
+        assert!(keeps_up(&step_with(0, 182.0)));
+        // Any loss is not keeping up, however small the lag seen.
+        assert!(!keeps_up(&step_with(1, 0.0)));
+        // A step without a lag figure is not judged kept up.
+        assert!(!keeps_up(&json!({"ring_full": 0})));
+    }
+
+    #[test]
+    fn the_load_ring_holds_small_records() {
+        // 8 MiB of 256-byte records plus the kernel's 8-byte header.
+        assert_eq!(
+            ring_records_load(),
+            u64::from(flux_common::RING_BUF_BYTES) / 264
+        );
+        assert!(ring_records_load() > ring_records());
+    }
 }
