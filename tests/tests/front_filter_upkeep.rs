@@ -8,7 +8,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use flux_agent::enforce::maps::{Maps, Spec, Target};
-use flux_common::{BlockEntry, MAP_BLOCKED_V4};
+use flux_common::{BlockEntry, Counter, MAP_BLOCKED_V4};
 use flux_tests::{
     frames::*,
     privileged,
@@ -155,4 +155,50 @@ fn a_bulk_write_sets_every_bit() {
         assert_eq!(covers(&maps, a.octets()), (true, true), "{a}");
     }
     assert_eq!(verdict(&mut h, &udp4(443, &[0u8; 64])), XDP_DROP);
+}
+
+/// The filter's early answer (`xdp_verdict::address_verdict`: both /24 bits clear, nothing can
+/// match) needs *both* addresses clear: a frame from a clear /24 to a blocked destination, or
+/// from a blocked source to a clear /24, is still dropped and counted on the right side, and an
+/// allowed address inside a blocked CIDR still passes with its bit set.
+#[test]
+fn one_clear_address_does_not_hide_the_other() {
+    if !privileged() {
+        return;
+    }
+    let mut h = Harness::new(&[53]);
+    let mut maps = h.maps();
+    let spec = Spec::manual(None, "test");
+    // SRC4 and DST4 share a /24: the source here is from another one.
+    let other = [198, 51, 100, 7];
+    let frame = udp4_between(other, 443, DST4, 40000, &[0u8; 64]);
+    for (blocked, clear, counter) in [
+        (DST4, other, Counter::DropBlockedDst),
+        (other, DST4, Counter::DropBlockedSrc),
+    ] {
+        let target = Target::Ip(Ipv4Addr::from(blocked).into());
+        maps.block(&target, &spec).expect("block");
+        assert_eq!(covers(&maps, blocked), (true, true));
+        assert_eq!(
+            covers(&maps, clear),
+            (false, true),
+            "the other /24 stays clear"
+        );
+        let (v, delta, _) = h.run(&frame);
+        assert_eq!(v, XDP_DROP, "{counter:?}");
+        assert!(delta.contains(&(counter, 1)), "{counter:?}: {delta:?}");
+        assert!(maps.unblock(&target).expect("unblock"));
+        assert_eq!(verdict(&mut h, &frame), XDP_PASS, "{counter:?} unblocked");
+    }
+
+    // The source's /24 blocked as a CIDR, the source itself allowed: the bit is set, the
+    // lookups run, and the allowlist wins.
+    let cidr = Target::cidr("198.51.100.0/24").expect("cidr");
+    maps.block(&cidr, &spec).expect("block");
+    assert_eq!(verdict(&mut h, &frame), XDP_DROP, "inside the blocked CIDR");
+    let allowed = Target::Ip(Ipv4Addr::from(other).into());
+    maps.allow(&allowed, "test").expect("allow");
+    let (v, delta, _) = h.run(&frame);
+    assert_eq!(v, XDP_PASS, "allowed inside a blocked CIDR");
+    assert!(delta.contains(&(Counter::AllowedOverBlock, 1)), "{delta:?}");
 }
