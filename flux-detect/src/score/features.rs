@@ -39,6 +39,9 @@ pub struct Features {
     /// Blocks (as `distinct_subnets`) holding exactly one of the addresses: scattered
     /// machines rather than a farm or a PoP, which number their servers inside one block.
     pub lone_subnets: u32,
+    /// The most of the key's addresses in one block (as `distinct_subnets`): how deep into one
+    /// range the key's answers reach (see `model::rented_pools`).
+    pub subnet_ips_max: u32,
     /// Answers after the first whose addresses were all new to the key.
     pub fresh_answers: u32,
     /// Answers after the first that brought a network the key had no address in.
@@ -310,6 +313,7 @@ impl Acc {
             prefix_entropy: round3(self.prefixes.normalised_entropy()),
             distinct_subnets: self.subnets.distinct(),
             lone_subnets: self.subnets.lone(),
+            subnet_ips_max: self.subnets.most(),
             ttl_max: self.ttl_max,
             answer_size_max: self.answer_size_max,
             answer_networks_max: self.answer_networks_max,

@@ -88,6 +88,8 @@ pub enum Term {
     NewNetworks,
     /// A loaded feed lists the key, its chain or its addresses ([`params::feed_match`]).
     FeedMatch,
+    /// Servers handed out in turn deep inside rented ranges ([`rented_pool`]).
+    RentedPool,
 }
 
 /// How many terms the model has ([`TERMS`]).
@@ -146,8 +148,11 @@ fn own_terms(f: &Features) -> [(Term, f64); TERM_COUNT] {
         diversity *= PROVIDER_ZONE_WEIGHT;
     }
     diversity *= served;
+    // A rented pool (see `rented_pool`): servers deep in a range of two organisations or more
+    // spread like a pool of strangers.
+    let pool = rented_pool(f);
     // Organisations: 1 is normal, 2 common (multi-CDN, ISP caches), 4+ is a pool of strangers.
-    let networks = networks::ORGS.at(orgs) * diversity;
+    let networks = networks::ORGS.at(orgs).max(pool) * diversity;
     // Two or three organisations spread like four when their addresses are scattered machines,
     // each alone in its /24 (a flux operator renting servers all over a few hosting
     // providers): a farm or a CDN PoP numbers its servers inside one or two blocks.
@@ -170,7 +175,9 @@ fn own_terms(f: &Features) -> [(Term, f64); TERM_COUNT] {
     // A set that keeps coming back is a fixed set (ISP caches, a round robin, a CDN's PoPs in
     // turn), not a pool of bots: the share of later answers that were returns of expired ones
     // discounts the evidence that does not already count returns (fluxiness, new networks).
-    let fresh = 1.0 - RETURNS.at(returning_share(f));
+    // Not in a rented pool: its returns are one of many servers of the range handed out again,
+    // where a cache's are one of its handful.
+    let fresh = (1.0 - RETURNS.at(returning_share(f))).max(pool);
     // A parent whose answers are its children's, each child keeping its own answer, has no
     // rotation of its own: its growth, new networks and fluxiness are children being added.
     let own_rotation = if stable_children_only(f) { 0.0 } else { 1.0 };
@@ -221,7 +228,31 @@ fn own_terms(f: &Features) -> [(Term, f64); TERM_COUNT] {
         ),
         // Another team's listing: the key's own evidence (z gains exactly 0.0 without it).
         (Term::FeedMatch, f.feed_match),
+        // The rented pool turning over: the range's servers handed out in turn.
+        (
+            Term::RentedPool,
+            pool * fluxiness::FLUXINESS.at(f.fluxiness),
+        ),
     ]
+}
+
+/// Issue 12, `flux-bulletproof`: the key's addresses reach deep into one /24
+/// ([`params::rented_pool::DEPTH`], on `Features::subnet_ips_max`) and span two organisations or
+/// more ([`params::rented_pool::MIN_NETWORKS`]): a bulletproof operator rents ranges in a few
+/// hosting networks and hands their servers out in turn, dozens to a block, moving between the
+/// networks as blocklists catch up. A cache cluster or a CDN node inside an access ISP is a
+/// handful of servers, and a CDN's dense PoP blocks are its own organisation's. Value in
+/// [0, 1]: it counts as network spread (`networks`, `spread`), lifts the returns discount (a
+/// return is one of many servers handed out again, not a cache coming back), and, weighed by
+/// fluxiness, is a term of its own ([`Term::RentedPool`]). Multi-address answers must still
+/// mix the organisations for the spread to count in rotation (mixing is unchanged): a
+/// multi-CDN site alternating between two dense PoPs never mixes them.
+pub fn rented_pool(f: &Features) -> f64 {
+    if f.distinct_networks >= params::rented_pool::MIN_NETWORKS {
+        params::rented_pool::DEPTH.at(f64::from(f.subnet_ips_max))
+    } else {
+        0.0
+    }
 }
 
 /// All the key's addresses in one country (or two: the CDN's own nodes abroad beside the
@@ -586,6 +617,49 @@ mod tests {
         assert!(national_lines(&steered) && !national_lines(&abroad));
         assert_eq!(term(&abroad, Term::NewNetworks), 1.0);
         assert_eq!(term(&steered, Term::NewNetworks), NATIONAL_LINES_WEIGHT);
+    }
+
+    /// Issue 12, `flux-bulletproof`: one server per answer, handed out in turn from 14 of a
+    /// rented /24 in one hosting network and a few in another (most answers returns of one
+    /// handed out before, as a pool of 17 servers does), is flux; the same answers from a
+    /// cache cluster of 6 servers to a block are not.
+    #[test]
+    fn a_rented_pool_is_flux_and_a_cache_cluster_is_not() {
+        let pool = Features {
+            rrsets: 17,
+            later_answers: 80,
+            returning_answers: 64,
+            distinct_ips: 17,
+            distinct_networks: 2,
+            distinct_asns: 2,
+            distinct_subnets: 2,
+            distinct_prefixes: 2,
+            subnet_ips_max: 14,
+            distinct_countries: 2,
+            ttl_max: 540,
+            answer_size_max: 1,
+            ip_growth: 0.2,
+            fluxiness: 17.0,
+            network_arrivals: 1,
+            ..Features::default()
+        };
+        let cluster = Features {
+            subnet_ips_max: 6,
+            ..pool.clone()
+        };
+        let one_network = Features {
+            distinct_networks: 1,
+            ..pool.clone()
+        };
+        assert_eq!(rented_pool(&pool), 1.0);
+        assert_eq!(rented_pool(&cluster), 0.0);
+        assert_eq!(rented_pool(&one_network), 0.0, "a CDN's own dense PoP");
+        assert!(score(&pool) >= FLUX_ENTER, "{}", score(&pool));
+        assert!(score(&cluster) < SUSPICIOUS_ENTER, "{}", score(&cluster));
+        assert!(
+            reasons(&pool).iter().any(|r| r.feature == "rented_pool"),
+            "named in the verdict"
+        );
     }
 
     #[test]

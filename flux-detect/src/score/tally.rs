@@ -70,6 +70,11 @@ impl Tally {
         u32::try_from(self.distinct).unwrap_or(u32::MAX)
     }
 
+    /// How often the most frequent value occurred (0 when empty).
+    pub(super) fn most(&self) -> u32 {
+        u32::from(self.counts().max().unwrap_or(0))
+    }
+
     /// Values that occurred exactly once.
     pub(super) fn lone(&self) -> u32 {
         u32::try_from(self.counts().filter(|c| *c == 1).count()).unwrap_or(u32::MAX)
@@ -174,6 +179,7 @@ mod tests {
             }
             assert_eq!(t.distinct() as usize, runs.len());
             assert_eq!(t.lone() as usize, runs.iter().filter(|r| **r == 1).count());
+            assert_eq!(t.most() as usize, runs.iter().copied().max().unwrap_or(0));
         }
     }
 }

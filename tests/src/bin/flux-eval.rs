@@ -296,7 +296,10 @@ fn run() -> anyhow::Result<()> {
         );
     }
     eprintln!("{}", enricher.describe());
-    let out = workspace().join("target/eval");
+    // FLUX_EVAL_OUT: another directory for the pcaps and tables, so that two runs (two
+    // candidates of a tuning round) can go side by side without overwriting each other's draws.
+    let out = std::env::var_os("FLUX_EVAL_OUT")
+        .map_or_else(|| workspace().join("target/eval"), PathBuf::from);
     fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
     let sets = match mode {
         Mode::Draws { draws, per_class } => return heldout(draws, per_class, &enricher, &out),
@@ -648,7 +651,9 @@ fn debug_report(set: &Dataset, r: &mut Replayed) {
     for (l, o) in &r.outcomes {
         let miss = l.truth == Truth::Flux && o.ours.first.is_none();
         let fp = l.truth == Truth::Benign && o.ours.first.is_some();
-        if !(miss || fp) {
+        // FLUX_EVAL_DEBUG=all: every entity's best key, to compare classes' features.
+        let all = std::env::var_os("FLUX_EVAL_DEBUG").is_some_and(|v| v == "all");
+        if !(miss || fp || all) {
             continue;
         }
         let Some((score, key, at)) = r.best_key.get(l) else {
@@ -657,7 +662,13 @@ fn debug_report(set: &Dataset, r: &mut Replayed) {
         if let Some(v) = r.scorer.explain(key, score::from_secs(*at)) {
             eprintln!(
                 "{} {} {} key={key} score={:.2} f={}",
-                if miss { "MISS" } else { "FP" },
+                if miss {
+                    "MISS"
+                } else if fp {
+                    "FP"
+                } else {
+                    "BEST"
+                },
                 l.class,
                 l.domain,
                 score,
