@@ -36,12 +36,12 @@ fn scenarios_meet_the_targets_and_beat_the_baselines() {
     let det = ours["detection"].as_f64().unwrap();
     let fp = ours["fp_rate"].as_f64().unwrap();
     let ttd = ours["median_ttd_min"].as_f64().unwrap();
-    // Issue 12's targets (98% detection, no false positive) are not met on the generator's
-    // newer classes: flux-bulletproof is detected at 35-45%, and isp-cache and redirect-cdn
-    // names are flagged (docs/evaluation.md, "Where the targets are not met"). These floors
-    // hold today's figures (89.5% and 0.47% on this draw) so that they cannot get worse
+    // Issue 12's targets (98% detection, no false positive) are not met on this small draw:
+    // flux-bulletproof is not all detected, and isp-cache names are flagged (docs/evaluation.md,
+    // "Where the targets are not met"). These floors hold today's figures (95.2% since round
+    // 22's rented pools, 89.5% before; 0.07% false positives) so that they cannot get worse
     // unnoticed; raise them as the open work lands.
-    const DETECTION_FLOOR: f64 = 0.88;
+    const DETECTION_FLOOR: f64 = 0.94;
     const FP_CEILING: f64 = 0.006;
     assert!(det >= DETECTION_FLOOR, "detection {det}");
     assert!(fp <= FP_CEILING, "false positives {fp}");

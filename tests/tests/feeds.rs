@@ -375,10 +375,12 @@ fn a_url_feed_is_refreshed_and_a_failed_fetch_keeps_the_old_entries() {
         f["last_result"].as_str().unwrap().starts_with("failed"),
         "{f}"
     );
-    fs::remove_file(dir.0.join("www").join("feed.txt.truncate")).unwrap();
 
-    // Nothing parses: the entries kept.
+    // Nothing parses: the entries kept. Written before the truncation marker goes: the
+    // running agent's refresher (every 2 s) must never find `other.flux.test` whole, or it
+    // would rightly swap it in (CI saw that race when the marker went first).
     publish(&dir.0, "not a feed !!\nnor this ??\n");
+    fs::remove_file(dir.0.join("www").join("feed.txt.truncate")).unwrap();
     let e = cli_err(c, &pin, &["feed", "update", "u1", "--json"]);
     assert!(e.contains("no entry"), "{e}");
     assert_eq!(blocked(c, &pin), want);
