@@ -40,7 +40,7 @@ pub struct Features {
     /// machines rather than a farm or a PoP, which number their servers inside one block.
     pub lone_subnets: u32,
     /// The most of the key's addresses in one block (as `distinct_subnets`): how deep into one
-    /// range the key's answers reach (see `model::rented_pools`).
+    /// range the key's answers reach (see `model::rented_pool`).
     pub subnet_ips_max: u32,
     /// Answers after the first whose addresses were all new to the key.
     pub fresh_answers: u32,
