@@ -33,7 +33,7 @@ fn a_parent_of_stable_children_is_not_flux() {
         }
         if round == 0 {
             // What the rule removes: after the first round the parent has six answers in six
-            // networks, all new; with one child rotating that is flux.
+            // networks, all new; with three children rotating that is flux.
             let f = s
                 .explain("cachevendor.net", at(60))
                 .expect("tracked")
@@ -41,8 +41,10 @@ fn a_parent_of_stable_children_is_not_flux() {
             assert!(model::stable_children_only(&f), "{f:?}");
             let rotated = features::Features {
                 children_rotated: true,
+                rotating_children: params::ROTATING_CHILDREN_MAX + 1,
                 ..f.clone()
             };
+            assert!(!model::stable_children_only(&rotated), "{rotated:?}");
             assert!(model::score(&rotated) >= params::FLUX_ENTER, "{rotated:?}");
             assert!(model::score(&f) < params::SUSPICIOUS_ENTER, "{f:?}");
         }
@@ -77,11 +79,10 @@ fn wildcard_flux_over_names_seen_once_is_still_flux() {
     assert!(f.children >= 3 && !model::stable_children_only(&f), "{f:?}");
 }
 
-#[test]
-fn a_child_that_rotates_makes_the_parents_growth_its_own() {
+/// Stable siblings beside `rotating` names that each hand out a new bot at every lookup.
+fn mixed_parent(rotating: u32) -> (features::Features, Vec<Verdict>) {
     let mut s = scorer();
     let mut out = Vec::new();
-    // One name of the domain hands out a new bot at every lookup, beside stable siblings.
     for round in 0..8u32 {
         for i in 0..3u32 {
             let name = format!("www{i}.mixflux.net");
@@ -89,16 +90,42 @@ fn a_child_that_rotates_makes_the_parents_growth_its_own() {
             lookup(&mut s, round * 300 + i, &name, &ip, &mut out);
             lookup(&mut s, round * 300 + i + 2, &name, &ip, &mut out);
         }
-        let ip = format!("{}.{}.9.9", 100 + round * 11, round);
-        lookup(&mut s, round * 300 + 10, "cdn.mixflux.net", &ip, &mut out);
+        for c in 0..rotating {
+            let ip = format!("{}.{}.9.{}", 100 + round * 11, round, c + 1);
+            let name = format!("cdn{c}.mixflux.net");
+            lookup(&mut s, round * 300 + 10 + c, &name, &ip, &mut out);
+        }
     }
     let f = s
         .explain("mixflux.net", at(8 * 300))
         .expect("tracked")
         .features;
+    (f, out)
+}
+
+/// One name rotating beside stable siblings (a vendor's content name steered between the
+/// caches its node names each point at) is judged on its own: its flux is reported on it, and
+/// the parent's aggregate is not that name's rotation again.
+#[test]
+fn one_rotating_child_is_judged_on_its_own() {
+    let (f, out) = mixed_parent(1);
+    assert_eq!((f.children, f.rotating_children), (4, 1), "{f:?}");
     assert!(
-        f.children_rotated && !model::stable_children_only(&f),
+        f.children_rotated && model::stable_children_only(&f),
         "{f:?}"
     );
-    assert!(flux(&out, "cdn.mixflux.net"), "{out:#?}");
+    assert!(flux(&out, "cdn0.mixflux.net"), "{out:#?}");
+}
+
+/// Rotation in more names than [`params::ROTATING_CHILDREN_MAX`] is the domain's own.
+#[test]
+fn children_that_rotate_make_the_parents_growth_its_own() {
+    let (f, out) = mixed_parent(params::ROTATING_CHILDREN_MAX + 1);
+    assert_eq!(
+        f.rotating_children,
+        params::ROTATING_CHILDREN_MAX + 1,
+        "{f:?}"
+    );
+    assert!(!model::stable_children_only(&f), "{f:?}");
+    assert!(flux(&out, "cdn0.mixflux.net"), "{out:#?}");
 }

@@ -93,6 +93,13 @@ pub struct Features {
     /// from several names or from a name not known (always, for keys that are not registered
     /// domains): the key's rotation is not only the sum of its children.
     pub children_rotated: bool,
+    /// Of a registered-domain key: the names under it with two different answers or more in
+    /// the window, plus one if some answer came from several names or from a name not known.
+    /// See `model::stable_children_only`.
+    pub rotating_children: u32,
+    /// Of a registered-domain key: the names under it with one answer in the window that was
+    /// seen again after the response that brought it (the name kept its answer).
+    pub stable_children_seen_again: u32,
     /// Answers in the window that were seen again after the response that brought them.
     pub answers_seen_again: u32,
     /// Single-address answers forged or fronted, judged over the longest window (see
@@ -194,10 +201,15 @@ struct Acc {
     network_arrivals: u32,
     multi: u32,
     mixed: u32,
-    /// Child tags of the answers added (`Rrset::child`), distinct, at most one per answer.
+    /// Child tags of the answers added (`Rrset::child`), distinct, at most one per answer;
+    /// beside each, how many answers it gave (saturating) and whether its first one was seen
+    /// again.
     child_tags: [u16; MAX_RRSETS],
+    child_answers: [u8; MAX_RRSETS],
+    child_seen_again: [bool; MAX_RRSETS],
     children: usize,
-    children_rotated: bool,
+    /// An answer came from several names or from a name not known.
+    children_unattributed: bool,
     seen_again: u32,
     /// The oldest sighting among the entries added.
     oldest: u32,
@@ -226,8 +238,10 @@ impl Acc {
             multi: 0,
             mixed: 0,
             child_tags: [0; MAX_RRSETS],
+            child_answers: [0; MAX_RRSETS],
+            child_seen_again: [false; MAX_RRSETS],
             children: 0,
-            children_rotated: false,
+            children_unattributed: false,
             seen_again: 0,
             oldest: u32::MAX,
         }
@@ -272,7 +286,7 @@ impl Acc {
             }
             self.answer_networks_max = self.answer_networks_max.max(u32::from(r.networks));
             self.seen_again += u32::from(r.seen_again);
-            self.add_child(r.child);
+            self.add_child(r.child, r.seen_again);
             if r.size >= mixed_answers::MULTI_ADDRESS {
                 self.multi += 1;
                 if r.networks >= mixed_answers::MIXED_NETWORKS {
@@ -282,20 +296,51 @@ impl Acc {
         }
     }
 
-    /// Counts the name under a registered domain that gave one of its answers: a second answer
-    /// of the same name, or an answer of several or unknown names, means the key rotates by
-    /// itself and not only by adding names.
-    fn add_child(&mut self, tag: u16) {
-        let known = &self.child_tags[..self.children.min(MAX_RRSETS)];
-        if tag == 0 || tag == CHILD_MANY || known.contains(&tag) {
-            self.children_rotated = true;
-        } else if let Some(slot) = self.child_tags.get_mut(self.children) {
+    /// Counts the name under a registered domain that gave one of its answers, and whether
+    /// that answer was seen again: a second answer of the same name makes that name a rotating
+    /// child, an answer of several or unknown names is rotation the children do not explain.
+    fn add_child(&mut self, tag: u16, seen_again: bool) {
+        let known = self.children.min(MAX_RRSETS);
+        if tag == 0 || tag == CHILD_MANY {
+            self.children_unattributed = true;
+        } else if let Some(i) = self.child_tags[..known].iter().position(|t| *t == tag) {
+            if let Some(n) = self.child_answers.get_mut(i) {
+                *n = n.saturating_add(1);
+            }
+        } else if let (Some(slot), Some(n), Some(seen)) = (
+            self.child_tags.get_mut(self.children),
+            self.child_answers.get_mut(self.children),
+            self.child_seen_again.get_mut(self.children),
+        ) {
             *slot = tag;
+            *n = 1;
+            *seen = seen_again;
             self.children += 1;
         } else {
             // More answers than a key keeps cannot happen; if it did, say nothing of children.
-            self.children_rotated = true;
+            self.children_unattributed = true;
         }
+    }
+
+    /// Names that gave two answers or more, plus one for answers the names do not explain.
+    fn rotating_children(&self) -> u32 {
+        let known = self.children.min(MAX_RRSETS);
+        let rotating = self.child_answers[..known]
+            .iter()
+            .filter(|n| **n >= 2)
+            .count();
+        u32::try_from(rotating).unwrap_or(u32::MAX) + u32::from(self.children_unattributed)
+    }
+
+    /// Names with one answer, seen again.
+    fn stable_children_seen_again(&self) -> u32 {
+        let known = self.children.min(MAX_RRSETS);
+        let seen = self.child_answers[..known]
+            .iter()
+            .zip(&self.child_seen_again[..known])
+            .filter(|(n, seen)| **n == 1 && **seen)
+            .count();
+        u32::try_from(seen).unwrap_or(u32::MAX)
     }
 
     /// The features of what has been added so far; the name servers are read for `cutoff`.
@@ -332,7 +377,9 @@ impl Acc {
             queried_directly: k.marked(MARK_QUERIED_DIRECTLY),
             reached_via_others: !k.marked(MARK_QUERIED_DIRECTLY) && k.customers & 3 != 0,
             children: u32::try_from(self.children).unwrap_or(u32::MAX),
-            children_rotated: self.children_rotated,
+            children_rotated: self.rotating_children() > 0,
+            rotating_children: self.rotating_children(),
+            stable_children_seen_again: self.stable_children_seen_again(),
             answers_seen_again: self.seen_again,
             feed_match: if k.marked(MARK_FEED_MATCH) { 1.0 } else { 0.0 },
             ..Features::default()

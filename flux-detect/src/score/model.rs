@@ -52,10 +52,10 @@ use super::{
         self, BIAS, FLUX_ENTER, FLUX_EXIT, FORGED_ANSWER_SIZE, MIN_RRSETS_FOR_FLUX,
         NATIONAL_LINES_COUNTRIES, NATIONAL_LINES_IPS_PER_NETWORK, NATIONAL_LINES_NETWORKS,
         NATIONAL_LINES_WEIGHT, ONE_ANSWER_FLUX_NETWORKS, PROVIDER_ZONE_CUSTOMERS,
-        PROVIDER_ZONE_WEIGHT, RETURNS, SERVED_FOR_OTHERS_WEIGHT, STABLE_CHILDREN_MIN,
-        STABLE_CHILDREN_SEEN_DIVISOR, SUSPICIOUS_ENTER, SUSPICIOUS_EXIT, TERMS, countries,
-        fluxiness, low_ttl, networks, new_networks, prefix_diversity, rotating_glue,
-        rotation_across_networks as rotation_p, shared_flux_addresses as shared_p,
+        PROVIDER_ZONE_WEIGHT, RETURNS, ROTATING_CHILDREN_MAX, SERVED_FOR_OTHERS_WEIGHT,
+        STABLE_CHILDREN_MIN, STABLE_CHILDREN_SEEN_DIVISOR, SUSPICIOUS_ENTER, SUSPICIOUS_EXIT,
+        TERMS, countries, fluxiness, low_ttl, networks, new_networks, prefix_diversity,
+        rotating_glue, rotation_across_networks as rotation_p, shared_flux_addresses as shared_p,
     },
 };
 
@@ -273,24 +273,28 @@ pub fn national_lines(f: &Features) -> bool {
 
 /// Issue 12, item 2: a parent must not become flux because its children, taken together, look
 /// diverse. A registered-domain key whose answers in the window came from
-/// [`STABLE_CHILDREN_MIN`] names or more under it, no name with two different answers, and at
-/// least one answer in [`STABLE_CHILDREN_SEEN_DIVISOR`] seen again: each child keeps its own
-/// answer (a vendor's cache nodes, one fixed address each; a zone's hosts on different
-/// providers), so the parent's new addresses and networks are children being added, not
-/// rotation. Its rotation, fluxiness and new-network evidence count for nothing; its network,
-/// mixing and country spread still count, and each child is still judged on its own (flux in
-/// one child is reported on that child).
+/// [`STABLE_CHILDREN_MIN`] names or more under it that each gave one answer (stable children),
+/// at most [`ROTATING_CHILDREN_MAX`] name with two different answers or more, and at least
+/// one stable child in [`STABLE_CHILDREN_SEEN_DIVISOR`] seen again: each stable child keeps its
+/// own answer (a vendor's cache nodes, one fixed address each; a zone's hosts on different
+/// providers), so the parent's new addresses and networks are children being added, and the
+/// one rotating child's rotation (a vendor's content name steered between its caches) is that
+/// child's own. Its rotation, fluxiness and new-network evidence count for nothing; its
+/// network, mixing and country spread still count, and each child is still judged on its own:
+/// flux in one child is reported on that child.
 ///
 /// When aggregation is evidence: when the children are seen once each (wildcard flux, a new
-/// random subdomain per victim answered with a new bot: the 2009 Waledac domains), or when
-/// any child's answer changes (a child rotating makes the parent's growth its own). Residual
-/// evasion, stated: an operator who gives each of his names one fixed bot and has each looked
-/// up twice is not fast flux per name; his names are judged one by one, and their bots still
-/// count for other domains through the shared-bot table only once some name is flux.
+/// random subdomain per victim answered with a new bot: the 2009 Waledac domains), when two
+/// children or more rotate (the domain's rotation is not one name's), or when an answer came
+/// from several names or an unknown one. Residual evasion, stated: an operator who gives each
+/// of his names one fixed bot and has each looked up twice is not fast flux per name; his
+/// names are judged one by one, and their bots still count for other domains through the
+/// shared-bot table only once some name is flux.
 pub fn stable_children_only(f: &Features) -> bool {
-    f.children >= STABLE_CHILDREN_MIN
-        && !f.children_rotated
-        && f.answers_seen_again * STABLE_CHILDREN_SEEN_DIVISOR >= f.rrsets
+    let stable = f.children.saturating_sub(f.rotating_children);
+    stable >= STABLE_CHILDREN_MIN
+        && f.rotating_children <= ROTATING_CHILDREN_MAX
+        && f.stable_children_seen_again * STABLE_CHILDREN_SEEN_DIVISOR >= stable
 }
 
 /// Later answers that were returns of an answer after it expired: what share of the key's
