@@ -363,13 +363,15 @@ pub const STABLE_CHILDREN_MIN: u32 = 3;
 /// none; 2009 detection and the scenario flux classes were unchanged by it.
 pub const STABLE_CHILDREN_SEEN_DIVISOR: u32 = 3;
 /// Names under a parent that may rotate while the rest keep their answers and the parent is
-/// still an aggregate of stable children (`model::stable_children_only`). One: a vendor zone
-/// whose cache nodes each keep their address beside one content name steered between those
-/// caches (`#.dl.steamcontent.com` beside `cache1-fra1.steamcontent.com`, `dl.gvt1.com` beside
-/// the `r1---sn-*.gvt1.com` nodes). With 0 (the rule before 2026-12-03), that one name made the
-/// parent's aggregate its own rotation: on the 16 tuning draws 8 of the 11 legitimate
-/// entities flagged were such parents, flagged in their first minutes. The rotating name is
-/// judged on its own; two rotating names or more are the domain's rotation, not one name's.
+/// still an aggregate of stable children (`model::stable_children_only`). Two: a vendor zone
+/// whose cache nodes each keep their address beside a content name or two steered between
+/// those caches (`#.dl.steamcontent.com` and `lancache.steamcontent.com` beside
+/// `cache1-fra1.steamcontent.com`; `dl.gvt1.com` and `redirector.gvt1.com` beside the
+/// `r1---sn-*.gvt1.com` nodes). With 0 (the rule before 2026-12-03) one such name made the
+/// parent's aggregate its own rotation: on the 16 tuning draws 8 of the 11 legitimate entities
+/// flagged were such parents, flagged in their first minutes; 1 left two of them (parents
+/// with two content names), 2 none, with flux detection unchanged at either (98.1%). The
+/// rotating names are judged on their own; three or more are the domain's rotation.
 pub const ROTATING_CHILDREN_MAX: u32 = 2;
 
 /// Unrelated registered domains CNAMEing into a zone that make it a provider's zone (a CDN,
