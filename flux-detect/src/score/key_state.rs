@@ -559,7 +559,6 @@ impl KeyState {
         }
         let mut own_id = None;
         for (e, fp) in self.ips.iter().zip(self.ip_fps.iter_mut()) {
-            let ip = e.addr.ip_bytes(v6_bytes(&self.more, &e.addr));
             if *fp & FP_OWN_BOT != 0 {
                 continue;
             }
@@ -568,6 +567,13 @@ impl KeyState {
             // bot ever did (the table lookup is what the mark saves).
             let trusted = *fp & FP_OTHER_BOT != 0 && flux_ips.infrastructure_found() == 0;
             if !trusted {
+                // Nearly every address is no bot, which the filter tells from the fingerprint
+                // alone; putting the address's bytes together first stalled this loop.
+                if !flux_ips.may_hold_fingerprint(*fp & FP_MASK) {
+                    *fp &= !FP_OTHER_BOT;
+                    continue;
+                }
+                let ip = e.addr.ip_bytes(v6_bytes(&self.more, &e.addr));
                 match flux_ips.owner(&ip) {
                     Some(d) if d != *own_id.get_or_insert_with(&own) => *fp |= FP_OTHER_BOT,
                     Some(_) => {
@@ -718,8 +724,9 @@ fn mix64(mut x: u64) -> u64 {
 }
 
 /// The address's four 32-bit words folded: cheap, and exact for IPv4 (the mapped prefix is
-/// constant), which is most of what keys hold.
-fn fingerprint(ip: &[u8; 16]) -> u32 {
+/// constant), which is most of what keys hold. The shared-bot filter hashes it too
+/// (`shared.rs`), so a key can ask the filter without the address's bytes.
+pub(super) fn fingerprint(ip: &[u8; 16]) -> u32 {
     let v = u128::from_le_bytes(*ip);
     ((v as u32) ^ ((v >> 32) as u32) ^ ((v >> 64) as u32) ^ ((v >> 96) as u32)) & FP_MASK
 }

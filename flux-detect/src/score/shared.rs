@@ -1,7 +1,7 @@
 //! Addresses of keys judged flux, remembered so that other domains resolving to the same bots
 //! are suspected sooner (the shared-bot term of the model).
 
-use super::table::KeyTable;
+use super::{key_state::fingerprint, table::KeyTable};
 
 pub use super::params::{INFRA_STABLE_DOMAINS, MAX_FLUX_IPS};
 
@@ -53,8 +53,14 @@ impl Default for FluxIps {
 
 /// The filter word of an address and the two bits it sets in it.
 fn bit(ip: &[u8; 16]) -> (usize, u64) {
-    let v = u128::from_le_bytes(*ip);
-    let h = ((v as u64) ^ ((v >> 64) as u64).rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    bit_of(fingerprint(ip))
+}
+
+/// [`bit`] from the address's key fingerprint (`key_state::fingerprint`): a key asks the filter
+/// about each of its addresses at every re-score, and it holds their fingerprints densely, so
+/// the address's bytes are only put together for the few that pass.
+fn bit_of(fp: u32) -> (usize, u64) {
+    let h = u64::from(fp).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let word = (h >> 49) as usize; // the top 15 bits: 32,768 words
     let (a, b) = ((h >> 43) & 63, (h >> 37) & 63);
     (word, (1u64 << a) | (1u64 << b))
@@ -188,7 +194,12 @@ impl FluxIps {
 
     /// What the filter says: false means the address is certainly not in the table.
     fn may_hold(&self, ip: &[u8; 16]) -> bool {
-        let (w, b) = bit(ip);
+        self.may_hold_fingerprint(fingerprint(ip))
+    }
+
+    /// [`Self::may_hold`] for the address whose `key_state::fingerprint` is `fp`.
+    pub(super) fn may_hold_fingerprint(&self, fp: u32) -> bool {
+        let (w, b) = bit_of(fp);
         self.filter.get(w).is_some_and(|word| word & b == b)
     }
 
