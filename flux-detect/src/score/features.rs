@@ -346,6 +346,7 @@ impl Acc {
     /// The features of what has been added so far; the name servers are read for `cutoff`.
     fn features(&self, k: &KeyState, window: &'static str, cutoff: u32) -> Features {
         use super::model::round3;
+        let rotating_children = self.rotating_children();
         let mut f = Features {
             window,
             responses: k.responses,
@@ -377,8 +378,8 @@ impl Acc {
             queried_directly: k.marked(MARK_QUERIED_DIRECTLY),
             reached_via_others: !k.marked(MARK_QUERIED_DIRECTLY) && k.customers & 3 != 0,
             children: u32::try_from(self.children).unwrap_or(u32::MAX),
-            children_rotated: self.rotating_children() > 0,
-            rotating_children: self.rotating_children(),
+            children_rotated: rotating_children > 0,
+            rotating_children,
             stable_children_seen_again: self.stable_children_seen_again(),
             answers_seen_again: self.seen_again,
             feed_match: if k.marked(MARK_FEED_MATCH) { 1.0 } else { 0.0 },

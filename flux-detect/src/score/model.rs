@@ -274,18 +274,19 @@ pub fn national_lines(f: &Features) -> bool {
 /// Issue 12, item 2: a parent must not become flux because its children, taken together, look
 /// diverse. A registered-domain key whose answers in the window came from
 /// [`STABLE_CHILDREN_MIN`] names or more under it that each gave one answer (stable children),
-/// at most [`ROTATING_CHILDREN_MAX`] name with two different answers or more, and at least
+/// at most [`ROTATING_CHILDREN_MAX`] names with two different answers or more, and at least
 /// one stable child in [`STABLE_CHILDREN_SEEN_DIVISOR`] seen again: each stable child keeps its
 /// own answer (a vendor's cache nodes, one fixed address each; a zone's hosts on different
 /// providers), so the parent's new addresses and networks are children being added, and the
-/// one rotating child's rotation (a vendor's content name steered between its caches) is that
-/// child's own. Its rotation, fluxiness and new-network evidence count for nothing; its
+/// rotating children's rotation (a vendor's content names steered between its caches) is
+/// their own. Its rotation, fluxiness and new-network evidence count for nothing; its
 /// network, mixing and country spread still count, and each child is still judged on its own:
 /// flux in one child is reported on that child.
 ///
 /// When aggregation is evidence: when the children are seen once each (wildcard flux, a new
-/// random subdomain per victim answered with a new bot: the 2009 Waledac domains), when two
-/// children or more rotate (the domain's rotation is not one name's), or when an answer came
+/// random subdomain per victim answered with a new bot: the 2009 Waledac domains), when more
+/// children than [`ROTATING_CHILDREN_MAX`] rotate (the domain's rotation is not a name's or
+/// two's), or when an answer came
 /// from several names or an unknown one. Residual evasion, stated: an operator who gives each
 /// of his names one fixed bot and has each looked up twice is not fast flux per name; his
 /// names are judged one by one, and their bots still count for other domains through the
