@@ -129,3 +129,91 @@ fn children_that_rotate_make_the_parents_growth_its_own() {
     assert!(!model::stable_children_only(&f), "{f:?}");
     assert!(flux(&out, "cdn0.mixflux.net"), "{out:#?}");
 }
+
+/// A vendor's cache nodes in their first minute: each node name looked up once so far, each
+/// answer still within its TTL. Nothing says yet whether they come back (cache nodes) or not
+/// (wildcard flux), so they are pending, not evidence: the parent waits one TTL. Once the
+/// answers expire unseen, the names were looked up once only and the parent is judged on them.
+#[test]
+fn children_within_their_ttl_are_pending_not_seen_once() {
+    let mut s = scorer();
+    let mut out = Vec::new();
+    for i in 0..6u32 {
+        let name = format!("node{i}.newvendor.net");
+        let ips = [format!("{}.{}.1.1", 20 + i * 9, i)];
+        s.observe(
+            at(i * 8),
+            &response(&name, a_records(&name, 600, &ips)),
+            &mut out,
+        );
+    }
+    let f = s
+        .explain("newvendor.net", at(60))
+        .expect("tracked")
+        .features;
+    assert_eq!(
+        (
+            f.stable_children,
+            f.stable_children_seen_again,
+            f.stable_children_pending
+        ),
+        (6, 0, 6),
+        "{f:?}"
+    );
+    assert!(model::stable_children_only(&f), "{f:?}");
+    // Without the wait, the same reading is six names seen once: the rule is off.
+    let unseen = features::Features {
+        stable_children_pending: 0,
+        ..f.clone()
+    };
+    assert!(!model::stable_children_only(&unseen), "{unseen:?}");
+    assert!(!flux(&out, "newvendor.net"), "{out:#?}");
+    // Every answer expired without being seen again: looked up once only.
+    let f = s
+        .explain("newvendor.net", at(700))
+        .expect("tracked")
+        .features;
+    assert_eq!(f.stable_children_pending, 0, "{f:?}");
+    assert!(!model::stable_children_only(&f), "{f:?}");
+}
+
+/// An answer of several names (or an unknown one) says the children do not explain the
+/// rotation, but it is no name: the stable children are counted as they are, not one fewer.
+#[test]
+fn an_unattributed_answer_does_not_hide_a_stable_child() {
+    let mut s = scorer();
+    let mut out = Vec::new();
+    for round in 0..3u32 {
+        for i in 0..3u32 {
+            let name = format!("node{i}.sharedans.net");
+            let ip = format!("{}.{}.1.1", 20 + i * 9, i);
+            lookup(&mut s, round * 600 + i * 8, &name, &ip, &mut out);
+            lookup(&mut s, round * 600 + i * 8 + 3, &name, &ip, &mut out);
+        }
+        // Two names answered with one address: that answer belongs to no one name.
+        lookup(
+            &mut s,
+            round * 600 + 40,
+            "a.sharedans.net",
+            "90.1.2.3",
+            &mut out,
+        );
+        lookup(
+            &mut s,
+            round * 600 + 45,
+            "b.sharedans.net",
+            "90.1.2.3",
+            &mut out,
+        );
+    }
+    let f = s
+        .explain("sharedans.net", at(3 * 600))
+        .expect("tracked")
+        .features;
+    assert_eq!(
+        (f.children, f.rotating_children, f.stable_children),
+        (3, 1, 3),
+        "{f:?}"
+    );
+    assert!(model::stable_children_only(&f), "{f:?}");
+}

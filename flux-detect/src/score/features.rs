@@ -97,9 +97,15 @@ pub struct Features {
     /// the window, plus one if some answer came from several names or from a name not known.
     /// See `model::stable_children_only`.
     pub rotating_children: u32,
+    /// Of a registered-domain key: the names under it with exactly one answer in the window.
+    pub stable_children: u32,
     /// Of a registered-domain key: the names under it with one answer in the window that was
     /// seen again after the response that brought it (the name kept its answer).
     pub stable_children_seen_again: u32,
+    /// Of a registered-domain key: the names under it with one answer in the window, not seen
+    /// again yet but still within its TTL (a cache may still re-show it): neither stable nor
+    /// looked up once only, yet.
+    pub stable_children_pending: u32,
     /// Answers in the window that were seen again after the response that brought them.
     pub answers_seen_again: u32,
     /// Single-address answers forged or fronted, judged over the longest window (see
@@ -133,7 +139,7 @@ impl KeyState {
     /// The features over the `window` seconds before `now`.
     pub fn features(&self, now: u32, window: (u32, &'static str)) -> Features {
         let cutoff = now.saturating_sub(window.0);
-        let mut acc = Acc::new();
+        let mut acc = Acc::new(now);
         acc.add(self, |last| last >= cutoff);
         acc.features(self, window.1, cutoff)
     }
@@ -146,7 +152,7 @@ impl KeyState {
             windows: Default::default(),
             changes_at: u32::MAX,
         };
-        let mut acc = Acc::new();
+        let mut acc = Acc::new(now);
         let mut newer_than = u32::MAX;
         for (slot, w) in out.windows.iter_mut().zip(WINDOWS).take(n) {
             let cutoff = now.saturating_sub(w.0);
@@ -161,6 +167,8 @@ impl KeyState {
             if oldest != u32::MAX {
                 out.changes_at = out.changes_at.min(oldest.saturating_add(w.0 + 1));
             }
+            // A pending child answer that expires unseen changes the parent rule's reading.
+            out.changes_at = out.changes_at.min(acc.pending_until);
         }
         out
     }
@@ -181,6 +189,8 @@ impl KeyState {
 
 /// Running totals of a key's addresses and answers, for one window or nested ones.
 struct Acc {
+    /// The time the features are computed for.
+    now: u32,
     distinct_ips: u32,
     asns: Tally,
     nets: Tally,
@@ -207,17 +217,24 @@ struct Acc {
     child_tags: [u16; MAX_RRSETS],
     child_answers: [u8; MAX_RRSETS],
     child_seen_again: [bool; MAX_RRSETS],
+    /// Whether a child's one answer may still be re-shown by a cache (not seen again, not
+    /// expired): too early to say the name was looked up once only.
+    child_pending: [bool; MAX_RRSETS],
     children: usize,
     /// An answer came from several names or from a name not known.
     children_unattributed: bool,
     seen_again: u32,
     /// The oldest sighting among the entries added.
     oldest: u32,
+    /// When the first pending child answer expires (the parent rule reads them; see
+    /// `child_pending`).
+    pending_until: u32,
 }
 
 impl Acc {
-    fn new() -> Self {
+    fn new(now: u32) -> Self {
         Self {
+            now,
             distinct_ips: 0,
             asns: Tally::new(),
             nets: Tally::new(),
@@ -240,10 +257,12 @@ impl Acc {
             child_tags: [0; MAX_RRSETS],
             child_answers: [0; MAX_RRSETS],
             child_seen_again: [false; MAX_RRSETS],
+            child_pending: [false; MAX_RRSETS],
             children: 0,
             children_unattributed: false,
             seen_again: 0,
             oldest: u32::MAX,
+            pending_until: u32::MAX,
         }
     }
 
@@ -286,7 +305,15 @@ impl Acc {
             }
             self.answer_networks_max = self.answer_networks_max.max(u32::from(r.networks));
             self.seen_again += u32::from(r.seen_again);
-            self.add_child(r.child, r.seen_again);
+            // Only a named child's answer can be pending: the rule reads nothing else, and a
+            // needless expiry in `changes_at` would re-score owner keys for nothing.
+            let expires = r.last.saturating_add(u32::from(r.valid_for));
+            let pending =
+                r.child != 0 && r.child != CHILD_MANY && !r.seen_again && self.now < expires;
+            if pending {
+                self.pending_until = self.pending_until.min(expires);
+            }
+            self.add_child(r.child, r.seen_again, pending);
             if r.size >= mixed_answers::MULTI_ADDRESS {
                 self.multi += 1;
                 if r.networks >= mixed_answers::MIXED_NETWORKS {
@@ -299,7 +326,7 @@ impl Acc {
     /// Counts the name under a registered domain that gave one of its answers, and whether
     /// that answer was seen again: a second answer of the same name makes that name a rotating
     /// child, an answer of several or unknown names is rotation the children do not explain.
-    fn add_child(&mut self, tag: u16, seen_again: bool) {
+    fn add_child(&mut self, tag: u16, seen_again: bool, pending: bool) {
         let known = self.children.min(MAX_RRSETS);
         if tag == 0 || tag == CHILD_MANY {
             self.children_unattributed = true;
@@ -307,14 +334,16 @@ impl Acc {
             if let Some(n) = self.child_answers.get_mut(i) {
                 *n = n.saturating_add(1);
             }
-        } else if let (Some(slot), Some(n), Some(seen)) = (
+        } else if let (Some(slot), Some(n), Some(seen), Some(wait)) = (
             self.child_tags.get_mut(self.children),
             self.child_answers.get_mut(self.children),
             self.child_seen_again.get_mut(self.children),
+            self.child_pending.get_mut(self.children),
         ) {
             *slot = tag;
             *n = 1;
             *seen = seen_again;
+            *wait = pending;
             self.children += 1;
         } else {
             // More answers than a key keeps cannot happen; if it did, say nothing of children.
@@ -330,6 +359,28 @@ impl Acc {
             .filter(|n| **n >= 2)
             .count();
         u32::try_from(rotating).unwrap_or(u32::MAX) + u32::from(self.children_unattributed)
+    }
+
+    /// Names with exactly one answer (the stable children; unattributed answers are not
+    /// names, so they are not subtracted here as `rotating_children` counts them).
+    fn stable_children(&self) -> u32 {
+        let known = self.children.min(MAX_RRSETS);
+        let stable = self.child_answers[..known]
+            .iter()
+            .filter(|n| **n == 1)
+            .count();
+        u32::try_from(stable).unwrap_or(u32::MAX)
+    }
+
+    /// Names with one answer that a cache may still re-show.
+    fn stable_children_pending(&self) -> u32 {
+        let known = self.children.min(MAX_RRSETS);
+        let pending = self.child_answers[..known]
+            .iter()
+            .zip(&self.child_pending[..known])
+            .filter(|(n, wait)| **n == 1 && **wait)
+            .count();
+        u32::try_from(pending).unwrap_or(u32::MAX)
     }
 
     /// Names with one answer, seen again.
@@ -380,7 +431,9 @@ impl Acc {
             children: u32::try_from(self.children).unwrap_or(u32::MAX),
             children_rotated: rotating_children > 0,
             rotating_children,
+            stable_children: self.stable_children(),
             stable_children_seen_again: self.stable_children_seen_again(),
+            stable_children_pending: self.stable_children_pending(),
             answers_seen_again: self.seen_again,
             feed_match: if k.marked(MARK_FEED_MATCH) { 1.0 } else { 0.0 },
             ..Features::default()

@@ -41,6 +41,28 @@ fn repeated_answers_are_one_rrset_and_growth_counts_new_addresses() {
     assert_eq!(f.prefix_entropy, 1.0);
 }
 
+/// A parent's child answer not seen again and still within its TTL is pending (see
+/// `model::stable_children_only`): its expiry changes the features, so it bounds `changes_at`.
+#[test]
+fn a_pending_child_answer_expiring_is_a_change() {
+    let mut k = KeyState::new(0);
+    k.add_answer_from(0, 300, &[a(1, 1, b"US")], 11);
+    k.add_answer_from(10, 300, &[a(2, 2, b"DE")], 12);
+    // An owner key's answer (no child) is never pending.
+    k.add_answer_from(20, 100, &[a(3, 3, b"FR")], 0);
+    let n = k.features_nested(30, WINDOWS.len());
+    assert_eq!(n.changes_at, 300, "child 11's answer expires at 300");
+    assert_eq!(k.features(30, WINDOWS[0]).stable_children_pending, 2);
+    assert_eq!(k.features(305, WINDOWS[0]).stable_children_pending, 1);
+    // Seen again: kept, no longer pending.
+    k.add_answer_from(305, 300, &[a(2, 2, b"DE")], 12);
+    let f = k.features(305, WINDOWS[0]);
+    assert_eq!(
+        (f.stable_children_pending, f.stable_children_seen_again),
+        (0, 1)
+    );
+}
+
 #[test]
 fn cache_re_shows_are_not_rotation_but_returns_after_expiry_are() {
     let mut k = KeyState::new(0);

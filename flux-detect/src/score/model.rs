@@ -275,7 +275,10 @@ pub fn national_lines(f: &Features) -> bool {
 /// diverse. A registered-domain key whose answers in the window came from
 /// [`STABLE_CHILDREN_MIN`] names or more under it that each gave one answer (stable children),
 /// at most [`ROTATING_CHILDREN_MAX`] names with two different answers or more, and at least
-/// one stable child in [`STABLE_CHILDREN_SEEN_DIVISOR`] seen again: each stable child keeps its
+/// one stable child in [`STABLE_CHILDREN_SEEN_DIVISOR`] seen again, not counting the pending
+/// ones (one answer, not seen again, still within its TTL: whether a cache re-shows it cannot
+/// be known before it expires, and a vendor's new cache nodes are flagged in their first
+/// minute otherwise; wildcard flux waits at most one TTL for it): each stable child keeps its
 /// own answer (a vendor's cache nodes, one fixed address each; a zone's hosts on different
 /// providers), so the parent's new addresses and networks are children being added, and the
 /// rotating children's rotation (a vendor's content names steered between its caches) is
@@ -292,10 +295,11 @@ pub fn national_lines(f: &Features) -> bool {
 /// names are judged one by one, and their bots still count for other domains through the
 /// shared-bot table only once some name is flux.
 pub fn stable_children_only(f: &Features) -> bool {
-    let stable = f.children.saturating_sub(f.rotating_children);
+    let stable = f.stable_children;
     stable >= STABLE_CHILDREN_MIN
         && f.rotating_children <= ROTATING_CHILDREN_MAX
-        && f.stable_children_seen_again * STABLE_CHILDREN_SEEN_DIVISOR >= stable
+        && f.stable_children_seen_again * STABLE_CHILDREN_SEEN_DIVISOR
+            >= stable.saturating_sub(f.stable_children_pending)
 }
 
 /// Later answers that were returns of an answer after it expired: what share of the key's
