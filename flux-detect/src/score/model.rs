@@ -113,11 +113,26 @@ pub fn terms(f: &Features) -> [(Term, f64); TERM_COUNT] {
     if rotates_on_its_own(f) {
         for (term, value) in &mut t {
             if *term == Term::SharedFluxAddresses {
-                *value = shared_bots(f);
+                // A set that keeps coming back is a fixed set (a vendor's caches), not a
+                // botnet's rotation: addresses it shares with a flux domain are that set's,
+                // whatever judged them bots. On the tuning draws every steering name flagged
+                // through shared bots (an ISP cache's content name reached `flux` first, its
+                // CDN steering name followed on the same caches) had nine later answers in ten
+                // or more returns, and no flux class above a half at its verdict. Only over
+                // enough answers ([`shared_p::FIXED_SET_ANSWERS`]) does a share say that.
+                let fixed_set = f.later_answers >= shared_p::FIXED_SET_ANSWERS;
+                *value = shared_bots(f) * if fixed_set { fresh(f) } else { 1.0 };
             }
         }
     }
     t
+}
+
+/// How much of the key's rotation is fresh: 1 less the returns discount ([`RETURNS`] on
+/// [`returning_share`]), lifted in a rented pool (its returns are one of many servers of the
+/// range handed out again, where a cache's are one of its handful).
+fn fresh(f: &Features) -> f64 {
+    (1.0 - RETURNS.at(returning_share(f))).max(rented_pool(f))
 }
 
 /// Every term but the shared bots (0 here): the key's own evidence.
@@ -177,7 +192,7 @@ fn own_terms(f: &Features) -> [(Term, f64); TERM_COUNT] {
     // discounts the evidence that does not already count returns (fluxiness, new networks).
     // Not in a rented pool: its returns are one of many servers of the range handed out again,
     // where a cache's are one of its handful.
-    let fresh = (1.0 - RETURNS.at(returning_share(f))).max(pool);
+    let fresh = fresh(f);
     // A parent whose answers are its children's, each child keeping its own answer, has no
     // rotation of its own: its growth, new networks and fluxiness are children being added.
     let own_rotation = if stable_children_only(f) { 0.0 } else { 1.0 };
@@ -669,6 +684,37 @@ mod tests {
             reasons(&pool).iter().any(|r| r.feature == "rented_pool"),
             "named in the verdict"
         );
+    }
+
+    /// Shared bots do not count for a fixed set that keeps coming back (a vendor's caches
+    /// that a flux verdict elsewhere marked as bots), over enough answers; over a few answers
+    /// (a 2009 Waledac domain looked up three times, TTL 0) a return says nothing.
+    #[test]
+    fn shared_bots_do_not_count_for_a_set_that_keeps_coming_back() {
+        let shared = |later: u32, returning: u32| {
+            let f = Features {
+                rrsets: 8,
+                later_answers: later,
+                returning_answers: returning,
+                distinct_ips: 8,
+                distinct_networks: 4,
+                distinct_asns: 4,
+                lone_subnets: 4,
+                distinct_subnets: 4,
+                shared_flux_ips: 8,
+                ttl_max: 146,
+                answer_size_max: 1,
+                ..Features::default()
+            };
+            assert!(rotates_on_its_own(&f), "{f:?}");
+            terms(&f)
+                .iter()
+                .find(|(t, _)| *t == Term::SharedFluxAddresses)
+                .map_or(-1.0, |(_, v)| *v)
+        };
+        assert_eq!(shared(87, 80), 0.0, "a cache's steering name");
+        assert_eq!(shared(87, 0), 1.0, "bots, none coming back");
+        assert_eq!(shared(2, 1), 1.0, "too few answers to say");
     }
 
     #[test]

@@ -226,6 +226,13 @@ pub mod shared_flux_addresses {
     /// and its addresses being another flux domain's bots is what completes the evidence (a
     /// score bar instead, such as the suspicious entry, lost 30 of its 34 domains).
     pub const NEEDS_ROTATION_TTL: u32 = 1800;
+    /// Later answers from which the share of returns discounts shared bots (`model::terms`):
+    /// a set that keeps coming back is a fixed set (a vendor's caches), whatever judged its
+    /// addresses bots. Fewer answers say nothing of a set: with a TTL of 0 every answer seen
+    /// twice is a return, and a 2009 Waledac domain looked up three times, one return among
+    /// two later answers, lost its verdict without this floor. The steering names it is for
+    /// had 87 later answers and more.
+    pub const FIXED_SET_ANSWERS: u32 = 8;
     /// Networks the key's own answers must span for it to rotate on its own.
     pub const NEEDS_NETWORKS: u32 = 2;
     /// Addresses per network up to which a key's addresses are spread like bots
