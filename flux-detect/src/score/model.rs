@@ -456,6 +456,24 @@ pub fn own_score(f: &Features) -> f64 {
     logistic(z_of(&own_terms(f)))
 }
 
+/// [`score`] and [`own_score`] together, computing the key's own terms once (a re-score wants
+/// both, and the terms were a visible share of it). Exactly what the two give: when the key
+/// does not rotate on its own, [`terms`] are its own terms and the two scores are one.
+pub fn scores(f: &Features) -> (f64, f64) {
+    let own_t = own_terms(f);
+    let own = logistic(z_of(&own_t));
+    if !rotates_on_its_own(f) {
+        return (own, own);
+    }
+    let mut t = own_t;
+    for (term, value) in &mut t {
+        if *term == Term::SharedFluxAddresses {
+            *value = shared_bots(f);
+        }
+    }
+    (logistic(z_of(&t)), own)
+}
+
 fn z_of(t: &[(Term, f64); TERM_COUNT]) -> f64 {
     t.iter()
         .fold(BIAS, |z, (term, value)| z + weight(*term) * value)
