@@ -562,9 +562,10 @@ impl Scorer {
         if is_new {
             // A key fed by an allowlisted name (a seed host, a CDN target) inherits it. Checked
             // once, when the key appears: chains into a key rarely change.
+            // The chain ends in the key's own name when it has one: asked once.
             st.set_allowed_by(
                 std::iter::once(name)
-                    .chain(chain.iter().copied())
+                    .chain(chain.iter().copied().filter(|c| *c != name))
                     .find_map(|n| self.allowlist.match_name(n)),
             );
         }

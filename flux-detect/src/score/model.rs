@@ -111,21 +111,26 @@ fn spec(term: Term) -> Option<&'static params::TermSpec> {
 pub fn terms(f: &Features) -> [(Term, f64); TERM_COUNT] {
     let mut t = own_terms(f);
     if rotates_on_its_own(f) {
-        for (term, value) in &mut t {
-            if *term == Term::SharedFluxAddresses {
-                // A set that keeps coming back is a fixed set (a vendor's caches), not a
-                // botnet's rotation: addresses it shares with a flux domain are that set's,
-                // whatever judged them bots. On the tuning draws every steering name flagged
-                // through shared bots (an ISP cache's content name reached `flux` first, its
-                // CDN steering name followed on the same caches) had nine later answers in ten
-                // or more returns, and no flux class above a half at its verdict. Only over
-                // enough answers ([`shared_p::FIXED_SET_ANSWERS`]) does a share say that.
-                let fixed_set = f.later_answers >= shared_p::FIXED_SET_ANSWERS;
-                *value = shared_bots(f) * if fixed_set { fresh(f) } else { 1.0 };
-            }
-        }
+        add_shared_bots(f, &mut t);
     }
     t
+}
+
+/// Puts the shared-bot term into a key's own terms (for a key that rotates on its own).
+fn add_shared_bots(f: &Features, t: &mut [(Term, f64); TERM_COUNT]) {
+    for (term, value) in t.iter_mut() {
+        if *term == Term::SharedFluxAddresses {
+            // A set that keeps coming back is a fixed set (a vendor's caches), not a
+            // botnet's rotation: addresses it shares with a flux domain are that set's,
+            // whatever judged them bots. On the tuning draws every steering name flagged
+            // through shared bots (an ISP cache's content name reached `flux` first, its
+            // CDN steering name followed on the same caches) had nine later answers in ten
+            // or more returns, and no flux class above a half at its verdict. Only over
+            // enough answers ([`shared_p::FIXED_SET_ANSWERS`]) does a share say that.
+            let fixed_set = f.later_answers >= shared_p::FIXED_SET_ANSWERS;
+            *value = shared_bots(f) * if fixed_set { fresh(f) } else { 1.0 };
+        }
+    }
 }
 
 /// How much of the key's rotation is fresh: 1 less the returns discount ([`RETURNS`] on
@@ -456,6 +461,20 @@ pub fn own_score(f: &Features) -> f64 {
     logistic(z_of(&own_terms(f)))
 }
 
+/// [`score`] and [`own_score`] together, computing the key's own terms once (a re-score wants
+/// both, and the terms were a visible share of it). Exactly what the two give: when the key
+/// does not rotate on its own, [`terms`] are its own terms and the two scores are one.
+pub fn scores(f: &Features) -> (f64, f64) {
+    let own_t = own_terms(f);
+    let own = logistic(z_of(&own_t));
+    if !rotates_on_its_own(f) {
+        return (own, own);
+    }
+    let mut t = own_t;
+    add_shared_bots(f, &mut t);
+    (logistic(z_of(&t)), own)
+}
+
 fn z_of(t: &[(Term, f64); TERM_COUNT]) -> f64 {
     t.iter()
         .fold(BIAS, |z, (term, value)| z + weight(*term) * value)
@@ -715,6 +734,35 @@ mod tests {
         assert_eq!(shared(87, 80), 0.0, "a cache's steering name");
         assert_eq!(shared(87, 0), 1.0, "bots, none coming back");
         assert_eq!(shared(2, 1), 1.0, "too few answers to say");
+    }
+
+    /// `scores` is `score` and `own_score`, bit for bit, with and without shared bots.
+    #[test]
+    fn scores_are_score_and_own_score() {
+        for (later, returning, shared, ttl) in [
+            (87, 80, 8, 146),
+            (87, 0, 8, 146),
+            (2, 1, 3, 30),
+            (5, 0, 0, 3600),
+        ] {
+            let f = Features {
+                rrsets: 8,
+                later_answers: later,
+                returning_answers: returning,
+                distinct_ips: 8,
+                distinct_networks: 4,
+                distinct_asns: 4,
+                lone_subnets: 4,
+                distinct_subnets: 4,
+                shared_flux_ips: shared,
+                ttl_max: ttl,
+                answer_size_max: 1,
+                ..Features::default()
+            };
+            let (s, own) = scores(&f);
+            assert_eq!(s.to_bits(), score(&f).to_bits(), "{f:?}");
+            assert_eq!(own.to_bits(), own_score(&f).to_bits(), "{f:?}");
+        }
     }
 
     #[test]

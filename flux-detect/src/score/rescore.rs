@@ -119,7 +119,7 @@ pub(super) fn rescore(
             baselines: best.baselines,
         });
     }
-    let own = model::own_score(&best.features);
+    let own = best.own;
     let previous = st.level;
     let was_blockable = st.marked(MARK_BLOCKABLE);
     st.level = model::next_level(previous, best.score, &best.features);
@@ -142,6 +142,8 @@ pub(super) fn rescore(
 /// whether any window makes the key worth watching for shared bots.
 struct BestWindow {
     score: f64,
+    /// The best window's [`model::own_score`].
+    own: f64,
     features: Features,
     baselines: Baselines,
     watch: bool,
@@ -149,7 +151,7 @@ struct BestWindow {
 
 /// Scores each window computed; the highest score wins.
 fn best_window(nested: Nested, shared: &[u32; WINDOWS.len()]) -> BestWindow {
-    let mut best: Option<(f64, Features)> = None;
+    let mut best: Option<(f64, f64, Features)> = None;
     let mut baselines = Baselines::default();
     let mut watch = false;
     // Forged answers are judged over the longest window computed: a censor's decoys do not all
@@ -173,18 +175,26 @@ fn best_window(nested: Nested, shared: &[u32; WINDOWS.len()]) -> BestWindow {
         };
         baselines.holz = baselines.holz.max(model::holz(f.distinct_ips, n_asn));
         baselines.zeek = baselines.zeek.max(model::zeek(f.distinct_ips, n_asn));
-        let s = model::score(&f);
+        let (s, own) = model::scores(&f);
         if best.as_ref().is_none_or(|b| s > b.0) {
-            best = Some((s, f));
+            best = Some((s, own, f));
         }
     }
-    let (score, features) = best.unwrap_or_default();
+    let (score, own, features) = match best {
+        Some(b) => b,
+        // No window: the default features' scores, as `own_score` gave them.
+        None => {
+            let f = Features::default();
+            (0.0, model::own_score(&f), f)
+        }
+    };
     baselines.holz = model::round3(baselines.holz);
     baselines.zeek = model::round3(baselines.zeek);
     baselines.holz_flux = baselines.holz > params::holz::THRESHOLD;
     baselines.zeek_flux = baselines.zeek > params::holz::THRESHOLD;
     BestWindow {
         score,
+        own,
         features,
         baselines,
         watch,
