@@ -217,3 +217,26 @@ fn an_unattributed_answer_does_not_hide_a_stable_child() {
     );
     assert!(model::stable_children_only(&f), "{f:?}");
 }
+
+/// Names looked up once whose answers each mix networks (five bots from a pool in each) are not
+/// pending cache nodes: the parent is flux at once, without waiting out their TTL
+/// (`params::PENDING_CHILD_NETWORKS_MAX`).
+#[test]
+fn children_answering_from_several_networks_are_not_pending() {
+    let mut s = scorer();
+    let mut out = Vec::new();
+    for n in 1..=6u32 {
+        let name = format!("v{n}.rotpool.net");
+        let ips: Vec<String> = (0..5u32)
+            .map(|i| format!("10.{}.{}.7", n * 10 + i, i + 1))
+            .collect();
+        s.observe(
+            at(n),
+            &response(&name, a_records(&name, 60, &ips)),
+            &mut out,
+        );
+    }
+    let f = s.explain("rotpool.net", at(7)).expect("tracked").features;
+    assert_eq!(f.stable_children_pending, 0, "{f:?}");
+    assert!(flux(&out, "rotpool.net"), "{out:#?}");
+}

@@ -8,7 +8,10 @@ use super::{
     KeyState,
     addr_info::AddrInfo,
     key_state::{CHILD_MANY, MARK_FEED_MATCH, MARK_QUERIED_DIRECTLY},
-    params::{FORGED_ANSWER_SIZE, MAX_RRSETS, PROVIDER_ZONE_CUSTOMERS, WINDOWS, mixed_answers},
+    params::{
+        FORGED_ANSWER_SIZE, MAX_RRSETS, PENDING_CHILD_NETWORKS_MAX, PROVIDER_ZONE_CUSTOMERS,
+        WINDOWS, mixed_answers,
+    },
     tally::Tally,
 };
 
@@ -308,8 +311,11 @@ impl Acc {
             // Only a named child's answer can be pending: the rule reads nothing else, and a
             // needless expiry in `changes_at` would re-score owner keys for nothing.
             let expires = r.last.saturating_add(u32::from(r.valid_for));
-            let pending =
-                r.child != 0 && r.child != CHILD_MANY && !r.seen_again && self.now < expires;
+            let pending = r.child != 0
+                && r.child != CHILD_MANY
+                && !r.seen_again
+                && self.now < expires
+                && r.networks <= PENDING_CHILD_NETWORKS_MAX;
             if pending {
                 self.pending_until = self.pending_until.min(expires);
             }

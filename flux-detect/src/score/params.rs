@@ -369,6 +369,13 @@ pub const STABLE_CHILDREN_MIN: u32 = 3;
 /// `steamcontent.com` with 2 of 5 were flagged at 2-4 minutes), while wildcard flux stays near
 /// none; 2009 detection and the scenario flux classes were unchanged by it.
 pub const STABLE_CHILDREN_SEEN_DIVISOR: u32 = 3;
+/// A child's one answer may be pending (not seen again yet, still within its TTL, left out of
+/// the share above) only when it spans at most this many networks: a cache node or a zone's
+/// host answers with its own address, or a few in one block. An answer mixing networks is a
+/// draw from a pool whatever comes later, and a parent of such children (six names looked up
+/// once, five bots each in five networks) stays flux at once instead of waiting out a TTL and
+/// a next lookup.
+pub const PENDING_CHILD_NETWORKS_MAX: u8 = 1;
 /// Names under a parent that may rotate while the rest keep their answers and the parent is
 /// still an aggregate of stable children (`model::stable_children_only`). Two: a vendor zone
 /// whose cache nodes each keep their address beside a content name or two steered between
