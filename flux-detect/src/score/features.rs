@@ -357,47 +357,38 @@ impl Acc {
         }
     }
 
+    /// The names counted so far whose (answers, seen again, pending) satisfy `keep`: one walk
+    /// over the per-child arrays for every count the parent rule reads.
+    fn count_children(&self, keep: impl Fn(u8, bool, bool) -> bool) -> u32 {
+        let known = self.children.min(MAX_RRSETS);
+        let n = self.child_answers[..known]
+            .iter()
+            .zip(&self.child_seen_again[..known])
+            .zip(&self.child_pending[..known])
+            .filter(|((n, seen), wait)| keep(**n, **seen, **wait))
+            .count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
     /// Names that gave two answers or more, plus one for answers the names do not explain.
     fn rotating_children(&self) -> u32 {
-        let known = self.children.min(MAX_RRSETS);
-        let rotating = self.child_answers[..known]
-            .iter()
-            .filter(|n| **n >= 2)
-            .count();
-        u32::try_from(rotating).unwrap_or(u32::MAX) + u32::from(self.children_unattributed)
+        self.count_children(|n, _, _| n >= 2) + u32::from(self.children_unattributed)
     }
 
     /// Names with exactly one answer (the stable children; unattributed answers are not
     /// names, so they are not subtracted here as `rotating_children` counts them).
     fn stable_children(&self) -> u32 {
-        let known = self.children.min(MAX_RRSETS);
-        let stable = self.child_answers[..known]
-            .iter()
-            .filter(|n| **n == 1)
-            .count();
-        u32::try_from(stable).unwrap_or(u32::MAX)
+        self.count_children(|n, _, _| n == 1)
     }
 
     /// Names with one answer that a cache may still re-show.
     fn stable_children_pending(&self) -> u32 {
-        let known = self.children.min(MAX_RRSETS);
-        let pending = self.child_answers[..known]
-            .iter()
-            .zip(&self.child_pending[..known])
-            .filter(|(n, wait)| **n == 1 && **wait)
-            .count();
-        u32::try_from(pending).unwrap_or(u32::MAX)
+        self.count_children(|n, _, wait| n == 1 && wait)
     }
 
     /// Names with one answer, seen again.
     fn stable_children_seen_again(&self) -> u32 {
-        let known = self.children.min(MAX_RRSETS);
-        let seen = self.child_answers[..known]
-            .iter()
-            .zip(&self.child_seen_again[..known])
-            .filter(|(n, seen)| **n == 1 && **seen)
-            .count();
-        u32::try_from(seen).unwrap_or(u32::MAX)
+        self.count_children(|n, seen, _| n == 1 && seen)
     }
 
     /// The features of what has been added so far; the name servers are read for `cutoff`.

@@ -705,26 +705,32 @@ mod tests {
         );
     }
 
+    /// Eight addresses, each alone in its /24, in four networks, one per answer: a key that
+    /// rotates on its own (with a TTL under 30 minutes), `shared` of them other domains' bots.
+    fn eight_bots_in_four_networks(later: u32, returning: u32, shared: u32, ttl: u32) -> Features {
+        Features {
+            rrsets: 8,
+            later_answers: later,
+            returning_answers: returning,
+            distinct_ips: 8,
+            distinct_networks: 4,
+            distinct_asns: 4,
+            lone_subnets: 4,
+            distinct_subnets: 4,
+            shared_flux_ips: shared,
+            ttl_max: ttl,
+            answer_size_max: 1,
+            ..Features::default()
+        }
+    }
+
     /// Shared bots do not count for a fixed set that keeps coming back (a vendor's caches
     /// that a flux verdict elsewhere marked as bots), over enough answers; over a few answers
     /// (a 2009 Waledac domain looked up three times, TTL 0) a return says nothing.
     #[test]
     fn shared_bots_do_not_count_for_a_set_that_keeps_coming_back() {
         let shared = |later: u32, returning: u32| {
-            let f = Features {
-                rrsets: 8,
-                later_answers: later,
-                returning_answers: returning,
-                distinct_ips: 8,
-                distinct_networks: 4,
-                distinct_asns: 4,
-                lone_subnets: 4,
-                distinct_subnets: 4,
-                shared_flux_ips: 8,
-                ttl_max: 146,
-                answer_size_max: 1,
-                ..Features::default()
-            };
+            let f = eight_bots_in_four_networks(later, returning, 8, 146);
             assert!(rotates_on_its_own(&f), "{f:?}");
             terms(&f)
                 .iter()
@@ -745,20 +751,7 @@ mod tests {
             (2, 1, 3, 30),
             (5, 0, 0, 3600),
         ] {
-            let f = Features {
-                rrsets: 8,
-                later_answers: later,
-                returning_answers: returning,
-                distinct_ips: 8,
-                distinct_networks: 4,
-                distinct_asns: 4,
-                lone_subnets: 4,
-                distinct_subnets: 4,
-                shared_flux_ips: shared,
-                ttl_max: ttl,
-                answer_size_max: 1,
-                ..Features::default()
-            };
+            let f = eight_bots_in_four_networks(later, returning, shared, ttl);
             let (s, own) = scores(&f);
             assert_eq!(s.to_bits(), score(&f).to_bits(), "{f:?}");
             assert_eq!(own.to_bits(), own_score(&f).to_bits(), "{f:?}");
