@@ -14,8 +14,11 @@
 /// held-out seeds of rounds 13-22. Those ten were reported on after every round, and round 22's
 /// report named the legitimate entities they flagged (all ISP caches) and why; a scorer change
 /// aimed at that class would be fitted to them, so on 2026-12-03, before any such change, they
-/// became tuning seeds and [`HELDOUT_SEEDS`] got ten fresh ones.
-pub const TUNING_SEEDS: [u64; 16] = [
+/// became tuning seeds and [`HELDOUT_SEEDS`] got ten fresh ones. The same happened to those
+/// ten (the last ten here) at round 25: rounds 23-24 reported the two held-out draws over the
+/// target and named what they flagged (a CDN steering name carried to `flux` by shared bots
+/// alone); round 25 changes how shared bots count, so they became tuning seeds first.
+pub const TUNING_SEEDS: [u64; 26] = [
     2026,
     1,
     2,
@@ -32,12 +35,7 @@ pub const TUNING_SEEDS: [u64; 16] = [
     8_634_456_871_212_384_725,
     5_689_480_410_434_464_038,
     17_485_487_880_941_751_910,
-];
-
-/// Seeds for held-out evaluation only (see the module documentation). Drawn from /dev/urandom
-/// on 2026-12-03 and committed before the scorer changes of that day (the previous ten are now
-/// tuning seeds).
-pub const HELDOUT_SEEDS: [u64; 10] = [
+    // Held out in rounds 23-24; tuning seeds from round 25 (see above).
     151_525_224_196_496_325,
     6_230_543_675_726_898_425,
     4_919_729_861_939_805_108,
@@ -48,6 +46,22 @@ pub const HELDOUT_SEEDS: [u64; 10] = [
     10_541_849_843_177_173_598,
     12_396_374_559_136_084_755,
     14_869_607_031_535_750_319,
+];
+
+/// Seeds for held-out evaluation only (see the module documentation). Drawn from /dev/urandom
+/// on 2026-12-03 (round 25) and committed before that round's scorer changes (the previous ten
+/// are now tuning seeds).
+pub const HELDOUT_SEEDS: [u64; 10] = [
+    8_295_011_093_625_638_018,
+    7_122_036_083_892_060_893,
+    9_418_479_790_755_040_995,
+    13_863_413_181_139_002_310,
+    2_928_420_533_576_599_990,
+    9_458_358_654_578_338_653,
+    4_223_053_225_793_711_206,
+    13_023_259_589_207_294_494,
+    10_824_889_707_258_974_934,
+    14_628_023_321_623_835_702,
 ];
 
 #[cfg(test)]
