@@ -495,6 +495,11 @@ impl KeyState {
         if !same {
             self.more.get_or_insert_with(Box::default).chain =
                 Some(chain.iter().map(|s| Box::<str>::from(*s)).collect());
+            // Which bots are the key's own depends on its chain ([`Self::shared_bots`]): the
+            // remembered answers are asked again.
+            for fp in &mut self.ip_fps {
+                *fp &= FP_MASK;
+            }
         }
     }
 
@@ -541,23 +546,42 @@ impl KeyState {
         self.changes >= BUSY_CHANGES
     }
 
-    /// Per window, the addresses that are other flux domains' bots (`own` is this key's domain
-    /// id in the table). An address the table has placed is remembered with it: a bot keeps
-    /// its first owner, so the answer does not change, and a flux key's own bots (all of its
-    /// addresses, once it shares them) are not looked up again at every rescore.
-    /// `own` is asked only when an address turns out to be a bot (it costs a public-suffix
-    /// lookup, and most keys have none).
+    /// Per window, the addresses that are other flux domains' bots. `name` is the key's name
+    /// and `domain_id` gives a name's registered-domain id in the table. A bot shown by the
+    /// key's own domain, or by a domain of the key's CNAME chain, is the key's own: a name
+    /// that leads here through a CNAME (or that this key's name leads to) shows these very
+    /// answers, so its verdict is this key's rotation seen under another name, not a second
+    /// domain on the same bots (an ISP cache's content name judged flux made its CDN steering
+    /// name, the next link of the same chain, flux on shared bots alone; see
+    /// [`super::params::shared_flux_addresses`]). An address the table has placed is
+    /// remembered with it: a bot keeps its first owner, so the answer does not change (until
+    /// the chain does, [`Self::set_chain`]), and a flux key's own bots (all of its addresses,
+    /// once it shares them) are not looked up again at every rescore. The domain ids are worked
+    /// out only when an address turns out to be a bot (each costs a public-suffix lookup, and
+    /// most keys have none).
     pub fn shared_bots(
         &mut self,
         now: u32,
         flux_ips: &super::shared::FluxIps,
-        own: impl Fn() -> u32,
+        name: &str,
+        domain_id: impl Fn(&str) -> u32,
     ) -> [u32; WINDOWS.len()] {
         let mut shared = [0u32; WINDOWS.len()];
         if flux_ips.is_empty() {
             return shared;
         }
-        let mut own_id = None;
+        let chain = self.more.as_ref().and_then(|m| m.chain.as_deref());
+        let mut own_ids: Option<SmallVec<[u32; 4]>> = None;
+        let mut is_own = |d: u32| {
+            own_ids
+                .get_or_insert_with(|| {
+                    std::iter::once(name)
+                        .chain(chain.into_iter().flatten().map(|c| &**c))
+                        .map(&domain_id)
+                        .collect()
+                })
+                .contains(&d)
+        };
         for (e, fp) in self.ips.iter().zip(self.ip_fps.iter_mut()) {
             if *fp & FP_OWN_BOT != 0 {
                 continue;
@@ -575,7 +599,7 @@ impl KeyState {
                 }
                 let ip = e.addr.ip_bytes(v6_bytes(&self.more, &e.addr));
                 match flux_ips.owner(&ip) {
-                    Some(d) if d != *own_id.get_or_insert_with(&own) => *fp |= FP_OTHER_BOT,
+                    Some(d) if !is_own(d) => *fp |= FP_OTHER_BOT,
                     Some(_) => {
                         *fp |= FP_OWN_BOT;
                         continue;

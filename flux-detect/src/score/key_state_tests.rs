@@ -63,6 +63,34 @@ fn a_pending_child_answer_expiring_is_a_change() {
     );
 }
 
+/// A bot counts as another domain's unless that domain is the key's own or one of its CNAME
+/// chain's; the remembered answer is asked again when the chain changes.
+#[test]
+fn bots_of_a_domain_in_the_keys_chain_are_its_own_until_the_chain_changes() {
+    let id = |n: &str| match n {
+        "x.steer.example" => 1,
+        "dl.vendor.test" => 2,
+        _ => 3,
+    };
+    let mut bots = super::super::shared::FluxIps::default();
+    bots.insert(a(1, 1, b"US").ip, 2);
+    let mut k = KeyState::new(0);
+    k.add_answer(0, 60, &[a(1, 1, b"US"), a(2, 2, b"DE")]);
+    assert_eq!(k.shared_bots(0, &bots, "x.steer.example", id)[0], 1);
+    k.set_chain(&["dl.vendor.test", "x.steer.example"]);
+    assert_eq!(
+        k.shared_bots(0, &bots, "x.steer.example", id)[0],
+        0,
+        "its chain's"
+    );
+    k.set_chain(&["www.other.test", "x.steer.example"]);
+    assert_eq!(
+        k.shared_bots(0, &bots, "x.steer.example", id)[0],
+        1,
+        "asked again"
+    );
+}
+
 #[test]
 fn cache_re_shows_are_not_rotation_but_returns_after_expiry_are() {
     let mut k = KeyState::new(0);

@@ -225,6 +225,13 @@ pub mod shared_flux_addresses {
     /// one new address in a new network each time with TTL 0, does show rotation of its own,
     /// and its addresses being another flux domain's bots is what completes the evidence (a
     /// score bar instead, such as the suspicious entry, lost 30 of its 34 domains).
+    ///
+    /// Other domains' bots only: a bot shown by a domain of the key's own CNAME chain is the
+    /// key's own (`KeyState::shared_bots`). On the 26 tuning draws of round 25 the two CDN
+    /// steering names still flagged (`*.windowsupdate.com.edgesuite.net`, 2-4 responses of
+    /// their own, own score 0.02-0.03) were reached only through the content name judged flux
+    /// before them: the same answers under the next name of one chain. Not one flux detection
+    /// of those draws, the 2009 data or seed 2026 changed with it.
     pub const NEEDS_ROTATION_TTL: u32 = 1800;
     /// Later answers from which the share of returns discounts shared bots (`model::terms`):
     /// a set that keeps coming back is a fixed set (a vendor's caches), whatever judged its

@@ -44,7 +44,7 @@ pub(super) fn shared_bots(
     if flux_ips.is_empty() {
         [0; WINDOWS.len()]
     } else {
-        st.shared_bots(now, flux_ips, || domain_id(name))
+        st.shared_bots(now, flux_ips, name, domain_id)
     }
 }
 

@@ -706,6 +706,52 @@ fn a_quiet_domain_is_judged_when_its_address_turns_out_to_be_a_bot() {
     );
 }
 
+/// Two lookups of a name, one address each in another network, TTL 0, both addresses bots of a
+/// domain judged flux on its own: through `via`'s CNAME chain when given, else queried directly.
+fn two_lookups_on_known_bots(
+    s: &mut Scorer,
+    name: &str,
+    via: Option<&str>,
+    out: &mut Vec<Verdict>,
+) {
+    let bots = flux_answer(0);
+    for (i, bot) in bots.iter().take(2).enumerate() {
+        let mut answers = Vec::new();
+        if let Some(q) = via {
+            answers.push(rec(q, 5, 0, name));
+        }
+        answers.push(rec(name, 1, 0, bot));
+        let msg = response(via.unwrap_or(name), answers);
+        s.observe(at(2_000 + i as u32 * 600), &msg, out);
+    }
+}
+
+/// Shared bots are other domains' bots: a domain of the key's CNAME chain shows the key's very
+/// answers, so its verdict is not a second domain on the same bots. An ISP cache's content
+/// name judged flux made its CDN steering name (the next link of the chain, two lookups of its
+/// own) flux on shared bots alone; the same two lookups by an unrelated domain still are.
+#[test]
+fn a_domain_of_the_keys_own_cname_chain_gives_it_no_shared_bots() {
+    let mut s = scorer();
+    let mut out = Vec::new();
+    rotate_flux(&mut s, "dl.vendor.test", 0..8, 180, &mut out);
+    assert_eq!(s.level_of("dl.vendor.test"), Some(Level::Flux), "{out:#?}");
+    let steering = "dl.vendor.test.steer.example";
+    two_lookups_on_known_bots(&mut s, steering, Some("dl.vendor.test"), &mut out);
+    two_lookups_on_known_bots(&mut s, "www.other.example", None, &mut out);
+    let now = at(3_000);
+    let other = s.explain("www.other.example", now).expect("scored");
+    assert_eq!(other.level, Level::Flux, "{other:#?}");
+    assert!(
+        other.own_score < params::FLUX_ENTER,
+        "carried by shared bots: {other:#?}"
+    );
+    let v = s.explain(steering, now).expect("scored");
+    assert_eq!(v.features.cname_chain, ["dl.vendor.test", steering]);
+    assert_eq!(v.features.shared_flux_ips, 0, "{v:#?}");
+    assert_ne!(v.level, Level::Flux, "{v:#?}");
+}
+
 /// The case: a thousand unrelated sites on one CDN's anycast addresses, and one flux
 /// domain whose answers include one of them. Only the flux domain is flagged, and the anycast
 /// address stops counting as a bot once sites with stable answers are seen on it.

@@ -606,6 +606,19 @@ fn debug_report(set: &Dataset, r: &mut Replayed) {
         };
         let Some(at) = o.ours.at() else { continue };
         let Some(ttd) = o.minutes(at) else { continue };
+        // Every entity's first `flux` verdict: how much of it was the key's own evidence and
+        // how much shared bots gave (what a rule on shared bots would change).
+        if at == v.ts {
+            let shared = v
+                .reasons
+                .iter()
+                .find(|r| r.feature == "shared_flux_addresses")
+                .map_or(0.0, |r| r.contribution);
+            eprintln!(
+                "FIRST {} {:?} {} ttd={ttd:.1} key={} score={:.3} own={:.3} shared={shared:.3}",
+                l.class, l.truth, l.domain, v.domain, v.score, v.own_score
+            );
+        }
         // What first carried a legitimate entity to `flux`.
         if at == v.ts && l.truth != Truth::Flux {
             eprintln!(
