@@ -44,7 +44,7 @@ use crate::{dns::DnsMessage, enrich::Enricher, known_good::Allowlist};
 pub use addr_info::AddrInfo;
 pub use features::Features;
 pub use key_state::KeyState;
-use key_state::MALLOC_OVERHEAD;
+use key_state::{MALLOC_OVERHEAD, MARK_WAITS_ON_PENDING};
 pub use model::{Level, Reason};
 use orgs::org_id;
 use params::{ADDR_CACHE, BUSY_RESCORE_SECS, MAX_CHAIN, WATCHED_KEYS};
@@ -185,6 +185,13 @@ pub struct Scorer {
     /// [`FluxIps::added`] at the last sweep of the watched keys, and when that sweep was.
     swept_bots: u64,
     last_sweep: u32,
+    /// Keys whose parent rule waits on pending children ([`MARK_WAITS_ON_PENDING`]),
+    /// re-scored when those answers expire ([`Scorer::sweep_due`]).
+    due: KeyTable<u64, ()>,
+    /// The re-score interval the latest response fell in (observation time / interval): the
+    /// due keys are swept at the first response of each. A function of observation time
+    /// alone, so a restored scorer sweeps when the one that saved it would have.
+    due_interval: u32,
     /// The latest observation time seen: a snapshot's time base (`snapshot.rs`).
     latest: u32,
 }
@@ -223,6 +230,8 @@ impl Scorer {
             watched: KeyTable::new(WATCHED_KEYS),
             swept_bots: 0,
             last_sweep: 0,
+            due: KeyTable::new(WATCHED_KEYS),
+            due_interval: 0,
             latest: 0,
         }
     }
@@ -296,6 +305,7 @@ impl Scorer {
         // state.
         self.keys.table_bytes()
             + self.watched.table_bytes()
+            + self.due.table_bytes()
             + self.flux_ips.heap_bytes()
             + self
                 .keys
@@ -446,6 +456,13 @@ impl Scorer {
         {
             self.sweep_watched(now, out);
         }
+        let interval = now / self.cfg.rescore_interval.max(1);
+        if interval != self.due_interval {
+            self.due_interval = interval;
+            if !self.due.is_empty() {
+                self.sweep_due(now, out);
+            }
+        }
     }
 
     /// A loaded threat-intelligence feed matched `names` (a response's CNAME chain, from the
@@ -485,6 +502,7 @@ impl Scorer {
         let tap = self.tap.as_mut();
         let Some(Tracked { name, st }) = self.keys.peek_mut(&id) else {
             self.watched.remove(&id);
+            self.due.remove(&id);
             return;
         };
         // Nothing it reads changed: the score would come out the same (and the block gate only
@@ -528,7 +546,26 @@ impl Scorer {
         } else {
             self.watched.remove(&id);
         }
+        if st.marked(MARK_WAITS_ON_PENDING) {
+            self.due.get_or_insert_with(id, || ());
+        } else {
+            self.due.remove(&id);
+        }
         out.extend(verdict);
+    }
+
+    /// Re-scores the keys whose parent rule waits on pending children
+    /// ([`MARK_WAITS_ON_PENDING`]) once those answers have expired (the key's `changes_at`,
+    /// which [`Self::judge`] reads: a key not due yet costs its unchanged check). Without it a
+    /// wildcard-flux parent whose children were each looked up once, then never again, stayed
+    /// as its first minute left it. Once per re-score interval, driven by the responses of any
+    /// key (a gateway always has some): at the first of each interval. The verdicts carry the
+    /// time of the sweep.
+    fn sweep_due(&mut self, now: u32, out: &mut Vec<Verdict>) {
+        let ids: Vec<u64> = self.due.keys().copied().collect();
+        for id in ids {
+            self.judge(id, now, out);
+        }
     }
 
     /// Re-scores the watched keys after new bots became known: a domain looked up twice, whose

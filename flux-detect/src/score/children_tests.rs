@@ -177,6 +177,43 @@ fn children_within_their_ttl_are_pending_not_seen_once() {
     assert!(!model::stable_children_only(&f), "{f:?}");
 }
 
+/// The same six names looked up once, then never again: when their answers expire unseen the
+/// parent is re-scored without a new answer of its own (any other response drives the sweep),
+/// and judged on them.
+#[test]
+fn a_parent_waiting_on_pending_children_is_judged_when_they_expire() {
+    let mut s = scorer();
+    let mut out = Vec::new();
+    for i in 0..6u32 {
+        let name = format!("node{i}.newvendor.net");
+        let ips = [format!("{}.{}.1.1", 20 + i * 9, i)];
+        s.observe(
+            at(i * 8),
+            &response(&name, a_records(&name, 600, &ips)),
+            &mut out,
+        );
+    }
+    let st = s.state_of("newvendor.net").expect("tracked");
+    assert!(st.marked(key_state::MARK_WAITS_ON_PENDING));
+    // Other traffic only, past the answers' TTL.
+    for t in [300u32, 620] {
+        let other = "www.other.example";
+        let msg = response(other, a_records(other, 60, &["192.0.2.1".into()]));
+        s.observe(at(t), &msg, &mut out);
+    }
+    let v = out
+        .iter()
+        .find(|v| v.domain == "newvendor.net" && v.level == model::Level::Flux)
+        .unwrap_or_else(|| panic!("not judged after the TTL: {out:#?}"));
+    // The first answer expired at 600: from then on some child was looked up once, unseen.
+    assert_eq!(v.ts, at(620), "{v:#?}");
+    assert!(
+        !s.state_of("newvendor.net")
+            .expect("tracked")
+            .marked(key_state::MARK_WAITS_ON_PENDING)
+    );
+}
+
 /// An answer of several names (or an unknown one) says the children do not explain the
 /// rotation, but it is no name: the stable children are counted as they are, not one fewer.
 #[test]

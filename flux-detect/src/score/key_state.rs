@@ -31,6 +31,11 @@ pub const MARK_BLOCKABLE: u8 = 8;
 pub const MARK_QUERIED_DIRECTLY: u8 = 16;
 /// A loaded threat-intelligence feed matched the key (`Scorer::note_feed_match`).
 pub const MARK_FEED_MATCH: u8 = 32;
+/// At its last score the key was not flux and the parent rule held only because some stable
+/// children were pending (`model::waits_on_pending_children`): their answers expiring unseen
+/// changes its reading with no new answer, so the scorer re-scores it then
+/// (`Scorer::sweep_due`).
+pub const MARK_WAITS_ON_PENDING: u8 = 1;
 
 #[derive(Clone, Copy, Debug)]
 pub(super) struct IpEntry {

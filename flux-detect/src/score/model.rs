@@ -324,6 +324,15 @@ pub fn stable_children_only(f: &Features) -> bool {
             >= stable.saturating_sub(f.stable_children_pending)
 }
 
+/// The parent rule holds only because some stable children are pending: counted as seen
+/// once, they would switch it off. When their answers expire unseen the key's reading changes
+/// though no answer came, so the scorer re-scores it then (wildcard flux whose victims stopped
+/// looking would otherwise wait for a lookup that never comes).
+pub fn waits_on_pending_children(f: &Features) -> bool {
+    stable_children_only(f)
+        && f.stable_children_seen_again * STABLE_CHILDREN_SEEN_DIVISOR < f.stable_children
+}
+
 /// Later answers that were returns of an answer after it expired: what share of the key's
 /// rotation goes round a fixed set.
 pub fn returning_share(f: &Features) -> f64 {

@@ -7,7 +7,7 @@ use super::{
     RescoreTap, Verdict, WINDOWS, domain_id,
     features::{Features, Nested},
     from_secs,
-    key_state::{MARK_BLOCK_QUALIFIED, MARK_BLOCKABLE},
+    key_state::{MARK_BLOCK_QUALIFIED, MARK_BLOCKABLE, MARK_WAITS_ON_PENDING},
     model, params,
     shared::FluxIps,
 };
@@ -124,6 +124,10 @@ pub(super) fn rescore(
     let was_blockable = st.marked(MARK_BLOCKABLE);
     st.level = model::next_level(previous, best.score, &best.features);
     st.watch = st.level != Level::Flux && best.watch;
+    st.set_mark(
+        MARK_WAITS_ON_PENDING,
+        st.level != Level::Flux && best.pending,
+    );
     let gate = block_gate(st, now, own, new_data, hold);
     (
         previous,
@@ -147,6 +151,8 @@ struct BestWindow {
     features: Features,
     baselines: Baselines,
     watch: bool,
+    /// Some window's parent rule waits on pending children ([`model::waits_on_pending_children`]).
+    pending: bool,
 }
 
 /// Scores each window computed; the highest score wins.
@@ -154,6 +160,7 @@ fn best_window(nested: Nested, shared: &[u32; WINDOWS.len()]) -> BestWindow {
     let mut best: Option<(f64, f64, Features)> = None;
     let mut baselines = Baselines::default();
     let mut watch = false;
+    let mut pending = false;
     // Forged answers are judged over the longest window computed: a censor's decoys do not all
     // fall into the last hour, and an operator must keep paying for the excuse all day.
     let forged = nested.windows.iter().flatten().last().is_some_and(|l| {
@@ -167,6 +174,7 @@ fn best_window(nested: Nested, shared: &[u32; WINDOWS.len()]) -> BestWindow {
         f.forged_answers = forged;
         // Any window will do: two lookups hours apart only meet in the longer one.
         watch |= model::could_flux_on_shared_bots(&f);
+        pending |= model::waits_on_pending_children(&f);
         // Holz counted ASNs; without a database the networks (/16s) stand in.
         let n_asn = if f.distinct_asns > 0 {
             f.distinct_asns
@@ -198,6 +206,7 @@ fn best_window(nested: Nested, shared: &[u32; WINDOWS.len()]) -> BestWindow {
         features,
         baselines,
         watch,
+        pending,
     }
 }
 

@@ -488,6 +488,7 @@ impl Scorer {
                 continue;
             }
             let watch = st.watch;
+            let due = st.marked(super::key_state::MARK_WAITS_ON_PENDING);
             let (_, _, evicted) = self.keys.get_or_insert_with(id, || Tracked { name, st });
             stats.keys_restored += 1;
             stats.keys_evicted += u64::from(evicted);
@@ -495,6 +496,11 @@ impl Scorer {
             if watch {
                 self.watched.get_or_insert_with(id, || ());
                 stats.watched += 1;
+            }
+            // Re-scored when its pending children's answers expire, as before the restart
+            // (`Scorer::sweep_due`).
+            if due {
+                self.due.get_or_insert_with(id, || ());
             }
         }
         for (ip, owner, users) in bots {
@@ -527,6 +533,9 @@ impl Scorer {
                 .set_counters(added + stats.bots_restored, infra + infrastructure);
         }
         self.latest = self.latest.max(taken_at);
+        // The interval the saving scorer's latest response fell in, swept then if it was due
+        // (`Scorer::sweep_due`).
+        self.due_interval = self.latest / self.cfg.rescore_interval.max(1);
         Ok(stats)
     }
 }

@@ -58,6 +58,18 @@ fn stream() -> Stream {
             ));
         }
     }
+    // Six names of one domain looked up once each, then never again: the parent waits on
+    // them as pending children and is judged by the sweep after their TTL
+    // (`Scorer::sweep_due`), with no answer of its own.
+    for i in 0..6u32 {
+        let name = format!("node{i}.newvendor.test");
+        s.push(answer(
+            200 + i * 8,
+            &name,
+            600,
+            &[format!("{}.{}.1.1", 20 + i * 9, i)],
+        ));
+    }
     let late = flux_answer(7);
     s.push(answer(2_600, "other.test", 180, &late[..3]));
     s.push(answer(2_700, "other.test", 180, &late[2..]));
@@ -118,6 +130,11 @@ fn a_restart_anywhere_changes_no_verdict_after_it() {
     assert!(
         quiet_flux(&all),
         "the stream must flip quiet.test: {all:#?}"
+    );
+    assert!(
+        all.iter()
+            .any(|v| v["domain"] == "newvendor.test" && v["level"] == "flux"),
+        "the due sweep must flip newvendor.test: {all:#?}"
     );
     assert_eq!(whole.level_of("www.loud.test"), Some(Level::Flux));
     assert_eq!(whole.level_of("other.test"), Some(Level::Flux));
