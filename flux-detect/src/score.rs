@@ -188,9 +188,9 @@ pub struct Scorer {
     /// Keys whose parent rule waits on pending children ([`MARK_WAITS_ON_PENDING`]),
     /// re-scored when those answers expire ([`Scorer::sweep_due`]).
     due: KeyTable<u64, ()>,
-    /// The re-score interval the latest response fell in (observation time / interval): the
-    /// due keys are swept at the first response of each. A function of observation time
-    /// alone, so a restored scorer sweeps when the one that saved it would have.
+    /// The re-score interval of the latest observation time (`latest` / interval): the due keys
+    /// are swept at the first NOERROR response of each. A function of `latest` alone, so a
+    /// restored scorer sweeps when the one that saved it would have.
     due_interval: u32,
     /// The latest observation time seen: a snapshot's time base (`snapshot.rs`).
     latest: u32,
@@ -330,6 +330,15 @@ impl Scorer {
         }
         let now = secs(ts);
         self.latest = self.latest.max(now);
+        // The due keys, at the first response of each re-score interval (`latest` only moves
+        // forward, so responses out of order do not sweep again).
+        let interval = self.latest / self.cfg.rescore_interval.max(1);
+        if interval > self.due_interval {
+            self.due_interval = interval;
+            if !self.due.is_empty() {
+                self.sweep_due(now, out);
+            }
+        }
 
         let chain = cname_chain(msg);
         // The registered domain the chain starts in, when there is a chain (one public-suffix
@@ -456,13 +465,6 @@ impl Scorer {
         {
             self.sweep_watched(now, out);
         }
-        let interval = now / self.cfg.rescore_interval.max(1);
-        if interval != self.due_interval {
-            self.due_interval = interval;
-            if !self.due.is_empty() {
-                self.sweep_due(now, out);
-            }
-        }
     }
 
     /// A loaded threat-intelligence feed matched `names` (a response's CNAME chain, from the
@@ -558,9 +560,12 @@ impl Scorer {
     /// ([`MARK_WAITS_ON_PENDING`]) once those answers have expired (the key's `changes_at`,
     /// which [`Self::judge`] reads: a key not due yet costs its unchanged check). Without it a
     /// wildcard-flux parent whose children were each looked up once, then never again, stayed
-    /// as its first minute left it. Once per re-score interval, driven by the responses of any
-    /// key (a gateway always has some): at the first of each interval. The verdicts carry the
-    /// time of the sweep.
+    /// as its first minute left it. Once per re-score interval, driven by the NOERROR responses
+    /// of any key (a gateway always has some): at the first of each interval. The verdicts
+    /// carry the time of the sweep. The table holds [`WATCHED_KEYS`] and drops the least
+    /// recently judged key beyond that; residual, stated: whoever makes a victim resolve
+    /// thousands of parents with one-shot children can push a parent out, which then waits
+    /// for an answer of its own as it did before this sweep existed.
     fn sweep_due(&mut self, now: u32, out: &mut Vec<Verdict>) {
         let ids: Vec<u64> = self.due.keys().copied().collect();
         for id in ids {

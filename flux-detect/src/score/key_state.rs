@@ -21,8 +21,8 @@ use super::{
 pub const MALLOC_OVERHEAD: usize = 16;
 
 /// [`KeyState::marks`]: the key qualified for the block gate at its last score (see
-/// `params::BLOCK_SCORE`). Bits 1 and 2 were the evaluation's baseline flags, which the
-/// evaluation now keeps itself (`Scorer::set_rescore_tap`).
+/// `params::BLOCK_SCORE`). Bit 2 is free (bits 1 and 2 were once the evaluation's baseline
+/// flags, which it now keeps itself, `Scorer::set_rescore_tap`; that predates snapshots).
 pub const MARK_BLOCK_QUALIFIED: u8 = 4;
 /// The key passed the block gate: it qualified at two scores at different times.
 pub const MARK_BLOCKABLE: u8 = 8;
@@ -463,7 +463,11 @@ impl KeyState {
     /// directly (or the answer came with no chain to follow).
     pub fn note_customer(&mut self, customer: Option<&str>) {
         let Some(rd) = customer else {
-            self.set_mark(MARK_QUERIED_DIRECTLY, true);
+            if !self.marked(MARK_QUERIED_DIRECTLY) {
+                self.set_mark(MARK_QUERIED_DIRECTLY, true);
+                // Bots of its chain's domains count as others' from now on (`shared_bots`).
+                self.forget_bot_marks();
+            }
             return;
         };
         let h = fnv32(rd.as_bytes());
@@ -502,9 +506,15 @@ impl KeyState {
                 Some(chain.iter().map(|s| Box::<str>::from(*s)).collect());
             // Which bots are the key's own depends on its chain ([`Self::shared_bots`]): the
             // remembered answers are asked again.
-            for fp in &mut self.ip_fps {
-                *fp &= FP_MASK;
-            }
+            self.forget_bot_marks();
+        }
+    }
+
+    /// Clears what the shared-bot table said about each address ([`Self::shared_bots`] asks
+    /// again).
+    fn forget_bot_marks(&mut self) {
+        for fp in &mut self.ip_fps {
+            *fp &= FP_MASK;
         }
     }
 
@@ -553,15 +563,19 @@ impl KeyState {
 
     /// Per window, the addresses that are other flux domains' bots. `name` is the key's name
     /// and `domain_id` gives a name's registered-domain id in the table. A bot shown by the
-    /// key's own domain, or by a domain of the key's CNAME chain, is the key's own: a name
-    /// that leads here through a CNAME (or that this key's name leads to) shows these very
-    /// answers, so its verdict is this key's rotation seen under another name, not a second
-    /// domain on the same bots (an ISP cache's content name judged flux made its CDN steering
-    /// name, the next link of the same chain, flux on shared bots alone; see
-    /// [`super::params::shared_flux_addresses`]). An address the table has placed is
-    /// remembered with it: a bot keeps its first owner, so the answer does not change (until
-    /// the chain does, [`Self::set_chain`]), and a flux key's own bots (all of its addresses,
-    /// once it shares them) are not looked up again at every rescore. The domain ids are worked
+    /// key's own domain is the key's own; so is one shown by a domain of the key's CNAME chain
+    /// while no name of the key was ever queried directly ([`MARK_QUERIED_DIRECTLY`]): a key
+    /// users reach only through that chain shows the very answers of the names before it, so
+    /// their verdict is this key's rotation seen under another name, not a second domain on
+    /// the same bots (an ISP cache's content name judged flux made its CDN steering name, the
+    /// next link of the same chain, flux on shared bots alone; see
+    /// [`super::params::shared_flux_addresses`]). A key also queried directly is a service of
+    /// its own, and a flux operator cannot excuse his second domain from his first one's bots
+    /// by sending one lookup through a CNAME. An address the table has placed is remembered
+    /// with it: a bot keeps its first owner, so the answer does not change (until the chain or
+    /// the direct mark does, [`Self::set_chain`], [`Self::note_customer`]), and a flux key's own
+    /// bots (all of its addresses, once it shares them) are not looked up again at every
+    /// rescore. The domain ids are worked
     /// out only when an address turns out to be a bot (each costs a public-suffix lookup, and
     /// most keys have none).
     pub fn shared_bots(
@@ -575,7 +589,11 @@ impl KeyState {
         if flux_ips.is_empty() {
             return shared;
         }
-        let chain = self.more.as_ref().and_then(|m| m.chain.as_deref());
+        let chain = if self.marked(MARK_QUERIED_DIRECTLY) {
+            None
+        } else {
+            self.more.as_ref().and_then(|m| m.chain.as_deref())
+        };
         let mut own_ids: Option<SmallVec<[u32; 4]>> = None;
         let mut is_own = |d: u32| {
             own_ids

@@ -63,8 +63,9 @@ fn a_pending_child_answer_expiring_is_a_change() {
     );
 }
 
-/// A bot counts as another domain's unless that domain is the key's own or one of its CNAME
-/// chain's; the remembered answer is asked again when the chain changes.
+/// A bot counts as another domain's unless that domain is the key's own or, for a key never
+/// queried directly, one of its CNAME chain's; the remembered answer is asked again when the
+/// chain or the direct mark changes.
 #[test]
 fn bots_of_a_domain_in_the_keys_chain_are_its_own_until_the_chain_changes() {
     let id = |n: &str| match n {
@@ -88,6 +89,16 @@ fn bots_of_a_domain_in_the_keys_chain_are_its_own_until_the_chain_changes() {
         k.shared_bots(0, &bots, "x.steer.example", id)[0],
         1,
         "asked again"
+    );
+    // Back through the vendor's chain, then queried directly once: a service of its own, whose
+    // chain excuses nothing (one lookup through a CNAME must not hide an operator's bots).
+    k.set_chain(&["dl.vendor.test", "x.steer.example"]);
+    assert_eq!(k.shared_bots(0, &bots, "x.steer.example", id)[0], 0);
+    k.note_customer(None);
+    assert_eq!(
+        k.shared_bots(0, &bots, "x.steer.example", id)[0],
+        1,
+        "queried directly"
     );
 }
 

@@ -30,9 +30,9 @@
 //!   (on their own evidence) resolved to: one botnet serves many domains, so its bots are the
 //!   network's fingerprint (weighed by their share of the key's addresses, so one coincidence
 //!   in a big pool is not). It counts only for a key that rotates on its own with addresses
-//!   spread like bots ([`rotates_on_its_own`]): it never carries a name to `flux` alone. A
-//!   domain of the key's own CNAME chain is not another domain: its verdict was built from
-//!   the same answers (`KeyState::shared_bots`).
+//!   spread like bots ([`rotates_on_its_own`]): it never carries a name to `flux` alone. For
+//!   a key users reach only through a CNAME chain, a domain of that chain is not another
+//!   domain: its verdict was built from the same answers (`KeyState::shared_bots`).
 //!
 //! Beside the terms, rules keep legitimate shapes from `flux`: provider zones
 //! ([`provider_zone`]), forged or fronted single-address answers ([`forged_or_fronted`]); and

@@ -226,8 +226,8 @@ pub mod shared_flux_addresses {
     /// and its addresses being another flux domain's bots is what completes the evidence (a
     /// score bar instead, such as the suspicious entry, lost 30 of its 34 domains).
     ///
-    /// Other domains' bots only: a bot shown by a domain of the key's own CNAME chain is the
-    /// key's own (`KeyState::shared_bots`). On the 26 tuning draws of round 25 the two CDN
+    /// Other domains' bots only: for a key never queried directly, a bot shown by a domain of
+    /// its own CNAME chain is the key's own (`KeyState::shared_bots`). On the 26 tuning draws of round 25 the two CDN
     /// steering names still flagged (`*.windowsupdate.com.edgesuite.net`, 2-4 responses of
     /// their own, own score 0.02-0.03) were reached only through the content name judged flux
     /// before them: the same answers under the next name of one chain. Not one flux detection
