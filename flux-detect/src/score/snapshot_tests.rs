@@ -166,6 +166,25 @@ fn a_restart_anywhere_changes_no_verdict_after_it() {
     );
 }
 
+/// At every point of the stream a restored scorer holds the same due keys and is in the same
+/// re-score interval as the one that saved it, so it sweeps them when that one would have
+/// (`Scorer::sweep_due`): a restart inside an interval does not sweep again at once, and one
+/// at its start does not skip the sweep.
+#[test]
+fn a_restore_resumes_the_due_sweep_where_the_saving_scorer_was() {
+    let msgs = stream();
+    let mut held_due = 0;
+    for split in 1..msgs.len() {
+        let mut a = scorer();
+        feed(&mut a, &msgs[..split]);
+        let (b, _) = restart(&a, msgs[split].0);
+        assert_eq!(a.due_interval, b.due_interval, "at message {split}");
+        assert_eq!(a.due.len(), b.due.len(), "at message {split}");
+        held_due += usize::from(!a.due.is_empty());
+    }
+    assert!(held_due > 0, "the stream must hold a due key at some point");
+}
+
 /// The same property fails when the watched key is not saved: the test above can tell.
 #[test]
 fn without_the_watch_list_the_quiet_domain_is_never_judged() {
