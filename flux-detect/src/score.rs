@@ -568,6 +568,11 @@ impl Scorer {
     /// for an answer of its own as it did before this sweep existed.
     fn sweep_due(&mut self, now: u32, out: &mut Vec<Verdict>) {
         let ids: Vec<u64> = self.due.keys().copied().collect();
+        self.judge_all(ids, now, out);
+    }
+
+    /// Judges each of `ids` (a copy of a table's keys: [`Self::judge`] updates the tables).
+    fn judge_all(&mut self, ids: Vec<u64>, now: u32, out: &mut Vec<Verdict>) {
         for id in ids {
             self.judge(id, now, out);
         }
@@ -580,9 +585,7 @@ impl Scorer {
         self.swept_bots = self.flux_ips.added();
         self.last_sweep = now;
         let ids: Vec<u64> = self.watched.keys().copied().collect();
-        for id in ids {
-            self.judge(id, now, out);
-        }
+        self.judge_all(ids, now, out);
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -130,6 +130,20 @@ fn children_that_rotate_make_the_parents_growth_its_own() {
     assert!(flux(&out, "cdn0.mixflux.net"), "{out:#?}");
 }
 
+/// `node0`-`node5.newvendor.net`, one address each in its own network, TTL 600, looked up
+/// once each in the first 40 seconds.
+fn six_nodes_looked_up_once(s: &mut Scorer, out: &mut Vec<Verdict>) {
+    for i in 0..6u32 {
+        let name = format!("node{i}.newvendor.net");
+        let ips = [format!("{}.{}.1.1", 20 + i * 9, i)];
+        s.observe(
+            at(i * 8),
+            &response(&name, a_records(&name, 600, &ips)),
+            out,
+        );
+    }
+}
+
 /// A vendor's cache nodes in their first minute: each node name looked up once so far, each
 /// answer still within its TTL. Nothing says yet whether they come back (cache nodes) or not
 /// (wildcard flux), so they are pending, not evidence: the parent waits one TTL. Once the
@@ -138,15 +152,7 @@ fn children_that_rotate_make_the_parents_growth_its_own() {
 fn children_within_their_ttl_are_pending_not_seen_once() {
     let mut s = scorer();
     let mut out = Vec::new();
-    for i in 0..6u32 {
-        let name = format!("node{i}.newvendor.net");
-        let ips = [format!("{}.{}.1.1", 20 + i * 9, i)];
-        s.observe(
-            at(i * 8),
-            &response(&name, a_records(&name, 600, &ips)),
-            &mut out,
-        );
-    }
+    six_nodes_looked_up_once(&mut s, &mut out);
     let f = s
         .explain("newvendor.net", at(60))
         .expect("tracked")
@@ -184,15 +190,7 @@ fn children_within_their_ttl_are_pending_not_seen_once() {
 fn a_parent_waiting_on_pending_children_is_judged_when_they_expire() {
     let mut s = scorer();
     let mut out = Vec::new();
-    for i in 0..6u32 {
-        let name = format!("node{i}.newvendor.net");
-        let ips = [format!("{}.{}.1.1", 20 + i * 9, i)];
-        s.observe(
-            at(i * 8),
-            &response(&name, a_records(&name, 600, &ips)),
-            &mut out,
-        );
-    }
+    six_nodes_looked_up_once(&mut s, &mut out);
     let st = s.state_of("newvendor.net").expect("tracked");
     assert!(st.marked(key_state::MARK_WAITS_ON_PENDING));
     // Other traffic only, past the answers' TTL.

@@ -317,11 +317,16 @@ pub fn national_lines(f: &Features) -> bool {
 /// names are judged one by one, and their bots still count for other domains through the
 /// shared-bot table only once some name is flux.
 pub fn stable_children_only(f: &Features) -> bool {
-    let stable = f.stable_children;
-    stable >= STABLE_CHILDREN_MIN
+    f.stable_children >= STABLE_CHILDREN_MIN
         && f.rotating_children <= ROTATING_CHILDREN_MAX
-        && f.stable_children_seen_again * STABLE_CHILDREN_SEEN_DIVISOR
-            >= stable.saturating_sub(f.stable_children_pending)
+        && enough_children_seen_again(f, f.stable_children_pending)
+}
+
+/// At least one stable child in [`STABLE_CHILDREN_SEEN_DIVISOR`] seen again, leaving
+/// `excused` of them (the pending ones) out of the count.
+fn enough_children_seen_again(f: &Features, excused: u32) -> bool {
+    f.stable_children_seen_again * STABLE_CHILDREN_SEEN_DIVISOR
+        >= f.stable_children.saturating_sub(excused)
 }
 
 /// The parent rule holds only because some stable children are pending: counted as seen
@@ -329,8 +334,7 @@ pub fn stable_children_only(f: &Features) -> bool {
 /// though no answer came, so the scorer re-scores it then (wildcard flux whose victims stopped
 /// looking would otherwise wait for a lookup that never comes).
 pub fn waits_on_pending_children(f: &Features) -> bool {
-    stable_children_only(f)
-        && f.stable_children_seen_again * STABLE_CHILDREN_SEEN_DIVISOR < f.stable_children
+    stable_children_only(f) && !enough_children_seen_again(f, 0)
 }
 
 /// Later answers that were returns of an answer after it expired: what share of the key's

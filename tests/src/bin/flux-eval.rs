@@ -612,7 +612,7 @@ fn debug_report(set: &Dataset, r: &mut Replayed) {
             let shared = v
                 .reasons
                 .iter()
-                .find(|r| r.feature == "shared_flux_addresses")
+                .find(|r| r.feature == score::model::Term::SharedFluxAddresses.name())
                 .map_or(0.0, |r| r.contribution);
             eprintln!(
                 "FIRST {} {:?} {} ttd={ttd:.1} key={} score={:.3} own={:.3} shared={shared:.3}",
