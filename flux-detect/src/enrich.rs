@@ -157,6 +157,19 @@ impl Enricher {
         }
     }
 
+    /// [`Enricher::lookup`] without the AS name: the ASN and the country. The scorer asks this
+    /// for every new address and the name only for a new ASN; taking the name's reference
+    /// count on every lookup showed in replay profiles.
+    pub fn lookup_asn_country(&self, ip: IpAddr) -> (Option<u32>, Option<[u8; 2]>) {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            IpAddr::V4(_) => ip,
+        };
+        let asn = self.asn.get(ip).map(|v| v.asn);
+        let country = self.geo.get(ip).or_else(|| self.asn_geo.get(ip));
+        (asn, country)
+    }
+
     /// Every (first, last) address range the ASN databases assign to `asn`.
     pub fn ranges_of(&self, asn: u32) -> Vec<(IpAddr, IpAddr)> {
         let mut out: Vec<(IpAddr, IpAddr)> = Vec::new();

@@ -670,16 +670,18 @@ impl Scorer {
             ..AddrInfo::default()
         };
         if self.enricher.has_asn() || self.enricher.has_geo() {
-            let info = self.enricher.lookup(ip);
-            a.asn = info.asn.unwrap_or(0);
-            if let Some(cc) = info.country {
+            let (asn, country) = self.enricher.lookup_asn_country(ip);
+            a.asn = asn.unwrap_or(0);
+            if let Some(cc) = country {
                 a.country = cc;
             }
-            if let Some(asn) = info.asn {
+            if let Some(asn) = asn {
+                // The AS name only for an ASN not met before (the name of its first address).
+                let enricher = &self.enricher;
                 a.network = *self
                     .orgs
                     .entry(asn)
-                    .or_insert_with(|| org_id(asn, info.as_name.as_deref()));
+                    .or_insert_with(|| org_id(asn, enricher.lookup(ip).as_name.as_deref()));
             }
         }
         if a.network == 0 && !self.enricher.has_asn() {

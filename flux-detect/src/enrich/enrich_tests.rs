@@ -157,6 +157,32 @@ fn geo_database_wins_over_iptoasn_country() {
     assert_eq!(e.lookup(ip("1.0.0.1")).asn, Some(13335));
 }
 
+/// The scorer's lookup without the name answers what the full lookup answers, in and out of
+/// the ranges, for both families and an IPv4-mapped IPv6 address.
+#[test]
+fn asn_and_country_lookup_matches_the_full_one() {
+    let d = Scratch::new("lookup-lite");
+    let tsv = d.write("ip2asn-v4.tsv", IPTOASN);
+    let geo = d.write("geo.csv", "1.0.0.0,1.0.0.127,AU\n");
+    let e = Enricher::load(&[tsv], &[geo]).unwrap();
+    for a in [
+        "1.0.0.1",
+        "1.0.0.200",
+        "1.0.2.1",
+        "9.9.9.9",
+        "::ffff:1.0.0.1",
+        "2001:db8::1",
+        "2001:200::1",
+    ] {
+        let full = e.lookup(ip(a));
+        assert_eq!(e.lookup_asn_country(ip(a)), (full.asn, full.country), "{a}");
+    }
+    assert_eq!(
+        e.lookup_asn_country(ip("1.0.0.1")),
+        (Some(13335), Some(*b"AU"))
+    );
+}
+
 #[test]
 fn ip_location_db_csv_quoted_and_num() {
     let d = Scratch::new("csv");

@@ -12,7 +12,7 @@ use super::{
         FORGED_ANSWER_SIZE, MAX_RRSETS, PENDING_CHILD_NETWORKS_MAX, PROVIDER_ZONE_CUSTOMERS,
         WINDOWS, mixed_answers,
     },
-    tally::Tally,
+    tally::{SMALL_TALLY_MAX, SmallTally, Tally, TallyOf},
 };
 
 /// The features over nested windows, and when they would next change by age alone.
@@ -141,8 +141,16 @@ fn is_false(x: &bool) -> bool {
 impl KeyState {
     /// The features over the `window` seconds before `now`.
     pub fn features(&self, now: u32, window: (u32, &'static str)) -> Features {
+        if self.ips.len() <= SMALL_TALLY_MAX {
+            self.features_with::<SmallTally>(now, window)
+        } else {
+            self.features_with::<Tally>(now, window)
+        }
+    }
+
+    fn features_with<T: FeatureTally>(&self, now: u32, window: (u32, &'static str)) -> Features {
         let cutoff = now.saturating_sub(window.0);
-        let mut acc = Acc::new(now);
+        let mut acc = Acc::<T>::new(now);
         acc.add(self, |last| last >= cutoff);
         acc.features(self, window.1, cutoff)
     }
@@ -151,11 +159,21 @@ impl KeyState {
     /// nested, so the longer one continues the shorter one's tallies with the older entries
     /// instead of starting again.
     pub fn features_nested(&self, now: u32, n: usize) -> Nested {
+        // Each window adds each address at most once to each tally, so a key's address count
+        // bounds what its tallies hold: a small key's fit the small tally (see `tally.rs`).
+        if self.ips.len() <= SMALL_TALLY_MAX {
+            self.features_nested_with::<SmallTally>(now, n)
+        } else {
+            self.features_nested_with::<Tally>(now, n)
+        }
+    }
+
+    fn features_nested_with<T: FeatureTally>(&self, now: u32, n: usize) -> Nested {
         let mut out = Nested {
             windows: Default::default(),
             changes_at: u32::MAX,
         };
-        let mut acc = Acc::new(now);
+        let mut acc = Acc::<T>::new(now);
         let mut newer_than = u32::MAX;
         for (slot, w) in out.windows.iter_mut().zip(WINDOWS).take(n) {
             let cutoff = now.saturating_sub(w.0);
@@ -190,16 +208,48 @@ impl KeyState {
     }
 }
 
+/// The tallies [`Acc`] is built with: [`Tally`] for any key, [`SmallTally`] for one of at most
+/// [`SMALL_TALLY_MAX`] addresses.
+trait FeatureTally {
+    fn new() -> Self;
+    fn add(&mut self, v: u32);
+    fn distinct(&self) -> u32;
+    fn most(&self) -> u32;
+    fn lone(&self) -> u32;
+    fn normalised_entropy(&self) -> f64;
+}
+
+impl<const SLOTS: usize, const MAX: usize> FeatureTally for TallyOf<SLOTS, MAX> {
+    fn new() -> Self {
+        TallyOf::new()
+    }
+    fn add(&mut self, v: u32) {
+        TallyOf::add(self, v);
+    }
+    fn distinct(&self) -> u32 {
+        TallyOf::distinct(self)
+    }
+    fn most(&self) -> u32 {
+        TallyOf::most(self)
+    }
+    fn lone(&self) -> u32 {
+        TallyOf::lone(self)
+    }
+    fn normalised_entropy(&self) -> f64 {
+        TallyOf::normalised_entropy(self)
+    }
+}
+
 /// Running totals of a key's addresses and answers, for one window or nested ones.
-struct Acc {
+struct Acc<T> {
     /// The time the features are computed for.
     now: u32,
     distinct_ips: u32,
-    asns: Tally,
-    nets: Tally,
-    ccs: Tally,
-    subnets: Tally,
-    prefixes: Tally,
+    asns: T,
+    nets: T,
+    ccs: T,
+    subnets: T,
+    prefixes: T,
     rrsets: u32,
     ttl_max: u32,
     answer_size_max: u32,
@@ -234,16 +284,16 @@ struct Acc {
     pending_until: u32,
 }
 
-impl Acc {
+impl<T: FeatureTally> Acc<T> {
     fn new(now: u32) -> Self {
         Self {
             now,
             distinct_ips: 0,
-            asns: Tally::new(),
-            nets: Tally::new(),
-            ccs: Tally::new(),
-            subnets: Tally::new(),
-            prefixes: Tally::new(),
+            asns: T::new(),
+            nets: T::new(),
+            ccs: T::new(),
+            subnets: T::new(),
+            prefixes: T::new(),
             rrsets: 0,
             ttl_max: 0,
             answer_size_max: 0,
@@ -528,5 +578,42 @@ mod tests {
             }
             assert_eq!(k.features_nested(now + 10, 1).windows[1], None);
         }
+    }
+
+    /// A key of few addresses gets the same features from the small tally as from the full
+    /// one, at every step up to the largest the small one takes, and past it (where the full
+    /// one must be picked).
+    #[test]
+    fn small_keys_get_the_same_features_from_either_tally() {
+        let addr = |i: u32| AddrInfo {
+            ip: AddrInfo::ip_bytes(IpAddr::from((0x0a00_0000 + i * 40_503).to_be_bytes())),
+            asn: 64_500 + i % 3,
+            network: 1 + i % 5,
+            country: [b'A' + (i % 2) as u8, b'Z'],
+        };
+        let mut k = KeyState::new(0);
+        let mut picked_small = 0;
+        for t in 0..12u32 {
+            let now = t * 900;
+            k.add_answer(now, 300, &[addr(t), addr(t / 2)]);
+            let small = k.features_nested_with::<SmallTally>(now + 10, WINDOWS.len());
+            let full = k.features_nested_with::<Tally>(now + 10, WINDOWS.len());
+            let chosen = k.features_nested(now + 10, WINDOWS.len());
+            assert_eq!(chosen.windows, full.windows, "t={t}");
+            assert_eq!(chosen.changes_at, full.changes_at, "t={t}");
+            if k.ips.len() <= SMALL_TALLY_MAX {
+                picked_small += 1;
+                assert_eq!(small.windows, full.windows, "t={t}");
+                assert!(full.windows[0].as_ref().unwrap().distinct_ips > 0);
+            }
+            for w in WINDOWS {
+                assert_eq!(
+                    k.features(now + 10, w),
+                    k.features_with::<Tally>(now + 10, w)
+                );
+            }
+        }
+        assert!(picked_small >= 4, "the small tally was exercised");
+        assert!(k.ips.len() > SMALL_TALLY_MAX, "and so was the full one");
     }
 }

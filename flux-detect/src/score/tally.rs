@@ -3,31 +3,47 @@
 
 use super::params::MAX_IPS_PER_KEY;
 
-/// Slots of a [`Tally`]: twice its most values, so probes stay short.
-const TALLY_SLOTS: usize = 2 * MAX_IPS_PER_KEY;
-const _: () = assert!(TALLY_SLOTS.is_power_of_two() && TALLY_SLOTS <= 256);
-
-/// The distinct values among at most [`MAX_IPS_PER_KEY`] (further ones are ignored, which the
-/// callers never reach), and how often each occurred: an open-addressing table on the stack.
+/// The distinct values among at most `MAX` (further ones are ignored, which the callers never
+/// reach), and how often each occurred: an open-addressing table of `SLOTS` slots on the stack.
 /// It replaced sorting a buffer per feature, which was the largest single cost of a re-score.
-pub(super) struct Tally {
-    keys: [u32; TALLY_SLOTS],
+///
+/// Two sizes ([`Tally`] for any key, [`SmallTally`] for a key of a few addresses): every
+/// re-score builds five of them, and the full size is 1.4 KB each, so a key of one or two
+/// addresses (most keys of real resolver traffic) cleared 7 KB of stack per window, which
+/// showed in replay profiles. Both count the same values in the same first-seen order, so
+/// which one a caller picks changes nothing it reads, as long as it adds at most `MAX` values.
+pub(super) struct TallyOf<const SLOTS: usize, const MAX: usize> {
+    keys: [u32; SLOTS],
     /// 0 marks a free slot.
-    counts: [u8; TALLY_SLOTS],
+    counts: [u8; SLOTS],
     /// Occupied slots in first-seen order, so reading the counts skips the free ones.
-    used: [u8; MAX_IPS_PER_KEY],
+    used: [u8; MAX],
     distinct: usize,
     values: usize,
     /// The slot of the value added last (meaningful once `distinct > 0`).
     last: usize,
 }
 
-impl Tally {
+/// A tally for any key: [`MAX_IPS_PER_KEY`] values, twice as many slots so probes stay short.
+pub(super) type Tally = TallyOf<{ 2 * MAX_IPS_PER_KEY }, MAX_IPS_PER_KEY>;
+
+/// Most addresses a key may hold for its features to use [`SmallTally`].
+pub(super) const SMALL_TALLY_MAX: usize = 8;
+
+/// A tally for a key of at most [`SMALL_TALLY_MAX`] addresses.
+pub(super) type SmallTally = TallyOf<{ 2 * SMALL_TALLY_MAX }, SMALL_TALLY_MAX>;
+
+impl<const SLOTS: usize, const MAX: usize> TallyOf<SLOTS, MAX> {
+    /// Checked where the type is used: slot numbers fit in the `u8` of `used`, the table is a
+    /// power of two (the probe wraps with a mask) and keeps a free slot for every value.
+    const SHAPE_OK: () = assert!(SLOTS.is_power_of_two() && SLOTS <= 256 && 2 * MAX <= SLOTS);
+
     pub(super) fn new() -> Self {
+        let () = Self::SHAPE_OK;
         Self {
-            keys: [0; TALLY_SLOTS],
-            counts: [0; TALLY_SLOTS],
-            used: [0; MAX_IPS_PER_KEY],
+            keys: [0; SLOTS],
+            counts: [0; SLOTS],
+            used: [0; MAX],
             distinct: 0,
             values: 0,
             last: 0,
@@ -35,7 +51,7 @@ impl Tally {
     }
 
     pub(super) fn add(&mut self, v: u32) {
-        if self.values >= MAX_IPS_PER_KEY {
+        if self.values >= MAX {
             return;
         }
         self.values += 1;
@@ -50,9 +66,9 @@ impl Tally {
             return;
         }
         // Fibonacci hashing: the top bits of the product index the table.
-        let mut i = (v.wrapping_mul(0x9e37_79b9) >> (32 - TALLY_SLOTS.trailing_zeros())) as usize;
-        // At most MAX_IPS_PER_KEY of the slots are ever taken, so a free one is always found.
-        for _ in 0..TALLY_SLOTS {
+        let mut i = (v.wrapping_mul(0x9e37_79b9) >> (32 - SLOTS.trailing_zeros())) as usize;
+        // At most MAX of the slots are ever taken, so a free one is always found.
+        for _ in 0..SLOTS {
             match (self.counts.get_mut(i), self.keys.get_mut(i)) {
                 (Some(c), Some(k)) if *c == 0 => {
                     *c = 1;
@@ -69,7 +85,7 @@ impl Tally {
                     self.last = i;
                     return;
                 }
-                _ => i = (i + 1) & (TALLY_SLOTS - 1),
+                _ => i = (i + 1) & (SLOTS - 1),
             }
         }
     }
