@@ -156,8 +156,11 @@ struct BestWindow {
 }
 
 /// Scores each window computed; the highest score wins.
-fn best_window(nested: Nested, shared: &[u32; WINDOWS.len()]) -> BestWindow {
-    let mut best: Option<(f64, f64, Features)> = None;
+fn best_window(mut nested: Nested, shared: &[u32; WINDOWS.len()]) -> BestWindow {
+    // The best window by index: its features are moved out once, at the end (each window's
+    // features are a few hundred bytes, and moving every one through here showed as memcpy
+    // in replay profiles).
+    let mut best: Option<(f64, f64, usize)> = None;
     let mut baselines = Baselines::default();
     let mut watch = false;
     let mut pending = false;
@@ -168,13 +171,13 @@ fn best_window(nested: Nested, shared: &[u32; WINDOWS.len()]) -> BestWindow {
             && l.first_party_ips > 0
             && l.first_party_ips * params::FORGED_SHARE_DIVISOR >= l.distinct_ips
     });
-    for (i, f) in nested.windows.into_iter().enumerate() {
-        let Some(mut f) = f else { break };
+    for (i, slot) in nested.windows.iter_mut().enumerate() {
+        let Some(f) = slot else { break };
         f.shared_flux_ips = shared[i];
         f.forged_answers = forged;
         // Any window will do: two lookups hours apart only meet in the longer one.
-        watch |= model::could_flux_on_shared_bots(&f);
-        pending |= model::waits_on_pending_children(&f);
+        watch |= model::could_flux_on_shared_bots(f);
+        pending |= model::waits_on_pending_children(f);
         // Holz counted ASNs; without a database the networks (/16s) stand in.
         let n_asn = if f.distinct_asns > 0 {
             f.distinct_asns
@@ -183,11 +186,12 @@ fn best_window(nested: Nested, shared: &[u32; WINDOWS.len()]) -> BestWindow {
         };
         baselines.holz = baselines.holz.max(model::holz(f.distinct_ips, n_asn));
         baselines.zeek = baselines.zeek.max(model::zeek(f.distinct_ips, n_asn));
-        let (s, own) = model::scores(&f);
+        let (s, own) = model::scores(f);
         if best.as_ref().is_none_or(|b| s > b.0) {
-            best = Some((s, own, f));
+            best = Some((s, own, i));
         }
     }
+    let best = best.and_then(|(s, own, i)| Some((s, own, nested.windows.get_mut(i)?.take()?)));
     let (score, own, features) = match best {
         Some(b) => b,
         // No window: the default features' scores, as `own_score` gave them.
