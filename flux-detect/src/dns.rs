@@ -965,16 +965,13 @@ mod tests {
                     let mut known = Known::new();
                     known.add(p, Some(run), NameAt::Question);
                     let text = |_| Some(name.as_str());
-                    match known.pointer_at(&m, start, &text) {
-                        Some(got) => {
-                            hits += 1;
-                            assert_eq!(
-                                Some(got),
-                                plain_wire_name(&m, start),
-                                "pointer at {start} to {p} in {m:02x?}"
-                            );
-                        }
-                        None => {}
+                    if let Some(got) = known.pointer_at(&m, start, &text) {
+                        hits += 1;
+                        assert_eq!(
+                            Some(got),
+                            plain_wire_name(&m, start),
+                            "pointer at {start} to {p} in {m:02x?}"
+                        );
                     }
                 }
             }
