@@ -214,7 +214,7 @@ fn too_many_pointers(msg: &[u8], start: usize) -> bool {
                 let Some(&lo) = msg.get(pos + 1) else {
                     return false;
                 };
-                pos = usize::from(u16::from_be_bytes([b & 0x3f, lo]));
+                pos = pointer_target(b, lo);
             }
             Some(&b) if b & 0xc0 == 0 => pos += 1 + usize::from(b),
             // A reserved label type: hickory refuses it.
@@ -222,6 +222,12 @@ fn too_many_pointers(msg: &[u8], start: usize) -> bool {
         }
     }
     true
+}
+
+/// The offset a compression pointer points to, from its two bytes (the first with its top two
+/// bits set, which the callers checked).
+fn pointer_target(hi: u8, lo: u8) -> usize {
+    usize::from(u16::from_be_bytes([hi & 0x3f, lo]))
 }
 
 /// How [`plain_wire_name_run`] read a name: where it ended, the position of the last label
@@ -300,7 +306,7 @@ impl Known {
         if b & 0xc0 != 0xc0 {
             return None;
         }
-        let ptr = usize::from(u16::from_be_bytes([b & 0x3f, *msg.get(start + 1)?]));
+        let ptr = pointer_target(b, *msg.get(start + 1)?);
         if ptr >= start {
             return None;
         }
@@ -392,7 +398,7 @@ fn plain_wire_name_run(msg: &[u8], start: usize) -> Option<(String, Walk)> {
             }
             0xc0 => {
                 let lo = *msg.get(pos + 1)?;
-                let ptr = usize::from(u16::from_be_bytes([b & 0x3f, lo]));
+                let ptr = pointer_target(b, lo);
                 pointers += 1;
                 if ptr >= seg_start || pointers > MAX_NAME_POINTERS {
                     return None;
@@ -603,8 +609,8 @@ enum Raw {
     Opt { udp_size: u16, ttl: u32 },
 }
 
-/// Where a record's names started and where the fast path ended their first run of labels
-/// (`None`: not decoded by it), for [`Known::add`].
+/// Where a record's names started and how the fast path read them (`None`: it did not), for
+/// [`Known::add`].
 struct Runs {
     owner: (usize, Option<Walk>),
     target: Option<(usize, Option<Walk>)>,
@@ -873,7 +879,7 @@ mod tests {
             m.push(63);
             m.extend_from_slice(&[b'b'; 63]);
             match prev {
-                Some(p) => m.extend_from_slice(&[0xc0 | (p >> 8) as u8, p as u8]),
+                Some(p) => m.extend_from_slice(&pointer(p)),
                 None => m.push(0),
             }
             prev = starts.last().copied();
@@ -932,18 +938,27 @@ mod tests {
         Some((normalize_name(&n), dec.index()))
     }
 
+    /// A deterministic xorshift stream for the randomised tests.
+    fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
+        move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        }
+    }
+
+    /// The two bytes of a compression pointer to `to`.
+    fn pointer(to: usize) -> [u8; 2] {
+        [0xc0 | (to >> 8) as u8, to as u8]
+    }
+
     /// The fast name path accepts only names hickory accepts, and reads them identically:
     /// checked at every offset of messages built from labels, pointers (backwards, forwards,
     /// into themselves) and odd bytes, mutated at random.
     #[test]
     fn plain_wire_names_read_as_hickory_reads_them() {
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         let alphabet = b"abcXYZ09-_*.\\\x00\xc3\x7f";
         let (mut fast, mut checked) = (0, 0);
         for round in 0..30_000 {
@@ -956,7 +971,7 @@ mod tests {
                 match next() % 6 {
                     0..=2 => {
                         // A label, sometimes long.
-                        let len = if next() % 10 == 0 {
+                        let len = if next().is_multiple_of(10) {
                             next() % 64
                         } else {
                             1 + next() % 6
@@ -970,7 +985,7 @@ mod tests {
                     3 => {
                         // A pointer anywhere, usually backwards.
                         let to = (next() as usize) % (m.len() + 8);
-                        m.extend_from_slice(&[0xc0 | (to >> 8) as u8, to as u8]);
+                        m.extend_from_slice(&pointer(to));
                     }
                     4 => m.push(0),
                     _ => m.push(next() as u8),
@@ -1002,13 +1017,7 @@ mod tests {
     /// to every offset the fast path decodes.
     #[test]
     fn a_pointer_to_a_known_name_reads_as_the_fast_path_reads_it() {
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         let alphabet = b"abcXYZ09-_*\\\x00\xc3";
         let mut hits = 0;
         for round in 0..3_000 {
@@ -1028,7 +1037,7 @@ mod tests {
                     }
                     3 => {
                         let to = (next() as usize) % (m.len() + 4);
-                        m.extend_from_slice(&[0xc0 | (to >> 8) as u8, to as u8]);
+                        m.extend_from_slice(&pointer(to));
                     }
                     _ => m.push(0),
                 }
@@ -1039,7 +1048,7 @@ mod tests {
                 .collect();
             // A pointer to each decodable offset.
             for (p, _, _) in &decoded {
-                m.extend_from_slice(&[0xc0 | (p >> 8) as u8, *p as u8]);
+                m.extend_from_slice(&pointer(*p));
             }
             for start in 0..m.len() {
                 for (p, name, walk) in &decoded {
@@ -1075,10 +1084,10 @@ mod tests {
         let mut prev = base;
         for _ in 0..n {
             let here = m.len();
-            m.extend_from_slice(&(0xc000 | prev as u16).to_be_bytes());
+            m.extend_from_slice(&pointer(prev));
             prev = here;
         }
-        m.extend_from_slice(&(0xc000 | prev as u16).to_be_bytes());
+        m.extend_from_slice(&pointer(prev));
         m.extend_from_slice(&[0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]);
         m
     }
@@ -1108,7 +1117,7 @@ mod tests {
             let mut m = pointer_chain(MAX_NAME_POINTERS - 1, label);
             let second = m.len() - 16;
             m[7] = 3;
-            m.extend_from_slice(&(0xc000 | second as u16).to_be_bytes());
+            m.extend_from_slice(&pointer(second));
             m.extend_from_slice(&[0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 2]);
             assert!(
                 matches!(parse(m), Err(ParseError::Record { index: 2, .. })),
@@ -1129,18 +1138,12 @@ mod tests {
     /// The known names change nothing a parse gives: responses built from questions, records
     /// of every kind the parser treats apart (A, CNAME, NS, OPT, other types, wrong lengths)
     /// and names that are new labels, pointers to the question and to earlier owners and
-    /// targets, pointers to pointers, names only hickory reads and pointer chains at the limit,
-    /// parsed whole and cut at many lengths, with the known names and without them.
+    /// targets, pointers to pointers, and names only hickory reads, parsed whole and cut at
+    /// many lengths, with the known names and without them (chains at the pointer limit are
+    /// `a_long_pointer_chain_is_refused_without_recursing`'s).
     #[test]
     fn known_names_change_nothing_a_parse_gives() {
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        let ptr = |to: usize| [0xc0 | (to >> 8) as u8, to as u8];
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         let (mut copied, mut compared) = (0, 0);
         for _ in 0..1_500 {
             let questions = 1 + next() % 2;
@@ -1163,7 +1166,7 @@ mod tests {
                         }
                         if next().is_multiple_of(3) && !names.is_empty() {
                             let to = names[next() as usize % names.len()];
-                            m.extend_from_slice(&ptr(to));
+                            m.extend_from_slice(&pointer(to));
                         } else {
                             m.push(0);
                         }
@@ -1171,15 +1174,15 @@ mod tests {
                     2 => m.extend_from_slice(b"\x03a\\b\x00"),
                     3 | 4 if !names.is_empty() => {
                         let to = names[next() as usize % names.len()];
-                        m.extend_from_slice(&ptr(to));
+                        m.extend_from_slice(&pointer(to));
                         pointers.push(here);
                     }
                     5 if !pointers.is_empty() => {
                         let to = pointers[next() as usize % pointers.len()];
-                        m.extend_from_slice(&ptr(to));
+                        m.extend_from_slice(&pointer(to));
                         pointers.push(here);
                     }
-                    _ => m.extend_from_slice(&ptr(12)),
+                    _ => m.extend_from_slice(&pointer(12)),
                 }
                 names.push(here);
             };

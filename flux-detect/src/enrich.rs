@@ -141,33 +141,30 @@ impl Enricher {
     }
 
     pub fn lookup(&self, ip: IpAddr) -> IpInfo {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            IpAddr::V4(_) => ip,
-        };
+        let ip = unmapped(ip);
         let (asn, as_name) = match self.asn.get(ip) {
             Some(v) => (Some(v.asn), self.names.get(v.name as usize).cloned()),
             None => (None, None),
         };
-        let country = self.geo.get(ip).or_else(|| self.asn_geo.get(ip));
         IpInfo {
             asn,
             as_name,
-            country,
+            country: self.country(ip),
         }
+    }
+
+    /// The country of an address (IPv4-mapped ones already as IPv4): the country databases
+    /// first, then the countries of iptoasn files.
+    fn country(&self, ip: IpAddr) -> Option<[u8; 2]> {
+        self.geo.get(ip).or_else(|| self.asn_geo.get(ip))
     }
 
     /// [`Enricher::lookup`] without the AS name: the ASN and the country. The scorer asks this
     /// for every new address and the name only for a new ASN; taking the name's reference
     /// count on every lookup showed in replay profiles.
     pub fn lookup_asn_country(&self, ip: IpAddr) -> (Option<u32>, Option<[u8; 2]>) {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            IpAddr::V4(_) => ip,
-        };
-        let asn = self.asn.get(ip).map(|v| v.asn);
-        let country = self.geo.get(ip).or_else(|| self.asn_geo.get(ip));
-        (asn, country)
+        let ip = unmapped(ip);
+        (self.asn.get(ip).map(|v| v.asn), self.country(ip))
     }
 
     /// Every (first, last) address range the ASN databases assign to `asn`.
@@ -224,6 +221,14 @@ impl Enricher {
 impl fmt::Debug for Enricher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Enricher({})", self.describe())
+    }
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address the tables hold; any other as it is.
+fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
     }
 }
 

@@ -12,7 +12,7 @@ use super::{
         FORGED_ANSWER_SIZE, MAX_RRSETS, PENDING_CHILD_NETWORKS_MAX, PROVIDER_ZONE_CUSTOMERS,
         WINDOWS, mixed_answers,
     },
-    tally::{SMALL_TALLY_MAX, SmallTally, Tally, TallyOf},
+    tally::{Counting, SMALL_TALLY_MAX, SmallTally, Tally},
 };
 
 /// The features over nested windows, and when they would next change by age alone.
@@ -148,7 +148,7 @@ impl KeyState {
         }
     }
 
-    fn features_with<T: FeatureTally>(&self, now: u32, window: (u32, &'static str)) -> Features {
+    fn features_with<T: Counting>(&self, now: u32, window: (u32, &'static str)) -> Features {
         let cutoff = now.saturating_sub(window.0);
         let mut acc = Acc::<T>::new(now);
         acc.add(self, |last| last >= cutoff);
@@ -168,7 +168,7 @@ impl KeyState {
         }
     }
 
-    fn features_nested_with<T: FeatureTally>(&self, now: u32, n: usize) -> Nested {
+    fn features_nested_with<T: Counting>(&self, now: u32, n: usize) -> Nested {
         let mut out = Nested {
             windows: Default::default(),
             changes_at: u32::MAX,
@@ -205,38 +205,6 @@ impl KeyState {
             })
             .min()
             .unwrap_or(u32::MAX)
-    }
-}
-
-/// The tallies [`Acc`] is built with: [`Tally`] for any key, [`SmallTally`] for one of at most
-/// [`SMALL_TALLY_MAX`] addresses.
-trait FeatureTally {
-    fn new() -> Self;
-    fn add(&mut self, v: u32);
-    fn distinct(&self) -> u32;
-    fn most(&self) -> u32;
-    fn lone(&self) -> u32;
-    fn normalised_entropy(&self) -> f64;
-}
-
-impl<const SLOTS: usize, const MAX: usize> FeatureTally for TallyOf<SLOTS, MAX> {
-    fn new() -> Self {
-        TallyOf::new()
-    }
-    fn add(&mut self, v: u32) {
-        TallyOf::add(self, v);
-    }
-    fn distinct(&self) -> u32 {
-        TallyOf::distinct(self)
-    }
-    fn most(&self) -> u32 {
-        TallyOf::most(self)
-    }
-    fn lone(&self) -> u32 {
-        TallyOf::lone(self)
-    }
-    fn normalised_entropy(&self) -> f64 {
-        TallyOf::normalised_entropy(self)
     }
 }
 
@@ -284,7 +252,7 @@ struct Acc<T> {
     pending_until: u32,
 }
 
-impl<T: FeatureTally> Acc<T> {
+impl<T: Counting> Acc<T> {
     fn new(now: u32) -> Self {
         Self {
             now,

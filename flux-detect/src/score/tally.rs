@@ -33,12 +33,36 @@ pub(super) const SMALL_TALLY_MAX: usize = 8;
 /// A tally for a key of at most [`SMALL_TALLY_MAX`] addresses.
 pub(super) type SmallTally = TallyOf<{ 2 * SMALL_TALLY_MAX }, SMALL_TALLY_MAX>;
 
+/// What the features read of a tally, whatever its size (`features.rs` builds a window's
+/// tallies with either).
+pub(super) trait Counting {
+    fn new() -> Self;
+    fn add(&mut self, v: u32);
+    fn distinct(&self) -> u32;
+    /// How often the most frequent value occurred (0 when empty).
+    fn most(&self) -> u32;
+    /// Values that occurred exactly once.
+    fn lone(&self) -> u32;
+    /// Shannon entropy of the values over the distinct ones, divided by its maximum (the log
+    /// of the number of values); 0 for fewer than two values.
+    fn normalised_entropy(&self) -> f64;
+}
+
 impl<const SLOTS: usize, const MAX: usize> TallyOf<SLOTS, MAX> {
     /// Checked where the type is used: slot numbers fit in the `u8` of `used`, the table is a
     /// power of two (the probe wraps with a mask) and keeps a free slot for every value.
     const SHAPE_OK: () = assert!(SLOTS.is_power_of_two() && SLOTS <= 256 && 2 * MAX <= SLOTS);
 
-    pub(super) fn new() -> Self {
+    fn counts(&self) -> impl Iterator<Item = u8> + '_ {
+        self.used
+            .iter()
+            .take(self.distinct)
+            .filter_map(|&i| self.counts.get(usize::from(i)).copied())
+    }
+}
+
+impl<const SLOTS: usize, const MAX: usize> Counting for TallyOf<SLOTS, MAX> {
+    fn new() -> Self {
         let () = Self::SHAPE_OK;
         Self {
             keys: [0; SLOTS],
@@ -50,7 +74,7 @@ impl<const SLOTS: usize, const MAX: usize> TallyOf<SLOTS, MAX> {
         }
     }
 
-    pub(super) fn add(&mut self, v: u32) {
+    fn add(&mut self, v: u32) {
         if self.values >= MAX {
             return;
         }
@@ -90,30 +114,19 @@ impl<const SLOTS: usize, const MAX: usize> TallyOf<SLOTS, MAX> {
         }
     }
 
-    fn counts(&self) -> impl Iterator<Item = u8> + '_ {
-        self.used
-            .iter()
-            .take(self.distinct)
-            .filter_map(|&i| self.counts.get(usize::from(i)).copied())
-    }
-
-    pub(super) fn distinct(&self) -> u32 {
+    fn distinct(&self) -> u32 {
         u32::try_from(self.distinct).unwrap_or(u32::MAX)
     }
 
-    /// How often the most frequent value occurred (0 when empty).
-    pub(super) fn most(&self) -> u32 {
+    fn most(&self) -> u32 {
         u32::from(self.counts().max().unwrap_or(0))
     }
 
-    /// Values that occurred exactly once.
-    pub(super) fn lone(&self) -> u32 {
+    fn lone(&self) -> u32 {
         u32::try_from(self.counts().filter(|c| *c == 1).count()).unwrap_or(u32::MAX)
     }
 
-    /// Shannon entropy of the values over the distinct ones, divided by its maximum (the log
-    /// of the number of values); 0 for fewer than two values.
-    pub(super) fn normalised_entropy(&self) -> f64 {
+    fn normalised_entropy(&self) -> f64 {
         let n = self.values as f64;
         if self.values < 2 {
             return 0.0;
