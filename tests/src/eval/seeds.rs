@@ -15,10 +15,13 @@
 /// report named the legitimate entities they flagged (all ISP caches) and why; a scorer change
 /// aimed at that class would be fitted to them, so on 2026-12-03, before any such change, they
 /// became tuning seeds and [`HELDOUT_SEEDS`] got ten fresh ones. The same happened to those
-/// ten (the last ten here) at round 25: rounds 23-24 reported the two held-out draws over the
+/// ten (the middle ten here) at round 25: rounds 23-24 reported the two held-out draws over the
 /// target and named what they flagged (a CDN steering name carried to `flux` by shared bots
-/// alone); round 25 changes how shared bots count, so they became tuning seeds first.
-pub const TUNING_SEEDS: [u64; 26] = [
+/// alone); round 25 changes how shared bots count, so they became tuning seeds first. Round 25's
+/// ten followed at round 26: its report named the four legitimate entities they flagged (one
+/// draw over the target by 1) and what carried each, so before any further false-positive work
+/// they became tuning seeds too.
+pub const TUNING_SEEDS: [u64; 36] = [
     2026,
     1,
     2,
@@ -46,12 +49,7 @@ pub const TUNING_SEEDS: [u64; 26] = [
     10_541_849_843_177_173_598,
     12_396_374_559_136_084_755,
     14_869_607_031_535_750_319,
-];
-
-/// Seeds for held-out evaluation only (see the module documentation). Drawn from /dev/urandom
-/// on 2026-12-03 (round 25) and committed before that round's scorer changes (the previous ten
-/// are now tuning seeds).
-pub const HELDOUT_SEEDS: [u64; 10] = [
+    // Held out in round 25; tuning seeds from round 26 (see above).
     8_295_011_093_625_638_018,
     7_122_036_083_892_060_893,
     9_418_479_790_755_040_995,
@@ -62,6 +60,22 @@ pub const HELDOUT_SEEDS: [u64; 10] = [
     13_023_259_589_207_294_494,
     10_824_889_707_258_974_934,
     14_628_023_321_623_835_702,
+];
+
+/// Seeds for held-out evaluation only (see the module documentation). Drawn from /dev/urandom
+/// on 2026-12-03 (round 26) and committed before that round's scorer changes (the previous ten
+/// are now tuning seeds).
+pub const HELDOUT_SEEDS: [u64; 10] = [
+    6_416_394_617_818_196_306,
+    12_271_278_178_599_295_940,
+    17_472_549_360_114_003_123,
+    505_773_884_915_297_267,
+    12_943_179_986_806_804_771,
+    11_803_499_470_486_441_402,
+    3_793_981_515_015_988_089,
+    17_451_976_032_396_684_791,
+    1_626_402_648_605_761_780,
+    18_198_143_242_903_650_365,
 ];
 
 #[cfg(test)]
