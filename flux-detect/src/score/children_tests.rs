@@ -275,3 +275,42 @@ fn children_answering_from_several_networks_are_not_pending() {
     assert_eq!(f.stable_children_pending, 0, "{f:?}");
     assert!(flux(&out, "rotpool.net"), "{out:#?}");
 }
+
+/// A vendor's node names in their first minute, one of them with a TTL short enough to expire
+/// before any was seen again: one child that had its chance is no sample, so the parent still
+/// waits on the pending ones (`params::STABLE_CHILDREN_JUDGED_MIN`). The round 26 tuning draws
+/// flagged such an `nflxvideo.net` parent at 0.8 minutes. A second child expiring unseen is
+/// a sample: the parent is judged on them, as wildcard flux is.
+#[test]
+fn one_child_expired_unseen_is_no_sample() {
+    let mut s = scorer();
+    let mut out = Vec::new();
+    for i in 0..6u32 {
+        let name = format!("node{i}.shortttl.net");
+        let ips = [format!("{}.{}.1.1", 20 + i * 9, i)];
+        let ttl = if i == 0 { 20 } else { 600 };
+        s.observe(
+            at(i * 8),
+            &response(&name, a_records(&name, ttl, &ips)),
+            &mut out,
+        );
+    }
+    let f = s.explain("shortttl.net", at(60)).expect("tracked").features;
+    assert_eq!(
+        (
+            f.stable_children,
+            f.stable_children_seen_again,
+            f.stable_children_pending
+        ),
+        (6, 0, 5),
+        "{f:?}"
+    );
+    assert!(model::stable_children_only(&f), "{f:?}");
+    assert!(!flux(&out, "shortttl.net"), "{out:#?}");
+    // The same reading with two children expired unseen: the rule is off.
+    let two = features::Features {
+        stable_children_pending: 4,
+        ..f.clone()
+    };
+    assert!(!model::stable_children_only(&two), "{two:?}");
+}

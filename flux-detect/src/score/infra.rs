@@ -28,6 +28,15 @@ pub const FIRST_PARTY_ASNS: &[(u32, &str)] = &[
     (6185, "Apple"),
     (2906, "Netflix"),
     (40027, "Netflix"),
+    // Issue 12, isp-cache (round 26): the vendors' own cache networks beside the caches they
+    // embed in access ISPs. A content name steered between caches falls back to the vendor's
+    // own; no one can rent a server there (Akamai's rentable cloud is Linode's AS63949, not
+    // these). Akamai's edges do front paying customers: a flux operator with an Akamai
+    // contract could buy this excuse, as he could with any listed front; that costs a
+    // contract, where a free CDN (Cloudflare, deliberately absent) would cost nothing.
+    (32590, "Valve (Steam content servers)"),
+    (20940, "Akamai edge servers"),
+    (16625, "Akamai edge servers"),
 ];
 
 /// Whether an address is in a first-party content network (by its ASN) or is an IPv4 address
@@ -78,6 +87,15 @@ mod tests {
             "AWS rents machines"
         );
         assert!(!first_party(4134, ip("59.24.3.173")), "an eyeball ISP");
+        assert!(
+            first_party(32590, ip("155.133.248.10")),
+            "Valve's own caches"
+        );
+        assert!(first_party(20940, ip("23.32.1.1")), "an Akamai edge");
+        assert!(
+            !first_party(63949, ip("172.104.1.1")),
+            "Akamai's cloud (Linode) rents machines"
+        );
         assert!(first_party(0, ip("243.185.187.39")), "reserved 240/4");
         assert!(first_party(0, ip("127.0.0.1")), "a sinkhole");
         assert!(first_party(0, ip("10.1.2.3")));

@@ -55,9 +55,10 @@ use super::{
         NATIONAL_LINES_COUNTRIES, NATIONAL_LINES_IPS_PER_NETWORK, NATIONAL_LINES_NETWORKS,
         NATIONAL_LINES_WEIGHT, ONE_ANSWER_FLUX_NETWORKS, PROVIDER_ZONE_CUSTOMERS,
         PROVIDER_ZONE_WEIGHT, RETURNS, ROTATING_CHILDREN_MAX, SERVED_FOR_OTHERS_WEIGHT,
-        STABLE_CHILDREN_MIN, STABLE_CHILDREN_SEEN_DIVISOR, SUSPICIOUS_ENTER, SUSPICIOUS_EXIT,
-        TERMS, countries, fluxiness, low_ttl, networks, new_networks, prefix_diversity,
-        rotating_glue, rotation_across_networks as rotation_p, shared_flux_addresses as shared_p,
+        STABLE_CHILDREN_JUDGED_MIN, STABLE_CHILDREN_MIN, STABLE_CHILDREN_SEEN_DIVISOR,
+        SUSPICIOUS_ENTER, SUSPICIOUS_EXIT, TERMS, countries, fluxiness, low_ttl, networks,
+        new_networks, prefix_diversity, rotating_glue, rotation_across_networks as rotation_p,
+        shared_flux_addresses as shared_p,
     },
 };
 
@@ -323,10 +324,12 @@ pub fn stable_children_only(f: &Features) -> bool {
 }
 
 /// At least one stable child in [`STABLE_CHILDREN_SEEN_DIVISOR`] seen again, leaving
-/// `excused` of them (the pending ones) out of the count.
+/// `excused` of them (the pending ones) out of the count; fewer than
+/// [`STABLE_CHILDREN_JUDGED_MIN`] left to judge say nothing yet.
 fn enough_children_seen_again(f: &Features, excused: u32) -> bool {
-    f.stable_children_seen_again * STABLE_CHILDREN_SEEN_DIVISOR
-        >= f.stable_children.saturating_sub(excused)
+    let judged = f.stable_children.saturating_sub(excused);
+    judged < STABLE_CHILDREN_JUDGED_MIN
+        || f.stable_children_seen_again * STABLE_CHILDREN_SEEN_DIVISOR >= judged
 }
 
 /// The parent rule holds only because some stable children are pending: counted as seen

@@ -376,6 +376,15 @@ pub const STABLE_CHILDREN_MIN: u32 = 3;
 /// `steamcontent.com` with 2 of 5 were flagged at 2-4 minutes), while wildcard flux stays near
 /// none; 2009 detection and the scenario flux classes were unchanged by it.
 pub const STABLE_CHILDREN_SEEN_DIVISOR: u32 = 3;
+/// Stable children that must have had their chance to be seen again (not pending) before the
+/// share above can switch the parent rule off: one child is no sample. A vendor's node names
+/// appear as clients are steered to them, one may have a TTL short enough to expire before
+/// any is seen again, and the parent was then judged on that one child (round 26 tuning draws:
+/// an `nflxvideo.net` parent flagged at 0.8 minutes, 8 node names, 7 pending, 1 expired
+/// unseen). Wildcard flux waits for a second child's answer to expire (with a TTL of 0, as the
+/// 2009 Waledac domains, nothing is ever pending); no flux detection of the tuning draws
+/// changed (every first verdict identical).
+pub const STABLE_CHILDREN_JUDGED_MIN: u32 = 2;
 /// A child's one answer may be pending (not seen again yet, still within its TTL, left out of
 /// the share above) only when it spans at most this many networks: a cache node or a zone's
 /// host answers with its own address, or a few in one block. An answer mixing networks is a
