@@ -31,9 +31,11 @@ pub const FIRST_PARTY_ASNS: &[(u32, &str)] = &[
     // Issue 12, isp-cache (round 26): the vendors' own cache networks beside the caches they
     // embed in access ISPs. A content name steered between caches falls back to the vendor's
     // own; no one can rent a server there (Akamai's rentable cloud is Linode's AS63949, not
-    // these). Akamai's edges do front paying customers: a flux operator with an Akamai
-    // contract could buy this excuse, as he could with any listed front; that costs a
-    // contract, where a free CDN (Cloudflare, deliberately absent) would cost nothing.
+    // these). Akamai's edges serve their customers' sites, so a name answered from them is
+    // fronted, which is what the rule excuses. What the entry does not open: an address from
+    // here as a decoy costs a flux operator what one from Google costs him (one lookup in
+    // FORGED_SHARE_DIVISOR sent where no bot answers, and at most FORGED_ANSWER_SIZE
+    // addresses), so the excuse was already as cheap before these lines.
     (32590, "Valve (Steam content servers)"),
     (20940, "Akamai edge servers"),
     (16625, "Akamai edge servers"),
