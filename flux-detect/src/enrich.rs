@@ -233,7 +233,9 @@ fn unmapped(ip: IpAddr) -> IpAddr {
 }
 
 /// Loading frees tens of MB of file buffers and unsorted rows that glibc would otherwise keep
-/// in the heap (resident) for good.
+/// in the heap (resident) for good. Under the agent's allocator (mimalloc, `flux-agent`'s
+/// lib.rs) this returns only what glibc's own heap holds; mimalloc returns freed pages to the
+/// kernel itself after its purge delay.
 fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim has no preconditions; it only returns free heap pages to the kernel.

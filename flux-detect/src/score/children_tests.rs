@@ -203,7 +203,8 @@ fn a_parent_waiting_on_pending_children_is_judged_when_they_expire() {
         .iter()
         .find(|v| v.domain == "newvendor.net" && v.level == model::Level::Flux)
         .unwrap_or_else(|| panic!("not judged after the TTL: {out:#?}"));
-    // The first answer expired at 600: from then on some child was looked up once, unseen.
+    // The first answers expired at 600 and 608: from the second on, two children were looked
+    // up once, unseen (`STABLE_CHILDREN_JUDGED_MIN`), and the sweep at 620 judges the parent.
     assert_eq!(v.ts, at(620), "{v:#?}");
     assert!(
         !s.state_of("newvendor.net")

@@ -2,12 +2,19 @@
 //! routable. Read by the features (`first_party_ips`) and the model's `forged_or_fronted` rule;
 //! touches nothing else.
 //!
-//! Flux needs machines the operator controls (compromised hosts, rented servers). The networks
-//! below serve only their owner's own services: nobody can rent a server in them, so an
-//! address there in a rotating name's answers is a decoy, a forgery or a front, never a bot.
-//! Networks that rent machines to anyone (AWS, Azure, GCP customer space, Linode, OVH, ...) are
-//! deliberately absent, however large. Kept short on purpose: each entry is an ASN whose
-//! address space is its owner's own front ends, checked against the ASN database.
+//! Flux needs machines the operator controls (compromised hosts, rented servers). Nobody can
+//! rent a server in the networks below, so an address there in a rotating name's answers is a
+//! decoy, a forgery or a front, never a bot. Most serve only their owner's own services; two
+//! kinds also front other people's sites, chosen by Host/SNI (Google's front ends for App
+//! Engine and Firebase custom domains, Akamai's edges for its customers): a flux operator with
+//! such a property can hand out one of their addresses and still reach his victims, so for him
+//! the `forged_or_fronted` excuse costs a property there, not lost lookups (review of round
+//! 26; splitting "fronting" from first-party networks is open). Networks that rent machines to
+//! anyone (AWS, Azure, GCP customer space, Linode, OVH, ...) are deliberately absent, however
+//! large. Kept short on purpose: each entry is an ASN whose address space is its owner's own
+//! front ends, checked against the ASN database. The same list keeps these addresses out of
+//! blocks and out of the bot table (`score.rs`), so a flux name cannot get a shared front
+//! blocked.
 
 use std::net::IpAddr;
 
@@ -32,10 +39,9 @@ pub const FIRST_PARTY_ASNS: &[(u32, &str)] = &[
     // embed in access ISPs. A content name steered between caches falls back to the vendor's
     // own; no one can rent a server there (Akamai's rentable cloud is Linode's AS63949, not
     // these). Akamai's edges serve their customers' sites, so a name answered from them is
-    // fronted, which is what the rule excuses. What the entry does not open: an address from
-    // here as a decoy costs a flux operator what one from Google costs him (one lookup in
-    // FORGED_SHARE_DIVISOR sent where no bot answers, and at most FORGED_ANSWER_SIZE
-    // addresses), so the excuse was already as cheap before these lines.
+    // fronted, which is what the rule excuses; an operator with an Akamai property gets the
+    // excuse at no cost in lookups, as one with a Google front-end property already could
+    // (module documentation), so these lines make it no cheaper than it was.
     (32590, "Valve (Steam content servers)"),
     (20940, "Akamai edge servers"),
     (16625, "Akamai edge servers"),

@@ -301,7 +301,9 @@ pub fn national_lines(f: &Features) -> bool {
 /// one stable child in [`STABLE_CHILDREN_SEEN_DIVISOR`] seen again, not counting the pending
 /// ones (one answer, not seen again, still within its TTL: whether a cache re-shows it cannot
 /// be known before it expires, and a vendor's new cache nodes are flagged in their first
-/// minute otherwise; wildcard flux waits at most one TTL for it): each stable child keeps its
+/// minute otherwise; wildcard flux waits at most one TTL for it), and nothing said until
+/// [`STABLE_CHILDREN_JUDGED_MIN`] stable children are out of pending (one child whose answer
+/// expired unseen is no sample; wildcard flux then waits for a second child's TTL): each stable child keeps its
 /// own answer (a vendor's cache nodes, one fixed address each; a zone's hosts on different
 /// providers), so the parent's new addresses and networks are children being added, and the
 /// rotating children's rotation (a vendor's content names steered between its caches) is
@@ -386,7 +388,8 @@ pub fn spread_like_bots(f: &Features) -> bool {
 /// Twitter or Dropbox, or a reserved one, with a random TTL, a new one at every lookup: on the
 /// real resolver traffic the largest class of names that looked like slow flux), and a
 /// sinkholed name. It costs a flux operator one lookup in eight to imitate: every victim
-/// handed such an answer reaches someone else's server. Multi-address answers are not excused by it,
+/// handed such an answer reaches someone else's server, unless the operator has a property on
+/// a listed network that fronts others' sites (see `infra`). Multi-address answers are not excused by it,
 /// since one decoy address among bots costs the operator little.
 pub fn forged_or_fronted(f: &Features) -> bool {
     f.answer_size_max == FORGED_ANSWER_SIZE && f.forged_answers
