@@ -133,12 +133,18 @@ fn children_that_rotate_make_the_parents_growth_its_own() {
 /// `node0`-`node5.newvendor.net`, one address each in its own network, TTL 600, looked up
 /// once each in the first 40 seconds.
 fn six_nodes_looked_up_once(s: &mut Scorer, out: &mut Vec<Verdict>) {
+    six_nodes_of(s, out, "newvendor.net", |_| 600);
+}
+
+/// `node0`-`node5.DOMAIN`, one address each in its own network, node `i` with TTL `ttl(i)`,
+/// looked up once each in the first 40 seconds.
+fn six_nodes_of(s: &mut Scorer, out: &mut Vec<Verdict>, domain: &str, ttl: impl Fn(u32) -> u32) {
     for i in 0..6u32 {
-        let name = format!("node{i}.newvendor.net");
+        let name = format!("node{i}.{domain}");
         let ips = [format!("{}.{}.1.1", 20 + i * 9, i)];
         s.observe(
             at(i * 8),
-            &response(&name, a_records(&name, 600, &ips)),
+            &response(&name, a_records(&name, ttl(i), &ips)),
             out,
         );
     }
@@ -286,16 +292,9 @@ fn children_answering_from_several_networks_are_not_pending() {
 fn one_child_expired_unseen_is_no_sample() {
     let mut s = scorer();
     let mut out = Vec::new();
-    for i in 0..6u32 {
-        let name = format!("node{i}.shortttl.net");
-        let ips = [format!("{}.{}.1.1", 20 + i * 9, i)];
-        let ttl = if i == 0 { 20 } else { 600 };
-        s.observe(
-            at(i * 8),
-            &response(&name, a_records(&name, ttl, &ips)),
-            &mut out,
-        );
-    }
+    six_nodes_of(&mut s, &mut out, "shortttl.net", |i| {
+        if i == 0 { 20 } else { 600 }
+    });
     let f = s.explain("shortttl.net", at(60)).expect("tracked").features;
     assert_eq!(
         (
