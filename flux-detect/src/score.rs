@@ -43,6 +43,7 @@ use self::{shared::FluxIps, table::KeyTable};
 use crate::{dns::DnsMessage, enrich::Enricher, known_good::Allowlist};
 pub use addr_info::AddrInfo;
 pub use features::Features;
+use features::Nested;
 pub use key_state::KeyState;
 use key_state::{MALLOC_OVERHEAD, MARK_WAITS_ON_PENDING};
 pub use model::{Level, Reason};
@@ -179,6 +180,8 @@ pub struct Scorer {
     addr_cache: HashMap<[u8; 16], AddrInfo, FastHash>,
     /// Scratch buffer reused across responses: ids of the keys to re-score.
     touched: Vec<u64>,
+    /// Scratch space of every re-score: the windows' features (see [`Nested`]).
+    nested: Nested,
     /// Keys that would be flux if their addresses turned out to be bots, re-scored when new
     /// bots are known ([`Scorer::sweep_watched`]).
     watched: KeyTable<u64, ()>,
@@ -227,6 +230,7 @@ impl Scorer {
             flux_ips: FluxIps::default(),
             addr_cache: HashMap::default(),
             touched: Vec::new(),
+            nested: Nested::default(),
             watched: KeyTable::new(WATCHED_KEYS),
             swept_bots: 0,
             last_sweep: 0,
@@ -260,8 +264,16 @@ impl Scorer {
         let now = secs(now);
         let shared = shared_bots(&name, &mut st, now, &self.flux_ips);
         let hold = self.cfg.block_hold_minutes;
-        let (previous, scored) = rescore(&name, &mut st, now, (shared, hold), None);
-        Some(verdict(&name, &st, now, previous, scored, &self.allowlist))
+        let mut nested = Nested::default();
+        let (previous, scored) = rescore(&name, &mut st, now, (shared, hold), None, &mut nested);
+        Some(verdict(
+            &name,
+            &st,
+            now,
+            previous,
+            (scored, &mut nested),
+            &self.allowlist,
+        ))
     }
 
     /// A tracked key's state (for tools that inspect the windows, such as evaluation traces).
@@ -516,7 +528,14 @@ impl Scorer {
         }
         self.stats.rescores += 1;
         let hold = self.cfg.block_hold_minutes;
-        let (verdict, own) = evaluate(name, st, now, (shared, hold), &self.allowlist, tap);
+        let (verdict, own) = evaluate(
+            name,
+            st,
+            now,
+            (shared, hold),
+            (&self.allowlist, tap),
+            &mut self.nested,
+        );
         if verdict.is_some() {
             self.stats.verdicts += 1;
         }
@@ -553,7 +572,9 @@ impl Scorer {
         } else {
             self.due.remove(&id);
         }
-        out.extend(verdict);
+        if let Some(v) = verdict {
+            out.push(v);
+        }
     }
 
     /// Re-scores the keys whose parent rule waits on pending children

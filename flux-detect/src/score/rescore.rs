@@ -15,20 +15,20 @@ use crate::known_good::Allowlist;
 
 /// Scores a key and moves its level. Returns a verdict if the level or the block gate changed
 /// (the verdict's allocations, reasons, chain and roles, are only made then), and the key's own
-/// score.
+/// score. `nested` is scratch space (see [`Nested`]).
 pub(super) fn evaluate(
     name: &str,
     st: &mut KeyState,
     now: u32,
     shared_hold: ([u32; WINDOWS.len()], u8),
-    allowlist: &Allowlist,
-    tap: Option<&mut RescoreTap>,
+    (allowlist, tap): (&Allowlist, Option<&mut RescoreTap>),
+    nested: &mut Nested,
 ) -> (Option<Verdict>, f64) {
-    let (previous, scored) = rescore(name, st, now, shared_hold, tap);
+    let (previous, scored) = rescore(name, st, now, shared_hold, tap, nested);
     let own = scored.own;
     let news = st.level != previous || st.marked(MARK_BLOCKABLE) != scored.was_blockable;
     (
-        news.then(|| verdict(name, st, now, previous, scored, allowlist)),
+        news.then(|| verdict(name, st, now, previous, (scored, nested), allowlist)),
         own,
     )
 }
@@ -74,7 +74,8 @@ impl Gate {
     }
 }
 
-/// A key's best window: its score, features and the baselines on the same data.
+/// A key's best window: its score, which window it is (its features stay in the [`Nested`]
+/// the score was made in) and the baselines on the same data.
 pub(super) struct Scored {
     score: f64,
     /// The score without other domains' bots.
@@ -82,23 +83,24 @@ pub(super) struct Scored {
     gate: Gate,
     /// Whether the key passed the block gate before this score.
     was_blockable: bool,
-    features: Features,
+    best: usize,
     baselines: Baselines,
 }
 
 /// Scores a key over every window and moves its level; returns the level it had before.
 /// `shared` is its [`shared_bots`] now; `tap` (see [`super::Scorer::set_rescore_tap`]) is told the
-/// result.
+/// result. The windows' features are left in `nested`, whatever it held before.
 pub(super) fn rescore(
     name: &str,
     st: &mut KeyState,
     now: u32,
     (shared, hold): ([u32; WINDOWS.len()], u8),
     tap: Option<&mut RescoreTap>,
+    nested: &mut Nested,
 ) -> (Level, Scored) {
     let young = now.saturating_sub(st.first_seen) < WINDOWS[0].0;
     // A young key's windows all hold the same observations: the first one says it all.
-    let nested = st.features_nested(now, if young { 1 } else { WINDOWS.len() });
+    st.features_nested_into(now, if young { 1 } else { WINDOWS.len() }, nested);
     let changes_at = if young {
         nested
             .changes_at
@@ -122,7 +124,10 @@ pub(super) fn rescore(
     let own = best.own;
     let previous = st.level;
     let was_blockable = st.marked(MARK_BLOCKABLE);
-    st.level = model::next_level(previous, best.score, &best.features);
+    st.level = match nested.windows.get(best.index).and_then(Option::as_ref) {
+        Some(f) => model::next_level(previous, best.score, f),
+        None => model::next_level(previous, best.score, &Features::default()),
+    };
     st.watch = st.level != Level::Flux && best.watch;
     st.set_mark(
         MARK_WAITS_ON_PENDING,
@@ -136,30 +141,31 @@ pub(super) fn rescore(
             own,
             gate,
             was_blockable,
-            features: best.features,
+            best: best.index,
             baselines: best.baselines,
         },
     )
 }
 
-/// The best of a key's windows (features and score), the baselines over all of them, and
+/// The best of a key's windows (which, and its score), the baselines over all of them, and
 /// whether any window makes the key worth watching for shared bots.
 struct BestWindow {
     score: f64,
     /// The best window's [`model::own_score`].
     own: f64,
-    features: Features,
+    /// Its index in the [`Nested`] scored; that window is there.
+    index: usize,
     baselines: Baselines,
     watch: bool,
     /// Some window's parent rule waits on pending children ([`model::waits_on_pending_children`]).
     pending: bool,
 }
 
-/// Scores each window computed; the highest score wins.
-fn best_window(mut nested: Nested, shared: &[u32; WINDOWS.len()]) -> BestWindow {
-    // The best window by index: its features are moved out once, at the end (each window's
-    // features are a few hundred bytes, and moving every one through here showed as memcpy
-    // in replay profiles).
+/// Scores each window computed; the highest score wins. Sets each window's shared bots and
+/// forged answers; when no window was computed, the first becomes the default features.
+fn best_window(nested: &mut Nested, shared: &[u32; WINDOWS.len()]) -> BestWindow {
+    // The best window by index: its features stay where they are (each window's features are
+    // a few hundred bytes, and moving them showed as memcpy in replay profiles).
     let mut best: Option<(f64, f64, usize)> = None;
     let mut baselines = Baselines::default();
     let mut watch = false;
@@ -191,13 +197,16 @@ fn best_window(mut nested: Nested, shared: &[u32; WINDOWS.len()]) -> BestWindow 
             best = Some((s, own, i));
         }
     }
-    let best = best.and_then(|(s, own, i)| Some((s, own, nested.windows.get_mut(i)?.take()?)));
-    let (score, own, features) = match best {
+    let (score, own, index) = match best {
         Some(b) => b,
         // No window: the default features' scores, as `own_score` gave them.
         None => {
             let f = Features::default();
-            (0.0, model::own_score(&f), f)
+            let own = model::own_score(&f);
+            if let Some(slot) = nested.windows.first_mut() {
+                *slot = Some(f);
+            }
+            (0.0, own, 0)
         }
     };
     baselines.holz = model::round3(baselines.holz);
@@ -207,7 +216,7 @@ fn best_window(mut nested: Nested, shared: &[u32; WINDOWS.len()]) -> BestWindow 
     BestWindow {
         score,
         own,
-        features,
+        index,
         baselines,
         watch,
         pending,
@@ -247,13 +256,14 @@ fn block_gate(st: &mut KeyState, now: u32, own: f64, new_data: bool, hold: u8) -
     gate
 }
 
-/// The verdict for a key just rescored, with its reasons and allowlist status.
+/// The verdict for a key just rescored, with its reasons and allowlist status. Takes the best
+/// window's features out of `nested`.
 pub(super) fn verdict(
     name: &str,
     st: &KeyState,
     now: u32,
     previous: Level,
-    scored: Scored,
+    (scored, nested): (Scored, &mut Nested),
     allowlist: &Allowlist,
 ) -> Verdict {
     let Scored {
@@ -261,9 +271,14 @@ pub(super) fn verdict(
         own,
         gate,
         was_blockable: _,
-        mut features,
+        best,
         baselines,
     } = scored;
+    let mut features = nested
+        .windows
+        .get_mut(best)
+        .and_then(Option::take)
+        .unwrap_or_default();
     features.cname_chain = st.chain().map(str::to_owned).collect();
     let allow = allowlist_match(name, st, now, allowlist);
     Verdict {
