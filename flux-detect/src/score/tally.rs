@@ -37,6 +37,9 @@ pub(super) type SmallTally = TallyOf<{ 2 * SMALL_TALLY_MAX }, SMALL_TALLY_MAX>;
 /// tallies with either).
 pub(super) trait Counting {
     fn new() -> Self;
+    /// Empties the tally, as [`Counting::new`] would make it, in time proportional to the
+    /// values it held (the full tally's `new` writes 1.4 KB; see `features::Tallies`).
+    fn clear(&mut self);
     fn add(&mut self, v: u32);
     fn distinct(&self) -> u32;
     /// How often the most frequent value occurred (0 when empty).
@@ -72,6 +75,19 @@ impl<const SLOTS: usize, const MAX: usize> Counting for TallyOf<SLOTS, MAX> {
             values: 0,
             last: 0,
         }
+    }
+
+    fn clear(&mut self) {
+        // A slot is free when its count is 0: the keys left behind are never read (`add`
+        // takes a free slot whatever key it holds, and reads `last` only once a value is in).
+        for &i in self.used.iter().take(self.distinct) {
+            if let Some(c) = self.counts.get_mut(usize::from(i)) {
+                *c = 0;
+            }
+        }
+        self.distinct = 0;
+        self.values = 0;
+        self.last = 0;
     }
 
     fn add(&mut self, v: u32) {
@@ -192,6 +208,36 @@ mod tests {
         let (d, h) = tally(&[1, 2, 3, 4]);
         assert_eq!(d, 4);
         assert!((h - 1.0).abs() < 1e-9);
+    }
+
+    /// A cleared tally counts what a new one counts, whatever it held (values that collide,
+    /// a full one, runs that take the last-slot shortcut).
+    #[test]
+    fn a_cleared_tally_is_a_new_one() {
+        let mut x = 0x0fed_cba9_8765_4321u64;
+        let mut reused = Tally::new();
+        for round in 0..500 {
+            let n = round % 300;
+            let vals: Vec<u32> = (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    ((x % (1 + round as u64 % 61)) as u32) << (round % 3 * 8)
+                })
+                .collect();
+            reused.clear();
+            vals.iter().for_each(|v| reused.add(*v));
+            let fresh = tally_of(&vals);
+            assert_eq!(reused.distinct(), fresh.distinct(), "round {round}");
+            assert_eq!(reused.lone(), fresh.lone(), "round {round}");
+            assert_eq!(reused.most(), fresh.most(), "round {round}");
+            assert_eq!(
+                reused.normalised_entropy().to_bits(),
+                fresh.normalised_entropy().to_bits(),
+                "round {round}"
+            );
+        }
     }
 
     /// The tally counts exactly what sorting did, for values that collide in its table and
