@@ -3,7 +3,8 @@
 //! netset, a MISP export), each case in a child process of its own so that its peak memory
 //! (`VmHWM`) is its own. Input generated in memory (deterministic); figures, not assertions.
 //!
-//! `feed-bench [--entries N] [CASE]`; without CASE, runs every case.
+//! `feed-bench [--entries N] [--json] [CASE]`; without CASE, runs every case. With `--json`,
+//! one JSON document (`{"bench": "feed-bench", "cases": [...]}`) instead of a line per case.
 
 use std::{process::Command, time::Instant};
 
@@ -96,7 +97,8 @@ fn generate(case: &str, n: usize) -> anyhow::Result<String> {
     Ok(out)
 }
 
-fn run_case(case: &str, n: usize) -> anyhow::Result<()> {
+/// Runs one case in this process and prints its line, or its JSON object with `json`.
+fn run_case(case: &str, n: usize, json: bool) -> anyhow::Result<()> {
     let input = generate(case, n)?;
     let rss_before = status_kb("VmRSS:");
     let start = Instant::now();
@@ -112,6 +114,23 @@ fn run_case(case: &str, n: usize) -> anyhow::Result<()> {
             "{case}: {} distinct entries, expected {n}",
             parsed.set.len()
         );
+    }
+    let mb = |kb: u64| kb as f64 / 1024.0;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "case": case,
+                "entries": n,
+                "format": parsed.format.to_string(),
+                "input_mb": input.len() as f64 / 1e6,
+                "seconds": elapsed.as_secs_f64(),
+                "cpu_seconds": cpu,
+                "set_resident_mb": mb(rss_after.saturating_sub(rss_before)),
+                "peak_mb": mb(hwm),
+            })
+        );
+        return Ok(());
     }
     println!(
         "{case:>14}: {n} entries ({:.1} MB of {}), parsed in {:.2} s ({:.2} s on CPU); set resident {:.0} MB \
@@ -132,30 +151,61 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut entries = DEFAULT_ENTRIES;
     let mut case = None;
+    let mut json = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
+            "--json" => json = true,
             "--entries" => {
                 entries = it
                     .next()
                     .and_then(|v| v.parse().ok())
                     .context("--entries takes a number")?;
             }
+            other if other.starts_with('-') => {
+                bail!("unknown option {other} (--entries N, --json, or a case)")
+            }
             other => case = Some(other.to_owned()),
         }
     }
     if let Some(case) = case {
-        return run_case(&case, entries);
+        if !CASES.contains(&case.as_str()) {
+            bail!("unknown case {case}; the cases are {}", CASES.join(", "));
+        }
+        return run_case(&case, entries, json);
     }
     let me = std::env::current_exe().context("own path")?;
+    let mut cases = Vec::new();
     for case in CASES {
-        let status = Command::new(&me)
-            .args(["--entries", &entries.to_string(), case])
-            .status()
-            .with_context(|| format!("run {}", me.display()))?;
-        if !status.success() {
-            bail!("{case} failed ({status})");
+        let mut child = Command::new(&me);
+        child.args(["--entries", &entries.to_string(), case]);
+        if !json {
+            let status = child
+                .status()
+                .with_context(|| format!("run {}", me.display()))?;
+            if !status.success() {
+                bail!("{case} failed ({status})");
+            }
+            continue;
         }
+        // The child's one JSON line, gathered into one document.
+        let out = child
+            .arg("--json")
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .with_context(|| format!("run {}", me.display()))?;
+        if !out.status.success() {
+            bail!("{case} failed ({})", out.status);
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("{case}: the child's output is not JSON"))?;
+        cases.push(v);
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "bench": "feed-bench", "cases": cases })
+        );
     }
     Ok(())
 }

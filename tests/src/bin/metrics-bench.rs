@@ -12,6 +12,7 @@
 //! Reported: the rate offered, the rates the kernel captured and the agent parsed (read from the
 //! scrapes themselves), the ring-buffer loss, and the scrape latency p50/p99/max, idle and
 //! loaded. On a machine that cannot send the asked rate the rate reached is what is reported.
+//! `--json`: the same as one JSON document.
 
 use std::{
     io::{Read as _, Write as _},
@@ -42,6 +43,7 @@ struct Args {
     rate: u64,
     seconds: u32,
     idle: u32,
+    json: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -49,15 +51,20 @@ fn args() -> anyhow::Result<Args> {
         rate: 50_000,
         seconds: 60,
         idle: 10,
+        json: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
+        if k == "--json" {
+            a.json = true;
+            continue;
+        }
         let v = it.next().with_context(|| format!("{k} needs a value"))?;
         match k.as_str() {
             "--rate" => a.rate = v.parse()?,
             "--seconds" => a.seconds = v.parse()?,
             "--idle" => a.idle = v.parse()?,
-            _ => bail!("unknown argument {k} (--rate N, --seconds N, --idle N)"),
+            _ => bail!("unknown argument {k} (--rate N, --seconds N, --idle N, --json)"),
         }
     }
     Ok(a)
@@ -252,20 +259,60 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted.get(i).copied().unwrap_or_default()
 }
 
-fn latencies(s: &[Sample]) -> String {
+/// Scrape latency p50, p99 and max in milliseconds, and the number of scrapes.
+fn latency_ms(s: &[Sample]) -> (f64, f64, f64, usize) {
     let mut t: Vec<Duration> = s.iter().map(|s| s.took).collect();
     t.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    format!(
-        "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} scrapes",
+    (
         ms(percentile(&t, 0.5)),
         ms(percentile(&t, 0.99)),
         ms(t.last().copied().unwrap_or_default()),
-        t.len()
+        t.len(),
     )
 }
 
+fn latencies(s: &[Sample]) -> String {
+    let (p50, p99, max, n) = latency_ms(s);
+    format!("p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms over {n} scrapes")
+}
+
+/// The rates the loaded scrapes read, per second: captured, parsed, ring buffer full.
+fn load_rates(loaded: &[Sample]) -> Option<(f64, f64, f64)> {
+    let (Some(a), Some(b)) = (loaded.first(), loaded.last()) else {
+        return None;
+    };
+    let secs = b.at.duration_since(a.at).as_secs_f64().max(1e-9);
+    Some((
+        (b.captured - a.captured) / secs,
+        (b.parsed - a.parsed) / secs,
+        (b.ring_full - a.ring_full) / secs,
+    ))
+}
+
 fn report(args: &Args, idle: &[Sample], loaded: &[Sample], offered: f64) {
+    if args.json {
+        let lat = |s: &[Sample]| {
+            let (p50, p99, max, n) = latency_ms(s);
+            serde_json::json!({ "p50_ms": p50, "p99_ms": p99, "max_ms": max, "scrapes": n })
+        };
+        let rates = load_rates(loaded);
+        println!(
+            "{}",
+            serde_json::json!({
+                "bench": "metrics-bench",
+                "body_bytes": idle.last().map(|s| s.bytes),
+                "idle": lat(idle),
+                "loaded": lat(loaded),
+                "asked_per_s": args.rate,
+                "sent_per_s": offered,
+                "captured_per_s": rates.map(|r| r.0),
+                "parsed_per_s": rates.map(|r| r.1),
+                "ring_full_per_s": rates.map(|r| r.2),
+            })
+        );
+        return;
+    }
     println!(
         "metrics-bench: GET /metrics once a second, agent capturing on a veth (release build)"
     );
@@ -273,18 +320,13 @@ fn report(args: &Args, idle: &[Sample], loaded: &[Sample], offered: f64) {
         println!("  body: {} bytes", s.bytes);
     }
     println!("  idle:   {}", latencies(idle));
-    let (Some(a), Some(b)) = (loaded.first(), loaded.last()) else {
+    let Some((captured, parsed, ring_full)) = load_rates(loaded) else {
         return;
     };
-    let secs = b.at.duration_since(a.at).as_secs_f64().max(1e-9);
     println!(
         "  load:   asked {} responses/s, sent {:.0}/s; kernel captured {:.0}/s, agent parsed \
          {:.0}/s, ring buffer full {:.0}/s",
-        args.rate,
-        offered,
-        (b.captured - a.captured) / secs,
-        (b.parsed - a.parsed) / secs,
-        (b.ring_full - a.ring_full) / secs,
+        args.rate, offered, captured, parsed, ring_full,
     );
     println!("  loaded: {}", latencies(loaded));
 }
