@@ -256,6 +256,55 @@ fn ipv6_addresses_survive_eviction_from_the_side_table() {
     assert!(k.ips.iter().all(|e| e.last >= n - MAX_IPS_PER_KEY as u32));
 }
 
+/// Every address of a key is found, and no other, at every size around the search's blocks of
+/// 16, with addresses that share a fingerprint (the same four words in another order fold to the
+/// same value) in the same block, in different blocks and in the partial block at the end.
+#[test]
+fn every_address_is_found_whatever_its_block_and_fingerprint() {
+    let words = |i: u32| [0x2001_0db8, i, 0x5555_0000 ^ i, 7];
+    let v6 = |w: [u32; 4]| {
+        let mut ip = [0u8; 16];
+        for (chunk, w) in ip.chunks_mut(4).zip(w) {
+            chunk.copy_from_slice(&w.to_be_bytes());
+        }
+        AddrInfo {
+            ip,
+            asn: w[1],
+            network: 1,
+            country: *b"NL",
+        }
+    };
+    // Address 2i and 2i+1 swap two words: one fingerprint, two addresses.
+    let addr = |j: u32| {
+        let [a, b, c, d] = words(j / 2);
+        v6(if j.is_multiple_of(2) {
+            [a, b, c, d]
+        } else {
+            [a, c, b, d]
+        })
+    };
+    assert_eq!(fingerprint(&addr(6).ip), fingerprint(&addr(7).ip));
+    for n in [1u32, 2, 15, 16, 17, 31, 32, 33, 100, 128] {
+        let mut k = KeyState::new(0);
+        for j in 0..n {
+            k.add_answer(j, 60, &[addr(j)]);
+        }
+        assert_eq!(k.ips.len(), n as usize);
+        for j in 0..n {
+            let want = addr(j).ip;
+            let found = k.find_ip(&want).map(|e| e.last);
+            assert_eq!(found, Some(j), "n={n}: address {j}");
+        }
+        // The partner of the last address, when it is not in the key, shares its fingerprint.
+        for j in [n, n + 1, 10_000] {
+            assert!(
+                k.find_ip(&addr(j).ip).is_none(),
+                "n={n}: {j} is not in the key"
+            );
+        }
+    }
+}
+
 #[test]
 fn address_cap_holds() {
     let mut k = KeyState::new(0);
