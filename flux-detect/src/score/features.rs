@@ -41,7 +41,7 @@ impl std::fmt::Debug for Nested {
 
 /// The five tallies of a features computation. Kept in a [`Nested`] and cleared, not made anew,
 /// for each computation: a new full tally writes 1.4 KB, five of them 7 KB, and that memset
-/// was 15% of the churn stream's replay; a clear writes one byte per value the tally held.
+/// was 15% of the churn stream's replay; a clear writes one byte per distinct value held.
 struct Tallies<T> {
     asns: T,
     nets: T,
@@ -658,19 +658,31 @@ mod tests {
         for t in 0..30u32 {
             other.add_answer(t * 4000, 60, &[addr(t * 2), addr(t + 1000)]);
         }
-        for (k, n) in [
+        let cases = [
             (&young, 1),
             (&young, WINDOWS.len()),
             (&quiet, WINDOWS.len()),
             (&other, WINDOWS.len()),
             (&other, 1),
-        ] {
+            (&young, 1),
+        ];
+        // Each case right after the busy key (both windows full, full tallies used)...
+        for (k, n) in cases {
             let mut reused = busy.features_nested(later, WINDOWS.len());
             assert!(reused.windows.iter().all(Option::is_some));
             k.features_nested_into(later + 10, n, &mut reused);
             let fresh = k.features_nested(later + 10, n);
             assert_eq!(reused.windows, fresh.windows, "n={n}");
             assert_eq!(reused.changes_at, fresh.changes_at, "n={n}");
+        }
+        // ...and one Nested through every case, as the scorer keeps it: the small tallies go
+        // from one small key to the next, the full ones from `busy` to `other`.
+        let mut reused = busy.features_nested(later, WINDOWS.len());
+        for (i, (k, n)) in cases.into_iter().enumerate() {
+            k.features_nested_into(later + 10, n, &mut reused);
+            let fresh = k.features_nested(later + 10, n);
+            assert_eq!(reused.windows, fresh.windows, "case {i}");
+            assert_eq!(reused.changes_at, fresh.changes_at, "case {i}");
         }
     }
 

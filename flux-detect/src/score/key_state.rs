@@ -235,7 +235,9 @@ impl KeyState {
         for a in addrs {
             if let Some(e) = self.find_ip(&a.ip) {
                 e.last = now;
-            } else {
+            } else if !fresh.iter().any(|f| f.ip == a.ip) {
+                // An answer that repeats an address adds it once: a key holds each address at
+                // most once (`find_ip` relies on it).
                 fresh.push(*a);
             }
         }
@@ -386,9 +388,10 @@ impl KeyState {
     fn find_ip(&mut self, ip: &[u8; 16]) -> Option<&mut IpEntry> {
         const LANES: usize = 16;
         let fp = fingerprint(ip);
-        // Newest entries first: an address is in the key at most once, so the order changes no
-        // answer, and the answers that come again (a cache re-showing them, a name asked again
-        // within its TTL) are the recent ones, appended last.
+        // Newest entries first: an address is in the key at most once (`add_answer_from` and
+        // `restore_ip` keep it so), so the order changes no answer, and the answers that come
+        // again (a cache re-showing them, a name asked again within its TTL) are the recent
+        // ones, appended last.
         let n = self.ip_fps.len();
         let full = n / LANES * LANES;
         // The partial block at the end, entry by entry.
@@ -741,6 +744,11 @@ impl KeyState {
     /// Appends an address as a snapshot held it, with its [`Self::bot_marks`] value (only the
     /// low two bits are read). The caller keeps the caps of `params.rs`.
     pub(super) fn restore_ip(&mut self, addr: AddrInfo, last: u32, marks: u8) {
+        // A snapshot of an agent from before answers were deduplicated may hold an address
+        // twice (a reply that repeated glue): the first copy is kept.
+        if self.find_ip(&addr.ip).is_some() {
+            return;
+        }
         self.ip_fps
             .push(fingerprint(&addr.ip) | (u32::from(marks & 3) << 30));
         self.push_ip(&addr, last);

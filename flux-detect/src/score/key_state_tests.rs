@@ -295,7 +295,8 @@ fn every_address_is_found_whatever_its_block_and_fingerprint() {
             let found = k.find_ip(&want).map(|e| e.last);
             assert_eq!(found, Some(j), "n={n}: address {j}");
         }
-        // The partner of the last address, when it is not in the key, shares its fingerprint.
+        // Not in the key: the next addresses (for an odd `n`, the first of them shares the last
+        // address's fingerprint) and one far off.
         for j in [n, n + 1, 10_000] {
             assert!(
                 k.find_ip(&addr(j).ip).is_none(),
@@ -303,6 +304,28 @@ fn every_address_is_found_whatever_its_block_and_fingerprint() {
             );
         }
     }
+}
+
+/// A key holds an address once however often an answer, or an old snapshot, repeats it.
+#[test]
+fn an_answer_that_repeats_an_address_holds_it_once() {
+    let mut k = KeyState::new(0);
+    let (x, z) = (a(1, 1, b"US"), a(2, 2, b"DE"));
+    assert!(k.add_answer(0, 60, &[x, z, x]));
+    assert_eq!(k.ips.len(), 2);
+    assert_eq!(k.ip_fps.len(), 2);
+    let f = k.features(0, WINDOWS[0]);
+    assert_eq!((f.distinct_ips, f.answer_size_max), (2, 3));
+    let mut restored = KeyState::new(0);
+    for (addr, last) in [(x, 5), (z, 6), (x, 7)] {
+        restored.restore_ip(addr, last, 0);
+    }
+    assert_eq!(restored.ips.len(), 2);
+    assert_eq!(
+        restored.find_ip(&x.ip).map(|e| e.last),
+        Some(5),
+        "the first copy is kept"
+    );
 }
 
 #[test]

@@ -206,6 +206,22 @@ fn levels_do_not_flap_around_a_threshold() {
     assert!(changes <= 2, "level changed {changes} times: {out:#?}");
 }
 
+/// Glue that a reply repeats is one address: the NS host and its zone count it once.
+#[test]
+fn repeated_glue_counts_once() {
+    let mut s = scorer();
+    let mut out = Vec::new();
+    let mut msg = response("rep.test", a_records("rep.test", 180, &flux_answer(0)));
+    msg.authority = vec![rec("rep.test", 2, 180, "ns1.rep.test")];
+    let ip = flux_answer(1)[0].clone();
+    msg.additional = (0..5).map(|_| rec("ns1.rep.test", 1, 180, &ip)).collect();
+    s.observe(at(0), &msg, &mut out);
+    let host = s.explain("ns1.rep.test", at(1)).unwrap();
+    assert_eq!(host.features.distinct_ips, 1, "{host:#?}");
+    let zone = s.explain("rep.test", at(1)).unwrap();
+    assert_eq!(zone.features.glue_ips_max, 1, "{zone:#?}");
+}
+
 #[test]
 fn rotating_glue_is_double_flux() {
     let mut s = scorer();

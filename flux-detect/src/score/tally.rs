@@ -4,14 +4,16 @@
 use super::params::MAX_IPS_PER_KEY;
 
 /// The distinct values among at most `MAX` (further ones are ignored, which the callers never
-/// reach), and how often each occurred: an open-addressing table of `SLOTS` slots on the stack.
-/// It replaced sorting a buffer per feature, which was the largest single cost of a re-score.
+/// reach), and how often each occurred: an open-addressing table of `SLOTS` slots, without
+/// allocation. It replaced sorting a buffer per feature, which was the largest single cost of a
+/// re-score.
 ///
 /// Two sizes ([`Tally`] for any key, [`SmallTally`] for a key of a few addresses): every
-/// re-score builds five of them, and the full size is 1.4 KB each, so a key of one or two
-/// addresses (most keys of real resolver traffic) cleared 7 KB of stack per window, which
-/// showed in replay profiles. Both count the same values in the same first-seen order, so
-/// which one a caller picks changes nothing it reads, as long as it adds at most `MAX` values.
+/// features computation uses five of them, and the full size is 1.4 KB each, so a key of one
+/// or two addresses (most keys of real resolver traffic) cleared 7 KB per window, which showed
+/// in replay profiles. Both count the same values in the same first-seen order, so which one a
+/// caller picks changes nothing it reads, as long as it adds at most `MAX` values. The scorer
+/// keeps one set of each size and clears it ([`Counting::clear`], `features::Tallies`).
 pub(super) struct TallyOf<const SLOTS: usize, const MAX: usize> {
     keys: [u32; SLOTS],
     /// 0 marks a free slot.
@@ -38,7 +40,7 @@ pub(super) type SmallTally = TallyOf<{ 2 * SMALL_TALLY_MAX }, SMALL_TALLY_MAX>;
 pub(super) trait Counting {
     fn new() -> Self;
     /// Empties the tally, as [`Counting::new`] would make it, in time proportional to the
-    /// values it held (the full tally's `new` writes 1.4 KB; see `features::Tallies`).
+    /// distinct values it held (the full tally's `new` writes 1.4 KB; see `features::Tallies`).
     fn clear(&mut self);
     fn add(&mut self, v: u32);
     fn distinct(&self) -> u32;
