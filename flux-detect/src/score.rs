@@ -264,14 +264,15 @@ impl Scorer {
         let now = secs(now);
         let shared = shared_bots(&name, &mut st, now, &self.flux_ips);
         let hold = self.cfg.block_hold_minutes;
-        let mut nested = Nested::default();
-        let (previous, scored) = rescore(&name, &mut st, now, (shared, hold), None, &mut nested);
+        // The scorer's scratch, as every re-score: a new one would allocate its tallies.
+        let nested = &mut self.nested;
+        let (previous, scored) = rescore(&name, &mut st, now, (shared, hold), None, nested);
         Some(verdict(
             &name,
             &st,
             now,
             previous,
-            (scored, &mut nested),
+            (scored, nested),
             &self.allowlist,
         ))
     }
