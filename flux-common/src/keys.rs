@@ -111,9 +111,10 @@ pub const fn front_v4_bit(addr: [u8; 4]) -> u32 {
     u32::from_be_bytes(addr) >> 8
 }
 
-/// The word of [`MAP_FRONT_V4`] that holds filter bit `bit`, and the bit's mask in it.
+/// The word of a front filter ([`MAP_FRONT_V4`], [`MAP_FRONT_NAMES`]) that holds filter bit
+/// `bit`, and the bit's mask in it.
 #[inline(always)]
-pub const fn front_v4_word(bit: u32) -> (u32, u64) {
+pub const fn front_word(bit: u32) -> (u32, u64) {
     (bit >> 6, 1u64 << (bit & 63))
 }
 
@@ -128,6 +129,37 @@ pub const fn front_v4_span(addr: [u8; 4], len: u8) -> (u32, u32) {
     let first = first & !(width - 1);
     (first, first + (width - 1))
 }
+
+/// The domain front filter: `Array<u64>` of [`FRONT_NAMES_SLOTS`] words, mmap-able, kept like
+/// [`MAP_FRONT_V4`] (same invariant, same writers, same ready word semantics) over the keys of
+/// `BLOCKED_DOMAINS`. Bit [`front_name_bit`] of a domain's hash is set when a block on that
+/// domain may exist, so the XDP program skips the blocklist lookup of every domain of a question
+/// whose bit is clear: one array read instead of a hash-map lookup per label (a helper call
+/// each), which is most of what a DNS response pays for the domain verdict.
+///
+/// A one-hash bitmap (not a Bloom filter of several hashes): one read per label is the point.
+/// With [`FRONT_NAMES_WORDS`] words (2^21 bits, 256 KiB) a name no entry covers finds its bit
+/// set with probability about `entries / 2^21` per label: 0.5% at 10,000 blocked domains, 12% at
+/// the default capacity full (262,144); a set bit only costs the lookup it would have paid.
+pub const MAP_FRONT_NAMES: &str = "FRONT_NAMES";
+/// Words of domain filter bits (2^21 bits).
+pub const FRONT_NAMES_WORDS: u32 = 1 << 15;
+/// Index of the domain filter's ready word, right after its bits.
+pub const FRONT_NAMES_READY: u32 = FRONT_NAMES_WORDS;
+/// Entries of [`MAP_FRONT_NAMES`]: the filter words and the ready word.
+pub const FRONT_NAMES_SLOTS: u32 = FRONT_NAMES_WORDS + 1;
+
+/// The filter bit of a domain-name hash ([`domain_hash`]): its top 21 bits. FNV-1a's
+/// multiplication carries every byte's influence upward, so the top bits are its best mixed.
+#[inline(always)]
+pub const fn front_name_bit(hash: u64) -> u32 {
+    (hash >> (64 - 21)) as u32
+}
+
+const _: () = assert!(
+    FRONT_NAMES_WORDS << 6 == 1 << 21,
+    "front_name_bit takes 21 bits"
+);
 
 /// Default ring-buffer size in bytes (must be a power of two and a multiple of the page size).
 pub const RING_BUF_BYTES: u32 = 8 << 20;

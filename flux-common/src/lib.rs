@@ -141,11 +141,8 @@ mod tests {
     #[test]
     fn front_filter_bits_cover_every_24_of_a_cidr() {
         assert_eq!(front_v4_bit([192, 0, 2, 53]), 0xc0_00_02);
-        assert_eq!(front_v4_word(0xc0_00_02), (0xc0_00_02 >> 6, 1 << 2));
-        assert_eq!(
-            front_v4_word((FRONT_V4_WORDS << 6) - 1).0,
-            FRONT_V4_WORDS - 1
-        );
+        assert_eq!(front_word(0xc0_00_02), (0xc0_00_02 >> 6, 1 << 2));
+        assert_eq!(front_word((FRONT_V4_WORDS << 6) - 1).0, FRONT_V4_WORDS - 1);
         assert_eq!(
             front_v4_span([192, 0, 2, 128], 25),
             (0xc0_00_02, 0xc0_00_02)

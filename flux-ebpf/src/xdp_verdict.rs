@@ -10,7 +10,9 @@
 //! Every lookup is guarded by the map's slot in `OCCUPANCY` (`flux_common::MAP_OCCUPANCY`): a map
 //! userspace keeps empty is not looked up at all, so a packet that can match nothing pays for a
 //! few array reads instead of hash and trie walks. An IPv4 address is first checked against the
-//! front filter (`FRONT_V4`, one bit per /24): a /24 no entry can lie in skips both lookups.
+//! front filter (`FRONT_V4`, one bit per /24): a /24 no entry can lie in skips both lookups. A
+//! question's domains are checked against the domain front filter (`FRONT_NAMES`, one bit per
+//! hash bucket) before the domain blocklist is looked up.
 
 use core::{ffi::c_void, intrinsics::AtomicOrdering};
 
@@ -26,10 +28,10 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use flux_common::{
-    AF_INET, AF_INET6, BlockEntry, Counter, DomainBlock, FRONT_V4_READY, FRONT_V4_SLOTS,
-    MAX_ALLOWED_CIDRS, MAX_ALLOWED_DOMAINS, MAX_BLOCKED_CIDRS, MAX_BLOCKED_DOMAINS,
-    MAX_BLOCKED_IPS, MAX_NAME_WIRE, NAME_HASH_INIT, OCCUPANCY_SLOTS, Occupied, front_v4_bit,
-    front_v4_word, name_hash_step,
+    AF_INET, AF_INET6, BlockEntry, Counter, DomainBlock, FRONT_NAMES_READY, FRONT_NAMES_SLOTS,
+    FRONT_V4_READY, FRONT_V4_SLOTS, MAX_ALLOWED_CIDRS, MAX_ALLOWED_DOMAINS, MAX_BLOCKED_CIDRS,
+    MAX_BLOCKED_DOMAINS, MAX_BLOCKED_IPS, MAX_NAME_WIRE, NAME_HASH_INIT, OCCUPANCY_SLOTS, Occupied,
+    front_name_bit, front_v4_bit, front_word, name_hash_step,
 };
 
 #[map]
@@ -62,6 +64,25 @@ static OCCUPANCY: Array<u32> = Array::pinned(OCCUPANCY_SLOTS, 0);
 #[map]
 static FRONT_V4: Array<u64> = Array::pinned(FRONT_V4_SLOTS, BPF_F_MMAPABLE);
 
+/// The domain front filter (`flux_common::MAP_FRONT_NAMES`): one bit per domain-hash bucket
+/// that may hold a blocked domain, and the ready word; kept by userspace through an mmap.
+#[map]
+static FRONT_NAMES: Array<u64> = Array::pinned(FRONT_NAMES_SLOTS, BPF_F_MMAPABLE);
+
+/// Whether the domain front filter may be trusted (its ready word set). Unreadable says no.
+#[inline(always)]
+fn front_names_ready() -> bool {
+    FRONT_NAMES.get(FRONT_NAMES_READY).is_some_and(|r| *r != 0)
+}
+
+/// Whether the domain front filter says no block can exist on the domain of hash `h`: the
+/// filter is `ready` and the bit is clear. Anything unreadable says no (the lookup is paid).
+#[inline(always)]
+fn front_name_clear(h: u64, ready: bool) -> bool {
+    let (word, mask) = front_word(front_name_bit(h));
+    ready && FRONT_NAMES.get(word).is_some_and(|w| *w & mask == 0)
+}
+
 /// Whether the front filter may be trusted: its ready word is set. Read once per packet, for
 /// both addresses. Unreadable says no (the lookups are then paid).
 #[inline(always)]
@@ -73,7 +94,7 @@ fn front_v4_ready() -> bool {
 /// ([`front_v4_ready`]) and the bit of `addr`'s /24 is clear. Anything unreadable says no.
 #[inline(always)]
 fn front_v4_clear(addr: [u8; 4], ready: bool) -> bool {
-    let (word, mask) = front_v4_word(front_v4_bit(addr));
+    let (word, mask) = front_word(front_v4_bit(addr));
     ready && FRONT_V4.get(word).is_some_and(|w| *w & mask == 0)
 }
 
@@ -452,7 +473,12 @@ pub fn name_verdict() -> NameVerdict {
         core::ptr::write_volatile(blocked, 0);
         core::ptr::write_volatile(block_hash, 0);
     }
+    // Read once per response; a domain whose filter bit is clear has no block to look up.
+    let front_ready = front_names_ready();
     let walked = each_domain(scratch, |h| {
+        if front_name_clear(h, front_ready) {
+            return;
+        }
         if let Some(e) = BLOCKED_DOMAINS.get_ptr(h) {
             // SAFETY: a map value from a successful lookup.
             if active(unsafe { core::ptr::addr_of!((*e).entry) }) {

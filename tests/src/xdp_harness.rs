@@ -17,8 +17,9 @@ use flux_agent::{
     kernel::ring_records::Capture,
 };
 use flux_common::{
-    BlockEntry, Counter, DnsEventHeader, FRONT_V4_READY, MAP_BLOCKED_CIDR_V4, MAP_BLOCKED_V4,
-    MAP_COUNTERS, MAP_FRONT_V4, MAP_OCCUPANCY, Occupied, PROG_EGRESS, PROG_XDP, RECORD_SIZES,
+    BlockEntry, Counter, DnsEventHeader, FRONT_NAMES_READY, FRONT_V4_READY, MAP_BLOCKED_CIDR_V4,
+    MAP_BLOCKED_DOMAINS, MAP_BLOCKED_V4, MAP_COUNTERS, MAP_FRONT_NAMES, MAP_FRONT_V4,
+    MAP_OCCUPANCY, Occupied, PROG_EGRESS, PROG_XDP, RECORD_SIZES,
 };
 
 use crate::{PinDir, load_with_ring};
@@ -108,14 +109,20 @@ impl Harness {
     /// A raw write to an IPv4 blocklist also turns the front filter off (its ready word to 0,
     /// `flux_common::MAP_FRONT_V4`): those writes set no filter bits, and the kernel must then
     /// look every address up. Opening `Maps` ([`Harness::maps`]) fills it and turns it on again.
+    /// A raw write to the domain blocklist does the same to the domain filter
+    /// (`flux_common::MAP_FRONT_NAMES`).
     pub fn mark_occupied(&mut self, name: &str) {
-        if name == MAP_BLOCKED_V4 || name == MAP_BLOCKED_CIDR_V4 {
+        let filter = if name == MAP_BLOCKED_V4 || name == MAP_BLOCKED_CIDR_V4 {
+            Some((MAP_FRONT_V4, FRONT_V4_READY))
+        } else if name == MAP_BLOCKED_DOMAINS {
+            Some((MAP_FRONT_NAMES, FRONT_NAMES_READY))
+        } else {
+            None
+        };
+        if let Some((map, ready)) = filter {
             let mut front: AyaArray<&mut MapData, u64> =
-                AyaArray::try_from(self.loaded.ebpf.map_mut(MAP_FRONT_V4).expect(MAP_FRONT_V4))
-                    .expect(MAP_FRONT_V4);
-            front
-                .set(FRONT_V4_READY, 0, 0)
-                .expect("turn the front filter off");
+                AyaArray::try_from(self.loaded.ebpf.map_mut(map).expect(map)).expect(map);
+            front.set(ready, 0, 0).expect("turn the front filter off");
         }
         let Some(slot) = Occupied::of_map(name) else {
             return;

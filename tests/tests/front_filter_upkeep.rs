@@ -202,3 +202,146 @@ fn one_clear_address_does_not_hide_the_other() {
     assert_eq!(v, XDP_PASS, "allowed inside a blocked CIDR");
     assert!(delta.contains(&(Counter::AllowedOverBlock, 1)), "{delta:?}");
 }
+
+/// (bit set, filter ready) for the domain `name` in the domain front filter.
+fn covers_name(maps: &Maps, name: &str) -> (bool, bool) {
+    maps.front_covers_name(name)
+        .expect("read the domain front filter")
+        .expect("the loaded program has a domain front filter, mapped here")
+}
+
+/// Whether the response was judged blocked by name: answered NXDOMAIN or dropped.
+fn name_blocked(h: &mut Harness, frame: &[u8]) -> bool {
+    let (_, delta, _) = h.run(frame);
+    delta
+        .iter()
+        .any(|(c, n)| *n > 0 && matches!(c, Counter::SinkholedNxdomain | Counter::DropBlockedName))
+}
+
+/// The domain front filter (`flux_common::MAP_FRONT_NAMES`) kept like the IPv4 one: a block
+/// sets the bit of its hash, the last removal clears the filter, a removal among others leaves
+/// its bit until the sweep's rebuild, and a parent's block covers the question through the
+/// parent's own bit.
+#[test]
+fn a_domain_block_sets_its_bit_and_a_removal_clears_it() {
+    if !privileged() {
+        return;
+    }
+    let mut h = Harness::new(&[53]);
+    let mut maps = h.maps();
+    let spec = Spec::manual(None, "test");
+    let frame = udp4(53, &dns_response_for("www.flux.test", 200));
+    assert_eq!(
+        covers_name(&maps, "flux.test"),
+        (false, true),
+        "opening the maps makes the filter ready"
+    );
+    assert!(!name_blocked(&mut h, &frame));
+
+    for name in ["www.flux.test", "flux.test"] {
+        let t = Target::domain(name).expect("name");
+        maps.block(&t, &spec).expect("block");
+        assert_eq!(covers_name(&maps, name), (true, true), "{name}: bit set");
+        assert!(name_blocked(&mut h, &frame), "{name} blocked");
+        assert!(maps.unblock(&t).expect("unblock"));
+        assert_eq!(
+            covers_name(&maps, name),
+            (false, true),
+            "{name}: the last domain gone, the filter is cleared"
+        );
+        assert!(!name_blocked(&mut h, &frame), "{name} after the unblock");
+    }
+
+    // Two domains: removing one leaves its bit stale (the map still decides), and the sweep's
+    // rebuild clears it and keeps the other's.
+    let flux = Target::domain("flux.test").expect("name");
+    maps.block(&flux, &spec).expect("block");
+    maps.block(&Target::domain("other.test").expect("name"), &spec)
+        .expect("block");
+    assert!(maps.unblock(&flux).expect("unblock"));
+    assert_eq!(covers_name(&maps, "flux.test"), (true, true), "stale");
+    assert!(!name_blocked(&mut h, &frame), "the map still decides");
+    assert!(maps.rebuild_front_if_stale().expect("rebuild") >= 1);
+    assert_eq!(covers_name(&maps, "flux.test"), (false, true));
+    assert_eq!(covers_name(&maps, "other.test"), (true, true));
+    let other = udp4(53, &dns_response_for("a.other.test", 200));
+    assert!(name_blocked(&mut h, &other));
+}
+
+/// The domain filter is really consulted: a domain written behind `Maps`' back while the filter
+/// is ready is not seen, until the filter is turned off (as the harness does for raw writes) or
+/// filled again at the next open.
+#[test]
+fn the_kernel_skips_the_domain_lookup_of_a_clear_bit() {
+    if !privileged() {
+        return;
+    }
+    let mut h = Harness::new(&[53]);
+    let mut maps = h.maps();
+    // Another domain through Maps: the occupancy slot is set, so only the filter can hide the
+    // raw entry below.
+    maps.block(
+        &Target::domain("other.test").expect("name"),
+        &Spec::manual(None, "test"),
+    )
+    .expect("block");
+    let key = flux_agent::enforce::maps::domain_key("flux.test").expect("key");
+    {
+        let mut m: aya::maps::HashMap<_, u64, flux_common::DomainBlock> =
+            aya::maps::HashMap::try_from(
+                h.loaded
+                    .ebpf
+                    .map_mut(flux_common::MAP_BLOCKED_DOMAINS)
+                    .expect("BLOCKED_DOMAINS"),
+            )
+            .expect("hash map");
+        let block = flux_common::DomainBlock {
+            entry: BlockEntry::new(flux_common::SOURCE_MANUAL, 0),
+            name: [0; flux_common::DOMAIN_TEXT_LEN],
+        };
+        m.insert(key, block, 0).expect("insert");
+    }
+    let frame = udp4(53, &dns_response_for("www.flux.test", 200));
+    assert_eq!(covers_name(&maps, "flux.test"), (false, true));
+    assert!(!name_blocked(&mut h, &frame), "hidden behind a clear bit");
+    drop(maps);
+    h.mark_occupied(flux_common::MAP_BLOCKED_DOMAINS);
+    assert!(
+        name_blocked(&mut h, &frame),
+        "filter off: every domain looked up"
+    );
+    let maps = h.maps();
+    assert_eq!(
+        covers_name(&maps, "flux.test"),
+        (true, true),
+        "filled at open"
+    );
+    assert!(name_blocked(&mut h, &frame));
+}
+
+/// The bulk path (a feed's new domains, the start-up restore) sets every domain's bit.
+#[test]
+fn a_bulk_domain_write_sets_every_bit() {
+    if !privileged() {
+        return;
+    }
+    let mut h = Harness::new(&[53]);
+    let mut maps = h.maps();
+    let items: Vec<(Target, Spec)> = (0..5_000u32)
+        .map(|i| format!("feed{i}.example"))
+        .chain(["flux.test".to_owned()])
+        .map(|n| {
+            (
+                Target::domain(&n).expect("name"),
+                Spec::manual(None, "bulk"),
+            )
+        })
+        .collect();
+    assert_eq!(maps.block_new(&items).expect("bulk write"), items.len());
+    for (t, _) in &items {
+        let Target::Domain(d) = t else { unreachable!() };
+        assert_eq!(covers_name(&maps, d), (true, true), "{d}");
+    }
+    let frame = udp4(53, &dns_response_for("www.flux.test", 200));
+    assert!(name_blocked(&mut h, &frame));
+}

@@ -126,6 +126,10 @@ impl Maps {
         let r6 = insert(self.v6.map(), MAP_BLOCKED_V6, &s6);
         written += self.settle_batch(r6, &s6.at, items, &mut present)?;
         let rd = insert(self.domains.map(), MAP_BLOCKED_DOMAINS, &sd);
+        // The same for every staged domain's bit in the domain filter.
+        for k in &sd.keys {
+            self.front_names.cover_name(*k)?;
+        }
         written += self.settle_batch(rd, &sd.at, items, &mut present)?;
         for i in present {
             if let Some((t, spec)) = items.get(i) {

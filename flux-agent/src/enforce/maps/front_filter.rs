@@ -1,6 +1,9 @@
-//! The IPv4 front filter (`flux_common::MAP_FRONT_V4`): one bit per /24 that may hold a blocked
-//! IPv4 address or CIDR, so that the kernel skips the exact and CIDR lookups of every other
-//! address. [`Maps`] keeps it right here, on every insert, at open and when the IPv4 maps empty.
+//! The front filters: `flux_common::MAP_FRONT_V4`, one bit per /24 that may hold a blocked IPv4
+//! address or CIDR, so that the kernel skips the exact and CIDR lookups of every other address;
+//! and `flux_common::MAP_FRONT_NAMES`, one bit per domain-hash bucket that may hold a blocked
+//! domain, so that it skips the domain blocklist lookup of every other domain of a question.
+//! [`Maps`] keeps both right here, on every insert, at open and when their maps empty; what is
+//! said below of the IPv4 filter holds for the domain filter over `BLOCKED_DOMAINS`.
 //!
 //! The bits are written through an mmap of the array, each with an atomic OR, because two
 //! processes (the agent and `flux-agent blocklist`) write them: a map update of a whole word
@@ -15,8 +18,8 @@
 //! the ready word with a plain map update: the kernel then looks every address up, the safe side,
 //! until the next process that can map it opens the maps and fills it again.
 //!
-//! May touch: the pinned FRONT_V4 map (mapped and written), and the IPv4 blocklist maps of
-//! [`Maps`] (read).
+//! May touch: the pinned FRONT_V4 and FRONT_NAMES maps (mapped and written), and the IPv4 and
+//! domain blocklist maps of [`Maps`] (read).
 
 use std::{
     net::IpAddr,
@@ -28,16 +31,19 @@ use std::{
 
 use aya::maps::{Array, IterableMap as _, Map, MapData};
 use flux_common::{
-    BlockEntry, FRONT_V4_READY, FRONT_V4_SLOTS, FRONT_V4_WORDS, MAP_BLOCKED_CIDR_V4,
-    MAP_BLOCKED_V4, MAP_FRONT_V4, front_v4_bit, front_v4_span, front_v4_word,
+    BlockEntry, DomainBlock, FRONT_NAMES_SLOTS, FRONT_NAMES_WORDS, FRONT_V4_SLOTS, FRONT_V4_WORDS,
+    MAP_BLOCKED_CIDR_V4, MAP_BLOCKED_DOMAINS, MAP_BLOCKED_V4, MAP_FRONT_NAMES, MAP_FRONT_V4,
+    front_name_bit, front_v4_bit, front_v4_span, front_word,
 };
 
-use super::{BlocklistError, Maps, Target, bulk_write, map_err, v4};
+use super::{BlocklistError, Maps, Target, bulk_write, domain_key, map_err, v4};
 use crate::kernel::pins::{self, PinError};
 
 /// The filter's words as mapped into this process.
 pub(super) struct Mapped {
     words: NonNull<AtomicU64>,
+    /// Entries of the array: the filter words and the ready word.
+    slots: u32,
     bytes: usize,
     /// Keeps the map (and so the mapping's object) alive.
     _map: MapData,
@@ -49,9 +55,19 @@ unsafe impl Send for Mapped {}
 unsafe impl Sync for Mapped {}
 
 impl Mapped {
-    fn new(map: MapData) -> std::io::Result<Self> {
+    fn new(map: MapData, slots: u32) -> std::io::Result<Self> {
+        // The pinned array must be the size this build expects: every word read below is in it.
+        let loaded = map
+            .info()
+            .map(|i| i.max_entries())
+            .map_err(std::io::Error::other)?;
+        if loaded != slots {
+            return Err(std::io::Error::other(format!(
+                "{loaded} entries where {slots} are expected"
+            )));
+        }
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
-        let bytes = (FRONT_V4_SLOTS as usize * size_of::<u64>()).div_ceil(page) * page;
+        let bytes = (slots as usize * size_of::<u64>()).div_ceil(page) * page;
         // SAFETY: a shared mapping of the array's value area, which the kernel sizes exactly so
         // (rounded up to a page); nothing else in this process maps it.
         let p = unsafe {
@@ -71,13 +87,14 @@ impl Mapped {
             NonNull::new(p.cast::<AtomicU64>()).ok_or_else(std::io::Error::last_os_error)?;
         Ok(Self {
             words,
+            slots,
             bytes,
             _map: map,
         })
     }
 
     fn word(&self, i: u32) -> &AtomicU64 {
-        assert!(i < FRONT_V4_SLOTS, "front filter word {i} out of range");
+        assert!(i < self.slots, "front filter word {i} out of range");
         // SAFETY: in range (checked), 8-byte aligned (page-aligned base), mapped while `self` is.
         unsafe { &*self.words.as_ptr().add(i as usize) }
     }
@@ -95,27 +112,47 @@ pub(super) enum FrontFilter {
     /// The folder's program predates the filter: nothing to keep.
     Absent,
     Mapped(Mapped),
-    /// Pinned but not mappable here: IPv4 writes turn the filter off (the ready word to 0).
-    Unmapped(Array<MapData, u64>),
+    /// Pinned but not mappable here (or not of the expected size): writes to the maps it
+    /// covers turn the filter off (the ready word to 0).
+    Unmapped(Array<MapData, u64>, u32),
 }
 
 impl FrontFilter {
-    pub(super) fn open(pin_dir: &Path) -> Result<Self, BlocklistError> {
-        let data = match pins::open(pin_dir, MAP_FRONT_V4) {
+    /// The IPv4 filter pinned in `pin_dir`.
+    pub(super) fn open_v4(pin_dir: &Path) -> Result<Self, BlocklistError> {
+        Self::open(pin_dir, MAP_FRONT_V4, FRONT_V4_SLOTS)
+    }
+
+    /// The domain filter pinned in `pin_dir`.
+    pub(super) fn open_names(pin_dir: &Path) -> Result<Self, BlocklistError> {
+        Self::open(pin_dir, MAP_FRONT_NAMES, FRONT_NAMES_SLOTS)
+    }
+
+    fn open(pin_dir: &Path, name: &'static str, slots: u32) -> Result<Self, BlocklistError> {
+        let data = match pins::open(pin_dir, name) {
             Ok(d) => d,
             Err(PinError::NotLoaded(_)) => return Ok(Self::Absent),
             Err(e) => return Err(e.into()),
         };
-        match Mapped::new(data) {
+        match Mapped::new(data, slots) {
             Ok(m) => Ok(Self::Mapped(m)),
             Err(e) => {
-                log::debug!("cannot map {MAP_FRONT_V4} ({e}); IPv4 writes will turn it off");
-                let data = pins::open(pin_dir, MAP_FRONT_V4)?;
+                log::debug!("cannot map {name} ({e}); writes it covers will turn it off");
+                let data = pins::open(pin_dir, name)?;
+                let ready = data
+                    .info()
+                    .map(|i| i.max_entries().saturating_sub(1))
+                    .map_err(map_err("read", name))?;
                 Array::try_from(Map::Array(data))
-                    .map(Self::Unmapped)
-                    .map_err(map_err("open", MAP_FRONT_V4))
+                    .map(|a| Self::Unmapped(a, ready))
+                    .map_err(map_err("open", name))
             }
         }
+    }
+
+    /// Index of the ready word: the last entry.
+    fn ready_at(m: &Mapped) -> u32 {
+        m.slots - 1
     }
 
     /// Sets filter bits `first..=last` (whole words at a time where the span covers them).
@@ -125,7 +162,7 @@ impl FrontFilter {
             Self::Mapped(m) => {
                 let mut bit = first;
                 while bit <= last {
-                    let (w, mask) = front_v4_word(bit);
+                    let (w, mask) = front_word(bit);
                     let word_last = (w << 6) | 63;
                     let mask = if bit & 63 == 0 && word_last <= last {
                         u64::MAX
@@ -141,9 +178,9 @@ impl FrontFilter {
                 }
                 Ok(())
             }
-            Self::Unmapped(a) => a
-                .set(FRONT_V4_READY, 0, 0)
-                .map_err(map_err("update", MAP_FRONT_V4)),
+            Self::Unmapped(a, ready) => a
+                .set(*ready, 0, 0)
+                .map_err(map_err("update", "front filter")),
         }
     }
 
@@ -165,6 +202,12 @@ impl FrontFilter {
         }
     }
 
+    /// After an insert of the domain of hash `key` into the domain blocklist: its bit set.
+    pub(super) fn cover_name(&mut self, key: u64) -> Result<(), BlocklistError> {
+        let bit = front_name_bit(key);
+        self.set_span(bit, bit)
+    }
+
     pub(super) fn cover_addr(&mut self, a: [u8; 4]) -> Result<(), BlocklistError> {
         let bit = front_v4_bit(a);
         self.set_span(bit, bit)
@@ -174,11 +217,11 @@ impl FrontFilter {
     pub(super) fn ready(&self) -> Result<Option<bool>, BlocklistError> {
         match self {
             Self::Absent => Ok(None),
-            Self::Mapped(m) => Ok(Some(m.word(FRONT_V4_READY).load(Ordering::SeqCst) != 0)),
-            Self::Unmapped(a) => a
-                .get(&FRONT_V4_READY, 0)
+            Self::Mapped(m) => Ok(Some(m.word(Self::ready_at(m)).load(Ordering::SeqCst) != 0)),
+            Self::Unmapped(a, ready) => a
+                .get(ready, 0)
                 .map(|v| Some(v != 0))
-                .map_err(map_err("read", MAP_FRONT_V4)),
+                .map_err(map_err("read", "front filter")),
         }
     }
 
@@ -186,7 +229,7 @@ impl FrontFilter {
     pub(super) fn bit(&self, bit: u32) -> Option<bool> {
         match self {
             Self::Mapped(m) => {
-                let (w, mask) = front_v4_word(bit);
+                let (w, mask) = front_word(bit);
                 Some(m.word(w).load(Ordering::SeqCst) & mask != 0)
             }
             _ => None,
@@ -201,7 +244,7 @@ type V4Keys = (Vec<[u8; 4]>, Vec<([u8; 4], u8)>);
 fn needed(addrs: &[[u8; 4]], cidrs: &[([u8; 4], u8)]) -> Vec<u64> {
     let mut words = vec![0u64; FRONT_V4_WORDS as usize];
     let mut set = |bit: u32| {
-        let (w, mask) = front_v4_word(bit);
+        let (w, mask) = front_word(bit);
         if let Some(x) = words.get_mut(w as usize) {
             *x |= mask;
         }
@@ -216,6 +259,58 @@ fn needed(addrs: &[[u8; 4]], cidrs: &[([u8; 4], u8)]) -> Vec<u64> {
         }
     }
     words
+}
+
+/// Filter bits covering the domains of hashes `keys`, as words.
+fn needed_names(keys: &[u64]) -> Vec<u64> {
+    let mut words = vec![0u64; FRONT_NAMES_WORDS as usize];
+    for k in keys {
+        let (w, mask) = front_word(front_name_bit(*k));
+        if let Some(x) = words.get_mut(w as usize) {
+            *x |= mask;
+        }
+    }
+    words
+}
+
+/// Sets `words`' bits in `filter`: one atomic OR per non-zero word. A filter not mapped here
+/// is turned off instead, if anything is to be set (its writes would be lost otherwise).
+fn or_words(filter: &mut FrontFilter, words: &[u64]) -> Result<(), BlocklistError> {
+    match filter {
+        FrontFilter::Mapped(m) => {
+            for (i, w) in words.iter().enumerate() {
+                if *w != 0 {
+                    m.word(i as u32).fetch_or(*w, Ordering::SeqCst);
+                }
+            }
+            Ok(())
+        }
+        FrontFilter::Unmapped(..) if words.iter().any(|w| *w != 0) => filter.set_span(0, 0),
+        _ => Ok(()),
+    }
+}
+
+/// Clears the bits of `filter` that `keep` does not have; returns how many.
+fn clear_unneeded(filter: &FrontFilter, keep: &[u64]) -> u64 {
+    let mut cleared = 0u64;
+    if let FrontFilter::Mapped(m) = filter {
+        for (i, k) in keep.iter().enumerate() {
+            let w = m.word(i as u32);
+            let stale = w.load(Ordering::SeqCst) & !*k;
+            if stale != 0 {
+                cleared += u64::from(stale.count_ones());
+                w.fetch_and(!stale, Ordering::SeqCst);
+            }
+        }
+    }
+    cleared
+}
+
+/// Declares a mapped filter ready (the kernel then trusts its clear bits).
+fn set_ready(filter: &FrontFilter) {
+    if let FrontFilter::Mapped(m) = filter {
+        m.word(FrontFilter::ready_at(m)).store(1, Ordering::SeqCst);
+    }
 }
 
 impl Maps {
@@ -242,38 +337,46 @@ impl Maps {
     fn cover_all_v4(&mut self) -> Result<(), BlocklistError> {
         let (addrs, cidrs) = self.v4_keys()?;
         // One OR per distinct word rather than per entry: a million addresses share few words.
-        let words = needed(&addrs, &cidrs);
-        if let FrontFilter::Mapped(m) = &self.front {
-            for (i, w) in words.iter().enumerate() {
-                if *w != 0 {
-                    m.word(i as u32).fetch_or(*w, Ordering::SeqCst);
-                }
-            }
-            return Ok(());
+        or_words(&mut self.front, &needed(&addrs, &cidrs))
+    }
+
+    /// Every key of the domain blocklist (domain hashes).
+    fn domain_keys(&self) -> Result<Vec<u64>, BlocklistError> {
+        match bulk_write::hash_keys::<u64, DomainBlock>(self.domains.map()) {
+            Some(k) => Ok(k),
+            None => self
+                .domains
+                .keys()
+                .collect::<Result<_, _>>()
+                .map_err(map_err("read", MAP_BLOCKED_DOMAINS)),
         }
-        for a in addrs {
-            self.front.cover_addr(a)?;
-        }
-        Ok(())
+    }
+
+    /// Sets the bits of everything the domain blocklist holds.
+    fn cover_all_names(&mut self) -> Result<(), BlocklistError> {
+        let words = needed_names(&self.domain_keys()?);
+        or_words(&mut self.front_names, &words)
     }
 
     /// At open: a filter that is not ready (just created, or turned off by a writer that could
     /// not map it) is filled from the maps and then declared ready. A failure is logged, not
     /// returned: the filter then stays off, which only costs the kernel its lookups.
     pub(super) fn ready_front(&mut self) {
-        let FrontFilter::Mapped(_) = &self.front else {
-            return;
-        };
-        if let Ok(Some(true)) = self.front.ready() {
-            return;
-        }
-        match self.cover_all_v4() {
-            Ok(()) => {
-                if let FrontFilter::Mapped(m) = &self.front {
-                    m.word(FRONT_V4_READY).store(1, Ordering::SeqCst);
-                }
+        if matches!(self.front, FrontFilter::Mapped(_))
+            && !matches!(self.front.ready(), Ok(Some(true)))
+        {
+            match self.cover_all_v4() {
+                Ok(()) => set_ready(&self.front),
+                Err(e) => log::warn!("cannot fill the IPv4 front filter: {e}"),
             }
-            Err(e) => log::warn!("cannot fill the IPv4 front filter: {e}"),
+        }
+        if matches!(self.front_names, FrontFilter::Mapped(_))
+            && !matches!(self.front_names.ready(), Ok(Some(true)))
+        {
+            match self.cover_all_names() {
+                Ok(()) => set_ready(&self.front_names),
+                Err(e) => log::warn!("cannot fill the domain front filter: {e}"),
+            }
         }
     }
 
@@ -285,40 +388,52 @@ impl Maps {
             return Ok(0);
         };
         let (addrs, cidrs) = self.v4_keys()?;
-        let keep = needed(&addrs, &cidrs);
-        let mut cleared = 0u64;
-        if let FrontFilter::Mapped(m) = &self.front {
-            for (i, k) in keep.iter().enumerate() {
-                let w = m.word(i as u32);
-                let stale = w.load(Ordering::SeqCst) & !*k;
-                if stale != 0 {
-                    cleared += u64::from(stale.count_ones());
-                    w.fetch_and(!stale, Ordering::SeqCst);
-                }
-            }
-        }
+        let cleared = clear_unneeded(&self.front, &needed(&addrs, &cidrs));
         self.cover_all_v4()?;
         self.front_stale = false;
         Ok(cleared)
     }
 
-    /// [`Maps::rebuild_front`] if an IPv4 entry left through this handle since the last one
-    /// (the periodic sweep calls this). Returns the bits cleared.
-    pub fn rebuild_front_if_stale(&mut self) -> Result<u64, BlocklistError> {
-        if !self.front_stale {
+    /// [`Maps::rebuild_front`] for the domain filter over the domain blocklist.
+    pub fn rebuild_front_names(&mut self) -> Result<u64, BlocklistError> {
+        let FrontFilter::Mapped(_) = &self.front_names else {
             return Ok(0);
+        };
+        let cleared = clear_unneeded(&self.front_names, &needed_names(&self.domain_keys()?));
+        self.cover_all_names()?;
+        self.front_names_stale = false;
+        Ok(cleared)
+    }
+
+    /// [`Maps::rebuild_front`] and [`Maps::rebuild_front_names`], each if an entry it covers
+    /// left through this handle since its last rebuild (the periodic sweep calls this). Returns
+    /// the bits cleared.
+    pub fn rebuild_front_if_stale(&mut self) -> Result<u64, BlocklistError> {
+        let mut cleared = 0;
+        if self.front_stale {
+            cleared += self.rebuild_front()?;
         }
-        self.rebuild_front()
+        if self.front_names_stale {
+            cleared += self.rebuild_front_names()?;
+        }
+        Ok(cleared)
     }
 
     /// After an IPv4 removal: when both IPv4 maps are empty the whole filter is rebuilt (so
     /// cleared); otherwise its bits are marked stale for the next sweep's rebuild
     /// ([`Maps::rebuild_front_if_stale`]): reading a million keys twice per removal would make a
     /// feed's removals quadratic.
+    /// A domain's removal does the same for the domain filter.
     pub(super) fn front_after_removal(&mut self, t: &Target) -> Result<(), BlocklistError> {
         let is_v4 = match t {
             Target::Ip(ip) | Target::Cidr(ip, _) => ip.is_ipv4(),
-            Target::Domain(_) => false,
+            Target::Domain(_) => {
+                if !self.map_empty(flux_common::Occupied::BlockedDomains) {
+                    self.front_names_stale = true;
+                    return Ok(());
+                }
+                return self.rebuild_front_names().map(|_| ());
+            }
         };
         if !is_v4 {
             return Ok(());
@@ -343,6 +458,34 @@ impl Maps {
     }
 }
 
+impl Maps {
+    /// Whether the domain `name`'s filter bit is set and the filter ready: for tests and
+    /// diagnostics. `None` when the filter is absent or not mapped here, or `name` is no name.
+    pub fn front_covers_name(&self, name: &str) -> Result<Option<(bool, bool)>, BlocklistError> {
+        let Some(key) = domain_key(name) else {
+            return Ok(None);
+        };
+        let Some(ready) = self.front_names.ready()? else {
+            return Ok(None);
+        };
+        Ok(self
+            .front_names
+            .bit(front_name_bit(key))
+            .map(|b| (b, ready)))
+    }
+
+    /// After an insert of `t` into the blocklist: its bits in the front filter that covers it.
+    pub(super) fn cover(&mut self, t: &Target) -> Result<(), BlocklistError> {
+        match t {
+            Target::Domain(d) => match domain_key(d) {
+                Some(k) => self.front_names.cover_name(k),
+                None => Ok(()),
+            },
+            _ => self.front.cover(t),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,7 +500,7 @@ mod tests {
         assert_eq!(ones(&needed(&addrs, &[])), 2);
         let w = needed(&[], &[([10, 1, 0, 0], 16)]);
         assert_eq!(ones(&w), 256);
-        let (word, mask) = front_v4_word(front_v4_bit([10, 1, 7, 9]));
+        let (word, mask) = front_word(front_v4_bit([10, 1, 7, 9]));
         assert_ne!(w[word as usize] & mask, 0);
         assert_eq!(ones(&needed(&[], &[([0, 0, 0, 0], 0)])), 1 << 24);
         assert_eq!(ones(&needed(&[], &[([192, 0, 2, 128], 25)])), 1);

@@ -86,7 +86,7 @@ pub(super) fn slot_of(t: &Target, list: List) -> Occupied {
 impl Maps {
     /// Whether the map behind `slot` holds no entry. A read error counts as "not empty": the
     /// slot then stays set, the safe side.
-    fn map_empty(&self, slot: Occupied) -> bool {
+    pub(super) fn map_empty(&self, slot: Occupied) -> bool {
         fn none<T, E>(mut keys: impl Iterator<Item = Result<T, E>>) -> bool {
             keys.next().is_none()
         }
@@ -122,11 +122,11 @@ impl Maps {
         }
     }
 
-    /// After an insert of `t` into `list`: its map's slot is set, and for an IPv4 block its
-    /// front-filter bits (`front_filter.rs`).
+    /// After an insert of `t` into `list`: its map's slot is set, and for an IPv4 or domain
+    /// block its front-filter bits (`front_filter.rs`).
     pub(super) fn mark(&mut self, t: &Target, list: List) -> Result<(), BlocklistError> {
         if let List::Blocked = list {
-            self.front.cover(t)?;
+            self.cover(t)?;
         }
         self.occupancy.set(slot_of(t, list), true)
     }
