@@ -1,13 +1,17 @@
-//! The IPv4 front filter on the real kernel (BPF_PROG_TEST_RUN): the XDP program skips the
-//! exact and CIDR lookups of an IPv4 address whose /24 bit is clear (`flux_common::MAP_FRONT_V4`),
-//! so the userspace writer (`enforce::maps`, the path of the CLI and the agent) must set the bit
+//! The front filters on the real kernel (BPF_PROG_TEST_RUN): the XDP program skips the exact
+//! and CIDR lookups of an IPv4 address whose /24 bit is clear (`flux_common::MAP_FRONT_V4`), and
+//! the domain blocklist lookup of a name whose bit is clear (`flux_common::MAP_FRONT_NAMES`), so
+//! the userspace writer (`enforce::maps`, the path of the CLI and the agent) must set the bit
 //! of every entry it writes, and may clear bits only when nothing needs them. Each case blocks
 //! through `Maps`, checks the frame is dropped and the bit set, removes the block and checks the
 //! frame passes again.
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use flux_agent::enforce::maps::{Maps, Spec, Target};
+use flux_agent::enforce::{
+    maps::{Maps, Spec, Target},
+    policy::{EnforceOptions, Enforcer},
+};
 use flux_common::{BlockEntry, Counter, MAP_BLOCKED_V4};
 use flux_tests::{
     frames::*,
@@ -344,4 +348,80 @@ fn a_bulk_domain_write_sets_every_bit() {
     }
     let frame = udp4(53, &dns_response_for("www.flux.test", 200));
     assert!(name_blocked(&mut h, &frame));
+}
+
+/// A ready filter whose pin outlived the program that kept it (an older version, which leaves
+/// pins it does not know in place, wrote entries without bits): the agent's start sets the bits
+/// of every entry, so those blocks reach the kernel again.
+#[test]
+fn an_agent_start_covers_entries_a_ready_filter_lacks() {
+    if !privileged() {
+        return;
+    }
+    let mut h = Harness::new(&[53]);
+    let mut maps = h.maps();
+    // Entries through Maps in each blocklist, so the occupancy slots are set and the filters
+    // ready: only a clear bit can hide the raw entries below.
+    maps.block(
+        &Target::domain("other.test").expect("name"),
+        &Spec::manual(None, "test"),
+    )
+    .expect("block");
+    maps.block(
+        &Target::ip("198.51.100.7").expect("ip"),
+        &Spec::manual(None, "test"),
+    )
+    .expect("block");
+    let key = flux_agent::enforce::maps::domain_key("flux.test").expect("key");
+    {
+        let mut m: aya::maps::HashMap<_, u64, flux_common::DomainBlock> =
+            aya::maps::HashMap::try_from(
+                h.loaded
+                    .ebpf
+                    .map_mut(flux_common::MAP_BLOCKED_DOMAINS)
+                    .expect("BLOCKED_DOMAINS"),
+            )
+            .expect("hash map");
+        let block = flux_common::DomainBlock {
+            entry: BlockEntry::new(flux_common::SOURCE_MANUAL, 0),
+            name: [0; flux_common::DOMAIN_TEXT_LEN],
+        };
+        m.insert(key, block, 0).expect("insert");
+    }
+    {
+        let mut m: aya::maps::HashMap<_, [u8; 4], BlockEntry> = aya::maps::HashMap::try_from(
+            h.loaded.ebpf.map_mut(MAP_BLOCKED_V4).expect(MAP_BLOCKED_V4),
+        )
+        .expect("hash map");
+        m.insert(SRC4, BlockEntry::new(flux_common::SOURCE_MANUAL, 0), 0)
+            .expect("insert");
+    }
+    let dns = udp4(53, &dns_response_for("www.flux.test", 200));
+    let other = udp4(443, &[0u8; 64]);
+    assert_eq!(covers_name(&maps, "flux.test"), (false, true));
+    assert_eq!(covers(&maps, SRC4), (false, true));
+    assert!(
+        !name_blocked(&mut h, &dns),
+        "name hidden behind a clear bit"
+    );
+    assert_eq!(verdict(&mut h, &other), XDP_PASS, "address hidden too");
+    drop(maps);
+    let _agent = Enforcer::new(&h.loaded.pin_dir, EnforceOptions::default()).expect("enforcer");
+    let maps = h.maps();
+    assert_eq!(covers_name(&maps, "flux.test"), (true, true));
+    assert_eq!(covers(&maps, SRC4), (true, true));
+    assert_eq!(
+        verdict(&mut h, &other),
+        XDP_DROP,
+        "the address's block reaches the kernel"
+    );
+    // The frames come from SRC4, whose drop comes first: take it out to see the name's.
+    {
+        let mut m: aya::maps::HashMap<_, [u8; 4], BlockEntry> = aya::maps::HashMap::try_from(
+            h.loaded.ebpf.map_mut(MAP_BLOCKED_V4).expect(MAP_BLOCKED_V4),
+        )
+        .expect("hash map");
+        m.remove(&SRC4).expect("remove");
+    }
+    assert!(name_blocked(&mut h, &dns), "and the name's");
 }

@@ -281,10 +281,10 @@ impl Recorder {
             .unwrap_or_default();
         let mut n = self.apply(maps, &[], &gone)?;
         n += maps.sweep_expired()?.len();
-        // The IPv4 front filter's bits of what left since the last sweep (feeds, the CLI through
+        // The front filters' bits of what left since the last sweep (feeds, the CLI through
         // this agent, expiry): a stale bit only costs the kernel lookups, so a failure is logged.
         if let Err(e) = maps.rebuild_front_if_stale() {
-            warn!("cannot rebuild the IPv4 front filter: {e}");
+            warn!("cannot rebuild the front filters: {e}");
         }
         Ok(n)
     }

@@ -9,10 +9,12 @@
 //! processes (the agent and `flux-agent blocklist`) write them: a map update of a whole word
 //! through the syscall would be a read-modify-write that can lose the other writer's bit. The
 //! invariant (see `MAP_FRONT_V4`): while the ready word is non-zero, every IPv4 entry's bits are
-//! set. A bit is set after the insert it covers. Bits are cleared only by [`Maps::rebuild_front`],
-//! which clears first and then reads the maps again and sets the bits of everything there: an
-//! entry another writer inserts meanwhile is either seen by that second read or sets its own bit
-//! after the clear. A stale bit only costs the kernel the lookups.
+//! set, but for two short windows: between an insert and the bit its writer sets right after it,
+//! and during a rebuild. Bits are cleared only by [`Maps::rebuild_front`], which clears first and
+//! then reads the maps again and sets the bits of everything there: an entry another writer
+//! inserted between the rebuild's two reads has its bit cleared until that second read (tens of ms
+//! at hundreds of thousands of entries); every other one is seen by the second read or sets its
+//! own bit after the clear. A stale bit only costs the kernel the lookups.
 //!
 //! A process that cannot map the filter (no write access) and still writes an IPv4 entry clears
 //! the ready word with a plain map update: the kernel then looks every address up, the safe side,
@@ -112,8 +114,9 @@ pub(super) enum FrontFilter {
     /// The folder's program predates the filter: nothing to keep.
     Absent,
     Mapped(Mapped),
-    /// Pinned but not mappable here (or not of the expected size): writes to the maps it
-    /// covers turn the filter off (the ready word to 0).
+    /// Pinned but not mappable here (no write access): writes to the maps it covers turn the
+    /// filter off (the ready word to 0). A pin of another size never gets this far:
+    /// `pins::open` refuses it.
     Unmapped(Array<MapData, u64>, u32),
 }
 
@@ -356,6 +359,24 @@ impl Maps {
     fn cover_all_names(&mut self) -> Result<(), BlocklistError> {
         let words = needed_names(&self.domain_keys()?);
         or_words(&mut self.front_names, &words)
+    }
+
+    /// Sets the bits of every entry both blocklists hold, into filters already ready (bits are
+    /// only added, so this is safe beside every other writer). The agent calls it once at start
+    /// ([`crate::enforce::policy::Enforcer::new`]): a pin an older version left in place (it
+    /// keeps pins it does not know through its `unload`) can be ready while entries that older
+    /// version wrote have no bits, which would hide their blocks from the kernel until some
+    /// removal rebuilt the filter. Not done at every open: the CLI opens the maps for each
+    /// command, and this reads every key. Unmapped filters are skipped (their writers keep the
+    /// ready word off).
+    pub fn cover_front(&mut self) -> Result<(), BlocklistError> {
+        if let FrontFilter::Mapped(_) = &self.front {
+            self.cover_all_v4()?;
+        }
+        if let FrontFilter::Mapped(_) = &self.front_names {
+            self.cover_all_names()?;
+        }
+        Ok(())
     }
 
     /// At open: a filter that is not ready (just created, or turned off by a writer that could
