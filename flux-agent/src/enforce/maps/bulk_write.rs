@@ -118,19 +118,22 @@ impl Maps {
         let mut present = Vec::new();
         let r4 = insert(self.v4.map(), MAP_BLOCKED_V4, &s4);
         // Every staged address's filter bit, after the writes (also when the batch failed part
-        // way: a bit over nothing only costs a lookup).
-        for a in &s4.keys {
-            self.front.cover_addr(*a)?;
-        }
+        // way: a bit over nothing only costs a lookup). The occupancy slot is settled even when
+        // a bit could not be set, before that error is returned: entries in a map whose slot
+        // stayed clear would not be looked up at all.
+        let covered = s4.keys.iter().try_for_each(|a| self.front.cover_addr(*a));
         written += self.settle_batch(r4, &s4.at, items, &mut present)?;
+        covered?;
         let r6 = insert(self.v6.map(), MAP_BLOCKED_V6, &s6);
         written += self.settle_batch(r6, &s6.at, items, &mut present)?;
         let rd = insert(self.domains.map(), MAP_BLOCKED_DOMAINS, &sd);
         // The same for every staged domain's bit in the domain filter.
-        for k in &sd.keys {
-            self.front_names.cover_name(*k)?;
-        }
+        let covered = sd
+            .keys
+            .iter()
+            .try_for_each(|k| self.front_names.cover_name(*k));
         written += self.settle_batch(rd, &sd.at, items, &mut present)?;
+        covered?;
         for i in present {
             if let Some((t, spec)) = items.get(i) {
                 self.block(t, spec)?;
