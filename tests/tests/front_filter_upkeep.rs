@@ -30,6 +30,30 @@ fn verdict(h: &mut Harness, frame: &[u8]) -> u32 {
     h.run(frame).0
 }
 
+/// The exact IPv4 blocklist as the harness loaded it, for writes behind `Maps`' back (no
+/// filter bit, no occupancy slot).
+fn raw_v4(h: &mut Harness) -> aya::maps::HashMap<&mut aya::maps::MapData, [u8; 4], BlockEntry> {
+    aya::maps::HashMap::try_from(h.loaded.ebpf.map_mut(MAP_BLOCKED_V4).expect(MAP_BLOCKED_V4))
+        .expect("hash map")
+}
+
+/// A block of `name` written straight into the domain blocklist, behind `Maps`' back.
+fn raw_block_name(h: &mut Harness, name: &str) {
+    let key = flux_agent::enforce::maps::domain_key(name).expect("key");
+    let mut m: aya::maps::HashMap<_, u64, flux_common::DomainBlock> = aya::maps::HashMap::try_from(
+        h.loaded
+            .ebpf
+            .map_mut(flux_common::MAP_BLOCKED_DOMAINS)
+            .expect("BLOCKED_DOMAINS"),
+    )
+    .expect("hash map");
+    let block = flux_common::DomainBlock {
+        entry: BlockEntry::new(flux_common::SOURCE_MANUAL, 0),
+        name: [0; flux_common::DOMAIN_TEXT_LEN],
+    };
+    m.insert(key, block, 0).expect("insert");
+}
+
 #[test]
 fn a_block_sets_its_bit_and_is_dropped_and_a_removal_passes_again() {
     if !privileged() {
@@ -104,14 +128,9 @@ fn the_kernel_skips_the_lookups_of_a_clear_bit() {
     assert_eq!(covers(&maps, SRC4), (false, true));
     // A raw insert that sets neither the bit nor turns the filter off; its occupancy slot set
     // (through a Maps entry in another /24) so only the filter can hide it.
-    {
-        let mut m: aya::maps::HashMap<_, [u8; 4], BlockEntry> = aya::maps::HashMap::try_from(
-            h.loaded.ebpf.map_mut(MAP_BLOCKED_V4).expect(MAP_BLOCKED_V4),
-        )
-        .expect("hash map");
-        m.insert(SRC4, BlockEntry::new(flux_common::SOURCE_MANUAL, 0), 0)
-            .expect("insert");
-    }
+    raw_v4(&mut h)
+        .insert(SRC4, BlockEntry::new(flux_common::SOURCE_MANUAL, 0), 0)
+        .expect("insert");
     let mut maps = maps;
     maps.block(
         &Target::ip("198.51.100.7").expect("ip"),
@@ -289,22 +308,7 @@ fn the_kernel_skips_the_domain_lookup_of_a_clear_bit() {
         &Spec::manual(None, "test"),
     )
     .expect("block");
-    let key = flux_agent::enforce::maps::domain_key("flux.test").expect("key");
-    {
-        let mut m: aya::maps::HashMap<_, u64, flux_common::DomainBlock> =
-            aya::maps::HashMap::try_from(
-                h.loaded
-                    .ebpf
-                    .map_mut(flux_common::MAP_BLOCKED_DOMAINS)
-                    .expect("BLOCKED_DOMAINS"),
-            )
-            .expect("hash map");
-        let block = flux_common::DomainBlock {
-            entry: BlockEntry::new(flux_common::SOURCE_MANUAL, 0),
-            name: [0; flux_common::DOMAIN_TEXT_LEN],
-        };
-        m.insert(key, block, 0).expect("insert");
-    }
+    raw_block_name(&mut h, "flux.test");
     let frame = udp4(53, &dns_response_for("www.flux.test", 200));
     assert_eq!(covers_name(&maps, "flux.test"), (false, true));
     assert!(!name_blocked(&mut h, &frame), "hidden behind a clear bit");
@@ -372,30 +376,10 @@ fn an_agent_start_covers_entries_a_ready_filter_lacks() {
         &Spec::manual(None, "test"),
     )
     .expect("block");
-    let key = flux_agent::enforce::maps::domain_key("flux.test").expect("key");
-    {
-        let mut m: aya::maps::HashMap<_, u64, flux_common::DomainBlock> =
-            aya::maps::HashMap::try_from(
-                h.loaded
-                    .ebpf
-                    .map_mut(flux_common::MAP_BLOCKED_DOMAINS)
-                    .expect("BLOCKED_DOMAINS"),
-            )
-            .expect("hash map");
-        let block = flux_common::DomainBlock {
-            entry: BlockEntry::new(flux_common::SOURCE_MANUAL, 0),
-            name: [0; flux_common::DOMAIN_TEXT_LEN],
-        };
-        m.insert(key, block, 0).expect("insert");
-    }
-    {
-        let mut m: aya::maps::HashMap<_, [u8; 4], BlockEntry> = aya::maps::HashMap::try_from(
-            h.loaded.ebpf.map_mut(MAP_BLOCKED_V4).expect(MAP_BLOCKED_V4),
-        )
-        .expect("hash map");
-        m.insert(SRC4, BlockEntry::new(flux_common::SOURCE_MANUAL, 0), 0)
-            .expect("insert");
-    }
+    raw_block_name(&mut h, "flux.test");
+    raw_v4(&mut h)
+        .insert(SRC4, BlockEntry::new(flux_common::SOURCE_MANUAL, 0), 0)
+        .expect("insert");
     let dns = udp4(53, &dns_response_for("www.flux.test", 200));
     let other = udp4(443, &[0u8; 64]);
     assert_eq!(covers_name(&maps, "flux.test"), (false, true));
@@ -416,12 +400,6 @@ fn an_agent_start_covers_entries_a_ready_filter_lacks() {
         "the address's block reaches the kernel"
     );
     // The frames come from SRC4, whose drop comes first: take it out to see the name's.
-    {
-        let mut m: aya::maps::HashMap<_, [u8; 4], BlockEntry> = aya::maps::HashMap::try_from(
-            h.loaded.ebpf.map_mut(MAP_BLOCKED_V4).expect(MAP_BLOCKED_V4),
-        )
-        .expect("hash map");
-        m.remove(&SRC4).expect("remove");
-    }
+    raw_v4(&mut h).remove(&SRC4).expect("remove");
     assert!(name_blocked(&mut h, &dns), "and the name's");
 }
