@@ -69,33 +69,31 @@ static FRONT_V4: Array<u64> = Array::pinned(FRONT_V4_SLOTS, BPF_F_MMAPABLE);
 #[map]
 static FRONT_NAMES: Array<u64> = Array::pinned(FRONT_NAMES_SLOTS, BPF_F_MMAPABLE);
 
-/// Whether the domain front filter may be trusted (its ready word set). Unreadable says no.
+/// Whether a front filter (`FRONT_V4`, `FRONT_NAMES`) may be trusted: its ready word, at
+/// `ready_at`, is set. Read once per packet. Unreadable says no (the lookups are then paid).
 #[inline(always)]
-fn front_names_ready() -> bool {
-    FRONT_NAMES.get(FRONT_NAMES_READY).is_some_and(|r| *r != 0)
+fn front_ready(filter: &Array<u64>, ready_at: u32) -> bool {
+    filter.get(ready_at).is_some_and(|r| *r != 0)
 }
 
-/// Whether the domain front filter says no block can exist on the domain of hash `h`: the
-/// filter is `ready` and the bit is clear. Anything unreadable says no (the lookup is paid).
+/// Whether a front filter says no blocklist entry can lie behind filter bit `bit`: the filter
+/// is `ready` ([`front_ready`]) and the bit is clear. Anything unreadable says no.
 #[inline(always)]
-fn front_name_clear(h: u64, ready: bool) -> bool {
-    let (word, mask) = front_word(front_name_bit(h));
-    ready && FRONT_NAMES.get(word).is_some_and(|w| *w & mask == 0)
+fn front_clear(filter: &Array<u64>, bit: u32, ready: bool) -> bool {
+    let (word, mask) = front_word(bit);
+    ready && filter.get(word).is_some_and(|w| *w & mask == 0)
 }
 
-/// Whether the front filter may be trusted: its ready word is set. Read once per packet, for
-/// both addresses. Unreadable says no (the lookups are then paid).
+/// [`front_ready`] of the IPv4 filter.
 #[inline(always)]
 fn front_v4_ready() -> bool {
-    FRONT_V4.get(FRONT_V4_READY).is_some_and(|r| *r != 0)
+    front_ready(&FRONT_V4, FRONT_V4_READY)
 }
 
-/// Whether the front filter says no IPv4 blocklist entry can match `addr`: the filter is ready
-/// ([`front_v4_ready`]) and the bit of `addr`'s /24 is clear. Anything unreadable says no.
+/// [`front_clear`] of `addr`'s /24 in the IPv4 filter.
 #[inline(always)]
 fn front_v4_clear(addr: [u8; 4], ready: bool) -> bool {
-    let (word, mask) = front_word(front_v4_bit(addr));
-    ready && FRONT_V4.get(word).is_some_and(|w| *w & mask == 0)
+    front_clear(&FRONT_V4, front_v4_bit(addr), ready)
 }
 
 /// Whether the map behind `slot` may hold entries. A slot that cannot be read says yes: the
@@ -474,9 +472,9 @@ pub fn name_verdict() -> NameVerdict {
         core::ptr::write_volatile(block_hash, 0);
     }
     // Read once per response; a domain whose filter bit is clear has no block to look up.
-    let front_ready = front_names_ready();
+    let names_ready = front_ready(&FRONT_NAMES, FRONT_NAMES_READY);
     let walked = each_domain(scratch, |h| {
-        if front_name_clear(h, front_ready) {
+        if front_clear(&FRONT_NAMES, front_name_bit(h), names_ready) {
             return;
         }
         if let Some(e) = BLOCKED_DOMAINS.get_ptr(h) {

@@ -462,6 +462,17 @@ impl Maps {
     /// Opens every enforcement map pinned in `pin_dir`. Fails clearly when nothing is loaded
     /// there, or when a pin is not ours.
     pub fn open(pin_dir: &Path) -> Result<Self, BlocklistError> {
+        Self::open_with(pin_dir, false)
+    }
+
+    /// [`Maps::open`] for the agent's enforcer: the front filters also get the bits of every
+    /// entry when they are already ready (`Maps::ready_front` says why; it reads every key, so
+    /// it is done once per agent start, not per CLI command).
+    pub fn open_refilled(pin_dir: &Path) -> Result<Self, BlocklistError> {
+        Self::open_with(pin_dir, true)
+    }
+
+    fn open_with(pin_dir: &Path, refill: bool) -> Result<Self, BlocklistError> {
         let mut maps = Self {
             pin_dir: pin_dir.to_owned(),
             v4: open_hash(pin_dir, MAP_BLOCKED_V4)?,
@@ -486,7 +497,7 @@ impl Maps {
             },
         };
         maps.mark_occupied();
-        maps.ready_front();
+        maps.ready_front(refill);
         Ok(maps)
     }
 

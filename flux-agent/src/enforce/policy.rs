@@ -227,12 +227,7 @@ pub struct Enforcer {
 
 impl Enforcer {
     pub fn new(pin_dir: &Path, opts: EnforceOptions) -> Result<Self, BlocklistError> {
-        let mut maps = Maps::open(pin_dir)?;
-        // Bits for entries an older version wrote into filters it did not keep (see
-        // `Maps::cover_front`). A failure only leaves those entries to the next rebuild.
-        if let Err(e) = maps.cover_front() {
-            warn!("cannot cover the blocklists in the front filters: {e}");
-        }
+        let maps = Maps::open_refilled(pin_dir)?;
         let guard = Guard::new(opts.resolvers.clone());
         Ok(Self {
             maps,

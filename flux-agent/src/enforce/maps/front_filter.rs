@@ -246,19 +246,13 @@ type V4Keys = (Vec<[u8; 4]>, Vec<([u8; 4], u8)>);
 /// Filter bits covering `addrs` and `cidrs`, as words.
 fn needed(addrs: &[[u8; 4]], cidrs: &[([u8; 4], u8)]) -> Vec<u64> {
     let mut words = vec![0u64; FRONT_V4_WORDS as usize];
-    let mut set = |bit: u32| {
-        let (w, mask) = front_word(bit);
-        if let Some(x) = words.get_mut(w as usize) {
-            *x |= mask;
-        }
-    };
     for a in addrs {
-        set(front_v4_bit(*a));
+        set_bit(&mut words, front_v4_bit(*a));
     }
     for (a, len) in cidrs {
         let (first, last) = front_v4_span(*a, *len);
         for bit in first..=last {
-            set(bit);
+            set_bit(&mut words, bit);
         }
     }
     words
@@ -268,12 +262,18 @@ fn needed(addrs: &[[u8; 4]], cidrs: &[([u8; 4], u8)]) -> Vec<u64> {
 fn needed_names(keys: &[u64]) -> Vec<u64> {
     let mut words = vec![0u64; FRONT_NAMES_WORDS as usize];
     for k in keys {
-        let (w, mask) = front_word(front_name_bit(*k));
-        if let Some(x) = words.get_mut(w as usize) {
-            *x |= mask;
-        }
+        set_bit(&mut words, front_name_bit(*k));
     }
     words
+}
+
+/// Sets filter bit `bit` in `words` (a bit past them is ignored: every caller sizes `words`
+/// for its filter's bits).
+fn set_bit(words: &mut [u64], bit: u32) {
+    let (w, mask) = front_word(bit);
+    if let Some(x) = words.get_mut(w as usize) {
+        *x |= mask;
+    }
 }
 
 /// Sets `words`' bits in `filter`: one atomic OR per non-zero word. A filter not mapped here
@@ -361,39 +361,26 @@ impl Maps {
         or_words(&mut self.front_names, &words)
     }
 
-    /// Sets the bits of every entry both blocklists hold, into filters already ready (bits are
-    /// only added, so this is safe beside every other writer). The agent calls it once at start
-    /// ([`crate::enforce::policy::Enforcer::new`]): a pin an older version left in place (it
-    /// keeps pins it does not know through its `unload`) can be ready while entries that older
-    /// version wrote have no bits, which would hide their blocks from the kernel until some
-    /// removal rebuilt the filter. Not done at every open: the CLI opens the maps for each
-    /// command, and this reads every key. Unmapped filters are skipped (their writers keep the
-    /// ready word off).
-    pub fn cover_front(&mut self) -> Result<(), BlocklistError> {
-        if let FrontFilter::Mapped(_) = &self.front {
-            self.cover_all_v4()?;
-        }
-        if let FrontFilter::Mapped(_) = &self.front_names {
-            self.cover_all_names()?;
-        }
-        Ok(())
-    }
-
     /// At open: a filter that is not ready (just created, or turned off by a writer that could
-    /// not map it) is filled from the maps and then declared ready. A failure is logged, not
-    /// returned: the filter then stays off, which only costs the kernel its lookups.
-    pub(super) fn ready_front(&mut self) {
-        if matches!(self.front, FrontFilter::Mapped(_))
-            && !matches!(self.front.ready(), Ok(Some(true)))
-        {
+    /// not map it) is filled from the maps and then declared ready; with `refill`, a ready one
+    /// has the bits of every entry set again too (bits are only added, so this is safe beside
+    /// every other writer). The agent opens with `refill` ([`Maps::open_refilled`]): a pin an
+    /// older version left in place (its `unload` keeps pins it does not know) can be ready while
+    /// entries that version wrote have no bits, which would hide their blocks from the kernel
+    /// until some removal rebuilt the filter. The CLI, which opens the maps for each command,
+    /// does not: a refill reads every key. A failure is logged, not returned: an unfilled filter
+    /// stays off, which only costs the kernel its lookups.
+    pub(super) fn ready_front(&mut self, refill: bool) {
+        let due = |f: &FrontFilter| {
+            matches!(f, FrontFilter::Mapped(_)) && (refill || !matches!(f.ready(), Ok(Some(true))))
+        };
+        if due(&self.front) {
             match self.cover_all_v4() {
                 Ok(()) => set_ready(&self.front),
                 Err(e) => log::warn!("cannot fill the IPv4 front filter: {e}"),
             }
         }
-        if matches!(self.front_names, FrontFilter::Mapped(_))
-            && !matches!(self.front_names.ready(), Ok(Some(true)))
-        {
+        if due(&self.front_names) {
             match self.cover_all_names() {
                 Ok(()) => set_ready(&self.front_names),
                 Err(e) => log::warn!("cannot fill the domain front filter: {e}"),
