@@ -122,6 +122,22 @@ impl StoredAddr {
         }
     }
 
+    /// Whether this is `ip`, whose [`v4_bits`] are `v4` (`Self::ip_bytes(v6()) == *ip`, the
+    /// side table read only for an IPv6 entry).
+    pub fn is<'a>(
+        &self,
+        ip: &[u8; 16],
+        v4: Option<u32>,
+        v6: impl FnOnce() -> Option<&'a [u8; 16]>,
+    ) -> bool {
+        if self.v6 != 0
+            && let Some(b) = v6()
+        {
+            return b == ip;
+        }
+        v4 == Some(self.bits)
+    }
+
     /// The whole [`AddrInfo`] back (`v6` as for [`Self::ip_bytes`]).
     pub fn info(&self, v6: Option<&[u8; 16]>) -> AddrInfo {
         AddrInfo {
@@ -152,7 +168,7 @@ impl StoredAddr {
 }
 
 /// The IPv4 address of an IPv4-mapped one, as a big-endian number; `None` for real IPv6.
-fn v4_bits(ip: &[u8; 16]) -> Option<u32> {
+pub(super) fn v4_bits(ip: &[u8; 16]) -> Option<u32> {
     match ip {
         [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a, b, c, d] => {
             Some(u32::from_be_bytes([*a, *b, *c, *d]))
@@ -173,6 +189,11 @@ pub fn fnv32(bytes: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The IPv4-mapped bytes of an entry's `bits`.
+    fn b4(s: &StoredAddr) -> [u8; 16] {
+        s.ip_bytes(None)
+    }
 
     #[test]
     fn stored_address_gives_back_what_it_stored() {
@@ -197,6 +218,22 @@ mod tests {
             assert_eq!(s.info(side), a);
             assert_eq!(s.prefix(), a.prefix());
             assert_eq!(s.subnet(), a.subnet());
+        }
+        // `is` answers what comparing the whole bytes answers, for each against each.
+        for a in [v4, v6, mapped] {
+            let s = StoredAddr::new(&a, 3);
+            let side = (s.v6_slot().is_some()).then_some(&a.ip);
+            for b in [v4, v6, mapped] {
+                assert_eq!(
+                    s.is(&b.ip, v4_bits(&b.ip), || side),
+                    s.ip_bytes(side) == b.ip
+                );
+            }
+            // An IPv6 entry whose side-table bytes are missing reads as its IPv4 form.
+            assert_eq!(
+                s.is(&b4(&s), Some(s.bits), || None),
+                s.ip_bytes(None) == b4(&s)
+            );
         }
         assert_eq!(StoredAddr::new(&v4, 3).v6_slot(), None);
         assert_eq!(StoredAddr::new(&v6, 3).v6_slot(), Some(3));

@@ -496,6 +496,7 @@ impl<'t, T: Counting> Acc<'t, T> {
     fn features_into(&self, k: &KeyState, window: &'static str, cutoff: u32, f: &mut Features) {
         use super::model::round3;
         let rotating_children = self.rotating_children();
+        let (lone_subnets, subnet_ips_max) = self.t.subnets.lone_and_most();
         *f = Features {
             window,
             responses: k.responses,
@@ -507,8 +508,8 @@ impl<'t, T: Counting> Acc<'t, T> {
             distinct_prefixes: self.t.prefixes.distinct(),
             prefix_entropy: round3(self.t.prefixes.normalised_entropy()),
             distinct_subnets: self.t.subnets.distinct(),
-            lone_subnets: self.t.subnets.lone(),
-            subnet_ips_max: self.t.subnets.most(),
+            lone_subnets,
+            subnet_ips_max,
             ttl_max: self.ttl_max,
             answer_size_max: self.answer_size_max,
             answer_networks_max: self.answer_networks_max,
