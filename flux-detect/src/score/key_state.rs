@@ -431,7 +431,7 @@ impl KeyState {
     fn holds_at(&self, i: usize, ip: &[u8; 16], v4: Option<u32>) -> bool {
         self.ips
             .get(i)
-            .is_some_and(|e| e.addr.is(ip, v4, || v6_bytes(&self.more, &e.addr)))
+            .is_some_and(|e| e.addr.is(ip, v4, v6_bytes(&self.more, &e.addr)))
     }
 
     /// Records a zone's NS host and the glue that came with it (possibly none).
