@@ -368,8 +368,10 @@ impl Maps {
     /// older version left in place (its `unload` keeps pins it does not know) can be ready while
     /// entries that version wrote have no bits, which would hide their blocks from the kernel
     /// until some removal rebuilt the filter. The CLI, which opens the maps for each command,
-    /// does not: a refill reads every key. A failure is logged, not returned: an unfilled filter
-    /// stays off, which only costs the kernel its lookups.
+    /// does not: a refill reads every key. A failure is logged, not returned: a filter that was
+    /// not ready stays off, which only costs the kernel its lookups; a ready one being refilled
+    /// stays ready, so entries without bits stay hidden until the next rebuild (as before the
+    /// refill existed).
     pub(super) fn ready_front(&mut self, refill: bool) {
         let due = |f: &FrontFilter| {
             matches!(f, FrontFilter::Mapped(_)) && (refill || !matches!(f.ready(), Ok(Some(true))))
