@@ -171,6 +171,17 @@ mod tests {
         assert!(!c.is_dns_port(5353));
         c.dns_port_count = 2;
         assert!(c.is_dns_port(5353));
+        // Every slot in use, and a count past the array: the last slot is still read, nothing
+        // beyond it.
+        c.dns_ports = [53, 5353, 853, 1053, 2053, 3053, 4053, 8053];
+        c.dns_port_count = 8;
+        assert!(c.is_dns_port(8053));
+        assert!(!c.is_dns_port(9053));
+        c.dns_port_count = u32::MAX;
+        assert!(c.is_dns_port(8053));
+        assert!(!c.is_dns_port(0));
+        c.dns_port_count = 0;
+        assert!(!c.is_dns_port(53));
     }
 
     #[test]

@@ -59,10 +59,15 @@ macro_rules! config {
     };
 }
 
-/// [`Config::is_dns_port`] on the configured ports, read field by field ([`config!`]).
+/// [`Config::is_dns_port`] on the configured ports, each read on its own ([`config!`]).
 #[inline(always)]
 fn is_dns_port(port: u16) -> bool {
-    dns_port_listed(&config!(dns_ports), config!(dns_port_count), port)
+    let ports = core::ptr::addr_of!(FLUX_CONFIG.dns_ports).cast::<u16>();
+    dns_port_listed(config!(dns_port_count), port, |i| {
+        // SAFETY: `i < MAX_DNS_PORTS` (the bound of `dns_port_listed`'s loop), so inside the
+        // array; volatile for the reason `config!` gives.
+        Some(unsafe { core::ptr::read_volatile(ports.add(i)) })
+    })
 }
 
 #[map]

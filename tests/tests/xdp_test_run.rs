@@ -313,6 +313,27 @@ fn dns_ports_are_set_at_load_time() {
     );
 }
 
+/// All eight port slots in use: the program keeps one compare per configured port (the verifier
+/// prunes the rest), so the last slot must still be reached, and a port in none still passes.
+#[test]
+fn every_configured_dns_port_is_captured() {
+    if !privileged() {
+        return;
+    }
+    let ports = [5300, 853, 1053, 2053, 3053, 4053, 5053, 8053];
+    let mut h = Harness::new(&ports);
+    let msg = dns_response(100);
+    for port in ports {
+        h.check(
+            &format!("port {port}"),
+            &udp4(port, &msg),
+            &[Counter::ResponsesCaptured],
+        );
+    }
+    h.check("port 53, not among them", &udp4(53, &msg), &[]);
+    h.check("port 9053, not among them", &udp4(9053, &msg), &[]);
+}
+
 fn block_entry(expires_ns: u64) -> BlockEntry {
     BlockEntry::new(SOURCE_MANUAL, expires_ns)
 }

@@ -7,8 +7,10 @@
 //! with empty maps and with entries in every map (none matching the frame), the NXDOMAIN rewrite,
 //! and a blocked-address drop with a full 1,048,576-entry map.
 //!
-//! Output: a table, or one JSON document with `--json` (an error too). Arguments are parsed by
-//! hand, as in the other bench binaries of this crate: two flags do not need clap.
+//! Output: a table, or one JSON document with `--json` (an error too). `--only TEXT` measures only
+//! the cases whose name contains TEXT (the maps are filled as for a whole run, so the case sees
+//! the same state); for profiling one path. Arguments are parsed by hand, as in the other bench
+//! binaries of this crate: three flags do not need clap.
 
 use std::{
     net::{Ipv4Addr, Ipv6Addr},
@@ -74,8 +76,14 @@ impl Report {
     }
 }
 
+const USAGE: &str = "usage: xdp-bench [--repeat N] [--only TEXT] [--json]";
+
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return std::process::ExitCode::SUCCESS;
+    }
     let json = args.iter().any(|a| a == "--json");
     match run(&args) {
         Ok(report) if json => {
@@ -98,13 +106,14 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: &[String]) -> anyhow::Result<Report> {
-    let repeat: u32 = args
-        .iter()
-        .skip_while(|a| *a != "--repeat")
-        .nth(1)
+    let repeat: u32 = flag_value(args, "--repeat")?
         .map(|r| r.parse().context("--repeat N"))
         .transpose()?
         .unwrap_or(1_000_000);
+    let only = flag_value(args, "--only")?;
+    if let Some(unknown) = unknown_flag(args) {
+        anyhow::bail!("unknown argument {unknown:?} ({USAGE})");
+    }
     let pin = flux_tests::PinDir::new();
     let (mut loaded, mut ring) = flux_tests::load_with_ring(LoadOptions {
         pin_dir: pin.0.clone(),
@@ -124,6 +133,7 @@ fn run(args: &[String]) -> anyhow::Result<Report> {
         loaded: &mut loaded,
         ring: &mut ring,
         repeat,
+        only,
         rows: Vec::new(),
     };
 
@@ -253,12 +263,43 @@ struct Bench<'a> {
     loaded: &'a mut Loaded,
     ring: &'a mut RingBuf<MapData>,
     repeat: u32,
+    /// `--only`: measure only the cases whose name contains this.
+    only: Option<String>,
     rows: Vec<Row>,
+}
+
+/// The value after `flag`, if the flag is given; an error if it is given without one.
+fn flag_value(args: &[String], flag: &str) -> anyhow::Result<Option<String>> {
+    let Some(at) = args.iter().position(|a| a == flag) else {
+        return Ok(None);
+    };
+    args.get(at + 1)
+        .cloned()
+        .map(Some)
+        .ok_or_else(|| anyhow::anyhow!("{flag} needs a value ({USAGE})"))
+}
+
+/// The first argument that is neither a known flag nor a known flag's value.
+fn unknown_flag(args: &[String]) -> Option<&str> {
+    let mut rest = args.iter().skip(1);
+    while let Some(a) = rest.next() {
+        match a.as_str() {
+            "--json" => {}
+            "--repeat" | "--only" => {
+                rest.next();
+            }
+            other => return Some(other),
+        }
+    }
+    None
 }
 
 impl Bench<'_> {
     /// One row: `frame` through flux_xdp and through the no-op program.
     fn case(&mut self, name: &str, frame: &[u8], target: Option<f64>) -> anyhow::Result<()> {
+        if self.only.as_deref().is_some_and(|o| !name.contains(o)) {
+            return Ok(());
+        }
         // Records per batch: half the ring, so a batch never sees it full.
         let batch = (RING_BUF_BYTES / 2048 / 2).min(self.repeat);
         let mut ns = [0f64; 2];
