@@ -48,6 +48,16 @@ pub fn privileged() -> bool {
     }
 }
 
+/// The argument right after the first `flag` in `args` (the bench binaries' hand-parsed
+/// options, `--name value`); `None` when the flag is absent or last. Each binary parses the
+/// value and says what a missing one means.
+pub fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|at| args.get(at + 1))
+        .map(String::as_str)
+}
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A short name unique to this process and call, for namespaces and pin folders.

@@ -80,9 +80,8 @@ fn f(doc: &serde_json::Value, k: &str) -> f64 {
 }
 
 fn measure() -> anyhow::Result<serde_json::Value> {
-    let domains: u32 = std::env::args()
-        .skip_while(|a| a != "--domains")
-        .nth(1)
+    let args: Vec<String> = std::env::args().collect();
+    let domains: u32 = flux_tests::flag_value(&args, "--domains")
         .map(|r| r.parse())
         .transpose()?
         .unwrap_or(1000);

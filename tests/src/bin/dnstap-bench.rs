@@ -35,7 +35,8 @@ use flux_detect::{
 use flux_tests::eval::pcapw::{Response, write_pcap};
 
 fn arg(name: &str) -> Option<String> {
-    std::env::args().skip_while(|a| a != name).nth(1)
+    let args: Vec<String> = std::env::args().collect();
+    flux_tests::flag_value(&args, name).map(str::to_owned)
 }
 
 fn main() -> anyhow::Result<()> {

@@ -42,9 +42,7 @@ use hickory_proto::{
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
+    flux_tests::flag_value(&args, name)
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
@@ -340,7 +338,8 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("load databases from {}", dir.display()))?,
     );
     say!("{}", enricher.describe());
-    if let Some(pcap) = std::env::args().skip_while(|a| a != "--pcap").nth(1) {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(pcap) = flux_tests::flag_value(&args, "--pcap") {
         // Repeated, so the best run (least disturbed by the host) can be compared.
         let runs: Vec<_> = (0..arg("--repeat", 1))
             .map(|_| throughput("given", Path::new(&pcap), &enricher))

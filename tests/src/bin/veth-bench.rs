@@ -138,9 +138,7 @@ const XDP_GEN_BATCH: u32 = 0;
 
 /// The value after `flag`, if given.
 fn arg<T: std::str::FromStr>(args: &[String], flag: &str) -> anyhow::Result<Option<T>> {
-    args.iter()
-        .skip_while(|a| *a != flag)
-        .nth(1)
+    flux_tests::flag_value(args, flag)
         .map(|v| {
             v.parse()
                 .map_err(|_| anyhow::anyhow!("{flag}: not a number: {v}"))
@@ -234,7 +232,7 @@ fn main() -> ExitCode {
         let packets = arg(&args, "--packets")?.unwrap_or(PACKETS);
         let rounds = arg(&args, "--rounds")?.unwrap_or(ROUNDS).max(1);
         let _ = RUN.set((packets, rounds));
-        let generator = match args.iter().skip_while(|a| *a != "--generator").nth(1) {
+        let generator = match flux_tests::flag_value(&args, "--generator") {
             Some(v) => Generator::parse(v)?,
             None => Generator::XdpLive,
         };

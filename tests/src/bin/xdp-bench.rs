@@ -106,11 +106,11 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: &[String]) -> anyhow::Result<Report> {
-    let repeat: u32 = flag_value(args, "--repeat")?
+    let repeat: u32 = required_value(args, "--repeat")?
         .map(|r| r.parse().context("--repeat N"))
         .transpose()?
         .unwrap_or(1_000_000);
-    let only = flag_value(args, "--only")?;
+    let only = required_value(args, "--only")?.map(str::to_owned);
     if let Some(unknown) = unknown_flag(args) {
         anyhow::bail!("unknown argument {unknown:?} ({USAGE})");
     }
@@ -268,15 +268,14 @@ struct Bench<'a> {
     rows: Vec<Row>,
 }
 
-/// The value after `flag`, if the flag is given; an error if it is given without one.
-fn flag_value(args: &[String], flag: &str) -> anyhow::Result<Option<String>> {
-    let Some(at) = args.iter().position(|a| a == flag) else {
-        return Ok(None);
-    };
-    args.get(at + 1)
-        .cloned()
-        .map(Some)
-        .ok_or_else(|| anyhow::anyhow!("{flag} needs a value ({USAGE})"))
+/// [`flux_tests::flag_value`], and an error if the flag is given without a value.
+fn required_value<'a>(args: &'a [String], flag: &str) -> anyhow::Result<Option<&'a str>> {
+    match flux_tests::flag_value(args, flag) {
+        None if args.iter().any(|a| a == flag) => {
+            anyhow::bail!("{flag} needs a value ({USAGE})")
+        }
+        v => Ok(v),
+    }
 }
 
 /// The first argument that is neither a known flag nor a known flag's value.
