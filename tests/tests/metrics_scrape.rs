@@ -427,6 +427,77 @@ fn feeds_and_the_state_database_are_in_the_metrics() {
     assert!(agent.stop().success());
 }
 
+/// The capture loop reads the ring buffer in batches under load and not at all when idle
+/// (`RING_LINGER` in `pipeline/live.rs`): real dnsperf asks dnsmasq 10,000 times a second for
+/// three seconds, every answer crossing the agent's XDP program. Waking for each record, as the
+/// loop did before, takes one or two records per drain at this rate; lingering a millisecond
+/// takes about ten. Once the load stops, no further drain may happen: a loop that kept
+/// lingering would turn a thousand times a second on an idle host.
+#[test]
+fn the_capture_loop_batches_under_load_and_rests_when_idle() {
+    if !privileged() {
+        return;
+    }
+    let link = Link::new();
+    let _dns = start_dnsmasq(&link.server, &[]);
+    let pin = PinDir::new();
+    let mut agent = Agent::start(
+        &link.client,
+        &pin,
+        &["--iface", "a0", "--no-db", "--metrics", METRICS],
+    );
+    let dir = TempDir::new();
+    let queries = dir.0.join("queries.txt");
+    fs::write(&queries, "a.flux.test A\n").unwrap();
+    let out = link
+        .client
+        .cmd("dnsperf")
+        .args(["-s", SERVER_V4, "-d"])
+        .arg(&queries)
+        .args(["-l", "3", "-Q", "10000", "-T", "1"])
+        .output()
+        .expect("run dnsperf (cargo xtask setup installs it)");
+    assert!(out.status.success(), "dnsperf: {out:?}");
+    let scrape = |series: &str| -> (f64, String) {
+        let (status, body) = get(&link.client, METRICS, "/metrics");
+        assert_eq!(status, 200, "{body}");
+        let v = flux_tests::nats_lab::metric_in(&body, series)
+            .unwrap_or_else(|| panic!("no {series} in:\n{body}"));
+        (v, body)
+    };
+    // Every answer dnsperf got was captured; wait until the agent has read them all.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let records = loop {
+        let (records, body) = scrape("flux_ring_records_total");
+        let (captured, _) = scrape("flux_kernel_responses_captured_total");
+        if records >= 20_000.0 && records == captured {
+            break records;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "records never caught up:\n{body}"
+        );
+        thread::sleep(Duration::from_millis(200));
+    };
+    // The turns that find the ring empty (the last linger, a readiness left from it) come
+    // within milliseconds of the last record.
+    thread::sleep(Duration::from_millis(500));
+    let (drains, _) = scrape("flux_ring_drains_total");
+    let per_drain = records / drains;
+    eprintln!("{records} records in {drains} drains: {per_drain:.1} a drain");
+    assert!(
+        per_drain >= 4.0,
+        "{records} records in {drains} drains: the capture loop is not batching"
+    );
+    thread::sleep(Duration::from_secs(1));
+    let (idle_drains, body) = scrape("flux_ring_drains_total");
+    assert_eq!(
+        idle_drains, drains,
+        "the capture loop kept draining an idle ring:\n{body}"
+    );
+    assert!(agent.stop().success());
+}
+
 /// promtool really rejects a bad exposition (so its pass above means something).
 #[test]
 fn promtool_rejects_a_bad_exposition() {

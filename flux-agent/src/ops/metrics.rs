@@ -236,6 +236,11 @@ impl Metrics {
             capture.records.clone(),
         );
         r.register(
+            "ring_drains",
+            "Times the capture loop read the ring buffer; ring_records per drain is its batching",
+            capture.drains.clone(),
+        );
+        r.register(
             "ring_bad_records",
             "Ring-buffer records too short or inconsistent to read (dropped)",
             capture.bad_records.clone(),
@@ -539,6 +544,9 @@ impl BlocklistGauges {
 #[derive(Clone, Debug, Default)]
 pub struct CaptureMetrics {
     pub records: Counter,
+    /// Turns of the capture loop that read the ring buffer: `records` over this is how many
+    /// records a wakeup takes (the capture loop's `RING_LINGER` batches them under load).
+    pub drains: Counter,
     pub bad_records: Counter,
     pub parse_errors: Counter,
 }
