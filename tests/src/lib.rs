@@ -58,6 +58,71 @@ pub fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
+/// The bench binaries' arguments (`std::env::args`), checked before anything runs: a bench
+/// runs for minutes, so a typo must not start the defaults. `-h`/`--help` prints `usage` and
+/// exits 0; an argument that is neither one of `switches`, nor one of `flags` followed by its
+/// value, nor one of the first `positionals` bare arguments exits 2 with one line naming it,
+/// and so does a flag given last with no value. `name` is the binary's, for the messages.
+pub fn bench_args(
+    name: &str,
+    usage: &str,
+    flags: &[&str],
+    switches: &[&str],
+    positionals: usize,
+) -> Vec<String> {
+    let args: Vec<String> = std::env::args().collect();
+    match check_bench_args(&args, flags, switches, positionals) {
+        ArgsCheck::Run => args,
+        ArgsCheck::Help => {
+            println!("{usage}");
+            std::process::exit(0)
+        }
+        ArgsCheck::Refused(why) => {
+            eprintln!("{name}: {why} ({usage})");
+            std::process::exit(2)
+        }
+    }
+}
+
+/// What [`bench_args`] makes of an argument list (the program's name first).
+#[derive(Debug, PartialEq, Eq)]
+pub enum ArgsCheck {
+    Run,
+    Help,
+    Refused(String),
+}
+
+/// [`bench_args`]'s check, without its exits.
+pub fn check_bench_args(
+    args: &[String],
+    flags: &[&str],
+    switches: &[&str],
+    positionals: usize,
+) -> ArgsCheck {
+    if args.iter().skip(1).any(|a| a == "-h" || a == "--help") {
+        return ArgsCheck::Help;
+    }
+    let mut bare = 0;
+    let mut rest = args.iter().skip(1);
+    while let Some(a) = rest.next() {
+        if switches.contains(&a.as_str()) {
+            continue;
+        }
+        if flags.contains(&a.as_str()) {
+            if rest.next().is_none() {
+                return ArgsCheck::Refused(format!("{a} needs a value"));
+            }
+            continue;
+        }
+        if !a.starts_with('-') && bare < positionals {
+            bare += 1;
+            continue;
+        }
+        return ArgsCheck::Refused(format!("unknown argument {a:?}"));
+    }
+    ArgsCheck::Run
+}
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A short name unique to this process and call, for namespaces and pin folders.
@@ -845,4 +910,43 @@ pub fn a_reply(name: &str, ips: &[std::net::Ipv4Addr], ttl: u32, id: u16) -> Vec
         m.add_answer(Record::from_rdata(n.clone(), ttl, RData::A(A(*ip))));
     }
     m.to_vec().expect("encode")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(args: &[&str]) -> ArgsCheck {
+        let args: Vec<String> = std::iter::once("bench")
+            .chain(args.iter().copied())
+            .map(str::to_owned)
+            .collect();
+        check_bench_args(&args, &["--repeat", "--only"], &["--json"], 1)
+    }
+
+    /// A bench runs for minutes: a typo, a flag without its value or a stray argument is
+    /// refused before it starts; `--help` anywhere answers with the usage.
+    #[test]
+    fn bench_arguments_are_checked_before_a_run() {
+        assert_eq!(check(&[]), ArgsCheck::Run);
+        assert_eq!(
+            check(&["--repeat", "5", "--json", "--only", "DNS", "7"]),
+            ArgsCheck::Run
+        );
+        assert_eq!(check(&["--repeat", "5", "--help"]), ArgsCheck::Help);
+        assert_eq!(check(&["-h"]), ArgsCheck::Help);
+        assert_eq!(
+            check(&["--repaet", "5"]),
+            ArgsCheck::Refused("unknown argument \"--repaet\"".into())
+        );
+        assert_eq!(
+            check(&["--json", "--repeat"]),
+            ArgsCheck::Refused("--repeat needs a value".into())
+        );
+        // One bare argument is allowed here, not two.
+        assert_eq!(
+            check(&["7", "8"]),
+            ArgsCheck::Refused("unknown argument \"8\"".into())
+        );
+    }
 }

@@ -40,6 +40,13 @@ fn mono_ns() -> u64 {
 }
 
 fn main() -> std::process::ExitCode {
+    flux_tests::bench_args(
+        "block-latency",
+        "usage: block-latency [--domains N] [--json]",
+        &["--domains"],
+        &["--json"],
+        0,
+    );
     let json = std::env::args().any(|a| a == "--json");
     match measure() {
         Ok(doc) => {

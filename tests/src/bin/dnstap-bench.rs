@@ -40,6 +40,13 @@ fn arg(name: &str) -> Option<String> {
 }
 
 fn main() -> anyhow::Result<()> {
+    flux_tests::bench_args(
+        "dnstap-bench",
+        "usage: dnstap-bench [--pcap FILE] [--frames N] [--json]",
+        &["--pcap", "--frames"],
+        &["--json"],
+        0,
+    );
     let pcap = arg("--pcap").map_or_else(
         || {
             PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -32,11 +32,15 @@ const OBS_PER_SEC: u32 = 20;
 /// has tens of thousands of samples.
 const VERDICTS_PER_SEC: u32 = 1;
 
-fn arg<T: std::str::FromStr>(n: usize, default: T) -> T {
-    std::env::args()
-        .nth(n)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
+/// Positional argument `n`, or `default` when it is not given; one that does not parse is an
+/// error, not the default.
+fn arg<T: std::str::FromStr>(n: usize, default: T) -> anyhow::Result<T> {
+    match std::env::args().nth(n) {
+        None => Ok(default),
+        Some(s) => s
+            .parse()
+            .map_err(|_| anyhow::anyhow!("argument {n}: not a number: {s:?}")),
+    }
 }
 
 fn obs(agent: usize, n: u64) -> ObsRec {
@@ -65,10 +69,17 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 }
 
 fn main() -> anyhow::Result<()> {
-    let agents: usize = arg(1, 50);
-    let secs: u64 = arg(2, 30);
-    let obs_rate: u32 = arg(3, OBS_PER_SEC);
-    let verdict_rate: u32 = arg(4, VERDICTS_PER_SEC);
+    flux_tests::bench_args(
+        "fleet-bench",
+        "usage: fleet-bench [AGENTS [SECONDS [OBSERVATIONS/S [VERDICTS/S]]]]",
+        &[],
+        &[],
+        4,
+    );
+    let agents: usize = arg(1, 50)?;
+    let secs: u64 = arg(2, 30)?;
+    let obs_rate: u32 = arg(3, OBS_PER_SEC)?;
+    let verdict_rate: u32 = arg(4, VERDICTS_PER_SEC)?;
     let ids: Vec<String> = (0..agents).map(|i| format!("b{i:03}")).collect();
     let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     let lab = NatsLab::start(&id_refs);

@@ -331,7 +331,17 @@ fn memory(names: u64, enricher: &Arc<Enricher>) -> serde_json::Value {
     })
 }
 
+const USAGE: &str = "usage: scorer-bench [--names N] [--responses N] [--json] | \
+                     scorer-bench --pcap FILE [--repeat N] [--json]";
+
 fn main() -> anyhow::Result<()> {
+    flux_tests::bench_args(
+        "scorer-bench",
+        USAGE,
+        &["--pcap", "--repeat", "--names", "--responses"],
+        &["--json"],
+        0,
+    );
     let dir = default_db_dir();
     let enricher = Arc::new(
         Enricher::load_dir(&dir)

@@ -224,7 +224,13 @@ struct Sample {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
+    let args = flux_tests::bench_args(
+        "veth-bench",
+        "usage: veth-bench [--packets N] [--rounds N] [--generator NAME] [--json]",
+        &["--packets", "--rounds", "--generator"],
+        &["--json"],
+        0,
+    );
     let json = args.iter().any(|a| a == "--json");
     // A panic in a helper (namespace setup) ends the run with one line, not a backtrace.
     std::panic::set_hook(Box::new(|info| eprintln!("veth-bench: {info}")));

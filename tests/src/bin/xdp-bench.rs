@@ -79,11 +79,7 @@ impl Report {
 const USAGE: &str = "usage: xdp-bench [--repeat N] [--only TEXT] [--json]";
 
 fn main() -> std::process::ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        return std::process::ExitCode::SUCCESS;
-    }
+    let args = flux_tests::bench_args("xdp-bench", USAGE, &["--repeat", "--only"], &["--json"], 0);
     let json = args.iter().any(|a| a == "--json");
     match run(&args) {
         Ok(report) if json => {
@@ -106,14 +102,11 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: &[String]) -> anyhow::Result<Report> {
-    let repeat: u32 = required_value(args, "--repeat")?
+    let repeat: u32 = flux_tests::flag_value(args, "--repeat")
         .map(|r| r.parse().context("--repeat N"))
         .transpose()?
         .unwrap_or(1_000_000);
-    let only = required_value(args, "--only")?.map(str::to_owned);
-    if let Some(unknown) = unknown_flag(args) {
-        anyhow::bail!("unknown argument {unknown:?} ({USAGE})");
-    }
+    let only = flux_tests::flag_value(args, "--only").map(str::to_owned);
     let pin = flux_tests::PinDir::new();
     let (mut loaded, mut ring) = flux_tests::load_with_ring(LoadOptions {
         pin_dir: pin.0.clone(),
@@ -266,31 +259,6 @@ struct Bench<'a> {
     /// `--only`: measure only the cases whose name contains this.
     only: Option<String>,
     rows: Vec<Row>,
-}
-
-/// [`flux_tests::flag_value`], and an error if the flag is given without a value.
-fn required_value<'a>(args: &'a [String], flag: &str) -> anyhow::Result<Option<&'a str>> {
-    match flux_tests::flag_value(args, flag) {
-        None if args.iter().any(|a| a == flag) => {
-            anyhow::bail!("{flag} needs a value ({USAGE})")
-        }
-        v => Ok(v),
-    }
-}
-
-/// The first argument that is neither a known flag nor a known flag's value.
-fn unknown_flag(args: &[String]) -> Option<&str> {
-    let mut rest = args.iter().skip(1);
-    while let Some(a) = rest.next() {
-        match a.as_str() {
-            "--json" => {}
-            "--repeat" | "--only" => {
-                rest.next();
-            }
-            other => return Some(other),
-        }
-    }
-    None
 }
 
 impl Bench<'_> {
