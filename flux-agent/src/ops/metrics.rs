@@ -237,7 +237,7 @@ impl Metrics {
         );
         r.register(
             "ring_drains",
-            "Times the capture loop read the ring buffer; ring_records per drain is its batching",
+            "Times the capture loop read the ring buffer (empty reads too); ring_records over this is its batching",
             capture.drains.clone(),
         );
         r.register(
@@ -544,8 +544,9 @@ impl BlocklistGauges {
 #[derive(Clone, Debug, Default)]
 pub struct CaptureMetrics {
     pub records: Counter,
-    /// Turns of the capture loop that read the ring buffer: `records` over this is how many
-    /// records a wakeup takes (the capture loop's `RING_LINGER` batches them under load).
+    /// Times the capture loop read the ring buffer, empty reads included: under load
+    /// `records` over this is how many records a turn takes (`RING_LINGER` in
+    /// `pipeline::live`).
     pub drains: Counter,
     pub bad_records: Counter,
     pub parse_errors: Counter,

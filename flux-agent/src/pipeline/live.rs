@@ -202,8 +202,11 @@ pub async fn run<W: Write + Send + 'static>(
     let server =
         control::listen(&loaded.pin_dir).map(|l| tokio::spawn(control::serve(l, query_tx)));
     let mut ticker = tokio::time::interval(TICK);
-    // When the next drain is due without a wakeup (`next_drain`); `None`: wait for the kernel.
-    let mut linger: Option<tokio::time::Instant> = None;
+    // When the next drain is due (`next_drain`), and the timer of a lingering one: one `Sleep`,
+    // reset after each drain, rather than a new timer each time another branch wins.
+    let mut next = NextDrain::OnWakeup;
+    let linger_timer = tokio::time::sleep(RING_LINGER);
+    tokio::pin!(linger_timer);
     tokio::pin!(shutdown);
 
     loop {
@@ -249,22 +252,29 @@ pub async fn run<W: Write + Send + 'static>(
                 // Also catches what a lost link event would have told.
                 ifaces.reconcile(&mut loaded);
             }
-            // Busy: the last drain found records, so drain again after `RING_LINGER`
-            // without waiting for a wakeup (see `RING_LINGER`).
-            _ = sleep_until_linger(linger), if linger.is_some() => {
+            // A full batch left records behind: drain again after the other branches had
+            // their turn. `yield_now` defers to the runtime (its driver, the signal); a plain
+            // ready future would not, and the kernel would not wake us for these records.
+            _ = tokio::task::yield_now(), if next == NextDrain::Now => {
                 let taken = drain(ring.get_mut(), &mut src, &mut p);
-                linger = next_drain(taken, tokio::time::Instant::now());
+                next = next_drain(taken, linger_timer.as_mut());
             }
-            guard = ring.readable_mut(), if linger.is_none() => {
+            // Busy: the last drain found records, so drain again at the timer's turn, without
+            // waiting for a wakeup (see `RING_LINGER`).
+            _ = &mut linger_timer, if next == NextDrain::Linger => {
+                let taken = drain(ring.get_mut(), &mut src, &mut p);
+                next = next_drain(taken, linger_timer.as_mut());
+            }
+            guard = ring.readable_mut(), if next == NextDrain::OnWakeup => {
                 let mut guard = guard.context("wait on ring buffer")?;
                 let taken = drain(guard.get_inner_mut(), &mut src, &mut p);
-                // Drained to the end: the kernel's next submit wakes us (it notifies a consumer
-                // that has caught up). Clearing is safe against a submit in between: tokio
-                // clears only the readiness this guard saw.
+                // Drained to the end (`taken == 0`, or records that stop here and linger):
+                // clearing is safe against a submit in between, as tokio clears only the
+                // readiness this guard saw; a record left for a lingering turn is taken then.
                 if taken < DRAIN_BATCH {
                     guard.clear_ready();
                 }
-                linger = next_drain(taken, tokio::time::Instant::now());
+                next = next_drain(taken, linger_timer.as_mut());
             }
         }
     }
@@ -315,7 +325,8 @@ pub async fn run<W: Write + Send + 'static>(
 }
 
 /// How long the capture loop waits, after a drain that found records, before it drains again,
-/// instead of sleeping until the kernel wakes it.
+/// instead of sleeping until the kernel wakes it. tokio's timer counts in whole milliseconds
+/// and rounds a deadline up to the next one, so a turn (drain to drain) lasts about 2 ms.
 ///
 /// Why: the kernel wakes a consumer that has caught up at every submit, so at a steady rate a
 /// loop that always drains to the end is woken for every record or two. At 30,000 responses/s
@@ -326,29 +337,34 @@ pub async fn run<W: Write + Send + 'static>(
 /// the turn): 980 a second at the same rate, and the agent's CPU per response fell from 10-11
 /// to 4.5 µs.
 ///
-/// The price is latency: a record that arrives while the loop lingers waits for the turn, at
-/// most `RING_LINGER` plus tokio's timer granularity (1 ms), so about 2 ms, a fifth of the
-/// 10 ms block-latency budget (issue 18). A record after a quiet spell finds the loop waiting
-/// on the kernel and is taken at once. The ring (8 MiB, about 32,000 records of a typical
+/// The price is latency: a record that arrives while the loop lingers waits for the turn, up
+/// to about 2 ms, a fifth of the 10 ms block-latency budget (issue 18). A record after a quiet
+/// spell finds the loop waiting on the kernel and is taken at once (it then costs a second,
+/// empty, drain at the next turn). The ring (8 MiB, about 32,000 records of a typical
 /// response) holds 160 ms at 200,000 responses/s, far more than a turn.
 const RING_LINGER: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// When the next drain is due after one that took `taken` records, at `now`: `None` when it
-/// found none (the ring is empty and idle: wait for the kernel's wakeup); `now` when it stopped
-/// at [`DRAIN_BATCH`] with records left; otherwise after [`RING_LINGER`].
-fn next_drain(taken: usize, now: tokio::time::Instant) -> Option<tokio::time::Instant> {
-    match taken {
-        0 => None,
-        DRAIN_BATCH.. => Some(now),
-        _ => Some(now + RING_LINGER),
-    }
+/// What the capture loop waits for before its next drain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NextDrain {
+    /// The ring is empty: the kernel's wakeup (it notifies a consumer that has caught up).
+    OnWakeup,
+    /// The timer of a lingering turn ([`RING_LINGER`]).
+    Linger,
+    /// Records are left behind a full batch: at once, after the loop's other branches.
+    Now,
 }
 
-/// Waits until `at` (forever when `None`, a branch the run loop disables then).
-async fn sleep_until_linger(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
+/// What the loop waits for after a drain that took `taken` records ([`NextDrain`]); `timer` is
+/// set for a lingering turn.
+fn next_drain(taken: usize, timer: std::pin::Pin<&mut tokio::time::Sleep>) -> NextDrain {
+    match taken {
+        0 => NextDrain::OnWakeup,
+        DRAIN_BATCH.. => NextDrain::Now,
+        _ => {
+            timer.reset(tokio::time::Instant::now() + RING_LINGER);
+            NextDrain::Linger
+        }
     }
 }
 
@@ -697,14 +713,29 @@ mod tests {
     use super::*;
 
     /// An empty drain goes back to the kernel's wakeup (an idle agent does not turn every
-    /// millisecond); a partial one lingers; a full batch comes straight back. The live loop is
-    /// tested in `tests/tests/metrics_scrape.rs` (`the_capture_loop_batches_...`).
-    #[test]
-    fn the_next_drain_lingers_only_after_records() {
-        let now = tokio::time::Instant::now();
-        assert_eq!(next_drain(0, now), None);
-        assert_eq!(next_drain(1, now), Some(now + RING_LINGER));
-        assert_eq!(next_drain(DRAIN_BATCH - 1, now), Some(now + RING_LINGER));
-        assert_eq!(next_drain(DRAIN_BATCH, now), Some(now));
+    /// millisecond); a partial one lingers, with the timer set one `RING_LINGER` ahead; a full
+    /// batch comes straight back. The live loop is tested in `tests/tests/metrics_scrape.rs`
+    /// (`the_capture_loop_batches_...`).
+    #[tokio::test]
+    async fn the_next_drain_lingers_only_after_records() {
+        let hour = std::time::Duration::from_secs(3600);
+        let start = tokio::time::Instant::now();
+        let timer = tokio::time::sleep(hour);
+        tokio::pin!(timer);
+        let set = timer.deadline();
+        assert_eq!(next_drain(0, timer.as_mut()), NextDrain::OnWakeup);
+        assert_eq!(next_drain(DRAIN_BATCH, timer.as_mut()), NextDrain::Now);
+        assert_eq!(
+            timer.deadline(),
+            set,
+            "only a lingering turn sets the timer"
+        );
+        assert_eq!(next_drain(1, timer.as_mut()), NextDrain::Linger);
+        let at = timer.deadline();
+        assert!(at >= start + RING_LINGER && at <= tokio::time::Instant::now() + RING_LINGER);
+        assert_eq!(
+            next_drain(DRAIN_BATCH - 1, timer.as_mut()),
+            NextDrain::Linger
+        );
     }
 }
