@@ -40,15 +40,15 @@ fn mono_ns() -> u64 {
 }
 
 fn main() -> std::process::ExitCode {
-    flux_tests::bench_args(
+    let args = flux_tests::bench_args(
         "block-latency",
         "usage: block-latency [--domains N] [--json]",
         &["--domains"],
         &["--json"],
         0,
     );
-    let json = std::env::args().any(|a| a == "--json");
-    match measure() {
+    let json = args.iter().any(|a| a == "--json");
+    match measure(&args) {
         Ok(doc) => {
             if json {
                 println!("{doc}");
@@ -86,9 +86,8 @@ fn f(doc: &serde_json::Value, k: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-fn measure() -> anyhow::Result<serde_json::Value> {
-    let args: Vec<String> = std::env::args().collect();
-    let domains: u32 = flux_tests::flag_value(&args, "--domains")
+fn measure(args: &[String]) -> anyhow::Result<serde_json::Value> {
+    let domains: u32 = flux_tests::flag_value(args, "--domains")
         .map(|r| r.parse())
         .transpose()?
         .unwrap_or(1000);

@@ -34,27 +34,22 @@ use flux_detect::{
 };
 use flux_tests::eval::pcapw::{Response, write_pcap};
 
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    flux_tests::flag_value(&args, name).map(str::to_owned)
-}
-
 fn main() -> anyhow::Result<()> {
-    flux_tests::bench_args(
+    let args = flux_tests::bench_args(
         "dnstap-bench",
         "usage: dnstap-bench [--pcap FILE] [--frames N] [--json]",
         &["--pcap", "--frames"],
         &["--json"],
         0,
     );
-    let pcap = arg("--pcap").map_or_else(
+    let pcap = flux_tests::flag_value(&args, "--pcap").map_or_else(
         || {
             PathBuf::from(env!("CARGO_MANIFEST_DIR"))
                 .join("../../shared/datasets/real-benign/home-resolver.pcap.gz")
         },
         PathBuf::from,
     );
-    let frames: u64 = arg("--frames")
+    let frames: u64 = flux_tests::flag_value(&args, "--frames")
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     let mut responses: Vec<(SystemTime, DnstapResponse)> = Vec::new();

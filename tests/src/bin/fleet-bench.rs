@@ -34,8 +34,8 @@ const VERDICTS_PER_SEC: u32 = 1;
 
 /// Positional argument `n`, or `default` when it is not given; one that does not parse is an
 /// error, not the default.
-fn arg<T: std::str::FromStr>(n: usize, default: T) -> anyhow::Result<T> {
-    match std::env::args().nth(n) {
+fn arg<T: std::str::FromStr>(args: &[String], n: usize, default: T) -> anyhow::Result<T> {
+    match args.get(n) {
         None => Ok(default),
         Some(s) => s
             .parse()
@@ -69,17 +69,17 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 }
 
 fn main() -> anyhow::Result<()> {
-    flux_tests::bench_args(
+    let args = flux_tests::bench_args(
         "fleet-bench",
         "usage: fleet-bench [AGENTS [SECONDS [OBSERVATIONS/S [VERDICTS/S]]]]",
         &[],
         &[],
         4,
     );
-    let agents: usize = arg(1, 50)?;
-    let secs: u64 = arg(2, 30)?;
-    let obs_rate: u32 = arg(3, OBS_PER_SEC)?;
-    let verdict_rate: u32 = arg(4, VERDICTS_PER_SEC)?;
+    let agents: usize = arg(&args, 1, 50)?;
+    let secs: u64 = arg(&args, 2, 30)?;
+    let obs_rate: u32 = arg(&args, 3, OBS_PER_SEC)?;
+    let verdict_rate: u32 = arg(&args, 4, VERDICTS_PER_SEC)?;
     let ids: Vec<String> = (0..agents).map(|i| format!("b{i:03}")).collect();
     let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     let lab = NatsLab::start(&id_refs);

@@ -40,9 +40,8 @@ use hickory_proto::{
     rr::{Name, RData, Record, rdata::A},
 };
 
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    flux_tests::flag_value(&args, name)
+fn arg(args: &[String], name: &str, default: u64) -> u64 {
+    flux_tests::flag_value(args, name)
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
@@ -335,7 +334,7 @@ const USAGE: &str = "usage: scorer-bench [--names N] [--responses N] [--json] | 
                      scorer-bench --pcap FILE [--repeat N] [--json]";
 
 fn main() -> anyhow::Result<()> {
-    flux_tests::bench_args(
+    let args = flux_tests::bench_args(
         "scorer-bench",
         USAGE,
         &["--pcap", "--repeat", "--names", "--responses"],
@@ -348,10 +347,9 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("load databases from {}", dir.display()))?,
     );
     say!("{}", enricher.describe());
-    let args: Vec<String> = std::env::args().collect();
     if let Some(pcap) = flux_tests::flag_value(&args, "--pcap") {
         // Repeated, so the best run (least disturbed by the host) can be compared.
-        let runs: Vec<_> = (0..arg("--repeat", 1))
+        let runs: Vec<_> = (0..arg(&args, "--repeat", 1))
             .map(|_| throughput("given", Path::new(&pcap), &enricher))
             .collect();
         if json_mode() {
@@ -364,8 +362,8 @@ fn main() -> anyhow::Result<()> {
     }
     // Memory first: memory the throughput runs freed would otherwise be reused and hide part
     // of the growth.
-    let memory = memory(arg("--names", 1_000_000), &enricher);
-    let n = arg("--responses", 1_000_000);
+    let memory = memory(arg(&args, "--names", 1_000_000), &enricher);
+    let n = arg(&args, "--responses", 1_000_000);
     let streams = [
         throughput("resolver", &resolver_stream(n)?, &enricher),
         throughput("churn", &churn_stream(n)?, &enricher),
