@@ -368,19 +368,19 @@ impl Scorer {
         let mut groups: SmallVec<[(&str, u32, Addrs); 2]> = SmallVec::new();
         for r in &msg.answers {
             let Some(ip) = r.addr else { continue };
-            if !chain.contains(&r.name.as_str()) {
+            if !chain.iter().any(|c| same_name(c, &r.name)) {
                 self.stats.out_of_bailiwick += 1;
                 continue;
             }
             let info = self.addr_info(ip);
-            match groups.iter_mut().find(|g| g.0 == r.name) {
+            match groups.iter_mut().find(|g| same_name(g.0, &r.name)) {
                 Some(g) => {
                     g.1 = g.1.max(r.ttl);
                     if !g.2.iter().any(|a| a.ip == info.ip) {
                         g.2.push(info);
                     }
                 }
-                None => groups.push((r.name.as_str(), r.ttl, smallvec![info])),
+                None => groups.push((&*r.name, r.ttl, smallvec![info])),
             }
         }
 
@@ -398,14 +398,13 @@ impl Scorer {
         let mut domains: SmallVec<[DomainAnswer; 2]> = SmallVec::new();
         for (owner, ttl, addrs) in &groups {
             let chain_here: &[&str] = if *owner == final_name { &chain } else { &[] };
-            let owner_rd = registered_domain(owner);
-            self.feed(
+            let owner_rd = self.feed(
                 (owner, 0),
                 ROLE_OWNER,
                 now,
                 *ttl,
                 addrs,
-                (chain_here, query_rd, owner_rd),
+                (chain_here, query_rd, OwnDomain::OfKey),
                 &mut touched,
             );
             if let Some(rd) = owner_rd
@@ -423,7 +422,7 @@ impl Scorer {
                 // runs its name servers under another domain of the operator, and the reply is
                 // already one this host asked for (query matching). Only the delegation itself
                 // must be in bailiwick (`delegations`).
-                for r in msg.additional.iter().filter(|r| r.name == *host) {
+                for r in msg.additional.iter().filter(|r| &*r.name == *host) {
                     if let Some(ip) = r.addr {
                         glue.push(self.addr_info(ip));
                         ttl = ttl.max(r.ttl);
@@ -445,7 +444,7 @@ impl Scorer {
                         now,
                         ttl,
                         &glue,
-                        (&[], None, None),
+                        (&[], None, OwnDomain::Given(None)),
                         &mut touched,
                     );
                     if let Some(rd) = registered_domain(host)
@@ -465,7 +464,7 @@ impl Scorer {
                 now,
                 *ttl,
                 addrs,
-                (chain_here, query_rd, Some(*rd)),
+                (chain_here, query_rd, OwnDomain::Given(Some(*rd))),
                 &mut touched,
             );
         }
@@ -613,19 +612,23 @@ impl Scorer {
     #[allow(clippy::too_many_arguments)]
     /// `name` with the [`key_state::child_tag`] of the name under it that gave the answer (0
     /// for an owner or NS-host key); `chain` with the registered domains of its start (when it
-    /// has a CNAME) and of the key's name.
-    fn feed(
+    /// has a CNAME) and of the key's name. Returns that registered domain of the key's name.
+    fn feed<'n>(
         &mut self,
-        (name, child): (&str, u16),
+        (name, child): (&'n str, u16),
         role: u8,
         now: u32,
         ttl: u32,
         addrs: &[AddrInfo],
-        (chain, query_rd, own_rd): (&[&str], Option<&str>, Option<&str>),
+        (chain, query_rd, own): (&[&str], Option<&str>, OwnDomain<'n>),
         touched: &mut Vec<u64>,
-    ) {
+    ) -> Option<&'n str> {
         let id = self.id(name);
         let (st, is_new) = key_mut(&mut self.keys, &mut self.stats, id, name, now);
+        let own_rd = match own {
+            OwnDomain::OfKey => st.own_domain(name),
+            OwnDomain::Given(rd) => rd,
+        };
         if is_new {
             // A key fed by an allowlisted name (a seed host, a CDN target) inherits it. Checked
             // once, when the key appears: chains into a key rarely change.
@@ -670,6 +673,7 @@ impl Scorer {
         {
             push_unique(touched, id);
         }
+        own_rd
     }
 
     fn addr_info(&mut self, ip: std::net::IpAddr) -> AddrInfo {
@@ -715,12 +719,19 @@ impl Scorer {
     }
 }
 
+/// `a == b` for names of one message, first by address: the parser shares one text between
+/// the question and the records whose names point to it (`DnsRecord::name`), so the common
+/// case is the same bytes and needs no compare (string compares were 1% of a replay).
+fn same_name(a: &str, b: &str) -> bool {
+    a.len() == b.len() && (std::ptr::eq(a.as_ptr(), b.as_ptr()) || a == b)
+}
+
 /// The CNAME chain from the question to the address records (the question alone without one).
 /// Small vectors on the stack: a response rarely has more than a handful of each, and heap
 /// allocation per response showed in profiles. Public for the agent's feed matching, which
 /// checks every name of it.
 pub fn cname_chain(msg: &DnsMessage) -> SmallVec<[&str; 4]> {
-    let mut chain: SmallVec<[&str; 4]> = smallvec![msg.qname.as_str()];
+    let mut chain: SmallVec<[&str; 4]> = smallvec![&*msg.qname];
     for _ in 0..MAX_CHAIN {
         let Some(cur) = chain.last().copied() else {
             break;
@@ -728,7 +739,7 @@ pub fn cname_chain(msg: &DnsMessage) -> SmallVec<[&str; 4]> {
         let next = msg
             .answers
             .iter()
-            .find(|r| r.rtype_code == TYPE_CNAME && r.name == cur)
+            .find(|r| r.rtype_code == TYPE_CNAME && &*r.name == cur)
             .and_then(|r| r.target.as_deref());
         match next {
             Some(n) if !chain.contains(&n) => chain.push(n),
@@ -758,9 +769,9 @@ fn delegations<'m>(
             *ignored += 1;
             continue;
         }
-        match zones.iter_mut().find(|z| z.0 == r.name) {
+        match zones.iter_mut().find(|z| z.0 == &*r.name) {
             Some(z) => z.1.push(host),
-            None => zones.push((r.name.as_str(), smallvec![host])),
+            None => zones.push((&*r.name, smallvec![host])),
         }
     }
     zones
@@ -811,6 +822,13 @@ fn key_mut<'a>(
 /// addresses, whether the chain ends in it, and which name under it gave them
 /// ([`key_state::child_tag`], or [`key_state::CHILD_MANY`] when several did).
 type DomainAnswer<'a> = (&'a str, u32, Addrs, bool, u16);
+
+/// The registered domain [`Scorer::feed`] reads for a key's own name: looked up through the key
+/// ([`KeyState::own_domain`], which remembers it), or given by the caller.
+enum OwnDomain<'a> {
+    OfKey,
+    Given(Option<&'a str>),
+}
 
 fn merge_domain<'a>(
     domains: &mut SmallVec<[DomainAnswer<'a>; 2]>,

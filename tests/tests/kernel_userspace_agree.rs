@@ -596,7 +596,7 @@ impl Checker {
         eth: &[u8],
         r: &CapturedDns,
         wire: Option<&[u8]>,
-        qname: Option<String>,
+        qname: Option<std::sync::Arc<str>>,
         at: &str,
     ) -> bool {
         let mut ok = true;

@@ -14,7 +14,7 @@
 //!
 //! May touch: nothing outside the process (the enforcer is the caller's).
 
-use std::{collections::HashMap, net::IpAddr, time::SystemTime};
+use std::{collections::HashMap, net::IpAddr, sync::Arc, time::SystemTime};
 
 use flux_common::{TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_NS};
 use flux_detect::{
@@ -207,8 +207,8 @@ impl Aggregator {
             .answers
             .iter()
             .chain(&msg.authority)
-            .flat_map(|r| std::iter::once(r.name.as_str()).chain(r.target.as_deref()))
-            .chain(std::iter::once(msg.qname.as_str()));
+            .flat_map(|r| std::iter::once(&*r.name).chain(r.target.as_deref()))
+            .chain(std::iter::once(&*msg.qname));
         let mut keys: SmallVec<[&str; 8]> = SmallVec::new();
         for n in names {
             for k in std::iter::once(n).chain(registered_domain(n)) {
@@ -316,11 +316,11 @@ fn record(
         _ => "NS",
     };
     DnsRecord {
-        name: name.to_owned(),
+        name: name.into(),
         rtype: mnemonic.into(),
         rtype_code: rtype,
         ttl,
-        target,
+        target: target.map(Arc::from),
         addr,
     }
 }
@@ -371,7 +371,7 @@ pub fn to_message(rec: &ObsRec) -> Option<DnsMessage> {
     }
     Some(DnsMessage {
         id: 0,
-        qname,
+        qname: qname.into(),
         qtype: "A".into(),
         rcode: Rcode::NOERROR,
         flags: Default::default(),
@@ -385,7 +385,7 @@ pub fn to_message(rec: &ObsRec) -> Option<DnsMessage> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::{sync::Arc, time::Duration};
+    use std::time::Duration;
 
     use flux_detect::{
         enrich::Enricher,

@@ -158,7 +158,7 @@ pub fn compact(msg: &DnsMessage, ts: u32, enricher: &Enricher) -> Option<ObsRec>
     let owner = chain.last().copied().unwrap_or("");
     let mut ttl = 0;
     let mut addrs: Vec<AddrRec> = Vec::new();
-    for r in msg.answers.iter().filter(|r| r.name == owner) {
+    for r in msg.answers.iter().filter(|r| &*r.name == owner) {
         if let Some(ip) = r.addr
             && !addrs.iter().any(|a| a.ip == ip)
         {
@@ -177,12 +177,12 @@ pub fn compact(msg: &DnsMessage, ts: u32, enricher: &Enricher) -> Option<ObsRec>
         let glue = msg
             .additional
             .iter()
-            .filter(|g| g.name == host)
+            .filter(|g| &*g.name == host)
             .filter_map(|g| g.addr)
             .map(|ip| addr_rec(ip, enricher))
             .collect();
         ns.push(NsRec {
-            zone: r.name.clone(),
+            zone: r.name.to_string(),
             host: host.to_owned(),
             glue,
             ttl: r.ttl,

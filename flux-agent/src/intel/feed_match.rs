@@ -243,7 +243,7 @@ impl Matcher {
         let addrs = msg
             .answers
             .iter()
-            .filter(|r| chain.contains(&r.name.as_str()))
+            .filter(|r| chain.contains(&&*r.name))
             .filter_map(|r| r.addr);
         let hit = self.current.resolved(chain.iter().copied(), addrs)?;
         let matched = if chain
@@ -257,7 +257,7 @@ impl Matcher {
         } else {
             "address"
         };
-        let key = (msg.qname.clone(), hit.feed.clone());
+        let key = (msg.qname.to_string(), hit.feed.clone());
         if self.reported.contains(&key) {
             return None;
         }
@@ -267,7 +267,7 @@ impl Matcher {
         self.reported.insert(key);
         Some(IntelMatch {
             ts,
-            domain: msg.qname.clone(),
+            domain: msg.qname.to_string(),
             feed: hit.feed,
             indicator: hit.indicator,
             matched,

@@ -444,7 +444,7 @@ mod tests {
         let obs = rx.recv().await.unwrap();
         assert_eq!(obs.iface, DNSTAP_IFACE);
         assert!(!obs.unsolicited);
-        assert_eq!(obs.msg.qname, "a.example");
+        assert_eq!(&*obs.msg.qname, "a.example");
         assert_eq!(obs.src, "192.0.2.53".parse::<IpAddr>().unwrap());
 
         // A writer that skips the handshake, one offering another type, one with a huge

@@ -28,7 +28,7 @@ fn round_trip_into_the_wire_parser() {
         let got = decode(&encode_response(&r)).unwrap().unwrap();
         assert_eq!(got, r);
         let msg = parse_response(&got.message, false).unwrap();
-        assert_eq!(msg.qname, "flux.example");
+        assert_eq!(&*msg.qname, "flux.example");
         assert_eq!(msg.answers.len(), 2);
     }
 }

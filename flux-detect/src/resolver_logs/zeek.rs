@@ -29,6 +29,7 @@ use std::{
     hash::{Hash, Hasher},
     io::{self, BufRead},
     net::IpAddr,
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -213,7 +214,7 @@ struct Row {
 
 impl Row {
     fn into_dns(self, rcode: u16) -> ZeekDns {
-        let qname = normalize(&self.query);
+        let qname: Arc<str> = Arc::from(normalize(&self.query));
         let answers = answer_records(&qname, self.qtype, &self.answers, &self.ttls);
         ZeekDns {
             ts: self.ts.unwrap_or(SystemTime::UNIX_EPOCH),
@@ -248,8 +249,13 @@ impl Row {
 }
 
 /// The records of a row's `answers` vector (see the module comment for the types).
-fn answer_records(qname: &str, qtype: u16, answers: &[String], ttls: &[u32]) -> Vec<DnsRecord> {
-    let mut owner = qname.to_owned();
+fn answer_records(
+    qname: &Arc<str>,
+    qtype: u16,
+    answers: &[String],
+    ttls: &[u32],
+) -> Vec<DnsRecord> {
+    let mut owner = Arc::clone(qname);
     let mut out = Vec::with_capacity(answers.len());
     for (i, a) in answers.iter().enumerate() {
         let ttl = ttls.get(i).copied().unwrap_or(0);
@@ -259,9 +265,9 @@ fn answer_records(qname: &str, qtype: u16, answers: &[String], ttls: &[u32]) -> 
         } else if !is_name(a) {
             (qtype, None, None)
         } else if qtype == TYPE_NS {
-            (TYPE_NS, None, Some(normalize(a)))
+            (TYPE_NS, None, Some(Arc::from(normalize(a))))
         } else if matches!(qtype, TYPE_A | TYPE_AAAA | TYPE_CNAME | TYPE_ANY) {
-            (TYPE_CNAME, None, Some(normalize(a)))
+            (TYPE_CNAME, None, Some(Arc::from(normalize(a))))
         } else {
             (qtype, None, None)
         };

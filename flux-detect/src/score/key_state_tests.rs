@@ -388,3 +388,53 @@ fn answer_hashes_tell_similar_sets_apart() {
     x.reverse();
     assert_eq!(rrset_hash(&x), h, "order does not matter");
 }
+
+#[test]
+fn the_oldest_entry_is_the_first_of_equals_as_min_by_key_has_it() {
+    let reference = |v: &[u32]| {
+        v.iter()
+            .enumerate()
+            .min_by_key(|(_, l)| **l)
+            .map(|(i, _)| i)
+    };
+    assert_eq!(first_oldest(&[] as &[u32], |l| *l), None);
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for len in 1..=130 {
+        for _ in 0..20 {
+            // Few distinct values, so ties are common and the first of them must win.
+            let v: Vec<u32> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x % 5) as u32
+                })
+                .collect();
+            assert_eq!(first_oldest(&v, |l| *l), reference(&v), "{v:?}");
+        }
+    }
+}
+
+#[test]
+fn the_kept_registered_domain_is_the_looked_up_one() {
+    let long = format!("{}.example.com", "a".repeat(300));
+    for name in [
+        "www.example.com",
+        "example.com",
+        "com",
+        "a.b.c.example.co.uk",
+        "localhost",
+        "",
+        long.as_str(),
+    ] {
+        let mut st = KeyState::new(0);
+        // The first call looks it up and keeps it; the later ones read what was kept.
+        for _ in 0..3 {
+            assert_eq!(
+                st.own_domain(name),
+                crate::score::registered_domain(name),
+                "{name}"
+            );
+        }
+    }
+}

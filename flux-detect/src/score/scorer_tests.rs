@@ -1201,3 +1201,16 @@ fn a_scheduling_name_reached_only_through_customers_counts_its_networks_for_half
     assert!(!served, "reached only through a customer: {f:?}");
     assert!(!f.queried_directly && f.reached_via_others, "{f:?}");
 }
+
+#[test]
+fn names_compare_by_text_whether_or_not_they_share_it() {
+    let shared: Arc<str> = Arc::from("www.example.com");
+    let copy = String::from("www.example.com");
+    assert!(same_name(&shared, &Arc::clone(&shared)));
+    assert!(same_name(&shared, &copy));
+    assert!(!same_name(&shared, "www.example.net"));
+    // The same address but not the same length is another name (a prefix of it).
+    assert!(!same_name(&shared, &shared[..3]));
+    assert!(!same_name("", "a"));
+    assert!(same_name("", ""));
+}

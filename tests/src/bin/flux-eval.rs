@@ -493,8 +493,7 @@ fn replay_set(set: &Dataset, enricher: &Arc<Enricher>) -> anyhow::Result<Replaye
             responses += 1;
             // The entities this response is a lookup of, each once.
             entities.clear();
-            let names = std::iter::once(msg.qname.as_str())
-                .chain(msg.answers.iter().map(|r| r.name.as_str()));
+            let names = std::iter::once(&*msg.qname).chain(msg.answers.iter().map(|r| &*r.name));
             for n in names {
                 if let Some(l) = set.entity(n)
                     && !entities.contains(&l)

@@ -42,7 +42,7 @@ fn main() {
                 return;
             };
             let now = secs(c.ts);
-            let mut names: Vec<String> = vec![msg.qname.clone()];
+            let mut names: Vec<std::sync::Arc<str>> = vec![msg.qname.clone()];
             for r in msg
                 .answers
                 .iter()
@@ -56,10 +56,7 @@ fn main() {
             }
             let mut keys: Vec<String> = Vec::new();
             for n in &names {
-                for k in [Some(n.as_str()), registered_domain(n)]
-                    .into_iter()
-                    .flatten()
-                {
+                for k in [Some(&**n), registered_domain(n)].into_iter().flatten() {
                     if !keys.iter().any(|x| x == k) {
                         keys.push(k.to_owned());
                     }

@@ -281,7 +281,7 @@ fn memory(names: u64, enricher: &Arc<Enricher>) -> serde_json::Value {
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600);
     for i in 0..names {
         // Registered domains, so one name is one key; 1-4 addresses each, like real answers.
-        let name = format!("n{i}-{:x}.example", rng.next() & 0xffff);
+        let name: Arc<str> = format!("n{i}-{:x}.example", rng.next() & 0xffff).into();
         let k = 1 + (rng.next() % 4) as u32;
         let answers = (0..k)
             .map(|j| {

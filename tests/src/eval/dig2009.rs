@@ -936,11 +936,11 @@ mod tests {
         let m = flux_detect::dns::parse_response(&rs[0].payload, false).unwrap();
         assert_eq!(m.id, 671);
         assert!(m.flags.aa && m.flags.rd && m.flags.ra);
-        assert_eq!(m.qname, "rsqh.diexgwdi.cn");
+        assert_eq!(&*m.qname, "rsqh.diexgwdi.cn");
         let ans: Vec<_> = m
             .answers
             .iter()
-            .map(|r| (r.name.as_str(), r.rtype.as_ref(), r.ttl, r.data()))
+            .map(|r| (&*r.name, r.rtype.as_ref(), r.ttl, r.data()))
             .collect();
         assert_eq!(
             ans,
