@@ -1,9 +1,11 @@
 //! DNS message parsing: wire bytes to a [`DnsMessage`] the scorer and the event log use.
 //!
-//! hickory-proto does the dangerous part (names, compression pointers, loop and length limits).
+//! hickory-proto has the last word on names (compression pointers, loop and length limits):
+//! plain names are read by a fast path tested against it, everything else goes through it.
 //! Records are walked here rather than with `Message::from_vec` so that one corrupt RDATA of a
 //! type we do not use (SVCB, LOC, ...) does not throw away the addresses next to it, and so a
-//! truncated capture still yields every record that fits.
+//! truncated capture still yields every record that fits; the header and the records' fixed
+//! fields are plain big-endian reads through a bounds-checked cursor (`Wire`).
 
 use std::{
     borrow::Cow,
