@@ -15,6 +15,11 @@
 //! less goes to the plain entry points (`mi_malloc`, `mi_zalloc`, `mi_realloc`), which need no
 //! alignment work; anything aligned more strictly goes through `MiMalloc` as before. `mi_free`
 //! frees blocks from either.
+//!
+//! The word alignment holds for the build we use (libmimalloc-sys without default features).
+//! Its `debug` features turn on mimalloc's guarded mode, in which `MIMALLOC_GUARDED_PRECISE`
+//! may place a block right before a guard page without rounding it: do not enable them
+//! without revisiting this (the test below would catch a misaligned block).
 
 use std::{
     alloc::{GlobalAlloc, Layout},

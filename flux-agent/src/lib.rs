@@ -38,7 +38,6 @@
 ///   back to the page of the thread that owns it. Agent CPU per response at 30,000 responses/s,
 ///   two alternated runs each: 9.8 and 11.7 µs against 12.3 and 12.7 µs.
 ///
-///
 /// Called through its plain entry points for ordinary alignments ([`allocator`] says why).
 ///
 /// Not under `cargo fuzz` (`cfg(fuzzing)`): the fuzz targets keep the system allocator so that

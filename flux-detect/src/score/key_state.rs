@@ -210,24 +210,28 @@ impl KeyState {
         self.add_answer_from(now, ttl, addrs, 0)
     }
 
-    /// [`KeyState::add_answer`], noting which name under a registered-domain key gave the
-    /// answer (`child`, a [`child_tag`]; 0 for an owner key).
     /// [`super::registered_domain`] of `name`, the key's own name: the public-suffix walk is
     /// done once and where the domain starts is kept, since the name never changes (the walk
     /// for every answer's owner was 3% of a replay). The key table finds a key by a keyed
-    /// 64-bit hash of its name, so another name never reaches this state.
+    /// 64-bit hash of its name, so another name never reaches this state (short of a 64-bit
+    /// collision, which would already merge the two keys).
+    ///
+    /// Kept only when the domain is the end of the name: the public-suffix lookup drops a
+    /// trailing dot (`www.example.com.` gives `example.com`), and such a name, which the wire
+    /// can carry as an escaped dot in the last label, is then looked up every time.
     pub fn own_domain<'n>(&mut self, name: &'n str) -> Option<&'n str> {
         match self.rd_at {
             RD_UNKNOWN => {
                 let rd = super::registered_domain(name);
                 self.rd_at = match rd {
                     None => RD_NONE,
-                    Some(d) => name
+                    Some(d) if name.ends_with(d) => name
                         .len()
                         .checked_sub(d.len())
                         .and_then(|k| u8::try_from(k).ok())
                         .and_then(|k| k.checked_add(RD_FIRST))
                         .unwrap_or(RD_UNKNOWN),
+                    Some(_) => RD_UNKNOWN,
                 };
                 rd
             }
@@ -236,6 +240,8 @@ impl KeyState {
         }
     }
 
+    /// [`KeyState::add_answer`], noting which name under a registered-domain key gave the
+    /// answer (`child`, a [`child_tag`]; 0 for an owner key).
     pub fn add_answer_from(&mut self, now: u32, ttl: u32, addrs: &[AddrInfo], child: u16) -> bool {
         self.responses = self.responses.saturating_add(1);
         // Start the loads of the two arrays searched below, so their cache misses overlap
