@@ -213,9 +213,9 @@ fn read_name<'t>(
         return Err("name follows too many compression pointers".into());
     }
     // hickory reads from the same place in the same whole message, so its compression pointers
-    // resolve as they would have in one decoder over the message.
-    // Where hickory stopped, even on an error: the callers tell a message cut short inside the
-    // name from a bad name by whether the position reached the end.
+    // resolve as they would have in one decoder over the message. The position is where it
+    // stopped, even on an error: the callers tell a message cut short inside the name from a
+    // bad name by whether the position reached the end.
     let mut dec = BinDecoder::new(msg);
     dec.read_slice(start)?;
     let read = Name::read(&mut dec);

@@ -489,7 +489,7 @@ impl KeyState {
             None => {
                 dirty = true;
                 if t.hosts.len() >= MAX_NS_HOSTS
-                    && let Some((i, _)) = t.hosts.iter().enumerate().min_by_key(|(_, h)| h.last)
+                    && let Some(i) = first_oldest(&t.hosts, |h| h.last)
                 {
                     t.hosts.swap_remove(i);
                 }
@@ -517,7 +517,7 @@ impl KeyState {
             } else {
                 changed = true;
                 if h.glue.len() >= MAX_GLUE
-                    && let Some((i, _)) = h.glue.iter().enumerate().min_by_key(|(_, g)| g.1)
+                    && let Some(i) = first_oldest(&h.glue, |g| g.1)
                 {
                     h.glue.swap_remove(i);
                 }
@@ -810,7 +810,8 @@ fn v6_bytes<'a>(more: &'a Option<Box<Extras>>, a: &StoredAddr) -> Option<&'a [u8
 /// `iter().enumerate().min_by_key` gives, ties to the first, in two passes the compiler keeps
 /// tight (the smallest value, then where it first occurs) instead of one carrying the index
 /// along. It evicts an address from a full key for each new one, a scan of 128 entries that
-/// was a tenth of `add_answer_from` on the resolver stream.
+/// was a tenth of `add_answer_from` on the resolver stream; the answers, name servers and
+/// glue of a full key are evicted by it too, so all four keep one tie rule.
 fn first_oldest<T>(items: &[T], last: impl Fn(&T) -> u32) -> Option<usize> {
     let oldest = items.iter().map(&last).min()?;
     items.iter().position(|e| last(e) == oldest)
