@@ -131,7 +131,9 @@ fn config_show_says_where_each_setting_comes_from() {
         "{human}"
     );
 
-    // The packaged file: metrics on loopback, everything else the built-in defaults.
+    // The packaged file: metrics on loopback, the events to the file the packaged logrotate
+    // rotates (not a line per response to stdout, which is the journal under the unit),
+    // everything else the built-in defaults.
     let out = agent_cli(
         None,
         &[
@@ -150,8 +152,18 @@ fn config_show_says_where_each_setting_comes_from() {
         .filter(|(_, v)| v["source"] == "file")
         .map(|(k, _)| k.as_str())
         .collect();
-    assert_eq!(from_file, ["metrics"]);
+    assert_eq!(from_file, ["events", "metrics"]);
     assert_eq!(doc["settings"]["metrics"]["value"], "127.0.0.1:9580");
+    let events = doc["settings"]["events"]["value"].as_str().unwrap();
+    assert_eq!(events, "/var/log/flux-agent/events.jsonl");
+    let logrotate = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/flux-agent.logrotate"),
+    )
+    .unwrap();
+    assert!(
+        logrotate.lines().any(|l| l == format!("{events} {{")),
+        "dist/flux-agent.logrotate does not rotate {events}"
+    );
 }
 
 #[test]

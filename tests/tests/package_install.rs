@@ -31,6 +31,9 @@ const CONFIG: &str = "/etc/flux-agent/flux-agent.toml";
 const ALLOWLIST: &str = "/etc/flux-agent/allowlist";
 const LOGROTATE: &str = "/etc/logrotate.d/flux-agent";
 const STATE_DIR: &str = "/var/lib/flux-agent";
+/// The packaged config's events file, and its folder (made by postinst and the unit).
+const EVENTS: &str = "/var/log/flux-agent/events.jsonl";
+const LOG_DIR: &str = "/var/log/flux-agent";
 /// Completion scripts, where each shell looks for them.
 const COMPLETIONS: &[&str] = &[
     "/usr/share/bash-completion/completions/flux-agent",
@@ -241,9 +244,11 @@ fn check_files_in_place() {
     let found = ok(Command::new("man").args(["-w", "flux-agent"]));
     assert_eq!(found.trim(), MAN_PAGES[0]);
 
-    // The state folder is root's only.
-    let mode = fs::metadata(STATE_DIR).map(|m| m.permissions().mode() & 0o7777);
-    assert_eq!(mode.ok(), Some(0o700), "{STATE_DIR}");
+    // The state and log folders are root's only.
+    for dir in [STATE_DIR, LOG_DIR] {
+        let mode = fs::metadata(dir).map(|m| m.permissions().mode() & 0o7777);
+        assert_eq!(mode.ok(), Some(0o700), "{dir}");
+    }
 }
 
 /// The figure for the closing note: the control file's Installed-Size and what the installed
@@ -319,6 +324,10 @@ fn the_deb_installs_runs_and_purges() {
     ns.exec(&["ip", "link", "set", "pk1", "up"]);
     let stopped = run_installed_agent(&ns, "pk0");
     assert!(stopped.success(), "the installed agent: {stopped}");
+    // It read the packaged config (the default path): its events went to the file logrotate
+    // rotates, not one line per response to stdout (the journal, under the unit).
+    let events = fs::metadata(EVENTS).map(|m| m.permissions().mode() & 0o7777);
+    assert_eq!(events.ok(), Some(0o600), "{EVENTS}");
     let link_pin = Path::new(DEFAULT_PIN_DIR).join("xdp_link_pk0");
     assert!(link_pin.exists(), "no enforcement left after a stop");
 
@@ -329,7 +338,15 @@ fn the_deb_installs_runs_and_purges() {
         "purge left {DEFAULT_PIN_DIR}"
     );
     assert!(!installed());
-    for f in [BIN, UNIT, CONFIG, ALLOWLIST, LOGROTATE, MAN_PAGES[0]] {
+    for f in [
+        BIN,
+        UNIT,
+        CONFIG,
+        ALLOWLIST,
+        LOGROTATE,
+        MAN_PAGES[0],
+        LOG_DIR,
+    ] {
         assert!(!Path::new(f).exists(), "{f} left after purge");
     }
 }
