@@ -3,10 +3,12 @@
 
 use super::params::MAX_IPS_PER_KEY;
 
-/// The distinct values among at most `MAX` (further ones are ignored, which the callers never
-/// reach), and how often each occurred: an open-addressing table of `SLOTS` slots, without
-/// allocation. It replaced sorting a buffer per feature, which was the largest single cost of a
-/// re-score.
+/// The distinct values among at most `MAX`, and how often each occurred: an open-addressing
+/// table of `SLOTS` slots, without allocation. Callers add at most `MAX` values between clears
+/// (a key's addresses, each once per computation); past that the counts are wrong but nothing
+/// breaks: past `MAX` distinct values new ones are dropped, and a count past 255 wraps (no
+/// check on the hot path: a `saturating_add` there cost 3% of the churn stream's replay). It replaced sorting a buffer
+/// per feature, which was the largest single cost of a re-score.
 ///
 /// Two sizes ([`Tally`] for any key, [`SmallTally`] for a key of a few addresses): every
 /// features computation uses five of them, and the full size is 1.4 KB each, so a key of one
@@ -21,9 +23,9 @@ pub(super) struct TallyOf<const SLOTS: usize, const MAX: usize> {
     /// Occupied slots in first-seen order, so reading the counts skips the free ones.
     used: [u8; MAX],
     distinct: usize,
-    values: usize,
-    /// The slot of the value added last (meaningful once `distinct > 0`).
+    /// The slot of the value added last, and that value (meaningful once `distinct > 0`).
     last: usize,
+    last_v: u32,
 }
 
 /// A tally for any key: [`MAX_IPS_PER_KEY`] values, twice as many slots so probes stay short.
@@ -64,8 +66,10 @@ pub(super) trait Counting {
 
 impl<const SLOTS: usize, const MAX: usize> TallyOf<SLOTS, MAX> {
     /// Checked where the type is used: slot numbers fit in the `u8` of `used`, the table is a
-    /// power of two (the probe wraps with a mask) and keeps a free slot for every value.
-    const SHAPE_OK: () = assert!(SLOTS.is_power_of_two() && SLOTS <= 256 && 2 * MAX <= SLOTS);
+    /// power of two (the probe wraps with a mask) and keeps a free slot for every value, and a
+    /// count of `MAX` fits its `u8`.
+    const SHAPE_OK: () =
+        assert!(SLOTS.is_power_of_two() && SLOTS <= 256 && 2 * MAX <= SLOTS && MAX <= 255);
 
     fn counts(&self) -> impl Iterator<Item = u8> + '_ {
         self.used
@@ -83,8 +87,8 @@ impl<const SLOTS: usize, const MAX: usize> Counting for TallyOf<SLOTS, MAX> {
             counts: [0; SLOTS],
             used: [0; MAX],
             distinct: 0,
-            values: 0,
             last: 0,
+            last_v: 0,
         }
     }
 
@@ -97,7 +101,6 @@ impl<const SLOTS: usize, const MAX: usize> Counting for TallyOf<SLOTS, MAX> {
             }
         }
         self.distinct = 0;
-        self.values = 0;
         self.last = 0;
     }
 
@@ -106,19 +109,20 @@ impl<const SLOTS: usize, const MAX: usize> Counting for TallyOf<SLOTS, MAX> {
     // line, and `Acc::add` with its calls went from 7.6 to 9.4 billion instructions on the
     // churn stream.
     #[inline(always)]
+    // It counts no values (the entropy sums the counts instead) and checks no bound on them
+    // (see the type): that was a fifth of its instructions on the churn stream.
     fn add(&mut self, v: u32) {
-        if self.values >= MAX {
-            return;
-        }
-        self.values += 1;
         // A key's addresses come in runs sharing a value (one ASN, one country, one block):
         // the slot of the last value answers those without hashing and probing, which was most
-        // of `Acc::add`, the largest single cost of a re-score.
+        // of `Acc::add`, the largest single cost of a re-score. The value is kept beside its
+        // slot, and the slot masked into the table, so this path reads no table but the count
+        // and checks no bound.
         if self.distinct > 0
-            && self.keys.get(self.last) == Some(&v)
-            && let Some(c) = self.counts.get_mut(self.last)
+            && v == self.last_v
+            && let Some(c) = self.counts.get_mut(self.last & (SLOTS - 1))
         {
-            *c = c.saturating_add(1);
+            debug_assert!(*c < u8::MAX, "more values than a tally holds");
+            *c = c.wrapping_add(1);
             return;
         }
         // Fibonacci hashing: the top bits of the product index the table.
@@ -127,18 +131,24 @@ impl<const SLOTS: usize, const MAX: usize> Counting for TallyOf<SLOTS, MAX> {
         for _ in 0..SLOTS {
             match (self.counts.get_mut(i), self.keys.get_mut(i)) {
                 (Some(c), Some(k)) if *c == 0 => {
+                    // `MAX` distinct values already: a new one is dropped, so every slot in
+                    // use stays in `used` and `clear` frees them all.
+                    let Some(u) = self.used.get_mut(self.distinct) else {
+                        return;
+                    };
+                    *u = i as u8;
                     *c = 1;
                     *k = v;
-                    if let Some(u) = self.used.get_mut(self.distinct) {
-                        *u = i as u8;
-                    }
                     self.distinct += 1;
                     self.last = i;
+                    self.last_v = v;
                     return;
                 }
                 (Some(c), Some(k)) if *k == v => {
-                    *c = c.saturating_add(1);
+                    debug_assert!(*c < u8::MAX, "more values than a tally holds");
+                    *c = c.wrapping_add(1);
                     self.last = i;
+                    self.last_v = v;
                     return;
                 }
                 _ => i = (i + 1) & (SLOTS - 1),
@@ -162,14 +172,16 @@ impl<const SLOTS: usize, const MAX: usize> Counting for TallyOf<SLOTS, MAX> {
     fn normalised_entropy(&self) -> f64 {
         // One value (however often): exactly 0. The sum below could land a rounding error
         // below it, and the sum this replaced gave -0.0 (written "-0.0" in verdicts).
-        if self.values < 2 || self.distinct < 2 {
+        // Two distinct values are two values or more.
+        if self.distinct < 2 {
             return 0.0;
         }
         // H = -sum (c/n) ln(c/n) = ln n - (sum c ln c) / n, with c ln c read from a table: the
         // counts are bytes, and a logarithm per distinct value was 5% of the churn stream's
         // replay (a key of 128 addresses has about as many prefixes, in two windows).
         let table = &*X_LN_X;
-        let n = self.values as f64;
+        // The values added: the sum of the counts, exact (`add` does not count them).
+        let n = self.counts().map(usize::from).sum::<usize>() as f64;
         let s: f64 = self
             .counts()
             .map(|c| table.get(usize::from(c)).copied().unwrap_or(0.0))
@@ -278,17 +290,33 @@ mod tests {
         let mut x = 0x0fed_cba9_8765_4321u64;
         let mut reused = Tally::new();
         for round in 0..500 {
-            let n = round % 300;
+            // Every fifth round adds more values than callers do, from more distinct ones than
+            // the tally holds (few repeats, so no count passes 255); the others up to its size.
+            let (n, range) = if round % 5 == 4 {
+                (round % 300, 1000)
+            } else {
+                (round % (MAX_IPS_PER_KEY + 1), 1 + round as u64 % 61)
+            };
             let vals: Vec<u32> = (0..n)
                 .map(|_| {
                     x ^= x << 13;
                     x ^= x >> 7;
                     x ^= x << 17;
-                    ((x % (1 + round as u64 % 61)) as u32) << (round % 3 * 8)
+                    ((x % range) as u32) << (round % 3 * 8)
                 })
                 .collect();
             reused.clear();
             vals.iter().for_each(|v| reused.add(*v));
+            if n > MAX_IPS_PER_KEY {
+                // Past what callers add: nothing to compare, but nothing may break, and the
+                // next round's clear must still free every slot.
+                assert!(
+                    reused.distinct() as usize <= MAX_IPS_PER_KEY,
+                    "round {round}"
+                );
+                let _ = (reused.lone_and_most(), reused.normalised_entropy());
+                continue;
+            }
             let fresh = tally_of(&vals);
             assert_eq!(reused.distinct(), fresh.distinct(), "round {round}");
             assert_eq!(
@@ -304,13 +332,13 @@ mod tests {
         }
     }
 
-    /// The tally counts exactly what sorting did, for values that collide in its table and
-    /// past its capacity.
+    /// The tally counts exactly what sorting did, for values that collide in its table, up to
+    /// its capacity (callers add no more: see [`TallyOf`]).
     #[test]
     fn tally_matches_sorting() {
         let mut x = 0x1234_5678_9abc_def0u64;
         for round in 0..2_000 {
-            let n = round % 200;
+            let n = round % (MAX_IPS_PER_KEY + 1);
             let range = 1 + (round % 97) as u64;
             let vals: Vec<u32> = (0..n)
                 .map(|_| {
@@ -321,13 +349,13 @@ mod tests {
                     ((x % range) as u32) << (round % 3 * 8)
                 })
                 .collect();
-            let mut kept: Vec<u32> = vals.iter().copied().take(MAX_IPS_PER_KEY).collect();
+            let mut kept = vals.clone();
             // Sorted input too: runs of one value take the last-slot shortcut of `add`.
             let t = if round % 2 == 0 {
                 tally_of(&vals)
             } else {
                 let mut sorted = vals.clone();
-                sorted[..kept.len()].sort_unstable();
+                sorted.sort_unstable();
                 tally_of(&sorted)
             };
             kept.sort_unstable();
