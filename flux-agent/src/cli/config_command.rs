@@ -288,9 +288,11 @@ mod tests {
     /// The packaged default file (`dist/`, installed as /etc/flux-agent/flux-agent.toml).
     const PACKAGED: &str = include_str!("../../../dist/flux-agent.toml");
 
-    /// Keys the packaged file sets apart from the built-in defaults, on purpose: the metrics
-    /// endpoint on loopback (issue 16: "127.0.0.1:9580 in the packaged config").
-    const PACKAGED_DIFFERENCES: &[&str] = &["metrics"];
+    /// Keys the packaged file sets apart from the built-in defaults, on purpose: the events
+    /// file the packaged logrotate rotates (without it the unit's journal gets a line per DNS
+    /// response), and the metrics endpoint on loopback (issue 16: "127.0.0.1:9580 in the
+    /// packaged config").
+    const PACKAGED_DIFFERENCES: &[&str] = &["events", "metrics"];
 
     /// `run` arguments that are not settings: `--config` names the file itself.
     const NOT_IN_FILE: &[&str] = &["help", "config"];
