@@ -623,6 +623,10 @@ pub fn agent_cli(ns: Option<&Netns>, args: &[&str]) -> Output {
     };
     cmd.args(args)
         .env("RUST_LOG", "warn")
+        // `run` with the built-in defaults, whatever /etc/flux-agent/flux-agent.toml says (a
+        // host with the package installed has one, with an events file and metrics); a test
+        // that wants a file passes --config, which wins.
+        .env("FLUX_AGENT_CONFIG", "/dev/null")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     state_env(&mut cmd, args);

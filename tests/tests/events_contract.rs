@@ -103,6 +103,7 @@ fn a_stuck_events_reader_stalls_neither_capture_nor_exit() {
         .args(["--no-auto-block", "--accept-unsolicited", "--events"])
         .arg(&fifo)
         .env("RUST_LOG", "info")
+        .env("FLUX_AGENT_CONFIG", "/dev/null")
         .stdout(Stdio::null())
         .stderr(fs::File::create(&stderr).unwrap());
     let mut proc = Proc::spawn("flux-agent", &mut cmd);
@@ -264,6 +265,8 @@ fn the_readable_line_of_a_sinkholed_reply_shows_the_nxdomain_sent() {
     cmd.args(["run", "--pin-dir", &pin.arg(), "--iface", "a0", "--no-db"])
         .arg("--no-auto-block")
         .env("RUST_LOG", "info")
+        // Not the installed config's events file: this test is about stdout.
+        .env("FLUX_AGENT_CONFIG", "/dev/null")
         .stdout(fs::File::create(&stdout).unwrap())
         .stderr(fs::File::create(&stderr).unwrap());
     let proc = Proc::spawn("flux-agent", &mut cmd);
@@ -330,6 +333,7 @@ fn events_reader_trouble(dead: bool) {
         .args(["--accept-unsolicited", "--block-hold", "0s", "--events"])
         .arg(&fifo)
         .env("RUST_LOG", "info")
+        .env("FLUX_AGENT_CONFIG", "/dev/null")
         .stdout(Stdio::null())
         .stderr(fs::File::create(&stderr).unwrap());
     let mut proc = Proc::spawn("flux-agent", &mut cmd);

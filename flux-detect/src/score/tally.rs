@@ -5,9 +5,10 @@ use super::params::MAX_IPS_PER_KEY;
 
 /// The distinct values among at most `MAX`, and how often each occurred: an open-addressing
 /// table of `SLOTS` slots, without allocation. Callers add at most `MAX` values between clears
-/// (a key's addresses, each once per computation); past that the counts are wrong but nothing
-/// breaks: past `MAX` distinct values new ones are dropped, and a count past 255 wraps (no
-/// check on the hot path: a `saturating_add` there cost 3% of the churn stream's replay). It replaced sorting a buffer
+/// (a key's addresses, each once per computation). Past that the counts are wrong, but
+/// memory stays sound and a cleared tally is a new one: new distinct values past `MAX` are
+/// dropped, a count past 255 wraps (no check on the hot path: a `saturating_add` there cost 3%
+/// of the churn stream's replay; debug builds assert), and the entropy stays a number. It replaced sorting a buffer
 /// per feature, which was the largest single cost of a re-score.
 ///
 /// Two sizes ([`Tally`] for any key, [`SmallTally`] for a key of a few addresses): every
@@ -180,8 +181,14 @@ impl<const SLOTS: usize, const MAX: usize> Counting for TallyOf<SLOTS, MAX> {
         // counts are bytes, and a logarithm per distinct value was 5% of the churn stream's
         // replay (a key of 128 addresses has about as many prefixes, in two windows).
         let table = &*X_LN_X;
-        // The values added: the sum of the counts, exact (`add` does not count them).
-        let n = self.counts().map(usize::from).sum::<usize>() as f64;
+        // The values added: the sum of the counts, exact (`add` does not count them). Two
+        // distinct values are two values or more, unless a caller overfilled the tally and a
+        // count wrapped: then 0, not NaN.
+        let n = self.counts().map(usize::from).sum::<usize>();
+        if n < 2 {
+            return 0.0;
+        }
+        let n = n as f64;
         let s: f64 = self
             .counts()
             .map(|c| table.get(usize::from(c)).copied().unwrap_or(0.0))
