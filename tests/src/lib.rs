@@ -540,9 +540,7 @@ impl Agent {
             .args(args)
             .env("RUST_LOG", "info")
             .env("FLUX_AGENT_STATE", state_path_for(&pin.0))
-            // The built-in defaults, whatever /etc/flux-agent/flux-agent.toml says (the package
-            // test installs one); a test that wants a file passes --config.
-            .env("FLUX_AGENT_CONFIG", "/dev/null")
+            .envs(BUILTIN_CONFIG)
             .stdout(Stdio::null())
             .stderr(fs::File::create(&stderr).expect("stderr file"));
         let mut proc = Proc::spawn("flux-agent", &mut cmd);
@@ -612,6 +610,12 @@ impl Agent {
     }
 }
 
+/// The environment under which `flux-agent run` uses its built-in defaults, whatever
+/// /etc/flux-agent/flux-agent.toml says: a host with the package installed has one (with an
+/// events file and metrics), and the package test installs it. Every test agent is started
+/// with it (`.envs(BUILTIN_CONFIG)`); a test that wants a file passes `--config`, which wins.
+pub const BUILTIN_CONFIG: [(&str, &str); 1] = [(flux_agent::config::CONFIG_ENV, "/dev/null")];
+
 /// Runs `flux-agent ARGS` to completion in `ns` (or the current namespace). A command expected
 /// to finish that keeps running instead (e.g. an agent that attached when it should have
 /// refused) is killed after 30 s and fails the test, rather than hanging it.
@@ -623,10 +627,7 @@ pub fn agent_cli(ns: Option<&Netns>, args: &[&str]) -> Output {
     };
     cmd.args(args)
         .env("RUST_LOG", "warn")
-        // `run` with the built-in defaults, whatever /etc/flux-agent/flux-agent.toml says (a
-        // host with the package installed has one, with an events file and metrics); a test
-        // that wants a file passes --config, which wins.
-        .env("FLUX_AGENT_CONFIG", "/dev/null")
+        .envs(BUILTIN_CONFIG)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     state_env(&mut cmd, args);

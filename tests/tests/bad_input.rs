@@ -68,10 +68,9 @@ fn missing_privileges() {
         ])
         .arg(agent_bin())
         .args(["run", "--iface", "lo", "--pin-dir", &pin.arg()])
-        // The built-in defaults, whatever /etc/flux-agent/flux-agent.toml says (its events
-        // file is root's). A named file gets an info line ("configuration ...: 0 keys set"),
-        // which is not what this test reads: warnings and errors only.
-        .env("FLUX_AGENT_CONFIG", "/dev/null")
+        // A named config file, even this empty one, gets an info line ("configuration ...:
+        // 0 keys set"), which is not what this test reads: warnings and errors only.
+        .envs(BUILTIN_CONFIG)
         .env("RUST_LOG", "warn")
         .output()
         .expect("setpriv");

@@ -103,7 +103,7 @@ fn a_stuck_events_reader_stalls_neither_capture_nor_exit() {
         .args(["--no-auto-block", "--accept-unsolicited", "--events"])
         .arg(&fifo)
         .env("RUST_LOG", "info")
-        .env("FLUX_AGENT_CONFIG", "/dev/null")
+        .envs(flux_tests::BUILTIN_CONFIG)
         .stdout(Stdio::null())
         .stderr(fs::File::create(&stderr).unwrap());
     let mut proc = Proc::spawn("flux-agent", &mut cmd);
@@ -266,7 +266,7 @@ fn the_readable_line_of_a_sinkholed_reply_shows_the_nxdomain_sent() {
         .arg("--no-auto-block")
         .env("RUST_LOG", "info")
         // Not the installed config's events file: this test is about stdout.
-        .env("FLUX_AGENT_CONFIG", "/dev/null")
+        .envs(flux_tests::BUILTIN_CONFIG)
         .stdout(fs::File::create(&stdout).unwrap())
         .stderr(fs::File::create(&stderr).unwrap());
     let proc = Proc::spawn("flux-agent", &mut cmd);
@@ -333,7 +333,7 @@ fn events_reader_trouble(dead: bool) {
         .args(["--accept-unsolicited", "--block-hold", "0s", "--events"])
         .arg(&fifo)
         .env("RUST_LOG", "info")
-        .env("FLUX_AGENT_CONFIG", "/dev/null")
+        .envs(flux_tests::BUILTIN_CONFIG)
         .stdout(Stdio::null())
         .stderr(fs::File::create(&stderr).unwrap());
     let mut proc = Proc::spawn("flux-agent", &mut cmd);

@@ -347,7 +347,7 @@ fn kill_at(pin: &PinDir, step: &str, args: &[&str]) {
     cmd.args(args)
         .args(["--pin-dir", &pin.arg()])
         .env("FLUX_AGENT_STATE", state_path_for(&pin.0))
-        .env("FLUX_AGENT_CONFIG", "/dev/null")
+        .envs(BUILTIN_CONFIG)
         .env("FLUX_TEST_PAUSE_AT", step)
         .stdout(Stdio::null())
         .stderr(fs::File::create(&err).unwrap());
@@ -627,7 +627,7 @@ fn the_agent_killed_mid_block_is_repaired_at_the_next_start() {
         .args(AGENT_ARGS)
         .env("RUST_LOG", "info")
         .env("FLUX_AGENT_STATE", state_path_for(&pin.0))
-        .env("FLUX_AGENT_CONFIG", "/dev/null")
+        .envs(BUILTIN_CONFIG)
         .env("FLUX_TEST_PAUSE_AT", "after-db-write")
         .stdout(Stdio::null())
         .stderr(fs::File::create(&err).unwrap());

@@ -8,8 +8,8 @@ use super::params::MAX_IPS_PER_KEY;
 /// (a key's addresses, each once per computation). Past that the counts are wrong, but
 /// memory stays sound and a cleared tally is a new one: new distinct values past `MAX` are
 /// dropped, a count past 255 wraps (no check on the hot path: a `saturating_add` there cost 3%
-/// of the churn stream's replay; debug builds assert), and the entropy stays a number. It replaced sorting a buffer
-/// per feature, which was the largest single cost of a re-score.
+/// of the churn stream's replay; debug builds assert), and the entropy stays a number. It
+/// replaced sorting a buffer per feature, which was the largest single cost of a re-score.
 ///
 /// Two sizes ([`Tally`] for any key, [`SmallTally`] for a key of a few addresses): every
 /// features computation uses five of them, and the full size is 1.4 KB each, so a key of one
@@ -173,7 +173,6 @@ impl<const SLOTS: usize, const MAX: usize> Counting for TallyOf<SLOTS, MAX> {
     fn normalised_entropy(&self) -> f64 {
         // One value (however often): exactly 0. The sum below could land a rounding error
         // below it, and the sum this replaced gave -0.0 (written "-0.0" in verdicts).
-        // Two distinct values are two values or more.
         if self.distinct < 2 {
             return 0.0;
         }
@@ -181,9 +180,9 @@ impl<const SLOTS: usize, const MAX: usize> Counting for TallyOf<SLOTS, MAX> {
         // counts are bytes, and a logarithm per distinct value was 5% of the churn stream's
         // replay (a key of 128 addresses has about as many prefixes, in two windows).
         let table = &*X_LN_X;
-        // The values added: the sum of the counts, exact (`add` does not count them). Two
-        // distinct values are two values or more, unless a caller overfilled the tally and a
-        // count wrapped: then 0, not NaN.
+        // The values added: the sum of the counts, exact (`add` does not count them). At
+        // least two with two distinct values, unless a caller overfilled the tally and a count
+        // wrapped: then 0, not NaN.
         let n = self.counts().map(usize::from).sum::<usize>();
         if n < 2 {
             return 0.0;

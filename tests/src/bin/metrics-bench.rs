@@ -129,7 +129,7 @@ fn start_agent(
         .args(["--pin-dir", &pin.arg(), "--metrics", METRICS])
         // Only the decisions are logged; the per-response lines go to /dev/null.
         .env("RUST_LOG", "warn,flux_agent::pipeline::live=info")
-        .env("FLUX_AGENT_CONFIG", "/dev/null")
+        .envs(flux_tests::BUILTIN_CONFIG)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log)?);
     let mut agent = Proc::spawn("flux-agent", &mut cmd);

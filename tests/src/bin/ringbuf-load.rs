@@ -398,7 +398,7 @@ fn start_agent(link: &Link, pin: &PinDir, dir: &Path, bin: &Path) -> anyhow::Res
         // Block on the first confirmed flux score: the default hold (two minutes of evidence)
         // would measure the hold, not the path from the response to the map.
         .args(["--block-hold", "0s"])
-        .env("FLUX_AGENT_CONFIG", "/dev/null")
+        .envs(flux_tests::BUILTIN_CONFIG)
         // Verdicts, blocks and alerts: one line each, few under this load.
         .env("RUST_LOG", "info")
         // The readable line per response is formatted and written, as under systemd, but to
