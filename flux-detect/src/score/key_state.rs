@@ -11,6 +11,7 @@ use smallvec::SmallVec;
 
 use super::{
     addr_info::{AddrInfo, StoredAddr, fnv32, v4_bits},
+    live_tallies::Live,
     params::{
         BUSY_CHANGES, MAX_GLUE, MAX_IPS_PER_KEY, MAX_NS_HOSTS, MAX_RRSETS, STABLE_ANSWER_MAX,
         WINDOWS,
@@ -125,6 +126,9 @@ pub(super) struct Extras {
     /// The bytes of the key's IPv6 addresses, in no particular order; an entry of
     /// [`KeyState::ips`] points to its own ([`StoredAddr::v6_slot`]). At most one per entry.
     v6: Vec<[u8; 16]>,
+    /// The window tallies of a key of many addresses, kept between scores and following
+    /// [`KeyState::ips`] entry for entry (see `live_tallies.rs`); made at its first score.
+    pub(super) live: Option<Box<Live>>,
 }
 
 /// Everything the scorer remembers about one key.
@@ -298,9 +302,7 @@ impl KeyState {
             self.ips.reserve_exact(fresh.len());
             self.ip_fps.reserve_exact(fresh.len());
         }
-        for a in fresh {
-            self.insert_ip(&a, now);
-        }
+        self.insert_ips(&fresh, now);
         let first = self.rrsets.is_empty() && self.ips.len() == usize::from(new);
         if self.rrsets.len() >= MAX_RRSETS
             && let Some(i) = first_oldest(&self.rrsets, |r| r.last)
@@ -380,17 +382,56 @@ impl KeyState {
         }
     }
 
-    fn insert_ip(&mut self, a: &AddrInfo, last: u32) {
-        // A full key gives up its oldest address (the first of several as old).
-        if self.ips.len() >= MAX_IPS_PER_KEY
-            && let Some(i) = first_oldest(&self.ips, |e| e.last)
-        {
-            let gone = self.ips.swap_remove(i);
-            self.ip_fps.swap_remove(i);
-            self.forget_v6(gone.addr);
+    /// Appends `fresh`, seen at `now`, one by one; a full key gives up its oldest address for
+    /// each (the first of several as old, [`first_oldest`]). The evictions are the ones
+    /// [`first_oldest`] before each insertion would pick, without its scan of every entry for
+    /// each: one scan finds the oldest sighting and where it is, and the entries as old are
+    /// taken in order, following the moves of `swap_remove`; a new scan only when they run out.
+    /// An answer's addresses are touched together, so its new addresses usually replace the
+    /// addresses of one older answer, found by one scan instead of one per address (the scans
+    /// were a twentieth of the churn stream's replay).
+    fn insert_ips(&mut self, fresh: &[AddrInfo], now: u32) {
+        // Indices of the entries last seen at `oldest`, ascending; only the first few are
+        // kept, which are the ones taken first (a scan again if they run out).
+        let mut oldest = 0;
+        let mut ties: SmallVec<[usize; 8]> = SmallVec::new();
+        for a in fresh {
+            if self.ips.len() >= MAX_IPS_PER_KEY {
+                if ties.is_empty() {
+                    let Some(m) = self.ips.iter().map(|e| e.last).min() else {
+                        break;
+                    };
+                    oldest = m;
+                    ties.extend(
+                        self.ips
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, e)| e.last == m)
+                            .map(|(i, _)| i)
+                            .take(ties.inline_size()),
+                    );
+                }
+                let i = ties.remove(0);
+                let moved = self.ips.len() - 1;
+                let gone = self.ips.swap_remove(i);
+                self.ip_fps.swap_remove(i);
+                self.follow_in_live(|live| live.swap_remove(i));
+                self.forget_v6(gone.addr);
+                // The last entry now sits at `i`, the lowest index of all: if it is as old, it
+                // is taken next (and no longer where it was).
+                ties.retain(|t| *t != moved);
+                if self.ips.get(i).is_some_and(|e| e.last == oldest) {
+                    ties.insert(0, i);
+                }
+            }
+            self.ip_fps.push(fingerprint(&a.ip));
+            self.push_ip(a, now);
+            // An entry older than the ones found, if observation time ran backwards: scan
+            // again. One as old is last of them, and a scan finds it once they run out.
+            if now < oldest {
+                ties.clear();
+            }
         }
-        self.ip_fps.push(fingerprint(&a.ip));
-        self.push_ip(a, last);
     }
 
     /// Appends the entry of `a`, keeping an IPv6 address's bytes in the side table.
@@ -403,6 +444,14 @@ impl KeyState {
             more.v6.push(a.ip);
         }
         self.ips.push(IpEntry { addr, last });
+        self.follow_in_live(Live::push);
+    }
+
+    /// Makes the kept window tallies follow a change to the addresses.
+    fn follow_in_live(&mut self, change: impl FnOnce(&mut Live)) {
+        if let Some(live) = self.more.as_mut().and_then(|m| m.live.as_deref_mut()) {
+            change(live);
+        }
     }
 
     /// Drops the side-table bytes of a removed entry; the last bytes move into their place,
@@ -453,6 +502,12 @@ impl KeyState {
             let Ok(fps) = <&[u32; LANES]>::try_from(fps) else {
                 continue;
             };
+            // Whether any matches first, an OR over the block, which vectorises to a few
+            // compares; the mask of which ones (a shift per lane) only for a block that has
+            // one. Most blocks have none, and building every mask was 4% of the churn stream.
+            if !fps.iter().fold(false, |hit, f| hit | (*f & FP_MASK == fp)) {
+                continue;
+            }
             let mut mask = 0u32;
             for (i, f) in fps.iter().enumerate() {
                 mask |= u32::from(*f & FP_MASK == fp) << i;
@@ -763,6 +818,9 @@ impl KeyState {
                 MALLOC_OVERHEAD
                     + size_of::<Extras>()
                     + m.v6.capacity() * 16
+                    + m.live.as_ref().map_or(0, |l| {
+                        MALLOC_OVERHEAD + size_of::<Live>() + l.heap_bytes(MALLOC_OVERHEAD)
+                    })
                     + m.allowed_by
                         .as_ref()
                         .map_or(0, |s| s.len() + MALLOC_OVERHEAD)

@@ -444,3 +444,68 @@ fn the_kept_registered_domain_is_the_looked_up_one() {
         }
     }
 }
+
+/// A full key evicts, for each new address, what a scan for the first of its oldest entries
+/// before each insertion would: the same entries in the same order, through answers of several
+/// addresses as old, addresses seen again, and observation time standing still or running
+/// backwards.
+#[test]
+fn evictions_match_one_scan_per_new_address() {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |m: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % m
+    };
+    let addr = |i: u32| AddrInfo {
+        ip: AddrInfo::ip_bytes(IpAddr::from((0x0a00_0000 + i * 7_919).to_be_bytes())),
+        asn: 64_500,
+        network: 1 + i % 3,
+        country: *b"NL",
+    };
+    let mut k = KeyState::new(0);
+    // The reference: (address, last seen), evicting by a scan per new address.
+    let mut model: Vec<([u8; 16], u32)> = Vec::new();
+    let mut now = 100u32;
+    let mut evicted = 0;
+    for step in 0..3_000 {
+        // Time mostly stands still, so many entries are as old (more than the scan keeps).
+        now = match next(20) {
+            0 => now.saturating_sub(next(5) as u32),
+            1..=4 => now + 1 + next(3) as u32,
+            _ => now,
+        };
+        // Mostly new addresses, some seen again.
+        let base = if next(4) == 0 { next(300) } else { next(5_000) } as u32;
+        let addrs: Vec<AddrInfo> = (0..1 + next(7) as u32).map(|j| addr(base + j)).collect();
+        k.add_answer(now, 60, &addrs);
+        let mut fresh: Vec<[u8; 16]> = Vec::new();
+        for a in &addrs {
+            if let Some(e) = model.iter_mut().find(|e| e.0 == a.ip) {
+                e.1 = now;
+            } else if !fresh.contains(&a.ip) {
+                fresh.push(a.ip);
+            }
+        }
+        for ip in fresh {
+            if model.len() >= MAX_IPS_PER_KEY {
+                let oldest = model.iter().map(|e| e.1).min().unwrap();
+                let i = model.iter().position(|e| e.1 == oldest).unwrap();
+                model.swap_remove(i);
+                evicted += 1;
+            }
+            model.push((ip, now));
+        }
+        let held: Vec<([u8; 16], u32)> = k
+            .ips
+            .iter()
+            .map(|e| (k.info_of(&e.addr).ip, e.last))
+            .collect();
+        assert_eq!(held, model, "step {step}");
+    }
+    assert!(
+        evicted > 2_000,
+        "the key was full most of the time: {evicted}"
+    );
+}
