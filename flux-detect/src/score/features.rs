@@ -1,6 +1,7 @@
 //! The sliding-window features of a key, computed from its state (`key_state.rs`) for the
 //! model (`model.rs`). Windows are in observation time: a feature over "1h" looks at what was
-//! seen in the hour before `now`. Reads the key state; touches nothing.
+//! seen in the hour before `now`. Reads the key state; touches only the window tallies a key of
+//! many addresses keeps between scores (`live_tallies.rs`).
 
 use serde::Serialize;
 
@@ -255,7 +256,10 @@ impl KeyState {
                 live.readings(i)
             },
         );
-        self.more.get_or_insert_with(Box::default).live = Some(live);
+        // A key with nothing left in any window gives its tallies up until it is scored again.
+        if span.entries.last().is_some_and(|n| *n > 0) {
+            self.more.get_or_insert_with(Box::default).live = Some(live);
+        }
     }
 
     /// The windows' features with every address tallied anew.
@@ -758,6 +762,64 @@ mod tests {
             assert_eq!(reused.windows, fresh.windows, "case {i}");
             assert_eq!(reused.changes_at, fresh.changes_at, "case {i}");
         }
+    }
+
+    /// The tallies a key of many addresses keeps read what tallying every address anew reads,
+    /// to the bit (the entropy before it is rounded for the features included), score after
+    /// score; and they are made once and kept, not made again for each score.
+    #[test]
+    fn kept_tallies_read_as_the_walk_to_the_bit() {
+        let mut x = 0x5851_f42d_4c95_7f2du64;
+        let mut next = move |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        let addr = |i: u32| AddrInfo {
+            ip: AddrInfo::ip_bytes(IpAddr::from((0x0a00_0000 + i * 40_503).to_be_bytes())),
+            asn: 64_500 + i % 7,
+            network: i % 5,
+            country: [b'A' + (i % 4) as u8, b'Z'],
+        };
+        let mut k = KeyState::new(0);
+        let mut nested = Nested::default();
+        let (mut now, mut made, mut kept_at) = (0u32, 0, std::ptr::null());
+        for step in 0..1_500 {
+            now += match next(30) {
+                0 => 3_000 + next(90_000) as u32,
+                _ => next(400) as u32,
+            };
+            let base = next(600) as u32;
+            let size = 1 + next(5) as u32;
+            let addrs: Vec<AddrInfo> = (0..size).map(|j| addr(base + j)).collect();
+            k.add_answer(now, 300, &addrs);
+            k.features_nested_into(now, WINDOWS.len(), &mut nested);
+            let Some(live) = k.more.as_ref().and_then(|m| m.live.as_deref()) else {
+                assert!(k.ips.len() <= SMALL_TALLY_MAX, "step {step}");
+                continue;
+            };
+            if !std::ptr::eq(live, kept_at) {
+                made += 1;
+                kept_at = live;
+            }
+            let mut walked = Vec::new();
+            let mut t = Tallies::<Tally>::new();
+            let mut out = Nested::default();
+            let into = (&mut out.windows, &mut out.changes_at);
+            k.features_nested_with(now, WINDOWS.len(), into, |acc, _, band| {
+                acc.add_ips(&k, |last| band.takes(last), &mut t);
+                walked.push(t.readings());
+                t.readings()
+            });
+            for (i, w) in walked.iter().enumerate() {
+                let r = live.readings(i);
+                assert_eq!(r, *w, "step {step} window {i}");
+                assert_eq!(r.prefix_entropy.to_bits(), w.prefix_entropy.to_bits());
+            }
+        }
+        assert_eq!(made, 1, "made once and kept");
+        assert!(k.ips.len() == crate::score::params::MAX_IPS_PER_KEY);
     }
 
     /// Every window through the tally `T`, in new tallies.

@@ -391,16 +391,15 @@ impl KeyState {
     /// addresses of one older answer, found by one scan instead of one per address (the scans
     /// were a twentieth of the churn stream's replay).
     fn insert_ips(&mut self, fresh: &[AddrInfo], now: u32) {
-        // Indices of the entries last seen at `oldest`, ascending; only the first few are
-        // kept, which are the ones taken first (a scan again if they run out).
+        // Indices of the entries last seen at `oldest`, the lowest last (taken first); only
+        // the lowest few are kept (a scan again if they run out).
         let mut oldest = 0;
         let mut ties: SmallVec<[usize; 8]> = SmallVec::new();
         for a in fresh {
             if self.ips.len() >= MAX_IPS_PER_KEY {
-                if ties.is_empty() {
-                    let Some(m) = self.ips.iter().map(|e| e.last).min() else {
-                        break;
-                    };
+                if ties.is_empty()
+                    && let Some(m) = self.ips.iter().map(|e| e.last).min()
+                {
                     oldest = m;
                     ties.extend(
                         self.ips
@@ -410,18 +409,20 @@ impl KeyState {
                             .map(|(i, _)| i)
                             .take(ties.inline_size()),
                     );
+                    ties.reverse();
                 }
-                let i = ties.remove(0);
-                let moved = self.ips.len() - 1;
-                let gone = self.ips.swap_remove(i);
-                self.ip_fps.swap_remove(i);
-                self.follow_in_live(|live| live.swap_remove(i));
-                self.forget_v6(gone.addr);
-                // The last entry now sits at `i`, the lowest index of all: if it is as old, it
-                // is taken next (and no longer where it was).
-                ties.retain(|t| *t != moved);
-                if self.ips.get(i).is_some_and(|e| e.last == oldest) {
-                    ties.insert(0, i);
+                if let Some(i) = ties.pop() {
+                    let moved = self.ips.len() - 1;
+                    let gone = self.ips.swap_remove(i);
+                    self.ip_fps.swap_remove(i);
+                    self.follow_in_live(|live| live.swap_remove(i));
+                    self.forget_v6(gone.addr);
+                    // The last entry now sits at `i`, the lowest index of all: if it is as old,
+                    // it is taken next (and no longer where it was).
+                    ties.retain(|t| *t != moved);
+                    if self.ips.get(i).is_some_and(|e| e.last == oldest) {
+                        ties.push(i);
+                    }
                 }
             }
             self.ip_fps.push(fingerprint(&a.ip));
@@ -867,9 +868,9 @@ fn v6_bytes<'a>(more: &'a Option<Box<Extras>>, a: &StoredAddr) -> Option<&'a [u8
 /// The index of the first of `items` with the smallest `last` (`None` when empty): what
 /// `iter().enumerate().min_by_key` gives, ties to the first, in two passes the compiler keeps
 /// tight (the smallest value, then where it first occurs) instead of one carrying the index
-/// along. It evicts an address from a full key for each new one, a scan of 128 entries that
-/// was a tenth of `add_answer_from` on the resolver stream; the answers, name servers and
-/// glue of a full key are evicted by it too, so all four keep one tie rule.
+/// along. The answers, name servers and glue of a full key are evicted by it, and a full key's
+/// addresses by the same rule ([`KeyState::insert_ips`], which follows it without a scan per
+/// address), so all four keep one tie rule.
 fn first_oldest<T>(items: &[T], last: impl Fn(&T) -> u32) -> Option<usize> {
     let oldest = items.iter().map(&last).min()?;
     items.iter().position(|e| last(e) == oldest)

@@ -90,8 +90,8 @@ struct Interned {
     /// Per window, the codes counted in it at least once, the entries counted (the sum of
     /// the counts), and the sum of [`x_ln_x`] of the counts: the entropy's sums, kept exactly
     /// (integers) as the counts move, so reading the entropy walks nothing. A window counts
-    /// at most `MAX_IPS_PER_KEY` entries, so the sum is below 128 ln 128 (622) in fixed point,
-    /// under 2^62.
+    /// at most `MAX_IPS_PER_KEY` entries, so the sum is below 128 ln 128 (622) times the
+    /// fixed point's 2^52, under 2^62.
     distinct: [u32; W],
     total: [u32; W],
     xlnx: [u64; W],
@@ -177,19 +177,19 @@ impl Interned {
             // Out of the sum at the old count, in at the new one; exact, and the old term is
             // in the sum, so it never goes below 0.
             if entropy {
-                *xlnx -= x_ln_x(*c);
+                *xlnx = xlnx.saturating_sub(x_ln_x(*c));
             }
             if was {
                 *c = c.saturating_sub(1);
-                *distinct -= u32::from(*c == 0);
-                *total -= 1;
+                *distinct = distinct.saturating_sub(u32::from(*c == 0));
+                *total = total.saturating_sub(1);
             } else {
                 *distinct += u32::from(*c == 0);
                 *c = c.saturating_add(1);
                 *total += 1;
             }
             if entropy {
-                *xlnx += x_ln_x(*c);
+                *xlnx = xlnx.saturating_add(x_ln_x(*c));
             }
         }
     }
