@@ -19,7 +19,6 @@ pub mod addr_info;
 pub mod features;
 pub mod infra;
 pub mod key_state;
-mod live_tallies;
 pub mod model;
 mod orgs;
 pub mod params;

@@ -1,14 +1,13 @@
 //! The sliding-window features of a key, computed from its state (`key_state.rs`) for the
 //! model (`model.rs`). Windows are in observation time: a feature over "1h" looks at what was
-//! seen in the hour before `now`. Reads the key state; touches only the window tallies a key of
-//! many addresses keeps between scores (`live_tallies.rs`).
+//! seen in the hour before `now`. Reads the key state; touches nothing.
 
 use serde::Serialize;
 
 use super::{
     KeyState,
+    addr_info::AddrInfo,
     key_state::{CHILD_MANY, MARK_FEED_MATCH, MARK_QUERIED_DIRECTLY},
-    live_tallies::{ASN, ATTRS, COUNTRY, Live, NETWORK, PREFIX, Readings, SUBNET, tallied},
     params::{
         FORGED_ANSWER_SIZE, MAX_RRSETS, PENDING_CHILD_NETWORKS_MAX, PROVIDER_ZONE_CUSTOMERS,
         WINDOWS, mixed_answers,
@@ -40,42 +39,44 @@ impl std::fmt::Debug for Nested {
     }
 }
 
-/// The five tallies of a features computation (one per value of
-/// [`super::live_tallies::ATTRS`], in its order). Kept in a [`Nested`] and cleared, not made
-/// anew, for each computation: a new full tally writes 1.4 KB, five of them 7 KB, and that
-/// memset was 15% of the churn stream's replay; a clear writes one byte per distinct value held.
-struct Tallies<T>([T; ATTRS]);
+/// The five tallies of a features computation. Kept in a [`Nested`] and cleared, not made anew,
+/// for each computation: a new full tally writes 1.4 KB, five of them 7 KB, and that memset
+/// was 15% of the churn stream's replay; a clear writes one byte per distinct value held.
+struct Tallies<T> {
+    asns: T,
+    nets: T,
+    ccs: T,
+    subnets: T,
+    prefixes: T,
+}
 
 impl<T: Counting> Tallies<T> {
     fn new() -> Self {
-        Self(std::array::from_fn(|_| T::new()))
+        Self {
+            asns: T::new(),
+            nets: T::new(),
+            ccs: T::new(),
+            subnets: T::new(),
+            prefixes: T::new(),
+        }
     }
 
     /// The tallies of `slot`, empty: made the first time, cleared after that.
     fn cleared(slot: &mut Option<Box<Self>>) -> &mut Self {
         match slot {
             Some(t) => {
-                t.0.iter_mut().for_each(Counting::clear);
+                for tally in [
+                    &mut t.asns,
+                    &mut t.nets,
+                    &mut t.ccs,
+                    &mut t.subnets,
+                    &mut t.prefixes,
+                ] {
+                    tally.clear();
+                }
                 t
             }
             None => slot.insert(Box::new(Self::new())),
-        }
-    }
-
-    fn readings(&self) -> Readings {
-        let [asns, nets, ccs, subnets, prefixes] = &self.0;
-        let (lone_subnets, subnet_ips_max) = subnets.lone_and_most();
-        Readings {
-            distinct: [
-                asns.distinct(),
-                nets.distinct(),
-                ccs.distinct(),
-                subnets.distinct(),
-                prefixes.distinct(),
-            ],
-            lone_subnets,
-            subnet_ips_max,
-            prefix_entropy: prefixes.normalised_entropy(),
         }
     }
 }
@@ -208,91 +209,41 @@ impl KeyState {
     fn features_with<T: Counting>(&self, now: u32, window: (u32, &'static str)) -> Features {
         let cutoff = now.saturating_sub(window.0);
         let mut tallies = Tallies::<T>::new();
-        let mut acc = Acc::new(now);
-        acc.add_ips(self, |last| last >= cutoff, &mut tallies);
-        acc.add_answers(self, |last| last >= cutoff);
-        acc.features(self, window.1, cutoff, &tallies.readings())
+        let mut acc = Acc::new(now, &mut tallies);
+        acc.add(self, |last| last >= cutoff);
+        acc.features(self, window.1, cutoff)
     }
 
     /// The features over each of [`WINDOWS`] (only the first `n`), in one pass: the windows are
     /// nested, so the longer one continues the shorter one's tallies with the older entries
-    /// instead of starting again. Every address is tallied anew: the reference for what
-    /// [`Self::features_nested_into`] keeps between scores.
+    /// instead of starting again.
     pub fn features_nested(&self, now: u32, n: usize) -> Nested {
         let mut out = Nested::default();
-        self.features_nested_walk(now, n, &mut out);
+        self.features_nested_into(now, n, &mut out);
         out
     }
 
     /// [`Self::features_nested`] into `out`, whatever it held: the windows past the first `n`
-    /// are emptied. A key of many addresses keeps its tallies between scores
-    /// (`live_tallies.rs`) and moves only the addresses that changed window since; a key of a
-    /// few is tallied anew, which costs less than keeping them.
-    pub fn features_nested_into(&mut self, now: u32, n: usize, out: &mut Nested) {
-        if self.ips.len() <= SMALL_TALLY_MAX {
-            return self.features_nested_walk(now, n, out);
-        }
-        // Taken out of the key while the features read the rest of it, and put back.
-        let mut live = self
-            .more
-            .as_mut()
-            .and_then(|m| m.live.take())
-            .filter(|l| l.follows(&self.ips))
-            .unwrap_or_else(|| Box::new(Live::new(&self.ips)));
-        let cutoffs = WINDOWS.map(|w| now.saturating_sub(w.0));
-        let Some(span) = live.update(&self.ips, cutoffs) else {
-            // More distinct values than a key holds addresses cannot happen; if it did, walk.
-            return self.features_nested_walk(now, n, out);
-        };
-        self.features_nested_with(
-            now,
-            n,
-            (&mut out.windows, &mut out.changes_at),
-            |acc, i, _| {
-                acc.distinct_ips = span.entries.get(i).copied().unwrap_or(0);
-                acc.oldest = acc
-                    .oldest
-                    .min(span.oldest.get(i).copied().unwrap_or(u32::MAX));
-                live.readings(i)
-            },
-        );
-        // A key with nothing left in any window gives its tallies up until it is scored again.
-        if span.entries.last().is_some_and(|n| *n > 0) {
-            self.more.get_or_insert_with(Box::default).live = Some(live);
-        }
-    }
-
-    /// The windows' features with every address tallied anew.
-    fn features_nested_walk(&self, now: u32, n: usize, out: &mut Nested) {
+    /// are emptied.
+    pub fn features_nested_into(&self, now: u32, n: usize, out: &mut Nested) {
         // Each window adds each address at most once to each tally, so a key's address count
         // bounds what its tallies hold: a small key's fit the small tally (see `tally.rs`).
-        let into = (&mut out.windows, &mut out.changes_at);
         if self.ips.len() <= SMALL_TALLY_MAX {
-            let t = Tallies::cleared(&mut out.small);
-            self.features_nested_with(now, n, into, |acc, _, band| {
-                acc.add_ips(self, |last| band.takes(last), t);
-                t.readings()
-            });
+            let acc = Acc::new(now, Tallies::cleared(&mut out.small));
+            self.features_nested_with(acc, n, (&mut out.windows, &mut out.changes_at));
         } else {
-            let t = Tallies::cleared(&mut out.full);
-            self.features_nested_with(now, n, into, |acc, _, band| {
-                acc.add_ips(self, |last| band.takes(last), t);
-                t.readings()
-            });
+            let acc = Acc::new(now, Tallies::cleared(&mut out.full));
+            self.features_nested_with(acc, n, (&mut out.windows, &mut out.changes_at));
         }
     }
 
-    /// The first `n` windows' features, from one accumulator carried from each window to the
-    /// next longer one. `ips(acc, i, band)` brings the addresses of window `i` into `acc`
-    /// (those `band` takes, the ones not in the shorter windows) and reads its tallies.
-    fn features_nested_with(
+    fn features_nested_with<T: Counting>(
         &self,
-        now: u32,
+        mut acc: Acc<'_, T>,
         n: usize,
         (windows, changes_at): (&mut [Option<Features>; WINDOWS.len()], &mut u32),
-        mut ips: impl FnMut(&mut Acc, usize, Band) -> Readings,
     ) {
-        let mut acc = Acc::new(now);
+        let now = acc.now;
         *changes_at = u32::MAX;
         let mut newer_than = u32::MAX;
         for (i, (slot, w)) in windows.iter_mut().zip(WINDOWS).enumerate() {
@@ -302,14 +253,13 @@ impl KeyState {
             }
             let cutoff = now.saturating_sub(w.0);
             // Each entry is added by exactly one window: the first whose cutoff it passes.
-            let band = Band { cutoff, newer_than };
-            let readings = ips(&mut acc, i, band);
-            acc.add_answers(self, |last| band.takes(last));
+            acc.add(self, |last| {
+                last >= cutoff && (newer_than == u32::MAX || last < newer_than)
+            });
             acc.features_into(
                 self,
                 w.1,
                 cutoff,
-                &readings,
                 slot.get_or_insert_with(Features::default),
             );
             newer_than = cutoff;
@@ -337,27 +287,14 @@ impl KeyState {
     }
 }
 
-/// The entries one of nested windows adds to the shorter ones before it: seen at or after its
-/// `cutoff` and, past the first window, before the shorter one's (`newer_than`, `u32::MAX` for
-/// the first).
-#[derive(Clone, Copy)]
-struct Band {
-    cutoff: u32,
-    newer_than: u32,
-}
-
-impl Band {
-    fn takes(self, last: u32) -> bool {
-        last >= self.cutoff && (self.newer_than == u32::MAX || last < self.newer_than)
-    }
-}
-
 /// Running totals of a key's addresses and answers, for one window or nested ones; the
-/// tallies of the addresses are apart (see [`Tallies`] and `live_tallies.rs`).
-struct Acc {
+/// tallies are borrowed (see [`Tallies`]), everything else is made anew by [`Acc::new`].
+struct Acc<'t, T> {
     /// The time the features are computed for.
     now: u32,
     distinct_ips: u32,
+    /// Empty when the accumulator is made.
+    t: &'t mut Tallies<T>,
     rrsets: u32,
     ttl_max: u32,
     answer_size_max: u32,
@@ -392,11 +329,13 @@ struct Acc {
     pending_until: u32,
 }
 
-impl Acc {
-    fn new(now: u32) -> Self {
+impl<'t, T: Counting> Acc<'t, T> {
+    /// `tallies` must be empty ([`Tallies::new`] or [`Tallies::cleared`]).
+    fn new(now: u32, tallies: &'t mut Tallies<T>) -> Self {
         Self {
             now,
             distinct_ips: 0,
+            t: tallies,
             rrsets: 0,
             ttl_max: 0,
             answer_size_max: 0,
@@ -422,36 +361,26 @@ impl Acc {
         }
     }
 
-    /// Adds the addresses whose last sighting `take` accepts, to the totals and to `t` (empty
-    /// when the accumulator starts: [`Tallies::new`] or [`Tallies::cleared`]).
-    fn add_ips<T: Counting>(
-        &mut self,
-        k: &KeyState,
-        take: impl Fn(u32) -> bool,
-        t: &mut Tallies<T>,
-    ) {
-        let [asns, nets, ccs, subnets, prefixes] = &mut t.0;
+    /// Adds the addresses and answers whose last sighting `take` accepts.
+    fn add(&mut self, k: &KeyState, take: impl Fn(u32) -> bool) {
         for e in k.ips.iter().filter(|e| take(e.last)) {
             self.oldest = self.oldest.min(e.last);
             self.distinct_ips += 1;
-            let [asn, net, cc, subnet, prefix] = tallied(e);
-            if let Some(v) = asn {
-                asns.add(v);
+            if e.addr.asn != 0 {
+                self.t.asns.add(e.addr.asn);
             }
-            if let Some(v) = net {
-                nets.add(v);
+            if e.addr.network != 0 {
+                self.t.nets.add(e.addr.network);
             }
-            if let Some(v) = cc {
-                ccs.add(v);
+            if e.addr.country != [0, 0] {
+                self.t
+                    .ccs
+                    .add(u32::from(u16::from_be_bytes(e.addr.country)));
             }
-            // Always known (`tallied`).
-            subnets.add(subnet.unwrap_or(0));
-            prefixes.add(prefix.unwrap_or(0));
+            let subnet = e.addr.subnet();
+            self.t.subnets.add(subnet);
+            self.t.prefixes.add(AddrInfo::prefix_of_subnet(subnet));
         }
-    }
-
-    /// Adds the answers whose last sighting `take` accepts.
-    fn add_answers(&mut self, k: &KeyState, take: impl Fn(u32) -> bool) {
         for r in k.rrsets.iter().filter(|r| take(r.last)) {
             self.oldest = self.oldest.min(r.last);
             self.rrsets += 1;
@@ -557,36 +486,30 @@ impl Acc {
     }
 
     /// The features of what has been added so far; the name servers are read for `cutoff`.
-    fn features(&self, k: &KeyState, window: &'static str, cutoff: u32, r: &Readings) -> Features {
+    fn features(&self, k: &KeyState, window: &'static str, cutoff: u32) -> Features {
         let mut f = Features::default();
-        self.features_into(k, window, cutoff, r, &mut f);
+        self.features_into(k, window, cutoff, &mut f);
         f
     }
 
     /// [`Self::features`] into `f`, every field of it (what it held before is gone).
-    fn features_into(
-        &self,
-        k: &KeyState,
-        window: &'static str,
-        cutoff: u32,
-        r: &Readings,
-        f: &mut Features,
-    ) {
+    fn features_into(&self, k: &KeyState, window: &'static str, cutoff: u32, f: &mut Features) {
         use super::model::round3;
         let rotating_children = self.rotating_children();
+        let (lone_subnets, subnet_ips_max) = self.t.subnets.lone_and_most();
         *f = Features {
             window,
             responses: k.responses,
             rrsets: self.rrsets,
             distinct_ips: self.distinct_ips,
-            distinct_asns: r.distinct[ASN],
-            distinct_networks: r.distinct[NETWORK],
-            distinct_countries: r.distinct[COUNTRY],
-            distinct_prefixes: r.distinct[PREFIX],
-            prefix_entropy: round3(r.prefix_entropy),
-            distinct_subnets: r.distinct[SUBNET],
-            lone_subnets: r.lone_subnets,
-            subnet_ips_max: r.subnet_ips_max,
+            distinct_asns: self.t.asns.distinct(),
+            distinct_networks: self.t.nets.distinct(),
+            distinct_countries: self.t.ccs.distinct(),
+            distinct_prefixes: self.t.prefixes.distinct(),
+            prefix_entropy: round3(self.t.prefixes.normalised_entropy()),
+            distinct_subnets: self.t.subnets.distinct(),
+            lone_subnets,
+            subnet_ips_max,
             ttl_max: self.ttl_max,
             answer_size_max: self.answer_size_max,
             answer_networks_max: self.answer_networks_max,
@@ -668,7 +591,7 @@ mod tests {
     use std::net::IpAddr;
 
     use super::*;
-    use crate::score::{AddrInfo, key_state::tests::a};
+    use crate::score::key_state::tests::a;
 
     #[test]
     fn windows_forget_old_addresses() {
@@ -748,7 +671,7 @@ mod tests {
         for (k, n) in cases {
             let mut reused = busy.features_nested(later, WINDOWS.len());
             assert!(reused.windows.iter().all(Option::is_some));
-            k.clone().features_nested_into(later + 10, n, &mut reused);
+            k.features_nested_into(later + 10, n, &mut reused);
             let fresh = k.features_nested(later + 10, n);
             assert_eq!(reused.windows, fresh.windows, "n={n}");
             assert_eq!(reused.changes_at, fresh.changes_at, "n={n}");
@@ -757,80 +680,19 @@ mod tests {
         // from one small key to the next, the full ones from `busy` to `other`.
         let mut reused = busy.features_nested(later, WINDOWS.len());
         for (i, (k, n)) in cases.into_iter().enumerate() {
-            k.clone().features_nested_into(later + 10, n, &mut reused);
+            k.features_nested_into(later + 10, n, &mut reused);
             let fresh = k.features_nested(later + 10, n);
             assert_eq!(reused.windows, fresh.windows, "case {i}");
             assert_eq!(reused.changes_at, fresh.changes_at, "case {i}");
         }
     }
 
-    /// The tallies a key of many addresses keeps read what tallying every address anew reads,
-    /// to the bit (the entropy before it is rounded for the features included), score after
-    /// score; and they are made once and kept, not made again for each score.
-    #[test]
-    fn kept_tallies_read_as_the_walk_to_the_bit() {
-        let mut x = 0x5851_f42d_4c95_7f2du64;
-        let mut next = move |m: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % m
-        };
-        let addr = |i: u32| AddrInfo {
-            ip: AddrInfo::ip_bytes(IpAddr::from((0x0a00_0000 + i * 40_503).to_be_bytes())),
-            asn: 64_500 + i % 7,
-            network: i % 5,
-            country: [b'A' + (i % 4) as u8, b'Z'],
-        };
-        let mut k = KeyState::new(0);
-        let mut nested = Nested::default();
-        let (mut now, mut made, mut kept_at) = (0u32, 0, std::ptr::null());
-        for step in 0..1_500 {
-            now += match next(30) {
-                0 => 3_000 + next(90_000) as u32,
-                _ => next(400) as u32,
-            };
-            let base = next(600) as u32;
-            let size = 1 + next(5) as u32;
-            let addrs: Vec<AddrInfo> = (0..size).map(|j| addr(base + j)).collect();
-            k.add_answer(now, 300, &addrs);
-            k.features_nested_into(now, WINDOWS.len(), &mut nested);
-            let Some(live) = k.more.as_ref().and_then(|m| m.live.as_deref()) else {
-                assert!(k.ips.len() <= SMALL_TALLY_MAX, "step {step}");
-                continue;
-            };
-            if !std::ptr::eq(live, kept_at) {
-                made += 1;
-                kept_at = live;
-            }
-            let mut walked = Vec::new();
-            let mut t = Tallies::<Tally>::new();
-            let mut out = Nested::default();
-            let into = (&mut out.windows, &mut out.changes_at);
-            k.features_nested_with(now, WINDOWS.len(), into, |acc, _, band| {
-                acc.add_ips(&k, |last| band.takes(last), &mut t);
-                walked.push(t.readings());
-                t.readings()
-            });
-            for (i, w) in walked.iter().enumerate() {
-                let r = live.readings(i);
-                assert_eq!(r, *w, "step {step} window {i}");
-                assert_eq!(r.prefix_entropy.to_bits(), w.prefix_entropy.to_bits());
-            }
-        }
-        assert_eq!(made, 1, "made once and kept");
-        assert!(k.ips.len() == crate::score::params::MAX_IPS_PER_KEY);
-    }
-
     /// Every window through the tally `T`, in new tallies.
     fn nested_with<T: Counting>(k: &KeyState, now: u32) -> Nested {
         let mut out = Nested::default();
-        let mut t = Tallies::<T>::new();
-        let into = (&mut out.windows, &mut out.changes_at);
-        k.features_nested_with(now, WINDOWS.len(), into, |acc, _, band| {
-            acc.add_ips(k, |last| band.takes(last), &mut t);
-            t.readings()
-        });
+        let mut tallies = Tallies::<T>::new();
+        let acc = Acc::new(now, &mut tallies);
+        k.features_nested_with(acc, WINDOWS.len(), (&mut out.windows, &mut out.changes_at));
         out
     }
 

@@ -11,7 +11,6 @@ use smallvec::SmallVec;
 
 use super::{
     addr_info::{AddrInfo, StoredAddr, fnv32, v4_bits},
-    live_tallies::Live,
     params::{
         BUSY_CHANGES, MAX_GLUE, MAX_IPS_PER_KEY, MAX_NS_HOSTS, MAX_RRSETS, STABLE_ANSWER_MAX,
         WINDOWS,
@@ -126,9 +125,6 @@ pub(super) struct Extras {
     /// The bytes of the key's IPv6 addresses, in no particular order; an entry of
     /// [`KeyState::ips`] points to its own ([`StoredAddr::v6_slot`]). At most one per entry.
     v6: Vec<[u8; 16]>,
-    /// The window tallies of a key of many addresses, kept between scores and following
-    /// [`KeyState::ips`] entry for entry (see `live_tallies.rs`); made at its first score.
-    pub(super) live: Option<Box<Live>>,
 }
 
 /// Everything the scorer remembers about one key.
@@ -415,7 +411,6 @@ impl KeyState {
                     let moved = self.ips.len() - 1;
                     let gone = self.ips.swap_remove(i);
                     self.ip_fps.swap_remove(i);
-                    self.follow_in_live(|live| live.swap_remove(i));
                     self.forget_v6(gone.addr);
                     // The last entry now sits at `i`, the lowest index of all: if it is as old,
                     // it is taken next (and no longer where it was).
@@ -445,14 +440,6 @@ impl KeyState {
             more.v6.push(a.ip);
         }
         self.ips.push(IpEntry { addr, last });
-        self.follow_in_live(Live::push);
-    }
-
-    /// Makes the kept window tallies follow a change to the addresses.
-    fn follow_in_live(&mut self, change: impl FnOnce(&mut Live)) {
-        if let Some(live) = self.more.as_mut().and_then(|m| m.live.as_deref_mut()) {
-            change(live);
-        }
     }
 
     /// Drops the side-table bytes of a removed entry; the last bytes move into their place,
@@ -505,7 +492,7 @@ impl KeyState {
             };
             // Whether any matches first, an OR over the block, which vectorises to a few
             // compares; the mask of which ones (a shift per lane) only for a block that has
-            // one. Most blocks have none, and building every mask was 4% of the churn stream.
+            // one. Most blocks have none.
             if !fps.iter().fold(false, |hit, f| hit | (*f & FP_MASK == fp)) {
                 continue;
             }
@@ -819,9 +806,6 @@ impl KeyState {
                 MALLOC_OVERHEAD
                     + size_of::<Extras>()
                     + m.v6.capacity() * 16
-                    + m.live.as_ref().map_or(0, |l| {
-                        MALLOC_OVERHEAD + size_of::<Live>() + l.heap_bytes(MALLOC_OVERHEAD)
-                    })
                     + m.allowed_by
                         .as_ref()
                         .map_or(0, |s| s.len() + MALLOC_OVERHEAD)

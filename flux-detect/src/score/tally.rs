@@ -38,63 +38,15 @@ pub(super) const SMALL_TALLY_MAX: usize = 8;
 /// A tally for a key of at most [`SMALL_TALLY_MAX`] addresses.
 pub(super) type SmallTally = TallyOf<{ 2 * SMALL_TALLY_MAX }, SMALL_TALLY_MAX>;
 
-/// `c ln c` for every count a tally holds (a `u8`), 0 for 0 and 1, in fixed point with
-/// [`X_LN_X_BITS`] fraction bits. Integers, so the entropy's sum of them is exact and the same
-/// in any order: the scorer's tallies kept between scores (`live_tallies.rs`) hold the values
-/// in another order than a tally filled by one walk, and must read the same entropy to the bit.
-/// The largest entry, `255 ln 255` (1413), needs 11 integer bits.
-static X_LN_X: std::sync::LazyLock<[u64; 256]> = std::sync::LazyLock::new(|| {
-    let mut t = [0; 256];
+/// `c ln c` for every count a tally holds (a `u8`), 0 for 0 and 1.
+static X_LN_X: std::sync::LazyLock<[f64; 256]> = std::sync::LazyLock::new(|| {
+    let mut t = [0.0; 256];
     for (c, x) in t.iter_mut().enumerate().skip(2) {
         let c = c as f64;
-        // At most 1413 * 2^52 < 2^63: the cast is exact for a rounded value in range.
-        *x = (c * c.ln() * X_LN_X_ONE).round() as u64;
+        *x = c * c.ln();
     }
     t
 });
-
-/// Fraction bits of [`X_LN_X`]: an error of at most 2^-53 per entry, as fine as the `f64` sum
-/// it replaced (each of its terms, at least `2 ln 2`, was rounded to 53 significant bits).
-const X_LN_X_BITS: u32 = 52;
-/// 1 in [`X_LN_X`]'s fixed point (a power of two, exact as an `f64`).
-const X_LN_X_ONE: f64 = (1u64 << X_LN_X_BITS) as f64;
-
-/// `c ln c` in the fixed point of the entropy's sum ([`normalised_entropy`]).
-pub(super) fn x_ln_x(c: u8) -> u64 {
-    X_LN_X.get(usize::from(c)).copied().unwrap_or(0)
-}
-
-/// The normalised entropy ([`Counting::normalised_entropy`]) of the values whose counts are
-/// `counts` (each value's count once, in any order: the result does not depend on it; a count
-/// of 0 is no value).
-pub(super) fn normalised_entropy_of(counts: impl Iterator<Item = u8>) -> f64 {
-    let (mut distinct, mut n, mut s) = (0u32, 0u32, 0u128);
-    for c in counts.filter(|c| *c > 0) {
-        distinct += 1;
-        n += u32::from(c);
-        s += u128::from(x_ln_x(c));
-    }
-    normalised_entropy(distinct, n, s)
-}
-
-/// The normalised entropy of `n` values, `distinct` of them distinct, whose counts' [`x_ln_x`]
-/// sum to `s`. H = -sum (c/n) ln(c/n) = ln n - (sum c ln c) / n, with c ln c read from a
-/// table: the counts are bytes, and a logarithm per distinct value was 5% of the churn stream's
-/// replay (a key of 128 addresses has about as many prefixes, in two windows).
-pub(super) fn normalised_entropy(distinct: u32, n: u32, s: u128) -> f64 {
-    // One value (however often): exactly 0. The sum below could land a rounding error below
-    // it, and an earlier sum gave -0.0 (written "-0.0" in verdicts). Fewer than two values
-    // with two distinct ones only if a caller overfilled a tally and a count wrapped: then 0,
-    // not NaN.
-    if distinct < 2 || n < 2 {
-        return 0.0;
-    }
-    let n = f64::from(n);
-    // One rounding, of the exact sum; the scale is a power of two, so dividing is exact.
-    let s = s as f64 / X_LN_X_ONE;
-    let ln_n = n.ln();
-    (ln_n - s / n) / ln_n
-}
 
 /// What the features read of a tally, whatever its size (`features.rs` builds a window's
 /// tallies with either).
@@ -219,7 +171,29 @@ impl<const SLOTS: usize, const MAX: usize> Counting for TallyOf<SLOTS, MAX> {
     }
 
     fn normalised_entropy(&self) -> f64 {
-        normalised_entropy_of(self.counts())
+        // One value (however often): exactly 0. The sum below could land a rounding error
+        // below it, and the sum this replaced gave -0.0 (written "-0.0" in verdicts).
+        if self.distinct < 2 {
+            return 0.0;
+        }
+        // H = -sum (c/n) ln(c/n) = ln n - (sum c ln c) / n, with c ln c read from a table: the
+        // counts are bytes, and a logarithm per distinct value was 5% of the churn stream's
+        // replay (a key of 128 addresses has about as many prefixes, in two windows).
+        let table = &*X_LN_X;
+        // The values added: the sum of the counts, exact (`add` does not count them). At
+        // least two with two distinct values, unless a caller overfilled the tally and a count
+        // wrapped: then 0, not NaN.
+        let n = self.counts().map(usize::from).sum::<usize>();
+        if n < 2 {
+            return 0.0;
+        }
+        let n = n as f64;
+        let s: f64 = self
+            .counts()
+            .map(|c| table.get(usize::from(c)).copied().unwrap_or(0.0))
+            .sum();
+        let ln_n = n.ln();
+        (ln_n - s / n) / ln_n
     }
 }
 
