@@ -425,12 +425,8 @@ pub struct Maps {
     occupancy: Occupancy,
     /// Which IPv4 /24s may hold a blocked address, for the kernel (`front_filter.rs`).
     front: FrontFilter,
-    /// An IPv4 entry left since the last rebuild of the front filter: its bits may be stale.
-    front_stale: bool,
     /// Which domain-hash buckets may hold a blocked domain, for the kernel (`front_filter.rs`).
     front_names: FrontFilter,
-    /// A domain left since the last rebuild of the domain filter.
-    front_names_stale: bool,
     /// The capacity of each of `flux_common::RESIZABLE_MAPS`, as loaded (`run --max-blocked-*`).
     capacities: [u32; RESIZABLE_MAPS.len()],
 }
@@ -485,9 +481,7 @@ impl Maps {
             allow_domains: open_hash(pin_dir, MAP_ALLOWED_DOMAINS)?,
             occupancy: Occupancy::open(pin_dir)?,
             front: FrontFilter::open_v4(pin_dir)?,
-            front_stale: false,
             front_names: FrontFilter::open_names(pin_dir)?,
-            front_names_stale: false,
             capacities: {
                 let mut c = [0u32; RESIZABLE_MAPS.len()];
                 for (slot, name) in c.iter_mut().zip(RESIZABLE_MAPS) {

@@ -10,11 +10,13 @@
 //! through the syscall would be a read-modify-write that can lose the other writer's bit. The
 //! invariant (see `MAP_FRONT_V4`): while the ready word is non-zero, every IPv4 entry's bits are
 //! set, but for two short windows: between an insert and the bit its writer sets right after it,
-//! and during a rebuild. Bits are cleared only by [`Maps::rebuild_front`], which clears first and
-//! then reads the maps again and sets the bits of everything there: an entry another writer
+//! and during a rebuild. Bits are cleared only by a rebuild (`rebuild_words`), which clears first
+//! and then reads the maps again and sets the bits of everything there: an entry another writer
 //! inserted between the rebuild's two reads has its bit cleared until that second read (tens of ms
 //! at hundreds of thousands of entries); every other one is seen by the second read or sets its
-//! own bit after the clear. A stale bit only costs the kernel the lookups.
+//! own bit after the clear. A stale bit only costs the kernel the lookups. A fill that cannot
+//! read the maps (after a rebuild's clear, or the agent's refill at open) turns the filter off,
+//! fail-closed, and the next sweep fills it again (`Mapped::settle_fill`).
 //!
 //! A process that cannot map the filter (no write access) and still writes an IPv4 entry clears
 //! the ready word with a plain map update: the kernel then looks every address up, the safe side,
@@ -41,14 +43,29 @@ use flux_common::{
 use super::{BlocklistError, Maps, Target, bulk_write, domain_key, map_err, v4};
 use crate::kernel::pins::{self, PinError};
 
-/// The filter's words as mapped into this process.
+/// The filter's words as mapped into this process, and what this process knows of their upkeep.
 pub(super) struct Mapped {
     words: NonNull<AtomicU64>,
     /// Entries of the array: the filter words and the ready word.
     slots: u32,
     bytes: usize,
+    /// What holds the words: the pinned map's mapping (unmapped on drop), or, in unit tests,
+    /// memory of this process.
+    backing: Backing,
+    /// An entry this filter covers left through this handle since its last rebuild (or a fill
+    /// failed): its bits may be stale, and the next sweep rebuilds it.
+    stale: bool,
+    /// This handle turned the filter off because a fill failed ([`Mapped::settle_fill`]): the
+    /// next fill that succeeds turns it on again. A filter another writer turned off is left
+    /// off by a rebuild: only an open fills it and turns it on.
+    off_by_us: bool,
+}
+
+enum Backing {
     /// Keeps the map (and so the mapping's object) alive.
-    _map: MapData,
+    Mmap { _map: MapData },
+    #[cfg(test)]
+    Heap { _words: Box<[AtomicU64]> },
 }
 
 // SAFETY: the mapping is shared memory that every access reaches through an atomic; it lives as
@@ -91,8 +108,25 @@ impl Mapped {
             words,
             slots,
             bytes,
-            _map: map,
+            backing: Backing::Mmap { _map: map },
+            stale: false,
+            off_by_us: false,
         })
+    }
+
+    /// A filter of `slots` words (the last the ready word) in this process's memory, all clear.
+    #[cfg(test)]
+    fn on_heap(slots: u32) -> Self {
+        let mut heap: Box<[AtomicU64]> = (0..slots).map(|_| AtomicU64::new(0)).collect();
+        let words = NonNull::new(heap.as_mut_ptr()).expect("a box is never null");
+        Self {
+            words,
+            slots,
+            bytes: 0,
+            backing: Backing::Heap { _words: heap },
+            stale: false,
+            off_by_us: false,
+        }
     }
 
     fn word(&self, i: u32) -> &AtomicU64 {
@@ -104,8 +138,14 @@ impl Mapped {
 
 impl Drop for Mapped {
     fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`, unmapped once.
-        unsafe { libc::munmap(self.words.as_ptr().cast(), self.bytes) };
+        match self.backing {
+            // SAFETY: the mapping made in `new`, unmapped once.
+            Backing::Mmap { .. } => unsafe {
+                libc::munmap(self.words.as_ptr().cast(), self.bytes);
+            },
+            #[cfg(test)]
+            Backing::Heap { .. } => {}
+        }
     }
 }
 
@@ -276,43 +316,99 @@ fn set_bit(words: &mut [u64], bit: u32) {
     }
 }
 
-/// Sets `words`' bits in `filter`: one atomic OR per non-zero word. A filter not mapped here
-/// is turned off instead, if anything is to be set (its writes would be lost otherwise).
-fn or_words(filter: &mut FrontFilter, words: &[u64]) -> Result<(), BlocklistError> {
-    match filter {
-        FrontFilter::Mapped(m) => {
-            for (i, w) in words.iter().enumerate() {
-                if *w != 0 {
-                    m.word(i as u32).fetch_or(*w, Ordering::SeqCst);
-                }
-            }
-            Ok(())
-        }
-        FrontFilter::Unmapped(..) if words.iter().any(|w| *w != 0) => filter.set_span(0, 0),
-        _ => Ok(()),
+impl Mapped {
+    fn ready_word(&self) -> &AtomicU64 {
+        self.word(self.slots - 1)
     }
-}
 
-/// Clears the bits of `filter` that `keep` does not have; returns how many.
-fn clear_unneeded(filter: &FrontFilter, keep: &[u64]) -> u64 {
-    let mut cleared = 0u64;
-    if let FrontFilter::Mapped(m) = filter {
+    /// Whether the kernel trusts this filter's clear bits.
+    fn is_ready(&self) -> bool {
+        self.ready_word().load(Ordering::SeqCst) != 0
+    }
+
+    /// Sets `words`' bits: one atomic OR per non-zero word.
+    fn or_words(&self, words: &[u64]) {
+        for (i, w) in words.iter().enumerate() {
+            if *w != 0 {
+                self.word(i as u32).fetch_or(*w, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Clears the bits that `keep` does not have; returns how many.
+    fn clear_unneeded(&self, keep: &[u64]) -> u64 {
+        let mut cleared = 0u64;
         for (i, k) in keep.iter().enumerate() {
-            let w = m.word(i as u32);
+            let w = self.word(i as u32);
             let stale = w.load(Ordering::SeqCst) & !*k;
             if stale != 0 {
                 cleared += u64::from(stale.count_ones());
                 w.fetch_and(!stale, Ordering::SeqCst);
             }
         }
+        cleared
     }
-    cleared
+
+    /// The end of a fill: `read` is the bits of every entry, read from the maps (after the
+    /// clear, in a rebuild), or the error that read met.
+    ///
+    /// - Read: the bits are set and the filter is no longer stale. It is turned on (the kernel
+    ///   trusts its clear bits) when `turn_on` (a fill at open) or when this handle turned it
+    ///   off; a filter another writer turned off stays off, since that writer's entries may have
+    ///   no bits yet.
+    /// - Not read: the filter is turned off, fail-closed, and left stale so that the next sweep
+    ///   fills it again. After a rebuild's clear, entries another writer inserted between the
+    ///   two reads have lost their bits; at open, entries an older version wrote may never have
+    ///   had any. Either way a filter left on would hide their blocks from the kernel, where an
+    ///   off one only costs it the lookups.
+    fn settle_fill<E>(&mut self, read: Result<Vec<u64>, E>, turn_on: bool) -> Result<(), E> {
+        match read {
+            Ok(words) => {
+                self.or_words(&words);
+                if turn_on || self.off_by_us {
+                    self.ready_word().store(1, Ordering::SeqCst);
+                    self.off_by_us = false;
+                }
+                self.stale = false;
+                Ok(())
+            }
+            Err(e) => {
+                self.ready_word().store(0, Ordering::SeqCst);
+                self.off_by_us = true;
+                self.stale = true;
+                Err(e)
+            }
+        }
+    }
 }
 
-/// Declares a mapped filter ready (the kernel then trusts its clear bits).
-fn set_ready(filter: &FrontFilter) {
-    if let FrontFilter::Mapped(m) = filter {
-        m.word(FrontFilter::ready_at(m)).store(1, Ordering::SeqCst);
+/// Clears the bits of `m` that no entry needs any more (after removals), then sets again the bits
+/// of everything the maps hold, so that an entry another writer added meanwhile is covered;
+/// `read` reads the bits every entry needs (every key). Returns how many bits were cleared. A
+/// first read that fails leaves the filter as it was (nothing was cleared); a second that fails
+/// turns it off ([`Mapped::settle_fill`]).
+fn rebuild_words<E>(m: &mut Mapped, read: impl Fn() -> Result<Vec<u64>, E>) -> Result<u64, E> {
+    let keep = read()?;
+    let cleared = m.clear_unneeded(&keep);
+    m.settle_fill(read(), false)?;
+    Ok(cleared)
+}
+
+/// One of the two front filters.
+#[derive(Clone, Copy)]
+enum Which {
+    V4,
+    Names,
+}
+
+impl Which {
+    const BOTH: [Which; 2] = [Which::V4, Which::Names];
+
+    fn name(self) -> &'static str {
+        match self {
+            Which::V4 => "IPv4",
+            Which::Names => "domain",
+        }
     }
 }
 
@@ -336,13 +432,6 @@ impl Maps {
         Ok((addrs, cidrs))
     }
 
-    /// Sets the bits of everything the IPv4 maps hold.
-    fn cover_all_v4(&mut self) -> Result<(), BlocklistError> {
-        let (addrs, cidrs) = self.v4_keys()?;
-        // One OR per distinct word rather than per entry: a million addresses share few words.
-        or_words(&mut self.front, &needed(&addrs, &cidrs))
-    }
-
     /// Every key of the domain blocklist (domain hashes).
     fn domain_keys(&self) -> Result<Vec<u64>, BlocklistError> {
         match bulk_write::hash_keys::<u64, DomainBlock>(self.domains.map()) {
@@ -355,10 +444,32 @@ impl Maps {
         }
     }
 
-    /// Sets the bits of everything the domain blocklist holds.
-    fn cover_all_names(&mut self) -> Result<(), BlocklistError> {
-        let words = needed_names(&self.domain_keys()?);
-        or_words(&mut self.front_names, &words)
+    /// The bits `which` needs for everything its maps hold, as words. Reads every key.
+    fn needed_words(&self, which: Which) -> Result<Vec<u64>, BlocklistError> {
+        match which {
+            Which::V4 => {
+                let (addrs, cidrs) = self.v4_keys()?;
+                // One OR per distinct word rather than per entry: a million addresses share few
+                // words.
+                Ok(needed(&addrs, &cidrs))
+            }
+            Which::Names => Ok(needed_names(&self.domain_keys()?)),
+        }
+    }
+
+    fn filter_slot(&mut self, which: Which) -> &mut FrontFilter {
+        match which {
+            Which::V4 => &mut self.front,
+            Which::Names => &mut self.front_names,
+        }
+    }
+
+    /// `which`'s filter as mapped here; `None` when it is absent or not mapped.
+    fn mapped(&mut self, which: Which) -> Option<&mut Mapped> {
+        match self.filter_slot(which) {
+            FrontFilter::Mapped(m) => Some(m),
+            _ => None,
+        }
     }
 
     /// At open: a filter that is not ready (just created, or turned off by a writer that could
@@ -368,91 +479,87 @@ impl Maps {
     /// older version left in place (its `unload` keeps pins it does not know) can be ready while
     /// entries that version wrote have no bits, which would hide their blocks from the kernel
     /// until some removal rebuilt the filter. The CLI, which opens the maps for each command,
-    /// does not: a refill reads every key. A failure is logged, not returned: a filter that was
-    /// not ready stays off, which only costs the kernel its lookups; a ready one being refilled
-    /// stays ready, so entries without bits stay hidden until the next rebuild (as before the
-    /// refill existed).
+    /// does not: a refill reads every key. A failure is logged, not returned: the filter is
+    /// turned off ([`Mapped::settle_fill`]), which only costs the kernel its lookups, and the
+    /// agent's next sweep fills it again.
     pub(super) fn ready_front(&mut self, refill: bool) {
-        let due = |f: &FrontFilter| {
-            matches!(f, FrontFilter::Mapped(_)) && (refill || !matches!(f.ready(), Ok(Some(true))))
-        };
-        if due(&self.front) {
-            match self.cover_all_v4() {
-                Ok(()) => set_ready(&self.front),
-                Err(e) => log::warn!("cannot fill the IPv4 front filter: {e}"),
+        for which in Which::BOTH {
+            if !self.mapped(which).is_some_and(|m| refill || !m.is_ready()) {
+                continue;
             }
-        }
-        if due(&self.front_names) {
-            match self.cover_all_names() {
-                Ok(()) => set_ready(&self.front_names),
-                Err(e) => log::warn!("cannot fill the domain front filter: {e}"),
+            let read = self.needed_words(which);
+            if let Some(m) = self.mapped(which)
+                && let Err(e) = m.settle_fill(read, true)
+            {
+                log::warn!(
+                    "cannot fill the {} front filter ({e}); it stays off until a sweep fills it",
+                    which.name()
+                );
             }
         }
     }
 
-    /// Clears the filter bits no IPv4 entry needs any more (after removals), then sets again
-    /// the bits of everything the maps hold, so that an entry another writer added meanwhile is
-    /// covered. Returns how many bits were cleared. Reads every IPv4 key twice.
+    /// [`rebuild_words`] of `which`'s filter from its maps. Returns how many bits were cleared.
+    fn rebuild(&mut self, which: Which) -> Result<u64, BlocklistError> {
+        // The filter is taken out for the rebuild, so that its reads can borrow the maps.
+        let mut filter = std::mem::replace(self.filter_slot(which), FrontFilter::Absent);
+        let result = match &mut filter {
+            FrontFilter::Mapped(m) => rebuild_words(m, || self.needed_words(which)),
+            _ => Ok(0),
+        };
+        *self.filter_slot(which) = filter;
+        result
+    }
+
+    /// [`Maps::rebuild`] of the IPv4 filter.
     pub fn rebuild_front(&mut self) -> Result<u64, BlocklistError> {
-        let FrontFilter::Mapped(_) = &self.front else {
-            return Ok(0);
-        };
-        let (addrs, cidrs) = self.v4_keys()?;
-        let cleared = clear_unneeded(&self.front, &needed(&addrs, &cidrs));
-        self.cover_all_v4()?;
-        self.front_stale = false;
-        Ok(cleared)
+        self.rebuild(Which::V4)
     }
 
-    /// [`Maps::rebuild_front`] for the domain filter over the domain blocklist.
-    pub fn rebuild_front_names(&mut self) -> Result<u64, BlocklistError> {
-        let FrontFilter::Mapped(_) = &self.front_names else {
-            return Ok(0);
-        };
-        let cleared = clear_unneeded(&self.front_names, &needed_names(&self.domain_keys()?));
-        self.cover_all_names()?;
-        self.front_names_stale = false;
-        Ok(cleared)
-    }
-
-    /// [`Maps::rebuild_front`] and [`Maps::rebuild_front_names`], each if an entry it covers
-    /// left through this handle since its last rebuild (the periodic sweep calls this). Returns
-    /// the bits cleared.
+    /// [`Maps::rebuild`] of each filter that is stale: an entry it covers left through this
+    /// handle since its last rebuild, or a fill failed (the periodic sweep calls this). Both
+    /// are tried; the first error is returned. Returns the bits cleared.
     pub fn rebuild_front_if_stale(&mut self) -> Result<u64, BlocklistError> {
         let mut cleared = 0;
-        if self.front_stale {
-            cleared += self.rebuild_front()?;
+        let mut first_err = None;
+        for which in Which::BOTH {
+            if !self.mapped(which).is_some_and(|m| m.stale) {
+                continue;
+            }
+            match self.rebuild(which) {
+                Ok(n) => cleared += n,
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
         }
-        if self.front_names_stale {
-            cleared += self.rebuild_front_names()?;
-        }
-        Ok(cleared)
+        first_err.map_or(Ok(cleared), Err)
     }
 
-    /// After an IPv4 removal: when both IPv4 maps are empty the whole filter is rebuilt (so
-    /// cleared); otherwise its bits are marked stale for the next sweep's rebuild
+    /// After a removal: when the maps the filter covers are empty it is rebuilt at once (so
+    /// cleared); otherwise it is marked stale for the next sweep's rebuild
     /// ([`Maps::rebuild_front_if_stale`]): reading a million keys twice per removal would make a
     /// feed's removals quadratic.
-    /// A domain's removal does the same for the domain filter.
     pub(super) fn front_after_removal(&mut self, t: &Target) -> Result<(), BlocklistError> {
-        let is_v4 = match t {
-            Target::Ip(ip) | Target::Cidr(ip, _) => ip.is_ipv4(),
-            Target::Domain(_) => {
-                if !self.map_empty(flux_common::Occupied::BlockedDomains) {
-                    self.front_names_stale = true;
+        let (which, empty) = match t {
+            Target::Ip(ip) | Target::Cidr(ip, _) => {
+                if !ip.is_ipv4() {
                     return Ok(());
                 }
-                return self.rebuild_front_names().map(|_| ());
+                (Which::V4, self.v4_maps_empty())
             }
+            Target::Domain(_) => (
+                Which::Names,
+                self.map_empty(flux_common::Occupied::BlockedDomains),
+            ),
         };
-        if !is_v4 {
-            return Ok(());
+        if empty {
+            return self.rebuild(which).map(|_| ());
         }
-        if !self.v4_maps_empty() {
-            self.front_stale = true;
-            return Ok(());
+        if let Some(m) = self.mapped(which) {
+            m.stale = true;
         }
-        self.rebuild_front().map(|_| ())
+        Ok(())
     }
 
     /// Whether `ip`'s /24 bit is set and the filter ready: for tests and diagnostics. `None`
@@ -502,6 +609,79 @@ mod tests {
 
     fn ones(words: &[u64]) -> u32 {
         words.iter().map(|w| w.count_ones()).sum()
+    }
+
+    /// Filter words 0..3 and the ready word, as the kernel would read them.
+    fn state(m: &Mapped) -> ([u64; 3], bool) {
+        let w = |i| m.word(i).load(Ordering::SeqCst);
+        ([w(0), w(1), w(2)], m.is_ready())
+    }
+
+    fn ready_filter(words: [u64; 3]) -> Mapped {
+        let m = Mapped::on_heap(4);
+        m.or_words(&words);
+        m.ready_word().store(1, Ordering::SeqCst);
+        m
+    }
+
+    #[test]
+    fn a_fill_that_fails_turns_the_filter_off_until_one_succeeds() {
+        // The agent's refill at open, on a ready filter: entries an older version wrote may
+        // have no bits, so a failed refill must not leave it on.
+        let mut m = ready_filter([0b1, 0, 0]);
+        assert_eq!(m.settle_fill(Err("read"), true), Err("read"));
+        assert_eq!(state(&m), ([0b1, 0, 0], false));
+        assert!(m.stale && m.off_by_us);
+        // The sweep's rebuild turns on what this handle turned off.
+        assert_eq!(
+            rebuild_words(&mut m, || Ok::<_, &str>(vec![0b10, 0, 4])),
+            Ok(1)
+        );
+        assert_eq!(state(&m), ([0b10, 0, 4], true));
+        assert!(!m.stale && !m.off_by_us);
+    }
+
+    #[test]
+    fn a_rebuild_whose_second_read_fails_turns_the_filter_off() {
+        // Between the two reads another writer may have inserted an entry whose bit the clear
+        // took: the filter left on would hide its block.
+        let mut m = ready_filter([0b11, 0, 0]);
+        let reads = std::cell::Cell::new(0);
+        let read = || {
+            reads.set(reads.get() + 1);
+            if reads.get() == 1 {
+                Ok(vec![0b1, 0, 0])
+            } else {
+                Err("second read")
+            }
+        };
+        assert_eq!(rebuild_words(&mut m, read), Err("second read"));
+        assert_eq!(state(&m), ([0b1, 0, 0], false));
+        assert!(m.stale, "the next sweep tries again");
+    }
+
+    #[test]
+    fn a_rebuild_whose_first_read_fails_changes_nothing() {
+        let mut m = ready_filter([0b11, 0, 0]);
+        assert_eq!(
+            rebuild_words(&mut m, || Err::<Vec<u64>, _>("first")),
+            Err("first")
+        );
+        assert_eq!(state(&m), ([0b11, 0, 0], true));
+    }
+
+    #[test]
+    fn a_rebuild_leaves_off_a_filter_another_writer_turned_off() {
+        // A writer that could not map the filter turned it off after an insert whose bit it
+        // could not set; only a fill at open turns it on again.
+        let mut m = Mapped::on_heap(4);
+        assert_eq!(
+            rebuild_words(&mut m, || Ok::<_, &str>(vec![0b1, 0, 0])),
+            Ok(0)
+        );
+        assert_eq!(state(&m), ([0b1, 0, 0], false));
+        assert_eq!(m.settle_fill(Ok::<_, &str>(vec![0b1, 0, 0]), true), Ok(()));
+        assert_eq!(state(&m), ([0b1, 0, 0], true));
     }
 
     #[test]
