@@ -5,7 +5,8 @@
 //! Queries: UDP or TCP to a configured DNS port, QR=0, opcode QUERY, one question. The IPv4
 //! header must not be a fragment and an IPv6 header must carry UDP or TCP directly: a query
 //! with extension headers is not recorded, so its reply is unsolicited (the safe side). The
-//! question name is copied into scratch slot 1 and hashed by the same walk as XDP's.
+//! question name is copied into scratch slot 1 (a socket buffer's bytes are read by helper) and
+//! hashed by the same walk as XDP's, which reads its name in place.
 //!
 //! XDP only sees what arrives, so without this a local process can still send to a blocked
 //! host (the first SYN, a UDP beacon, data); only the replies die. Here the destination goes
@@ -200,10 +201,11 @@ fn record_query(ctx: &TcContext, family: u8, config: &Config) -> Option<()> {
     if rc != 0 {
         return None;
     }
-    if !xdp_verdict::forward(scratch, copy) {
+    let name = xdp_verdict::InScratch(scratch);
+    if !xdp_verdict::forward(&name, scratch, copy) {
         return None;
     }
-    let qname_hash = xdp_verdict::full_hash(scratch);
+    let qname_hash = xdp_verdict::full_hash(&name, scratch);
     if qname_hash == 0 {
         return None;
     }

@@ -41,7 +41,7 @@ use flux_common::{
 };
 use packet::*;
 use scratch::Located;
-use xdp_verdict::NameVerdict;
+use xdp_verdict::{InPacket, NameVerdict};
 
 /// Load-time configuration; userspace overrides it with `EbpfLoader::override_global`.
 #[unsafe(no_mangle)]
@@ -299,7 +299,8 @@ fn locate(ctx: &XdpContext) -> Result<(), Skip> {
 /// Stage two: matches the reply to its query, checks the question name, writes the record,
 /// and says what to do.
 ///
-/// The question is walked once into scratch; the match result goes through scratch too, so the
+/// The question is walked where it lies in the packet (`xdp_verdict::InPacket`), its length
+/// and label starts left in scratch; the match result goes through scratch too, so the
 /// name-verdict loop and the record writer are verified once, not once per match outcome.
 #[inline(always)]
 fn respond(ctx: &XdpContext, at: &Located) -> Act {
@@ -312,17 +313,14 @@ fn respond(ctx: &XdpContext, at: &Located) -> Act {
     // blocked, and query matching. With neither, the copy and the walk (about 40 ns of a
     // 200-byte response's path) are skipped, and the name is not "unchecked": nothing was due.
     let name_needed = match_queries != MATCH_OFF || xdp_verdict::domains_blocked();
+    let qname = InPacket::new(ctx, usize::from(at.dns_off) + DNS_HEADER_LEN);
     let walked = name_needed
         && at.qdcount == 1
-        && xdp_verdict::load_qname(
-            ctx,
-            usize::from(at.dns_off) + DNS_HEADER_LEN,
-            in_packet.saturating_sub(DNS_HEADER_LEN),
-        );
+        && xdp_verdict::walk_qname(&qname, in_packet.saturating_sub(DNS_HEADER_LEN));
     let mut unsolicited = 0u64;
     if match_queries != MATCH_OFF {
         let hash = if walked {
-            xdp_verdict::full_hash(scratch)
+            xdp_verdict::full_hash(&qname, scratch)
         } else {
             0
         };
@@ -344,7 +342,7 @@ fn respond(ctx: &XdpContext, at: &Located) -> Act {
     // SAFETY: this CPU's scratch.
     unsafe { core::ptr::write_volatile(addr_of_mut!((*scratch).unsolicited), unsolicited) };
     let verdict = if walked {
-        xdp_verdict::name_verdict()
+        xdp_verdict::name_verdict(&qname)
     } else if name_needed && at.qdcount == 1 {
         NameVerdict::Unchecked
     } else {

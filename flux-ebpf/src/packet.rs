@@ -10,6 +10,15 @@ use aya_ebpf::programs::XdpContext;
 /// Offsets past this are not followed; keeps the verifier's range tracking small and bounded.
 pub const MAX_HEADER_OFFSET: usize = 512;
 
+/// Where a question name may start, at most: a DNS header found within [`MAX_HEADER_OFFSET`]
+/// (plus a TCP header and its length prefix), and the header's 12 bytes. A name starting
+/// later is not walked.
+pub const MAX_NAME_BASE: usize = 1024;
+
+/// A mask that keeps every offset up to [`MAX_NAME_BASE`] as it is.
+const NAME_BASE_MASK: usize = 0x7ff;
+const _: () = assert!(MAX_NAME_BASE <= NAME_BASE_MASK && (NAME_BASE_MASK + 1).is_power_of_two());
+
 pub struct Packet {
     start: usize,
     end: usize,
@@ -41,6 +50,23 @@ impl Packet {
             return None;
         }
         Some(start as *const T)
+    }
+
+    /// The byte at `base + i`, or `None` past the packet: the question name read in place.
+    /// `base` is at most [`MAX_NAME_BASE`] (the caller checks it) and `i` below 256; both are
+    /// masked here, where the pointer is made, so that the verifier sees the offset's bound
+    /// whatever LLVM did with the checks.
+    #[inline(always)]
+    pub fn byte_at(&self, base: usize, i: usize) -> Option<u8> {
+        let at = self.start + (base & NAME_BASE_MASK) + (i & 0xff);
+        // The end of the byte, opaque: LLVM would turn `at + 1 > end` into `at >= end`, from
+        // which the verifier learns no readable range (a packet pointer's range comes from
+        // its offset past the checked one, 0 here).
+        if crate::scratch::opaque(at + 1) > self.end {
+            return None;
+        }
+        // SAFETY: inside the packet, checked just above against `data_end`.
+        Some(unsafe { *(at as *const u8) })
     }
 
     /// A writable pointer to a `T` at `offset`, with the same checks.

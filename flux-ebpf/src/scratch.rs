@@ -9,8 +9,9 @@
 use aya_ebpf::{macros::map, maps::PerCpuArray};
 use flux_common::QueryKey;
 
-/// Bytes of scratch: the question name, later the UDP checksum input (pseudo-header, UDP
-/// header, DNS header and question: at most 40 + 8 + 12 + 255 + 4, rounded up).
+/// Bytes of scratch: the TC egress program's copy of a query's question name; in XDP, the UDP
+/// checksum input of a rewritten response (pseudo-header, UDP header, DNS header and question:
+/// at most 40 + 8 + 12 + 255 + 4, rounded up).
 pub const SCRATCH_LEN: usize = 512;
 
 /// A DNS response found in the packet. Offsets are from the start of the frame.
@@ -49,6 +50,8 @@ pub struct Scratch {
     pub name_len: u64,
     /// One bit per byte offset of that name that starts a label.
     pub label_starts: [u64; 4],
+    /// Non-zero: a pass over that name met a byte it could not read (`xdp_verdict.rs`).
+    pub name_unreadable: u64,
     /// Non-zero: the reply matched no recorded query (set by stage two before the name
     /// verdict, read back by the record writer).
     pub unsolicited: u64,

@@ -16,13 +16,13 @@
 
 use core::{ffi::c_void, intrinsics::AtomicOrdering};
 
-use crate::scratch::{Scratch, opaque, scratch};
+use crate::{
+    packet::{MAX_NAME_BASE, Packet},
+    scratch::{Scratch, opaque, scratch},
+};
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
-    helpers::{
-        bpf_ktime_get_boot_ns,
-        generated::{bpf_map_lookup_elem, bpf_xdp_load_bytes},
-    },
+    helpers::{bpf_ktime_get_boot_ns, generated::bpf_map_lookup_elem},
     macros::map,
     maps::{Array, HashMap, LpmTrie, lpm_trie::Key},
     programs::XdpContext,
@@ -315,57 +315,109 @@ pub fn domains_blocked() -> bool {
 /// Labels in a 255-byte name: at most 127, plus the root.
 const MAX_LABELS: usize = 128;
 
-/// Copies the question name at `qoff` (at most `avail` bytes of it are in the packet) into
-/// scratch and finds its length and label starts ([`forward`]). `false`: it cannot be walked.
+/// Where the bytes of the question name being walked are read. The walk's findings (length,
+/// label starts) always go to scratch.
+pub trait NameBytes {
+    /// The name's byte at `i` (`i < MAX_NAME_WIRE`), or `None` if it cannot be read.
+    fn byte(&self, i: usize) -> Option<u8>;
+}
+
+/// The name copied into `Scratch::bytes` (the TC egress program's queries: a socket buffer's
+/// bytes are read by helper).
+pub struct InScratch(pub *mut Scratch);
+
+impl NameBytes for InScratch {
+    #[inline(always)]
+    fn byte(&self, i: usize) -> Option<u8> {
+        // SAFETY: this CPU's scratch; only the name's bytes are borrowed, for the read.
+        unsafe { (*core::ptr::addr_of!((*self.0).bytes)).get(i).copied() }
+    }
+}
+
+/// The name where it lies in an XDP frame, read in place: no copy. A `bpf_xdp_load_bytes`
+/// into scratch cost about 50 ns of a 200-byte response's ~340 on the AMD host (retpolines and
+/// the return thunk on every helper call), more than reading a typical name's bytes directly.
+/// The frame is linear (the program is not loaded with frags), so every byte of the message
+/// is within `data_end`.
+pub struct InPacket {
+    pkt: Packet,
+    /// Where the name starts in the frame; `None` past [`MAX_NAME_BASE`] (not walked).
+    base: Option<usize>,
+}
+
+impl InPacket {
+    #[inline(always)]
+    pub fn new(ctx: &XdpContext, base: usize) -> Self {
+        Self {
+            pkt: Packet::new(ctx),
+            // Opaque once checked: LLVM would otherwise keep the check on the u16 the offset
+            // came from and drop the mask `byte_at` puts on the offset itself.
+            base: (base <= MAX_NAME_BASE).then(|| opaque(base)),
+        }
+    }
+}
+
+impl NameBytes for InPacket {
+    #[inline(always)]
+    fn byte(&self, i: usize) -> Option<u8> {
+        self.pkt.byte_at(self.base?, i)
+    }
+}
+
+/// Walks the question name at `name` (at most `avail` bytes of it are in the message) and
+/// leaves its length and label starts in scratch ([`forward`]). `false`: it cannot be walked.
 #[inline(always)]
-pub fn load_qname(ctx: &XdpContext, qoff: usize, avail: usize) -> bool {
+pub fn walk_qname<S: NameBytes>(name: &S, avail: usize) -> bool {
     let Some(scratch) = scratch() else {
         return false;
     };
-    let copy = if avail < MAX_NAME_WIRE {
+    let limit = if avail < MAX_NAME_WIRE {
         avail
     } else {
         MAX_NAME_WIRE
     };
-    let copy = opaque(copy);
-    if copy == 0 || copy > MAX_NAME_WIRE {
-        return false;
-    }
-    // SAFETY: scratch is a valid map value of SCRATCH_LEN >= MAX_NAME_WIRE bytes; nothing else
-    // touches this CPU's scratch during the program run.
-    let dst = unsafe { core::ptr::addr_of_mut!((*scratch).bytes) } as *mut core::ffi::c_void;
-    if unsafe { bpf_xdp_load_bytes(ctx.ctx, qoff as u32, dst, copy as u32) } != 0 {
-        return false;
-    }
-    forward(scratch, copy)
+    forward(name, scratch, limit)
 }
 
-/// The forward pass over the wire-format name in the first `copy` bytes of `scratch`: one bit
-/// per byte offset that starts a label (`Scratch::label_starts`) and the name's length
-/// (`Scratch::name_len`). Compression pointers cannot occur in a question, so a name with one
-/// cannot be walked, nor can a name cut short.
+/// The forward pass over the wire-format name of which the first `limit` bytes may be read
+/// from `name`: one bit per byte offset that starts a label (`Scratch::label_starts`) and the
+/// name's length (`Scratch::name_len`). Compression pointers cannot occur in a question, so a
+/// name with one cannot be walked, nor can a name cut short.
 ///
 /// Both results leave through map memory, which the verifier does not track: otherwise every
 /// exit of this loop would carry its own range for them, and everything after would be verified
 /// once per range.
 #[inline(always)]
-pub fn forward(scratch: *mut Scratch, copy: usize) -> bool {
-    let sc = unsafe { &mut *scratch };
-    sc.name_len = 0;
-    sc.label_starts = [0; 4];
+pub fn forward<S: NameBytes>(name: &S, scratch: *mut Scratch, limit: usize) -> bool {
+    let limit = opaque(limit);
+    if limit == 0 || limit > MAX_NAME_WIRE {
+        return false;
+    }
+    // SAFETY: this CPU's scratch; only the walk's findings are written (`name` may read the
+    // name's bytes from scratch meanwhile).
+    let (name_len, starts) = unsafe {
+        (
+            &mut *core::ptr::addr_of_mut!((*scratch).name_len),
+            &mut *core::ptr::addr_of_mut!((*scratch).label_starts),
+        )
+    };
+    *name_len = 0;
+    *starts = [0; 4];
+    // SAFETY: as above.
+    unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!((*scratch).name_unreadable), 0) };
     let mut pos = 0usize;
     for _ in 0..MAX_LABELS {
-        if pos >= copy {
+        if pos >= limit {
             return false;
         }
-        let Some(&len) = sc.bytes.get(opaque(pos)) else {
+        let Some(len) = name.byte(opaque(pos)) else {
             return false;
         };
-        if let Some(word) = sc.label_starts.get_mut(pos >> 6) {
+        if let Some(word) = starts.get_mut(pos >> 6) {
             *word |= 1 << (pos & 63);
         }
         if len == 0 {
-            sc.name_len = (pos + 1) as u64;
+            *name_len = (pos + 1) as u64;
             break;
         }
         if len > 63 {
@@ -373,16 +425,16 @@ pub fn forward(scratch: *mut Scratch, copy: usize) -> bool {
         }
         pos += len as usize + 1;
     }
-    let name_len = sc.name_len as usize;
-    name_len != 0 && name_len <= MAX_NAME_WIRE
+    let walked = *name_len as usize;
+    walked != 0 && walked <= MAX_NAME_WIRE
 }
 
 /// The whole walked name's hash ([`flux_common::domain_hash`]), for matching a reply to its
-/// query: a plain backward pass over `Scratch::name_len` bytes.
+/// query: a plain backward pass over `Scratch::name_len` bytes of `name`. 0: a byte could not
+/// be read.
 #[inline(always)]
-pub fn full_hash(scratch: *mut Scratch) -> u64 {
-    let sc = unsafe { &*scratch };
-    let name_len = opaque(sc.name_len as usize);
+pub fn full_hash<S: NameBytes>(name: &S, scratch: *mut Scratch) -> u64 {
+    let name_len = opaque(unsafe { (*scratch).name_len } as usize);
     if name_len == 0 || name_len > MAX_NAME_WIRE {
         return 0;
     }
@@ -392,31 +444,48 @@ pub fn full_hash(scratch: *mut Scratch) -> u64 {
             break;
         }
         let i = opaque(name_len - 1 - k) & 0xff;
-        let Some(&b) = sc.bytes.get(i) else {
-            break;
-        };
-        h = name_hash_step(h, b);
+        h = name_hash_step(h, byte_or_mark(name, i, scratch));
     }
-    h
+    if unreadable(scratch) { 0 } else { h }
+}
+
+/// The byte at `i` of `name`; one that cannot be read marks the walk unreadable in scratch
+/// (`Scratch::name_unreadable`) and reads as 0. The backward passes use it instead of leaving
+/// the loop: an exit per step would be a path per step for the verifier, each carrying its own
+/// state to everything after the walk. Every byte they read was in reach of the forward pass,
+/// which read the name's last byte, so the mark is a safety net.
+#[inline(always)]
+fn byte_or_mark<S: NameBytes>(name: &S, i: usize, scratch: *mut Scratch) -> u8 {
+    match name.byte(i) {
+        Some(b) => b,
+        None => {
+            // SAFETY: this CPU's scratch.
+            unsafe {
+                core::ptr::write_volatile(core::ptr::addr_of_mut!((*scratch).name_unreadable), 1)
+            };
+            0
+        }
+    }
+}
+
+/// Whether a backward pass met a byte it could not read ([`byte_or_mark`]).
+#[inline(always)]
+fn unreadable(scratch: *mut Scratch) -> bool {
+    // SAFETY: this CPU's scratch.
+    unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*scratch).name_unreadable)) != 0 }
 }
 
 /// Calls `f` with the hash of every domain in the walked name (the name and each parent, the
-/// root left out), shortest first. `false`: the name in scratch cannot be walked.
+/// root left out), shortest first. `false`: the name cannot be walked.
 ///
 /// One backward pass of `name_hash_step` yields the hash of every suffix, and the suffixes that
 /// start at a label are the domains. Each step's index comes from the opaque length, masked, so
 /// the access bound is plain to the verifier; the loop stops after `name_len` steps.
 #[inline(always)]
-fn each_domain(scratch: *mut Scratch, mut f: impl FnMut(u64)) -> bool {
-    // Only the name's fields are borrowed: the callers write their findings to other scratch
-    // fields through raw pointers while these live, so no reference may cover them.
-    let (name_len, starts, bytes) = unsafe {
-        (
-            (*scratch).name_len,
-            (*scratch).label_starts,
-            &*core::ptr::addr_of!((*scratch).bytes),
-        )
-    };
+fn each_domain<S: NameBytes>(name: &S, scratch: *mut Scratch, mut f: impl FnMut(u64)) -> bool {
+    // Only the walk's findings are read: the callers write theirs to other scratch fields
+    // through raw pointers while this runs, so no reference may cover them.
+    let (name_len, starts) = unsafe { ((*scratch).name_len, (*scratch).label_starts) };
     let name_len = opaque(name_len as usize);
     if name_len == 0 || name_len > MAX_NAME_WIRE {
         return false;
@@ -428,16 +497,14 @@ fn each_domain(scratch: *mut Scratch, mut f: impl FnMut(u64)) -> bool {
         }
         let i = opaque(name_len - 1 - k) & 0xff;
         let label_start = starts.get(i >> 6).is_some_and(|w| (w >> (i & 63)) & 1 == 1);
-        let Some(&b) = bytes.get(i) else {
-            break;
-        };
+        let b = byte_or_mark(name, i, scratch);
         h = name_hash_step(h, b);
         if !label_start || b == 0 {
             continue;
         }
         f(h);
     }
-    true
+    !unreadable(scratch)
 }
 
 /// The domain blocklist's verdict on the walked name and every parent domain.
@@ -454,7 +521,7 @@ fn each_domain(scratch: *mut Scratch, mut f: impl FnMut(u64)) -> bool {
 /// What the passes find is written to scratch (`Scratch::name_*`), not kept in registers, so
 /// that the loop carries no state the verifier would branch on.
 #[inline(always)]
-pub fn name_verdict() -> NameVerdict {
+pub fn name_verdict<S: NameBytes>(name: &S) -> NameVerdict {
     // No domain blocked: nothing to find, and an allowed name only matters against a block.
     if !domains_blocked() {
         return NameVerdict::Pass;
@@ -473,7 +540,7 @@ pub fn name_verdict() -> NameVerdict {
     }
     // Read once per response; a domain whose filter bit is clear has no block to look up.
     let names_ready = front_ready(&FRONT_NAMES, FRONT_NAMES_READY);
-    let walked = each_domain(scratch, |h| {
+    let walked = each_domain(name, scratch, |h| {
         if front_clear(&FRONT_NAMES, front_name_bit(h), names_ready) {
             return;
         }
@@ -497,7 +564,7 @@ pub fn name_verdict() -> NameVerdict {
         return NameVerdict::Pass;
     }
     if occupied(Occupied::AllowedDomains) {
-        each_domain(scratch, |h| {
+        each_domain(name, scratch, |h| {
             if ALLOWED_DOMAINS.get_ptr(h).is_some() {
                 unsafe { core::ptr::write_volatile(allowed, 1) };
             }

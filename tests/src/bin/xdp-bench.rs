@@ -28,12 +28,14 @@ use flux_agent::{
     kernel::loader::{LoadOptions, Loaded},
 };
 use flux_common::{MAX_BLOCKED_IPS, PROG_XDP, PROG_XDP_NOOP, RING_BUF_BYTES};
-use flux_tests::frames::{SRC4, dns_response, udp4};
+use flux_tests::frames::{SRC4, dns_response, dns_response_for, udp4};
 
 /// Targets of issue 18, as flux_xdp / no-op in one run.
 const TARGET_PASS: f64 = 1.5;
 const TARGET_DNS: f64 = 8.0;
 const TARGET_DROP: f64 = 2.0;
+/// A question name of 64 bytes on the wire, as long as a CDN edge name.
+const LONG_NAME: &str = "img-edge-0042.us-east-1.static-content.cdn.example-provid.test";
 /// Entries put in each address and domain map for the "entries in every map" cases: enough that
 /// no map is trivially small, few enough to write in a second.
 const ENTRIES_EACH: u32 = 1_000;
@@ -150,6 +152,14 @@ fn run(args: &[String]) -> anyhow::Result<Report> {
         Some(TARGET_DNS),
     )?;
     bench.case(&format!("pass: DNS response, {every}"), &dns1400, None)?;
+    // The same with a long question name (64 bytes on the wire, a CDN edge name's length where
+    // x.test is 8): the name walks read every byte of it.
+    let long_name = udp4(53, &dns_response_for(LONG_NAME, 200 - 8 - 20 - 14));
+    bench.case(
+        &format!("pass: DNS response, 64-byte name, {every}"),
+        &long_name,
+        None,
+    )?;
 
     // The question name of the test responses (x.test) blocked: answered NXDOMAIN in place.
     // Repetitions after the first see the frame already cut after its question, so they measure
