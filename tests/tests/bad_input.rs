@@ -82,6 +82,31 @@ fn missing_privileges() {
         "one line: {}",
         stderr(&o)
     );
+
+    // With an events file in a folder only root may write (the packaged
+    // /var/log/flux-agent): still the missing privilege, not the folder.
+    let logs = TempDir::new();
+    std::fs::set_permissions(&logs.0, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .expect("chmod");
+    let events = logs.0.join("events.jsonl");
+    let o = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--",
+        ])
+        .arg(agent_bin())
+        .args(["run", "--iface", "lo", "--pin-dir", &pin.arg(), "--events"])
+        .arg(&events)
+        .envs(BUILTIN_CONFIG)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("setpriv");
+    let line = refused(&o, "permission denied");
+    assert!(line.contains("CAP_BPF"), "{line}");
+    assert!(!events.exists(), "nothing written before the refusal");
 }
 
 #[test]

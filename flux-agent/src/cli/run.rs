@@ -205,6 +205,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     log_config(file.as_ref(), &merged);
     let args = &merged.args;
 
+    // Refuse a missing privilege or an unknown interface first: before the events file is
+    // opened (an unprivileged user would otherwise be told the packaged log folder is not
+    // writable, not what is missing) and before the IP databases spend a noticeable fraction
+    // of a second loading (and logging) for a run that cannot start.
+    loader::preflight()?;
+    if !args.no_xdp {
+        live::resolve_interfaces(&args.ifaces)?;
+    }
     let stdout = || -> Box<dyn Write + Send> { Box::new(BufWriter::new(io::stdout())) };
     let mut events_control = None;
     let events: (Box<dyn Write + Send>, EventFormat) = match &args.events {
@@ -226,12 +234,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("--metrics {addr}: cannot listen"))
         })
         .transpose()?;
-    // Refuse a missing privilege or an unknown interface before the IP databases spend a
-    // noticeable fraction of a second loading (and logging) for a run that cannot start.
-    loader::preflight()?;
-    if !args.no_xdp {
-        live::resolve_interfaces(&args.ifaces)?;
-    }
     // Checked here, not by clap's `requires`: the configuration file's keys are checked one
     // by one against the same parser, and a fleet needs three of them together.
     fleet_options(args)?;
