@@ -10,8 +10,8 @@ use aya_ebpf::programs::XdpContext;
 /// Offsets past this are not followed; keeps the verifier's range tracking small and bounded.
 pub const MAX_HEADER_OFFSET: usize = 512;
 
-/// Where a question name may start, at most: a DNS header found within [`MAX_HEADER_OFFSET`]
-/// (plus a TCP header and its length prefix), and the header's 12 bytes. A name starting
+/// Where a question name may start, at most, with room to spare: the DNS header is found within
+/// [`MAX_HEADER_OFFSET`] (`main.rs::locate`), and the name follows its 12 bytes. A name starting
 /// later is not walked.
 pub const MAX_NAME_BASE: usize = 1024;
 

@@ -126,7 +126,7 @@ fn udp_checksum(
     udp_len: usize,
 ) -> Result<u16, ()> {
     let s = scratch().ok_or(())?;
-    // SAFETY: this CPU's scratch; the name walk that used it is finished.
+    // SAFETY: this CPU's scratch; its bytes are free in XDP (the name is walked in the packet).
     let buf = unsafe { &mut (*s).bytes };
     let base = buf.as_mut_ptr();
     let [lh, ll] = (udp_len as u16).to_be_bytes();

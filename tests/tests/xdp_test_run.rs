@@ -687,6 +687,90 @@ fn block_action_drop_drops_blocked_names() {
     assert_eq!(events.len(), 1, "recorded before the drop");
 }
 
+/// Inserts `words` 4-byte words of TCP options (NOPs) after the TCP header at `l4` of an IPv4
+/// frame whose IP header starts at `l3`, and fixes the lengths.
+fn with_tcp_options(frame: &[u8], l3: usize, l4: usize, words: usize) -> Vec<u8> {
+    let mut f = frame[..l4 + 20].to_vec();
+    f.extend(std::iter::repeat_n(1u8, words * 4));
+    f.extend_from_slice(&frame[l4 + 20..]);
+    f[l4 + 12] = ((5 + words as u8) << 4) | (f[l4 + 12] & 0x0f);
+    let tot = u16::from_be_bytes([f[l3 + 2], f[l3 + 3]]) + (words * 4) as u16;
+    f[l3 + 2..l3 + 4].copy_from_slice(&tot.to_be_bytes());
+    fix_ipv4_checksum(&mut f, l3);
+    f
+}
+
+/// An IPv6 Destination Options header of 200 bytes (one PadN), next-header filled in later.
+fn ipv6_opts_hdr_200() -> Vec<u8> {
+    let mut h = vec![0, 24, 1, 196];
+    h.resize(200, 0);
+    h
+}
+
+/// The question name is read where it lies in the frame (no copy): only inside the message,
+/// wherever the headers put it.
+#[test]
+fn question_names_are_read_only_inside_the_message() {
+    if !privileged() {
+        return;
+    }
+    let mut h = Harness::load(LoadOptions {
+        block_action: loader::BlockAction::Drop,
+        ..Default::default()
+    });
+    h.maps()
+        .block(
+            &maps::Target::domain("flux.test").unwrap(),
+            &maps::Spec::manual(None, "test"),
+        )
+        .unwrap();
+    let name = "a.flux.test";
+    let wire = name.len() + 2;
+    let whole = dns_response_for(name, 0);
+    let dropped = |h: &mut Harness, what: &str, frame: &[u8]| {
+        let Ran { verdict, delta, .. } = h.run_out(frame);
+        assert_eq!(verdict, XDP_DROP, "{what}: {delta:?}");
+        assert!(
+            delta.contains(&(Counter::DropBlockedName, 1)),
+            "{what}: {delta:?}"
+        );
+    };
+
+    // The message ends with the name's root label: its last byte is the frame's.
+    let ends_at_root = udp4(53, &whole[..12 + wire]);
+    dropped(&mut h, "name ends the frame", &ends_at_root);
+
+    // The message ends inside the name; the rest of it, and more, follow as Ethernet
+    // padding: never part of the name, so it cannot be walked.
+    let mut cut = udp4(53, &whole[..12 + wire - 6]);
+    cut.extend_from_slice(&whole[12 + wire - 6..]);
+    h.check(
+        "name cut short, the rest in the padding",
+        &cut,
+        &[Counter::ResponsesCaptured, Counter::QnameUnchecked],
+    );
+
+    // Far into the frame: two tags, 40 bytes of IPv4 options, 40 of TCP options and the
+    // length prefix ...
+    let tcp = tcp4(53, &tcp_dns(&whole, whole.len() as u16));
+    let tcp = with_tcp_options(&with_ipv4_options(&tcp, 10), ETH, ETH + IP4 + 40, 10);
+    dropped(
+        &mut h,
+        "tags, IPv4 and TCP options",
+        &with_vlans(&tcp, &[(0x88a8, 7), (0x8100, 9)]),
+    );
+    // ... and two tags with 400 bytes of IPv6 extension headers: the DNS header at 470.
+    let v6 = with_ipv6_ext(
+        &udp6(53, &whole),
+        &[(60, ipv6_opts_hdr_200()), (60, ipv6_opts_hdr_200())],
+    );
+    dropped(
+        &mut h,
+        "tags and IPv6 extension headers",
+        &with_vlans(&v6, &[(0x88a8, 7), (0x8100, 9)]),
+    );
+}
+
 #[test]
 fn a_full_map_is_an_error_that_keeps_the_entries() {
     if !privileged() {
