@@ -58,22 +58,26 @@ fn missing_privileges() {
     }
     let pin = PinDir::new();
     // Drop every capability and become nobody.
-    let o = std::process::Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--",
-        ])
-        .arg(agent_bin())
-        .args(["run", "--iface", "lo", "--pin-dir", &pin.arg()])
-        // A named config file, even this empty one, gets an info line ("configuration ...:
-        // 0 keys set"), which is not what this test reads: warnings and errors only.
-        .envs(BUILTIN_CONFIG)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("setpriv");
+    let as_nobody = |extra: &[&std::ffi::OsStr]| {
+        std::process::Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--",
+            ])
+            .arg(agent_bin())
+            .args(["run", "--iface", "lo", "--pin-dir", &pin.arg()])
+            .args(extra)
+            // A named config file, even this empty one, gets an info line ("configuration
+            // ...: 0 keys set"), which is not what this test reads: warnings and errors only.
+            .envs(BUILTIN_CONFIG)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("setpriv")
+    };
+    let o = as_nobody(&[]);
     let line = refused(&o, "permission denied");
     assert!(line.contains("CAP_BPF"), "{line}");
     assert_eq!(
@@ -89,21 +93,7 @@ fn missing_privileges() {
     std::fs::set_permissions(&logs.0, std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .expect("chmod");
     let events = logs.0.join("events.jsonl");
-    let o = std::process::Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--",
-        ])
-        .arg(agent_bin())
-        .args(["run", "--iface", "lo", "--pin-dir", &pin.arg(), "--events"])
-        .arg(&events)
-        .envs(BUILTIN_CONFIG)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("setpriv");
+    let o = as_nobody(&["--events".as_ref(), events.as_os_str()]);
     let line = refused(&o, "permission denied");
     assert!(line.contains("CAP_BPF"), "{line}");
     assert!(!events.exists(), "nothing written before the refusal");

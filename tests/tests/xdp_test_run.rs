@@ -660,12 +660,9 @@ fn blocked_names_are_answered_nxdomain_in_the_kernel() {
     assert!(maps.list().unwrap().is_empty(), "expired entry swept");
 }
 
-#[test]
-fn block_action_drop_drops_blocked_names() {
-    if !privileged() {
-        return;
-    }
-    let mut h = Harness::load(LoadOptions {
+/// The program loaded with the drop action, `flux.test` blocked.
+fn dropping_flux_test() -> Harness {
+    let h = Harness::load(LoadOptions {
         block_action: loader::BlockAction::Drop,
         ..Default::default()
     });
@@ -675,6 +672,15 @@ fn block_action_drop_drops_blocked_names() {
             &maps::Spec::manual(None, "test"),
         )
         .unwrap();
+    h
+}
+
+#[test]
+fn block_action_drop_drops_blocked_names() {
+    if !privileged() {
+        return;
+    }
+    let mut h = dropping_flux_test();
     let frame = udp4(53, &dns_response_for("a.flux.test", 200));
     let Ran {
         verdict,
@@ -714,16 +720,7 @@ fn question_names_are_read_only_inside_the_message() {
     if !privileged() {
         return;
     }
-    let mut h = Harness::load(LoadOptions {
-        block_action: loader::BlockAction::Drop,
-        ..Default::default()
-    });
-    h.maps()
-        .block(
-            &maps::Target::domain("flux.test").unwrap(),
-            &maps::Spec::manual(None, "test"),
-        )
-        .unwrap();
+    let mut h = dropping_flux_test();
     let name = "a.flux.test";
     let wire = name.len() + 2;
     let whole = dns_response_for(name, 0);
