@@ -193,11 +193,6 @@ impl FrontFilter {
         }
     }
 
-    /// Index of the ready word: the last entry.
-    fn ready_at(m: &Mapped) -> u32 {
-        m.slots - 1
-    }
-
     /// Sets filter bits `first..=last` (whole words at a time where the span covers them).
     fn set_span(&mut self, first: u32, last: u32) -> Result<(), BlocklistError> {
         match self {
@@ -260,7 +255,7 @@ impl FrontFilter {
     pub(super) fn ready(&self) -> Result<Option<bool>, BlocklistError> {
         match self {
             Self::Absent => Ok(None),
-            Self::Mapped(m) => Ok(Some(m.word(Self::ready_at(m)).load(Ordering::SeqCst) != 0)),
+            Self::Mapped(m) => Ok(Some(m.is_ready())),
             Self::Unmapped(a, ready) => a
                 .get(ready, 0)
                 .map(|v| Some(v != 0))
@@ -317,6 +312,7 @@ fn set_bit(words: &mut [u64], bit: u32) {
 }
 
 impl Mapped {
+    /// The ready word: the last entry.
     fn ready_word(&self) -> &AtomicU64 {
         self.word(self.slots - 1)
     }
