@@ -19,6 +19,12 @@ pub const MAX_NAME_BASE: usize = 1024;
 const NAME_BASE_MASK: usize = 0x7ff;
 const _: () = assert!(MAX_NAME_BASE <= NAME_BASE_MASK && (NAME_BASE_MASK + 1).is_power_of_two());
 
+/// Masks of [`Packet::word_at`]'s offsets: every DNS header offset up to
+/// [`MAX_HEADER_OFFSET`] kept as it is, and every word of a record's message (all below 2 KiB).
+const COPY_BASE_MASK: usize = 0x3ff;
+pub const COPY_INDEX_MASK: usize = 0x7ff;
+const _: () = assert!(MAX_HEADER_OFFSET <= COPY_BASE_MASK);
+
 pub struct Packet {
     start: usize,
     end: usize,
@@ -67,6 +73,22 @@ impl Packet {
         }
         // SAFETY: inside the packet, checked just above against `data_end`.
         Some(unsafe { *(at as *const u8) })
+    }
+
+    /// The eight bytes at `base + i`, read unaligned, or `None` past the packet: a word of the
+    /// message copied into its record (`main.rs::copy_words`). `base` is at most
+    /// [`MAX_HEADER_OFFSET`] and `i` below [`COPY_INDEX_MASK`]` + 1`; both are masked where the
+    /// pointer is made, as in [`Self::byte_at`], and the word's end is checked through `opaque`
+    /// for the same reason.
+    #[inline(always)]
+    pub fn word_at(&self, base: usize, i: usize) -> Option<u64> {
+        let at = self.start + (base & COPY_BASE_MASK) + (i & COPY_INDEX_MASK);
+        if crate::scratch::opaque(at + 8) > self.end {
+            return None;
+        }
+        // SAFETY: eight bytes inside the packet, checked just above against `data_end`; an
+        // unaligned load, which the verifier allows for packet memory (no strict alignment).
+        Some(unsafe { core::ptr::read_unaligned(at as *const u64) })
     }
 
     /// A writable pointer to a `T` at `offset`, with the same checks.

@@ -92,6 +92,55 @@ fn captures_well_formed_responses() {
     assert_eq!(&ev[0].data[..], &msg[..]);
 }
 
+/// The record holds exactly the message, at every length the program copies itself (the
+/// smallest record, a word at a time, `copy_words` in flux-ebpf's `main.rs`) and a little past
+/// it (the helper), whatever the length's remainder by 8 and wherever the message starts: at an
+/// odd offset behind a VLAN tag, behind an IPv6 header; ending at the frame's end, or followed
+/// by bytes that are not the message's (a UDP length shorter than the datagram), which must not
+/// reach the record.
+#[test]
+fn records_hold_the_message_at_every_length() {
+    if !privileged() {
+        return;
+    }
+    let mut h = Harness::new(&[53]);
+    let smallest = flux_common::RECORD_DATA[0];
+    // Every byte after the question distinct from its neighbours, so that a word copied to the
+    // wrong place, or a byte of the frame past the message, shows.
+    let mut full = dns_response(smallest + 64);
+    for (i, b) in full.iter_mut().enumerate().skip(24) {
+        *b = (i * 7 + 3) as u8;
+    }
+    for len in flux_common::DNS_HEADER_LEN..=smallest + 9 {
+        let msg = &full[..len];
+        let cases: [(&str, Vec<u8>); 3] = [
+            ("udp4", udp4(53, msg)),
+            ("udp6", udp6(53, msg)),
+            ("udp4, one tag", with_vlans(&udp4(53, msg), &[(0x8100, 5)])),
+        ];
+        for (name, frame) in cases {
+            // Under 24 bytes the question is cut short; no name is walked (none is blocked),
+            // and the message is captured all the same.
+            let ev = h.check(
+                &format!("{name}, {len} bytes"),
+                &frame,
+                &[Counter::ResponsesCaptured],
+            );
+            assert_eq!(&ev[0].data[..], msg, "{name}, {len} bytes");
+            assert_eq!(ev[0].header.cap_len as usize, len);
+        }
+        // The same message with 40 more bytes in the datagram than UDP says: not captured.
+        let mut f = udp4(53, &full[..len + 40]);
+        f[ETH + IP4 + 4..ETH + IP4 + 6].copy_from_slice(&((8 + len) as u16).to_be_bytes());
+        let ev = h.check(
+            &format!("udp4, {len} bytes and 40 more"),
+            &f,
+            &[Counter::ResponsesCaptured],
+        );
+        assert_eq!(&ev[0].data[..], msg, "{len} bytes and 40 more");
+    }
+}
+
 #[test]
 fn long_and_fragmented_responses_are_truncated_and_flagged() {
     if !privileged() {
