@@ -758,7 +758,12 @@ fn locate_udp(pkt: &Packet, l3: &L3) -> Result<Dns, Skip> {
     if claimed_len < size_of::<DnsHdr>() {
         return Err(Skip::NotDnsResponse);
     }
-    let present_len = l3.l4_len - size_of::<UdpHdr>();
+    // A first fragment may claim more than it carries, but never carry less than the UDP
+    // header: a datagram of fewer bytes would leave `present_len` wrapped round, and the
+    // message read from whatever follows the datagram in the frame.
+    let Some(present_len) = l3.l4_len.checked_sub(size_of::<UdpHdr>()) else {
+        return Err(Skip::Malformed);
+    };
     if present_len < size_of::<DnsHdr>() {
         return Err(Skip::Malformed);
     }

@@ -174,6 +174,19 @@ fn long_and_fragmented_responses_are_truncated_and_flagged() {
     assert_eq!(ev[0].header.cap_len, 400);
     assert_ne!(ev[0].header.flags & EVENT_FLAG_IP_FRAGMENT, 0);
 
+    // A first fragment that carries fewer bytes than a UDP header, the whole datagram still in
+    // the frame behind it: malformed, and nothing past the fragment's IP length is read (the
+    // length of what it carries once wrapped round below zero, and the message was captured
+    // from the bytes that follow the fragment).
+    let mut f = udp4(53, &msg);
+    f[ETH + 2..ETH + 4].copy_from_slice(&((IP4 + 4) as u16).to_be_bytes());
+    f[ETH + 6] = 0x20; // MF
+    fix_ipv4_checksum(&mut f, ETH);
+    h.check("ipv4 first fragment of 4 bytes", &f, &[Counter::Malformed]);
+    let mut f = with_ipv6_ext(&udp6(53, &msg), &[(44, ipv6_frag_hdr(0, true))]);
+    f[ETH + 4..ETH + 6].copy_from_slice(&(8u16 + 4).to_be_bytes());
+    h.check("ipv6 first fragment of 4 bytes", &f, &[Counter::Malformed]);
+
     // Non-first fragments are passed untouched and counted.
     let mut f = udp4(53, &msg);
     f[ETH + 6..ETH + 8].copy_from_slice(&0x0010u16.to_be_bytes());
