@@ -25,6 +25,43 @@ const COPY_BASE_MASK: usize = 0x3ff;
 pub const COPY_INDEX_MASK: usize = 0x7ff;
 const _: () = assert!(MAX_HEADER_OFFSET <= COPY_BASE_MASK);
 
+/// One 8-byte load (`BPF_LDX | BPF_DW`) from `at`, whatever its alignment. Written in assembly
+/// because LLVM's BPF backend lowers a Rust unaligned read (`read_unaligned`) to eight byte
+/// loads, shifts and ors, and a plain read of a misaligned `*const u64` is undefined behaviour
+/// in Rust; the kernel itself accepts a misaligned load from packet or ring-buffer memory
+/// (the program is not loaded with `BPF_F_STRICT_ALIGNMENT`).
+#[inline(always)]
+pub fn load_u64(at: usize) -> u64 {
+    let v: u64;
+    // SAFETY: the caller has checked `at..at + 8` against the memory's end; the instruction
+    // reads those eight bytes and touches nothing else.
+    unsafe {
+        core::arch::asm!(
+            "{0} = *(u64 *)({1} + 0)",
+            out(reg) v,
+            in(reg) at,
+            options(readonly, nostack, preserves_flags),
+        )
+    };
+    v
+}
+
+/// One 8-byte store (`BPF_STX | BPF_DW`) of `v` at `at`, whatever its alignment: see
+/// [`load_u64`].
+#[inline(always)]
+pub fn store_u64(at: usize, v: u64) {
+    // SAFETY: the caller has checked `at..at + 8` against the memory's end; the instruction
+    // writes those eight bytes and touches nothing else.
+    unsafe {
+        core::arch::asm!(
+            "*(u64 *)({0} + 0) = {1}",
+            in(reg) at,
+            in(reg) v,
+            options(nostack, preserves_flags),
+        )
+    };
+}
+
 pub struct Packet {
     start: usize,
     end: usize,
@@ -75,20 +112,20 @@ impl Packet {
         Some(unsafe { *(at as *const u8) })
     }
 
-    /// The eight bytes at `base + i`, read unaligned, or `None` past the packet: a word of the
-    /// message copied into its record (`main.rs::copy_words`). `base` is at most
-    /// [`MAX_HEADER_OFFSET`] and `i` below [`COPY_INDEX_MASK`]` + 1`; both are masked where the
-    /// pointer is made, as in [`Self::byte_at`], and the word's end is checked through `opaque`
-    /// for the same reason.
+    /// The eight bytes at `base + i`, in one load whatever their alignment ([`load_u64`]), or
+    /// `None` past the packet: a word of the message copied into its record
+    /// (`main.rs::copy_words`). `base` is at most [`MAX_HEADER_OFFSET`] and `i` below
+    /// [`COPY_INDEX_MASK`]` + 1`. Both are masked where the pointer is made, so that the
+    /// offset is bounded whatever the caller checked; with `copy_words`' checks LLVM proves the
+    /// masks redundant and drops them, and the verifier takes the bounds from those checks. The
+    /// word's end is checked through `opaque`, as in [`Self::byte_at`], for the same reason.
     #[inline(always)]
     pub fn word_at(&self, base: usize, i: usize) -> Option<u64> {
         let at = self.start + (base & COPY_BASE_MASK) + (i & COPY_INDEX_MASK);
         if crate::scratch::opaque(at + 8) > self.end {
             return None;
         }
-        // SAFETY: eight bytes inside the packet, checked just above against `data_end`; an
-        // unaligned load, which the verifier allows for packet memory (no strict alignment).
-        Some(unsafe { core::ptr::read_unaligned(at as *const u64) })
+        Some(load_u64(at))
     }
 
     /// A writable pointer to a `T` at `offset`, with the same checks.

@@ -94,10 +94,11 @@ fn captures_well_formed_responses() {
 
 /// The record holds exactly the message, at every length the program copies itself (the
 /// smallest record, a word at a time, `copy_words` in flux-ebpf's `main.rs`) and a little past
-/// it (the helper), whatever the length's remainder by 8 and wherever the message starts: at an
-/// odd offset behind a VLAN tag, behind an IPv6 header; ending at the frame's end, or followed
-/// by bytes that are not the message's (a UDP length shorter than the datagram), which must not
-/// reach the record.
+/// it (the helper), whatever the length's remainder by 8 and wherever the message starts (42
+/// bytes in; 46 behind a tag, 6 past a multiple of 8 rather than 2; behind IPv4 options, a TCP
+/// length prefix, or 400 bytes of IPv6 extension headers); ending at the frame's end, or
+/// followed by bytes that are not the message's (a UDP length shorter than the datagram),
+/// which must not reach the record.
 #[test]
 fn records_hold_the_message_at_every_length() {
     if !privileged() {
@@ -113,10 +114,24 @@ fn records_hold_the_message_at_every_length() {
     }
     for len in flux_common::DNS_HEADER_LEN..=smallest + 9 {
         let msg = &full[..len];
-        let cases: [(&str, Vec<u8>); 3] = [
+        let deep6 = with_ipv6_ext(
+            &udp6(53, msg),
+            &[(60, ipv6_opts_hdr_200()), (60, ipv6_opts_hdr_200())],
+        );
+        let cases: [(&str, Vec<u8>); 6] = [
             ("udp4", udp4(53, msg)),
             ("udp6", udp6(53, msg)),
             ("udp4, one tag", with_vlans(&udp4(53, msg), &[(0x8100, 5)])),
+            (
+                "udp4, 10 option words",
+                with_ipv4_options(&udp4(53, msg), 10),
+            ),
+            ("tcp4", tcp4(53, &tcp_dns(msg, len as u16))),
+            // The message 470 bytes in, near the deepest a DNS header is looked for (512).
+            (
+                "udp6, two tags, 400 bytes of extension headers",
+                with_vlans(&deep6, &[(0x88a8, 1), (0x8100, 2)]),
+            ),
         ];
         for (name, frame) in cases {
             // Under 24 bytes the question is cut short; no name is walked (none is blocked),
