@@ -57,6 +57,23 @@ mod tests {
     }
 
     #[test]
+    fn drop_cache_slots_have_no_padding_and_spread() {
+        assert_eq!(core::mem::size_of::<DropCacheSlot>(), 8 + 8 + 4 + 4);
+        assert!(DROP_CACHE_SLOTS.is_power_of_two());
+        // Neighbouring addresses (one /24 of a flood) land in distinct slots, and every slot
+        // index is in range.
+        let mut seen = [false; DROP_CACHE_SLOTS as usize];
+        for last in 0..=255u8 {
+            let s = drop_cache_slot([198, 51, 100, last]);
+            assert!(s < DROP_CACHE_SLOTS);
+            assert!(!seen[s as usize], "{last} shares slot {s}");
+            seen[s as usize] = true;
+        }
+        assert!(drop_cache_slot([255; 4]) < DROP_CACHE_SLOTS);
+        assert_eq!(VERDICT_GEN_STEP & VERDICT_GEN_OFF, 0);
+    }
+
+    #[test]
     fn block_entry_has_no_padding() {
         assert_eq!(
             core::mem::size_of::<BlockEntry>(),

@@ -175,6 +175,21 @@ impl BlockEntry {
     }
 }
 
+/// One slot of the IPv4 drop cache (`MAP_DROP_CACHE_V4`, per CPU): an exact block the kernel
+/// found and may drop on again without the lookup. Written by the kernel only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropCacheSlot {
+    /// The verdict generation (`MAP_VERDICT_GEN`) it was filled under, plus one; 0: empty.
+    pub stamp: u64,
+    /// A copy of the entry's `BlockEntry::expires_ns` (0 = never).
+    pub expires_ns: u64,
+    /// The blocked address, network byte order.
+    pub addr: [u8; 4],
+    /// Drops made on this slot not yet added to the entry's `hits`.
+    pub pending: u32,
+}
+
 /// Bytes kept for a blocked domain's dotted name (NUL-padded; a name is at most 253).
 pub const DOMAIN_TEXT_LEN: usize = 256;
 
@@ -196,6 +211,7 @@ mod user {
     unsafe impl<const DATA: usize> aya::Pod for super::DnsRecord<DATA> {}
     unsafe impl aya::Pod for super::BlockEntry {}
     unsafe impl aya::Pod for super::DomainBlock {}
+    unsafe impl aya::Pod for super::DropCacheSlot {}
     unsafe impl aya::Pod for super::QueryKey {}
     unsafe impl aya::Pod for super::QuerySeen {}
 }

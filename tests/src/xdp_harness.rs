@@ -17,9 +17,10 @@ use flux_agent::{
     kernel::ring_records::Capture,
 };
 use flux_common::{
-    BlockEntry, Counter, DnsEventHeader, FRONT_NAMES_READY, FRONT_V4_READY, MAP_BLOCKED_CIDR_V4,
-    MAP_BLOCKED_DOMAINS, MAP_BLOCKED_V4, MAP_COUNTERS, MAP_FRONT_NAMES, MAP_FRONT_V4,
-    MAP_OCCUPANCY, Occupied, PROG_EGRESS, PROG_XDP, RECORD_SIZES,
+    BlockEntry, Counter, DROP_CACHE_SLOTS, DnsEventHeader, DropCacheSlot, FRONT_NAMES_READY,
+    FRONT_V4_READY, MAP_BLOCKED_CIDR_V4, MAP_BLOCKED_DOMAINS, MAP_BLOCKED_V4, MAP_COUNTERS,
+    MAP_DROP_CACHE_V4, MAP_FRONT_NAMES, MAP_FRONT_V4, MAP_OCCUPANCY, MAP_VERDICT_GEN, Occupied,
+    PROG_EGRESS, PROG_XDP, RECORD_SIZES, VERDICT_GEN_STEP,
 };
 
 use crate::{PinDir, load_with_ring};
@@ -111,7 +112,13 @@ impl Harness {
     /// look every address up. Opening `Maps` ([`Harness::maps`]) fills it and turns it on again.
     /// A raw write to the domain blocklist does the same to the domain filter
     /// (`flux_common::MAP_FRONT_NAMES`).
+    ///
+    /// Every raw handle also advances the verdict generation (`flux_common::MAP_VERDICT_GEN`),
+    /// as `Maps` does after its writes, so that no drop the kernel cached before the write is
+    /// trusted after it. Taken before the write, not after: the tests run one frame at a time,
+    /// so no packet runs between the two.
     pub fn mark_occupied(&mut self, name: &str) {
+        self.advance_generation();
         let filter = if name == MAP_BLOCKED_V4 || name == MAP_BLOCKED_CIDR_V4 {
             Some((MAP_FRONT_V4, FRONT_V4_READY))
         } else if name == MAP_BLOCKED_DOMAINS {
@@ -135,6 +142,51 @@ impl Harness {
         )
         .expect(MAP_OCCUPANCY);
         slots.set(slot as u32, 1, 0).expect("set occupancy slot");
+    }
+
+    /// Advances the verdict generation by a read and a write (the raw maps' way; `Maps` adds
+    /// through an mmap).
+    pub fn advance_generation(&mut self) {
+        let mut generation: AyaArray<&mut MapData, u64> = AyaArray::try_from(
+            self.loaded
+                .ebpf
+                .map_mut(MAP_VERDICT_GEN)
+                .expect(MAP_VERDICT_GEN),
+        )
+        .expect(MAP_VERDICT_GEN);
+        let g = generation.get(&0, 0).expect("read the generation");
+        generation
+            .set(0, g + VERDICT_GEN_STEP, 0)
+            .expect("advance the generation");
+    }
+
+    /// The hits of the exact IPv4 block on `addr`: the entry's, and the drops the drop cache
+    /// (`flux_common::MAP_DROP_CACHE_V4`) made for it on every CPU that its entry does not count
+    /// yet.
+    pub fn v4_hits(&mut self, addr: [u8; 4]) -> u64 {
+        let entry = AyaHashMap::<_, [u8; 4], BlockEntry>::try_from(
+            self.loaded.ebpf.map(MAP_BLOCKED_V4).expect(MAP_BLOCKED_V4),
+        )
+        .expect(MAP_BLOCKED_V4)
+        .get(&addr, 0)
+        .expect("the address is blocked")
+        .hits;
+        let cache: PerCpuArray<_, DropCacheSlot> = PerCpuArray::try_from(
+            self.loaded
+                .ebpf
+                .map(MAP_DROP_CACHE_V4)
+                .expect(MAP_DROP_CACHE_V4),
+        )
+        .expect(MAP_DROP_CACHE_V4);
+        let mut pending = 0;
+        for i in 0..DROP_CACHE_SLOTS {
+            for s in cache.get(&i, 0).expect("read the drop cache").iter() {
+                if s.addr == addr {
+                    pending += u64::from(s.pending);
+                }
+            }
+        }
+        entry + pending
     }
 
     /// An exact-address blocklist of the loaded object (its occupancy slot set).

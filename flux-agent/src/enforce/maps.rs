@@ -5,10 +5,12 @@
 //! Every value is checked before any map is touched, so bad input leaves the maps as they were.
 
 mod bulk_write;
+mod drop_cache;
 mod front_filter;
 mod occupancy;
 
 use aya::maps::IterableMap as _;
+use drop_cache::DropCache;
 use front_filter::FrontFilter;
 use occupancy::{List, Occupancy};
 use std::{
@@ -427,6 +429,9 @@ pub struct Maps {
     front: FrontFilter,
     /// Which domain-hash buckets may hold a blocked domain, for the kernel (`front_filter.rs`).
     front_names: FrontFilter,
+    /// The kernel's IPv4 drop cache: its generation, advanced here, and its pending hits
+    /// (`drop_cache.rs`).
+    drop_cache: DropCache,
     /// The capacity of each of `flux_common::RESIZABLE_MAPS`, as loaded (`run --max-blocked-*`).
     capacities: [u32; RESIZABLE_MAPS.len()],
 }
@@ -482,6 +487,7 @@ impl Maps {
             occupancy: Occupancy::open(pin_dir)?,
             front: FrontFilter::open_v4(pin_dir)?,
             front_names: FrontFilter::open_names(pin_dir)?,
+            drop_cache: DropCache::open(pin_dir)?,
             capacities: {
                 let mut c = [0u32; RESIZABLE_MAPS.len()];
                 for (slot, name) in c.iter_mut().zip(RESIZABLE_MAPS) {
@@ -492,7 +498,38 @@ impl Maps {
         };
         maps.mark_occupied();
         maps.ready_front(refill);
+        if refill {
+            // The agent's start: a blocklist map may be new (loaded with another capacity)
+            // under a cache whose pins stayed, so no slot filled before it is trusted.
+            maps.drop_cache.advance()?;
+        }
         Ok(maps)
+    }
+
+    /// After `t` was written to or removed from `list`: the verdict generation advanced when
+    /// the kernel's drop cache could hold a drop the change makes wrong (`drop_cache.rs`): an
+    /// exact IPv4 block written over (its expiry may be shorter) or removed, or an allowed IPv4
+    /// CIDR. (A new exact block needs none, but a writer cannot tell an insert from a write
+    /// over one another process made meanwhile, so every write advances it.)
+    fn verdicts_changed(&mut self, t: &Target, list: List) -> Result<(), BlocklistError> {
+        let cached = match (t, list) {
+            (Target::Ip(ip), List::Blocked) => ip.is_ipv4(),
+            (Target::Ip(ip) | Target::Cidr(ip, _), List::Allowed) => ip.is_ipv4(),
+            _ => false,
+        };
+        if cached {
+            self.drop_cache.advance()?;
+        }
+        Ok(())
+    }
+
+    /// After `t`'s block was removed and [`Maps::verdicts_changed`]: an IPv4 address's drops
+    /// waiting in the drop cache leave with its block (`DropCache::forget`).
+    fn forget_drops(&mut self, t: &Target) -> Result<(), BlocklistError> {
+        match t {
+            Target::Ip(ip) => v4(ip).map_or(Ok(()), |a| self.drop_cache.forget(a)),
+            _ => Ok(()),
+        }
     }
 
     /// How many entries the blocklist map `name` holds at most, as loaded.
@@ -504,7 +541,9 @@ impl Maps {
             .unwrap_or_else(|| pins::expected_map(name).map_or(0, |e| e.max_entries))
     }
 
-    /// The entry blocking exactly `t`, if any.
+    /// The entry blocking exactly `t`, if any, as the map holds it: the hits of an IPv4 address
+    /// leave out the drops the kernel's drop cache made since it last looked the address up
+    /// ([`Maps::describe`] adds them). Writers carry these hits over, so none is counted twice.
     pub fn get(&self, t: &Target) -> Result<Option<BlockEntry>, BlocklistError> {
         let r = match t {
             Target::Ip(ip) => match (v4(ip), v6(ip)) {
@@ -607,6 +646,7 @@ impl Maps {
             }
         }
         self.mark(t, List::Blocked)?;
+        self.verdicts_changed(t, List::Blocked)?;
         Ok(if previous.is_some() {
             Added::Refreshed
         } else {
@@ -649,6 +689,8 @@ impl Maps {
         };
         let gone = removed(r)?;
         if gone {
+            self.verdicts_changed(t, List::Blocked)?;
+            self.forget_drops(t)?;
             self.settle(t, List::Blocked)?;
             self.front_after_removal(t)?;
         }
@@ -656,22 +698,32 @@ impl Maps {
     }
 
     /// The block on exactly `t`, as `list` would show it.
+    /// Its hits count the drops the kernel's drop cache made for it too.
     pub fn describe(&self, t: &Target) -> Result<Option<Listed>, BlocklistError> {
-        Ok(self
-            .get(t)?
-            .map(|e| listed(t.kind(), t.to_string(), &e, boot_ns())))
+        let Some(mut e) = self.get(t)? else {
+            return Ok(None);
+        };
+        if let Target::Ip(ip) = t
+            && let Some(a) = v4(ip)
+        {
+            e.hits += self.pending_drops()?.get(&a).copied().unwrap_or(0);
+        }
+        Ok(Some(listed(t.kind(), t.to_string(), &e, boot_ns())))
     }
 
-    /// Every block, in a stable order: domains, addresses, CIDRs.
+    /// Every block, in a stable order: domains, addresses, CIDRs. The hits of an IPv4 address
+    /// count the drops the kernel's drop cache made for it too.
     pub fn list(&self) -> Result<Vec<Listed>, BlocklistError> {
         let now = boot_ns();
+        let pending = self.pending_drops()?;
         let mut out = Vec::new();
         for r in self.domains.iter() {
             let (_, v) = r.map_err(map_err("read", MAP_BLOCKED_DOMAINS))?;
             out.push(listed("domain", text(&v.name), &v.entry, now));
         }
         for r in self.v4.iter() {
-            let (k, v) = r.map_err(map_err("read", MAP_BLOCKED_V4))?;
+            let (k, mut v) = r.map_err(map_err("read", MAP_BLOCKED_V4))?;
+            v.hits += pending.get(&k).copied().unwrap_or(0);
             out.push(listed("ip", IpAddr::from(k).to_string(), &v, now));
         }
         for r in self.v6.iter() {
@@ -832,7 +884,10 @@ impl Maps {
             }
         };
         r?;
-        self.mark(t, List::Allowed)
+        // The occupancy slot first: until it is set the kernel does not look the allowlist up,
+        // and a slot it filled meanwhile under the new generation would go on dropping.
+        self.mark(t, List::Allowed)?;
+        self.verdicts_changed(t, List::Allowed)
     }
 
     /// Removes an allowlist entry; `false` if there was none.
@@ -863,6 +918,7 @@ impl Maps {
         };
         let gone = removed(r)?;
         if gone {
+            self.verdicts_changed(t, List::Allowed)?;
             self.settle(t, List::Allowed)?;
         }
         Ok(gone)

@@ -286,6 +286,11 @@ impl Recorder {
         if let Err(e) = maps.rebuild_front_if_stale() {
             warn!("cannot rebuild the front filters: {e}");
         }
+        // Every drop-cache slot looked up again: a change written past `Maps` (bpftool) reaches
+        // the kernel's cached drops within a sweep.
+        if let Err(e) = maps.advance_verdict_generation() {
+            warn!("cannot advance the verdict generation: {e}");
+        }
         Ok(n)
     }
 

@@ -117,6 +117,13 @@ impl Maps {
         }
         let mut present = Vec::new();
         let r4 = insert(self.v4.map(), MAP_BLOCKED_V4, &s4);
+        // The batch writes over any entry another writer added since the keys were read: the
+        // drop cache may hold one of them (`drop_cache.rs`).
+        let advanced = if s4.keys.is_empty() {
+            Ok(())
+        } else {
+            self.drop_cache.advance()
+        };
         // Every staged address's filter bit, after the writes (also when the batch failed part
         // way: a bit over nothing only costs a lookup). The occupancy slot is settled even when
         // a bit could not be set, before that error is returned: entries in a map whose slot
@@ -124,6 +131,7 @@ impl Maps {
         let covered = s4.keys.iter().try_for_each(|a| self.front.cover_addr(*a));
         written += self.settle_batch(r4, &s4.at, items, &mut present)?;
         covered?;
+        advanced?;
         let r6 = insert(self.v6.map(), MAP_BLOCKED_V6, &s6);
         written += self.settle_batch(r6, &s6.at, items, &mut present)?;
         let rd = insert(self.domains.map(), MAP_BLOCKED_DOMAINS, &sd);

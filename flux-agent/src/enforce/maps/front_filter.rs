@@ -74,7 +74,8 @@ unsafe impl Send for Mapped {}
 unsafe impl Sync for Mapped {}
 
 impl Mapped {
-    fn new(map: MapData, slots: u32) -> std::io::Result<Self> {
+    /// Maps the array `map` of `slots` words (also the verdict generation, `drop_cache.rs`).
+    pub(super) fn new(map: MapData, slots: u32) -> std::io::Result<Self> {
         // The pinned array must be the size this build expects: every word read below is in it.
         let loaded = map
             .info()
@@ -116,7 +117,7 @@ impl Mapped {
 
     /// A filter of `slots` words (the last the ready word) in this process's memory, all clear.
     #[cfg(test)]
-    fn on_heap(slots: u32) -> Self {
+    pub(super) fn on_heap(slots: u32) -> Self {
         let mut heap: Box<[AtomicU64]> = (0..slots).map(|_| AtomicU64::new(0)).collect();
         let words = NonNull::new(heap.as_mut_ptr()).expect("a box is never null");
         Self {
@@ -129,7 +130,7 @@ impl Mapped {
         }
     }
 
-    fn word(&self, i: u32) -> &AtomicU64 {
+    pub(super) fn word(&self, i: u32) -> &AtomicU64 {
         assert!(i < self.slots, "front filter word {i} out of range");
         // SAFETY: in range (checked), 8-byte aligned (page-aligned base), mapped while `self` is.
         unsafe { &*self.words.as_ptr().add(i as usize) }

@@ -1,0 +1,267 @@
+//! The IPv4 drop cache's upkeep (`flux_common::MAP_DROP_CACHE_V4`, written by the kernel only):
+//! the verdict generation (`flux_common::MAP_VERDICT_GEN`) that [`Maps`] advances after every
+//! change that could make a cached drop wrong, and the drops the cache's slots made that their
+//! entries' hit counts do not show yet.
+//!
+//! When to advance (see `MAP_VERDICT_GEN`): after every write or removal of an exact IPv4 block
+//! and every change of an allowed IPv4 CIDR, *after* the map write, through an atomic add on an
+//! mmap of the word (two processes advance it: the agent and `flux-agent blocklist`). A slot
+//! the kernel filled from a lookup before the change carries the older generation and no
+//! longer drops. Writes that bypass [`Maps`] (bpftool) are caught up by the slot's re-check
+//! after `DROP_CACHE_RECHECK` drops, and by the agent's sweep, which advances the word once a
+//! minute ([`Maps::advance_verdict_generation`]).
+//!
+//! A process that cannot map the word advances it with a read and a write through the syscall.
+//! Two such writers can both write the same value, which is still safe: a slot stamped with
+//! it was filled after the later writer's read, so after both writers' changes.
+//!
+//! May touch: the pinned VERDICT_GEN map (mapped and written) and DROP_CACHE_V4 (read).
+
+use std::{collections::HashMap, path::Path, sync::atomic::Ordering};
+
+use aya::{
+    maps::{Array, Map, MapData, MapError, PerCpuArray, PerCpuValues},
+    sys::SyscallError,
+};
+use flux_common::{
+    DropCacheSlot, MAP_DROP_CACHE_V4, MAP_VERDICT_GEN, VERDICT_GEN_OFF, VERDICT_GEN_STEP,
+    drop_cache_slot,
+};
+
+use super::{BlocklistError, Maps, front_filter::Mapped, map_err};
+use crate::kernel::pins::{self, PinError};
+
+/// The generation word as this process can reach it.
+enum Generation {
+    /// The folder's program predates the cache: nothing to keep.
+    Absent,
+    Mapped(Mapped),
+    /// Pinned but not mappable here: advanced by a read and a write.
+    Unmapped(Array<MapData, u64>),
+}
+
+/// The pinned drop cache and its generation word.
+pub(super) struct DropCache {
+    generation: Generation,
+    slots: Option<PerCpuArray<MapData, DropCacheSlot>>,
+}
+
+impl DropCache {
+    pub(super) fn open(pin_dir: &Path) -> Result<Self, BlocklistError> {
+        let generation = match pins::open(pin_dir, MAP_VERDICT_GEN) {
+            Err(PinError::NotLoaded(_)) => Generation::Absent,
+            Err(e) => return Err(e.into()),
+            Ok(data) => match Mapped::new(data, 1) {
+                Ok(m) => Generation::Mapped(m),
+                Err(e) => {
+                    log::debug!("cannot map {MAP_VERDICT_GEN} ({e}); advanced by syscall");
+                    let data = pins::open(pin_dir, MAP_VERDICT_GEN)?;
+                    Generation::Unmapped(
+                        Array::try_from(Map::Array(data))
+                            .map_err(map_err("open", MAP_VERDICT_GEN))?,
+                    )
+                }
+            },
+        };
+        let slots = match pins::open(pin_dir, MAP_DROP_CACHE_V4) {
+            Err(PinError::NotLoaded(_)) => None,
+            Err(e) => return Err(e.into()),
+            Ok(data) => Some(
+                PerCpuArray::try_from(Map::PerCpuArray(data))
+                    .map_err(map_err("open", MAP_DROP_CACHE_V4))?,
+            ),
+        };
+        Ok(Self { generation, slots })
+    }
+
+    /// Applies `f` to the word: atomically through the mmap, or by a read and a write.
+    fn update(&mut self, f: impl Fn(u64) -> u64) -> Result<(), BlocklistError> {
+        match &mut self.generation {
+            Generation::Absent => Ok(()),
+            Generation::Mapped(m) => {
+                let word = m.word(0);
+                // A compare-exchange loop: `f` is not always an add (the off bit).
+                let mut cur = word.load(Ordering::SeqCst);
+                while let Err(now) =
+                    word.compare_exchange(cur, f(cur), Ordering::SeqCst, Ordering::SeqCst)
+                {
+                    cur = now;
+                }
+                Ok(())
+            }
+            Generation::Unmapped(a) => {
+                let cur = a.get(&0, 0).map_err(map_err("read", MAP_VERDICT_GEN))?;
+                a.set(0, f(cur), 0)
+                    .map_err(map_err("update", MAP_VERDICT_GEN))
+            }
+        }
+    }
+
+    /// After a change that could make a cached drop wrong: no slot filled before it drops again
+    /// without a lookup.
+    pub(super) fn advance(&mut self) -> Result<(), BlocklistError> {
+        self.update(|g| g.wrapping_add(VERDICT_GEN_STEP))
+    }
+
+    /// Turns the cache on or off (the off bit); either way no slot filled before drops again.
+    pub(super) fn set_enabled(&mut self, on: bool) -> Result<(), BlocklistError> {
+        self.update(|g| {
+            let g = g.wrapping_add(VERDICT_GEN_STEP);
+            if on {
+                g & !VERDICT_GEN_OFF
+            } else {
+                g | VERDICT_GEN_OFF
+            }
+        })
+    }
+
+    /// The generation word as the kernel reads it; `None` without a cache.
+    pub(super) fn generation(&self) -> Result<Option<u64>, BlocklistError> {
+        match &self.generation {
+            Generation::Absent => Ok(None),
+            Generation::Mapped(m) => Ok(Some(m.word(0).load(Ordering::SeqCst))),
+            Generation::Unmapped(a) => a
+                .get(&0, 0)
+                .map(Some)
+                .map_err(map_err("read", MAP_VERDICT_GEN)),
+        }
+    }
+
+    /// After `addr`'s exact block was removed and the generation advanced: its slot emptied on
+    /// every CPU, so that the drops it made for the removed block are not counted on the next
+    /// block of the same address. (The kernel empties it too when it next looks the address
+    /// up, but with its /24 gone from the front filter it may never look again.)
+    ///
+    /// A read and a write of the slot's per-CPU values: a kernel write in between is undone.
+    /// That is safe: every value read was written after the advance, so one that drops is
+    /// still right (or stamped with a generation that has passed since), and all it can lose
+    /// is the drops it counted meanwhile.
+    pub(super) fn forget(&mut self, addr: [u8; 4]) -> Result<(), BlocklistError> {
+        let Some(slots) = &mut self.slots else {
+            return Ok(());
+        };
+        let i = drop_cache_slot(addr);
+        let values = slots
+            .get(&i, 0)
+            .map_err(map_err("read", MAP_DROP_CACHE_V4))?;
+        if !values
+            .iter()
+            .any(|s| s.addr == addr && *s != DropCacheSlot::default())
+        {
+            return Ok(());
+        }
+        let emptied: Vec<DropCacheSlot> = values
+            .iter()
+            .map(|s| {
+                if s.addr == addr {
+                    DropCacheSlot::default()
+                } else {
+                    *s
+                }
+            })
+            .collect();
+        // As many values as the read returned, one per possible CPU: only a kernel that
+        // changed its CPU count could refuse them.
+        let emptied = PerCpuValues::try_from(emptied).map_err(|io_error| {
+            map_err("update", MAP_DROP_CACHE_V4)(MapError::SyscallError(SyscallError {
+                call: "per-cpu values",
+                io_error,
+            }))
+        })?;
+        slots
+            .set(i, emptied, 0)
+            .map_err(map_err("update", MAP_DROP_CACHE_V4))
+    }
+
+    /// The drops the slots made that their entries' hits do not count yet, per address, summed
+    /// over every slot of every CPU. Whatever the slot's stamp: the kernel adds a slot's drops
+    /// to its address's entry when it next looks that address up ([`DropCache::forget`] empties
+    /// the slots of a removed block).
+    pub(super) fn pending(&self) -> Result<HashMap<[u8; 4], u64>, BlocklistError> {
+        let mut out = HashMap::new();
+        let Some(slots) = &self.slots else {
+            return Ok(out);
+        };
+        for i in 0..slots.len() {
+            let per_cpu = slots
+                .get(&i, 0)
+                .map_err(map_err("read", MAP_DROP_CACHE_V4))?;
+            for s in per_cpu.iter().filter(|s| s.pending != 0) {
+                *out.entry(s.addr).or_default() += u64::from(s.pending);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Maps {
+    /// Advances the verdict generation: every drop-cache slot is looked up again before it
+    /// drops. [`Maps`] does this after each change it makes; the agent's sweep calls it too, so
+    /// that a change written past [`Maps`] (bpftool) reaches the cache within a minute.
+    pub fn advance_verdict_generation(&mut self) -> Result<(), BlocklistError> {
+        self.drop_cache.advance()
+    }
+
+    /// Turns the kernel's drop cache on or off (on after every load). Off, every IPv4 drop
+    /// pays the full lookup: for measuring that path, or ruling the cache out.
+    pub fn set_drop_cache(&mut self, on: bool) -> Result<(), BlocklistError> {
+        self.drop_cache.set_enabled(on)
+    }
+
+    /// The verdict generation word (`flux_common::MAP_VERDICT_GEN`), for tests and diagnostics;
+    /// `None` when the loaded program has no drop cache.
+    pub fn verdict_generation(&self) -> Result<Option<u64>, BlocklistError> {
+        self.drop_cache.generation()
+    }
+
+    /// [`DropCache::pending`].
+    pub(super) fn pending_drops(&self) -> Result<HashMap<[u8; 4], u64>, BlocklistError> {
+        self.drop_cache.pending()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn on_heap() -> DropCache {
+        DropCache {
+            generation: Generation::Mapped(Mapped::on_heap(1)),
+            slots: None,
+        }
+    }
+
+    fn word(c: &DropCache) -> u64 {
+        c.generation().unwrap().unwrap()
+    }
+
+    #[test]
+    fn every_advance_changes_the_word_and_keeps_the_off_bit() {
+        let mut c = on_heap();
+        c.advance().unwrap();
+        assert_eq!(word(&c), VERDICT_GEN_STEP);
+        c.set_enabled(false).unwrap();
+        let off = word(&c);
+        assert_eq!(off & VERDICT_GEN_OFF, VERDICT_GEN_OFF);
+        c.advance().unwrap();
+        assert_eq!(word(&c) & VERDICT_GEN_OFF, VERDICT_GEN_OFF, "still off");
+        assert_ne!(word(&c), off);
+        c.set_enabled(true).unwrap();
+        let on = word(&c);
+        assert_eq!(on & VERDICT_GEN_OFF, 0);
+        // Turning it on again never returns to a value slots were stamped with before.
+        assert_ne!(on, VERDICT_GEN_STEP);
+        assert_ne!(on, 0);
+    }
+
+    #[test]
+    fn an_absent_cache_has_nothing_to_keep() {
+        let mut c = DropCache {
+            generation: Generation::Absent,
+            slots: None,
+        };
+        c.advance().unwrap();
+        assert_eq!(c.generation().unwrap(), None);
+        assert!(c.pending().unwrap().is_empty());
+    }
+}
