@@ -39,7 +39,7 @@ use flux_common::{
     DnsRecord, ETH_P_IP, ETH_P_IPV6, EVENT_FLAG_BLOCKED, EVENT_FLAG_IP_FRAGMENT,
     EVENT_FLAG_TRUNCATED, EVENT_FLAG_UNSOLICITED, IPPROTO_TCP, IPPROTO_UDP, IPV6_AH,
     IPV6_DEST_OPTS, IPV6_FRAGMENT, IPV6_HOP_BY_HOP, IPV6_MOBILITY, IPV6_ROUTING, MATCH_DROP,
-    MATCH_OFF, MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS, MAX_VLAN_TAGS_STEPPED, QueryKey, RECORD_DATA,
+    MATCH_OFF, MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS, MAX_VLAN_TAGS_STEPPED, RECORD_DATA,
     RING_BUF_BYTES, dns_port_listed, is_ipv6_ext_header, is_plausible_response, is_vlan_tag,
 };
 use packet::*;
@@ -372,6 +372,36 @@ fn respond(ctx: &XdpContext, at: &Located) -> Act {
     act
 }
 
+/// Writes the located packet's source and destination addresses as 16-byte fields at `src`
+/// and `dst` (an IPv4 address as its four bytes, then zeros), read straight from the frame and
+/// written as 8-byte words (`load_u64`, `store_u64`): no helper call, and no zero-fill, which
+/// LLVM makes a call to `memset`, a byte loop. `false`: the header is not in the frame.
+///
+/// `src` and `dst` must each be the address of 16 writable bytes (a record or scratch field).
+#[inline(always)]
+fn copy_addresses(pkt: &Packet, at: &Located, src: usize, dst: usize) -> bool {
+    let l3_off = usize::from(at.l3_off);
+    if at.family == AF_INET {
+        pkt.ptr_at::<[[u8; 4]; 2]>(l3_off + 12).is_some_and(|p| {
+            let [[s0, s1, s2, s3], [d0, d1, d2, d3]] = unsafe { *p };
+            store_u64(src, u64::from_ne_bytes([s0, s1, s2, s3, 0, 0, 0, 0]));
+            store_u64(src + 8, 0);
+            store_u64(dst, u64::from_ne_bytes([d0, d1, d2, d3, 0, 0, 0, 0]));
+            store_u64(dst + 8, 0);
+            true
+        })
+    } else {
+        pkt.ptr_at::<[[u8; 16]; 2]>(l3_off + 8).is_some_and(|p| {
+            let from = p as usize;
+            for k in 0..2 {
+                store_u64(src + 8 * k, load_u64(from + 8 * k));
+                store_u64(dst + 8 * k, load_u64(from + 16 + 8 * k));
+            }
+            true
+        })
+    }
+}
+
 /// Whether the located reply answers a query that left this host (`queries.rs`). The key is
 /// built in scratch: the reply's destination is the query's client, its source the server.
 #[inline(always)]
@@ -380,29 +410,20 @@ fn solicited(ctx: &XdpContext, at: &Located, qname_hash: u64) -> bool {
         return false;
     };
     let key = unsafe { addr_of_mut!((*scratch).key) };
-    unsafe {
-        *key = QueryKey {
-            client: [0; 16],
-            server: [0; 16],
-            client_port: at.dst_port,
-            server_port: at.src_port,
-            txid: at.txid,
-            family: at.family,
-            transport: at.protocol,
-        };
-    }
-    let l3_off = usize::from(at.l3_off);
-    let (addrs, n) = if at.family == AF_INET {
-        (l3_off + 12, 4u32)
-    } else {
-        (l3_off + 8, 16u32)
-    };
-    let server = unsafe { addr_of_mut!((*key).server) } as *mut c_void;
-    let client = unsafe { addr_of_mut!((*key).client) } as *mut c_void;
-    if unsafe { bpf_xdp_load_bytes(ctx.ctx, addrs as u32, server, n) } != 0
-        || unsafe { bpf_xdp_load_bytes(ctx.ctx, (addrs + n as usize) as u32, client, n) } != 0
-    {
+    // Field by field, the addresses read from the frame as 8-byte words (`copy_addresses`): a
+    // `QueryKey` literal zero-filled its 32 address bytes with a call to `memset`, a byte
+    // loop, and each address was a `bpf_xdp_load_bytes` call.
+    let server = unsafe { addr_of_mut!((*key).server) } as usize;
+    let client = unsafe { addr_of_mut!((*key).client) } as usize;
+    if !copy_addresses(&Packet::new(ctx), at, server, client) {
         return false;
+    }
+    unsafe {
+        (*key).client_port = at.dst_port;
+        (*key).server_port = at.src_port;
+        (*key).txid = at.txid;
+        (*key).family = at.family;
+        (*key).transport = at.protocol;
     }
     queries::solicited(unsafe { &*key }, qname_hash)
 }
@@ -488,31 +509,11 @@ fn emit_in<const N: usize>(
     }
 
     // The addresses come straight from the packet (carrying 32 address bytes through the parse
-    // costs more BPF stack than the program has), read directly rather than by helper calls,
-    // and written as 8-byte words (`store_u64`).
+    // costs more BPF stack than the program has).
     let pkt = Packet::new(ctx);
-    let l3_off = usize::from(at.l3_off);
     let src = unsafe { addr_of_mut!((*header).src_addr) } as usize;
     let dst = unsafe { addr_of_mut!((*header).dst_addr) } as usize;
-    let copied = if at.family == AF_INET {
-        pkt.ptr_at::<[[u8; 4]; 2]>(l3_off + 12).map(|p| {
-            let [[s0, s1, s2, s3], [d0, d1, d2, d3]] = unsafe { *p };
-            // An IPv4 address is its four bytes, then zeros.
-            store_u64(src, u64::from_ne_bytes([s0, s1, s2, s3, 0, 0, 0, 0]));
-            store_u64(src + 8, 0);
-            store_u64(dst, u64::from_ne_bytes([d0, d1, d2, d3, 0, 0, 0, 0]));
-            store_u64(dst + 8, 0);
-        })
-    } else {
-        pkt.ptr_at::<[[u8; 16]; 2]>(l3_off + 8).map(|p| {
-            let from = p as usize;
-            for k in 0..2 {
-                store_u64(src + 8 * k, load_u64(from + 8 * k));
-                store_u64(dst + 8 * k, load_u64(from + 16 + 8 * k));
-            }
-        })
-    };
-    if copied.is_none() {
+    if !copy_addresses(&pkt, at, src, dst) {
         entry.discard(0);
         return Err(Counter::CopyFailed);
     }

@@ -498,9 +498,14 @@ impl Maps {
         };
         maps.mark_occupied();
         maps.ready_front(refill);
+        // Opening may have set an occupancy slot (`mark_occupied`): an allowlist the kernel
+        // skipped until now is looked up from here on, so no drop cached before is trusted.
+        // The agent's start also turns the cache on (a pin kept from an earlier load may hold
+        // the off bit), and a blocklist map loaded with another capacity may be new under a
+        // cache whose pins stayed.
         if refill {
-            // The agent's start: a blocklist map may be new (loaded with another capacity)
-            // under a cache whose pins stayed, so no slot filled before it is trusted.
+            maps.drop_cache.set_enabled(true)?;
+        } else {
             maps.drop_cache.advance()?;
         }
         Ok(maps)
@@ -645,8 +650,10 @@ impl Maps {
                     .map_err(map_err("insert", MAP_BLOCKED_DOMAINS))?
             }
         }
-        self.mark(t, List::Blocked)?;
+        // The advance first: a block's occupancy slot and filter bits only let the kernel find
+        // it (and cache it), and a failure to set them must not leave the advance undone.
         self.verdicts_changed(t, List::Blocked)?;
+        self.mark(t, List::Blocked)?;
         Ok(if previous.is_some() {
             Added::Refreshed
         } else {
@@ -689,9 +696,10 @@ impl Maps {
         };
         let gone = removed(r)?;
         if gone {
+            let settled = self.settle(t, List::Blocked);
             self.verdicts_changed(t, List::Blocked)?;
             self.forget_drops(t)?;
-            self.settle(t, List::Blocked)?;
+            settled?;
             self.front_after_removal(t)?;
         }
         Ok(gone)
@@ -886,8 +894,9 @@ impl Maps {
         r?;
         // The occupancy slot first: until it is set the kernel does not look the allowlist up,
         // and a slot it filled meanwhile under the new generation would go on dropping.
-        self.mark(t, List::Allowed)?;
-        self.verdicts_changed(t, List::Allowed)
+        let marked = self.mark(t, List::Allowed);
+        self.verdicts_changed(t, List::Allowed)?;
+        marked
     }
 
     /// Removes an allowlist entry; `false` if there was none.
@@ -918,8 +927,12 @@ impl Maps {
         };
         let gone = removed(r)?;
         if gone {
+            // After the settle, which may clear the slot and set it back (another writer's
+            // entry arrived): the kernel skipped the allowlist meanwhile and may have cached a
+            // drop it now overrides.
+            let settled = self.settle(t, List::Allowed);
             self.verdicts_changed(t, List::Allowed)?;
-            self.settle(t, List::Allowed)?;
+            settled?;
         }
         Ok(gone)
     }

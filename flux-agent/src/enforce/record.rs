@@ -275,6 +275,12 @@ impl Recorder {
     /// more leave the maps; then whatever expired entry the maps still hold (one the database
     /// never had). Returns how many map entries went.
     pub fn expire(&mut self, maps: &mut Maps) -> Result<usize, BlocklistError> {
+        // First, so that no error below skips it: every drop-cache slot is looked up again, and
+        // a change written past `Maps` (bpftool) reaches the kernel's cached drops within a
+        // sweep.
+        if let Err(e) = maps.advance_verdict_generation() {
+            warn!("cannot advance the verdict generation: {e}");
+        }
         let gone = self
             .db(|s| s.expire(SystemTime::now()))
             .map(|x| x.gone)
@@ -285,11 +291,6 @@ impl Recorder {
         // this agent, expiry): a stale bit only costs the kernel lookups, so a failure is logged.
         if let Err(e) = maps.rebuild_front_if_stale() {
             warn!("cannot rebuild the front filters: {e}");
-        }
-        // Every drop-cache slot looked up again: a change written past `Maps` (bpftool) reaches
-        // the kernel's cached drops within a sweep.
-        if let Err(e) = maps.advance_verdict_generation() {
-            warn!("cannot advance the verdict generation: {e}");
         }
         Ok(n)
     }

@@ -25,7 +25,7 @@ use aya::{
 };
 use flux_agent::{
     enforce::maps::{Maps, Spec, Target},
-    kernel::loader::{LoadOptions, Loaded},
+    kernel::loader::{LoadOptions, Loaded, QueryMatch},
 };
 use flux_common::{MAX_BLOCKED_IPS, PROG_XDP, PROG_XDP_NOOP, RING_BUF_BYTES};
 use flux_tests::frames::{SRC4, dns_response, dns_response_for, udp4};
@@ -110,25 +110,14 @@ fn run(args: &[String]) -> anyhow::Result<Report> {
         .unwrap_or(1_000_000);
     let only = flux_tests::flag_value(args, "--only").map(str::to_owned);
     let pin = flux_tests::PinDir::new();
-    let (mut loaded, mut ring) = flux_tests::load_with_ring(LoadOptions {
-        pin_dir: pin.0.clone(),
-        ..Default::default()
-    })?;
-    {
-        let noop: &mut Xdp = loaded
-            .ebpf
-            .program_mut(PROG_XDP_NOOP)
-            .ok_or_else(|| anyhow::anyhow!("no {PROG_XDP_NOOP}"))?
-            .try_into()?;
-        noop.load()?;
-    }
+    let (mut loaded, mut ring) = load(&pin, QueryMatch::Off)?;
     let pin_dir = loaded.pin_dir.clone();
     let mut maps = Maps::open(&pin_dir)?;
     let mut bench = Bench {
         loaded: &mut loaded,
         ring: &mut ring,
         repeat,
-        only,
+        only: only.clone(),
         rows: Vec::new(),
     };
 
@@ -239,10 +228,52 @@ fn run(args: &[String]) -> anyhow::Result<Report> {
         &non_dns,
         None,
     )?;
-    let rows = std::mem::take(&mut bench.rows);
+    let mut rows = std::mem::take(&mut bench.rows);
     drop(maps);
     loaded.unpin_maps();
+
+    // The agent's default (`run` without `--accept-unsolicited`): every response is matched to
+    // the query that left for it, a lookup in QUERIES (an LRU hash the TC egress program
+    // writes). Here it misses, and the reply is marked unsolicited, as most of a flood's would
+    // be; a matched UDP reply also deletes its entry, so one repeated packet cannot match
+    // twice. A program loaded so, with empty maps: the rows above say what entries add.
+    let pin = flux_tests::PinDir::new();
+    let (mut loaded, mut ring) = load(&pin, QueryMatch::Mark)?;
+    let mut bench = Bench {
+        loaded: &mut loaded,
+        ring: &mut ring,
+        repeat,
+        only,
+        rows: Vec::new(),
+    };
+    bench.case(
+        "pass: DNS response, empty maps, replies matched to queries (the agent's default)",
+        &dns200,
+        None,
+    )?;
+    rows.append(&mut bench.rows);
+    loaded.unpin_maps();
     Ok(Report { repeat, rows })
+}
+
+/// `flux_xdp` and the no-op program loaded into `pin` with replies matched to queries as
+/// `queries` says.
+fn load(
+    pin: &flux_tests::PinDir,
+    queries: QueryMatch,
+) -> anyhow::Result<(Loaded, RingBuf<MapData>)> {
+    let (mut loaded, ring) = flux_tests::load_with_ring(LoadOptions {
+        pin_dir: pin.0.clone(),
+        queries,
+        ..Default::default()
+    })?;
+    let noop: &mut Xdp = loaded
+        .ebpf
+        .program_mut(PROG_XDP_NOOP)
+        .ok_or_else(|| anyhow::anyhow!("no {PROG_XDP_NOOP}"))?
+        .try_into()?;
+    noop.load()?;
+    Ok((loaded, ring))
 }
 
 /// [`ENTRIES_EACH`] exact addresses of each family and blocked domains, [`CIDRS_EACH`] blocked

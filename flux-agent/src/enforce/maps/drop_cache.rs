@@ -11,9 +11,18 @@
 //! after `DROP_CACHE_RECHECK` drops, and by the agent's sweep, which advances the word once a
 //! minute ([`Maps::advance_verdict_generation`]).
 //!
-//! A process that cannot map the word advances it with a read and a write through the syscall.
-//! Two such writers can both write the same value, which is still safe: a slot stamped with
-//! it was filled after the later writer's read, so after both writers' changes.
+//! Every writer sets the word to a value it never held before: the larger of the word plus one
+//! step and twice the boot-time clock in ns ([`next_generation`]; no writer advances twice in a
+//! nanosecond). A process that cannot map the word advances it with a read and a write through
+//! the syscall, and a writer in between can have its value overwritten by a smaller one; that
+//! value is still new (the clock moved on since every earlier value was taken), so no slot
+//! stamped before is trusted again, and a slot stamped with it was filled after both writers'
+//! changes.
+//!
+//! On a weakly ordered CPU (arm64) the kernel's read of the word is a plain load, not an
+//! acquire: the lookup after it could be served first, and a slot filled from a lookup that
+//! raced a change could carry the new stamp. The re-check after `DROP_CACHE_RECHECK` drops
+//! bounds that, as for a raw write; on x86 loads are not reordered with later loads.
 //!
 //! May touch: the pinned VERDICT_GEN map (mapped and written) and DROP_CACHE_V4 (read).
 
@@ -28,7 +37,7 @@ use flux_common::{
     drop_cache_slot,
 };
 
-use super::{BlocklistError, Maps, front_filter::Mapped, map_err};
+use super::{BlocklistError, Maps, boot_ns, front_filter::Mapped, map_err};
 use crate::kernel::pins::{self, PinError};
 
 /// The generation word as this process can reach it.
@@ -100,19 +109,14 @@ impl DropCache {
     /// After a change that could make a cached drop wrong: no slot filled before it drops again
     /// without a lookup.
     pub(super) fn advance(&mut self) -> Result<(), BlocklistError> {
-        self.update(|g| g.wrapping_add(VERDICT_GEN_STEP))
+        let now = boot_ns();
+        self.update(|g| next_generation(g, now, g & VERDICT_GEN_OFF == 0))
     }
 
     /// Turns the cache on or off (the off bit); either way no slot filled before drops again.
     pub(super) fn set_enabled(&mut self, on: bool) -> Result<(), BlocklistError> {
-        self.update(|g| {
-            let g = g.wrapping_add(VERDICT_GEN_STEP);
-            if on {
-                g & !VERDICT_GEN_OFF
-            } else {
-                g | VERDICT_GEN_OFF
-            }
-        })
+        let now = boot_ns();
+        self.update(|g| next_generation(g, now, on))
     }
 
     /// The generation word as the kernel reads it; `None` without a cache.
@@ -133,9 +137,12 @@ impl DropCache {
     /// up, but with its /24 gone from the front filter it may never look again.)
     ///
     /// A read and a write of the slot's per-CPU values: a kernel write in between is undone.
-    /// That is safe: every value read was written after the advance, so one that drops is
-    /// still right (or stamped with a generation that has passed since), and all it can lose
-    /// is the drops it counted meanwhile.
+    /// That cannot make a wrong drop from a change made through [`Maps`]: every value read was
+    /// written after the advance, so one that drops is still right (or stamped with a
+    /// generation that has passed since). What it can do, in the microseconds between the two
+    /// calls: lose drops the slot counted meanwhile, count again drops the kernel had just
+    /// added to their entry, or undo the kernel's emptying of the slot after a raw removal
+    /// (whose cost stays bounded by the re-check).
     pub(super) fn forget(&mut self, addr: [u8; 4]) -> Result<(), BlocklistError> {
         let Some(slots) = &mut self.slots else {
             return Ok(());
@@ -194,6 +201,15 @@ impl DropCache {
     }
 }
 
+/// The word after `word`, at boot-time `now_ns`: a value it never held (the larger of one step
+/// on and twice the clock), the cache on or off as `on` says.
+fn next_generation(word: u64, now_ns: u64, on: bool) -> u64 {
+    let next = (word & !VERDICT_GEN_OFF)
+        .wrapping_add(VERDICT_GEN_STEP)
+        .max(now_ns.saturating_mul(2));
+    if on { next } else { next | VERDICT_GEN_OFF }
+}
+
 impl Maps {
     /// Advances the verdict generation: every drop-cache slot is looked up again before it
     /// drops. [`Maps`] does this after each change it makes; the agent's sweep calls it too, so
@@ -236,10 +252,26 @@ mod tests {
     }
 
     #[test]
+    fn a_generation_is_never_held_twice_even_when_a_write_is_lost() {
+        // Two writers read 10; one writes 12, then 14; the other's read-and-write lands last.
+        // Its value must be new, not 12 again: the clock moved on since 12 was taken.
+        let first = next_generation(10, 5, true);
+        let second = next_generation(first, 6, true);
+        let late = next_generation(10, 8, true);
+        assert!(late > second && second > first, "{first} {second} {late}");
+        assert_eq!(late & VERDICT_GEN_OFF, 0);
+        // Within one nanosecond a step still moves it on.
+        assert_eq!(next_generation(100, 1, true), 102);
+        assert_eq!(next_generation(101, 1, true), 102, "turned on");
+        assert_eq!(next_generation(100, 1, false), 103, "turned off");
+    }
+
+    #[test]
     fn every_advance_changes_the_word_and_keeps_the_off_bit() {
         let mut c = on_heap();
         c.advance().unwrap();
-        assert_eq!(word(&c), VERDICT_GEN_STEP);
+        assert_eq!(word(&c) & VERDICT_GEN_OFF, 0);
+        let first = word(&c);
         c.set_enabled(false).unwrap();
         let off = word(&c);
         assert_eq!(off & VERDICT_GEN_OFF, VERDICT_GEN_OFF);
@@ -250,8 +282,7 @@ mod tests {
         let on = word(&c);
         assert_eq!(on & VERDICT_GEN_OFF, 0);
         // Turning it on again never returns to a value slots were stamped with before.
-        assert_ne!(on, VERDICT_GEN_STEP);
-        assert_ne!(on, 0);
+        assert!(on > first);
     }
 
     #[test]
