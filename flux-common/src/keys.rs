@@ -166,9 +166,10 @@ pub const fn drop_cache_slot(addr: [u8; 4]) -> u32 {
 
 /// The verdict generation: `Array<u64>` of one word, mmap-able, which the drop cache
 /// ([`MAP_DROP_CACHE_V4`]) is valid for. Every writer that changes or removes an entry of
-/// `BLOCKED_V4`, or changes `ALLOWED_CIDR_V4`, through `Maps` advances it by
-/// [`VERDICT_GEN_STEP`] with an atomic add through the mmap *after* the change: a slot filled by
-/// a lookup before the change carries the older generation and no longer drops. (An insert of
+/// `BLOCKED_V4`, or changes `ALLOWED_CIDR_V4`, through `Maps` advances it *after* the change, to
+/// a value it never held (at least [`VERDICT_GEN_STEP`] on; `enforce/maps/drop_cache.rs` says
+/// how): a slot filled by a lookup before the change carries an older generation and no
+/// longer drops. (An insert of
 /// an address not yet there needs no step: no slot can hold it. A CIDR block needs none either:
 /// only exact blocks are cached, and a CIDR never unblocks what an exact entry blocks.)
 ///
@@ -178,7 +179,7 @@ pub const fn drop_cache_slot(addr: [u8; 4]) -> u32 {
 pub const MAP_VERDICT_GEN: &str = "VERDICT_GEN";
 /// [`MAP_VERDICT_GEN`]'s off bit.
 pub const VERDICT_GEN_OFF: u64 = 1;
-/// What one change adds to [`MAP_VERDICT_GEN`]: the off bit is left alone.
+/// The least one change adds to [`MAP_VERDICT_GEN`]: the off bit is left alone.
 pub const VERDICT_GEN_STEP: u64 = 2;
 
 /// The domain front filter: `Array<u64>` of [`FRONT_NAMES_SLOTS`] words, mmap-able, kept like

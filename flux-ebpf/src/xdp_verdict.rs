@@ -250,11 +250,15 @@ fn cache_fill(c: &Cached, entry: *mut BlockEntry) {
         }
         add_hits(entry, hits);
         // Emptied first and stamped last, so that a run nested on this CPU (PREEMPT_RT, a test
-        // run) never sees the new address under the old stamp.
+        // run) never sees the new address under the old stamp: every store volatile, so that
+        // LLVM keeps them in this order.
         core::ptr::write_volatile(core::ptr::addr_of_mut!((*s).stamp), 0);
-        (*s).addr = c.addr.to_ne_bytes();
-        (*s).expires_ns = (*entry).expires_ns;
-        (*s).pending = 0;
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*s).addr), c.addr.to_ne_bytes());
+        core::ptr::write_volatile(
+            core::ptr::addr_of_mut!((*s).expires_ns),
+            (*entry).expires_ns,
+        );
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*s).pending), 0);
         core::ptr::write_volatile(core::ptr::addr_of_mut!((*s).stamp), c.stamp);
     }
 }

@@ -231,12 +231,22 @@ fn run(args: &[String]) -> anyhow::Result<Report> {
     let mut rows = std::mem::take(&mut bench.rows);
     drop(maps);
     loaded.unpin_maps();
+    // Every map of the first load closed before the second: its million entries out of the
+    // kernel's memory.
+    drop(ring);
+    drop(loaded);
+    drop(pin);
 
     // The agent's default (`run` without `--accept-unsolicited`): every response is matched to
     // the query that left for it, a lookup in QUERIES (an LRU hash the TC egress program
     // writes). Here it misses, and the reply is marked unsolicited, as most of a flood's would
     // be; a matched UDP reply also deletes its entry, so one repeated packet cannot match
     // twice. A program loaded so, with empty maps: the rows above say what entries add.
+    const MATCHED: &str =
+        "pass: DNS response, replies matched to queries, empty maps (the agent's default)";
+    if only.as_deref().is_some_and(|o| !MATCHED.contains(o)) {
+        return Ok(Report { repeat, rows });
+    }
     let pin = flux_tests::PinDir::new();
     let (mut loaded, mut ring) = load(&pin, QueryMatch::Mark)?;
     let mut bench = Bench {
@@ -246,11 +256,7 @@ fn run(args: &[String]) -> anyhow::Result<Report> {
         only,
         rows: Vec::new(),
     };
-    bench.case(
-        "pass: DNS response, empty maps, replies matched to queries (the agent's default)",
-        &dns200,
-        None,
-    )?;
+    bench.case(MATCHED, &dns200, None)?;
     rows.append(&mut bench.rows);
     loaded.unpin_maps();
     Ok(Report { repeat, rows })

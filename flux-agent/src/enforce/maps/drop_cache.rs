@@ -4,8 +4,9 @@
 //! entries' hit counts do not show yet.
 //!
 //! When to advance (see `MAP_VERDICT_GEN`): after every write or removal of an exact IPv4 block
-//! and every change of an allowed IPv4 CIDR, *after* the map write, through an atomic add on an
-//! mmap of the word (two processes advance it: the agent and `flux-agent blocklist`). A slot
+//! and every change of an allowed IPv4 CIDR, *after* the map write, through an atomic
+//! compare-and-swap on an mmap of the word (two processes advance it: the agent and
+//! `flux-agent blocklist`). A slot
 //! the kernel filled from a lookup before the change carries the older generation and no
 //! longer drops. Writes that bypass [`Maps`] (bpftool) are caught up by the slot's re-check
 //! after `DROP_CACHE_RECHECK` drops, and by the agent's sweep, which advances the word once a
@@ -17,7 +18,9 @@
 //! the syscall, and a writer in between can have its value overwritten by a smaller one; that
 //! value is still new (the clock moved on since every earlier value was taken), so no slot
 //! stamped before is trusted again, and a slot stamped with it was filled after both writers'
-//! changes.
+//! changes. This rests on every writer reading one boot-time clock: a writer in another time
+//! namespace that also cannot map the word could bring back a value, and a slot stamped with
+//! it would drop until its re-check (64 drops per CPU). Every writer here is root, and maps it.
 //!
 //! On a weakly ordered CPU (arm64) the kernel's read of the word is a plain load, not an
 //! acquire: the lookup after it could be served first, and a slot filled from a lookup that
