@@ -73,7 +73,15 @@ impl InUse {
         }
         let ident = |e: &dyn std::fmt::Display| PinError::Identity(e.to_string());
         for info in loaded_programs() {
-            let info = info.map_err(|e| ident(&e))?;
+            let info = match info {
+                Ok(info) => info,
+                // Unloaded between the kernel's list of program ids and the read of its info
+                // (another tool's program, or another agent's going away): not one of ours,
+                // which the link pins in `pin_dir` hold loaded. Seen in CI as a CLI command
+                // failing while a parallel test unloaded its program.
+                Err(e) if vanished(&e) => continue,
+                Err(e) => return Err(ident(&e)),
+            };
             if !prog_ids.contains(&info.id()) {
                 continue;
             }
@@ -114,6 +122,15 @@ impl InUse {
         }
         .into())
     }
+}
+
+/// Whether a program could not be read because it no longer exists (`ENOENT`).
+fn vanished(e: &aya::programs::ProgramError) -> bool {
+    matches!(
+        e,
+        aya::programs::ProgramError::SyscallError(s)
+            if s.io_error.raw_os_error() == Some(libc::ENOENT)
+    )
 }
 
 /// The ids of the maps a program uses.
@@ -179,6 +196,19 @@ pub fn replaced(pin_dir: &Path) -> Result<Vec<Replaced>, PinError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_program_that_no_longer_exists_is_skipped() {
+        let err = |errno| {
+            aya::programs::ProgramError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_prog_get_fd_by_id",
+                io_error: std::io::Error::from_raw_os_error(errno),
+            })
+        };
+        assert!(vanished(&err(libc::ENOENT)));
+        assert!(!vanished(&err(libc::EPERM)));
+        assert!(!vanished(&err(libc::EINVAL)));
+    }
 
     #[test]
     fn names_are_compared_as_the_kernel_keeps_them() {
