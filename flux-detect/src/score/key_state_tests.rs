@@ -371,6 +371,25 @@ fn glue_and_ns_churn() {
     assert_eq!(f.glue_networks_max, 6);
 }
 
+/// A host's glue tally (`tally::GlueTally`) is sized to the glue a host keeps: a host that
+/// rotated through more networks than it keeps reads as the most it keeps, every one counted.
+#[test]
+fn a_host_full_of_glue_counts_all_its_networks() {
+    let mut k = KeyState::new(0);
+    let over = u8::try_from(MAX_GLUE + 8).unwrap();
+    for i in 0..over {
+        k.add_ns(
+            u32::from(i),
+            "ns1.evil.test",
+            &[a(i, 100 + u32::from(i), b"US")],
+            1,
+        );
+    }
+    let f = k.features(u32::from(over), WINDOWS[0]);
+    assert_eq!(f.glue_ips_max as usize, MAX_GLUE);
+    assert_eq!(f.glue_networks_max as usize, MAX_GLUE);
+}
+
 #[test]
 fn answer_hashes_tell_similar_sets_apart() {
     let set = |p: u8| {
