@@ -402,17 +402,20 @@ fn check_v6(a: &[u8; 16]) -> Match {
 /// The counter of a drop, or `None`, from `check(true)` (the source's verdict) and then
 /// `check(false)` (the destination's). Source first: inbound traffic from a blocked host is the
 /// common case on an endpoint.
+///
+/// Why a loop over a closure and not two checks written out: LLVM makes the closure one
+/// BPF-to-BPF subprogram. Written out, `check_v4` was inlined at each call site (32.8 KB of
+/// translated program grew to 39.8 KB) and, in alternated `xdp-bench` runs, the non-DNS pass
+/// with entries in every map went from 34 to 42 ns (1.28× to 1.6× the no-op, over its 1.5×
+/// target) and the 210-byte DNS response from 141 to 153 ns.
 #[inline(always)]
 fn pair_verdict(mut check: impl FnMut(bool) -> Match) -> Option<Counter> {
     for (is_src, drop) in [
         (true, Counter::DropBlockedSrc),
         (false, Counter::DropBlockedDst),
     ] {
-        match check(is_src) {
-            Match::Blocked => return Some(drop),
-            Match::Allowed => super::count(Counter::AllowedOverBlock),
-            Match::Expired => super::count(Counter::ExpiredBlock),
-            Match::None => {}
+        if blocks(check(is_src)) {
+            return Some(drop);
         }
     }
     None
@@ -444,10 +447,11 @@ pub fn address_verdict_v6(src: &[u8; 16], dst: &[u8; 16]) -> Option<Counter> {
     pair_verdict(|is_src| check_v6(if is_src { src } else { dst }))
 }
 
-/// Egress: whether a packet leaving the host is dropped, from its destination's verdict. Only
-/// the destination counts; the source is one of the host's own addresses.
+/// Whether a verdict drops the packet; an allowlist or an expiry that let a blocked address
+/// pass is counted. Ingress (each address of the pair, [`pair_verdict`]) and egress (the
+/// destination alone; the source is one of the host's own addresses) read it alike.
 #[inline(always)]
-fn destination_verdict(m: Match) -> bool {
+fn blocks(m: Match) -> bool {
     match m {
         Match::Blocked => true,
         Match::Allowed => {
@@ -462,16 +466,16 @@ fn destination_verdict(m: Match) -> bool {
     }
 }
 
-/// [`destination_verdict`] of an IPv4 destination.
+/// Egress: whether a packet leaving the host to an IPv4 `dst` is dropped ([`blocks`]).
 #[inline(always)]
 pub fn destination_blocked_v4(dst: [u8; 4]) -> bool {
-    destination_verdict(check_v4(dst, front_v4_ready()))
+    blocks(check_v4(dst, front_v4_ready()))
 }
 
-/// [`destination_verdict`] of an IPv6 destination.
+/// Egress: [`destination_blocked_v4`] for an IPv6 `dst`.
 #[inline(always)]
 pub fn destination_blocked_v6(dst: &[u8; 16]) -> bool {
-    destination_verdict(check_v6(dst))
+    blocks(check_v6(dst))
 }
 
 /// What the domain blocklist says about a response's question.
