@@ -396,8 +396,9 @@ fn fleet_options(args: &RunArgs) -> anyhow::Result<Option<flux_agent::fleet::Fle
 }
 
 /// The signals `run` handles: SIGINT and SIGTERM detach and stop (registered when the run loop
-/// first waits, as before SIGHUP was handled: until then they end the process at once); SIGHUP
-/// reloads, registered before anything slow.
+/// first waits, as before SIGHUP was handled: until then they end the process at once; the
+/// ready line, "Ctrl-C to stop", is logged after that first poll); SIGHUP reloads, registered
+/// before anything slow.
 struct Signals {
     hup: Signal,
 }

@@ -149,7 +149,6 @@ pub async fn run<W: Write + Send + 'static>(
     if opts.enforce.as_ref().is_some_and(|e| e.monitor) {
         info!("monitor mode: verdicts and would-be blocks are reported, nothing is enforced");
     }
-    log_attachments(&loaded, opts.dnstap_socket.as_deref());
     let mut ifaces = IfaceStates::new(&loaded, opts.mode, opts.force);
     let mut links = LinkWatch::open()
         .inspect_err(|e| {
@@ -209,9 +208,19 @@ pub async fn run<W: Write + Send + 'static>(
     tokio::pin!(linger_timer);
     tokio::pin!(shutdown);
 
-    loop {
+    // The ready line ("Ctrl-C to stop") only once `shutdown` has been polled: the binary's
+    // SIGINT and SIGTERM handlers are registered by that first poll, so a Ctrl-C after the
+    // line always detaches cleanly. (Logged before, a Ctrl-C in the setup between the line and
+    // the loop took the signal's default action, and a test sending SIGINT at the line met an
+    // agent killed by it.)
+    let mut stopped = announce_when_armed(shutdown.as_mut(), || {
+        log_attachments(&loaded, opts.dnstap_socket.as_deref())
+    })
+    .await;
+
+    while !stopped {
         tokio::select! {
-            _ = &mut shutdown => break,
+            _ = &mut shutdown => stopped = true,
             Some(q) = queries.recv() => {
                 let mut reply = recent.answer(&mut p, &q.request);
                 // `explain` also asks the fleet scorer (`fleet::fleet_explain`).
@@ -588,6 +597,22 @@ fn load_and_attach(opts: &RunOptions) -> anyhow::Result<Loaded> {
     Ok(loaded)
 }
 
+/// Polls `shutdown` once, and calls `ready` only if it is still pending: whatever the first
+/// poll sets up (the binary's signal handlers) is then in place before `ready` says so. True
+/// when `shutdown` had already resolved, and must not be polled again.
+async fn announce_when_armed<F: Future<Output = ()>>(
+    mut shutdown: std::pin::Pin<&mut F>,
+    ready: impl FnOnce(),
+) -> bool {
+    let resolved =
+        std::future::poll_fn(|cx| std::task::Poll::Ready(shutdown.as_mut().poll(cx).is_ready()))
+            .await;
+    if !resolved {
+        ready();
+    }
+    resolved
+}
+
 fn log_attachments(loaded: &Loaded, dnstap: Option<&std::path::Path>) {
     if loaded.attachments.is_empty() {
         info!(
@@ -737,5 +762,37 @@ mod tests {
             next_drain(DRAIN_BATCH - 1, timer.as_mut()),
             NextDrain::Linger
         );
+    }
+
+    /// The ready line comes after the first poll of `shutdown`, the poll that registers the
+    /// binary's SIGINT and SIGTERM handlers (`Signals::serve`): a Ctrl-C at the line must find
+    /// them in place. A shutdown already resolved by that poll stops the run without the line.
+    #[tokio::test]
+    async fn the_ready_line_waits_for_the_signal_handlers() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let armed = AtomicBool::new(false);
+        let shutdown = async {
+            // Stands for `signal(SignalKind::interrupt())` in `serve`'s first poll.
+            armed.store(true, Ordering::SeqCst);
+            std::future::pending::<()>().await;
+        };
+        tokio::pin!(shutdown);
+        let mut announced_armed = None;
+        let stopped = announce_when_armed(shutdown.as_mut(), || {
+            announced_armed = Some(armed.load(Ordering::SeqCst))
+        })
+        .await;
+        assert!(!stopped);
+        assert_eq!(
+            announced_armed,
+            Some(true),
+            "announced before the handlers existed"
+        );
+
+        let done = std::future::ready(());
+        tokio::pin!(done);
+        let mut announced = false;
+        assert!(announce_when_armed(done.as_mut(), || announced = true).await);
+        assert!(!announced, "a run stopped before its loop is not ready");
     }
 }

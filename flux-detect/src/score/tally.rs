@@ -11,12 +11,14 @@ use super::params::{MAX_GLUE, MAX_IPS_PER_KEY};
 /// of the churn stream's replay; debug builds assert), and the entropy stays a number. It
 /// replaced sorting a buffer per feature, which was the largest single cost of a re-score.
 ///
-/// Two sizes ([`Tally`] for any key, [`SmallTally`] for a key of a few addresses): every
-/// features computation uses five of them, and the full size is 2.8 KB each, so a key of one
-/// or two addresses (most keys of real resolver traffic) would clear 14 KB per window, which
-/// showed in replay profiles (at 7 KB, before the tables grew to four slots a value). Both count the same values in the same first-seen order, so which one a
-/// caller picks changes nothing it reads, as long as it adds at most `MAX` values. The scorer
-/// keeps one set of each size and clears it ([`Counting::clear`], `features::Tallies`).
+/// Three sizes: [`Tally`] for any key, [`SmallTally`] for a key of a few addresses, and
+/// [`GlueTally`] for one name server's glue. Every features computation uses five of them, and
+/// the full size is 2.8 KB each, so a key of one or two addresses (most keys of real resolver
+/// traffic) would clear 14 KB per window, which showed in replay profiles (at 7 KB, before the
+/// tables grew to four slots a value). All count the same values in the same first-seen order,
+/// so which one a caller picks changes nothing it reads, as long as it adds at most `MAX`
+/// values. The scorer keeps one set of the two key sizes and clears it ([`Counting::clear`],
+/// `features::Tallies`); a glue tally is made per host.
 pub(super) struct TallyOf<const SLOTS: usize, const MAX: usize> {
     keys: [u32; SLOTS],
     /// 0 marks a free slot.
