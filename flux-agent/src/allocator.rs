@@ -77,6 +77,16 @@ unsafe impl GlobalAlloc for FluxAlloc {
     }
 }
 
+/// Hands the memory of freed blocks back to the system now (`mi_collect(true)`), instead of
+/// after mimalloc's purge delay: resident memory then counts live blocks and the pages they
+/// sit in, not what was freed a moment ago. For measurements (`scorer-bench`'s memory figure,
+/// which read anywhere from 171 to 336 bytes a name depending on when the freed memory of the
+/// database load and of the key table's last doubling was purged); the agent never calls it.
+pub fn return_freed_memory() {
+    // SAFETY: no arguments to uphold; mimalloc may be called from any thread at any time.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

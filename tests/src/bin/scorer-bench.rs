@@ -267,6 +267,7 @@ fn throughput(stream: &str, path: &Path, enricher: &Arc<Enricher>) -> serde_json
 }
 
 fn memory(names: u64, enricher: &Arc<Enricher>) -> serde_json::Value {
+    flux_agent::allocator::return_freed_memory();
     let before = rss_bytes();
     let mut scorer = Scorer::new(
         ScorerConfig {
@@ -311,6 +312,7 @@ fn memory(names: u64, enricher: &Arc<Enricher>) -> serde_json::Value {
         out.clear();
         scorer.observe(t0 + Duration::from_millis(i), &msg, &mut out);
     }
+    flux_agent::allocator::return_freed_memory();
     let after = rss_bytes();
     let st = scorer.stats();
     let grown = after.saturating_sub(before);
