@@ -123,6 +123,34 @@ pub fn check_bench_args(
     ArgsCheck::Run
 }
 
+/// Median, lowest and highest of `values` (all 0 for none): the figure a bench gives for
+/// repeated rounds, and their spread (`veth-bench`'s rounds, `xdp-bench`'s trials).
+pub fn spread(values: impl IntoIterator<Item = f64>) -> (f64, f64, f64) {
+    let mut s: Vec<f64> = values.into_iter().collect();
+    s.sort_by(f64::total_cmp);
+    let at = |i: usize| s.get(i).copied().unwrap_or(0.0);
+    (at(s.len() / 2), at(0), at(s.len().saturating_sub(1)))
+}
+
+/// `a / b`, or 0 when `b` is not positive (a baseline that measured nothing).
+pub fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 { a / b } else { 0.0 }
+}
+
+/// This process's resident memory (`VmRSS` of `/proc/self/status`) in bytes; 0 when it
+/// cannot be read.
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A short name unique to this process and call, for namespaces and pin folders.
@@ -920,6 +948,16 @@ pub fn a_reply(name: &str, ips: &[std::net::Ipv4Addr], ttl: u32, id: u16) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A bench's figure is the middle round, whatever order the rounds came in, with the
+    /// lowest and highest beside it; nothing measured reads 0, as a ratio to nothing does.
+    #[test]
+    fn a_figure_is_the_median_round() {
+        assert_eq!(spread([8.2, 7.1, 7.3, 9.9, 7.2]), (7.3, 7.1, 9.9));
+        assert_eq!(spread([]), (0.0, 0.0, 0.0));
+        assert_eq!(ratio(3.0, 2.0), 1.5);
+        assert_eq!(ratio(3.0, 0.0), 0.0);
+    }
 
     fn check(args: &[&str]) -> ArgsCheck {
         let args: Vec<String> = std::iter::once("bench")

@@ -46,18 +46,6 @@ fn arg(args: &[String], name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
 /// A tiny deterministic generator (xorshift), so the bench needs no seed plumbing.
 struct Rng(u64);
 impl Rng {
@@ -268,7 +256,7 @@ fn throughput(stream: &str, path: &Path, enricher: &Arc<Enricher>) -> serde_json
 
 fn memory(names: u64, enricher: &Arc<Enricher>) -> serde_json::Value {
     flux_agent::allocator::return_freed_memory();
-    let before = rss_bytes();
+    let before = flux_tests::rss_bytes();
     let mut scorer = Scorer::new(
         ScorerConfig {
             max_keys: names as usize,
@@ -313,7 +301,7 @@ fn memory(names: u64, enricher: &Arc<Enricher>) -> serde_json::Value {
         scorer.observe(t0 + Duration::from_millis(i), &msg, &mut out);
     }
     flux_agent::allocator::return_freed_memory();
-    let after = rss_bytes();
+    let after = flux_tests::rss_bytes();
     let st = scorer.stats();
     let grown = after.saturating_sub(before);
     let per_name = grown as f64 / st.keys_tracked.max(1) as f64;

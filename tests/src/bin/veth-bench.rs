@@ -892,14 +892,7 @@ fn nft_drops(client: &Path, nft: Option<Nft>) -> anyhow::Result<u64> {
 
 /// Median, lowest and highest of one field over the rounds.
 fn spread(v: &[Sample], field: fn(&Sample) -> f64) -> (f64, f64, f64) {
-    let mut s: Vec<f64> = v.iter().map(field).collect();
-    s.sort_by(f64::total_cmp);
-    let at = |i: usize| s.get(i).copied().unwrap_or(0.0);
-    (at(s.len() / 2), at(0), at(s.len().saturating_sub(1)))
-}
-
-fn ratio(a: f64, b: f64) -> f64 {
-    if b > 0.0 { a / b } else { 0.0 }
+    flux_tests::spread(v.iter().map(field))
 }
 
 /// The median CPU per packet of each case, for the ratios.
@@ -945,10 +938,10 @@ fn print_table(samples: &Samples) {
              ({n0:.2}–{n1:.2}) | {l:>5.2} ({l0:.2}–{l1:.2}) | {:>5.2}×, {:>5.2}× | \
              {:>5.2}×, {:>5.2}× |",
             case.label(),
-            ratio(c, cpu[2]),
-            ratio(f, flood[2]),
-            ratio(c, cpu[3]),
-            ratio(f, flood[3]),
+            flux_tests::ratio(c, cpu[2]),
+            flux_tests::ratio(f, flood[2]),
+            flux_tests::ratio(c, cpu[3]),
+            flux_tests::ratio(f, flood[3]),
         );
     }
 }
@@ -978,11 +971,11 @@ fn to_json(samples: &Samples) -> serde_json::Value {
                 "median_pps": spread(s, |s| s.pps).0,
                 "median_cpu_ns_per_packet": c,
                 "median_net_cpu_ns_per_packet": spread(s, |s| s.net_cpu_ns).0,
-                "cpu_ratio_to_nft_ingress": ratio(c, cpu[2]),
-                "cpu_ratio_to_nft_prerouting": ratio(c, cpu[3]),
+                "cpu_ratio_to_nft_ingress": flux_tests::ratio(c, cpu[2]),
+                "cpu_ratio_to_nft_prerouting": flux_tests::ratio(c, cpu[3]),
                 "median_flood_cpu_ns_per_packet": f,
-                "flood_cpu_ratio_to_nft_ingress": ratio(f, flood[2]),
-                "flood_cpu_ratio_to_nft_prerouting": ratio(f, flood[3]),
+                "flood_cpu_ratio_to_nft_ingress": flux_tests::ratio(f, flood[2]),
+                "flood_cpu_ratio_to_nft_prerouting": flux_tests::ratio(f, flood[3]),
                 "rounds": rounds,
             })
         })

@@ -347,27 +347,23 @@ impl Bench<'_> {
         if self.only.as_deref().is_some_and(|o| !name.contains(o)) {
             return Ok(());
         }
-        let mut flux = [0f64; TRIALS];
-        let mut noop = [0f64; TRIALS];
-        let mut ratios = [0f64; TRIALS];
-        for t in 0..TRIALS {
-            flux[t] = self.trial(PROG_XDP, frame)?;
-            noop[t] = self.trial(PROG_XDP_NOOP, frame)?;
-            ratios[t] = if noop[t] > 0.0 {
-                flux[t] / noop[t]
-            } else {
-                0.0
-            };
+        let mut trials = [(0f64, 0f64); TRIALS];
+        for t in &mut trials {
+            *t = (
+                self.trial(PROG_XDP, frame)?,
+                self.trial(PROG_XDP_NOOP, frame)?,
+            );
         }
-        let ratio = median(&mut ratios);
+        let (ratio, ratio_min, ratio_max) =
+            flux_tests::spread(trials.iter().map(|(f, n)| flux_tests::ratio(*f, *n)));
         self.rows.push(Row {
             case: name.to_owned(),
             bytes: frame.len(),
-            flux_xdp_ns: median(&mut flux),
-            noop_ns: median(&mut noop),
+            flux_xdp_ns: flux_tests::spread(trials.iter().map(|t| t.0)).0,
+            noop_ns: flux_tests::spread(trials.iter().map(|t| t.1)).0,
             ratio,
-            ratio_min: ratios[0],
-            ratio_max: ratios[TRIALS - 1],
+            ratio_min,
+            ratio_max,
             target,
         });
         Ok(())
@@ -404,12 +400,6 @@ impl Bench<'_> {
     }
 }
 
-/// The median of `v`, which it leaves sorted (ascending; NaN last).
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
-}
-
 fn print_table(r: &Report) {
     println!(
         "BPF_PROG_TEST_RUN, {} repetitions per trial, {TRIALS} alternated trials per case \
@@ -441,20 +431,5 @@ fn print_table(r: &Report) {
             row.ratio_max,
             target
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A row's figure is the middle trial, whatever order the trials came in, and the spread
-    /// reads off the ends it leaves sorted.
-    #[test]
-    fn a_row_is_the_median_trial() {
-        let mut v = [8.2, 7.1, 7.3, 9.9, 7.2];
-        assert_eq!(median(&mut v), 7.3);
-        assert_eq!((v[0], v[TRIALS - 1]), (7.1, 9.9));
-        assert_eq!(median(&mut []), 0.0);
     }
 }
