@@ -88,10 +88,38 @@ pub fn egress_scratch() -> Option<*mut Scratch> {
 
 /// `x`, hidden from LLVM. Where LLVM can prove an index in range it drops the bounds check and
 /// folds the index into pointer arithmetic the verifier cannot follow (a map-value pointer plus
-/// one bounded scalar minus another). Read back through a volatile load, the value is opaque
-/// again, so the check stays and the verifier sees the bound right next to the access.
+/// one bounded scalar minus another). Passed through an empty `asm!`, the value is opaque to
+/// LLVM, so the check stays and the verifier sees the bound right next to the access.
+///
+/// The asm is one register move onto itself (an empty template leaves a line-info entry on
+/// no instruction, which the kernel refuses): the value stays in its register, and the
+/// verifier keeps its bounds and id. It replaced a volatile store and load through the stack,
+/// which put a store-to-load forwarding on the dependency chain of every use (each step of the
+/// message copy and the name walks).
 #[inline(always)]
-pub fn opaque<T: Copy>(x: T) -> T {
-    // SAFETY: a read of a local.
-    unsafe { core::ptr::read_volatile(&x) }
+pub fn opaque<T: Opaque>(x: T) -> T {
+    x.hide()
 }
+
+/// The types [`opaque`] takes: whole 64-bit registers. (A `u32` comes back to be widened into
+/// another register before its check, and the verifier does not carry that check back to the
+/// register the value is then used from.)
+pub trait Opaque: Copy {
+    fn hide(self) -> Self;
+}
+
+macro_rules! opaque_in_register {
+    ($($t:ty),*) => {$(
+        impl Opaque for $t {
+            #[inline(always)]
+            fn hide(mut self) -> Self {
+                // SAFETY: a move of the register onto itself: no memory is touched.
+                unsafe {
+                    core::arch::asm!("{0} = {0}", inout(reg) self, options(pure, nomem, nostack, preserves_flags))
+                };
+                self
+            }
+        }
+    )*};
+}
+opaque_in_register!(u64, usize);

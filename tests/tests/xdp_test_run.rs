@@ -93,12 +93,12 @@ fn captures_well_formed_responses() {
 }
 
 /// The record holds exactly the message, at every length the program copies itself (the
-/// smallest record, a word at a time, `copy_words` in flux-ebpf's `main.rs`) and a little past
-/// it (the helper), whatever the length's remainder by 8 and wherever the message starts (42
-/// bytes in; 46 behind a tag, 6 past a multiple of 8 rather than 2; behind IPv4 options, a TCP
-/// length prefix, or 400 bytes of IPv6 extension headers); ending at the frame's end, or
-/// followed by bytes that are not the message's (a UDP length shorter than the datagram),
-/// which must not reach the record.
+/// smallest record, in blocks of four words, `copy_words` in flux-ebpf's `main.rs`) and a
+/// little past it (the helper), whatever the length's remainder by 32 and by 8 and wherever
+/// the message starts (42 bytes in; 46 behind a tag, 6 past a multiple of 8 rather than 2;
+/// behind IPv4 options, a TCP length prefix, or 400 bytes of IPv6 extension headers); ending
+/// at the frame's end, or followed by bytes that are not the message's (a UDP length shorter
+/// than the datagram), which must not reach the record.
 #[test]
 fn records_hold_the_message_at_every_length() {
     if !privileged() {
