@@ -49,10 +49,7 @@ mod tests {
 
     #[test]
     fn query_records_have_no_padding() {
-        assert_eq!(
-            core::mem::size_of::<QueryKey>(),
-            16 + 16 + 2 + 2 + 2 + 1 + 1
-        );
+        assert_eq!(core::mem::size_of::<QueryKey>(), 8 + 2 + 2 + 2 + 1 + 1);
         assert_eq!(core::mem::size_of::<QuerySeen>(), 16);
     }
 

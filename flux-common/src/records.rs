@@ -27,12 +27,23 @@ pub const EVENT_FLAG_UNSOLICITED: u8 = 1 << 3;
 
 /// A DNS query that left the host, as the TC egress program records it and the XDP program
 /// looks a reply up: the reply's destination is the query's client, its source the server.
-/// Addresses in network byte order (IPv4 in the first 4 bytes), ports host order.
+/// Ports host order.
+///
+/// 16 bytes: the kernel hashes a key with jhash2, one round per three words, and the key that
+/// held both addresses whole (40 bytes) took four. `perf record` of the matched-reply XDP row
+/// put that hash (`htab_map_hash`) at a third of the program's own samples, and every DNS
+/// exchange pays it three times (the query's insert, the reply's lookup and delete). The two
+/// addresses are folded into [`QueryKey::addrs`] instead: an IPv4 pair exactly
+/// ([`query_addrs_v4`]), an IPv6 pair by a 64-bit digest ([`query_addrs_v6`]).
+///
+/// A digest may make two IPv6 pairs one key. That gives a forger nothing: a forged reply can
+/// already carry the real server's address as its source. What it cannot know is the port,
+/// the transaction id and the name, and the digest leaves those whole.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QueryKey {
-    pub client: [u8; 16],
-    pub server: [u8; 16],
+    /// The server's and the client's address ([`query_addrs_v4`], [`query_addrs_v6`]).
+    pub addrs: u64,
     pub client_port: u16,
     pub server_port: u16,
     /// The DNS transaction id (host order).
@@ -41,6 +52,66 @@ pub struct QueryKey {
     pub family: u8,
     /// [`crate::IPPROTO_UDP`] or [`crate::IPPROTO_TCP`].
     pub transport: u8,
+}
+
+/// [`QueryKey::addrs`] of an IPv4 pair: the server's four bytes, then the client's, read as one
+/// native-endian word. That is what one 8-byte load of a reply's source and destination
+/// addresses (adjacent in the IPv4 header, the server first) reads, so XDP makes it with that
+/// load alone; the egress program, whose query has the client first, calls this.
+#[inline(always)]
+pub fn query_addrs_v4(server: [u8; 4], client: [u8; 4]) -> u64 {
+    let [s0, s1, s2, s3] = server;
+    let [c0, c1, c2, c3] = client;
+    u64::from_ne_bytes([s0, s1, s2, s3, c0, c1, c2, c3])
+}
+
+/// [`QueryKey::addrs`] of an IPv6 pair, from each address's two native-endian words (its first
+/// eight bytes and its last eight, as 8-byte loads read them; [`addr_words`]): each word is
+/// xored in, then multiplied by an odd constant and folded (a bijection of the state), so that
+/// every bit of every word reaches the digest. Not keyed: see [`QueryKey`] for why a collision
+/// is harmless.
+#[inline(always)]
+pub fn query_addrs_v6(server: [u64; 2], client: [u64; 2]) -> u64 {
+    let [s0, s1] = server;
+    let [c0, c1] = client;
+    let mut h = QUERY_ADDRS_V6_INIT;
+    for w in [s0, s1, c0, c1] {
+        h = (h ^ w).wrapping_mul(QUERY_ADDRS_V6_MUL);
+        h ^= h >> 29;
+    }
+    h
+}
+
+/// The IPv6 digest's starting state (the FNV-1a offset basis: any non-zero constant would do).
+const QUERY_ADDRS_V6_INIT: u64 = 0xcbf2_9ce4_8422_2325;
+/// Its multiplier: odd, so the multiplication is a bijection (2^64 / golden ratio).
+const QUERY_ADDRS_V6_MUL: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// An IPv6 address as the two native-endian words [`query_addrs_v6`] takes.
+#[inline(always)]
+pub fn addr_words(a: &[u8; 16]) -> [u64; 2] {
+    let [
+        a0,
+        a1,
+        a2,
+        a3,
+        a4,
+        a5,
+        a6,
+        a7,
+        a8,
+        a9,
+        a10,
+        a11,
+        a12,
+        a13,
+        a14,
+        a15,
+    ] = *a;
+    [
+        u64::from_ne_bytes([a0, a1, a2, a3, a4, a5, a6, a7]),
+        u64::from_ne_bytes([a8, a9, a10, a11, a12, a13, a14, a15]),
+    ]
 }
 
 /// What the egress program remembers of a query.
@@ -214,4 +285,51 @@ mod user {
     unsafe impl aya::Pod for super::DropCacheSlot {}
     unsafe impl aya::Pod for super::QueryKey {}
     unsafe impl aya::Pod for super::QuerySeen {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// XDP makes an IPv4 reply's `addrs` with one 8-byte load at the source address; the
+    /// egress program calls `query_addrs_v4` with the query's destination and source. Both must
+    /// give the same word.
+    #[test]
+    fn an_ipv4_pair_is_one_load_of_the_reply_header() {
+        let server = [192, 0, 2, 53];
+        let client = [10, 1, 2, 3];
+        // The reply's IPv4 header from byte 12: source (the server), then destination.
+        let mut header = [0u8; 20];
+        header[12..16].copy_from_slice(&server);
+        header[16..20].copy_from_slice(&client);
+        let load = u64::from_ne_bytes(header[12..20].try_into().expect("8 bytes"));
+        assert_eq!(query_addrs_v4(server, client), load);
+        assert_ne!(query_addrs_v4(client, server), load);
+    }
+
+    /// The IPv6 digest tells the two roles apart and takes every bit of every word in.
+    #[test]
+    fn the_ipv6_digest_covers_every_bit_and_both_roles() {
+        let server: [u8; 16] = core::array::from_fn(|i| 0x20 + i as u8);
+        let client: [u8; 16] = core::array::from_fn(|i| 0x90 + i as u8);
+        let (s, c) = (addr_words(&server), addr_words(&client));
+        let d = query_addrs_v6(s, c);
+        assert_ne!(d, query_addrs_v6(c, s));
+        for word in 0..4 {
+            for bit in 0..64 {
+                let mut w = [s[0], s[1], c[0], c[1]];
+                w[word] ^= 1 << bit;
+                assert_ne!(
+                    query_addrs_v6([w[0], w[1]], [w[2], w[3]]),
+                    d,
+                    "word {word} bit {bit}"
+                );
+            }
+        }
+        // The words are the address's bytes as two 8-byte loads read them.
+        assert_eq!(
+            s[1],
+            u64::from_ne_bytes(server[8..].try_into().expect("8 bytes"))
+        );
+    }
 }

@@ -29,7 +29,7 @@ use core::mem::{MaybeUninit, size_of};
 
 use flux_common::{
     AF_INET, AF_INET6, Config, Counter, DNS_HEADER_LEN, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP,
-    IPPROTO_UDP, MATCH_OFF, MAX_NAME_WIRE,
+    IPPROTO_UDP, MATCH_OFF, MAX_NAME_WIRE, addr_words, query_addrs_v4, query_addrs_v6,
 };
 
 use crate::{
@@ -123,19 +123,12 @@ fn record_query(ctx: &TcContext, family: u8, config: &Config) -> Option<()> {
         {
             return None;
         }
-        let [c0, c1, c2, c3] = ip.src;
-        let [s0, s1, s2, s3] = ip.dst;
-        unsafe {
-            (*key).client = [c0, c1, c2, c3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-            (*key).server = [s0, s1, s2, s3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        }
+        // The query leaves from the client to the server.
+        unsafe { (*key).addrs = query_addrs_v4(ip.dst, ip.src) };
         (ip.protocol, ihl, tot - ihl)
     } else {
         let ip: Ipv6Hdr = load(ctx, 0)?;
-        unsafe {
-            (*key).client = ip.src;
-            (*key).server = ip.dst;
-        }
+        unsafe { (*key).addrs = query_addrs_v6(addr_words(&ip.dst), addr_words(&ip.src)) };
         let len = usize::from(u16::from_be(ip.payload_len));
         (ip.next_header, size_of::<Ipv6Hdr>(), len)
     };

@@ -41,6 +41,7 @@ use flux_common::{
     IPV6_DEST_OPTS, IPV6_FRAGMENT, IPV6_HOP_BY_HOP, IPV6_MOBILITY, IPV6_ROUTING, MATCH_DROP,
     MATCH_OFF, MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS, MAX_VLAN_TAGS_STEPPED, RECORD_DATA,
     RING_BUF_BYTES, dns_port_listed, is_ipv6_ext_header, is_plausible_response, is_vlan_tag,
+    query_addrs_v6,
 };
 use packet::*;
 use scratch::Located;
@@ -377,7 +378,7 @@ fn respond(ctx: &XdpContext, at: &Located) -> Act {
 /// written as 8-byte words (`load_u64`, `store_u64`): no helper call, and no zero-fill, which
 /// LLVM makes a call to `memset`, a byte loop. `false`: the header is not in the frame.
 ///
-/// `src` and `dst` must each be the address of 16 writable bytes (a record or scratch field).
+/// `src` and `dst` must each be the address of 16 writable bytes (a record's fields).
 #[inline(always)]
 fn copy_addresses(pkt: &Packet, at: &Located, src: usize, dst: usize) -> bool {
     let l3_off = usize::from(at.l3_off);
@@ -418,15 +419,28 @@ fn solicited(ctx: &XdpContext, at: &Located, qname_hash: u64) -> bool {
         return false;
     };
     let key = unsafe { addr_of_mut!((*scratch).key) };
-    // Field by field, the addresses read from the frame as 8-byte words (`copy_addresses`): a
-    // `QueryKey` literal zero-filled its 32 address bytes with a call to `memset`, a byte
-    // loop, and each address was a `bpf_xdp_load_bytes` call.
-    let server = unsafe { addr_of_mut!((*key).server) } as usize;
-    let client = unsafe { addr_of_mut!((*key).client) } as usize;
-    if !copy_addresses(&Packet::new(ctx), at, server, client) {
+    // The addresses read from the frame as 8-byte words ([`load_u64`]), field by field: a
+    // `QueryKey` literal was once a call to `memset`.
+    let pkt = Packet::new(ctx);
+    let l3_off = usize::from(at.l3_off);
+    let addrs = if at.family == AF_INET {
+        // Source (the server) then destination (the client): `query_addrs_v4` in one load.
+        pkt.ptr_at::<[[u8; 4]; 2]>(l3_off + 12)
+            .map(|p| load_u64(p as usize))
+    } else {
+        pkt.ptr_at::<[[u8; 16]; 2]>(l3_off + 8).map(|p| {
+            let a = p as usize;
+            query_addrs_v6(
+                [load_u64(a), load_u64(a + 8)],
+                [load_u64(a + 16), load_u64(a + 24)],
+            )
+        })
+    };
+    let Some(addrs) = addrs else {
         return false;
-    }
+    };
     unsafe {
+        (*key).addrs = addrs;
         (*key).client_port = at.dst_port;
         (*key).server_port = at.src_port;
         (*key).txid = at.txid;

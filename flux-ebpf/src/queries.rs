@@ -3,7 +3,8 @@
 //!
 //! A reply counts as solicited when a query left from its destination address and port to its
 //! source address and port, over the same transport, with the same transaction id and the same
-//! question name (by hash), less than [`QUERY_WAIT_NS`] ago. A UDP query is answered once: its
+//! question name (by hash), less than [`QUERY_WAIT_NS`] ago. An IPv6 address pair is compared
+//! by digest (`flux_common::QueryKey` says why that is enough). A UDP query is answered once: its
 //! entry goes with the first reply that matches, so a second (forged) reply to it is
 //! unsolicited. A TCP connection may carry several answers to one query id (zone transfers),
 //! so its entry stays until it ages out.

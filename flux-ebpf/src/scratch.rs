@@ -62,8 +62,8 @@ pub struct Scratch {
     pub name_blocked: u64,
     pub name_block_hash: u64,
     pub located: Located,
-    /// The query a reply is matched to (`QUERIES` is looked up with a key in map memory: the
-    /// 40 bytes do not fit next to the name walk on the BPF stack).
+    /// The query a reply is matched to. In map memory since the key was 40 bytes, which did
+    /// not fit next to the name walk on the BPF stack; at 16 it might, untried.
     pub key: QueryKey,
 }
 
