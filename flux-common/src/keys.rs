@@ -219,6 +219,12 @@ pub const RING_BUF_BYTES: u32 = 8 << 20;
 /// Queries that left and wait for their reply: `LruHashMap<QueryKey, QuerySeen>`, written by
 /// the TC egress program, read (and, for UDP, emptied) by XDP.
 pub const MAP_QUERIES: &str = "QUERIES";
+/// Pinned maps whose contents may be thrown away: a pin under one of these names with another
+/// layout (an older flux-agent's, after an upgrade) is replaced by `run` instead of refused.
+/// Only `QUERIES`: it holds at most [`QUERY_WAIT_NS`](crate::QUERY_WAIT_NS) of queries in
+/// flight, whose replies then arrive unsolicited (marked, never scored); its key changed layout
+/// once already (40 bytes to 16). Blocklists, counters and the rest are never replaced.
+pub const REPLACEABLE_MAPS: [&str; 1] = [MAP_QUERIES];
 /// Queries waiting at most. Least recently used first out: a flood of queries can only push
 /// out the oldest, whose replies are then unsolicited (never scored, never blocked: the safe
 /// side). 65,536 covers 2,000 queries a second for the whole wait.

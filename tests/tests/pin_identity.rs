@@ -3,7 +3,8 @@
 //! exactly the same layout (bpftool), as an attacker or a careless script could: `blocklist add`
 //! must refuse with a line naming the pin and both map ids, `stats` must report it, and a new
 //! `run` over that folder must refuse too. Before, `add` reported success while the kernel kept
-//! enforcing the old map.
+//! enforcing the old map. And on an upgrade, the one pin whose contents may be lost (pending
+//! queries) is replaced when its layout is an older version's; the others are still refused.
 
 use std::process::{Command, Output};
 
@@ -112,6 +113,57 @@ fn a_replaced_pin_is_refused_and_reported() {
     assert!(!again.status.success(), "run reused a replaced pin: {err}");
     assert!(
         err.contains(&pin_path) && err.contains(&format!("map id {old_id}")),
+        "{err}"
+    );
+    let _ = cli(&pin, &["unload"]);
+}
+
+/// An upgrade over a folder whose pending-query map has an older layout (its key was 40 bytes
+/// before it became 16): `run` replaces that one pin, says so, and starts; the new pin has this
+/// version's layout. A blocklist pin of another layout is still refused: those hold state
+/// nobody may lose.
+#[test]
+fn an_older_pending_query_map_is_replaced_on_upgrade() {
+    if !privileged() {
+        return;
+    }
+    let link = Link::new();
+    let pin = PinDir::new();
+    let mut agent = Agent::start(&link.client, &pin, &["--iface", "a0", "--no-db"]);
+    assert!(agent.stop().success(), "{}", agent.log());
+
+    let create = |name: &str, kind: &str, key: &str, value: &str, entries: &str, flags: &str| {
+        let path = pin.0.join(name);
+        let path = path.to_str().expect("utf-8");
+        std::fs::remove_file(path).expect("remove the pin");
+        run(Command::new("bpftool").args([
+            "map", "create", path, "type", kind, "key", key, "value", value, "entries", entries,
+            "name", name, "flags", flags,
+        ]));
+    };
+    // The layout flux-agent pinned before: 40-byte key, 16-byte value.
+    create("QUERIES", "lru_hash", "40", "16", "65536", "0");
+    let mut agent = Agent::start(&link.client, &pin, &["--iface", "a0", "--no-db"]);
+    let log = agent.log();
+    assert!(
+        log.contains("QUERIES") && log.contains("key size 40, expected 16"),
+        "{log}"
+    );
+    let path = pin.0.join("QUERIES");
+    let now = bpftool_json(&["map", "show", "pinned", path.to_str().expect("utf-8")]);
+    assert_eq!(now["bytes_key"].as_u64(), Some(16), "{now}");
+    assert!(agent.stop().success(), "{}", agent.log());
+
+    // A blocklist of another layout (4-byte key, 8-byte value) is refused, not replaced.
+    create("BLOCKED_V4", "hash", "4", "8", "1024", "1");
+    let again = agent_cli(
+        Some(&link.client),
+        &["run", "--iface", "a0", "--no-db", "--pin-dir", &pin.arg()],
+    );
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success(), "run replaced a blocklist: {err}");
+    assert!(
+        err.contains("BLOCKED_V4") && err.contains("value size 8"),
         "{err}"
     );
     let _ = cli(&pin, &["unload"]);

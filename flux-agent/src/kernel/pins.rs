@@ -167,15 +167,45 @@ pub fn open_unchecked_identity(pin_dir: &Path, name: &str) -> Result<MapData, Pi
 }
 
 /// Checks every existing pin under one of our names before a load reuses it: its layout, and
-/// that it is the map the program still attached from this folder uses.
+/// that it is the map the program still attached from this folder uses. A map of
+/// [`REPLACEABLE_MAPS`](flux_common::REPLACEABLE_MAPS) with another layout is unpinned instead
+/// ([`replace_older_layout`]), and the load creates this version's.
 pub fn check_folder(pin_dir: &Path) -> Result<(), PinError> {
     let in_use = crate::kernel::map_identity::InUse::of(pin_dir)?;
     for exp in expected()? {
         let path = pin_dir.join(&exp.name);
-        if pin_exists(&path)? {
+        if pin_exists(&path)? && !replace_older_layout(&path, &exp)? {
             let data = open_unchecked_identity(pin_dir, &exp.name)?;
             in_use.check(&path, &exp.name, &data)?;
         }
     }
     Ok(())
+}
+
+/// Unpins `path` when it is a replaceable map ([`flux_common::REPLACEABLE_MAPS`]) of another
+/// layout, saying so in one line; `true` when it did. Anything else is left for the usual
+/// checks: a pin that is not a map, a map of the same layout (which the identity check judges),
+/// any other name. The attached program keeps its own reference to the old map until the load
+/// takes over from it, so nothing it uses goes away.
+fn replace_older_layout(path: &Path, exp: &Expected) -> Result<bool, PinError> {
+    if !flux_common::REPLACEABLE_MAPS.contains(&exp.name.as_str()) {
+        return Ok(false);
+    }
+    let Ok(data) = MapData::from_pin(path) else {
+        return Ok(false);
+    };
+    let Some(what) = mismatch(exp, &data).filter(|_| data.info().is_ok()) else {
+        return Ok(false);
+    };
+    std::fs::remove_file(path).map_err(|e| PinError::Open {
+        path: path.to_owned(),
+        reason: format!("cannot unpin an older layout ({what}): {e}"),
+    })?;
+    log::warn!(
+        "{}: not this version's layout ({what}; an older flux-agent's, say): replaced by \
+         this version's map, and the queries in flight it held are forgotten (their replies \
+         arrive unsolicited)",
+        path.display()
+    );
+    Ok(true)
 }
