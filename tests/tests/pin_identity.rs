@@ -20,31 +20,42 @@ fn bpftool_json(args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("bpftool -j output")
 }
 
+/// Pins a new map at the pin `name` in `pin` (removing what is there) with bpftool: `kind`,
+/// key and value sizes, capacity and flags as bpftool reads them.
+fn pin_new_map(
+    pin: &PinDir,
+    name: &str,
+    kind: &str,
+    key: &str,
+    value: &str,
+    entries: &str,
+    flags: &str,
+) {
+    let path = pin.0.join(name);
+    let path = path.to_str().expect("utf-8");
+    std::fs::remove_file(path).expect("remove the pin");
+    run(Command::new("bpftool").args([
+        "map", "create", path, "type", kind, "key", key, "value", value, "entries", entries,
+        "name", name, "flags", flags,
+    ]));
+}
+
 /// Replaces the pin `name` with a new map of the same type, sizes and flags; returns the
 /// (old, new) map ids.
 fn replace_pin(pin: &PinDir, name: &str) -> (u64, u64) {
     let path = pin.0.join(name);
     let path = path.to_str().expect("utf-8");
     let old = bpftool_json(&["map", "show", "pinned", path]);
-    std::fs::remove_file(path).expect("remove the pin");
     let s = |k: &str| old[k].to_string();
-    run(Command::new("bpftool").args([
-        "map",
-        "create",
-        path,
-        "type",
-        old["type"].as_str().expect("type"),
-        "key",
-        &s("bytes_key"),
-        "value",
-        &s("bytes_value"),
-        "entries",
-        &s("max_entries"),
-        "name",
+    pin_new_map(
+        pin,
         name,
-        "flags",
+        old["type"].as_str().expect("type"),
+        &s("bytes_key"),
+        &s("bytes_value"),
+        &s("max_entries"),
         &s("flags"),
-    ]));
+    );
     let new = bpftool_json(&["map", "show", "pinned", path]);
     (
         old["id"].as_u64().expect("id"),
@@ -132,17 +143,8 @@ fn an_older_pending_query_map_is_replaced_on_upgrade() {
     let mut agent = Agent::start(&link.client, &pin, &["--iface", "a0", "--no-db"]);
     assert!(agent.stop().success(), "{}", agent.log());
 
-    let create = |name: &str, kind: &str, key: &str, value: &str, entries: &str, flags: &str| {
-        let path = pin.0.join(name);
-        let path = path.to_str().expect("utf-8");
-        std::fs::remove_file(path).expect("remove the pin");
-        run(Command::new("bpftool").args([
-            "map", "create", path, "type", kind, "key", key, "value", value, "entries", entries,
-            "name", name, "flags", flags,
-        ]));
-    };
     // The layout flux-agent pinned before: 40-byte key, 16-byte value.
-    create("QUERIES", "lru_hash", "40", "16", "65536", "0");
+    pin_new_map(&pin, "QUERIES", "lru_hash", "40", "16", "65536", "0");
     let mut agent = Agent::start(&link.client, &pin, &["--iface", "a0", "--no-db"]);
     let log = agent.log();
     assert!(
@@ -155,7 +157,7 @@ fn an_older_pending_query_map_is_replaced_on_upgrade() {
     assert!(agent.stop().success(), "{}", agent.log());
 
     // A blocklist of another layout (4-byte key, 8-byte value) is refused, not replaced.
-    create("BLOCKED_V4", "hash", "4", "8", "1024", "1");
+    pin_new_map(&pin, "BLOCKED_V4", "hash", "4", "8", "1024", "1");
     let again = agent_cli(
         Some(&link.client),
         &["run", "--iface", "a0", "--no-db", "--pin-dir", &pin.arg()],
