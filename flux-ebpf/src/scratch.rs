@@ -88,10 +88,10 @@ pub fn egress_scratch() -> Option<*mut Scratch> {
 
 /// `x`, hidden from LLVM. Where LLVM can prove an index in range it drops the bounds check and
 /// folds the index into pointer arithmetic the verifier cannot follow (a map-value pointer plus
-/// one bounded scalar minus another). Passed through an empty `asm!`, the value is opaque to
+/// one bounded scalar minus another). Passed through an `asm!` block, the value is opaque to
 /// LLVM, so the check stays and the verifier sees the bound right next to the access.
 ///
-/// The asm is one register move onto itself (an empty template leaves a line-info entry on
+/// The block is one register move onto itself (an empty template leaves a line-info entry on
 /// no instruction, which the kernel refuses): the value stays in its register, and the
 /// verifier keeps its bounds and id. It replaced a volatile store and load through the stack,
 /// which put a store-to-load forwarding on the dependency chain of every use (each step of the
