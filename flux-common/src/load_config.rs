@@ -12,6 +12,12 @@ pub const GLOBAL_CONFIG: &str = "FLUX_CONFIG";
 pub const PROG_XDP: &str = "flux_xdp";
 /// An XDP program that only returns XDP_PASS: the baseline for benchmarks.
 pub const PROG_XDP_NOOP: &str = "flux_xdp_noop";
+/// An XDP program that checks an IPv4 packet's addresses against the front filter and nothing
+/// else: the benchmarks' floor for a blocklist check (`xdp-bench`), never attached.
+pub const PROG_XDP_FLOOR: &str = "flux_xdp_floor";
+/// An XDP program that writes one timestamped ring-buffer record of no message and nothing
+/// else: the benchmarks' floor for a captured response (`xdp-bench`), never attached.
+pub const PROG_XDP_FLOOR_RECORD: &str = "flux_xdp_floor_record";
 /// An XDP program that only returns XDP_TX: the benchmarks' in-kernel traffic generator
 /// (BPF_PROG_TEST_RUN with live frames), never attached.
 pub const PROG_XDP_TX: &str = "flux_xdp_tx";

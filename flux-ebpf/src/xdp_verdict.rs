@@ -103,7 +103,7 @@ fn front_clear(filter: &Array<u64>, bit: u32, ready: bool) -> bool {
 
 /// [`front_ready`] of the IPv4 filter.
 #[inline(always)]
-fn front_v4_ready() -> bool {
+pub fn front_v4_ready() -> bool {
     front_ready(&FRONT_V4, FRONT_V4_READY)
 }
 
@@ -421,15 +421,21 @@ fn pair_verdict(mut check: impl FnMut(bool) -> Match) -> Option<Counter> {
     None
 }
 
+/// Whether the IPv4 front filter, `front_ready` ([`front_v4_ready`]), clears both addresses
+/// on its own: a clear bit means no exact or CIDR entry can match, whatever the occupancy slots
+/// say, so a packet that matches nothing reads three words (ready, two bits) instead of five
+/// (two slots, ready, two bits). A set bit, or a filter not ready, goes on to the guarded
+/// lookups. Also the whole of the benchmarks' floor program (`flux_xdp_floor`).
+#[inline(always)]
+pub fn front_v4_clears(front_ready: bool, src: [u8; 4], dst: [u8; 4]) -> bool {
+    front_ready && front_v4_clear(src, true) && front_v4_clear(dst, true)
+}
+
 /// The counter of a drop of an IPv4 packet from `src` to `dst`, or `None` to let it on.
 #[inline(always)]
 pub fn address_verdict_v4(src: [u8; 4], dst: [u8; 4]) -> Option<Counter> {
     let front_ready = front_v4_ready();
-    // A ready front filter answers for both addresses on its own: a clear bit means no exact
-    // or CIDR entry can match, whatever the occupancy slots say, so a packet that matches
-    // nothing reads three words (ready, two bits) instead of five (two slots, ready, two bits).
-    // A set bit, or a filter not ready, goes on to the guarded lookups below.
-    if front_ready && front_v4_clear(src, true) && front_v4_clear(dst, true) {
+    if front_v4_clears(front_ready, src, dst) {
         return None;
     }
     if !family_blocks_any(V4_SLOTS) {

@@ -248,6 +248,35 @@ impl Harness {
         })
     }
 
+    /// Runs one frame through another XDP program of the object, `prog` (the benchmarks' floor
+    /// programs): its verdict and the ring-buffer records it wrote, raw (a floor's record is no
+    /// capture).
+    pub fn run_prog(&mut self, prog: &str, frame: &[u8]) -> (u32, Vec<Vec<u8>>) {
+        let program: &mut Xdp = self
+            .loaded
+            .ebpf
+            .program_mut(prog)
+            .expect("program")
+            .try_into()
+            .expect("xdp");
+        if program.fd().is_err() {
+            program.load().expect("load");
+        }
+        let mut out = vec![0u8; frame.len() + 256];
+        let res = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..TestRunOptions::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        let mut records = Vec::new();
+        while let Some(item) = self.ring.next() {
+            records.push(item.to_vec());
+        }
+        (res.return_value, records)
+    }
+
     /// Runs one frame through the TC egress program: its verdict and the counters that moved.
     pub fn run_egress(&mut self, frame: &[u8]) -> (u32, Vec<(Counter, u64)>) {
         let before = self.counters();

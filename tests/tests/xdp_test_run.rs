@@ -5,14 +5,15 @@
 
 use aya::maps::{MapData, lpm_trie::Key};
 use flux_agent::{
-    enforce::maps::{self, boot_ns},
+    enforce::maps::{self, Spec, Target, boot_ns},
     kernel::loader::{self, LoadOptions},
     kernel::ring_records::Capture,
 };
 use flux_common::{
-    BlockEntry, Counter, DNS_CAPTURE_MAX, EVENT_FLAG_BLOCKED, EVENT_FLAG_IP_FRAGMENT,
-    MAP_ALLOWED_CIDR_V4, MAP_BLOCKED_CIDR_V4, MAP_BLOCKED_CIDR_V6, MAP_BLOCKED_V4, MAP_BLOCKED_V6,
-    MAP_COUNTERS, SOURCE_MANUAL,
+    BlockEntry, Counter, DNS_CAPTURE_MAX, DnsEventHeader, EVENT_FLAG_BLOCKED,
+    EVENT_FLAG_IP_FRAGMENT, MAP_ALLOWED_CIDR_V4, MAP_BLOCKED_CIDR_V4, MAP_BLOCKED_CIDR_V6,
+    MAP_BLOCKED_V4, MAP_BLOCKED_V6, MAP_COUNTERS, PROG_XDP_FLOOR, PROG_XDP_FLOOR_RECORD,
+    RECORD_SIZES, SOURCE_MANUAL,
 };
 use flux_tests::{
     PinDir,
@@ -900,6 +901,64 @@ fn a_foreign_pin_is_reported_not_reused() {
     assert!(err.contains("not a flux-agent map"), "{err}");
     // Nothing of ours was created beside it.
     assert!(!foreign.0.join(MAP_COUNTERS).exists());
+}
+
+/// The benchmarks' floor programs (`xdp-bench`'s floor rows) do what their rows say they
+/// measure: `flux_xdp_floor` clears a frame whose addresses the IPv4 front filter has no bit
+/// for, and cannot clear one whose source is blocked (so its reads are the ones flux_xdp makes
+/// first, and a floor row on a clean frame measured them all); `flux_xdp_floor_record` writes
+/// one record of the smallest size, stamped with the clock and otherwise zero, which a reader
+/// refuses, and passes.
+#[test]
+fn the_benchmark_floors_do_what_their_rows_measure() {
+    if !privileged() {
+        return;
+    }
+    let mut h = Harness::new(&[53]);
+    // Opening the maps makes the front filter ready, as the agent (and xdp-bench) do.
+    let mut maps = h.maps();
+    let non_dns = udp4(443, &[0u8; 64]);
+    assert_eq!(
+        h.run_prog(PROG_XDP_FLOOR, &non_dns),
+        (XDP_PASS, vec![]),
+        "nothing blocked: cleared by the filter"
+    );
+    maps.block(
+        &Target::Ip([192, 0, 2, 53].into()),
+        &Spec::manual(None, "test"),
+    )
+    .unwrap();
+    assert_eq!(
+        h.run_prog(PROG_XDP_FLOOR, &non_dns),
+        (XDP_DROP, vec![]),
+        "the source's /24 bit set: not cleared"
+    );
+    // Addresses in other /24s (the destination, 192.0.2.1, shares the blocked source's) are
+    // still cleared.
+    let mut other = non_dns.clone();
+    other[26..34].copy_from_slice(&[198, 51, 100, 7, 198, 51, 100, 8]);
+    assert_eq!(h.run_prog(PROG_XDP_FLOOR, &other).0, XDP_PASS, "other /24");
+
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let (verdict, records) = h.run_prog(PROG_XDP_FLOOR_RECORD, &udp4(53, &dns_response(200)));
+    // SAFETY: valid out-pointer. bpf_ktime_get_ns is CLOCK_MONOTONIC.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let now = now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64;
+    assert_eq!(verdict, XDP_PASS);
+    assert_eq!(records.len(), 1, "one record a run");
+    let rec = &records[0];
+    assert_eq!(rec.len(), RECORD_SIZES[0]);
+    let ts = u64::from_ne_bytes(rec[..8].try_into().unwrap());
+    assert!(
+        ts > 0 && ts <= now,
+        "stamped with the clock: {ts} against {now}"
+    );
+    let header = size_of::<DnsEventHeader>();
+    assert!(rec[8..header].iter().all(|b| *b == 0), "the rest zero");
+    assert!(Capture::from_record(rec).is_err(), "no capture");
 }
 
 #[test]

@@ -8,6 +8,13 @@
 //! with empty maps and with entries in every map (none matching the frame), the NXDOMAIN rewrite,
 //! and a blocked-address drop with a full 1,048,576-entry map.
 //!
+//! Two floor rows put a program of the same object in flux_xdp's place, each against the same
+//! no-op: `flux_xdp_floor` (an IPv4 frame's addresses through the front filter, nothing else)
+//! and `flux_xdp_floor_record` (one timestamped ring-buffer record, nothing else). They say what
+//! any address check and any response handed to userspace cost on the machine, so that a
+//! missed ratio can be told from a ratio no program could meet (docs/benchmarks.md, "Two
+//! floors").
+//!
 //! Output: a table, or one JSON document with `--json` (an error too). `--only TEXT` measures only
 //! the cases whose name contains TEXT (the maps are filled as for a whole run, so the case sees
 //! the same state); for profiling one path. Arguments are parsed by hand, as in the other bench
@@ -28,7 +35,9 @@ use flux_agent::{
     enforce::maps::{Maps, Spec, Target},
     kernel::loader::{LoadOptions, Loaded, QueryMatch},
 };
-use flux_common::{MAX_BLOCKED_IPS, PROG_XDP, PROG_XDP_NOOP, RING_BUF_BYTES};
+use flux_common::{
+    MAX_BLOCKED_IPS, PROG_XDP, PROG_XDP_FLOOR, PROG_XDP_FLOOR_RECORD, PROG_XDP_NOOP, RING_BUF_BYTES,
+};
 use flux_tests::frames::{SRC4, dns_response, dns_response_for, udp4};
 
 /// Targets of issue 18, as flux_xdp / no-op in one run.
@@ -49,6 +58,14 @@ const CIDRS_EACH: u32 = 100;
 /// against its 8× target in the whole run that drew one of the two). Odd, so the median is a
 /// trial's own figure.
 const TRIALS: usize = 5;
+/// The floor rows' name (`flux_xdp_floor` in flux_xdp's place): what any address filter pays
+/// here to read a frame's IPv4 addresses and clear them in the front filter. It must not name
+/// the non-DNS pass, or `cargo xtask bench` would take it for that target.
+const FLOOR: &str = "floor: the front-filter check alone (flux_xdp_floor), UDP to port 443";
+/// The record floor's row (`flux_xdp_floor_record`): what one timestamped ring-buffer record
+/// costs here, which every captured response pays. Not named as the DNS target's row either.
+const FLOOR_RECORD: &str =
+    "floor: one timestamped ring-buffer record alone (flux_xdp_floor_record), 210-byte frame";
 
 struct Row {
     case: String,
@@ -143,7 +160,9 @@ fn run(args: &[String]) -> anyhow::Result<Report> {
     let dns1400 = udp4(53, &dns_response(1400 - 8 - 20 - 14));
 
     bench.case("pass: non-DNS UDP, empty maps", &non_dns, Some(TARGET_PASS))?;
+    bench.floor(&format!("{FLOOR}, empty maps"), &non_dns)?;
     bench.case("pass: DNS response, empty maps", &dns200, None)?;
+    bench.row(PROG_XDP_FLOOR_RECORD, FLOOR_RECORD, &dns200, None)?;
 
     fill_every_map(&mut maps)?;
     let every = "entries in every map";
@@ -152,6 +171,7 @@ fn run(args: &[String]) -> anyhow::Result<Report> {
         &non_dns,
         Some(TARGET_PASS),
     )?;
+    bench.floor(&format!("{FLOOR}, {every}"), &non_dns)?;
     bench.case(
         &format!("pass: DNS response, {every}"),
         &dns200,
@@ -290,12 +310,14 @@ fn load(
         queries,
         ..Default::default()
     })?;
-    let noop: &mut Xdp = loaded
-        .ebpf
-        .program_mut(PROG_XDP_NOOP)
-        .ok_or_else(|| anyhow::anyhow!("no {PROG_XDP_NOOP}"))?
-        .try_into()?;
-    noop.load()?;
+    for name in [PROG_XDP_NOOP, PROG_XDP_FLOOR, PROG_XDP_FLOOR_RECORD] {
+        let prog: &mut Xdp = loaded
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow::anyhow!("no {name}"))?
+            .try_into()?;
+        prog.load()?;
+    }
     Ok((loaded, ring))
 }
 
@@ -341,18 +363,32 @@ struct Bench<'a> {
 }
 
 impl Bench<'_> {
-    /// One row: `frame` through flux_xdp and through the no-op program, [`TRIALS`] times,
-    /// alternated.
+    /// A row of flux_xdp ([`Self::row`]).
     fn case(&mut self, name: &str, frame: &[u8], target: Option<f64>) -> anyhow::Result<()> {
+        self.row(PROG_XDP, name, frame, target)
+    }
+
+    /// A row of the floor program (`flux_xdp_floor`) in flux_xdp's place, no target: its
+    /// `flux_xdp_ns` is the floor's.
+    fn floor(&mut self, name: &str, frame: &[u8]) -> anyhow::Result<()> {
+        self.row(PROG_XDP_FLOOR, name, frame, None)
+    }
+
+    /// One row: `frame` through `prog` and through the no-op program, [`TRIALS`] times,
+    /// alternated.
+    fn row(
+        &mut self,
+        prog: &str,
+        name: &str,
+        frame: &[u8],
+        target: Option<f64>,
+    ) -> anyhow::Result<()> {
         if self.only.as_deref().is_some_and(|o| !name.contains(o)) {
             return Ok(());
         }
         let mut trials = [(0f64, 0f64); TRIALS];
         for t in &mut trials {
-            *t = (
-                self.trial(PROG_XDP, frame)?,
-                self.trial(PROG_XDP_NOOP, frame)?,
-            );
+            *t = (self.trial(prog, frame)?, self.trial(PROG_XDP_NOOP, frame)?);
         }
         let (ratio, ratio_min, ratio_max) =
             flux_tests::spread(trials.iter().map(|(f, n)| flux_tests::ratio(*f, *n)));
