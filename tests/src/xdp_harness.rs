@@ -252,6 +252,17 @@ impl Harness {
     /// programs): its verdict and the ring-buffer records it wrote, raw (a floor's record is no
     /// capture).
     pub fn run_prog(&mut self, prog: &str, frame: &[u8]) -> (u32, Vec<Vec<u8>>) {
+        self.run_prog_repeat(prog, frame, 1)
+    }
+
+    /// [`Harness::run_prog`], the frame run `repeat` times in one test run (at most what the
+    /// ring holds of its records).
+    pub fn run_prog_repeat(
+        &mut self,
+        prog: &str,
+        frame: &[u8],
+        repeat: u32,
+    ) -> (u32, Vec<Vec<u8>>) {
         let program: &mut Xdp = self
             .loaded
             .ebpf
@@ -267,6 +278,7 @@ impl Harness {
             .test_run(TestRunOptions {
                 data_in: Some(frame),
                 data_out: Some(&mut out),
+                repeat,
                 ..TestRunOptions::default()
             })
             .expect("BPF_PROG_TEST_RUN");

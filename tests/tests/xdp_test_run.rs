@@ -12,8 +12,8 @@ use flux_agent::{
 use flux_common::{
     BlockEntry, Counter, DNS_CAPTURE_MAX, DnsEventHeader, EVENT_FLAG_BLOCKED,
     EVENT_FLAG_IP_FRAGMENT, MAP_ALLOWED_CIDR_V4, MAP_BLOCKED_CIDR_V4, MAP_BLOCKED_CIDR_V6,
-    MAP_BLOCKED_V4, MAP_BLOCKED_V6, MAP_COUNTERS, PROG_XDP_FLOOR, PROG_XDP_FLOOR_RECORD,
-    RECORD_SIZES, SOURCE_MANUAL,
+    MAP_BLOCKED_V4, MAP_BLOCKED_V6, MAP_COUNTERS, PROG_XDP, PROG_XDP_FLOOR, PROG_XDP_FLOOR_RECORD,
+    RECORD_SIZES, RING_BUF_BYTES, SOURCE_MANUAL,
 };
 use flux_tests::{
     PinDir,
@@ -905,10 +905,11 @@ fn a_foreign_pin_is_reported_not_reused() {
 
 /// The benchmarks' floor programs (`xdp-bench`'s floor rows) do what their rows say they
 /// measure: `flux_xdp_floor` clears a frame whose addresses the IPv4 front filter has no bit
-/// for, and cannot clear one whose source is blocked (so its reads are the ones flux_xdp makes
-/// first, and a floor row on a clean frame measured them all); `flux_xdp_floor_record` writes
-/// one record of the smallest size, stamped with the clock and otherwise zero, which a reader
-/// refuses, and passes.
+/// for, and cannot clear one whose source, or whose destination, is blocked (so it reads both,
+/// the reads flux_xdp makes first, and a floor row on a clean frame measured them all);
+/// `flux_xdp_floor_record` writes one record of the smallest size, stamped with the clock
+/// during the run and otherwise zero (over ring memory that earlier records left non-zero),
+/// which a reader refuses, and passes.
 #[test]
 fn the_benchmark_floors_do_what_their_rows_measure() {
     if !privileged() {
@@ -917,44 +918,63 @@ fn the_benchmark_floors_do_what_their_rows_measure() {
     let mut h = Harness::new(&[53]);
     // Opening the maps makes the front filter ready, as the agent (and xdp-bench) do.
     let mut maps = h.maps();
-    let non_dns = udp4(443, &[0u8; 64]);
+    // Source and destination in different /24s, so that each is seen to be read.
+    let with = |src: [u8; 4], dst: [u8; 4]| {
+        let mut f = udp4(443, &[0u8; 64]);
+        f[26..30].copy_from_slice(&src);
+        f[30..34].copy_from_slice(&dst);
+        f
+    };
+    let (blocked, clean, other) = ([192, 0, 2, 53], [198, 51, 100, 7], [203, 0, 113, 9]);
     assert_eq!(
-        h.run_prog(PROG_XDP_FLOOR, &non_dns),
+        h.run_prog(PROG_XDP_FLOOR, &with(blocked, clean)),
         (XDP_PASS, vec![]),
         "nothing blocked: cleared by the filter"
     );
-    maps.block(
-        &Target::Ip([192, 0, 2, 53].into()),
-        &Spec::manual(None, "test"),
-    )
-    .unwrap();
-    assert_eq!(
-        h.run_prog(PROG_XDP_FLOOR, &non_dns),
-        (XDP_DROP, vec![]),
-        "the source's /24 bit set: not cleared"
-    );
-    // Addresses in other /24s (the destination, 192.0.2.1, shares the blocked source's) are
-    // still cleared.
-    let mut other = non_dns.clone();
-    other[26..34].copy_from_slice(&[198, 51, 100, 7, 198, 51, 100, 8]);
-    assert_eq!(h.run_prog(PROG_XDP_FLOOR, &other).0, XDP_PASS, "other /24");
+    maps.block(&Target::Ip(blocked.into()), &Spec::manual(None, "test"))
+        .unwrap();
+    for (frame, want, what) in [
+        (with(blocked, clean), XDP_DROP, "the source's /24 bit set"),
+        (
+            with(clean, blocked),
+            XDP_DROP,
+            "the destination's /24 bit set",
+        ),
+        (with(clean, other), XDP_PASS, "two other /24s"),
+    ] {
+        assert_eq!(h.run_prog(PROG_XDP_FLOOR, &frame), (want, vec![]), "{what}");
+    }
+    maps.unblock(&Target::Ip(blocked.into())).unwrap();
 
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
+    // The ring's memory written over once by flux_xdp's records, so that a header byte the
+    // record floor left unwritten would read non-zero.
+    let response = udp4(53, &dns_response(200));
+    let mut written = 0;
+    while written < RING_BUF_BYTES as usize {
+        let (_, records) = h.run_prog_repeat(PROG_XDP, &response, 1024);
+        assert_eq!(records.len(), 1024, "flux_xdp's records");
+        written += records.iter().map(|r| r.len() + 8).sum::<usize>();
+    }
+    let monotonic = || {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid out-pointer. bpf_ktime_get_ns is CLOCK_MONOTONIC.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+        t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
     };
-    let (verdict, records) = h.run_prog(PROG_XDP_FLOOR_RECORD, &udp4(53, &dns_response(200)));
-    // SAFETY: valid out-pointer. bpf_ktime_get_ns is CLOCK_MONOTONIC.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    let now = now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64;
+    let before = monotonic();
+    let (verdict, records) = h.run_prog(PROG_XDP_FLOOR_RECORD, &response);
+    let after = monotonic();
     assert_eq!(verdict, XDP_PASS);
     assert_eq!(records.len(), 1, "one record a run");
     let rec = &records[0];
     assert_eq!(rec.len(), RECORD_SIZES[0]);
     let ts = u64::from_ne_bytes(rec[..8].try_into().unwrap());
     assert!(
-        ts > 0 && ts <= now,
-        "stamped with the clock: {ts} against {now}"
+        (before..=after).contains(&ts),
+        "stamped during the run: {ts} not in {before}..={after}"
     );
     let header = size_of::<DnsEventHeader>();
     assert!(rec[8..header].iter().all(|b| *b == 0), "the rest zero");
