@@ -215,19 +215,7 @@ impl Harness {
     /// than one page holds) instead of panicking. Records already in the ring are drained.
     pub fn try_run_out(&mut self, frame: &[u8]) -> Result<Ran, aya::programs::ProgramError> {
         let before = self.counters();
-        let prog: &mut Xdp = self
-            .loaded
-            .ebpf
-            .program_mut(PROG_XDP)
-            .expect("program")
-            .try_into()
-            .expect("xdp");
-        let mut out = vec![0u8; frame.len() + 256];
-        let res = prog.test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ..TestRunOptions::default()
-        });
+        let res = self.test_run(PROG_XDP, frame, 1);
         let delta = counter_delta(&before, &self.counters());
         let mut events = Vec::new();
         while let Some(item) = self.ring.next() {
@@ -238,14 +226,43 @@ impl Harness {
             assert_eq!(Some(item.len()), size, "record size for {need} bytes");
             events.push(c);
         }
-        let res = res?;
-        out.truncate(res.data_size_out as usize);
+        let (verdict, out) = res?;
         Ok(Ran {
-            verdict: res.return_value,
+            verdict,
             delta,
             events,
             out,
         })
+    }
+
+    /// One BPF_PROG_TEST_RUN of `frame`, `repeat` times, through the XDP program `prog`
+    /// (loaded first if it is not yet: the floor programs): its verdict and the frame as the
+    /// program left it. The ring is left to the caller.
+    fn test_run(
+        &mut self,
+        prog: &str,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, Vec<u8>), aya::programs::ProgramError> {
+        let program: &mut Xdp = self
+            .loaded
+            .ebpf
+            .program_mut(prog)
+            .expect("program")
+            .try_into()
+            .expect("xdp");
+        if program.fd().is_err() {
+            program.load()?;
+        }
+        let mut out = vec![0u8; frame.len() + 256];
+        let res = program.test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat,
+            ..TestRunOptions::default()
+        })?;
+        out.truncate(res.data_size_out as usize);
+        Ok((res.return_value, out))
     }
 
     /// Runs one frame through another XDP program of the object, `prog` (the benchmarks' floor
@@ -263,30 +280,14 @@ impl Harness {
         frame: &[u8],
         repeat: u32,
     ) -> (u32, Vec<Vec<u8>>) {
-        let program: &mut Xdp = self
-            .loaded
-            .ebpf
-            .program_mut(prog)
-            .expect("program")
-            .try_into()
-            .expect("xdp");
-        if program.fd().is_err() {
-            program.load().expect("load");
-        }
-        let mut out = vec![0u8; frame.len() + 256];
-        let res = program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                repeat,
-                ..TestRunOptions::default()
-            })
+        let (verdict, _) = self
+            .test_run(prog, frame, repeat)
             .expect("BPF_PROG_TEST_RUN");
         let mut records = Vec::new();
         while let Some(item) = self.ring.next() {
             records.push(item.to_vec());
         }
-        (res.return_value, records)
+        (verdict, records)
     }
 
     /// Runs one frame through the TC egress program: its verdict and the counters that moved.

@@ -8,6 +8,7 @@ use flux_agent::{
     enforce::maps::{self, Spec, Target, boot_ns},
     kernel::loader::{self, LoadOptions},
     kernel::ring_records::Capture,
+    pipeline::clock::monotonic_ns,
 };
 use flux_common::{
     BlockEntry, Counter, DNS_CAPTURE_MAX, DnsEventHeader, EVENT_FLAG_BLOCKED,
@@ -955,18 +956,9 @@ fn the_benchmark_floors_do_what_their_rows_measure() {
         assert_eq!(records.len(), 1024, "flux_xdp's records");
         written += records.iter().map(|r| r.len() + 8).sum::<usize>();
     }
-    let monotonic = || {
-        let mut t = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: valid out-pointer. bpf_ktime_get_ns is CLOCK_MONOTONIC.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
-        t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
-    };
-    let before = monotonic();
+    let before = monotonic_ns();
     let (verdict, records) = h.run_prog(PROG_XDP_FLOOR_RECORD, &response);
-    let after = monotonic();
+    let after = monotonic_ns();
     assert_eq!(verdict, XDP_PASS);
     assert_eq!(records.len(), 1, "one record a run");
     let rec = &records[0];

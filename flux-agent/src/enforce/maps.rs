@@ -243,13 +243,7 @@ pub fn source_name(source: u8) -> &'static str {
 /// `CLOCK_BOOTTIME` in nanoseconds: the clock `bpf_ktime_get_boot_ns` reads, which keeps
 /// counting through suspend, so a 24 h block lasts 24 h of wall time.
 pub fn boot_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    crate::pipeline::clock::clock_ns(libc::CLOCK_BOOTTIME)
 }
 
 /// Wall-clock seconds, as `BlockEntry::added_unix` keeps them.

@@ -1,8 +1,10 @@
-//! Converting the kernel's `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) to wall-clock time.
+//! The kernel's clocks as userspace reads them, and converting the kernel's
+//! `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) to wall-clock time.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-fn clock_ns(clock: libc::clockid_t) -> u64 {
+/// `clock` (a `libc::CLOCK_*`) in nanoseconds.
+pub fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -10,6 +12,12 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
     // SAFETY: ts is a valid out-pointer.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_ns` reads, the one a record's
+/// `ts_ns` is in.
+pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
 }
 
 /// Realtime minus monotonic, sampled once; refresh with [`MonoClock::resync`] to follow NTP steps.
@@ -20,7 +28,7 @@ pub struct MonoClock {
 
 impl MonoClock {
     pub fn new() -> Self {
-        let mono = clock_ns(libc::CLOCK_MONOTONIC);
+        let mono = monotonic_ns();
         let real = clock_ns(libc::CLOCK_REALTIME);
         Self {
             offset_ns: real as i128 - mono as i128,
@@ -51,7 +59,7 @@ mod tests {
     #[test]
     fn now_maps_to_now() {
         let c = MonoClock::new();
-        let t = c.to_system_time(clock_ns(libc::CLOCK_MONOTONIC));
+        let t = c.to_system_time(monotonic_ns());
         let d = SystemTime::now()
             .duration_since(t)
             .unwrap_or_else(|e| e.duration());

@@ -19,7 +19,7 @@ use flux_agent::{
     enforce::policy::{EnforceOptions, Enforcer, Outcome, TargetKind},
     kernel::loader::LoadOptions,
     kernel::ring_records::Capture,
-    pipeline::events::Observation,
+    pipeline::{clock::monotonic_ns, events::Observation},
 };
 use flux_common::PROG_XDP;
 use flux_detect::{
@@ -28,16 +28,6 @@ use flux_detect::{
     score::{Scorer, ScorerConfig},
 };
 use flux_tests::frames::{dns_answer, udp4};
-
-fn mono_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 fn main() -> std::process::ExitCode {
     let args = flux_tests::bench_args(
@@ -146,7 +136,7 @@ fn measure(args: &[String]) -> anyhow::Result<serde_json::Value> {
                     a.action == Outcome::Blocked && a.target_kind == Some(TargetKind::Domain)
                 });
                 if blocked {
-                    lat_us.push((mono_ns() - c.header.ts_ns) as f64 / 1000.0);
+                    lat_us.push((monotonic_ns() - c.header.ts_ns) as f64 / 1000.0);
                     break 'names;
                 }
             }

@@ -30,7 +30,10 @@ use std::{
 };
 
 use anyhow::{Context as _, bail, ensure};
-use flux_agent::enforce::maps::{Maps, Target};
+use flux_agent::{
+    enforce::maps::{Maps, Target},
+    pipeline::clock,
+};
 use flux_tests::{CLIENT_V4, Link, PinDir, Proc, SERVER_V4, TempDir};
 use serde_json::{Value, json};
 
@@ -660,16 +663,6 @@ fn num_cpus() -> f64 {
     thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
 }
 
-fn clock_ns(clock: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out-pointer.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
-}
-
 /// `SIOCGSTAMPNS` (linux/sockios.h): the kernel receive time of the last datagram read from a
 /// socket, CLOCK_REALTIME. Not in the libc crate for every target, so named here.
 const SIOCGSTAMPNS: libc::c_ulong = 0x8907;
@@ -687,7 +680,8 @@ fn arrival_boot_ns(s: &UdpSocket) -> Option<i128> {
     }
     let real = i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec);
     // Realtime to boottime, by the offset between the clocks now.
-    let offset = clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_BOOTTIME);
+    let offset = i128::from(clock::clock_ns(libc::CLOCK_REALTIME))
+        - i128::from(clock::clock_ns(libc::CLOCK_BOOTTIME));
     Some(real - offset)
 }
 
