@@ -92,10 +92,14 @@ pub fn expected_map(name: &str) -> Result<Expected, PinError> {
 /// What differs between a pinned map and its definition, or `None` when it matches. The ring
 /// buffer's size is a run-time option, so only its type is compared.
 pub fn mismatch(exp: &Expected, data: &MapData) -> Option<String> {
-    let info = match data.info() {
-        Ok(i) => i,
-        Err(e) => return Some(format!("not a readable BPF map: {e}")),
-    };
+    match data.info() {
+        Ok(info) => layout_mismatch(exp, &info),
+        Err(e) => Some(format!("not a readable BPF map: {e}")),
+    }
+}
+
+/// [`mismatch`] on a map's info already read.
+fn layout_mismatch(exp: &Expected, info: &aya::maps::MapInfo) -> Option<String> {
     let found_type = info.map_type().map(|t| t as u32).unwrap_or(u32::MAX);
     let mut diffs = Vec::new();
     if found_type != exp.map_type {
@@ -194,7 +198,11 @@ fn replace_older_layout(path: &Path, exp: &Expected) -> Result<bool, PinError> {
     let Ok(data) = MapData::from_pin(path) else {
         return Ok(false);
     };
-    let Some(what) = mismatch(exp, &data).filter(|_| data.info().is_ok()) else {
+    // A map whose info cannot be read is not replaced: the usual checks refuse it.
+    let Ok(info) = data.info() else {
+        return Ok(false);
+    };
+    let Some(what) = layout_mismatch(exp, &info) else {
         return Ok(false);
     };
     std::fs::remove_file(path).map_err(|e| PinError::Open {
