@@ -34,7 +34,7 @@ use flux_agent::{
     enforce::maps::{Maps, Target},
     pipeline::clock,
 };
-use flux_tests::{CLIENT_V4, Link, PinDir, Proc, SERVER_V4, TempDir};
+use flux_tests::{CLIENT_V4, Link, Netns, PinDir, Proc, SERVER_V4, TempDir};
 use serde_json::{Value, json};
 
 /// Where the agent serves its metrics inside the client namespace.
@@ -570,9 +570,34 @@ fn dnsperf_field(out: &str, key: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// `RcvbufErrors` of the `Udp:` lines of a `/proc/net/snmp`: UDP datagrams the kernel dropped
+/// because the receiving socket's buffer was full. `None` if the file does not say.
+fn rcvbuf_errors(snmp: &str) -> Option<u64> {
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next()?, udp.next()?);
+    let at = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
+    values.split_whitespace().nth(at)?.parse().ok()
+}
+
+/// [`rcvbuf_errors`] of network namespace `ns` (the file is per namespace), so far.
+fn udp_socket_drops(ns: &Netns) -> anyhow::Result<u64> {
+    let out = ns.cmd("cat").arg("/proc/net/snmp").output()?;
+    ensure!(
+        out.status.success(),
+        "cannot read /proc/net/snmp in {}",
+        ns.name
+    );
+    rcvbuf_errors(&String::from_utf8_lossy(&out.stdout))
+        .with_context(|| format!("no Udp RcvbufErrors in {}'s /proc/net/snmp", ns.name))
+}
+
 fn step(lab: &Lab, rate: u64, secs: u32) -> anyhow::Result<Value> {
     eprintln!("ringbuf-load: dnsperf -Q {rate} for {secs} s (0: unpaced)");
     let before = scrape(&lab.link)?;
+    let drops0 = (
+        udp_socket_drops(&lab.link.server)?,
+        udp_socket_drops(&lab.link.client)?,
+    );
     let (agent0, unbound0) = (
         cpu_secs(lab.agent.child.id()),
         cpu_secs(lab.unbound.child.id()),
@@ -608,6 +633,10 @@ fn step(lab: &Lab, rate: u64, secs: u32) -> anyhow::Result<Value> {
         thread::sleep(Duration::from_millis(5));
     };
     let drain_ms = drain0.elapsed().as_secs_f64() * 1e3;
+    let drops1 = (
+        udp_socket_drops(&lab.link.server)?,
+        udp_socket_drops(&lab.link.client)?,
+    );
     let out = output
         .join()
         .map_err(|_| anyhow::anyhow!("dnsperf reader panicked"))?;
@@ -620,12 +649,18 @@ fn step(lab: &Lab, rate: u64, secs: u32) -> anyhow::Result<Value> {
     })?;
     let busy = (m1.0 - m0.0) / (m1.1 - m0.1).max(1.0) * num_cpus();
     // What one step measured. `completed` and `captured`: the responses dnsperf got and those
-    // the kernel captured; lag: records waiting in the ring buffer.
+    // the kernel captured; lag: records waiting in the ring buffer. `lost`: dnsperf's queries
+    // that timed out; `resolver_socket_drops` and `client_socket_drops`: queries the kernel
+    // dropped at unbound's full socket buffer, and responses at dnsperf's, during the step:
+    // where the lost queries went when they account for them. A drop by the agent's XDP
+    // program never reaches a socket, so it is not among them.
     Ok(json!({
         "asked": rate,
         "seconds": elapsed,
         "achieved": achieved,
         "lost": dnsperf_field(&out, "Queries lost:").unwrap_or(0.0) as u64,
+        "resolver_socket_drops": drops1.0.saturating_sub(drops0.0),
+        "client_socket_drops": drops1.1.saturating_sub(drops0.1),
         "completed": dnsperf_field(&out, "Queries completed:").unwrap_or(0.0) as u64,
         "captured": (after.captured - before.captured) as u64,
         "captured_per_s": (after.captured - before.captured) / elapsed,
@@ -844,7 +879,7 @@ fn print_human(doc: &Value) {
         println!(
             "  asked {:>7} achieved {:>9.0}/s captured {:>9.0}/s read {:>9.0}/s ringbuf_full \
              {:>7} max lag {:>5.0} (p50 {:>5.0}, kept up {}) drain {:>4.0} ms; CPU agent {:.2} unbound {:.2} dnsperf {:.2} \
-             machine {:.2}",
+             machine {:.2}; dnsperf lost {} (socket buffer drops: unbound {}, dnsperf {})",
             s["asked"].as_u64().map_or("unpaced".into(), |r| if r == 0 {
                 "unpaced".into()
             } else {
@@ -862,6 +897,9 @@ fn print_human(doc: &Value) {
             f(s, "unbound_cpu"),
             f(s, "dnsperf_cpu"),
             f(s, "machine_busy"),
+            s["lost"],
+            s["resolver_socket_drops"],
+            s["client_socket_drops"],
         );
     };
     for s in doc["steps"].as_array().into_iter().flatten() {
@@ -922,6 +960,25 @@ mod tests {
         assert!(!keeps_up(&step_with(1, 0.0)));
         // A step without a lag figure is not judged kept up.
         assert!(!keeps_up(&json!({"ring_full": 0})));
+    }
+
+    #[test]
+    fn socket_drops_are_read_from_the_udp_lines() {
+        // The server namespace's file during a saturated step of this bench (2026-12-06).
+        let snmp = "Ip: Forwarding DefaultTTL\nIp: 2 64\n\
+            Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors \
+            InCsumErrors IgnoredMulti MemErrors\n\
+            Udp: 3117675 1 9034 3117675 9034 0 0 0 0\n\
+            UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors \
+            InCsumErrors IgnoredMulti MemErrors\n\
+            UdpLite: 0 0 0 0 7 0 0 0 0\n";
+        assert_eq!(rcvbuf_errors(snmp), Some(9034));
+        // Read by name, not by place.
+        let moved = "Udp: RcvbufErrors InDatagrams\nUdp: 12 3\n";
+        assert_eq!(rcvbuf_errors(moved), Some(12));
+        // Not said: no figure rather than a wrong one.
+        assert_eq!(rcvbuf_errors("Udp: InDatagrams\nUdp: 3\n"), None);
+        assert_eq!(rcvbuf_errors("Udp: RcvbufErrors\n"), None);
     }
 
     #[test]
