@@ -361,6 +361,39 @@ impl Store {
         Ok(fold_effective(rows))
     }
 
+    /// Whether a source live at `now` holds `target` as a `kind` entry with an enforced action:
+    /// whether [`Self::effective_entries`] at `now` gives it with [`enforced`], i.e. whether it
+    /// belongs in the maps. One lookup on the primary key, nothing parsed: the agent asks it
+    /// before each map removal of a target a transaction found gone, which a feed's swap makes
+    /// by the hundred thousand (the rows read whole by [`Self::entries_for`] took 18 us each).
+    pub fn holds_enforced(
+        &self,
+        kind: Kind,
+        target: &Target,
+        now: SystemTime,
+    ) -> Result<bool, StateError> {
+        let err = on(&self.path);
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM entries
+                 WHERE kind = ?1 AND target_type = ?2 AND target = ?3
+                   AND (expires IS NULL OR expires > ?4) AND action != ?5)",
+            )
+            .map_err(&err)?;
+        stmt.query_row(
+            params![
+                kind.as_str(),
+                target.target_type().as_str(),
+                target.to_string(),
+                to_unix(now),
+                Action::Report.as_str()
+            ],
+            |r| r.get(0),
+        )
+        .map_err(&err)
+    }
+
     /// Every row (each source's, live or not) for one target.
     pub fn entries_for(&self, kind: Kind, target: &Target) -> Result<Vec<Entry>, StateError> {
         self.read_entries(

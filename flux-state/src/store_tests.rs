@@ -11,7 +11,7 @@ use rusqlite::Connection;
 
 use crate::{
     Action, Entry, FeedFetch, FeedRecord, Kind, Level, ReasonRecord, SCHEMA_VERSION, Source,
-    StateError, Store, Target, VerdictRecord, from_unix,
+    StateError, Store, Target, VerdictRecord, enforced, from_unix,
 };
 
 fn at(s: i64) -> SystemTime {
@@ -735,5 +735,60 @@ fn closing_every_connection_leaves_no_wal_file() {
     assert!(
         !path.with_extension("db-wal").exists(),
         "-wal left after the last connection closed"
+    );
+}
+
+#[test]
+fn a_target_is_held_enforced_exactly_when_the_effective_entries_enforce_it() {
+    let (_d, mut s) = fresh();
+    let (x, y, z, w) = (dom("x.test"), dom("y.test"), dom("z.test"), dom("w.test"));
+    let report = |t: Target| Entry {
+        action: Action::Report,
+        ..block(t, Source::feed("watch"), None)
+    };
+    s.add_entries(&[
+        // x: one source expired at 10, another live until 20.
+        block(x.clone(), Source::Manual, Some(10)),
+        block(x.clone(), Source::feed("f"), Some(20)),
+        // y: reported only.
+        report(y.clone()),
+        // z: reported, and blocked for good by another source.
+        report(z.clone()),
+        block(z.clone(), Source::Scorer, None),
+        // w: allowed, not blocked.
+        Entry {
+            kind: Kind::Allow,
+            ..block(w.clone(), Source::Manual, None)
+        },
+    ])
+    .unwrap();
+    let unknown = dom("unknown.test");
+    for now in [0, 10, 15, 20, 30] {
+        let eff = s.effective_entries(None, at(now)).unwrap();
+        for kind in [Kind::Block, Kind::Allow] {
+            for t in [&x, &y, &z, &w, &unknown] {
+                let want = eff
+                    .iter()
+                    .any(|e| e.kind == kind && e.target == *t && enforced(e));
+                let held = s.holds_enforced(kind, t, at(now)).unwrap();
+                assert_eq!(held, want, "{kind:?} {t} at {now}");
+            }
+        }
+    }
+    // The cases the loop went through, spelled out.
+    assert!(s.holds_enforced(Kind::Block, &x, at(15)).unwrap());
+    assert!(
+        !s.holds_enforced(Kind::Block, &x, at(20)).unwrap(),
+        "expired"
+    );
+    assert!(
+        !s.holds_enforced(Kind::Block, &y, at(0)).unwrap(),
+        "reported"
+    );
+    assert!(s.holds_enforced(Kind::Block, &z, at(30)).unwrap());
+    assert!(s.holds_enforced(Kind::Allow, &w, at(0)).unwrap());
+    assert!(
+        !s.holds_enforced(Kind::Block, &w, at(0)).unwrap(),
+        "another kind"
     );
 }

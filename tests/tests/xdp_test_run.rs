@@ -736,6 +736,130 @@ fn blocked_names_are_answered_nxdomain_in_the_kernel() {
     assert!(maps.list().unwrap().is_empty(), "expired entry swept");
 }
 
+/// A block renewed between the sweep's listing and its removals (by another writer: the feed
+/// refresher's own `Maps`, `blocklist add`) is not removed with the expired entry it replaced:
+/// the renewed address still drops in the kernel and the renewed name is still answered
+/// NXDOMAIN. An entry still expired at its removal goes, as before.
+#[test]
+fn a_block_renewed_during_the_sweep_stays() {
+    if !privileged() {
+        return;
+    }
+    let mut h = Harness::new(&[53]);
+    let mut maps = h.maps();
+    let nanosecond = Some(std::time::Duration::from_nanos(1));
+    let renewed_ip = Target::Ip(std::net::Ipv4Addr::from(SRC4).into());
+    let renewed_name = Target::domain("flux.test").unwrap();
+    let left = Target::domain("gone.test").unwrap();
+    for t in [&renewed_ip, &renewed_name, &left] {
+        maps.block(t, &Spec::manual(nanosecond, "test")).unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1));
+    let listed = maps.list().unwrap();
+    assert_eq!(listed.len(), 3);
+    assert!(listed.iter().all(|l| l.expired), "{listed:?}");
+
+    // Another writer renews two of them after the listing.
+    for t in [&renewed_ip, &renewed_name] {
+        maps.block(t, &Spec::manual(None, "renewed")).unwrap();
+    }
+    let gone = maps.remove_expired(listed).unwrap();
+    assert_eq!(gone, vec![left.clone()], "only the entry still expired");
+    assert!(maps.get(&left).unwrap().is_none());
+    for t in [&renewed_ip, &renewed_name] {
+        assert!(
+            maps.get(t).unwrap().is_some_and(|e| e.expires_ns == 0),
+            "{t:?}"
+        );
+    }
+
+    // The kernel still enforces both: the address's packets drop, the name is rewritten.
+    let Ran { verdict, delta, .. } = h.run_out(&udp4(443, &[0u8; 64]));
+    assert_eq!(verdict, XDP_DROP);
+    assert!(delta.contains(&(Counter::DropBlockedSrc, 1)), "{delta:?}");
+    maps.unblock(&renewed_ip).unwrap();
+    let frame = udp4(53, &dns_response_for("a.flux.test", 200));
+    let Ran { delta, out, .. } = h.run_out(&frame);
+    assert_ne!(out, frame, "rewritten");
+    assert!(
+        delta.contains(&(Counter::SinkholedNxdomain, 1)),
+        "{delta:?}"
+    );
+}
+
+/// The same race through the state database: the targets a transaction found gone (the
+/// sweep's expiry here; a feed's swap alike) are removed from the maps after it committed, and
+/// another writer with its own connection (the feed refresher, the CLI through the agent) has
+/// added one back meanwhile, its row and its map entry. That one stays in the map and still
+/// drops; the one nobody holds goes.
+#[test]
+fn a_block_the_database_holds_again_is_not_removed_with_what_left_it() {
+    use flux_agent::enforce::record::Recorder;
+    use flux_state::{Kind, Source, Store};
+
+    if !privileged() {
+        return;
+    }
+    let mut h = Harness::new(&[53]);
+    let mut maps = h.maps();
+    let dir = flux_tests::TempDir::new();
+    let db = dir.0.join("state.db");
+    let mut sweep = Recorder::open(&db).unwrap();
+    let mut other = Recorder::open(&db).unwrap();
+    let renewed = Target::Ip(std::net::Ipv4Addr::from(SRC4).into());
+    let left = Target::domain("gone.test").unwrap();
+    let nanosecond = Some(std::time::Duration::from_nanos(1));
+    for t in [&renewed, &left] {
+        sweep
+            .block(
+                &mut maps,
+                t,
+                &Spec::manual(nanosecond, "test"),
+                Source::Manual,
+                None,
+            )
+            .unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1));
+    // The sweep's transaction: both rows expired, both targets gone.
+    let gone = Store::open(&db)
+        .unwrap()
+        .expire(std::time::SystemTime::now() + std::time::Duration::from_secs(1))
+        .unwrap()
+        .gone;
+    assert_eq!(gone.len(), 2, "{gone:?}");
+    assert!(gone.iter().all(|(k, _)| *k == Kind::Block));
+    // Before its map removals, another writer blocks one of them again, for good.
+    let previous = maps.get(&renewed).unwrap();
+    other
+        .block(
+            &mut maps,
+            &renewed,
+            &Spec::manual(None, "again"),
+            Source::feed("f"),
+            previous,
+        )
+        .unwrap();
+
+    assert_eq!(
+        sweep.apply(&mut maps, &[], &gone).unwrap(),
+        1,
+        "only the one left"
+    );
+    assert!(maps.get(&left).unwrap().is_none());
+    assert!(
+        maps.get(&renewed)
+            .unwrap()
+            .is_some_and(|e| e.expires_ns == 0)
+    );
+    let Ran { verdict, delta, .. } = h.run_out(&udp4(443, &[0u8; 64]));
+    assert_eq!(
+        verdict, XDP_DROP,
+        "the block the database holds still drops"
+    );
+    assert!(delta.contains(&(Counter::DropBlockedSrc, 1)), "{delta:?}");
+}
+
 /// The program loaded with the drop action, `flux.test` blocked.
 fn dropping_flux_test() -> Harness {
     let h = Harness::load(LoadOptions {

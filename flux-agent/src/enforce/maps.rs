@@ -843,13 +843,25 @@ impl Maps {
     /// Removes the entries whose expiry has passed (the kernel already ignores them). Returns the
     /// ones removed.
     pub fn sweep_expired(&mut self) -> Result<Vec<Target>, BlocklistError> {
+        let listed = self.list()?;
+        self.remove_expired(listed)
+    }
+
+    /// The removals of [`Self::sweep_expired`], from a listing taken earlier: each entry `listed`
+    /// saw expired is read again and removed only if it is still expired then. Why: listing a
+    /// large map takes seconds, and meanwhile another writer (the feed refresher's own `Maps`,
+    /// `blocklist add`) may have renewed the entry; removing that would lift a live block that
+    /// nothing writes back, as the state database holds it. What is left is the time between
+    /// that read and the removal (a map delete cannot be made conditional).
+    pub fn remove_expired(&mut self, listed: Vec<Listed>) -> Result<Vec<Target>, BlocklistError> {
         let mut gone = Vec::new();
-        for l in self.list()? {
+        for l in listed {
             if !l.expired {
                 continue;
             }
             let t = target_of(l)?;
-            if self.unblock(&t)? {
+            let still_expired = self.get(&t)?.is_some_and(|e| !e.active(boot_ns()));
+            if still_expired && self.unblock(&t)? {
                 gone.push(t);
             }
         }

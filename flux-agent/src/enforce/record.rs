@@ -343,7 +343,8 @@ impl Recorder {
         Ok(n + maps.block_new(&blocks)?)
     }
 
-    /// Removes `gone` from the maps; returns how many were there.
+    /// Removes `gone` from the maps; returns how many were there. A target the database holds
+    /// again by then is left in the maps ([`Recorder::held_again`]).
     fn remove_from_maps(
         &mut self,
         maps: &mut Maps,
@@ -351,6 +352,9 @@ impl Recorder {
     ) -> Result<usize, BlocklistError> {
         let mut n = 0;
         for (kind, st) in gone {
+            if self.held_again(*kind, st) {
+                continue;
+            }
             let t = from_state(st);
             let removed = match kind {
                 Kind::Block => maps.unblock(&t)?,
@@ -359,6 +363,22 @@ impl Recorder {
             n += usize::from(removed);
         }
         Ok(n)
+    }
+
+    /// Whether the database holds a live, enforced `kind` entry on `target` now, read again just
+    /// before the map entry is removed. Why: `gone` comes from a transaction that is over (the
+    /// sweep's expiry, a feed's swap), and another writer with its own connection and its own
+    /// `Maps` (the feed refresher, the CLI through the agent, the enforcer) may since have added
+    /// the target back and written it into the map; removing it then would lift a block the
+    /// database holds, which nothing writes back until a restart. No database, or a failed
+    /// read: `false`, the removal goes ahead as before.
+    fn held_again(&self, kind: Kind, target: &flux_state::Target) -> bool {
+        let Some(store) = self.store.as_ref() else {
+            return false;
+        };
+        store
+            .holds_enforced(kind, target, SystemTime::now())
+            .unwrap_or(false)
     }
 
     /// The start-up reconcile: expired rows dropped, what the database holds and the maps lack
@@ -584,6 +604,38 @@ mod tests {
         let t = Instant::now();
         pause_at(step::AFTER_DB_WRITE);
         assert!(t.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn only_a_live_enforced_row_of_the_kind_holds_a_target_again() {
+        let base = std::env::temp_dir().join(format!("flux-held-{}", std::process::id()));
+        let mut r = Recorder::open(&base.join("state.db")).unwrap();
+        let x = flux_state::Target::domain("x.example").unwrap();
+        assert!(!r.held_again(Kind::Block, &x), "no row");
+        let now = SystemTime::now();
+        let hour = Duration::from_secs(3600);
+        let rows = [
+            // Expired, and only reported: neither belongs in the maps.
+            Entry {
+                expires: Some(now - hour),
+                ..Entry::block(x.clone(), Source::Manual, "old")
+            },
+            Entry {
+                action: flux_state::Action::Report,
+                ..Entry::block(x.clone(), Source::feed("watch"), "seen")
+            },
+        ];
+        r.store.as_mut().unwrap().add_entries(&rows).unwrap();
+        assert!(!r.held_again(Kind::Block, &x));
+        let live = Entry {
+            expires: Some(now + hour),
+            ..Entry::block(x.clone(), Source::feed("f"), "listed")
+        };
+        r.store.as_mut().unwrap().add_entries(&[live]).unwrap();
+        assert!(r.held_again(Kind::Block, &x));
+        assert!(!r.held_again(Kind::Allow, &x), "another kind");
+        assert!(!Recorder::without_db().held_again(Kind::Block, &x));
+        let _ = std::fs::remove_dir_all(&base);
     }
 
     #[test]
