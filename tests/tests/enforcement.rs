@@ -574,6 +574,42 @@ fn flux_zone_is_detected_and_blocked_end_to_end() {
     assert_eq!(o.status.code(), Some(3), "no agent running");
 }
 
+/// `--no-auto-block`: the same flux zone passes the block gate, and nothing is blocked for it;
+/// the enforcer is still there to keep the maps, and an operator's block is enforced.
+#[test]
+fn no_auto_block_blocks_nothing_of_its_own_and_keeps_the_maps() {
+    if !privileged() {
+        return;
+    }
+    let z = FluxZone::new(&["--no-auto-block"]);
+    let (link, pin, agent) = (&z.link, &z.pin, &z.agent);
+    assert!(
+        agent.log().contains("automatic blocks off"),
+        "{}",
+        agent.log()
+    );
+    assert!(!z.drive(), "blocked by the scorer: {}", agent.log());
+    // The gate was passed: without the option this verdict blocks.
+    let v = agent.wait_event("flux verdict past the block gate", |e| {
+        e["type"] == "verdict" && e["level"] == "flux" && e["block"] == true
+    });
+    assert!(v["domain"].as_str().unwrap().ends_with("fluxy.test"), "{v}");
+    thread::sleep(Duration::from_millis(500));
+    assert!(
+        !agent.events().iter().any(|e| e["type"] == "block"),
+        "a block event: {:#?}",
+        agent.events()
+    );
+    assert!(listed(pin, "blocklist").is_empty());
+    assert_eq!(reach(&link.client, "10.102.3.7"), Reach::ALL);
+    // An operator's block is enforced as ever.
+    cli_ok(pin, &["blocklist", "add", "--domain", "fluxy.test"]);
+    let out = dig(&link.client, &[&format!("@{SERVER_V4}"), "www.fluxy.test"]);
+    assert_eq!(status(&out), "NXDOMAIN", "{out}");
+    let mut z = z;
+    assert!(z.agent.stop().success());
+}
+
 #[test]
 fn the_block_rate_cap_holds_and_alerts() {
     if !privileged() {

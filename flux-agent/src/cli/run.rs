@@ -330,8 +330,11 @@ fn run_options(
     scoring: flux_detect::score::ScorerSetup,
     feeds: flux_agent::intel::feed_match::SharedIndex,
 ) -> RunOptions {
-    let enforce = (!args.no_auto_block).then(|| EnforceOptions {
+    // Always an enforcer: with --no-auto-block it writes no block of its own but still keeps
+    // the maps for the blocks operators and feeds write (see `EnforceOptions::auto_block`).
+    let enforce = Some(EnforceOptions {
         monitor: args.monitor,
+        auto_block: !args.no_auto_block,
         ttl: args.block_ttl,
         max_per_minute: args.max_blocks_per_minute,
         resolvers: args.resolvers.clone(),

@@ -32,6 +32,11 @@ use flux_detect::score::{Level, Scorer, Verdict, key_state::MARK_BLOCKABLE};
 pub struct EnforceOptions {
     /// Report would-be blocks; write nothing.
     pub monitor: bool,
+    /// Turn flux verdicts into blocks. `false` (`run --no-auto-block`): the scorer's verdicts
+    /// block nothing, and the enforcer only keeps the maps (the front filters refilled at
+    /// start, the verdict generation advanced and expired entries swept once a minute) for the
+    /// blocks operators and feeds write.
+    pub auto_block: bool,
     /// How long an automatic block lasts; renewed while the name keeps fluxing.
     pub ttl: Duration,
     /// New automatic blocks allowed per minute; past it, blocks wait in a bounded queue,
@@ -45,6 +50,7 @@ impl Default for EnforceOptions {
     fn default() -> Self {
         Self {
             monitor: false,
+            auto_block: true,
             ttl: Duration::from_secs(24 * 3600),
             max_per_minute: 60,
             resolvers: Vec::new(),
@@ -284,7 +290,7 @@ impl Enforcer {
     /// stricter than the report at `flux`. The scorer emits a verdict when the gate opens, so
     /// a key reported flux earlier is blocked then.
     pub fn on_verdict(&mut self, v: &Verdict, scorer: &Scorer, out: &mut Vec<Action>) {
-        if v.level != Level::Flux || !v.block {
+        if !self.opts.auto_block || v.level != Level::Flux || !v.block {
             return;
         }
         if v.allowlisted {

@@ -59,7 +59,8 @@ pub struct RunOptions {
     pub load: LoadOptions,
     /// Score observations and emit verdicts; `None` only captures.
     pub scoring: Option<ScorerSetup>,
-    /// Turn flux verdicts into blocks (needs `scoring`); `None` only reports.
+    /// The enforcer (needs `scoring`): it keeps the maps, and turns flux verdicts into blocks
+    /// unless [`EnforceOptions::auto_block`] is off. `None`: neither.
     pub enforce: Option<EnforceOptions>,
     /// The state database (`--state`): restored into the maps at start, written before every
     /// block, and the verdict journal. `None`: no database (`--no-state`).
@@ -444,11 +445,18 @@ fn setup<W: Write + Send + 'static>(
     let recorder = restore_state(&loaded.pin_dir, opts.state.as_deref());
     let journal = opts.state.as_deref().filter(|_| recorder.has_db());
     let enforcer = match (&opts.enforce, &opts.scoring) {
-        (Some(e), Some(_)) => Some(
-            Enforcer::new(&loaded.pin_dir, e.clone())
+        (Some(e), Some(_)) => {
+            let enforcer = Enforcer::new(&loaded.pin_dir, e.clone())
                 .context("open the blocklist maps")?
-                .with_recorder(recorder),
-        ),
+                .with_recorder(recorder);
+            if !e.auto_block {
+                info!(
+                    "automatic blocks off (--no-auto-block): verdicts are reported; the \
+                     blocklists are still kept (expired entries swept, filters refilled)"
+                );
+            }
+            Some(enforcer)
+        }
         _ => None,
     };
     let queue = sinks.queue;
