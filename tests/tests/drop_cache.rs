@@ -3,14 +3,18 @@
 //! them (`Maps`): cached drops are counted on their entry, every change through `Maps` takes
 //! effect on the next packet (an unblock, a shorter expiry, an allowed CIDR), a change written
 //! past `Maps` costs at most `DROP_CACHE_RECHECK` drops, and the off switch sends every drop
-//! through the lookup. Each test pins its thread to one CPU: the cache is per CPU, and the
-//! figures below are those of one CPU's slot.
+//! through the lookup, and an unblock never writes another address's slot back. Each test pins
+//! its thread to one CPU at a time: the cache is per CPU, and the figures below are those of
+//! one CPU's slot.
 
 use std::{net::Ipv4Addr, time::Duration};
 
-use aya::maps::{HashMap as AyaHashMap, MapData};
+use aya::maps::{HashMap as AyaHashMap, MapData, PerCpuArray};
 use flux_agent::enforce::maps::{Maps, Spec, Target};
-use flux_common::{BlockEntry, Counter, DROP_CACHE_RECHECK, MAP_BLOCKED_V4, drop_cache_slot};
+use flux_common::{
+    BlockEntry, Counter, DROP_CACHE_RECHECK, DropCacheSlot, MAP_BLOCKED_V4, MAP_DROP_CACHE_V4,
+    drop_cache_slot,
+};
 use flux_tests::{
     frames::{DST4, udp4_between},
     privileged,
@@ -28,17 +32,30 @@ const LONER: [u8; 4] = [203, 0, 113, 9];
 
 /// Runs this thread on CPU 0 only, so that every run sees the same CPU's slots.
 fn pin_to_one_cpu() {
+    pin_to_cpu(0);
+}
+
+/// Runs this thread on CPU `cpu` only (a test run runs on its caller's CPU).
+fn pin_to_cpu(cpu: usize) {
     // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET and sched_setaffinity get valid
     // pointers to it.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
+        libc::CPU_SET(cpu, &mut set);
         assert_eq!(
             libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
             0,
-            "pin the test to CPU 0"
+            "pin the test to CPU {cpu}"
         );
     }
+}
+
+/// The addresses the drop-cache slot of `addr` holds on CPUs 0 and 1 (`None`: empty).
+fn slot_addrs(h: &mut Harness, addr: [u8; 4]) -> [Option<[u8; 4]>; 2] {
+    let m: PerCpuArray<&MapData, DropCacheSlot> =
+        PerCpuArray::try_from(h.loaded.ebpf.map(MAP_DROP_CACHE_V4).unwrap()).unwrap();
+    let v = m.get(&drop_cache_slot(addr), 0).unwrap();
+    [0, 1].map(|cpu| (v[cpu] != DropCacheSlot::default()).then_some(v[cpu].addr))
 }
 
 /// A non-DNS UDP packet from `addr` to this host.
@@ -235,4 +252,54 @@ fn the_drops_of_an_evicted_slot_go_to_their_entry_and_the_cache_can_be_turned_of
     assert_eq!(drops(&mut h, &from(other), 5), 5);
     assert_eq!(raw_hits(&maps, other), 22, "one lookup, four cached");
     assert_eq!(shown_hits(&maps, other), 26);
+}
+
+/// An unblock empties its address's slots only when no CPU's slot at that index holds another
+/// address, and never writes one back: the write copies each CPU's slot while that CPU's
+/// program may be filling it, and another address's slot written back could be torn into
+/// that address under the fill's current stamp (a drop of an address unblocked since). With
+/// another address there, nothing is written; alone, every CPU's slot is emptied.
+#[test]
+fn an_unblock_never_writes_back_another_addresss_slot() {
+    let Some((mut h, mut maps)) = setup() else {
+        return;
+    };
+    // Online CPUs, not this thread's (`setup` pinned it to one).
+    // SAFETY: sysconf reads a value.
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    assert!(cpus >= 2, "this test needs two CPUs, found {cpus}");
+    let other = (1..1u32 << 20)
+        .map(|i| (Ipv4Addr::from(0x0a00_0000 + i)).octets())
+        .find(|a| drop_cache_slot(*a) == drop_cache_slot(HOST))
+        .unwrap();
+    for a in [HOST, other, LONER] {
+        maps.block(&ip(a), &manual(None)).unwrap();
+    }
+    // HOST's drops fill CPU 0's slot, the other host's CPU 1's, at the same index.
+    assert_eq!(drops(&mut h, &from(HOST), 3), 3);
+    pin_to_cpu(1);
+    assert_eq!(drops(&mut h, &from(other), 3), 3);
+    assert_eq!(slot_addrs(&mut h, HOST), [Some(HOST), Some(other)]);
+
+    maps.unblock(&ip(HOST)).unwrap();
+    assert_eq!(
+        slot_addrs(&mut h, HOST),
+        [Some(HOST), Some(other)],
+        "another address holds a slot: nothing written"
+    );
+    assert_eq!(h.run(&from(HOST)).0, XDP_PASS, "unblocked: passed at once");
+    assert_eq!(
+        shown_hits(&maps, other),
+        3,
+        "the other host's drops all shown"
+    );
+    assert_eq!(drops(&mut h, &from(other), 1), 1);
+
+    // Alone at its index: emptied on every CPU.
+    assert_eq!(drops(&mut h, &from(LONER), 2), 2);
+    pin_to_cpu(0);
+    assert_eq!(drops(&mut h, &from(LONER), 2), 2);
+    assert_eq!(slot_addrs(&mut h, LONER), [Some(LONER), Some(LONER)]);
+    maps.unblock(&ip(LONER)).unwrap();
+    assert_eq!(slot_addrs(&mut h, LONER), [None, None]);
 }

@@ -139,13 +139,22 @@ impl DropCache {
     /// block of the same address. (The kernel empties it too when it next looks the address
     /// up, but with its /24 gone from the front filter it may never look again.)
     ///
+    /// Written only when every CPU's slot at that index holds `addr` or nothing, and then as
+    /// zeros on every CPU. Why: the write copies each CPU's slot word by word while that CPU's
+    /// program may be filling the same slot for another blocked address, stamp last. A slot of
+    /// another address written back as it was read could end up torn into that address under
+    /// the fill's current stamp, and an address unblocked or allowlisted since would be dropped
+    /// until the re-check (`DROP_CACHE_RECHECK` drops). Zeros torn with a fill leave the
+    /// filled address, blocked when it was filled, or no address. When another address holds
+    /// a slot, nothing is written: the removed block's drops stay in the slot until the kernel
+    /// next looks the address up, and go to its next block if it is blocked again first (a
+    /// count, never a drop).
+    ///
     /// A read and a write of the slot's per-CPU values: a kernel write in between is undone.
-    /// That cannot make a wrong drop from a change made through [`Maps`]: every value read was
-    /// written after the advance, so one that drops is still right (or stamped with a
-    /// generation that has passed since). What it can do, in the microseconds between the two
-    /// calls: lose drops the slot counted meanwhile, count again drops the kernel had just
-    /// added to their entry, or undo the kernel's emptying of the slot after a raw removal
-    /// (whose cost stays bounded by the re-check).
+    /// What that can do, in the microseconds between the two calls: lose drops the slot counted
+    /// meanwhile, count again drops the kernel had just added to their entry, or undo the
+    /// kernel's emptying of the slot after a raw removal (whose cost stays bounded by the
+    /// re-check).
     pub(super) fn forget(&mut self, addr: [u8; 4]) -> Result<(), BlocklistError> {
         let Some(slots) = &mut self.slots else {
             return Ok(());
@@ -154,22 +163,13 @@ impl DropCache {
         let values = slots
             .get(&i, 0)
             .map_err(map_err("read", MAP_DROP_CACHE_V4))?;
-        if !values
-            .iter()
-            .any(|s| s.addr == addr && *s != DropCacheSlot::default())
-        {
+        let empty = DropCacheSlot::default();
+        let held = values.iter().any(|s| s.addr == addr && *s != empty);
+        let other = values.iter().any(|s| s.addr != addr && *s != empty);
+        if !held || other {
             return Ok(());
         }
-        let emptied: Vec<DropCacheSlot> = values
-            .iter()
-            .map(|s| {
-                if s.addr == addr {
-                    DropCacheSlot::default()
-                } else {
-                    *s
-                }
-            })
-            .collect();
+        let emptied = vec![empty; values.iter().count()];
         // As many values as the read returned, one per possible CPU: only a kernel that
         // changed its CPU count could refuse them.
         let emptied = PerCpuValues::try_from(emptied).map_err(|io_error| {
