@@ -159,13 +159,18 @@ struct Cached {
 }
 
 /// The drop-cache slot of `addr`; `None` when the cache is off ([`VERDICT_GEN_OFF`]) or a map
-/// cannot be read (the full lookup is then made, and nothing cached).
+/// cannot be read (the full lookup is then made, and nothing cached), and for 0.0.0.0: a slot
+/// userspace empties (`DropCache::forget`) while this CPU fills it can be left torn with the
+/// fill's stamp and the zero address, which must not drop 0.0.0.0 (a DHCP client's source).
 ///
 /// The generation is read here, before any lookup of `addr`: userspace advances it after a
 /// change, so a slot filled from a lookup that saw the map before the change carries an older
 /// stamp. Volatile, so that the read stays where it is written.
 #[inline(always)]
 fn drop_cache(addr: [u8; 4]) -> Option<Cached> {
+    if u32::from_ne_bytes(addr) == 0 {
+        return None;
+    }
     let generation = VERDICT_GEN.get_ptr(0)?;
     // SAFETY: a value pointer of a successful array lookup.
     let generation = unsafe { core::ptr::read_volatile(generation) };

@@ -575,7 +575,8 @@ fn flux_zone_is_detected_and_blocked_end_to_end() {
 }
 
 /// `--no-auto-block`: the same flux zone passes the block gate, and nothing is blocked for it;
-/// the enforcer is still there to keep the maps, and an operator's block is enforced.
+/// the enforcer is still there to keep the maps (and its guard, which learns the resolvers),
+/// and an operator's block is enforced.
 #[test]
 fn no_auto_block_blocks_nothing_of_its_own_and_keeps_the_maps() {
     if !privileged() {
@@ -602,6 +603,11 @@ fn no_auto_block_blocks_nothing_of_its_own_and_keeps_the_maps() {
     );
     assert!(listed(pin, "blocklist").is_empty());
     assert_eq!(reach(&link.client, "10.102.3.7"), Reach::ALL);
+    // The enforcer is there: its guard learnt the resolver from the answers it saw and hands
+    // it to the CLI, which refuses to block it (without an enforcer the agent knew none).
+    let o = cli(pin, &["blocklist", "add", "--ip", SERVER_V4]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("resolver"), "{err}");
     // An operator's block is enforced as ever.
     cli_ok(pin, &["blocklist", "add", "--domain", "fluxy.test"]);
     let out = dig(&link.client, &[&format!("@{SERVER_V4}"), "www.fluxy.test"]);

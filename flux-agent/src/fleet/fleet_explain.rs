@@ -281,8 +281,8 @@ fn decide(
     if notes.is_empty() {
         return (
             REPORTED,
-            "passes every fleet gate; no enforcer here, or it has not been handed the \
-             verdict yet"
+            "passes every fleet gate; no automatic blocks here (--no-auto-block), \
+             or the enforcer has not been handed the verdict yet"
                 .to_owned(),
         );
     }

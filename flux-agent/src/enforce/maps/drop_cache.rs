@@ -139,16 +139,19 @@ impl DropCache {
     /// block of the same address. (The kernel empties it too when it next looks the address
     /// up, but with its /24 gone from the front filter it may never look again.)
     ///
-    /// Written only when every CPU's slot at that index holds `addr` or nothing, and then as
-    /// zeros on every CPU. Why: the write copies each CPU's slot word by word while that CPU's
-    /// program may be filling the same slot for another blocked address, stamp last. A slot of
-    /// another address written back as it was read could end up torn into that address under
-    /// the fill's current stamp, and an address unblocked or allowlisted since would be dropped
-    /// until the re-check (`DROP_CACHE_RECHECK` drops). Zeros torn with a fill leave the
-    /// filled address, blocked when it was filled, or no address. When another address holds
-    /// a slot, nothing is written: the removed block's drops stay in the slot until the kernel
-    /// next looks the address up, and go to its next block if it is blocked again first (a
-    /// count, never a drop).
+    /// Written only when no CPU's slot at that index holds another address's drop or count
+    /// (an idle slot, stamp and count zero, as the kernel leaves one it settles, holds
+    /// neither), and then as zeros on every CPU. Why: the write copies each CPU's slot word by
+    /// word while that CPU's program may be filling the same slot for another blocked address,
+    /// stamp last. A slot of another address written back as it was read could end up torn
+    /// into that address under the fill's current stamp, and an address unblocked or
+    /// allowlisted since would be dropped until the re-check (`DROP_CACHE_RECHECK` drops).
+    /// Zeros torn with a fill leave the filled address (blocked when it was filled; its copied
+    /// expiry possibly zero, so dropped past it until the re-check or the next generation) or
+    /// the zero address, which the kernel never serves from the cache. When another address
+    /// holds a live slot, nothing is written: the removed block's drops stay in the slot until
+    /// the kernel next looks the address up, and go to its next block if it is blocked again
+    /// first (a count, never a drop).
     ///
     /// A read and a write of the slot's per-CPU values: a kernel write in between is undone.
     /// What that can do, in the microseconds between the two calls: lose drops the slot counted
@@ -163,13 +166,14 @@ impl DropCache {
         let values = slots
             .get(&i, 0)
             .map_err(map_err("read", MAP_DROP_CACHE_V4))?;
-        let empty = DropCacheSlot::default();
-        let held = values.iter().any(|s| s.addr == addr && *s != empty);
-        let other = values.iter().any(|s| s.addr != addr && *s != empty);
+        // Neither drops (no stamp) nor counts: zeroing it loses nothing.
+        let idle = |s: &DropCacheSlot| s.stamp == 0 && s.pending == 0;
+        let held = values.iter().any(|s| s.addr == addr && !idle(s));
+        let other = values.iter().any(|s| s.addr != addr && !idle(s));
         if !held || other {
             return Ok(());
         }
-        let emptied = vec![empty; values.iter().count()];
+        let emptied = vec![DropCacheSlot::default(); values.iter().count()];
         // As many values as the read returned, one per possible CPU: only a kernel that
         // changed its CPU count could refuse them.
         let emptied = PerCpuValues::try_from(emptied).map_err(|io_error| {
@@ -186,7 +190,7 @@ impl DropCache {
     /// The drops the slots made that their entries' hits do not count yet, per address, summed
     /// over every slot of every CPU. Whatever the slot's stamp: the kernel adds a slot's drops
     /// to its address's entry when it next looks that address up ([`DropCache::forget`] empties
-    /// the slots of a removed block).
+    /// the slots of a removed block when no other address's live slot shares their index).
     pub(super) fn pending(&self) -> Result<HashMap<[u8; 4], u64>, BlocklistError> {
         let mut out = HashMap::new();
         let Some(slots) = &self.slots else {
