@@ -121,6 +121,14 @@ fn raw_remove(h: &mut Harness, addr: [u8; 4]) {
     m.remove(&addr).unwrap();
 }
 
+/// An address of 10.0.0.0/12 whose drop-cache slot is HOST's.
+fn sharing_hosts_slot() -> [u8; 4] {
+    (1..1u32 << 20)
+        .map(|i| (Ipv4Addr::from(0x0a00_0000 + i)).octets())
+        .find(|a| drop_cache_slot(*a) == drop_cache_slot(HOST))
+        .expect("an address sharing HOST's slot")
+}
+
 /// A loaded program and its maps, this thread pinned to one CPU; `None` when privileged tests
 /// cannot run here (outside CI).
 fn setup() -> Option<(Harness, Maps)> {
@@ -254,10 +262,7 @@ fn the_drops_of_an_evicted_slot_go_to_their_entry_and_the_cache_can_be_turned_of
         return;
     };
     // A second blocked host in the same slot as HOST.
-    let other = (1..1u32 << 20)
-        .map(|i| (Ipv4Addr::from(0x0a00_0000 + i)).octets())
-        .find(|a| drop_cache_slot(*a) == drop_cache_slot(HOST))
-        .unwrap();
+    let other = sharing_hosts_slot();
     for a in [HOST, other] {
         maps.block(&ip(a), &manual(None)).unwrap();
     }
@@ -295,10 +300,7 @@ fn an_unblock_never_writes_back_another_addresss_slot() {
     let Some((mut h, mut maps)) = setup() else {
         return;
     };
-    let other = (1..1u32 << 20)
-        .map(|i| (Ipv4Addr::from(0x0a00_0000 + i)).octets())
-        .find(|x| drop_cache_slot(*x) == drop_cache_slot(HOST))
-        .unwrap();
+    let other = sharing_hosts_slot();
     for x in [HOST, other] {
         maps.block(&ip(x), &manual(None)).unwrap();
     }
