@@ -150,6 +150,12 @@ pub async fn run<W: Write + Send + 'static>(
     if opts.enforce.as_ref().is_some_and(|e| e.monitor) {
         info!("monitor mode: verdicts and would-be blocks are reported, nothing is enforced");
     }
+    if opts.enforce.as_ref().is_some_and(|e| !e.auto_block) {
+        info!(
+            "automatic blocks off (--no-auto-block): verdicts are reported; the blocklists are \
+             still kept (expired entries swept, filters refilled)"
+        );
+    }
     let mut ifaces = IfaceStates::new(&loaded, opts.mode, opts.force);
     let mut links = LinkWatch::open()
         .inspect_err(|e| {
@@ -445,18 +451,11 @@ fn setup<W: Write + Send + 'static>(
     let recorder = restore_state(&loaded.pin_dir, opts.state.as_deref());
     let journal = opts.state.as_deref().filter(|_| recorder.has_db());
     let enforcer = match (&opts.enforce, &opts.scoring) {
-        (Some(e), Some(_)) => {
-            let enforcer = Enforcer::new(&loaded.pin_dir, e.clone())
+        (Some(e), Some(_)) => Some(
+            Enforcer::new(&loaded.pin_dir, e.clone())
                 .context("open the blocklist maps")?
-                .with_recorder(recorder);
-            if !e.auto_block {
-                info!(
-                    "automatic blocks off (--no-auto-block): verdicts are reported; the \
-                     blocklists are still kept (expired entries swept, filters refilled)"
-                );
-            }
-            Some(enforcer)
-        }
+                .with_recorder(recorder),
+        ),
         _ => None,
     };
     let queue = sinks.queue;

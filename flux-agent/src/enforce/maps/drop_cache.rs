@@ -173,7 +173,7 @@ impl DropCache {
         if !held || other {
             return Ok(());
         }
-        let emptied = vec![DropCacheSlot::default(); values.iter().count()];
+        let emptied = vec![DropCacheSlot::default(); values.len()];
         // As many values as the read returned, one per possible CPU: only a kernel that
         // changed its CPU count could refuse them.
         let emptied = PerCpuValues::try_from(emptied).map_err(|io_error| {
