@@ -19,6 +19,7 @@ pub mod eval;
 pub mod events_schema;
 pub mod fleet_sim;
 pub mod nats_lab;
+pub mod paced_sender;
 pub mod xdp_harness;
 /// The frame builders of the frame-walk spec (`flux_detect::frame_spec`), under their old path.
 pub use flux_detect::frame_spec::frame_builders as frames;

@@ -291,7 +291,8 @@ const BENCHES: &[(&str, &str)] = &[
     ("flux-tests", "veth-bench"),
     // `/metrics` latency, a scrape a second, while the real agent takes 50,000 responses/s.
     ("flux-tests", "metrics-bench"),
-    // Ring-buffer loss under dnsperf against unbound, and the live block latency.
+    // Ring-buffer loss under dnsperf against unbound, the live block latency, and the agent
+    // alone under replayed answers (the generator out of the way).
     ("flux-tests", "ringbuf-load"),
 ];
 

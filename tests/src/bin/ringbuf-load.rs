@@ -18,7 +18,16 @@
 //! response's arrival (the socket's kernel receive stamp, SIOCGSTAMPNS, taken right after XDP),
 //! so it includes the ring-buffer wakeup, parse, score and the map writes.
 //!
-//! `--json` prints one JSON document (what `cargo xtask bench` reads); errors too.
+//! Last, the agent alone (`agent_alone` in the output, `--replay-rates`): unbound and dnsperf
+//! between them take most of this machine's two cores before the agent reaches its own limit,
+//! so the steps above find the generator's ceiling. Here a fresh agent, started with
+//! `--accept-unsolicited` (nothing sent the queries), takes the same zone's answers, built once
+//! and sent from `b0` by a paced raw-socket sender ([`flux_tests::paced_sender`]) that costs a
+//! few times less CPU a response than dnsperf and unbound together. The same counters give the
+//! highest rate the agent captures with `ringbuf_full` 0 and keeps up with, and what it costs.
+//!
+//! `--part dnsperf|replay|all` runs one half or both (default all). `--json` prints one JSON
+//! document (what `cargo xtask bench` reads); errors too.
 
 use std::{
     net::UdpSocket,
@@ -81,6 +90,20 @@ const KEEP_UP_RULE: &str = "highest step with ringbuf_full 0 and max_lag_records
 /// of the live agent alone, to tell them from what the load adds. After the loaded probe's
 /// domains in the zone (each domain is blocked once).
 const IDLE_FLUX_DOMAINS: u32 = 20;
+/// The UDP port the replayed answers are addressed to: a socket of the client namespace that
+/// is bound there and never read, so the kernel delivers each answer as far as a full socket
+/// buffer (as a busy client's would) instead of answering it with an ICMP error.
+const SINK_PORT: u16 = 40_053;
+/// The replayed steps' rates, where dnsperf's stop: up to and past the 200,000/s target.
+const REPLAY_RATES: [u64; 5] = [100_000, 150_000, 200_000, 250_000, 300_000];
+
+/// Which halves of the bench run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Part {
+    All,
+    Dnsperf,
+    Replay,
+}
 
 struct Args {
     rates: Vec<u64>,
@@ -90,6 +113,21 @@ struct Args {
     json: bool,
     /// The agent binary (default: the release one next to this binary).
     agent: Option<PathBuf>,
+    part: Part,
+    replay_rates: Vec<u64>,
+}
+
+fn rate_list(flag: &str, v: &str) -> anyhow::Result<Vec<u64>> {
+    let rates: Vec<u64> = v
+        .split(',')
+        .map(|r| r.trim().parse::<u64>())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{flag}: comma-separated numbers"))?;
+    ensure!(
+        !rates.is_empty() && rates.iter().all(|&r| r > 0),
+        "{flag}: at least one rate, none 0 (the unpaced step comes last by itself)"
+    );
+    Ok(rates)
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -102,6 +140,8 @@ fn args() -> anyhow::Result<Args> {
         flux_domains: 40,
         json: false,
         agent: None,
+        part: Part::All,
+        replay_rates: REPLAY_RATES.to_vec(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -111,24 +151,26 @@ fn args() -> anyhow::Result<Args> {
         }
         let v = it.next().with_context(|| format!("{k} needs a value"))?;
         match k.as_str() {
-            "--rates" => {
-                a.rates = v
-                    .split(',')
-                    .map(|r| r.trim().parse::<u64>())
-                    .collect::<Result<_, _>>()
-                    .context("--rates: comma-separated numbers")?;
+            "--rates" => a.rates = rate_list("--rates", &v)?,
+            "--replay-rates" => a.replay_rates = rate_list("--replay-rates", &v)?,
+            "--part" => {
+                a.part = match v.as_str() {
+                    "all" => Part::All,
+                    "dnsperf" => Part::Dnsperf,
+                    "replay" => Part::Replay,
+                    _ => bail!("--part: all, dnsperf or replay, not {v}"),
+                }
             }
             "--seconds" => a.seconds = v.parse()?,
             "--names" => a.names = v.parse()?,
             "--flux-domains" => a.flux_domains = v.parse()?,
             "--agent" => a.agent = Some(PathBuf::from(v)),
             _ => bail!(
-                "unknown argument {k} (--rates A,B,.. --seconds N --names N --flux-domains N \
-                 --agent PATH --json)"
+                "unknown argument {k} (--rates A,B,.. --replay-rates A,B,.. --seconds N \
+                 --names N --flux-domains N --agent PATH --part all|dnsperf|replay --json)"
             ),
         }
     }
-    ensure!(!a.rates.is_empty(), "--rates: at least one rate");
     Ok(a)
 }
 
@@ -171,16 +213,29 @@ fn bench(a: &Args) -> anyhow::Result<Value> {
         flux_tests::privileged(),
         "the ring-buffer load benchmark needs root (BPF, namespaces)"
     );
+    let bin = match &a.agent {
+        Some(p) => p.clone(),
+        None => agent_bin()?,
+    };
+    let mut doc = if a.part == Part::Replay {
+        json!({"bench": "ringbuf-load", "names": a.names, "seconds": a.seconds})
+    } else {
+        dnsperf_part(a, &bin)?
+    };
+    if a.part != Part::Dnsperf {
+        doc["agent_alone"] = agent_alone(a, &bin)?;
+    }
+    Ok(doc)
+}
+
+/// The steps under dnsperf against unbound, the live block latency and the exit under load.
+fn dnsperf_part(a: &Args, bin: &Path) -> anyhow::Result<Value> {
     for tool in ["dnsperf", "unbound"] {
         ensure!(
             which(tool),
             "{tool} is missing: `cargo xtask setup` installs it"
         );
     }
-    let bin = match &a.agent {
-        Some(p) => p.clone(),
-        None => agent_bin()?,
-    };
     let link = Link::new();
     let pin = PinDir::new();
     let dir = TempDir::new();
@@ -188,7 +243,7 @@ fn bench(a: &Args) -> anyhow::Result<Value> {
     eprintln!("ringbuf-load: starting unbound with {} names", a.names);
     let unbound = start_unbound(&link, &dir.0)?;
     eprintln!("ringbuf-load: starting the agent");
-    let agent = start_agent(&link, &pin, &dir.0, &bin)?;
+    let agent = start_agent(&link, &pin, &dir.0, bin, &[])?;
     let mut lab = Lab {
         link,
         pin,
@@ -391,10 +446,17 @@ fn start_unbound(link: &Link, dir: &Path) -> anyhow::Result<Proc> {
     Ok(p)
 }
 
-fn start_agent(link: &Link, pin: &PinDir, dir: &Path, bin: &Path) -> anyhow::Result<Proc> {
+fn start_agent(
+    link: &Link,
+    pin: &PinDir,
+    dir: &Path,
+    bin: &Path,
+    extra: &[&str],
+) -> anyhow::Result<Proc> {
     let log = dir.join("agent.log");
     let mut cmd = link.client.cmd(bin.to_str().context("utf-8 path")?);
     cmd.args(["run", "--iface", "a0", "--no-db", "--no-state"])
+        .args(extra)
         .args(["--pin-dir", &pin.arg(), "--metrics", METRICS])
         .args(["--block-ttl", &format!("{BLOCK_TTL_SECS}s")])
         .args(["--max-blocks-per-minute", "1000000"])
@@ -623,16 +685,7 @@ fn step(lab: &Lab, rate: u64, secs: u32) -> anyhow::Result<Value> {
         cpu_secs(lab.unbound.child.id()),
     );
     let m1 = machine_jiffies();
-    // Once the load stops, how long until every captured record has been read.
-    let drain0 = Instant::now();
-    let after = loop {
-        let c = scrape(&lab.link)?;
-        if c.read >= c.captured || drain0.elapsed() > Duration::from_secs(10) {
-            break c;
-        }
-        thread::sleep(Duration::from_millis(5));
-    };
-    let drain_ms = drain0.elapsed().as_secs_f64() * 1e3;
+    let (after, drain_ms) = drained(&lab.link)?;
     let drops1 = (
         udp_socket_drops(&lab.link.server)?,
         udp_socket_drops(&lab.link.client)?,
@@ -676,6 +729,184 @@ fn step(lab: &Lab, rate: u64, secs: u32) -> anyhow::Result<Value> {
         "dnsperf_cpu": perf_cpu / elapsed,
         "machine_busy": busy,
     }))
+}
+
+/// The agent alone: a fresh agent (`--accept-unsolicited`), the zone's answers replayed into
+/// it at each of `--replay-rates` and then unpaced (see the module comment).
+fn agent_alone(a: &Args, bin: &Path) -> anyhow::Result<Value> {
+    let link = Link::new();
+    let pin = PinDir::new();
+    let dir = TempDir::new();
+    let frames = std::sync::Arc::new(zone_answers(&link, a.names)?);
+    let sink = link
+        .client
+        .run_in(|| UdpSocket::bind((CLIENT_V4, SINK_PORT)))
+        .context("bind the answers' sink socket")?;
+    eprintln!("ringbuf-load: starting an agent that accepts unsolicited answers");
+    let agent = start_agent(&link, &pin, &dir.0, bin, &["--accept-unsolicited"])?;
+    let pid = agent.child.id();
+    // Warm-up, as in the dnsperf half: the scorer's tables fill with the zone's keys.
+    let warm = a.replay_rates.first().copied().unwrap_or(REPLAY_RATES[0]);
+    replay_step(&link, pid, &frames, warm, a.seconds.min(5))?;
+    let mut steps = Vec::new();
+    for &rate in &a.replay_rates {
+        let mut s = replay_step(&link, pid, &frames, rate, a.seconds)?;
+        let lossless = s["ring_full"].as_u64() == Some(0);
+        let saturated = s["achieved"].as_f64().unwrap_or(0.0) < rate as f64 * SATURATED;
+        s["kept_up"] = json!(keeps_up(&s));
+        steps.push(s);
+        if !lossless || saturated {
+            break;
+        }
+    }
+    let mut overload = replay_step(&link, pid, &frames, 0, a.seconds.min(OVERLOAD_SECS))?;
+    overload["kept_up"] = json!(keeps_up(&overload));
+    let best = |pred: fn(&Value) -> bool, field: &str| {
+        steps
+            .iter()
+            .filter(|s| pred(s))
+            .filter_map(|s| s[field].as_f64())
+            .reduce(f64::max)
+    };
+    let lossless = |s: &Value| s["ring_full"].as_u64() == Some(0);
+    let doc = json!({
+        "generator": "the zone's answers, built once, sent from b0 by an AF_PACKET socket in \
+                      sendmmsg batches of 64, paced (flux_tests::paced_sender)",
+        "agent_args": "--accept-unsolicited (nothing sent the queries), else as the dnsperf half",
+        // Named apart from the dnsperf half's `max_lossless_*`, which the report's target row
+        // finds by name.
+        "highest_lossless_rate": best(lossless, "asked").map(|r| r as u64),
+        "highest_lossless_sent": best(lossless, "achieved"),
+        "highest_kept_up_rate": best(keeps_up, "asked").map(|r| r as u64),
+        "highest_kept_up_sent": best(keeps_up, "achieved"),
+        "steps": steps,
+        "overload": overload,
+    });
+    drop(agent);
+    drop(sink);
+    Ok(doc)
+}
+
+/// The zone's answers as Ethernet frames from unbound's address and port to the sink socket,
+/// one per load name (the answer unbound gives it), addressed to `a0`'s MAC.
+fn zone_answers(link: &Link, names: u32) -> anyhow::Result<Vec<Vec<u8>>> {
+    use flux_tests::frames::{dns_answer, udp4_between};
+    let (src, dst): (std::net::Ipv4Addr, std::net::Ipv4Addr) =
+        (SERVER_V4.parse()?, CLIENT_V4.parse()?);
+    let (dst_mac, src_mac) = (link.client_mac("a0"), link.server_mac("b0"));
+    (0..names)
+        .map(|n| {
+            let addrs = load_addrs(n)
+                .iter()
+                .map(|a| a.parse::<std::net::Ipv4Addr>().map(|a| a.octets()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let msg = dns_answer(
+                &format!("h{n}.d{}.bench", n / NAMES_PER_DOMAIN),
+                &addrs,
+                300,
+            );
+            let mut f = udp4_between(src.octets(), 53, dst.octets(), SINK_PORT, &msg);
+            f[..6].copy_from_slice(&dst_mac);
+            f[6..12].copy_from_slice(&src_mac);
+            Ok(f)
+        })
+        .collect()
+}
+
+/// Frames the veth pair dropped so far: `b0`'s transmit drops and `a0`'s receive drops (the
+/// receiver's queue full), from each namespace's `/proc/net/dev`.
+fn veth_drops(link: &Link) -> anyhow::Result<u64> {
+    let dev = |ns: &Netns, name: &str, col: usize| -> anyhow::Result<u64> {
+        let out = ns.cmd("cat").arg("/proc/net/dev").output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find_map(|l| l.trim_start().strip_prefix(&format!("{name}:")))
+            .and_then(|r| r.split_whitespace().nth(col)?.parse().ok())
+            .with_context(|| format!("no {name} in {}'s /proc/net/dev", ns.name))
+    };
+    // Columns after the name: receive bytes packets errs drop ..., then transmit bytes
+    // packets errs drop ... (8 receive fields).
+    Ok(dev(&link.server, "b0", 11)? + dev(&link.client, "a0", 3)?)
+}
+
+/// One replayed step: the zone's answers sent at `rate` (0: unpaced) for `secs` into the agent
+/// `pid`, with the same counters as a dnsperf step.
+fn replay_step(
+    link: &Link,
+    pid: u32,
+    frames: &std::sync::Arc<Vec<Vec<u8>>>,
+    rate: u64,
+    secs: u32,
+) -> anyhow::Result<Value> {
+    use std::sync::atomic::AtomicBool;
+    eprintln!("ringbuf-load: the zone's answers replayed at {rate}/s for {secs} s (0: unpaced)");
+    let before = scrape(link)?;
+    let drops0 = veth_drops(link)?;
+    let agent0 = cpu_secs(pid);
+    let m0 = machine_jiffies();
+    let t0 = Instant::now();
+    let sender = {
+        let frames = std::sync::Arc::clone(frames);
+        link.server.spawn_in(move || {
+            flux_tests::paced_sender::send_paced(
+                "b0",
+                &frames,
+                rate,
+                Duration::from_secs(u64::from(secs)),
+                &AtomicBool::new(false),
+            )
+        })
+    };
+    let mut lags = Vec::new();
+    while !sender.is_finished() {
+        thread::sleep(SAMPLE);
+        let c = scrape(link)?;
+        lags.push(c.captured - c.read);
+    }
+    let sent = sender
+        .join()
+        .map_err(|_| anyhow::anyhow!("the sender thread panicked"))??;
+    let lag_end = lags.iter().rev().nth(1).copied();
+    let lag = LagStats::of(lags);
+    let elapsed = t0.elapsed().as_secs_f64();
+    let agent1 = cpu_secs(pid);
+    let m1 = machine_jiffies();
+    let (after, drain_ms) = drained(link)?;
+    let busy = (m1.0 - m0.0) / (m1.1 - m0.1).max(1.0) * num_cpus();
+    // `sent`: frames the socket took; `refused`: offered and not taken; `veth_drops`: taken and
+    // dropped by the veth pair before XDP saw them. `captured` should be sent minus veth_drops.
+    Ok(json!({
+        "asked": rate,
+        "seconds": elapsed,
+        "achieved": sent.frames as f64 / sent.secs.max(1e-9),
+        "sent": sent.frames,
+        "refused": sent.refused,
+        "veth_drops": veth_drops(link)?.saturating_sub(drops0),
+        "captured": (after.captured - before.captured) as u64,
+        "captured_per_s": (after.captured - before.captured) / elapsed,
+        "read_per_s": (after.read - before.read) / elapsed,
+        "ring_full": (after.ring_full - before.ring_full) as u64,
+        "max_lag_records": lag.max,
+        "lag_p50_records": lag.p50,
+        "lag_end_records": lag_end,
+        "drain_ms": drain_ms,
+        "agent_cpu": (agent1 - agent0) / elapsed,
+        "sender_cpu": sent.cpu_secs / elapsed,
+        "machine_busy": busy,
+    }))
+}
+
+/// Once the load stops: the counters when every captured record has been read (or after 10 s),
+/// and how long that took, in ms.
+fn drained(link: &Link) -> anyhow::Result<(Counters, f64)> {
+    let t = Instant::now();
+    loop {
+        let c = scrape(link)?;
+        if c.read >= c.captured || t.elapsed() > Duration::from_secs(10) {
+            return Ok((c, t.elapsed().as_secs_f64() * 1e3));
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// The lag samples of a step or a probe (records waiting in the ring, every [`SAMPLE`]).
@@ -868,8 +1099,66 @@ fn probe_domains(
     Ok((lat, late, unblocked))
 }
 
+/// A number field of a step for the human output (NaN when absent).
+fn field(v: &Value, k: &str) -> f64 {
+    v.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN)
+}
+
 fn print_human(doc: &Value) {
-    let f = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
+    if doc.get("steps").is_some() {
+        print_dnsperf(doc);
+    }
+    if let Some(alone) = doc.get("agent_alone") {
+        print_alone(alone);
+    }
+}
+
+/// The agent-alone half ([`agent_alone`]), one line a step.
+fn print_alone(doc: &Value) {
+    let f = field;
+    println!(
+        "ringbuf-load, the agent alone ({}; agent {}):",
+        doc["generator"].as_str().unwrap_or("-"),
+        doc["agent_args"].as_str().unwrap_or("-")
+    );
+    let steps = doc["steps"].as_array().into_iter().flatten();
+    for s in steps.chain(std::iter::once(&doc["overload"])) {
+        let asked = match s["asked"].as_u64() {
+            Some(0) | None => "unpaced".to_owned(),
+            Some(r) => r.to_string(),
+        };
+        println!(
+            "  asked {asked:>7} sent {:>9.0}/s captured {:>9.0}/s read {:>9.0}/s ringbuf_full \
+             {:>8} max lag {:>6.0} (p50 {:>5.0}, kept up {}) drain {:>4.0} ms; CPU agent {:.2} \
+             sender {:.2} machine {:.2}; veth drops {}, refused {}",
+            f(s, "achieved"),
+            f(s, "captured_per_s"),
+            f(s, "read_per_s"),
+            s["ring_full"],
+            f(s, "max_lag_records"),
+            f(s, "lag_p50_records"),
+            s["kept_up"],
+            f(s, "drain_ms"),
+            f(s, "agent_cpu"),
+            f(s, "sender_cpu"),
+            f(s, "machine_busy"),
+            s["veth_drops"],
+            s["refused"],
+        );
+    }
+    println!(
+        "  highest loss-free rate asked: {} (sent {:.0}/s); highest kept up with: {} (sent \
+         {:.0}/s)",
+        doc["highest_lossless_rate"],
+        f(doc, "highest_lossless_sent"),
+        doc["highest_kept_up_rate"],
+        f(doc, "highest_kept_up_sent"),
+    );
+}
+
+/// The dnsperf half ([`dnsperf_part`]).
+fn print_dnsperf(doc: &Value) {
+    let f = field;
     println!(
         "ringbuf-load: unbound + dnsperf through the agent's XDP (release), ring buffer {} \
          bytes = {} records",

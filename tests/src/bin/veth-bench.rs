@@ -531,7 +531,7 @@ fn xdp_flood(
                 .iter()
                 .flat_map(|v: &u32| v.to_ne_bytes())
                 .collect();
-            let t0 = thread_cpu_ns();
+            let t0 = flux_tests::paced_sender::thread_cpu_ns();
             generator_prog
                 .test_run(TestRunOptions {
                     data_in: Some(&frame),
@@ -541,7 +541,7 @@ fn xdp_flood(
                     ..TestRunOptions::default()
                 })
                 .context("BPF_PROG_TEST_RUN (live frames) of flux_xdp_tx on b0")?;
-            Ok(thread_cpu_ns() - t0)
+            Ok(flux_tests::paced_sender::thread_cpu_ns() - t0)
         })
         .join()
         .map_err(|_| anyhow::anyhow!("the generator thread panicked"))?
@@ -616,16 +616,6 @@ fn enter_netns(path: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// This thread's CPU time so far, ns.
-fn thread_cpu_ns() -> f64 {
-    // SAFETY: clock_gettime fills the timespec it is given; all-zero is a valid timespec.
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
-        return 0.0;
-    }
-    ts.tv_sec as f64 * 1e9 + ts.tv_nsec as f64
 }
 
 /// The XDP generator's frame: the same 60 bytes as trafgen's (Ethernet to a0, IPv4 from
