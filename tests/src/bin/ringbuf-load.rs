@@ -97,6 +97,14 @@ const SINK_PORT: u16 = 40_053;
 /// The replayed steps' rates, where dnsperf's stop: up to and past the 200,000/s target.
 const REPLAY_RATES: [u64; 5] = [100_000, 150_000, 200_000, 250_000, 300_000];
 
+/// The load under a live-latency probe: dnsperf at a rate, or the zone's answers replayed at
+/// one (0: none).
+#[derive(Clone, Copy)]
+enum Load<'a> {
+    Dnsperf(u64),
+    Replay(&'a std::sync::Arc<Vec<Vec<u8>>>, u64),
+}
+
 /// Which halves of the bench run.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Part {
@@ -284,8 +292,12 @@ fn dnsperf_part(a: &Args, bin: &Path) -> anyhow::Result<Value> {
         .cloned()
         .unwrap_or(Value::Null);
     let latency_rate = chosen_step["asked"].as_u64().unwrap_or(warm);
-    let idle = live_latency(&lab, 0, a.flux_domains..a.flux_domains + IDLE_FLUX_DOMAINS)?;
-    let mut latency = live_latency(&lab, latency_rate, 0..a.flux_domains)?;
+    let idle = live_latency(
+        &lab,
+        Load::Dnsperf(0),
+        a.flux_domains..a.flux_domains + IDLE_FLUX_DOMAINS,
+    )?;
+    let mut latency = live_latency(&lab, Load::Dnsperf(latency_rate), 0..a.flux_domains)?;
     latency["rule"] = json!(KEEP_UP_RULE);
     latency["kept_up"] = json!(kept_up.is_some());
     latency["step_achieved"] = chosen_step["achieved"].clone();
@@ -742,15 +754,26 @@ fn agent_alone(a: &Args, bin: &Path) -> anyhow::Result<Value> {
         .client
         .run_in(|| UdpSocket::bind((CLIENT_V4, SINK_PORT)))
         .context("bind the answers' sink socket")?;
+    // unbound answers only the latency probe's flux names here; the load is the replay.
+    write_zone(&dir.0, a.names, a.flux_domains)?;
+    let unbound = start_unbound(&link, &dir.0)?;
     eprintln!("ringbuf-load: starting an agent that accepts unsolicited answers");
     let agent = start_agent(&link, &pin, &dir.0, bin, &["--accept-unsolicited"])?;
     let pid = agent.child.id();
+    let lab = Lab {
+        link,
+        pin,
+        dir,
+        agent,
+        unbound,
+    };
+    let link = &lab.link;
     // Warm-up, as in the dnsperf half: the scorer's tables fill with the zone's keys.
     let warm = a.replay_rates.first().copied().unwrap_or(REPLAY_RATES[0]);
-    replay_step(&link, pid, &frames, warm, a.seconds.min(5))?;
+    replay_step(link, pid, &frames, warm, a.seconds.min(5))?;
     let mut steps = Vec::new();
     for &rate in &a.replay_rates {
-        let mut s = replay_step(&link, pid, &frames, rate, a.seconds)?;
+        let mut s = replay_step(link, pid, &frames, rate, a.seconds)?;
         let lossless = s["ring_full"].as_u64() == Some(0);
         let saturated = s["achieved"].as_f64().unwrap_or(0.0) < rate as f64 * SATURATED;
         s["kept_up"] = json!(keeps_up(&s));
@@ -759,7 +782,14 @@ fn agent_alone(a: &Args, bin: &Path) -> anyhow::Result<Value> {
             break;
         }
     }
-    let mut overload = replay_step(&link, pid, &frames, 0, a.seconds.min(OVERLOAD_SECS))?;
+    // The live block latency at the highest replayed rate the agent kept up with
+    // ([`KEEP_UP_RULE`]), as in the dnsperf half; none if it kept up with none.
+    let kept_up = steps.iter().rev().find(|s| keeps_up(s));
+    let latency = match kept_up.and_then(|s| s["asked"].as_u64()) {
+        Some(rate) => live_latency(&lab, Load::Replay(&frames, rate), 0..a.flux_domains)?,
+        None => Value::Null,
+    };
+    let mut overload = replay_step(link, pid, &frames, 0, a.seconds.min(OVERLOAD_SECS))?;
     overload["kept_up"] = json!(keeps_up(&overload));
     let best = |pred: fn(&Value) -> bool, field: &str| {
         steps
@@ -781,8 +811,9 @@ fn agent_alone(a: &Args, bin: &Path) -> anyhow::Result<Value> {
         "highest_kept_up_sent": best(keeps_up, "achieved"),
         "steps": steps,
         "overload": overload,
+        "latency": latency,
     });
-    drop(agent);
+    drop(lab);
     drop(sink);
     Ok(doc)
 }
@@ -983,16 +1014,42 @@ fn stop_under_load(lab: &mut Lab) -> anyhow::Result<Option<f64>> {
 
 /// Live block latency under load at `rate` (0: no load), probing the flux domains `domains`:
 /// see the module comment. The lag is sampled while the probe runs.
-fn live_latency(lab: &Lab, rate: u64, domains: std::ops::Range<u32>) -> anyhow::Result<Value> {
+fn live_latency(lab: &Lab, load: Load, domains: std::ops::Range<u32>) -> anyhow::Result<Value> {
     use std::sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
     };
-    eprintln!("ringbuf-load: live block latency under dnsperf -Q {rate} (0: no load)");
+    let rate = match load {
+        Load::Dnsperf(r) | Load::Replay(_, r) => r,
+    };
+    let what = match load {
+        Load::Dnsperf(_) => "dnsperf -Q",
+        Load::Replay(..) => "the zone's answers replayed at",
+    };
+    eprintln!("ringbuf-load: live block latency under {what} {rate} (0: no load)");
     let before = scrape(&lab.link)?;
-    // Runs until the prober is done (killed then).
-    let mut perf = (rate > 0).then(|| dnsperf(lab, rate, LATENCY_LOAD_SECS));
+    // Runs until the prober is done (killed, or told to stop, then).
+    let mut perf = match load {
+        Load::Dnsperf(r) if r > 0 => Some(dnsperf(lab, r, LATENCY_LOAD_SECS)),
+        _ => None,
+    };
     let output = perf.as_mut().map(read_output);
+    let stop_sender = Arc::new(AtomicBool::new(false));
+    let sender = match load {
+        Load::Replay(frames, r) if r > 0 => {
+            let (frames, stop) = (Arc::clone(frames), Arc::clone(&stop_sender));
+            Some(lab.link.server.spawn_in(move || {
+                flux_tests::paced_sender::send_paced(
+                    "b0",
+                    &frames,
+                    r,
+                    Duration::from_secs(u64::from(LATENCY_LOAD_SECS)),
+                    &stop,
+                )
+            }))
+        }
+        _ => None,
+    };
     // The load settles first.
     thread::sleep(Duration::from_secs(2));
     let stop = Arc::new(AtomicBool::new(false));
@@ -1019,6 +1076,12 @@ fn live_latency(lab: &Lab, rate: u64, domains: std::ops::Range<u32>) -> anyhow::
     }
     if let Some(o) = output {
         let _ = o.join();
+    }
+    stop_sender.store(true, Ordering::Relaxed);
+    if let Some(h) = sender {
+        h.join()
+            .map_err(|_| anyhow::anyhow!("the sender thread panicked"))?
+            .context("the replayed load")?;
     }
     let after = scrape(&lab.link)?;
     let (mut lat_ms, late, unblocked) = probe?;
@@ -1154,6 +1217,23 @@ fn print_alone(doc: &Value) {
         doc["highest_kept_up_rate"],
         f(doc, "highest_kept_up_sent"),
     );
+    let l = &doc["latency"];
+    if !l.is_null() {
+        println!(
+            "  live block latency at {}/s replayed: {} blocks, p50 {:.2} ms, p99 {:.2} ms, max \
+             {:.2} ms ({} late, {} never blocked, ringbuf_full {}, lag during the probe max \
+             {:.0})",
+            l["rate"],
+            l["blocks"],
+            f(l, "p50_ms"),
+            f(l, "p99_ms"),
+            f(l, "max_ms"),
+            l["late"],
+            l["unblocked"],
+            l["ring_full"],
+            f(l, "max_lag_records"),
+        );
+    }
 }
 
 /// The dnsperf half ([`dnsperf_part`]).
