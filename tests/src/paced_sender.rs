@@ -7,13 +7,18 @@
 //! shared two cores as little as possible and sends many different frames (a zone's worth of DNS
 //! answers), paced, while its own CPU time is read. tcpreplay's pacing spins a core at these
 //! rates; trafgen sends one configured frame shape. A batch of 64 frames per `sendmmsg` and a
-//! sleep to the next batch's due time costs about a microsecond a frame here.
+//! sleep to the next batch's due time cost about 2 µs of this thread's CPU a frame here, which
+//! includes the receive side's XDP and stack when the kernel runs them in its softirq.
 
 use std::{
     ffi::CString,
     io,
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
@@ -60,9 +65,10 @@ pub fn send_paced(
     let mut iov: Vec<libc::iovec> = Vec::with_capacity(BATCH);
     // SAFETY: an all-zero mmsghdr is valid (null pointers, zero lengths); filled below.
     let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; BATCH];
-    while !stop.load(Ordering::Relaxed) && t0.elapsed() < dur {
+    while !stop.load(Ordering::Relaxed) {
         if rate > 0 {
-            // The batch is due when the frames offered so far have had their time.
+            // The batch is due when the frames offered so far have had their time. Paced, the
+            // send ends with the last batch due within `dur`, however late it goes out.
             let due = Duration::from_secs_f64(offered as f64 / rate as f64);
             if due >= dur {
                 break;
@@ -70,6 +76,8 @@ pub fn send_paced(
             if let Some(wait) = due.checked_sub(t0.elapsed()) {
                 std::thread::sleep(wait);
             }
+        } else if t0.elapsed() >= dur {
+            break;
         }
         iov.clear();
         for _ in 0..BATCH {
@@ -85,32 +93,100 @@ pub fn send_paced(
             m.msg_hdr.msg_iovlen = 1;
             m.msg_len = 0;
         }
-        // SAFETY: `msgs` holds BATCH headers, each pointing at one iovec of `iov`, which point
-        // into `frames`; all outlive the call, and the kernel only reads them.
-        let n = unsafe {
-            libc::sendmmsg(
-                sock.as_raw_fd(),
-                msgs.as_mut_ptr(),
-                BATCH as libc::c_uint,
-                0,
-            )
-        };
         offered += BATCH as u64;
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::ENOBUFS | libc::EAGAIN) => sent.refused += BATCH as u64,
-                _ => return Err(e).context(format!("sendmmsg on {ifname}")),
+        // A partial send stops at the first frame the kernel refused; sending the rest again
+        // either sends them or returns that frame's error, so no error is mistaken for a full
+        // buffer.
+        let mut off = 0usize;
+        while off < BATCH {
+            let rest = &mut msgs[off..];
+            // SAFETY: `rest` holds headers each pointing at one iovec of `iov`, which point
+            // into `frames`; all outlive the call, and the kernel only reads them.
+            let n = unsafe {
+                libc::sendmmsg(
+                    sock.as_raw_fd(),
+                    rest.as_mut_ptr(),
+                    rest.len() as libc::c_uint,
+                    0,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if !matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::EAGAIN)) {
+                    return Err(e).context(format!("sendmmsg on {ifname}"));
+                }
             }
-        } else {
-            let n = n as u64;
-            sent.frames += n;
-            sent.refused += BATCH as u64 - n;
+            if n <= 0 {
+                sent.refused += (BATCH - off) as u64;
+                break;
+            }
+            sent.frames += n as u64;
+            off += n as usize;
         }
     }
     sent.secs = t0.elapsed().as_secs_f64();
     sent.cpu_secs = (thread_cpu_ns() - cpu0) * 1e-9;
     Ok(sent)
+}
+
+/// A paced send ([`send_paced`]) on a thread of its own in a namespace. Dropping it stops and
+/// joins the sender, so an error in whoever started it never leaves a sender running.
+pub struct Background {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<anyhow::Result<Sent>>>,
+}
+
+impl Background {
+    /// Starts sending `frames` out of `ifname` of `ns` at `rate` for `dur` (as [`send_paced`]).
+    pub fn start(
+        ns: &crate::Netns,
+        ifname: &str,
+        frames: Arc<Vec<Vec<u8>>>,
+        rate: u64,
+        dur: Duration,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, ifname) = (Arc::clone(&stop), ifname.to_owned());
+        let thread = ns.spawn_in(move || send_paced(&ifname, &frames, rate, dur, &flag));
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Whether the send has ended (its time is up, or it failed).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Waits for the send to end by itself and says what it did.
+    pub fn wait(mut self) -> anyhow::Result<Sent> {
+        self.join()
+    }
+
+    /// Stops the send now and says what it did.
+    pub fn stop(mut self) -> anyhow::Result<Sent> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.join()
+    }
+
+    fn join(&mut self) -> anyhow::Result<Sent> {
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| anyhow::anyhow!("the sender thread panicked"))?,
+            None => anyhow::bail!("the sender was already joined"),
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// A raw packet socket bound to `ifname` that sends whole frames past the qdisc and receives

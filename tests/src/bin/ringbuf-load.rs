@@ -43,7 +43,9 @@ use flux_agent::{
     enforce::maps::{Maps, Target},
     pipeline::clock,
 };
-use flux_tests::{CLIENT_V4, Link, Netns, PinDir, Proc, SERVER_V4, TempDir};
+use flux_tests::{
+    CLIENT_V4, Link, Netns, PinDir, Proc, SERVER_V4, TempDir, paced_sender::Background,
+};
 use serde_json::{Value, json};
 
 /// Where the agent serves its metrics inside the client namespace.
@@ -186,12 +188,19 @@ fn main() -> std::process::ExitCode {
     let json = std::env::args().any(|a| a == "--json");
     match args().and_then(|a| bench(&a)) {
         Ok(doc) => {
+            let failed = doc["agent_alone"]["error"].as_str();
             if json {
                 println!("{doc}");
             } else {
                 print_human(&doc);
             }
-            std::process::ExitCode::SUCCESS
+            match failed {
+                Some(e) => {
+                    eprintln!("ringbuf-load: the agent-alone half failed: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+                None => std::process::ExitCode::SUCCESS,
+            }
         }
         Err(e) => {
             if json {
@@ -231,7 +240,13 @@ fn bench(a: &Args) -> anyhow::Result<Value> {
         dnsperf_part(a, &bin)?
     };
     if a.part != Part::Dnsperf {
-        doc["agent_alone"] = agent_alone(a, &bin)?;
+        // A failure here keeps the dnsperf half's figures: the error goes in the half's place,
+        // and the bench still exits with failure (`main`).
+        doc["agent_alone"] = match agent_alone(a, &bin) {
+            Ok(v) => v,
+            Err(e) if a.part == Part::All => json!({"error": format!("{e:#}")}),
+            Err(e) => return Err(e),
+        };
     }
     Ok(doc)
 }
@@ -746,6 +761,10 @@ fn step(lab: &Lab, rate: u64, secs: u32) -> anyhow::Result<Value> {
 /// The agent alone: a fresh agent (`--accept-unsolicited`), the zone's answers replayed into
 /// it at each of `--replay-rates` and then unpaced (see the module comment).
 fn agent_alone(a: &Args, bin: &Path) -> anyhow::Result<Value> {
+    ensure!(
+        which("unbound"),
+        "unbound is missing (it answers the latency probe): `cargo xtask setup` installs it"
+    );
     let link = Link::new();
     let pin = PinDir::new();
     let dir = TempDir::new();
@@ -774,9 +793,9 @@ fn agent_alone(a: &Args, bin: &Path) -> anyhow::Result<Value> {
     let mut steps = Vec::new();
     for &rate in &a.replay_rates {
         let mut s = replay_step(link, pid, &frames, rate, a.seconds)?;
-        let lossless = s["ring_full"].as_u64() == Some(0);
+        let lossless = replay_lossless(&s);
         let saturated = s["achieved"].as_f64().unwrap_or(0.0) < rate as f64 * SATURATED;
-        s["kept_up"] = json!(keeps_up(&s));
+        s["kept_up"] = json!(replay_kept_up(&s));
         steps.push(s);
         if !lossless || saturated {
             break;
@@ -784,13 +803,13 @@ fn agent_alone(a: &Args, bin: &Path) -> anyhow::Result<Value> {
     }
     // The live block latency at the highest replayed rate the agent kept up with
     // ([`KEEP_UP_RULE`]), as in the dnsperf half; none if it kept up with none.
-    let kept_up = steps.iter().rev().find(|s| keeps_up(s));
+    let kept_up = steps.iter().rev().find(|s| replay_kept_up(s));
     let latency = match kept_up.and_then(|s| s["asked"].as_u64()) {
         Some(rate) => live_latency(&lab, Load::Replay(&frames, rate), 0..a.flux_domains)?,
         None => Value::Null,
     };
     let mut overload = replay_step(link, pid, &frames, 0, a.seconds.min(OVERLOAD_SECS))?;
-    overload["kept_up"] = json!(keeps_up(&overload));
+    overload["kept_up"] = json!(replay_kept_up(&overload));
     let best = |pred: fn(&Value) -> bool, field: &str| {
         steps
             .iter()
@@ -798,17 +817,16 @@ fn agent_alone(a: &Args, bin: &Path) -> anyhow::Result<Value> {
             .filter_map(|s| s[field].as_f64())
             .reduce(f64::max)
     };
-    let lossless = |s: &Value| s["ring_full"].as_u64() == Some(0);
     let doc = json!({
         "generator": "the zone's answers, built once, sent from b0 by an AF_PACKET socket in \
                       sendmmsg batches of 64, paced (flux_tests::paced_sender)",
         "agent_args": "--accept-unsolicited (nothing sent the queries), else as the dnsperf half",
         // Named apart from the dnsperf half's `max_lossless_*`, which the report's target row
         // finds by name.
-        "highest_lossless_rate": best(lossless, "asked").map(|r| r as u64),
-        "highest_lossless_sent": best(lossless, "achieved"),
-        "highest_kept_up_rate": best(keeps_up, "asked").map(|r| r as u64),
-        "highest_kept_up_sent": best(keeps_up, "achieved"),
+        "highest_lossless_rate": best(replay_lossless, "asked").map(|r| r as u64),
+        "highest_lossless_sent": best(replay_lossless, "achieved"),
+        "highest_kept_up_rate": best(replay_kept_up, "asked").map(|r| r as u64),
+        "highest_kept_up_sent": best(replay_kept_up, "achieved"),
         "steps": steps,
         "overload": overload,
         "latency": latency,
@@ -816,6 +834,17 @@ fn agent_alone(a: &Args, bin: &Path) -> anyhow::Result<Value> {
     drop(lab);
     drop(sink);
     Ok(doc)
+}
+
+/// Whether a replayed step lost nothing: no `ringbuf_full`, and no frame the socket took was
+/// dropped by the veth pair before XDP saw it (which `ringbuf_full` would not show).
+fn replay_lossless(step: &Value) -> bool {
+    step["ring_full"].as_u64() == Some(0) && step["veth_drops"].as_u64() == Some(0)
+}
+
+/// [`keeps_up`] for a replayed step, which must also be [`replay_lossless`].
+fn replay_kept_up(step: &Value) -> bool {
+    replay_lossless(step) && keeps_up(step)
 }
 
 /// The zone's answers as Ethernet frames from unbound's address and port to the sink socket,
@@ -869,34 +898,27 @@ fn replay_step(
     rate: u64,
     secs: u32,
 ) -> anyhow::Result<Value> {
-    use std::sync::atomic::AtomicBool;
     eprintln!("ringbuf-load: the zone's answers replayed at {rate}/s for {secs} s (0: unpaced)");
     let before = scrape(link)?;
     let drops0 = veth_drops(link)?;
     let agent0 = cpu_secs(pid);
     let m0 = machine_jiffies();
     let t0 = Instant::now();
-    let sender = {
-        let frames = std::sync::Arc::clone(frames);
-        link.server.spawn_in(move || {
-            flux_tests::paced_sender::send_paced(
-                "b0",
-                &frames,
-                rate,
-                Duration::from_secs(u64::from(secs)),
-                &AtomicBool::new(false),
-            )
-        })
-    };
+    // Stopped on drop: an error below (a failed scrape) never leaves it sending.
+    let sender = Background::start(
+        &link.server,
+        "b0",
+        std::sync::Arc::clone(frames),
+        rate,
+        Duration::from_secs(u64::from(secs)),
+    );
     let mut lags = Vec::new();
     while !sender.is_finished() {
         thread::sleep(SAMPLE);
         let c = scrape(link)?;
         lags.push(c.captured - c.read);
     }
-    let sent = sender
-        .join()
-        .map_err(|_| anyhow::anyhow!("the sender thread panicked"))??;
+    let sent = sender.wait()?;
     let lag_end = lags.iter().rev().nth(1).copied();
     let lag = LagStats::of(lags);
     let elapsed = t0.elapsed().as_secs_f64();
@@ -1034,20 +1056,15 @@ fn live_latency(lab: &Lab, load: Load, domains: std::ops::Range<u32>) -> anyhow:
         _ => None,
     };
     let output = perf.as_mut().map(read_output);
-    let stop_sender = Arc::new(AtomicBool::new(false));
+    // Stopped on drop, as in a replayed step.
     let sender = match load {
-        Load::Replay(frames, r) if r > 0 => {
-            let (frames, stop) = (Arc::clone(frames), Arc::clone(&stop_sender));
-            Some(lab.link.server.spawn_in(move || {
-                flux_tests::paced_sender::send_paced(
-                    "b0",
-                    &frames,
-                    r,
-                    Duration::from_secs(u64::from(LATENCY_LOAD_SECS)),
-                    &stop,
-                )
-            }))
-        }
+        Load::Replay(frames, r) if r > 0 => Some(Background::start(
+            &lab.link.server,
+            "b0",
+            Arc::clone(frames),
+            r,
+            Duration::from_secs(u64::from(LATENCY_LOAD_SECS)),
+        )),
         _ => None,
     };
     // The load settles first.
@@ -1077,11 +1094,8 @@ fn live_latency(lab: &Lab, load: Load, domains: std::ops::Range<u32>) -> anyhow:
     if let Some(o) = output {
         let _ = o.join();
     }
-    stop_sender.store(true, Ordering::Relaxed);
-    if let Some(h) = sender {
-        h.join()
-            .map_err(|_| anyhow::anyhow!("the sender thread panicked"))?
-            .context("the replayed load")?;
+    if let Some(s) = sender {
+        s.stop().context("the replayed load")?;
     }
     let after = scrape(&lab.link)?;
     let (mut lat_ms, late, unblocked) = probe?;
@@ -1179,6 +1193,10 @@ fn print_human(doc: &Value) {
 /// The agent-alone half ([`agent_alone`]), one line a step.
 fn print_alone(doc: &Value) {
     let f = field;
+    if let Some(e) = doc["error"].as_str() {
+        println!("ringbuf-load, the agent alone: failed: {e}");
+        return;
+    }
     println!(
         "ringbuf-load, the agent alone ({}; agent {}):",
         doc["generator"].as_str().unwrap_or("-"),
