@@ -1350,6 +1350,20 @@ mod tests {
     }
 
     #[test]
+    fn a_replayed_step_with_frames_dropped_before_xdp_is_not_lossless() {
+        let step = |ring_full: u64, veth_drops: u64, max_lag: f64| json!({"ring_full": ring_full, "veth_drops": veth_drops, "max_lag_records": max_lag});
+        assert!(replay_lossless(&step(0, 0, 31_774.0)));
+        assert!(replay_kept_up(&step(0, 0, 2_434.0)));
+        // The veth pair dropped frames the agent never saw: ringbuf_full cannot show them.
+        assert!(!replay_lossless(&step(0, 1, 100.0)));
+        assert!(!replay_kept_up(&step(0, 1, 100.0)));
+        // Lossless but far behind: not kept up.
+        assert!(!replay_kept_up(&step(0, 0, 31_774.0)));
+        // A step without the figure is not judged lossless.
+        assert!(!replay_lossless(&json!({"ring_full": 0})));
+    }
+
+    #[test]
     fn socket_drops_are_read_from_the_udp_lines() {
         // The server namespace's file during a saturated step of this bench (2026-12-06).
         let snmp = "Ip: Forwarding DefaultTTL\nIp: 2 64\n\
