@@ -1235,23 +1235,28 @@ fn print_alone(doc: &Value) {
         doc["highest_kept_up_rate"],
         f(doc, "highest_kept_up_sent"),
     );
-    let l = &doc["latency"];
-    if !l.is_null() {
-        println!(
-            "  live block latency at {}/s replayed: {} blocks, p50 {:.2} ms, p99 {:.2} ms, max \
-             {:.2} ms ({} late, {} never blocked, ringbuf_full {}, lag during the probe max \
-             {:.0})",
-            l["rate"],
-            l["blocks"],
-            f(l, "p50_ms"),
-            f(l, "p99_ms"),
-            f(l, "max_ms"),
-            l["late"],
-            l["unblocked"],
-            l["ring_full"],
-            f(l, "max_lag_records"),
-        );
+    if !doc["latency"].is_null() {
+        print_latency(&doc["latency"], " replayed");
     }
+}
+
+/// One live-latency probe's line (`what` after the rate: how the load was made).
+fn print_latency(l: &Value, what: &str) {
+    let f = field;
+    println!(
+        "  live block latency at {}/s{what}: {} blocks, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms \
+         ({} late, {} never blocked, ringbuf_full {}, lag during the probe max {:.0} p50 {:.0})",
+        l["rate"],
+        l["blocks"],
+        f(l, "p50_ms"),
+        f(l, "p99_ms"),
+        f(l, "max_ms"),
+        l["late"],
+        l["unblocked"],
+        l["ring_full"],
+        f(l, "max_lag_records"),
+        f(l, "lag_p50_records"),
+    );
 }
 
 /// The dnsperf half ([`dnsperf_part`]).
@@ -1310,22 +1315,7 @@ fn print_dnsperf(doc: &Value) {
         doc["latency"]["rule"]
     );
     for key in ["latency", "latency_idle"] {
-        let l = &doc[key];
-        println!(
-            "  live block latency at {}/s: {} blocks, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms \
-             ({} late, {} never blocked, ringbuf_full {}, lag during the probe max {:.0} p50 \
-             {:.0})",
-            l["rate"],
-            l["blocks"],
-            f(l, "p50_ms"),
-            f(l, "p99_ms"),
-            f(l, "max_ms"),
-            l["late"],
-            l["unblocked"],
-            l["ring_full"],
-            f(l, "max_lag_records"),
-            f(l, "lag_p50_records"),
-        );
+        print_latency(&doc[key], "");
     }
 }
 
