@@ -1121,7 +1121,7 @@ fn live_latency(lab: &Lab, load: Load, domains: std::ops::Range<u32>) -> anyhow:
         "p50_ms": pct(0.5),
         "p99_ms": pct(0.99),
         "max_ms": lat_ms.last(),
-        "ring_full": after.ring_full - before.ring_full,
+        "ring_full": (after.ring_full - before.ring_full) as u64,
         "max_lag_records": lag.max,
         "lag_p50_records": lag.p50,
     }))
