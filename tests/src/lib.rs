@@ -317,6 +317,14 @@ impl Link {
     }
 }
 
+/// `frame` with its Ethernet destination and source replaced (read the link's MACs once, with
+/// [`Link::client_mac`] and [`Link::server_mac`], for many frames: each read runs `ip`).
+pub fn with_macs(mut frame: Vec<u8>, dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
+    frame[..6].copy_from_slice(&dst);
+    frame[6..12].copy_from_slice(&src);
+    frame
+}
+
 impl Default for Link {
     fn default() -> Self {
         Self::new()

@@ -1,5 +1,6 @@
-//! A paced raw-frame sender for the benches: whole Ethernet frames written to one interface
-//! through an `AF_PACKET` socket, in `sendmmsg` batches, at a given rate. It lives here, beside
+//! A raw-frame sender for the benches and tests: whole Ethernet frames written to one interface
+//! through an `AF_PACKET` socket, paced in `sendmmsg` batches at a given rate ([`send_paced`]),
+//! or each once ([`send_once`], the attack tests' frames). It lives here, beside
 //! the lab it sends into, and touches nothing but the socket it opens (in the calling thread's
 //! network namespace). Also the thread CPU clock the benches read a generator's cost with.
 //!
@@ -127,6 +128,24 @@ pub fn send_paced(
     sent.secs = t0.elapsed().as_secs_f64();
     sent.cpu_secs = (thread_cpu_ns() - cpu0) * 1e-9;
     Ok(sent)
+}
+
+/// Sends each of `frames` once, in order, out of `ifname` (the calling thread's namespace must
+/// hold it): what anyone on the link can put on the wire, with any addresses. Fails on the first
+/// frame the socket does not take whole.
+pub fn send_once(ifname: &str, frames: &[Vec<u8>]) -> anyhow::Result<()> {
+    let sock = open(ifname)?;
+    for (i, f) in frames.iter().enumerate() {
+        // SAFETY: `f` outlives the call and the length is its own; the socket is bound to the
+        // interface, so no address is needed.
+        let n = unsafe { libc::send(sock.as_raw_fd(), f.as_ptr().cast(), f.len(), 0) };
+        ensure!(
+            n == f.len() as isize,
+            "send of frame {i} on {ifname}: {}",
+            io::Error::last_os_error()
+        );
+    }
+    Ok(())
 }
 
 /// A paced send ([`send_paced`]) on a thread of its own in a namespace. Dropping it stops and

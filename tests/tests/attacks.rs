@@ -269,49 +269,7 @@ fn victim_blocked(blocks: &[Value]) -> bool {
 /// Sends raw Ethernet frames on `dev` of `ns` (an AF_PACKET socket): what an attacker on the
 /// LAN can put on the wire, with any addresses.
 fn send_frames(ns: &Netns, dev: &'static str, frames: Vec<Vec<u8>>) {
-    ns.run_in(move || {
-        let name = std::ffi::CString::new(dev).expect("name");
-        // SAFETY: a valid C string.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        assert_ne!(ifindex, 0, "no interface {dev}");
-        let proto = (libc::ETH_P_ALL as u16).to_be();
-        // SAFETY: plain socket(2).
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
-        assert!(fd >= 0, "AF_PACKET: {}", std::io::Error::last_os_error());
-        // SAFETY: zeroed sockaddr_ll is valid; fields set below.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = proto;
-        sll.sll_ifindex = ifindex as i32;
-        for f in &frames {
-            // SAFETY: `f` and `sll` outlive the call; lengths are theirs.
-            let n = unsafe {
-                libc::sendto(
-                    fd,
-                    f.as_ptr().cast(),
-                    f.len(),
-                    0,
-                    std::ptr::from_ref(&sll).cast(),
-                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
-                )
-            };
-            assert_eq!(
-                n,
-                f.len() as isize,
-                "sendto: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-        // SAFETY: our own fd.
-        unsafe { libc::close(fd) };
-    });
-}
-
-/// `frame` with its Ethernet destination and source replaced.
-fn with_macs(mut frame: Vec<u8>, dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
-    frame[..6].copy_from_slice(&dst);
-    frame[6..12].copy_from_slice(&src);
-    frame
+    ns.run_in(move || paced_sender::send_once(dev, &frames).expect("send the frames"));
 }
 
 fn v4(s: &str) -> [u8; 4] {

@@ -14,7 +14,7 @@ use flux_tests::{
     CLIENT_V4, Link, SERVER_V4,
     frames::udp4_between,
     paced_sender::{BATCH, send_paced},
-    privileged,
+    privileged, with_macs,
 };
 
 const PORT: u16 = 40_099;
@@ -26,10 +26,8 @@ fn frames(link: &Link, n: u32) -> Vec<Vec<u8>> {
     let (dst_mac, src_mac) = (link.client_mac("a0"), link.server_mac("b0"));
     (0..n)
         .map(|i| {
-            let mut f = udp4_between(src.octets(), 53, dst.octets(), PORT, &i.to_be_bytes());
-            f[..6].copy_from_slice(&dst_mac);
-            f[6..12].copy_from_slice(&src_mac);
-            f
+            let f = udp4_between(src.octets(), 53, dst.octets(), PORT, &i.to_be_bytes());
+            with_macs(f, dst_mac, src_mac)
         })
         .collect()
 }
