@@ -682,17 +682,12 @@ fn udp_socket_drops(ns: &Netns) -> anyhow::Result<u64> {
 
 fn step(lab: &Lab, rate: u64, secs: u32) -> anyhow::Result<Value> {
     eprintln!("ringbuf-load: dnsperf -Q {rate} for {secs} s (0: unpaced)");
-    let before = scrape(&lab.link)?;
     let drops0 = (
         udp_socket_drops(&lab.link.server)?,
         udp_socket_drops(&lab.link.client)?,
     );
-    let (agent0, unbound0) = (
-        cpu_secs(lab.agent.child.id()),
-        cpu_secs(lab.unbound.child.id()),
-    );
-    let m0 = machine_jiffies();
-    let t0 = Instant::now();
+    let unbound0 = cpu_secs(lab.unbound.child.id());
+    let window = Window::open(&lab.link, lab.agent.child.id())?;
     let mut perf = dnsperf(lab, rate, secs);
     let pid = perf.child.id();
     let output = read_output(&mut perf);
@@ -703,16 +698,9 @@ fn step(lab: &Lab, rate: u64, secs: u32) -> anyhow::Result<Value> {
         lags.push(c.captured - c.read);
         perf_cpu = perf_cpu.max(cpu_secs(pid));
     }
-    // The last sample may fall after dnsperf stopped (the ring drained): not the step's end.
-    let lag_end = lags.iter().rev().nth(1).copied();
-    let lag = LagStats::of(lags);
-    let elapsed = t0.elapsed().as_secs_f64();
-    let (agent1, unbound1) = (
-        cpu_secs(lab.agent.child.id()),
-        cpu_secs(lab.unbound.child.id()),
-    );
-    let m1 = machine_jiffies();
-    let (after, drain_ms) = drained(&lab.link)?;
+    let unbound1 = cpu_secs(lab.unbound.child.id());
+    let (mut v, counted) = window.close(&lab.link, lags)?;
+    let elapsed = v["seconds"].as_f64().unwrap_or(1.0);
     let drops1 = (
         udp_socket_drops(&lab.link.server)?,
         udp_socket_drops(&lab.link.client)?,
@@ -727,35 +715,80 @@ fn step(lab: &Lab, rate: u64, secs: u32) -> anyhow::Result<Value> {
             lines[lines.len().saturating_sub(20)..].join("\n")
         )
     })?;
-    let busy = (m1.0 - m0.0) / (m1.1 - m0.1).max(1.0) * num_cpus();
-    // What one step measured. `completed` and `captured`: the responses dnsperf got and those
-    // the kernel captured; lag: records waiting in the ring buffer. `lost`: dnsperf's queries
-    // that timed out; `resolver_socket_drops` and `client_socket_drops`: queries the kernel
-    // dropped at unbound's full socket buffer, and responses at dnsperf's, during the step:
-    // where the lost queries went when they account for them. A drop by the agent's XDP
-    // program never reaches a socket, so it is not among them.
-    Ok(json!({
-        "asked": rate,
-        "seconds": elapsed,
-        "achieved": achieved,
-        "lost": dnsperf_field(&out, "Queries lost:").unwrap_or(0.0) as u64,
-        "resolver_socket_drops": drops1.0.saturating_sub(drops0.0),
-        "client_socket_drops": drops1.1.saturating_sub(drops0.1),
-        "completed": dnsperf_field(&out, "Queries completed:").unwrap_or(0.0) as u64,
-        "captured": (after.captured - before.captured) as u64,
-        "captured_per_s": (after.captured - before.captured) / elapsed,
-        "read_per_s": (after.read - before.read) / elapsed,
-        "ring_full": (after.ring_full - before.ring_full) as u64,
-        "unsolicited": (after.unsolicited - before.unsolicited) as u64,
-        "max_lag_records": lag.max,
-        "lag_p50_records": lag.p50,
-        "lag_end_records": lag_end,
-        "drain_ms": drain_ms,
-        "agent_cpu": (agent1 - agent0) / elapsed,
-        "unbound_cpu": (unbound1 - unbound0) / elapsed,
-        "dnsperf_cpu": perf_cpu / elapsed,
-        "machine_busy": busy,
-    }))
+    // What one step measured, beside the ring's figures ([`Window::close`]). `completed`: the
+    // responses dnsperf got. `lost`: dnsperf's queries that timed out;
+    // `resolver_socket_drops` and `client_socket_drops`: queries the kernel dropped at
+    // unbound's full socket buffer, and responses at dnsperf's, during the step: where the lost
+    // queries went when they account for them. A drop by the agent's XDP program never
+    // reaches a socket, so it is not among them.
+    v["asked"] = json!(rate);
+    v["achieved"] = json!(achieved);
+    v["lost"] = json!(dnsperf_field(&out, "Queries lost:").unwrap_or(0.0) as u64);
+    v["resolver_socket_drops"] = json!(drops1.0.saturating_sub(drops0.0));
+    v["client_socket_drops"] = json!(drops1.1.saturating_sub(drops0.1));
+    v["completed"] = json!(dnsperf_field(&out, "Queries completed:").unwrap_or(0.0) as u64);
+    v["unsolicited"] = json!(counted.unsolicited as u64);
+    v["unbound_cpu"] = json!((unbound1 - unbound0) / elapsed);
+    v["dnsperf_cpu"] = json!(perf_cpu / elapsed);
+    Ok(v)
+}
+
+/// What every step, dnsperf's or replayed, reads at its start so as to give the ring's figures
+/// at its end: the agent's counters and CPU, and the machine's.
+struct Window {
+    before: Counters,
+    agent: u32,
+    agent0: f64,
+    m0: (f64, f64),
+    t0: Instant,
+}
+
+impl Window {
+    fn open(link: &Link, agent: u32) -> anyhow::Result<Self> {
+        Ok(Self {
+            before: scrape(link)?,
+            agent,
+            agent0: cpu_secs(agent),
+            m0: machine_jiffies(),
+            t0: Instant::now(),
+        })
+    }
+
+    /// Once the load has stopped, with the lags sampled during it: the step's ring figures
+    /// (`captured` by the kernel, `read` by the agent, `ring_full`, the lag: records waiting
+    /// in the ring buffer; the agent's and the machine's CPU up to now; then how long the ring
+    /// took to drain), and the counters' change over the step.
+    fn close(self, link: &Link, lags: Vec<f64>) -> anyhow::Result<(Value, Counters)> {
+        // The last sample may fall after the load stopped (the ring drained): not the step's
+        // end.
+        let lag_end = lags.iter().rev().nth(1).copied();
+        let lag = LagStats::of(lags);
+        let elapsed = self.t0.elapsed().as_secs_f64();
+        let agent1 = cpu_secs(self.agent);
+        let m1 = machine_jiffies();
+        let (after, drain_ms) = drained(link)?;
+        let d = Counters {
+            captured: after.captured - self.before.captured,
+            read: after.read - self.before.read,
+            ring_full: after.ring_full - self.before.ring_full,
+            unsolicited: after.unsolicited - self.before.unsolicited,
+        };
+        let busy = (m1.0 - self.m0.0) / (m1.1 - self.m0.1).max(1.0) * num_cpus();
+        let v = json!({
+            "seconds": elapsed,
+            "captured": d.captured as u64,
+            "captured_per_s": d.captured / elapsed,
+            "read_per_s": d.read / elapsed,
+            "ring_full": d.ring_full as u64,
+            "max_lag_records": lag.max,
+            "lag_p50_records": lag.p50,
+            "lag_end_records": lag_end,
+            "drain_ms": drain_ms,
+            "agent_cpu": (agent1 - self.agent0) / elapsed,
+            "machine_busy": busy,
+        });
+        Ok((v, d))
+    }
 }
 
 /// The agent alone: a fresh agent (`--accept-unsolicited`), the zone's answers replayed into
@@ -865,10 +898,8 @@ fn zone_answers(link: &Link, names: u32) -> anyhow::Result<Vec<Vec<u8>>> {
                 &addrs,
                 300,
             );
-            let mut f = udp4_between(src.octets(), 53, dst.octets(), SINK_PORT, &msg);
-            f[..6].copy_from_slice(&dst_mac);
-            f[6..12].copy_from_slice(&src_mac);
-            Ok(f)
+            let f = udp4_between(src.octets(), 53, dst.octets(), SINK_PORT, &msg);
+            Ok(flux_tests::with_macs(f, dst_mac, src_mac))
         })
         .collect()
 }
@@ -899,11 +930,8 @@ fn replay_step(
     secs: u32,
 ) -> anyhow::Result<Value> {
     eprintln!("ringbuf-load: the zone's answers replayed at {rate}/s for {secs} s (0: unpaced)");
-    let before = scrape(link)?;
     let drops0 = veth_drops(link)?;
-    let agent0 = cpu_secs(pid);
-    let m0 = machine_jiffies();
-    let t0 = Instant::now();
+    let window = Window::open(link, pid)?;
     // Stopped on drop: an error below (a failed scrape) never leaves it sending.
     let sender = Background::start(
         &link.server,
@@ -919,34 +947,18 @@ fn replay_step(
         lags.push(c.captured - c.read);
     }
     let sent = sender.wait()?;
-    let lag_end = lags.iter().rev().nth(1).copied();
-    let lag = LagStats::of(lags);
-    let elapsed = t0.elapsed().as_secs_f64();
-    let agent1 = cpu_secs(pid);
-    let m1 = machine_jiffies();
-    let (after, drain_ms) = drained(link)?;
-    let busy = (m1.0 - m0.0) / (m1.1 - m0.1).max(1.0) * num_cpus();
-    // `sent`: frames the socket took; `refused`: offered and not taken; `veth_drops`: taken and
-    // dropped by the veth pair before XDP saw them. `captured` should be sent minus veth_drops.
-    Ok(json!({
-        "asked": rate,
-        "seconds": elapsed,
-        "achieved": sent.frames as f64 / sent.secs.max(1e-9),
-        "sent": sent.frames,
-        "refused": sent.refused,
-        "veth_drops": veth_drops(link)?.saturating_sub(drops0),
-        "captured": (after.captured - before.captured) as u64,
-        "captured_per_s": (after.captured - before.captured) / elapsed,
-        "read_per_s": (after.read - before.read) / elapsed,
-        "ring_full": (after.ring_full - before.ring_full) as u64,
-        "max_lag_records": lag.max,
-        "lag_p50_records": lag.p50,
-        "lag_end_records": lag_end,
-        "drain_ms": drain_ms,
-        "agent_cpu": (agent1 - agent0) / elapsed,
-        "sender_cpu": sent.cpu_secs / elapsed,
-        "machine_busy": busy,
-    }))
+    let (mut v, _) = window.close(link, lags)?;
+    let elapsed = v["seconds"].as_f64().unwrap_or(1.0);
+    // Beside the ring's figures ([`Window::close`]): `sent`, frames the socket took; `refused`,
+    // offered and not taken; `veth_drops`, taken and dropped by the veth pair before XDP saw
+    // them. `captured` should be sent minus veth_drops.
+    v["asked"] = json!(rate);
+    v["achieved"] = json!(sent.frames as f64 / sent.secs.max(1e-9));
+    v["sent"] = json!(sent.frames);
+    v["refused"] = json!(sent.refused);
+    v["veth_drops"] = json!(veth_drops(link)?.saturating_sub(drops0));
+    v["sender_cpu"] = json!(sent.cpu_secs / elapsed);
+    Ok(v)
 }
 
 /// Once the load stops: the counters when every captured record has been read (or after 10 s),
@@ -1190,6 +1202,30 @@ fn print_human(doc: &Value) {
     }
 }
 
+/// What a step's line says in either half, up to the agent's CPU: the rate asked and what the
+/// generator managed (`achieved`: dnsperf's answers, or the frames `sent`), the ring's counters
+/// and lag, and the drain.
+fn step_head(s: &Value, achieved: &str) -> String {
+    let f = field;
+    let asked = match s["asked"].as_u64() {
+        Some(0) | None => "unpaced".to_owned(),
+        Some(r) => r.to_string(),
+    };
+    format!(
+        "  asked {asked:>7} {achieved} {:>9.0}/s captured {:>9.0}/s read {:>9.0}/s ringbuf_full \
+         {:>8} max lag {:>6.0} (p50 {:>5.0}, kept up {}) drain {:>4.0} ms; CPU agent {:.2}",
+        f(s, "achieved"),
+        f(s, "captured_per_s"),
+        f(s, "read_per_s"),
+        s["ring_full"],
+        f(s, "max_lag_records"),
+        f(s, "lag_p50_records"),
+        s["kept_up"],
+        f(s, "drain_ms"),
+        f(s, "agent_cpu"),
+    )
+}
+
 /// The agent-alone half ([`agent_alone`]), one line a step.
 fn print_alone(doc: &Value) {
     let f = field;
@@ -1204,23 +1240,9 @@ fn print_alone(doc: &Value) {
     );
     let steps = doc["steps"].as_array().into_iter().flatten();
     for s in steps.chain(std::iter::once(&doc["overload"])) {
-        let asked = match s["asked"].as_u64() {
-            Some(0) | None => "unpaced".to_owned(),
-            Some(r) => r.to_string(),
-        };
         println!(
-            "  asked {asked:>7} sent {:>9.0}/s captured {:>9.0}/s read {:>9.0}/s ringbuf_full \
-             {:>8} max lag {:>6.0} (p50 {:>5.0}, kept up {}) drain {:>4.0} ms; CPU agent {:.2} \
-             sender {:.2} machine {:.2}; veth drops {}, refused {}",
-            f(s, "achieved"),
-            f(s, "captured_per_s"),
-            f(s, "read_per_s"),
-            s["ring_full"],
-            f(s, "max_lag_records"),
-            f(s, "lag_p50_records"),
-            s["kept_up"],
-            f(s, "drain_ms"),
-            f(s, "agent_cpu"),
+            "{} sender {:.2} machine {:.2}; veth drops {}, refused {}",
+            step_head(s, "sent"),
             f(s, "sender_cpu"),
             f(s, "machine_busy"),
             s["veth_drops"],
@@ -1269,23 +1291,9 @@ fn print_dnsperf(doc: &Value) {
     );
     let line = |s: &Value| {
         println!(
-            "  asked {:>7} achieved {:>9.0}/s captured {:>9.0}/s read {:>9.0}/s ringbuf_full \
-             {:>7} max lag {:>5.0} (p50 {:>5.0}, kept up {}) drain {:>4.0} ms; CPU agent {:.2} unbound {:.2} dnsperf {:.2} \
-             machine {:.2}; dnsperf lost {} (socket buffer drops: unbound {}, dnsperf {})",
-            s["asked"].as_u64().map_or("unpaced".into(), |r| if r == 0 {
-                "unpaced".into()
-            } else {
-                r.to_string()
-            }),
-            f(s, "achieved"),
-            f(s, "captured_per_s"),
-            f(s, "read_per_s"),
-            s["ring_full"],
-            f(s, "max_lag_records"),
-            f(s, "lag_p50_records"),
-            s["kept_up"],
-            f(s, "drain_ms"),
-            f(s, "agent_cpu"),
+            "{} unbound {:.2} dnsperf {:.2} machine {:.2}; dnsperf lost {} (socket buffer \
+             drops: unbound {}, dnsperf {})",
+            step_head(s, "achieved"),
             f(s, "unbound_cpu"),
             f(s, "dnsperf_cpu"),
             f(s, "machine_busy"),
