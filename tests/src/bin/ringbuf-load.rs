@@ -26,6 +26,12 @@
 //! few times less CPU a response than dnsperf and unbound together. The same counters give the
 //! highest rate the agent captures with `ringbuf_full` 0 and keeps up with, and what it costs.
 //!
+//! Both halves' agents write their events as the packaged service does, to a JSON events file
+//! with the default bounds (`--events json`, the default), and each step counts the events the
+//! events sink dropped (`events_dropped`: its queue was full; the ring and the scorer lost
+//! nothing by it, the operator's log did). `--events human` writes the readable line to
+//! /dev/null instead.
+//!
 //! `--part dnsperf|replay|all` runs one half or both (default all). `--json` prints one JSON
 //! document (what `cargo xtask bench` reads); errors too.
 
@@ -107,6 +113,30 @@ enum Load<'a> {
     Replay(&'a std::sync::Arc<Vec<Vec<u8>>>, u64),
 }
 
+/// How the agent writes its events (`--events`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Events {
+    /// As the packaged service does (`dist/flux-agent.toml`): one JSON line per event into an
+    /// events file with the default bounds (100 MiB, one rotated file kept), in the lab's
+    /// folder. The default: it is what a deployed agent pays.
+    Json,
+    /// The readable line per response, to /dev/null (the bench before the events file was
+    /// measured; cheaper than any real destination).
+    Human,
+}
+
+impl Events {
+    fn said(self) -> &'static str {
+        match self {
+            Events::Json => {
+                "a JSON events file with the default bounds (100 MiB, one rotated file), as the \
+                 packaged service"
+            }
+            Events::Human => "the readable line per response, to /dev/null",
+        }
+    }
+}
+
 /// Which halves of the bench run.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Part {
@@ -125,6 +155,7 @@ struct Args {
     agent: Option<PathBuf>,
     part: Part,
     replay_rates: Vec<u64>,
+    events: Events,
 }
 
 fn rate_list(flag: &str, v: &str) -> anyhow::Result<Vec<u64>> {
@@ -152,6 +183,7 @@ fn args() -> anyhow::Result<Args> {
         agent: None,
         part: Part::All,
         replay_rates: REPLAY_RATES.to_vec(),
+        events: Events::Json,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -171,13 +203,20 @@ fn args() -> anyhow::Result<Args> {
                     _ => bail!("--part: all, dnsperf or replay, not {v}"),
                 }
             }
+            "--events" => {
+                a.events = match v.as_str() {
+                    "json" => Events::Json,
+                    "human" => Events::Human,
+                    _ => bail!("--events: json or human, not {v}"),
+                }
+            }
             "--seconds" => a.seconds = v.parse()?,
             "--names" => a.names = v.parse()?,
             "--flux-domains" => a.flux_domains = v.parse()?,
             "--agent" => a.agent = Some(PathBuf::from(v)),
             _ => bail!(
                 "unknown argument {k} (--rates A,B,.. --replay-rates A,B,.. --seconds N \
-                 --names N --flux-domains N --agent PATH --part all|dnsperf|replay --json)"
+                 --names N --flux-domains N --agent PATH --part all|dnsperf|replay --events json|human --json)"
             ),
         }
     }
@@ -248,6 +287,7 @@ fn bench(a: &Args) -> anyhow::Result<Value> {
             Err(e) => return Err(e),
         };
     }
+    doc["agent_events"] = json!(a.events.said());
     Ok(doc)
 }
 
@@ -266,7 +306,7 @@ fn dnsperf_part(a: &Args, bin: &Path) -> anyhow::Result<Value> {
     eprintln!("ringbuf-load: starting unbound with {} names", a.names);
     let unbound = start_unbound(&link, &dir.0)?;
     eprintln!("ringbuf-load: starting the agent");
-    let agent = start_agent(&link, &pin, &dir.0, bin, &[])?;
+    let agent = start_agent(&link, &pin, &dir.0, bin, a.events, &[])?;
     let mut lab = Lab {
         link,
         pin,
@@ -478,25 +518,34 @@ fn start_agent(
     pin: &PinDir,
     dir: &Path,
     bin: &Path,
+    events: Events,
     extra: &[&str],
 ) -> anyhow::Result<Proc> {
     let log = dir.join("agent.log");
     let mut cmd = link.client.cmd(bin.to_str().context("utf-8 path")?);
     cmd.args(["run", "--iface", "a0", "--no-db", "--no-state"])
-        .args(extra)
-        .args(["--pin-dir", &pin.arg(), "--metrics", METRICS])
-        .args(["--block-ttl", &format!("{BLOCK_TTL_SECS}s")])
-        .args(["--max-blocks-per-minute", "1000000"])
-        // Block on the first confirmed flux score: the default hold (two minutes of evidence)
-        // would measure the hold, not the path from the response to the map.
-        .args(["--block-hold", "0s"])
-        .envs(flux_tests::BUILTIN_CONFIG)
-        // Verdicts, blocks and alerts: one line each, few under this load.
-        .env("RUST_LOG", "info")
-        // The readable line per response is formatted and written, as under systemd, but to
-        // /dev/null.
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?);
+        .args(extra);
+    if events == Events::Json {
+        cmd.arg("--events").arg(dir.join("events.jsonl"));
+    }
+    cmd.args(
+        std::env::var("XEXTRA")
+            .map(|v| v.split(' ').map(String::from).collect::<Vec<_>>())
+            .unwrap_or_default(),
+    )
+    .args(["--pin-dir", &pin.arg(), "--metrics", METRICS])
+    .args(["--block-ttl", &format!("{BLOCK_TTL_SECS}s")])
+    .args(["--max-blocks-per-minute", "1000000"])
+    // Block on the first confirmed flux score: the default hold (two minutes of evidence)
+    // would measure the hold, not the path from the response to the map.
+    .args(["--block-hold", "0s"])
+    .envs(flux_tests::BUILTIN_CONFIG)
+    // Verdicts, blocks and alerts: one line each, few under this load.
+    .env("RUST_LOG", "info")
+    // With `--events human`, the readable line per response is formatted and written, but
+    // to /dev/null.
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(&log)?);
     let mut agent = Proc::spawn("flux-agent", &mut cmd);
     let deadline = Instant::now() + START_WAIT;
     loop {
@@ -536,6 +585,9 @@ struct Counters {
     read: f64,
     ring_full: f64,
     unsolicited: f64,
+    /// Events the events sink dropped because its queue was full (the agent's log of every
+    /// response loses lines; the capture and the scorer do not).
+    events_dropped: f64,
 }
 
 fn value(body: &str, name: &str, label: &str) -> f64 {
@@ -568,6 +620,7 @@ fn scrape_here() -> anyhow::Result<Counters> {
             read: value(&body, "flux_ring_records_total", ""),
             ring_full: value(&body, "flux_kernel_ringbuf_full_total", ""),
             unsolicited: value(&body, "flux_dns_responses_total", "solicited=\"no\""),
+            events_dropped: value(&body, "flux_events_dropped_total", "sink=\"events\""),
         })
     }
 }
@@ -772,6 +825,7 @@ impl Window {
             read: after.read - self.before.read,
             ring_full: after.ring_full - self.before.ring_full,
             unsolicited: after.unsolicited - self.before.unsolicited,
+            events_dropped: after.events_dropped - self.before.events_dropped,
         };
         let busy = (m1.0 - self.m0.0) / (m1.1 - self.m0.1).max(1.0) * num_cpus();
         let v = json!({
@@ -780,6 +834,7 @@ impl Window {
             "captured_per_s": d.captured / elapsed,
             "read_per_s": d.read / elapsed,
             "ring_full": d.ring_full as u64,
+            "events_dropped": d.events_dropped as u64,
             "max_lag_records": lag.max,
             "lag_p50_records": lag.p50,
             "lag_end_records": lag_end,
@@ -810,7 +865,14 @@ fn agent_alone(a: &Args, bin: &Path) -> anyhow::Result<Value> {
     write_zone(&dir.0, a.names, a.flux_domains)?;
     let unbound = start_unbound(&link, &dir.0)?;
     eprintln!("ringbuf-load: starting an agent that accepts unsolicited answers");
-    let agent = start_agent(&link, &pin, &dir.0, bin, &["--accept-unsolicited"])?;
+    let agent = start_agent(
+        &link,
+        &pin,
+        &dir.0,
+        bin,
+        a.events,
+        &["--accept-unsolicited"],
+    )?;
     let pid = agent.child.id();
     let lab = Lab {
         link,
@@ -1194,6 +1256,10 @@ fn field(v: &Value, k: &str) -> f64 {
 }
 
 fn print_human(doc: &Value) {
+    println!(
+        "ringbuf-load: the agent writes {}",
+        doc["agent_events"].as_str().unwrap_or("-")
+    );
     if doc.get("steps").is_some() {
         print_dnsperf(doc);
     }
@@ -1213,11 +1279,13 @@ fn step_head(s: &Value, achieved: &str) -> String {
     };
     format!(
         "  asked {asked:>7} {achieved} {:>9.0}/s captured {:>9.0}/s read {:>9.0}/s ringbuf_full \
-         {:>8} max lag {:>6.0} (p50 {:>5.0}, kept up {}) drain {:>4.0} ms; CPU agent {:.2}",
+         {:>8} events dropped {:>7} max lag {:>6.0} (p50 {:>5.0}, kept up {}) drain {:>4.0} ms; \
+         CPU agent {:.2}",
         f(s, "achieved"),
         f(s, "captured_per_s"),
         f(s, "read_per_s"),
         s["ring_full"],
+        s["events_dropped"],
         f(s, "max_lag_records"),
         f(s, "lag_p50_records"),
         s["kept_up"],
