@@ -8,6 +8,7 @@
 //! - [`bus`]: publish once, every subscriber gets what it asked for; a slow sink drops its own
 //!   events (counted) and never stalls the capture;
 //! - [`sinks`]: the events file (`--events`) and the readable log;
+//! - [`dns_json`]: the `dns` event's JSON line, written by hand (the events file's hot path);
 //! - [`journal_sink`]: the verdict journal in the state database;
 //! - [`scorer_memory`]: the scorer's snapshot in the state database, restored at start, saved
 //!   every few minutes and at a clean stop;
@@ -24,6 +25,7 @@
 
 pub mod bus;
 pub mod clock;
+pub mod dns_json;
 pub mod dnstap_input;
 pub mod events;
 pub mod flow;

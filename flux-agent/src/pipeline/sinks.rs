@@ -25,6 +25,7 @@ use std::{
 
 use crate::pipeline::{
     bus::Sink,
+    dns_json,
     events::{Event, EventKind},
 };
 
@@ -51,17 +52,23 @@ impl EventFormat {
 pub struct EventsWriter<W> {
     out: W,
     format: EventFormat,
+    /// The line being written, kept between events.
+    line: Vec<u8>,
 }
 
 impl<W: Write + Send + 'static> EventsWriter<W> {
     pub fn new(out: W, format: EventFormat) -> Self {
-        Self { out, format }
+        Self {
+            out,
+            format,
+            line: Vec::with_capacity(LINE_CAPACITY),
+        }
     }
 }
 
 impl<W: Write + Send + 'static> Sink for EventsWriter<W> {
     fn write(&mut self, e: &Event) -> io::Result<()> {
-        write_event(&mut self.out, self.format, e)
+        write_event_with(&mut self.line, &mut self.out, self.format, e)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -332,16 +339,35 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 /// One event as one line in `format`.
 pub fn write_event(w: &mut impl Write, format: EventFormat, e: &Event) -> io::Result<()> {
+    write_event_with(&mut Vec::with_capacity(LINE_CAPACITY), w, format, e)
+}
+
+/// Room for a typical line: a `dns` event of a few addresses is 600-800 bytes of JSON.
+const LINE_CAPACITY: usize = 1024;
+
+/// [`write_event`] through `line`, a buffer the caller keeps (emptied first): the events sink
+/// writes one line per DNS response and reuses its buffer.
+fn write_event_with(
+    line: &mut Vec<u8>,
+    w: &mut impl Write,
+    format: EventFormat,
+    e: &Event,
+) -> io::Result<()> {
     // One line, one write: a bounded file rotates between lines, never inside one.
-    let mut line = Vec::with_capacity(256);
-    match format {
-        EventFormat::Json => {
-            serde_json::to_writer(&mut line, e)?;
+    line.clear();
+    match (format, e) {
+        // The events file's hot path: byte for byte serde_json's line, written by hand.
+        (EventFormat::Json, Event::Dns(o)) => {
+            dns_json::write_dns(line, o);
             line.push(b'\n');
         }
-        EventFormat::Human => writeln!(line, "{e}")?,
+        (EventFormat::Json, _) => {
+            serde_json::to_writer(&mut *line, e)?;
+            line.push(b'\n');
+        }
+        (EventFormat::Human, _) => writeln!(line, "{e}")?,
     }
-    w.write_all(&line)
+    w.write_all(line)
 }
 
 /// The readable log line of every decision (verdicts, blocks, guards, alerts, feed matches).
