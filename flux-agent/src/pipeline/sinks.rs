@@ -20,7 +20,10 @@ use std::{
     io::{self, BufWriter, Write},
     os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        mpsc::{self, SyncSender, TrySendError},
+    },
 };
 
 use crate::pipeline::{
@@ -149,8 +152,8 @@ struct EventsInner {
     /// Rotated files kept: PATH.1 (newest) .. PATH.keep; 0 keeps none.
     keep: u32,
     rotations: u64,
-    /// Frees a rotated-out file ([`free_elsewhere`]; tests keep the files to look at them).
-    free: fn(File),
+    /// Frees a rotated-out file ([`Freer`]; tests keep the files to look at them).
+    free: Box<dyn FnMut(File) + Send>,
 }
 
 /// How many rotated events files `--events-keep` keeps by default: one, `PATH.1`, so the disk
@@ -178,7 +181,10 @@ impl EventsFile {
             max,
             keep: keep.min(MAX_EVENTS_KEEP),
             rotations: 0,
-            free: free_elsewhere,
+            free: {
+                let mut freer = Freer::default();
+                Box::new(move |f| freer.free(f))
+            },
         };
         Ok(Self {
             inner: Arc::new(Mutex::new(inner)),
@@ -231,7 +237,7 @@ impl EventsInner {
     /// file is removed.
     ///
     /// The file that leaves (PATH.keep, or PATH with `keep` 0) is unlinked here but freed on
-    /// another thread ([`free_elsewhere`]): it is held open (`O_PATH`) across its unlink, so
+    /// another thread ([`Freer`]): it is held open (`O_PATH`) across its unlink, so
     /// the unlink only removes the name and the last close, which frees the blocks, happens
     /// there. Why: freeing a full events file is slow, and the sink thread holds the lock
     /// while it rotates. On this host's ext4 (mounted `discard`) a rename over a 256 MiB file
@@ -285,16 +291,43 @@ fn hold(path: &Path) -> Option<File> {
         .ok()
 }
 
-/// Closes a rotated-out events file, already unlinked, on a thread of its own: that last close
-/// frees its blocks (see [`EventsInner::rotate`]). If no thread can be started it closes here,
-/// which is only slower.
-fn free_elsewhere(f: File) {
-    // Without a thread, `spawn` drops the closure, and the file with it, here.
-    let spawned = std::thread::Builder::new()
-        .name("events free".into())
-        .spawn(move || drop(f));
-    if let Err(e) = spawned {
-        log::debug!("events file rotation: no thread to free the old file ({e}); freed here");
+/// Closes the events files rotations drop, already unlinked, on one thread of its own (started
+/// at the first): that last close frees a file's blocks (see [`EventsInner::rotate`]).
+#[derive(Default)]
+struct Freer {
+    tx: Option<SyncSender<File>>,
+}
+
+/// Dropped files waiting for the freeing thread before the sink frees one itself. Each holds up
+/// to the bound's worth of disk until it is freed, so this bounds what a slow disk adds to the
+/// N+1 files of the bound; and a bound so small that the sink rotates faster than the disk frees
+/// (`--events-max-size 4K` at 200,000 responses/s) waits for the disk, as every rotation did.
+const FREE_QUEUE: usize = 2;
+
+impl Freer {
+    fn free(&mut self, f: File) {
+        if self.tx.is_none() {
+            let (tx, rx) = mpsc::sync_channel::<File>(FREE_QUEUE);
+            let spawned = std::thread::Builder::new()
+                .name("events free".into())
+                .spawn(move || rx.into_iter().for_each(drop));
+            match spawned {
+                Ok(_) => self.tx = Some(tx),
+                Err(e) => log::debug!("events file rotation: no thread to free old files ({e})"),
+            }
+        }
+        let Some(tx) = &self.tx else {
+            // No thread: freed here, only slower.
+            return drop(f);
+        };
+        match tx.try_send(f) {
+            Ok(()) => {}
+            Err(TrySendError::Full(f)) => drop(f),
+            Err(TrySendError::Disconnected(f)) => {
+                self.tx = None;
+                drop(f);
+            }
+        }
     }
 }
 
@@ -551,7 +584,7 @@ mod tests {
             HANDED.with(|h| h.borrow_mut().clear());
             let p = d.join(format!("events-{keep}.json"));
             let mut f = EventsFile::open(&p, 1000, keep).unwrap();
-            lock(&f.inner).free = keep_handed;
+            lock(&f.inner).free = Box::new(keep_handed);
             // Three rotations; from the (keep+1)th on, each drops a full file of ten lines.
             for _ in 0..35 {
                 f.write_all(line.as_bytes()).unwrap();
@@ -574,7 +607,7 @@ mod tests {
         let p = d.join("events-link.json");
         std::os::unix::fs::symlink(&target, numbered(&p, 1)).unwrap();
         let mut f = EventsFile::open(&p, 1000, 1).unwrap();
-        lock(&f.inner).free = keep_handed;
+        lock(&f.inner).free = Box::new(keep_handed);
         for _ in 0..15 {
             f.write_all(line.as_bytes()).unwrap();
         }
@@ -582,6 +615,36 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me\n");
         assert_eq!(std::fs::metadata(numbered(&p, 1)).unwrap().len(), 1000);
         HANDED.with(|h| h.borrow_mut().clear());
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    /// The freer closes every file it is given, on its thread or (queue full) at once: none of
+    /// them stays open in the process.
+    #[test]
+    fn the_freer_closes_every_dropped_file() {
+        let d = scratch("freer");
+        let mut freer = Freer::default();
+        for i in 0..10 {
+            let p = d.join(format!("old-{i}"));
+            std::fs::write(&p, vec![b'x'; 4096]).unwrap();
+            let held = hold(&p).unwrap();
+            std::fs::remove_file(&p).unwrap();
+            freer.free(held);
+        }
+        assert!(freer.tx.is_some(), "the freeing thread started");
+        // The files still open in this process: /proc/self/fd links to "PATH (deleted)".
+        let open_here = || {
+            std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|l| l.starts_with(&d))
+                .count()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while open_here() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(open_here(), 0);
         let _ = std::fs::remove_dir_all(d);
     }
 
