@@ -10,9 +10,10 @@
 //! following a symbolic link (`O_NOFOLLOW`), creates it mode 0600 (and narrows an existing
 //! file to 0600), and bounds it: past `--events-max-size` it is rotated, to `PATH.1` (the
 //! older ones shifted to `PATH.2` .. `PATH.N`, `--events-keep N`, default 1), so the disk holds
-//! at most N+1 times the bound (for a moment one file more: the file that leaves is freed on
-//! a thread of its own, so that freeing it never stalls the sink). Rotation rather than stopping, because the newest events are
-//! the ones an operator looks for after an incident, and `tail -F` follows a rotated file.
+//! at most N+1 times the bound, and for a moment up to two files more: the file that leaves is
+//! freed on a thread of its own ([`Freer`]), so that freeing it does not stall the sink.
+//! Rotation rather than stopping, because the newest events are the ones an operator looks for
+//! after an incident, and `tail -F` follows a rotated file.
 //! SIGHUP reopens it ([`EventsControl`]), for logrotate's move-then-signal.
 
 use std::{
@@ -243,9 +244,9 @@ impl EventsInner {
     /// while it rotates. On this host's ext4 (mounted `discard`) a rename over a 256 MiB file
     /// took 175-260 ms. At 250,000 responses a second that is 40,000-65,000 events, past the
     /// sink's queue of 16,384, so every rotation dropped events: `ringbuf-load` with the
-    /// packaged JSON events file lost 13% of the events at 250,000/s. The space comes back a
-    /// moment later than the rename, so for that moment the disk may hold one file more than
-    /// the N+1 of the module comment.
+    /// JSON events file (bounded at 256 MiB) dropped 13% of the events at 250,000/s. The space
+    /// comes back a moment later than the rename, so for that moment the disk may hold up to
+    /// [`FREE_QUEUE`] files more than the N+1 of the module comment.
     fn rotate(&mut self) -> io::Result<()> {
         self.out.flush()?;
         let leaving = if self.keep == 0 {
