@@ -11,7 +11,7 @@
 //! file to 0600), and bounds it: past `--events-max-size` it is rotated, to `PATH.1` (the
 //! older ones shifted to `PATH.2` .. `PATH.N`, `--events-keep N`, default 1), so the disk holds
 //! at most N+1 times the bound, and for a moment up to two files more: the file that leaves is
-//! freed on a thread of its own ([`Freer`]), so that freeing it does not stall the sink.
+//! freed on a thread of its own (`Freer`), so that freeing it does not stall the sink.
 //! Rotation rather than stopping, because the newest events are the ones an operator looks for
 //! after an incident, and `tail -F` follows a rotated file.
 //! SIGHUP reopens it ([`EventsControl`]), for logrotate's move-then-signal.
