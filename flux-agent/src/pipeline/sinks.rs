@@ -11,7 +11,8 @@
 //! file to 0600), and bounds it: past `--events-max-size` it is rotated, to `PATH.1` (the
 //! older ones shifted to `PATH.2` .. `PATH.N`, `--events-keep N`, default 1), so the disk holds
 //! at most N+1 times the bound, and for a moment up to two files more: the file that leaves is
-//! freed on a thread of its own (`Freer`), so that freeing it does not stall the sink.
+//! freed on a thread of its own (`Freer`), so that freeing it does not stall the sink (unless
+//! one is still waiting to be freed: then the sink frees it, as it always did).
 //! Rotation rather than stopping, because the newest events are the ones an operator looks for
 //! after an incident, and `tail -F` follows a rotated file.
 //! SIGHUP reopens it ([`EventsControl`]), for logrotate's move-then-signal.
@@ -238,42 +239,53 @@ impl EventsInner {
     /// file is removed.
     ///
     /// The file that leaves (PATH.keep, or PATH with `keep` 0) is unlinked here but freed on
-    /// another thread ([`Freer`]): it is held open (`O_PATH`) across its unlink, so
-    /// the unlink only removes the name and the last close, which frees the blocks, happens
-    /// there. Why: freeing a full events file is slow, and the sink thread holds the lock
-    /// while it rotates. On this host's ext4 (mounted `discard`) a rename over a 256 MiB file
-    /// took 175-260 ms. At 250,000 responses a second that is 40,000-65,000 events, past the
-    /// sink's queue of 16,384, so every rotation dropped events: `ringbuf-load` with the
-    /// JSON events file (bounded at 256 MiB) dropped 13% of the events at 250,000/s. The space
-    /// comes back a moment later than the rename, so for that moment the disk may hold up to
-    /// [`FREE_QUEUE`] files more than the N+1 of the module comment.
+    /// another thread ([`Freer`]) when it can be: the last handle to it goes there, so the
+    /// unlink only removes the name and the close, which frees the blocks, happens on that
+    /// thread. PATH.keep is held open (`O_PATH`) across its unlink; with `keep` 0 the last
+    /// handle is the writer's own, handed over once the new file is open. Why: freeing a full
+    /// events file is slow, and the sink thread holds the lock while it rotates. On this host's
+    /// ext4 (mounted `discard`) a rename over a 256 MiB file took 175-260 ms. At 250,000
+    /// responses a second that is 40,000-65,000 events, past the sink's queue of 16,384: an
+    /// agent writing a JSON events file bounded at 256 MiB dropped 13% of its events under
+    /// `ringbuf-load`'s agent-alone step at 250,000/s. The space comes back a moment after the
+    /// unlink (see [`FREE_QUEUE`] for how many files may be waiting).
     fn rotate(&mut self) -> io::Result<()> {
         self.out.flush()?;
-        let leaving = if self.keep == 0 {
-            self.path.clone()
-        } else {
-            numbered(&self.path, self.keep)
-        };
-        let held = hold(&leaving);
-        // Gone already (none rotated that far yet, or removed by hand): nothing to free.
-        match std::fs::remove_file(&leaving) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-        if let Some(f) = held {
-            (self.free)(f);
-        }
-        for n in (1..self.keep).rev() {
-            match std::fs::rename(numbered(&self.path, n), numbered(&self.path, n + 1)) {
+        if self.keep == 0 {
+            // Gone already (removed by hand): nothing to free but the writer's handle.
+            match std::fs::remove_file(&self.path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}
             }
-        }
-        if self.keep > 0 {
+        } else {
+            let leaving = numbered(&self.path, self.keep);
+            let held = hold(&leaving);
+            // Gone already (none rotated that far yet, or removed by hand): nothing to free.
+            match std::fs::remove_file(&leaving) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            if let Some(f) = held {
+                (self.free)(f);
+            }
+            for n in (1..self.keep).rev() {
+                match std::fs::rename(numbered(&self.path, n), numbered(&self.path, n + 1)) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
             std::fs::rename(&self.path, numbered(&self.path, 1))?;
         }
         let f = open_events(&self.path).map_err(io::Error::other)?;
-        self.out = BufWriter::new(f);
+        let old = std::mem::replace(&mut self.out, BufWriter::new(f));
+        // With `keep` 0 the old writer holds the removed file's last handle (flushed above, so
+        // nothing is written here); otherwise it is PATH.1 now, kept, and closing it frees
+        // nothing.
+        if self.keep == 0
+            && let Ok(file) = old.into_inner()
+        {
+            (self.free)(file);
+        }
         self.size = 0;
         self.rotations += 1;
         Ok(())
@@ -300,10 +312,11 @@ struct Freer {
 }
 
 /// Dropped files waiting for the freeing thread before the sink frees one itself. Each holds up
-/// to the bound's worth of disk until it is freed, so this bounds what a slow disk adds to the
-/// N+1 files of the bound; and a bound so small that the sink rotates faster than the disk frees
-/// (`--events-max-size 4K` at 200,000 responses/s) waits for the disk, as every rotation did.
-const FREE_QUEUE: usize = 2;
+/// to the bound's worth of disk until it is freed, so with one waiting and one being freed a
+/// slow disk holds at most two files more than the N+1 of the bound, for a moment; and a bound
+/// so small that the sink rotates faster than the disk frees (`--events-max-size 4K` at
+/// 200,000 responses/s) waits for the disk, as every rotation did.
+const FREE_QUEUE: usize = 1;
 
 impl Freer {
     fn free(&mut self, f: File) {
@@ -401,8 +414,18 @@ fn write_event_with(
         }
         (EventFormat::Human, _) => writeln!(line, "{e}")?,
     }
-    w.write_all(line)
+    let written = w.write_all(line);
+    // A response of thousands of records makes a line of hundreds of KiB: not kept for the
+    // lines after it.
+    if line.capacity() > LINE_KEPT_MAX {
+        line.clear();
+        line.shrink_to(LINE_CAPACITY);
+    }
+    written
 }
+
+/// The most a kept line buffer may hold on to between events.
+const LINE_KEPT_MAX: usize = 64 * 1024;
 
 /// The readable log line of every decision (verdicts, blocks, guards, alerts, feed matches).
 pub struct LogSink;
@@ -555,7 +578,28 @@ mod tests {
         static HANDED: std::cell::RefCell<Vec<File>> = const { std::cell::RefCell::new(Vec::new()) };
     }
 
+    /// Keeps a handed file, after checking that it is the last handle to it in the process:
+    /// if another were left (the sink's writer, say), that one's close would free the blocks,
+    /// wherever it happens.
     fn keep_handed(f: File) {
+        use std::os::{fd::AsRawFd as _, unix::fs::MetadataExt as _};
+        let m = f.metadata().unwrap();
+        if m.is_file() {
+            let others: Vec<PathBuf> = std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_str() != Some(&f.as_raw_fd().to_string()))
+                .filter(|e| {
+                    std::fs::metadata(e.path())
+                        .is_ok_and(|o| (o.dev(), o.ino()) == (m.dev(), m.ino()))
+                })
+                .map(|e| e.path())
+                .collect();
+            assert!(
+                others.is_empty(),
+                "other handles to a handed file: {others:?}"
+            );
+        }
         HANDED.with(|h| h.borrow_mut().push(f));
     }
 
