@@ -62,16 +62,16 @@ pub fn write_dns(out: &mut Vec<u8>, o: &Observation) {
     number(out, o.dns_len);
     out.extend_from_slice(br#","cap_len":"#);
     number(out, o.cap_len);
-    out.extend_from_slice(br#","truncated":"#);
-    boolean(out, o.truncated);
-    out.extend_from_slice(br#","blocked":"#);
-    boolean(out, o.blocked);
-    out.extend_from_slice(br#","would_block":"#);
-    boolean(out, o.would_block);
-    out.extend_from_slice(br#","fragmented":"#);
-    boolean(out, o.fragmented);
-    out.extend_from_slice(br#","unsolicited":"#);
-    boolean(out, o.unsolicited);
+    booleans(
+        out,
+        [
+            (br#","truncated":"#, o.truncated),
+            (br#","blocked":"#, o.blocked),
+            (br#","would_block":"#, o.would_block),
+            (br#","fragmented":"#, o.fragmented),
+            (br#","unsolicited":"#, o.unsolicited),
+        ],
+    );
 
     let m = &o.msg;
     out.extend_from_slice(br#","id":"#);
@@ -83,18 +83,17 @@ pub fn write_dns(out: &mut Vec<u8>, o: &Observation) {
     out.extend_from_slice(br#","rcode":"#);
     string(out, &m.rcode.name());
     let f = &m.flags;
-    out.extend_from_slice(br#","flags":{"aa":"#);
-    boolean(out, f.aa);
-    out.extend_from_slice(br#","tc":"#);
-    boolean(out, f.tc);
-    out.extend_from_slice(br#","rd":"#);
-    boolean(out, f.rd);
-    out.extend_from_slice(br#","ra":"#);
-    boolean(out, f.ra);
-    out.extend_from_slice(br#","ad":"#);
-    boolean(out, f.ad);
-    out.extend_from_slice(br#","cd":"#);
-    boolean(out, f.cd);
+    booleans(
+        out,
+        [
+            (br#","flags":{"aa":"#, f.aa),
+            (br#","tc":"#, f.tc),
+            (br#","rd":"#, f.rd),
+            (br#","ra":"#, f.ra),
+            (br#","ad":"#, f.ad),
+            (br#","cd":"#, f.cd),
+        ],
+    );
     out.extend_from_slice(br#"},"answers":"#);
     records(out, &m.answers);
     out.extend_from_slice(br#","authority":"#);
@@ -175,6 +174,14 @@ fn number(out: &mut Vec<u8>, n: impl itoa::Integer) {
 
 fn boolean(out: &mut Vec<u8>, b: bool) {
     out.extend_from_slice(if b { b"true" } else { b"false" });
+}
+
+/// Each key (with the comma before it) and its boolean, in order.
+fn booleans<const N: usize>(out: &mut Vec<u8>, fields: [(&[u8], bool); N]) {
+    for (key, b) in fields {
+        out.extend_from_slice(key);
+        boolean(out, b);
+    }
 }
 
 #[cfg(test)]
