@@ -528,24 +528,19 @@ fn start_agent(
     if events == Events::Json {
         cmd.arg("--events").arg(dir.join("events.jsonl"));
     }
-    cmd.args(
-        std::env::var("XEXTRA")
-            .map(|v| v.split(' ').map(String::from).collect::<Vec<_>>())
-            .unwrap_or_default(),
-    )
-    .args(["--pin-dir", &pin.arg(), "--metrics", METRICS])
-    .args(["--block-ttl", &format!("{BLOCK_TTL_SECS}s")])
-    .args(["--max-blocks-per-minute", "1000000"])
-    // Block on the first confirmed flux score: the default hold (two minutes of evidence)
-    // would measure the hold, not the path from the response to the map.
-    .args(["--block-hold", "0s"])
-    .envs(flux_tests::BUILTIN_CONFIG)
-    // Verdicts, blocks and alerts: one line each, few under this load.
-    .env("RUST_LOG", "info")
-    // With `--events human`, the readable line per response is formatted and written, but
-    // to /dev/null.
-    .stdout(Stdio::null())
-    .stderr(std::fs::File::create(&log)?);
+    cmd.args(["--pin-dir", &pin.arg(), "--metrics", METRICS])
+        .args(["--block-ttl", &format!("{BLOCK_TTL_SECS}s")])
+        .args(["--max-blocks-per-minute", "1000000"])
+        // Block on the first confirmed flux score: the default hold (two minutes of evidence)
+        // would measure the hold, not the path from the response to the map.
+        .args(["--block-hold", "0s"])
+        .envs(flux_tests::BUILTIN_CONFIG)
+        // Verdicts, blocks and alerts: one line each, few under this load.
+        .env("RUST_LOG", "info")
+        // With `--events human`, the readable line per response is formatted and written, but
+        // to /dev/null.
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?);
     let mut agent = Proc::spawn("flux-agent", &mut cmd);
     let deadline = Instant::now() + START_WAIT;
     loop {
@@ -1279,13 +1274,13 @@ fn step_head(s: &Value, achieved: &str) -> String {
     };
     format!(
         "  asked {asked:>7} {achieved} {:>9.0}/s captured {:>9.0}/s read {:>9.0}/s ringbuf_full \
-         {:>8} events dropped {:>7} max lag {:>6.0} (p50 {:>5.0}, kept up {}) drain {:>4.0} ms; \
+         {:>8.0} events dropped {:>7.0} max lag {:>6.0} (p50 {:>5.0}, kept up {}) drain {:>4.0} ms; \
          CPU agent {:.2}",
         f(s, "achieved"),
         f(s, "captured_per_s"),
         f(s, "read_per_s"),
-        s["ring_full"],
-        s["events_dropped"],
+        f(s, "ring_full"),
+        f(s, "events_dropped"),
         f(s, "max_lag_records"),
         f(s, "lag_p50_records"),
         s["kept_up"],
