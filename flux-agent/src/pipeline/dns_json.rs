@@ -367,25 +367,8 @@ mod tests {
         }
         let wire = m.to_vec().unwrap();
         let msg = parse_response(&wire, false).unwrap();
-        let mut o = Observation {
-            ts: UNIX_EPOCH + Duration::from_micros(1_691_219_532_123_456),
-            iface: "eth0".into(),
-            ifindex: 2,
-            src: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 53)),
-            dst: IpAddr::V6(Ipv6Addr::LOCALHOST),
-            sport: 53,
-            dport: 40_000,
-            transport: Transport::Udp,
-            vlan: vec![],
-            dns_len: wire.len() as u16,
-            cap_len: wire.len() as u16,
-            truncated: false,
-            blocked: false,
-            would_block: false,
-            fragmented: false,
-            unsolicited: false,
-            msg,
-        };
+        let ts = UNIX_EPOCH + Duration::from_micros(1_691_219_532_123_456);
+        let mut o = crate::fleet::aggregate::tests::observation(ts, msg);
         assert_eq!(ours(&o), serde_line(&o));
         assert!(ours(&o).contains(r#""data":"192.0.2.8"}"#), "{}", ours(&o));
         o.msg = DnsMessage {

@@ -253,26 +253,20 @@ impl EventsInner {
         self.out.flush()?;
         if self.keep == 0 {
             // Gone already (removed by hand): nothing to free but the writer's handle.
-            match std::fs::remove_file(&self.path) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
+            unless_missing(std::fs::remove_file(&self.path))?;
         } else {
             let leaving = numbered(&self.path, self.keep);
             let held = hold(&leaving);
             // Gone already (none rotated that far yet, or removed by hand): nothing to free.
-            match std::fs::remove_file(&leaving) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
+            unless_missing(std::fs::remove_file(&leaving))?;
             if let Some(f) = held {
                 (self.free)(f);
             }
             for n in (1..self.keep).rev() {
-                match std::fs::rename(numbered(&self.path, n), numbered(&self.path, n + 1)) {
-                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                    _ => {}
-                }
+                unless_missing(std::fs::rename(
+                    numbered(&self.path, n),
+                    numbered(&self.path, n + 1),
+                ))?;
             }
             std::fs::rename(&self.path, numbered(&self.path, 1))?;
         }
@@ -289,6 +283,15 @@ impl EventsInner {
         self.size = 0;
         self.rotations += 1;
         Ok(())
+    }
+}
+
+/// `r`, except that a file already missing is no error: a rotation's files may not exist yet,
+/// or may have been removed by hand.
+fn unless_missing(r: io::Result<()>) -> io::Result<()> {
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        r => r,
     }
 }
 
@@ -578,6 +581,13 @@ mod tests {
         static HANDED: std::cell::RefCell<Vec<File>> = const { std::cell::RefCell::new(Vec::new()) };
     }
 
+    /// The process's open file descriptors, as their `/proc/self/fd` entries.
+    fn open_fds() -> impl Iterator<Item = std::fs::DirEntry> {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| e.ok())
+    }
+
     /// Keeps a handed file, after checking that it is the last handle to it in the process:
     /// if another were left (the sink's writer, say), that one's close would free the blocks,
     /// wherever it happens.
@@ -585,9 +595,7 @@ mod tests {
         use std::os::{fd::AsRawFd as _, unix::fs::MetadataExt as _};
         let m = f.metadata().unwrap();
         if m.is_file() {
-            let others: Vec<PathBuf> = std::fs::read_dir("/proc/self/fd")
-                .unwrap()
-                .filter_map(|e| e.ok())
+            let others: Vec<PathBuf> = open_fds()
                 .filter(|e| e.file_name().to_str() != Some(&f.as_raw_fd().to_string()))
                 .filter(|e| {
                     std::fs::metadata(e.path())
@@ -679,9 +687,8 @@ mod tests {
         assert!(freer.tx.is_some(), "the freeing thread started");
         // The files still open in this process: /proc/self/fd links to "PATH (deleted)".
         let open_here = || {
-            std::fs::read_dir("/proc/self/fd")
-                .unwrap()
-                .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            open_fds()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
                 .filter(|l| l.starts_with(&d))
                 .count()
         };
