@@ -308,10 +308,16 @@ fn hold(path: &Path) -> Option<File> {
 }
 
 /// Closes the events files rotations drop, already unlinked, on one thread of its own (started
-/// at the first): that last close frees a file's blocks (see [`EventsInner::rotate`]).
-#[derive(Default)]
-struct Freer {
-    tx: Option<SyncSender<File>>,
+/// at the first): that last close frees a file's blocks (see [`EventsInner::rotate`]). Generic
+/// over what it drops only so that a test can see which thread dropped it.
+struct Freer<T = File> {
+    tx: Option<SyncSender<T>>,
+}
+
+impl<T> Default for Freer<T> {
+    fn default() -> Self {
+        Self { tx: None }
+    }
 }
 
 /// Dropped files waiting for the freeing thread before the sink frees one itself. Each holds up
@@ -321,12 +327,15 @@ struct Freer {
 /// 200,000 responses/s) waits for the disk, as every rotation did.
 const FREE_QUEUE: usize = 1;
 
-impl Freer {
-    fn free(&mut self, f: File) {
+/// The freeing thread's name.
+const FREER_THREAD: &str = "events free";
+
+impl<T: Send + 'static> Freer<T> {
+    fn free(&mut self, f: T) {
         if self.tx.is_none() {
-            let (tx, rx) = mpsc::sync_channel::<File>(FREE_QUEUE);
+            let (tx, rx) = mpsc::sync_channel::<T>(FREE_QUEUE);
             let spawned = std::thread::Builder::new()
-                .name("events free".into())
+                .name(FREER_THREAD.into())
                 .spawn(move || rx.into_iter().for_each(drop));
             match spawned {
                 Ok(_) => self.tx = Some(tx),
@@ -698,6 +707,36 @@ mod tests {
         }
         assert_eq!(open_here(), 0);
         let _ = std::fs::remove_dir_all(d);
+    }
+
+    /// The sink does not wait for a dropped file's close: it is closed on the freeing thread
+    /// (unless one already waits there, and then by the sink, still closed).
+    #[test]
+    fn dropped_files_are_closed_on_the_freeing_thread() {
+        /// Says which thread dropped it.
+        struct Tell(mpsc::Sender<Option<String>>);
+        impl Drop for Tell {
+            fn drop(&mut self) {
+                let _ = self
+                    .0
+                    .send(std::thread::current().name().map(str::to_owned));
+            }
+        }
+        let (tx, rx) = mpsc::channel();
+        let mut freer = Freer::default();
+        for _ in 0..5 {
+            freer.free(Tell(tx.clone()));
+            // One at a time: none waits when the next comes, so each goes to the thread.
+            let by = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+            assert_eq!(by.as_deref(), Some(FREER_THREAD));
+        }
+        // Many at once: every one is dropped, by one thread or the other.
+        for _ in 0..50 {
+            freer.free(Tell(tx.clone()));
+        }
+        drop(freer);
+        drop(tx);
+        assert_eq!(rx.iter().count(), 50);
     }
 
     #[test]
