@@ -25,7 +25,7 @@ use std::{io::Write as _, net::IpAddr};
 
 use flux_detect::{
     dns::{DnsRecord, Transport},
-    timestamp::rfc3339,
+    timestamp::Rfc3339Cache,
 };
 
 use crate::pipeline::events::Observation;
@@ -33,9 +33,12 @@ use crate::pipeline::events::Observation;
 /// Appends `o` as serde_json writes `Event::Dns(o)` (no newline).
 pub fn write_dns(out: &mut Vec<u8>, o: &Observation) {
     out.extend_from_slice(br#"{"type":"dns","ts":""#);
-    // The same formatter as `flux_detect::timestamp::serialize`; its digits, dashes, colons and
-    // letters need no escaping.
-    let _ = write!(out, "{}", rfc3339(o.ts));
+    // The text of `flux_detect::timestamp::serialize`; its digits, dashes, colons and letters
+    // need no escaping. One cache per thread: the events sink writes every line from one.
+    thread_local! {
+        static TS: std::cell::RefCell<Rfc3339Cache> = std::cell::RefCell::default();
+    }
+    TS.with_borrow_mut(|c| c.write(o.ts, out));
     out.extend_from_slice(br#"","iface":"#);
     string(out, &o.iface);
     out.extend_from_slice(br#","ifindex":"#);
