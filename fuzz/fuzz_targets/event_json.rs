@@ -3,7 +3,11 @@
 //! (`pipeline::sinks::write_event`: the JSON contract and the readable line).
 //!
 //! Checks: no panic; each event is exactly one line (a reply must not be able to forge a line in
-//! the events file or the log); the JSON line parses back as one object with `"type":"dns"`.
+//! the events file or the log); the JSON line parses back as one object with `"type":"dns"`, and
+//! is byte for byte what serde_json writes for the event (the line is written by hand,
+//! `pipeline/dns_json.rs`, and serde's is the contract). The event's time is drawn from the
+//! input's bytes over the whole range of `SystemTime` the agent can meet, before 1970 and past
+//! 9999 included, so that the timestamp's clamp and cache are checked against serde's too.
 #![no_main]
 
 use std::time::{Duration, SystemTime};
@@ -21,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(capture) = Capture::from_record(data) else {
         return;
     };
-    let ts = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let ts = time_of(data);
     let Ok(obs) = Observation::from_capture(&capture, ts, "eth0".into()) else {
         return;
     };
@@ -31,10 +35,33 @@ fuzz_target!(|data: &[u8]| {
     one_line(&json);
     let v: serde_json::Value = serde_json::from_slice(&json).expect("the JSON line parses");
     assert_eq!(v["type"], "dns");
+    let mut serde_line = serde_json::to_vec(&event).expect("serde writes the event");
+    serde_line.push(b'\n');
+    assert_eq!(
+        String::from_utf8_lossy(&json),
+        String::from_utf8_lossy(&serde_line),
+        "the hand-written line differs from serde_json's"
+    );
     let mut human = Vec::new();
     write_event(&mut human, EventFormat::Human, &event).expect("readable event written");
     one_line(&human);
 });
+
+/// A time from the input (FNV-1a of its bytes): mostly within a few seconds of one instant
+/// (the timestamp cache's same-second path), else anywhere from 2^34 s before 1970 to 2^40 s
+/// after it (past 9999).
+fn time_of(data: &[u8]) -> SystemTime {
+    let h = data.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let nanos = (h >> 34) as u32 % 1_000_000_000;
+    let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    match h & 3 {
+        0 | 1 => base + Duration::new((h >> 2) & 3, nanos),
+        2 => SystemTime::UNIX_EPOCH + Duration::new(h >> 24, nanos),
+        _ => SystemTime::UNIX_EPOCH - Duration::new(h >> 30, nanos),
+    }
+}
 
 fn one_line(line: &[u8]) {
     assert!(line.ends_with(b"\n"), "an event line without its newline");
