@@ -37,18 +37,19 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(v["type"], "dns");
     let mut serde_line = serde_json::to_vec(&event).expect("serde writes the event");
     serde_line.push(b'\n');
-    assert_eq!(
+    assert!(
+        json == serde_line,
+        "the hand-written line differs from serde_json's:\n{}\n{}",
         String::from_utf8_lossy(&json),
-        String::from_utf8_lossy(&serde_line),
-        "the hand-written line differs from serde_json's"
+        String::from_utf8_lossy(&serde_line)
     );
     let mut human = Vec::new();
     write_event(&mut human, EventFormat::Human, &event).expect("readable event written");
     one_line(&human);
 });
 
-/// A time from the input (FNV-1a of its bytes): mostly within a few seconds of one instant
-/// (the timestamp cache's same-second path), else anywhere from 2^34 s before 1970 to 2^40 s
+/// A time from the input (FNV-1a of its bytes): for half the inputs within four seconds of one
+/// instant (the timestamp cache's same-second path), else anywhere from 2^34 s before 1970 to 2^40 s
 /// after it (past 9999).
 fn time_of(data: &[u8]) -> SystemTime {
     let h = data.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {

@@ -38,7 +38,10 @@ pub fn write_dns(out: &mut Vec<u8>, o: &Observation) {
     thread_local! {
         static TS: std::cell::RefCell<Rfc3339Cache> = std::cell::RefCell::default();
     }
-    TS.with_borrow_mut(|c| c.write(o.ts, out));
+    // A thread whose locals are being torn down formats without the cache.
+    if TS.try_with(|c| c.borrow_mut().write(o.ts, out)).is_err() {
+        let _ = write!(out, "{}", flux_detect::timestamp::rfc3339(o.ts));
+    }
     out.extend_from_slice(br#"","iface":"#);
     string(out, &o.iface);
     out.extend_from_slice(br#","ifindex":"#);
