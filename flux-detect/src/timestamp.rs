@@ -14,8 +14,13 @@ const LAST_SECOND: u64 = 253_402_300_799;
 /// and fails after 9999 (and serde_json's `collect_str` panics on that failure), and a capture
 /// file's stamps are whoever wrote it's to choose.
 pub fn rfc3339(t: SystemTime) -> humantime::Rfc3339Timestamp {
+    humantime::format_rfc3339_micros(clamped(t))
+}
+
+/// `t` within what the format can show (see [`rfc3339`]).
+fn clamped(t: SystemTime) -> SystemTime {
     let last = UNIX_EPOCH + Duration::new(LAST_SECOND, 999_999_999);
-    humantime::format_rfc3339_micros(t.clamp(UNIX_EPOCH, last))
+    t.clamp(UNIX_EPOCH, last)
 }
 
 /// [`rfc3339`] appended to a buffer, with the date and time of day of the last second kept:
@@ -45,8 +50,7 @@ impl Default for Rfc3339Cache {
 impl Rfc3339Cache {
     /// Appends `t` as `rfc3339(t)` displays it.
     pub fn write(&mut self, t: SystemTime, out: &mut Vec<u8>) {
-        let last = UNIX_EPOCH + Duration::new(LAST_SECOND, 999_999_999);
-        let t = t.clamp(UNIX_EPOCH, last);
+        let t = clamped(t);
         let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
         if since.as_secs() != self.second {
             let whole = UNIX_EPOCH + Duration::from_secs(since.as_secs());

@@ -49,8 +49,8 @@ fuzz_target!(|data: &[u8]| {
 });
 
 /// A time from the input (FNV-1a of its bytes): for half the inputs within four seconds of one
-/// instant (the timestamp cache's same-second path), else anywhere from 2^34 s before 1970 to 2^40 s
-/// after it (past 9999).
+/// instant (the timestamp cache's same-second path), else anywhere from 2^34 s before 1970 to
+/// 2^40 s after it (past 9999).
 fn time_of(data: &[u8]) -> SystemTime {
     let h = data.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)

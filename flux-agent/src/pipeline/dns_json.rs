@@ -25,7 +25,7 @@ use std::{io::Write as _, net::IpAddr};
 
 use flux_detect::{
     dns::{DnsRecord, Transport},
-    timestamp::Rfc3339Cache,
+    timestamp::{Rfc3339Cache, rfc3339},
 };
 
 use crate::pipeline::events::Observation;
@@ -40,7 +40,7 @@ pub fn write_dns(out: &mut Vec<u8>, o: &Observation) {
     }
     // A thread whose locals are being torn down formats without the cache.
     if TS.try_with(|c| c.borrow_mut().write(o.ts, out)).is_err() {
-        let _ = write!(out, "{}", flux_detect::timestamp::rfc3339(o.ts));
+        let _ = write!(out, "{}", rfc3339(o.ts));
     }
     out.extend_from_slice(br#"","iface":"#);
     string(out, &o.iface);

@@ -397,8 +397,8 @@ fn measure_all(
     Ok(samples)
 }
 
-/// One case: its filter in place, the background sampled, the flood sent (retried when trafgen
-/// fails), every frame checked to be dropped by the filter under test and nothing else.
+/// One case: its filter in place, the flood sent ([`flood_retried`]: the background sampled,
+/// every frame accounted for), then the filter taken out, whatever failed.
 fn measure_case(
     loaded: &mut Loaded,
     ifindex: u32,
@@ -419,36 +419,13 @@ fn measure_case(
         None => None,
     };
     // Whatever fails from here, the nftables chain (if it went in) and the program come out.
-    let chain_on = match case.nft() {
-        Some(chain) => nft_chain(client, chain, true).map(|()| Some(chain)),
-        None => Ok(None),
-    };
-    let result = chain_on
-        .as_ref()
-        .map_err(|e| anyhow::anyhow!("{e:#}"))
-        .and_then(|_| {
-            let mut last_err = None;
-            for retried in 0..FLOOD_TRIES {
-                let flooded = match generator() {
-                    Generator::XdpLive => xdp_flood(loaded, case, client, server, conf),
-                    Generator::Trafgen => flood(loaded, case, client, server, conf),
-                };
-                match flooded {
-                    Ok(s) => return Ok(Sample { retried, ..s }),
-                    Err(Flood::Transient(e)) => {
-                        eprintln!("  {}: {e:#}; flooding again", case.label());
-                        last_err = Some(e);
-                        std::thread::sleep(Duration::from_secs(1));
-                    }
-                    Err(Flood::Other(e)) => return Err(e),
-                }
-            }
-            Err(last_err.unwrap_or_else(|| anyhow::anyhow!("no flood ran")))
-                .context(format!("{FLOOD_TRIES} floods failed"))
-        });
-    let chain_off = match chain_on {
-        Ok(Some(chain)) => nft_chain(client, chain, false),
-        _ => Ok(()),
+    let result = match case.nft() {
+        Some(chain) => nft_chain(client, chain, true).and_then(|()| {
+            let flooded = flood_retried(loaded, case, client, server, conf);
+            let off = nft_chain(client, chain, false);
+            flooded.and_then(|s| off.map(|()| s))
+        }),
+        None => flood_retried(loaded, case, client, server, conf),
     };
     let detached = match attached {
         Some((name, id)) => (|| {
@@ -463,9 +440,37 @@ fn measure_case(
         None => Ok(()),
     };
     let sample = result?;
-    chain_off?;
     detached?;
     Ok(sample)
+}
+
+/// The case's flood, sent again after a transient failure ([`Flood::Transient`]), up to
+/// [`FLOOD_TRIES`] floods.
+fn flood_retried(
+    loaded: &Loaded,
+    case: Case,
+    client: &Path,
+    server: &Path,
+    conf: &Path,
+) -> anyhow::Result<Sample> {
+    let mut last_err = None;
+    for retried in 0..FLOOD_TRIES {
+        let flooded = match generator() {
+            Generator::XdpLive => xdp_flood(loaded, case, client, server, conf),
+            Generator::Trafgen => flood(loaded, case, client, server, conf),
+        };
+        match flooded {
+            Ok(s) => return Ok(Sample { retried, ..s }),
+            Err(Flood::Transient(e)) => {
+                eprintln!("  {}: {e:#}; flooding again", case.label());
+                last_err = Some(e);
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(Flood::Other(e)) => return Err(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| anyhow::anyhow!("no flood ran")))
+        .context(format!("{FLOOD_TRIES} floods failed"))
 }
 
 enum Flood {
