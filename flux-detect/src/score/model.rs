@@ -167,10 +167,20 @@ fn own_terms(f: &Features) -> [(Term, f64); TERM_COUNT] {
     } else {
         1.0
     };
-    if provider_zone(f) {
-        diversity *= PROVIDER_ZONE_WEIGHT;
-    }
-    diversity *= served;
+    let provider = if provider_zone(f) {
+        PROVIDER_ZONE_WEIGHT
+    } else {
+        1.0
+    };
+    diversity *= provider * served;
+    // Spread that someone else's traffic manager chose for its customers (a provider's zone,
+    // a name only other domains send users to): a CDN or an anti-blocking front end puts its
+    // edges in many countries and blocks as surely as in many networks, so its country and
+    // block spread count as its network diversity does. On the real resolver traffic the
+    // edge name `cdshfyrv.ky168800.top`, reached only through three unrelated sites' CNAME
+    // chains, reached `flux` on its 10 countries and 43 /24s of cloud servers at its third
+    // answer, with its networks already discounted.
+    let managed = provider * served;
     // A rented pool (see `rented_pool`): servers deep in a range of two organisations or more
     // spread like a pool of strangers.
     let pool = rented_pool(f);
@@ -222,11 +232,13 @@ fn own_terms(f: &Features) -> [(Term, f64); TERM_COUNT] {
         (Term::MixedAnswers, f.mixed_answers * diversity),
         (
             Term::Countries,
-            countries::COUNTRIES.at(f64::from(f.distinct_countries)),
+            countries::COUNTRIES.at(f64::from(f.distinct_countries)) * managed,
         ),
         (
             Term::PrefixDiversity,
-            f.prefix_entropy * prefix_diversity::PREFIXES.at(f64::from(f.distinct_prefixes)),
+            f.prefix_entropy
+                * prefix_diversity::PREFIXES.at(f64::from(f.distinct_prefixes))
+                * managed,
         ),
         (
             Term::Fluxiness,
@@ -271,7 +283,9 @@ fn own_terms(f: &Features) -> [(Term, f64); TERM_COUNT] {
 /// mix the organisations for the spread to count in rotation (mixing is unchanged): a
 /// multi-CDN site alternating between two dense PoPs never mixes them.
 pub fn rented_pool(f: &Features) -> f64 {
-    if f.distinct_networks >= params::rented_pool::MIN_NETWORKS {
+    if f.distinct_networks >= params::rented_pool::MIN_NETWORKS
+        && f.distinct_subnets >= params::rented_pool::MIN_BLOCKS
+    {
         params::rented_pool::DEPTH.at(f64::from(f.subnet_ips_max))
     } else {
         0.0
@@ -684,9 +698,10 @@ mod tests {
     }
 
     /// Issue 12, `flux-bulletproof`: one server per answer, handed out in turn from 14 of a
-    /// rented /24 in one hosting network and a few in another (most answers returns of one
-    /// handed out before, as a pool of 17 servers does), is flux; the same answers from a
-    /// cache cluster of 6 servers to a block are not.
+    /// rented /24 in one hosting network and a few in two blocks of another (most answers
+    /// returns of one handed out before, as a pool of 17 servers does), is flux; the same
+    /// answers from a cache cluster of 6 servers to a block are not, and neither are they from
+    /// a farm in two blocks.
     #[test]
     fn a_rented_pool_is_flux_and_a_cache_cluster_is_not() {
         let pool = Features {
@@ -696,7 +711,7 @@ mod tests {
             distinct_ips: 17,
             distinct_networks: 2,
             distinct_asns: 2,
-            distinct_subnets: 2,
+            distinct_subnets: 3,
             distinct_prefixes: 2,
             subnet_ips_max: 14,
             distinct_countries: 2,
@@ -715,15 +730,100 @@ mod tests {
             distinct_networks: 1,
             ..pool.clone()
         };
+        // Two /24s, one in each network: a farm with two upstreams, which two prefix blocks stop.
+        let two_blocks = Features {
+            distinct_subnets: 2,
+            ..pool.clone()
+        };
         assert_eq!(rented_pool(&pool), 1.0);
         assert_eq!(rented_pool(&cluster), 0.0);
         assert_eq!(rented_pool(&one_network), 0.0, "a CDN's own dense PoP");
+        assert_eq!(rented_pool(&two_blocks), 0.0, "a farm in two blocks");
         assert!(score(&pool) >= FLUX_ENTER, "{}", score(&pool));
         assert!(score(&cluster) < SUSPICIOUS_ENTER, "{}", score(&cluster));
+        assert!(score(&two_blocks) < FLUX_ENTER, "{}", score(&two_blocks));
         assert!(
             reasons(&pool).iter().any(|r| r.feature == "rented_pool"),
             "named in the verdict"
         );
+    }
+
+    /// The real resolver traffic's three random `.top` sites: five servers a minute, TTL 60,
+    /// every answer mixing two /24s of two networks, dozens deep in each. A farm with two
+    /// upstreams, not flux, however fast it turns over.
+    #[test]
+    fn a_farm_in_two_blocks_is_not_flux() {
+        let farm = Features {
+            rrsets: 7,
+            later_answers: 6,
+            fresh_answers: 5,
+            distinct_ips: 34,
+            distinct_networks: 2,
+            distinct_asns: 2,
+            distinct_subnets: 2,
+            distinct_prefixes: 2,
+            prefix_entropy: 0.196,
+            subnet_ips_max: 18,
+            distinct_countries: 2,
+            ttl_max: 60,
+            answer_size_max: 5,
+            multi_address_answers: 7,
+            mixed_answers: 0.857,
+            answer_networks_max: 2,
+            ip_growth: 0.967,
+            fluxiness: 6.8,
+            queried_directly: true,
+            ..Features::default()
+        };
+        assert!(score(&farm) < FLUX_ENTER, "{}", score(&farm));
+        // The same turnover over a third block is a rented pool moving on.
+        let moved = Features {
+            distinct_subnets: 3,
+            ..farm.clone()
+        };
+        assert!(score(&moved) >= FLUX_ENTER, "{}", score(&moved));
+    }
+
+    /// The real resolver traffic's `cdshfyrv.ky168800.top`: an anti-blocking front end's edge
+    /// name, reached only through other sites' CNAME chains, three answers of 24-26 cloud
+    /// servers in 10 countries and 43 /24s. The spread someone else's traffic manager chose
+    /// counts for half in countries and blocks as in networks; asked for directly, the same
+    /// answers are flux.
+    #[test]
+    fn spread_chosen_for_others_counts_for_half() {
+        let edge = Features {
+            rrsets: 3,
+            later_answers: 2,
+            network_arrivals: 2,
+            distinct_ips: 47,
+            distinct_asns: 9,
+            distinct_networks: 5,
+            distinct_subnets: 43,
+            lone_subnets: 39,
+            subnet_ips_max: 2,
+            distinct_prefixes: 29,
+            prefix_entropy: 0.831,
+            distinct_countries: 10,
+            ttl_max: 60,
+            answer_size_max: 26,
+            multi_address_answers: 3,
+            mixed_answers: 1.0,
+            answer_networks_max: 5,
+            ip_growth: 0.42,
+            fluxiness: 1.808,
+            reached_via_others: true,
+            ..Features::default()
+        };
+        let asked = Features {
+            reached_via_others: false,
+            queried_directly: true,
+            ..edge.clone()
+        };
+        assert!(score(&edge) < FLUX_ENTER, "{}", score(&edge));
+        assert!(score(&asked) >= FLUX_ENTER, "{}", score(&asked));
+        for t in [Term::Countries, Term::PrefixDiversity] {
+            assert_eq!(term(&edge, t) * 2.0, term(&asked, t), "{t:?}");
+        }
     }
 
     /// Eight addresses, each alone in its /24, in four networks, one per answer: a key that
