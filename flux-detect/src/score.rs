@@ -837,7 +837,7 @@ fn merge_domain<'a>(
     chained: bool,
     child: &str,
 ) {
-    let tag = key_state::child_tag(child);
+    let tag = key_state::child_tag(child, key_state::answer_is_v6(addrs));
     match domains.iter_mut().find(|d| d.0 == rd) {
         Some(d) => {
             d.1 = d.1.max(ttl);

@@ -1,8 +1,9 @@
-//! Real resolver traffic through `flux-agent replay`: no legitimate site may reach `flux` outside
+//! Real DNS traffic through `flux-agent replay`: no legitimate site may reach `flux` outside
 //! the allowlist. `real-benign/home-resolver.pcap.gz` (`../shared/datasets`, 299,978 real
 //! replies of a crawler resolving popular names) is the false-positive test that counts: every
 //! name in it is taken as legitimate (docs/evaluation.md). A flux verdict there is a site the
-//! agent's users would lose.
+//! agent's users would lose. The real Zeek `dns.log` of `zeek-logs/` (a competition network's
+//! clients, A and AAAA) is the second such set.
 //!
 //! Skips when the dataset is absent (a user's fresh clone); fails in CI without the ASN
 //! database `cargo xtask setup` installs, as `detection_quality.rs` does, since the verdicts
@@ -94,6 +95,29 @@ fn real_resolver_traffic_flags_no_site_outside_the_allowlist() {
     }
     let (flagged, summary) = flux_outside_allowlist(&file);
     assert_eq!(summary["parsed"], 299_978, "{summary}");
+    assert!(
+        flagged.is_empty(),
+        "{} flux verdicts on legitimate sites outside the allowlist:\n{}",
+        flagged.len(),
+        flagged.join("\n")
+    );
+}
+
+/// The real Zeek `dns.log` (WRCCDC 2018; clients that ask for A and AAAA side by side): no
+/// `flux` outside the allowlist. `debian.org` reached it before 2026-12-06: every Debian host
+/// name gave an A and a AAAA answer, each name counted as one name with two answers (rotating),
+/// so the parent rule never held over its hosts at six donors' networks
+/// (`key_state::child_tag` now tells the families apart).
+#[test]
+fn real_zeek_log_flags_no_site_outside_the_allowlist() {
+    let Some(file) = dataset("zeek-logs/dns.log.gz") else {
+        return;
+    };
+    if !have_db() {
+        return;
+    }
+    let (flagged, summary) = flux_outside_allowlist(&file);
+    assert_eq!(summary["parsed"], 22_069, "{summary}");
     assert!(
         flagged.is_empty(),
         "{} flux verdicts on legitimate sites outside the allowlist:\n{}",

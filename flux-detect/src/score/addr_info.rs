@@ -35,6 +35,11 @@ impl AddrInfo {
         }
     }
 
+    /// Whether the address is IPv6 (not IPv4-mapped): the family of the record (AAAA) it came in.
+    pub fn is_v6(&self) -> bool {
+        v4_bits(&self.ip).is_none()
+    }
+
     /// The /16 of an IPv4 address or the /48 of an IPv6 one, as a hash.
     pub fn prefix(&self) -> u32 {
         let is_v4 =
@@ -98,6 +103,11 @@ impl StoredAddr {
             country: a.country,
             v6,
         }
+    }
+
+    /// Whether the address is IPv6 (see [`AddrInfo::is_v6`]).
+    pub fn is_v6(&self) -> bool {
+        self.v6 != 0
     }
 
     /// Where the key keeps this IPv6 address's bytes; `None` for IPv4.

@@ -3,7 +3,7 @@
 //! diverse, while wildcard flux (a new name per lookup, each answered with a new bot) still is.
 //! Hand-built responses, no ASN database (the /16 stands in for the network).
 
-use super::scorer_tests::{a_records, at, response, scorer};
+use super::scorer_tests::{a_records, at, rec, response, scorer};
 use super::*;
 
 /// One lookup of `name` answered with `ip`, TTL 60 s.
@@ -313,4 +313,73 @@ fn one_child_expired_unseen_is_no_sample() {
         ..f.clone()
     };
     assert!(!model::stable_children_only(&two), "{two:?}");
+}
+
+/// A project's hosts at several donors' networks, each a fixed dual-stack answer (A and AAAA)
+/// looked up again and again by a client that asks for both (the real Zeek log's
+/// `debian.org`): each name's two answers are two stable children, not one rotating name, so
+/// the parent is not flux however many networks its hosts sit in.
+#[test]
+fn a_parent_of_dual_stack_hosts_is_not_flux() {
+    let mut s = scorer();
+    let mut out = Vec::new();
+    let hosts = ["www", "bugs", "security", "packages", "ftp", "wiki"];
+    for round in 0..6u32 {
+        for (i, host) in (0u32..).zip(hosts) {
+            let name = format!("{host}.project.org");
+            let v4 = [
+                format!("{}.{}.0.1", 20 + i * 13, i),
+                format!("{}.{}.0.2", 90 + i * 7, i),
+            ];
+            let v6 = [format!("2001:{:x}::1", 0x100 + i)];
+            // Asked twice a round (the resolver's cache re-shows each answer), both families.
+            for again in [0, 5] {
+                let t = round * 700 + i * 30 + again;
+                s.observe(
+                    at(t),
+                    &response(&name, a_records(&name, 300, &v4)),
+                    &mut out,
+                );
+                let aaaa = v6.iter().map(|ip| rec(&name, 28, 300, ip)).collect();
+                s.observe(at(t + 1), &response(&name, aaaa), &mut out);
+            }
+        }
+    }
+    let f = s
+        .explain("project.org", at(6 * 700))
+        .expect("tracked")
+        .features;
+    assert_eq!((f.children, f.rotating_children), (12, 0), "{f:?}");
+    assert!(model::stable_children_only(&f), "{f:?}");
+    assert!(!flux(&out, "project.org"), "{out:#?}");
+}
+
+/// The same project's hosts in their first minutes: each name looked up once, its round robin
+/// of two machines at two donors' networks still within its TTL. Such an answer is pending
+/// (it spans fewer networks than a flux answer alone, `params::PENDING_CHILD_NETWORKS_MAX`),
+/// so the parent waits to see whether the names keep their answers instead of being judged on
+/// six names seen once.
+#[test]
+fn a_parent_of_round_robin_hosts_waits_in_its_first_minutes() {
+    let mut s = scorer();
+    let mut out = Vec::new();
+    for i in 0..6u32 {
+        let name = format!("host{i}.project.org");
+        let v4 = [
+            format!("{}.{}.0.1", 20 + i * 13, i),
+            format!("{}.{}.0.2", 90 + i * 7, i),
+        ];
+        s.observe(
+            at(i * 20),
+            &response(&name, a_records(&name, 300, &v4)),
+            &mut out,
+        );
+    }
+    let f = s.explain("project.org", at(120)).expect("tracked").features;
+    assert_eq!(
+        (f.stable_children, f.stable_children_pending),
+        (6, 6),
+        "{f:?}"
+    );
+    assert!(!flux(&out, "project.org"), "{out:#?}");
 }

@@ -528,3 +528,79 @@ fn evictions_match_one_scan_per_new_address() {
         "the key was full most of the time: {evicted}"
     );
 }
+
+/// An IPv6 address, `last` its last group, in network `asn`.
+fn a6(last: u16, asn: u32, cc: &[u8; 2]) -> AddrInfo {
+    let ip = IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, last]);
+    AddrInfo {
+        ip: AddrInfo::ip_bytes(ip),
+        asn,
+        network: asn,
+        country: *cc,
+    }
+}
+
+/// A dual-stack name: its first AAAA answer after its A answer is the first of its family, not
+/// rotation (no later answer, growth or new network); a changed AAAA answer after it is.
+#[test]
+fn the_first_answer_of_each_address_family_is_a_first() {
+    let mut k = KeyState::new(0);
+    k.add_answer(0, 300, &[a(1, 1, b"US"), a(2, 1, b"US")]);
+    k.add_answer(1, 300, &[a6(1, 2, b"US")]);
+    let f = k.features(10, WINDOWS[0]);
+    assert_eq!(f.rrsets, 2);
+    assert_eq!(
+        (
+            f.later_answers,
+            f.fresh_answers,
+            f.network_arrivals,
+            f.ip_growth
+        ),
+        (0, 0, 0, 0.0),
+        "{f:?}"
+    );
+    // The AAAA answer changes: that is the name rotating.
+    k.add_answer(400, 300, &[a6(2, 3, b"DE")]);
+    let f = k.features(400, WINDOWS[0]);
+    assert_eq!(
+        (f.later_answers, f.fresh_answers, f.network_arrivals),
+        (1, 1, 1),
+        "{f:?}"
+    );
+    // A single-family key is as before: its second answer, all new, is rotation.
+    let mut k = KeyState::new(0);
+    k.add_answer(0, 300, &[a6(1, 2, b"US")]);
+    k.add_answer(1, 300, &[a6(2, 2, b"US")]);
+    assert_eq!(k.features(10, WINDOWS[0]).fresh_answers, 1);
+}
+
+/// A name's A and AAAA answers are two children of its registered domain, each one answer
+/// (stable), not one child with two answers (rotating); the IPv4 tag is the one snapshots
+/// taken before the family counted hold.
+#[test]
+fn a_dual_stack_name_is_two_stable_children() {
+    assert_eq!(
+        child_tag("www.example.org", true),
+        child_tag("www.example.org", false) ^ 1
+    );
+    for n in ["a", "b", "www.example.org", "x.y.z"] {
+        for v6 in [false, true] {
+            assert!(child_tag(n, v6) > CHILD_MANY, "{n} {v6}");
+        }
+    }
+    let mut k = KeyState::new(0);
+    for (i, name) in ["www", "bugs", "security"].iter().enumerate() {
+        let n = u8::try_from(i).unwrap();
+        let name = format!("{name}.example.org");
+        k.add_answer_from(
+            0,
+            300,
+            &[a(n, u32::from(n), b"US")],
+            child_tag(&name, false),
+        );
+        let v6 = [a6(u16::from(n), u32::from(n), b"US")];
+        k.add_answer_from(0, 300, &v6, child_tag(&name, answer_is_v6(&v6)));
+    }
+    let f = k.features(10, WINDOWS[0]);
+    assert_eq!((f.stable_children, f.rotating_children), (6, 0), "{f:?}");
+}
