@@ -458,6 +458,33 @@ pub fn start_dnsmasq(server: &Netns, extra: &[String]) -> Proc {
     }
 }
 
+/// `flux-agent replay --json ARGS FILE`: every line it printed, parsed, and its summary (the
+/// last line), which must be one. Fails the test if the replay fails or a line is not JSON.
+/// The output is read while it runs (`agent_cli` reads after the exit: a long verdict stream
+/// would fill the pipe); a replay ends by itself.
+pub fn replay_json(file: &Path, args: &[&str]) -> (Vec<serde_json::Value>, serde_json::Value) {
+    let o = Command::new(agent_bin())
+        .args(["replay", "--json"])
+        .args(args)
+        .arg(file)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run flux-agent replay");
+    assert!(
+        o.status.success(),
+        "replay {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let summary = lines.last().expect("a summary line").clone();
+    assert_eq!(summary["type"], "summary");
+    (lines, summary)
+}
+
 /// Path of the flux-agent binary built next to this test binary.
 /// How long an agent may take to start capturing before a test gives up on it.
 pub const AGENT_START_WAIT: Duration = Duration::from_secs(120);

@@ -3,7 +3,7 @@
 //! content. The same rotation written as Zeek rows, as dnstap frames and as a pcap must give the
 //! same verdict: every source goes through the same scorer.
 
-use std::{path::PathBuf, process::Output};
+use std::path::PathBuf;
 
 use flux_detect::{
     dns::Transport,
@@ -34,27 +34,8 @@ fn dotted(a: &[u8; 4]) -> String {
 }
 
 fn replay(file: &std::path::Path) -> (Vec<Value>, Value) {
-    // Read while it runs (`agent_cli` reads after the exit: a long verdict stream would fill
-    // the pipe). A replay ends by itself.
-    let o: Output = std::process::Command::new(agent_bin())
-        .args(["replay", "--json", "--no-db"])
-        .arg(file)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run flux-agent replay");
-    assert!(
-        o.status.success(),
-        "replay {}: {}",
-        file.display(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let lines: Vec<Value> = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect();
+    let (lines, summary) = flux_tests::replay_json(file, &["--no-db"]);
     flux_tests::events_schema::assert_events_match_schema(&lines);
-    let summary = lines.last().expect("summary").clone();
-    assert_eq!(summary["type"], "summary");
     (lines, summary)
 }
 

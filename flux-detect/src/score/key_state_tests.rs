@@ -7,7 +7,11 @@ use super::*;
 
 /// An address 10.LAST.0.1 in network ASN, country CC.
 pub(crate) fn a(last: u8, asn: u32, cc: &[u8; 2]) -> AddrInfo {
-    let ip = IpAddr::from([10, last, 0, 1]);
+    addr(IpAddr::from([10, last, 0, 1]), asn, cc)
+}
+
+/// `ip` in network `asn`, country `cc`.
+fn addr(ip: IpAddr, asn: u32, cc: &[u8; 2]) -> AddrInfo {
     AddrInfo {
         ip: AddrInfo::ip_bytes(ip),
         asn,
@@ -529,15 +533,9 @@ fn evictions_match_one_scan_per_new_address() {
     );
 }
 
-/// An IPv6 address, `last` its last group, in network `asn`.
+/// The IPv6 address 2001:db8::LAST in network `asn`, country `cc`.
 fn a6(last: u16, asn: u32, cc: &[u8; 2]) -> AddrInfo {
-    let ip = IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, last]);
-    AddrInfo {
-        ip: AddrInfo::ip_bytes(ip),
-        asn,
-        network: asn,
-        country: *cc,
-    }
+    addr(IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, last]), asn, cc)
 }
 
 /// A dual-stack name: its first AAAA answer after its A answer is the first of its family, not
