@@ -383,3 +383,45 @@ fn a_parent_of_round_robin_hosts_waits_in_its_first_minutes() {
     );
     assert!(!flux(&out, "project.org"), "{out:#?}");
 }
+
+/// How many networks a child's one answer may span and still be pending: up to three (a
+/// project's round robin), not four (as many as a flux answer alone).
+#[test]
+fn a_child_answer_is_pending_up_to_three_networks() {
+    for (networks, pending) in [(3u32, 1u32), (4, 0)] {
+        let mut s = scorer();
+        let mut out = Vec::new();
+        let v4: Vec<String> = (0..networks)
+            .map(|n| format!("{}.{}.0.1", 20 + n * 13, n))
+            .collect();
+        let name = "host.project.org";
+        s.observe(at(0), &response(name, a_records(name, 300, &v4)), &mut out);
+        let f = s.explain("project.org", at(10)).expect("tracked").features;
+        assert_eq!(
+            f.stable_children_pending, pending,
+            "{networks} networks: {f:?}"
+        );
+    }
+}
+
+/// Busy wildcard flux: a new name per victim every 8 s, each answered with three bots in three
+/// networks (pending on their own, see above), TTL 300 s: more answers per TTL than a key
+/// keeps. Waiting for the names to be seen again would wait for ever (each re-shown answer
+/// would have been evicted first), so the parent is judged on them and is flux.
+#[test]
+fn busy_wildcard_flux_is_not_pending_for_ever() {
+    let mut s = scorer();
+    let mut out = Vec::new();
+    for i in 0..40u32 {
+        let name = format!("v{i}.wildflux.net");
+        let bots: Vec<String> = (0..3u32)
+            .map(|b| format!("{}.{}.{}.1", 30 + (i * 3 + b) % 200, i, b))
+            .collect();
+        s.observe(
+            at(i * 8),
+            &response(&name, a_records(&name, 300, &bots)),
+            &mut out,
+        );
+    }
+    assert!(flux(&out, "wildflux.net"), "{out:#?}");
+}

@@ -148,8 +148,9 @@ pub struct Features {
     /// `model::served_for_others`. Left out of the JSON when false.
     #[serde(skip_serializing_if = "is_false")]
     pub reached_via_others: bool,
-    /// Of a registered-domain key: the distinct names under it whose answers are in the window
-    /// (0 for other keys).
+    /// Of a registered-domain key: the distinct names under it whose answers are in the window,
+    /// a name's IPv6 answers counting apart from its IPv4 ones (`key_state::child_tag`; 0 for
+    /// other keys).
     pub children: u32,
     /// Some name under the key gave two different answers in the window, or an answer came
     /// from several names or from a name not known (always, for keys that are not registered
@@ -533,7 +534,15 @@ impl<'t, T: Counting> Acc<'t, T> {
             rotating_children,
             stable_children: self.stable_children(),
             stable_children_seen_again: self.stable_children_seen_again(),
-            stable_children_pending: self.stable_children_pending(),
+            // A key whose window fills its whole answer table cannot wait for a child to be
+            // seen again: the next answers evict the oldest, and a re-shown answer that was
+            // evicted comes back as a new one. Busy wildcard flux (a new name per victim, more
+            // lookups per TTL than the table holds) would otherwise stay pending for ever.
+            stable_children_pending: if self.rrsets as usize >= MAX_RRSETS {
+                0
+            } else {
+                self.stable_children_pending()
+            },
             answers_seen_again: self.seen_again,
             feed_match: if k.marked(MARK_FEED_MATCH) { 1.0 } else { 0.0 },
             ..Features::default()

@@ -67,7 +67,9 @@ pub(super) struct Rrset {
     pub(super) networks: u8,
     /// Networks of this answer the key had no address in before it.
     pub(super) new_networks: u8,
-    /// The first answer the key ever had: all its addresses are "new" by definition.
+    /// The first answer the key ever had, or its first of the other address family (a
+    /// dual-stack name's AAAA answer after its A answer): all its addresses are "new" by
+    /// definition, and none of them is rotation.
     pub(super) first: bool,
     /// Seen again after the response that brought it (a cache re-showing it, or a return):
     /// the name that gave it keeps giving it.
@@ -274,7 +276,13 @@ impl KeyState {
             r.last = now;
             r.ttl = r.ttl.max(ttl);
             r.seen_again = true;
-            if r.child != child {
+            // The same tag with the family bit flipped is the same name's IPv6 answer stored
+            // before tags told the families apart (a snapshot taken before 2026-12-06): the
+            // same address set cannot be another family's. Another name's tag one bit away
+            // is a collision of 1 in 65,534, which only keeps one child stable.
+            if r.child ^ 1 == child && answer_is_v6(addrs) {
+                r.child = child;
+            } else if r.child != child {
                 r.child = CHILD_MANY;
             }
             r.valid_for = valid_for(until.max(expires) - now);

@@ -602,3 +602,17 @@ fn a_dual_stack_name_is_two_stable_children() {
     let f = k.features(10, WINDOWS[0]);
     assert_eq!((f.stable_children, f.rotating_children), (6, 0), "{f:?}");
 }
+
+/// A AAAA answer a snapshot taken before tags told the families apart stored under the name's
+/// IPv4 tag is the same child when it is re-shown with the IPv6 tag, not an answer of several
+/// names (which would make the name a rotating child until the answer aged out).
+#[test]
+fn an_old_ipv6_answer_re_shown_keeps_its_child() {
+    let mut k = KeyState::new(0);
+    let v6 = [a6(1, 2, b"US")];
+    let old_tag = child_tag("www.example.org", false);
+    k.add_answer_from(0, 300, &v6, old_tag);
+    k.add_answer_from(10, 300, &v6, child_tag("www.example.org", true));
+    let f = k.features(20, WINDOWS[0]);
+    assert_eq!((f.stable_children, f.rotating_children), (1, 0), "{f:?}");
+}

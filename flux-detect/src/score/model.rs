@@ -167,20 +167,19 @@ fn own_terms(f: &Features) -> [(Term, f64); TERM_COUNT] {
     } else {
         1.0
     };
-    let provider = if provider_zone(f) {
-        PROVIDER_ZONE_WEIGHT
-    } else {
-        1.0
-    };
-    diversity *= provider * served;
-    // Spread that someone else's traffic manager chose for its customers (a provider's zone,
-    // a name only other domains send users to): a CDN or an anti-blocking front end puts its
-    // edges in many countries and blocks as surely as in many networks, so its country and
-    // block spread count as its network diversity does. On the real resolver traffic the
-    // edge name `cdshfyrv.ky168800.top`, reached only through three unrelated sites' CNAME
-    // chains, reached `flux` on its 10 countries and 43 /24s of cloud servers at its third
-    // answer, with its networks already discounted.
-    let managed = provider * served;
+    if provider_zone(f) {
+        diversity *= PROVIDER_ZONE_WEIGHT;
+    }
+    diversity *= served;
+    // The spread of a name only other domains send users to (not a provider zone, whose
+    // countries must keep counting against decoy customers, see `provider_zone`): someone
+    // else's traffic manager chose it, and a CDN or an anti-blocking front end puts its edges
+    // in many countries and /16s as surely as in many networks, so its country and prefix
+    // spread count as its network diversity does. On the real resolver traffic the edge name
+    // `cdshfyrv.ky168800.top`, reached only through three unrelated sites' CNAME chains,
+    // reached `flux` on its 10 countries and 29 /16s of cloud servers at its third answer,
+    // with its networks already discounted.
+    let managed = served;
     // A rented pool (see `rented_pool`): servers deep in a range of two organisations or more
     // spread like a pool of strangers.
     let pool = rented_pool(f);
@@ -283,8 +282,11 @@ fn own_terms(f: &Features) -> [(Term, f64); TERM_COUNT] {
 /// mix the organisations for the spread to count in rotation (mixing is unchanged): a
 /// multi-CDN site alternating between two dense PoPs never mixes them.
 pub fn rented_pool(f: &Features) -> f64 {
+    // Blocks holding two of the key's addresses or more: a stray address of the same domain
+    // in a third /24 (its apex or mail host elsewhere) does not make a farm a pool.
+    let dense_blocks = f.distinct_subnets.saturating_sub(f.lone_subnets);
     if f.distinct_networks >= params::rented_pool::MIN_NETWORKS
-        && f.distinct_subnets >= params::rented_pool::MIN_BLOCKS
+        && dense_blocks >= params::rented_pool::MIN_BLOCKS
     {
         params::rented_pool::DEPTH.at(f64::from(f.subnet_ips_max))
     } else {
@@ -448,11 +450,12 @@ pub fn provider_zone(f: &Features) -> bool {
 /// (`xxxx.slt.sched.tdnsv8.com`, reached from `www.customer.cn` through the CDN's chain), a
 /// vendor's steering name (`swcdn.apple.com.akadns.net`). Such a name is picked per client
 /// and per line by someone else's traffic manager, so its network diversity counts for
-/// [`SERVED_FOR_OTHERS_WEIGHT`], and so do the new networks its answers bring. Owner keys included, unlike [`provider_zone`]: a scheduling
+/// [`SERVED_FOR_OTHERS_WEIGHT`], and so do the new networks its answers bring and (since
+/// round 27) its country and /16 spread. Owner keys included, unlike [`provider_zone`]: a scheduling
 /// name is an owner name with one customer, often. It is a discount, never an excuse: a flux
 /// operator who sends victims through a CNAME of another domain of his still has his growth,
-/// new networks, countries and shared bots counted, and every name he has victims query
-/// directly is judged in full.
+/// fluxiness and shared bots counted in full, his networks, new networks, countries and
+/// prefixes for half, and every name he has victims query directly is judged in full.
 pub fn served_for_others(f: &Features) -> bool {
     f.reached_via_others
 }
@@ -776,7 +779,16 @@ mod tests {
             ..Features::default()
         };
         assert!(score(&farm) < FLUX_ENTER, "{}", score(&farm));
-        // The same turnover over a third block is a rented pool moving on.
+        // The same site with its apex or mail host alone in a third block: still the farm.
+        let stray = Features {
+            distinct_subnets: 3,
+            lone_subnets: 1,
+            ..farm.clone()
+        };
+        assert_eq!(rented_pool(&stray), 0.0);
+        assert!(score(&stray) < FLUX_ENTER, "{}", score(&stray));
+        // The same turnover over a third block it uses as it uses the others is a rented pool
+        // moving on.
         let moved = Features {
             distinct_subnets: 3,
             ..farm.clone()
@@ -821,8 +833,16 @@ mod tests {
         };
         assert!(score(&edge) < FLUX_ENTER, "{}", score(&edge));
         assert!(score(&asked) >= FLUX_ENTER, "{}", score(&asked));
+        // A provider zone's countries and prefixes count in full: two decoy customers CNAMEd
+        // into a flux zone must not halve them (`provider_zone`).
+        let zone = Features {
+            customers: PROVIDER_ZONE_CUSTOMERS,
+            queried_directly: true,
+            ..asked.clone()
+        };
         for t in [Term::Countries, Term::PrefixDiversity] {
             assert_eq!(term(&edge, t) * 2.0, term(&asked, t), "{t:?}");
+            assert_eq!(term(&zone, t), term(&asked, t), "{t:?}");
         }
     }
 
