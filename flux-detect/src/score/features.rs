@@ -271,7 +271,9 @@ impl KeyState {
                 *changes_at = (*changes_at).min(oldest.saturating_add(w.0 + 1));
             }
             // A pending child answer that expires unseen changes the parent rule's reading.
-            *changes_at = (*changes_at).min(acc.pending_until);
+            if acc.can_wait_on_children() {
+                *changes_at = (*changes_at).min(acc.pending_until);
+            }
         }
     }
 
@@ -477,9 +479,20 @@ impl<'t, T: Counting> Acc<'t, T> {
         self.count_children(|n, _, _| n == 1)
     }
 
-    /// Names with one answer that a cache may still re-show.
+    /// Names with one answer that a cache may still re-show (none when the key cannot wait).
     fn stable_children_pending(&self) -> u32 {
+        if !self.can_wait_on_children() {
+            return 0;
+        }
         self.count_children(|n, _, wait| n == 1 && wait)
+    }
+
+    /// Whether a pending child answer may still be seen again: not when the window fills the
+    /// key's whole answer table, whose next answers evict the oldest (a re-shown answer that
+    /// was evicted comes back as a new one). Busy wildcard flux (a new name per victim, more
+    /// lookups per TTL than the table holds) would otherwise stay pending for ever.
+    fn can_wait_on_children(&self) -> bool {
+        (self.rrsets as usize) < MAX_RRSETS
     }
 
     /// Names with one answer, seen again.
@@ -534,15 +547,7 @@ impl<'t, T: Counting> Acc<'t, T> {
             rotating_children,
             stable_children: self.stable_children(),
             stable_children_seen_again: self.stable_children_seen_again(),
-            // A key whose window fills its whole answer table cannot wait for a child to be
-            // seen again: the next answers evict the oldest, and a re-shown answer that was
-            // evicted comes back as a new one. Busy wildcard flux (a new name per victim, more
-            // lookups per TTL than the table holds) would otherwise stay pending for ever.
-            stable_children_pending: if self.rrsets as usize >= MAX_RRSETS {
-                0
-            } else {
-                self.stable_children_pending()
-            },
+            stable_children_pending: self.stable_children_pending(),
             answers_seen_again: self.seen_again,
             feed_match: if k.marked(MARK_FEED_MATCH) { 1.0 } else { 0.0 },
             ..Features::default()

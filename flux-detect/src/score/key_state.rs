@@ -315,10 +315,10 @@ impl KeyState {
         }
         // A dual-stack name's first answer of its other family (its AAAA answer after its A
         // answer) is as much its first as the first one was: its addresses are not rotation.
-        let v6 = answer_is_v6(addrs);
-        let first_of_family = !self.ips.is_empty()
-            && fresh.len() == addrs.len()
-            && self.ips.iter().all(|e| e.addr.is_v6() != v6);
+        let first_of_family = !self.ips.is_empty() && fresh.len() == addrs.len() && {
+            let v6 = answer_is_v6(addrs);
+            self.ips.iter().all(|e| e.addr.is_v6() != v6)
+        };
         let new = u8::try_from(fresh.len()).unwrap_or(u8::MAX);
         // Most keys are seen with one answer and never again: sized to it, not to the four
         // entries a first push reserves (about 100 bytes a key over a million keys).

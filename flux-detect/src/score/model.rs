@@ -161,7 +161,13 @@ fn own_terms(f: &Features) -> [(Term, f64); TERM_COUNT] {
     };
     diversity *= national;
     // A name only other domains send users to: its new networks are the traffic manager
-    // moving clients to other lines, so they count as its network diversity does.
+    // moving clients to other lines, so they count as its network diversity does. So do its
+    // country and /16 spread (not a provider zone's, whose countries must keep counting
+    // against decoy customers, see `provider_zone`): a CDN or an anti-blocking front end puts
+    // its edges in many countries and /16s as surely as in many networks. On the real
+    // resolver traffic the edge name `cdshfyrv.ky168800.top`, reached only through three
+    // unrelated sites' CNAME chains, reached `flux` on its 10 countries and 29 /16s of cloud
+    // servers at its third answer, with its networks already discounted.
     let served = if !provider_zone(f) && served_for_others(f) {
         SERVED_FOR_OTHERS_WEIGHT
     } else {
@@ -171,15 +177,6 @@ fn own_terms(f: &Features) -> [(Term, f64); TERM_COUNT] {
         diversity *= PROVIDER_ZONE_WEIGHT;
     }
     diversity *= served;
-    // The spread of a name only other domains send users to (not a provider zone, whose
-    // countries must keep counting against decoy customers, see `provider_zone`): someone
-    // else's traffic manager chose it, and a CDN or an anti-blocking front end puts its edges
-    // in many countries and /16s as surely as in many networks, so its country and prefix
-    // spread count as its network diversity does. On the real resolver traffic the edge name
-    // `cdshfyrv.ky168800.top`, reached only through three unrelated sites' CNAME chains,
-    // reached `flux` on its 10 countries and 29 /16s of cloud servers at its third answer,
-    // with its networks already discounted.
-    let managed = served;
     // A rented pool (see `rented_pool`): servers deep in a range of two organisations or more
     // spread like a pool of strangers.
     let pool = rented_pool(f);
@@ -231,13 +228,13 @@ fn own_terms(f: &Features) -> [(Term, f64); TERM_COUNT] {
         (Term::MixedAnswers, f.mixed_answers * diversity),
         (
             Term::Countries,
-            countries::COUNTRIES.at(f64::from(f.distinct_countries)) * managed,
+            countries::COUNTRIES.at(f64::from(f.distinct_countries)) * served,
         ),
         (
             Term::PrefixDiversity,
             f.prefix_entropy
                 * prefix_diversity::PREFIXES.at(f64::from(f.distinct_prefixes))
-                * managed,
+                * served,
         ),
         (
             Term::Fluxiness,
