@@ -458,6 +458,40 @@ pub fn start_dnsmasq(server: &Netns, extra: &[String]) -> Proc {
     }
 }
 
+/// `rel` under the shared datasets (`../shared/datasets` beside the project: a file or a
+/// folder), or `None` and a line saying it is skipped when it is absent (a user's clone does
+/// not have them).
+pub fn dataset(rel: &str) -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/datasets")
+        .join(rel);
+    if path.exists() {
+        Some(path)
+    } else {
+        eprintln!("SKIPPED: {} is absent", path.display());
+        None
+    }
+}
+
+/// Whether the ASN database `cargo xtask setup` installs is there; a test whose verdicts
+/// depend on it skips without it, with a line saying so, and fails in CI.
+pub fn have_asn_db() -> bool {
+    let dir = flux_detect::enrich::default_db_dir();
+    if flux_detect::enrich::DEFAULT_ASN_FILES
+        .iter()
+        .any(|f| dir.join(f).is_file())
+    {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "no ASN database in {}: `cargo xtask setup` installs it",
+        dir.display()
+    );
+    eprintln!("SKIPPED: no ASN database in {}", dir.display());
+    false
+}
+
 /// `flux-agent replay --json ARGS FILE`: every line it printed, parsed, and its summary (the
 /// last line), which must be one. Fails the test if the replay fails or a line is not JSON.
 /// The output is read while it runs (`agent_cli` reads after the exit: a long verdict stream

@@ -1,25 +1,16 @@
 //! Every DNS response in the shared real-world captures goes through the userspace parser: no
 //! panic, and failures are counted. Skips when `../shared/datasets` is absent (a user's clone).
 
-use std::{
-    panic::{AssertUnwindSafe, catch_unwind},
-    path::{Path, PathBuf},
-};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use flux_detect::{
     capture_file::{DEFAULT_PORTS, ReadStats, read_file},
     dns::parse_response,
 };
 
-fn datasets() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets/pcaps");
-    p.is_dir().then_some(p)
-}
-
 #[test]
 fn every_captured_response_parses_or_fails_cleanly() {
-    let Some(dir) = datasets() else {
-        eprintln!("SKIPPED: ../shared/datasets/pcaps not present");
+    let Some(dir) = flux_tests::dataset("pcaps") else {
         return;
     };
     let files = flux_tests::capture_files(&dir);

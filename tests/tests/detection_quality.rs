@@ -5,19 +5,11 @@
 
 use std::process::Command;
 
-use flux_detect::enrich::{DEFAULT_ASN_FILES, default_db_dir};
 use serde_json::Value;
 
 #[test]
 fn scenarios_meet_the_targets_and_beat_the_baselines() {
-    let dir = default_db_dir();
-    if !DEFAULT_ASN_FILES.iter().any(|f| dir.join(f).is_file()) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "no ASN database in {}: `cargo xtask setup` installs it",
-            dir.display()
-        );
-        eprintln!("SKIPPED: no ASN database in {}", dir.display());
+    if !flux_tests::have_asn_db() {
         return;
     }
     let out = Command::new(env!("CARGO_BIN_EXE_flux-eval"))

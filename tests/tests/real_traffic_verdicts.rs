@@ -9,38 +9,7 @@
 //! database `cargo xtask setup` installs, as `detection_quality.rs` does, since the verdicts
 //! depend on it.
 
-use std::path::PathBuf;
-
-use flux_detect::enrich::{DEFAULT_ASN_FILES, default_db_dir};
-use flux_tests::replay_json;
-
-/// The dataset file, or `None` (and a line saying so) when it is absent.
-fn dataset(rel: &str) -> Option<PathBuf> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/datasets")
-        .join(rel);
-    if path.is_file() {
-        Some(path)
-    } else {
-        eprintln!("SKIPPED: {} is absent", path.display());
-        None
-    }
-}
-
-/// Whether the ASN database is installed; in CI its absence fails the test.
-fn have_db() -> bool {
-    let dir = default_db_dir();
-    if DEFAULT_ASN_FILES.iter().any(|f| dir.join(f).is_file()) {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "no ASN database in {}: `cargo xtask setup` installs it",
-        dir.display()
-    );
-    eprintln!("SKIPPED: no ASN database in {}", dir.display());
-    false
-}
+use flux_tests::{dataset, have_asn_db, replay_json};
 
 /// Replays `rel` (under `../shared/datasets`) with the default databases and fails on any
 /// `flux` verdict the allowlist did not cover, naming each as `domain score (3 largest
@@ -50,7 +19,7 @@ fn no_flux_outside_the_allowlist(rel: &str, parsed: u64) {
     let Some(file) = dataset(rel) else {
         return;
     };
-    if !have_db() {
+    if !have_asn_db() {
         return;
     }
     let (lines, summary) = replay_json(&file, &[]);

@@ -3,8 +3,6 @@
 //! content. The same rotation written as Zeek rows, as dnstap frames and as a pcap must give the
 //! same verdict: every source goes through the same scorer.
 
-use std::path::PathBuf;
-
 use flux_detect::{
     dns::Transport,
     frame_spec::frame_builders::dns_answer,
@@ -187,12 +185,9 @@ fn generated_zeek_and_dnstap_give_the_same_verdicts() {
 /// twice. Duplicates are dropped, so the scorer sees each response once.
 #[test]
 fn real_zeek_sample() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/datasets/zeek-logs/dns.log.gz");
-    if !path.exists() {
-        eprintln!("SKIPPED: {} is absent", path.display());
+    let Some(path) = dataset("zeek-logs/dns.log.gz") else {
         return;
-    }
+    };
     let (_, s) = replay(&path);
     eprintln!("{s}");
     assert_eq!(s["zeek_rows"], 53_615);

@@ -8,8 +8,20 @@ use super::*;
 
 /// One lookup of `name` answered with `ip`, TTL 60 s.
 fn lookup(s: &mut Scorer, t: u32, name: &str, ip: &str, out: &mut Vec<Verdict>) {
-    let ips = [ip.to_owned()];
-    s.observe(at(t), &response(name, a_records(name, 60, &ips)), out);
+    answer(s, t, name, 60, &[ip.to_owned()], out);
+}
+
+/// One lookup of `name` at `t` answered with the A records `ips`, TTL `ttl`.
+fn answer(s: &mut Scorer, t: u32, name: &str, ttl: u32, ips: &[String], out: &mut Vec<Verdict>) {
+    s.observe(at(t), &response(name, a_records(name, ttl, ips)), out);
+}
+
+/// Host `i` of a project: a round robin of two machines at two donors' networks.
+fn donor_pair(i: u32) -> [String; 2] {
+    [
+        format!("{}.{}.0.1", 20 + i * 13, i),
+        format!("{}.{}.0.2", 90 + i * 7, i),
+    ]
 }
 
 fn flux(out: &[Verdict], key: &str) -> bool {
@@ -142,11 +154,7 @@ fn six_nodes_of(s: &mut Scorer, out: &mut Vec<Verdict>, domain: &str, ttl: impl 
     for i in 0..6u32 {
         let name = format!("node{i}.{domain}");
         let ips = [format!("{}.{}.1.1", 20 + i * 9, i)];
-        s.observe(
-            at(i * 8),
-            &response(&name, a_records(&name, ttl(i), &ips)),
-            out,
-        );
+        answer(s, i * 8, &name, ttl(i), &ips, out);
     }
 }
 
@@ -272,11 +280,7 @@ fn children_answering_from_several_networks_are_not_pending() {
         let ips: Vec<String> = (0..5u32)
             .map(|i| format!("10.{}.{}.7", n * 10 + i, i + 1))
             .collect();
-        s.observe(
-            at(n),
-            &response(&name, a_records(&name, 60, &ips)),
-            &mut out,
-        );
+        answer(&mut s, n, &name, 60, &ips, &mut out);
     }
     let f = s.explain("rotpool.net", at(7)).expect("tracked").features;
     assert_eq!(f.stable_children_pending, 0, "{f:?}");
@@ -327,19 +331,12 @@ fn a_parent_of_dual_stack_hosts_is_not_flux() {
     for round in 0..6u32 {
         for (i, host) in (0u32..).zip(hosts) {
             let name = format!("{host}.project.org");
-            let v4 = [
-                format!("{}.{}.0.1", 20 + i * 13, i),
-                format!("{}.{}.0.2", 90 + i * 7, i),
-            ];
+            let v4 = donor_pair(i);
             let v6 = [format!("2001:{:x}::1", 0x100 + i)];
             // Asked twice a round (the resolver's cache re-shows each answer), both families.
             for again in [0, 5] {
                 let t = round * 700 + i * 30 + again;
-                s.observe(
-                    at(t),
-                    &response(&name, a_records(&name, 300, &v4)),
-                    &mut out,
-                );
+                answer(&mut s, t, &name, 300, &v4, &mut out);
                 let aaaa = v6.iter().map(|ip| rec(&name, 28, 300, ip)).collect();
                 s.observe(at(t + 1), &response(&name, aaaa), &mut out);
             }
@@ -365,15 +362,8 @@ fn a_parent_of_round_robin_hosts_waits_in_its_first_minutes() {
     let mut out = Vec::new();
     for i in 0..6u32 {
         let name = format!("host{i}.project.org");
-        let v4 = [
-            format!("{}.{}.0.1", 20 + i * 13, i),
-            format!("{}.{}.0.2", 90 + i * 7, i),
-        ];
-        s.observe(
-            at(i * 20),
-            &response(&name, a_records(&name, 300, &v4)),
-            &mut out,
-        );
+        let v4 = donor_pair(i);
+        answer(&mut s, i * 20, &name, 300, &v4, &mut out);
     }
     let f = s.explain("project.org", at(120)).expect("tracked").features;
     assert_eq!(
@@ -395,7 +385,7 @@ fn a_child_answer_is_pending_up_to_three_networks() {
             .map(|n| format!("{}.{}.0.1", 20 + n * 13, n))
             .collect();
         let name = "host.project.org";
-        s.observe(at(0), &response(name, a_records(name, 300, &v4)), &mut out);
+        answer(&mut s, 0, name, 300, &v4, &mut out);
         let f = s.explain("project.org", at(10)).expect("tracked").features;
         assert_eq!(
             f.stable_children_pending, pending,
@@ -417,11 +407,7 @@ fn busy_wildcard_flux_is_not_pending_for_ever() {
         let bots: Vec<String> = (0..3u32)
             .map(|b| format!("{}.{}.{}.1", 30 + (i * 3 + b) % 200, i, b))
             .collect();
-        s.observe(
-            at(i * 8),
-            &response(&name, a_records(&name, 300, &bots)),
-            &mut out,
-        );
+        answer(&mut s, i * 8, &name, 300, &bots, &mut out);
     }
     assert!(flux(&out, "wildflux.net"), "{out:#?}");
 }
