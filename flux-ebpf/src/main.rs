@@ -373,6 +373,11 @@ fn respond(ctx: &XdpContext, at: &Located) -> Act {
     let walked = name_needed
         && at.qdcount == 1
         && xdp_verdict::walk_qname(&qname, in_packet.saturating_sub(DNS_HEADER_LEN));
+    // One clock read a response: the record's timestamp and the query's age (`solicited`) both
+    // take it. Under KVM the clock is the dearest helper a response calls: a solicited reply
+    // read it twice and took 213-225 ns a run on the AMD host, 176-181 ns with one read
+    // (BPF_PROG_TEST_RUN of a matched TCP reply, docs/benchmarks.in.md, "One clock read").
+    let now_ns = unsafe { bpf_ktime_get_ns() };
     let mut unsolicited = 0u64;
     if match_queries != MATCH_OFF {
         let hash = if walked {
@@ -387,7 +392,7 @@ fn respond(ctx: &XdpContext, at: &Located) -> Act {
         if !for_us {
             count(Counter::NotForHost);
         }
-        if !for_us || !solicited(ctx, at, hash) {
+        if !for_us || !solicited(ctx, at, hash, now_ns) {
             count(Counter::UnsolicitedReplies);
             if match_queries == MATCH_DROP {
                 return Act::DropUnsolicited;
@@ -421,7 +426,7 @@ fn respond(ctx: &XdpContext, at: &Located) -> Act {
         NameVerdict::Blocked => Act::Drop,
     };
     // The record goes out before any rewrite: userspace sees what the server really answered.
-    emit(ctx, at, !matches!(act, Act::Pass));
+    emit(ctx, at, !matches!(act, Act::Pass), now_ns);
     act
 }
 
@@ -466,7 +471,7 @@ fn copy_addresses(pkt: &Packet, at: &Located, src: usize, dst: usize) -> bool {
 /// Whether the located reply answers a query that left this host (`queries.rs`). The key is
 /// built in scratch: the reply's destination is the query's client, its source the server.
 #[inline(always)]
-fn solicited(ctx: &XdpContext, at: &Located, qname_hash: u64) -> bool {
+fn solicited(ctx: &XdpContext, at: &Located, qname_hash: u64, now_ns: u64) -> bool {
     let Some(scratch) = scratch::scratch() else {
         return false;
     };
@@ -499,14 +504,14 @@ fn solicited(ctx: &XdpContext, at: &Located, qname_hash: u64) -> bool {
         (*key).family = at.family;
         (*key).transport = at.protocol;
     }
-    queries::solicited(unsafe { &*key }, qname_hash)
+    queries::solicited(unsafe { &*key }, qname_hash, now_ns)
 }
 
 /// Writes one ring-buffer record for the located response, in the smallest of
 /// `flux_common::RECORD_SIZES` that holds the captured message. Failures are counted, never
 /// fatal.
 #[inline(always)]
-fn emit(ctx: &XdpContext, at: &Located, blocked: bool) {
+fn emit(ctx: &XdpContext, at: &Located, blocked: bool, now_ns: u64) {
     let claimed_len = usize::from(at.claimed_len);
     let cap_len = min(
         min(claimed_len, usize::from(at.present_len)),
@@ -531,13 +536,13 @@ fn emit(ctx: &XdpContext, at: &Located, blocked: bool) {
     // The reserve size must be a constant: one copy of the writer per record size.
     let [d0, d1, d2, _] = RECORD_DATA;
     let written = if cap_len <= d0 {
-        emit_in::<{ RECORD_DATA[0] }>(ctx, at, cap_len, event_flags)
+        emit_in::<{ RECORD_DATA[0] }>(ctx, at, cap_len, event_flags, now_ns)
     } else if cap_len <= d1 {
-        emit_in::<{ RECORD_DATA[1] }>(ctx, at, cap_len, event_flags)
+        emit_in::<{ RECORD_DATA[1] }>(ctx, at, cap_len, event_flags, now_ns)
     } else if cap_len <= d2 {
-        emit_in::<{ RECORD_DATA[2] }>(ctx, at, cap_len, event_flags)
+        emit_in::<{ RECORD_DATA[2] }>(ctx, at, cap_len, event_flags, now_ns)
     } else {
-        emit_in::<{ RECORD_DATA[3] }>(ctx, at, cap_len, event_flags)
+        emit_in::<{ RECORD_DATA[3] }>(ctx, at, cap_len, event_flags, now_ns)
     };
     match written {
         Err(why) => count(why),
@@ -557,6 +562,7 @@ fn emit_in<const N: usize>(
     at: &Located,
     cap_len: usize,
     event_flags: u8,
+    now_ns: u64,
 ) -> Result<(), Counter> {
     let Some(mut entry) = EVENTS.reserve::<DnsRecord<N>>(0) else {
         return Err(Counter::RingBufFull);
@@ -568,7 +574,7 @@ fn emit_in<const N: usize>(
     // SAFETY: a reserved record, this program's until submitted or discarded.
     let header = unsafe { addr_of_mut!((*event).header) };
     unsafe {
-        (*header).ts_ns = bpf_ktime_get_ns();
+        (*header).ts_ns = now_ns;
         (*header).ifindex = (*ctx.ctx).ingress_ifindex;
         (*header).dns_len = at.claimed_len;
         (*header).cap_len = cap_len as u16;

@@ -54,9 +54,10 @@ pub fn record(key: &QueryKey, qname_hash: u64) -> bool {
 }
 
 /// Whether a reply keyed by `key` (already turned around: the reply's destination is the
-/// query's client) with question hash `qname_hash` answers a recorded query.
+/// query's client) with question hash `qname_hash` answers a recorded query, at `now_ns`
+/// (`bpf_ktime_get_ns`, read once for the response).
 #[inline(always)]
-pub fn solicited(key: &QueryKey, qname_hash: u64) -> bool {
+pub fn solicited(key: &QueryKey, qname_hash: u64, now_ns: u64) -> bool {
     if qname_hash == 0 {
         return false;
     }
@@ -65,7 +66,7 @@ pub fn solicited(key: &QueryKey, qname_hash: u64) -> bool {
     };
     // SAFETY: a map value from a successful lookup, read once.
     let seen = unsafe { core::ptr::read(seen) };
-    let fresh = unsafe { bpf_ktime_get_ns() }.saturating_sub(seen.sent_ns) < QUERY_WAIT_NS;
+    let fresh = now_ns.saturating_sub(seen.sent_ns) < QUERY_WAIT_NS;
     let ok = fresh && seen.qname_hash == qname_hash;
     if ok && key.transport == IPPROTO_UDP {
         let _ = QUERIES.remove(key);

@@ -1359,6 +1359,65 @@ fn only_replies_to_queries_that_left_are_trusted() {
     );
 }
 
+/// A reply is trusted only within `QUERY_WAIT_NS` of its query, and its record is stamped with
+/// the time it was handled: the program reads the clock once per response for both, so a
+/// stale clock value (or none) would fail one of the two.
+#[test]
+fn a_reply_is_trusted_only_while_its_query_waits() {
+    use aya::maps::HashMap as AyaHashMap;
+    use flux_agent::kernel::loader::QueryMatch;
+    use flux_common::{EVENT_FLAG_UNSOLICITED, MAP_QUERIES, QUERY_WAIT_NS, QueryKey, QuerySeen};
+    if !privileged() {
+        return;
+    }
+    let mut h = Harness::load(LoadOptions {
+        queries: QueryMatch::Mark,
+        ..Default::default()
+    });
+    let query = udp4_between(SRC4, 40000, DST4, 53, &dns_query());
+    let reply = udp4_between(DST4, 53, SRC4, 40000, &dns_response(100));
+    // The query's entry, sent `age_ns` before now (written over what the egress program
+    // recorded, the question's hash kept).
+    let sent_ago = |h: &mut Harness, age_ns: u64| {
+        assert_eq!(h.run_egress(&query).1, vec![(Counter::QueriesRecorded, 1)]);
+        let mut queries: AyaHashMap<&mut MapData, QueryKey, QuerySeen> =
+            AyaHashMap::try_from(h.loaded.ebpf.map_mut(MAP_QUERIES).expect("QUERIES"))
+                .expect("QUERIES");
+        let keys: Vec<QueryKey> = queries.keys().map(|k| k.expect("key")).collect();
+        assert_eq!(keys.len(), 1, "one query recorded");
+        let seen = queries.get(&keys[0], 0).expect("entry");
+        let aged = QuerySeen {
+            sent_ns: monotonic_ns() - age_ns,
+            ..seen
+        };
+        queries.insert(keys[0], aged, 0).expect("age the entry");
+    };
+    let second = 1_000_000_000;
+
+    sent_ago(&mut h, QUERY_WAIT_NS - 5 * second);
+    let before = monotonic_ns();
+    let ev = h.check("a reply in time", &reply, &[Counter::ResponsesCaptured]);
+    let after = monotonic_ns();
+    assert_eq!(ev[0].header.flags & EVENT_FLAG_UNSOLICITED, 0, "trusted");
+    let ts = ev[0].header.ts_ns;
+    assert!(
+        (before..=after).contains(&ts),
+        "the record is stamped when the reply is handled: {ts} not in {before}..={after}"
+    );
+
+    sent_ago(&mut h, QUERY_WAIT_NS + 5 * second);
+    let ev = h.check(
+        "a reply after the wait",
+        &reply,
+        &[Counter::ResponsesCaptured, Counter::UnsolicitedReplies],
+    );
+    assert_ne!(
+        ev[0].header.flags & EVENT_FLAG_UNSOLICITED,
+        0,
+        "not trusted"
+    );
+}
+
 #[test]
 fn drop_unsolicited_drops_replies_to_nothing() {
     use flux_agent::kernel::loader::QueryMatch;
