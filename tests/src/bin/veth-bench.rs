@@ -43,6 +43,12 @@
 //! receive, XDP or nftables, runs in softirq on its way out of the kernel, in that thread) plus
 //! every `ksoftirqd`'s.
 //!
+//! Without `--generator`, the run first asks the kernel for one live frame
+//! ([`live_frames_refused`]). A kernel that refuses the mode (6.18.44-fc-v1300 answers EPERM
+//! for every live-frames run, on any interface, in any namespace) gets the trafgen generator,
+//! with one line saying so and `generator_fallback` in the JSON; `--generator xdp` on such a
+//! kernel ends the run with the kernel's answer.
+//!
 //! Every flood is accounted for: each frame sent must be dropped by the filter under test, or
 //! counted by veth as dropped on its way to a0 before any filter saw it (b0's `tx_dropped`:
 //! a0's receive ring or queue full when the drops fall behind the sender, which a loaded
@@ -128,8 +134,11 @@ impl Generator {
     }
 }
 
-/// The run's generator (set once in `main`).
+/// The run's generator (set once, in `main` from `--generator`, else in `run`).
 static GENERATOR: std::sync::OnceLock<Generator> = std::sync::OnceLock::new();
+
+/// Why the run fell back from the default XDP generator to trafgen, if it did.
+static FALLBACK: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 fn generator() -> Generator {
     GENERATOR.get().copied().unwrap_or(Generator::XdpLive)
@@ -253,11 +262,9 @@ fn main() -> ExitCode {
         let packets = arg(&args, "--packets")?.unwrap_or(PACKETS);
         let rounds = arg(&args, "--rounds")?.unwrap_or(ROUNDS).max(1);
         let _ = RUN.set((packets, rounds));
-        let generator = match flux_tests::flag_value(&args, "--generator") {
-            Some(v) => Generator::parse(v)?,
-            None => Generator::XdpLive,
-        };
-        let _ = GENERATOR.set(generator);
+        if let Some(v) = flux_tests::flag_value(&args, "--generator") {
+            let _ = GENERATOR.set(Generator::parse(v)?);
+        }
         run()
     })();
     match result {
@@ -288,6 +295,20 @@ fn run() -> anyhow::Result<Samples> {
         flux_tests::privileged(),
         "the veth benchmark needs root (BPF, namespaces)"
     );
+    if GENERATOR.get().is_none() {
+        let chosen = match live_frames_refused()? {
+            None => Generator::XdpLive,
+            Some(why) => {
+                eprintln!(
+                    "veth-bench: this kernel refuses BPF_PROG_TEST_RUN live frames ({why}); \
+                     the flood comes from trafgen instead"
+                );
+                let _ = FALLBACK.set(why);
+                Generator::Trafgen
+            }
+        };
+        let _ = GENERATOR.set(chosen);
+    }
     let tools: &[&str] = match generator() {
         Generator::XdpLive => &["nft", "ethtool"],
         Generator::Trafgen => &["trafgen", "nft"],
@@ -329,6 +350,45 @@ fn run() -> anyhow::Result<Samples> {
             .run_in(move || measure_all(&pin_dir, &client, &server, &conf))
     })?;
     Ok(samples)
+}
+
+/// The kernel's answer when asked to run `flux_xdp_tx` on one frame in live-frames mode, or
+/// `None` if it ran. The frame goes to the loopback interface of this namespace, which has no
+/// `ndo_xdp_xmit`: the kernel drops it. Loading the object is not part of the question: a
+/// failure there ends the run as it would later.
+fn live_frames_refused() -> anyhow::Result<Option<String>> {
+    let pin = PinDir::new();
+    let mut loaded = load(&LoadOptions {
+        pin_dir: pin.0.clone(),
+        ..Default::default()
+    })?;
+    let tx: &mut Xdp = loaded
+        .ebpf
+        .program_mut(PROG_XDP_TX)
+        .context("no generator program (flux_xdp_tx)")?
+        .try_into()?;
+    tx.load()?;
+    let lo = flux_agent::kernel::interfaces::Interface::by_name("lo")
+        .context("no loopback interface")?
+        .index;
+    let frame = [0u8; 60];
+    // struct xdp_md, as in `xdp_flood`.
+    let md: Vec<u8> = [0, frame.len() as u32, 0, lo, 0, 0]
+        .iter()
+        .flat_map(|v: &u32| v.to_ne_bytes())
+        .collect();
+    let answer = tx.test_run(TestRunOptions {
+        data_in: Some(&frame),
+        ctx_in: Some(&md),
+        repeat: 1,
+        attrs: TestRunAttrs::new().xdp_live_frames(XDP_GEN_BATCH),
+        ..TestRunOptions::default()
+    });
+    loaded.unpin_maps();
+    Ok(answer.err().map(|e| {
+        let e = anyhow::Error::from(e);
+        format!("{e:#}")
+    }))
 }
 
 fn measure_all(
@@ -977,6 +1037,9 @@ fn print_table(samples: &Samples) {
         generator().describe(),
         rounds()
     );
+    if let Some(why) = FALLBACK.get() {
+        println!("(trafgen because this kernel refuses live frames: {why})");
+    }
     println!(
         "| {:<38} | {:>17} | {:>21} | {:>21} | {:>21} | {:>19} | {:>19} |",
         "filter",
@@ -1048,6 +1111,7 @@ fn to_json(samples: &Samples) -> serde_json::Value {
         .collect();
     serde_json::json!({
         "generator": generator().key(),
+        "generator_fallback": FALLBACK.get(),
         "packets_per_case": packets(),
         "blocked_addresses": BLOCKED,
         "rounds": rounds(),
