@@ -326,7 +326,7 @@ pub fn top_keys(scorer: &mut Scorer, now: SystemTime, limit: usize) -> Vec<TopKe
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::enforce::policy::{Action, ActionKind, Outcome};
 
@@ -363,7 +363,7 @@ mod tests {
 
     /// A scorer that saw `flux.example` answer five new addresses in new /16s every minute
     /// for twenty minutes, and `stable.example` answer one address.
-    fn scorer() -> (Scorer, SystemTime) {
+    pub(crate) fn scorer() -> (Scorer, SystemTime) {
         use flux_detect::{
             dns::{DnsFlags, DnsMessage, DnsRecord, Rcode},
             enrich::Enricher,
