@@ -56,6 +56,15 @@ impl Harness {
         })
     }
 
+    /// Loads as the agent runs by default: every reply matched to the query that left for it,
+    /// and marked unsolicited when none did (`QueryMatch::Mark`).
+    pub fn matching_queries() -> Self {
+        Self::load(LoadOptions {
+            queries: flux_agent::kernel::loader::QueryMatch::Mark,
+            ..Default::default()
+        })
+    }
+
     /// Loads with `opts` into a pin folder of its own.
     pub fn load(opts: LoadOptions) -> Self {
         let pin = PinDir::new();

@@ -371,15 +371,11 @@ fn a_block_an_allowlist_overrides_is_counted_not_hit() {
 /// test records as the attach would.
 #[test]
 fn replies_in_frames_for_another_host_are_not_trusted() {
-    use flux_agent::kernel::loader::QueryMatch;
     use flux_common::{EVENT_FLAG_UNSOLICITED, MAP_HOST_MACS, mac_word};
     if !privileged() {
         return;
     }
-    let mut h = Harness::load(LoadOptions {
-        queries: QueryMatch::Mark,
-        ..Default::default()
-    });
+    let mut h = Harness::matching_queries();
     let query = udp4_between(SRC4, 40000, DST4, 53, &dns_query());
     let reply_to = |mac: [u8; 6]| {
         let mut f = udp4_between(DST4, 53, SRC4, 40000, &dns_response(100));

@@ -1226,15 +1226,11 @@ fn the_xdp_program_walks_frames_by_the_spec() {
 /// (same client and server address and port, transport, transaction id and question).
 #[test]
 fn only_replies_to_queries_that_left_are_trusted() {
-    use flux_agent::kernel::loader::QueryMatch;
     use flux_common::EVENT_FLAG_UNSOLICITED;
     if !privileged() {
         return;
     }
-    let mut h = Harness::load(LoadOptions {
-        queries: QueryMatch::Mark,
-        ..Default::default()
-    });
+    let mut h = Harness::matching_queries();
     // This host is 192.0.2.53 asking 192.0.2.1 from port 40000 (txid 0xbeef, x.test A).
     let (me, server) = (SRC4, DST4);
     let query = udp4_between(me, 40000, server, 53, &dns_query());
@@ -1365,15 +1361,11 @@ fn only_replies_to_queries_that_left_are_trusted() {
 #[test]
 fn a_reply_is_trusted_only_while_its_query_waits() {
     use aya::maps::HashMap as AyaHashMap;
-    use flux_agent::kernel::loader::QueryMatch;
     use flux_common::{EVENT_FLAG_UNSOLICITED, MAP_QUERIES, QUERY_WAIT_NS, QueryKey, QuerySeen};
     if !privileged() {
         return;
     }
-    let mut h = Harness::load(LoadOptions {
-        queries: QueryMatch::Mark,
-        ..Default::default()
-    });
+    let mut h = Harness::matching_queries();
     let query = udp4_between(SRC4, 40000, DST4, 53, &dns_query());
     let reply = udp4_between(DST4, 53, SRC4, 40000, &dns_response(100));
     // The query's entry, sent `age_ns` before now (written over what the egress program

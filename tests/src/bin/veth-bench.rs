@@ -362,12 +362,7 @@ fn live_frames_refused() -> anyhow::Result<Option<String>> {
         pin_dir: pin.0.clone(),
         ..Default::default()
     })?;
-    let tx: &mut Xdp = loaded
-        .ebpf
-        .program_mut(PROG_XDP_TX)
-        .context("no generator program (flux_xdp_tx)")?
-        .try_into()?;
-    tx.load()?;
+    let tx = load_generator(&mut loaded)?;
     let lo = flux_agent::kernel::interfaces::Interface::by_name("lo")
         .context("no loopback interface")?
         .index;
@@ -389,6 +384,17 @@ fn live_frames_refused() -> anyhow::Result<Option<String>> {
         let e = anyhow::Error::from(e);
         format!("{e:#}")
     }))
+}
+
+/// The object's generator program (`flux_xdp_tx`), loaded into the kernel.
+fn load_generator(loaded: &mut Loaded) -> anyhow::Result<&mut Xdp> {
+    let tx: &mut Xdp = loaded
+        .ebpf
+        .program_mut(PROG_XDP_TX)
+        .context("no generator program (flux_xdp_tx)")?
+        .try_into()?;
+    tx.load()?;
+    Ok(tx)
 }
 
 fn measure_all(
@@ -423,12 +429,7 @@ fn measure_all(
         noop.load()?;
     }
     if generator() == Generator::XdpLive {
-        let tx: &mut Xdp = loaded
-            .ebpf
-            .program_mut(PROG_XDP_TX)
-            .context("no generator program (flux_xdp_tx)")?
-            .try_into()?;
-        tx.load()?;
+        load_generator(&mut loaded)?;
     }
     let mut samples: Samples = Default::default();
     for round in 0..rounds() {
