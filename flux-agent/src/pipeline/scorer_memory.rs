@@ -108,8 +108,8 @@ impl ScorerMemory {
             return;
         }
         self.reap();
-        self.last_save = Instant::now();
         let started = Instant::now();
+        self.last_save = started;
         let snapshot = scorer.snapshot();
         // The copy goes by channel, so that it is still here if the thread cannot start.
         let (tx, rx) = mpsc::channel::<Snapshot>();
@@ -137,8 +137,8 @@ impl ScorerMemory {
     /// is this one). A failure (a full disk) is logged; the previous snapshot stays.
     pub fn save(&mut self, scorer: &Scorer) {
         self.reap();
-        self.last_save = Instant::now();
         let started = Instant::now();
+        self.last_save = started;
         write(&self.store, &scorer.snapshot(), started);
     }
 
@@ -204,8 +204,8 @@ mod tests {
     }
 
     /// The keys of the snapshot saved in `store`, if one is.
-    fn saved_keys(store: &Mutex<Store>) -> Option<u64> {
-        let blob = lock(store).load_blob(BLOB_SCORER).expect("read")?;
+    fn saved_keys(store: &Store) -> Option<u64> {
+        let blob = store.load_blob(BLOB_SCORER).expect("read")?;
         Some(
             Snapshot::from_bytes(&blob.bytes)
                 .expect("decode")
@@ -251,17 +251,13 @@ mod tests {
         m.last_save = overdue();
         m.save_if_due(&scorer);
         assert_eq!(m.writing.as_ref().map(|w| w.thread().id()), Some(first));
-        assert_eq!(
-            saved_keys(&Mutex::new(
-                Store::open(&dir.join("state.db")).expect("open")
-            )),
-            None
-        );
+        let other = Store::open(&dir.join("state.db")).expect("a second connection");
+        assert_eq!(saved_keys(&other), None, "nothing written yet");
 
         drop(held);
         m.save(&scorer);
         assert!(m.writing.is_none(), "the stop's save waited for the thread");
-        assert_eq!(saved_keys(&store), Some(keys));
+        assert_eq!(saved_keys(&lock(&store)), Some(keys));
         drop(m);
         let _ = std::fs::remove_dir_all(dir);
     }

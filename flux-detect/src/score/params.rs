@@ -447,10 +447,11 @@ pub const PROVIDER_ZONE_WEIGHT: f64 = 0.5;
 /// `redirect-cdn` false positives were scheduling names (`*.p23.tc.cdntip.com`,
 /// `*.cdn20.com`) no client ever asked for by name, with 3-4 networks in one to three
 /// countries; no flux class of the generator and no 2009 flux domain is reached that way.
-/// Since round 27 its country and /16 spread count for the same (`model::own_terms`): the real resolver traffic's `cdshfyrv.ky168800.top`, an anti-blocking front
-/// end's edge name reached only through three unrelated sites' CNAMEs, reached `flux` on its
-/// 10 countries and 29 /16s of cloud servers with its networks already halved; the tuning
-/// draws' verdicts did not change.
+/// Since round 27 its country and /16 spread count for the same (`model::own_terms`): the
+/// real resolver traffic's `cdshfyrv.ky168800.top`, an anti-blocking front end's edge name
+/// reached only through three unrelated sites' CNAMEs, reached `flux` on its 10 countries and
+/// 29 /16s of cloud servers with its networks already halved; the tuning draws' verdicts did
+/// not change.
 pub const SERVED_FOR_OTHERS_WEIGHT: f64 = 0.5;
 
 /// Over the longest window, at least one in this many of a single-address key's addresses

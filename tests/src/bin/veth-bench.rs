@@ -366,24 +366,29 @@ fn live_frames_refused() -> anyhow::Result<Option<String>> {
     let lo = flux_agent::kernel::interfaces::Interface::by_name("lo")
         .context("no loopback interface")?
         .index;
-    let frame = [0u8; 60];
-    // struct xdp_md, as in `xdp_flood`.
-    let md: Vec<u8> = [0, frame.len() as u32, 0, lo, 0, 0]
+    let answer = run_live(tx, &[0u8; 60], lo, 1);
+    loaded.unpin_maps();
+    Ok(answer.err().map(|e| format!("{e:#}")))
+}
+
+/// Runs `prog` on `frame` `repeat` times in live-frames mode, as if the frame had arrived on
+/// `ifindex` (which it leaves by, on `XDP_TX`).
+fn run_live(prog: &Xdp, frame: &[u8], ifindex: u32, repeat: u32) -> anyhow::Result<()> {
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+    // egress_ifindex.
+    let len = u32::try_from(frame.len())?;
+    let md: Vec<u8> = [0, len, 0, ifindex, 0, 0]
         .iter()
         .flat_map(|v: &u32| v.to_ne_bytes())
         .collect();
-    let answer = tx.test_run(TestRunOptions {
-        data_in: Some(&frame),
+    prog.test_run(TestRunOptions {
+        data_in: Some(frame),
         ctx_in: Some(&md),
-        repeat: 1,
+        repeat,
         attrs: TestRunAttrs::new().xdp_live_frames(XDP_GEN_BATCH),
         ..TestRunOptions::default()
-    });
-    loaded.unpin_maps();
-    Ok(answer.err().map(|e| {
-        let e = anyhow::Error::from(e);
-        format!("{e:#}")
-    }))
+    })?;
+    Ok(())
 }
 
 /// The object's generator program (`flux_xdp_tx`), loaded into the kernel.
@@ -625,22 +630,8 @@ fn xdp_flood(
             let ifindex = flux_agent::kernel::interfaces::Interface::by_name("b0")
                 .context("b0 in the server namespace")?
                 .index;
-            // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
-            // egress_ifindex. The frame leaves by the interface it "arrived" on.
-            let len = u32::try_from(frame.len())?;
-            let md: Vec<u8> = [0, len, 0, ifindex, 0, 0]
-                .iter()
-                .flat_map(|v: &u32| v.to_ne_bytes())
-                .collect();
             let t0 = flux_tests::paced_sender::thread_cpu_ns();
-            generator_prog
-                .test_run(TestRunOptions {
-                    data_in: Some(&frame),
-                    ctx_in: Some(&md),
-                    repeat: sent,
-                    attrs: TestRunAttrs::new().xdp_live_frames(XDP_GEN_BATCH),
-                    ..TestRunOptions::default()
-                })
+            run_live(generator_prog, &frame, ifindex, sent)
                 .context("BPF_PROG_TEST_RUN (live frames) of flux_xdp_tx on b0")?;
             Ok(flux_tests::paced_sender::thread_cpu_ns() - t0)
         })
