@@ -118,11 +118,18 @@ pub fn addr_words(a: &[u8; 16]) -> [u64; 2] {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QuerySeen {
-    /// `bpf_ktime_get_ns()` when it left.
+    /// When it left, in [`RECORD_CLOCK_ID`]'s clock.
     pub sent_ns: u64,
     /// [`crate::domain_hash`] of the question name (wire format, case-blind).
     pub qname_hash: u64,
 }
+
+/// The clock (a `clock_gettime` id) of a record's `ts_ns` and a query's `sent_ns`:
+/// CLOCK_MONOTONIC_COARSE, which the programs read with `bpf_ktime_get_coarse_ns` (the eBPF
+/// crate's `queries::clock_ns` says why not the precise clock). It is CLOCK_MONOTONIC as of the
+/// kernel's last tick (1-10 ms ago, by the kernel's HZ), so a stamp converts to wall time as a
+/// CLOCK_MONOTONIC reading does, at a tick's resolution.
+pub const RECORD_CLOCK_ID: i32 = 6;
 
 /// How long a query waits for its reply: a stub resolver gives up after a few seconds per
 /// try, a forwarding resolver's upstream answers within about ten; thirty leaves room for a
@@ -138,7 +145,7 @@ pub const AF_INET6: u8 = 6;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DnsEventHeader {
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the packet was seen.
+    /// When the packet was seen, in [`RECORD_CLOCK_ID`]'s clock (the kernel's last tick).
     pub ts_ns: u64,
     /// Interface the packet arrived on.
     pub ifindex: u32,

@@ -29,7 +29,7 @@ use core::{ffi::c_void, mem::size_of, ptr::addr_of_mut};
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::{bpf_ktime_get_ns, generated::bpf_xdp_load_bytes},
+    helpers::generated::bpf_xdp_load_bytes,
     macros::{map, xdp},
     maps::{PerCpuArray, RingBuf},
     programs::XdpContext,
@@ -199,9 +199,9 @@ pub fn flux_xdp_floor(ctx: XdpContext) -> u32 {
 
 /// The benchmarks' other floor, never attached: what writing one timestamped ring-buffer record
 /// costs on the machine, which `flux_xdp` does for every DNS response (`emit_in`). It reserves
-/// the smallest record, stamps it with `bpf_ktime_get_ns`, fills the rest of its header with
-/// zeros (a record of no message, which a reader refuses) and submits it; nothing is parsed or
-/// copied. `xdp-bench` drains the ring after each batch.
+/// the smallest record, stamps it with the records' clock (`queries::clock_ns`), fills the rest
+/// of its header with zeros (a record of no message, which a reader refuses) and submits it;
+/// nothing is parsed or copied. `xdp-bench` drains the ring after each batch.
 #[xdp]
 pub fn flux_xdp_floor_record(_ctx: XdpContext) -> u32 {
     let Some(mut entry) = EVENTS.reserve::<DnsRecord<{ RECORD_DATA[0] }>>(0) else {
@@ -213,7 +213,7 @@ pub fn flux_xdp_floor_record(_ctx: XdpContext) -> u32 {
     let header = unsafe { addr_of_mut!((*entry.as_mut_ptr()).header) };
     let words = header.cast::<u64>();
     unsafe {
-        words.write(bpf_ktime_get_ns());
+        words.write(queries::clock_ns());
         for i in 1..size_of::<DnsEventHeader>() / 8 {
             words.add(i).write_volatile(0);
         }
@@ -376,8 +376,9 @@ fn respond(ctx: &XdpContext, at: &Located) -> Act {
     // One clock read a response: the record's timestamp and the query's age (`solicited`) both
     // take it. Under KVM the clock is the dearest helper a response calls: a solicited reply
     // read it twice and took 213-225 ns a run on the AMD host, 176-181 ns with one read
-    // (BPF_PROG_TEST_RUN of a matched TCP reply, docs/benchmarks.in.md, "One clock read").
-    let now_ns = unsafe { bpf_ktime_get_ns() };
+    // (BPF_PROG_TEST_RUN of a matched TCP reply, docs/benchmarks.in.md, "One clock read"), and
+    // the coarse clock (`queries::clock_ns`) takes most of what is left of it.
+    let now_ns = queries::clock_ns();
     let mut unsolicited = 0u64;
     if match_queries != MATCH_OFF {
         let hash = if walked {

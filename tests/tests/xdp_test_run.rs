@@ -8,7 +8,7 @@ use flux_agent::{
     enforce::maps::{self, Spec, Target, boot_ns},
     kernel::loader::{self, LoadOptions},
     kernel::ring_records::Capture,
-    pipeline::clock::monotonic_ns,
+    pipeline::clock::record_clock_ns,
 };
 use flux_common::{
     BlockEntry, Counter, DNS_CAPTURE_MAX, DnsEventHeader, EVENT_FLAG_BLOCKED,
@@ -1080,9 +1080,9 @@ fn the_benchmark_floors_do_what_their_rows_measure() {
         assert_eq!(records.len(), 1024, "flux_xdp's records");
         written += records.iter().map(|r| r.len() + 8).sum::<usize>();
     }
-    let before = monotonic_ns();
+    let before = record_clock_ns();
     let (verdict, records) = h.run_prog(PROG_XDP_FLOOR_RECORD, &response);
-    let after = monotonic_ns();
+    let after = record_clock_ns();
     assert_eq!(verdict, XDP_PASS);
     assert_eq!(records.len(), 1, "one record a run");
     let rec = &records[0];
@@ -1371,15 +1371,23 @@ fn a_reply_is_trusted_only_while_its_query_waits() {
     // The query's entry, sent `age_ns` before now (written over what the egress program
     // recorded, the question's hash kept).
     let sent_ago = |h: &mut Harness, age_ns: u64| {
+        let before = record_clock_ns();
         assert_eq!(h.run_egress(&query).1, vec![(Counter::QueriesRecorded, 1)]);
+        let after = record_clock_ns();
         let mut queries: AyaHashMap<&mut MapData, QueryKey, QuerySeen> =
             AyaHashMap::try_from(h.loaded.ebpf.map_mut(MAP_QUERIES).expect("QUERIES"))
                 .expect("QUERIES");
         let keys: Vec<QueryKey> = queries.keys().map(|k| k.expect("key")).collect();
         assert_eq!(keys.len(), 1, "one query recorded");
         let seen = queries.get(&keys[0], 0).expect("entry");
+        assert!(
+            (before..=after).contains(&seen.sent_ns),
+            "the query is stamped in the records' clock when it leaves: {} not in \
+             {before}..={after}",
+            seen.sent_ns
+        );
         let aged = QuerySeen {
-            sent_ns: monotonic_ns() - age_ns,
+            sent_ns: record_clock_ns() - age_ns,
             ..seen
         };
         queries.insert(keys[0], aged, 0).expect("age the entry");
@@ -1387,9 +1395,9 @@ fn a_reply_is_trusted_only_while_its_query_waits() {
     let second = 1_000_000_000;
 
     sent_ago(&mut h, QUERY_WAIT_NS - 5 * second);
-    let before = monotonic_ns();
+    let before = record_clock_ns();
     let ev = h.check("a reply in time", &reply, &[Counter::ResponsesCaptured]);
-    let after = monotonic_ns();
+    let after = record_clock_ns();
     assert_eq!(ev[0].header.flags & EVENT_FLAG_UNSOLICITED, 0, "trusted");
     let ts = ev[0].header.ts_ns;
     assert!(

@@ -1,5 +1,5 @@
-//! The kernel's clocks as userspace reads them, and converting the kernel's
-//! `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) to wall-clock time.
+//! The kernel's clocks as userspace reads them, and converting a record's `ts_ns`
+//! (`flux_common::RECORD_CLOCK_ID`, CLOCK_MONOTONIC as of the last tick) to wall-clock time.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -14,10 +14,15 @@ pub fn clock_ns(clock: libc::clockid_t) -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_ns` reads, the one a record's
-/// `ts_ns` is in.
+/// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_ns` reads.
 pub fn monotonic_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// [`flux_common::RECORD_CLOCK_ID`] in nanoseconds: the clock a record's `ts_ns` and a query's
+/// `sent_ns` are in. It never reads ahead of [`monotonic_ns`], and lags it by less than a tick.
+pub fn record_clock_ns() -> u64 {
+    clock_ns(flux_common::RECORD_CLOCK_ID)
 }
 
 /// Realtime minus monotonic, sampled once; refresh with [`MonoClock::resync`] to follow NTP steps.
@@ -39,7 +44,8 @@ impl MonoClock {
         *self = Self::new();
     }
 
-    /// Wall-clock time of a `bpf_ktime_get_ns()` reading.
+    /// Wall-clock time of a CLOCK_MONOTONIC reading, or of a record's `ts_ns` (the same clock
+    /// at a tick's resolution).
     pub fn to_system_time(&self, ktime_ns: u64) -> SystemTime {
         let ns = (ktime_ns as i128 + self.offset_ns).max(0) as u64;
         UNIX_EPOCH + Duration::from_nanos(ns)
@@ -55,6 +61,19 @@ impl Default for MonoClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_record_clock_is_the_coarse_monotonic_clock() {
+        assert_eq!(flux_common::RECORD_CLOCK_ID, libc::CLOCK_MONOTONIC_COARSE);
+        let coarse = record_clock_ns();
+        let fine = monotonic_ns();
+        assert!(coarse <= fine, "{coarse} read ahead of {fine}");
+        assert!(
+            fine - coarse < 100_000_000,
+            "a tick, not {} ns",
+            fine - coarse
+        );
+    }
 
     #[test]
     fn now_maps_to_now() {

@@ -2,10 +2,11 @@
 //!
 //! Each flux domain's responses go through the real XDP program (BPF_PROG_TEST_RUN), the ring
 //! buffer, the parser, the scorer and the enforcer, which writes the pinned map. The latency of
-//! one block is CLOCK_MONOTONIC right after the map write minus the kernel's `bpf_ktime_get_ns`
-//! stamp on the record of the response that tipped the verdict. Not included: the wait for the
-//! ring buffer's wakeup in a running agent, which depends on how busy it is (ringbuf-load
-//! measures that, live under dnsperf load).
+//! one block is CLOCK_MONOTONIC right after the map write minus CLOCK_MONOTONIC read just before
+//! the test run of the response that tipped the verdict (not the record's own stamp, which is
+//! the coarse clock's: a tick, 4 ms at HZ=250, is more than the whole path). Not included: the
+//! wait for the ring buffer's wakeup in a running agent, which depends on how busy it is
+//! (ringbuf-load measures that, live under dnsperf load).
 //!
 //! `--json` prints one JSON document (what `cargo xtask bench` reads); errors too.
 
@@ -120,6 +121,7 @@ fn measure(args: &[String]) -> anyhow::Result<serde_json::Value> {
                 .ok_or_else(|| anyhow::anyhow!("no {PROG_XDP}"))?
                 .try_into()?;
             let mut out = vec![0u8; frame.len() + 64];
+            let arrived = monotonic_ns();
             prog.test_run(TestRunOptions {
                 data_in: Some(&frame),
                 data_out: Some(&mut out),
@@ -136,7 +138,7 @@ fn measure(args: &[String]) -> anyhow::Result<serde_json::Value> {
                     a.action == Outcome::Blocked && a.target_kind == Some(TargetKind::Domain)
                 });
                 if blocked {
-                    lat_us.push((monotonic_ns() - c.header.ts_ns) as f64 / 1000.0);
+                    lat_us.push((monotonic_ns() - arrived) as f64 / 1000.0);
                     break 'names;
                 }
             }
