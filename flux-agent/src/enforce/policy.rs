@@ -537,8 +537,19 @@ impl Enforcer {
     /// minute), or, when the block is gone (`blocklist flush`, `remove`, expiry), blocks it
     /// again. Then writes what the rate cap lets through.
     pub fn on_response(&mut self, qname: &str, scorer: &Scorer, out: &mut Vec<Action>) {
-        let name = qname.trim_end_matches('.').to_ascii_lowercase();
-        let mut rest = name.as_str();
+        if !self.blocked_keys.is_empty() {
+            self.renew_blocked_key(qname, scorer, out);
+        }
+        self.drain(scorer, out);
+    }
+
+    /// [`Self::on_response`]'s walk: the blocked key that covers `qname` (the name or a parent),
+    /// renewed or blocked again when due. The parser's names are lowercase already, without the
+    /// trailing dot, so the name is copied only when it is not (its copy, every response, was
+    /// 2.0% of the capture thread at 150,000 responses a second).
+    fn renew_blocked_key(&mut self, qname: &str, scorer: &Scorer, out: &mut Vec<Action>) {
+        let name = key_form(qname);
+        let mut rest = name.as_ref();
         loop {
             if let Some(k) = self.blocked_keys.get(rest).cloned() {
                 if still_gated(scorer, rest) {
@@ -551,7 +562,6 @@ impl Enforcer {
                 None => break,
             }
         }
-        self.drain(scorer, out);
     }
 
     fn renew_or_reblock(
@@ -601,6 +611,17 @@ impl Enforcer {
     }
 }
 
+/// `qname` as the blocked keys are written: lowercase, without the trailing dot; borrowed when
+/// it is so already (the parser's names are).
+fn key_form(qname: &str) -> std::borrow::Cow<'_, str> {
+    let trimmed = qname.trim_end_matches('.');
+    if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
+        trimmed.to_ascii_lowercase().into()
+    } else {
+        trimmed.into()
+    }
+}
+
 /// A short reason for the entry: the top contributions.
 fn summary(v: &Verdict) -> String {
     let mut parts: Vec<&str> = v.reasons.iter().take(2).map(|r| r.feature).collect();
@@ -618,6 +639,18 @@ fn summary(v: &Verdict) -> String {
 mod tests {
     use super::*;
     use flux_common::SOURCE_MANUAL;
+
+    #[test]
+    fn a_name_is_looked_up_in_the_blocked_keys_form() {
+        use std::borrow::Cow;
+        assert!(matches!(
+            key_form("www.example.com"),
+            Cow::Borrowed("www.example.com")
+        ));
+        assert_eq!(key_form("WWW.Example.COM."), "www.example.com");
+        assert_eq!(key_form("www.example.com."), "www.example.com");
+        assert_eq!(key_form(""), "");
+    }
 
     #[test]
     fn a_flux_name_whose_block_is_gone_is_blocked_again() {

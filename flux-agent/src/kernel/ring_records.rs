@@ -3,6 +3,7 @@
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
     time::SystemTime,
 };
 
@@ -17,12 +18,14 @@ use crate::pipeline::events::Observation;
 
 const HEADER_LEN: usize = size_of::<DnsEventHeader>();
 
-/// One captured DNS response as the kernel delivered it.
+/// One captured DNS response as the kernel delivered it: its message copied out of the ring
+/// ([`Capture::from_record`]), or borrowed from it while the record is read
+/// ([`Capture::in_record`], the live source's).
 #[derive(Clone, Debug)]
-pub struct Capture {
+pub struct Capture<D = Bytes> {
     pub header: DnsEventHeader,
     /// The captured message bytes (`header.cap_len` of them).
-    pub data: Bytes,
+    pub data: D,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -40,6 +43,20 @@ pub enum RecordError {
 impl Capture {
     /// Validates and copies a raw ring-buffer record.
     pub fn from_record(rec: &[u8]) -> Result<Self, RecordError> {
+        let c = Capture::in_record(rec)?;
+        Ok(Capture {
+            header: c.header,
+            data: Bytes::copy_from_slice(c.data),
+        })
+    }
+}
+
+impl<'r> Capture<&'r [u8]> {
+    /// Validates a raw ring-buffer record and borrows its message: no copy, for a reader that
+    /// is done with it before the record goes back to the ring. The live source parses every
+    /// record so; the copy [`Capture::from_record`] makes was 2.5% of its capture thread at
+    /// 150,000 responses a second (`perf record` of `ringbuf-load`'s agent alone).
+    pub fn in_record(rec: &'r [u8]) -> Result<Self, RecordError> {
         if rec.len() < HEADER_LEN {
             return Err(RecordError::Short(rec.len()));
         }
@@ -59,10 +76,12 @@ impl Capture {
         }
         Ok(Self {
             header,
-            data: Bytes::copy_from_slice(&rec[HEADER_LEN..HEADER_LEN + cap]),
+            data: &rec[HEADER_LEN..HEADER_LEN + cap],
         })
     }
+}
 
+impl<D: AsRef<[u8]>> Capture<D> {
     pub fn truncated(&self) -> bool {
         self.header.flags & EVENT_FLAG_TRUNCATED != 0
     }
@@ -99,8 +118,12 @@ fn addr(family: u8, raw: &[u8; 16]) -> IpAddr {
 
 impl Observation {
     /// Parses a capture. `iface` is the name for `header.ifindex`.
-    pub fn from_capture(c: &Capture, ts: SystemTime, iface: String) -> Result<Self, ParseError> {
-        let msg = parse_response(&c.data, c.truncated())?;
+    pub fn from_capture<D: AsRef<[u8]>>(
+        c: &Capture<D>,
+        ts: SystemTime,
+        iface: Arc<str>,
+    ) -> Result<Self, ParseError> {
+        let msg = parse_response(c.data.as_ref(), c.truncated())?;
         Ok(Self {
             ts,
             iface,
@@ -182,6 +205,31 @@ mod tests {
             "additional",
         ] {
             assert!(v.get(k).is_some(), "missing {k}");
+        }
+    }
+
+    #[test]
+    fn a_record_read_in_place_is_the_copied_one() {
+        let msg = [
+            0u8, 1, 0x81, 0x83, 0, 1, 0, 0, 0, 0, 0, 0, 3, b'F', b'o', b'o', 0, 0, 1, 0, 1,
+        ];
+        let rec = record(&msg, msg.len() as u16);
+        let borrowed = Capture::in_record(&rec).unwrap();
+        // The message is the record's own bytes, not a copy of them.
+        assert!(std::ptr::eq(borrowed.data, &rec[HEADER_LEN..]));
+        let copied = Capture::from_record(&rec).unwrap();
+        let t = SystemTime::UNIX_EPOCH;
+        let a = Observation::from_capture(&borrowed, t, "eth0".into()).unwrap();
+        let b = Observation::from_capture(&copied, t, "eth0".into()).unwrap();
+        assert_eq!(
+            serde_json::to_string(&a).unwrap(),
+            serde_json::to_string(&b).unwrap()
+        );
+        for bad in [&[0u8; 10][..], &record(&[0; 12], 500)] {
+            assert_eq!(
+                Capture::in_record(bad).unwrap_err(),
+                Capture::from_record(bad).unwrap_err()
+            );
         }
     }
 

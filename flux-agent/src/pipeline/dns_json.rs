@@ -294,7 +294,7 @@ mod tests {
     fn generated(r: &mut Rng) -> Observation {
         Observation {
             ts: UNIX_EPOCH + Duration::from_nanos(r.next() >> 4),
-            iface: r.text(),
+            iface: r.text().into(),
             ifindex: r.next() as u32,
             src: r.ip(),
             dst: r.ip(),

@@ -442,7 +442,7 @@ mod tests {
             .unwrap();
         assert_eq!(control(&mut s).await.kind, ControlKind::Finish);
         let obs = rx.recv().await.unwrap();
-        assert_eq!(obs.iface, DNSTAP_IFACE);
+        assert_eq!(&*obs.iface, DNSTAP_IFACE);
         assert!(!obs.unsolicited);
         assert_eq!(&*obs.msg.qname, "a.example");
         assert_eq!(obs.src, "192.0.2.53".parse::<IpAddr>().unwrap());

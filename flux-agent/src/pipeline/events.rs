@@ -10,7 +10,7 @@
 //!
 //! Timestamps are RFC 3339, UTC, microseconds everywhere (`flux_detect::timestamp`).
 
-use std::{fmt, net::IpAddr, time::SystemTime};
+use std::{fmt, net::IpAddr, sync::Arc, time::SystemTime};
 
 use serde::Serialize;
 
@@ -140,7 +140,9 @@ impl fmt::Display for Event {
 pub struct Observation {
     #[serde(serialize_with = "flux_detect::timestamp::serialize")]
     pub ts: SystemTime,
-    pub iface: String,
+    /// Shared: the live source hands every record of an interface the same name (a copy of it
+    /// was 1.9% of the capture thread at 150,000 responses a second).
+    pub iface: Arc<str>,
     pub ifindex: u32,
     pub src: IpAddr,
     pub dst: IpAddr,

@@ -682,7 +682,7 @@ struct RingSource {
     clock: MonoClock,
     /// When `clock` was last resynchronised (every 60 s, from the drain).
     last_resync: std::time::Instant,
-    if_names: HashMap<u32, String>,
+    if_names: HashMap<u32, std::sync::Arc<str>>,
     summary: RunSummary,
     metrics: Option<CaptureMetrics>,
 }
@@ -694,7 +694,7 @@ impl RingSource {
         if let Some(m) = m {
             m.records.inc();
         }
-        let capture = match Capture::from_record(rec) {
+        let capture = match Capture::in_record(rec) {
             Ok(c) => c,
             Err(e) => {
                 self.summary.bad_records += 1;
@@ -713,6 +713,7 @@ impl RingSource {
                 Interface::by_index(ifindex)
                     .map(|i| i.name)
                     .unwrap_or_else(|| format!("if{ifindex}"))
+                    .into()
             })
             .clone();
         let ts = self.clock.to_system_time(capture.header.ts_ns);

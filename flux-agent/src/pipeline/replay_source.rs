@@ -12,6 +12,7 @@
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Instant,
 };
 
@@ -255,7 +256,7 @@ fn observation(c: CapturedDns, msg: DnsMessage) -> Observation {
     let len = u16::try_from(c.payload.len()).unwrap_or(u16::MAX);
     Observation {
         ts: c.ts,
-        iface: String::new(),
+        iface: Arc::default(),
         ifindex: 0,
         src: c.src,
         dst: c.dst,
@@ -289,7 +290,7 @@ fn replay_zeek(path: &Path, stats: &mut ZeekStats, p: &mut Pipeline<'_>) -> Resu
 fn zeek_observation(z: ZeekDns) -> Observation {
     Observation {
         ts: z.ts,
-        iface: String::new(),
+        iface: Arc::default(),
         ifindex: 0,
         src: z.server,
         dst: z.client,
