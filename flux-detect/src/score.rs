@@ -15,6 +15,7 @@
 //! whenever a key's level changes or it passes (or leaves) the block gate. Keys live in a
 //! bounded table with approximate-LRU eviction (`table.rs`).
 
+mod addr_cache;
 pub mod addr_info;
 pub mod features;
 pub mod infra;
@@ -41,6 +42,7 @@ use smallvec::{SmallVec, smallvec};
 
 use self::{shared::FluxIps, table::KeyTable};
 use crate::{dns::DnsMessage, enrich::Enricher, known_good::Allowlist};
+use addr_cache::AddrCache;
 pub use addr_info::AddrInfo;
 pub use features::Features;
 use features::Nested;
@@ -177,7 +179,7 @@ pub struct Scorer {
     /// Addresses of keys judged flux (not allowlisted): bots shared between domains.
     flux_ips: FluxIps,
     /// Recent address lookups: answers repeat, and a database lookup is a binary search.
-    addr_cache: HashMap<[u8; 16], AddrInfo, FastHash>,
+    addr_cache: AddrCache,
     /// Scratch buffer reused across responses: ids of the keys to re-score.
     touched: Vec<u64>,
     /// Scratch space of every re-score: the windows' features (see [`Nested`]).
@@ -228,7 +230,7 @@ impl Scorer {
             stats: ScorerStats::default(),
             tap: None,
             flux_ips: FluxIps::default(),
-            addr_cache: HashMap::default(),
+            addr_cache: AddrCache::new(ADDR_CACHE),
             touched: Vec::new(),
             nested: Nested::default(),
             watched: KeyTable::new(WATCHED_KEYS),
@@ -679,14 +681,10 @@ impl Scorer {
     fn addr_info(&mut self, ip: std::net::IpAddr) -> AddrInfo {
         let key = AddrInfo::ip_bytes(ip);
         if let Some(a) = self.addr_cache.get(&key) {
-            return *a;
+            return a;
         }
         let a = self.lookup_addr(ip);
-        if self.addr_cache.len() >= ADDR_CACHE {
-            // Cheaper than LRU bookkeeping on every hit; the working set refills it at once.
-            self.addr_cache.clear();
-        }
-        self.addr_cache.insert(key, a);
+        self.addr_cache.insert(a);
         a
     }
 

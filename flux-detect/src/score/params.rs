@@ -571,7 +571,10 @@ pub const MAX_GLUE: usize = 32;
 pub const MAX_FLUX_IPS: usize = 262_144;
 /// Keys watched for shared bots at most; the least recently watched is dropped beyond it.
 pub const WATCHED_KEYS: usize = 1 << 14;
-/// Addresses kept in the lookup cache before it is emptied.
+/// Addresses the lookup cache holds (`addr_cache.rs`): 2 MB, 64 bytes a set of two. As many
+/// as the table it replaced held before it was emptied; a gateway's working set of hot
+/// addresses (CDN front ends, popular sites) fits, a long tail of one-off addresses does not,
+/// and a miss only costs the database lookup.
 pub const ADDR_CACHE: usize = 1 << 16;
 
 // ---------------------------------------------------------------------------------------------
