@@ -997,6 +997,16 @@ pub fn load_with_ring(
     Ok((loaded, ring))
 }
 
+/// Counter `c` of a loaded flux-ebpf (the COUNTERS map, before any pin), summed over the CPUs:
+/// what the TestRun harness and the benchmarks read around a run.
+pub fn kernel_counter(ebpf: &aya::Ebpf, c: flux_common::Counter) -> anyhow::Result<u64> {
+    let map: aya::maps::PerCpuArray<_, u64> = aya::maps::PerCpuArray::try_from(
+        ebpf.map(flux_common::MAP_COUNTERS)
+            .ok_or_else(|| anyhow::anyhow!("no {} map", flux_common::MAP_COUNTERS))?,
+    )?;
+    Ok(map.get(&(c as u32), 0)?.iter().sum())
+}
+
 /// A DNS response (QR=1) with transaction id `id` to the question `name` A, answering one A
 /// record per address of `ips` with TTL `ttl`: the reply the tests send or write to captures.
 pub fn a_reply(name: &str, ips: &[std::net::Ipv4Addr], ttl: u32, id: u16) -> Vec<u8> {

@@ -18,9 +18,9 @@ use flux_agent::{
 };
 use flux_common::{
     BlockEntry, Counter, DROP_CACHE_SLOTS, DnsEventHeader, DropCacheSlot, FRONT_NAMES_READY,
-    FRONT_V4_READY, MAP_BLOCKED_CIDR_V4, MAP_BLOCKED_DOMAINS, MAP_BLOCKED_V4, MAP_COUNTERS,
-    MAP_DROP_CACHE_V4, MAP_FRONT_NAMES, MAP_FRONT_V4, MAP_OCCUPANCY, MAP_VERDICT_GEN, Occupied,
-    PROG_EGRESS, PROG_XDP, RECORD_SIZES, VERDICT_GEN_STEP,
+    FRONT_V4_READY, MAP_BLOCKED_CIDR_V4, MAP_BLOCKED_DOMAINS, MAP_BLOCKED_V4, MAP_DROP_CACHE_V4,
+    MAP_FRONT_NAMES, MAP_FRONT_V4, MAP_OCCUPANCY, MAP_VERDICT_GEN, Occupied, PROG_EGRESS, PROG_XDP,
+    RECORD_SIZES, VERDICT_GEN_STEP,
 };
 
 use crate::{PinDir, load_with_ring};
@@ -82,12 +82,9 @@ impl Harness {
 
     /// Every counter, summed over the CPUs.
     pub fn counters(&self) -> [u64; Counter::COUNT] {
-        let map: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(self.loaded.ebpf.map(MAP_COUNTERS).expect("COUNTERS"))
-                .expect("per-cpu array");
         let mut out = [0u64; Counter::COUNT];
         for c in Counter::ALL {
-            out[c as usize] = map.get(&(c as u32), 0).expect("read").iter().sum();
+            out[c as usize] = crate::kernel_counter(&self.loaded.ebpf, c).expect("read COUNTERS");
         }
         out
     }

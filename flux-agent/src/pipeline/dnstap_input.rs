@@ -69,13 +69,21 @@ pub const CHANNEL_DEPTH: usize = 4096;
 /// Socket file mode: the owner (the agent) and its group (a resolver's user added to it).
 const SOCKET_MODE: u32 = 0o660;
 
+/// [`DNSTAP_IFACE`], one text shared by every observation (as the live source shares each
+/// interface's name) instead of a copy made for each.
+fn dnstap_iface() -> std::sync::Arc<str> {
+    static IFACE: std::sync::LazyLock<std::sync::Arc<str>> =
+        std::sync::LazyLock::new(|| DNSTAP_IFACE.into());
+    IFACE.clone()
+}
+
 /// The observation of a dnstap response whose bytes parsed to `msg`.
 pub fn observation(resp: &DnstapResponse, msg: DnsMessage, ts: SystemTime) -> Observation {
     let len = u16::try_from(resp.message.len()).unwrap_or(u16::MAX);
     let unspecified = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
     Observation {
         ts,
-        iface: DNSTAP_IFACE.into(),
+        iface: dnstap_iface(),
         ifindex: 0,
         src: resp.responder.unwrap_or(unspecified),
         dst: resp.querier.unwrap_or(unspecified),

@@ -67,15 +67,12 @@ use std::{
 };
 
 use anyhow::{Context as _, bail, ensure};
-use aya::{
-    maps::PerCpuArray,
-    programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
-};
+use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
 use flux_agent::{
     enforce::maps::{Maps, Spec, Target},
     kernel::loader::{LoadOptions, Loaded, load},
 };
-use flux_common::{Counter, MAP_COUNTERS, PROG_XDP, PROG_XDP_NOOP, PROG_XDP_TX};
+use flux_common::{Counter, PROG_XDP, PROG_XDP_NOOP, PROG_XDP_TX};
 use flux_tests::{CLIENT_V4, Link, Netns, PinDir, TempDir};
 
 /// Entries in every blocklist.
@@ -892,9 +889,7 @@ fn trafgen(server: &Path, conf: &Path) -> anyhow::Result<()> {
 }
 
 fn xdp_drops(ebpf: &aya::Ebpf) -> anyhow::Result<u64> {
-    let map: PerCpuArray<_, u64> =
-        PerCpuArray::try_from(ebpf.map(MAP_COUNTERS).context("COUNTERS")?)?;
-    Ok(map.get(&(Counter::DropBlockedSrc as u32), 0)?.iter().sum())
+    flux_tests::kernel_counter(ebpf, Counter::DropBlockedSrc)
 }
 
 /// The two nftables placements: a table each, with a set of the same addresses.
