@@ -190,6 +190,44 @@ fn an_unreadable_input_is_reported_and_fails_the_run_but_the_rest_is_replayed() 
     }
 }
 
+/// The replay reads one response ahead of the one it scores (to prefetch what scoring the next
+/// will read): the last response of a file, and the last one before a record cut short, are
+/// still scored, each once.
+#[test]
+fn the_response_read_ahead_is_scored_at_the_end_of_a_file_and_before_a_cut() {
+    let dir = TempDir::new();
+    let whole = dir.0.join("whole.pcap");
+    flux_capture(&whole, 6, 5);
+    let cut = dir.0.join("cut.pcap");
+    let mut bytes = std::fs::read(&whole).unwrap();
+    // A seventh record header promising 100 bytes, and 10 of them.
+    let last_ts = 1_767_225_600u32 + 6 * 180;
+    bytes.extend(last_ts.to_le_bytes());
+    bytes.extend(0u32.to_le_bytes());
+    bytes.extend(100u32.to_le_bytes());
+    bytes.extend(100u32.to_le_bytes());
+    bytes.extend([0u8; 10]);
+    std::fs::write(&cut, bytes).unwrap();
+    for (file, files) in [
+        (&whole, vec![&whole]),
+        (&cut, vec![&cut]),
+        (&cut, vec![&cut, &whole]),
+    ] {
+        let mut args: Vec<&std::ffi::OsStr> = vec!["--json".as_ref()];
+        args.extend(files.iter().map(|p| p.as_os_str()));
+        let out = replay(&args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        assert_eq!(
+            summary["parsed"],
+            6 * files.len(),
+            "{}: {summary}",
+            file.display()
+        );
+        assert_eq!(summary["scorer"]["responses"], 6 * files.len(), "{summary}");
+    }
+}
+
 /// Issue 14, item 9: the table shows how many addresses the name had by the end (15 here: one
 /// new address per TTL), not the count when its level changed (it showed 5).
 #[test]

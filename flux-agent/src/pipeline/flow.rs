@@ -15,7 +15,10 @@ use crate::{
         events::{Event, EventKind, Observation},
     },
 };
-use flux_detect::score::{Level, Scorer, Verdict};
+use flux_detect::{
+    dns::DnsMessage,
+    score::{Level, Scorer, Verdict},
+};
 
 /// What went through the pipeline.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -141,6 +144,15 @@ impl<'a> Pipeline<'a> {
 
     /// One parsed response: score it, let the enforcer act on the verdicts, publish it all in
     /// order (the `dns` event, its verdicts, then the enforcer's actions).
+    /// Starts loading into the CPU's caches what [`Self::observe`] of a response with `msg`
+    /// will read first ([`Scorer::prefetch`]), for a reader that has the next response in hand
+    /// before it observes the current one. Changes nothing.
+    pub fn prefetch(&self, msg: &DnsMessage) {
+        if let Some(scorer) = self.scorer.as_deref() {
+            scorer.prefetch(msg);
+        }
+    }
+
     pub fn observe(&mut self, obs: Observation) {
         self.counts.observations += 1;
         self.latest = self.latest.max(Some(obs.ts));

@@ -182,6 +182,7 @@ pub async fn run<W: Write + Send + 'static>(
         if_names: HashMap::new(),
         summary: RunSummary::default(),
         metrics: metrics.as_ref().map(|m| m.capture.clone()),
+        held: None,
     };
     let mut dnstap = start_dnstap(&opts).inspect_err(|_| loaded.rollback())?;
     let recent = Recent::subscribe(&mut bus);
@@ -300,6 +301,7 @@ pub async fn run<W: Write + Send + 'static>(
     while let Some(item) = rb.next() {
         src.handle_record(&item, &mut p);
     }
+    src.flush(&mut p);
     if let Some(server) = &server {
         server.abort();
     }
@@ -392,6 +394,7 @@ fn drain(rb: &mut RingBuf<MapData>, src: &mut RingSource, p: &mut Pipeline<'_>) 
         src.handle_record(&item, p);
         taken += 1;
     }
+    src.flush(p);
     if let Some(m) = &src.metrics {
         m.drains.inc();
     }
@@ -685,9 +688,20 @@ struct RingSource {
     if_names: HashMap<u32, std::sync::Arc<str>>,
     summary: RunSummary,
     metrics: Option<CaptureMetrics>,
+    /// The observation read ahead: a record's observation waits here while the one before it
+    /// is observed, its scorer lookups prefetched (`Pipeline::prefetch`), and the drain that
+    /// read it observes it before it ends ([`Self::flush`]), so no record waits for the next.
+    held: Option<Observation>,
 }
 
 impl RingSource {
+    /// Observes the record read ahead, if one is held.
+    fn flush(&mut self, p: &mut Pipeline<'_>) {
+        if let Some(obs) = self.held.take() {
+            p.observe(obs);
+        }
+    }
+
     fn handle_record(&mut self, rec: &[u8], p: &mut Pipeline<'_>) {
         self.summary.records += 1;
         let m = self.metrics.as_ref();
@@ -723,7 +737,10 @@ impl RingSource {
                     obs.would_block = obs.blocked;
                     obs.blocked = false;
                 }
-                p.observe(obs)
+                p.prefetch(&obs.msg);
+                if let Some(before) = self.held.replace(obs) {
+                    p.observe(before);
+                }
             }
             Err(e) => {
                 self.summary.parse_errors += 1;

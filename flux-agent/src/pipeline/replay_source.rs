@@ -173,24 +173,40 @@ pub fn replay_with_progress(
         let kind =
             resolver_logs::sniff(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
         let r = match kind {
-            Ok(InputKind::Capture) => capture_file::read_file(path, ports, &mut read, |c| {
-                responses += 1;
-                if responses.is_multiple_of(PROGRESS_EVERY) {
-                    progress(at(responses, false));
-                }
-                match parse_response(&c.payload, c.truncated) {
-                    Ok(msg) => p.observe(observation(c, msg)),
-                    Err(e) => {
-                        malformed += 1;
-                        log::debug!(
-                            "{}: malformed DNS response from {}: {e}",
-                            path.display(),
-                            c.src
-                        );
+            Ok(InputKind::Capture) => {
+                // One response read ahead: the next is parsed, and what scoring it will read
+                // first (its addresses' cache sets, the index lines of its keys) is
+                // prefetched, before the one held back is observed (`Pipeline::prefetch`).
+                // The pipeline sees the file's order.
+                let mut held: Option<Observation> = None;
+                let r = capture_file::read_file(path, ports, &mut read, |c| {
+                    responses += 1;
+                    if responses.is_multiple_of(PROGRESS_EVERY) {
+                        progress(at(responses, false));
                     }
+                    match parse_response(&c.payload, c.truncated) {
+                        Ok(msg) => {
+                            p.prefetch(&msg);
+                            if let Some(before) = held.replace(observation(c, msg)) {
+                                p.observe(before);
+                            }
+                        }
+                        Err(e) => {
+                            malformed += 1;
+                            log::debug!(
+                                "{}: malformed DNS response from {}: {e}",
+                                path.display(),
+                                c.src
+                            );
+                        }
+                    }
+                });
+                // The last response, and the one before a read error.
+                if let Some(last) = held.take() {
+                    p.observe(last);
                 }
-            })
-            .map_err(|e| e.to_string()),
+                r.map_err(|e| e.to_string())
+            }
             Ok(InputKind::Zeek) => replay_zeek(path, &mut zeek_stats, &mut p),
             Ok(InputKind::Dnstap) => {
                 dnstap_input::replay_file(path, &mut dnstap_stats, &mut malformed, &mut p)

@@ -64,6 +64,14 @@ impl AddrCache {
         }
     }
 
+    /// Starts loading `ip`'s set into the CPU's caches, so that a [`Self::get`] of it a little
+    /// later does not wait on memory. Changes nothing.
+    pub fn prefetch(&self, ip: &[u8; 16]) {
+        if let Some(set) = self.sets.get(self.set_of(ip)) {
+            super::prefetch::line(set);
+        }
+    }
+
     /// Caches `a` (under `a.ip`) as its set's more recent entry; the set's older entry goes.
     /// Meant for an address [`Self::get`] just missed.
     pub fn insert(&mut self, a: AddrInfo) {

@@ -8,14 +8,14 @@
 //! on average among the least recently used ~1/(SAMPLES+1) of the table, and never one that was
 //! just used.
 //!
-//! The index holds only the slot number (4 bytes a bucket), hashed from the id kept in the slot,
-//! where a `HashMap<K, u32>` would store the id a second time (16 bytes a bucket with padding):
-//! about 25 bytes a key over a million keys. That needs hashbrown's `HashTable`, which std does
-//! not expose.
+//! The index holds only the slot number and a hash tag (4 bytes a bucket), hashed from the id
+//! kept in the slot, where a `HashMap<K, u32>` would store the id a second time (16 bytes a
+//! bucket with padding): about 25 bytes a key over a million keys. It is our own
+//! (`slot_index.rs`, which says why), so that a lookup can be started ahead ([`KeyTable::prefetch`]).
 
 use std::hash::{BuildHasher as _, Hash};
 
-use hashbrown::HashTable;
+use super::slot_index::SlotIndex;
 
 /// Slots compared per eviction.
 const SAMPLES: usize = 8;
@@ -34,7 +34,7 @@ struct Slot<K, V> {
 
 pub struct KeyTable<K, V> {
     /// Slot numbers, hashed by their slot's id.
-    index: HashTable<u32>,
+    index: SlotIndex,
     hasher: FastHash,
     slots: Vec<Slot<K, V>>,
     cap: usize,
@@ -46,11 +46,12 @@ pub struct KeyTable<K, V> {
 impl<K: Copy + Eq + Hash, V> KeyTable<K, V> {
     /// A table of at most `cap` entries (at least 1, at most `u32::MAX`).
     pub fn new(cap: usize) -> Self {
+        let cap = cap.clamp(1, u32::MAX as usize);
         Self {
-            index: HashTable::new(),
+            index: SlotIndex::new(cap as u32),
             hasher: FastHash::default(),
             slots: Vec::new(),
-            cap: cap.clamp(1, u32::MAX as usize),
+            cap,
             clock: 0,
             rng: 0x9e37_79b9_7f4a_7c15,
         }
@@ -100,14 +101,20 @@ impl<K: Copy + Eq + Hash, V> KeyTable<K, V> {
         self.slots.get_mut(i).map(|s| &mut s.value)
     }
 
+    /// Starts loading into the CPU's caches the index line where a lookup of `id` begins, for
+    /// a caller that knows which ids it will look up next. Changes nothing.
+    pub fn prefetch(&self, id: &K) {
+        self.index.prefetch(self.hasher.hash_one(id));
+    }
+
     /// The slot holding `id`.
     fn find(&self, id: &K) -> Option<usize> {
         let slots = &self.slots;
         self.index
-            .find(self.hasher.hash_one(id), |&i| {
+            .find(self.hasher.hash_one(id), |i| {
                 slots.get(i as usize).is_some_and(|s| s.id == *id)
             })
-            .map(|&i| i as usize)
+            .map(|i| i as usize)
     }
 
     /// Adds the index entry of slot `i`, whose id the index does not hold yet.
@@ -118,33 +125,27 @@ impl<K: Copy + Eq + Hash, V> KeyTable<K, V> {
         };
         // A slot number is below `cap`, itself at most u32::MAX. Growing the index rehashes
         // its entries from their slots' ids.
-        self.index
-            .insert_unique(hasher.hash_one(id), i as u32, |&j| {
-                slots.get(j as usize).map_or(0, |s| hasher.hash_one(s.id))
-            });
+        self.index.insert(hasher.hash_one(id), i as u32, |j| {
+            slots.get(j as usize).map_or(0, |s| hasher.hash_one(s.id))
+        });
     }
 
     /// Removes the index entry of `id` (its slot must still hold it); returns its slot.
     fn index_remove(&mut self, id: &K) -> Option<usize> {
-        let slots = &self.slots;
-        let hash = self.hasher.hash_one(id);
-        let e = self
-            .index
-            .find_entry(hash, |&i| {
-                slots.get(i as usize).is_some_and(|s| s.id == *id)
-            })
-            .ok()?;
-        let (i, _) = e.remove();
-        Some(i as usize)
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.index
+            .remove(
+                hasher.hash_one(id),
+                |i| slots.get(i as usize).is_some_and(|s| s.id == *id),
+                |j| slots.get(j as usize).map_or(0, |s| hasher.hash_one(s.id)),
+            )
+            .map(|i| i as usize)
     }
 
     /// The bytes the table itself holds: its slot array and its index at their capacities
     /// (what the entries own on the heap is the caller's to add).
     pub fn table_bytes(&self) -> usize {
-        // hashbrown: one control byte per bucket, buckets = capacity / (7/8) rounded up to a
-        // power of two.
-        let buckets = (self.index.capacity() * 8 / 7 + 1).next_power_of_two();
-        self.slots.capacity() * size_of::<Slot<K, V>>() + buckets * (size_of::<u32>() + 1)
+        self.slots.capacity() * size_of::<Slot<K, V>>() + self.index.bytes()
     }
 
     /// Every entry, in no particular order.
@@ -186,11 +187,11 @@ impl<K: Copy + Eq + Hash, V> KeyTable<K, V> {
             // Its entry still says `last`; point it at `i` before the move.
             let slots = &self.slots;
             let hash = self.hasher.hash_one(moved);
-            if let Some(j) = self.index.find_mut(hash, |&j| {
-                slots.get(j as usize).is_some_and(|s| s.id == moved)
-            }) {
-                *j = i as u32;
-            }
+            self.index.move_slot(
+                hash,
+                |j| slots.get(j as usize).is_some_and(|s| s.id == moved),
+                i as u32,
+            );
         }
         self.slots.swap_remove(i);
     }
