@@ -657,6 +657,7 @@ impl Scorer {
     ) -> Option<&'n str> {
         let id = self.id(name);
         let (st, is_new) = key_mut(&mut self.keys, &mut self.stats, id, name, now);
+        st.prefetch();
         let own_rd = match own {
             OwnDomain::OfKey => st.own_domain(name),
             OwnDomain::Given(rd) => rd,
