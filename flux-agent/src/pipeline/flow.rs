@@ -142,8 +142,6 @@ impl<'a> Pipeline<'a> {
         self.scorer.as_deref_mut()
     }
 
-    /// One parsed response: score it, let the enforcer act on the verdicts, publish it all in
-    /// order (the `dns` event, its verdicts, then the enforcer's actions).
     /// Starts loading into the CPU's caches what [`Self::observe`] of a response with `msg`
     /// will read first ([`Scorer::prefetch`]), for a reader that has the next response in hand
     /// before it observes the current one. Changes nothing.
@@ -153,6 +151,8 @@ impl<'a> Pipeline<'a> {
         }
     }
 
+    /// One parsed response: score it, let the enforcer act on the verdicts, publish it all in
+    /// order (the `dns` event, its verdicts, then the enforcer's actions).
     pub fn observe(&mut self, obs: Observation) {
         self.counts.observations += 1;
         self.latest = self.latest.max(Some(obs.ts));

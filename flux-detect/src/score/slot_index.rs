@@ -272,6 +272,59 @@ mod tests {
         }
     }
 
+    /// Runs that wrap past the array's end: ids homed at its last two buckets, removed from a
+    /// run's middle, its start and its wrapped tail.
+    #[test]
+    fn removal_in_a_run_that_wraps_past_the_end() {
+        // 16 buckets (the first allocation, up to 8 entries): homes 14 and 15.
+        fn near_end(id: u64) -> u64 {
+            14 + id % 2
+        }
+        for gone in [[0u64, 3], [1, 4], [5, 2], [6, 0]] {
+            let mut f = Fixture::new(8, near_end);
+            for id in 0..7 {
+                f.add(id);
+            }
+            assert_eq!(f.index.bytes(), 16 * 4, "one allocation: the run wraps");
+            for id in gone {
+                assert_eq!(f.remove(id), Some(id as u32));
+            }
+            for id in 0..7u64 {
+                let want = (!gone.contains(&id)).then_some(id as u32);
+                assert_eq!(f.find(id), want, "removed {gone:?}, id {id}");
+            }
+        }
+    }
+
+    /// Random inserts and removals against a `HashMap`, with a hash that puts many ids on few
+    /// homes, across growth.
+    #[test]
+    fn agrees_with_a_hash_map_under_random_churn() {
+        fn few_homes(id: u64) -> u64 {
+            (id % 61).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        }
+        let mut f = Fixture::new(4_096, few_homes);
+        let mut live = std::collections::HashMap::new();
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let id = rng % 3_000;
+            if let Some(slot) = live.remove(&id) {
+                assert_eq!(f.remove(id), Some(slot), "id {id}");
+            } else if f.ids.len() < 4_096 {
+                live.insert(id, f.ids.len() as u32);
+                f.add(id);
+            }
+        }
+        assert_eq!(f.index.len(), live.len());
+        for id in 0..3_000u64 {
+            // A removed id's slot keeps it in the fixture, so the index alone must say it is gone.
+            assert_eq!(f.find(id), live.get(&id).copied(), "id {id}");
+        }
+    }
+
     #[test]
     fn a_moved_slot_is_found_at_its_new_place() {
         let mut f = Fixture::new(10, spread);

@@ -285,6 +285,23 @@ mod tests {
         assert_consistent(&t);
     }
 
+    /// Small capacities, where a slot number plus one reaches the top bit below the index's
+    /// tag (3, 7): evictions, removals and moved slots keep the index and the slots agreeing.
+    #[test]
+    fn small_capacities_stay_consistent_through_churn() {
+        for cap in [1usize, 2, 3, 4, 7, 8] {
+            let mut t = KeyTable::new(cap);
+            for id in 0..200u64 {
+                t.get_or_insert_with(id % 13, || id);
+                if id % 5 == 0 {
+                    t.remove(&(id % 7));
+                }
+                assert!(t.len() <= cap);
+                assert_consistent(&t);
+            }
+        }
+    }
+
     /// Every slot is found through the index at its own place, and the index holds nothing
     /// else.
     fn assert_consistent<V>(t: &KeyTable<u64, V>) {
