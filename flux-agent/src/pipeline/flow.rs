@@ -76,6 +76,30 @@ pub struct Pipeline<'a> {
     feeds: Option<Matcher>,
 }
 
+/// One observation held back: the replay and the live source read one response ahead, so
+/// that the next one's scorer lookups are prefetched ([`Pipeline::prefetch`]) while the one
+/// before it is observed. The pipeline still sees the readers' order. Whoever holds one
+/// flushes it before the pipeline is read or finished (the end of a file, of a ring drain).
+#[derive(Default)]
+pub struct ReadAhead(Option<Observation>);
+
+impl ReadAhead {
+    /// Prefetches `obs`'s lookups and holds it; observes the one it held before.
+    pub fn push(&mut self, p: &mut Pipeline<'_>, obs: Observation) {
+        p.prefetch(&obs.msg);
+        if let Some(before) = self.0.replace(obs) {
+            p.observe(before);
+        }
+    }
+
+    /// Observes the held observation, if there is one.
+    pub fn flush(&mut self, p: &mut Pipeline<'_>) {
+        if let Some(obs) = self.0.take() {
+            p.observe(obs);
+        }
+    }
+}
+
 impl<'a> Pipeline<'a> {
     /// Without a scorer it only publishes `dns` events; without an enforcer it only reports.
     pub fn new(scorer: Option<&'a mut Scorer>, enforcer: Option<Enforcer>, bus: Bus<'a>) -> Self {
@@ -144,8 +168,8 @@ impl<'a> Pipeline<'a> {
 
     /// Starts loading into the CPU's caches what [`Self::observe`] of a response with `msg`
     /// will read first ([`Scorer::prefetch`]), for a reader that has the next response in hand
-    /// before it observes the current one. Changes nothing.
-    pub fn prefetch(&self, msg: &DnsMessage) {
+    /// before it observes the current one ([`ReadAhead`]). Changes nothing.
+    fn prefetch(&self, msg: &DnsMessage) {
         if let Some(scorer) = self.scorer.as_deref() {
             scorer.prefetch(msg);
         }

@@ -42,7 +42,7 @@ use crate::{
         clock::MonoClock,
         dnstap_input::{self, DnstapServer},
         events::{EventKind, Observation},
-        flow::Pipeline,
+        flow::{Pipeline, ReadAhead},
         journal_sink::{self, JournalSink},
         recent::Recent,
         sinks::{EventsWriter, LogSink},
@@ -182,7 +182,7 @@ pub async fn run<W: Write + Send + 'static>(
         if_names: HashMap::new(),
         summary: RunSummary::default(),
         metrics: metrics.as_ref().map(|m| m.capture.clone()),
-        held: None,
+        ahead: ReadAhead::default(),
     };
     let mut dnstap = start_dnstap(&opts).inspect_err(|_| loaded.rollback())?;
     let recent = Recent::subscribe(&mut bus);
@@ -301,7 +301,7 @@ pub async fn run<W: Write + Send + 'static>(
     while let Some(item) = rb.next() {
         src.handle_record(&item, &mut p);
     }
-    src.flush(&mut p);
+    src.ahead.flush(&mut p);
     if let Some(server) = &server {
         server.abort();
     }
@@ -394,7 +394,7 @@ fn drain(rb: &mut RingBuf<MapData>, src: &mut RingSource, p: &mut Pipeline<'_>) 
         src.handle_record(&item, p);
         taken += 1;
     }
-    src.flush(p);
+    src.ahead.flush(p);
     if let Some(m) = &src.metrics {
         m.drains.inc();
     }
@@ -688,20 +688,12 @@ struct RingSource {
     if_names: HashMap<u32, std::sync::Arc<str>>,
     summary: RunSummary,
     metrics: Option<CaptureMetrics>,
-    /// The observation read ahead: a record's observation waits here while the one before it
-    /// is observed, its scorer lookups prefetched (`Pipeline::prefetch`), and the drain that
-    /// read it observes it before it ends ([`Self::flush`]), so no record waits for the next.
-    held: Option<Observation>,
+    /// The record read ahead: the drain that read it flushes it before it ends, so no record
+    /// waits for the next.
+    ahead: ReadAhead,
 }
 
 impl RingSource {
-    /// Observes the record read ahead, if one is held.
-    fn flush(&mut self, p: &mut Pipeline<'_>) {
-        if let Some(obs) = self.held.take() {
-            p.observe(obs);
-        }
-    }
-
     fn handle_record(&mut self, rec: &[u8], p: &mut Pipeline<'_>) {
         self.summary.records += 1;
         let m = self.metrics.as_ref();
@@ -737,10 +729,7 @@ impl RingSource {
                     obs.would_block = obs.blocked;
                     obs.blocked = false;
                 }
-                p.prefetch(&obs.msg);
-                if let Some(before) = self.held.replace(obs) {
-                    p.observe(before);
-                }
+                self.ahead.push(p, obs);
             }
             Err(e) => {
                 self.summary.parse_errors += 1;

@@ -23,7 +23,7 @@ use crate::pipeline::{
     bus::Bus,
     dnstap_input,
     events::{Event, EventKind, Observation},
-    flow::Pipeline,
+    flow::{Pipeline, ReadAhead},
 };
 use flux_detect::{
     capture_file::{self, CapturedDns, ReadStats},
@@ -174,23 +174,15 @@ pub fn replay_with_progress(
             resolver_logs::sniff(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
         let r = match kind {
             Ok(InputKind::Capture) => {
-                // One response read ahead: the next is parsed, and what scoring it will read
-                // first (its addresses' cache sets, the index lines of its keys) is
-                // prefetched, before the one held back is observed (`Pipeline::prefetch`).
-                // The pipeline sees the file's order.
-                let mut held: Option<Observation> = None;
+                // One response read ahead ([`ReadAhead`]).
+                let mut ahead = ReadAhead::default();
                 let r = capture_file::read_file(path, ports, &mut read, |c| {
                     responses += 1;
                     if responses.is_multiple_of(PROGRESS_EVERY) {
                         progress(at(responses, false));
                     }
                     match parse_response(&c.payload, c.truncated) {
-                        Ok(msg) => {
-                            p.prefetch(&msg);
-                            if let Some(before) = held.replace(observation(c, msg)) {
-                                p.observe(before);
-                            }
-                        }
+                        Ok(msg) => ahead.push(&mut p, observation(c, msg)),
                         Err(e) => {
                             malformed += 1;
                             log::debug!(
@@ -202,9 +194,7 @@ pub fn replay_with_progress(
                     }
                 });
                 // The last response, and the one before a read error.
-                if let Some(last) = held.take() {
-                    p.observe(last);
-                }
+                ahead.flush(&mut p);
                 r.map_err(|e| e.to_string())
             }
             Ok(InputKind::Zeek) => replay_zeek(path, &mut zeek_stats, &mut p),

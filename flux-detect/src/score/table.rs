@@ -109,11 +109,8 @@ impl<K: Copy + Eq + Hash, V> KeyTable<K, V> {
 
     /// The slot holding `id`.
     fn find(&self, id: &K) -> Option<usize> {
-        let slots = &self.slots;
         self.index
-            .find(self.hasher.hash_one(id), |i| {
-                slots.get(i as usize).is_some_and(|s| s.id == *id)
-            })
+            .find(self.hasher.hash_one(id), holds(&self.slots, id))
             .map(|i| i as usize)
     }
 
@@ -125,9 +122,8 @@ impl<K: Copy + Eq + Hash, V> KeyTable<K, V> {
         };
         // A slot number is below `cap`, itself at most u32::MAX. Growing the index rehashes
         // its entries from their slots' ids.
-        self.index.insert(hasher.hash_one(id), i as u32, |j| {
-            slots.get(j as usize).map_or(0, |s| hasher.hash_one(s.id))
-        });
+        self.index
+            .insert(hasher.hash_one(id), i as u32, hash_of(slots, hasher));
     }
 
     /// Removes the index entry of `id` (its slot must still hold it); returns its slot.
@@ -136,8 +132,8 @@ impl<K: Copy + Eq + Hash, V> KeyTable<K, V> {
         self.index
             .remove(
                 hasher.hash_one(id),
-                |i| slots.get(i as usize).is_some_and(|s| s.id == *id),
-                |j| slots.get(j as usize).map_or(0, |s| hasher.hash_one(s.id)),
+                holds(slots, id),
+                hash_of(slots, hasher),
             )
             .map(|i| i as usize)
     }
@@ -185,13 +181,9 @@ impl<K: Copy + Eq + Hash, V> KeyTable<K, V> {
                 return;
             };
             // Its entry still says `last`; point it at `i` before the move.
-            let slots = &self.slots;
             let hash = self.hasher.hash_one(moved);
-            self.index.move_slot(
-                hash,
-                |j| slots.get(j as usize).is_some_and(|s| s.id == moved),
-                i as u32,
-            );
+            self.index
+                .move_slot(hash, holds(&self.slots, &moved), i as u32);
         }
         self.slots.swap_remove(i);
     }
@@ -221,6 +213,19 @@ impl<K: Copy + Eq + Hash, V> KeyTable<K, V> {
         self.rng ^= self.rng << 17;
         self.rng
     }
+}
+
+/// For the index: whether slot `i` holds `id`.
+fn holds<'s, K: Eq, V>(slots: &'s [Slot<K, V>], id: &'s K) -> impl Fn(u32) -> bool + 's {
+    move |i| slots.get(i as usize).is_some_and(|s| s.id == *id)
+}
+
+/// For the index: the hash of the id in slot `i` (0 for a slot that does not exist).
+fn hash_of<'s, K: Copy + Hash, V>(
+    slots: &'s [Slot<K, V>],
+    hasher: &'s FastHash,
+) -> impl Fn(u32) -> u64 + 's {
+    move |i| slots.get(i as usize).map_or(0, |s| hasher.hash_one(s.id))
 }
 
 #[cfg(test)]
