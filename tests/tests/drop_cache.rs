@@ -365,3 +365,62 @@ fn the_zero_address_is_never_dropped_from_the_cache() {
     assert_eq!(h.run(&from(zero)).0, XDP_PASS, "0.0.0.0 is not blocked");
     assert_eq!(drops(&mut h, &from([0, 0, 0, 1]), 1), 1, "its neighbour is");
 }
+
+/// The first address of a pair that can be blocked is asked of the cache before the pair's
+/// lookups (`xdp_verdict::address_verdict_v4`): the source when its front-filter bit is set,
+/// else the destination. Each way, a cached drop is counted as the source's or the
+/// destination's as the lookup would count it, and its hits go to the entry that blocked.
+#[test]
+fn a_cached_destination_is_dropped_as_the_destinations_and_the_source_goes_first() {
+    let Some((mut h, mut maps)) = setup() else {
+        return;
+    };
+    // Clear /24s: 192.0.2.0/24 holds nothing blocked. Set but unblocked: 198.51.100.9, beside
+    // NEIGHBOUR.
+    let clear_src = [192, 0, 2, 1];
+    let set_src = [198, 51, 100, 9];
+    maps.block(&ip(NEIGHBOUR), &manual(None)).unwrap();
+    maps.block(&ip(LONER), &manual(None)).unwrap();
+    let n = 2 * DROP_CACHE_RECHECK + 5;
+    for (src, what) in [
+        (clear_src, "from a clear /24"),
+        (set_src, "from an unblocked address of a set /24"),
+    ] {
+        let to_loner = udp4_between(src, 40000, LONER, 443, &[0u8; 64]);
+        let before = shown_hits(&maps, LONER);
+        for i in 0..n {
+            let (verdict, delta, _) = h.run(&to_loner);
+            assert_eq!(verdict, XDP_DROP, "{what}: packet {i} dropped");
+            assert_eq!(
+                delta,
+                vec![(Counter::PacketsSeen, 1), (Counter::DropBlockedDst, 1)],
+                "{what}: packet {i} counted as the destination's"
+            );
+        }
+        assert_eq!(shown_hits(&maps, LONER), before + u64::from(n), "{what}");
+        assert!(
+            raw_hits(&maps, LONER) < before + u64::from(n),
+            "{what}: some drops were the cache's"
+        );
+    }
+
+    // Both ends blocked: the source's drop, from the cache too, and the hits are its own.
+    let both = udp4_between(NEIGHBOUR, 40000, LONER, 443, &[0u8; 64]);
+    let loner_hits = shown_hits(&maps, LONER);
+    for i in 0..n {
+        let (verdict, delta, _) = h.run(&both);
+        assert_eq!(verdict, XDP_DROP);
+        assert_eq!(
+            delta,
+            vec![(Counter::PacketsSeen, 1), (Counter::DropBlockedSrc, 1)],
+            "packet {i} counted as the source's"
+        );
+    }
+    assert_eq!(shown_hits(&maps, NEIGHBOUR), u64::from(n));
+    assert!(raw_hits(&maps, NEIGHBOUR) < u64::from(n), "cached drops");
+    assert_eq!(
+        shown_hits(&maps, LONER),
+        loner_hits,
+        "none the destination's"
+    );
+}
