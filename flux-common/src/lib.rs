@@ -54,6 +54,18 @@ mod tests {
     }
 
     #[test]
+    fn host_mac_slots_have_no_padding_and_consecutive_interfaces_never_share_one() {
+        assert_eq!(core::mem::size_of::<HostMacSlot>(), 8 + 4 + 4);
+        let mut seen = [false; HOST_MAC_SLOT_COUNT as usize];
+        for ifindex in 1000..1000 + HOST_MAC_SLOT_COUNT {
+            let s = host_mac_slot(ifindex);
+            assert!(!seen[s as usize], "{ifindex} shares slot {s}");
+            seen[s as usize] = true;
+        }
+        assert!(host_mac_slot(u32::MAX) < HOST_MAC_SLOT_COUNT);
+    }
+
+    #[test]
     fn drop_cache_slots_have_no_padding_and_spread() {
         assert_eq!(core::mem::size_of::<DropCacheSlot>(), 8 + 8 + 4 + 4);
         assert!(DROP_CACHE_SLOTS.is_power_of_two());

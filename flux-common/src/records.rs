@@ -268,6 +268,17 @@ pub struct DropCacheSlot {
     pub pending: u32,
 }
 
+/// One slot of the host-MAC front (`MAP_HOST_MAC_SLOTS`): an attached interface and its MAC.
+/// Written by userspace at attach; `ifindex` 0 is an empty slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostMacSlot {
+    /// The MAC as `mac_word` gives it.
+    pub mac: u64,
+    pub ifindex: u32,
+    pub reserved: u32,
+}
+
 /// Bytes kept for a blocked domain's dotted name (NUL-padded; a name is at most 253).
 pub const DOMAIN_TEXT_LEN: usize = 256;
 
@@ -290,6 +301,7 @@ mod user {
     unsafe impl aya::Pod for super::BlockEntry {}
     unsafe impl aya::Pod for super::DomainBlock {}
     unsafe impl aya::Pod for super::DropCacheSlot {}
+    unsafe impl aya::Pod for super::HostMacSlot {}
     unsafe impl aya::Pod for super::QueryKey {}
     unsafe impl aya::Pod for super::QuerySeen {}
 }

@@ -12,11 +12,11 @@
 use aya_ebpf::{
     helpers::generated::bpf_ktime_get_coarse_ns,
     macros::map,
-    maps::{HashMap, LruHashMap},
+    maps::{Array, HashMap, LruHashMap},
 };
 use flux_common::{
-    IPPROTO_UDP, MAX_HOST_MACS, MAX_QUERIES, QUERY_WAIT_NS, QueryKey, QuerySeen, is_group_mac,
-    mac_word,
+    HOST_MAC_SLOT_COUNT, HostMacSlot, IPPROTO_UDP, MAX_HOST_MACS, MAX_QUERIES, QUERY_WAIT_NS,
+    QueryKey, QuerySeen, host_mac_slot, is_group_mac, mac_word,
 };
 
 #[map]
@@ -27,14 +27,33 @@ static QUERIES: LruHashMap<QueryKey, QuerySeen> = LruHashMap::pinned(MAX_QUERIES
 #[map]
 static HOST_MACS: HashMap<u32, u64> = HashMap::with_max_entries(MAX_HOST_MACS, 0);
 
+/// The direct-mapped front of `HOST_MACS` (`flux_common::MAP_HOST_MAC_SLOTS`, which says what
+/// userspace keeps true of the two), filled the same way.
+#[map]
+static HOST_MAC_SLOTS: Array<HostMacSlot> = Array::with_max_entries(HOST_MAC_SLOT_COUNT, 0);
+
 /// Whether a frame with destination MAC `dst`, received on `ifindex`, is addressed to this
 /// host: not a group address, and the interface's own MAC when userspace recorded one. An
 /// interface with no entry (test runs, an attach that could not read the MAC) is checked for
 /// group addresses only.
+///
+/// The interface's slot answers without a helper call when it holds the interface, or nothing
+/// (then no MAC is recorded for it); only a slot another interface holds sends it to the hash
+/// map.
 #[inline(always)]
 pub fn to_host(ifindex: u32, dst: [u8; 6]) -> bool {
     if is_group_mac(dst[0]) {
         return false;
+    }
+    if let Some(slot) = HOST_MAC_SLOTS.get_ptr(host_mac_slot(ifindex)) {
+        // SAFETY: a value pointer of a successful array lookup; read, never written, here.
+        let (owner, own) = unsafe { ((*slot).ifindex, (*slot).mac) };
+        if owner == 0 {
+            return true;
+        }
+        if owner == ifindex {
+            return own == mac_word(dst);
+        }
     }
     match unsafe { HOST_MACS.get(ifindex) } {
         Some(own) => *own == mac_word(dst),

@@ -371,7 +371,12 @@ fn a_block_an_allowlist_overrides_is_counted_not_hit() {
 /// test records as the attach would.
 #[test]
 fn replies_in_frames_for_another_host_are_not_trusted() {
-    use flux_common::{EVENT_FLAG_UNSOLICITED, MAP_HOST_MACS, mac_word};
+    use flux_agent::kernel::loader::record_host_mac;
+    use flux_common::{
+        EVENT_FLAG_UNSOLICITED, HOST_MAC_SLOT_COUNT, HostMacSlot, MAP_HOST_MAC_SLOTS, host_mac_slot,
+    };
+    /// The interface test runs arrive on.
+    const LOOPBACK: u32 = 1;
     if !privileged() {
         return;
     }
@@ -403,22 +408,47 @@ fn replies_in_frames_for_another_host_are_not_trusted() {
     let r = h.run_out(&reply_to(DST_MAC));
     assert!(!unsolicited(&r), "the reply to this host's own MAC");
 
-    // With the interface's own MAC recorded, a unicast frame for another MAC is refused too.
-    {
-        let map = h.loaded.ebpf.map_mut(MAP_HOST_MACS).expect("HOST_MACS map");
-        let mut macs: aya::maps::HashMap<_, u32, u64> =
-            aya::maps::HashMap::try_from(map).expect("hash map");
-        macs.insert(1, mac_word(DST_MAC), 0).expect("insert");
+    // With the interface's own MAC recorded, a unicast frame for another MAC is refused too:
+    // recorded in the interface's own slot of HOST_MAC_SLOTS, and recorded while another
+    // interface holds that slot (then the kernel finds it in HOST_MACS).
+    let holder = host_mac_slot(LOOPBACK) + HOST_MAC_SLOT_COUNT;
+    for (what, first) in [
+        ("in its own slot", None),
+        ("behind another interface's slot", Some(holder)),
+    ] {
+        let mut h = Harness::matching_queries();
+        if let Some(other) = first {
+            record_host_mac(&mut h.loaded.ebpf, other, [0x02, 0, 0, 0, 0, 0x01]).unwrap();
+        }
+        record_host_mac(&mut h.loaded.ebpf, LOOPBACK, DST_MAC).expect("record the MAC");
+        let slot = {
+            let map = h
+                .loaded
+                .ebpf
+                .map(MAP_HOST_MAC_SLOTS)
+                .expect("HOST_MAC_SLOTS map");
+            let slots: aya::maps::Array<_, HostMacSlot> = aya::maps::Array::try_from(map).unwrap();
+            slots.get(&host_mac_slot(LOOPBACK), 0).unwrap()
+        };
+        assert_eq!(
+            slot.ifindex,
+            first.unwrap_or(LOOPBACK),
+            "{what}: the slot's holder"
+        );
+        h.run_egress(&query);
+        let r = h.run_out(&reply_to([0x02, 0, 0, 0, 0, 0x99]));
+        for c in untrusted {
+            assert!(r.delta.contains(&(c, 1)), "{what}: foreign unicast: {c:?}");
+        }
+        assert!(unsolicited(&r), "{what}: foreign unicast");
+        let r = h.run_out(&reply_to(DST_MAC));
+        assert!(!unsolicited(&r), "{what}: own MAC, recorded");
+        assert!(!r.delta.iter().any(|(c, _)| *c == Counter::NotForHost));
+        // The other interface's MAC is not this one's.
+        h.run_egress(&query);
+        let r = h.run_out(&reply_to([0x02, 0, 0, 0, 0, 0x01]));
+        assert!(unsolicited(&r), "{what}: the slot holder's MAC");
     }
-    h.run_egress(&query);
-    let r = h.run_out(&reply_to([0x02, 0, 0, 0, 0, 0x99]));
-    for c in untrusted {
-        assert!(r.delta.contains(&(c, 1)), "foreign unicast: {c:?}");
-    }
-    assert!(unsolicited(&r), "foreign unicast");
-    let r = h.run_out(&reply_to(DST_MAC));
-    assert!(!unsolicited(&r), "own MAC, recorded");
-    assert!(!r.delta.iter().any(|(c, _)| *c == Counter::NotForHost));
 }
 
 /// The blocklist maps' capacities are load-time options (`run --max-blocked-*`, issue 15): a

@@ -36,6 +36,7 @@ use flux_common::{
 use log::info;
 
 use crate::{EBPF_OBJECT, kernel::interfaces::Interface};
+pub use attach::record_host_mac;
 pub use pin_folder::BPFFS_ROOT;
 pub use pin_folder::{TC_LINK_PREFIX, XDP_LINK_PREFIX, lock_pin_dir, tc_link_pin, xdp_link_pin};
 use pin_folder::{
@@ -117,6 +118,8 @@ pub enum LoadError {
     },
     #[error("failed to load the eBPF object: {0}")]
     Ebpf(String),
+    #[error("cannot write map {map}: {reason}")]
+    MapWrite { map: &'static str, reason: String },
 }
 
 /// `--xdp-mode`.

@@ -13,7 +13,9 @@ use aya::programs::{
     tc::{SchedClassifierLink, TcAttachOptions},
     xdp::XdpLink,
 };
-use flux_common::{MAP_HOST_MACS, PROG_EGRESS, PROG_XDP, mac_word};
+use flux_common::{
+    HostMacSlot, MAP_HOST_MAC_SLOTS, MAP_HOST_MACS, PROG_EGRESS, PROG_XDP, host_mac_slot, mac_word,
+};
 use log::{info, warn};
 
 use super::{
@@ -62,17 +64,9 @@ impl Loaded {
     /// whose MAC cannot be read is checked for group addresses only; that is logged, not
     /// fatal (enforcement does not depend on it).
     fn record_host_mac(&mut self, iface: &Interface) {
-        let result = (|| -> Result<(), String> {
-            let mac = read_mac(&iface.name)?;
-            let map = self
-                .ebpf
-                .map_mut(MAP_HOST_MACS)
-                .ok_or_else(|| format!("map {MAP_HOST_MACS} missing from the object"))?;
-            let mut macs: aya::maps::HashMap<_, u32, u64> =
-                aya::maps::HashMap::try_from(map).map_err(|e| e.to_string())?;
-            macs.insert(iface.index, mac_word(mac), 0)
-                .map_err(|e| e.to_string())
-        })();
+        let result = read_mac(&iface.name).and_then(|mac| {
+            record_host_mac(&mut self.ebpf, iface.index, mac).map_err(|e| e.to_string())
+        });
         if let Err(e) = result {
             warn!(
                 "cannot record the MAC of {} ({e}): replies to it are checked for broadcast \
@@ -350,6 +344,44 @@ fn stale_pin(pin: &Path, why: &str) {
 
 /// The interface's MAC, from sysfs (`/sys/class/net/NAME/address`, `aa:bb:cc:dd:ee:ff`).
 /// Hand-parsed: six hex octets need no crate.
+/// Records interface `ifindex`'s MAC for the XDP program: in `HOST_MACS`, then in its slot of
+/// `HOST_MAC_SLOTS` unless another interface holds that slot (the invariant and what the kernel
+/// reads are in `flux_common::MAP_HOST_MAC_SLOTS`). Public for the tests, which record the test
+/// runs' interface as an attach would.
+pub fn record_host_mac(ebpf: &mut aya::Ebpf, ifindex: u32, mac: [u8; 6]) -> Result<(), LoadError> {
+    let err = |map: &'static str, e: &dyn std::fmt::Display| LoadError::MapWrite {
+        map,
+        reason: e.to_string(),
+    };
+    let map = ebpf
+        .map_mut(MAP_HOST_MACS)
+        .ok_or_else(|| err(MAP_HOST_MACS, &"missing from the object"))?;
+    let mut macs: aya::maps::HashMap<_, u32, u64> =
+        aya::maps::HashMap::try_from(map).map_err(|e| err(MAP_HOST_MACS, &e))?;
+    macs.insert(ifindex, mac_word(mac), 0)
+        .map_err(|e| err(MAP_HOST_MACS, &e))?;
+    let map = ebpf
+        .map_mut(MAP_HOST_MAC_SLOTS)
+        .ok_or_else(|| err(MAP_HOST_MAC_SLOTS, &"missing from the object"))?;
+    let mut slots: aya::maps::Array<_, HostMacSlot> =
+        aya::maps::Array::try_from(map).map_err(|e| err(MAP_HOST_MAC_SLOTS, &e))?;
+    let index = host_mac_slot(ifindex);
+    let held = slots
+        .get(&index, 0)
+        .map_err(|e| err(MAP_HOST_MAC_SLOTS, &e))?;
+    if held.ifindex == 0 || held.ifindex == ifindex {
+        let slot = HostMacSlot {
+            mac: mac_word(mac),
+            ifindex,
+            reserved: 0,
+        };
+        slots
+            .set(index, slot, 0)
+            .map_err(|e| err(MAP_HOST_MAC_SLOTS, &e))?;
+    }
+    Ok(())
+}
+
 fn read_mac(name: &str) -> Result<[u8; 6], String> {
     let path = Path::new("/sys/class/net").join(name).join("address");
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
