@@ -83,8 +83,10 @@ impl Occupied {
 /// Slots in [`MAP_OCCUPANCY`].
 pub const OCCUPANCY_SLOTS: u32 = Occupied::ALL.len() as u32;
 
-/// The IPv4 front filter: `Array<u64>` of [`FRONT_V4_SLOTS`] words, mmap-able
-/// (`BPF_F_MMAPABLE`). Bit `n` of the filter (word `n / 64`, bit `n % 64`) stands for the /24
+/// The IPv4 front filter: an `Array` of one value, [`FRONT_V4_SLOTS`] words, mmap-able
+/// (`BPF_F_MMAPABLE`). One value, not one entry a word: the XDP program reads the ready word and
+/// the bits of both addresses after a single lookup, where each entry was a lookup of its own.
+/// Bit `n` of the filter (word `n / 64`, bit `n % 64`) stands for the /24
 /// network `n` (an address's top 24 bits): it is set when a blocked IPv4 address or CIDR may lie
 /// in that /24, so an address whose bit is clear cannot be blocked and the XDP program skips the
 /// exact and CIDR lookups for it (one array read instead of a hash and a trie walk).
@@ -182,7 +184,7 @@ pub const VERDICT_GEN_OFF: u64 = 1;
 /// The least one change adds to [`MAP_VERDICT_GEN`]: the off bit is left alone.
 pub const VERDICT_GEN_STEP: u64 = 2;
 
-/// The domain front filter: `Array<u64>` of [`FRONT_NAMES_SLOTS`] words, mmap-able, kept like
+/// The domain front filter: an `Array` of one value, [`FRONT_NAMES_SLOTS`] words, mmap-able, kept like
 /// [`MAP_FRONT_V4`] (same invariant, same writers, same ready word semantics) over the keys of
 /// `BLOCKED_DOMAINS`. Bit [`front_name_bit`] of a domain's hash is set when a block on that
 /// domain may exist, so the XDP program skips the blocklist lookup of every domain of a question
@@ -221,10 +223,15 @@ pub const RING_BUF_BYTES: u32 = 8 << 20;
 pub const MAP_QUERIES: &str = "QUERIES";
 /// Pinned maps whose contents may be thrown away: a pin under one of these names with another
 /// layout (an older flux-agent's, after an upgrade) is replaced by `run` instead of refused.
-/// Only `QUERIES`: it holds at most [`QUERY_WAIT_NS`](crate::QUERY_WAIT_NS) of queries in
-/// flight, whose replies then arrive unsolicited (marked, never scored); its key changed layout
-/// once already (40 bytes to 16). Blocklists, counters and the rest are never replaced.
-pub const REPLACEABLE_MAPS: [&str; 1] = [MAP_QUERIES];
+/// - `QUERIES` holds at most [`QUERY_WAIT_NS`](crate::QUERY_WAIT_NS) of queries in flight,
+///   whose replies then arrive unsolicited (marked, never scored); its key changed layout once
+///   already (40 bytes to 16).
+/// - The front filters ([`MAP_FRONT_V4`], [`MAP_FRONT_NAMES`]) are derived from the blocklists:
+///   a new one starts not ready (every lookup paid) and the agent fills it at open. They went
+///   from one entry a word to one value once.
+///
+/// Blocklists, counters and the rest are never replaced.
+pub const REPLACEABLE_MAPS: [&str; 3] = [MAP_QUERIES, MAP_FRONT_V4, MAP_FRONT_NAMES];
 /// Queries waiting at most. Least recently used first out: a flood of queries can only push
 /// out the oldest, whose replies are then unsolicited (never scored, never blocked: the safe
 /// side). 65,536 covers 2,000 queries a second for the whole wait.

@@ -189,8 +189,8 @@ pub fn flux_xdp_floor(ctx: XdpContext) -> u32 {
     let Some(ip) = pkt.ptr_at::<Ipv4Hdr>(size_of::<EthHdr>()) else {
         return xdp_action::XDP_PASS;
     };
-    let ready = xdp_verdict::front_v4_ready();
-    if xdp_verdict::front_v4_clears(ready, unsafe { (*ip).src }, unsafe { (*ip).dst }) {
+    let front = xdp_verdict::front_v4();
+    if xdp_verdict::front_v4_clears(front, unsafe { (*ip).src }, unsafe { (*ip).dst }) {
         xdp_action::XDP_PASS
     } else {
         xdp_action::XDP_DROP

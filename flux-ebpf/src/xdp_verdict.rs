@@ -68,14 +68,15 @@ static ALLOWED_DOMAINS: HashMap<u64, DomainBlock> =
 static OCCUPANCY: Array<u32> = Array::pinned(OCCUPANCY_SLOTS, 0);
 
 /// The IPv4 front filter (`flux_common::MAP_FRONT_V4`): one bit per /24 that may hold a blocked
-/// address, and the ready word; kept by userspace through an mmap.
+/// address, and the ready word, all in the map's one value; kept by userspace through an mmap.
 #[map]
-static FRONT_V4: Array<u64> = Array::pinned(FRONT_V4_SLOTS, BPF_F_MMAPABLE);
+static FRONT_V4: Array<[u64; FRONT_V4_SLOTS as usize]> = Array::pinned(1, BPF_F_MMAPABLE);
 
 /// The domain front filter (`flux_common::MAP_FRONT_NAMES`): one bit per domain-hash bucket
-/// that may hold a blocked domain, and the ready word; kept by userspace through an mmap.
+/// that may hold a blocked domain, and the ready word, in the map's one value; kept by
+/// userspace through an mmap.
 #[map]
-static FRONT_NAMES: Array<u64> = Array::pinned(FRONT_NAMES_SLOTS, BPF_F_MMAPABLE);
+static FRONT_NAMES: Array<[u64; FRONT_NAMES_SLOTS as usize]> = Array::pinned(1, BPF_F_MMAPABLE);
 
 /// The IPv4 drop cache (`flux_common::MAP_DROP_CACHE_V4`): per CPU, written only here.
 #[map]
@@ -86,31 +87,56 @@ static DROP_CACHE_V4: PerCpuArray<DropCacheSlot> = PerCpuArray::pinned(DROP_CACH
 #[map]
 static VERDICT_GEN: Array<u64> = Array::pinned(1, BPF_F_MMAPABLE);
 
-/// Whether a front filter (`FRONT_V4`, `FRONT_NAMES`) may be trusted: its ready word, at
-/// `ready_at`, is set. Read once per packet. Unreadable says no (the lookups are then paid).
+/// A front filter (`FRONT_V4`, `FRONT_NAMES`) as one packet reads it: its words, when the map
+/// could be read and its ready word is set. `None`: no bit of it is trusted (the lookups are
+/// paid). Opened once a packet ([`front_open`]): one map lookup, after which every bit is a
+/// plain load. The words are one map value, not one entry each, for that: each entry was a
+/// lookup of its own (the ready word, then each bit's word), three a packet that matches
+/// nothing.
+#[derive(Clone, Copy)]
+pub struct Front<const N: usize>(Option<*const [u64; N]>);
+
+/// [`Front`] of the IPv4 filter.
+pub type FrontV4 = Front<{ FRONT_V4_SLOTS as usize }>;
+
+/// The words of `filter`, if its ready word (at `ready_at`) is set.
 #[inline(always)]
-fn front_ready(filter: &Array<u64>, ready_at: u32) -> bool {
-    filter.get(ready_at).is_some_and(|r| *r != 0)
+fn front_open<const N: usize>(filter: &Array<[u64; N]>, ready_at: u32) -> Front<N> {
+    Front(filter.get_ptr(0).filter(|words| {
+        // SAFETY: the map's one value, valid for this program run; only read here.
+        unsafe { (**words).get(ready_at as usize) }.is_some_and(|r| *r != 0)
+    }))
 }
 
-/// Whether a front filter says no blocklist entry can lie behind filter bit `bit`: the filter
-/// is `ready` ([`front_ready`]) and the bit is clear. Anything unreadable says no.
-#[inline(always)]
-fn front_clear(filter: &Array<u64>, bit: u32, ready: bool) -> bool {
-    let (word, mask) = front_word(bit);
-    ready && filter.get(word).is_some_and(|w| *w & mask == 0)
+impl<const N: usize> Front<N> {
+    /// Whether the filter is trusted at all.
+    #[inline(always)]
+    pub fn ready(self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Whether the filter says no blocklist entry can lie behind filter bit `bit`: it is ready
+    /// and the bit is clear. Anything unreadable says no.
+    #[inline(always)]
+    fn clear(self, bit: u32) -> bool {
+        let (word, mask) = front_word(bit);
+        self.0.is_some_and(|words| {
+            // SAFETY: as in `front_open`.
+            unsafe { (*words).get(word as usize) }.is_some_and(|w| *w & mask == 0)
+        })
+    }
 }
 
-/// [`front_ready`] of the IPv4 filter.
+/// The IPv4 filter, opened ([`front_open`]).
 #[inline(always)]
-pub fn front_v4_ready() -> bool {
-    front_ready(&FRONT_V4, FRONT_V4_READY)
+pub fn front_v4() -> FrontV4 {
+    front_open(&FRONT_V4, FRONT_V4_READY)
 }
 
-/// [`front_clear`] of `addr`'s /24 in the IPv4 filter.
+/// [`Front::clear`] of `addr`'s /24 in the IPv4 filter.
 #[inline(always)]
-fn front_v4_clear(addr: [u8; 4], ready: bool) -> bool {
-    front_clear(&FRONT_V4, front_v4_bit(addr), ready)
+fn front_v4_clear(front: FrontV4, addr: [u8; 4]) -> bool {
+    front.clear(front_v4_bit(addr))
 }
 
 /// Whether the map behind `slot` may hold entries. A slot that cannot be read says yes: the
@@ -366,15 +392,15 @@ fn family_blocks_any(slots: [Occupied; 3]) -> bool {
     occupied(exact) || occupied(cidr)
 }
 
-/// One IPv4 address's verdict. `front_ready`: [`front_v4_ready`], read by the caller once per
-/// packet.
+/// One IPv4 address's verdict. `front`: the IPv4 filter ([`front_v4`]), opened by the caller
+/// once per packet.
 ///
 /// IPv4 addresses travel as their four bytes, never widened to the 16 bytes of an IPv6 one:
 /// LLVM zero-filled the other 12 bytes of each with a call to `memset`, a byte loop of its own,
 /// two calls and about 100 instructions on every IPv4 packet.
 #[inline(always)]
-fn check_v4(a: [u8; 4], front_ready: bool) -> Match {
-    if front_v4_clear(a, front_ready) {
+fn check_v4(a: [u8; 4], front: FrontV4) -> Match {
+    if front_v4_clear(front, a) {
         return Match::None;
     }
     look_up_v4(a, true)
@@ -434,13 +460,13 @@ fn pair_verdict(mut check: impl FnMut(bool) -> Match) -> Option<Counter> {
     None
 }
 
-/// Whether the IPv4 front filter, `front_ready` ([`front_v4_ready`]), clears both addresses
+/// Whether the IPv4 front filter, `front` ([`front_v4`]), clears both addresses
 /// on its own: a clear bit means no exact or CIDR entry can match, whatever the occupancy slots
 /// say. What [`address_verdict_v4`] reads on a packet the filter clears (the ready word and two
 /// bits), and the whole of the benchmarks' floor program (`flux_xdp_floor`).
 #[inline(always)]
-pub fn front_v4_clears(front_ready: bool, src: [u8; 4], dst: [u8; 4]) -> bool {
-    front_ready && front_v4_clear(src, true) && front_v4_clear(dst, true)
+pub fn front_v4_clears(front: FrontV4, src: [u8; 4], dst: [u8; 4]) -> bool {
+    front_v4_clear(front, src) && front_v4_clear(front, dst)
 }
 
 /// The counter of a drop of an IPv4 packet from `src` to `dst`, or `None` to let it on.
@@ -455,12 +481,12 @@ pub fn front_v4_clears(front_ready: bool, src: [u8; 4], dst: [u8; 4]) -> bool {
 /// goes to the pair's lookups ([`pair_verdict`]).
 #[inline(always)]
 pub fn address_verdict_v4(src: [u8; 4], dst: [u8; 4]) -> Option<Counter> {
-    let ready = front_v4_ready();
-    let src_clear = front_v4_clear(src, ready);
-    if src_clear && front_v4_clear(dst, true) {
+    let front = front_v4();
+    let src_clear = front_v4_clear(front, src);
+    if src_clear && front_v4_clear(front, dst) {
         return None;
     }
-    if !ready && !family_blocks_any(V4_SLOTS) {
+    if !front.ready() && !family_blocks_any(V4_SLOTS) {
         return None;
     }
     // The first address that can be blocked (the source, else the destination) is dropped
@@ -484,7 +510,7 @@ pub fn address_verdict_v4(src: [u8; 4], dst: [u8; 4]) -> Option<Counter> {
         let clear = if is_src {
             src_clear
         } else {
-            !src_clear && front_v4_clear(dst.to_ne_bytes(), ready)
+            !src_clear && front_v4_clear(front, dst.to_ne_bytes())
         };
         if clear {
             Match::None
@@ -529,7 +555,7 @@ fn blocks(m: Match) -> bool {
 /// Egress: whether a packet leaving the host to an IPv4 `dst` is dropped ([`blocks`]).
 #[inline(always)]
 pub fn destination_blocked_v4(dst: [u8; 4]) -> bool {
-    blocks(check_v4(dst, front_v4_ready()))
+    blocks(check_v4(dst, front_v4()))
 }
 
 /// Egress: [`destination_blocked_v4`] for an IPv6 `dst`.
@@ -788,9 +814,9 @@ pub fn name_verdict<S: NameBytes>(name: &S) -> NameVerdict {
         core::ptr::write_volatile(block_hash, 0);
     }
     // Read once per response; a domain whose filter bit is clear has no block to look up.
-    let names_ready = front_ready(&FRONT_NAMES, FRONT_NAMES_READY);
+    let front = front_open(&FRONT_NAMES, FRONT_NAMES_READY);
     let walked = each_domain(name, scratch, |h| {
-        if front_clear(&FRONT_NAMES, front_name_bit(h), names_ready) {
+        if front.clear(front_name_bit(h)) {
             return;
         }
         if let Some(e) = BLOCKED_DOMAINS.get_ptr(h) {

@@ -17,8 +17,8 @@ use flux_agent::{
     kernel::ring_records::Capture,
 };
 use flux_common::{
-    BlockEntry, Counter, DROP_CACHE_SLOTS, DnsEventHeader, DropCacheSlot, FRONT_NAMES_READY,
-    FRONT_V4_READY, MAP_BLOCKED_CIDR_V4, MAP_BLOCKED_DOMAINS, MAP_BLOCKED_V4, MAP_DROP_CACHE_V4,
+    BlockEntry, Counter, DROP_CACHE_SLOTS, DnsEventHeader, DropCacheSlot, FRONT_NAMES_SLOTS,
+    FRONT_V4_SLOTS, MAP_BLOCKED_CIDR_V4, MAP_BLOCKED_DOMAINS, MAP_BLOCKED_V4, MAP_DROP_CACHE_V4,
     MAP_FRONT_NAMES, MAP_FRONT_V4, MAP_OCCUPANCY, MAP_VERDICT_GEN, Occupied, PROG_EGRESS, PROG_XDP,
     RECORD_SIZES, VERDICT_GEN_STEP,
 };
@@ -123,19 +123,27 @@ impl Harness {
     /// as `Maps` does after its writes, so that no drop the kernel cached before the write is
     /// trusted after it. Taken before the write, not after: the tests run one frame at a time,
     /// so no packet runs between the two.
+    /// Writes front filter `map` (one value of `N` words) all zero: not ready, no bits. The
+    /// value is built on the heap (2 MiB for the IPv4 filter).
+    fn turn_front_off<const N: usize>(&mut self, map: &str) {
+        let zero: Box<[u64; N]> = vec![0u64; N]
+            .into_boxed_slice()
+            .try_into()
+            .expect("N words");
+        let mut front: AyaArray<&mut MapData, [u64; N]> =
+            AyaArray::try_from(self.loaded.ebpf.map_mut(map).expect(map)).expect(map);
+        // By reference: by value the 2 MiB would be copied through the stack.
+        front
+            .set(0, zero.as_ref(), 0)
+            .expect("turn the front filter off");
+    }
+
     pub fn mark_occupied(&mut self, name: &str) {
         self.advance_generation();
-        let filter = if name == MAP_BLOCKED_V4 || name == MAP_BLOCKED_CIDR_V4 {
-            Some((MAP_FRONT_V4, FRONT_V4_READY))
+        if name == MAP_BLOCKED_V4 || name == MAP_BLOCKED_CIDR_V4 {
+            self.turn_front_off::<{ FRONT_V4_SLOTS as usize }>(MAP_FRONT_V4);
         } else if name == MAP_BLOCKED_DOMAINS {
-            Some((MAP_FRONT_NAMES, FRONT_NAMES_READY))
-        } else {
-            None
-        };
-        if let Some((map, ready)) = filter {
-            let mut front: AyaArray<&mut MapData, u64> =
-                AyaArray::try_from(self.loaded.ebpf.map_mut(map).expect(map)).expect(map);
-            front.set(ready, 0, 0).expect("turn the front filter off");
+            self.turn_front_off::<{ FRONT_NAMES_SLOTS as usize }>(MAP_FRONT_NAMES);
         }
         let Some(slot) = Occupied::of_map(name) else {
             return;

@@ -170,3 +170,64 @@ fn an_older_pending_query_map_is_replaced_on_upgrade() {
     );
     let _ = cli(&pin, &["unload"]);
 }
+
+/// An upgrade over a folder whose front filters have the older layout (one entry a word, before
+/// the words became one value): `run` replaces both pins, says so, and starts; the new pins
+/// have this version's layout, and the IPv4 filter covers an address blocked before the
+/// upgrade (the agent and the CLI fill a filter that is not ready when they open the maps).
+#[test]
+fn older_front_filters_are_replaced_on_upgrade_and_filled() {
+    use flux_agent::enforce::maps::Maps;
+    use flux_common::{FRONT_NAMES_SLOTS, FRONT_V4_SLOTS};
+    use std::net::{IpAddr, Ipv4Addr};
+    if !privileged() {
+        return;
+    }
+    let link = Link::new();
+    let pin = PinDir::new();
+    let mut agent = Agent::start(&link.client, &pin, &["--iface", "a0", "--no-db"]);
+    assert!(agent.stop().success(), "{}", agent.log());
+    let blocked = Ipv4Addr::new(203, 0, 113, 77);
+    let add = cli(&pin, &["blocklist", "add", "--ip", &blocked.to_string()]);
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
+
+    // The layout flux-agent pinned before: an array of 8-byte words, mmap-able (1024).
+    for (name, words) in [
+        ("FRONT_V4", FRONT_V4_SLOTS),
+        ("FRONT_NAMES", FRONT_NAMES_SLOTS),
+    ] {
+        pin_new_map(&pin, name, "array", "4", "8", &words.to_string(), "1024");
+    }
+    let mut agent = Agent::start(&link.client, &pin, &["--iface", "a0", "--no-db"]);
+    let log = agent.log();
+    for (name, words) in [
+        ("FRONT_V4", FRONT_V4_SLOTS),
+        ("FRONT_NAMES", FRONT_NAMES_SLOTS),
+    ] {
+        assert!(
+            log.contains(name) && log.contains("filled from the blocklists"),
+            "{name}: {log}"
+        );
+        let path = pin.0.join(name);
+        let now = bpftool_json(&["map", "show", "pinned", path.to_str().expect("utf-8")]);
+        assert_eq!(now["max_entries"].as_u64(), Some(1), "{now}");
+        assert_eq!(
+            now["bytes_value"].as_u64(),
+            Some(u64::from(words) * 8),
+            "{now}"
+        );
+    }
+    let maps = Maps::open(&pin.0).expect("open the maps");
+    assert_eq!(
+        maps.front_covers(&IpAddr::V4(blocked))
+            .expect("read the filter"),
+        Some((true, true)),
+        "the blocked address's /24 set, the filter ready"
+    );
+    assert!(agent.stop().success(), "{}", agent.log());
+    let _ = cli(&pin, &["unload"]);
+}

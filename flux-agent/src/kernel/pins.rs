@@ -209,10 +209,14 @@ fn replace_older_layout(path: &Path, exp: &Expected) -> Result<bool, PinError> {
         path: path.to_owned(),
         reason: format!("cannot unpin an older layout ({what}): {e}"),
     })?;
+    let lost = if exp.name == flux_common::MAP_QUERIES {
+        "the queries in flight it held are forgotten (their replies arrive unsolicited)"
+    } else {
+        "the new map is filled from the blocklists at open"
+    };
     log::warn!(
         "{}: not this version's layout ({what}; an older flux-agent's, say): replaced by \
-         this version's map, and the queries in flight it held are forgotten (their replies \
-         arrive unsolicited)",
+         this version's map, and {lost}",
         path.display()
     );
     Ok(true)

@@ -18,9 +18,10 @@
 //! read the maps (after a rebuild's clear, or the agent's refill at open) turns the filter off,
 //! fail-closed, and the next sweep fills it again (`Mapped::settle_fill`).
 //!
-//! A process that cannot map the filter (no write access) and still writes an IPv4 entry clears
-//! the ready word with a plain map update: the kernel then looks every address up, the safe side,
-//! until the next process that can map it opens the maps and fills it again.
+//! A process that cannot map the filter and still writes an IPv4 entry clears the ready word
+//! with a map update of the whole value (`value_io`: the words are the map's one value): the
+//! kernel then looks every address up, the safe side, until the next process that can map it
+//! opens the maps and fills it again.
 //!
 //! May touch: the pinned FRONT_V4 and FRONT_NAMES maps (mapped and written), and the IPv4 and
 //! domain blocklist maps of [`Maps`] (read).
@@ -33,7 +34,7 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
-use aya::maps::{Array, IterableMap as _, Map, MapData};
+use aya::maps::{IterableMap as _, MapData};
 use flux_common::{
     BlockEntry, DomainBlock, FRONT_NAMES_SLOTS, FRONT_NAMES_WORDS, FRONT_V4_SLOTS, FRONT_V4_WORDS,
     MAP_BLOCKED_CIDR_V4, MAP_BLOCKED_DOMAINS, MAP_BLOCKED_V4, MAP_FRONT_NAMES, MAP_FRONT_V4,
@@ -74,16 +75,18 @@ unsafe impl Send for Mapped {}
 unsafe impl Sync for Mapped {}
 
 impl Mapped {
-    /// Maps the array `map` of `slots` words (also the verdict generation, `drop_cache.rs`).
+    /// Maps the array `map` of one value of `slots` words (also the verdict generation,
+    /// `drop_cache.rs`, a value of one word).
     pub(super) fn new(map: MapData, slots: u32) -> std::io::Result<Self> {
         // The pinned array must be the size this build expects: every word read below is in it.
-        let loaded = map
+        let (entries, value) = map
             .info()
-            .map(|i| i.max_entries())
+            .map(|i| (i.max_entries(), i.value_size()))
             .map_err(std::io::Error::other)?;
-        if loaded != slots {
+        if (entries, value) != (1, slots * 8) {
             return Err(std::io::Error::other(format!(
-                "{loaded} entries where {slots} are expected"
+                "{entries} entries of {value} bytes where one of {} is expected",
+                slots * 8
             )));
         }
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
@@ -155,10 +158,10 @@ pub(super) enum FrontFilter {
     /// The folder's program predates the filter: nothing to keep.
     Absent,
     Mapped(Mapped),
-    /// Pinned but not mappable here (no write access): writes to the maps it covers turn the
-    /// filter off (the ready word to 0). A pin of another size never gets this far:
-    /// `pins::open` refuses it.
-    Unmapped(Array<MapData, u64>, u32),
+    /// Pinned but not mappable here: writes to the maps it covers turn the filter off (the ready
+    /// word to 0, [`value_io`]). A pin of another size never gets this far: `pins::open`
+    /// refuses it.
+    Unmapped(MapData, u32),
 }
 
 impl FrontFilter {
@@ -182,14 +185,7 @@ impl FrontFilter {
             Ok(m) => Ok(Self::Mapped(m)),
             Err(e) => {
                 log::debug!("cannot map {name} ({e}); writes it covers will turn it off");
-                let data = pins::open(pin_dir, name)?;
-                let ready = data
-                    .info()
-                    .map(|i| i.max_entries().saturating_sub(1))
-                    .map_err(map_err("read", name))?;
-                Array::try_from(Map::Array(data))
-                    .map(|a| Self::Unmapped(a, ready))
-                    .map_err(map_err("open", name))
+                Ok(Self::Unmapped(pins::open(pin_dir, name)?, slots))
             }
         }
     }
@@ -217,9 +213,9 @@ impl FrontFilter {
                 }
                 Ok(())
             }
-            Self::Unmapped(a, ready) => a
-                .set(*ready, 0, 0)
-                .map_err(map_err("update", "front filter")),
+            Self::Unmapped(map, slots) => {
+                value_io::turn_off(map, *slots).map_err(map_err("update", "front filter"))
+            }
         }
     }
 
@@ -257,9 +253,8 @@ impl FrontFilter {
         match self {
             Self::Absent => Ok(None),
             Self::Mapped(m) => Ok(Some(m.is_ready())),
-            Self::Unmapped(a, ready) => a
-                .get(ready, 0)
-                .map(|v| Some(v != 0))
+            Self::Unmapped(map, slots) => value_io::read(map, *slots)
+                .map(|words| words.last().map(|ready| *ready != 0))
                 .map_err(map_err("read", "front filter")),
         }
     }
@@ -273,6 +268,99 @@ impl FrontFilter {
             }
             _ => None,
         }
+    }
+}
+
+/// The filter's value read and written whole through bpf(2), for a process that cannot map it.
+///
+/// Hand-written: aya's `Array::get` returns the value on the stack, and this one is 2 MiB (more
+/// than a tokio worker's stack); these calls take it in a buffer on the heap.
+mod value_io {
+    use std::{
+        io,
+        os::fd::{AsFd as _, AsRawFd as _},
+    };
+
+    use aya::{
+        maps::{MapData, MapError},
+        sys::SyscallError,
+    };
+
+    // bpf(2) commands (include/uapi/linux/bpf.h).
+    const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+    const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+
+    /// The element members of `union bpf_attr`.
+    #[repr(C)]
+    struct ElemAttr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+
+    fn elem(
+        cmd: libc::c_long,
+        call: &'static str,
+        map: &MapData,
+        value: *mut u64,
+    ) -> Result<(), MapError> {
+        let key = 0u32;
+        let mut attr = ElemAttr {
+            map_fd: map.fd().as_fd().as_raw_fd().unsigned_abs(),
+            _pad: 0,
+            key: std::ptr::from_ref(&key) as u64,
+            value: value as u64,
+            flags: 0,
+        };
+        // SAFETY: a complete element attribute; `key` is the array's 4-byte index and `value`
+        // points to a buffer of the map's value size (`read` and `turn_off` size it from
+        // `slots`, which `pins::open` checked against the pin's layout). The kernel reads at
+        // most `size` bytes of the attribute.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                cmd,
+                std::ptr::from_mut(&mut attr),
+                size_of::<ElemAttr>(),
+            )
+        };
+        if r < 0 {
+            return Err(MapError::SyscallError(SyscallError {
+                call,
+                io_error: io::Error::last_os_error(),
+            }));
+        }
+        Ok(())
+    }
+
+    /// The filter's `slots` words, the ready word last.
+    pub(super) fn read(map: &MapData, slots: u32) -> Result<Vec<u64>, MapError> {
+        let mut words = vec![0u64; slots as usize];
+        elem(
+            BPF_MAP_LOOKUP_ELEM,
+            "bpf_map_lookup_elem",
+            map,
+            words.as_mut_ptr(),
+        )?;
+        Ok(words)
+    }
+
+    /// Sets the ready word to 0, the bits as they were read. A bit another writer sets between
+    /// the read and the write is lost, with the filter off: the kernel ignores the bits until a
+    /// fill at open sets them all again.
+    pub(super) fn turn_off(map: &MapData, slots: u32) -> Result<(), MapError> {
+        let mut words = read(map, slots)?;
+        if let Some(ready) = words.last_mut() {
+            *ready = 0;
+        }
+        elem(
+            BPF_MAP_UPDATE_ELEM,
+            "bpf_map_update_elem",
+            map,
+            words.as_mut_ptr(),
+        )
     }
 }
 
