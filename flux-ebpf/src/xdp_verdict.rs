@@ -88,13 +88,15 @@ static DROP_CACHE_V4: PerCpuArray<DropCacheSlot> = PerCpuArray::pinned(DROP_CACH
 static VERDICT_GEN: Array<u64> = Array::pinned(1, BPF_F_MMAPABLE);
 
 /// A front filter (`FRONT_V4`, `FRONT_NAMES`) as one packet reads it: its words, when the map
-/// could be read and its ready word is set. `None`: no bit of it is trusted (the lookups are
-/// paid). Opened once a packet ([`front_open`]): one map lookup, after which every bit is a
+/// could be read and its ready word is set. Null: no bit of it is trusted (the lookups are
+/// paid). A nullable pointer, not an `Option`: an `Option` of a raw pointer is a tag beside the
+/// pointer, and the pair's closure (a subprogram) could load a pointer half its caller never
+/// wrote, which verifiers before about 6.3 refuse. Opened once a packet ([`front_open`]): one map lookup, after which every bit is a
 /// plain load. The words are one map value, not one entry each, for that: each entry was a
 /// lookup of its own (the ready word, then each bit's word), three a packet that matches
 /// nothing.
 #[derive(Clone, Copy)]
-pub struct Front<const N: usize>(Option<*const [u64; N]>);
+pub struct Front<const N: usize>(*const [u64; N]);
 
 /// [`Front`] of the IPv4 filter.
 pub type FrontV4 = Front<{ FRONT_V4_SLOTS as usize }>;
@@ -102,17 +104,20 @@ pub type FrontV4 = Front<{ FRONT_V4_SLOTS as usize }>;
 /// The words of `filter`, if its ready word (at `ready_at`) is set.
 #[inline(always)]
 fn front_open<const N: usize>(filter: &Array<[u64; N]>, ready_at: u32) -> Front<N> {
-    Front(filter.get_ptr(0).filter(|words| {
+    match filter.get_ptr(0) {
         // SAFETY: the map's one value, valid for this program run; only read here.
-        unsafe { (**words).get(ready_at as usize) }.is_some_and(|r| *r != 0)
-    }))
+        Some(words) if unsafe { (*words).get(ready_at as usize) }.is_some_and(|r| *r != 0) => {
+            Front(words)
+        }
+        _ => Front(core::ptr::null()),
+    }
 }
 
 impl<const N: usize> Front<N> {
     /// Whether the filter is trusted at all.
     #[inline(always)]
     pub fn ready(self) -> bool {
-        self.0.is_some()
+        !self.0.is_null()
     }
 
     /// Whether the filter says no blocklist entry can lie behind filter bit `bit`: it is ready
@@ -120,10 +125,11 @@ impl<const N: usize> Front<N> {
     #[inline(always)]
     fn clear(self, bit: u32) -> bool {
         let (word, mask) = front_word(bit);
-        self.0.is_some_and(|words| {
-            // SAFETY: as in `front_open`.
-            unsafe { (*words).get(word as usize) }.is_some_and(|w| *w & mask == 0)
-        })
+        if self.0.is_null() {
+            return false;
+        }
+        // SAFETY: not null, so the map value `front_open` found, valid for this program run.
+        unsafe { (*self.0).get(word as usize) }.is_some_and(|w| *w & mask == 0)
     }
 }
 

@@ -195,14 +195,30 @@ fn older_front_filters_are_replaced_on_upgrade_and_filled() {
         String::from_utf8_lossy(&add.stderr)
     );
 
-    // The layout flux-agent pinned before: an array of 8-byte words, mmap-able (1024).
+    // The layout flux-agent pinned before: an array of 8-byte words, mmap-able (1024), here
+    // ready (its last word set), as an older agent leaves it. This test keeps each open.
+    let mut old = Vec::new();
     for (name, words) in [
         ("FRONT_V4", FRONT_V4_SLOTS),
         ("FRONT_NAMES", FRONT_NAMES_SLOTS),
     ] {
         pin_new_map(&pin, name, "array", "4", "8", &words.to_string(), "1024");
+        let data = aya::maps::MapData::from_pin(pin.0.join(name)).expect("open the old pin");
+        let mut array: aya::maps::Array<_, u64> =
+            aya::maps::Array::try_from(aya::maps::Map::Array(data)).expect("an array of words");
+        array.set(words - 1, 1, 0).expect("set the ready word");
+        old.push((name, words, array));
     }
     let mut agent = Agent::start(&link.client, &pin, &["--iface", "a0", "--no-db"]);
+    // Turned off before it was unpinned: a program still attached to it (were this start to
+    // fail) would look every address up rather than trust bits nobody keeps any more.
+    for (name, words, array) in &old {
+        assert_eq!(
+            array.get(&(words - 1), 0).expect("read"),
+            0,
+            "{name}: turned off"
+        );
+    }
     let log = agent.log();
     for (name, words) in [
         ("FRONT_V4", FRONT_V4_SLOTS),

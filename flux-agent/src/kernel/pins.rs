@@ -186,6 +186,27 @@ pub fn check_folder(pin_dir: &Path) -> Result<(), PinError> {
     Ok(())
 }
 
+fn is_front_filter(name: &str) -> bool {
+    name == flux_common::MAP_FRONT_V4 || name == flux_common::MAP_FRONT_NAMES
+}
+
+/// Turns off a front filter of the older layout (an array of 8-byte words, the ready word
+/// last) before its pin goes: a program still attached keeps reading it, and once it is
+/// unpinned nothing can set its bits, so a block written after (if this load then fails) would
+/// sit behind a clear bit. Off, that program looks every address up. `false` when the map is
+/// not that layout or the write fails.
+fn turn_off_old_front(data: MapData, info: &aya::maps::MapInfo) -> bool {
+    if info.value_size() != 8 || info.max_entries() == 0 {
+        return false;
+    }
+    let ready = info.max_entries() - 1;
+    let Ok(mut words) = aya::maps::Array::<MapData, u64>::try_from(aya::maps::Map::Array(data))
+    else {
+        return false;
+    };
+    words.set(ready, 0, 0).is_ok()
+}
+
 /// Unpins `path` when it is a replaceable map ([`flux_common::REPLACEABLE_MAPS`]) of another
 /// layout, saying so in one line; `true` when it did. Anything else is left for the usual
 /// checks: a pin that is not a map, a map of the same layout (which the identity check judges),
@@ -205,6 +226,10 @@ fn replace_older_layout(path: &Path, exp: &Expected) -> Result<bool, PinError> {
     let Some(what) = layout_mismatch(exp, &info) else {
         return Ok(false);
     };
+    if is_front_filter(&exp.name) && !turn_off_old_front(data, &info) {
+        // Not the older layout this knows how to turn off: the usual checks refuse it.
+        return Ok(false);
+    }
     std::fs::remove_file(path).map_err(|e| PinError::Open {
         path: path.to_owned(),
         reason: format!("cannot unpin an older layout ({what}): {e}"),

@@ -19,7 +19,8 @@
 //! fail-closed, and the next sweep fills it again (`Mapped::settle_fill`).
 //!
 //! A process that cannot map the filter and still writes an IPv4 entry clears the ready word
-//! with a map update of the whole value (`value_io`: the words are the map's one value): the
+//! (and sets every bit) with a map update of the whole value (`value_io`: the words are the
+//! map's one value): the
 //! kernel then looks every address up, the safe side, until the next process that can map it
 //! opens the maps and fills it again.
 //!
@@ -47,7 +48,7 @@ use crate::kernel::pins::{self, PinError};
 /// The filter's words as mapped into this process, and what this process knows of their upkeep.
 pub(super) struct Mapped {
     words: NonNull<AtomicU64>,
-    /// Entries of the array: the filter words and the ready word.
+    /// Words of the map's one value: the filter words and the ready word.
     slots: u32,
     bytes: usize,
     /// What holds the words: the pinned map's mapping (unmapped on drop), or, in unit tests,
@@ -159,7 +160,7 @@ pub(super) enum FrontFilter {
     Absent,
     Mapped(Mapped),
     /// Pinned but not mappable here: writes to the maps it covers turn the filter off (the ready
-    /// word to 0, [`value_io`]). A pin of another size never gets this far: `pins::open`
+    /// word to 0, every bit set: [`value_io::turn_off`]). A pin of another size never gets this far: `pins::open`
     /// refuses it.
     Unmapped(MapData, u32),
 }
@@ -347,11 +348,14 @@ mod value_io {
         Ok(words)
     }
 
-    /// Sets the ready word to 0, the bits as they were read. A bit another writer sets between
-    /// the read and the write is lost, with the filter off: the kernel ignores the bits until a
-    /// fill at open sets them all again.
+    /// Writes every filter bit set and the ready word 0. All bits set, not the bits read back:
+    /// the value is copied word by word with the ready word last, so while the copy runs the
+    /// kernel may still trust the filter, and bits read earlier would clear any another writer
+    /// set meanwhile. Set bits only cost lookups. The cost: once a fill at open turns the
+    /// filter on again, every bit stays set (every address looked up) until a rebuild clears
+    /// them (after a removal through the agent, or a failed fill).
     pub(super) fn turn_off(map: &MapData, slots: u32) -> Result<(), MapError> {
-        let mut words = read(map, slots)?;
+        let mut words = vec![u64::MAX; slots as usize];
         if let Some(ready) = words.last_mut() {
             *ready = 0;
         }
@@ -401,7 +405,7 @@ fn set_bit(words: &mut [u64], bit: u32) {
 }
 
 impl Mapped {
-    /// The ready word: the last entry.
+    /// The ready word: the last word.
     fn ready_word(&self) -> &AtomicU64 {
         self.word(self.slots - 1)
     }
