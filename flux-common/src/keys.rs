@@ -86,10 +86,10 @@ pub const OCCUPANCY_SLOTS: u32 = Occupied::ALL.len() as u32;
 /// The IPv4 front filter: an `Array` of one value, [`FRONT_V4_SLOTS`] words, mmap-able
 /// (`BPF_F_MMAPABLE`). One value, not one entry a word: the XDP program reads the ready word and
 /// the bits of both addresses after a single lookup, where each entry was a lookup of its own.
-/// Bit `n` of the filter (word `n / 64`, bit `n % 64`) stands for the /24
-/// network `n` (an address's top 24 bits): it is set when a blocked IPv4 address or CIDR may lie
-/// in that /24, so an address whose bit is clear cannot be blocked and the XDP program skips the
-/// exact and CIDR lookups for it (one array read instead of a hash and a trie walk).
+/// Bit `n` of the filter (word `n / 64`, bit `n % 64`) stands for the /24 network `n` (an
+/// address's top 24 bits): it is set when a blocked IPv4 address or CIDR may lie in that /24, so
+/// an address whose bit is clear cannot be blocked and the XDP program skips the exact and CIDR
+/// lookups for it (one array read instead of a hash and a trie walk).
 ///
 /// The invariant userspace keeps (`flux-agent/src/enforce/maps/front_filter.rs`): while the
 /// ready word ([`FRONT_V4_READY`]) is non-zero, every entry of `BLOCKED_V4` and `BLOCKED_CIDR_V4`
@@ -184,12 +184,12 @@ pub const VERDICT_GEN_OFF: u64 = 1;
 /// The least one change adds to [`MAP_VERDICT_GEN`]: the off bit is left alone.
 pub const VERDICT_GEN_STEP: u64 = 2;
 
-/// The domain front filter: an `Array` of one value, [`FRONT_NAMES_SLOTS`] words, mmap-able, kept like
-/// [`MAP_FRONT_V4`] (same invariant, same writers, same ready word semantics) over the keys of
-/// `BLOCKED_DOMAINS`. Bit [`front_name_bit`] of a domain's hash is set when a block on that
-/// domain may exist, so the XDP program skips the blocklist lookup of every domain of a question
-/// whose bit is clear: one array read instead of a hash-map lookup per label (a helper call
-/// each), which is most of what a DNS response pays for the domain verdict.
+/// The domain front filter: an `Array` of one value, [`FRONT_NAMES_SLOTS`] words, mmap-able,
+/// kept like [`MAP_FRONT_V4`] (same invariant, same writers, same ready word semantics) over the
+/// keys of `BLOCKED_DOMAINS`. Bit [`front_name_bit`] of a domain's hash is set when a block on
+/// that domain may exist, so the XDP program skips the blocklist lookup of every domain of a
+/// question whose bit is clear: one array read instead of a hash-map lookup per label (a helper
+/// call each), which is most of what a DNS response pays for the domain verdict.
 ///
 /// A one-hash bitmap (not a Bloom filter of several hashes): one read per label is the point.
 /// With [`FRONT_NAMES_WORDS`] words (2^21 bits, 256 KiB) a name no entry covers finds its bit

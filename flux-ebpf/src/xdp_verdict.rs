@@ -91,10 +91,10 @@ static VERDICT_GEN: Array<u64> = Array::pinned(1, BPF_F_MMAPABLE);
 /// could be read and its ready word is set. Null: no bit of it is trusted (the lookups are
 /// paid). A nullable pointer, not an `Option`: an `Option` of a raw pointer is a tag beside the
 /// pointer, and the pair's closure (a subprogram) could load a pointer half its caller never
-/// wrote, which verifiers before about 6.3 refuse. Opened once a packet ([`front_open`]): one map lookup, after which every bit is a
-/// plain load. The words are one map value, not one entry each, for that: each entry was a
-/// lookup of its own (the ready word, then each bit's word), three a packet that matches
-/// nothing.
+/// wrote, which verifiers before about 6.3 refuse. Opened once a packet ([`front_open`]): one
+/// map lookup, after which every bit is a plain load. The words are one map value, not one
+/// entry each, for that: each entry was a lookup of its own (the ready word, then each bit's
+/// word), three a packet that matches nothing.
 #[derive(Clone, Copy)]
 pub struct Front<const N: usize>(*const [u64; N]);
 

@@ -40,6 +40,15 @@ fn pin_new_map(
     ]));
 }
 
+/// A lab link and a pin folder an agent ran on once and stopped, its pins left in place.
+fn folder_an_agent_ran_on() -> (Link, PinDir) {
+    let link = Link::new();
+    let pin = PinDir::new();
+    let mut agent = Agent::start(&link.client, &pin, &["--iface", "a0", "--no-db"]);
+    assert!(agent.stop().success(), "{}", agent.log());
+    (link, pin)
+}
+
 /// Replaces the pin `name` with a new map of the same type, sizes and flags; returns the
 /// (old, new) map ids.
 fn replace_pin(pin: &PinDir, name: &str) -> (u64, u64) {
@@ -138,10 +147,7 @@ fn an_older_pending_query_map_is_replaced_on_upgrade() {
     if !privileged() {
         return;
     }
-    let link = Link::new();
-    let pin = PinDir::new();
-    let mut agent = Agent::start(&link.client, &pin, &["--iface", "a0", "--no-db"]);
-    assert!(agent.stop().success(), "{}", agent.log());
+    let (link, pin) = folder_an_agent_ran_on();
 
     // The layout flux-agent pinned before: 40-byte key, 16-byte value.
     pin_new_map(&pin, "QUERIES", "lru_hash", "40", "16", "65536", "0");
@@ -183,10 +189,7 @@ fn older_front_filters_are_replaced_on_upgrade_and_filled() {
     if !privileged() {
         return;
     }
-    let link = Link::new();
-    let pin = PinDir::new();
-    let mut agent = Agent::start(&link.client, &pin, &["--iface", "a0", "--no-db"]);
-    assert!(agent.stop().success(), "{}", agent.log());
+    let (link, pin) = folder_an_agent_ran_on();
     let blocked = Ipv4Addr::new(203, 0, 113, 77);
     let add = cli(&pin, &["blocklist", "add", "--ip", &blocked.to_string()]);
     assert!(

@@ -20,9 +20,8 @@
 //!
 //! A process that cannot map the filter and still writes an IPv4 entry clears the ready word
 //! (and sets every bit) with a map update of the whole value (`value_io`: the words are the
-//! map's one value): the
-//! kernel then looks every address up, the safe side, until the next process that can map it
-//! opens the maps and fills it again.
+//! map's one value): the kernel then looks every address up, the safe side, until the next
+//! process that can map it opens the maps and fills it again.
 //!
 //! May touch: the pinned FRONT_V4 and FRONT_NAMES maps (mapped and written), and the IPv4 and
 //! domain blocklist maps of [`Maps`] (read).
@@ -160,8 +159,8 @@ pub(super) enum FrontFilter {
     Absent,
     Mapped(Mapped),
     /// Pinned but not mappable here: writes to the maps it covers turn the filter off (the ready
-    /// word to 0, every bit set: [`value_io::turn_off`]). A pin of another size never gets this far: `pins::open`
-    /// refuses it.
+    /// word to 0, every bit set: [`value_io::turn_off`]). A pin of another size never gets this
+    /// far: `pins::open` refuses it.
     Unmapped(MapData, u32),
 }
 

@@ -342,8 +342,6 @@ fn stale_pin(pin: &Path, why: &str) {
     let _ = std::fs::remove_file(pin);
 }
 
-/// The interface's MAC, from sysfs (`/sys/class/net/NAME/address`, `aa:bb:cc:dd:ee:ff`).
-/// Hand-parsed: six hex octets need no crate.
 /// Records interface `ifindex`'s MAC for the XDP program: in `HOST_MACS`, then in its slot of
 /// `HOST_MAC_SLOTS` unless another interface holds that slot (the invariant and what the kernel
 /// reads are in `flux_common::MAP_HOST_MAC_SLOTS`). Public for the tests, which record the test
@@ -382,6 +380,8 @@ pub fn record_host_mac(ebpf: &mut aya::Ebpf, ifindex: u32, mac: [u8; 6]) -> Resu
     Ok(())
 }
 
+/// The interface's MAC, from sysfs (`/sys/class/net/NAME/address`, `aa:bb:cc:dd:ee:ff`).
+/// Hand-parsed: six hex octets need no crate.
 fn read_mac(name: &str) -> Result<[u8; 6], String> {
     let path = Path::new("/sys/class/net").join(name).join("address");
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
