@@ -299,8 +299,8 @@ fn locate(ctx: &XdpContext) -> Result<(), Skip> {
 
     let scratch = scratch::scratch().ok_or(Skip::NotOurs)?;
     let match_queries = config!(match_queries);
-    // Read here, past every early return, not with the Ethernet type: read there, it was kept
-    // on the stack for every frame, for the few that get this far.
+    // Read here, not with the Ethernet type: read there, it was kept on the stack for every
+    // frame, for the few that get this far.
     let eth: *const EthHdr = pkt.ptr_at(0).ok_or(Skip::Malformed)?;
     let eth_dst = unsafe { (*eth).dst };
     // SAFETY: this CPU's scratch.
@@ -672,8 +672,9 @@ struct UntaggedV4 {
 
 /// What [`front_door`] leaves to the rest of stage one.
 enum Door {
-    /// The common frame, parsed to L4 exactly as [`walk_to_l3`] would have (the address verdict
-    /// and the IP checks passed), from a DNS port or with a TCP header to check.
+    /// The common frame, parsed to L4 exactly as [`walk_to_l3`] would have (the front filter
+    /// cleared both addresses, and the IP checks passed): UDP or TCP from a DNS port, or TCP
+    /// whose header is cut short (which [`locate_tcp`] counts as malformed).
     Parsed(L3),
     /// [`walk_to_l3`] takes it from the start: not the common frame, or one whose addresses the
     /// front filter could not clear, whose verdict is then already asked (and let it on).
@@ -691,7 +692,7 @@ enum Door {
 /// Why: in the general walk, the tag state and the offsets are live across the address
 /// verdict's call, and LLVM kept them on the stack for every frame, DNS or not; a frame that
 /// is not DNS paid those stores, the tag tests and the offset sums for nothing. The non-DNS
-/// pass measured 1.57-1.64× the no-op before, 1.43-1.55× after (`xdp-bench`, alternated runs
+/// pass measured 1.57-1.69× the no-op before, 1.40-1.55× after (`xdp-bench`, alternated runs
 /// on the AMD host, docs/benchmarks.in.md, "The untagged IPv4 way").
 #[inline(always)]
 fn front_door(pkt: &Packet) -> Result<Door, Skip> {
@@ -708,10 +709,12 @@ fn front_door(pkt: &Packet) -> Result<Door, Skip> {
         });
     }
     let (src, dst) = unsafe { ((*ip).src, (*ip).dst) };
-    if !xdp_verdict::front_v4_clears(xdp_verdict::front_v4(), src, dst) {
+    let front = xdp_verdict::front_v4();
+    if !xdp_verdict::front_v4_clears(front, src, dst) {
         // An address the filter cannot clear: the verdict's lookups, then the general walk
-        // without them.
-        if let Some(why) = xdp_verdict::address_verdict_v4(src, dst) {
+        // without them. The general walk finds this same header: the type at 12 is IPv4, so
+        // no tag, and the IPv4 header at 14.
+        if let Some(why) = xdp_verdict::address_verdict_v4_in(front, src, dst) {
             return Err(Skip::Drop(why));
         }
         return Ok(Door::Other {

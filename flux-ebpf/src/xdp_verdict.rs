@@ -477,17 +477,25 @@ pub fn front_v4_clears(front: FrontV4, src: [u8; 4], dst: [u8; 4]) -> bool {
 
 /// The counter of a drop of an IPv4 packet from `src` to `dst`, or `None` to let it on.
 ///
-/// Each filter bit is read once. The source's is read first; the destination's only when the
-/// source's is clear (both clear: nothing to look up) or when the source did not block. The
-/// occupancy slots are asked only when the filter is not ready: a ready filter with a set bit
-/// already says an entry may be there, and each lookup is still guarded by its own slot. On a
-/// blocked source this is three array reads fewer than asking the filter for the pair, the
-/// slots, then the source's bit again (the drop row of `xdp-bench`). The first address that
-/// can be blocked is then asked of the drop cache inline; only what the cache does not drop
-/// goes to the pair's lookups ([`pair_verdict`]).
+/// Each filter bit is read once here. The source's is read first; the destination's only when
+/// the source's is clear (both clear: nothing to look up) or when the source did not block.
+/// The occupancy slots are asked only when the filter is not ready: a ready filter with a set
+/// bit already says an entry may be there, and each lookup is still guarded by its own slot.
+/// The first address that can be blocked is then asked of the drop cache inline; only what the
+/// cache does not drop goes to the pair's lookups ([`pair_verdict`]).
+///
+/// The untagged IPv4 way (`main.rs::front_door`) asks the filter for the pair first, and comes
+/// here ([`address_verdict_v4_in`]) only when it cannot clear both: the bits it read are read
+/// again here (plain loads; the filter is not opened again).
 #[inline(always)]
 pub fn address_verdict_v4(src: [u8; 4], dst: [u8; 4]) -> Option<Counter> {
-    let front = front_v4();
+    address_verdict_v4_in(front_v4(), src, dst)
+}
+
+/// [`address_verdict_v4`] with the IPv4 filter already opened (`front`, [`front_v4`]) by a
+/// caller that asked it first (`main.rs::front_door`): the filter is opened once a packet.
+#[inline(always)]
+pub fn address_verdict_v4_in(front: FrontV4, src: [u8; 4], dst: [u8; 4]) -> Option<Counter> {
     let src_clear = front_v4_clear(front, src);
     if src_clear && front_v4_clear(front, dst) {
         return None;

@@ -6,8 +6,9 @@
 //! at every length, IP lengths, fragments, header lengths, protocols and ports, each with
 //! nobody blocked, the source or the destination blocked through `Maps` (the front filter
 //! ready, with the bit set), a neighbour of the source blocked (the bit set, the address not
-//! blocked), an allowlisted blocked source, and blocks written past `Maps` (the filter not
-//! ready).
+//! blocked), an allowlisted blocked source, a source in another /24 blocked, and blocks
+//! written past `Maps` (the filter not ready); and each from a second source, in another /24
+//! than the destination.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -25,11 +26,16 @@ use flux_tests::{
 /// A /24 neighbour of `SRC4`: blocked, it sets the source's front-filter bit without blocking
 /// the source.
 const NEIGHBOUR: [u8; 4] = [SRC4[0], SRC4[1], SRC4[2], SRC4[3] ^ 1];
+/// A source in another /24 than `DST4` (`SRC4` and `DST4` share one, and so one filter bit):
+/// every edge frame is also run from it, so that a door that read one address's bit for both,
+/// or cleared a pair when either bit is clear, lets a blocked address through and differs.
+const FAR: [u8; 4] = [198, 51, 100, 7];
 
 /// Byte offsets in an untagged IPv4 frame.
 const TOT_LEN: usize = ETH + 2;
 const FRAG: usize = ETH + 6;
 const PROTO: usize = ETH + 9;
+const SADDR: usize = ETH + 12;
 
 /// What must be equal between the two ways' records: everything but the tag fields (and the
 /// timestamp, the kernel's clock at each run).
@@ -113,9 +119,27 @@ fn edge_frames() -> Vec<(String, Vec<u8>)> {
         for proto in [0u8, 1, 6, 17, 47, 255] {
             let mut g = f.clone();
             g[PROTO] = proto;
-            out.push((format!("{name}, protocol {proto}"), g));
+            out.push((format!("{name}, protocol {proto}"), g.clone()));
+            // Neither UDP nor TCP, and yet counted when the IP header is wrong.
+            let mut h = g.clone();
+            h[FRAG..FRAG + 2].copy_from_slice(&1u16.to_be_bytes());
+            out.push((format!("{name}, protocol {proto}, offset 1"), h));
+            let mut h = g;
+            h[TOT_LEN..TOT_LEN + 2].copy_from_slice(&0xffffu16.to_be_bytes());
+            out.push((format!("{name}, protocol {proto}, total length 65535"), h));
         }
     }
+    // Each IPv4 frame again from `FAR`.
+    let from_far: Vec<(String, Vec<u8>)> = out
+        .iter()
+        .filter(|(_, f)| f.len() >= SADDR + 4)
+        .map(|(name, f)| {
+            let mut g = f.clone();
+            g[SADDR..SADDR + 4].copy_from_slice(&FAR);
+            (format!("{name}, from {}", Ipv4Addr::from(FAR)), g)
+        })
+        .collect();
+    out.extend(from_far);
     // Ethernet types the door leaves alone.
     let mut arp = udp4(8080, &msg);
     arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
@@ -181,6 +205,10 @@ fn the_untagged_way_agrees_with_the_general_walk() {
         maps.block(&ip(DST4), &manual).unwrap();
         assert!(agree(&mut h, "the destination blocked") > 0);
         assert!(maps.unblock(&ip(DST4)).unwrap());
+
+        maps.block(&ip(FAR), &manual).unwrap();
+        assert!(agree(&mut h, "a source in another /24 blocked") > 0);
+        assert!(maps.unblock(&ip(FAR)).unwrap());
 
         // Written past `Maps`: the front filter is turned off, and every address looked up.
         h.blocked::<[u8; 4]>(MAP_BLOCKED_V4)
