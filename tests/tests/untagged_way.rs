@@ -2,7 +2,7 @@
 //! against the general walk (`walk_to_l3`), through the real, verified program
 //! (BPF_PROG_TEST_RUN): every frame below is run as it is and again behind one VLAN tag, which
 //! only the general walk takes, and the two runs must agree on the verdict, every counter that
-//! moved and the record written (all but its tag fields). The frames are the door's edges: cut
+//! moved, the hits of each exact block and the record written (all but its tag fields). The frames are the door's edges: cut
 //! at every length, IP lengths, fragments, header lengths, protocols and ports, each with
 //! nobody blocked, the source or the destination blocked through `Maps` (the front filter
 //! ready, with the bit set), a neighbour of the source blocked (the bit set, the address not
@@ -149,12 +149,30 @@ fn edge_frames() -> Vec<(String, Vec<u8>)> {
     out
 }
 
-/// Runs every edge frame as it is and behind one tag, and asserts the two runs agree.
-fn agree(h: &mut Harness, state: &str) -> usize {
+/// The hits each of `blocked` holds (entry and drop cache, `Harness::v4_hits`).
+fn hits(h: &mut Harness, blocked: &[[u8; 4]]) -> Vec<u64> {
+    blocked.iter().map(|a| h.v4_hits(*a)).collect()
+}
+
+/// Runs every edge frame as it is and behind one tag, and asserts the two runs agree, on the
+/// hits of each exact block in `blocked` too (a way that counted a drop twice, or not at all,
+/// differs there).
+fn agree(h: &mut Harness, state: &str, blocked: &[[u8; 4]]) -> usize {
     let mut dropped = 0;
     for (name, frame) in edge_frames() {
+        let before = hits(h, blocked);
         let plain: Ran = h.run_out(&frame);
+        let between = hits(h, blocked);
         let tagged: Ran = h.run_out(&with_vlans(&frame, &[(0x8100, 7)]));
+        let after = hits(h, blocked);
+        for (k, addr) in blocked.iter().enumerate() {
+            assert_eq!(
+                between[k] - before[k],
+                after[k] - between[k],
+                "{state}: {name}: hits of {}",
+                Ipv4Addr::from(*addr)
+            );
+        }
         assert_eq!(plain.verdict, tagged.verdict, "{state}: {name}: verdict");
         assert_eq!(plain.delta, tagged.delta, "{state}: {name}: counters");
         assert_eq!(
@@ -183,37 +201,37 @@ fn the_untagged_way_agrees_with_the_general_walk() {
         let mut maps = h.maps();
         let manual = Spec::manual(None, "untagged way test");
 
-        assert_eq!(agree(&mut h, "nobody blocked"), 0);
+        assert_eq!(agree(&mut h, "nobody blocked", &[]), 0);
 
         maps.block(&ip(NEIGHBOUR), &manual).unwrap();
         assert_eq!(
-            agree(&mut h, "a neighbour of the source blocked"),
+            agree(&mut h, "a neighbour of the source blocked", &[NEIGHBOUR]),
             0,
             "the bit is set, the source is not blocked"
         );
 
         maps.block(&ip(SRC4), &manual).unwrap();
-        let dropped = agree(&mut h, "the source blocked");
+        let dropped = agree(&mut h, "the source blocked", &[NEIGHBOUR, SRC4]);
         assert!(dropped > 0, "the source's frames are dropped");
 
         let host_route = Target::cidr(&format!("{}/32", Ipv4Addr::from(SRC4))).unwrap();
         maps.allow(&host_route, "untagged way test").unwrap();
-        assert_eq!(agree(&mut h, "the blocked source allowlisted"), 0);
+        assert_eq!(agree(&mut h, "the blocked source allowlisted", &[SRC4]), 0);
         assert!(maps.unallow(&host_route).unwrap());
         assert!(maps.unblock(&ip(SRC4)).unwrap());
 
         maps.block(&ip(DST4), &manual).unwrap();
-        assert!(agree(&mut h, "the destination blocked") > 0);
+        assert!(agree(&mut h, "the destination blocked", &[DST4]) > 0);
         assert!(maps.unblock(&ip(DST4)).unwrap());
 
         maps.block(&ip(FAR), &manual).unwrap();
-        assert!(agree(&mut h, "a source in another /24 blocked") > 0);
+        assert!(agree(&mut h, "a source in another /24 blocked", &[FAR]) > 0);
         assert!(maps.unblock(&ip(FAR)).unwrap());
 
         // Written past `Maps`: the front filter is turned off, and every address looked up.
         h.blocked::<[u8; 4]>(MAP_BLOCKED_V4)
             .insert(SRC4, flux_common::BlockEntry::new(SOURCE_MANUAL, 0), 0)
             .unwrap();
-        assert!(agree(&mut h, "the source blocked, the filter not ready") > 0);
+        assert!(agree(&mut h, "the source blocked, the filter not ready", &[SRC4]) > 0);
     }
 }
