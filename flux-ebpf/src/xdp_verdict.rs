@@ -701,7 +701,10 @@ pub fn forward<S: NameBytes>(name: &S, scratch: *mut Scratch, limit: usize) -> b
         let Some(len) = name.byte(opaque(pos)) else {
             return false;
         };
-        if let Some(word) = starts.get_mut(pos >> 6) {
+        // `opaque`: LLVM knows `pos < limit <= 255` and dropped this bounds check; a verifier
+        // that cannot carry that compare of two registers (6.1's) then sees `pos` only as
+        // large as the loop could make it, and refused the store past the scratch value.
+        if let Some(word) = starts.get_mut(opaque(pos) >> 6) {
             *word |= 1 << (pos & 63);
         }
         if len == 0 {

