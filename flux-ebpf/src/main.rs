@@ -581,11 +581,11 @@ fn emit_in<const N: usize>(
     // Re-check the bound where the verifier can see it next to the helper call.
     // A full register: a `u32` came back from `opaque` and was widened into another register
     // for the check, which the verifier does not link to the one passed to the helper.
-    // Asked as a signed `len < 1`, not `len == 0`: a verifier before Linux 6.x's range
-    // refinement on `!=` (6.1's, for one) learns no lower bound from `== 0`, and then refuses
-    // `bpf_xdp_load_bytes` a length that may be zero (`R3 min value is outside of the allowed
-    // memory range`; `tests/tests/verifier_budget.rs` and docs/benchmarks.in.md, "Linux 6.1").
-    // From `s< 1` it learns the lower bound 1, and with `len <= N` the unsigned one.
+    // Asked as a signed `len < 1`, not `len == 0`: 6.1's verifier learns no lower bound from
+    // `== 0` (6.18's does), and then refuses `bpf_xdp_load_bytes` a length that may be zero
+    // (`R3 min value is outside of the allowed memory range`; `tests/tests/verifier_budget.rs`
+    // and docs/benchmarks.in.md, "Linux 6.1"). From `s< 1` it learns the lower bound 1, and
+    // with `len <= N` the unsigned one.
     let len = scratch::opaque(cap_len);
     if (len as isize) < 1 || len > N {
         entry.discard(0);

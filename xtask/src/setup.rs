@@ -152,6 +152,9 @@ fn ensure_old_kernel() -> anyhow::Result<()> {
             "the old-kernel test needs Debian's Linux 6.1 in {OLD_KERNEL_DIR}; run `sudo cargo xtask setup`"
         );
     }
+    // Fresh lists: Debian drops superseded kernel packages, and a stale list names one the
+    // archive no longer has.
+    sh(Command::new("apt-get").args(["update", "-q"])).context("apt-get update failed")?;
     let found = output(Command::new("apt-cache").args([
         "search",
         "--names-only",
@@ -196,8 +199,11 @@ fn fetch_kernel(work: &Path, package: &str, dir: &Path) -> anyhow::Result<()> {
         })
         .ok_or_else(|| anyhow!("{package} holds no /boot/vmlinuz-*"))?;
     std::fs::create_dir_all(dir).with_context(|| format!("create {OLD_KERNEL_DIR}"))?;
-    std::fs::copy(&vmlinuz, dir.join("vmlinuz"))
+    // Copied beside and renamed: a copy cut short never stands as the kernel.
+    let partial = dir.join("vmlinuz.partial");
+    std::fs::copy(&vmlinuz, &partial)
         .with_context(|| format!("copy the kernel into {OLD_KERNEL_DIR}"))?;
+    std::fs::rename(&partial, dir.join("vmlinuz"))?;
     // Written last: a run cut short leaves no VERSION, and the next one starts over.
     std::fs::write(dir.join("VERSION"), package)?;
     Ok(())
