@@ -49,6 +49,16 @@ pub fn privileged() -> bool {
     }
 }
 
+/// Where `tool` is installed: on PATH, or in the system's bin folders (a test run under sudo
+/// may have a PATH without the sbin ones).
+pub fn which(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
+        .map(|d| d.join(tool))
+        .find(|c| c.is_file())
+}
+
 /// The argument right after the first `flag` in `args` (the bench binaries' hand-parsed
 /// options, `--name value`); `None` when the flag is absent or last. Each binary parses the
 /// value and says what a missing one means.

@@ -717,6 +717,8 @@ pub fn ensure_python_tools() -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn the_newest_kernel_package_is_the_highest_abi() {
         let search = "linux-image-6.1.0-47-cloud-amd64 - Linux 6.1 for x86-64 cloud (signed)\n\
@@ -724,13 +726,11 @@ mod tests {
                       linux-image-6.1.0-9-cloud-amd64 - Linux 6.1 for x86-64 cloud (signed)\n\
                       linux-image-6.1.0-50-amd64 - Linux 6.1 for 64-bit PCs (signed)";
         assert_eq!(
-            super::newest_kernel_package(search).as_deref(),
+            newest_kernel_package(search).as_deref(),
             Some("linux-image-6.1.0-50-cloud-amd64")
         );
-        assert_eq!(super::newest_kernel_package("nothing here"), None);
+        assert_eq!(newest_kernel_package("nothing here"), None);
     }
-
-    use super::*;
 
     #[test]
     fn llvm_major_from_rustc_vv() {

@@ -50,7 +50,7 @@ use flux_agent::{
     pipeline::clock,
 };
 use flux_tests::{
-    CLIENT_V4, Link, Netns, PinDir, Proc, SERVER_V4, TempDir, paced_sender::Background,
+    CLIENT_V4, Link, Netns, PinDir, Proc, SERVER_V4, TempDir, paced_sender::Background, which,
 };
 use serde_json::{Value, json};
 
@@ -301,7 +301,7 @@ fn bench(a: &Args) -> anyhow::Result<Value> {
 fn dnsperf_part(a: &Args, bin: &Path) -> anyhow::Result<Value> {
     for tool in ["dnsperf", "unbound"] {
         ensure!(
-            which(tool),
+            which(tool).is_some(),
             "{tool} is missing: `cargo xtask setup` installs it"
         );
     }
@@ -413,12 +413,6 @@ fn ring_records_load() -> u64 {
 fn ring_records() -> u64 {
     let rec = (size_of::<flux_common::DnsEvent>() + 8).div_ceil(8) * 8;
     u64::from(flux_common::RING_BUF_BYTES) / rec as u64
-}
-
-fn which(tool: &str) -> bool {
-    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
-        .iter()
-        .any(|d| Path::new(d).join(tool).exists())
 }
 
 /// The release agent next to this binary (`target/release/flux-agent`).
@@ -851,7 +845,7 @@ impl Window {
 /// it at each of `--replay-rates` and then unpaced (see the module comment).
 fn agent_alone(a: &Args, bin: &Path) -> anyhow::Result<Value> {
     ensure!(
-        which("unbound"),
+        which("unbound").is_some(),
         "unbound is missing (it answers the latency probe): `cargo xtask setup` installs it"
     );
     let link = Link::new();
