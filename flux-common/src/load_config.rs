@@ -21,6 +21,11 @@ pub const PROG_XDP_FLOOR_RECORD: &str = "flux_xdp_floor_record";
 /// An XDP program that only returns XDP_TX: the benchmarks' in-kernel traffic generator
 /// (BPF_PROG_TEST_RUN with live frames), never attached.
 pub const PROG_XDP_TX: &str = "flux_xdp_tx";
+/// An XDP program that sends every frame back out of the interface it came in by
+/// (`bpf_redirect`): the benchmarks' relay that turns a generator's socket buffers into
+/// `xdp_frame`s for the other end of a veth pair (`veth-bench --generator bounce`), attached
+/// only there.
+pub const PROG_XDP_BOUNCE: &str = "flux_xdp_bounce";
 /// The TC egress program (`--egress`) that drops packets leaving for blocked addresses.
 pub const PROG_EGRESS: &str = "flux_egress";
 

@@ -33,7 +33,7 @@ use core::{
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::generated::bpf_xdp_load_bytes,
+    helpers::generated::{bpf_redirect, bpf_xdp_load_bytes},
     macros::{map, xdp},
     maps::{PerCpuArray, RingBuf},
     programs::XdpContext,
@@ -232,6 +232,23 @@ pub fn flux_xdp_floor_record(_ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn flux_xdp_tx(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_TX
+}
+
+/// The benchmarks' relay (`veth-bench --generator bounce`), attached to the far end of a veth
+/// pair and nothing else: every frame goes back out of the interface it came in by, so it
+/// reaches the near end as an `xdp_frame` (no socket buffer), the way a NIC hands frames to
+/// XDP. A redirect, not `XDP_TX`: after `XDP_TX` veth wakes the peer's NAPI only when the peer
+/// has an XDP program of its own, so for the nftables cases the frames would stay in its ring.
+#[xdp]
+pub fn flux_xdp_bounce(ctx: XdpContext) -> u32 {
+    // An interface index is a positive `int`; a larger value cannot come from the kernel.
+    let Ok(ifindex) = u32::try_from(ctx.ingress_ifindex()) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: a helper call with plain values; it returns an XDP action (XDP_REDIRECT, or
+    // XDP_ABORTED when the index is not an interface).
+    let action = unsafe { bpf_redirect(ifindex, 0) };
+    u32::try_from(action).unwrap_or(xdp_action::XDP_ABORTED)
 }
 
 /// What to do with a DNS response once its record is written.

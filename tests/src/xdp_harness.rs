@@ -280,6 +280,12 @@ impl Harness {
         Ok((res.return_value, out))
     }
 
+    /// Runs one frame through the XDP program `prog` of the object: its verdict and the frame
+    /// as the program left it.
+    pub fn test_run_out(&mut self, prog: &str, frame: &[u8]) -> (u32, Vec<u8>) {
+        self.test_run(prog, frame, 1).expect("BPF_PROG_TEST_RUN")
+    }
+
     /// Runs one frame through another XDP program of the object, `prog` (the benchmarks' floor
     /// programs): its verdict and the ring-buffer records it wrote, raw (a floor's record is no
     /// capture).

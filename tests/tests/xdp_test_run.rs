@@ -13,8 +13,8 @@ use flux_agent::{
 use flux_common::{
     BlockEntry, Counter, DNS_CAPTURE_MAX, DnsEventHeader, EVENT_FLAG_BLOCKED,
     EVENT_FLAG_IP_FRAGMENT, MAP_ALLOWED_CIDR_V4, MAP_BLOCKED_CIDR_V4, MAP_BLOCKED_CIDR_V6,
-    MAP_BLOCKED_V4, MAP_BLOCKED_V6, MAP_COUNTERS, PROG_XDP, PROG_XDP_FLOOR, PROG_XDP_FLOOR_RECORD,
-    RECORD_SIZES, RING_BUF_BYTES, SOURCE_MANUAL,
+    MAP_BLOCKED_V4, MAP_BLOCKED_V6, MAP_COUNTERS, PROG_XDP, PROG_XDP_BOUNCE, PROG_XDP_FLOOR,
+    PROG_XDP_FLOOR_RECORD, RECORD_SIZES, RING_BUF_BYTES, SOURCE_MANUAL,
 };
 use flux_tests::{
     PinDir,
@@ -1035,6 +1035,41 @@ fn a_foreign_pin_is_reported_not_reused() {
 /// `flux_xdp_floor_record` writes one record of the smallest size, stamped with the clock
 /// during the run and otherwise zero (over ring memory that earlier records left non-zero),
 /// which a reader refuses, and passes.
+/// `XDP_REDIRECT`: the frame goes out of the interface `bpf_redirect` names.
+const XDP_REDIRECT: u32 = 4;
+
+/// veth-bench's relay (`flux_xdp_bounce`) asks the kernel to send every frame back out of the
+/// interface it came in by, a redirect and not `XDP_TX` (after `XDP_TX` veth does not wake a
+/// peer without an XDP program, which the nftables cases are), and leaves the frame as it is.
+/// A test run without a context takes its frame in on the namespace's loopback interface, which
+/// exists, so the helper's answer is the redirect. The frame is one flux_xdp would drop.
+#[test]
+fn the_bounce_relay_redirects_every_frame_unchanged() {
+    if !privileged() {
+        return;
+    }
+    let mut h = Harness::new(&[53]);
+    let mut maps = h.maps();
+    let blocked = std::net::Ipv4Addr::new(192, 0, 2, 53);
+    maps.write(
+        &Target::Ip(blocked.into()),
+        &Spec::manual(None, "test"),
+        None,
+    )
+    .unwrap();
+    for frame in [
+        udp4(53, &dns_response(200)),
+        udp4(443, &[0u8; 64]),
+        vec![0u8; 60],
+    ] {
+        let (verdict, out) = h.test_run_out(PROG_XDP_BOUNCE, &frame);
+        assert_eq!(verdict, XDP_REDIRECT, "{} bytes", frame.len());
+        assert_eq!(out, frame, "the frame is sent as it came");
+    }
+    let (verdict, records) = h.run_prog(PROG_XDP_BOUNCE, &udp4(53, &dns_response(200)));
+    assert_eq!((verdict, records.len()), (XDP_REDIRECT, 0), "no record");
+}
+
 #[test]
 fn the_benchmark_floors_do_what_their_rows_measure() {
     if !privileged() {

@@ -318,6 +318,16 @@ const TARGETS: &[Target] = &[
         any_of: &[&["flux_xdp_native.cpu_ratio_to_nft"]],
     },
     Target {
+        // The same target read on the receiving side alone (veth-bench's bounce generator):
+        // a0's NAPI thread, which runs the filter, without the generator the same VM runs.
+        what: "CPU per dropped packet on the receiving side (NAPI thread), native XDP, × nftables",
+        goal: Goal::AtMost,
+        limit: 0.65,
+        unit: "×",
+        bench: "veth-bench",
+        any_of: &[&["flux_xdp_native.rx_cpu_ratio_to_nft"]],
+    },
+    Target {
         what: "replay, one core, resolver stream",
         goal: Goal::AtLeast,
         limit: 1_000_000.0,
@@ -748,6 +758,8 @@ mod tests {
             json!({"case": name, "cpu_ratio_to_nft_ingress": ingress,
                    "cpu_ratio_to_nft_prerouting": prerouting,
                    "flood_cpu_ratio_to_nft_ingress": ingress + 0.3,
+                   "rx_cpu_ratio_to_nft_ingress": ingress + 0.14,
+                   "rx_cpu_ratio_to_nft_prerouting": prerouting + 0.17,
                    "median_pps": 3e6})
         };
         let runs = vec![
@@ -781,6 +793,13 @@ mod tests {
             row(&doc, "whole-machine CPU").contains("| 0.450 × | met"),
             "{}",
             row(&doc, "whole-machine CPU")
+        );
+        // The receiving side's row reads its own ratios (the worst placement), and the
+        // whole-machine row above none of them.
+        assert!(
+            row(&doc, "CPU per dropped packet on the receiving side").contains("| 0.620 × | met"),
+            "{}",
+            row(&doc, "CPU per dropped packet on the receiving side")
         );
         assert!(
             row(&doc, "replay, one core, resolver").contains("| 478,913 responses/s | **missed**")

@@ -11,10 +11,19 @@
 //!   nftables) gets a socket buffer built around the same page, as from a NIC's buffer. a0 has
 //!   GRO on, which is what gives a veth without an XDP program the NAPI that such frames need.
 //!   One source address (10.200.0.1): the frame is the same page every time.
-//! - **`trafgen`**: trafgen's TX ring, from random sources in 10.200.0.0/16. The frames are
-//!   socket buffers the sending stack made, and veth copies each into a page with XDP headroom
-//!   before any XDP program runs (`veth_convert_skb_to_xdp_buff`): that copy is a veth artefact
-//!   no NIC has, and it costs native XDP more than the whole nftables drop (see
+//! - **`bounce`** (where the kernel refuses live frames): trafgen's TX ring in the `client`
+//!   namespace, out of a0, from random sources in 10.200.0.0/16; `flux_xdp_bounce` on b0
+//!   (native XDP) sends every frame straight back with `bpf_redirect`, through veth's
+//!   `ndo_xdp_xmit`, so it reaches a0 as an `xdp_frame`, as with `xdp`. a0's NAPI runs in its
+//!   own kernel thread (`threaded`), pinned to CPU 1 at real-time priority, with interrupt
+//!   coalescing ([`BOUNCE_COALESCE`]); trafgen's worker, and b0's receive and relay in softirq
+//!   in it, stay on CPU 0. The thread's run time is then the receiving side's CPU alone: the
+//!   filter and whatever the frame costs before it, as a NIC's NAPI poll, and none of the
+//!   generator's.
+//! - **`trafgen`**: trafgen's TX ring out of b0, from random sources in 10.200.0.0/16. The
+//!   frames are socket buffers the sending stack made, and veth copies each into a page with
+//!   XDP headroom before any XDP program runs (`veth_convert_skb_to_xdp_buff`): that copy is a
+//!   veth artefact no NIC has, and it costs native XDP more than the whole nftables drop (see
 //!   docs/benchmarks.md).
 //!
 //! On the `client` side one filter drops them per case:
@@ -41,18 +50,20 @@
 //!
 //! With `--generator xdp` the flood's CPU is the generating thread's own CPU time (the veth
 //! receive, XDP or nftables, runs in softirq on its way out of the kernel, in that thread) plus
-//! every `ksoftirqd`'s.
+//! every `ksoftirqd`'s. With `--generator bounce` it is trafgen's, every `ksoftirqd`'s and a0's
+//! NAPI thread's, and a fourth figure is the NAPI thread's alone (the receiving side).
 //!
 //! Without `--generator`, the run first asks the kernel for one live frame
 //! ([`live_frames_refused`]). A kernel that refuses the mode (6.18.44-fc-v1300 answers EPERM
-//! for every live-frames run, on any interface, in any namespace) gets the trafgen generator,
+//! for every live-frames run, on any interface, in any namespace) gets the bounce generator,
 //! with one line saying so and `generator_fallback` in the JSON; `--generator xdp` on such a
 //! kernel ends the run with the kernel's answer.
 //!
 //! Every flood is accounted for: each frame sent must be dropped by the filter under test, or
 //! counted by veth as dropped on its way to a0 before any filter saw it (b0's `tx_dropped`:
 //! a0's receive ring or queue full when the drops fall behind the sender, which a loaded
-//! machine does now and then). A flood that loses more than [`LOSS_TOLERANCE`] that way is retried, as is a transient
+//! machine does now and then; with `bounce`, a0's `tx_dropped` and `rx_dropped`, within
+//! [`BOUNCE_LOSS_TOLERANCE`]). A flood that loses more than [`LOSS_TOLERANCE`] that way is retried, as is a transient
 //! trafgen failure (`Flushing TX_RING failed: Resource temporarily unavailable`); frames no
 //! counter explains, or a filter dropping what it was not under test for, end the run. The run
 //! ends with the figures or one line saying why not. Output: a table, or one JSON document with
@@ -72,7 +83,7 @@ use flux_agent::{
     enforce::maps::{Maps, Spec, Target},
     kernel::loader::{LoadOptions, Loaded, load},
 };
-use flux_common::{Counter, PROG_XDP, PROG_XDP_NOOP, PROG_XDP_TX};
+use flux_common::{Counter, PROG_XDP, PROG_XDP_BOUNCE, PROG_XDP_FLOOR, PROG_XDP_NOOP, PROG_XDP_TX};
 use flux_tests::{CLIENT_V4, Link, Netns, PinDir, TempDir};
 
 /// Entries in every blocklist.
@@ -103,6 +114,9 @@ enum Generator {
     XdpLive,
     /// trafgen's TX ring: frames reach a0 as socket buffers, copied by veth before XDP.
     Trafgen,
+    /// trafgen on a0, every frame sent back by `flux_xdp_bounce` on b0: frames reach a0 as
+    /// `xdp_frame`s, received by a0's own NAPI thread (see [`BOUNCE_NAPI_CPU`]).
+    Bounce,
 }
 
 impl Generator {
@@ -110,7 +124,8 @@ impl Generator {
         match v {
             "xdp" => Ok(Generator::XdpLive),
             "trafgen" => Ok(Generator::Trafgen),
-            other => bail!("--generator: `{other}` is neither `xdp` nor `trafgen`"),
+            "bounce" => Ok(Generator::Bounce),
+            other => bail!("--generator: `{other}` is not `xdp`, `bounce` or `trafgen`"),
         }
     }
 
@@ -118,6 +133,7 @@ impl Generator {
         match self {
             Generator::XdpLive => "xdp",
             Generator::Trafgen => "trafgen",
+            Generator::Bounce => "bounce",
         }
     }
 
@@ -127,6 +143,10 @@ impl Generator {
                 "in-kernel XDP generator (BPF_PROG_TEST_RUN live frames, xdp_frames into veth)"
             }
             Generator::Trafgen => "trafgen TX ring (socket buffers, copied by veth before XDP)",
+            Generator::Bounce => {
+                "trafgen on a0, sent back by flux_xdp_bounce on b0 (xdp_frames into a0's NAPI \
+                 thread)"
+            }
         }
     }
 }
@@ -134,7 +154,10 @@ impl Generator {
 /// The run's generator (set once, in `main` from `--generator`, else in `run`).
 static GENERATOR: std::sync::OnceLock<Generator> = std::sync::OnceLock::new();
 
-/// Why the run fell back from the default XDP generator to trafgen, if it did.
+/// a0's NAPI thread with the bounce generator ([`threaded_napi`]).
+static BOUNCE_NAPI: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+
+/// Why the run fell back from the default XDP generator to the bounce generator, if it did.
 static FALLBACK: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 fn generator() -> Generator {
@@ -146,6 +169,29 @@ const XDP_GEN_SOURCE: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
 /// Frames per BPF_PROG_TEST_RUN batch in live-frames mode: 0 is the kernel's default (64, a
 /// NAPI budget), which keeps every batch within veth's 256-frame receive ring.
 const XDP_GEN_BATCH: u32 = 0;
+
+/// The CPU a0's NAPI thread is pinned to with the bounce generator. trafgen pins its one worker
+/// to CPU 0 itself (whatever `taskset` says), and b0's receive and relay run in softirq in that
+/// worker, so the generator's whole work stays on CPU 0 and the filter's on CPU 1: the thread's
+/// CPU time is the receiving side's, as a NIC's NAPI poll would be.
+const BOUNCE_NAPI_CPU: usize = 1;
+/// The real-time priority of a0's NAPI thread with the bounce generator (SCHED_FIFO, the default
+/// priority `chrt` and the kernel's own threaded NAPI examples use). A NIC's NAPI poll runs in
+/// softirq, ahead of every task; at normal priority the thread waited behind whatever else ran
+/// on its CPU, and more of a burst overflowed a0's ring.
+const NAPI_PRIORITY: i32 = 50;
+/// a0's interrupt coalescing with the bounce generator, as sysfs takes them: NAPI is polled
+/// again 100 µs after a poll (`gro_flush_timeout`, ns) instead of waiting to be woken, up to
+/// 1,000 times in a row (`napi_defer_hard_irqs`), while frames keep coming. Without it the
+/// thread was woken for nearly every frame (trafgen sends one about every 3 µs), and the wakeup
+/// cost more than either filter: an XDP_DROP of two instructions 950-1,038 ns a frame against
+/// 1,354-1,503 ns for the nftables ingress drop; with it 657-868 against 1,317-1,459 ns
+/// (2026-12-07, 1,000,000 frames a run). NICs coalesce the same way (`ethtool -C`); 100 µs is
+/// about 35 frames at trafgen's rate here, well inside veth's 256-frame ring.
+const BOUNCE_COALESCE: [(&str, &str); 2] = [
+    ("gro_flush_timeout", "100000"),
+    ("napi_defer_hard_irqs", "1000"),
+];
 
 /// The value after `flag`, if given.
 fn arg<T: std::str::FromStr>(args: &[String], flag: &str) -> anyhow::Result<Option<T>> {
@@ -164,6 +210,14 @@ const FLOOD_TRIES: u32 = 4;
 /// never saw shifts them by less than the rounds' spread. Past it the flood did not measure
 /// the filter at the rate asked and is retried (lost) or ends the run (uncounted).
 const LOSS_TOLERANCE: (u64, u64) = (1, 100);
+/// [`LOSS_TOLERANCE`] for frames lost on the link with the bounce generator. trafgen sends in
+/// bursts of its TX ring, about 1.5 µs a frame, and a0's thread takes up to 2 µs a frame on the
+/// nftables prerouting drop of a 100,000-address set, so a long burst overflows a0's 256-frame
+/// ring: 1-10% of a flood in trial runs (2026-12-07), the other cases about 1%. A frame lost
+/// there never reaches a0's thread, so its figures (per frame dropped) are the same with or
+/// without it; the whole machine's include the sender's work on it, a few percent at most.
+/// Pacing trafgen (`--gap`) sent one frame in 30 µs and woke a0's thread for each.
+const BOUNCE_LOSS_TOLERANCE: (u64, u64) = (15, 100);
 /// How long the machine's background CPU use is sampled before each case.
 const BACKGROUND: Duration = Duration::from_secs(1);
 /// `USER_HZ`: the unit of `/proc/stat` (100 on every Linux architecture we build for).
@@ -177,15 +231,22 @@ enum Case {
     NftIngress,
     NftPrerouting,
     NoopThenNft,
+    /// The least an XDP address filter can do here: `flux_xdp_floor` (the front filter's bit
+    /// of each address, nothing else) dropping what it cannot clear, counted by veth. What the
+    /// receive path costs any XDP drop on this link, so that flux_xdp's own share shows.
+    FloorNative,
 }
 
 impl Case {
-    const ALL: [Case; 5] = [
+    /// In the order each round runs them; the nftables cases' places (2 and 3) are what the
+    /// ratios divide by.
+    const ALL: [Case; 6] = [
         Case::XdpNative,
         Case::XdpGeneric,
         Case::NftIngress,
         Case::NftPrerouting,
         Case::NoopThenNft,
+        Case::FloorNative,
     ];
 
     fn label(self) -> &'static str {
@@ -195,6 +256,7 @@ impl Case {
             Case::NftIngress => "nftables set, netdev ingress",
             Case::NftPrerouting => "nftables set, prerouting raw (-300)",
             Case::NoopThenNft => "no-op XDP (native) + nftables ingress",
+            Case::FloorNative => "floor: front filter only, native XDP",
         }
     }
 
@@ -205,6 +267,7 @@ impl Case {
             Case::NftIngress => "nft_netdev_ingress",
             Case::NftPrerouting => "nft_prerouting_raw",
             Case::NoopThenNft => "noop_xdp_then_nft_ingress",
+            Case::FloorNative => "floor_xdp_native",
         }
     }
 
@@ -214,6 +277,7 @@ impl Case {
             Case::XdpNative => Some((PROG_XDP, XdpMode::Driver)),
             Case::XdpGeneric => Some((PROG_XDP, XdpMode::Skb)),
             Case::NoopThenNft => Some((PROG_XDP_NOOP, XdpMode::Driver)),
+            Case::FloorNative => Some((PROG_XDP_FLOOR, XdpMode::Driver)),
             Case::NftIngress | Case::NftPrerouting => None,
         }
     }
@@ -223,7 +287,7 @@ impl Case {
         match self {
             Case::NftIngress | Case::NoopThenNft => Some(Nft::Ingress),
             Case::NftPrerouting => Some(Nft::Prerouting),
-            Case::XdpNative | Case::XdpGeneric => None,
+            Case::XdpNative | Case::XdpGeneric | Case::FloorNative => None,
         }
     }
 }
@@ -238,6 +302,9 @@ struct Sample {
     net_cpu_ns: f64,
     /// trafgen's and the ksoftirqd threads' CPU ns per dropped packet.
     flood_cpu_ns: f64,
+    /// a0's NAPI thread's CPU ns per dropped packet: the receiving side alone (the bounce
+    /// generator; 0 with the others, where the receive runs in the sender's softirq).
+    rx_cpu_ns: f64,
     /// Frames veth dropped on their way to a0, before any filter (within [`LOSS_TOLERANCE`]).
     link_lost: u64,
     /// Floods of this case retried before this one counted.
@@ -247,7 +314,7 @@ struct Sample {
 fn main() -> ExitCode {
     let args = flux_tests::bench_args(
         "veth-bench",
-        "usage: veth-bench [--packets N] [--rounds N] [--generator NAME] [--json]",
+        "usage: veth-bench [--packets N] [--rounds N] [--generator xdp|bounce|trafgen] [--json]",
         &["--packets", "--rounds", "--generator"],
         &["--json"],
         0,
@@ -298,17 +365,17 @@ fn run() -> anyhow::Result<Samples> {
             Some(why) => {
                 eprintln!(
                     "veth-bench: this kernel refuses BPF_PROG_TEST_RUN live frames ({why}); \
-                     the flood comes from trafgen instead"
+                     the flood comes from trafgen, sent back to a0 by flux_xdp_bounce on b0"
                 );
                 let _ = FALLBACK.set(why);
-                Generator::Trafgen
+                Generator::Bounce
             }
         };
         let _ = GENERATOR.set(chosen);
     }
     let tools: &[&str] = match generator() {
         Generator::XdpLive => &["nft", "ethtool"],
-        Generator::Trafgen => &["trafgen", "nft"],
+        Generator::Trafgen | Generator::Bounce => &["trafgen", "nft", "ethtool"],
     };
     for &tool in tools {
         ensure!(
@@ -325,7 +392,7 @@ fn run() -> anyhow::Result<Samples> {
     let conf = dir.0.join("udp.trafgen");
     std::fs::write(&conf, trafgen_config(&link))?;
     nft_sets(&link.client, &dir)?;
-    if generator() == Generator::XdpLive {
+    if generator() != Generator::Trafgen {
         // GRO gives a0 the NAPI that frames sent with ndo_xdp_xmit need when no XDP program is
         // attached (the nftables cases); without it veth refuses them.
         let out = link.client.exec(&["ethtool", "-K", "a0", "gro", "on"]);
@@ -334,7 +401,12 @@ fn run() -> anyhow::Result<Samples> {
             "ethtool -K a0 gro on: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
+    }
+    if generator() == Generator::XdpLive {
         std::fs::write(dir.0.join("frame.bin"), xdp_gen_frame(&link))?;
+    }
+    if generator() == Generator::Bounce {
+        let _ = BOUNCE_NAPI.set(threaded_napi(&link.client)?);
     }
 
     let pin = PinDir::new();
@@ -422,16 +494,19 @@ fn measure_all(
     let ifindex = flux_agent::kernel::interfaces::Interface::by_name("a0")
         .context("a0 in the client namespace")?
         .index;
-    {
-        let noop: &mut Xdp = loaded
+    for name in [PROG_XDP_NOOP, PROG_XDP_FLOOR] {
+        let prog: &mut Xdp = loaded
             .ebpf
-            .program_mut(PROG_XDP_NOOP)
-            .context("no no-op program")?
+            .program_mut(name)
+            .with_context(|| format!("no {name}"))?
             .try_into()?;
-        noop.load()?;
+        prog.load()?;
     }
     if generator() == Generator::XdpLive {
         load_generator(&mut loaded)?;
+    }
+    if generator() == Generator::Bounce {
+        attach_bounce(&mut loaded, server)?;
     }
     let mut samples: Samples = Default::default();
     for round in 0..rounds() {
@@ -521,6 +596,7 @@ fn flood_retried(
         let flooded = match generator() {
             Generator::XdpLive => xdp_flood(loaded, case, client, server, conf),
             Generator::Trafgen => flood(loaded, case, client, server, conf),
+            Generator::Bounce => bounce_flood(loaded, case, client, conf),
         };
         match flooded {
             Ok(s) => return Ok(Sample { retried, ..s }),
@@ -555,12 +631,9 @@ fn flood(
     server: &Path,
     conf: &Path,
 ) -> Result<Sample, Flood> {
-    let bg0 = cpu_ticks()?;
-    std::thread::sleep(BACKGROUND);
-    let bg1 = cpu_ticks()?;
-    let bg_rate = (bg1 - bg0) as f64 * NS_PER_TICK / BACKGROUND.as_nanos() as f64;
+    let bg_rate = background_rate()?;
 
-    let (xdp_before, nft_before) = (xdp_drops(&loaded.ebpf)?, nft_drops(client, case.nft())?);
+    let (xdp_before, nft_before) = filter_drops(loaded, client, case)?;
     let lost_before = link_dropped(server)?;
     let tx_before = tx_packets(server)?;
     let cpu_before = cpu_ticks()?;
@@ -575,10 +648,8 @@ fn flood(
     // both.
     let link_lost = link_dropped(server)?.saturating_sub(lost_before);
     let sent = tx_packets(server)?.saturating_sub(tx_before) + link_lost;
-    let (by_xdp, by_nft) = (
-        xdp_drops(&loaded.ebpf)? - xdp_before,
-        nft_drops(client, case.nft())? - nft_before,
-    );
+    let (xdp_after, nft_after) = filter_drops(loaded, client, case)?;
+    let (by_xdp, by_nft) = (xdp_after - xdp_before, nft_after - nft_before);
     sample(
         case,
         Measured {
@@ -590,6 +661,8 @@ fn flood(
             by_xdp,
             by_nft,
             link_lost,
+            rx: 0.0,
+            link_tolerance: LOSS_TOLERANCE,
         },
     )
 }
@@ -610,12 +683,9 @@ fn xdp_flood(
         .program(PROG_XDP_TX)
         .context("no flux_xdp_tx")?
         .try_into()?;
-    let bg0 = cpu_ticks()?;
-    std::thread::sleep(BACKGROUND);
-    let bg1 = cpu_ticks()?;
-    let bg_rate = (bg1 - bg0) as f64 * NS_PER_TICK / BACKGROUND.as_nanos() as f64;
+    let bg_rate = background_rate()?;
 
-    let (xdp_before, nft_before) = (xdp_drops(&loaded.ebpf)?, nft_drops(client, case.nft())?);
+    let (xdp_before, nft_before) = filter_drops(loaded, client, case)?;
     let lost_before = link_dropped(server)?;
     let cpu_before = cpu_ticks()?;
     let softirqd_before = ksoftirqd_ticks();
@@ -639,10 +709,8 @@ fn xdp_flood(
     let busy = (cpu_ticks()? - cpu_before) as f64 * NS_PER_TICK;
     let flood = thread_ns + ksoftirqd_ticks().saturating_sub(softirqd_before) as f64 * NS_PER_TICK;
     let sent = u64::from(sent);
-    let (by_xdp, by_nft) = (
-        xdp_drops(&loaded.ebpf)? - xdp_before,
-        nft_drops(client, case.nft())? - nft_before,
-    );
+    let (xdp_after, nft_after) = filter_drops(loaded, client, case)?;
+    let (by_xdp, by_nft) = (xdp_after - xdp_before, nft_after - nft_before);
     let link_lost = link_dropped(server)?.saturating_sub(lost_before);
     sample(
         case,
@@ -655,13 +723,184 @@ fn xdp_flood(
             by_xdp,
             by_nft,
             link_lost,
+            rx: 0.0,
+            link_tolerance: LOSS_TOLERANCE,
         },
     )
 }
 
+/// [`flood`] with the bounce generator: trafgen sends [`packets`] frames out of a0 (from the
+/// client namespace); `flux_xdp_bounce` on b0 sends each back, and a0's NAPI thread receives
+/// it, pinned to [`BOUNCE_NAPI_CPU`]. Sent is what a0 sent plus what b0 could not take; lost
+/// on the link is that, and what a0's receive ring could not take (a0's `rx_dropped`, where
+/// veth counts its peer's failed `ndo_xdp_xmit`). The receiving side's CPU is the NAPI
+/// thread's run time (`/proc/PID/schedstat`, in ns); the flood's is trafgen's, every
+/// ksoftirqd's and the NAPI thread's.
+fn bounce_flood(loaded: &Loaded, case: Case, client: &Path, conf: &Path) -> Result<Sample, Flood> {
+    let napi = *BOUNCE_NAPI.get().context("no NAPI thread for a0")?;
+    pin_to_cpu(napi, BOUNCE_NAPI_CPU)?;
+    let bg_rate = background_rate()?;
+
+    let (xdp_before, nft_before) = filter_drops(loaded, client, case)?;
+    let not_taken = |ns| -> anyhow::Result<(u64, u64)> {
+        Ok((
+            link_stat(ns, "a0", "tx", "dropped")?,
+            link_stat(ns, "a0", "rx", "dropped")?,
+        ))
+    };
+    let (tx_lost_before, rx_lost_before) = not_taken(client)?;
+    let tx_before = link_stat(client, "a0", "tx", "packets")?;
+    let cpu_before = cpu_ticks()?;
+    let (children_before, softirqd_before) = (children_cpu_ns(), ksoftirqd_ticks());
+    let napi_before = run_ns(napi)?;
+    let start = Instant::now();
+    trafgen_on(client, "a0", conf).map_err(Flood::Transient)?;
+    let secs = start.elapsed().as_secs_f64();
+    // The last frames may still be in a0's ring: the thread polls again within the coalescing
+    // time, so a wait of many times that lets it finish before anything is read.
+    std::thread::sleep(Duration::from_millis(50));
+    let rx = run_ns(napi)? - napi_before;
+    let busy = (cpu_ticks()? - cpu_before) as f64 * NS_PER_TICK;
+    let flood = (children_cpu_ns() - children_before)
+        + (ksoftirqd_ticks().saturating_sub(softirqd_before)) as f64 * NS_PER_TICK
+        + rx;
+    let (tx_lost, rx_lost) = not_taken(client)?;
+    let (tx_lost, rx_lost) = (
+        tx_lost.saturating_sub(tx_lost_before),
+        rx_lost.saturating_sub(rx_lost_before),
+    );
+    let sent = link_stat(client, "a0", "tx", "packets")?.saturating_sub(tx_before) + tx_lost;
+    let (xdp_after, nft_after) = filter_drops(loaded, client, case)?;
+    let (by_xdp, by_nft) = (xdp_after - xdp_before, nft_after - nft_before);
+    sample(
+        case,
+        Measured {
+            secs,
+            busy,
+            flood,
+            bg_rate,
+            sent,
+            by_xdp,
+            by_nft,
+            link_lost: tx_lost + rx_lost,
+            rx,
+            link_tolerance: BOUNCE_LOSS_TOLERANCE,
+        },
+    )
+}
+
+/// a0's NAPI thread, made for the bounce generator: a0's NAPI switched to its own kernel thread
+/// (`threaded`) with [`BOUNCE_COALESCE`], its thread found as the one `napi/a0-*` thread that
+/// did not exist before. Written in sysfs through `ip netns exec`, whose /sys is the
+/// namespace's (nsenter keeps the host's, where a0 is not).
+fn threaded_napi(client: &Netns) -> anyhow::Result<i32> {
+    let before = napi_threads("a0");
+    let mut script = String::from("set -e; cd /sys/class/net/a0; echo 1 > threaded");
+    for (file, value) in BOUNCE_COALESCE {
+        script.push_str(&format!("; echo {value} > {file}"));
+    }
+    let out = Command::new("ip")
+        .args(["netns", "exec", &client.name, "sh", "-c", &script])
+        .output()
+        .context("run ip netns exec")?;
+    ensure!(
+        out.status.success(),
+        "a0's threaded NAPI and coalescing: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let new: Vec<i32> = napi_threads("a0")
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    match new.as_slice() {
+        [one] => Ok(*one),
+        other => bail!("expected one new NAPI thread for a0, found {}", other.len()),
+    }
+}
+
+/// The kernel threads polling a NAPI instance of an interface named `dev` (`napi/DEV-ID`), in
+/// any namespace.
+fn napi_threads(dev: &str) -> Vec<i32> {
+    let prefix = format!("napi/{dev}-");
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim_end().starts_with(&prefix))
+        })
+        .collect()
+}
+
+/// The ns thread `pid` has run on a CPU so far (`/proc/PID/schedstat`'s first field).
+fn run_ns(pid: i32) -> anyhow::Result<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .with_context(|| format!("read /proc/{pid}/schedstat (a0's NAPI thread)"))?;
+    let ns: u64 = text
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no run time in /proc/{pid}/schedstat: {text}"))?;
+    Ok(ns as f64)
+}
+
+/// Keeps thread `pid` on `cpu` alone, at real-time priority ([`NAPI_PRIORITY`]).
+fn pin_to_cpu(pid: i32, cpu: usize) -> anyhow::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: NAPI_PRIORITY,
+    };
+    // SAFETY: sched_setscheduler reads the parameter it is given.
+    let rc = unsafe { libc::sched_setscheduler(pid, libc::SCHED_FIFO, &param) };
+    ensure!(
+        rc == 0,
+        "real-time priority for thread {pid}: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes within it for cpu < 1024;
+    // sched_setaffinity reads the set it is given.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(pid, size_of::<libc::cpu_set_t>(), &set)
+    };
+    ensure!(
+        rc == 0,
+        "pin thread {pid} to CPU {cpu}: {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(())
+}
+
+/// Loads `flux_xdp_bounce` and attaches it to b0 in native mode, from a thread in the server
+/// namespace (an attachment names its interface by index, in the caller's namespace).
+fn attach_bounce(loaded: &mut Loaded, server: &Path) -> anyhow::Result<()> {
+    let bounce: &mut Xdp = loaded
+        .ebpf
+        .program_mut(PROG_XDP_BOUNCE)
+        .context("no relay program (flux_xdp_bounce)")?
+        .try_into()?;
+    bounce.load()?;
+    std::thread::scope(|s| {
+        s.spawn(|| -> anyhow::Result<()> {
+            enter_netns(server)?;
+            let b0 = flux_agent::kernel::interfaces::Interface::by_name("b0")
+                .context("b0 in the server namespace")?
+                .index;
+            bounce
+                .attach_to_if_index(b0, XdpMode::Driver)
+                .context("attach flux_xdp_bounce to b0")?;
+            Ok(())
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the thread attaching flux_xdp_bounce panicked"))?
+    })
+}
+
 /// What one flood measured: its wall time, the machine's busy ns, the flood's own CPU ns, the
-/// background rate (busy ns per ns) before it, the frames sent, each filter's drops and the
-/// frames veth dropped on their way to a0.
+/// background rate (busy ns per ns) before it, the frames sent, each filter's drops, the
+/// frames veth dropped on their way to a0 and the receiving side's CPU ns.
 struct Measured {
     secs: f64,
     busy: f64,
@@ -671,22 +910,28 @@ struct Measured {
     by_xdp: u64,
     by_nft: u64,
     link_lost: u64,
+    /// The receiving side's CPU ns (a0's NAPI thread; 0 when not measured).
+    rx: f64,
+    /// The share of the frames that may be lost on the link and the flood still count
+    /// ([`LOSS_TOLERANCE`], or [`BOUNCE_LOSS_TOLERANCE`]).
+    link_tolerance: (u64, u64),
 }
 
 /// The case's figures per dropped packet, once every frame is accounted for (see the module
 /// comment): dropped by the filter under test and nothing else, or lost on the link before it,
-/// within [`LOSS_TOLERANCE`]. More drops than frames sent end the run too: the counters then
+/// within the flood's tolerance (`link_tolerance`; frames nothing counted within
+/// [`LOSS_TOLERANCE`]). More drops than frames sent end the run too: the counters then
 /// count something else.
 fn sample(case: Case, m: Measured) -> Result<Sample, Flood> {
-    let (who, dropped, other) = if case.xdp().is_some_and(|(p, _)| p == PROG_XDP) {
-        ("flux_xdp", m.by_xdp, m.by_nft)
-    } else {
-        ("nftables", m.by_nft, m.by_xdp)
+    let (who, dropped, other) = match case.xdp() {
+        Some((p, _)) if p != PROG_XDP_NOOP => (p, m.by_xdp, m.by_nft),
+        _ => ("nftables", m.by_nft, m.by_xdp),
     };
     let (sent, lost) = (m.sent, m.link_lost);
     let counted = dropped + lost + other;
     let unexplained = sent.saturating_sub(counted);
     let tolerated = sent * LOSS_TOLERANCE.0 / LOSS_TOLERANCE.1;
+    let link_tolerated = sent * m.link_tolerance.0 / m.link_tolerance.1;
     let line = || {
         format!(
             "{who}: {sent} frames sent, {dropped} dropped, {other} dropped by the other filter, \
@@ -696,11 +941,11 @@ fn sample(case: Case, m: Measured) -> Result<Sample, Flood> {
     if other != 0 || dropped == 0 || unexplained > tolerated || counted > sent {
         return Err(Flood::Other(anyhow::anyhow!(line())));
     }
-    if lost + unexplained > tolerated {
+    if lost + unexplained > link_tolerated {
         return Err(Flood::Transient(anyhow::anyhow!(
             "{}: more than {}% of the flood never reached the filter",
             line(),
-            100 * LOSS_TOLERANCE.0 / LOSS_TOLERANCE.1
+            100 * m.link_tolerance.0 / m.link_tolerance.1
         )));
     }
     let n = dropped as f64;
@@ -709,6 +954,7 @@ fn sample(case: Case, m: Measured) -> Result<Sample, Flood> {
         cpu_ns: m.busy / n,
         net_cpu_ns: (m.busy - m.bg_rate * m.secs * 1e9).max(0.0) / n,
         flood_cpu_ns: m.flood / n,
+        rx_cpu_ns: m.rx / n,
         link_lost: lost,
         retried: 0,
     })
@@ -753,6 +999,50 @@ fn xdp_gen_frame(link: &Link) -> Vec<u8> {
     f.extend([0x9c, 0x40, 0x00, 0x09, 0x00, 0x1a, 0x00, 0x00]);
     f.extend([0x61; 18]);
     f
+}
+
+/// The machine's busy CPU ns per ns, sampled over [`BACKGROUND`] before a flood.
+fn background_rate() -> anyhow::Result<f64> {
+    let before = cpu_ticks()?;
+    std::thread::sleep(BACKGROUND);
+    let after = cpu_ticks()?;
+    Ok((after - before) as f64 * NS_PER_TICK / BACKGROUND.as_nanos() as f64)
+}
+
+/// The drops counted so far by the case's XDP program (flux_xdp's counter; veth's count of
+/// `XDP_DROP`s on a0 for the floor, which counts nothing itself) and by its nftables chain.
+fn filter_drops(loaded: &Loaded, client: &Path, case: Case) -> anyhow::Result<(u64, u64)> {
+    let xdp = match case {
+        Case::FloorNative => veth_xdp_drops(client)?,
+        _ => xdp_drops(&loaded.ebpf)?,
+    };
+    Ok((xdp, nft_drops(client, case.nft())?))
+}
+
+/// The frames XDP programs dropped on a0 so far, as veth counts them (`ethtool -S`: the sum of
+/// `rx_queue_N_xdp_drops`).
+fn veth_xdp_drops(client: &Path) -> anyhow::Result<u64> {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", client.display()))
+        .args(["--", "ethtool", "-S", "a0"])
+        .output()
+        .context("run ethtool -S a0")?;
+    ensure!(
+        out.status.success(),
+        "ethtool -S a0: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(sum_xdp_drops(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The sum of veth's per-queue `rx_queue_N_xdp_drops` in `ethtool -S` output.
+fn sum_xdp_drops(stats: &str) -> u64 {
+    stats
+        .lines()
+        .filter_map(|l| l.trim().split_once(':'))
+        .filter(|(k, _)| k.starts_with("rx_queue_") && k.ends_with("_xdp_drops"))
+        .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
+        .sum()
 }
 
 /// User + system ns of this process's waited-for children (trafgen, once it has exited).
@@ -859,11 +1149,15 @@ fn link_stat(ns: &Path, dev: &str, dir: &str, field: &str) -> anyhow::Result<u64
 
 /// Sends [`packets`] frames from b0 on one CPU.
 fn trafgen(server: &Path, conf: &Path) -> anyhow::Result<()> {
+    trafgen_on(server, "b0", conf)
+}
+
+/// Sends [`packets`] frames out of `dev` in the namespace at `ns`, from one trafgen worker
+/// (which trafgen pins to CPU 0).
+fn trafgen_on(ns: &Path, dev: &str, conf: &Path) -> anyhow::Result<()> {
     let out = Command::new("nsenter")
-        .arg(format!("--net={}", server.display()))
-        .args([
-            "--", "taskset", "-c", "1", "trafgen", "--dev", "b0", "--conf",
-        ])
+        .arg(format!("--net={}", ns.display()))
+        .args(["--", "trafgen", "--dev", dev, "--conf"])
         .arg(conf)
         .args([
             "--cpus",
@@ -1059,17 +1353,43 @@ fn print_table(samples: &Samples) {
             flux_tests::ratio(f, flood[3]),
         );
     }
+    if generator() != Generator::Bounce {
+        return;
+    }
+    println!(
+        "\nThe receiving side alone: a0's NAPI thread, which runs the XDP program or builds the \
+         socket buffer and runs the stack up to the nftables drop (the generator runs on the \
+         other CPU)"
+    );
+    println!(
+        "| {:<38} | {:>21} | {:>11} | {:>14} |",
+        "filter", "rx CPU/pkt (µs)", "/ ingress", "/ prerouting"
+    );
+    println!("|{:-<40}|{:->22}:|{:->12}:|{:->15}:|", "", "", "", "");
+    let rx = medians(samples, |s| s.rx_cpu_ns);
+    for ((case, s), r) in Case::ALL.iter().zip(samples).zip(rx) {
+        let (m, m0, m1) = spread(s, |s| s.rx_cpu_ns / 1e3);
+        println!(
+            "| {:<38} | {m:>5.3} ({m0:.3}–{m1:.3}) | {:>10.2}× | {:>13.2}× |",
+            case.label(),
+            flux_tests::ratio(r, rx[2]),
+            flux_tests::ratio(r, rx[3]),
+        );
+    }
 }
 
 fn to_json(samples: &Samples) -> serde_json::Value {
     let cpu = medians(samples, |s| s.cpu_ns);
     let flood = medians(samples, |s| s.flood_cpu_ns);
+    let rx = medians(samples, |s| s.rx_cpu_ns);
+    let bounce = generator() == Generator::Bounce;
     let cases: Vec<_> = Case::ALL
         .iter()
         .zip(samples)
         .zip(cpu)
         .zip(flood)
-        .map(|(((case, s), c), f)| {
+        .zip(rx)
+        .map(|((((case, s), c), f), r)| {
             let rounds: Vec<_> = s
                 .iter()
                 .map(|s| {
@@ -1078,6 +1398,7 @@ fn to_json(samples: &Samples) -> serde_json::Value {
                         "net_cpu_ns_per_packet": s.net_cpu_ns,
                         "flood_cpu_ns_per_packet": s.flood_cpu_ns,
                         "link_lost": s.link_lost, "retried": s.retried,
+                        "rx_cpu_ns_per_packet": bounce.then_some(s.rx_cpu_ns),
                     })
                 })
                 .collect();
@@ -1092,6 +1413,11 @@ fn to_json(samples: &Samples) -> serde_json::Value {
                 "median_flood_cpu_ns_per_packet": f,
                 "flood_cpu_ratio_to_nft_ingress": flux_tests::ratio(f, flood[2]),
                 "flood_cpu_ratio_to_nft_prerouting": flux_tests::ratio(f, flood[3]),
+                // The receiving side alone (a0's NAPI thread), measured with the bounce
+                // generator only; null with the others.
+                "median_rx_cpu_ns_per_packet": bounce.then_some(r),
+                "rx_cpu_ratio_to_nft_ingress": bounce.then(|| flux_tests::ratio(r, rx[2])),
+                "rx_cpu_ratio_to_nft_prerouting": bounce.then(|| flux_tests::ratio(r, rx[3])),
                 "rounds": rounds,
             })
         })
@@ -1123,6 +1449,8 @@ mod tests {
                 by_xdp,
                 by_nft,
                 link_lost,
+                rx: 0.0,
+                link_tolerance: LOSS_TOLERANCE,
             },
         )
     }
@@ -1133,6 +1461,16 @@ mod tests {
             Err(Flood::Transient(_)) => "retried",
             Err(Flood::Other(_)) => "ends the run",
         }
+    }
+
+    /// veth's XDP drops are summed over its queues, and nothing else is read as one.
+    #[test]
+    fn veth_xdp_drops_sum_every_queue() {
+        let stats = "NIC statistics:\n     peer_ifindex: 2\n     rx_queue_0_xdp_packets: 900\n     \
+                     rx_queue_0_xdp_drops: 700\n     rx_queue_0_xdp_tx_errors: 5\n     \
+                     rx_queue_1_xdp_drops: 42\n     tx_queue_0_xdp_xmit: 3\n";
+        assert_eq!(sum_xdp_drops(stats), 742);
+        assert_eq!(sum_xdp_drops("NIC statistics:\n"), 0);
     }
 
     /// Every frame dropped by the filter counts; a sliver lost on the link before it is
