@@ -13,7 +13,8 @@ pub const PROG_XDP: &str = "flux_xdp";
 /// An XDP program that only returns XDP_PASS: the baseline for benchmarks.
 pub const PROG_XDP_NOOP: &str = "flux_xdp_noop";
 /// An XDP program that checks an IPv4 packet's addresses against the front filter and nothing
-/// else: the benchmarks' floor for a blocklist check (`xdp-bench`), never attached.
+/// else: the benchmarks' floor for a blocklist check (`xdp-bench`), attached only by
+/// `veth-bench` (its floor case).
 pub const PROG_XDP_FLOOR: &str = "flux_xdp_floor";
 /// An XDP program that writes one timestamped ring-buffer record of no message and nothing
 /// else: the benchmarks' floor for a captured response (`xdp-bench`), never attached.

@@ -174,11 +174,12 @@ pub fn flux_xdp_noop(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// The benchmarks' floor, never attached: the least an address filter can do on an IPv4 packet
+/// The benchmarks' floor: the least an address filter can do on an IPv4 packet
 /// that matches nothing, so that `xdp-bench` can say what part of flux_xdp's pass cost any
 /// blocklist check pays on the machine and what part is flux_xdp's own (the counter, the IP and
 /// L4 checks, the DNS port test). It reads the Ethernet type and both addresses and asks the
 /// front filter, as `flux_xdp` does first ([`xdp_verdict::front_v4_clears`]); nothing else.
+/// `veth-bench` also attaches it, as the floor of an XDP drop on its link.
 /// Whatever the filter cannot clear is dropped, uncounted, so that its reads are not optimised
 /// away.
 #[xdp]
@@ -245,8 +246,9 @@ pub fn flux_xdp_bounce(ctx: XdpContext) -> u32 {
     let Ok(ifindex) = u32::try_from(ctx.ingress_ifindex()) else {
         return xdp_action::XDP_ABORTED;
     };
-    // SAFETY: a helper call with plain values; it returns an XDP action (XDP_REDIRECT, or
-    // XDP_ABORTED when the index is not an interface).
+    // SAFETY: a helper call with plain values; it returns an XDP action (XDP_REDIRECT; with
+    // flags it would refuse, XDP_ABORTED). An index that names no interface fails later, when
+    // the kernel sends, as a dropped frame.
     let action = unsafe { bpf_redirect(ifindex, 0) };
     u32::try_from(action).unwrap_or(xdp_action::XDP_ABORTED)
 }

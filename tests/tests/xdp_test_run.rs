@@ -1028,21 +1028,16 @@ fn a_foreign_pin_is_reported_not_reused() {
     assert!(!foreign.0.join(MAP_COUNTERS).exists());
 }
 
-/// The benchmarks' floor programs (`xdp-bench`'s floor rows) do what their rows say they
-/// measure: `flux_xdp_floor` clears a frame whose addresses the IPv4 front filter has no bit
-/// for, and cannot clear one whose source, or whose destination, is blocked (so it reads both,
-/// the reads flux_xdp makes first, and a floor row on a clean frame measured them all);
-/// `flux_xdp_floor_record` writes one record of the smallest size, stamped with the clock
-/// during the run and otherwise zero (over ring memory that earlier records left non-zero),
-/// which a reader refuses, and passes.
 /// `XDP_REDIRECT`: the frame goes out of the interface `bpf_redirect` names.
 const XDP_REDIRECT: u32 = 4;
 
 /// veth-bench's relay (`flux_xdp_bounce`) asks the kernel to send every frame back out of the
 /// interface it came in by, a redirect and not `XDP_TX` (after `XDP_TX` veth does not wake a
 /// peer without an XDP program, which the nftables cases are), and leaves the frame as it is.
-/// A test run without a context takes its frame in on the namespace's loopback interface, which
-/// exists, so the helper's answer is the redirect. The frame is one flux_xdp would drop.
+/// The helper answers `XDP_REDIRECT` whatever the index (only flags make it refuse; a bad
+/// index fails later, when the kernel sends), so this checks the program's answer and that
+/// the frame is untouched, not where it goes: veth-bench's floods check that (every frame
+/// sent must come back to a0 and be counted there). The frame is one flux_xdp would drop.
 #[test]
 fn the_bounce_relay_redirects_every_frame_unchanged() {
     if !privileged() {
@@ -1070,6 +1065,13 @@ fn the_bounce_relay_redirects_every_frame_unchanged() {
     assert_eq!((verdict, records.len()), (XDP_REDIRECT, 0), "no record");
 }
 
+/// The benchmarks' floor programs (`xdp-bench`'s floor rows) do what their rows say they
+/// measure: `flux_xdp_floor` clears a frame whose addresses the IPv4 front filter has no bit
+/// for, and cannot clear one whose source, or whose destination, is blocked (so it reads both,
+/// the reads flux_xdp makes first, and a floor row on a clean frame measured them all);
+/// `flux_xdp_floor_record` writes one record of the smallest size, stamped with the clock
+/// during the run and otherwise zero (over ring memory that earlier records left non-zero),
+/// which a reader refuses, and passes.
 #[test]
 fn the_benchmark_floors_do_what_their_rows_measure() {
     if !privileged() {

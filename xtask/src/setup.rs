@@ -44,7 +44,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ping", "iputils-ping"),
     // The veth drop-throughput benchmark: the traffic generator and the nftables baseline.
     ("trafgen", "netsniff-ng"),
-    // veth-bench's in-kernel generator needs GRO on the receiving veth (`ethtool -K`).
+    // veth-bench: GRO on the receiving veth for the in-kernel and bounce generators
+    // (`ethtool -K`), and veth's count of XDP drops for its floor case (`ethtool -S`).
     ("ethtool", "ethtool"),
     ("nft", "nftables"),
     // The ring-buffer load benchmark (ringbuf-load): the load generator against unbound.
