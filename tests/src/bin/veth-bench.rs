@@ -605,8 +605,17 @@ fn flood_retried(
     for retried in 0..FLOOD_TRIES {
         let flooded = match generator() {
             Generator::XdpLive => xdp_flood(loaded, case, client, server, conf),
-            Generator::Trafgen => flood(loaded, case, client, server, conf),
-            Generator::Bounce => bounce_flood(loaded, case, client, conf),
+            Generator::Trafgen => flood(loaded, case, (client, server), conf, Sender::B0),
+            Generator::Bounce => {
+                let napi = *BOUNCE_NAPI.get().context("no NAPI thread for a0")?;
+                flood(
+                    loaded,
+                    case,
+                    (client, server),
+                    conf,
+                    Sender::Bounce { napi },
+                )
+            }
         };
         match flooded {
             Ok(s) => return Ok(Sample { retried, ..s }),
@@ -632,49 +641,6 @@ impl<E: Into<anyhow::Error>> From<E> for Flood {
     fn from(e: E) -> Self {
         Flood::Other(e.into())
     }
-}
-
-fn flood(
-    loaded: &Loaded,
-    case: Case,
-    client: &Path,
-    server: &Path,
-    conf: &Path,
-) -> Result<Sample, Flood> {
-    let bg_rate = background_rate()?;
-
-    let (xdp_before, nft_before) = filter_drops(loaded, client, case)?;
-    let lost_before = link_dropped(server)?;
-    let tx_before = tx_packets(server)?;
-    let cpu_before = cpu_ticks()?;
-    let (children_before, softirqd_before) = (children_cpu_ns(), ksoftirqd_ticks());
-    let start = Instant::now();
-    trafgen(server, conf).map_err(Flood::Transient)?;
-    let secs = start.elapsed().as_secs_f64();
-    let busy = (cpu_ticks()? - cpu_before) as f64 * NS_PER_TICK;
-    let flood = (children_cpu_ns() - children_before)
-        + (ksoftirqd_ticks().saturating_sub(softirqd_before)) as f64 * NS_PER_TICK;
-    // veth counts a frame it could not pass to a0 as dropped, not as sent: what trafgen sent is
-    // both.
-    let link_lost = link_dropped(server)?.saturating_sub(lost_before);
-    let sent = tx_packets(server)?.saturating_sub(tx_before) + link_lost;
-    let (xdp_after, nft_after) = filter_drops(loaded, client, case)?;
-    let (by_xdp, by_nft) = (xdp_after - xdp_before, nft_after - nft_before);
-    sample(
-        case,
-        Measured {
-            secs,
-            busy,
-            flood,
-            bg_rate,
-            sent,
-            by_xdp,
-            by_nft,
-            link_lost,
-            rx: 0.0,
-            link_tolerance: LOSS_TOLERANCE,
-        },
-    )
 }
 
 /// [`flood`] with the XDP generator: `flux_xdp_tx` run in live-frames mode from a thread in the
@@ -739,48 +705,99 @@ fn xdp_flood(
     )
 }
 
-/// [`flood`] with the bounce generator: trafgen sends [`packets`] frames out of a0 (from the
-/// client namespace); `flux_xdp_bounce` on b0 sends each back, and a0's NAPI thread receives
-/// it, pinned to [`BOUNCE_NAPI_CPU`]. Sent is what a0 sent plus what b0 could not take; lost
-/// on the link is that, and what a0's receive ring could not take (a0's `rx_dropped`, where
-/// veth counts its peer's failed `ndo_xdp_xmit`). The receiving side's CPU is the NAPI
-/// thread's run time (`/proc/PID/schedstat`, in ns); the flood's is trafgen's, every
-/// ksoftirqd's and the NAPI thread's.
-fn bounce_flood(loaded: &Loaded, case: Case, client: &Path, conf: &Path) -> Result<Sample, Flood> {
-    let napi = *BOUNCE_NAPI.get().context("no NAPI thread for a0")?;
-    pin_to_cpu(napi, BOUNCE_NAPI_CPU)?;
+/// Where a trafgen flood leaves from (see the module comment).
+#[derive(Clone, Copy)]
+enum Sender {
+    /// Out of b0 in the server namespace (the trafgen generator).
+    B0,
+    /// Out of a0 in the client namespace, sent back by `flux_xdp_bounce` on b0 (the bounce
+    /// generator); `napi` is a0's NAPI thread ([`threaded_napi`]).
+    Bounce { napi: i32 },
+}
+
+impl Sender {
+    /// The namespace and interface trafgen sends out of.
+    fn dev<'p>(self, (client, server): (&'p Path, &'p Path)) -> (&'p Path, &'static str) {
+        match self {
+            Sender::B0 => (server, "b0"),
+            Sender::Bounce { .. } => (client, "a0"),
+        }
+    }
+
+    fn napi(self) -> Option<i32> {
+        match self {
+            Sender::B0 => None,
+            Sender::Bounce { napi } => Some(napi),
+        }
+    }
+}
+
+/// The sending interface's counters a flood is accounted with: frames it passed on, frames it
+/// could not (veth counts those as `tx_dropped`, not as sent), and, with the bounce generator,
+/// frames lost after it on the way back into a0's ring (a0's `rx_dropped`, where veth counts
+/// its peer's failed `ndo_xdp_xmit`). b0's `tx_dropped` already counts the XDP and trafgen
+/// generators' frames a0 could not take (see [`link_dropped`]), so a0's side is not read
+/// for them. One `ip` call for all three.
+fn link_counts(sender: Sender, ns: (&Path, &Path)) -> anyhow::Result<[u64; 3]> {
+    let (at, dev) = sender.dev(ns);
+    let stats = link_stats(at, dev)?;
+    let field = |dir: &str, name: &str| {
+        stats[dir][name]
+            .as_u64()
+            .with_context(|| format!("{dir} {name} of {dev}"))
+    };
+    let lost_after = match sender {
+        Sender::B0 => 0,
+        Sender::Bounce { .. } => field("rx", "dropped")?,
+    };
+    Ok([field("tx", "packets")?, field("tx", "dropped")?, lost_after])
+}
+
+/// A trafgen flood of [`packets`] frames from `sender`. Sent is what the sending interface
+/// passed on plus what it could not; lost on the link is that, and (bounce) what a0's ring
+/// could not take. The flood's CPU is trafgen's user + system time and every ksoftirqd's; with
+/// the bounce generator a0's NAPI thread, pinned to [`BOUNCE_NAPI_CPU`], runs the receive, and
+/// its run time (`/proc/PID/schedstat`) is the receiving side's CPU, part of the flood's too.
+fn flood(
+    loaded: &Loaded,
+    case: Case,
+    ns: (&Path, &Path),
+    conf: &Path,
+    sender: Sender,
+) -> Result<Sample, Flood> {
+    let client = ns.0;
+    if let Some(napi) = sender.napi() {
+        pin_to_cpu(napi, BOUNCE_NAPI_CPU)?;
+    }
     let bg_rate = background_rate()?;
 
     let (xdp_before, nft_before) = filter_drops(loaded, client, case)?;
-    let not_taken = |ns| -> anyhow::Result<(u64, u64)> {
-        Ok((
-            link_stat(ns, "a0", "tx", "dropped")?,
-            link_stat(ns, "a0", "rx", "dropped")?,
-        ))
-    };
-    let (tx_lost_before, rx_lost_before) = not_taken(client)?;
-    let tx_before = link_stat(client, "a0", "tx", "packets")?;
+    let link_before = link_counts(sender, ns)?;
     let cpu_before = cpu_ticks()?;
     let (children_before, softirqd_before) = (children_cpu_ns(), ksoftirqd_ticks());
-    let napi_before = run_ns(napi)?;
+    let napi_before = sender.napi().map(run_ns).transpose()?;
     let start = Instant::now();
-    trafgen_on(client, "a0", conf).map_err(Flood::Transient)?;
+    let (at, dev) = sender.dev(ns);
+    trafgen_on(at, dev, conf).map_err(Flood::Transient)?;
     let secs = start.elapsed().as_secs_f64();
-    // The last frames may still be in a0's ring, and with `napi_defer_hard_irqs` the thread
-    // polls the empty ring every 100 µs up to 1,000 times (about 100 ms) before it sleeps: wait
-    // that out, so the tail is in this case's figures and not in the next one's background.
-    std::thread::sleep(BOUNCE_TAIL);
-    let rx = run_ns(napi)? - napi_before;
+    let rx = match (sender.napi(), napi_before) {
+        (Some(napi), Some(before)) => {
+            // The last frames may still be in a0's ring, and with `napi_defer_hard_irqs` the
+            // thread polls the empty ring every 100 µs up to 1,000 times (about 100 ms) before
+            // it sleeps: wait that out, so the tail is in this case's figures and not in the
+            // next one's background.
+            std::thread::sleep(BOUNCE_TAIL);
+            run_ns(napi)? - before
+        }
+        _ => 0.0,
+    };
     let busy = (cpu_ticks()? - cpu_before) as f64 * NS_PER_TICK;
     let flood = (children_cpu_ns() - children_before)
         + (ksoftirqd_ticks().saturating_sub(softirqd_before)) as f64 * NS_PER_TICK
         + rx;
-    let (tx_lost, rx_lost) = not_taken(client)?;
-    let (tx_lost, rx_lost) = (
-        tx_lost.saturating_sub(tx_lost_before),
-        rx_lost.saturating_sub(rx_lost_before),
-    );
-    let sent = link_stat(client, "a0", "tx", "packets")?.saturating_sub(tx_before) + tx_lost;
+    let link_after = link_counts(sender, ns)?;
+    let [passed, not_taken, lost_after] =
+        [0, 1, 2].map(|i| link_after[i].saturating_sub(link_before[i]));
     let (xdp_after, nft_after) = filter_drops(loaded, client, case)?;
     let (by_xdp, by_nft) = (xdp_after - xdp_before, nft_after - nft_before);
     sample(
@@ -790,12 +807,15 @@ fn bounce_flood(loaded: &Loaded, case: Case, client: &Path, conf: &Path) -> Resu
             busy,
             flood,
             bg_rate,
-            sent,
+            sent: passed + not_taken,
             by_xdp,
             by_nft,
-            link_lost: tx_lost + rx_lost,
+            link_lost: not_taken + lost_after,
             rx,
-            link_tolerance: BOUNCE_LOSS_TOLERANCE,
+            link_tolerance: match sender {
+                Sender::B0 => LOSS_TOLERANCE,
+                Sender::Bounce { .. } => BOUNCE_LOSS_TOLERANCE,
+            },
         },
     )
 }
@@ -1155,11 +1175,6 @@ fn trafgen_config(link: &Link) -> String {
     )
 }
 
-/// Packets b0 has sent.
-fn tx_packets(server: &Path) -> anyhow::Result<u64> {
-    link_stat(server, "b0", "tx", "packets")
-}
-
 /// Frames veth dropped on their way from b0 to a0, counted as b0's `tx_dropped`: the socket
 /// buffers a0 could not take (trafgen's, counted by `veth_xmit`) and the XDP generator's frames
 /// a0's receive ring had no room for (a0's `peer_tq_xdp_xmit_err`, which veth adds to its
@@ -1168,22 +1183,23 @@ fn link_dropped(server: &Path) -> anyhow::Result<u64> {
     link_stat(server, "b0", "tx", "dropped")
 }
 
-/// One 64-bit counter of `dev` in the namespace at `ns`. Asked of rtnetlink through `ip`:
-/// nsenter keeps the host's /sys, where the namespace's devices are not visible.
+/// One 64-bit counter of `dev` in the namespace at `ns`.
 fn link_stat(ns: &Path, dev: &str, dir: &str, field: &str) -> anyhow::Result<u64> {
-    let out = Command::new("nsenter")
-        .arg(format!("--net={}", ns.display()))
-        .args(["--", "ip", "-s", "-j", "link", "show", "dev", dev])
-        .output()?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    v[0]["stats64"][dir][field]
+    link_stats(ns, dev)?[dir][field]
         .as_u64()
         .with_context(|| format!("{dir} {field} of {dev}"))
 }
 
-/// Sends [`packets`] frames from b0 on one CPU.
-fn trafgen(server: &Path, conf: &Path) -> anyhow::Result<()> {
-    trafgen_on(server, "b0", conf)
+/// The 64-bit counters of `dev` in the namespace at `ns` (`stats64`: `rx` and `tx`). Asked of
+/// rtnetlink through `ip`: nsenter keeps the host's /sys, where the namespace's devices are not
+/// visible.
+fn link_stats(ns: &Path, dev: &str) -> anyhow::Result<serde_json::Value> {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", ns.display()))
+        .args(["--", "ip", "-s", "-j", "link", "show", "dev", dev])
+        .output()?;
+    let mut v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok(v[0]["stats64"].take())
 }
 
 /// Sends [`packets`] frames out of `dev` in the namespace at `ns`, from one trafgen worker
