@@ -26,7 +26,7 @@ use crate::pipeline::{
     flow::{Pipeline, ReadAhead},
 };
 use flux_detect::{
-    capture_file::{self, CapturedDns, ReadStats},
+    capture_file::{self, CapturedRef, ReadStats},
     dns::{DnsMessage, parse_response},
     resolver_logs::{
         self, InputKind,
@@ -174,15 +174,16 @@ pub fn replay_with_progress(
             resolver_logs::sniff(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
         let r = match kind {
             Ok(InputKind::Capture) => {
-                // One response read ahead ([`ReadAhead`]).
+                // One response read ahead ([`ReadAhead`]). Each message is parsed where the
+                // reader lent it: nothing but the parse keeps it.
                 let mut ahead = ReadAhead::default();
-                let r = capture_file::read_file(path, ports, &mut read, |c| {
+                let r = capture_file::read_file_each(path, ports, &mut read, |c| {
                     responses += 1;
                     if responses.is_multiple_of(PROGRESS_EVERY) {
                         progress(at(responses, false));
                     }
-                    match parse_response(&c.payload, c.truncated) {
-                        Ok(msg) => ahead.push(&mut p, observation(c, msg)),
+                    match parse_response(c.payload, c.truncated) {
+                        Ok(msg) => ahead.push(&mut p, observation(&c, msg)),
                         Err(e) => {
                             malformed += 1;
                             log::debug!(
@@ -258,7 +259,7 @@ pub fn replay_with_progress(
 }
 
 /// A response read from a file as the pipeline's observation: the file's clock, no interface.
-fn observation(c: CapturedDns, msg: DnsMessage) -> Observation {
+fn observation(c: &CapturedRef<'_>, msg: DnsMessage) -> Observation {
     let len = u16::try_from(c.payload.len()).unwrap_or(u16::MAX);
     Observation {
         ts: c.ts,
@@ -269,7 +270,7 @@ fn observation(c: CapturedDns, msg: DnsMessage) -> Observation {
         sport: c.sport,
         dport: c.dport,
         transport: c.transport,
-        vlan: c.vlan,
+        vlan: c.vlan.to_vec(),
         dns_len: len,
         cap_len: len,
         truncated: c.truncated,

@@ -15,7 +15,7 @@ use pcap_file::{
 };
 
 use super::{
-    CapError, CapturedDns, FrameError, ReadStats,
+    CapError, CapturedRef, FrameError, ReadStats,
     frame_walk::{Link, Skip, decode},
 };
 
@@ -51,7 +51,7 @@ impl FileReader<'_> {
         data: &[u8],
         orig_len: u32,
         ts: SystemTime,
-        f: &mut impl FnMut(CapturedDns),
+        f: &mut impl FnMut(CapturedRef<'_>),
     ) {
         self.frames_read += 1;
         self.stats.frames += 1;
@@ -63,7 +63,7 @@ impl FileReader<'_> {
             known_cut,
             ts,
             self.ports,
-            &mut |d: CapturedDns| {
+            &mut |d: CapturedRef<'_>| {
                 stats.dns_responses += 1;
                 stats.truncated_responses += u64::from(d.truncated);
                 f(d)
@@ -137,7 +137,7 @@ impl FileReader<'_> {
     pub(super) fn pcap(
         &mut self,
         r: impl Read,
-        f: &mut impl FnMut(CapturedDns),
+        f: &mut impl FnMut(CapturedRef<'_>),
     ) -> Result<(), CapError> {
         let mut r = PcapReader::new(r).map_err(|e| self.header_error(e))?;
         self.stats.files += 1;
@@ -169,7 +169,7 @@ impl FileReader<'_> {
     pub(super) fn pcapng(
         &mut self,
         r: impl Read,
-        f: &mut impl FnMut(CapturedDns),
+        f: &mut impl FnMut(CapturedRef<'_>),
     ) -> Result<(), CapError> {
         let mut r = PcapNgReader::new(r).map_err(|e| self.header_error(e))?;
         self.stats.files += 1;

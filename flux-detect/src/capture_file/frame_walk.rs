@@ -22,14 +22,13 @@ use std::{
     time::SystemTime,
 };
 
-use bytes::Bytes;
 use flux_common::{
     DNS_HEADER_LEN, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_AH, IPV6_DEST_OPTS,
     IPV6_FRAGMENT, IPV6_HOP_BY_HOP, IPV6_MOBILITY, IPV6_ROUTING, MAX_IPV6_EXT_HEADERS,
     MAX_VLAN_TAGS, is_ipv6_ext_header, is_plausible_response, is_vlan_tag,
 };
 
-use super::{CapturedDns, FrameError};
+use super::{CapturedRef, FrameError};
 use crate::dns::Transport;
 
 /// Link types, resolved once per file or interface.
@@ -116,7 +115,7 @@ pub(super) fn decode(
     known_cut: bool,
     ts: SystemTime,
     ports: &[u16],
-    f: &mut impl FnMut(CapturedDns),
+    f: &mut impl FnMut(CapturedRef<'_>),
 ) -> Result<(), Skip> {
     let (mut ether_type, mut off, walk_vlans) = link_layer(link, frame, known_cut)?;
 
@@ -218,24 +217,27 @@ struct Found<'a> {
     vlan: &'a [u16],
 }
 
-impl Found<'_> {
-    fn dns(
+impl<'a> Found<'a> {
+    fn dns<'p>(
         &self,
         sport: u16,
         dport: u16,
         transport: Transport,
-        payload: &[u8],
+        payload: &'p [u8],
         truncated: bool,
-    ) -> CapturedDns {
-        CapturedDns {
+    ) -> CapturedRef<'p>
+    where
+        'a: 'p,
+    {
+        CapturedRef {
             ts: self.ts,
             src: self.l3.src,
             dst: self.l3.dst,
             sport,
             dport,
             transport,
-            vlan: self.vlan.to_vec(),
-            payload: Bytes::copy_from_slice(payload),
+            vlan: self.vlan,
+            payload,
             truncated,
         }
     }
@@ -265,7 +267,7 @@ fn udp(
     found: &Found<'_>,
     l4: &[u8],
     ports: &[u16],
-    f: &mut impl FnMut(CapturedDns),
+    f: &mut impl FnMut(CapturedRef<'_>),
 ) -> Result<(), Skip> {
     let l3 = found.l3;
     let sport = source_port(l4, 8, l3.cut, "UDP header cut short", ports)?;
@@ -298,7 +300,7 @@ fn tcp(
     found: &Found<'_>,
     l4: &[u8],
     ports: &[u16],
-    f: &mut impl FnMut(CapturedDns),
+    f: &mut impl FnMut(CapturedRef<'_>),
 ) -> Result<(), Skip> {
     let l3 = found.l3;
     let sport = source_port(l4, 20, l3.cut, "TCP header cut short", ports)?;

@@ -482,9 +482,9 @@ fn replay_set(set: &Dataset, enricher: &Arc<Enricher>) -> anyhow::Result<Replaye
     let mut verdicts = Vec::new();
     let mut entities: Vec<Label> = Vec::new();
     for path in &set.files {
-        let r = capture_file::read_file(path, &DEFAULT_PORTS, &mut read, |c| {
+        let r = capture_file::read_file_each(path, &DEFAULT_PORTS, &mut read, |c| {
             let started = Instant::now();
-            let parsed = parse_response(&c.payload, c.truncated);
+            let parsed = parse_response(c.payload, c.truncated);
             busy += started.elapsed();
             let Ok(msg) = parsed else {
                 malformed += 1;

@@ -37,8 +37,8 @@ fn main() {
     let mut read = Default::default();
     let mut out = Vec::new();
     for path in &files {
-        capture_file::read_file(path, &DEFAULT_PORTS, &mut read, |c| {
-            let Ok(msg) = parse_response(&c.payload, c.truncated) else {
+        capture_file::read_file_each(path, &DEFAULT_PORTS, &mut read, |c| {
+            let Ok(msg) = parse_response(c.payload, c.truncated) else {
                 return;
             };
             let now = secs(c.ts);

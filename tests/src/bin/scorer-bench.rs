@@ -214,8 +214,8 @@ fn throughput(stream: &str, path: &Path, enricher: &Arc<Enricher>) -> serde_json
     let started = std::time::Instant::now();
     let mut read = flux_detect::capture_file::ReadStats::default();
     let mut parsed = 0u64;
-    let _ = flux_detect::capture_file::read_file(path, &DEFAULT_PORTS, &mut read, |c| {
-        if flux_detect::dns::parse_response(&c.payload, c.truncated).is_ok() {
+    let _ = flux_detect::capture_file::read_file_each(path, &DEFAULT_PORTS, &mut read, |c| {
+        if flux_detect::dns::parse_response(c.payload, c.truncated).is_ok() {
             parsed += 1;
         }
     });
