@@ -50,6 +50,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("nft", "nftables"),
     // The ring-buffer load benchmark (ringbuf-load): the load generator against unbound.
     ("dnsperf", "dnsperf"),
+    // scorer-bench counts the replay's instructions under callgrind: a figure the host's load
+    // does not move, where its rates do.
+    ("valgrind", "valgrind"),
     // The npm client fetches the IP database (`ensure_ip_db`), honouring the machine's registry
     // configuration.
     ("npm", "npm"),

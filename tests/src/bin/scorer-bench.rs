@@ -11,7 +11,14 @@
 //!    (`/proc/self/status`), and the scorer's own estimate.
 //!
 //! `--pcap FILE [--repeat N]` measures one capture instead, N times: the reader and parser
-//! alone, then the whole replay.
+//! alone, then the whole replay (`--replay-only`: the replay alone, once, for the count below).
+//!
+//! 3. Instructions: each stream's replay pass again, under valgrind's callgrind, which counts
+//!    the instructions it executes ([`instructions`]). Unlike the rates, the count does not
+//!    depend on how loaded the host is: on this VM the same binary's resolver replay read
+//!    398,759 to 672,169 responses/s in ten runs of one hour, so a change of a few percent
+//!    shows only in the count. Without valgrind the rates are still measured and the count is
+//!    reported as missing.
 //!
 //! `--json`: the readable lines go to stderr and stdout is one JSON document (`memory`, and
 //! `streams`, one element per stream), which `cargo xtask bench` reads for its targets table.
@@ -209,8 +216,9 @@ macro_rules! say {
     };
 }
 
-fn throughput(stream: &str, path: &Path, enricher: &Arc<Enricher>) -> serde_json::Value {
-    // The reader and parser alone, so the scorer's share is the difference.
+/// The reader and parser alone over `path`, so the scorer's share of a replay is the
+/// difference: responses parsed a second.
+fn parse_pass(stream: &str, path: &Path) -> f64 {
     let started = std::time::Instant::now();
     let mut read = flux_detect::capture_file::ReadStats::default();
     let mut parsed = 0u64;
@@ -224,6 +232,18 @@ fn throughput(stream: &str, path: &Path, enricher: &Arc<Enricher>) -> serde_json
         "replay ({stream}): {parsed} responses read and parsed in {secs:.2} s = {:.0} responses/s (no scoring)",
         parsed as f64 / secs
     );
+    parsed as f64 / secs
+}
+
+fn throughput(stream: &str, path: &Path, enricher: &Arc<Enricher>) -> serde_json::Value {
+    let parse_rate = parse_pass(stream, path);
+    let mut v = replay_pass(stream, path, enricher);
+    v["read_parse_only_rps"] = parse_rate.into();
+    v
+}
+
+/// The whole replay of `path` (read, parse, score) through a fresh scorer.
+fn replay_pass(stream: &str, path: &Path, enricher: &Arc<Enricher>) -> serde_json::Value {
     let mut scorer = Scorer::new(
         ScorerConfig::default(),
         enricher.clone(),
@@ -247,11 +267,75 @@ fn throughput(stream: &str, path: &Path, enricher: &Arc<Enricher>) -> serde_json
         "responses": s.parsed + s.malformed,
         "seconds": s.elapsed_s,
         "per_s": s.responses_per_s,
-        "read_parse_only_rps": parsed as f64 / secs,
         "keys": s.scorer.keys_tracked,
         "verdicts": s.verdicts,
         "scorer_bytes": s.scorer_memory_bytes,
     })
+}
+
+/// The function whose instructions callgrind counts ([`instructions`]): the whole replay pass
+/// (read, parse, score), not the databases' load before it. Not generic and called across
+/// crates, so it stays a function of its own; a count of 0 says it was renamed or inlined.
+const COUNTED: &str = "flux_agent::pipeline::replay_source::replay_with_progress";
+
+/// Instructions a response of the replay of `path` (`responses` of them), counted by
+/// callgrind in this binary run again with `--replay-only`: valgrind's count of what the CPU
+/// executes, the same however busy the host is, which the rates are not. It says nothing of
+/// cache misses and branch mispredictions, so it cannot replace the rate; it tells a change of
+/// the code from a change of the host's hour. About 50 times slower than the replay itself.
+fn instructions(path: &Path, responses: u64) -> Result<f64, String> {
+    let valgrind = flux_tests::which("valgrind")
+        .ok_or("valgrind is not installed (`cargo xtask setup` installs it)")?;
+    let exe = std::env::current_exe().map_err(|e| format!("this binary's path: {e}"))?;
+    let out = std::process::Command::new(valgrind)
+        .arg("--tool=callgrind")
+        .arg(format!("--toggle-collect={COUNTED}"))
+        .arg("--callgrind-out-file=/dev/null")
+        .arg(exe)
+        .arg("--pcap")
+        .arg(path)
+        .arg("--replay-only")
+        .output()
+        .map_err(|e| format!("run valgrind: {e}"))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        let last = stderr.lines().last().unwrap_or("");
+        return Err(format!("valgrind failed ({}): {last}", out.status));
+    }
+    match collected(&stderr) {
+        Some(0) => Err(format!(
+            "callgrind counted nothing in {COUNTED}: renamed or inlined?"
+        )),
+        Some(n) => Ok(n as f64 / responses.max(1) as f64),
+        None => Err("callgrind printed no count".to_owned()),
+    }
+}
+
+/// The count in callgrind's closing line `==PID== Collected : N`.
+fn collected(stderr: &str) -> Option<u64> {
+    stderr
+        .lines()
+        .find_map(|l| l.split_once("Collected :"))
+        .and_then(|(_, n)| n.trim().parse().ok())
+}
+
+/// [`instructions`] into a stream's figures: `instructions_per_response`, or why there is none
+/// (`instructions_missing`).
+fn count_instructions(stream: &str, path: &Path, v: &mut serde_json::Value) {
+    let responses = v["responses"].as_u64().unwrap_or(0);
+    match instructions(path, responses) {
+        Ok(per) => {
+            say!(
+                "replay ({stream}): {per:.0} instructions a response in the replay pass \
+                 (callgrind; independent of the host's load)"
+            );
+            v["instructions_per_response"] = per.round().into();
+        }
+        Err(why) => {
+            say!("replay ({stream}): instructions not counted: {why}");
+            v["instructions_missing"] = why.into();
+        }
+    }
 }
 
 fn memory(names: u64, enricher: &Arc<Enricher>) -> serde_json::Value {
@@ -321,14 +405,14 @@ fn memory(names: u64, enricher: &Arc<Enricher>) -> serde_json::Value {
 }
 
 const USAGE: &str = "usage: scorer-bench [--names N] [--responses N] [--json] | \
-                     scorer-bench --pcap FILE [--repeat N] [--json]";
+                     scorer-bench --pcap FILE [--repeat N | --replay-only] [--json]";
 
 fn main() -> anyhow::Result<()> {
     let args = flux_tests::bench_args(
         "scorer-bench",
         USAGE,
         &["--pcap", "--repeat", "--names", "--responses"],
-        &["--json"],
+        &["--json", "--replay-only"],
         0,
     );
     let dir = default_db_dir();
@@ -338,6 +422,11 @@ fn main() -> anyhow::Result<()> {
     );
     say!("{}", enricher.describe());
     if let Some(pcap) = flux_tests::flag_value(&args, "--pcap") {
+        if args.iter().any(|a| a == "--replay-only") {
+            // What `instructions` counts: the replay alone, once.
+            replay_pass("given", Path::new(pcap), &enricher);
+            return Ok(());
+        }
         // Repeated, so the best run (least disturbed by the host) can be compared.
         let runs: Vec<_> = (0..arg(&args, "--repeat", 1))
             .map(|_| throughput("given", Path::new(&pcap), &enricher))
@@ -354,10 +443,15 @@ fn main() -> anyhow::Result<()> {
     // of the growth.
     let memory = memory(arg(&args, "--names", 1_000_000), &enricher);
     let n = arg(&args, "--responses", 1_000_000);
-    let streams = [
-        throughput("resolver", &resolver_stream(n)?, &enricher),
-        throughput("churn", &churn_stream(n)?, &enricher),
-    ];
+    let mut streams = Vec::new();
+    for (stream, path) in [
+        ("resolver", resolver_stream(n)?),
+        ("churn", churn_stream(n)?),
+    ] {
+        let mut v = throughput(stream, &path, &enricher);
+        count_instructions(stream, &path, &mut v);
+        streams.push(v);
+    }
     if json_mode() {
         println!(
             "{}",
@@ -365,4 +459,26 @@ fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callgrinds_count_is_read_from_its_closing_lines() {
+        let stderr = "==22208== \n==22208== Events    : Ir\n==22208== Collected : 8107223310\n\
+                      ==22208== \n==22208== I   refs:      8,107,223,310\n";
+        assert_eq!(collected(stderr), Some(8_107_223_310));
+        assert_eq!(collected("==1== Collected : 0\n"), Some(0));
+        assert_eq!(collected("valgrind: no such tool\n"), None);
+    }
+
+    /// The counted function is the replay pass's: renaming it must rename the count's target.
+    #[test]
+    fn the_counted_function_is_the_replay_pass() {
+        // Fails to build if the function moves or is renamed.
+        let _ = replay_source::replay_with_progress;
+        assert!(COUNTED.ends_with("replay_source::replay_with_progress"));
+    }
 }
