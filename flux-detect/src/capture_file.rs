@@ -50,9 +50,10 @@ use frame_walk::{Link, Skip, decode};
 /// ([`flux_common::DEFAULT_DNS_PORTS`], the kernel's default too).
 pub use flux_common::DEFAULT_DNS_PORTS as DEFAULT_PORTS;
 
-/// One DNS response found in a capture file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CapturedDns {
+/// One DNS response found in a capture file, its VLAN ids held as `V` and its message as `P`:
+/// owned ([`CapturedDns`]) or lent from the reader's buffer ([`CapturedRef`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Captured<V, P> {
     /// The packet's timestamp from the file.
     pub ts: SystemTime,
     pub src: IpAddr,
@@ -61,13 +62,21 @@ pub struct CapturedDns {
     pub dport: u16,
     pub transport: Transport,
     /// VLAN ids (12 bits), outermost first.
-    pub vlan: Vec<u16>,
+    pub vlan: V,
     /// The DNS message (TCP: one whole message, without its 2-byte length prefix).
-    pub payload: Bytes,
+    pub payload: P,
     /// The frame holds less of the message than its headers claim (snaplen), or it is the first
     /// fragment of a fragmented IP datagram.
     pub truncated: bool,
 }
+
+/// A response with its own copy of the message, to keep ([`read_file`]).
+pub type CapturedDns = Captured<Vec<u16>, Bytes>;
+
+/// A response lent where it lies in the reader's buffer, for readers that parse it and let it
+/// go ([`read_file_each`]): replay's per-response copy of the message, an allocation and a
+/// `memcpy` the parser then read again, was 4% of a replay.
+pub type CapturedRef<'a> = Captured<&'a [u16], &'a [u8]>;
 
 impl CapturedDns {
     /// Cuts the message to at most `max` bytes, as the ring buffer does
@@ -78,26 +87,6 @@ impl CapturedDns {
             self.truncated = true;
         }
     }
-}
-
-/// One DNS response found in a capture file, lent where it lies in the reader's buffer, for
-/// readers that parse it and let it go ([`read_file_each`]): replay's per-response copy of the
-/// message, an allocation and a `memcpy` the parser then read again, was 4% of a replay.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CapturedRef<'a> {
-    /// The packet's timestamp from the file.
-    pub ts: SystemTime,
-    pub src: IpAddr,
-    pub dst: IpAddr,
-    pub sport: u16,
-    pub dport: u16,
-    pub transport: Transport,
-    /// VLAN ids (12 bits), outermost first.
-    pub vlan: &'a [u16],
-    /// The DNS message (TCP: one whole message, without its 2-byte length prefix).
-    pub payload: &'a [u8],
-    /// As [`CapturedDns::truncated`].
-    pub truncated: bool,
 }
 
 impl CapturedRef<'_> {
@@ -325,11 +314,8 @@ pub fn decode_frame_each(
 ) -> Result<(), FrameError> {
     let known_cut = orig_len.is_some_and(|o| o as usize > frame.len());
     let link = Link::from_linktype(linktype.into());
-    match decode(link, frame, known_cut, ts, ports, &mut |r: CapturedRef<
-        '_,
-    >| {
-        f(r.to_captured())
-    }) {
+    let mut owned = |r: CapturedRef<'_>| f(r.to_captured());
+    match decode(link, frame, known_cut, ts, ports, &mut owned) {
         Ok(()) | Err(Skip::NotOurs) => Ok(()),
         Err(Skip::Frame(e)) => Err(e),
     }
