@@ -26,6 +26,7 @@ pub mod params;
 mod prefetch;
 mod rescore;
 pub mod shared;
+mod slot_chunks;
 mod slot_index;
 mod snapshot;
 mod table;

@@ -8,7 +8,9 @@
 //!    - **churn** (worst case): 20,000 names queried so rarely that nearly every response is a
 //!      changed answer, so nearly every response re-scores one or two keys.
 //! 2. Memory: 1,000,000 distinct names fed to one scorer; resident memory before and after
-//!    (`/proc/self/status`), and the scorer's own estimate.
+//!    (`/proc/self/status`), and the scorer's own estimate. Also the slowest single response
+//!    of those, when the tables grow: a live agent's scorer stops reading the ring buffer
+//!    that long.
 //!
 //! `--pcap FILE [--repeat N]` measures one capture instead, N times: the reader and parser
 //! alone, then the whole replay (`--replay-only`: the replay alone, once, for the count below).
@@ -352,6 +354,9 @@ fn memory(names: u64, enricher: &Arc<Enricher>) -> serde_json::Value {
     let mut rng = Rng(42);
     let mut out = Vec::new();
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600);
+    // The slowest single response while the tables grow: what a live agent's block latency
+    // meets when the key table has to make room.
+    let mut slowest = Duration::ZERO;
     for i in 0..names {
         // Registered domains, so one name is one key; 1-4 addresses each, like real answers.
         let name: Arc<str> = format!("n{i}-{:x}.example", rng.next() & 0xffff).into();
@@ -382,7 +387,9 @@ fn memory(names: u64, enricher: &Arc<Enricher>) -> serde_json::Value {
             incomplete: false,
         };
         out.clear();
+        let started = std::time::Instant::now();
         scorer.observe(t0 + Duration::from_millis(i), &msg, &mut out);
+        slowest = slowest.max(started.elapsed());
     }
     flux_agent::allocator::return_freed_memory();
     let after = flux_tests::rss_bytes();
@@ -390,17 +397,20 @@ fn memory(names: u64, enricher: &Arc<Enricher>) -> serde_json::Value {
     let grown = after.saturating_sub(before);
     let per_name = grown as f64 / st.keys_tracked.max(1) as f64;
     say!(
-        "memory: {} names tracked: RSS +{:.1} MiB ({:.0} bytes/name); scorer estimate {:.1} MiB",
+        "memory: {} names tracked: RSS +{:.1} MiB ({:.0} bytes/name); scorer estimate {:.1} MiB; \
+         slowest response {:.2} ms",
         st.keys_tracked,
         grown as f64 / (1 << 20) as f64,
         per_name,
-        scorer.memory_estimate() as f64 / (1 << 20) as f64
+        scorer.memory_estimate() as f64 / (1 << 20) as f64,
+        slowest.as_secs_f64() * 1e3
     );
     serde_json::json!({
         "names": st.keys_tracked,
         "rss_growth_bytes": grown,
         "bytes_per_name": per_name,
         "scorer_estimate_bytes": scorer.memory_estimate(),
+        "slowest_response_ms": slowest.as_secs_f64() * 1e3,
     })
 }
 
